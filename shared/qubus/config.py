@@ -1,0 +1,47 @@
+"""Configuration, read once in each process's ``main()`` from ``QUBUS_*`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every tunable of a qubus process; each field is ``QUBUS_<NAME>`` in the environment.
+
+    Attributes:
+        nats_url: The NATS server. Empty means: the one ``qubus up`` recorded, if any.
+        instance: This process's instance name in logs and traces (default: host-pid).
+        log_level: ``debug``, ``info``, ``warning`` or ``error``.
+        ack_wait_s: How long JetStream waits for an ack before redelivering a message.
+        max_deliver: Deliveries of one message before its task fails as ``internal.error``.
+        max_submit_bytes: Largest accepted circuit text at ingress.
+        duplicate_window_s: How long JetStream remembers ``Nats-Msg-Id`` for de-duplication.
+        sandbox_timeout_s: Wall-clock limit of one ideal simulation.
+        sandbox_max_qubits: Largest circuit the sandbox simulates.
+        sandbox_memory_mb: Address-space limit of the sandbox's worker process.
+        ideal_max_outcomes: Most-likely outcomes kept of an ideal distribution.
+        time_scale: Emulated QPU time is slept for ``time_scale`` × its modelled duration.
+        noiseless: Run QPU emulators without noise.
+        policy: The allocator's policy (``hyperscore`` or ``round_robin``).
+        topology: Path of the link topology JSON; empty means the built-in default.
+        node_timeout_s: A node whose status is older than this is treated as offline.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="QUBUS_", extra="ignore")
+
+    nats_url: str = ""
+    instance: str = ""
+    log_level: str = "info"
+    ack_wait_s: float = 10.0
+    max_deliver: int = 5
+    max_submit_bytes: int = 256 * 1024
+    duplicate_window_s: float = 600.0
+    sandbox_timeout_s: float = 30.0
+    sandbox_max_qubits: int = 24
+    sandbox_memory_mb: int = 4096
+    ideal_max_outcomes: int = 4096
+    time_scale: float = 0.01
+    noiseless: bool = False
+    policy: str = "hyperscore"
+    topology: str = ""
+    node_timeout_s: float = 15.0

@@ -1,0 +1,383 @@
+"""Versioned wire types of qubus.
+
+Every message on the bus is one of these frozen pydantic models, encoded by ``qubus.codec``.
+Its type name (``task.parsed.v1``) travels in the ``Qubus-Type`` header; ``EVENT`` is the last
+part of the subject ``qubus.task.<task_id>.<event>`` and of the de-duplication id
+``<task_id>.<event>``. A retired version keeps its class here so old messages still decode.
+
+This module imports neither cirq nor numpy: services that only route messages stay light.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NODE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+Format = Literal["qasm2", "qasm3", "cirq-json"]
+
+
+class Model(BaseModel):
+    """Base of every wire type: immutable, strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    TYPE: ClassVar[str] = ""
+
+
+class ErrorInfo(Model):
+    """A structured, user-facing error: the shape of every rejection."""
+
+    code: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+
+
+# ---------------------------------------------------------------- ingress (request/reply)
+
+
+class SubmitRequest(Model):
+    """The public ingress payload on ``qubus.submit`` (msgpack or JSON).
+
+    Attributes:
+        circuit: The circuit text: OpenQASM 2/3 source or Cirq JSON.
+        format: ``qasm2``, ``qasm3`` or ``cirq-json``; guessed from the text when omitted.
+        shots: Repetitions to run on the QPU.
+        priority: The task's declared value (0–10); the scorer's Impact term.
+        pilot: Reserved for pilots (a later issue); accepted and recorded.
+        idempotency_key: The same key always maps to the same task id.
+        node: Pin the task to this QPU node.
+        source: Where the circuit came from (a file name), for the user's own records.
+    """
+
+    TYPE: ClassVar[str] = "submit.request.v1"
+
+    circuit: str = Field(min_length=1)
+    format: Format | None = None
+    shots: int = Field(default=1000, ge=1, le=100_000)
+    priority: int = Field(default=0, ge=0, le=10)
+    pilot: str | None = None
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
+    node: str | None = None
+    source: str | None = Field(default=None, max_length=1024)
+
+    @field_validator("node")
+    @classmethod
+    def _node_id(cls, value: str | None) -> str | None:
+        if value is not None and not NODE_ID.match(value):
+            raise ValueError(f"node id {value!r} must match {NODE_ID.pattern}")
+        return value
+
+
+class SubmitReply(Model):
+    TYPE: ClassVar[str] = "submit.reply.v1"
+
+    task_id: str
+    duplicate: bool = False
+
+
+# ---------------------------------------------------------------- task events
+
+
+class TaskEvent(Model):
+    """Base of the events in stream ``QUBUS_TASKS``; every one names its task."""
+
+    EVENT: ClassVar[str] = ""
+    TERMINAL: ClassVar[bool] = False
+
+    task_id: str
+
+    def subject(self) -> str:
+        return f"qubus.task.{self.task_id}.{self.EVENT}"
+
+    def msg_id(self) -> str:
+        return f"{self.task_id}.{self.EVENT}"
+
+
+class TaskOptions(Model):
+    """What the user asked for, carried unchanged from stage to stage."""
+
+    shots: int
+    priority: int = 0
+    node: str | None = None
+    pilot: str | None = None
+    source: str | None = None
+
+
+class TaskIngested(TaskEvent):
+    TYPE: ClassVar[str] = "task.ingested.v1"
+    EVENT: ClassVar[str] = "ingested"
+
+    format: Format
+    text: str
+    options: TaskOptions
+    submitted_at: float
+
+
+class Features(Model):
+    """Structural features of a circuit (see ``qubus.circuits.circuit_features``)."""
+
+    qubits: int
+    clbits: int
+    depth: int
+    gate_counts: dict[str, int]
+    two_qubit_gates: int
+    multi_qubit_gates: int
+    measured_qubits: list[str]
+    classical_control: bool
+    interaction_graph: list[tuple[str, str, int]]
+    fingerprint: str
+
+
+class TaskParsed(TaskEvent):
+    TYPE: ClassVar[str] = "task.parsed.v1"
+    EVENT: ClassVar[str] = "parsed"
+
+    circuit: str  # Cirq JSON
+    features: Features
+    options: TaskOptions
+
+
+class CheckOutcome(Model):
+    code: str
+    name: str
+    hard: bool
+    passed: bool
+    message: str
+    weight: float
+
+
+class TaskChecked(TaskEvent):
+    TYPE: ClassVar[str] = "task.checked.v1"
+    EVENT: ClassVar[str] = "checked"
+
+    circuit: str
+    features: Features
+    options: TaskOptions
+    checks: list[CheckOutcome]
+    logic_score: float
+
+
+class SandboxEvaluation(TaskEvent):
+    """The ideal (noiseless) behaviour of the circuit.
+
+    ``ideal`` keeps at most ``qubus.config.Settings.ideal_max_outcomes`` of the most likely
+    outcomes; ``truncated_mass`` is the probability left out.
+    """
+
+    TYPE: ClassVar[str] = "task.eval.sandbox.v1"
+    EVENT: ClassVar[str] = "eval.sandbox"
+
+    ideal: dict[str, float]
+    ideal_counts: dict[str, int]
+    truncated_mass: float
+    norm_error: float
+    simulator: str
+    elapsed_s: float
+
+
+class NodePrediction(Model):
+    node: str
+    fits: bool
+    reason: str = ""
+    predicted_fidelity: float = 0.0
+    expected_run_s: float = 0.0
+    calibration_revision: str = ""
+    swaps: int = 0
+
+
+class NoiseEvaluation(TaskEvent):
+    TYPE: ClassVar[str] = "task.eval.noise.v1"
+    EVENT: ClassVar[str] = "eval.noise"
+
+    predictions: list[NodePrediction]
+
+
+class NodeScore(Model):
+    node: str
+    eligible: bool
+    reason: str = ""
+    predicted_fidelity: float = 0.0
+    expected_completion_s: float = 0.0
+    queue_depth: int = 0
+    hyperscore: float = 0.0
+    terms: dict[str, float] = Field(default_factory=dict)
+
+
+class TaskScored(TaskEvent):
+    TYPE: ClassVar[str] = "task.scored.v1"
+    EVENT: ClassVar[str] = "scored"
+
+    circuit: str
+    options: TaskOptions
+    ideal: dict[str, float]
+    scores: list[NodeScore]
+
+
+class TaskAllocated(TaskEvent):
+    """The placement decision, published on ``qubus.task.<id>.allocated.<node>``.
+
+    It is also the QPU node's work item: one message, so a redelivered allocator can never
+    send the same task to two nodes (de-duplication keeps the first decision).
+    """
+
+    TYPE: ClassVar[str] = "task.allocated.v1"
+    EVENT: ClassVar[str] = "allocated"
+
+    node: str
+    policy: str
+    reason: str
+    ranking: list[tuple[str, float]]
+    predicted_fidelity: float
+    hyperscore: float
+    circuit: str
+    options: TaskOptions
+    ideal: dict[str, float]
+
+    def subject(self) -> str:
+        return f"{super().subject()}.{self.node}"
+
+
+class TaskRunning(TaskEvent):
+    TYPE: ClassVar[str] = "task.running.v1"
+    EVENT: ClassVar[str] = "running"
+
+    node: str
+    queue_wait_s: float
+
+
+class TaskCompleted(TaskEvent):
+    TYPE: ClassVar[str] = "task.completed.v1"
+    EVENT: ClassVar[str] = "completed"
+    TERMINAL: ClassVar[bool] = True
+
+    node: str
+    counts: dict[str, int]
+    shots: int
+    seed: int
+    predicted_fidelity: float
+    measured_fidelity: float
+    emulated_s: float
+    calibration_revision: str
+
+
+class TaskRejected(TaskEvent):
+    """The task cannot run as submitted; ``error`` says why and where."""
+
+    TYPE: ClassVar[str] = "task.rejected.v1"
+    EVENT: ClassVar[str] = "rejected"
+    TERMINAL: ClassVar[bool] = True
+
+    stage: str
+    error: ErrorInfo
+    failures: list[ErrorInfo] = Field(default_factory=list)
+
+
+class TaskFailed(TaskEvent):
+    """The task was accepted but could not be completed."""
+
+    TYPE: ClassVar[str] = "task.failed.v1"
+    EVENT: ClassVar[str] = "failed"
+    TERMINAL: ClassVar[bool] = True
+
+    stage: str
+    error: ErrorInfo
+
+
+# ---------------------------------------------------------------- fleet state (KV qubus_nodes)
+
+
+class NodeStatus(Model):
+    """A QPU node's calibration and status, the value of its key in KV ``qubus_nodes``.
+
+    ``device`` is a ``qubus.devices.Device`` dumped to JSON-compatible data (kept untyped here
+    so that light services need not import the device code).
+    """
+
+    TYPE: ClassVar[str] = "node.status.v1"
+
+    node: str
+    kind: str
+    n_qubits: int
+    max_circuit_qubits: int
+    device: dict[str, Any]
+    calibration_revision: str
+    queue_depth: int
+    mean_job_s: float
+    busy: bool
+    instance: str
+    updated_at: float
+
+
+class LinkStatus(Model):
+    TYPE: ClassVar[str] = "link.status.v1"
+
+    a: str
+    b: str
+    expected_latency_s: float
+    f0: float
+    coherence_s: float
+    pairs_served: int
+    updated_at: float
+
+
+class EprRequest(Model):
+    TYPE: ClassVar[str] = "link.epr.request.v1"
+
+    a: str
+    b: str
+    hold_s: float = Field(default=0.0, ge=0.0)
+    task_id: str | None = None
+
+
+class EprReply(Model):
+    TYPE: ClassVar[str] = "link.epr.reply.v1"
+
+    a: str
+    b: str
+    fidelity: float
+    latency_s: float
+    attempts: int
+    path: list[str]
+
+
+class ServiceReady(Model):
+    """Announced on ``qubus.svc.ready`` once a service's consumers are bound."""
+
+    TYPE: ClassVar[str] = "service.ready.v1"
+
+    service: str
+    instance: str
+    pid: int
+    node: str | None = None
+
+
+TYPES: dict[str, type[Model]] = {
+    cls.TYPE: cls
+    for cls in (
+        SubmitRequest,
+        SubmitReply,
+        TaskIngested,
+        TaskParsed,
+        TaskChecked,
+        SandboxEvaluation,
+        NoiseEvaluation,
+        TaskScored,
+        TaskAllocated,
+        TaskRunning,
+        TaskCompleted,
+        TaskRejected,
+        TaskFailed,
+        NodeStatus,
+        LinkStatus,
+        EprRequest,
+        EprReply,
+        ServiceReady,
+    )
+}
+"""Every wire type by its ``Qubus-Type`` name, retired versions included."""

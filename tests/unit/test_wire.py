@@ -1,0 +1,133 @@
+"""Wire types, codec, ingress rules, ids and trace context (no NATS)."""
+
+from __future__ import annotations
+
+import json
+
+import msgpack
+import pytest
+
+from qubus import codec
+from qubus.errors import InvalidPayload
+from qubus.ids import idempotency_kv_key, new_task_id, seed_for
+from qubus.ingest import check_cirq_json, detect_format
+from qubus.messages import TYPES, SubmitRequest, TaskAllocated, TaskOptions, TaskRejected
+from qubus.tracing import TraceContext
+
+
+def test_every_type_name_is_versioned_and_unique():
+    assert all(name.rsplit(".", 1)[-1].startswith("v") for name in TYPES)
+    assert len({cls for cls in TYPES.values()}) == len(TYPES)
+
+
+def test_msgpack_round_trip_keeps_the_model():
+    event = TaskRejected(
+        task_id="t1", stage="parser", error={"code": "qasm.syntax", "message": "m", "line": 3}
+    )
+    assert codec.decode(codec.encode(event), TaskRejected) == event
+    assert codec.decode_typed(codec.encode(event), "task.rejected.v1") == event
+
+
+def test_json_body_is_accepted_with_its_content_type():
+    body = json.dumps({"circuit": "OPENQASM 2.0;", "shots": 10}).encode()
+    request = codec.decode(body, SubmitRequest, content_type=codec.JSON)
+    assert request.shots == 10 and request.priority == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"\xc1\xc1", "payload.undecodable"),
+        (msgpack.packb([1, 2]), "payload.not_a_map"),
+        (msgpack.packb({"circuit": ""}), "payload.invalid"),
+        (msgpack.packb({"circuit": "x", "shots": 0}), "payload.invalid"),
+        (msgpack.packb({"circuit": "x", "surprise": 1}), "payload.invalid"),
+        (msgpack.packb({"circuit": "x", "node": "Not A Node!"}), "payload.invalid"),
+    ],
+)
+def test_bad_bodies_are_invalid_payloads_with_codes(body, code):
+    with pytest.raises(InvalidPayload) as raised:
+        codec.decode(body, SubmitRequest)
+    assert raised.value.code == code
+
+
+def test_validation_message_names_every_bad_field():
+    body = msgpack.packb({"circuit": 42, "shots": "many"})
+    with pytest.raises(InvalidPayload, match="circuit.*shots"):
+        codec.decode(body, SubmitRequest)
+
+
+def test_unknown_type_name_is_refused():
+    with pytest.raises(InvalidPayload) as raised:
+        codec.decode_typed(b"\x80", "task.nothing.v1")
+    assert raised.value.code == "payload.unknown_type"
+
+
+def test_allocation_subject_names_the_node_but_dedup_id_does_not():
+    event = TaskAllocated(
+        task_id="t9",
+        node="ibm_nairobi",
+        policy="hyperscore",
+        reason="",
+        ranking=[],
+        predicted_fidelity=0.9,
+        hyperscore=150.0,
+        circuit="{}",
+        options=TaskOptions(shots=1),
+        ideal={},
+    )
+    assert event.subject() == "qubus.task.t9.allocated.ibm_nairobi"
+    assert event.msg_id() == "t9.allocated"
+
+
+@pytest.mark.parametrize(
+    ("text", "declared", "expected"),
+    [
+        ("OPENQASM 2.0;\nqreg q[1];", None, "qasm2"),
+        ("// header\nOPENQASM 3.0;\nqubit q;", None, "qasm3"),
+        ("OPENQASM 3;", None, "qasm3"),
+        ("qreg q[1];", None, "qasm2"),
+        ('  {"cirq_type": "Circuit"}', None, "cirq-json"),
+        ("OPENQASM 2.0;", "qasm3", "qasm3"),
+    ],
+)
+def test_format_is_detected_from_the_text_unless_declared(text, declared, expected):
+    assert detect_format(SubmitRequest(circuit=text, format=declared)) == expected
+
+
+def test_cirq_json_must_be_a_json_object():
+    check_cirq_json('{"cirq_type": "Circuit"}')
+    for text in ("[1]", "{nope"):
+        with pytest.raises(InvalidPayload):
+            check_cirq_json(text)
+
+
+def test_task_ids_are_unique_and_sort_by_time():
+    ids = [new_task_id(now=1000.0 + i) for i in range(50)]
+    assert ids == sorted(ids) and len(set(ids)) == 50
+    assert len({new_task_id(now=5.0) for _ in range(200)}) == 200
+
+
+def test_seeds_are_fixed_by_task_and_purpose():
+    assert seed_for("t", "qpu") == seed_for("t", "qpu")
+    assert seed_for("t", "qpu") != seed_for("t", "ideal")
+    assert 0 <= seed_for("t", "qpu") < 2**32
+
+
+def test_idempotency_key_is_a_valid_kv_key_for_any_text():
+    key = idempotency_kv_key("any text / with spaces * and > wildcards")
+    assert len(key) == 64 and key.isalnum()
+
+
+def test_trace_context_round_trips_and_children_keep_the_trace():
+    trace = TraceContext.new()
+    assert TraceContext.extract({"traceparent": trace.traceparent}) == trace
+    child = trace.child()
+    assert child.trace_id == trace.trace_id and child.span_id != trace.span_id
+
+
+@pytest.mark.parametrize("header", [None, "", "garbage", "00-" + "0" * 32 + "-" + "1" * 16 + "-01"])
+def test_missing_or_invalid_traceparent_starts_a_new_trace(header):
+    headers = None if header is None else {"traceparent": header}
+    trace = TraceContext.extract(headers)
+    assert len(trace.trace_id) == 32 and trace.trace_id != "0" * 32
