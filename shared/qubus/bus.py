@@ -1,0 +1,291 @@
+"""The connection to NATS: one manager per process, the JetStream layout, typed publishing.
+
+Everything a service needs from the bus besides consuming (``qubus.consumer``) lives here:
+connecting with logged reconnects and a health flag, creating the stream and KV buckets
+idempotently, publishing task events with ``Nats-Msg-Id``/``traceparent`` headers, and reading a
+task's events back from the stream, which is the task's record.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DeliverPolicy,
+    KeyValueConfig,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.kv import KeyValue
+
+from qubus import codec
+from qubus.errors import InvalidPayload
+from qubus.logs import get_logger
+from qubus.messages import Model, NodeStatus, TaskEvent
+from qubus.tracing import TraceContext
+
+STREAM = "QUBUS_TASKS"
+TASK_SUBJECTS = "qubus.task.>"
+SUBMIT_SUBJECT = "qubus.submit"
+EPR_SUBJECT = "qubus.link.epr"
+READY_SUBJECT = "qubus.svc.ready"
+
+BUCKET_NODES = "qubus_nodes"
+BUCKET_WEIGHTS = "qubus_weights"
+BUCKET_JOINS = "qubus_joins"
+BUCKET_IDEMPOTENCY = "qubus_idempotency"
+
+_BUCKETS = (
+    KeyValueConfig(bucket=BUCKET_NODES, history=1, description="QPU and link calibration/status"),
+    KeyValueConfig(bucket=BUCKET_WEIGHTS, history=16, description="score weights by revision"),
+    KeyValueConfig(bucket=BUCKET_JOINS, history=1, ttl=24 * 3600, description="evaluation joins"),
+    KeyValueConfig(
+        bucket=BUCKET_IDEMPOTENCY, history=1, ttl=7 * 24 * 3600, description="key -> task id"
+    ),
+)
+
+H_TYPE = "Qubus-Type"
+H_SERVICE = "Qubus-Service"
+H_INSTANCE = "Qubus-Instance"
+H_STARTED = "Qubus-Started"
+H_MSG_ID = "Nats-Msg-Id"
+H_TRACEPARENT = "traceparent"
+H_CONTENT_TYPE = "Content-Type"
+
+log = get_logger()
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One task event read back from the stream."""
+
+    subject: str
+    event: TaskEvent
+    service: str
+    instance: str
+    started: float | None
+    published: float
+    sequence: int
+    trace_id: str | None
+
+
+class Bus:
+    """A process's connection to NATS and JetStream.
+
+    Args:
+        url: The NATS server URL.
+        service: This process's service name (recorded on every event it publishes).
+        instance: This process's instance name.
+    """
+
+    def __init__(self, url: str, *, service: str, instance: str) -> None:
+        self.url = url
+        self.service = service
+        self.instance = instance
+        self.healthy = False
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._kv: dict[str, KeyValue] = {}
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise RuntimeError("Bus.connect() has not been called")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("Bus.connect() has not been called")
+        return self._js
+
+    async def connect(self, *, timeout: float = 10.0) -> None:
+        """Connect, with every connection state change logged and reflected in ``healthy``."""
+
+        async def disconnected() -> None:
+            self.healthy = False
+            log.warning("nats.disconnected", url=self.url)
+
+        async def reconnected() -> None:
+            self.healthy = True
+            log.info("nats.reconnected", url=self.url)
+
+        async def closed() -> None:
+            self.healthy = False
+            log.info("nats.closed")
+
+        async def error(exc: Exception) -> None:
+            log.warning("nats.error", error=repr(exc))
+
+        self._nc = await nats.connect(
+            self.url,
+            name=f"qubus-{self.service}-{self.instance}",
+            connect_timeout=timeout,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            closed_cb=closed,
+            error_cb=error,
+        )
+        self._js = self._nc.jetstream(timeout=timeout)
+        self.healthy = True
+
+    async def ensure_topology(self, *, duplicate_window_s: float = 600.0) -> None:
+        """Create the stream and KV buckets, or bring them to this configuration.
+
+        Every service runs this at start; running it again, from any number of processes at
+        once, changes nothing.
+        """
+        config = StreamConfig(
+            name=STREAM,
+            subjects=[TASK_SUBJECTS],
+            storage=StorageType.FILE,
+            duplicate_window=duplicate_window_s,
+            max_age=7 * 24 * 3600,
+            description="qubus task events: every stage's output, the task's trace",
+        )
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            await self.js.update_stream(config)
+        for bucket in _BUCKETS:
+            try:
+                self._kv[bucket.bucket] = await self.js.create_key_value(bucket)
+            except nats.js.errors.BadRequestError:
+                self._kv[bucket.bucket] = await self.js.key_value(bucket.bucket)
+
+    async def kv(self, bucket: str) -> KeyValue:
+        if bucket not in self._kv:
+            self._kv[bucket] = await self.js.key_value(bucket)
+        return self._kv[bucket]
+
+    async def publish_event(
+        self,
+        event: TaskEvent,
+        *,
+        trace: TraceContext,
+        started: float | None = None,
+    ) -> bool:
+        """Publish a task event to the stream and wait for the server's acknowledgement.
+
+        Returns:
+            False if JetStream recognised it as a duplicate of an event already stored (a
+            redelivered or re-run stage), True otherwise.
+        """
+        headers = {
+            H_TYPE: event.TYPE,
+            H_MSG_ID: event.msg_id(),
+            H_TRACEPARENT: trace.child().traceparent,
+            H_SERVICE: self.service,
+            H_INSTANCE: self.instance,
+            H_CONTENT_TYPE: codec.MSGPACK,
+        }
+        if started is not None:
+            headers[H_STARTED] = f"{started:.6f}"
+        ack = await self.js.publish(event.subject(), codec.encode(event), headers=headers)
+        return not ack.duplicate
+
+    async def last_event(self, task_id: str, cls: type[TaskEvent]) -> TaskEvent | None:
+        """The stored event ``cls`` of a task, or None if that stage has not published yet."""
+        try:
+            raw = await self.js.get_last_msg(STREAM, f"qubus.task.{task_id}.{cls.EVENT}")
+        except nats.js.errors.NotFoundError:
+            return None
+        return codec.decode(raw.data, cls)
+
+    async def task_events(self, task_id: str, *, timeout: float = 5.0) -> list[StoredEvent]:
+        """Every event of a task in stream order (the task's trace)."""
+        subject = f"qubus.task.{task_id}.>"
+        events: list[StoredEvent] = []
+        sub = await self.js.subscribe(
+            subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL, stream=STREAM
+        )
+        try:
+            info = await sub.consumer_info()
+            remaining = info.num_pending
+            while remaining > 0:
+                msg = await sub.next_msg(timeout=timeout)
+                remaining = msg.metadata.num_pending
+                stored = stored_event(msg)
+                if stored is not None:
+                    events.append(stored)
+        finally:
+            await sub.unsubscribe()
+        return events
+
+    async def node_statuses(self, *, max_age_s: float | None = None) -> dict[str, NodeStatus]:
+        """The latest status of every QPU node in KV ``qubus_nodes``.
+
+        Args:
+            max_age_s: Leave out nodes whose status is older than this (offline nodes).
+        """
+        kv = await self.kv(BUCKET_NODES)
+        try:
+            keys = await kv.keys(filters=["node.>"])
+        except nats.js.errors.NoKeysError:
+            return {}
+        now = time.time()
+        statuses: dict[str, NodeStatus] = {}
+        for key in keys:
+            try:
+                entry = await kv.get(key)
+            except nats.js.errors.KeyNotFoundError:
+                continue
+            if entry.value:
+                status = codec.decode(entry.value, NodeStatus)
+                if max_age_s is None or now - status.updated_at <= max_age_s:
+                    statuses[status.node] = status
+        return statuses
+
+    async def announce_ready(self, message: Model) -> None:
+        await self.nc.publish(READY_SUBJECT, codec.encode(message), headers={H_TYPE: message.TYPE})
+        await self.nc.flush()
+
+    async def close(self) -> None:
+        """Drain subscriptions (finishing in-flight callbacks) and close the connection."""
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await self._nc.drain()
+            except (TimeoutError, nats.errors.ConnectionClosedError):
+                await self._nc.close()
+        self.healthy = False
+
+
+def stored_event(msg: nats.aio.msg.Msg) -> StoredEvent | None:
+    """A stream message as a typed ``StoredEvent``; None for a message that is not a valid
+    task event (such a message never reached a stage: the stage that received it rejected it).
+    """
+    headers = msg.headers or {}
+    try:
+        event = codec.decode_typed(msg.data, headers.get(H_TYPE, ""))
+    except InvalidPayload:
+        return None
+    if not isinstance(event, TaskEvent):
+        return None
+    started = headers.get(H_STARTED)
+    trace = headers.get(H_TRACEPARENT, "")
+    return StoredEvent(
+        subject=msg.subject,
+        event=event,
+        service=headers.get(H_SERVICE, ""),
+        instance=headers.get(H_INSTANCE, ""),
+        started=float(started) if started else None,
+        published=msg.metadata.timestamp.timestamp(),
+        sequence=msg.metadata.sequence.stream,
+        trace_id=trace[3:35] if trace else None,
+    )
+
+
+def node_key(node: str) -> str:
+    return f"node.{node}"
+
+
+def link_key(a: str, b: str) -> str:
+    return f"link.{a}.{b}"

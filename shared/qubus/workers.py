@@ -1,0 +1,89 @@
+"""CPU-heavy work in a separate worker process, under a wall-clock and a memory limit.
+
+A hostile circuit (too large, too slow, a simulator crash) costs the worker process, never
+the service: on a time-out the worker is killed and a fresh one takes the next job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import multiprocessing.pool
+import resource
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from qubus.errors import SimulationError
+
+T = TypeVar("T")
+
+
+def _limit_memory(memory_mb: int) -> None:
+    limit = memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+class WorkerPool:
+    """One worker process at a time, replaced whenever a job overruns or kills it.
+
+    Workers are forked from the service (which has already imported cirq), so a new one is
+    ready in milliseconds rather than after another two-second import.
+
+    Args:
+        memory_mb: Address-space limit of the worker (``RLIMIT_AS``).
+    """
+
+    def __init__(self, *, memory_mb: int) -> None:
+        self._memory_mb = memory_mb
+        self._context = multiprocessing.get_context("fork")
+        self._pool: multiprocessing.pool.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    def _ensure(self) -> multiprocessing.pool.Pool:
+        if self._pool is None:
+            self._pool = self._context.Pool(
+                1, initializer=_limit_memory, initargs=(self._memory_mb,)
+            )
+        return self._pool
+
+    def start(self) -> None:
+        """Fork the first worker now (before the event loop has threads of its own)."""
+        self._ensure()
+
+    def restart(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+        self._ensure()
+
+    async def run(self, fn: Callable[..., T], *args: Any, timeout_s: float) -> T:
+        """Run ``fn(*args)`` in the worker; jobs run one at a time, in order.
+
+        Raises:
+            SimulationError: ``sandbox.timeout`` past ``timeout_s``, or when the worker died
+                during the job (the pool's replacement never answers for it); ``sandbox.memory``
+                when the job ran out of memory. Either way the worker is replaced.
+        """
+        async with self._lock:
+            result = self._ensure().apply_async(fn, args)
+            try:
+                return await asyncio.to_thread(result.get, timeout_s)
+            except multiprocessing.TimeoutError:
+                await asyncio.to_thread(self.restart)
+                raise SimulationError(
+                    f"simulation exceeded its time limit of {timeout_s:g} s",
+                    code="sandbox.timeout",
+                ) from None
+            except MemoryError:
+                await asyncio.to_thread(self.restart)
+                raise SimulationError(
+                    f"simulation exceeded its memory limit of {self._memory_mb} MB",
+                    code="sandbox.memory",
+                ) from None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None

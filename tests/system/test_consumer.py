@@ -1,0 +1,139 @@
+"""The consumer wrapper's acknowledgement policy, against a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from qubus import codec
+from qubus.bus import H_MSG_ID, H_TYPE, Bus
+from qubus.consumer import Context, Stage, StageRunner
+from qubus.errors import CircuitRejected
+from qubus.messages import TaskIngested, TaskOptions, TaskParsed
+from qubus.tracing import TraceContext
+
+pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
+
+FEATURES = {
+    "qubits": 1,
+    "clbits": 1,
+    "depth": 1,
+    "gate_counts": {"measure": 1},
+    "two_qubit_gates": 0,
+    "multi_qubit_gates": 0,
+    "measured_qubits": ["q_0"],
+    "classical_control": False,
+    "interaction_graph": [],
+    "fingerprint": "f",
+}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    bus = Bus(nats_url, service="test", instance="test-1")
+    await bus.connect()
+    await bus.ensure_topology()
+    await bus.ensure_topology()  # idempotent
+    try:
+        yield bus
+    finally:
+        await bus.close()
+
+
+def ingested(task_id: str, text: str) -> TaskIngested:
+    return TaskIngested(
+        task_id=task_id, format="qasm2", text=text, options=TaskOptions(shots=1), submitted_at=0.0
+    )
+
+
+async def handle(event: TaskIngested, ctx: Context) -> TaskParsed:
+    """A toy stage whose behaviour is chosen by the event's text."""
+    if event.text == "reject":
+        raise CircuitRejected("no good", code="test.rejected")
+    if event.text.startswith("flaky") and ctx.deliveries < int(event.text[5:]):
+        raise RuntimeError("transient bug")
+    return TaskParsed(task_id=event.task_id, circuit="{}", features=FEATURES, options=event.options)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def runner(bus: Bus) -> AsyncIterator[StageRunner]:
+    runner = StageRunner(bus, Stage("toy", [TaskIngested], handle), ack_wait_s=2, max_deliver=3)
+    await runner.start()
+    try:
+        yield runner
+    finally:
+        await runner.stop()
+
+
+async def wait_for(bus: Bus, task_id: str, event: str, timeout: float = 30.0):
+    for _ in range(int(timeout / 0.05)):
+        events = await bus.task_events(task_id)
+        found = [e for e in events if event == e.event.EVENT]
+        if found:
+            return found[0], events
+        await asyncio.sleep(0.05)
+    pytest.fail(f"{task_id}: no {event} event")
+
+
+async def test_result_is_published_with_dedup_id_and_trace(bus, runner):
+    trace = TraceContext.new()
+    await bus.publish_event(ingested("ok1", "fine"), trace=trace)
+    parsed, events = await wait_for(bus, "ok1", "parsed")
+    assert parsed.trace_id == trace.trace_id
+    assert parsed.service == "test" and parsed.started is not None
+    raw = await bus.js.get_last_msg("QUBUS_TASKS", "qubus.task.ok1.parsed")
+    assert raw.headers[H_MSG_ID] == "ok1.parsed"
+    assert raw.headers[H_TYPE] == "task.parsed.v1"
+
+
+async def test_republishing_an_event_is_deduplicated(bus):
+    event = ingested("dup1", "fine")
+    assert await bus.publish_event(event, trace=TraceContext.new()) is True
+    assert await bus.publish_event(event, trace=TraceContext.new()) is False
+
+
+async def test_expected_error_rejects_the_task(bus, runner):
+    await bus.publish_event(ingested("rej1", "reject"), trace=TraceContext.new())
+    rejected, events = await wait_for(bus, "rej1", "rejected")
+    assert rejected.event.error.code == "test.rejected"
+    assert rejected.event.stage == "toy"
+
+
+async def test_invalid_payload_is_rejected_and_terminated(bus, runner):
+    await bus.js.publish(
+        "qubus.task.bad1.ingested",
+        b"\x93not msgpack of a map",
+        headers={H_TYPE: TaskIngested.TYPE, H_MSG_ID: "bad1.ingested"},
+    )
+    rejected, _ = await wait_for(bus, "bad1", "rejected")
+    assert rejected.event.error.code.startswith("payload.")
+    await asyncio.sleep(3)  # longer than ack_wait: a terminated message is not redelivered
+    _, events = await wait_for(bus, "bad1", "rejected")
+    assert [e.event.EVENT for e in events] == ["rejected"]
+
+
+async def test_unexpected_error_is_retried_until_it_succeeds(bus, runner):
+    await bus.publish_event(ingested("flaky1", "flaky2"), trace=TraceContext.new())
+    _, events = await wait_for(bus, "flaky1", "parsed")
+    assert [e.event.EVENT for e in events] == ["ingested", "parsed"]
+
+
+async def test_persistent_error_fails_the_task_after_max_deliver(bus, runner):
+    await bus.publish_event(ingested("flaky9", "flaky9"), trace=TraceContext.new())
+    failed, events = await wait_for(bus, "flaky9", "failed", timeout=60)
+    assert failed.event.error.code == "internal.error"
+    assert "transient bug" in failed.event.error.message
+    assert [e.event.EVENT for e in events] == ["ingested", "failed"]
+
+
+async def test_message_of_unknown_type_is_rejected(bus, runner):
+    await bus.js.publish(
+        "qubus.task.odd1.ingested",
+        codec.encode(ingested("odd1", "fine")),
+        headers={H_TYPE: "task.ingested.v99", H_MSG_ID: "odd1.ingested"},
+    )
+    rejected, _ = await wait_for(bus, "odd1", "rejected")
+    assert rejected.event.error.code == "payload.unexpected_type"
