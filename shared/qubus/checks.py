@@ -15,6 +15,8 @@ import cirq
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from qubus.messages import CheckResult
+
 __all__ = ["CHECKS", "CheckReport", "CheckResult", "CheckSpec", "run_checks"]
 
 
@@ -70,19 +72,6 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("L009", "depth_limit", True, 1.0, "The circuit depth is within the limit."),
     CheckSpec("L010", "gate_limit", True, 1.0, "The number of operations is within the limit."),
 )
-
-
-class CheckResult(BaseModel):
-    """The outcome of one check on one circuit."""
-
-    model_config = ConfigDict(frozen=True)
-
-    code: str
-    name: str
-    hard: bool
-    passed: bool
-    message: str
-    weight: float
 
 
 class CheckReport(BaseModel):

@@ -12,14 +12,14 @@ from collections import Counter
 
 import cirq
 from cirq.circuits.qasm_output import QasmUGate
-from pydantic import BaseModel, ConfigDict
 
 from qubus.errors import InvalidPayload
+from qubus.messages import Features
 from qubus.qasm import parse_qasm
 
 __all__ = [
     "FORMATS",
-    "CircuitFeatures",
+    "Features",
     "circuit_features",
     "circuit_from_json",
     "circuit_to_json",
@@ -89,36 +89,6 @@ def load_circuit(source: str, fmt: str) -> cirq.Circuit:
     )
 
 
-class CircuitFeatures(BaseModel):
-    """What the pipeline needs to know about a circuit, computed once by the parser stage.
-
-    Attributes:
-        qubits: Qubits the circuit acts on.
-        clbits: Measurement bits (distinct keys, each counted with its width).
-        depth: Moments of the circuit re-packed from its operations in order (earliest).
-        gate_counts: Operations per lower-case gate name (``"h"``, ``"cnot"``, ``"measure"``).
-        two_qubit_gates: Non-measurement operations on exactly two qubits.
-        multi_qubit_gates: Non-measurement operations on three or more qubits.
-        measured_qubits: Names of measured qubits, sorted.
-        classical_control: Whether any operation is classically controlled.
-        interaction_graph: ``(a, b, n)``: ``n`` multi-qubit operations touch both ``a < b``.
-        fingerprint: SHA-256 hex of the canonical Cirq JSON of the re-packed circuit.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    qubits: int
-    clbits: int
-    depth: int
-    gate_counts: dict[str, int]
-    two_qubit_gates: int
-    multi_qubit_gates: int
-    measured_qubits: list[str]
-    classical_control: bool
-    interaction_graph: list[tuple[str, str, int]]
-    fingerprint: str
-
-
 _NAMED_EXPONENTS: dict[type, dict[float, str]] = {
     cirq.XPowGate: {1.0: "x", 0.5: "sx", -0.5: "sxdg"},
     cirq.YPowGate: {1.0: "y"},
@@ -179,8 +149,8 @@ def _name_of_gate(gate: cirq.Gate) -> str:
     return type(gate).__name__.removesuffix("Gate").lower()
 
 
-def circuit_features(circuit: cirq.AbstractCircuit) -> CircuitFeatures:
-    """Compute the features of a circuit (see ``CircuitFeatures``)."""
+def circuit_features(circuit: cirq.AbstractCircuit) -> Features:
+    """Compute the features of a circuit (see ``Features``)."""
     ops = list(circuit.all_operations())
     packed = cirq.Circuit(ops)
     clbits: dict[str, int] = {}
@@ -194,7 +164,7 @@ def circuit_features(circuit: cirq.AbstractCircuit) -> CircuitFeatures:
         elif len(op.qubits) >= 2:
             names = sorted(str(qubit) for qubit in op.qubits)
             pairs.update((a, b) for i, a in enumerate(names) for b in names[i + 1 :])
-    return CircuitFeatures(
+    return Features(
         qubits=len(circuit.all_qubits()),
         clbits=sum(clbits.values()),
         depth=len(packed),

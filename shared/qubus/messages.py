@@ -120,7 +120,20 @@ class TaskIngested(TaskEvent):
 
 
 class Features(Model):
-    """Structural features of a circuit (see ``qubus.circuits.circuit_features``)."""
+    """What the pipeline needs to know about a circuit, computed once by the parser stage.
+
+    Attributes:
+        qubits: Qubits the circuit acts on.
+        clbits: Measurement bits (distinct keys, each counted with its width).
+        depth: Moments of the circuit re-packed from its operations in order (earliest).
+        gate_counts: Operations per lower-case gate name (``"h"``, ``"cnot"``, ``"measure"``).
+        two_qubit_gates: Non-measurement operations on exactly two qubits.
+        multi_qubit_gates: Non-measurement operations on three or more qubits.
+        measured_qubits: Names of measured qubits, sorted.
+        classical_control: Whether any operation is classically controlled.
+        interaction_graph: ``(a, b, n)``: ``n`` multi-qubit operations touch both ``a < b``.
+        fingerprint: SHA-256 hex of the canonical Cirq JSON of the re-packed circuit.
+    """
 
     qubits: int
     clbits: int
@@ -143,7 +156,9 @@ class TaskParsed(TaskEvent):
     options: TaskOptions
 
 
-class CheckOutcome(Model):
+class CheckResult(Model):
+    """The outcome of one logic check on one circuit (see ``qubus.checks.CHECKS``)."""
+
     code: str
     name: str
     hard: bool
@@ -159,7 +174,7 @@ class TaskChecked(TaskEvent):
     circuit: str
     features: Features
     options: TaskOptions
-    checks: list[CheckOutcome]
+    checks: list[CheckResult]
     logic_score: float
 
 

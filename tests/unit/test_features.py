@@ -6,7 +6,7 @@ import cirq
 import pytest
 
 from qubus.circuits import (
-    CircuitFeatures,
+    Features,
     circuit_features,
     circuit_from_json,
     circuit_to_json,
@@ -48,7 +48,7 @@ def test_features_model_is_frozen_and_serialisable():
     features = circuit_features(load_circuit(KNOWN, "qasm3"))
     with pytest.raises(ValueError):
         features.depth = 1  # type: ignore[misc]
-    assert CircuitFeatures.model_validate_json(features.model_dump_json()) == features
+    assert Features.model_validate_json(features.model_dump_json()) == features
 
 
 def test_fingerprint_depends_on_operations_not_on_moment_layout():
