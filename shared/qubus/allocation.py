@@ -35,6 +35,7 @@ class Candidate(_Frozen):
         expected_completion_s: Expected queue wait plus run time of the task there.
         predicted_fidelity: Predicted fidelity of the task there.
         hyperscore: The task's hyper-score there (``qubus.scoring``).
+        reason: Why the node cannot take the task, when it cannot (named in ``alloc.no_fit``).
     """
 
     node: str = Field(min_length=1)
@@ -44,6 +45,7 @@ class Candidate(_Frozen):
     expected_completion_s: float = Field(ge=0)
     predicted_fidelity: float = Field(ge=0, le=1)
     hyperscore: float
+    reason: str = ""
 
     @property
     def eligible(self) -> bool:
@@ -102,6 +104,8 @@ def eligible(candidates: Sequence[Candidate]) -> list[Candidate]:
 
 
 def _exclusion(candidate: Candidate) -> str:
+    if candidate.reason:
+        return candidate.reason
     reasons = []
     if not candidate.fits:
         reasons.append("the task does not fit")

@@ -8,6 +8,7 @@ task's events back from the stream, which is the task's record.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -92,6 +93,7 @@ class Bus:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._kv: dict[str, KeyValue] = {}
+        self._closing = False
 
     @property
     def nc(self) -> Client:
@@ -110,7 +112,8 @@ class Bus:
 
         async def disconnected() -> None:
             self.healthy = False
-            log.warning("nats.disconnected", url=self.url)
+            if not self._closing:
+                log.warning("nats.disconnected", url=self.url)
 
         async def reconnected() -> None:
             self.healthy = True
@@ -118,7 +121,7 @@ class Bus:
 
         async def closed() -> None:
             self.healthy = False
-            log.info("nats.closed")
+            log.debug("nats.closed")
 
         async def error(exc: Exception) -> None:
             log.warning("nats.error", error=repr(exc))
@@ -203,46 +206,51 @@ class Bus:
     async def task_events(self, task_id: str, *, timeout: float = 5.0) -> list[StoredEvent]:
         """Every event of a task in stream order (the task's trace)."""
         subject = f"qubus.task.{task_id}.>"
+        info = await self.js.stream_info(STREAM, subjects_filter=subject)
+        stored_count = sum((info.state.subjects or {}).values())
         events: list[StoredEvent] = []
+        if stored_count == 0:
+            return events
         sub = await self.js.subscribe(
             subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL, stream=STREAM
         )
         try:
-            info = await sub.consumer_info()
-            remaining = info.num_pending
-            while remaining > 0:
+            received = 0
+            while True:
                 msg = await sub.next_msg(timeout=timeout)
-                remaining = msg.metadata.num_pending
+                received += 1
                 stored = stored_event(msg)
                 if stored is not None:
                     events.append(stored)
+                if received >= stored_count and msg.metadata.num_pending == 0:
+                    break
         finally:
             await sub.unsubscribe()
         return events
 
     async def node_statuses(self, *, max_age_s: float | None = None) -> dict[str, NodeStatus]:
-        """The latest status of every QPU node in KV ``qubus_nodes``.
+        """The latest status of every QPU node in KV ``qubus_nodes``, read once.
+
+        Reads the bucket's stream by subject, which (unlike a KV watcher's end-of-values
+        marker) cannot miss a value that is in flight. Services that need the fleet on every
+        task follow it with a ``NodeDirectory`` instead.
 
         Args:
             max_age_s: Leave out nodes whose status is older than this (offline nodes).
         """
-        kv = await self.kv(BUCKET_NODES)
-        try:
-            keys = await kv.keys(filters=["node.>"])
-        except nats.js.errors.NoKeysError:
-            return {}
-        now = time.time()
+        stream = f"KV_{BUCKET_NODES}"
+        prefix = f"$KV.{BUCKET_NODES}."
+        info = await self.js.stream_info(stream, subjects_filter=f"{prefix}node.>")
         statuses: dict[str, NodeStatus] = {}
-        for key in keys:
+        for subject in sorted(info.state.subjects or {}):
             try:
-                entry = await kv.get(key)
-            except nats.js.errors.KeyNotFoundError:
+                raw = await self.js.get_last_msg(stream, subject)
+            except nats.js.errors.NotFoundError:
                 continue
-            if entry.value:
-                status = codec.decode(entry.value, NodeStatus)
-                if max_age_s is None or now - status.updated_at <= max_age_s:
-                    statuses[status.node] = status
-        return statuses
+            if raw.data:
+                status = codec.decode(raw.data, NodeStatus)
+                statuses[status.node] = status
+        return _fresh(statuses, max_age_s)
 
     async def announce_ready(self, message: Model) -> None:
         await self.nc.publish(READY_SUBJECT, codec.encode(message), headers={H_TYPE: message.TYPE})
@@ -250,12 +258,64 @@ class Bus:
 
     async def close(self) -> None:
         """Drain subscriptions (finishing in-flight callbacks) and close the connection."""
+        self._closing = True
         if self._nc is not None and not self._nc.is_closed:
             try:
                 await self._nc.drain()
             except (TimeoutError, nats.errors.ConnectionClosedError):
                 await self._nc.close()
         self.healthy = False
+
+
+def _fresh(statuses: dict[str, NodeStatus], max_age_s: float | None) -> dict[str, NodeStatus]:
+    if max_age_s is None:
+        return dict(statuses)
+    now = time.time()
+    return {node: s for node, s in statuses.items() if now - s.updated_at <= max_age_s}
+
+
+class NodeDirectory:
+    """Follows KV ``qubus_nodes`` and keeps the latest status of every QPU node in hand.
+
+    A service that consults the fleet for every task asks this instead of the server: the
+    KV watcher pushes each new status as it is written.
+    """
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._statuses: dict[str, NodeStatus] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._watcher = None
+
+    async def start(self) -> None:
+        kv = await self._bus.kv(BUCKET_NODES)
+        self._watcher = await kv.watch("node.>")
+        self._task = asyncio.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        assert self._watcher is not None
+        async for entry in self._watcher:
+            if entry is None:  # the end-of-current-values marker
+                continue
+            node = entry.key.removeprefix("node.")
+            if entry.operation is None and entry.value:
+                try:
+                    self._statuses[node] = codec.decode(entry.value, NodeStatus)
+                except InvalidPayload:
+                    log.warning("nodes.invalid_status", key=entry.key)
+            else:
+                self._statuses.pop(node, None)
+
+    def online(self, max_age_s: float) -> dict[str, NodeStatus]:
+        """Nodes whose latest status is younger than ``max_age_s``."""
+        return _fresh(self._statuses, max_age_s)
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            await self._watcher.stop()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 def stored_event(msg: nats.aio.msg.Msg) -> StoredEvent | None:

@@ -25,7 +25,7 @@ import msgpack
 from nats.aio.msg import Msg
 
 from qubus import codec, logs
-from qubus.bus import H_CONTENT_TYPE, H_TYPE, Bus
+from qubus.bus import H_CONTENT_TYPE, H_TYPE, Bus, NodeDirectory
 from qubus.config import Settings
 from qubus.consumer import Stage, StageRunner
 from qubus.errors import InvalidPayload, QubusError
@@ -59,6 +59,13 @@ class Runtime:
         await runner.start()
         self.stack.push_async_callback(runner.stop)
         return runner
+
+    async def node_directory(self) -> NodeDirectory:
+        """A ``NodeDirectory`` following the fleet for as long as the service runs."""
+        directory = NodeDirectory(self.bus)
+        await directory.start()
+        self.stack.push_async_callback(directory.stop)
+        return directory
 
     async def serve(
         self,
