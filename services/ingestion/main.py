@@ -1,0 +1,65 @@
+"""ingestion: the public door. Request/reply on ``qubus.submit``; publishes ``ingested``.
+
+It checks the envelope (size, shape, format) and answers at once with the task id or a
+structured error; whether the circuit itself is valid is the parser's job, reported as the
+task's ``rejected`` event with line and column.
+"""
+
+from __future__ import annotations
+
+import time
+
+import nats.js.errors
+
+from qubus.bus import BUCKET_IDEMPOTENCY, SUBMIT_SUBJECT
+from qubus.ids import idempotency_kv_key, new_task_id
+from qubus.ingest import check_cirq_json, detect_format
+from qubus.logs import get_logger
+from qubus.messages import SubmitReply, SubmitRequest, TaskIngested, TaskOptions
+from qubus.service import Runtime
+from qubus.tracing import TraceContext
+
+log = get_logger()
+
+
+async def setup(rt: Runtime) -> None:
+    idempotency = await rt.bus.kv(BUCKET_IDEMPOTENCY)
+
+    async def claim(request: SubmitRequest) -> tuple[str, bool]:
+        """The task id for this request, and whether an earlier request already claimed it."""
+        task_id = new_task_id()
+        if request.idempotency_key is None:
+            return task_id, False
+        key = idempotency_kv_key(request.idempotency_key)
+        try:
+            await idempotency.create(key, task_id.encode())
+            return task_id, False
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return (await idempotency.get(key)).value.decode(), True
+
+    async def submit(request: SubmitRequest, headers: dict[str, str]) -> SubmitReply:
+        fmt = detect_format(request)
+        if fmt == "cirq-json":
+            check_cirq_json(request.circuit)
+        task_id, duplicate = await claim(request)
+        # A repeated key re-publishes only if the first attempt never got its event stored.
+        if not duplicate or await rt.bus.last_event(task_id, TaskIngested) is None:
+            event = TaskIngested(
+                task_id=task_id,
+                format=fmt,
+                text=request.circuit,
+                options=TaskOptions(
+                    shots=request.shots,
+                    priority=request.priority,
+                    node=request.node,
+                    pilot=request.pilot,
+                    source=request.source,
+                ),
+                submitted_at=time.time(),
+            )
+            trace = TraceContext.extract(headers)
+            await rt.bus.publish_event(event, trace=trace, started=event.submitted_at)
+            log.info("task.ingested", task_id=task_id, format=fmt, trace_id=trace.trace_id)
+        return SubmitReply(task_id=task_id, duplicate=duplicate)
+
+    await rt.serve(SUBMIT_SUBJECT, SubmitRequest, submit, max_bytes=rt.settings.max_submit_bytes)

@@ -1,0 +1,45 @@
+"""logic: ``parsed`` → ``checked`` | ``rejected``. Consistency checks with stable codes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from qubus.checks import run_checks
+from qubus.circuits import circuit_from_json
+from qubus.consumer import Context, Stage
+from qubus.errors import CircuitRejected, Retry
+from qubus.messages import TaskChecked, TaskParsed
+from qubus.service import Runtime
+
+
+def check(event: TaskParsed, fleet_max_qubits: int) -> TaskChecked:
+    """Run every check; a hard failure rejects the task listing every failed check."""
+    report = run_checks(circuit_from_json(event.circuit), fleet_max_qubits=fleet_max_qubits)
+    if not report.passed:
+        failed = [r for r in report.results if not r.passed and r.hard]
+        raise CircuitRejected(
+            "; ".join(f"{o.code} {o.name}: {o.message}" for o in failed),
+            code=failed[0].code,
+            failures=[{"code": o.code, "message": o.message} for o in failed],
+        )
+    return TaskChecked(
+        task_id=event.task_id,
+        circuit=event.circuit,
+        features=event.features,
+        options=event.options,
+        checks=report.results,
+        logic_score=report.logic_score,
+    )
+
+
+async def setup(rt: Runtime) -> None:
+    directory = await rt.node_directory()
+
+    async def handle(event: TaskParsed, ctx: Context) -> TaskChecked:
+        nodes = directory.online(rt.settings.node_timeout_s)
+        if not nodes:
+            raise Retry("no QPU node has reported its calibration yet", delay_s=2.0)
+        fleet_max = max(status.max_circuit_qubits for status in nodes.values())
+        return await asyncio.to_thread(check, event, fleet_max)
+
+    await rt.consume(Stage("logic", [TaskParsed], handle))

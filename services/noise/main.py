@@ -1,0 +1,64 @@
+"""noise: ``checked`` → ``eval.noise``. For every online QPU, the circuit compiled for it and
+its predicted fidelity from the node's latest calibration in KV ``qubus_nodes``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from qubus.circuits import circuit_from_json
+from qubus.compile import compile_for_device
+from qubus.consumer import Context, Stage
+from qubus.devices import Device
+from qubus.errors import CircuitRejected, Retry
+from qubus.messages import NodePrediction, NodeStatus, NoiseEvaluation, TaskChecked
+from qubus.noise import emulated_runtime_s, predict_fidelity
+from qubus.service import Runtime
+
+_devices: dict[str, Device] = {}
+
+
+def device_of(status: NodeStatus) -> Device:
+    """The node's device profile, validated once per calibration revision."""
+    device = _devices.get(status.calibration_revision)
+    if device is None:
+        if len(_devices) >= 64:
+            _devices.clear()
+        device = _devices[status.calibration_revision] = Device.model_validate(status.device)
+    return device
+
+
+def predict(event: TaskChecked, statuses: list[NodeStatus]) -> NoiseEvaluation:
+    """Compile for each node and predict; a node the circuit cannot fit gets ``fits=False``."""
+    circuit = circuit_from_json(event.circuit)
+    predictions = []
+    for status in statuses:
+        device = device_of(status)
+        try:
+            compiled = compile_for_device(circuit, device)
+        except CircuitRejected as exc:
+            predictions.append(NodePrediction(node=status.node, fits=False, reason=exc.message))
+            continue
+        predictions.append(
+            NodePrediction(
+                node=status.node,
+                fits=True,
+                predicted_fidelity=predict_fidelity(compiled, device),
+                expected_run_s=emulated_runtime_s(compiled, device, event.options.shots),
+                calibration_revision=device.revision,
+                swaps=compiled.swaps,
+            )
+        )
+    return NoiseEvaluation(task_id=event.task_id, predictions=predictions)
+
+
+async def setup(rt: Runtime) -> None:
+    directory = await rt.node_directory()
+
+    async def handle(event: TaskChecked, ctx: Context) -> NoiseEvaluation:
+        statuses = directory.online(rt.settings.node_timeout_s)
+        if not statuses:
+            raise Retry("no QPU node has reported its calibration yet", delay_s=2.0)
+        ordered = [statuses[node] for node in sorted(statuses)]
+        return await asyncio.to_thread(predict, event, ordered)
+
+    await rt.consume(Stage("noise", [TaskChecked], handle))
