@@ -1,0 +1,179 @@
+"""The client SDK: submit circuits, wait for their tasks, read their records and traces.
+
+Any NATS client can do the same with the documented subjects; this is the Python one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import msgpack
+import nats.errors
+from nats.js.api import DeliverPolicy
+
+from qubus import codec
+from qubus.bus import STREAM, SUBMIT_SUBJECT, Bus, StoredEvent, stored_event
+from qubus.errors import QubusError
+from qubus.messages import (
+    SandboxEvaluation,
+    SubmitReply,
+    SubmitRequest,
+    TaskAllocated,
+    TaskCompleted,
+    TaskFailed,
+    TaskRejected,
+)
+from qubus.tracing import TraceContext
+
+STATUS_OF_EVENT = {"completed": "done", "rejected": "rejected", "failed": "failed"}
+
+
+class Client:
+    """A connection to a qubus stack.
+
+    Args:
+        bus: A connected ``Bus``.
+    """
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    @classmethod
+    async def connect(cls, url: str) -> Client:
+        bus = Bus(url, service="client", instance=f"client-{time.time_ns()}")
+        await bus.connect()
+        return cls(bus)
+
+    async def close(self) -> None:
+        await self.bus.close()
+
+    async def submit(self, request: SubmitRequest, *, timeout: float = 10.0) -> SubmitReply:
+        """Submit one circuit; returns its task id.
+
+        Raises:
+            QubusError: the submission was refused (its ``code`` and message say why).
+        """
+        headers = {"traceparent": TraceContext.new().traceparent, "Content-Type": codec.MSGPACK}
+        try:
+            reply = await self.bus.nc.request(
+                SUBMIT_SUBJECT, codec.encode(request), timeout=timeout, headers=headers
+            )
+        except nats.errors.NoRespondersError:
+            raise QubusError(
+                "no ingestion service answers on qubus.submit: is the stack up?",
+                code="stack.unavailable",
+            ) from None
+        code = (reply.headers or {}).get("Nats-Service-Error-Code")
+        if code is not None:
+            raise QubusError(msgpack.unpackb(reply.data).get("message", code), code=code)
+        return codec.decode(reply.data, SubmitReply)
+
+    async def wait(self, task_id: str, *, timeout: float = 300.0) -> list[StoredEvent]:
+        """Every event of the task, once its terminal event (done/rejected/failed) is stored.
+
+        Raises:
+            TimeoutError: the task did not end within ``timeout`` seconds.
+        """
+        events: list[StoredEvent] = []
+        sub = await self.bus.js.subscribe(
+            f"qubus.task.{task_id}.>",
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+            stream=STREAM,
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"task {task_id} did not finish within {timeout:g} s")
+                try:
+                    msg = await sub.next_msg(timeout=min(remaining, 5.0))
+                except nats.errors.TimeoutError:
+                    continue
+                stored = stored_event(msg)
+                if stored is None:
+                    continue
+                events.append(stored)
+                if stored.event.TERMINAL:
+                    return events
+        finally:
+            await sub.unsubscribe()
+
+    async def events(self, task_id: str) -> list[StoredEvent]:
+        """The task's events stored so far (its trace)."""
+        return await self.bus.task_events(task_id)
+
+    async def run(
+        self, requests: list[SubmitRequest], *, timeout: float = 300.0
+    ) -> list[dict[str, Any]]:
+        """Submit every request, wait for all, and return one record each (in order)."""
+        replies = await asyncio.gather(*(self.submit(r) for r in requests))
+        traces = await asyncio.gather(
+            *(self.wait(reply.task_id, timeout=timeout) for reply in replies)
+        )
+        return [
+            task_record(reply.task_id, events)
+            for reply, events in zip(replies, traces, strict=True)
+        ]
+
+
+def status_of(events: list[StoredEvent]) -> str:
+    """``done``, ``rejected`` or ``failed`` once ended; otherwise the latest stage's event."""
+    if not events:
+        return "unknown"
+    last = events[-1].event.EVENT
+    return STATUS_OF_EVENT.get(last, last)
+
+
+def stage_rows(events: list[StoredEvent]) -> list[dict[str, Any]]:
+    """The task's timeline: one row per event with its service, instance, time and duration."""
+    rows = []
+    for stored in events:
+        started = stored.started if stored.started is not None else stored.published
+        rows.append(
+            {
+                "event": stored.event.EVENT,
+                "service": stored.service,
+                "instance": stored.instance,
+                "time": datetime.fromtimestamp(stored.published, UTC).isoformat(),
+                "duration_ms": round(max(0.0, stored.published - started) * 1000, 2),
+            }
+        )
+    return rows
+
+
+def task_record(task_id: str, events: list[StoredEvent]) -> dict[str, Any]:
+    """The user-facing record of a task, the object ``qubus result --json`` prints."""
+    record: dict[str, Any] = {
+        "task_id": task_id,
+        "status": status_of(events),
+        "nodes": [],
+        "counts": None,
+        "ideal_counts": None,
+        "predicted_fidelity": None,
+        "measured_fidelity": None,
+        "hyperscore": None,
+        "error": None,
+        "source": None,
+        "stages": stage_rows(events),
+    }
+    for stored in events:
+        event = stored.event
+        if hasattr(event, "options"):
+            record["source"] = event.options.source
+        if isinstance(event, SandboxEvaluation):
+            record["ideal_counts"] = event.ideal_counts
+        elif isinstance(event, TaskAllocated):
+            record["nodes"] = [event.node]
+            record["predicted_fidelity"] = event.predicted_fidelity
+            record["hyperscore"] = event.hyperscore
+        elif isinstance(event, TaskCompleted):
+            record["counts"] = event.counts
+            record["measured_fidelity"] = event.measured_fidelity
+        elif isinstance(event, TaskRejected | TaskFailed):
+            record["error"] = event.error.model_dump()
+    return record
