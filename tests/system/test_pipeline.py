@@ -1,0 +1,130 @@
+"""A circuit goes through every real service process; bad input gets structured errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import msgpack
+import pytest
+
+from qubus.bus import SUBMIT_SUBJECT
+from qubus.client import Client
+from qubus.errors import QubusError
+from qubus.messages import SubmitRequest
+from qubus.stack import Supervisor
+
+pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
+
+PIPELINE = [
+    "ingested",
+    "parsed",
+    "checked",
+    "eval.sandbox",
+    "eval.noise",
+    "scored",
+    "allocated",
+    "running",
+    "completed",
+]
+
+
+def assert_all_running(stack: Supervisor) -> None:
+    dead = {
+        label: c.process.exitcode
+        for label, c in stack.children.items()
+        if c.process.exitcode is not None
+    }
+    assert dead == {}
+    assert all(c.restarts == 0 for c in stack.children.values())
+
+
+async def test_dev_circuit_runs_end_to_end_and_its_trace_shows_every_stage(client, dev_qasm):
+    path = dev_qasm / "qasmbench__cat_state_n4.qasm"
+    request = SubmitRequest(circuit=path.read_text(), shots=2000, source=path.name)
+    [record] = await client.run([request], timeout=120)
+
+    assert record["status"] == "done", record["error"]
+    assert sum(record["counts"].values()) == 2000
+    assert set(record["ideal_counts"]) == {"0000", "1111"}
+    assert record["nodes"] and record["nodes"][0] in {"ibm_nairobi", "quantinuum_h2_2"}
+    assert 0.5 < record["measured_fidelity"] <= 1.0
+    assert 0.5 < record["predicted_fidelity"] <= 1.0
+    assert record["source"] == path.name
+    events = [row["event"] for row in record["stages"]]
+    assert sorted(events) == sorted(PIPELINE)
+    assert events[0] == "ingested" and events[-1] == "completed"
+    services = {row["event"]: row["service"] for row in record["stages"]}
+    assert services["eval.sandbox"] == "sandbox" and services["completed"] == "qpu"
+
+    trace = await client.events(record["task_id"])
+    assert len({stored.trace_id for stored in trace}) == 1
+
+
+async def test_pinned_node_runs_there(client, dev_qasm):
+    path = dev_qasm / "qasmbench__bell_n4.qasm"
+    request = SubmitRequest(circuit=path.read_text(), shots=500, node="quantinuum_h2_2")
+    [record] = await client.run([request], timeout=120)
+    assert record["status"] == "done", record["error"]
+    assert record["nodes"] == ["quantinuum_h2_2"]
+
+
+async def test_same_idempotency_key_gives_the_same_task(client, dev_qasm):
+    text = (dev_qasm / "qasmbench__deutsch_n2.qasm").read_text()
+    first = await client.submit(SubmitRequest(circuit=text, idempotency_key="k-1"))
+    second = await client.submit(SubmitRequest(circuit=text, idempotency_key="k-1"))
+    assert second.task_id == first.task_id and second.duplicate and not first.duplicate
+    events = await client.wait(first.task_id, timeout=120)
+    assert [e.event.EVENT for e in events].count("ingested") == 1
+
+
+async def test_malformed_qasm_is_rejected_with_its_line(client, dev_qasm, stack):
+    path = dev_qasm / "qasmbench__vqe_uccsd_n4.qasm"
+    [record] = await client.run([SubmitRequest(circuit=path.read_text())], timeout=60)
+    assert record["status"] == "rejected"
+    assert record["error"]["line"] is not None and record["error"]["line"] > 0
+    assert record["error"]["code"].startswith("qasm.")
+    assert [row["event"] for row in record["stages"]] == ["ingested", "rejected"]
+    assert_all_running(stack)
+
+
+async def test_wrong_payload_type_gets_a_structured_error(client, stack):
+    body = json.dumps({"circuit": 42, "shots": "many"}).encode()
+    reply = await client.bus.nc.request(
+        SUBMIT_SUBJECT, body, timeout=5, headers={"Content-Type": "application/json"}
+    )
+    assert reply.headers["Nats-Service-Error-Code"] == "payload.invalid"
+    error = json.loads(reply.data)
+    assert set(error) == {"code", "message", "line", "column"}
+    assert "circuit" in error["message"] and "shots" in error["message"]
+    assert_all_running(stack)
+
+
+async def test_random_bytes_get_a_structured_error(client, stack):
+    reply = await client.bus.nc.request(SUBMIT_SUBJECT, os.urandom(512) + b"\xc1", timeout=5)
+    assert reply.headers["Nats-Service-Error-Code"] in {"payload.undecodable", "payload.not_a_map"}
+    assert msgpack.unpackb(reply.data)["code"] == reply.headers["Nats-Service-Error-Code"]
+    assert_all_running(stack)
+
+
+async def test_oversized_submission_is_refused(client):
+    with pytest.raises(QubusError) as refused:
+        await client.submit(SubmitRequest(circuit="// " + "x" * 300_000))
+    assert refused.value.code == "payload.too_large"
+
+
+async def test_services_still_serve_after_bad_input(client, dev_qasm, stack):
+    path = dev_qasm / "qasmbench__deutsch_n2.qasm"
+    [record] = await client.run([SubmitRequest(circuit=path.read_text())], timeout=120)
+    assert record["status"] == "done"
+    assert_all_running(stack)
+
+
+async def test_json_client_submits_without_msgpack(client: Client, dev_qasm):
+    body = json.dumps({"circuit": (dev_qasm / "qasmbench__deutsch_n2.qasm").read_text()}).encode()
+    reply = await client.bus.nc.request(
+        SUBMIT_SUBJECT, body, timeout=5, headers={"Content-Type": "application/json"}
+    )
+    task_id = json.loads(reply.data)["task_id"]
+    events = await client.wait(task_id, timeout=120)
+    assert events[-1].event.EVENT == "completed"
