@@ -1,0 +1,168 @@
+"""Compilation: layout on usable qubits, routing, native gates, schedule, cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cirq
+import pytest
+
+from qubus.compile import compile_for_device
+from qubus.devices import load_device
+from qubus.errors import CircuitRejected
+from qubus.fidelity import hellinger_fidelity
+from qubus.noise import emulate
+from qubus.simulate import ideal_distribution
+
+SHARED_CALIBRATION = Path(__file__).resolve().parents[3] / "shared" / "data" / "calibration"
+
+
+def named(n: int) -> list[cirq.NamedQubit]:
+    return [cirq.NamedQubit(f"q_{i}") for i in range(n)]
+
+
+def measure_all(qubits: list[cirq.NamedQubit]) -> list[cirq.Operation]:
+    return [cirq.measure(q, key=f"c_{i}") for i, q in enumerate(qubits)]
+
+
+def ghz(n: int) -> cirq.Circuit:
+    q = named(n)
+    return cirq.Circuit(
+        cirq.H(q[0]), [cirq.CNOT(q[i], q[i + 1]) for i in range(n - 1)], measure_all(q)
+    )
+
+
+def random_circuit(n: int, seed: int) -> cirq.Circuit:
+    q = named(n)
+    body = cirq.testing.random_circuit(q, n_moments=12, op_density=0.8, random_state=seed)
+    return body + cirq.Circuit(measure_all(q))
+
+
+def two_qubit_pairs(circuit: cirq.AbstractCircuit) -> set[tuple[int, int]]:
+    return {
+        tuple(sorted(q.x for q in op.qubits))
+        for op in circuit.all_operations()
+        if len(op.qubits) == 2 and not cirq.is_measurement(op)
+    }
+
+
+def assert_preserves_distribution(circuit: cirq.Circuit, node_id: str) -> None:
+    device = load_device(node_id)
+    compiled = compile_for_device(circuit, device)
+    counts = emulate(compiled, device, 4000, seed=7, noiseless=True)
+    assert hellinger_fidelity(counts, ideal_distribution(circuit)) >= 0.99
+
+
+@pytest.mark.parametrize("node_id", ["ibm_nairobi", "ibm_hanoi", "ionq_aria", "quantinuum_h2_2"])
+def test_ghz_keeps_its_distribution_after_compilation(node_id: str) -> None:
+    assert_preserves_distribution(ghz(5), node_id)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_circuit_keeps_its_distribution_on_heavy_hex(seed: int) -> None:
+    assert_preserves_distribution(random_circuit(5, seed), "ibm_nairobi")
+
+
+Q4 = named(4)
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        cirq.FSimGate(0.3, 0.2)(Q4[1], Q4[3]),
+        cirq.XX(Q4[0], Q4[3]) ** 0.3,
+        cirq.CZ(Q4[0], Q4[1]) ** 0.5,
+        cirq.qft(*Q4),
+        cirq.ControlledGate(cirq.H, num_controls=2)(*Q4[:3]),
+        cirq.MatrixGate(cirq.testing.random_unitary(8, random_state=1))(*Q4[:3]),
+        cirq.global_phase_operation(1j),
+    ],
+    ids=["fsim", "xx", "sqrt-cz", "qft", "cch", "matrix3", "global-phase"],
+)
+def test_any_unitary_is_translated_faithfully(op: cirq.Operation) -> None:
+    circuit = cirq.Circuit(cirq.H.on_each(*Q4), cirq.ry(0.3).on_each(*Q4), op, measure_all(Q4))
+    assert_preserves_distribution(circuit, "ibm_hanoi")
+
+
+def test_dynamic_circuit_keeps_its_distribution() -> None:
+    q = named(3)
+    circuit = cirq.Circuit(
+        cirq.H(q[0]),
+        cirq.measure(q[0], key="m_0"),
+        cirq.X(q[2]).with_classical_controls("m_0"),
+        cirq.CNOT(q[0], q[1]),
+        cirq.reset(q[0]),
+        cirq.measure(q[0], q[1], q[2], key="c"),
+    )
+    assert_preserves_distribution(circuit, "ibm_nairobi")
+
+
+def test_ghz_on_a_line_needs_no_swaps_and_native_gates_only() -> None:
+    device = load_device("ibm_nairobi")
+    compiled = compile_for_device(ghz(5), device)
+    assert compiled.swaps == 0
+    gates = {type(op.gate) for op in compiled.circuit.all_operations()}
+    assert gates <= {cirq.PhasedXZGate, cirq.CXPowGate, cirq.MeasurementGate}
+    assert two_qubit_pairs(compiled.circuit) <= {(e.a, e.b) for e in device.edges}
+    assert sorted(compiled.layout) == [f"q_{i}" for i in range(5)]
+    assert compiled.duration_ns == pytest.approx(sum(compiled.moment_durations_ns))
+
+
+def test_terminal_measurements_stay_terminal_after_routing() -> None:
+    q = named(7)
+    early = cirq.Circuit(cirq.H(q[0]), cirq.measure(q[0], key="c_0"))
+    rest = cirq.Circuit([cirq.CNOT(q[i], q[j]) for i in range(1, 7) for j in range(1, 7) if i != j])
+    circuit = early + rest + cirq.Circuit(measure_all(q)[1:])
+    compiled = compile_for_device(circuit, load_device("ibm_nairobi"))
+    assert compiled.swaps > 0
+    assert compiled.circuit.are_all_measurements_terminal()
+    assert all(cirq.is_measurement(op) for op in compiled.circuit[-1])
+    assert_preserves_distribution(circuit, "ibm_nairobi")
+
+
+def test_measurement_keys_are_preserved() -> None:
+    compiled = compile_for_device(ghz(4), load_device("ibm_manila"))
+    keys = {op.gate.key for op in compiled.circuit.all_operations() if cirq.is_measurement(op)}
+    assert keys == {"c_0", "c_1", "c_2", "c_3"}
+
+
+def test_routing_never_uses_gates_reported_with_error_one() -> None:
+    device = load_device("ibm_hanoi")
+    q = named(device.max_circuit_qubits)
+    # A ring over every usable qubit forces traffic across the whole chip.
+    ring = [cirq.CNOT(q[i], q[(i + 1) % len(q)]) for i in range(len(q))]
+    circuit = cirq.Circuit(cirq.H(q[0]), ring, [cirq.CZ(q[i], q[-1 - i]) for i in range(5)])
+    compiled = compile_for_device(circuit, device)
+    pairs = two_qubit_pairs(compiled.circuit)
+    assert (19, 20) not in pairs and (5, 8) not in pairs
+    assert pairs <= {(e.a, e.b) for e in device.edges}
+    assert compiled.swaps > 0
+
+
+def test_circuit_larger_than_the_usable_chip_is_rejected() -> None:
+    with pytest.raises(CircuitRejected) as caught:
+        compile_for_device(ghz(27), load_device("ibm_hanoi"))
+    assert caught.value.code == "device.too_small"
+
+
+def test_device_without_usable_two_qubit_gates_runs_only_one_qubit() -> None:
+    kyoto = load_device("ibm_kyoto", calibration_dir=SHARED_CALIBRATION)
+    with pytest.raises(CircuitRejected):
+        compile_for_device(ghz(2), kyoto)
+    q = named(1)
+    one = cirq.Circuit(cirq.X(q[0]), measure_all(q))
+    assert emulate(compile_for_device(one, kyoto), kyoto, 10, seed=1, noiseless=True) == {"1": 10}
+
+
+def test_ion_trap_is_all_to_all_without_swaps() -> None:
+    q = named(6)
+    circuit = cirq.Circuit([cirq.CZ(q[i], q[j]) for i in range(6) for j in range(i)])
+    compiled = compile_for_device(circuit, load_device("ionq_forte"))
+    assert compiled.swaps == 0
+
+
+def test_compilation_is_cached_per_circuit_and_revision() -> None:
+    device = load_device("ibm_nairobi")
+    first = compile_for_device(ghz(3), device)
+    assert compile_for_device(ghz(3), device) is first
+    assert compile_for_device(ghz(3), load_device("ibm_manila")) is not first
