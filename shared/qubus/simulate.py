@@ -1,0 +1,202 @@
+"""Ideal simulation, sampling and the one bit-string convention of qubus.
+
+Bit strings: :func:`measurement_keys` lists every measurement key of a circuit with its width,
+sorted naturally (``c_2`` before ``c_10``; text parts compare as text, digit runs as integers).
+A bit string is the concatenation of the keys' bits in that order, each key's bits in the
+order of the qubits its measurement names. The leftmost character is therefore the first bit
+of the first key (this is *not* Qiskit's little-endian order). When a key is measured more than
+once, the last measurement counts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import cirq
+import numpy as np
+import qsimcirq
+
+from qubus.errors import SimulationError
+
+SAMPLED_SHOTS = 20_000
+"""Shots used to estimate the distribution of circuits that cannot be simulated exactly once
+(mid-circuit resets, repeated keys, or measurements ``cirq.defer_measurements`` cannot
+remove). Sampling error of a probability p is about √(p(1−p)/20000) ≤ 0.0035."""
+
+PROBABILITY_FLOOR = 1e-12
+"""Outcomes less likely than this are dropped from ideal distributions."""
+
+
+def _natural(key: str) -> tuple[tuple[int, int | str], ...]:
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", key) if part
+    )
+
+
+def measurement_keys(circuit: cirq.AbstractCircuit) -> list[tuple[str, int]]:
+    """Every measurement key with its width, in the natural order that defines bit strings."""
+    widths: dict[str, int] = {}
+    for op in circuit.all_operations():
+        gate = op.without_classical_controls().gate
+        if isinstance(gate, cirq.MeasurementGate):
+            widths[gate.key] = max(widths.get(gate.key, 0), gate.num_qubits())
+    return sorted(widths.items(), key=lambda kv: _natural(kv[0]))
+
+
+def _is_terminal_only(circuit: cirq.AbstractCircuit) -> bool:
+    """True when measurements are terminal, each key once, and nothing is reset or controlled."""
+    keys: list[str] = []
+    for op in circuit.all_operations():
+        if isinstance(op, cirq.ClassicallyControlledOperation) or isinstance(
+            op.gate, cirq.ResetChannel
+        ):
+            return False
+        if isinstance(op.gate, cirq.MeasurementGate):
+            keys.append(op.gate.key)
+    return len(keys) == len(set(keys)) and circuit.are_all_measurements_terminal()
+
+
+def ideal_distribution(circuit: cirq.AbstractCircuit, *, max_qubits: int = 24) -> dict[str, float]:
+    """The exact (or, for dynamic circuits, estimated) distribution of measured bit strings.
+
+    Terminal-measurement circuits: the unitary part is simulated once with qsim and the
+    measured qubits are marginalised. Circuits with mid-circuit measurement, reset or
+    classical control are first passed through ``cirq.defer_measurements``; if that is not
+    possible (resets, or too many ancillas), ``SAMPLED_SHOTS`` shots are sampled with
+    :func:`run` and the frequencies returned.
+
+    Args:
+        circuit: The circuit; measurement keys define the bit strings (module docstring).
+        max_qubits: Largest number of qubits simulated.
+
+    Returns:
+        Bit string to probability, without outcomes below ``PROBABILITY_FLOOR``. A circuit
+        without measurements gives ``{"": 1.0}``.
+
+    Raises:
+        SimulationError: ``sandbox.too_large`` when the circuit needs more than ``max_qubits``.
+    """
+    n_qubits = len(circuit.all_qubits())
+    if n_qubits > max_qubits:
+        raise SimulationError(
+            f"{n_qubits} qubits exceed the simulation limit of {max_qubits}",
+            code="sandbox.too_large",
+        )
+    if _is_terminal_only(circuit):
+        return _terminal_distribution(circuit)
+    deferred = _deferred(circuit)
+    fits = deferred is not None and len(deferred.all_qubits()) <= max_qubits
+    if fits and _is_terminal_only(deferred):
+        return _terminal_distribution(deferred)
+    result = run(circuit, SAMPLED_SHOTS, seed=0)
+    counts = counts_from_result(result, measurement_keys(circuit))
+    return {bits: n / SAMPLED_SHOTS for bits, n in counts.items()}
+
+
+def _deferred(circuit: cirq.AbstractCircuit) -> cirq.Circuit | None:
+    """``cirq.defer_measurements(circuit)``, or None where it does not apply."""
+    try:
+        return cirq.defer_measurements(circuit)
+    except ValueError:
+        return None
+
+
+def run(circuit: cirq.AbstractCircuit, shots: int, *, seed: int) -> cirq.Result:
+    """Sample a circuit (noise channels allowed) with the fastest simulator that accepts it.
+
+    qsim runs everything but classically controlled operations; those are first removed
+    with ``cirq.defer_measurements``. Where that fails, or qsim cannot translate a gate, the
+    circuit runs on cirq's own (much slower) simulator.
+    """
+    controlled = any(op.classical_controls for op in circuit.all_operations())
+    runnable = _deferred(circuit) if controlled else circuit
+    if runnable is not None:
+        try:
+            return qsimcirq.QSimSimulator(seed=seed).run(runnable, repetitions=shots)
+        except ValueError:
+            pass  # qsim cannot translate some gates (e.g. multi-valued controls): use cirq
+    return cirq.Simulator(seed=seed).run(circuit, repetitions=shots)
+
+
+def _terminal_distribution(circuit: cirq.AbstractCircuit) -> dict[str, float]:
+    qubits = sorted(circuit.all_qubits())
+    measured = {
+        op.gate.key: op
+        for op in circuit.all_operations()
+        if isinstance(op.gate, cirq.MeasurementGate)
+    }
+    if not measured:
+        return {"": 1.0}
+    unitary = cirq.Circuit(op for op in circuit.all_operations() if not cirq.is_measurement(op))
+    idle = set(qubits) - unitary.all_qubits()
+    unitary.append(cirq.I.on_each(*idle))
+    try:
+        result = qsimcirq.QSimSimulator().simulate(unitary, qubit_order=qubits)
+    except ValueError:  # gates qsim cannot translate, e.g. multi-valued controls
+        result = cirq.Simulator(dtype=np.complex128).simulate(unitary, qubit_order=qubits)
+    state = result.final_state_vector
+    probs = (np.abs(state) ** 2).reshape((2,) * len(qubits))
+    axis = {q: i for i, q in enumerate(qubits)}
+    order: list[int] = []
+    flips: list[bool] = []
+    for key, _width in measurement_keys(circuit):
+        op = measured[key]
+        order.extend(axis[q] for q in op.qubits)
+        flips.extend(op.gate.full_invert_mask())
+    if len(set(order)) != len(order):
+        raise SimulationError("a qubit is measured under two terminal keys", code="sandbox.keys")
+    unmeasured = tuple(i for i in range(len(qubits)) if i not in order)
+    marginal = probs.sum(axis=unmeasured) if unmeasured else probs
+    kept = sorted(order)
+    marginal = np.transpose(marginal, [kept.index(i) for i in order])
+    for position, flip in enumerate(flips):
+        if flip:
+            marginal = np.flip(marginal, axis=position)
+    flat = marginal.reshape(-1)
+    total = flat.sum()
+    indices = np.flatnonzero(flat >= PROBABILITY_FLOOR)
+    width = len(order)
+    return {format(int(i), f"0{width}b"): float(flat[i] / total) for i in indices}
+
+
+def sample_counts(dist: Mapping[str, float], shots: int, *, seed: int) -> dict[str, int]:
+    """Draw ``shots`` outcomes from a distribution (renormalised) with a seeded generator."""
+    outcomes = list(dist)
+    probs = np.fromiter(dist.values(), dtype=float, count=len(outcomes))
+    drawn = np.random.default_rng(seed).multinomial(shots, probs / probs.sum())
+    return {bits: int(n) for bits, n in zip(outcomes, drawn, strict=True) if n}
+
+
+def bits_from_result(result: cirq.Result, keys: Sequence[tuple[str, int]]) -> np.ndarray:
+    """The measured bits as a ``(shots, Σ widths)`` uint8 array, columns in ``keys`` order.
+
+    A key that was never reached in a shot reads as zeros; a key measured more than once
+    contributes its last measurement.
+    """
+    columns = []
+    for key, width in keys:
+        records = result.records.get(key)
+        if records is None:
+            columns.append(np.zeros((result.repetitions, width), dtype=np.uint8))
+            continue
+        last = records[:, -1, :]
+        if last.shape[1] < width:
+            last = np.pad(last, ((0, 0), (0, width - last.shape[1])))
+        columns.append(last.astype(np.uint8))
+    if not columns:
+        return np.zeros((result.repetitions, 0), dtype=np.uint8)
+    return np.concatenate(columns, axis=1)
+
+
+def counts_from_bits(bits: np.ndarray) -> dict[str, int]:
+    """Count identical rows of a ``(shots, width)`` bit array as bit strings."""
+    if bits.shape[1] == 0:
+        return {"": int(bits.shape[0])}
+    rows, counts = np.unique(bits, axis=0, return_counts=True)
+    return {"".join(map(str, row)): int(n) for row, n in zip(rows, counts, strict=True)}
+
+
+def counts_from_result(result: cirq.Result, keys: Sequence[tuple[str, int]]) -> dict[str, int]:
+    """Counts of bit strings (module convention) from a cirq result."""
+    return counts_from_bits(bits_from_result(result, keys))

@@ -1,0 +1,95 @@
+"""Ideal simulation and the bit-string convention."""
+
+from __future__ import annotations
+
+import cirq
+import pytest
+
+from qubus.errors import SimulationError
+from qubus.fidelity import hellinger_fidelity
+from qubus.simulate import (
+    ideal_distribution,
+    measurement_keys,
+    sample_counts,
+)
+
+Q = [cirq.NamedQubit(f"q_{i}") for i in range(4)]
+
+
+def test_keys_sort_naturally_and_define_the_bit_order() -> None:
+    circuit = cirq.Circuit(
+        cirq.X(Q[0]),
+        cirq.measure(Q[0], key="c_10"),
+        cirq.measure(Q[1], key="c_2"),
+        cirq.measure(Q[2], Q[3], key="b"),
+    )
+    assert measurement_keys(circuit) == [("b", 2), ("c_2", 1), ("c_10", 1)]
+    assert ideal_distribution(circuit) == {"0001": 1.0}
+
+
+def test_multi_qubit_key_keeps_its_qubit_order_and_invert_mask() -> None:
+    circuit = cirq.Circuit(
+        cirq.X(Q[1]), cirq.measure(Q[1], Q[0], Q[2], key="c", invert_mask=(False, False, True))
+    )
+    assert ideal_distribution(circuit) == {"101": 1.0}
+
+
+def test_terminal_circuit_is_marginalised_exactly() -> None:
+    circuit = cirq.Circuit(
+        cirq.H(Q[0]), cirq.CNOT(Q[0], Q[1]), cirq.H(Q[2]), cirq.measure(Q[1], key="c_0")
+    )
+    assert ideal_distribution(circuit) == pytest.approx({"0": 0.5, "1": 0.5})
+
+
+def test_negligible_outcomes_are_dropped() -> None:
+    circuit = cirq.Circuit(cirq.ry(1e-7).on(Q[0]), cirq.measure(Q[0], key="c_0"))
+    assert ideal_distribution(circuit) == pytest.approx({"0": 1.0})
+
+
+def test_classical_control_is_simulated_exactly_by_deferring() -> None:
+    circuit = cirq.Circuit(
+        cirq.H(Q[0]),
+        cirq.measure(Q[0], key="m"),
+        cirq.X(Q[1]).with_classical_controls("m"),
+        cirq.measure(Q[1], key="n"),
+    )
+    assert ideal_distribution(circuit) == pytest.approx({"00": 0.5, "11": 0.5})
+
+
+def test_mid_circuit_reset_is_sampled() -> None:
+    circuit = cirq.Circuit(
+        cirq.H(Q[0]),
+        cirq.measure(Q[0], key="a"),
+        cirq.reset(Q[0]),
+        cirq.X(Q[0]),
+        cirq.measure(Q[0], key="b"),
+    )
+    dist = ideal_distribution(circuit)
+    assert set(dist) == {"01", "11"}
+    assert dist["01"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_circuit_without_measurements_has_the_empty_outcome() -> None:
+    assert ideal_distribution(cirq.Circuit(cirq.H(Q[0]))) == {"": 1.0}
+
+
+def test_too_many_qubits_is_an_expected_error() -> None:
+    circuit = cirq.Circuit(cirq.H.on_each(*Q), cirq.measure(*Q, key="c"))
+    with pytest.raises(SimulationError) as caught:
+        ideal_distribution(circuit, max_qubits=3)
+    assert caught.value.code == "sandbox.too_large"
+
+
+def test_sampling_is_seeded_and_sums_to_the_shots() -> None:
+    dist = {"00": 0.5, "11": 0.25, "01": 0.25}
+    counts = sample_counts(dist, 1000, seed=3)
+    assert counts == sample_counts(dist, 1000, seed=3)
+    assert sum(counts.values()) == 1000
+    assert hellinger_fidelity(counts, dist) > 0.99
+
+
+def test_hellinger_fidelity_bounds() -> None:
+    assert hellinger_fidelity({"0": 10, "1": 10}, {"0": 0.5, "1": 0.5}) == pytest.approx(1.0)
+    assert hellinger_fidelity({"0": 10}, {"1": 1.0}) == 0.0
+    assert hellinger_fidelity({"0": 1}, {"0": 0.5, "1": 0.5}) == pytest.approx(0.5)
+    assert hellinger_fidelity({}, {"0": 1.0}) == 0.0
