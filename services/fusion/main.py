@@ -15,6 +15,7 @@ from qubus import codec
 from qubus.bus import BUCKET_JOINS, BUCKET_WEIGHTS
 from qubus.consumer import Context, Stage
 from qubus.errors import Retry
+from qubus.fidelity import fidelity_with_ideal
 from qubus.messages import (
     NodeScore,
     NodeStatus,
@@ -24,7 +25,6 @@ from qubus.messages import (
     TaskEvent,
     TaskScored,
 )
-from qubus.noise import fidelity_with_ideal
 from qubus.scoring import DEFAULT_WEIGHTS, ScoreInputs, Weights, score
 from qubus.service import Runtime
 

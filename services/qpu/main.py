@@ -14,12 +14,12 @@ from qubus.circuits import circuit_from_json
 from qubus.compile import compile_for_device
 from qubus.consumer import Context, Stage
 from qubus.devices import Device, load_device
+from qubus.fidelity import hellinger_fidelity
 from qubus.ids import seed_for
 from qubus.logs import get_logger
 from qubus.messages import NodeStatus, TaskAllocated, TaskCompleted, TaskRunning
 from qubus.noise import emulate, emulated_runtime_s
 from qubus.service import Runtime
-from qubus.simulate import hellinger_fidelity
 from qubus.workers import WorkerPool
 
 log = get_logger()
