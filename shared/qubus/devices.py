@@ -394,21 +394,15 @@ def _load_quantinuum(node_id: str, csv_path: Path) -> Device:
         a=0, b=1, gate="zz", error=float(row["p2"]), duration_ns=QUANTINUUM_ASSUMED["two_qubit_ns"]
     )
     date = datetime.strptime(row["Date"], "%Y_%m_%d").replace(tzinfo=UTC)
-    return _finish(
-        {
-            "id": node_id,
-            "kind": "trapped-ion",
-            "n_qubits": n_qubits,
-            "qubits": qubits,
-            "edges": [],
-            "all_to_all": True,
-            "all_to_all_edge": edge,
-            "native_gates": ["rz", "u1q", "zz", "measure", "reset"],
-            "one_qubit_duration_ns": QUANTINUUM_ASSUMED["one_qubit_ns"],
-            "readout_duration_ns": QUANTINUUM_ASSUMED["readout_ns"],
-            "calibrated_at": date.isoformat(),
-            "source": f"{csv_path.name} ({row['Date']}, {machine})",
-        }
+    return _trapped_ion(
+        node_id,
+        qubits,
+        edge,
+        native_gates=["rz", "u1q", "zz", "measure", "reset"],
+        one_qubit_duration_ns=QUANTINUUM_ASSUMED["one_qubit_ns"],
+        readout_duration_ns=QUANTINUUM_ASSUMED["readout_ns"],
+        calibrated_at=date.isoformat(),
+        source=f"{csv_path.name} ({row['Date']}, {machine})",
     )
 
 
@@ -428,19 +422,29 @@ def _load_ionq(node_id: str, json_path: Path) -> Device:
         error=1 - target["twoq_fidelity"],
         duration_ns=target["twoq_duration"] * 1e9,
     )
+    return _trapped_ion(
+        node_id,
+        qubits,
+        edge,
+        native_gates=["gpi", "gpi2", gate, "measure", "reset"],
+        one_qubit_duration_ns=target["oneq_duration"] * 1e9,
+        readout_duration_ns=target["readout_duration"] * 1e9,
+        calibrated_at=IONQ_SNAPSHOT,
+        source=f"{json_path.name} ({target_name})",
+    )
+
+
+def _trapped_ion(node_id: str, qubits: list[QubitCal], edge: EdgeCal, **fields: Any) -> Device:
+    """An all-to-all trapped-ion device: every pair of qubits shares ``edge``'s figures."""
     return _finish(
         {
             "id": node_id,
             "kind": "trapped-ion",
-            "n_qubits": n_qubits,
+            "n_qubits": len(qubits),
             "qubits": qubits,
             "edges": [],
             "all_to_all": True,
             "all_to_all_edge": edge,
-            "native_gates": ["gpi", "gpi2", gate, "measure", "reset"],
-            "one_qubit_duration_ns": target["oneq_duration"] * 1e9,
-            "readout_duration_ns": target["readout_duration"] * 1e9,
-            "calibrated_at": IONQ_SNAPSHOT,
-            "source": f"{json_path.name} ({target_name})",
+            **fields,
         }
     )
