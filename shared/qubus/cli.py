@@ -370,17 +370,27 @@ async def _nodes(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         print("no QPU node has reported")
+        return 0
+    print(
+        f"{'NODE':<18} {'KIND':<16} {'QUBITS':>6} {'QUEUE':>5}  {'STATE':<8}"
+        f"{'1Q ERR':>9} {'2Q ERR':>9} {'READOUT':>8} {'T1 us':>9} {'T2 us':>9}  CALIBRATED"
+    )
     for row in rows:
         cal = row["calibration"]
         state = ("busy" if row["busy"] else "idle") if row["online"] else "offline"
         print(
-            f"{row['node']:<18} {row['kind']:<16} {row['qubits']:>4} qubits  "
-            f"queue {row['queue_depth']:<3} {state:<8} "
-            + "  ".join(
-                f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in cal.items()
-            )
+            f"{row['node']:<18} {row['kind']:<16} {row['qubits']:>6} {row['queue_depth']:>5}  "
+            f"{state:<8}{_figure(cal.get('median_1q_error')):>9} "
+            f"{_figure(cal.get('median_2q_error')):>9} "
+            f"{_figure(cal.get('median_readout_error')):>8} "
+            f"{_figure(cal.get('median_t1_us')):>9} {_figure(cal.get('median_t2_us')):>9}  "
+            f"{str(cal.get('calibrated_at', ''))[:10]}"
         )
     return 0
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def _calibration_summary(device: dict[str, Any]) -> dict[str, Any]:
