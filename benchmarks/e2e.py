@@ -18,7 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
-from qubus import stackfile
+from qubus import logs, stackfile
 from qubus.client import Client
 from qubus.config import Settings
 from qubus.messages import SubmitRequest
@@ -41,6 +41,7 @@ async def main() -> None:
     parser.add_argument("--shots", type=int, default=200)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    logs.configure("bench", "bench", "warning")
 
     client = await Client.connect(stackfile.resolve_nats_url(Settings()))
     gate = asyncio.Semaphore(args.in_flight)
