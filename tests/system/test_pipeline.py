@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 
+import cirq
 import msgpack
 import pytest
 
-from qubus.bus import SUBMIT_SUBJECT
+from qubus import codec
+from qubus.bus import EPR_SUBJECT, SUBMIT_SUBJECT
 from qubus.client import Client
 from qubus.errors import QubusError
-from qubus.messages import SubmitRequest
+from qubus.messages import EprReply, EprRequest, SubmitRequest
 from qubus.stack import Supervisor
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
@@ -128,3 +130,27 @@ async def test_json_client_submits_without_msgpack(client: Client, dev_qasm):
     task_id = json.loads(reply.data)["task_id"]
     events = await client.wait(task_id, timeout=120)
     assert events[-1].event.EVENT == "completed"
+
+
+async def test_cirq_json_circuit_runs_unchanged(client):
+    q = cirq.NamedQubit.range(2, prefix="q_")
+    circuit = cirq.Circuit(cirq.X(q[0]), cirq.CNOT(q[0], q[1]), cirq.measure(*q, key="m"))
+    [record] = await client.run([SubmitRequest(circuit=cirq.to_json(circuit))], timeout=120)
+    assert record["status"] == "done", record["error"]
+    assert max(record["counts"], key=record["counts"].get) == "11"
+    assert record["ideal_counts"] == {"11": 1000}
+
+
+async def test_link_service_answers_epr_requests_from_the_werner_model(client):
+    request = EprRequest(a="ibm_nairobi", b="quantinuum_h1_1", hold_s=0.001)
+    reply = await client.bus.nc.request(EPR_SUBJECT, codec.encode(request), timeout=5)
+    pair = codec.decode(reply.data, EprReply)
+    assert pair.path[0] == "ibm_nairobi" and pair.path[-1] == "quantinuum_h1_1"
+    assert len(pair.path) >= 2 and pair.attempts >= len(pair.path) - 1
+    assert 0.25 < pair.fidelity < 1.0 and pair.latency_s > 0
+
+
+async def test_epr_request_between_unlinked_nodes_is_a_structured_error(client):
+    request = EprRequest(a="ibm_nairobi", b="nowhere")
+    reply = await client.bus.nc.request(EPR_SUBJECT, codec.encode(request), timeout=5)
+    assert reply.headers["Nats-Service-Error-Code"].startswith("link.")
