@@ -10,6 +10,7 @@ import asyncio
 import multiprocessing
 import multiprocessing.pool
 import resource
+import signal
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,7 +19,16 @@ from qubus.errors import SimulationError
 T = TypeVar("T")
 
 
-def _limit_memory(memory_mb: int) -> None:
+def _init_worker(memory_mb: int) -> None:
+    """Detach the forked worker from the service's signal handling, then cap its memory.
+
+    The fork inherits the event loop's signal wake-up fd: without this, the SIGTERM that
+    replaces an overrunning worker would be delivered to the service's loop as well and stop
+    the service.
+    """
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
@@ -42,7 +52,7 @@ class WorkerPool:
     def _ensure(self) -> multiprocessing.pool.Pool:
         if self._pool is None:
             self._pool = self._context.Pool(
-                1, initializer=_limit_memory, initargs=(self._memory_mb,)
+                1, initializer=_init_worker, initargs=(self._memory_mb,)
             )
         return self._pool
 
