@@ -27,11 +27,13 @@ from nats.js.kv import KeyValue
 
 from qubus import codec
 from qubus.errors import InvalidPayload
-from qubus.logs import get_logger
+from qubus.logs import LOG_SUBJECT_PREFIX, get_logger
 from qubus.messages import Model, NodeStatus, TaskEvent
 from qubus.tracing import TraceContext
 
 STREAM = "QUBUS_TASKS"
+LOG_STREAM = "QUBUS_LOGS"
+LOG_STREAM_MAX_BYTES = 256 * 1024 * 1024
 TASK_SUBJECTS = "qubus.task.>"
 SUBMIT_SUBJECT = "qubus.submit"
 EPR_SUBJECT = "qubus.link.epr"
@@ -41,6 +43,7 @@ BUCKET_NODES = "qubus_nodes"
 BUCKET_WEIGHTS = "qubus_weights"
 BUCKET_JOINS = "qubus_joins"
 BUCKET_IDEMPOTENCY = "qubus_idempotency"
+BUCKET_FEATURES = "qubus_features"
 
 _BUCKETS = (
     KeyValueConfig(bucket=BUCKET_NODES, history=1, description="QPU and link calibration/status"),
@@ -49,6 +52,7 @@ _BUCKETS = (
     KeyValueConfig(
         bucket=BUCKET_IDEMPOTENCY, history=1, ttl=7 * 24 * 3600, description="key -> task id"
     ),
+    KeyValueConfig(bucket=BUCKET_FEATURES, history=1, description="fingerprint -> feature vector"),
 )
 
 H_TYPE = "Qubus-Type"
@@ -141,7 +145,7 @@ class Bus:
         self.healthy = True
 
     async def ensure_topology(self, *, duplicate_window_s: float = 600.0) -> None:
-        """Create the stream and KV buckets, or bring them to this configuration.
+        """Create the streams and KV buckets, or bring them to this configuration.
 
         Every service runs this at start; running it again, from any number of processes at
         once, changes nothing.
@@ -154,10 +158,19 @@ class Bus:
             max_age=7 * 24 * 3600,
             description="qubus task events: every stage's output, the task's trace",
         )
-        try:
-            await self.js.add_stream(config)
-        except nats.js.errors.BadRequestError:
-            await self.js.update_stream(config)
+        logs = StreamConfig(
+            name=LOG_STREAM,
+            subjects=[f"{LOG_SUBJECT_PREFIX}.>"],
+            storage=StorageType.FILE,
+            max_age=24 * 3600,
+            max_bytes=LOG_STREAM_MAX_BYTES,
+            description="every service's log lines, as published on qubus.log.<service>",
+        )
+        for stream in (config, logs):
+            try:
+                await self.js.add_stream(stream)
+            except nats.js.errors.BadRequestError:
+                await self.js.update_stream(stream)
         for bucket in _BUCKETS:
             try:
                 self._kv[bucket.bucket] = await self.js.create_key_value(bucket)

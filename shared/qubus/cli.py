@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from qubus import __version__, logs, stackfile
-from qubus.client import Client, stage_rows, status_of, task_record
+from qubus.client import Client, allocation_breakdown, stage_rows, status_of, task_record
 from qubus.config import Settings
-from qubus.errors import QubusError
+from qubus.errors import QasmError, QubusError
+from qubus.ingest import detect_format
 from qubus.messages import SubmitRequest
 from qubus.natsserver import NatsServer
 from qubus.stack import Supervisor, stack_specs
@@ -29,12 +30,14 @@ qubus schedules quantum circuits across a fleet of emulated QPUs over NATS JetSt
 
 The quickest start is `qubus run FILE`: it starts a private stack (embedded NATS and every
 service), runs the circuits and prints their counts. For a stack that stays up, run
-`qubus up` in one terminal and `qubus submit`, `status`, `result`, `trace` and `nodes` in
-another: they find the stack `qubus up` recorded in ~/.qubus/stack.json, or the server in
-QUBUS_NATS_URL. Every QUBUS_* environment variable is a setting (see docs/architecture.md).
+`qubus up` in one terminal and `qubus submit`, `status`, `result`, `trace`, `nodes`, `ps`
+and `logs` in another: they find the stack `qubus up` recorded in ~/.qubus/stack.json, or
+the server in QUBUS_NATS_URL. Every QUBUS_* environment variable is a setting (see
+docs/architecture.md).
 """
 
 EPILOG = "Formats: OpenQASM 2 (.qasm), OpenQASM 3 (.qasm3), Cirq JSON (.json)."
+SUFFIX_FORMATS = {".qasm3": "qasm3", ".json": "cirq-json"}
 
 
 def _fleet() -> tuple[str, ...]:
@@ -53,16 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"qubus {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def submission_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("files", nargs="+", metavar="FILE", help="circuit files to run")
-        p.add_argument("--shots", type=int, default=1000, help="shots per circuit (default 1000)")
-        p.add_argument("--priority", type=int, default=0, help="task priority 0-10 (default 0)")
-        p.add_argument("--node", help="pin the tasks to this QPU node (see `qubus nodes`)")
+    def format_option(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--format",
             choices=["qasm2", "qasm3", "cirq-json"],
             help="circuit format (default: from the file's extension and text)",
         )
+
+    def submission_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("files", nargs="+", metavar="FILE", help="circuit files to run")
+        p.add_argument("--shots", type=int, default=1000, help="shots per circuit (default 1000)")
+        p.add_argument("--priority", type=int, default=0, help="task priority 0-10 (default 0)")
+        p.add_argument("--node", help="pin the tasks to this QPU node (see `qubus nodes`)")
+        format_option(p)
         p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait per run")
         p.add_argument("--json", action="store_true", help="one JSON object per task per line")
 
@@ -117,6 +123,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     nodes.add_argument("--json", action="store_true", help="print JSON")
 
+    ps = sub.add_parser(
+        "ps",
+        help="list running service instances: version, uptime, handled, errors, queue lag",
+        description="Ask every service instance for its statistics ($SRV.STATS, the nats.micro "
+        "convention) and list the answers: handled and errored messages summed over the "
+        "instance's stages and request subjects, and queue lag (messages pending plus "
+        "unacknowledged on its consumers).",
+    )
+    ps.add_argument("--json", action="store_true", help="print JSON")
+    ps.add_argument(
+        "--timeout", type=float, default=0.5, help="seconds to collect answers (default 0.5)"
+    )
+    ps.add_argument("--expect", type=int, help="stop once this many instances have answered")
+
+    logs_cmd = sub.add_parser(
+        "logs",
+        help="print service log lines (stored for a day in stream QUBUS_LOGS)",
+        description="Print the log lines services published on qubus.log.<service>, as stored "
+        "in the JetStream stream QUBUS_LOGS (one day of them); with --follow, keep printing "
+        "new lines until Ctrl-C. With --task, only that task's lines, from its submission on.",
+    )
+    logs_cmd.add_argument("--service", help="only this service's lines (e.g. parser, qpu)")
+    logs_cmd.add_argument("--task", metavar="ID", help="only lines about this task")
+    logs_cmd.add_argument("--follow", action="store_true", help="keep printing new lines")
+    logs_cmd.add_argument("--json", action="store_true", help="print each line as stored (JSON)")
+
+    parse = sub.add_parser(
+        "parse",
+        help="parse a circuit file locally and print its features",
+        description="Parse FILE as the parser service does, without a stack, and print its "
+        "features; with --json, one object with the features and the circuit as Cirq JSON "
+        "(key `cirq`). A parse error prints FILE:LINE:COLUMN: MESSAGE [CODE] and exits 1.",
+    )
+    parse.add_argument("file", metavar="FILE")
+    parse.add_argument("--json", action="store_true", help="print JSON")
+    format_option(parse)
+
     service = sub.add_parser(
         "service",
         help="run one service process (what `qubus up` and the Procfile start)",
@@ -135,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         return _run_async(_up(args))
     try:
+        if args.command == "parse":
+            return _parse(args)
         return _run_async(COMMANDS[args.command](args))
     except QubusError as exc:
         print(f"qubus: {exc.message} [{exc.code}]", file=sys.stderr)
@@ -166,16 +211,10 @@ def read_requests(args: argparse.Namespace) -> list[SubmitRequest]:
     """One request per file, the format from --format or the file's extension."""
     requests = []
     for name in args.files:
-        path = Path(name)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise QubusError(f"cannot read {name}: {exc.strerror}", code="file.unreadable") from exc
-        fmt = args.format or {".qasm3": "qasm3", ".json": "cirq-json"}.get(path.suffix)
         requests.append(
             SubmitRequest(
-                circuit=text,
-                format=fmt,
+                circuit=read_text(name),
+                format=args.format or SUFFIX_FORMATS.get(Path(name).suffix),
                 shots=args.shots,
                 priority=args.priority,
                 node=args.node,
@@ -183,6 +222,18 @@ def read_requests(args: argparse.Namespace) -> list[SubmitRequest]:
             )
         )
     return requests
+
+
+def read_text(name: str) -> str:
+    """The text of circuit file ``name``.
+
+    Raises:
+        QubusError: ``file.unreadable``.
+    """
+    try:
+        return Path(name).read_text()
+    except OSError as exc:
+        raise QubusError(f"cannot read {name}: {exc.strerror}", code="file.unreadable") from exc
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -331,8 +382,10 @@ async def _trace(args: argparse.Namespace) -> int:
     if not events:
         raise QubusError(f"no task {args.task_id}", code="task.unknown")
     rows = stage_rows(events)
+    allocation = allocation_breakdown(events)
     if args.json:
-        print(json.dumps({"task_id": args.task_id, "trace_id": events[0].trace_id, "stages": rows}))
+        trace = {"task_id": args.task_id, "trace_id": events[0].trace_id, "stages": rows}
+        print(json.dumps({**trace, "allocation": allocation}))
         return 0
     print(f"task {args.task_id}  trace {events[0].trace_id}")
     origin = events[0].published
@@ -342,7 +395,30 @@ async def _trace(args: argparse.Namespace) -> int:
             f"  +{offset:9.1f} ms  {row['event']:<13} {row['service']:<10} "
             f"{row['instance']:<24} {row['duration_ms']:>9.1f} ms"
         )
+    if allocation is not None:
+        print(format_allocation(allocation))
     return 0
+
+
+def format_allocation(allocation: dict[str, Any]) -> str:
+    """The score breakdown of ``allocation_breakdown`` as text: the decision, then per node
+    its eligibility, hyperscore, predicted fidelity, expected completion and score terms."""
+    lines = ["allocation"]
+    decision = allocation["decision"]
+    if decision is not None:
+        lines.append(
+            f"  {decision['policy']} chose {decision['node']}: {decision['reason']}"
+            f"  (ranking {', '.join(f'{node} {score:.1f}' for node, score in decision['ranking'])})"
+        )
+    for score in allocation["scores"] or []:
+        state = "eligible" if score["eligible"] else f"not eligible: {score['reason']}"
+        terms = " ".join(f"{name}={value:.3g}" for name, value in sorted(score["terms"].items()))
+        lines.append(
+            f"  {score['node']:<18} {score['hyperscore']:>7.1f}  fidelity "
+            f"{score['predicted_fidelity']:.3f}  completion {score['expected_completion_s']:.3g} s"
+            f"  {state}" + (f"\n    {terms}" if terms else "")
+        )
+    return "\n".join(lines)
 
 
 async def _nodes(args: argparse.Namespace) -> int:
@@ -399,6 +475,124 @@ def _calibration_summary(device: dict[str, Any]) -> dict[str, Any]:
     return Device.model_validate(device).summary()
 
 
+async def _ps(args: argparse.Namespace) -> int:
+    async with connected() as client:
+        replies = await client.services("STATS", timeout=args.timeout, expected=args.expect)
+    rows = [instance_row(reply) for reply in replies]
+    if args.json:
+        print(json.dumps({"instances": rows}))
+        return 0
+    if not rows:
+        print("no service instance answered")
+        return 0
+    print(
+        f"{'SERVICE':<10} {'NODE':<18} {'ID':<28} {'VERSION':<8} {'UPTIME':>8} "
+        f"{'HANDLED':>8} {'ERRORS':>6} {'LAG':>5}"
+    )
+    for row in rows:
+        lag = "-" if row["lag"] is None else str(row["lag"])
+        print(
+            f"{row['service']:<10} {row['node'] or '-':<18} {row['id']:<28} {row['version']:<8} "
+            f"{_duration(row['uptime_s']):>8} {row['handled']:>8} {row['errored']:>6} {lag:>5}"
+        )
+    return 0
+
+
+def instance_row(stats: dict[str, Any]) -> dict[str, Any]:
+    """One ``qubus ps`` row from an instance's ``stats_response``: its identity and its
+    endpoints' figures summed (``lag`` is None when it has no consumer)."""
+    metadata = stats.get("metadata") or {}
+    endpoints = stats.get("endpoints") or []
+    lags = [e["data"]["lag"] for e in endpoints if "lag" in (e.get("data") or {})]
+    return {
+        "service": metadata.get("service", stats["name"]),
+        "node": metadata.get("node"),
+        "name": stats["name"],
+        "id": stats["id"],
+        "instance": metadata.get("instance"),
+        "pid": metadata.get("pid"),
+        "version": stats["version"],
+        "started": stats.get("started"),
+        "uptime_s": stats.get("uptime_s"),
+        "handled": sum(e["num_requests"] for e in endpoints),
+        "errored": sum(e["num_errors"] for e in endpoints),
+        "lag": sum(lags) if lags else None,
+        "endpoints": endpoints,
+        "logs": stats.get("logs"),
+    }
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+async def _logs(args: argparse.Namespace) -> int:
+    async with connected() as client:
+        since = None
+        if args.task:
+            events = await client.events(args.task)
+            if not events:
+                raise QubusError(f"no task {args.task}", code="task.unknown")
+            since = events[0].published - 1.0
+        async for line in client.log_lines(service=args.service, since=since, follow=args.follow):
+            if args.task and line.get("task_id") != args.task:
+                continue
+            print(json.dumps(line) if args.json else format_log_line(line), flush=True)
+    return 0
+
+
+def format_log_line(line: dict[str, Any]) -> str:
+    """A log line as ``time service[node] LEVEL event key=value ...``."""
+    fields = dict(line)
+    stamp = str(fields.pop("timestamp", ""))[11:23]
+    who = fields.pop("service", "?")
+    node = fields.pop("node", None)
+    fields.pop("instance", None)
+    fields.pop("trace_id", None)
+    level = str(fields.pop("level", "")).upper()
+    event = fields.pop("event", "")
+    rest = " ".join(f"{key}={value}" for key, value in fields.items())
+    source = f"{who}[{node}]" if node else who
+    return f"{stamp} {source:<22} {level:<7} {event} {rest}".rstrip()
+
+
+def _parse(args: argparse.Namespace) -> int:
+    from qubus.circuits import circuit_features, circuit_to_json, load_circuit
+
+    text = read_text(args.file)
+    declared = args.format or SUFFIX_FORMATS.get(Path(args.file).suffix)
+    fmt = detect_format(SubmitRequest(circuit=text, format=declared))
+    try:
+        circuit = load_circuit(text, fmt)
+    except QasmError as exc:
+        print(f"{args.file}:{exc.line}:{exc.column}: {exc.message} [{exc.code}]", file=sys.stderr)
+        return 1
+    except QubusError as exc:
+        print(f"{args.file}: {exc.message} [{exc.code}]", file=sys.stderr)
+        return 1
+    features = circuit_features(circuit).model_dump()
+    if args.json:
+        cirq_json = json.loads(circuit_to_json(circuit))
+        print(
+            json.dumps({"file": args.file, "format": fmt, "features": features, "cirq": cirq_json})
+        )
+        return 0
+    print(f"{args.file} ({fmt})")
+    for key, value in features.items():
+        if key == "gate_counts":
+            value = " ".join(f"{name}={n}" for name, n in value.items())
+        elif key == "interaction_graph":
+            value = " ".join(f"{a}-{b}:{n}" for a, b, n in value) or "-"
+        elif key == "measured_qubits":
+            value = " ".join(value) or "-"
+        print(f"  {key:<18} {value}")
+    return 0
+
+
 async def _up(args: argparse.Namespace) -> int:
     settings = Settings()
     fleet = [node for node in args.fleet.split(",") if node]
@@ -442,6 +636,8 @@ COMMANDS = {
     "result": _result,
     "trace": _trace,
     "nodes": _nodes,
+    "ps": _ps,
+    "logs": _logs,
 }
 
 

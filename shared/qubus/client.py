@@ -1,4 +1,5 @@
-"""The client SDK: submit circuits, wait for their tasks, read their records and traces.
+"""The client SDK: submit circuits, wait for their tasks, read their records and traces, and
+look at the services (``$SRV`` health replies) and their log lines.
 
 Any NATS client can do the same with the documented subjects; this is the Python one.
 """
@@ -6,17 +7,22 @@ Any NATS client can do the same with the documented subjects; this is the Python
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
 import nats.errors
-from nats.js.api import DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from qubus import codec
-from qubus.bus import STREAM, SUBMIT_SUBJECT, Bus, StoredEvent, stored_event
+from qubus.bus import LOG_STREAM, STREAM, SUBMIT_SUBJECT, Bus, StoredEvent, stored_event
 from qubus.errors import QubusError
+from qubus.health import PREFIX
+from qubus.logs import log_subject
 from qubus.messages import (
     SandboxEvaluation,
     SubmitReply,
@@ -25,6 +31,7 @@ from qubus.messages import (
     TaskCompleted,
     TaskFailed,
     TaskRejected,
+    TaskScored,
 )
 from qubus.tracing import TraceContext
 
@@ -107,6 +114,92 @@ class Client:
         """The task's events stored so far (its trace)."""
         return await self.bus.task_events(task_id)
 
+    async def services(
+        self, verb: str = "STATS", *, timeout: float = 0.5, expected: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Every service instance's answer to ``$SRV.<verb>`` (``PING``, ``INFO``, ``STATS``).
+
+        Args:
+            verb: The health verb.
+            timeout: Seconds to collect answers for.
+            expected: Stop as soon as this many instances have answered.
+
+        Returns:
+            The JSON replies, sorted by service name and id.
+        """
+        inbox = self.bus.nc.new_inbox()
+        replies: list[dict[str, Any]] = []
+        enough = asyncio.Event()
+
+        async def collect(msg: nats.aio.msg.Msg) -> None:
+            try:
+                reply = json.loads(msg.data)
+            except ValueError:
+                return
+            if isinstance(reply, dict):
+                replies.append(reply)
+            if expected is not None and len(replies) >= expected:
+                enough.set()
+
+        sub = await self.bus.nc.subscribe(inbox, cb=collect)
+        try:
+            await self.bus.nc.publish(f"{PREFIX}.{verb}", b"", reply=inbox)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(enough.wait(), timeout)
+        finally:
+            await sub.unsubscribe()
+        return sorted(replies, key=lambda r: (r.get("name", ""), r.get("id", "")))
+
+    async def log_lines(
+        self,
+        *,
+        service: str | None = None,
+        since: float | None = None,
+        follow: bool = False,
+        batch: int = 256,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Log lines stored in stream ``QUBUS_LOGS`` (one day of them), oldest first.
+
+        Args:
+            service: Only this service's lines (subject ``qubus.log.<service>``).
+            since: Only lines stored at or after this Unix time.
+            follow: After the stored lines, keep yielding new ones until cancelled.
+            batch: Lines fetched per request.
+
+        Yields:
+            Each line's JSON object (lines that are not JSON objects are skipped).
+        """
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.ALL if since is None else DeliverPolicy.BY_START_TIME,
+            opt_start_time=None if since is None else datetime.fromtimestamp(since, UTC),
+            inactive_threshold=30.0,
+        )
+        subject = log_subject(service or "*")
+        sub = await self.bus.js.pull_subscribe(subject, stream=LOG_STREAM, config=config)
+        info = await sub.consumer_info()
+        remaining = info.num_pending or 0
+        try:
+            while follow or remaining > 0:
+                try:
+                    msgs = await sub.fetch(batch if follow else min(batch, remaining), timeout=1.0)
+                except TimeoutError:  # nats.errors.TimeoutError, or asyncio's when nothing came
+                    if not follow:  # lines may have aged out of the stream meanwhile
+                        remaining = (await sub.consumer_info()).num_pending or 0
+                    continue
+                for msg in msgs:
+                    remaining -= 1
+                    try:
+                        line = json.loads(msg.data)
+                    except ValueError:
+                        continue
+                    if isinstance(line, dict):
+                        yield line
+        finally:
+            await sub.unsubscribe()
+            with contextlib.suppress(nats.errors.Error):
+                await self.bus.js.delete_consumer(LOG_STREAM, info.name)
+
     async def run(
         self, requests: list[SubmitRequest], *, timeout: float = 300.0
     ) -> list[dict[str, Any]]:
@@ -144,6 +237,33 @@ def stage_rows(events: list[StoredEvent]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def allocation_breakdown(events: list[StoredEvent]) -> dict[str, Any] | None:
+    """How the task's node was chosen: fusion's per-node scores (``scored``, with each score's
+    ``terms``) and the allocator's decision (``allocated``: node, policy, reason, ranking).
+
+    Returns:
+        ``{"scores": [...], "decision": {...}}`` (either may be None if that stage has not
+        published), or None if neither has.
+    """
+    scores = decision = None
+    for stored in events:
+        event = stored.event
+        if isinstance(event, TaskScored):
+            scores = [score.model_dump() for score in event.scores]
+        elif isinstance(event, TaskAllocated):
+            decision = {
+                "node": event.node,
+                "policy": event.policy,
+                "reason": event.reason,
+                "ranking": [list(pair) for pair in event.ranking],
+                "predicted_fidelity": event.predicted_fidelity,
+                "hyperscore": event.hyperscore,
+            }
+    if scores is None and decision is None:
+        return None
+    return {"scores": scores, "decision": decision}
 
 
 def task_record(task_id: str, events: list[StoredEvent]) -> dict[str, Any]:

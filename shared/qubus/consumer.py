@@ -11,6 +11,10 @@ publishing the result with ``Nats-Msg-Id`` and ``traceparent``, and the acknowle
 - undecodable or invalid payload → publish ``rejected`` → term (never redelivered);
 - unexpected exception → logged with traceback, nak with exponential backoff; on the last
   allowed delivery the task is published as ``failed`` (``internal.error``) instead.
+
+Each message handled is counted on the runner's ``endpoint`` by outcome (``ok``, ``rejected``,
+``failed``, ``retry``, ``invalid``, ``error``) with its handling time; together with the
+consumer's queue lag (``lag()``) these are what the service reports on ``$SRV.STATS``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from qubus import codec
 from qubus.bus import H_TYPE, STREAM, Bus
 from qubus.errors import InvalidPayload, QubusError, Retry
+from qubus.health import ERROR, Endpoint
 from qubus.logs import get_logger
 from qubus.messages import ErrorInfo, TaskEvent, TaskFailed, TaskRejected
 from qubus.tracing import TraceContext
@@ -89,14 +94,41 @@ class Stage:
 
 @dataclass
 class StageRunner:
-    """Runs one ``Stage`` on a ``Bus`` until ``stop()``."""
+    """Runs one ``Stage`` on a ``Bus`` until ``stop()``, counting what it handles.
+
+    Attributes:
+        endpoint: The stage's counts and queue lag, as ``$SRV.STATS`` reports them.
+    """
 
     bus: Bus
     stage: Stage
     ack_wait_s: float
     max_deliver: int
+    endpoint: Endpoint = field(init=False)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _workers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.endpoint = Endpoint(
+            name=self.stage.name,
+            subject=",".join(self.stage.filter_subjects()),
+            queue_group=self.stage.name,
+            kind="consumer",
+            lag=self.lag,
+        )
+
+    async def lag(self) -> dict[str, int]:
+        """The durable consumer's backlog: messages not yet delivered plus those unacknowledged.
+
+        Raises:
+            nats.errors.Error: The consumer cannot be read (e.g. the connection is down).
+        """
+        info = await self.bus.js.consumer_info(STREAM, self.stage.name, timeout=2.0)
+        return {
+            "num_pending": info.num_pending or 0,
+            "num_ack_pending": info.num_ack_pending or 0,
+            "lag": (info.num_pending or 0) + (info.num_ack_pending or 0),
+        }
 
     async def start(self) -> None:
         config = ConsumerConfig(
@@ -142,11 +174,16 @@ class StageRunner:
                 await asyncio.sleep(1.0)
                 continue
             for msg in msgs:
-                await self.process(msg, types)
+                try:
+                    await self.process(msg, types)
+                except Exception:  # publish or ack failed: unacked, so it is redelivered
+                    log.exception("consumer.settle_failed", stage=self.stage.name)
 
     async def process(self, msg: Msg, types: dict[str, type[TaskEvent]]) -> None:
         """Handle one message end to end, following the acknowledgement policy."""
         started = time.time()
+        clock = time.perf_counter_ns()
+        outcome, error = ERROR, None
         headers = msg.headers or {}
         task_id = msg.subject.split(".")[2] if msg.subject.count(".") >= 3 else "unknown"
         trace = TraceContext.extract(headers)
@@ -165,13 +202,22 @@ class StageRunner:
                 log.warning("message.invalid", error=exc.message, subject=msg.subject)
                 await self._end(TaskRejected, task_id, exc, trace, started)
                 await msg.term()
+                outcome = "invalid"
                 return
             ctx = Context(self.bus, trace, deliveries, started, msg)
-            await self._handle(event, ctx, msg)
+            outcome, error = await self._handle(event, ctx, msg)
+        except Exception as exc:  # publishing or acknowledging failed; counted, then raised
+            error = exc
+            raise
         finally:
+            self.endpoint.record(outcome, time.perf_counter_ns() - clock, error)
             structlog.contextvars.unbind_contextvars("task_id", "trace_id")
 
-    async def _handle(self, event: TaskEvent, ctx: Context, msg: Msg) -> None:
+    async def _handle(
+        self, event: TaskEvent, ctx: Context, msg: Msg
+    ) -> tuple[str, Exception | None]:
+        """Run the handler and settle the message; returns the outcome and any unexpected
+        error."""
         heartbeat = asyncio.create_task(self._heartbeat(msg))
         try:
             result = await self.stage.handler(event, ctx)
@@ -184,19 +230,22 @@ class StageRunner:
                 ms=round((time.time() - ctx.started) * 1000, 1),
                 deliveries=ctx.deliveries,
             )
+            return "ok", None
         except Retry as exc:
             if ctx.deliveries < self.max_deliver:
                 log.info("stage.retry", reason=exc.message, delay_s=exc.delay_s)
                 await msg.nak(delay=exc.delay_s)
-            else:
-                log.warning("stage.retries_exhausted", reason=exc.message)
-                await self._end(TaskFailed, event.task_id, exc, ctx.trace, ctx.started)
-                await msg.ack()
+                return "retry", None
+            log.warning("stage.retries_exhausted", reason=exc.message)
+            await self._end(TaskFailed, event.task_id, exc, ctx.trace, ctx.started)
+            await msg.ack()
+            return TaskFailed.EVENT, None
         except QubusError as exc:
             log.info("stage.ended_task", outcome=exc.outcome, code=exc.code, error=exc.message)
             end = TaskFailed if exc.outcome == "failed" else TaskRejected
             await self._end(end, event.task_id, exc, ctx.trace, ctx.started)
             await msg.ack()
+            return end.EVENT, None
         except Exception as exc:
             if ctx.deliveries >= self.max_deliver:
                 log.exception("stage.gave_up", deliveries=ctx.deliveries)
@@ -207,6 +256,7 @@ class StageRunner:
                 delay = min(2.0 ** (ctx.deliveries - 1), 30.0)
                 log.exception("stage.error", deliveries=ctx.deliveries, retry_in_s=delay)
                 await msg.nak(delay=delay)
+            return ERROR, exc
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -215,7 +265,10 @@ class StageRunner:
     async def _heartbeat(self, msg: Msg) -> None:
         while True:
             await asyncio.sleep(self.ack_wait_s / 3)
-            await msg.in_progress()
+            try:
+                await msg.in_progress()
+            except nats.errors.Error:  # reconnecting: the next beat, or a redelivery, follows
+                log.warning("consumer.heartbeat_failed", stage=self.stage.name)
 
     async def _end(
         self,

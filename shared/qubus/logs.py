@@ -2,18 +2,120 @@
 
 ``task_id`` and ``trace_id`` are bound per message through structlog's context variables, so
 every line a handler logs carries them without passing a logger around.
+
+Every line goes to stderr and, once a service has started ``BUS_COPY``, also to the bus: the
+last processor hands the rendered line to a bounded queue, and a task publishes it with a core
+NATS publish on ``qubus.log.<service>``. Logging never waits for the bus: when the queue is
+full (the server is slow or away), the line is dropped from the bus copy, and counted.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
+import threading
+from typing import Any
 
+import nats.errors
 import structlog
+from nats.aio.client import Client
+
+LOG_SUBJECT_PREFIX = "qubus.log"
+LOG_QUEUE_LINES = 1024
+
+
+def log_subject(service: str) -> str:
+    """The subject a service publishes its log lines on."""
+    return f"{LOG_SUBJECT_PREFIX}.{service}"
+
+
+class BusCopy:
+    """Copies rendered log lines to a NATS subject without ever blocking the caller.
+
+    Args:
+        maxsize: Lines held while the publisher catches up; more are dropped.
+
+    Attributes:
+        published: Lines handed to the connection.
+        dropped: Lines lost to a full queue or a failed publish.
+    """
+
+    def __init__(self, maxsize: int = LOG_QUEUE_LINES) -> None:
+        self.maxsize = maxsize
+        self.published = 0
+        self.dropped = 0
+        self._queue: asyncio.Queue[str] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def offer(self, line: str) -> None:
+        """Queue ``line`` for publication if a publisher runs; safe from any thread."""
+        if self._loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._put(line)
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._put, line)
+        except RuntimeError:  # the loop has closed
+            self.dropped += 1
+
+    def _put(self, line: str) -> None:
+        if self._queue is None:
+            self.dropped += 1
+            return
+        try:
+            self._queue.put_nowait(line)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def start(self, nc: Client, subject: str) -> None:
+        """Publish queued lines on ``subject`` until ``stop()``."""
+        self._queue = asyncio.Queue(self.maxsize)
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._task = asyncio.create_task(self._drain(nc, subject, self._queue))
+
+    async def _drain(self, nc: Client, subject: str, queue: asyncio.Queue[str]) -> None:
+        while True:
+            line = await queue.get()
+            try:
+                await nc.publish(subject, line.encode())
+                self.published += 1
+            except nats.errors.Error:  # closed, or the reconnect buffer is full
+                self.dropped += 1
+            finally:
+                queue.task_done()
+
+    async def stop(self, *, timeout: float = 2.0) -> None:
+        """Publish what is queued (for at most ``timeout`` seconds), then stop copying."""
+        queue, task = self._queue, self._task
+        self._loop = self._queue = self._task = None
+        if queue is None or task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(queue.join(), timeout)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        self.dropped += queue.qsize()
+
+
+#: The process's one bus copy of its log (a process logs through one structlog setup).
+BUS_COPY = BusCopy()
+
+
+def _copy_to_bus(_logger: Any, _method: str, line: str) -> str:
+    """The last processor: offer the rendered line to ``BUS_COPY``, pass it on to stderr."""
+    BUS_COPY.offer(line)
+    return line
 
 
 def configure(service: str, instance: str, level: str = "info") -> None:
-    """Send JSON lines to stderr, each carrying ``service`` and ``instance``."""
+    """Send JSON lines to stderr (and to ``BUS_COPY``), each carrying ``service`` and
+    ``instance``."""
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
@@ -25,6 +127,7 @@ def configure(service: str, instance: str, level: str = "info") -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
+            _copy_to_bus,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),

@@ -7,21 +7,28 @@ A service module only declares what it serves::
 
     def main() -> None:
         run_service("parser", setup)
+
+Every process also answers the ``$SRV`` health verbs (``qubus.health``) for the stages and
+request subjects it registered here, and copies its log lines to ``qubus.log.<service>``
+(``qubus.logs``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgpack
+import structlog
 from nats.aio.msg import Msg
 
 from qubus import codec, logs
@@ -29,6 +36,7 @@ from qubus.bus import H_CONTENT_TYPE, H_TYPE, Bus, NodeDirectory
 from qubus.config import Settings
 from qubus.consumer import Stage, StageRunner
 from qubus.errors import InvalidPayload, QubusError
+from qubus.health import ERROR, Endpoint, HealthResponder
 from qubus.messages import Model, ServiceReady
 from qubus.stackfile import resolve_nats_url
 
@@ -39,13 +47,17 @@ M = TypeVar("M", bound=Model)
 
 @dataclass
 class Runtime:
-    """What ``setup`` gets: settings, the bus, and ways to register work and cleanup."""
+    """What ``setup`` gets: settings, the bus, and ways to register work and cleanup.
+
+    Every stage and request subject registered here is counted and reported by ``health``.
+    """
 
     service: str
     settings: Settings
     bus: Bus
     node: str | None
     stack: AsyncExitStack
+    health: HealthResponder
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def consume(self, stage: Stage) -> StageRunner:
@@ -58,6 +70,7 @@ class Runtime:
         )
         await runner.start()
         self.stack.push_async_callback(runner.stop)
+        self.health.add(runner.endpoint)
         return runner
 
     async def node_directory(self) -> NodeDirectory:
@@ -81,12 +94,17 @@ class Runtime:
         the reply uses the request's encoding. An expected error is answered with the
         ``Nats-Service-Error``/``Nats-Service-Error-Code`` headers and the body
         ``{code, message, line, column}``; an unexpected one is logged with its traceback and
-        answered as ``internal.error``.
+        answered as ``internal.error``. Requests are counted by outcome (``ok``, ``refused``,
+        ``error``) on an endpoint named after the subject's last token.
         """
+        endpoint = Endpoint(subject.rsplit(".", 1)[-1], subject, self.service, "request")
+        self.health.add(endpoint)
 
         async def respond(msg: Msg) -> None:
             if not msg.reply:
                 return
+            clock = time.perf_counter_ns()
+            outcome, error = "ok", None
             content_type = (msg.headers or {}).get(H_CONTENT_TYPE)
             json_reply = content_type == codec.JSON
             try:
@@ -102,11 +120,14 @@ class Runtime:
             except QubusError as exc:
                 log.info("request.refused", subject=subject, code=exc.code, error=exc.message)
                 body, headers = _error_reply(exc, json_reply)
+                outcome = "refused"
             except Exception as exc:
                 log.exception("request.failed", subject=subject)
-                error = QubusError(f"{type(exc).__name__}: {exc}", code="internal.error")
-                body, headers = _error_reply(error, json_reply)
+                internal = QubusError(f"{type(exc).__name__}: {exc}", code="internal.error")
+                body, headers = _error_reply(internal, json_reply)
+                outcome, error = ERROR, exc
             await self.bus.nc.publish(msg.reply, body, headers=headers)
+            endpoint.record(outcome, time.perf_counter_ns() - clock, error)
 
         sub = await self.bus.nc.subscribe(subject, queue=self.service, cb=respond)
         self.stack.push_async_callback(sub.drain)
@@ -162,15 +183,25 @@ async def _serve(
 ) -> None:
     url = resolve_nats_url(settings)
     bus = Bus(url, service=service, instance=instance)
+    if node is not None:
+        structlog.contextvars.bind_contextvars(node=node)
+    description = (inspect.getdoc(inspect.getmodule(setup)) or "").split("\n", 1)[0]
+    health = HealthResponder(
+        bus, service=service, instance=instance, node=node, description=description
+    )
     async with AsyncExitStack() as stack:
-        rt = Runtime(service, settings, bus, node, stack)
+        rt = Runtime(service, settings, bus, node, stack, health)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, rt.stop.set)
         await bus.connect()
         stack.push_async_callback(bus.close)  # runs last: after every consumer has stopped
+        await logs.BUS_COPY.start(bus.nc, logs.log_subject(service))
+        stack.push_async_callback(logs.BUS_COPY.stop)
         await bus.ensure_topology(duplicate_window_s=settings.duplicate_window_s)
         await setup(rt)
+        await health.start()
+        stack.push_async_callback(health.stop)
         await bus.announce_ready(
             ServiceReady(service=service, instance=instance, pid=os.getpid(), node=node)
         )

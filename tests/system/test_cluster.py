@@ -1,0 +1,264 @@
+"""The services against a 3-node nats-server JetStream cluster on loopback, one server killed.
+
+Three nats-server processes (free ports found by binding to port 0, private store directories,
+routes between all three) form a JetStream cluster; every service runs against server 1 as
+`qubus up` runs them, and the client too. A dev circuit completes. Then every stream (the task
+stream and the KV buckets) and durable consumer is raised to three replicas (``Bus.ensure_topology``
+creates them with one, which a lost server would take down with it), the task stream's leadership
+is moved off server 1 if it is there, its leader is killed, and once every stream and consumer has
+a new leader a second circuit completes, with no service process restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import nats.errors
+import nats.js.errors
+import pytest
+import yaml
+
+from qubus.bus import STREAM, Bus
+from qubus.client import Client
+from qubus.messages import SubmitRequest
+from qubus.natsserver import MAX_PAYLOAD, server_binary
+from qubus.stack import Supervisor, stack_specs
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
+
+FLEET = ("ibm_nairobi", "ibm_manila")
+STACK_ENV = {"QUBUS_ACK_WAIT_S": "3", "QUBUS_TIME_SCALE": "0.05", "QUBUS_NODE_TIMEOUT_S": "10"}
+CIRCUIT = "qasmbench__bell_n4.qasm"
+PROBE_MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "parser.yaml"
+
+
+@dataclass
+class Member:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports the kernel handed out just now (all held at once, so they are distinct)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[list[Member]]:
+    """Three routed nats-servers with JetStream, each with its own store and log."""
+    ports = _free_ports(6)
+    client_ports, route_ports = ports[:3], ports[3:]
+    routes = ", ".join(f"nats://127.0.0.1:{port}" for port in route_ports)
+    members = []
+    try:
+        for i, (client_port, route_port) in enumerate(zip(client_ports, route_ports, strict=True)):
+            name = f"n{i + 1}"
+            config = tmp_path / f"{name}.conf"
+            config.write_text(
+                f"server_name: {name}\nlisten: 127.0.0.1:{client_port}\n"
+                f"max_payload: {MAX_PAYLOAD}\n"
+                f'jetstream {{ store_dir: "{tmp_path / name}" }}\n'
+                f"cluster {{ name: qubus, listen: 127.0.0.1:{route_port}, routes: [{routes}] }}\n"
+            )
+            process = subprocess.Popen(
+                [server_binary(), "-c", str(config), "-l", str(tmp_path / f"{name}.log")],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            members.append(Member(name, client_port, process))
+        yield members
+    finally:
+        for member in members:
+            if member.process.poll() is None:
+                member.process.terminate()
+        for member in members:
+            try:
+                member.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                member.process.kill()
+                member.process.wait()
+
+
+async def _wait_for_jetstream(members: list[Member], timeout: float = 30.0) -> None:
+    """Until every server answers JetStream API requests (the meta leader is elected)."""
+    deadline = time.monotonic() + timeout
+    for member in members:
+        while True:
+            try:
+                nc = await nats.connect(member.url, connect_timeout=2, allow_reconnect=False)
+                try:
+                    await nc.jetstream(timeout=2).account_info()
+                    break
+                finally:
+                    await nc.close()
+            except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{member.name}: no JetStream after {timeout:g} s") from exc
+                await asyncio.sleep(0.2)
+
+
+async def _replicate(js: nats.js.JetStreamContext, timeout: float = 30.0) -> None:
+    """Raise every stream, then every durable consumer, to three replicas, each once the
+    previous step's replicas are current."""
+    assets = await _assets(js)
+    for stream in assets:
+        config = (await js.stream_info(stream)).config
+        config.num_replicas = 3
+        await js.update_stream(config)
+    await _wait_current(js, [(stream, None) for stream in assets], timeout)
+    for stream, consumers in assets.items():
+        for consumer in consumers:
+            config = (await js.consumer_info(stream, consumer)).config
+            config.num_replicas = 3
+            await js.add_consumer(stream, config)  # create or update
+    await _wait_current(js, [(s, c) for s, consumers in assets.items() for c in consumers], timeout)
+
+
+async def _wait_current(
+    js: nats.js.JetStreamContext, assets: list[tuple[str, str | None]], timeout: float
+) -> None:
+    """Until each (stream, consumer or None for the stream itself) has two current replicas."""
+    deadline = time.monotonic() + timeout
+    for stream, consumer in assets:
+        while True:
+            if consumer is None:
+                info = await js.stream_info(stream)
+            else:
+                info = await js.consumer_info(stream, consumer)
+            replicas = (info.cluster.replicas or []) if info.cluster else []
+            if len(replicas) == 2 and all(r.current for r in replicas):
+                break
+            assert time.monotonic() < deadline, f"{stream} {consumer or ''}: not 3 current"
+            await asyncio.sleep(0.2)
+
+
+async def _lead_elsewhere(bus: Bus, avoid: str, timeout: float = 15.0) -> str:
+    """The task stream's leader, after asking it to step down while it is ``avoid``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = await bus.js.stream_info(STREAM)
+        leader = info.cluster.leader if info.cluster else None
+        if leader not in (None, avoid):
+            return leader
+        if leader == avoid:
+            await bus.nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{STREAM}", b"", timeout=5)
+        assert time.monotonic() < deadline, f"{STREAM} still led by {leader}"
+        await asyncio.sleep(0.5)
+
+
+async def _assets(js: nats.js.JetStreamContext) -> dict[str, list[str]]:
+    """Every stream, with its durable consumers (ephemeral ones, such as KV watchers and
+    ordered consumers, stay single-replica: their clients recreate them elsewhere)."""
+    return {
+        info.config.name: [
+            c.name for c in await js.consumers_info(info.config.name) if c.config.durable_name
+        ]
+        for info in await js.streams_info()
+    }
+
+
+async def _wait_for_new_leaders(
+    js: nats.js.JetStreamContext, assets: dict[str, list[str]], gone: str, timeout: float = 30.0
+) -> float:
+    """Until every stream and consumer answers from a leader other than ``gone``; returns the
+    seconds that took. Each is asked by name: a stream without a leader answers nothing."""
+    started = time.monotonic()
+    for stream, consumers in assets.items():
+        for consumer in [None, *consumers]:
+            while True:
+                try:
+                    if consumer is None:
+                        info = await js.stream_info(stream)
+                    else:
+                        info = await js.consumer_info(stream, consumer)
+                    if info.cluster and info.cluster.leader not in (None, gone):
+                        break
+                except (nats.errors.Error, nats.js.errors.Error):
+                    pass  # no leader yet
+                waited = time.monotonic() - started
+                assert waited < timeout, f"{stream} {consumer or ''}: no leader after {waited:g} s"
+                await asyncio.sleep(0.2)
+    return time.monotonic() - started
+
+
+def _probe(url: str) -> int:
+    """The Kubernetes readiness probe of deploy/k8s (exec `python -c`) against ``url``."""
+    manifest = yaml.safe_load(PROBE_MANIFEST.read_text())
+    command = manifest["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["exec"]
+    argv = [sys.executable, *command["command"][1:]]
+    env = {**os.environ, "QUBUS_NATS_URL": url}
+    return subprocess.run(argv, env=env, capture_output=True, timeout=15).returncode
+
+
+async def _run_one(client: Client, circuit: str, key: str) -> dict:
+    request = SubmitRequest(circuit=circuit, shots=500, source=CIRCUIT, idempotency_key=key)
+    [record] = await client.run([request], timeout=40)
+    return record
+
+
+async def test_stack_on_a_three_node_cluster_survives_losing_a_server(
+    cluster: list[Member], dev_qasm: Path, tmp_path: Path
+) -> None:
+    await _wait_for_jetstream(cluster)
+    entry = cluster[0]
+    circuit = (dev_qasm / CIRCUIT).read_text()
+    supervisor = Supervisor(entry.url, stack_specs(FLEET), log_dir=tmp_path / "logs", env=STACK_ENV)
+    client = None
+    try:
+        await supervisor.start(timeout=60)
+        client = await Client.connect(entry.url)
+        first = await _run_one(client, circuit, "cluster-1")
+        assert first["status"] == "done", first["error"]
+        assert first["nodes"][0] in FLEET
+
+        await _replicate(client.bus.js)
+        assets = await _assets(client.bus.js)
+        leader = await _lead_elsewhere(client.bus, entry.name)
+        (victim,) = [m for m in cluster if m.name == leader]
+        assert await asyncio.to_thread(_probe, victim.url) == 0
+        os.killpg(victim.process.pid, signal.SIGKILL)
+        await asyncio.to_thread(victim.process.wait)
+        assert await asyncio.to_thread(_probe, victim.url) != 0
+        # During the elections (4 to 8 s here) a publish gets no answer from the stream, and
+        # ingestion refuses a submission (NoStreamResponseError); wait them out.
+        failover_s = await _wait_for_new_leaders(
+            client.bus.nc.jetstream(timeout=1), assets, victim.name
+        )
+        print(f"killed {victim.name}, {STREAM}'s leader; all led again after {failover_s:.1f} s")
+
+        second = await _run_one(client, circuit, "cluster-2")
+        assert second["status"] == "done", second["error"]
+        assert second["task_id"] != first["task_id"]
+        restarted = [label for label, c in supervisor.children.items() if c.restarts]
+        assert restarted == []
+    finally:
+        if client is not None:
+            await client.close()
+        await supervisor.stop()
+        if os.environ.get("QUBUS_SHOW_LOGS"):
+            for path in sorted((tmp_path / "logs").glob("*.log")):  # noqa: ASYNC240
+                print(f"==== {path.name}\n{path.read_text()[-3000:]}")  # noqa: ASYNC240
