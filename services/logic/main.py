@@ -29,6 +29,8 @@ def check(event: TaskParsed, fleet_max_qubits: int) -> TaskChecked:
         options=event.options,
         checks=report.results,
         logic_score=report.logic_score,
+        novelty=event.novelty,
+        feature_vector=event.feature_vector,
     )
 
 

@@ -1,29 +1,134 @@
-"""parser: ``ingested`` → ``parsed``. Source text to the cirq IR (as Cirq JSON) and features."""
+"""parser: ``ingested`` → ``parsed``. Source text to the cirq IR (as Cirq JSON), features, novelty.
+
+Novelty is kept in JetStream: every circuit's feature vector is stored in KV
+``qubus_features`` under its fingerprint, with a create that succeeds only for the first task
+to bring that circuit. A circuit's novelty is computed against the entries stored before its
+own (lower revisions), so every replica gives it the same value, and a restarted replica reads
+them all back. ``SeenCircuits`` follows the bucket with a KV watcher and holds the vectors in
+a ``NoveltyIndex``, a cache of the bucket.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
-from qubus.circuits import circuit_features, circuit_to_json, load_circuit
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from qubus import codec
+from qubus.bus import BUCKET_FEATURES
+from qubus.circuits import Features, circuit_features, circuit_to_json, load_circuit
 from qubus.consumer import Context, Stage
+from qubus.errors import InvalidPayload, Retry
+from qubus.logs import get_logger
 from qubus.messages import TaskIngested, TaskParsed
+from qubus.novelty import VECTOR_VERSION, FeatureRecord, NoveltyIndex, feature_vector
 from qubus.service import Runtime
 
+log = get_logger()
 
-def parse(event: TaskIngested) -> TaskParsed:
-    """Parse and describe the task's circuit (raises ``QasmError`` with line and column)."""
+
+class SeenCircuits:
+    """The feature vectors of every circuit parsed so far, by any replica (KV ``qubus_features``).
+
+    Args:
+        kv: The ``qubus_features`` bucket.
+        catch_up_s: How long ``record`` waits for the watcher to deliver its own entry.
+    """
+
+    def __init__(self, kv: KeyValue, *, catch_up_s: float = 10.0) -> None:
+        self._kv = kv
+        self._catch_up_s = catch_up_s
+        self._index = NoveltyIndex()
+        self._revision = 0
+        self._changed = asyncio.Condition()
+        self._watcher = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._watcher = await self._kv.watchall()
+        self._task = asyncio.create_task(self._follow())
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            await self._watcher.stop()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _follow(self) -> None:
+        assert self._watcher is not None
+        async for entry in self._watcher:
+            if entry is None:  # the end-of-current-values marker
+                continue
+            if entry.operation is None and entry.value:
+                self._add(entry.revision, entry.key, entry.value)
+            else:
+                self._index.remove(entry.key)
+            async with self._changed:
+                self._revision = max(self._revision, entry.revision)
+                self._changed.notify_all()
+
+    def _add(self, revision: int, key: str, value: bytes) -> None:
+        try:
+            record = codec.decode(value, FeatureRecord)
+        except InvalidPayload:
+            log.warning("features.invalid_record", key=key)
+            return
+        if record.version == VECTOR_VERSION:
+            self._index.add(revision, key, record.vector)
+
+    async def record(self, task_id: str, fingerprint: str, vector: Sequence[float]) -> float:
+        """Store a task's circuit vector (first time only) and return the circuit's novelty.
+
+        Returns:
+            1 − the largest cosine similarity with the circuits stored before this one; 0.0
+            when another task already stored the same circuit (same fingerprint).
+
+        Raises:
+            Retry: The watcher has not delivered the entry within ``catch_up_s``.
+        """
+        value = codec.encode(
+            FeatureRecord(task_id=task_id, version=VECTOR_VERSION, vector=list(vector))
+        )
+        try:
+            revision = await self._kv.create(fingerprint, value)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            entry = await self._kv.get(fingerprint)
+            if codec.decode(entry.value, FeatureRecord).task_id != task_id:
+                return 0.0
+            revision = entry.revision  # stored by an earlier delivery of this task
+        try:
+            async with asyncio.timeout(self._catch_up_s), self._changed:
+                await self._changed.wait_for(lambda: self._revision >= revision)
+        except TimeoutError:
+            raise Retry("the feature store watcher is behind", delay_s=1.0) from None
+        return self._index.novelty(vector, before=revision)
+
+
+def describe(event: TaskIngested) -> tuple[str, Features]:
+    """Parse the task's circuit (raises ``QasmError`` with line and column); its Cirq JSON and
+    features."""
     circuit = load_circuit(event.text, event.format)
-    return TaskParsed(
-        task_id=event.task_id,
-        circuit=circuit_to_json(circuit),
-        features=circuit_features(circuit),
-        options=event.options,
-    )
-
-
-async def handle(event: TaskIngested, ctx: Context) -> TaskParsed:
-    return await asyncio.to_thread(parse, event)
+    return circuit_to_json(circuit), circuit_features(circuit)
 
 
 async def setup(rt: Runtime) -> None:
+    seen = SeenCircuits(await rt.bus.kv(BUCKET_FEATURES))
+    await seen.start()
+    rt.stack.push_async_callback(seen.stop)
+
+    async def handle(event: TaskIngested, ctx: Context) -> TaskParsed:
+        circuit, features = await asyncio.to_thread(describe, event)
+        vector = feature_vector(features)
+        return TaskParsed(
+            task_id=event.task_id,
+            circuit=circuit,
+            features=features,
+            options=event.options,
+            novelty=await seen.record(event.task_id, features.fingerprint, vector),
+            feature_vector=vector,
+        )
+
     await rt.consume(Stage("parser", [TaskIngested], handle))

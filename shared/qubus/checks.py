@@ -3,6 +3,14 @@
 Each check has a stable code (``L001``...), a weight and a severity. A *hard* failure makes the
 circuit unrunnable (the logic stage rejects it); a *soft* failure is a warning that lowers the
 ``logic_score``, the weighted share of passed checks that feeds the hyper-score.
+
+The checks run on the IR, whatever the submission format. For OpenQASM input, the parser
+(``qubus.qasm``) already rejects, with line and column, what has no IR form: operations on
+undeclared registers and measurements into undeclared bits (``qasm.undeclared``), indices out
+of range (``qasm.index_range``), a qubit twice in one operation (``qasm.duplicate_qubit``) and
+conditions no value of their register satisfies (``qasm.condition_range``); gate definitions
+are expanded inline there. The checks below hold the same rules for Cirq JSON, where
+measurement keys are declared by measuring them.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from dataclasses import dataclass
 
 import cirq
 import numpy as np
+import sympy
 from pydantic import BaseModel, ConfigDict
 
 from qubus.messages import CheckResult
@@ -56,7 +65,8 @@ CHECKS: tuple[CheckSpec, ...] = (
         "conditions_measured_before",
         True,
         3.0,
-        "Every classical condition refers to keys measured in an earlier moment.",
+        "Every classical condition refers to declared registers: keys measured in an earlier "
+        "moment.",
     ),
     CheckSpec(
         "L007",
@@ -64,13 +74,22 @@ CHECKS: tuple[CheckSpec, ...] = (
         True,
         3.0,
         "Every operation is a unitary gate, a measurement, a reset, or a classically controlled "
-        "unitary gate.",
+        "unitary gate; user-defined gates (sub-circuits, composite gates) expand to unitaries.",
     ),
     CheckSpec(
         "L008", "qubit_limit", True, 2.0, "The circuit fits on the largest QPU of the fleet."
     ),
     CheckSpec("L009", "depth_limit", True, 1.0, "The circuit depth is within the limit."),
     CheckSpec("L010", "gate_limit", True, 1.0, "The number of operations is within the limit."),
+    CheckSpec(
+        "L011",
+        "conditions_in_range",
+        True,
+        3.0,
+        "Every classical condition can hold for some values of the keys it reads (a key of "
+        "``w`` bits holds 0 to ``2**w - 1``): ``c == 5`` on a 2-bit register is out of range. "
+        f"Conditions reading more than {2**16} combinations of values are not examined.",
+    ),
 )
 
 
@@ -206,6 +225,33 @@ def _runnable_operations(ctx: _Context) -> str | None:
     return None
 
 
+def _satisfiable(condition: cirq.SympyCondition, widths: dict[str, int]) -> bool:
+    """Whether some values of the keys a condition reads make it true (True when there are
+    more than 2**16 combinations to try)."""
+    symbols = sorted(condition.expr.free_symbols, key=str)
+    sizes = [2 ** widths.get(str(symbol), 1) for symbol in symbols]
+    if math.prod(sizes) > 2**16:
+        return True
+    values = np.meshgrid(*(np.arange(size) for size in sizes), indexing="ij")
+    holds = sympy.lambdify(symbols, condition.expr, "numpy", dummify=True)(*values)
+    return bool(np.any(holds))
+
+
+def _conditions_in_range(ctx: _Context) -> str | None:
+    widths: dict[str, int] = {}
+    for op in ctx.ops:
+        for key in cirq.measurement_key_names(op):
+            widths[key] = max(widths.get(key, 0), len(op.qubits))
+    for index, op in enumerate(ctx.ops):
+        for condition in getattr(op, "classical_controls", ()):
+            if isinstance(condition, cirq.SympyCondition) and not _satisfiable(condition, widths):
+                return (
+                    f"{_describe(op, index)} is conditioned on {condition.expr}, which no "
+                    "value of its keys satisfies"
+                )
+    return None
+
+
 def _qubit_limit(ctx: _Context) -> str | None:
     n = len(ctx.circuit.all_qubits())
     if n <= ctx.fleet_max_qubits:
@@ -234,6 +280,7 @@ _IMPLEMENTATIONS: dict[str, _Check] = {
     "L008": _qubit_limit,
     "L009": _depth_limit,
     "L010": _gate_limit,
+    "L011": _conditions_in_range,
 }
 
 

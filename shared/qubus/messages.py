@@ -148,12 +148,20 @@ class Features(Model):
 
 
 class TaskParsed(TaskEvent):
+    """The circuit as Cirq JSON, with its features and novelty (``qubus.novelty``).
+
+    ``novelty`` and ``feature_vector`` are absent (0.0, empty) in events stored before the
+    parser computed them.
+    """
+
     TYPE: ClassVar[str] = "task.parsed.v1"
     EVENT: ClassVar[str] = "parsed"
 
     circuit: str  # Cirq JSON
     features: Features
     options: TaskOptions
+    novelty: float = Field(default=0.0, ge=0.0, le=1.0)
+    feature_vector: list[float] = Field(default_factory=list)
 
 
 class CheckResult(Model):
@@ -168,6 +176,8 @@ class CheckResult(Model):
 
 
 class TaskChecked(TaskEvent):
+    """The parsed task with its logic checks; ``novelty`` and ``feature_vector`` as parsed."""
+
     TYPE: ClassVar[str] = "task.checked.v1"
     EVENT: ClassVar[str] = "checked"
 
@@ -176,6 +186,8 @@ class TaskChecked(TaskEvent):
     options: TaskOptions
     checks: list[CheckResult]
     logic_score: float
+    novelty: float = Field(default=0.0, ge=0.0, le=1.0)
+    feature_vector: list[float] = Field(default_factory=list)
 
 
 class SandboxEvaluation(TaskEvent):
@@ -183,6 +195,12 @@ class SandboxEvaluation(TaskEvent):
 
     ``ideal`` keeps at most ``qubus.config.Settings.ideal_max_outcomes`` of the most likely
     outcomes; ``truncated_mass`` is the probability left out.
+
+    ``repro`` (ΔRepro) is the Hellinger fidelity between ``simulator``'s distribution and a
+    second simulator's on the same circuit; ``repro_simulator`` names the second simulator
+    (``"cirq"``), or starts with ``"skipped: "`` and says why, in which case ``repro`` is
+    ``1 − norm_error`` (the norm check alone). Events written before ΔRepro existed decode
+    with ``repro`` 0 and an empty ``repro_simulator``.
     """
 
     TYPE: ClassVar[str] = "task.eval.sandbox.v1"
@@ -194,13 +212,34 @@ class SandboxEvaluation(TaskEvent):
     norm_error: float
     simulator: str
     elapsed_s: float
+    repro: float = 0.0
+    repro_simulator: str = ""
+
+
+class NoiseBudget(Model):
+    """A node's noise as it reaches the measured bits of one compiled circuit
+    (``qubus.noise.noise_budget``), applied to the ideal distribution by
+    ``qubus.fidelity.budget_fidelity``.
+
+    ``scrambles`` lists, per set of bit positions (0 = the leftmost bit of an outcome), the
+    chance that quantum errors scramble those bits; ``confusion`` holds per bit position the
+    read-out matrix ``M[read][prepared]`` flattened row by row (T1 decay before the read and
+    the readout flips).
+    """
+
+    scrambles: list[tuple[list[int], float]]
+    confusion: list[tuple[float, float, float, float]]
 
 
 class NodePrediction(Model):
+    """``predicted_fidelity`` is the ESP; ``budget`` turns it into a predicted Hellinger
+    fidelity once the ideal distribution is known (in fusion)."""
+
     node: str
     fits: bool
     reason: str = ""
     predicted_fidelity: float = 0.0
+    budget: NoiseBudget | None = None
     expected_run_s: float = 0.0
     calibration_revision: str = ""
     swaps: int = 0

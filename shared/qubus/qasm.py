@@ -36,19 +36,26 @@ register value), so the condition is true exactly when the register's integer va
 A bare bit condition ``if (c[0])`` is ``cirq.KeyCondition``; an ``else`` branch gets the
 negated condition (``Eq(c_0, 0)`` or ``Not(...)``). OpenQASM 3 bit expressions with
 ``^``, ``&``, ``|``, ``!`` on single bits become integer polynomials (``a + b - 2*a*b`` for xor),
-so every condition stays serialisable by ``cirq.to_json``. Gate parameters are always evaluated
+so every condition stays serialisable by ``cirq.to_json``. A comparison that no value of its
+bits can satisfy (``c == 5`` or ``c > 3`` on a 2-bit register; a register of ``k`` bits holds
+0 to ``2**k - 1``, a bit expression 0 or 1) is rejected with ``qasm.condition_range`` at its
+first token. Gate parameters are always evaluated
 to floats: no sympy expression is left in the circuit.
 
 OpenQASM 3 subset: ``qubit``/``bit`` declarations (with ``= measure`` initialisers), old-style
 ``qreg``/``creg``, ``c = measure q;`` and ``measure q -> c;``, gate definitions, the modifiers
 ``ctrl @``, ``negctrl @``, ``inv @``, ``pow(k) @`` (non-integer ``k`` on a single gate only) and
-``gphase``, ``if``/``else`` with blocks, ``reset``, ``barrier``. Loops, subroutines, classical
-variables, pulse-level code, ``input``/``output``, register slices, physical qubits (``$0``)
-and conditional measurements are rejected with ``qasm.unsupported`` naming the construct.
+``gphase``, ``if``/``else`` with blocks, ``reset``, ``barrier``. ``stdgates.inc`` also
+provides ``sxdg``, which exporters use with it (a program may still define it once). Loops,
+subroutines, classical variables, pulse-level code, ``input``/``output``, register slices,
+physical qubits (``$0``) and conditional measurements are rejected with ``qasm.unsupported``
+naming the construct.
 
 Error codes: ``qasm.syntax``, ``qasm.undeclared``, ``qasm.unknown_gate``, ``qasm.unsupported``,
 ``qasm.opaque``, ``qasm.index_range``, ``qasm.arity`` (wrong number of parameters or qubits),
 ``qasm.redeclared``, ``qasm.size_mismatch`` (broadcast over registers of different sizes),
+``qasm.condition_range`` (a comparison that no value of its bits satisfies: ``c == 5`` on a
+2-bit register),
 ``qasm.duplicate_qubit``, ``qasm.include`` (unknown include file), ``qasm.math`` (an expression
 that cannot be evaluated, e.g. a division by zero), ``qasm.too_large`` (beyond
 ``MAX_OPERATIONS``, ``MAX_REGISTER_SIZE`` or Python's recursion limit: small texts must not
@@ -420,13 +427,20 @@ def _qelib1() -> dict[str, Gate]:
     return {**gates, "rccx": parser.gates["rccx"], "rc3x": parser.gates["rc3x"]}
 
 
+#: Gates outside ``stdgates.inc`` that exporters use with it: cirq's
+#: ``to_qasm(version="3.0")`` calls ``sxdg`` without defining it, qiskit's ``qasm3.dumps``
+#: defines it first. Both are accepted: a program may define these gates once.
+_STDGATES_EXTRAS = frozenset({"sxdg"})
+
+
 def _stdgates() -> dict[str, Gate]:
-    return {name: _TABLE[name] for name in _STDGATES}
+    return {name: _TABLE[name] for name in _STDGATES | _STDGATES_EXTRAS}
 
 
-_INCLUDES: dict[str, Callable[[], dict[str, Gate]]] = {
-    "qelib1.inc": _qelib1,
-    "stdgates.inc": _stdgates,
+#: Each include file: its gates, and the names among them a program may define again.
+_INCLUDES: dict[str, tuple[Callable[[], dict[str, Gate]], frozenset[str]]] = {
+    "qelib1.inc": (_qelib1, frozenset()),
+    "stdgates.inc": (_stdgates, _STDGATES_EXTRAS),
 }
 
 
@@ -457,6 +471,7 @@ class _Parser:
         self.registers: dict[str, _Register] = {}
         self.ops: list[cirq.Operation] = []
         self.qubits: dict[str, cirq.NamedQubit] = {}
+        self.redefinable: set[str] = set()
 
     # -- token helpers ------------------------------------------------------------------------
 
@@ -558,15 +573,17 @@ class _Parser:
     def parse_include(self) -> None:
         self.advance()
         name = self.expect_kind("string", "a file name in double quotes")
-        loader = _INCLUDES.get(name.text[1:-1])
-        if loader is None:
+        include = _INCLUDES.get(name.text[1:-1])
+        if include is None:
             self.fail(
                 name,
                 f"unknown include file {name.text}; known: qelib1.inc, stdgates.inc",
                 "qasm.include",
             )
         self.end_statement()
-        self.gates.update(loader())
+        gates, redefinable = include
+        self.gates.update(gates())
+        self.redefinable.update(redefinable)
 
     def parse_old_declaration(self) -> None:
         keyword = self.advance()
@@ -615,8 +632,10 @@ class _Parser:
     def parse_gate_definition(self) -> None:
         self.advance()
         name = self.expect_kind("id", "a gate name")
-        if name.text in self.gates or name.text in self.registers:
+        defined = name.text in self.gates and name.text not in self.redefinable
+        if defined or name.text in self.registers:
             self.fail(name, f"gate '{name.text}' is already defined", "qasm.redeclared")
+        self.redefinable.discard(name.text)
         params: list[str] = []
         if self.accept("("):
             params = self.parse_identifier_list(")", "a parameter name")
@@ -1016,78 +1035,78 @@ class _Parser:
 
     def parse_condition(self) -> cirq.Condition:
         start = self.peek()
-        expr, is_bool = self.parse_logical()
-        if is_bool:
-            return cirq.SympyCondition(expr)
-        if isinstance(expr, sympy.Symbol):
-            return cirq.KeyCondition(cirq.MeasurementKey(expr.name))
-        if expr.is_number:
+        value = self.parse_logical()
+        if value.is_bool:
+            return cirq.SympyCondition(value.expr)
+        if isinstance(value.expr, sympy.Symbol):
+            return cirq.KeyCondition(cirq.MeasurementKey(value.expr.name))
+        if value.expr.is_number:
             self.fail(start, "condition does not depend on any measured bit", "qasm.unsupported")
-        return cirq.SympyCondition(sympy.Ne(expr, 0))
+        return cirq.SympyCondition(sympy.Ne(value.expr, 0))
 
-    def parse_logical(self) -> tuple[sympy.Basic, bool]:
-        left, left_bool = self.parse_comparison()
+    def parse_logical(self) -> _Value:
+        left = self.parse_comparison()
         while self.peek().text in ("&&", "||"):
             op = self.advance().text
-            right, right_bool = self.parse_comparison()
-            a = left if left_bool else sympy.Ne(left, 0)
-            b = right if right_bool else sympy.Ne(right, 0)
-            left, left_bool = (sympy.And(a, b) if op == "&&" else sympy.Or(a, b)), True
-        return left, left_bool
-
-    def parse_comparison(self) -> tuple[sympy.Basic, bool]:
-        left = self.parse_bit_expression()
-        comparisons = {
-            "==": sympy.Eq,
-            "!=": sympy.Ne,
-            "<": sympy.StrictLessThan,
-            "<=": sympy.LessThan,
-            ">": sympy.StrictGreaterThan,
-            ">=": sympy.GreaterThan,
-        }
-        if self.peek().text in comparisons:
-            relation = comparisons[self.advance().text]
-            right = self.parse_bit_expression()
-            return relation(left, right), True
-        return left, False
-
-    def parse_bit_expression(self) -> sympy.Expr:
-        left, left_bit = self.parse_bit_atom()
-        while self.peek().text in ("^", "&", "|"):
-            op = self.advance()
-            right, right_bit = self.parse_bit_atom()
-            if not (left_bit and right_bit):
-                self.fail(op, f"'{op.text}' is supported on single bits only", "qasm.unsupported")
-            left = _BIT_OPERATORS[op.text](left, right)
+            right = self.parse_comparison()
+            a = left.expr if left.is_bool else sympy.Ne(left.expr, 0)
+            b = right.expr if right.is_bool else sympy.Ne(right.expr, 0)
+            left = _Value(sympy.And(a, b) if op == "&&" else sympy.Or(a, b))
         return left
 
-    def parse_bit_atom(self) -> tuple[sympy.Expr, bool]:
-        """One operand of a condition and whether it is a single bit (0 or 1)."""
+    def parse_comparison(self) -> _Value:
+        start = self.peek()
+        left = self.parse_bit_expression()
+        if self.peek().text not in _COMPARISONS:
+            return left
+        op = self.advance().text
+        right = self.parse_bit_expression()
+        relation, can_hold = _COMPARISONS[op]
+        if not can_hold(left, right):
+            end = self.tokens[self.pos - 1]
+            written = self.source.text[start.offset : end.offset + len(end.text)]
+            self.fail(
+                start,
+                f"condition '{written}' can never hold: it compares {left.span} with {right.span}",
+                "qasm.condition_range",
+            )
+        return _Value(relation(left.expr, right.expr))
+
+    def parse_bit_expression(self) -> _Value:
+        left = self.parse_bit_atom()
+        while self.peek().text in ("^", "&", "|"):
+            op = self.advance()
+            right = self.parse_bit_atom()
+            if not (left.is_bit and right.is_bit):
+                self.fail(op, f"'{op.text}' is supported on single bits only", "qasm.unsupported")
+            left = _Value(_BIT_OPERATORS[op.text](left.expr, right.expr), 0, 1)
+        return left
+
+    def parse_bit_atom(self) -> _Value:
+        """One operand of a condition, with the range of values it can take."""
         token = self.peek()
         if token.text in ("!", "~"):
             self.advance()
-            operand, is_bit = self.parse_bit_atom()
-            if not is_bit:
+            operand = self.parse_bit_atom()
+            if not operand.is_bit:
                 self.fail(
                     token, f"'{token.text}' is supported on single bits only", "qasm.unsupported"
                 )
-            return 1 - operand, True
+            return _Value(1 - operand.expr, 1 - operand.high, 1 - operand.low)
         if self.accept("("):
-            inner, is_bool = self.parse_logical()
+            inner = self.parse_logical()
             self.expect(")")
-            if is_bool:
+            if inner.is_bool:
                 self.fail(token, "comparisons cannot be nested in a condition", "qasm.unsupported")
-            return inner, False
-        if token.kind == "int":
+            return inner
+        if token.kind == "int" or token.text in ("true", "false"):
             self.advance()
-            return sympy.Integer(int(token.text)), token.text in ("0", "1")
-        if token.text in ("true", "false"):
-            self.advance()
-            return sympy.Integer(token.text == "true"), True
+            number = 1 if token.text == "true" else 0 if token.text == "false" else int(token.text)
+            return _Value(sympy.Integer(number), number, number)
         ref = self.parse_argument(quantum=False)
         bits = self.members(ref)
         value = sympy.Add(*(sympy.Integer(2**i) * sympy.Symbol(bit) for i, bit in enumerate(bits)))
-        return value, len(bits) == 1
+        return _Value(value, 0, 2 ** len(bits) - 1)
 
     _STATEMENTS: dict[str, Callable[[_Parser], None]] = {
         "include": parse_include,
@@ -1110,6 +1129,42 @@ def _binary(op: str, left: Expr, right: Expr) -> Expr:
     if op == "/":
         return lambda env: left(env) / right(env)
     return lambda env: left(env) ** right(env)
+
+
+class _Value(NamedTuple):
+    """An operand of a condition: a sympy expression over bit keys and the least and greatest
+    integer it can take, or (``low`` None) a relation such as ``c == 1``."""
+
+    expr: sympy.Basic
+    low: int | None = None
+    high: int | None = None
+
+    @property
+    def is_bool(self) -> bool:
+        return self.low is None
+
+    @property
+    def span(self) -> str:
+        """The operand's values in words: ``"5"`` or ``"values 0 to 3"``."""
+        if self.low == self.high:
+            return str(self.low)
+        return f"values {self.low} to {self.high}"
+
+    @property
+    def is_bit(self) -> bool:
+        """Whether the operand is 0 or 1 (a bit, or a bit expression)."""
+        return self.low is not None and self.low >= 0 and self.high <= 1
+
+
+#: Each comparison with whether it can hold for some values of operands in their ranges.
+_COMPARISONS: dict[str, tuple[Callable[..., sympy.Basic], Callable[[_Value, _Value], bool]]] = {
+    "==": (sympy.Eq, lambda a, b: a.low <= b.high and b.low <= a.high),
+    "!=": (sympy.Ne, lambda a, b: not a.low == a.high == b.low == b.high),
+    "<": (sympy.StrictLessThan, lambda a, b: a.low < b.high),
+    "<=": (sympy.LessThan, lambda a, b: a.low <= b.high),
+    ">": (sympy.StrictGreaterThan, lambda a, b: a.high > b.low),
+    ">=": (sympy.GreaterThan, lambda a, b: a.high >= b.low),
+}
 
 
 _BIT_OPERATORS: dict[str, Callable[[sympy.Expr, sympy.Expr], sympy.Expr]] = {

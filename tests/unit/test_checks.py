@@ -99,3 +99,54 @@ def test_report_is_immutable():
     report = run_checks(parse_qasm(BELL), fleet_max_qubits=5)
     with pytest.raises(ValueError):
         report.passed = False  # type: ignore[misc]
+
+
+def test_issue_check_list_is_in_the_checks_table():
+    names = {spec.name for spec in CHECKS}
+    assert {
+        "runnable_operations",  # user-defined gates expand to unitaries
+        "parameters_finite",
+        "distinct_qubits",
+        "conditions_measured_before",  # conditions refer to declared registers ...
+        "conditions_in_range",  # ... with in-range values
+        "qubit_limit",
+        "depth_limit",
+        "gate_limit",
+    } <= names
+
+
+def _conditioned(condition: sympy.Basic, *, width: int) -> cirq.Circuit:
+    qubits = cirq.LineQubit.range(width)
+    return cirq.Circuit(
+        cirq.H.on_each(*qubits),
+        cirq.measure(*qubits, key="m"),
+        cirq.X(qubits[0]).with_classical_controls(cirq.SympyCondition(condition)),
+        cirq.measure(qubits[0], key="out"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("condition", "passes"),
+    [
+        (sympy.Eq(sympy.Symbol("m"), 3), True),
+        (sympy.Eq(sympy.Symbol("m"), 4), False),
+        (sympy.StrictGreaterThan(sympy.Symbol("m"), 3), False),
+        (sympy.And(sympy.Eq(sympy.Symbol("m"), 1), sympy.Eq(sympy.Symbol("m"), 2)), False),
+        (sympy.Ne(sympy.Symbol("m"), 0), True),
+    ],
+)
+def test_condition_out_of_its_keys_range_is_a_hard_failure(condition, passes):
+    report = run_checks(_conditioned(condition, width=2), fleet_max_qubits=5)
+    assert report.passed is passes
+    assert _codes(report) == ([] if passes else ["L011"])
+    if not passes:
+        assert "no value of its keys" in report.failures[0].message
+
+
+def test_register_condition_from_qasm_is_checked_over_its_bits():
+    text = """OPENQASM 2.0; include "qelib1.inc";
+    qreg q[3]; creg c[2]; creg d[1];
+    h q[0]; h q[1]; measure q[0] -> c[0]; measure q[1] -> c[1];
+    if(c==3) x q[2]; measure q[2] -> d[0];
+    """
+    assert run_checks(parse_qasm(text), fleet_max_qubits=3).failures == []

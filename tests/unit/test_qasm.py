@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import cirq
@@ -248,6 +249,87 @@ def test_random_qelib1_program_matches_qiskit_qelib1_definitions(body):
     assert _same_up_to_phase(ours.unitary(qubit_order=qubits), pasted.unitary(qubit_order=qubits))
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_operations(), min_size=1, max_size=12))
+def test_random_circuit_through_cirq_qasm3_output_keeps_its_unitary(ops):
+    circuit = cirq.Circuit(ops)
+    parsed = parse_qasm(circuit.to_qasm(qubit_order=_QUBITS, version="3.0"))
+    named = [cirq.NamedQubit(f"q_{q.x}") for q in _QUBITS]
+    assert cirq.allclose_up_to_global_phase(
+        parsed.unitary(qubit_order=named), circuit.unitary(qubit_order=_QUBITS), atol=1e-6
+    )
+
+
+def _u_matrix(theta: float, phi: float, lam: float) -> np.ndarray:
+    """OpenQASM's ``U(theta, phi, lambda)``."""
+    c, s = math.cos(theta / 2), math.sin(theta / 2)
+    return np.array(
+        [[c, -np.exp(1j * lam) * s], [np.exp(1j * phi) * s, np.exp(1j * (phi + lam)) * c]]
+    )
+
+
+#: OpenQASM 3 statements (``{0}``... are angles) with their parameters, qubits and the cirq
+#: gate each one means, written independently of the parser's tables.
+_QASM3_STATEMENTS: list[tuple[str, int, int, Callable[[list[float]], cirq.Gate]]] = [
+    ("h", 0, 1, lambda _: cirq.H),
+    ("sx", 0, 1, lambda _: cirq.XPowGate(exponent=0.5)),
+    ("sdg", 0, 1, lambda _: cirq.S**-1),
+    ("p({0})", 1, 1, lambda a: cirq.ZPowGate(exponent=a[0] / math.pi)),
+    ("ry({0})", 1, 1, lambda a: cirq.ry(a[0])),
+    ("U({0}, {1}, {2})", 3, 1, lambda a: cirq.MatrixGate(_u_matrix(*a))),
+    ("inv @ U({0}, {1}, {2})", 3, 1, lambda a: cirq.MatrixGate(_u_matrix(*a).conj().T)),
+    ("pow(2) @ t", 0, 1, lambda _: cirq.S),
+    ("pow(-0.5) @ z", 0, 1, lambda _: cirq.S**-1),
+    ("cx", 0, 2, lambda _: cirq.CNOT),
+    ("cp({0})", 1, 2, lambda a: cirq.CZPowGate(exponent=a[0] / math.pi)),
+    ("crx({0})", 1, 2, lambda a: cirq.ControlledGate(cirq.rx(a[0]))),
+    ("ctrl @ rz({0})", 1, 2, lambda a: cirq.ControlledGate(cirq.rz(a[0]))),
+    ("negctrl @ h", 0, 2, lambda _: cirq.ControlledGate(cirq.H, control_values=[0])),
+    (
+        "ctrl @ U({0}, {1}, {2})",
+        3,
+        2,
+        lambda a: cirq.ControlledGate(cirq.MatrixGate(_u_matrix(*a))),
+    ),
+    (
+        "cu({0}, {1}, {2}, {3})",
+        4,
+        2,
+        lambda a: cirq.ControlledGate(cirq.MatrixGate(np.exp(1j * a[3]) * _u_matrix(*a[:3]))),
+    ),
+    ("swap", 0, 2, lambda _: cirq.SWAP),
+    ("ctrl(2) @ x", 0, 3, lambda _: cirq.TOFFOLI),
+    ("cswap", 0, 3, lambda _: cirq.FREDKIN),
+]
+
+
+@st.composite
+def _qasm3_programs(draw) -> tuple[str, cirq.Circuit]:
+    """A random OpenQASM 3 program on ``q[0..2]`` and the circuit it means."""
+    qubits = [cirq.NamedQubit(f"q_{i}") for i in range(3)]
+    lines, ops = [], [cirq.I.on_each(*qubits)]
+    for _ in range(draw(st.integers(min_value=1, max_value=8))):
+        template, n_params, n_qubits, gate = draw(st.sampled_from(_QASM3_STATEMENTS))
+        angles = [draw(_ANGLES) * math.pi for _ in range(n_params)]
+        order = draw(st.permutations(range(3)))[:n_qubits]
+        call = template.format(*(repr(angle) for angle in angles))
+        lines.append(f"{call} {', '.join(f'q[{i}]' for i in order)};")
+        ops.append(gate(angles).on(*(qubits[i] for i in order)))
+    text = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[3] q;\n' + "\n".join(lines)
+    return text, cirq.Circuit(ops)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_qasm3_programs())
+def test_random_openqasm3_program_with_modifiers_has_the_unitary_it_says(program):
+    text, expected = program
+    qubits = [cirq.NamedQubit(f"q_{i}") for i in range(3)]
+    parsed = parse_qasm(text)
+    assert _same_up_to_phase(
+        parsed.unitary(qubit_order=qubits), expected.unitary(qubit_order=qubits)
+    ), text
+
+
 def test_expressions_evaluate_to_floats():
     text = (
         'OPENQASM 2.0; include "qelib1.inc"; qreg q[1];\n'
@@ -427,6 +509,10 @@ HEADER = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\n'
         ("gate g(a) x { ctrl(a) @ x x; }", "qasm.undeclared", 20, "'a'"),
         ("gate g x, y { cx x, x; }", "qasm.duplicate_qubit", 21, "twice"),
         ("if(c==1) measure q[0] -> c[0];", "qasm.unsupported", 10, "measurement"),
+        ("if(c==4) x q[0];", "qasm.condition_range", 4, "values 0 to 3 with 4"),
+        ("if(c>3) x q[0];", "qasm.condition_range", 4, "'c>3' can never hold"),
+        ("if(c[1] == 2) x q[0];", "qasm.condition_range", 4, "values 0 to 1 with 2"),
+        ("if(c==5) x q[0];", "qasm.condition_range", 4, "'c==5'"),
     ],
 )
 def test_error_position_and_code(line5, code, column, words):
@@ -435,6 +521,34 @@ def test_error_position_and_code(line5, code, column, words):
     error = caught.value
     assert (error.code, error.line, error.column) == (code, 5, column), str(error)
     assert words in error.message
+
+
+@pytest.mark.parametrize(
+    "condition", ["c==3", "c!=3", "c>=3", "c<1", "c[0] == true", "(c[0] ^ c[1]) == 1", "c[1]"]
+)
+def test_condition_that_some_register_value_meets_is_accepted(condition):
+    circuit = parse_qasm(HEADER + f"if({condition}) x q[0];\n")
+    (op,) = circuit.all_operations()
+    assert cirq.control_keys(op)
+
+
+def test_exporters_sxdg_is_known_with_stdgates_and_may_be_defined_once():
+    called = parse_qasm('OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit q;\nsxdg q;')
+    # qiskit's qasm3.dumps defines it before use.
+    defined = parse_qasm(
+        'OPENQASM 3.0;\ninclude "stdgates.inc";\ngate sxdg a { s a; h a; s a; }\nqubit q;\nsxdg q;'
+    )
+    expected = cirq.unitary(cirq.XPowGate(exponent=-0.5))
+    assert _same_up_to_phase(called.unitary(), expected)
+    assert _same_up_to_phase(defined.unitary(), expected)
+    with pytest.raises(QasmError) as caught:
+        parse_qasm(
+            'OPENQASM 3.0;\ninclude "stdgates.inc";\ngate sxdg a { x a; }\ngate sxdg a { x a; }'
+        )
+    assert (caught.value.code, caught.value.line) == ("qasm.redeclared", 4)
+    with pytest.raises(QasmError) as caught:
+        parse_qasm(HEADER + "gate sxdg a { x a; }")
+    assert caught.value.code == "qasm.redeclared"
 
 
 def test_exponential_gate_nesting_is_stopped():

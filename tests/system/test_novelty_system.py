@@ -1,0 +1,68 @@
+"""Novelty through the real stack: kept in JetStream, the same for every replica and restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from qubus import codec
+from qubus.bus import BUCKET_FEATURES
+from qubus.client import Client
+from qubus.messages import SubmitRequest, TaskChecked, TaskParsed, TaskScored
+from qubus.novelty import COMPONENTS, FeatureRecord
+from qubus.scoring import DEFAULT_WEIGHTS
+
+pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
+
+
+async def _completed(client: Client, text: str) -> dict[str, object]:
+    """Run a circuit to its end; its parsed, checked and scored events by name."""
+    reply = await client.submit(SubmitRequest(circuit=text, shots=200))
+    events = {stored.event.EVENT: stored.event for stored in await client.wait(reply.task_id)}
+    assert "completed" in events, events
+    return events
+
+
+async def test_first_circuit_is_new_a_repeat_is_not_and_another_is_partly_new(client, dev_qasm):
+    text = (dev_qasm / "qasmbench__cat_state_n4.qasm").read_text()
+    first = await _completed(client, text)
+    parsed = first["parsed"]
+    assert isinstance(parsed, TaskParsed)
+    assert parsed.novelty == 1.0
+    assert len(parsed.feature_vector) == len(COMPONENTS)
+    checked, scored = first["checked"], first["scored"]
+    assert isinstance(checked, TaskChecked) and isinstance(scored, TaskScored)
+    assert (checked.novelty, checked.feature_vector) == (1.0, parsed.feature_vector)
+    eligible = [score for score in scored.scores if score.eligible]
+    assert eligible and all(
+        score.terms["novelty"] == pytest.approx(DEFAULT_WEIGHTS.w_novelty) for score in eligible
+    )
+
+    again = await _completed(client, text)
+    assert again["parsed"].novelty == 0.0
+    assert again["checked"].novelty == 0.0
+
+    # Kept in JetStream under the circuit's fingerprint, attributed to the first task.
+    kv = await client.bus.js.key_value(BUCKET_FEATURES)
+    entry = await kv.get(parsed.features.fingerprint)
+    record = codec.decode(entry.value, FeatureRecord)
+    assert record.task_id == parsed.task_id and record.vector == parsed.feature_vector
+
+    other = await _completed(client, (dev_qasm / "qasmbench__qaoa_n3.qasm").read_text())
+    assert 0.0 < other["parsed"].novelty < 1.0
+
+
+async def test_a_restarted_parser_still_knows_every_circuit_seen(client, stack, dev_qasm):
+    seen = (dev_qasm / "qasmbench__bell_n4.qasm").read_text()
+    await _completed(client, seen)
+    restarts = stack.children["parser"].restarts
+    os.kill(stack.pid("parser"), signal.SIGKILL)
+
+    # Waits in the stream until the new parser process has read the bucket back.
+    assert (await _completed(client, seen))["parsed"].novelty == 0.0
+    assert stack.children["parser"].restarts == restarts + 1
+    # A new circuit is compared with what the process before the restart stored.
+    unseen = (dev_qasm / "qasmbench__grover_n2.qasm").read_text()
+    assert (await _completed(client, unseen))["parsed"].novelty < 1.0
