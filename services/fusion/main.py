@@ -15,8 +15,9 @@ from qubus import codec
 from qubus.bus import BUCKET_JOINS, BUCKET_WEIGHTS
 from qubus.consumer import Context, Stage
 from qubus.errors import Retry
-from qubus.fidelity import fidelity_with_ideal
+from qubus.fidelity import budget_fidelity
 from qubus.messages import (
+    NodePrediction,
     NodeScore,
     NodeStatus,
     NoiseEvaluation,
@@ -31,6 +32,14 @@ from qubus.service import Runtime
 PARTS = {SandboxEvaluation: "sandbox", NoiseEvaluation: "noise"}
 
 
+def predicted_fidelity(prediction: NodePrediction, sandbox: SandboxEvaluation, shots: int) -> float:
+    """The Hellinger fidelity expected of ``shots`` shots on the node: its noise budget applied
+    to the ideal distribution (the ESP where a prediction carries no budget)."""
+    if prediction.budget is None:
+        return prediction.predicted_fidelity
+    return budget_fidelity(prediction.budget, sandbox.ideal, shots=shots)
+
+
 def node_scores(
     checked: TaskChecked,
     sandbox: SandboxEvaluation,
@@ -39,7 +48,6 @@ def node_scores(
     weights: Weights,
 ) -> list[NodeScore]:
     """Score every node for the task; ineligible nodes are kept with the reason."""
-    measured_bits = len(next(iter(sandbox.ideal), ""))
     scores = []
     for prediction in noise.predictions:
         status = statuses.get(prediction.node)
@@ -51,14 +59,14 @@ def node_scores(
         if reason or status is None:
             scores.append(NodeScore(node=prediction.node, eligible=False, reason=reason))
             continue
-        fidelity = fidelity_with_ideal(prediction.predicted_fidelity, sandbox.ideal, measured_bits)
+        fidelity = predicted_fidelity(prediction, sandbox, checked.options.shots)
         completion = status.queue_depth * status.mean_job_s + prediction.expected_run_s
         breakdown = score(
             ScoreInputs(
                 logic_score=checked.logic_score,
-                novelty=0.0,
+                novelty=checked.novelty,
                 impact=float(checked.options.priority),
-                repro=max(0.0, 1.0 - sandbox.norm_error),
+                repro=sandbox.repro,
                 meta=0.0,
                 qnc=fidelity,
                 expected_completion_s=completion,

@@ -1,5 +1,7 @@
-"""noise: ``checked`` → ``eval.noise``. For every online QPU, the circuit compiled for it and
-its predicted fidelity from the node's latest calibration in KV ``qubus_nodes``."""
+"""noise: ``checked`` → ``eval.noise``. For every online QPU, the circuit compiled for it, its
+ESP and its noise budget (``qubus.noise.noise_budget``) from the node's latest calibration in
+KV ``qubus_nodes``. Fusion turns the budget into a predicted fidelity with the sandbox's ideal
+distribution."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from qubus.consumer import Context, Stage
 from qubus.devices import Device
 from qubus.errors import CircuitRejected, Retry
 from qubus.messages import NodePrediction, NodeStatus, NoiseEvaluation, TaskChecked
-from qubus.noise import emulated_runtime_s, predict_fidelity
+from qubus.noise import emulated_runtime_s, esp, noise_budget
 from qubus.service import Runtime
 
 _devices: dict[str, Device] = {}
@@ -42,7 +44,8 @@ def predict(event: TaskChecked, statuses: list[NodeStatus]) -> NoiseEvaluation:
             NodePrediction(
                 node=status.node,
                 fits=True,
-                predicted_fidelity=predict_fidelity(compiled, device),
+                predicted_fidelity=esp(compiled, device),
+                budget=noise_budget(compiled, device),
                 expected_run_s=emulated_runtime_s(compiled, device, event.options.shots),
                 calibration_revision=device.revision,
                 swaps=compiled.swaps,

@@ -19,12 +19,15 @@ class Settings(BaseSettings):
         sandbox_timeout_s: Wall-clock limit of one ideal simulation.
         sandbox_max_qubits: Largest circuit the sandbox simulates.
         sandbox_memory_mb: Address-space limit of the sandbox's worker process.
+        sandbox_max_depth: Deepest circuit (moments, operations re-packed) the sandbox simulates.
         ideal_max_outcomes: Most-likely outcomes kept of an ideal distribution.
         time_scale: Emulated QPU time is slept for ``time_scale`` × its modelled duration.
         noiseless: Run QPU emulators without noise.
         policy: The allocator's policy (``hyperscore`` or ``round_robin``).
         topology: Path of the link topology JSON; empty means the built-in default.
         node_timeout_s: A node whose status is older than this is treated as offline.
+        drift_period_s: Wall-clock seconds per calibration snapshot when a QPU node with a
+            drift series (``ibm_perth``) replays it; 0 keeps its first snapshot (no drift).
     """
 
     model_config = SettingsConfigDict(env_prefix="QUBUS_", extra="ignore")
@@ -39,9 +42,11 @@ class Settings(BaseSettings):
     sandbox_timeout_s: float = 30.0
     sandbox_max_qubits: int = 24
     sandbox_memory_mb: int = 4096
+    sandbox_max_depth: int = 10_000
     ideal_max_outcomes: int = 4096
     time_scale: float = 0.01
     noiseless: bool = False
     policy: str = "hyperscore"
     topology: str = ""
     node_timeout_s: float = 15.0
+    drift_period_s: float = 0.0

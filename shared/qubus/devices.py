@@ -16,17 +16,20 @@ Sanitising rules, applied by every loader (real calibration files contain each t
 
 Node ids: ``ibm_<name>`` (conf/props JSON of qiskit-ibm-runtime's fake backends),
 ``quantinuum_<machine>`` such as ``quantinuum_h2_2`` (the newest row of Quantinuum's emulator
-parameters), ``ionq_aria`` and ``ionq_forte`` (transcribed published averages).
+parameters), ``ionq_aria`` and ``ionq_forte`` (transcribed published averages), and
+``ibm_perth``, whose calibration is a series of daily snapshots (:func:`drift_devices`).
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import statistics
+import tarfile
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from functools import cached_property
 from importlib import resources
@@ -260,6 +263,8 @@ def load_device(node_id: str, *, calibration_dir: Path | None = None) -> Device:
     """
     root = calibration_dir or data_dir()
     try:
+        if node_id in DRIFT_NODES:
+            return next(drift_devices(node_id, calibration_dir=root))
         if node_id.startswith("ibm_"):
             name = node_id.removeprefix("ibm_")
             return _load_ibm(
@@ -312,6 +317,13 @@ def _iso(stamp: str) -> str:
 def _load_ibm(node_id: str, conf_path: Path, props_path: Path) -> Device:
     conf = json.loads(conf_path.read_text())
     props = json.loads(props_path.read_text())
+    return _ibm_device(node_id, conf, props, source=f"{conf_path.name}, {props_path.name}")
+
+
+def _ibm_device(
+    node_id: str, conf: dict[str, Any], props: dict[str, Any], *, source: str
+) -> Device:
+    """A profile from an IBM backend configuration and one properties (calibration) snapshot."""
     gates: dict[str, dict[tuple[int, ...], dict[str, float]]] = {}
     for gate in props["gates"]:
         params = {p["name"]: p["value"] for p in gate["parameters"]}
@@ -365,7 +377,7 @@ def _load_ibm(node_id: str, conf_path: Path, props_path: Path) -> Device:
             ),
             "readout_duration_ns": statistics.median(readout_ns),
             "calibrated_at": _iso(props["last_update_date"]),
-            "source": f"{conf_path.name}, {props_path.name}",
+            "source": source,
         }
     )
 
@@ -448,3 +460,37 @@ def _trapped_ion(node_id: str, qubits: list[QubitCal], edge: EdgeCal, **fields: 
             **fields,
         }
     )
+
+
+# ---------------------------------------------------------------- drift series (ibm_perth)
+
+DRIFT_NODES: tuple[str, ...] = ("ibm_perth",)
+"""Nodes whose calibration is a series of daily IBM props snapshots, replayed by
+``qubus.drift``. ``load_device`` gives the first snapshot's profile."""
+
+DRIFT_ARCHIVES = "snapshots-*.tar.xz"
+"""The snapshots of a drift node, unmodified, one xz tar per month (each member named by its
+date), beside the backend's configuration: ``drift/<node>/conf_<name>.json``."""
+
+
+def drift_devices(node_id: str, *, calibration_dir: Path | None = None) -> Iterator[Device]:
+    """The profile of a drift node under each of its calibration snapshots, oldest first.
+
+    Lazy: taking only the first profile reads only the first month's archive.
+
+    Raises:
+        FileNotFoundError: If the node has no drift series under ``calibration_dir``.
+    """
+    folder = (calibration_dir or data_dir()) / "drift" / node_id
+    conf_path = folder / f"conf_{node_id.removeprefix('ibm_')}.json"
+    conf = json.loads(conf_path.read_text())
+    archives = sorted(folder.glob(DRIFT_ARCHIVES))
+    if not archives:
+        raise FileNotFoundError(errno.ENOENT, "no snapshots", str(folder / DRIFT_ARCHIVES))
+    for path in archives:
+        with tarfile.open(path, "r:xz") as archive:
+            members = sorted((m for m in archive.getmembers() if m.isfile()), key=lambda m: m.name)
+            for member in members:
+                props = json.load(archive.extractfile(member))
+                source = f"{conf_path.name}, {path.name}:{member.name}"
+                yield _ibm_device(node_id, conf, props, source=source)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -33,13 +34,13 @@ def nats_url() -> Iterator[str]:
         server.stop()
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def stack(
-    nats_url: str, tmp_path_factory: pytest.TempPathFactory
+@contextlib.asynccontextmanager
+async def running_stack(
+    nats_url: str, log_dir: Path, fleet: Sequence[str], env: Mapping[str, str]
 ) -> AsyncIterator[Supervisor]:
-    """Every service as its own process, as `qubus up` runs them; logs kept for failures."""
-    log_dir: Path = tmp_path_factory.mktemp("logs")
-    supervisor = Supervisor(nats_url, stack_specs(FLEET), log_dir=log_dir, env=STACK_ENV)
+    """Every service as its own process, as `qubus up` runs them; logs kept for failures
+    (``QUBUS_SHOW_LOGS=1`` prints their tails)."""
+    supervisor = Supervisor(nats_url, stack_specs(fleet), log_dir=log_dir, env=dict(env))
     try:
         await supervisor.start(timeout=120)
         yield supervisor
@@ -48,6 +49,21 @@ async def stack(
         if os.environ.get("QUBUS_SHOW_LOGS"):
             for path in sorted(log_dir.glob("*.log")):  # noqa: ASYNC240 (test teardown)
                 print(f"==== {path.name}\n{path.read_text()[-4000:]}")  # noqa: ASYNC240
+
+
+@pytest.fixture(scope="session")
+def start_stack():
+    """``running_stack``, for modules that need a stack of their own fleet or settings."""
+    return running_stack
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(
+    nats_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Supervisor]:
+    """The default test stack: FLEET with STACK_ENV."""
+    async with running_stack(nats_url, tmp_path_factory.mktemp("logs"), FLEET, STACK_ENV) as s:
+        yield s
 
 
 @pytest_asyncio.fixture(loop_scope="module")

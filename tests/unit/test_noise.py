@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import math
+
 import cirq
 import pytest
 
+from qubus import codec
 from qubus.compile import compile_for_device
 from qubus.devices import Device, load_device
-from qubus.fidelity import fidelity_with_ideal, hellinger_fidelity
-from qubus.noise import emulate, emulated_runtime_s, predict_fidelity
+from qubus.fidelity import budget_fidelity, fidelity_with_ideal, hellinger_fidelity
+from qubus.messages import NodePrediction, NoiseEvaluation
+from qubus.noise import (
+    depolarizing_probability,
+    emulate,
+    emulated_runtime_s,
+    noise_budget,
+    predict_fidelity,
+    relaxation_process_fidelity,
+)
 from qubus.simulate import ideal_distribution
 
 
@@ -100,3 +111,87 @@ def test_runtime_model_grows_with_shots_and_device_speed() -> None:
     slow = compile_for_device(ghz(4), ion)
     assert emulated_runtime_s(fast, ibm, 2000) > emulated_runtime_s(fast, ibm, 1000)
     assert emulated_runtime_s(slow, ion, 1000) > emulated_runtime_s(fast, ibm, 1000)
+
+
+def test_gate_depolarizing_and_its_relaxation_add_up_to_the_reported_error() -> None:
+    device = load_device("ibm_nairobi")
+    for edge in device.edges:
+        op = cirq.CNOT(cirq.LineQubit(edge.a), cirq.LineQubit(edge.b))
+        relax = math.prod(
+            relaxation_process_fidelity(edge.duration_ns, device.qubits[q])
+            for q in (edge.a, edge.b)
+        )
+        lam = depolarizing_probability(op, device) * 16 / 15  # qiskit's parameter
+        process = relax * (1 - lam) + lam / 16
+        infidelity = 1 - (4 * process + 1) / 5
+        # Where relaxation alone exceeds the reported error, no depolarizing is added.
+        assert infidelity == pytest.approx(max(edge.error, 1 - (4 * relax + 1) / 5), rel=1e-9)
+
+
+def test_prediction_of_a_basis_state_is_its_readout_and_decay_exactly() -> None:
+    q = [cirq.NamedQubit(f"q_{i}") for i in range(2)]
+    circuit = cirq.Circuit(cirq.X(q[0]), cirq.measure(*q, key="c"))
+    device = load_device("quantinuum_h1_1")
+    compiled = compile_for_device(circuit, device)
+    a, b = (device.qubits[compiled.layout[str(x)]] for x in q)
+    # The X pulse's X or Y error (2/3 of its depolarizing) flips the bit; a Z is harmless.
+    flip = 2 / 3 * depolarizing_probability(next(compiled.circuit.all_operations()), device)
+    one_reads_one = (1 - flip) * (1 - a.p10) + flip * a.p01
+    expected = one_reads_one * (1 - b.p01)
+    assert predict_fidelity(compiled, device, ideal_distribution(circuit)) == pytest.approx(
+        expected, rel=1e-6
+    )
+
+
+def test_errors_outside_the_light_cone_of_the_measurements_do_not_count() -> None:
+    q = [cirq.NamedQubit(f"q_{i}") for i in range(3)]
+    measured = cirq.Circuit(cirq.H(q[0]), cirq.CNOT(q[0], q[1]), cirq.measure(q[0], q[1], key="c"))
+    busy_spectator = measured + cirq.Circuit([cirq.H(q[2]), cirq.T(q[2])] * 5)
+    device = load_device("ionq_aria")
+    ideal = ideal_distribution(measured)
+    assert predict_fidelity(
+        compile_for_device(busy_spectator, device), device, ideal
+    ) == pytest.approx(predict_fidelity(compile_for_device(measured, device), device, ideal))
+
+
+def test_finite_shot_prediction_matches_the_noiseless_ceiling_of_a_broad_output() -> None:
+    q = [cirq.NamedQubit(f"q_{i}") for i in range(8)]
+    circuit = cirq.Circuit(cirq.H.on_each(*q), cirq.measure(*q, key="c"))
+    device = load_device("quantinuum_h1_1")
+    compiled = compile_for_device(circuit, device)
+    ideal = ideal_distribution(circuit)
+    ceilings = [
+        hellinger_fidelity(emulate(compiled, device, 500, seed=s, noiseless=True), ideal)
+        for s in range(5)
+    ]
+    predicted = predict_fidelity(compiled, device, ideal, shots=500)
+    assert predict_fidelity(compiled, device, ideal) > 0.99
+    assert predicted == pytest.approx(sum(ceilings) / len(ceilings), abs=0.01)
+    assert predicted < 0.85
+
+
+def test_a_noise_budget_sent_over_the_wire_predicts_what_the_model_predicts() -> None:
+    # The noise service publishes the budget; fusion applies it to the sandbox's ideal.
+    device = load_device("ibm_nairobi")
+    circuit = ghz(4)
+    ideal = ideal_distribution(circuit)
+    compiled = compile_for_device(circuit, device)
+    wire = codec.decode(
+        codec.encode(
+            NoiseEvaluation(
+                task_id="t-1",
+                predictions=[
+                    NodePrediction(node=device.id, fits=True, budget=noise_budget(compiled, device))
+                ],
+            )
+        ),
+        NoiseEvaluation,
+    )
+    budget = wire.predictions[0].budget
+    assert budget is not None and len(budget.confusion) == 4
+    assert budget_fidelity(budget, ideal, shots=1000) == pytest.approx(
+        predict_fidelity(compiled, device, ideal, shots=1000), rel=1e-12
+    )
+    assert budget_fidelity(budget, ideal) < 0.99
+    with pytest.raises(ValueError, match="measures 4"):
+        budget_fidelity(budget, {"000": 1.0})

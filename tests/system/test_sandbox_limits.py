@@ -1,0 +1,67 @@
+"""Hostile circuits fail their tasks with a clear error; the sandbox service keeps serving."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from qubus.messages import SubmitRequest
+from qubus.stack import Supervisor
+
+pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
+
+LIMITS_ENV = {
+    "QUBUS_ACK_WAIT_S": "3",
+    "QUBUS_TIME_SCALE": "0.05",
+    "QUBUS_NODE_TIMEOUT_S": "10",
+    "QUBUS_SANDBOX_TIMEOUT_S": "1",
+    "QUBUS_SANDBOX_MAX_QUBITS": "12",
+    "QUBUS_SANDBOX_MAX_DEPTH": "200",
+}
+
+
+def qasm(n_qubits: int, body: str) -> str:
+    return (
+        f'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[{n_qubits}];\ncreg c[{n_qubits}];\n'
+        f"{body}measure q -> c;\n"
+    )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(
+    nats_url: str, tmp_path_factory: pytest.TempPathFactory, start_stack
+) -> AsyncIterator[Supervisor]:
+    """The whole stack with small sandbox limits; one 20-qubit node, so 13 qubits are legal."""
+    log_dir = tmp_path_factory.mktemp("logs")
+    async with start_stack(nats_url, log_dir, ["quantinuum_h1_1"], LIMITS_ENV) as supervisor:
+        yield supervisor
+
+
+async def test_hostile_circuits_fail_clearly_and_the_sandbox_serves_the_next(
+    client, stack, dev_qasm
+):
+    hostile = {
+        "sandbox.too_large": qasm(
+            13, "h q[0];\n" + "".join(f"cx q[0],q[{i}];\n" for i in range(1, 13))
+        ),
+        "sandbox.too_deep": qasm(1, "h q[0];\n" * 201),
+        # Mid-circuit resets and classical control: sampled shot by shot, about 30 s.
+        "sandbox.timeout": (dev_qasm / "qiskit__example_if.qasm").read_text(),
+    }
+    records = await client.run(
+        [SubmitRequest(circuit=text, shots=100) for text in hostile.values()], timeout=60
+    )
+    for code, record in zip(hostile, records, strict=True):
+        assert record["status"] == "failed", record
+        assert record["error"]["code"] == code
+    assert "13 qubits exceed the sandbox's limit of 12" in records[0]["error"]["message"]
+    assert "depth 202 exceeds the sandbox's limit of 200" in records[1]["error"]["message"]
+    assert "time limit of 1 s" in records[2]["error"]["message"]
+
+    normal = SubmitRequest(circuit=(dev_qasm / "qasmbench__bell_n4.qasm").read_text(), shots=500)
+    [record] = await client.run([normal], timeout=60)
+    assert record["status"] == "done", record["error"]
+    sandbox = stack.children["sandbox"]
+    assert sandbox.restarts == 0 and sandbox.process.exitcode is None
