@@ -123,7 +123,7 @@ async def setup(rt: Runtime) -> None:
             raise Retry("the task's checked event is not readable yet")
         sandbox = codec.decode(parts["sandbox"], SandboxEvaluation)
         noise = codec.decode(parts["noise"], NoiseEvaluation)
-        statuses = directory.online(rt.settings.node_timeout_s)
+        statuses = directory.require_online(rt.settings.node_timeout_s)
         scores = node_scores(checked, sandbox, noise, statuses, await current_weights())
         return TaskScored(
             task_id=event.task_id,

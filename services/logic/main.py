@@ -7,7 +7,7 @@ import asyncio
 from qubus.checks import run_checks
 from qubus.circuits import circuit_from_json
 from qubus.consumer import Context, Stage
-from qubus.errors import CircuitRejected, Retry
+from qubus.errors import CircuitRejected
 from qubus.messages import TaskChecked, TaskParsed
 from qubus.service import Runtime
 
@@ -38,9 +38,7 @@ async def setup(rt: Runtime) -> None:
     directory = await rt.node_directory()
 
     async def handle(event: TaskParsed, ctx: Context) -> TaskChecked:
-        nodes = directory.online(rt.settings.node_timeout_s)
-        if not nodes:
-            raise Retry("no QPU node has reported its calibration yet", delay_s=2.0)
+        nodes = directory.require_online(rt.settings.node_timeout_s)
         fleet_max = max(status.max_circuit_qubits for status in nodes.values())
         return await asyncio.to_thread(check, event, fleet_max)
 

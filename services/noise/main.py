@@ -11,7 +11,7 @@ from qubus.circuits import circuit_from_json
 from qubus.compile import compile_for_device
 from qubus.consumer import Context, Stage
 from qubus.devices import Device
-from qubus.errors import CircuitRejected, Retry
+from qubus.errors import CircuitRejected
 from qubus.messages import NodePrediction, NodeStatus, NoiseEvaluation, TaskChecked
 from qubus.noise import emulated_runtime_s, esp, noise_budget
 from qubus.service import Runtime
@@ -58,9 +58,7 @@ async def setup(rt: Runtime) -> None:
     directory = await rt.node_directory()
 
     async def handle(event: TaskChecked, ctx: Context) -> NoiseEvaluation:
-        statuses = directory.online(rt.settings.node_timeout_s)
-        if not statuses:
-            raise Retry("no QPU node has reported its calibration yet", delay_s=2.0)
+        statuses = directory.require_online(rt.settings.node_timeout_s)
         ordered = [statuses[node] for node in sorted(statuses)]
         return await asyncio.to_thread(predict, event, ordered)
 

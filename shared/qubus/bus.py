@@ -9,8 +9,9 @@ task's events back from the stream, which is the task's record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import nats
 import nats.errors
@@ -26,7 +27,7 @@ from nats.js.api import (
 from nats.js.kv import KeyValue
 
 from qubus import codec
-from qubus.errors import InvalidPayload
+from qubus.errors import InvalidPayload, Retry
 from qubus.logs import LOG_SUBJECT_PREFIX, get_logger
 from qubus.messages import Model, NodeStatus, TaskEvent
 from qubus.tracing import TraceContext
@@ -144,16 +145,24 @@ class Bus:
         self._js = self._nc.jetstream(timeout=timeout)
         self.healthy = True
 
-    async def ensure_topology(self, *, duplicate_window_s: float = 600.0) -> None:
+    async def ensure_topology(
+        self, *, duplicate_window_s: float = 600.0, replicas: int = 1
+    ) -> None:
         """Create the streams and KV buckets, or bring them to this configuration.
 
         Every service runs this at start; running it again, from any number of processes at
         once, changes nothing.
+
+        Args:
+            duplicate_window_s: The task stream's de-duplication window.
+            replicas: Copies of every stream and bucket kept in a JetStream cluster (durable
+                consumers inherit their stream's); 1 on a single server.
         """
         config = StreamConfig(
             name=STREAM,
             subjects=[TASK_SUBJECTS],
             storage=StorageType.FILE,
+            num_replicas=replicas,
             duplicate_window=duplicate_window_s,
             max_age=7 * 24 * 3600,
             description="qubus task events: every stage's output, the task's trace",
@@ -162,6 +171,7 @@ class Bus:
             name=LOG_STREAM,
             subjects=[f"{LOG_SUBJECT_PREFIX}.>"],
             storage=StorageType.FILE,
+            num_replicas=replicas,
             max_age=24 * 3600,
             max_bytes=LOG_STREAM_MAX_BYTES,
             description="every service's log lines, as published on qubus.log.<service>",
@@ -173,9 +183,15 @@ class Bus:
                 await self.js.update_stream(stream)
         for bucket in _BUCKETS:
             try:
-                self._kv[bucket.bucket] = await self.js.create_key_value(bucket)
+                self._kv[bucket.bucket] = await self.js.create_key_value(
+                    replace(bucket, replicas=replicas)
+                )
             except nats.js.errors.BadRequestError:
                 self._kv[bucket.bucket] = await self.js.key_value(bucket.bucket)
+                stream = (await self.js.stream_info(f"KV_{bucket.bucket}")).config
+                if stream.num_replicas != replicas:
+                    stream.num_replicas = replicas
+                    await self.js.update_stream(stream)
 
     async def kv(self, bucket: str) -> KeyValue:
         if bucket not in self._kv:
@@ -291,44 +307,81 @@ class NodeDirectory:
     """Follows KV ``qubus_nodes`` and keeps the latest status of every QPU node in hand.
 
     A service that consults the fleet for every task asks this instead of the server: the
-    KV watcher pushes each new status as it is written.
+    KV watcher pushes each new status as it is written. Nodes write every few seconds, so a
+    watcher silent for ``WATCH_IDLE_S`` is replaced: after a JetStream server is lost, the
+    watcher's ephemeral consumer may be gone with it, and nats-py's own reset of an ordered
+    consumer gives up if it fails once during the election.
     """
+
+    WATCH_IDLE_S = 6.0
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
         self._statuses: dict[str, NodeStatus] = {}
         self._task: asyncio.Task[None] | None = None
-        self._watcher = None
 
     async def start(self) -> None:
         kv = await self._bus.kv(BUCKET_NODES)
-        self._watcher = await kv.watch("node.>")
-        self._task = asyncio.create_task(self._follow())
+        watcher = await kv.watch("node.>")
+        self._task = asyncio.create_task(self._follow(kv, watcher))
 
-    async def _follow(self) -> None:
-        assert self._watcher is not None
-        async for entry in self._watcher:
-            if entry is None:  # the end-of-current-values marker
-                continue
-            node = entry.key.removeprefix("node.")
-            if entry.operation is None and entry.value:
+    async def _follow(self, kv: KeyValue, watcher: KeyValue.KeyWatcher | None) -> None:
+        try:
+            while True:
                 try:
-                    self._statuses[node] = codec.decode(entry.value, NodeStatus)
-                except InvalidPayload:
-                    log.warning("nodes.invalid_status", key=entry.key)
-            else:
-                self._statuses.pop(node, None)
+                    if watcher is None:
+                        watcher = await kv.watch("node.>")
+                    while True:
+                        entry = await watcher.updates(timeout=self.WATCH_IDLE_S)
+                        if entry is not None:  # None: the end-of-current-values marker
+                            self._apply(entry)
+                except nats.errors.Error as exc:  # silent too long, or cannot start yet
+                    log.debug("nodes.watch_restart", error=repr(exc))
+                    if watcher is None:
+                        await asyncio.sleep(1.0)
+                    await _stop_watcher(watcher)
+                    watcher = None
+        finally:
+            await _stop_watcher(watcher)
+
+    def _apply(self, entry: KeyValue.Entry) -> None:
+        node = entry.key.removeprefix("node.")
+        if entry.operation is None and entry.value:
+            try:
+                self._statuses[node] = codec.decode(entry.value, NodeStatus)
+            except InvalidPayload:
+                log.warning("nodes.invalid_status", key=entry.key)
+        else:
+            self._statuses.pop(node, None)
 
     def online(self, max_age_s: float) -> dict[str, NodeStatus]:
         """Nodes whose latest status is younger than ``max_age_s``."""
         return _fresh(self._statuses, max_age_s)
 
+    def require_online(self, max_age_s: float) -> dict[str, NodeStatus]:
+        """``online``, but no node online is a reason to retry the task later, not to judge it
+        against an empty fleet (nodes starting, or the bus failing over).
+
+        Raises:
+            Retry: No node has a status younger than ``max_age_s``.
+        """
+        statuses = self.online(max_age_s)
+        if not statuses:
+            raise Retry(
+                f"no QPU node has reported its status in the last {max_age_s:g} s", delay_s=2.0
+            )
+        return statuses
+
     async def stop(self) -> None:
-        if self._watcher is not None:
-            await self._watcher.stop()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def _stop_watcher(watcher: KeyValue.KeyWatcher | None) -> None:
+    if watcher is not None:
+        with contextlib.suppress(nats.errors.Error):
+            await watcher.stop()
 
 
 def stored_event(msg: nats.aio.msg.Msg) -> StoredEvent | None:

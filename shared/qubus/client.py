@@ -10,19 +10,21 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 import nats.errors
+import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from qubus import codec
 from qubus.bus import LOG_STREAM, STREAM, SUBMIT_SUBJECT, Bus, StoredEvent, stored_event
-from qubus.errors import QubusError
+from qubus.errors import BUS_UNAVAILABLE, QubusError
 from qubus.health import PREFIX
-from qubus.logs import log_subject
+from qubus.logs import get_logger, log_subject
 from qubus.messages import (
     SandboxEvaluation,
     SubmitReply,
@@ -34,6 +36,32 @@ from qubus.messages import (
     TaskScored,
 )
 from qubus.tracing import TraceContext
+
+log = get_logger()
+T = TypeVar("T")
+
+BUS_RETRY_S = 30.0
+"""How long a submission refused with ``bus.unavailable`` is retried (JetStream elects a new
+leader within 4 to 8 s on loopback, ``tests/system/test_cluster.py``)."""
+
+
+async def _retrying(attempt: Callable[[], Awaitable[T]], what: str) -> T:
+    """``attempt()``, tried again while the bus cannot answer (no JetStream reply, or a
+    ``bus.unavailable`` refusal: a lost server, a leader election) for up to ``BUS_RETRY_S``;
+    then the last error is raised."""
+    deadline = time.monotonic() + BUS_RETRY_S
+    delay = 0.25
+    while True:
+        try:
+            return await attempt()
+        except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError, QubusError) as exc:
+            unavailable = not isinstance(exc, QubusError) or exc.code == BUS_UNAVAILABLE
+            if not unavailable or time.monotonic() + delay > deadline:
+                raise
+            log.warning("bus.retry", what=what, error=repr(exc))
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
 
 STATUS_OF_EVENT = {"completed": "done", "rejected": "rejected", "failed": "failed"}
 
@@ -60,23 +88,38 @@ class Client:
     async def submit(self, request: SubmitRequest, *, timeout: float = 10.0) -> SubmitReply:
         """Submit one circuit; returns its task id.
 
+        A refusal with ``bus.unavailable`` (JetStream electing a leader) or no answer within
+        ``timeout`` is retried (``_retrying``); the request gets an idempotency key first if it
+        has none, so a retry never creates a second task.
+
         Raises:
             QubusError: the submission was refused (its ``code`` and message say why).
         """
+        if request.idempotency_key is None:
+            request = request.model_copy(update={"idempotency_key": uuid.uuid4().hex})
         headers = {"traceparent": TraceContext.new().traceparent, "Content-Type": codec.MSGPACK}
+
+        async def attempt() -> SubmitReply:
+            try:
+                reply = await self.bus.nc.request(
+                    SUBMIT_SUBJECT, codec.encode(request), timeout=timeout, headers=headers
+                )
+            except nats.errors.NoRespondersError:
+                raise QubusError(
+                    "no ingestion service answers on qubus.submit: is the stack up?",
+                    code="stack.unavailable",
+                ) from None
+            code = (reply.headers or {}).get("Nats-Service-Error-Code")
+            if code is not None:
+                raise QubusError(msgpack.unpackb(reply.data).get("message", code), code=code)
+            return codec.decode(reply.data, SubmitReply)
+
         try:
-            reply = await self.bus.nc.request(
-                SUBMIT_SUBJECT, codec.encode(request), timeout=timeout, headers=headers
-            )
-        except nats.errors.NoRespondersError:
+            return await _retrying(attempt, "submit")
+        except nats.errors.TimeoutError:
             raise QubusError(
-                "no ingestion service answers on qubus.submit: is the stack up?",
-                code="stack.unavailable",
+                f"qubus.submit did not answer within {timeout:g} s", code=BUS_UNAVAILABLE
             ) from None
-        code = (reply.headers or {}).get("Nats-Service-Error-Code")
-        if code is not None:
-            raise QubusError(msgpack.unpackb(reply.data).get("message", code), code=code)
-        return codec.decode(reply.data, SubmitReply)
 
     async def wait(self, task_id: str, *, timeout: float = 300.0) -> list[StoredEvent]:
         """Every event of the task, once its terminal event (done/rejected/failed) is stored.
@@ -85,11 +128,14 @@ class Client:
             TimeoutError: the task did not end within ``timeout`` seconds.
         """
         events: list[StoredEvent] = []
-        sub = await self.bus.js.subscribe(
-            f"qubus.task.{task_id}.>",
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-            stream=STREAM,
+        sub = await _retrying(
+            lambda: self.bus.js.subscribe(
+                f"qubus.task.{task_id}.>",
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.ALL,
+                stream=STREAM,
+            ),
+            "wait",
         )
         deadline = time.monotonic() + timeout
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,6 +17,8 @@ class Settings(BaseSettings):
         max_deliver: Deliveries of one message before its task fails as ``internal.error``.
         max_submit_bytes: Largest accepted circuit text at ingress.
         duplicate_window_s: How long JetStream remembers ``Nats-Msg-Id`` for de-duplication.
+        stream_replicas: Copies of every stream and KV bucket in a JetStream cluster (3 for
+            a 3-node cluster); 1 on a single server.
         sandbox_timeout_s: Wall-clock limit of one ideal simulation.
         sandbox_max_qubits: Largest circuit the sandbox simulates.
         sandbox_memory_mb: Address-space limit of the sandbox's worker process.
@@ -39,6 +42,7 @@ class Settings(BaseSettings):
     max_deliver: int = 5
     max_submit_bytes: int = 256 * 1024
     duplicate_window_s: float = 600.0
+    stream_replicas: int = Field(default=1, ge=1, le=5)
     sandbox_timeout_s: float = 30.0
     sandbox_max_qubits: int = 24
     sandbox_memory_mb: int = 4096

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+BUS_UNAVAILABLE = "bus.unavailable"
+"""The code of a request refused because JetStream did not answer (a lost server, a leader
+election): worth retrying, unlike every other refusal."""
+
 
 class QubusError(Exception):
     """Base class of every expected qubus error.

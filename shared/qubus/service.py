@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgpack
+import nats.errors
+import nats.js.errors
 import structlog
 from nats.aio.msg import Msg
 
@@ -35,7 +37,7 @@ from qubus import codec, logs
 from qubus.bus import H_CONTENT_TYPE, H_TYPE, Bus, NodeDirectory
 from qubus.config import Settings
 from qubus.consumer import Stage, StageRunner
-from qubus.errors import InvalidPayload, QubusError
+from qubus.errors import BUS_UNAVAILABLE, InvalidPayload, QubusError
 from qubus.health import ERROR, Endpoint, HealthResponder
 from qubus.messages import Model, ServiceReady
 from qubus.stackfile import resolve_nats_url
@@ -94,8 +96,10 @@ class Runtime:
         the reply uses the request's encoding. An expected error is answered with the
         ``Nats-Service-Error``/``Nats-Service-Error-Code`` headers and the body
         ``{code, message, line, column}``; an unexpected one is logged with its traceback and
-        answered as ``internal.error``. Requests are counted by outcome (``ok``, ``refused``,
-        ``error``) on an endpoint named after the subject's last token.
+        answered as ``internal.error``; JetStream not answering (a lost server, a leader
+        election) is answered as ``bus.unavailable``, which clients retry. Requests are
+        counted by outcome (``ok``, ``refused``, ``error``) on an endpoint named after the
+        subject's last token.
         """
         endpoint = Endpoint(subject.rsplit(".", 1)[-1], subject, self.service, "request")
         self.health.add(endpoint)
@@ -121,6 +125,15 @@ class Runtime:
                 log.info("request.refused", subject=subject, code=exc.code, error=exc.message)
                 body, headers = _error_reply(exc, json_reply)
                 outcome = "refused"
+            except (nats.js.errors.NoStreamResponseError, nats.errors.TimeoutError) as exc:
+                log.warning("request.bus_unavailable", subject=subject, error=repr(exc))
+                unavailable = QubusError(
+                    "JetStream did not acknowledge in time (a server lost or a leader being "
+                    "elected); retry shortly",
+                    code=BUS_UNAVAILABLE,
+                )
+                body, headers = _error_reply(unavailable, json_reply)
+                outcome, error = ERROR, exc
             except Exception as exc:
                 log.exception("request.failed", subject=subject)
                 internal = QubusError(f"{type(exc).__name__}: {exc}", code="internal.error")
@@ -198,7 +211,9 @@ async def _serve(
         stack.push_async_callback(bus.close)  # runs last: after every consumer has stopped
         await logs.BUS_COPY.start(bus.nc, logs.log_subject(service))
         stack.push_async_callback(logs.BUS_COPY.stop)
-        await bus.ensure_topology(duplicate_window_s=settings.duplicate_window_s)
+        await bus.ensure_topology(
+            duplicate_window_s=settings.duplicate_window_s, replicas=settings.stream_replicas
+        )
         await setup(rt)
         await health.start()
         stack.push_async_callback(health.stop)

@@ -2,11 +2,11 @@
 
 Three nats-server processes (free ports found by binding to port 0, private store directories,
 routes between all three) form a JetStream cluster; every service runs against server 1 as
-`qubus up` runs them, and the client too. A dev circuit completes. Then every stream (the task
-stream and the KV buckets) and durable consumer is raised to three replicas (``Bus.ensure_topology``
-creates them with one, which a lost server would take down with it), the task stream's leadership
-is moved off server 1 if it is there, its leader is killed, and once every stream and consumer has
-a new leader a second circuit completes, with no service process restarted.
+`qubus up` runs them, with ``QUBUS_STREAM_REPLICAS=3``, and the client too. A dev circuit
+completes. Every stream (the task and log streams and the KV buckets) and durable consumer must
+then have three replicas, created so by the services. The task stream's leadership is moved off
+server 1 if it is there, its leader is killed, and once every stream and consumer has a new
+leader a second circuit completes, with no service process restarted.
 """
 
 from __future__ import annotations
@@ -37,7 +37,12 @@ from qubus.stack import Supervisor, stack_specs
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
 
 FLEET = ("ibm_nairobi", "ibm_manila")
-STACK_ENV = {"QUBUS_ACK_WAIT_S": "3", "QUBUS_TIME_SCALE": "0.05", "QUBUS_NODE_TIMEOUT_S": "10"}
+STACK_ENV = {
+    "QUBUS_ACK_WAIT_S": "3",
+    "QUBUS_TIME_SCALE": "0.05",
+    "QUBUS_NODE_TIMEOUT_S": "10",
+    "QUBUS_STREAM_REPLICAS": "3",
+}
 CIRCUIT = "qasmbench__bell_n4.qasm"
 PROBE_MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "parser.yaml"
 
@@ -121,21 +126,16 @@ async def _wait_for_jetstream(members: list[Member], timeout: float = 30.0) -> N
                 await asyncio.sleep(0.2)
 
 
-async def _replicate(js: nats.js.JetStreamContext, timeout: float = 30.0) -> None:
-    """Raise every stream, then every durable consumer, to three replicas, each once the
-    previous step's replicas are current."""
+async def _replicated(js: nats.js.JetStreamContext, timeout: float = 30.0) -> dict[str, list[str]]:
+    """Every stream and durable consumer, once the two other replicas of each are current
+    (durable consumers inherit their stream's three); fails if a stream has fewer."""
     assets = await _assets(js)
     for stream in assets:
-        config = (await js.stream_info(stream)).config
-        config.num_replicas = 3
-        await js.update_stream(config)
-    await _wait_current(js, [(stream, None) for stream in assets], timeout)
-    for stream, consumers in assets.items():
-        for consumer in consumers:
-            config = (await js.consumer_info(stream, consumer)).config
-            config.num_replicas = 3
-            await js.add_consumer(stream, config)  # create or update
-    await _wait_current(js, [(s, c) for s, consumers in assets.items() for c in consumers], timeout)
+        assert (await js.stream_info(stream)).config.num_replicas == 3, stream
+    await _wait_current(
+        js, [(s, c) for s, consumers in assets.items() for c in (None, *consumers)], timeout
+    )
+    return assets
 
 
 async def _wait_current(
@@ -235,22 +235,20 @@ async def test_stack_on_a_three_node_cluster_survives_losing_a_server(
         assert first["status"] == "done", first["error"]
         assert first["nodes"][0] in FLEET
 
-        await _replicate(client.bus.js)
-        assets = await _assets(client.bus.js)
+        assets = await _replicated(client.bus.js)
         leader = await _lead_elsewhere(client.bus, entry.name)
         (victim,) = [m for m in cluster if m.name == leader]
         assert await asyncio.to_thread(_probe, victim.url) == 0
         os.killpg(victim.process.pid, signal.SIGKILL)
         await asyncio.to_thread(victim.process.wait)
         assert await asyncio.to_thread(_probe, victim.url) != 0
-        # During the elections (4 to 8 s here) a publish gets no answer from the stream, and
-        # ingestion refuses a submission (NoStreamResponseError); wait them out.
-        failover_s = await _wait_for_new_leaders(
-            client.bus.nc.jetstream(timeout=1), assets, victim.name
+        # Submit at once: during the elections (4 to 8 s here) ingestion answers
+        # bus.unavailable and the client retries with the same idempotency key.
+        second, failover_s = await asyncio.gather(
+            _run_one(client, circuit, "cluster-2"),
+            _wait_for_new_leaders(client.bus.nc.jetstream(timeout=1), assets, victim.name),
         )
         print(f"killed {victim.name}, {STREAM}'s leader; all led again after {failover_s:.1f} s")
-
-        second = await _run_one(client, circuit, "cluster-2")
         assert second["status"] == "done", second["error"]
         assert second["task_id"] != first["task_id"]
         restarted = [label for label, c in supervisor.children.items() if c.restarts]
