@@ -41,6 +41,7 @@ def allocate(event: TaskScored, policy_name: str) -> TaskAllocated:
         circuit=event.circuit,
         options=event.options,
         ideal=event.ideal,
+        calibration_revision=chosen.calibration_revision,
     )
 
 

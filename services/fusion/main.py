@@ -78,6 +78,7 @@ def node_scores(
                 node=prediction.node,
                 eligible=True,
                 predicted_fidelity=fidelity,
+                calibration_revision=prediction.calibration_revision,
                 expected_completion_s=completion,
                 queue_depth=status.queue_depth,
                 hyperscore=breakdown.hyperscore,

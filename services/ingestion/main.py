@@ -52,6 +52,7 @@ async def setup(rt: Runtime) -> None:
                     shots=request.shots,
                     priority=request.priority,
                     node=request.node,
+                    noiseless=request.noiseless,
                     pilot=request.pilot,
                     source=request.source,
                 ),

@@ -4,13 +4,22 @@ calibration and queue depth current in KV ``qubus_nodes``.
 
 With ``QUBUS_DRIFT_PERIOD_S`` > 0, a node with a drift series (``ibm_perth``) replays its
 daily calibration snapshots, one per period (``qubus.drift``): each task runs on the
-calibration current when it starts, and each new calibration is published at once.
+calibration current when it starts, and each new calibration is published at once. A task
+allocated on a calibration that is no longer current gets its predicted fidelity recomputed
+on the one it runs on.
+
+With ``QUBUS_BACKGROUND_LOAD`` on, the node replays a real IBM backend's queue of other users'
+jobs (``qubus.load``): its status counts them in its queue depth, and each task waits for the
+jobs queued when it was allocated, each taking the node's mean job time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
+
+import numpy as np
 
 from qubus import codec
 from qubus.bus import BUCKET_NODES, STREAM, node_key
@@ -19,11 +28,12 @@ from qubus.compile import compile_for_device
 from qubus.consumer import Context, Stage
 from qubus.devices import Device, load_device
 from qubus.drift import DriftReplay
-from qubus.fidelity import hellinger_fidelity
+from qubus.fidelity import hellinger_fidelity, hellinger_of_model
 from qubus.ids import seed_for
+from qubus.load import BackgroundLoad
 from qubus.logs import get_logger
 from qubus.messages import NodeStatus, TaskAllocated, TaskCompleted, TaskRunning
-from qubus.noise import emulate, emulated_runtime_s
+from qubus.noise import JOB_OVERHEAD_S, emulate, emulated_runtime_s, predict_fidelity
 from qubus.service import Runtime
 from qubus.workers import WorkerPool
 
@@ -31,11 +41,33 @@ log = get_logger()
 STATUS_INTERVAL_S = 2.0
 
 
-def execute(device: Device, circuit_json: str, shots: int, seed: int, noiseless: bool):
-    """Compile and emulate; returns counts and the modelled run time. Runs in the worker."""
+def execute(
+    device: Device,
+    circuit_json: str,
+    shots: int,
+    seed: int,
+    noiseless: bool,
+    ideal: Mapping[str, float] | None,
+) -> tuple[dict[str, int], float, float | None]:
+    """Compile and emulate (in the worker process).
+
+    Args:
+        ideal: If given, the task's ideal distribution, to predict this run's fidelity.
+
+    Returns:
+        The counts, the modelled run time, and with ``ideal`` the predicted Hellinger fidelity
+        of this run: on ``device``'s calibration (``qubus.noise.predict_fidelity``), or for a
+        noiseless run that of ``shots`` samples of the ideal distribution itself.
+    """
     compiled = compile_for_device(circuit_from_json(circuit_json), device)
     counts = emulate(compiled, device, shots, seed=seed, noiseless=noiseless)
-    return counts, emulated_runtime_s(compiled, device, shots)
+    predicted = None
+    if ideal is not None and noiseless:
+        p = np.fromiter(ideal.values(), dtype=float, count=len(ideal))
+        predicted = hellinger_of_model(p, p, shots)
+    elif ideal is not None:
+        predicted = predict_fidelity(compiled, device, ideal, shots=shots)
+    return counts, emulated_runtime_s(compiled, device, shots), predicted
 
 
 async def setup(rt: Runtime) -> None:
@@ -46,6 +78,13 @@ async def setup(rt: Runtime) -> None:
     replay = DriftReplay.for_node(
         device.id, period_s=settings.drift_period_s, start=time.monotonic()
     )
+    load = (
+        BackgroundLoad.for_node(device.id, period_s=settings.load_period_s, start=time.time())
+        if settings.background_load
+        else None
+    )
+    if load is not None:
+        log.info("qpu.background_load", backend=load.backend, period_s=load.period_s)
     consumer = f"qpu-{device.id}"
     pool = WorkerPool(memory_mb=settings.sandbox_memory_mb)
     pool.start()
@@ -56,6 +95,10 @@ async def setup(rt: Runtime) -> None:
     def calibration() -> Device:
         """The device as calibrated now: the drift replay's current snapshot, if drifting."""
         return replay.device_at(time.monotonic()) if replay else device
+
+    def mean_job_s() -> float:
+        """Mean modelled duration of the node's tasks; before the first, its per-job overhead."""
+        return state["job_s"] / state["jobs"] if state["jobs"] else JOB_OVERHEAD_S[device.kind]
 
     async def publish_status() -> None:
         current = calibration()
@@ -73,6 +116,7 @@ async def setup(rt: Runtime) -> None:
             depth = info.num_pending + info.num_ack_pending
         except Exception:  # before the consumer exists, or while reconnecting
             log.debug("qpu.queue_depth_unknown", exc_info=True)
+        background = load.jobs_at(time.time()) if load else 0
         status = NodeStatus(
             node=current.id,
             kind=current.kind,
@@ -80,29 +124,50 @@ async def setup(rt: Runtime) -> None:
             max_circuit_qubits=current.max_circuit_qubits,
             device=current.model_dump(mode="json"),
             calibration_revision=current.revision,
-            queue_depth=depth,
-            mean_job_s=state["job_s"] / state["jobs"] if state["jobs"] else 0.0,
+            queue_depth=depth + background,
+            mean_job_s=mean_job_s(),
             busy=bool(state["busy"]),
             instance=rt.bus.instance,
             updated_at=time.time(),
+            background_jobs=background,
         )
         await nodes.put(node_key(device.id), codec.encode(status))
 
+    async def wait_for_background(ctx: Context) -> None:
+        """Hold the task until the other users' jobs queued when it arrived have run."""
+        if load is None:
+            return
+        arrival = ctx.started - ctx.queue_wait_s  # when the allocation was stored
+        start = load.start_after(arrival, job_s=mean_job_s(), time_scale=settings.time_scale)
+        wait_s = start - time.time()
+        if wait_s > 0:
+            log.info("qpu.background_wait", jobs=load.jobs_at(arrival), wait_s=round(wait_s, 3))
+            await asyncio.sleep(wait_s)
+
     async def handle(event: TaskAllocated, ctx: Context) -> TaskCompleted:
+        await wait_for_background(ctx)
         current = calibration()
+        noiseless = settings.noiseless or event.options.noiseless
+        # The allocation's prediction holds only on the calibration it was computed on.
+        recompute = noiseless or event.calibration_revision != current.revision
         state["busy"] = True
         try:
             await ctx.publish(
-                TaskRunning(task_id=event.task_id, node=device.id, queue_wait_s=ctx.queue_wait_s)
+                TaskRunning(
+                    task_id=event.task_id,
+                    node=device.id,
+                    queue_wait_s=max(0.0, time.time() - ctx.started + ctx.queue_wait_s),
+                )
             )
             seed = seed_for(event.task_id, "qpu")
-            counts, modelled_s = await pool.run(
+            counts, modelled_s, predicted = await pool.run(
                 execute,
                 current,
                 event.circuit,
                 event.options.shots,
                 seed,
-                settings.noiseless,
+                noiseless,
+                event.ideal if recompute else None,
                 timeout_s=settings.sandbox_timeout_s,
             )
             await asyncio.sleep(modelled_s * settings.time_scale)  # the QPU is occupied
@@ -110,16 +175,27 @@ async def setup(rt: Runtime) -> None:
             state["job_s"] += modelled_s
         finally:
             state["busy"] = False
+        if predicted is None:
+            predicted = event.predicted_fidelity
+        elif not noiseless:
+            log.info(
+                "qpu.prediction_recomputed",
+                allocated_revision=event.calibration_revision,
+                revision=current.revision,
+                allocated_fidelity=event.predicted_fidelity,
+                predicted_fidelity=predicted,
+            )
         return TaskCompleted(
             task_id=event.task_id,
             node=device.id,
             counts=counts,
             shots=event.options.shots,
             seed=seed,
-            predicted_fidelity=event.predicted_fidelity,
+            predicted_fidelity=predicted,
             measured_fidelity=hellinger_fidelity(counts, event.ideal),
             emulated_s=modelled_s,
             calibration_revision=current.revision,
+            allocated_fidelity=event.predicted_fidelity,
         )
 
     await rt.consume(
@@ -132,6 +208,5 @@ async def setup(rt: Runtime) -> None:
         )
     )
     await publish_status()
-    rt.every(
-        min(STATUS_INTERVAL_S, replay.period_s) if replay else STATUS_INTERVAL_S, publish_status
-    )
+    periods = [STATUS_INTERVAL_S] + [r.period_s for r in (replay, load) if r is not None]
+    rt.every(min(periods), publish_status)

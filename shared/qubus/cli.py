@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--shots", type=int, default=1000, help="shots per circuit (default 1000)")
         p.add_argument("--priority", type=int, default=0, help="task priority 0-10 (default 0)")
         p.add_argument("--node", help="pin the tasks to this QPU node (see `qubus nodes`)")
+        p.add_argument(
+            "--noiseless", action="store_true", help="run the tasks on the emulators without noise"
+        )
         format_option(p)
         p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait per run")
         p.add_argument("--json", action="store_true", help="one JSON object per task per line")
@@ -80,7 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
         "rejected or failed.",
     )
     submission_options(run)
-    run.add_argument("--noiseless", action="store_true", help="run the QPU emulators without noise")
 
     submit = sub.add_parser(
         "submit",
@@ -218,6 +220,7 @@ def read_requests(args: argparse.Namespace) -> list[SubmitRequest]:
                 shots=args.shots,
                 priority=args.priority,
                 node=args.node,
+                noiseless=args.noiseless,
                 source=name,
             )
         )
@@ -238,7 +241,7 @@ def read_text(name: str) -> str:
 
 async def _run(args: argparse.Namespace) -> int:
     requests = read_requests(args)
-    async with ephemeral_stack(noiseless=args.noiseless) as url:
+    async with ephemeral_stack() as url:
         client = await Client.connect(url)
         try:
             records = await _run_with_progress(client, requests, args.timeout)
@@ -289,13 +292,12 @@ async def _run_with_progress(
 
 
 @contextlib.asynccontextmanager
-async def ephemeral_stack(*, noiseless: bool = False) -> AsyncIterator[str]:
+async def ephemeral_stack() -> AsyncIterator[str]:
     """A private embedded NATS server and every service; everything is removed afterwards."""
     server = NatsServer()
     log_dir = Path(tempfile.mkdtemp(prefix="qubus-logs-"))
     url = server.start()
-    env = {"QUBUS_NOISELESS": "true"} if noiseless else {}
-    supervisor = Supervisor(url, stack_specs(_fleet()), log_dir=log_dir, env=env)
+    supervisor = Supervisor(url, stack_specs(_fleet()), log_dir=log_dir)
     try:
         started = time.monotonic()
         if sys.stderr.isatty():

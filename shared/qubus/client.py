@@ -340,6 +340,8 @@ def task_record(task_id: str, events: list[StoredEvent]) -> dict[str, Any]:
         elif isinstance(event, TaskCompleted):
             record["counts"] = event.counts
             record["measured_fidelity"] = event.measured_fidelity
+            # the prediction for the calibration and noise setting the task really ran with
+            record["predicted_fidelity"] = event.predicted_fidelity
         elif isinstance(event, TaskRejected | TaskFailed):
             record["error"] = event.error.model_dump()
     return record

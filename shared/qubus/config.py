@@ -25,12 +25,17 @@ class Settings(BaseSettings):
         sandbox_max_depth: Deepest circuit (moments, operations re-packed) the sandbox simulates.
         ideal_max_outcomes: Most-likely outcomes kept of an ideal distribution.
         time_scale: Emulated QPU time is slept for ``time_scale`` × its modelled duration.
-        noiseless: Run QPU emulators without noise.
+        noiseless: Run every task on the QPU emulators without noise (one task asks for it
+            with ``SubmitRequest.noiseless``).
         policy: The allocator's policy (``hyperscore`` or ``round_robin``).
         topology: Path of the link topology JSON; empty means the built-in default.
         node_timeout_s: A node whose status is older than this is treated as offline.
         drift_period_s: Wall-clock seconds per calibration snapshot when a QPU node with a
             drift series (``ibm_perth``) replays it; 0 keeps its first snapshot (no drift).
+        background_load: Each QPU node replays a real IBM backend's queue of other users'
+            jobs (``qubus.load``): reported in its queue depth, and its tasks wait for them.
+        load_period_s: Wall-clock seconds per 10-minute bin of that replay; the default, 6,
+            compresses time as the default ``time_scale`` (0.01 × 600 s).
     """
 
     model_config = SettingsConfigDict(env_prefix="QUBUS_", extra="ignore")
@@ -54,3 +59,5 @@ class Settings(BaseSettings):
     topology: str = ""
     node_timeout_s: float = 15.0
     drift_period_s: float = 0.0
+    background_load: bool = False
+    load_period_s: float = Field(default=6.0, gt=0.0)

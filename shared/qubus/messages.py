@@ -52,6 +52,8 @@ class SubmitRequest(Model):
         pilot: Reserved for pilots (a later issue); accepted and recorded.
         idempotency_key: The same key always maps to the same task id.
         node: Pin the task to this QPU node.
+        noiseless: Run the task on its QPU's emulator without noise (every gate ideal, no
+            relaxation, no readout flips); the node's compilation and timing are unchanged.
         source: Where the circuit came from (a file name), for the user's own records.
     """
 
@@ -64,6 +66,7 @@ class SubmitRequest(Model):
     pilot: str | None = None
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
     node: str | None = None
+    noiseless: bool = False
     source: str | None = Field(default=None, max_length=1024)
 
     @field_validator("node")
@@ -100,11 +103,12 @@ class TaskEvent(Model):
 
 
 class TaskOptions(Model):
-    """What the user asked for, carried unchanged from stage to stage."""
+    """What the user asked for, carried unchanged from stage to stage (``SubmitRequest``)."""
 
     shots: int
     priority: int = 0
     node: str | None = None
+    noiseless: bool = False
     pilot: str | None = None
     source: str | None = None
 
@@ -253,10 +257,14 @@ class NoiseEvaluation(TaskEvent):
 
 
 class NodeScore(Model):
+    """Fusion's score of one node; ``calibration_revision`` is the node calibration its
+    prediction was computed on (empty in events stored before it was recorded)."""
+
     node: str
     eligible: bool
     reason: str = ""
     predicted_fidelity: float = 0.0
+    calibration_revision: str = ""
     expected_completion_s: float = 0.0
     queue_depth: int = 0
     hyperscore: float = 0.0
@@ -278,6 +286,10 @@ class TaskAllocated(TaskEvent):
 
     It is also the QPU node's work item: one message, so a redelivered allocator can never
     send the same task to two nodes (de-duplication keeps the first decision).
+
+    ``predicted_fidelity`` was computed on the node's calibration ``calibration_revision``
+    (empty in events stored before it was recorded); a node whose calibration has changed
+    since recomputes it for the one the task runs on (``TaskCompleted``).
     """
 
     TYPE: ClassVar[str] = "task.allocated.v1"
@@ -292,6 +304,7 @@ class TaskAllocated(TaskEvent):
     circuit: str
     options: TaskOptions
     ideal: dict[str, float]
+    calibration_revision: str = ""
 
     def subject(self) -> str:
         return f"{super().subject()}.{self.node}"
@@ -306,6 +319,15 @@ class TaskRunning(TaskEvent):
 
 
 class TaskCompleted(TaskEvent):
+    """The task's counts and fidelities, from the node's calibration ``calibration_revision``.
+
+    ``predicted_fidelity`` is the prediction for the run as it happened: the allocation's
+    (``allocated_fidelity``) when the task ran on the calibration the allocation was computed
+    on; recomputed on the calibration it ran on when that had changed (drift); for a noiseless
+    run, the Hellinger fidelity expected of ``shots`` perfect samples. ``allocated_fidelity`` is
+    None in events stored before it was recorded.
+    """
+
     TYPE: ClassVar[str] = "task.completed.v1"
     EVENT: ClassVar[str] = "completed"
     TERMINAL: ClassVar[bool] = True
@@ -318,6 +340,7 @@ class TaskCompleted(TaskEvent):
     measured_fidelity: float
     emulated_s: float
     calibration_revision: str
+    allocated_fidelity: float | None = None
 
 
 class TaskRejected(TaskEvent):
@@ -350,7 +373,11 @@ class NodeStatus(Model):
     """A QPU node's calibration and status, the value of its key in KV ``qubus_nodes``.
 
     ``device`` is a ``qubus.devices.Device`` dumped to JSON-compatible data (kept untyped here
-    so that light services need not import the device code).
+    so that light services need not import the device code). ``queue_depth`` counts the
+    node's own waiting and running tasks plus ``background_jobs``, other users' jobs replayed
+    from a real queue (``qubus.load``; 0 when background load is off, and in statuses stored
+    before it existed). ``mean_job_s`` is the mean modelled duration of the node's tasks, or
+    before its first, the per-job overhead of its kind (``qubus.noise.JOB_OVERHEAD_S``).
     """
 
     TYPE: ClassVar[str] = "node.status.v1"
@@ -366,6 +393,7 @@ class NodeStatus(Model):
     busy: bool
     instance: str
     updated_at: float
+    background_jobs: int = 0
 
 
 class LinkStatus(Model):

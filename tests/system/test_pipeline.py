@@ -13,7 +13,7 @@ from qubus import codec
 from qubus.bus import EPR_SUBJECT, SUBMIT_SUBJECT
 from qubus.client import Client
 from qubus.errors import QubusError
-from qubus.messages import EprReply, EprRequest, SubmitRequest
+from qubus.messages import EprReply, EprRequest, SubmitRequest, TaskCompleted
 from qubus.stack import Supervisor
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
@@ -69,6 +69,26 @@ async def test_pinned_node_runs_there(client, dev_qasm):
     [record] = await client.run([request], timeout=120)
     assert record["status"] == "done", record["error"]
     assert record["nodes"] == ["quantinuum_h2_2"]
+
+
+async def test_noiseless_task_runs_without_noise_beside_a_noisy_one(client, dev_qasm):
+    text = (dev_qasm / "qasmbench__cat_state_n4.qasm").read_text()
+    clean, noisy = await client.run(
+        [
+            SubmitRequest(circuit=text, shots=2000, node="ibm_nairobi", noiseless=True),
+            SubmitRequest(circuit=text, shots=2000, node="ibm_nairobi"),
+        ],
+        timeout=120,
+    )
+    assert clean["status"] == noisy["status"] == "done", (clean["error"], noisy["error"])
+    assert clean["nodes"] == noisy["nodes"] == ["ibm_nairobi"]
+    assert set(clean["counts"]) == {"0000", "1111"}
+    assert clean["measured_fidelity"] > 0.995  # only finite sampling: 1000 ± 22 each
+    assert len(noisy["counts"]) > 2 and noisy["measured_fidelity"] < 0.99
+    completed = await client.bus.last_event(clean["task_id"], TaskCompleted)
+    # The prediction for a noiseless run is the finite-shot ceiling, not the device's noise.
+    assert completed is not None and 0.999 < completed.predicted_fidelity < 1.0
+    assert completed.allocated_fidelity is not None and completed.allocated_fidelity < 0.99
 
 
 async def test_same_idempotency_key_gives_the_same_task(client, dev_qasm):
