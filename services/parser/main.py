@@ -17,7 +17,7 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 
 from qubus import codec
-from qubus.bus import BUCKET_FEATURES
+from qubus.bus import BUCKET_FEATURES, Bus, KVFollower
 from qubus.circuits import Features, circuit_features, circuit_to_json, load_circuit
 from qubus.consumer import Context, Stage
 from qubus.errors import InvalidPayload, Retry
@@ -33,42 +33,37 @@ class SeenCircuits:
     """The feature vectors of every circuit parsed so far, by any replica (KV ``qubus_features``).
 
     Args:
-        kv: The ``qubus_features`` bucket.
-        catch_up_s: How long ``record`` waits for the watcher to deliver its own entry.
+        bus: The connection.
+        catch_up_s: How long ``record`` waits for the watcher to deliver its own entry; past
+            it the watcher is replaced (``KVFollower``) and the task retried.
     """
 
-    def __init__(self, kv: KeyValue, *, catch_up_s: float = 10.0) -> None:
-        self._kv = kv
+    def __init__(self, bus: Bus, *, catch_up_s: float = 10.0) -> None:
+        self._bus = bus
         self._catch_up_s = catch_up_s
         self._index = NoveltyIndex()
         self._revision = 0
-        self._changed = asyncio.Condition()
-        self._watcher = None
-        self._task: asyncio.Task[None] | None = None
+        self._advanced = asyncio.Event()  # set whenever an entry arrives
+        self._follower = KVFollower(bus, BUCKET_FEATURES, self._on_entry)
 
     async def start(self) -> None:
-        self._watcher = await self._kv.watchall()
-        self._task = asyncio.create_task(self._follow())
+        await self._follower.start()
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            await self._watcher.stop()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._follower.stop()
 
-    async def _follow(self) -> None:
-        assert self._watcher is not None
-        async for entry in self._watcher:
-            if entry is None:  # the end-of-current-values marker
-                continue
-            if entry.operation is None and entry.value:
-                self._add(entry.revision, entry.key, entry.value)
-            else:
-                self._index.remove(entry.key)
-            async with self._changed:
-                self._revision = max(self._revision, entry.revision)
-                self._changed.notify_all()
+    def _on_entry(self, entry: KeyValue.Entry) -> None:
+        if entry.operation is None and entry.value:
+            self._add(entry.revision, entry.key, entry.value)
+        else:
+            self._index.remove(entry.key)
+        self._revision = max(self._revision, entry.revision)
+        self._advanced.set()
+
+    async def _caught_up(self, revision: int) -> None:
+        while self._revision < revision:
+            self._advanced.clear()
+            await self._advanced.wait()
 
     def _add(self, revision: int, key: str, value: bytes) -> None:
         try:
@@ -87,22 +82,25 @@ class SeenCircuits:
             when another task already stored the same circuit (same fingerprint).
 
         Raises:
-            Retry: The watcher has not delivered the entry within ``catch_up_s``.
+            Retry: The watcher has not delivered the entry within ``catch_up_s`` (it is
+                replaced).
         """
+        kv = await self._bus.kv(BUCKET_FEATURES)
         value = codec.encode(
             FeatureRecord(task_id=task_id, version=VECTOR_VERSION, vector=list(vector))
         )
         try:
-            revision = await self._kv.create(fingerprint, value)
+            revision = await kv.create(fingerprint, value)
         except nats.js.errors.KeyWrongLastSequenceError:
-            entry = await self._kv.get(fingerprint)
+            entry = await kv.get(fingerprint)
             if codec.decode(entry.value, FeatureRecord).task_id != task_id:
                 return 0.0
             revision = entry.revision  # stored by an earlier delivery of this task
         try:
-            async with asyncio.timeout(self._catch_up_s), self._changed:
-                await self._changed.wait_for(lambda: self._revision >= revision)
+            async with asyncio.timeout(self._catch_up_s):
+                await self._caught_up(revision)
         except TimeoutError:
+            self._follower.restart()
             raise Retry("the feature store watcher is behind", delay_s=1.0) from None
         return self._index.novelty(vector, before=revision)
 
@@ -115,7 +113,7 @@ def describe(event: TaskIngested) -> tuple[str, Features]:
 
 
 async def setup(rt: Runtime) -> None:
-    seen = SeenCircuits(await rt.bus.kv(BUCKET_FEATURES))
+    seen = SeenCircuits(rt.bus)
     await seen.start()
     rt.stack.push_async_callback(seen.stop)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import nats
@@ -303,14 +304,94 @@ def _fresh(statuses: dict[str, NodeStatus], max_age_s: float | None) -> dict[str
     return {node: s for node, s in statuses.items() if now - s.updated_at <= max_age_s}
 
 
+class KVFollower:
+    """Follows keys of a KV bucket with a watcher, handing every entry to ``on_entry``.
+
+    After a JetStream server is lost, a watcher's ephemeral consumer may be gone with it, and
+    nats-py's own reset of an ordered consumer gives up after one failed attempt during the
+    election. So the watcher is replaced when ``restart()`` asks for it (a reader that knows
+    an entry should have arrived), or when it has been silent for ``idle_s`` (for buckets
+    that are written regularly). A new watcher delivers the current values again.
+
+    Args:
+        bus: The connection.
+        bucket: The bucket.
+        on_entry: Called with every entry (puts, deletes and purges), in order.
+        keys: The keys to follow (a subject pattern).
+        idle_s: Replace a watcher silent this long; None: only on ``restart()``.
+    """
+
+    POLL_S = 1.0
+
+    def __init__(
+        self,
+        bus: Bus,
+        bucket: str,
+        on_entry: Callable[[KeyValue.Entry], None],
+        *,
+        keys: str = ">",
+        idle_s: float | None = None,
+    ) -> None:
+        self._bus = bus
+        self._bucket = bucket
+        self._kv: KeyValue | None = None
+        self._on_entry = on_entry
+        self._keys = keys
+        self._idle_s = idle_s
+        self._restart = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start watching (raises if the bucket cannot be watched now)."""
+        self._kv = await self._bus.kv(self._bucket)
+        watcher = await self._kv.watch(self._keys)
+        self._task = asyncio.create_task(self._follow(watcher))
+
+    def restart(self) -> None:
+        """Replace the watcher within ``POLL_S``."""
+        self._restart.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _follow(self, watcher: KeyValue.KeyWatcher | None) -> None:
+        assert self._kv is not None
+        silent_s = 0.0
+        try:
+            while True:
+                try:
+                    if watcher is None:
+                        watcher, silent_s = await self._kv.watch(self._keys), 0.0
+                    entry = await watcher.updates(timeout=self.POLL_S)
+                    silent_s = 0.0
+                    if entry is not None:  # None: the end-of-current-values marker
+                        self._on_entry(entry)
+                    continue
+                except nats.errors.TimeoutError:
+                    silent_s += self.POLL_S
+                except nats.errors.Error as exc:  # the watch cannot start yet
+                    log.debug("kv.watch_failed", bucket=self._bucket, error=repr(exc))
+                    await asyncio.sleep(self.POLL_S)
+                    continue
+                if self._restart.is_set() or (
+                    self._idle_s is not None and silent_s >= self._idle_s
+                ):
+                    log.debug("kv.watch_restart", bucket=self._bucket, silent_s=silent_s)
+                    self._restart.clear()
+                    await _stop_watcher(watcher)
+                    watcher = None
+        finally:
+            await _stop_watcher(watcher)
+
+
 class NodeDirectory:
     """Follows KV ``qubus_nodes`` and keeps the latest status of every QPU node in hand.
 
     A service that consults the fleet for every task asks this instead of the server: the
-    KV watcher pushes each new status as it is written. Nodes write every few seconds, so a
-    watcher silent for ``WATCH_IDLE_S`` is replaced: after a JetStream server is lost, the
-    watcher's ephemeral consumer may be gone with it, and nats-py's own reset of an ordered
-    consumer gives up if it fails once during the election.
+    KV watcher pushes each new status as it is written. Nodes write every 2 s, so a watcher
+    silent for ``WATCH_IDLE_S`` is replaced (``KVFollower``).
     """
 
     WATCH_IDLE_S = 6.0
@@ -318,31 +399,13 @@ class NodeDirectory:
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
         self._statuses: dict[str, NodeStatus] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._follower: KVFollower | None = None
 
     async def start(self) -> None:
-        kv = await self._bus.kv(BUCKET_NODES)
-        watcher = await kv.watch("node.>")
-        self._task = asyncio.create_task(self._follow(kv, watcher))
-
-    async def _follow(self, kv: KeyValue, watcher: KeyValue.KeyWatcher | None) -> None:
-        try:
-            while True:
-                try:
-                    if watcher is None:
-                        watcher = await kv.watch("node.>")
-                    while True:
-                        entry = await watcher.updates(timeout=self.WATCH_IDLE_S)
-                        if entry is not None:  # None: the end-of-current-values marker
-                            self._apply(entry)
-                except nats.errors.Error as exc:  # silent too long, or cannot start yet
-                    log.debug("nodes.watch_restart", error=repr(exc))
-                    if watcher is None:
-                        await asyncio.sleep(1.0)
-                    await _stop_watcher(watcher)
-                    watcher = None
-        finally:
-            await _stop_watcher(watcher)
+        self._follower = KVFollower(
+            self._bus, BUCKET_NODES, self._apply, keys="node.>", idle_s=self.WATCH_IDLE_S
+        )
+        await self._follower.start()
 
     def _apply(self, entry: KeyValue.Entry) -> None:
         node = entry.key.removeprefix("node.")
@@ -373,9 +436,8 @@ class NodeDirectory:
         return statuses
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self._follower is not None:
+            await self._follower.stop()
 
 
 async def _stop_watcher(watcher: KeyValue.KeyWatcher | None) -> None:

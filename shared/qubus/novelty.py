@@ -247,6 +247,7 @@ class NoveltyIndex:
     def __init__(self) -> None:
         self._revisions: list[int] = []
         self._keys: list[str] = []
+        self._held: set[str] = set()
         self._rows: list[np.ndarray] = []
         self._matrix: np.ndarray | None = None
 
@@ -261,6 +262,9 @@ class NoveltyIndex:
         """
         if len(vector) != len(COMPONENTS):
             raise ValueError(f"a feature vector has {len(COMPONENTS)} values, got {len(vector)}")
+        if key in self._held:  # delivered again (a replaced watcher replays the bucket)
+            self.remove(key)
+        self._held.add(key)
         position = bisect_left(self._revisions, revision)
         self._revisions.insert(position, revision)
         self._keys.insert(position, key)
@@ -269,6 +273,7 @@ class NoveltyIndex:
 
     def remove(self, key: str) -> None:
         """Forget entry ``key`` (deleted or purged from the store)."""
+        self._held.discard(key)
         keep = [i for i, k in enumerate(self._keys) if k != key]
         self._revisions = [self._revisions[i] for i in keep]
         self._keys = [self._keys[i] for i in keep]

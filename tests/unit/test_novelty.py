@@ -136,3 +136,15 @@ def test_index_forgets_removed_entries():
 def test_vectors_are_finite_for_degenerate_circuits():
     for text in (HEADER + "qreg q[1];", HEADER + "qreg q[1]; creg c[1]; measure q -> c;"):
         assert all(math.isfinite(x) for x in _vector(text))
+
+
+def test_an_entry_delivered_again_is_held_once() -> None:
+    # A replaced KV watcher replays every current value.
+    index = NoveltyIndex()
+    a, b = [1.0] + [0.0] * (len(COMPONENTS) - 1), [0.0, 1.0] + [0.0] * (len(COMPONENTS) - 2)
+    index.add(1, "a", a)
+    index.add(2, "b", b)
+    index.add(1, "a", a)
+    assert len(index) == 2
+    assert index.novelty(b, before=2) == pytest.approx(1.0)
+    assert index.novelty(b) == pytest.approx(0.0)
