@@ -13,16 +13,22 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import nats.errors
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
 from qubus import __version__, logs, stackfile
+from qubus.bus import STREAM, TASK_SUBJECTS, StoredEvent, stored_event
 from qubus.client import Client, allocation_breakdown, stage_rows, status_of, task_record
 from qubus.config import Settings
 from qubus.errors import QasmError, QubusError
 from qubus.ingest import detect_format
 from qubus.messages import SubmitRequest
 from qubus.natsserver import NatsServer
+from qubus.progress import Progress
 from qubus.stack import Supervisor, stack_specs
 
 DESCRIPTION = """\
@@ -161,6 +167,27 @@ def build_parser() -> argparse.ArgumentParser:
     parse.add_argument("file", metavar="FILE")
     parse.add_argument("--json", action="store_true", help="print JSON")
     format_option(parse)
+
+    report = sub.add_parser(
+        "report",
+        help="write an HTML report: QPU occupancy, fidelity, queues, stage latency, policies",
+        description="Read the stored task events (stream QUBUS_TASKS) of the running stack and "
+        "write one self-contained HTML page (plots embedded as PNG): QPU occupancy per node, "
+        "predicted against measured fidelity, queue length per node over time, stage latency "
+        "distributions, a summary table and, with --bench, a comparison of scheduling policies. "
+        "With --json, print the figures the plots show (and write HTML only if --out is given).",
+    )
+    report.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only events stored since WHEN: a duration back from now (90s, 15m, 2h, 1d) or an "
+        "ISO 8601 time, UTC unless it has an offset (default: every stored event)",
+    )
+    report.add_argument("--out", type=Path, help="HTML file to write (default report.html)")
+    report.add_argument(
+        "--bench", type=Path, metavar="FILE", help="output of `qubus bench schedule --json`"
+    )
+    report.add_argument("--json", action="store_true", help="print the report's figures as JSON")
 
     service = sub.add_parser(
         "service",
@@ -595,6 +622,55 @@ def _parse(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _report(args: argparse.Namespace) -> int:
+    from qubus import report  # matplotlib: imported only for this command
+
+    since = None if args.since is None else report.parse_since(args.since, now=time.time())
+    bench = None if args.bench is None else report.load_bench(args.bench)
+    async with connected() as client:
+        events = await read_task_events(client, since=since)
+    figures = report.build_figures(events, since=since, bench=bench)
+    out = args.out if args.out is not None or args.json else Path("report.html")
+    if out is not None:
+        out.write_text(report.render_html(figures))  # noqa: ASYNC240 (the command's last step)
+        print(f"qubus: report of {figures.summary['tasks']} tasks in {out}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(figures.to_json()))
+    return 0
+
+
+async def read_task_events(
+    client: Client, *, since: float | None, batch: int = 256
+) -> list[StoredEvent]:
+    """Every task event in stream ``QUBUS_TASKS`` stored at or after Unix time ``since``
+    (all if None), in stream order: one ephemeral consumer read in batches, with a progress
+    bar on a terminal. Events stored after the consumer starts are not read."""
+    config = ConsumerConfig(
+        ack_policy=AckPolicy.NONE,
+        deliver_policy=DeliverPolicy.ALL if since is None else DeliverPolicy.BY_START_TIME,
+        opt_start_time=None if since is None else datetime.fromtimestamp(since, UTC),
+        inactive_threshold=30.0,
+    )
+    sub = await client.bus.js.pull_subscribe(TASK_SUBJECTS, stream=STREAM, config=config)
+    info = await sub.consumer_info()
+    events = []
+    try:
+        with Progress(info.num_pending or 0, "reading task events") as progress:
+            while progress.done < progress.total:
+                try:
+                    msgs = await sub.fetch(min(batch, progress.total - progress.done), timeout=5.0)
+                except TimeoutError:  # events may have aged out of the stream meanwhile
+                    progress.total = progress.done + ((await sub.consumer_info()).num_pending or 0)
+                    continue
+                events += [e for e in map(stored_event, msgs) if e is not None]
+                progress.advance(len(msgs))
+    finally:
+        await sub.unsubscribe()
+        with contextlib.suppress(nats.errors.Error):
+            await client.bus.js.delete_consumer(STREAM, info.name)
+    return events
+
+
 async def _up(args: argparse.Namespace) -> int:
     settings = Settings()
     fleet = [node for node in args.fleet.split(",") if node]
@@ -640,6 +716,7 @@ COMMANDS = {
     "nodes": _nodes,
     "ps": _ps,
     "logs": _logs,
+    "report": _report,
 }
 
 
