@@ -11,12 +11,13 @@ from qubus.messages import NoiseBudget
 
 
 def hellinger_fidelity(counts: Mapping[str, float], dist: Mapping[str, float]) -> float:
-    """Hellinger fidelity ``(Σ √(p·q))²`` of counts (normalised) against a distribution."""
+    """Hellinger fidelity ``(Σ √(p·q))²`` of counts (normalised) against a distribution, at
+    most 1 (rounding can take the sum of two equal distributions a hair above)."""
     total = sum(counts.values())
     if total <= 0:
         return 0.0
     overlap = sum(math.sqrt(n / total * dist.get(bits, 0.0)) for bits, n in counts.items())
-    return overlap**2
+    return min(1.0, overlap**2)
 
 
 def fidelity_with_ideal(fidelity: float, ideal: Mapping[str, float], measured_bits: int) -> float:

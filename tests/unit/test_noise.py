@@ -195,3 +195,11 @@ def test_a_noise_budget_sent_over_the_wire_predicts_what_the_model_predicts() ->
     assert budget_fidelity(budget, ideal) < 0.99
     with pytest.raises(ValueError, match="measures 4"):
         budget_fidelity(budget, {"000": 1.0})
+
+
+def test_hellinger_fidelity_of_equal_distributions_is_at_most_one() -> None:
+    # Six outcomes of 1/6 each: the overlap squared is a hair above 1 in floating point.
+    uniform = {format(i, "03b"): 1 / 6 for i in range(6)}
+    total = sum(uniform.values())
+    assert sum(math.sqrt(p / total * p) for p in uniform.values()) ** 2 > 1.0
+    assert hellinger_fidelity(uniform, uniform) == 1.0

@@ -591,6 +591,38 @@ def test_any_text_parses_or_fails_with_a_positioned_qasm_error(body):
         assert error.code.startswith("qasm.")
 
 
+_TOKEN = re.compile(r"\s+|[A-Za-z_]\w*|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|->|==|\S")
+
+
+@st.composite
+def _mutated_dev_files(draw: st.DrawFn) -> str:
+    """A real dev file with one to three tokens deleted, swapped with another, or duplicated
+    (whitespace and comments kept, so line numbers still mean something)."""
+    tokens = _TOKEN.findall(_read(draw(st.sampled_from(sorted(MANIFEST)))))
+    for _ in range(draw(st.integers(1, 3))):
+        solid = [i for i, token in enumerate(tokens) if not token.isspace()]
+        i = draw(st.sampled_from(solid))
+        action = draw(st.sampled_from(["delete", "swap", "duplicate"]))
+        if action == "delete":
+            del tokens[i]
+        elif action == "swap":
+            j = draw(st.sampled_from(solid))
+            tokens[i], tokens[j] = tokens[j], tokens[i]
+        else:
+            tokens.insert(i, tokens[i])
+    return "".join(tokens)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_mutated_dev_files())
+def test_mutated_real_files_parse_or_fail_with_a_positioned_qasm_error(text):
+    try:
+        parse_qasm(text)
+    except QasmError as error:
+        assert error.line is not None and error.line >= 1 and error.column >= 1
+        assert error.code.startswith("qasm.")
+
+
 def test_missing_semicolon_points_after_the_statement():
     with pytest.raises(QasmError) as caught:
         parse_qasm(HEADER + "h q[0]\nx q[1];\n")
