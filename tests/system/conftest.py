@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -51,19 +53,38 @@ async def running_stack(
                 print(f"==== {path.name}\n{path.read_text()[-4000:]}")  # noqa: ASYNC240
 
 
-@pytest.fixture(scope="session")
-def start_stack():
-    """``running_stack``, for modules that need a stack of their own fleet or settings."""
-    return running_stack
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def stack(
-    nats_url: str, tmp_path_factory: pytest.TempPathFactory
+    nats_url: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> AsyncIterator[Supervisor]:
-    """The default test stack: FLEET with STACK_ENV."""
-    async with running_stack(nats_url, tmp_path_factory.mktemp("logs"), FLEET, STACK_ENV) as s:
+    """The test module's stack: ``STACK_FLEET`` (default ``FLEET``) with ``STACK_ENV`` and the
+    module's ``STACK_SETTINGS`` over it."""
+    fleet = getattr(request.module, "STACK_FLEET", FLEET)
+    env = {**STACK_ENV, **getattr(request.module, "STACK_SETTINGS", {})}
+    async with running_stack(nats_url, tmp_path_factory.mktemp("logs"), fleet, env) as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def qubus_cli():
+    """Runs ``qubus ARGS`` as its own process against a stack: ``await qubus_cli(url, *args)``
+    gives ``(returncode, stdout, stderr)``."""
+
+    async def run(nats_url: str, *args: str, timeout: float = 120.0) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "qubus.cli",
+            *args,
+            env={**os.environ, "QUBUS_NATS_URL": nats_url},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
+
+    return run
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -5,37 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 from qubus.load import load_series
 from qubus.messages import SubmitRequest, TaskRunning, TaskScored
 from qubus.noise import JOB_OVERHEAD_S
-from qubus.stack import Supervisor
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 
 NODE = "ibm_perth"  # replays ibm_perth's queue: 1,072 to 1,328 jobs over its first 300 bins
 PERIOD_S = 0.5
 TIME_SCALE = 0.001
-LOAD_ENV = {
-    "QUBUS_ACK_WAIT_S": "3",
+STACK_FLEET = [NODE]
+STACK_SETTINGS = {
     "QUBUS_TIME_SCALE": str(TIME_SCALE),
-    "QUBUS_NODE_TIMEOUT_S": "10",
     "QUBUS_BACKGROUND_LOAD": "1",
     "QUBUS_LOAD_PERIOD_S": str(PERIOD_S),
 }
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def stack(
-    nats_url: str, tmp_path_factory: pytest.TempPathFactory, start_stack
-) -> AsyncIterator[Supervisor]:
-    log_dir = tmp_path_factory.mktemp("logs")
-    async with start_stack(nats_url, log_dir, [NODE], LOAD_ENV) as supervisor:
-        yield supervisor
 
 
 def is_in_order_within(seen: list[int], series: tuple[int, ...]) -> bool:

@@ -4,34 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 from qubus.devices import drift_devices
 from qubus.messages import SubmitRequest, TaskCompleted
-from qubus.stack import Supervisor
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 
 NODE = "ibm_perth"
 PERIOD_S = 0.5
-DRIFT_ENV = {
-    "QUBUS_ACK_WAIT_S": "3",
-    "QUBUS_TIME_SCALE": "0.05",
-    "QUBUS_NODE_TIMEOUT_S": "10",
+STACK_FLEET = [NODE]
+STACK_SETTINGS = {
     "QUBUS_DRIFT_PERIOD_S": str(PERIOD_S),
 }
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def stack(
-    nats_url: str, tmp_path_factory: pytest.TempPathFactory, start_stack
-) -> AsyncIterator[Supervisor]:
-    log_dir = tmp_path_factory.mktemp("logs")
-    async with start_stack(nats_url, log_dir, [NODE], DRIFT_ENV) as supervisor:
-        yield supervisor
 
 
 async def test_replayed_calibrations_are_published_in_order_and_used(client, dev_qasm):

@@ -6,30 +6,26 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import AsyncIterator
 
 import cirq
 import pytest
-import pytest_asyncio
 
 from qubus.circuits import circuit_from_json
 from qubus.compile import compile_for_device
 from qubus.devices import Device, drift_devices
 from qubus.messages import SubmitRequest, TaskAllocated, TaskCompleted
 from qubus.noise import predict_fidelity
-from qubus.stack import Supervisor
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 
 NODE = "ibm_perth"
 PERIOD_S = 0.5
 SHOTS = 300
-DRIFT_ENV = {
-    "QUBUS_ACK_WAIT_S": "3",
+STACK_FLEET = [NODE]
+STACK_SETTINGS = {
     # A 300-shot Bell circuit holds the node ~0.54 s (its modelled ~1.08 s × 0.5), longer
     # than a calibration lasts: tasks queued behind it run on a later calibration.
     "QUBUS_TIME_SCALE": "0.5",
-    "QUBUS_NODE_TIMEOUT_S": "10",
     "QUBUS_DRIFT_PERIOD_S": str(PERIOD_S),
 }
 
@@ -37,15 +33,6 @@ DRIFT_ENV = {
 def predicted_on(device: Device, circuit: cirq.Circuit, ideal: dict[str, float]) -> float:
     """The Hellinger fidelity predicted for SHOTS shots of the circuit on this calibration."""
     return predict_fidelity(compile_for_device(circuit, device), device, ideal, shots=SHOTS)
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def stack(
-    nats_url: str, tmp_path_factory: pytest.TempPathFactory, start_stack
-) -> AsyncIterator[Supervisor]:
-    log_dir = tmp_path_factory.mktemp("logs")
-    async with start_stack(nats_url, log_dir, [NODE], DRIFT_ENV) as supervisor:
-        yield supervisor
 
 
 async def test_prediction_is_recomputed_on_the_calibration_the_task_ran_on(client, dev_qasm):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import threading
 from collections import defaultdict
 
@@ -25,22 +23,6 @@ from qubus.tracing import TraceContext
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 
 MALFORMED = "qasmbench__vqe_uccsd_n4.qasm"
-
-
-async def run_cli(nats_url: str, *args: str) -> tuple[int, str, str]:
-    """Run ``qubus ARGS`` as its own process against the test stack."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "qubus.cli",
-        *args,
-        env={**os.environ, "QUBUS_NATS_URL": nats_url},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def label(reply: dict) -> str:
@@ -104,8 +86,8 @@ async def test_stats_count_the_messages_each_stage_handled(client, stack, dev_qa
     assert all(s["uptime_s"] > 0 and s["logs"]["published"] > 0 for s in after)
 
 
-async def test_qubus_ps_lists_every_instance_with_its_figures(nats_url, stack):
-    code, out, err = await run_cli(
+async def test_qubus_ps_lists_every_instance_with_its_figures(qubus_cli, nats_url, stack):
+    code, out, err = await qubus_cli(
         nats_url, "ps", "--json", "--timeout", "10", "--expect", str(len(stack.children))
     )
     assert code == 0, err
@@ -122,7 +104,7 @@ async def test_qubus_ps_lists_every_instance_with_its_figures(nats_url, stack):
 
 
 async def test_a_tasks_log_lines_arrive_on_the_bus_and_in_the_log_stream(
-    client, nats_url, dev_qasm
+    qubus_cli, client, nats_url, dev_qasm
 ):
     lines: list[dict] = []
     qpu_logged: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
@@ -145,19 +127,21 @@ async def test_a_tasks_log_lines_arrive_on_the_bus_and_in_the_log_stream(
     assert {"parser", "logic", "fusion", "allocator", "qpu"} <= {line["service"] for line in mine}
     assert all(line["subject"] == f"qubus.log.{line['service']}" for line in mine)
 
-    code, out, err = await run_cli(nats_url, "logs", "--task", task_id, "--json")
+    code, out, err = await qubus_cli(nats_url, "logs", "--task", task_id, "--json")
     assert code == 0, err
     stored = [json.loads(line) for line in out.splitlines()]
     assert stored and all(line["task_id"] == task_id for line in stored)
     assert {"parser", "qpu"} <= {line["service"] for line in stored}
-    code, out, err = await run_cli(nats_url, "logs", "--task", task_id, "--service", "parser")
+    code, out, err = await qubus_cli(nats_url, "logs", "--task", task_id, "--service", "parser")
     assert code == 0, err
     assert out and all(" parser " in line for line in out.splitlines())
 
 
-async def test_trace_json_shows_the_allocations_score_breakdown(client, nats_url, dev_qasm):
+async def test_trace_json_shows_the_allocations_score_breakdown(
+    qubus_cli, client, nats_url, dev_qasm
+):
     record = await run_one(client, dev_qasm, "qasmbench__bell_n4.qasm")
-    code, out, err = await run_cli(nats_url, "trace", record["task_id"], "--json")
+    code, out, err = await qubus_cli(nats_url, "trace", record["task_id"], "--json")
     assert code == 0, err
     allocation = json.loads(out)["allocation"]
 
@@ -169,18 +153,18 @@ async def test_trace_json_shows_the_allocations_score_breakdown(client, nats_url
     assert scores[decision["node"]]["eligible"] and scores[decision["node"]]["terms"]
 
 
-async def test_parse_prints_features_and_cirq_json(nats_url, dev_qasm):
+async def test_parse_prints_features_and_cirq_json(qubus_cli, nats_url, dev_qasm):
     path = dev_qasm / "qasmbench__cat_state_n4.qasm"
-    code, out, err = await run_cli(nats_url, "parse", str(path), "--json")
+    code, out, err = await qubus_cli(nats_url, "parse", str(path), "--json")
     assert code == 0, err
     parsed = json.loads(out)
     assert parsed["features"]["qubits"] == 4 and parsed["features"]["gate_counts"]["measure"]
     assert parsed["cirq"]["cirq_type"] == "Circuit"
 
 
-async def test_parse_error_names_file_line_and_column(nats_url, dev_qasm):
+async def test_parse_error_names_file_line_and_column(qubus_cli, nats_url, dev_qasm):
     path = dev_qasm / MALFORMED
-    code, out, err = await run_cli(nats_url, "parse", str(path))
+    code, out, err = await qubus_cli(nats_url, "parse", str(path))
     assert code == 1 and out == ""
     assert err.startswith(f"{path}:225:") and err.rstrip().endswith("]")
 

@@ -3,12 +3,9 @@ overlap (one task at a time), and the page embeds every plot without referring o
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import os
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -22,22 +19,6 @@ pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PIPELINE = ("ingested", "parsed", "checked", "eval.sandbox", "eval.noise", "scored", "allocated")
-
-
-async def qubus(nats_url: str, *args: str) -> tuple[int, str, str]:
-    """Run ``qubus ARGS`` as its own process against the test stack."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "qubus.cli",
-        *args,
-        env={**os.environ, "QUBUS_NATS_URL": nats_url},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def section_images(page: str) -> dict[str, int]:
@@ -70,9 +51,9 @@ async def records(nats_url, stack) -> list[dict]:
         await client.close()
 
 
-async def test_report_figures_match_the_tasks_run(nats_url, records, tmp_path):
+async def test_report_figures_match_the_tasks_run(qubus_cli, nats_url, records, tmp_path):
     out = tmp_path / "report.html"
-    code, stdout, stderr = await qubus(
+    code, stdout, stderr = await qubus_cli(
         nats_url, "report", "--since", "30m", "--json", "--out", str(out)
     )
     assert code == 0, stderr
@@ -116,7 +97,9 @@ async def test_report_figures_match_the_tasks_run(nats_url, records, tmp_path):
     assert f"report of 8 tasks in {out}" in stderr
 
 
-async def test_report_page_is_self_contained_with_a_plot_per_section(nats_url, records, tmp_path):
+async def test_report_page_is_self_contained_with_a_plot_per_section(
+    qubus_cli, nats_url, records, tmp_path
+):
     out = tmp_path / "report.html"
     bench = tmp_path / "bench.json"
     bench.write_text(
@@ -132,7 +115,9 @@ async def test_report_page_is_self_contained_with_a_plot_per_section(nats_url, r
         )
     )
 
-    code, stdout, stderr = await qubus(nats_url, "report", "--out", str(out), "--bench", str(bench))
+    code, stdout, stderr = await qubus_cli(
+        nats_url, "report", "--out", str(out), "--bench", str(bench)
+    )
 
     assert code == 0, stderr
     assert stdout == ""
@@ -151,9 +136,9 @@ async def test_report_page_is_self_contained_with_a_plot_per_section(nats_url, r
     assert "<td>round_robin</td><td>1.6</td><td>2.5</td><td>0.8</td>" in page
 
 
-async def test_report_refuses_a_bad_since_or_bench(nats_url, tmp_path):
-    code, _, stderr = await qubus(nats_url, "report", "--since", "last tuesday", "--json")
+async def test_report_refuses_a_bad_since_or_bench(qubus_cli, nats_url, tmp_path):
+    code, _, stderr = await qubus_cli(nats_url, "report", "--since", "last tuesday", "--json")
     assert code == 2 and "[report.since]" in stderr
 
-    code, _, stderr = await qubus(nats_url, "report", "--bench", str(tmp_path / "none.json"))
+    code, _, stderr = await qubus_cli(nats_url, "report", "--bench", str(tmp_path / "none.json"))
     assert code == 2 and "[report.bench]" in stderr and "cannot read" in stderr

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-import pytest_asyncio
 
 from qubus.messages import SubmitRequest
-from qubus.stack import Supervisor
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 
-LIMITS_ENV = {
-    "QUBUS_ACK_WAIT_S": "3",
-    "QUBUS_TIME_SCALE": "0.05",
-    "QUBUS_NODE_TIMEOUT_S": "10",
+STACK_FLEET = ["quantinuum_h1_1"]
+STACK_SETTINGS = {
     "QUBUS_SANDBOX_TIMEOUT_S": "1",
     "QUBUS_SANDBOX_MAX_QUBITS": "12",
     "QUBUS_SANDBOX_MAX_DEPTH": "200",
@@ -27,16 +21,6 @@ def qasm(n_qubits: int, body: str) -> str:
         f'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[{n_qubits}];\ncreg c[{n_qubits}];\n'
         f"{body}measure q -> c;\n"
     )
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def stack(
-    nats_url: str, tmp_path_factory: pytest.TempPathFactory, start_stack
-) -> AsyncIterator[Supervisor]:
-    """The whole stack with small sandbox limits; one 20-qubit node, so 13 qubits are legal."""
-    log_dir = tmp_path_factory.mktemp("logs")
-    async with start_stack(nats_url, log_dir, ["quantinuum_h1_1"], LIMITS_ENV) as supervisor:
-        yield supervisor
 
 
 async def test_hostile_circuits_fail_clearly_and_the_sandbox_serves_the_next(
