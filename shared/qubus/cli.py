@@ -13,12 +13,8 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import nats.errors
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from qubus import __version__, logs, stackfile
 from qubus.bus import STREAM, TASK_SUBJECTS, StoredEvent, stored_event
@@ -639,36 +635,13 @@ async def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-async def read_task_events(
-    client: Client, *, since: float | None, batch: int = 256
-) -> list[StoredEvent]:
+async def read_task_events(client: Client, *, since: float | None) -> list[StoredEvent]:
     """Every task event in stream ``QUBUS_TASKS`` stored at or after Unix time ``since``
-    (all if None), in stream order: one ephemeral consumer read in batches, with a progress
-    bar on a terminal. Events stored after the consumer starts are not read."""
-    config = ConsumerConfig(
-        ack_policy=AckPolicy.NONE,
-        deliver_policy=DeliverPolicy.ALL if since is None else DeliverPolicy.BY_START_TIME,
-        opt_start_time=None if since is None else datetime.fromtimestamp(since, UTC),
-        inactive_threshold=30.0,
-    )
-    sub = await client.bus.js.pull_subscribe(TASK_SUBJECTS, stream=STREAM, config=config)
-    info = await sub.consumer_info()
-    events = []
-    try:
-        with Progress(info.num_pending or 0, "reading task events") as progress:
-            while progress.done < progress.total:
-                try:
-                    msgs = await sub.fetch(min(batch, progress.total - progress.done), timeout=5.0)
-                except TimeoutError:  # events may have aged out of the stream meanwhile
-                    progress.total = progress.done + ((await sub.consumer_info()).num_pending or 0)
-                    continue
-                events += [e for e in map(stored_event, msgs) if e is not None]
-                progress.advance(len(msgs))
-    finally:
-        await sub.unsubscribe()
-        with contextlib.suppress(nats.errors.Error):
-            await client.bus.js.delete_consumer(STREAM, info.name)
-    return events
+    (all if None), in stream order, with a progress bar on a terminal. Events stored after
+    the reading starts are not read."""
+    with Progress(0, "reading task events") as progress:
+        msgs = client.read_stream(STREAM, TASK_SUBJECTS, since=since, progress=progress)
+        return [event async for msg in msgs if (event := stored_event(msg)) is not None]
 
 
 async def _up(args: argparse.Namespace) -> int:

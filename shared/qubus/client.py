@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import msgpack
 import nats.errors
 import nats.js.errors
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from qubus import codec
@@ -35,6 +36,7 @@ from qubus.messages import (
     TaskRejected,
     TaskScored,
 )
+from qubus.progress import Progress
 from qubus.tracing import TraceContext
 
 log = get_logger()
@@ -215,36 +217,68 @@ class Client:
         Yields:
             Each line's JSON object (lines that are not JSON objects are skipped).
         """
+        async for msg in self.read_stream(
+            LOG_STREAM, log_subject(service or "*"), since=since, follow=follow, batch=batch
+        ):
+            try:
+                line = json.loads(msg.data)
+            except ValueError:
+                continue
+            if isinstance(line, dict):
+                yield line
+
+    async def read_stream(
+        self,
+        stream: str,
+        subject: str,
+        *,
+        since: float | None = None,
+        follow: bool = False,
+        batch: int = 256,
+        progress: Progress | None = None,
+    ) -> AsyncIterator[Msg]:
+        """The messages of ``stream`` on ``subject``, oldest first, through one ephemeral
+        consumer that is deleted afterwards.
+
+        Args:
+            stream: The stream.
+            subject: A subject filter.
+            since: Only messages stored at or after this Unix time (all if None).
+            follow: After the stored messages, keep yielding new ones until cancelled;
+                otherwise stop once the messages pending at the start are read.
+            batch: Messages fetched per request.
+            progress: Counts the messages read against those pending at the start.
+        """
         config = ConsumerConfig(
             ack_policy=AckPolicy.NONE,
             deliver_policy=DeliverPolicy.ALL if since is None else DeliverPolicy.BY_START_TIME,
             opt_start_time=None if since is None else datetime.fromtimestamp(since, UTC),
             inactive_threshold=30.0,
         )
-        subject = log_subject(service or "*")
-        sub = await self.bus.js.pull_subscribe(subject, stream=LOG_STREAM, config=config)
+        sub = await self.bus.js.pull_subscribe(subject, stream=stream, config=config)
         info = await sub.consumer_info()
         remaining = info.num_pending or 0
+        if progress is not None:
+            progress.total = remaining
         try:
             while follow or remaining > 0:
                 try:
                     msgs = await sub.fetch(batch if follow else min(batch, remaining), timeout=1.0)
                 except TimeoutError:  # nats.errors.TimeoutError, or asyncio's when nothing came
-                    if not follow:  # lines may have aged out of the stream meanwhile
+                    if not follow:  # messages may have aged out of the stream meanwhile
                         remaining = (await sub.consumer_info()).num_pending or 0
+                        if progress is not None:
+                            progress.total = progress.done + remaining
                     continue
+                remaining -= len(msgs)
+                if progress is not None:
+                    progress.advance(len(msgs))
                 for msg in msgs:
-                    remaining -= 1
-                    try:
-                        line = json.loads(msg.data)
-                    except ValueError:
-                        continue
-                    if isinstance(line, dict):
-                        yield line
+                    yield msg
         finally:
             await sub.unsubscribe()
             with contextlib.suppress(nats.errors.Error):
-                await self.bus.js.delete_consumer(LOG_STREAM, info.name)
+                await self.bus.js.delete_consumer(stream, info.name)
 
     async def run(
         self, requests: list[SubmitRequest], *, timeout: float = 300.0
