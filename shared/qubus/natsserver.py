@@ -50,6 +50,7 @@ class NatsServer:
 
     def start(self, *, timeout: float = 20.0) -> str:
         """Start the server and wait until it accepts clients; returns its URL."""
+        Path(self.store_dir).mkdir(parents=True, exist_ok=True)
         config = Path(self.store_dir) / "nats-server.conf"
         config.write_text(
             f'listen: "127.0.0.1:-1"\nmax_payload: {MAX_PAYLOAD}\n'
