@@ -381,31 +381,31 @@ async def connected() -> AsyncIterator[Client]:
         await client.close()
 
 
-async def _status(args: argparse.Namespace) -> int:
+async def task_events(task_id: str) -> list[StoredEvent]:
+    """The stored events of a task of the running stack (``task.unknown`` if it has none)."""
     async with connected() as client:
-        events = await client.events(args.task_id)
+        events = await client.events(task_id)
     if not events:
-        raise QubusError(f"no task {args.task_id}", code="task.unknown")
+        raise QubusError(f"no task {task_id}", code="task.unknown")
+    return events
+
+
+async def _status(args: argparse.Namespace) -> int:
+    events = await task_events(args.task_id)
     status = status_of(events)
     print(json.dumps({"task_id": args.task_id, "status": status}) if args.json else status)
     return 0
 
 
 async def _result(args: argparse.Namespace) -> int:
-    async with connected() as client:
-        events = await client.events(args.task_id)
-    if not events:
-        raise QubusError(f"no task {args.task_id}", code="task.unknown")
+    events = await task_events(args.task_id)
     record = task_record(args.task_id, events)
     print(json.dumps(record) if args.json else format_record(record))
     return 0
 
 
 async def _trace(args: argparse.Namespace) -> int:
-    async with connected() as client:
-        events = await client.events(args.task_id)
-    if not events:
-        raise QubusError(f"no task {args.task_id}", code="task.unknown")
+    events = await task_events(args.task_id)
     rows = stage_rows(events)
     allocation = allocation_breakdown(events)
     if args.json:
