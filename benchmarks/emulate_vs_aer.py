@@ -7,10 +7,12 @@ Each dev circuit named in ``CIRCUITS`` is compiled for the node by qubus; the sa
 circuit (same layout, same native gates, idle time as explicit delays) runs on qiskit-aer with
 the device noise model of qiskit-ibm-runtime's fake backend of that node (the calibration
 snapshot our files are copied from; see :func:`noise_model`), with aer's default method.
-Printed: both wall times (best of ``--repeats``, each a whole ``emulate`` or ``run`` call
-including noise passes; aer's noise model is built once, outside the timing), their ratio,
-and the Hellinger fidelity of each run against the ideal distribution. Timings share two
-cores with whatever else runs: compare ratios within one run.
+Printed: the command, both wall times (best of ``--repeats``, each a whole ``emulate`` or
+``run`` call including noise passes; aer's noise model is built once, outside the timing),
+their ratio, the Hellinger fidelity of each run against the ideal distribution, and the
+issue's goal on the total (qubus at least as fast as aer, ``GOAL_SPEEDUP``; aiming for
+``TARGET_SPEEDUP``), met or not. Timings share two cores with whatever else runs: compare
+ratios within one run.
 
 :func:`qiskit_circuit` is also the translation the aer reference test uses.
 """
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -46,6 +50,10 @@ CIRCUITS = (
 )
 FAKE_BACKENDS = {"ibm_nairobi": "FakeNairobiV2", "ibm_manila": "FakeManilaV2"}
 _EULER = OneQubitEulerDecomposer("ZSXX")
+GOAL_SPEEDUP = 1.0
+"""aer time / qubus time the issue asks for at least."""
+TARGET_SPEEDUP = 3.0
+"""aer time / qubus time the issue aims for."""
 
 
 def fake_backend(node: str):  # noqa: ANN201 (a qiskit BackendV2)
@@ -148,6 +156,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    command = shlex.join(["python", "benchmarks/emulate_vs_aer.py", *sys.argv[1:]])
+    if not args.json:
+        print(f"$ {command}")
     device = load_device(args.node)
     backend = fake_backend(args.node)
     model = noise_model(backend)
@@ -188,13 +199,23 @@ def main() -> None:
         "aer_s": sum(r["aer_s"] for r in rows),
     }
     total["speedup"] = total["aer_s"] / total["qubus_s"]
+    slowest = min(rows, key=lambda r: r["speedup"])
+    goal = (
+        f"emulation at least as fast as aer on {args.node}: "
+        f"{'MET' if total['speedup'] >= GOAL_SPEEDUP else 'NOT MET'}"
+        f" (total ×{total['speedup']:.2f};"
+        f" aim ×{TARGET_SPEEDUP:.0f}: {'MET' if total['speedup'] >= TARGET_SPEEDUP else 'NOT MET'};"
+        f" slowest circuit ×{slowest['speedup']:.2f}, {slowest['circuit']})"
+    )
     if args.json:
-        print(json.dumps({"node": args.node, "shots": args.shots, "rows": rows, "total": total}))
+        report = {"command": command, "node": args.node, "shots": args.shots}
+        print(json.dumps({**report, "rows": rows, "total": total, "goal": goal}))
     else:
         print(
             f"total ({args.node}, {args.shots} shots): qubus {total['qubus_s']:.2f} s, "
             f"aer {total['aer_s']:.2f} s, aer/qubus ×{total['speedup']:.2f}"
         )
+        print(f"Goal ({command}): {goal}")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ def expected_sqrt_poisson(lam: np.ndarray) -> np.ndarray:
     ``√λ·(1 − 1/(8λ) − 7/(128λ²))``, whose error there is below 3e-5.
     """
     lam = np.asarray(lam, dtype=float)
+    if lam.size and lam.min() >= _POISSON_SERIES_MAX:  # the usual case: every count large
+        return np.sqrt(lam) * (1 - 1 / (8 * lam) - 7 / (128 * lam**2))
     out = np.empty_like(lam)
     small = lam < _POISSON_SERIES_MAX
     k = np.arange(_POISSON_TERMS)
@@ -88,7 +90,8 @@ def budget_fidelity(
     """Predicted Hellinger fidelity: the ideal distribution through a node's noise budget.
 
     Each scramble replaces its bits by uniform noise with its chance (one bit: a flip),
-    keeping the other bits' joint distribution; then every bit passes its read-out matrix.
+    keeping the other bits' joint distribution, and each flip flips its bits together with
+    its chance; then every bit passes its read-out matrix.
 
     Args:
         budget: From ``qubus.noise.noise_budget`` for this circuit and node.
@@ -117,13 +120,19 @@ def budget_fidelity(
         for axes, chance in budget.scrambles:
             # Bit k is axis k of the array (the leftmost bit is axis 0).
             if len(axes) == 1:
-                mixed = np.flip(dense, axis=axes[0])
+                mixed = chance * np.flip(dense, axis=axes[0])
             else:
-                mixed = dense.mean(axis=tuple(axes), keepdims=True)
-            dense = (1 - chance) * dense + chance * mixed
+                mixed = chance * dense.mean(axis=tuple(axes), keepdims=True)
+            dense *= 1 - chance
+            dense += mixed
+        for axes, chance in budget.flips:
+            mixed = chance * np.flip(dense, axis=tuple(axes))
+            dense *= 1 - chance
+            dense += mixed
         q = _confused_dense(dense, confusion)[tuple(bits.T)]
     else:
-        survival = math.prod(1 - chance for _, chance in budget.scrambles)
+        # A flip moves mass off a sparse distribution much as a scramble does.
+        survival = math.prod(1 - chance for _, chance in (*budget.scrambles, *budget.flips))
         # R(u) is a product distribution: P(bit k reads b) = mean over prepared values.
         uniform = np.prod(confusion.mean(axis=2)[np.arange(width), bits], axis=1)
         q = survival * _confused(p, bits, confusion) + (1 - survival) * uniform
@@ -149,6 +158,8 @@ def _confused(p: np.ndarray, bits: np.ndarray, confusion: np.ndarray) -> np.ndar
 
 def _confused_dense(dense: np.ndarray, confusion: np.ndarray) -> np.ndarray:
     """``R`` applied to a dense ``(2,) * m`` distribution, one 2×2 matrix per bit axis."""
+    out = dense
     for k in range(dense.ndim):
-        dense = np.moveaxis(np.tensordot(confusion[k], dense, axes=([1], [k])), 0, k)
-    return dense
+        # Axis k in the middle of a (before, 2, after) view; the matrix broadcasts over it.
+        out = np.matmul(confusion[k], out.reshape(2**k, 2, -1))
+    return out.reshape(dense.shape)

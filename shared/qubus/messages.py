@@ -226,13 +226,15 @@ class NoiseBudget(Model):
     ``qubus.fidelity.budget_fidelity``.
 
     ``scrambles`` lists, per set of bit positions (0 = the leftmost bit of an outcome), the
-    chance that quantum errors scramble those bits; ``confusion`` holds per bit position the
-    read-out matrix ``M[read][prepared]`` flattened row by row (T1 decay before the read and
-    the readout flips).
+    chance that quantum errors scramble those bits; ``flips``, per set of bit positions, the
+    chance that errors flip exactly those bits together (optional: budgets without it decode
+    as before); ``confusion`` holds per bit position the read-out matrix ``M[read][prepared]``
+    flattened row by row (T1 decay before the read and the readout flips).
     """
 
     scrambles: list[tuple[list[int], float]]
     confusion: list[tuple[float, float, float, float]]
+    flips: list[tuple[list[int], float]] = Field(default_factory=list)
 
 
 class NodePrediction(Model):

@@ -15,44 +15,54 @@ Emulation (:func:`emulate`) models a device as qiskit-aer's device noise model d
   steer classical control are used unflipped (readout errors do not propagate into feedback).
 
 Registers of up to ``DENSITY_MATRIX_QUBITS`` qubits with terminal measurements are simulated
-once as a density matrix and the shots sampled from it; others run qsim noisy trajectories,
-one per shot.
+once as a density matrix (relaxation and depolarizing applied in closed form, not Kraus by
+Kraus) and the shots sampled from it; :func:`emulated_distribution` returns that exact
+distribution, for measuring the emulator without shot noise. Other circuits run qsim noisy
+trajectories, one per shot.
 
 Prediction (:func:`predict_fidelity`) computes a modelled output distribution ``q`` and its
 Hellinger fidelity with the ideal distribution ``p``, or, given ``shots``, the expected
 Hellinger fidelity of that many samples of ``q`` (finite samples of a broad distribution have
-a Hellinger fidelity below 1 even without noise). ``q`` starts from ``p``; every noise
-channel of the compiled circuit is split into Pauli errors and each error either
+a Hellinger fidelity below 1 even without noise). ``q`` starts from ``p``. Every noise
+channel of the compiled circuit sits right after an operation: the gate's depolarizing, and
+each qubit's relaxation from that operation to its next one (one channel, as the emulator
+applies it; Pauli-twirled, except that amplitude damping of a qubit known to be 0 does
+nothing and of one known to be 1 is an X). Each channel is split into Pauli errors, and each
+error
 
 * does nothing: it lies outside the backward light cone of the measurements, or the qubit's
-  tracked product state is an eigenstate of that Pauli, or it is a Z that reaches the
-  measurements as Z's only (amplitude damping of a qubit known to be 0 does nothing, of one
-  known to be 1 flips it);
-* flips one bit, if its forward light cone is that one measured bit;
-* or scrambles (replaces by uniform, keeping the other bits' joint distribution) the bits in
-  its forward light cone.
+  tracked product state is an eigenstate of that Pauli;
+* flips a fixed set of bits, when the rest of the circuit carries it to the measurements as
+  a Pauli (times a diagonal unitary) whose X part is on those bits: the walk back from the
+  measurements keeps each qubit's *flip pattern* of X and Z through CNOT, CZ and the
+  one-qubit gates that map the Pauli to Paulis with one common pattern (Cliffords, Z- and
+  X-type rotations). This is exact for a Pauli error: a Z reaching the measurements as Z's
+  flips nothing, an X before a CNOT flips both bits together;
+* or, past a non-Clifford gate, scrambles (replaces by uniform, keeping the other bits'
+  joint distribution) the bits in its forward light cone, unless it is a Z that reaches the
+  measurements as Z's.
 
 These channels commute and are applied to the dense ``2^m`` distribution (``m`` measured bits,
 up to ``qubus.fidelity.DENSE_BITS``; beyond, one global depolarizing mix of their total).
 Then each bit's T1 decay while waiting for its measurement and its readout flips are applied
-exactly. Approximations:
-an error's scrambled bits are taken as uniform, several errors as independent, and the
-harmlessness of a Pauli is judged only by the cheap tracking above (errors harmless for
-other reasons count fully, so the model errs low).
+exactly. Approximations: relaxation is twirled (its non-unital part is dropped), scrambled
+bits are taken as uniform, the Pauli outcomes of one channel and different channels as
+independent, and harmlessness past a non-Clifford gate is judged only by the cheap rules
+above (errors harmless for other reasons count fully, so there the model errs low).
 
 :func:`esp`, the product of gate, relaxation and readout fidelities, stays available; pushed
 through a global depolarizing mix (:func:`qubus.fidelity.fidelity_with_ideal`) it was the
-previous predictor. The noise service publishes each node's :func:`noise_budget` (the
-per-error scrambles and the read-out matrices, which do not depend on ``p``) and fusion,
-which has ``p`` from the sandbox, applies it (:func:`qubus.fidelity.budget_fidelity`).
+predictor before the noise budget. The noise service publishes each node's
+:func:`noise_budget` (the per-error flips and scrambles and the read-out matrices, which do
+not depend on ``p``) and fusion, which has ``p`` from the sandbox, applies it
+(:func:`qubus.fidelity.budget_fidelity`).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import cirq
 import numpy as np
@@ -61,7 +71,13 @@ from qubus.compile import ATOL, CompiledCircuit, op_duration_ns, pulses
 from qubus.devices import Device, QubitCal
 from qubus.fidelity import budget_fidelity
 from qubus.messages import NoiseBudget
-from qubus.simulate import bits_from_result, counts_from_bits, measurement_keys, run
+from qubus.simulate import (
+    bits_from_result,
+    counts_from_bits,
+    measurement_keys,
+    ordered_keys,
+    run,
+)
 
 JOB_OVERHEAD_S = {"superconducting": 1.0, "trapped-ion": 2.0}
 """Modelled per-job cost of a QPU (loading, compilation on the device, result transfer).
@@ -148,12 +164,14 @@ def depolarizing_probability(op: cirq.Operation, device: Device) -> float:
     error = gate_error(op, device)
     if error <= 0:
         return 0.0
-    n = len(op.qubits)
-    d = 2**n
-    duration = op_duration_ns(op, device)
-    process = math.prod(
-        relaxation_process_fidelity(duration, device.qubits[q.x]) for q in op.qubits
-    )
+    qubits = [device.qubits[q.x] for q in op.qubits]
+    return _completing_depolarizing(error, op_duration_ns(op, device), qubits)
+
+
+def _completing_depolarizing(error: float, duration: float, qubits: list[QubitCal]) -> float:
+    """:func:`depolarizing_probability` of a gate with this error and duration on these qubits."""
+    d = 2 ** len(qubits)
+    process = math.prod(relaxation_process_fidelity(duration, q) for q in qubits)
     relax_fidelity = (d * process + 1) / (d + 1)
     if error <= 1 - relax_fidelity:
         return 0.0
@@ -168,16 +186,8 @@ def noise_budget(compiled: CompiledCircuit, device: Device) -> NoiseBudget:
     The bit positions are those of the circuit's outcome strings (its measurement keys in
     order, ``qubus.simulate.measurement_keys``); see the module docstring for the model.
     """
-    qubits = _readout_qubits(compiled, measurement_keys(compiled.circuit))
-    columns = {q: sum(1 << k for k, c in enumerate(qubits) if c == q) for q in set(qubits)}
-    scrambles, decay = _error_budget(compiled, device, columns)
-    return NoiseBudget(
-        scrambles=[
-            ([k for k in range(len(qubits)) if mask >> k & 1], chance)
-            for mask, chance in scrambles.items()
-        ],
-        confusion=[_confusion(device.qubits[q], decay.get(q, 0.0)) for q in qubits],
-    )
+    scrambles, flips, confusion = _budget(compiled, device)
+    return NoiseBudget(scrambles=scrambles, flips=flips, confusion=confusion)
 
 
 def predict_fidelity(
@@ -202,7 +212,10 @@ def predict_fidelity(
     """
     if not ideal:
         return esp(compiled, device)
-    return budget_fidelity(noise_budget(compiled, device), ideal, shots=shots)
+    scrambles, flips, confusion = _budget(compiled, device)
+    # The budget as noise_budget returns it, without validating what was just built.
+    budget = NoiseBudget.model_construct(scrambles=scrambles, flips=flips, confusion=confusion)
+    return budget_fidelity(budget, ideal, shots=shots)
 
 
 def _confusion(qubit: QubitCal, decay: float) -> tuple[float, float, float, float]:
@@ -212,228 +225,512 @@ def _confusion(qubit: QubitCal, decay: float) -> tuple[float, float, float, floa
     return (1 - qubit.p01, 1 - one_reads_one, qubit.p01, one_reads_one)
 
 
-_PAULI = {
-    "X": np.array([[0, 1], [1, 0]], dtype=complex),
-    "Z": np.array([[1, 0], [0, -1]], dtype=complex),
-}
+EIGEN_TOLERANCE = 1e-6
+"""A tracked qubit is an eigenstate of a Pauli when its Bloch vector is this close to the axis."""
+
+_COMPONENT_TOLERANCE = 1e-9
+"""Smaller coefficients of a conjugated Pauli (rounding in a Clifford gate) count as zero."""
+
+# A one-qubit Pauli as its (x, z) bits; the Bloch axis of code c is _AXIS[c].
+_X, _Z, _Y = 1, 2, 3
+_AXIS = {_X: 0, _Y: 1, _Z: 2}
+_CODE_OF_AXIS = (_X, _Y, _Z)
+_ALL_PAULIS = 1 << _X | 1 << _Y | 1 << _Z
+
+# Kinds of compiled operations.
+_GATE, _CNOT, _CZ, _ENTANGLE, _MEASURE, _RESET, _CONTROLLED = range(7)
+
+_Rotation = tuple[
+    tuple[float, float, float], tuple[float, float, float], tuple[float, float, float]
+]
+_Bloch = tuple[float, float, float]
 
 
-@dataclass(frozen=True)
-class _Local:
-    """What a qubit in a product state is an eigenstate of, after a moment.
+class _Op(NamedTuple):
+    """One operation of the compiled circuit, reduced to what the budget needs.
 
     Attributes:
-        eigen: The Paulis ("X", "Y", "Z") of which the qubit's state is an eigenstate.
-        value: Its bit if it is in a computational basis state, else None.
+        moment: Index of its moment.
+        kind: ``_GATE`` (one-qubit unitary), ``_CNOT``, ``_CZ``, ``_ENTANGLE`` (another
+            two-qubit gate), ``_MEASURE``, ``_RESET`` or ``_CONTROLLED`` (classically
+            controlled).
+        qubits: Physical qubits.
+        rotation: For a one-qubit gate, its Bloch rotation ``R`` (``U σ_j U† = Σ_k R[k][j] σ_k``).
+        keeps_z: A one-qubit gate that maps Z to ±Z (Z- or X-type).
+        depolarizing: Its ``depolarizing_probability``.
     """
 
-    eigen: frozenset[str]
-    value: int | None
+    moment: int
+    kind: int
+    qubits: tuple[int, ...]
+    rotation: _Rotation | None
+    keeps_z: bool
+    depolarizing: float
 
 
-def _local(state: np.ndarray | None) -> _Local:
-    if state is None:
-        return _Local(frozenset(), None)
-    cross = np.conj(state[0]) * state[1]
-    bloch = {"X": 2 * cross.real, "Y": 2 * cross.imag, "Z": abs(state[0]) ** 2 - abs(state[1]) ** 2}
-    eigen = frozenset(p for p, b in bloch.items() if abs(b) > 1 - EIGEN_TOLERANCE)
-    value = int(bloch["Z"] < 0) if "Z" in eigen else None
-    return _Local(eigen, value)
+def _budget(
+    compiled: CompiledCircuit, device: Device
+) -> tuple[
+    list[tuple[list[int], float]],
+    list[tuple[list[int], float]],
+    list[tuple[float, float, float, float]],
+]:
+    """Scrambles, flips and read-out matrices of the compiled circuit on the device."""
+    ops, keys, last_read = _ops(compiled, device)
+    qubits = _bit_qubits(last_read, keys)
+    columns: dict[int, int] = {}
+    for k, q in enumerate(qubits):
+        columns[q] = columns.get(q, 0) | 1 << k
+    scrambles, flips = _error_budget(ops, compiled, device, columns)
+    wait = compiled.gate_counts.wait_ns
+    confusion = []
+    for q in qubits:
+        cal = device.qubits[q]
+        t_ns = wait.get(q, 0.0)
+        decay = 0.0 if cal.t1_us is None else 1 - math.exp(-t_ns / 1000 / cal.t1_us)
+        confusion.append(_confusion(cal, decay))
+    return _positions(scrambles, len(qubits)), _positions(flips, len(qubits)), confusion
 
 
-EIGEN_TOLERANCE = 1e-6
+def _positions(chances: dict[int, float], width: int) -> list[tuple[list[int], float]]:
+    return [([k for k in range(width) if mask >> k & 1], c) for mask, c in chances.items()]
 
 
-def _product_states(moments: list[cirq.Moment]) -> list[dict[int, _Local]]:
-    """Per moment, after it: the local state of every touched qubit still in a product state.
+def _ops(
+    compiled: CompiledCircuit, device: Device
+) -> tuple[list[_Op], list[tuple[str, int]], dict[str, tuple[int, ...]]]:
+    """The compiled operations in time order, the measurement keys with their widths (in
+    ``qubus.simulate.measurement_keys`` order) and the qubits of each key's last measurement.
 
-    Each qubit starts in 0 and keeps a state vector while it is not entangled: one-qubit
-    gates act on it; a CNOT or CZ whose control is in a basis state applies X or Z (or
+    Gate properties are worked out once per distinct gate of the circuit, and depolarizing
+    probabilities (as :func:`depolarizing_probability`) once per kind, qubits and pulses.
+    """
+    ops: list[_Op] = []
+    widths: dict[str, int] = {}
+    last_read: dict[str, tuple[int, ...]] = {}
+    gates: dict[object, tuple[int, _Rotation | None, bool, int]] = {}
+    noise: dict[tuple[int, tuple[int, ...], int], float] = {}
+    indices: dict[tuple[cirq.Qid, ...], tuple[int, ...]] = {}
+    for index, moment in enumerate(compiled.circuit):
+        for op in moment.operations:
+            on = op.qubits
+            qubits = indices.get(on)
+            if qubits is None:
+                qubits = indices[on] = tuple(q.x for q in on)
+            controlled = isinstance(op, cirq.ClassicallyControlledOperation)
+            gate = op.without_classical_controls().gate if controlled else op.gate
+            if isinstance(gate, cirq.MeasurementGate):
+                widths[gate.key] = max(widths.get(gate.key, 0), len(qubits))
+                last_read[gate.key] = qubits
+                kind = _CONTROLLED if controlled else _MEASURE
+                ops.append(_Op(index, kind, qubits, None, False, 0.0))
+                continue
+            key = _gate_key(gate)
+            if key not in gates:
+                gates[key] = _classify(op, device)
+            kind, rotation, keeps_z, pulse_count = gates[key]
+            noise_key = (kind, qubits, pulse_count)
+            p = noise.get(noise_key)
+            if p is None:
+                p = noise[noise_key] = _op_depolarizing(kind, qubits, pulse_count, device)
+            if controlled:
+                kind = _CONTROLLED
+            ops.append(_Op(index, kind, qubits, rotation, keeps_z, p))
+    return ops, ordered_keys(widths), last_read
+
+
+def _op_depolarizing(kind: int, qubits: tuple[int, ...], pulse_count: int, device: Device) -> float:
+    """:func:`depolarizing_probability` from an operation's kind, qubits and pulses."""
+    if kind == _RESET:
+        return 0.0
+    if len(qubits) == 2:
+        edge = device.edge(*qubits)
+        error, duration = edge.error, edge.duration_ns
+    else:
+        error = min(1.0, pulse_count * device.qubits[qubits[0]].one_qubit_error)
+        duration = pulse_count * device.one_qubit_duration_ns
+    if error <= 0:
+        return 0.0
+    return _completing_depolarizing(error, duration, [device.qubits[q] for q in qubits])
+
+
+def _gate_key(gate: cirq.Gate | None) -> object:
+    """A cheap dictionary key of a gate: its exponents for a ``PhasedXZGate``."""
+    if isinstance(gate, cirq.PhasedXZGate):
+        return (gate.x_exponent, gate.z_exponent, gate.axis_phase_exponent)
+    return gate
+
+
+def _classify(op: cirq.Operation, device: Device) -> tuple[int, _Rotation | None, bool, int]:
+    """Kind, Bloch rotation and Z-keeping (one-qubit gates) and pulse count of an operation."""
+    inner = op.without_classical_controls()
+    gate = inner.gate
+    if isinstance(gate, cirq.ResetChannel):
+        return _RESET, None, False, 0
+    if len(inner.qubits) == 2:
+        kind = _CNOT if gate == cirq.CNOT else _CZ if gate == cirq.CZ else _ENTANGLE
+        return kind, None, False, 0
+    if isinstance(gate, cirq.PhasedXZGate):
+        x = gate.x_exponent % 2
+        keeps_z = min(x, 2 - x) < ATOL or abs(x - 1) < ATOL
+        rotation = _phased_xz_rotation(gate.x_exponent, gate.z_exponent, gate.axis_phase_exponent)
+        return _GATE, rotation, keeps_z, pulses(op, device)
+    return _GATE, _unitary_rotation(cirq.unitary(inner)), False, pulses(op, device)
+
+
+def _phased_xz_rotation(x: float, z: float, a: float) -> _Rotation:
+    """Bloch rotation of ``PhasedXZGate(x, z, a) = Z^(z+a)·X^x·Z^(−a)``, which is
+    ``Rz(π(z+a))·Rx(πx)·Rz(−πa)``."""
+    ca, sa = math.cos(math.pi * a), math.sin(math.pi * a)
+    cx, sx = math.cos(math.pi * x), math.sin(math.pi * x)
+    cb, sb = math.cos(math.pi * (z + a)), math.sin(math.pi * (z + a))
+    # Rx(πx)·Rz(−πa), row by row.
+    r0 = (ca, sa, 0.0)
+    r1 = (-cx * sa, cx * ca, -sx)
+    r2 = (-sx * sa, sx * ca, cx)
+    return (
+        (cb * r0[0] - sb * r1[0], cb * r0[1] - sb * r1[1], cb * r0[2] - sb * r1[2]),
+        (sb * r0[0] + cb * r1[0], sb * r0[1] + cb * r1[1], sb * r0[2] + cb * r1[2]),
+        r2,
+    )
+
+
+_SIGMA = (
+    np.array([[0, 1], [1, 0]], dtype=complex),
+    np.array([[0, -1j], [1j, 0]], dtype=complex),
+    np.array([[1, 0], [0, -1]], dtype=complex),
+)
+
+
+def _unitary_rotation(u: np.ndarray) -> _Rotation:
+    """Bloch rotation ``R[k][j] = tr(σ_k·U·σ_j·U†) / 2`` of a one-qubit unitary."""
+    images = [u @ s @ u.conj().T for s in _SIGMA]
+    rows = [
+        tuple(float(np.trace(_SIGMA[k] @ images[j]).real / 2) for j in range(3)) for k in range(3)
+    ]
+    return (rows[0], rows[1], rows[2])
+
+
+def _eigen(bloch: _Bloch | None) -> tuple[int, int | None]:
+    """Bit set (by Pauli code) of the Paulis a tracked state is an eigenstate of, and its bit
+    if it is a computational basis state."""
+    if bloch is None:
+        return 0, None
+    eigen = 0
+    for axis, b in enumerate(bloch):
+        if abs(b) > 1 - EIGEN_TOLERANCE:
+            eigen |= 1 << _CODE_OF_AXIS[axis]
+    return eigen, (int(bloch[2] < 0) if eigen >> _Z & 1 else None)
+
+
+def _product_states(ops: list[_Op]) -> list[tuple[tuple[int, int | None], ...]]:
+    """After every operation, for each of its qubits, what its tracked product state is an
+    eigenstate of (:func:`_eigen`).
+
+    Each qubit starts in 0 and keeps a Bloch vector while it is not entangled: one-qubit
+    gates rotate it; a CNOT or CZ whose control is in a basis state applies X or Z (or
     nothing) to the other qubit, and a CNOT whose target is an X eigenstate only kicks a
     phase back; any other two-qubit gate, a measurement of a superposition or a classical
-    control drops both qubits from tracking for good (their entries are then empty).
+    control drops both qubits from tracking until a reset.
     """
-    vectors: dict[int, np.ndarray | None] = {}
-    after: list[dict[int, _Local]] = []
-    current: dict[int, _Local] = {}
-    for moment in moments:
-        for op in moment:
-            qubits = [q.x for q in op.qubits]
-            states = [vectors.get(q, np.array([1, 0], dtype=complex)) for q in qubits]
-            inner = op.without_classical_controls()
-            if op.classical_controls:
-                states = [None] * len(qubits)
-            elif _measures(inner):
-                states = [s if _local(s).value is not None else None for s in states]
-            elif isinstance(inner.gate, cirq.ResetChannel):
-                states = [np.array([1, 0], dtype=complex)]
-            elif len(qubits) == 1:
-                states = [None if states[0] is None else cirq.unitary(inner) @ states[0]]
-            else:
-                states = _entangler(inner.gate == cirq.CNOT, *states)
-            vectors.update(zip(qubits, states, strict=True))
-            current.update((q, _local(v)) for q, v in zip(qubits, states, strict=True))
-        after.append(dict(current))
+    bloch: dict[int, _Bloch | None] = {}
+    after = []
+    for op in ops:
+        kind = op.kind
+        states = [bloch.get(q, (0.0, 0.0, 1.0)) for q in op.qubits]
+        if kind == _CONTROLLED:
+            states = [None] * len(states)
+        elif kind == _MEASURE:
+            states = [s if _eigen(s)[1] is not None else None for s in states]
+        elif kind == _RESET:
+            states = [(0.0, 0.0, 1.0)] * len(states)
+        elif kind == _GATE:
+            b, r = states[0], op.rotation
+            if b is not None:
+                states = [tuple(r[k][0] * b[0] + r[k][1] * b[1] + r[k][2] * b[2] for k in range(3))]
+        else:
+            states = _entangler(kind, *states)
+        for q, s in zip(op.qubits, states, strict=True):
+            bloch[q] = s
+        after.append(tuple(_eigen(s) for s in states))
     return after
 
 
-def _entangler(cnot: bool, a: np.ndarray | None, b: np.ndarray | None) -> list[np.ndarray | None]:
-    """Local states after CNOT(a, b) (``cnot``) or CZ(a, b), or None where they entangle."""
-    first, second = _local(a).value, _local(b).value
-    kick = "X" if cnot else "Z"
-    if first is not None and b is not None:
-        return [a, np.linalg.matrix_power(_PAULI[kick], first) @ b]
-    if not cnot and second is not None and a is not None:
-        return [np.linalg.matrix_power(_PAULI["Z"], second) @ a, b]
-    if cnot and a is not None and b is not None and "X" in _local(b).eigen:
-        minus = np.vdot(b, _PAULI["X"] @ b).real < 0
-        return [np.linalg.matrix_power(_PAULI["Z"], int(minus)) @ a, b]
+def _entangler(kind: int, a: _Bloch | None, b: _Bloch | None) -> list[_Bloch | None]:
+    """Bloch vectors after CNOT(a, b) or CZ(a, b), or None where they entangle."""
+    first, second = _eigen(a)[1], _eigen(b)[1]
+    if kind == _CNOT:
+        if first is not None and b is not None:
+            return [a, (b[0], -b[1], -b[2]) if first else b]
+        if a is not None and b is not None and _eigen(b)[0] >> _X & 1:
+            return [(-a[0], -a[1], a[2]) if b[0] < 0 else a, b]
+    elif kind == _CZ:
+        if first is not None and b is not None:
+            return [a, (-b[0], -b[1], b[2]) if first else b]
+        if second is not None and a is not None:
+            return [(-a[0], -a[1], a[2]) if second else a, b]
     return [None, None]
 
 
-def _measures(op: cirq.Operation) -> bool:
-    """``cirq.is_measurement`` for the operations of a compiled circuit, without its cost."""
-    return isinstance(op.without_classical_controls().gate, cirq.MeasurementGate)
-
-
-def _keeps_z(gate: cirq.Gate | None) -> bool:
-    """True for a one-qubit gate that maps Z to ±Z (a Z- or X-type ``PhasedXZGate``)."""
-    if not isinstance(gate, cirq.PhasedXZGate):
-        return False
-    x = gate.x_exponent % 2
-    return min(x, 2 - x) < ATOL or abs(x - 1) < ATOL
-
-
-def _z_safe_before(op: cirq.Operation, safe: dict[int, bool]) -> None:
-    """Update, walking backwards over ``op``, which qubits a Z error cannot hurt.
-
-    A Z error is harmless when it reaches the measurements as a product of Z's: it passes
-    Z-type and X-type one-qubit gates and CZ unchanged, a CNOT copies a Z on the target to
-    the control, and any other rotation turns it into an X or Y.
-    """
-    qubits = [q.x for q in op.qubits]
-    inner = op.without_classical_controls()
-    if _measures(inner):
-        safe.update(dict.fromkeys(qubits, True))
-    elif op.classical_controls or isinstance(inner.gate, cirq.ResetChannel):
-        safe.update(dict.fromkeys(qubits, False))
-    elif inner.gate == cirq.CNOT:
-        control, target = qubits
-        safe[target] = safe.get(target, True) and safe.get(control, True)
-    elif inner.gate != cirq.CZ and not _keeps_z(inner.gate):
-        safe[qubits[0]] = False
-
-
 def _error_budget(
-    compiled: CompiledCircuit, device: Device, columns: dict[int, int]
+    ops: list[_Op], compiled: CompiledCircuit, device: Device, columns: dict[int, int]
 ) -> tuple[dict[int, float], dict[int, float]]:
-    """Which measured bits each harmful quantum error scrambles, and T1 decay before reads.
+    """What each quantum error does to the measured bits: flip a set of them or scramble a set.
 
-    Walks the circuit backwards from its measurements, keeping for every qubit the bits its
-    state still reaches (its forward light cone); an error on qubits that reach no bit does
-    not count, and one that does scrambles exactly those bits. Each channel is split into
-    its Pauli parts: a Pauli is harmless on a qubit whose product state (tracked forwards by
-    :func:`_product_states`) is one of its eigenstates, and a Z also when it reaches the
-    measurements as Z's (tracked backwards by :func:`_z_safe_before`); amplitude damping of a
-    qubit known to be 0 is harmless, and of one known to be 1 flips it.
+    Walks the circuit backwards from its measurements and keeps, for every qubit, the bits
+    its state still reaches (its forward light cone) and, while the gates after it are
+    Clifford enough, the bits that an X or a Z error on it would flip at the measurements
+    (its *flip pattern*: the X part of the error pushed through the rest of the circuit).
+    Each noise channel is split into Pauli errors. A Pauli part is dropped when the qubit's
+    tracked product state (:func:`_product_states`) is its eigenstate; an error whose parts
+    all have flip patterns flips their XOR (nothing if empty); any other error scrambles the
+    bits its parts reach, unless each part is harmless by the cheaper rules of the previous
+    model (eigenstate, or a Z that reaches the measurements as Z's).
+
+    The relaxation of a qubit from one of its operations to its next (idle or busy) is one
+    channel, as in the emulator; a qubit known to be 0 is not hurt by amplitude damping and
+    one known to be 1 is flipped by it; otherwise it is Pauli-twirled.
 
     Args:
-        compiled: The compiled circuit.
+        ops: From :func:`_ops`.
+        compiled: The compiled circuit (moment durations, last gates).
         device: Its device.
         columns: Physical qubit → bit mask of the bit-string positions it is read into.
 
     Returns:
-        Bit mask → chance that the bits are scrambled, and physical qubit → chance that it
-        decays 1→0 between its last gate and its final measurement (which acts on the read
-        bit exactly, so it is kept apart).
+        Bit mask → chance that the bits are scrambled, and bit mask → chance that exactly
+        those bits are flipped.
     """
-    moments = list(compiled.circuit)
-    durations = compiled.moment_durations_ns
-    states = _product_states(moments)
-    first: dict[int, int] = {}
+    states = _product_states(ops)
+    starts = [0.0]
+    for d in compiled.moment_durations_ns:
+        starts.append(starts[-1] + d)
     last_gate: dict[int, int] = {}
-    for index, moment in enumerate(moments):
-        for op in moment:
+    for op in ops:
+        if op.kind != _MEASURE:
             for q in op.qubits:
-                first.setdefault(q.x, index)
-                if not _measures(op):
-                    last_gate[q.x] = index
-    decay: dict[int, float] = {}
-    for q, t_ns in compiled.gate_counts.wait_ns.items():
-        t1 = device.qubits[q].t1_us
-        decay[q] = 0.0 if t1 is None else 1 - math.exp(-t_ns / 1000 / t1)
+                last_gate[q] = op.moment
+    # Backward state, per qubit: reached bits, flip patterns of X and Z (None: not Clifford
+    # enough), Z reaches the measurements as Z's (the fallback rule), start of the next op.
     reach: dict[int, int] = {}
+    x_flip: dict[int, int | None] = {}
+    z_flip: dict[int, int | None] = {}
     z_safe: dict[int, bool] = {}
-    intact: dict[int, float] = {}  # bit mask → chance that no error scrambles it
-    depolarizing: dict[tuple[cirq.Gate | None, tuple[cirq.Qid, ...]], float] = {}
-    relaxing: dict[tuple[int, float, _Local], float] = {}
+    next_moment: dict[int, int] = {}
+    intact: dict[int, float] = {}  # scrambled bits → chance that no error scrambles them
+    parity: dict[int, float] = {}  # flipped bits → E[(−1)^(number of flips)]
+    twirls: dict[tuple[int, float], tuple[float, float, float, float] | None] = {}
 
-    def scramble(mask: int, chance: float) -> None:
-        if mask and chance > 0:
-            intact[mask] = intact.get(mask, 1.0) * (1 - chance)
+    def effects(q: int, eigen: int) -> tuple[list[int | None], list[int]]:
+        """Per Pauli code on ``q`` (0 = I): the bits it flips (None: no pattern) and the
+        bits it scrambles if it has none (0: harmless by the fallback rules)."""
+        x, z = x_flip.get(q, 0), z_flip.get(q, 0)
+        flips = [0, x, z, None if x is None or z is None else x ^ z]
+        bits = reach.get(q, 0)
+        harmless = eigen | (1 << _Z if z_safe.get(q, True) else 0)
+        if _TWO_OR_MORE[harmless]:
+            harmless = _ALL_PAULIS
+        scrambles = [0, bits, bits, bits]
+        for code in (_X, _Z, _Y):
+            if eigen >> code & 1:
+                flips[code] = scrambles[code] = 0
+            elif harmless >> code & 1:
+                scrambles[code] = 0
+        return flips, scrambles
 
-    for index in range(len(moments) - 1, -1, -1):
-        for q, mask in reach.items():
-            if first.get(q, index + 1) <= index <= last_gate.get(q, -1):
-                key = (q, durations[index], _harmless(states[index], z_safe, q))
-                if key not in relaxing:
-                    relaxing[key] = _relaxation_harm(key[1], device.qubits[q], key[2])
-                scramble(mask, relaxing[key])
-        for op in moments[index]:
-            physical = [q.x for q in op.qubits]
-            mask = 0
-            for q in physical:
-                mask |= reach.get(q, 0)
-            if _measures(op) or op.classical_controls:
-                for q in physical:
-                    reach[q] = reach.get(q, 0) | columns.get(q, 0) | mask
-            elif mask:
-                key = (op.gate, op.qubits)
-                if key not in depolarizing:
-                    depolarizing[key] = depolarizing_probability(op, device)
-                p = depolarizing[key]
-                # Of the 4^n − 1 non-identity Paulis, those made of I and harmless parts.
-                sizes = [len(_harmless(states[index], z_safe, q).eigen) for q in physical]
-                spared = math.prod(1 + n for n in sizes) - 1
-                scramble(mask, p * (1 - spared / (4 ** len(physical) - 1)))
-                reach.update(dict.fromkeys(physical, mask))
-            _z_safe_before(op, z_safe)
-    return {mask: 1 - kept for mask, kept in intact.items()}, decay
+    def fold(flips: dict[int, float], scrambles: dict[int, float]) -> None:
+        """Add one channel's (mutually exclusive) outcomes as an independent event each."""
+        for m, c in flips.items():
+            parity[m] = parity.get(m, 1.0) * (1 - 2 * c)
+        for m, c in scrambles.items():
+            intact[m] = intact.get(m, 1.0) * (1 - c)
+
+    def one_qubit(table: tuple[list[int | None], list[int]], chances: tuple[float, ...]) -> None:
+        """A one-qubit Pauli channel, chances indexed by code (``chances[0]`` unused)."""
+        pattern, bits = table
+        if pattern[_X] is None and pattern[_Z] is None:  # the usual case in deep circuits
+            chance = (
+                (chances[_X] if bits[_X] else 0.0)
+                + (chances[_Z] if bits[_Z] else 0.0)
+                + (chances[_Y] if bits[_Y] else 0.0)
+            )
+            if chance:
+                m = bits[_X] or bits[_Z] or bits[_Y]  # all the qubit's reach
+                intact[m] = intact.get(m, 1.0) * (1 - chance)
+            return
+        flips: dict[int, float] = {}
+        scrambles: dict[int, float] = {}
+        for code in (_X, _Z, _Y):
+            chance = chances[code]
+            m = pattern[code]
+            if m is None:
+                m = bits[code]
+                if m and chance:
+                    scrambles[m] = scrambles.get(m, 0.0) + chance
+            elif m and chance:
+                flips[m] = flips.get(m, 0.0) + chance
+        fold(flips, scrambles)
+
+    def two_qubit(
+        a: tuple[list[int | None], list[int]], b: tuple[list[int | None], list[int]], chance: float
+    ) -> None:
+        """Two-qubit depolarizing: each of the 15 non-identity Paulis with ``chance``."""
+        (pattern_a, bits_a), (pattern_b, bits_b) = a, b
+        if (
+            pattern_a[_X] is None
+            and pattern_a[_Z] is None
+            and pattern_b[_X] is None
+            and pattern_b[_Z] is None
+        ):  # the usual case in deep circuits: count the Paulis hurting a, b or both
+            harm_a = sum(1 for m in bits_a if m)
+            harm_b = sum(1 for m in bits_b if m)
+            reach_a = bits_a[_X] or bits_a[_Z] or bits_a[_Y]
+            reach_b = bits_b[_X] or bits_b[_Z] or bits_b[_Y]
+            scrambles = {}
+            for m, count in (
+                (reach_a, harm_a * (4 - harm_b)),
+                (reach_b, harm_b * (4 - harm_a)),
+                (reach_a | reach_b, harm_a * harm_b),
+            ):
+                if m and count:
+                    scrambles[m] = scrambles.get(m, 0.0) + count * chance
+            fold({}, scrambles)
+            return
+        flips: dict[int, float] = {}
+        scrambles: dict[int, float] = {}
+        for code_a in range(4):
+            pa, sa = pattern_a[code_a], bits_a[code_a]
+            for code_b in range(1 if code_a == 0 else 0, 4):
+                pb = pattern_b[code_b]
+                if pa is not None and pb is not None:
+                    m = pa ^ pb
+                    if m:
+                        flips[m] = flips.get(m, 0.0) + chance
+                else:
+                    m = sa | bits_b[code_b]
+                    if m:
+                        scrambles[m] = scrambles.get(m, 0.0) + chance
+        fold(flips, scrambles)
+
+    end_of_circuit = len(starts) - 1
+    for index in range(len(ops) - 1, -1, -1):
+        op = ops[index]
+        kind, qubits, moment = op.kind, op.qubits, op.moment
+        after = states[index]
+        # Every error here sits right after the operation, so the qubits' effect tables are
+        # shared by the relaxation until their next operation and the gate's depolarizing.
+        tables: list[tuple[list[int | None], list[int]]] | None = None
+        for i, q in enumerate(qubits):
+            end = min(next_moment.get(q, end_of_circuit), last_gate.get(q, -1) + 1)
+            next_moment[q] = moment
+            if end <= moment or not reach.get(q, 0):
+                continue
+            key = (q, starts[end] - starts[moment])
+            if key not in twirls:
+                twirls[key] = _twirled_relaxation(key[1], device.qubits[q])
+            relaxing = twirls[key]
+            if relaxing is None:
+                continue
+            if tables is None:
+                tables = [effects(x, eigen) for x, (eigen, _) in zip(qubits, after, strict=True)]
+            px, py, pz, damped = relaxing
+            value = after[i][1]
+            if value is None:
+                one_qubit(tables[i], (0.0, px, pz, py))
+            elif value:  # amplitude damping of a 1 is an X on it; a 0 is not hurt
+                one_qubit(tables[i], (0.0, damped, 0.0, 0.0))
+        mask = 0
+        for q in qubits:
+            mask |= reach.get(q, 0)
+        if kind in (_MEASURE, _CONTROLLED):
+            for q in qubits:
+                terminal = kind == _MEASURE and q not in x_flip
+                reach[q] = reach.get(q, 0) | columns.get(q, 0) | mask
+                x_flip[q] = columns.get(q, 0) if terminal else None
+                z_flip[q] = 0 if terminal else None
+                z_safe[q] = kind == _MEASURE
+            continue
+        if mask:
+            p = op.depolarizing
+            if p > 0:
+                if tables is None:
+                    tables = [
+                        effects(x, eigen) for x, (eigen, _) in zip(qubits, after, strict=True)
+                    ]
+                if len(qubits) == 1:
+                    one_qubit(tables[0], (0.0, p / 3, p / 3, p / 3))
+                else:
+                    two_qubit(tables[0], tables[1], p / 15)
+            for q in qubits:
+                reach[q] = mask
+        _before(op, x_flip, z_flip, z_safe)
+    return (
+        {m: 1 - kept for m, kept in intact.items() if kept < 1},
+        {m: (1 - e) / 2 for m, e in parity.items() if e < 1},
+    )
 
 
-def _harmless(states: dict[int, _Local], z_safe: dict[int, bool], qubit: int) -> _Local:
-    """The Paulis that cannot change the output on a qubit, with its basis value if known.
-
-    Those of which its product state is an eigenstate, and Z if it reaches the measurements
-    as Z's; two harmless Paulis make the third harmless too.
-    """
-    return _with_z(states.get(qubit, _ENTANGLED), z_safe.get(qubit, True))
+_TWO_OR_MORE = [bin(bits).count("1") >= 2 for bits in range(16)]
+"""Whether a bit set of Pauli codes has two or more members (then the third is harmless too)."""
 
 
-_ENTANGLED = _Local(frozenset(), None)
-
-
-@functools.cache
-def _with_z(local: _Local, z_safe: bool) -> _Local:
-    eigen = local.eigen | {"Z"} if z_safe else local.eigen
-    return _Local(frozenset("XYZ") if len(eigen) >= 2 else frozenset(eigen), local.value)
-
-
-def _relaxation_harm(t_ns: float, qubit: QubitCal, local: _Local) -> float:
-    """Chance that relaxing for ``t_ns`` hurts a qubit in the tracked state.
-
-    A qubit known to be 0 or 1 is damped exactly (not at all, or ``1 − a``); otherwise the
-    channel is Pauli-twirled: X and Y each ``(1 − a)/4``, Z ``(1 + a − 2c)/4`` with
-    ``a = e^(−t/T1)``, ``c = e^(−t/T2)``, each counted unless harmless.
-    """
+def _twirled_relaxation(t_ns: float, qubit: QubitCal) -> tuple[float, float, float, float] | None:
+    """Relaxing for ``t_ns``: the Pauli-twirled channel's X, Y and Z chances ``(1 − a)/4``,
+    ``(1 − a)/4``, ``(1 + a − 2c)/4`` with ``a = e^(−t/T1)``, ``c = e^(−t/T2)``, and the
+    damping ``1 − a`` of a 1; None if nothing relaxes."""
     if t_ns <= 0 or qubit.t1_us is None or qubit.t2_us is None:
-        return 0.0
+        return None
     a = math.exp(-t_ns / 1000 / qubit.t1_us)
     c = math.exp(-t_ns / 1000 / qubit.t2_us)
-    if local.value is not None:
-        return local.value * (1 - a)
-    parts = {"X": (1 - a) / 4, "Y": (1 - a) / 4, "Z": (1 + a - 2 * c) / 4}
-    return sum(v for pauli, v in parts.items() if pauli not in local.eigen)
+    return ((1 - a) / 4, (1 - a) / 4, (1 + a - 2 * c) / 4, 1 - a)
+
+
+def _before(
+    op: _Op, x_flip: dict[int, int | None], z_flip: dict[int, int | None], z_safe: dict[int, bool]
+) -> None:
+    """Move the flip patterns (and the Z rule) of ``op``'s qubits from after it to before it.
+
+    An error P before a gate G is the error ``G·P·G†`` after it. For a one-qubit gate that
+    is a sum of Paulis; when all of them flip the same bits, so does P (the sum is that flip
+    times a diagonal unitary), otherwise P has no pattern. CNOT and CZ map Paulis to Pauli
+    products, whose patterns are the XOR of their parts'.
+    """
+    kind, qubits = op.kind, op.qubits
+    if kind == _GATE:
+        (q,) = qubits
+        if not op.keeps_z:
+            z_safe[q] = False
+        x, z = x_flip.get(q, 0), z_flip.get(q, 0)
+        if x is None and z is None:  # every image has no pattern, so neither has X nor Z
+            return
+        y = None if x is None or z is None else x ^ z
+        images = (x, y, z)
+        r = op.rotation
+        for code, out in ((_X, x_flip), (_Z, z_flip)):
+            column = _AXIS[code]
+            found: set[int | None] = {
+                images[k] for k in range(3) if abs(r[k][column]) > _COMPONENT_TOLERANCE
+            }
+            out[q] = found.pop() if len(found) == 1 else None
+    elif kind == _CNOT:
+        c, t = qubits
+        xc, zc, xt, zt = x_flip.get(c, 0), z_flip.get(c, 0), x_flip.get(t, 0), z_flip.get(t, 0)
+        x_flip[c] = None if xc is None or xt is None else xc ^ xt
+        z_flip[t] = None if zc is None or zt is None else zc ^ zt
+        x_flip.setdefault(t, 0)
+        z_flip.setdefault(c, 0)
+        z_safe[t] = z_safe.get(t, True) and z_safe.get(c, True)
+    elif kind == _CZ:
+        a, b = qubits
+        xa, za, xb, zb = x_flip.get(a, 0), z_flip.get(a, 0), x_flip.get(b, 0), z_flip.get(b, 0)
+        x_flip[a] = None if xa is None or zb is None else xa ^ zb
+        x_flip[b] = None if xb is None or za is None else xb ^ za
+        z_flip.setdefault(a, 0)
+        z_flip.setdefault(b, 0)
+    else:  # a reset or another two-qubit gate
+        for q in qubits:
+            x_flip[q] = z_flip[q] = None
+        z_safe[qubits[0]] = False
 
 
 def emulated_runtime_s(compiled: CompiledCircuit, device: Device, shots: int) -> float:
@@ -517,24 +814,70 @@ def emulate(
     Returns:
         Counts keyed by bit strings in the ``qubus.simulate`` convention.
     """
-    circuit = compiled.circuit.unfreeze()
-    if not noiseless:
-        circuit = cirq.Circuit(_noisy_moments(compiled, device))
-    compact = {cirq.LineQubit(p): cirq.LineQubit(i) for i, p in enumerate(compiled.physical_qubits)}
-    circuit = circuit.transform_qubits(compact)
-    keys = measurement_keys(circuit)
+    circuit, keys = _register_circuit(compiled, device, noiseless=noiseless)
     if not keys:
         return {"": shots}
     rng = np.random.default_rng(seed)
     simulator_seed = int(rng.integers(2**31))
-    exact = not noiseless and len(compiled.physical_qubits) <= DENSITY_MATRIX_QUBITS
-    if exact and _terminal_only(circuit):
-        bits = _sample_density_matrix(circuit, keys, shots, rng)
+    if not noiseless and _exact(compiled, circuit):
+        probs, qubits = _final_probabilities(circuit)
+        drawn = rng.choice(probs.size, size=shots, p=probs / probs.sum())
+        bits = _bit_columns(drawn, circuit, keys, qubits)
     else:
         bits = bits_from_result(run(circuit, shots, seed=simulator_seed), keys)
     if not noiseless:
         bits = _readout_flips(bits, _readout_qubits(compiled, keys), device, rng)
     return counts_from_bits(bits)
+
+
+def emulated_distribution(compiled: CompiledCircuit, device: Device) -> dict[str, float] | None:
+    """The exact distribution :func:`emulate` samples its shots from, where it has one.
+
+    For registers that :func:`emulate` simulates as one density matrix (up to
+    ``DENSITY_MATRIX_QUBITS`` qubits, terminal measurements only): the same noisy density
+    matrix, its diagonal marginalised onto the measured bits, then every bit through its
+    readout flips. This is the emulator's infinite-shot output, for measuring it without
+    shot noise.
+
+    Returns:
+        Bit string → probability of every outcome that can occur (no floor), or None where
+        :func:`emulate` runs trajectories instead.
+    """
+    circuit, keys = _register_circuit(compiled, device, noiseless=False)
+    if not keys:
+        return {"": 1.0}
+    if not _exact(compiled, circuit):
+        return None
+    probs, qubits = _final_probabilities(circuit)
+    states = np.arange(probs.size)
+    columns = _bit_columns(states, circuit, keys, qubits).astype(np.int64)
+    width = columns.shape[1]
+    index = columns @ (1 << np.arange(width - 1, -1, -1))
+    dense = np.bincount(index, weights=probs / probs.sum(), minlength=2**width)
+    dense = dense.reshape((2,) * width)
+    for k, q in enumerate(_readout_qubits(compiled, keys)):
+        cal = device.qubits[q]
+        flips = np.array([[1 - cal.p01, cal.p10], [cal.p01, 1 - cal.p10]])  # [read][true]
+        dense = np.moveaxis(np.tensordot(flips, dense, axes=([1], [k])), 0, k)
+    return {format(i, f"0{width}b"): float(v) for i, v in enumerate(dense.ravel()) if v > 0}
+
+
+def _register_circuit(
+    compiled: CompiledCircuit, device: Device, *, noiseless: bool
+) -> tuple[cirq.Circuit, list[tuple[str, int]]]:
+    """The circuit :func:`emulate` simulates (noisy unless ``noiseless``) on the compacted
+    register ``LineQubit(0..)``, and its measurement keys."""
+    circuit = compiled.circuit.unfreeze()
+    if not noiseless:
+        circuit = cirq.Circuit(_noisy_moments(compiled, device))
+    compact = {cirq.LineQubit(p): cirq.LineQubit(i) for i, p in enumerate(compiled.physical_qubits)}
+    circuit = circuit.transform_qubits(compact)
+    return circuit, measurement_keys(circuit)
+
+
+def _exact(compiled: CompiledCircuit, circuit: cirq.Circuit) -> bool:
+    """Whether the noisy register is simulated once as a density matrix."""
+    return len(compiled.physical_qubits) <= DENSITY_MATRIX_QUBITS and _terminal_only(circuit)
 
 
 def _terminal_only(circuit: cirq.Circuit) -> bool:
@@ -546,31 +889,77 @@ def _terminal_only(circuit: cirq.Circuit) -> bool:
     )
 
 
-def _sample_density_matrix(
-    circuit: cirq.Circuit, keys: list[tuple[str, int]], shots: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Shots sampled from the exact noisy state, as a ``(shots, Σ widths)`` bit array."""
+def _final_probabilities(circuit: cirq.Circuit) -> tuple[np.ndarray, list[cirq.Qid]]:
+    """Diagonal of the exact noisy density matrix before the measurements, and its qubit order
+    (cirq's: the first qubit is the most significant bit of an index)."""
     qubits = sorted(circuit.all_qubits())
     body = cirq.Circuit(
-        _ClosedFormDepolarizing(op.gate.p, len(op.qubits)).on(*op.qubits)
-        if isinstance(op.gate, cirq.DepolarizingChannel)
-        else op
-        for op in circuit.all_operations()
-        if not cirq.is_measurement(op)
+        _closed_form(op) for op in circuit.all_operations() if not cirq.is_measurement(op)
     )
     body.append(cirq.I.on_each(*(set(qubits) - body.all_qubits())))
     rho = cirq.DensityMatrixSimulator(dtype=np.complex128).simulate(body, qubit_order=qubits)
-    probs = np.clip(np.real(np.diag(rho.final_density_matrix)), 0, None)
-    drawn = rng.choice(probs.size, size=shots, p=probs / probs.sum())
-    # cirq's order: the first qubit is the most significant bit.
-    states = (drawn[:, None] >> np.arange(len(qubits) - 1, -1, -1)) & 1
+    return np.clip(np.real(np.diag(rho.final_density_matrix)), 0, None), qubits
+
+
+def _bit_columns(
+    states: np.ndarray, circuit: cirq.Circuit, keys: list[tuple[str, int]], qubits: list[cirq.Qid]
+) -> np.ndarray:
+    """The measured bits, ``(len(states), Σ widths)``, of register basis states (indices)."""
+    registers = (states[:, None] >> np.arange(len(qubits) - 1, -1, -1)) & 1
     measured = {op.gate.key: op for op in circuit.all_operations() if cirq.is_measurement(op)}
     columns = []
     for key, _width in keys:
         op = measured[key]
         flips = np.array(op.gate.full_invert_mask(), dtype=np.int64)
-        columns.append(states[:, [qubits.index(q) for q in op.qubits]] ^ flips)
+        columns.append(registers[:, [qubits.index(q) for q in op.qubits]] ^ flips)
     return np.concatenate(columns, axis=1).astype(np.uint8)
+
+
+def _closed_form(op: cirq.Operation) -> cirq.Operation:
+    """The operation, with its noise channel (if it is one) applied in closed form."""
+    gate = op.gate
+    if isinstance(gate, cirq.DepolarizingChannel):
+        return _ClosedFormDepolarizing(gate.p, len(op.qubits)).on(*op.qubits)
+    if isinstance(gate, cirq.AmplitudeDampingChannel):
+        return _ClosedFormDamping(gate.gamma, 0.0).on(*op.qubits)
+    if isinstance(gate, cirq.PhaseDampingChannel):
+        return _ClosedFormDamping(0.0, gate.gamma).on(*op.qubits)
+    return op
+
+
+class _ClosedFormDamping(cirq.Gate):
+    """``cirq.amplitude_damp(amplitude)`` then ``cirq.phase_damp(phase)`` on a density matrix.
+
+    In closed form on the qubit's 2×2 blocks: ``ρ00 += a·ρ11``, ``ρ11 *= 1 − a`` and the
+    coherences ``*= √((1 − a)(1 − p))``, in place, instead of a matrix product per Kraus
+    operator (cirq's generic path, which dominated the emulation of deep circuits).
+    """
+
+    def __init__(self, amplitude: float, phase: float) -> None:
+        self._amplitude = amplitude
+        self._phase = phase
+
+    def _num_qubits_(self) -> int:
+        return 1
+
+    def _apply_channel_(self, args: cirq.ApplyChannelArgs) -> np.ndarray:
+        tensor = args.target_tensor
+        (left,), (right,) = args.left_axes, args.right_axes
+
+        def block(row: int, column: int) -> tuple[slice, ...]:
+            # Slices, not integers: a view even when the state is a single qubit's 2×2.
+            index = [slice(None)] * tensor.ndim
+            index[left], index[right] = slice(row, row + 1), slice(column, column + 1)
+            return tuple(index)
+
+        if self._amplitude:
+            excited = tensor[block(1, 1)]
+            tensor[block(0, 0)] += self._amplitude * excited
+            excited *= 1 - self._amplitude
+        coherence = math.sqrt((1 - self._amplitude) * (1 - self._phase))
+        tensor[block(0, 1)] *= coherence
+        tensor[block(1, 0)] *= coherence
+        return tensor
 
 
 class _ClosedFormDepolarizing(cirq.Gate):
@@ -613,6 +1002,11 @@ def _readout_qubits(compiled: CompiledCircuit, keys: list[tuple[str, int]]) -> l
         inner = op.without_classical_controls()
         if isinstance(inner.gate, cirq.MeasurementGate):
             last[inner.gate.key] = tuple(q.x for q in inner.qubits)
+    return _bit_qubits(last, keys)
+
+
+def _bit_qubits(last: dict[str, tuple[int, ...]], keys: list[tuple[str, int]]) -> list[int]:
+    """The physical qubit behind every bit column, from each key's last measured qubits."""
     return [q for key, width in keys for q in (*last[key], *[last[key][-1]] * width)[:width]]
 
 

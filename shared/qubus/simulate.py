@@ -34,6 +34,11 @@ def _natural(key: str) -> tuple[tuple[int, int | str], ...]:
     )
 
 
+def ordered_keys(widths: dict[str, int]) -> list[tuple[str, int]]:
+    """Measurement keys with their widths in the natural order that defines bit strings."""
+    return sorted(widths.items(), key=lambda kv: _natural(kv[0]))
+
+
 def measurement_keys(circuit: cirq.AbstractCircuit) -> list[tuple[str, int]]:
     """Every measurement key with its width, in the natural order that defines bit strings."""
     widths: dict[str, int] = {}
@@ -41,7 +46,7 @@ def measurement_keys(circuit: cirq.AbstractCircuit) -> list[tuple[str, int]]:
         gate = op.without_classical_controls().gate
         if isinstance(gate, cirq.MeasurementGate):
             widths[gate.key] = max(widths.get(gate.key, 0), gate.num_qubits())
-    return sorted(widths.items(), key=lambda kv: _natural(kv[0]))
+    return ordered_keys(widths)
 
 
 def _is_terminal_only(circuit: cirq.AbstractCircuit) -> bool:

@@ -5,16 +5,20 @@ from __future__ import annotations
 import math
 
 import cirq
+import numpy as np
 import pytest
 
 from qubus import codec
 from qubus.compile import compile_for_device
 from qubus.devices import Device, load_device
 from qubus.fidelity import budget_fidelity, fidelity_with_ideal, hellinger_fidelity
-from qubus.messages import NodePrediction, NoiseEvaluation
+from qubus.messages import NodePrediction, NoiseBudget, NoiseEvaluation
 from qubus.noise import (
+    DENSITY_MATRIX_QUBITS,
+    _ClosedFormDamping,
     depolarizing_probability,
     emulate,
+    emulated_distribution,
     emulated_runtime_s,
     noise_budget,
     predict_fidelity,
@@ -203,3 +207,82 @@ def test_hellinger_fidelity_of_equal_distributions_is_at_most_one() -> None:
     total = sum(uniform.values())
     assert sum(math.sqrt(p / total * p) for p in uniform.values()) ** 2 > 1.0
     assert hellinger_fidelity(uniform, uniform) == 1.0
+
+
+def without_relaxation(device: Device) -> Device:
+    """The device with T1 and T2 so long that nothing relaxes."""
+    return device.model_copy(
+        update={
+            "qubits": [
+                q.model_copy(update={"t1_us": 1e15, "t2_us": 1e15}) if q.t1_us else q
+                for q in device.qubits
+            ]
+        }
+    )
+
+
+def test_the_exact_emulated_distribution_is_what_emulate_samples() -> None:
+    device = load_device("ibm_nairobi")
+    circuit = ghz(3)
+    compiled = compile_for_device(circuit, device)
+    exact = emulated_distribution(compiled, device)
+    assert exact is not None and sum(exact.values()) == pytest.approx(1.0)
+    counts = emulate(compiled, device, 40_000, seed=3)
+    distance = sum(abs(counts.get(b, 0) / 40_000 - exact.get(b, 0.0)) for b in {*exact, *counts})
+    assert distance / 2 < 0.01
+    ideal = ideal_distribution(circuit)
+    assert hellinger_fidelity(counts, ideal) == pytest.approx(
+        hellinger_fidelity(exact, ideal), abs=0.005
+    )
+
+
+def test_the_emulator_has_no_exact_distribution_for_trajectory_runs() -> None:
+    device = load_device("ionq_aria")
+    compiled = compile_for_device(ghz(DENSITY_MATRIX_QUBITS + 1), device)
+    assert emulated_distribution(compiled, device) is None
+
+
+@pytest.mark.parametrize(("amplitude", "phase"), [(0.3, 0.0), (0.0, 0.2), (0.1, 0.4)])
+def test_closed_form_relaxation_is_cirqs_kraus_channels(amplitude: float, phase: float) -> None:
+    rng = np.random.default_rng(5)
+    for n in (1, 2):  # one qubit alone is the edge case of the in-place update
+        a = rng.normal(size=(2**n, 2**n)) + 1j * rng.normal(size=(2**n, 2**n))
+        rho = a @ a.conj().T / np.trace(a @ a.conj().T)
+        q = cirq.LineQubit.range(n)
+        closed = cirq.Circuit(_ClosedFormDamping(amplitude, phase).on(q[0]), cirq.I.on_each(*q))
+        kraus = cirq.Circuit(
+            cirq.amplitude_damp(amplitude).on(q[0]),
+            cirq.phase_damp(phase).on(q[0]),
+            cirq.I.on_each(*q),
+        )
+        results = [
+            cirq.DensityMatrixSimulator(dtype=np.complex128)
+            .simulate(c, initial_state=rho.copy(), qubit_order=q)
+            .final_density_matrix
+            for c in (closed, kraus)
+        ]
+        np.testing.assert_allclose(results[0], results[1], atol=1e-12)
+
+
+def test_gate_errors_of_a_clifford_circuit_are_predicted_as_correlated_flips() -> None:
+    # GHZ: an X before a CNOT flips every later bit together, which leaves 0000 + 1111 as it
+    # is; scrambling those bits (the previous model) would not. With only gate errors and
+    # readout, the prediction is the emulator's exact value up to second-order terms.
+    circuit = ghz(4)
+    ideal = ideal_distribution(circuit)
+    for node in ("ibm_nairobi", "ionq_aria"):
+        device = without_relaxation(load_device(node))
+        compiled = compile_for_device(circuit, device)
+        budget = noise_budget(compiled, device)
+        assert budget.scrambles == []
+        assert [0, 1, 2, 3] in [axes for axes, _ in budget.flips]
+        exact = hellinger_fidelity(emulated_distribution(compiled, device), ideal)
+        assert predict_fidelity(compiled, device, ideal) == pytest.approx(exact, abs=3e-4)
+
+
+def test_a_noise_budget_without_flips_decodes_as_before() -> None:
+    budget = NoiseBudget.model_validate(
+        {"scrambles": [[[0], 0.1]], "confusion": [[1.0, 0.0, 0.0, 1.0]] * 2}
+    )
+    assert budget.flips == []
+    assert budget_fidelity(budget, {"00": 1.0}) == pytest.approx(0.9)
