@@ -55,6 +55,8 @@ async def setup(rt: Runtime) -> None:
                     noiseless=request.noiseless,
                     pilot=request.pilot,
                     source=request.source,
+                    fidelity_floor=request.fidelity_floor,
+                    deadline_s=request.deadline_s,
                 ),
                 submitted_at=time.time(),
             )

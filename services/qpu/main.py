@@ -11,6 +11,12 @@ on the one it runs on.
 With ``QUBUS_BACKGROUND_LOAD`` on, the node replays a real IBM backend's queue of other users'
 jobs (``qubus.load``): its status counts them in its queue depth, and each task waits for the
 jobs queued when it was allocated, each taking the node's mean job time.
+
+Re-placement (``qubus_services.allocator``): the node runs only a task's current allocation
+and acknowledges superseded ones without running them; and instead of running a task whose
+prediction, recomputed on a calibration newer than the allocation's, fell below the task's
+fidelity floor or by more than ``QUBUS_REPLACE_DROP``, it publishes ``replace`` (at most
+``QUBUS_MAX_REPLACEMENTS`` times per task; never for a task pinned to the node).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from qubus import codec
+from qubus.allocation import replacement_reason
 from qubus.bus import BUCKET_NODES, STREAM, node_key
 from qubus.circuits import circuit_from_json
 from qubus.compile import compile_for_device
@@ -32,8 +39,9 @@ from qubus.fidelity import hellinger_fidelity, hellinger_of_model
 from qubus.ids import seed_for
 from qubus.load import BackgroundLoad
 from qubus.logs import get_logger
-from qubus.messages import NodeStatus, TaskAllocated, TaskCompleted, TaskRunning
+from qubus.messages import NodeStatus, TaskAllocated, TaskCompleted, TaskReplace, TaskRunning
 from qubus.noise import JOB_OVERHEAD_S, emulate, emulated_runtime_s, predict_fidelity
+from qubus.replacement import allocation_subject, latest_allocation, qpu_consumer
 from qubus.service import Runtime
 from qubus.workers import WorkerPool
 
@@ -66,8 +74,15 @@ def execute(
         p = np.fromiter(ideal.values(), dtype=float, count=len(ideal))
         predicted = hellinger_of_model(p, p, shots)
     elif ideal is not None:
-        predicted = predict_fidelity(compiled, device, ideal, shots=shots)
+        predicted = predict_on(device, circuit_json, shots, ideal)
     return counts, emulated_runtime_s(compiled, device, shots), predicted
+
+
+def predict_on(device: Device, circuit_json: str, shots: int, ideal: Mapping[str, float]) -> float:
+    """The predicted Hellinger fidelity of ``shots`` shots of the circuit on ``device``'s
+    calibration (``qubus.noise.predict_fidelity``; the compilation is cached)."""
+    compiled = compile_for_device(circuit_from_json(circuit_json), device)
+    return predict_fidelity(compiled, device, ideal, shots=shots)
 
 
 async def setup(rt: Runtime) -> None:
@@ -85,7 +100,7 @@ async def setup(rt: Runtime) -> None:
     )
     if load is not None:
         log.info("qpu.background_load", backend=load.backend, period_s=load.period_s)
-    consumer = f"qpu-{device.id}"
+    consumer = qpu_consumer(device.id)
     pool = WorkerPool(memory_mb=settings.sandbox_memory_mb)
     pool.start()
     rt.stack.callback(pool.close)
@@ -144,12 +159,51 @@ async def setup(rt: Runtime) -> None:
             log.info("qpu.background_wait", jobs=load.jobs_at(arrival), wait_s=round(wait_s, 3))
             await asyncio.sleep(wait_s)
 
-    async def handle(event: TaskAllocated, ctx: Context) -> TaskCompleted:
+    async def recheck(event: TaskAllocated, current: Device) -> tuple[float, TaskReplace | None]:
+        """The task's prediction on the current calibration, and the ``replace`` to publish
+        instead of running it if that prediction no longer justifies the allocation."""
+        predicted = await pool.run(
+            predict_on,
+            current,
+            event.circuit,
+            event.options.shots,
+            event.ideal,
+            timeout_s=settings.sandbox_timeout_s,
+        )
+        reason = replacement_reason(
+            allocated=event.predicted_fidelity,
+            predicted=predicted,
+            floor=event.options.fidelity_floor,
+            max_drop=settings.replace_drop,
+        )
+        pinned = event.options.node is not None
+        if reason is None or pinned or event.attempt >= settings.max_replacements:
+            return predicted, None
+        log.info("qpu.replace", reason=reason, attempt=event.attempt)
+        replace = TaskReplace(
+            task_id=event.task_id,
+            node=device.id,
+            attempt=event.attempt,
+            reason=reason,
+            predicted_fidelity=predicted,
+            calibration_revision=current.revision,
+        )
+        return predicted, replace
+
+    async def handle(event: TaskAllocated, ctx: Context) -> TaskCompleted | TaskReplace | None:
+        latest = await latest_allocation(rt.bus, event.task_id)
+        if latest is not None and latest.attempt != event.attempt:
+            log.info("qpu.superseded", attempt=event.attempt, now_on=latest.node)
+            return None
         await wait_for_background(ctx)
         current = calibration()
         noiseless = settings.noiseless or event.options.noiseless
         # The allocation's prediction holds only on the calibration it was computed on.
-        recompute = noiseless or event.calibration_revision != current.revision
+        predicted = None
+        if not noiseless and event.calibration_revision != current.revision:
+            predicted, replace = await recheck(event, current)
+            if replace is not None:
+                return replace
         state["busy"] = True
         try:
             await ctx.publish(
@@ -160,14 +214,14 @@ async def setup(rt: Runtime) -> None:
                 )
             )
             seed = seed_for(event.task_id, "qpu")
-            counts, modelled_s, predicted = await pool.run(
+            counts, modelled_s, noiseless_predicted = await pool.run(
                 execute,
                 current,
                 event.circuit,
                 event.options.shots,
                 seed,
                 noiseless,
-                event.ideal if recompute else None,
+                event.ideal if noiseless else None,
                 timeout_s=settings.sandbox_timeout_s,
             )
             await asyncio.sleep(modelled_s * settings.time_scale)  # the QPU is occupied
@@ -175,9 +229,11 @@ async def setup(rt: Runtime) -> None:
             state["job_s"] += modelled_s
         finally:
             state["busy"] = False
-        if predicted is None:
+        if noiseless:
+            predicted = noiseless_predicted
+        elif predicted is None:
             predicted = event.predicted_fidelity
-        elif not noiseless:
+        else:
             log.info(
                 "qpu.prediction_recomputed",
                 allocated_revision=event.calibration_revision,
@@ -203,7 +259,7 @@ async def setup(rt: Runtime) -> None:
             consumer,
             [TaskAllocated],
             handle,
-            subjects=[f"qubus.task.*.allocated.{device.id}"],
+            subjects=[allocation_subject(device.id)],
             max_ack_pending=1,
         )
     )

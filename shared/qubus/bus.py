@@ -46,6 +46,8 @@ BUCKET_WEIGHTS = "qubus_weights"
 BUCKET_JOINS = "qubus_joins"
 BUCKET_IDEMPOTENCY = "qubus_idempotency"
 BUCKET_FEATURES = "qubus_features"
+BUCKET_CALIBRATION = "qubus_calibration"
+BUCKET_PILOTS = "qubus_pilots"
 
 _BUCKETS = (
     KeyValueConfig(bucket=BUCKET_NODES, history=1, description="QPU and link calibration/status"),
@@ -55,6 +57,10 @@ _BUCKETS = (
         bucket=BUCKET_IDEMPOTENCY, history=1, ttl=7 * 24 * 3600, description="key -> task id"
     ),
     KeyValueConfig(bucket=BUCKET_FEATURES, history=1, description="fingerprint -> feature vector"),
+    KeyValueConfig(
+        bucket=BUCKET_CALIBRATION, history=1, description="predicted vs measured fidelity"
+    ),
+    KeyValueConfig(bucket=BUCKET_PILOTS, history=4, description="pilot descriptions"),
 )
 
 H_TYPE = "Qubus-Type"

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from qubus import __version__, logs, stackfile
+from qubus import __version__, cli_bench, cli_weights, logs, stackfile
 from qubus.bus import STREAM, TASK_SUBJECTS, StoredEvent, stored_event
 from qubus.client import Client, allocation_breakdown, stage_rows, status_of, task_record
 from qubus.config import Settings
@@ -70,8 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--shots", type=int, default=1000, help="shots per circuit (default 1000)")
         p.add_argument("--priority", type=int, default=0, help="task priority 0-10 (default 0)")
         p.add_argument("--node", help="pin the tasks to this QPU node (see `qubus nodes`)")
+        p.add_argument("--pilot", help="run the tasks within this pilot (see `qubus pilot list`)")
         p.add_argument(
             "--noiseless", action="store_true", help="run the tasks on the emulators without noise"
+        )
+        p.add_argument(
+            "--min-fidelity",
+            type=float,
+            metavar="F",
+            help="only QPUs predicted to reach this Hellinger fidelity (0-1) may run the tasks",
+        )
+        p.add_argument(
+            "--deadline",
+            type=float,
+            metavar="SECONDS",
+            help="the tasks should be complete this many seconds after submission",
         )
         format_option(p)
         p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait per run")
@@ -192,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     service.add_argument("name", choices=importlib.import_module("qubus_services").SERVICES)
     service.add_argument("--node", help="the QPU node id (required for the qpu service)")
+    cli_weights.add_parsers(sub)
+    cli_bench.add_parsers(sub)
     return parser
 
 
@@ -205,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "parse":
             return _parse(args)
+        if args.command == "bench":
+            return cli_bench.run(args)
+        if args.command in cli_weights.HANDLERS:
+            return _run_async(_with_client(cli_weights.HANDLERS[args.command], args))
         return _run_async(COMMANDS[args.command](args))
     except QubusError as exc:
         print(f"qubus: {exc.message} [{exc.code}]", file=sys.stderr)
@@ -243,8 +262,11 @@ def read_requests(args: argparse.Namespace) -> list[SubmitRequest]:
                 shots=args.shots,
                 priority=args.priority,
                 node=args.node,
+                pilot=args.pilot,
                 noiseless=args.noiseless,
                 source=name,
+                fidelity_floor=args.min_fidelity,
+                deadline_s=args.deadline,
             )
         )
     return requests
@@ -381,6 +403,12 @@ async def connected() -> AsyncIterator[Client]:
         await client.close()
 
 
+async def _with_client(handler: cli_weights.Handler, args: argparse.Namespace) -> int:
+    """Run a command that takes a client of the running stack."""
+    async with connected() as client:
+        return await handler(client, args)
+
+
 async def task_events(task_id: str) -> list[StoredEvent]:
     """The stored events of a task of the running stack (``task.unknown`` if it has none)."""
     async with connected() as client:
@@ -427,7 +455,8 @@ async def _trace(args: argparse.Namespace) -> int:
 
 def format_allocation(allocation: dict[str, Any]) -> str:
     """The score breakdown of ``allocation_breakdown`` as text: the decision, then per node
-    its eligibility, hyperscore, predicted fidelity, expected completion and score terms."""
+    its eligibility, hyperscore, predicted fidelity, expected completion, score terms and
+    their Shapley attributions (score points)."""
     lines = ["allocation"]
     decision = allocation["decision"]
     if decision is not None:
@@ -438,10 +467,13 @@ def format_allocation(allocation: dict[str, Any]) -> str:
     for score in allocation["scores"] or []:
         state = "eligible" if score["eligible"] else f"not eligible: {score['reason']}"
         terms = " ".join(f"{name}={value:.3g}" for name, value in sorted(score["terms"].items()))
+        shapley = " ".join(f"{name}={value:+.2f}" for name, value in score["shapley"].items())
         lines.append(
             f"  {score['node']:<18} {score['hyperscore']:>7.1f}  fidelity "
             f"{score['predicted_fidelity']:.3f}  completion {score['expected_completion_s']:.3g} s"
-            f"  {state}" + (f"\n    {terms}" if terms else "")
+            f"  {state}"
+            + (f"\n    {terms}" if terms else "")
+            + (f"\n    shapley {shapley}" if shapley else "")
         )
     return "\n".join(lines)
 

@@ -27,7 +27,17 @@ class Settings(BaseSettings):
         time_scale: Emulated QPU time is slept for ``time_scale`` × its modelled duration.
         noiseless: Run every task on the QPU emulators without noise (one task asks for it
             with ``SubmitRequest.noiseless``).
-        policy: The allocator's policy (``hyperscore`` or ``round_robin``).
+        policy: The allocator's policy (``qubus.allocation.POLICIES``: ``round_robin``,
+            ``least_loaded``, ``greedy_fidelity``, ``hyperscore``, ``annealing``, ``milp``,
+            ``qaoa``).
+        batch_window_ms: The allocator decides the tasks scored within this window (from the
+            first of them) together, as one batch.
+        batch_max: A batch is decided at once when it reaches this many tasks.
+        fidelity_weight_s: λ of the batch objective that ``annealing``, ``milp`` and ``qaoa``
+            minimise: seconds of completion time one unit of predicted fidelity is worth.
+        replace_drop: A task whose predicted fidelity on its node falls by more than this
+            when the node recalibrates before running it is placed again.
+        max_replacements: Re-placements of one task at most; after that it stays where it is.
         topology: Path of the link topology JSON; empty means the built-in default.
         node_timeout_s: A node whose status is older than this is treated as offline.
         drift_period_s: Wall-clock seconds per calibration snapshot when a QPU node with a
@@ -56,6 +66,11 @@ class Settings(BaseSettings):
     time_scale: float = 0.01
     noiseless: bool = False
     policy: str = "hyperscore"
+    batch_window_ms: float = Field(default=50.0, ge=0.0)
+    batch_max: int = Field(default=32, ge=1)
+    fidelity_weight_s: float = Field(default=100.0, ge=0.0)
+    replace_drop: float = Field(default=0.1, ge=0.0, le=1.0)
+    max_replacements: int = Field(default=3, ge=0)
     topology: str = ""
     node_timeout_s: float = 15.0
     drift_period_s: float = 0.0

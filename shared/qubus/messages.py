@@ -49,12 +49,18 @@ class SubmitRequest(Model):
         format: ``qasm2``, ``qasm3`` or ``cirq-json``; guessed from the text when omitted.
         shots: Repetitions to run on the QPU.
         priority: The task's declared value (0–10); the scorer's Impact term.
-        pilot: Reserved for pilots (a later issue); accepted and recorded.
+        pilot: Run only on the QPU nodes of this pilot, within its constraints
+            (``qubus.pilots``); an unknown pilot rejects the task (``pilot.unknown``).
         idempotency_key: The same key always maps to the same task id.
         node: Pin the task to this QPU node.
         noiseless: Run the task on its QPU's emulator without noise (every gate ideal, no
             relaxation, no readout flips); the node's compilation and timing are unchanged.
         source: Where the circuit came from (a file name), for the user's own records.
+        fidelity_floor: Only nodes predicted to reach at least this Hellinger fidelity may
+            run the task; none rejects it (``alloc.no_fit``); a recalibration that drops the
+            node below it re-places the task.
+        deadline_s: Seconds after submission by which the task should be complete; the
+            allocator prefers nodes that can make it and says when none can.
     """
 
     TYPE: ClassVar[str] = "submit.request.v1"
@@ -68,12 +74,14 @@ class SubmitRequest(Model):
     node: str | None = None
     noiseless: bool = False
     source: str | None = Field(default=None, max_length=1024)
+    fidelity_floor: float | None = Field(default=None, ge=0, le=1)
+    deadline_s: float | None = Field(default=None, gt=0)
 
-    @field_validator("node")
+    @field_validator("node", "pilot")
     @classmethod
     def _node_id(cls, value: str | None) -> str | None:
         if value is not None and not NODE_ID.match(value):
-            raise ValueError(f"node id {value!r} must match {NODE_ID.pattern}")
+            raise ValueError(f"{value!r} must match {NODE_ID.pattern}")
         return value
 
 
@@ -111,6 +119,8 @@ class TaskOptions(Model):
     noiseless: bool = False
     pilot: str | None = None
     source: str | None = None
+    fidelity_floor: float | None = None
+    deadline_s: float | None = None
 
 
 class TaskIngested(TaskEvent):
@@ -259,8 +269,19 @@ class NoiseEvaluation(TaskEvent):
 
 
 class NodeScore(Model):
-    """Fusion's score of one node; ``calibration_revision`` is the node calibration its
-    prediction was computed on (empty in events stored before it was recorded)."""
+    """Fusion's score of one node (``qubus.scoring``).
+
+    ``predicted_fidelity`` is the noise model's prediction (before the calibration of
+    ``qubus.outcomes``); ``calibration_revision`` is the node calibration it was computed on.
+    ``inputs`` are the score's inputs by name (``logic_score``, ``novelty``, ``impact``,
+    ``repro``, ``meta``, ``qnc``: the calibrated fidelity, ``expected_completion_s``);
+    ``terms`` the weighted terms of V and ``time_penalty``; ``shapley`` each term's Shapley
+    value, summing to ``hyperscore`` minus the score with every term absent.
+    ``expected_run_s`` is the task's modelled run time on the node, the part of
+    ``expected_completion_s`` that is not queue (0: not recorded; the allocator then shares
+    the completion time evenly among the queue and the task). Fields added later are empty
+    in events stored before them.
+    """
 
     node: str
     eligible: bool
@@ -271,9 +292,16 @@ class NodeScore(Model):
     queue_depth: int = 0
     hyperscore: float = 0.0
     terms: dict[str, float] = Field(default_factory=dict)
+    inputs: dict[str, float] = Field(default_factory=dict)
+    shapley: dict[str, float] = Field(default_factory=dict)
+    expected_run_s: float = 0.0
 
 
 class TaskScored(TaskEvent):
+    """Every node's score; ``weights_revision`` is the revision of the weights in KV
+    ``qubus_weights`` they were computed with (0: the built-in defaults, and in events stored
+    before it was recorded)."""
+
     TYPE: ClassVar[str] = "task.scored.v1"
     EVENT: ClassVar[str] = "scored"
 
@@ -281,6 +309,7 @@ class TaskScored(TaskEvent):
     options: TaskOptions
     ideal: dict[str, float]
     scores: list[NodeScore]
+    weights_revision: int = 0
 
 
 class TaskAllocated(TaskEvent):
@@ -292,6 +321,13 @@ class TaskAllocated(TaskEvent):
     ``predicted_fidelity`` was computed on the node's calibration ``calibration_revision``
     (empty in events stored before it was recorded); a node whose calibration has changed
     since recomputes it for the one the task runs on (``TaskCompleted``).
+
+    ``attempt`` counts re-placements (``TaskReplace``): the first decision is attempt 0 with
+    de-duplication id ``<task_id>.allocated``, a re-placement ``n`` has
+    ``<task_id>.allocated.<n>``; a node runs only the task's latest allocation and skips
+    superseded ones. ``expected_completion_s`` (from the decision, on its batch's schedule),
+    ``deadline_met`` (None: no deadline), ``batch_size`` and ``score`` (fusion's score of the
+    chosen node, its breakdown and Shapley terms) are empty in events stored before them.
     """
 
     TYPE: ClassVar[str] = "task.allocated.v1"
@@ -307,9 +343,42 @@ class TaskAllocated(TaskEvent):
     options: TaskOptions
     ideal: dict[str, float]
     calibration_revision: str = ""
+    attempt: int = Field(default=0, ge=0)
+    expected_completion_s: float = 0.0
+    deadline_met: bool | None = None
+    batch_size: int = 1
+    score: NodeScore | None = None
 
     def subject(self) -> str:
         return f"{super().subject()}.{self.node}"
+
+    def msg_id(self) -> str:
+        base = super().msg_id()
+        return f"{base}.{self.attempt}" if self.attempt else base
+
+
+class TaskReplace(TaskEvent):
+    """Asks the allocator to place an allocated task again, away from ``node``.
+
+    Published by the allocator when ``node`` has gone offline with the task still queued
+    there, or by the node itself when its calibration changed since the allocation and the
+    task's prediction on it fell below the task's floor or by more than
+    ``QUBUS_REPLACE_DROP`` (``predicted_fidelity`` is then the new prediction, on
+    ``calibration_revision``). ``attempt`` is the allocation being replaced; the
+    de-duplication id ``<task_id>.replace.<attempt>`` makes one re-placement per attempt.
+    """
+
+    TYPE: ClassVar[str] = "task.replace.v1"
+    EVENT: ClassVar[str] = "replace"
+
+    node: str
+    attempt: int = Field(ge=0)
+    reason: str
+    predicted_fidelity: float | None = None
+    calibration_revision: str = ""
+
+    def msg_id(self) -> str:
+        return f"{super().msg_id()}.{self.attempt}"
 
 
 class TaskRunning(TaskEvent):
@@ -453,6 +522,7 @@ TYPES: dict[str, type[Model]] = {
         NoiseEvaluation,
         TaskScored,
         TaskAllocated,
+        TaskReplace,
         TaskRunning,
         TaskCompleted,
         TaskRejected,

@@ -1,4 +1,4 @@
-"""The hyper-score of one (task, QPU) pair, with its breakdown.
+"""The hyper-score of one (task, QPU) pair, with its breakdown and Shapley attributions.
 
 ``V = w_logic·LogicScore + w_novelty·Novelty + w_impact·ln(Impact + 1) + w_repro·ΔRepro
 + w_meta·Meta + w_qnc·QNC``, then ``base = 100·[1 + σ(β·ln V + γ)^κ]`` with σ the logistic
@@ -7,9 +7,40 @@ run) enters last, multiplicatively: ``hyperscore = base·exp(−w_time·t/time_r
 multiplicative factor keeps the score positive and makes ``w_time`` mean "a QPU ``time_ref_s``
 busier is worth ``exp(−w_time)`` as much", whatever the scale of ``base``.
 
-Only QNC (the predicted fidelity on that QPU) and the completion time differ between the QPUs a
-task is scored on; the other terms set the task's level. The hyperscore is non-decreasing in
-every input of V and non-increasing in the completion time.
+The terms, as fusion computes them for scheduling:
+
+- **LogicScore** (``logic``): the weighted share of the logic checks the circuit passed
+  (``TaskChecked.logic_score``, ``qubus.checks``), in [0, 1].
+- **Novelty** (``novelty``): 1 − the largest cosine similarity of the circuit's feature vector
+  with every circuit seen before (``qubus.novelty``), in [0, 1].
+- **Impact** (``impact``): the task's declared priority, 0–10 (``SubmitRequest.priority``);
+  V takes ``ln(Impact + 1)``, so 10 counts ln 11 ≈ 2.4 and 0 counts nothing.
+- **ΔRepro** (``repro``): the Hellinger fidelity between two independent simulators' ideal
+  distributions of the circuit (``SandboxEvaluation.repro``), in [0, 1].
+- **Meta** (``meta``): the feedback loop's confidence in its fidelity prediction for this QPU
+  and this class of circuit, from the posterior of the calibration of predicted against
+  measured fidelity (``qubus.outcomes``): ``exp(−s/0.2)`` with ``s`` the posterior predictive
+  standard deviation of the measured fidelity; in (0, 1] (0.56 before any outcome).
+- **QNC** (``qnc``): the calibrated predicted fidelity of the task on this QPU: the noise
+  budget applied to the ideal distribution for the task's shots (``qubus.fidelity``), mapped
+  through that calibration's posterior mean; in [0, 1].
+- **time** (``time``): the expected completion time on this QPU: queue depth × the node's
+  mean job time + this task's modelled run time, in seconds.
+
+QNC, Meta and the completion time differ between the QPUs a task is scored on; the other terms
+set the task's level. The hyperscore is non-decreasing in every input of V and non-increasing
+in the completion time.
+
+**Shapley attributions** (``shapley``). The seven terms are the players of a cooperative game
+whose value for a coalition ``S`` is the hyperscore computed with only the terms in ``S``
+present: an absent V term contributes 0 to V, an absent time term costs nothing (factor 1).
+The empty coalition's value is the **baseline** ``100·[1 + σ(β·ln V_EPSILON + γ)^κ]`` (≈ 100
+for the default weights). Each term's Shapley value is its marginal contribution averaged over
+every order of adding the terms (exact: all 2⁷ = 128 coalitions); they sum to
+``hyperscore − baseline``, a term with weight or input 0 gets 0, the time term's is ≤ 0.
+
+The default weights of V come from AHP (``qubus.ahp.SCORE_JUDGEMENTS``); the time penalty is a
+different unit (a factor per ``time_ref_s`` seconds) and is set directly.
 """
 
 from __future__ import annotations
@@ -18,9 +49,20 @@ import math
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from qubus.ahp import SCORE_CRITERIA, SCORE_JUDGEMENTS, analyse
+
 V_EPSILON = 1e-9
 """Floor of V before its logarithm: V is 0 when every weighted input is 0, and ln 0 is −∞.
 At the floor, β·ln V + γ is so negative that σ is ≈ 0 and the base score is ≈ 100: the lowest."""
+
+V_TERMS = SCORE_CRITERIA
+"""The terms of V, each weighted by ``w_<term>``."""
+
+TERMS = (*V_TERMS, "time")
+"""Every term of the hyperscore: the players of its Shapley attribution."""
+
+TERM_WEIGHTS = {term: f"w_{term}" for term in TERMS}
+"""The ``Weights`` field that weighs each term."""
 
 
 class _Frozen(BaseModel):
@@ -35,8 +77,8 @@ class Weights(_Frozen):
         w_novelty: Weight of novelty (a circuit not seen before).
         w_impact: Weight of ln(priority + 1).
         w_repro: Weight of cross-simulator reproducibility.
-        w_meta: Weight of the meta-optimisation's feedback.
-        w_qnc: Weight of the predicted fidelity on the QPU.
+        w_meta: Weight of the calibration's confidence in this QPU's prediction.
+        w_qnc: Weight of the calibrated predicted fidelity on the QPU.
         w_time: Strength of the completion-time penalty (0 ignores time).
         time_ref_s: Completion time that costs a factor ``exp(−w_time)``.
         beta: Slope β of the logistic in ln V.
@@ -57,27 +99,23 @@ class Weights(_Frozen):
     kappa: float = Field(gt=0)
 
 
+AHP = analyse(SCORE_CRITERIA, SCORE_JUDGEMENTS)
+"""The AHP analysis behind ``DEFAULT_WEIGHTS`` (weights, λmax, CI, CR)."""
+
 DEFAULT_WEIGHTS = Weights(
-    w_logic=0.15,
-    w_novelty=0.10,
-    w_impact=0.10,
-    w_repro=0.15,
-    w_meta=0.10,
-    w_qnc=0.40,
+    **{TERM_WEIGHTS[term]: weight for term, weight in AHP.weights.items()},
     w_time=0.5,
     time_ref_s=60.0,
     beta=5.0,
     gamma=-math.log(2.0),
     kappa=2.0,
 )
-"""A hand-set prior until the weights are derived by AHP and tuned from outcomes (later issues).
-
-The six V weights sum to 1, so V is at most 1 plus the impact term. QNC carries the most (0.40)
-because it is the only V term that differs between QPUs, so it alone ranks them. β = 5,
-γ = −ln 2 and κ = 2 are the values usually quoted with this hyper-score formula; they make
-σ(β·ln V + γ) = V⁵/(V⁵ + 2), so V = 1 gives 1/3 and a base of 100·(1 + 1/9).
-``w_time = 0.5`` with ``time_ref_s = 60`` makes a QPU one minute busier worth e^−0.5 ≈ 0.61
-times as much.
+"""The initial weights: V's six weights are the AHP priorities of ``SCORE_JUDGEMENTS`` (they
+sum to 1: qnc 0.407, logic, repro and meta 0.132 each, impact 0.127, novelty 0.069), so V is at
+most 1 plus the impact term's excess. β = 5, γ = −ln 2 and κ = 2 are the values usually
+quoted with this hyper-score formula; they make σ(β·ln V + γ) = V⁵/(V⁵ + 2), so V = 1 gives 1/3
+and a base of 100·(1 + 1/9). ``w_time = 0.5`` with ``time_ref_s = 60`` makes a QPU one minute
+busier worth e^−0.5 ≈ 0.61 times as much.
 """
 
 
@@ -89,8 +127,8 @@ class ScoreInputs(_Frozen):
         novelty: Novelty of the circuit, in [0, 1].
         impact: The task's priority, ≥ 0.
         repro: Cross-simulator reproducibility, in [0, 1].
-        meta: Meta-optimisation feedback, in [0, 1].
-        qnc: Predicted fidelity of the task on this QPU, in [0, 1].
+        meta: Confidence in the fidelity prediction for this QPU, in [0, 1].
+        qnc: Calibrated predicted fidelity of the task on this QPU, in [0, 1].
         expected_completion_s: Expected queue wait plus run time on this QPU, ≥ 0.
     """
 
@@ -112,6 +150,9 @@ class ScoreBreakdown(_Frozen):
         base: ``100·[1 + σ(β·ln V + γ)^κ]``, in [100, 200].
         time_penalty: Points the completion time costs: ``base − hyperscore``, ≥ 0.
         hyperscore: ``base·exp(−w_time·t/time_ref_s)``: the number policies rank by.
+        baseline: The score with every term absent (the Shapley game's empty coalition).
+        shapley: Each term's Shapley value (``TERMS``), summing to ``hyperscore − baseline``;
+            empty unless asked for (``score(..., shapley=True)``).
     """
 
     terms: dict[str, float]
@@ -119,6 +160,8 @@ class ScoreBreakdown(_Frozen):
     base: float
     time_penalty: float
     hyperscore: float
+    baseline: float
+    shapley: dict[str, float] = Field(default_factory=dict)
 
 
 def _logistic(x: float) -> float:
@@ -129,17 +172,15 @@ def _logistic(x: float) -> float:
     return z / (1.0 + z)
 
 
-def score(inputs: ScoreInputs, weights: Weights = DEFAULT_WEIGHTS) -> ScoreBreakdown:
-    """Scores one (task, QPU) pair.
+def _base(v: float, weights: Weights) -> float:
+    """``100·[1 + σ(β·ln V + γ)^κ]`` with V floored at ``V_EPSILON``."""
+    sigma = _logistic(weights.beta * math.log(max(v, V_EPSILON)) + weights.gamma)
+    return 100.0 * (1.0 + sigma**weights.kappa)
 
-    Args:
-        inputs: The task's and the QPU's figures.
-        weights: The weights to apply.
 
-    Returns:
-        The breakdown; ``hyperscore`` is the ranking value.
-    """
-    terms = {
+def weighted_terms(inputs: ScoreInputs, weights: Weights) -> dict[str, float]:
+    """Each weighted term of V by name."""
+    return {
         "logic": weights.w_logic * inputs.logic_score,
         "novelty": weights.w_novelty * inputs.novelty,
         "impact": weights.w_impact * math.log1p(inputs.impact),
@@ -147,12 +188,71 @@ def score(inputs: ScoreInputs, weights: Weights = DEFAULT_WEIGHTS) -> ScoreBreak
         "meta": weights.w_meta * inputs.meta,
         "qnc": weights.w_qnc * inputs.qnc,
     }
+
+
+def time_factor(inputs: ScoreInputs, weights: Weights) -> float:
+    """``exp(−w_time·t/time_ref_s)``: the share of the base score the completion time leaves."""
+    return math.exp(-weights.w_time * inputs.expected_completion_s / weights.time_ref_s)
+
+
+def baseline_score(weights: Weights) -> float:
+    """The score with every term absent: V at its floor and no time penalty."""
+    return _base(0.0, weights)
+
+
+def score(
+    inputs: ScoreInputs, weights: Weights = DEFAULT_WEIGHTS, *, shapley: bool = False
+) -> ScoreBreakdown:
+    """Scores one (task, QPU) pair.
+
+    Args:
+        inputs: The task's and the QPU's figures.
+        weights: The weights to apply.
+        shapley: Also attribute the score to its terms (128 evaluations of the score).
+
+    Returns:
+        The breakdown; ``hyperscore`` is the ranking value.
+    """
+    terms = weighted_terms(inputs, weights)
     v = math.fsum(terms.values())
-    sigma = _logistic(weights.beta * math.log(max(v, V_EPSILON)) + weights.gamma)
-    base = 100.0 * (1.0 + sigma**weights.kappa)
-    hyperscore = base * math.exp(
-        -weights.w_time * inputs.expected_completion_s / weights.time_ref_s
-    )
+    base = _base(v, weights)
+    hyperscore = base * time_factor(inputs, weights)
     return ScoreBreakdown(
-        terms=terms, v=v, base=base, time_penalty=base - hyperscore, hyperscore=hyperscore
+        terms=terms,
+        v=v,
+        base=base,
+        time_penalty=base - hyperscore,
+        hyperscore=hyperscore,
+        baseline=baseline_score(weights),
+        shapley=shapley_values(inputs, weights) if shapley else {},
     )
+
+
+def shapley_values(inputs: ScoreInputs, weights: Weights) -> dict[str, float]:
+    """The exact Shapley value of each of ``TERMS`` in the hyperscore (module docstring).
+
+    Returns:
+        Term → its value in score points; the values sum to ``hyperscore − baseline``.
+    """
+    terms = weighted_terms(inputs, weights)
+    factor = time_factor(inputs, weights)
+    n = len(TERMS)
+    time_bit = 1 << TERMS.index("time")
+
+    def value(mask: int) -> float:
+        v = math.fsum(terms[t] for i, t in enumerate(V_TERMS) if mask >> i & 1)
+        return _base(v, weights) * (factor if mask & time_bit else 1.0)
+
+    values = [value(mask) for mask in range(1 << n)]
+    share = [
+        math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n) for size in range(n)
+    ]
+    attributions = {}
+    for i, term in enumerate(TERMS):
+        bit = 1 << i
+        attributions[term] = math.fsum(
+            share[mask.bit_count()] * (values[mask | bit] - values[mask])
+            for mask in range(1 << n)
+            if not mask & bit
+        )
+    return attributions

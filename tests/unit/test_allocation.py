@@ -1,20 +1,29 @@
-"""Placement policies."""
+"""Placement policies: constraints, batch objective, optimality against brute force."""
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from qubus.allocation import (
+    FIDELITY_WEIGHT_S,
     POLICIES,
     Candidate,
-    HyperscorePolicy,
-    Policy,
-    RoundRobinPolicy,
+    Decision,
+    Problem,
+    TaskRequest,
+    build_problem,
+    candidate_from_score,
+    decide,
     get_policy,
+    replacement_reason,
 )
 from qubus.errors import CircuitRejected, QubusError
+from qubus.messages import NodeScore
 
 
 def candidate(node: str, **overrides: object) -> Candidate:
@@ -24,10 +33,58 @@ def candidate(node: str, **overrides: object) -> Candidate:
         "available": True,
         "queue_depth": 0,
         "expected_completion_s": 1.0,
+        "run_s": 1.0,
         "predicted_fidelity": 0.9,
         "hyperscore": 150.0,
     }
     return Candidate(**(values | overrides))
+
+
+def request(task_id: str, candidates: list[Candidate], **options: object) -> TaskRequest:
+    return TaskRequest(task_id=task_id, candidates=candidates, **options)
+
+
+def one(policy: str, candidates: list[Candidate], task_id: str = "t1") -> Decision:
+    (outcome,) = decide(get_policy(policy), [request(task_id, candidates)])
+    assert isinstance(outcome, Decision), outcome
+    return outcome
+
+
+def random_batch(n: int, m: int, seed: int, *, ineligible: float = 0.0) -> list[TaskRequest]:
+    """``n`` tasks on ``m`` nodes with backlogs, run times, fidelities and scores drawn from
+    ``seed``; each candidate is ineligible with chance ``ineligible``."""
+    rng = np.random.default_rng(seed)
+    ready = rng.uniform(0, 20, m)
+    batch = []
+    for i in range(n):
+        candidates = []
+        for j in range(m):
+            run = float(rng.uniform(1, 15))
+            candidates.append(
+                candidate(
+                    f"n{j}",
+                    fits=bool(rng.random() >= ineligible),
+                    expected_completion_s=float(ready[j]) + run,
+                    run_s=run,
+                    predicted_fidelity=float(rng.uniform(0.6, 0.99)),
+                    hyperscore=float(rng.uniform(100, 150)),
+                    time_rate=1 / 120,
+                )
+            )
+        batch.append(request(f"b{seed}-{i}", candidates))
+    return batch
+
+
+def brute_force(problem: Problem) -> float:
+    options = [problem.options(i) for i in range(problem.n)]
+    return min(problem.objective(a) for a in itertools.product(*options))
+
+
+def nodes_of(outcomes: list, problem: Problem) -> list[int]:
+    return [problem.nodes.index(o.node) for o in outcomes]
+
+
+# ---------------------------------------------------------------- one task
 
 
 FLEET = [
@@ -39,7 +96,7 @@ FLEET = [
 
 
 def test_hyperscore_picks_the_best_eligible_node() -> None:
-    decision = HyperscorePolicy().choose("t1", FLEET)
+    decision = one("hyperscore", FLEET)
     assert decision.node == "quantinuum_h2_2"
     assert decision.policy == "hyperscore"
     assert decision.ranking == [
@@ -47,74 +104,93 @@ def test_hyperscore_picks_the_best_eligible_node() -> None:
         ("ionq_aria", 160.0),
         ("ibm_nairobi", 140.0),
     ]
-    assert "170.00" in decision.reason and "ionq_aria" in decision.reason
+    assert "170.00" in decision.reason and "next ionq_aria" in decision.reason
 
 
 def test_hyperscore_skips_unavailable_nodes() -> None:
     fleet = [*FLEET[:1], FLEET[1].model_copy(update={"available": False}), *FLEET[2:]]
-    assert HyperscorePolicy().choose("t1", fleet).node == "ionq_aria"
+    assert one("hyperscore", fleet).node == "ionq_aria"
 
 
-def test_hyperscore_tie_goes_to_shorter_completion() -> None:
-    fleet = [candidate("a", expected_completion_s=5.0), candidate("b", expected_completion_s=2.0)]
-    assert HyperscorePolicy().choose("t1", fleet).node == "b"
-
-
-def test_hyperscore_full_tie_goes_to_first_node_id() -> None:
-    assert HyperscorePolicy().choose("t1", [candidate("b"), candidate("a")]).node == "a"
+def test_hyperscore_tie_goes_to_earlier_finish_then_node_id() -> None:
+    late = candidate("a", expected_completion_s=5.0)
+    assert one("hyperscore", [late, candidate("b", expected_completion_s=2.0)]).node == "b"
+    assert one("hyperscore", [candidate("b"), candidate("a")]).node == "a"
 
 
 def test_round_robin_is_deterministic_per_task() -> None:
-    policy = RoundRobinPolicy()
-    assert policy.choose("task-42", FLEET) == RoundRobinPolicy().choose("task-42", FLEET[::-1])
+    assert one("round_robin", FLEET, "task-42") == one("round_robin", FLEET[::-1], "task-42")
 
 
 def test_round_robin_ranking_is_a_rotation_of_eligible_nodes() -> None:
-    decision = RoundRobinPolicy().choose("task-7", FLEET)
+    decision = one("round_robin", FLEET, "task-7")
     order = ["ibm_nairobi", "ionq_aria", "quantinuum_h2_2"]
     start = order.index(decision.node)
     assert [node for node, _ in decision.ranking] == order[start:] + order[:start]
-    assert decision.policy == "round_robin"
 
 
 def test_round_robin_spreads_tasks_evenly_over_eligible_nodes() -> None:
-    policy = RoundRobinPolicy()
-    counts = Counter(policy.choose(f"task-{i}", FLEET).node for i in range(3_000))
+    batch = [request(f"task-{i}", FLEET) for i in range(3_000)]
+    counts = Counter(o.node for o in decide(get_policy("round_robin"), batch))
     assert set(counts) == {"ibm_nairobi", "ionq_aria", "quantinuum_h2_2"}
     assert all(900 < n < 1_100 for n in counts.values())
 
 
-@pytest.mark.parametrize("policy", [HyperscorePolicy(), RoundRobinPolicy()])
-def test_no_eligible_node_rejects_naming_each_reason(policy: Policy) -> None:
+def test_greedy_fidelity_takes_the_highest_prediction() -> None:
+    fleet = [candidate("a", predicted_fidelity=0.8), candidate("b", predicted_fidelity=0.95)]
+    decision = one("greedy_fidelity", fleet)
+    assert decision.node == "b" and "0.950" in decision.reason
+
+
+def test_least_loaded_takes_the_node_that_frees_first_whatever_the_run_time() -> None:
+    slow_but_free = candidate("ion", expected_completion_s=20.0, run_s=20.0)
+    fast_but_busy = candidate("sc", expected_completion_s=3.0, run_s=1.0)
+    assert one("least_loaded", [slow_but_free, fast_but_busy]).node == "ion"
+    # hyperscore ranks by completion (through the score), not by when the node frees up
+    scored = [
+        slow_but_free.model_copy(update={"hyperscore": 100.0}),
+        fast_but_busy.model_copy(update={"hyperscore": 140.0}),
+    ]
+    assert one("hyperscore", scored).node == "sc"
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_no_eligible_node_rejects_naming_each_reason(name: str) -> None:
     fleet = [
         candidate("a", fits=False),
         candidate("b", available=False),
         candidate("c", fits=False, available=False),
     ]
-    with pytest.raises(CircuitRejected) as info:
-        policy.choose("t1", fleet)
-    assert info.value.code == "alloc.no_fit"
-    message = info.value.message
-    assert "a: the task does not fit" in message
-    assert "b: unavailable" in message
-    assert "c: the task does not fit and unavailable" in message
+    (outcome,) = decide(get_policy(name), [request("t1", fleet)])
+    assert isinstance(outcome, CircuitRejected)
+    assert outcome.code == "alloc.no_fit"
+    assert "a: the task does not fit" in outcome.message
+    assert "b: unavailable" in outcome.message
+    assert "c: the task does not fit and unavailable" in outcome.message
 
 
-@pytest.mark.parametrize("policy", [HyperscorePolicy(), RoundRobinPolicy()])
-def test_no_candidates_rejects(policy: Policy) -> None:
-    with pytest.raises(CircuitRejected) as info:
-        policy.choose("t1", [])
-    assert info.value.code == "alloc.no_fit"
+def test_no_candidates_rejects() -> None:
+    (outcome,) = decide(get_policy("hyperscore"), [request("t1", [])])
+    assert isinstance(outcome, CircuitRejected) and outcome.code == "alloc.no_fit"
 
 
-def test_repeated_node_is_an_error() -> None:
-    with pytest.raises(QubusError) as info:
-        HyperscorePolicy().choose("t1", [candidate("a"), candidate("a")])
-    assert info.value.code == "alloc.duplicate_node"
+def test_repeated_node_fails_that_task_only() -> None:
+    batch = [request("t1", [candidate("a"), candidate("a")]), request("t2", [candidate("a")])]
+    broken, placed = decide(get_policy("hyperscore"), batch)
+    assert isinstance(broken, QubusError) and broken.code == "alloc.duplicate_node"
+    assert isinstance(placed, Decision) and placed.node == "a"
 
 
 def test_get_policy_by_name() -> None:
-    assert set(POLICIES) == {"hyperscore", "round_robin"}
+    assert set(POLICIES) == {
+        "round_robin",
+        "least_loaded",
+        "greedy_fidelity",
+        "hyperscore",
+        "annealing",
+        "milp",
+        "qaoa",
+    }
     for name in POLICIES:
         assert get_policy(name).name == name
 
@@ -123,9 +199,206 @@ def test_unknown_policy_lists_valid_names() -> None:
     with pytest.raises(QubusError) as info:
         get_policy("random")
     assert info.value.code == "policy.unknown"
-    assert "hyperscore" in info.value.message and "round_robin" in info.value.message
+    assert "hyperscore" in info.value.message and "milp" in info.value.message
 
 
 def test_candidate_is_validated() -> None:
     with pytest.raises(ValueError, match="queue_depth"):
         candidate("a", queue_depth=-1)
+
+
+# ---------------------------------------------------------------- constraints
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_every_policy_respects_capacity_availability_and_floor(name: str) -> None:
+    batch = random_batch(6, 4, seed=3, ineligible=0.4)
+    batch[0] = batch[0].model_copy(update={"fidelity_floor": 0.8})
+    batch[1] = batch[1].model_copy(
+        update={"candidates": [c.model_copy(update={"fits": False}) for c in batch[1].candidates]}
+    )
+    outcomes = decide(get_policy(name), batch)
+    assert len(outcomes) == len(batch)
+    assert isinstance(outcomes[1], CircuitRejected)
+    for req, outcome in zip(batch, outcomes, strict=True):
+        allowed = {
+            c.node
+            for c in req.candidates
+            if c.eligible and c.predicted_fidelity >= (req.fidelity_floor or 0)
+        }
+        if not allowed:
+            assert isinstance(outcome, CircuitRejected)
+            continue
+        assert isinstance(outcome, Decision)
+        assert outcome.task_id == req.task_id
+        assert outcome.node in allowed
+        assert outcome.ranking[0][0] == outcome.node
+        assert {node for node, _ in outcome.ranking} == allowed
+
+
+def test_fidelity_floor_excludes_nodes_and_rejects_when_none_is_left() -> None:
+    fleet = [candidate("a", predicted_fidelity=0.7), candidate("b", predicted_fidelity=0.9)]
+    decided, rejected = decide(
+        get_policy("hyperscore"),
+        [
+            request("t1", fleet, fidelity_floor=0.8),
+            request("t2", fleet, fidelity_floor=0.95),
+        ],
+    )
+    assert decided.node == "b"
+    assert isinstance(rejected, CircuitRejected)
+    assert "a: predicted fidelity 0.700 is below the task's floor 0.95" in rejected.message
+
+
+def test_deadline_restricts_to_nodes_that_can_make_it() -> None:
+    fleet = [
+        candidate("fast", expected_completion_s=4.0, run_s=1.0, hyperscore=100.0),
+        candidate("slow", expected_completion_s=30.0, run_s=5.0, hyperscore=200.0),
+    ]
+    decision = one("hyperscore", fleet)
+    assert decision.node == "slow" and decision.deadline_met is None
+    (decision,) = decide(get_policy("hyperscore"), [request("t1", fleet, deadline_s=10.0)])
+    assert decision.node == "fast" and decision.deadline_met is True
+    assert "meets its deadline" in decision.reason
+
+
+def test_a_deadline_no_node_can_meet_goes_where_the_task_finishes_earliest() -> None:
+    fleet = [
+        candidate("a", expected_completion_s=9.0, run_s=2.0, hyperscore=200.0),
+        candidate("b", expected_completion_s=6.0, run_s=5.0, hyperscore=100.0),
+    ]
+    (decision,) = decide(get_policy("hyperscore"), [request("t1", fleet, deadline_s=3.0)])
+    assert decision.node == "b"
+    assert decision.deadline_met is False
+    assert decision.ranking == [("b", 100.0)]
+    assert "misses its deadline" in decision.reason
+    assert "no node can meet it" in decision.reason
+
+
+def test_batch_mates_ahead_on_the_node_count_against_a_deadline() -> None:
+    only = [candidate("a", expected_completion_s=2.0, run_s=2.0)]
+    short = request("short", [candidate("a", expected_completion_s=1.0, run_s=1.0)])
+    outcomes = decide(get_policy("milp"), [request("t1", only, deadline_s=2.5), short])
+    assert outcomes[0].expected_completion_s == pytest.approx(3.0)  # the shorter task runs first
+    assert outcomes[0].deadline_met is False and outcomes[1].position == 0
+
+
+# ---------------------------------------------------------------- the batch objective
+
+
+def test_objective_is_spt_completions_plus_weighted_infidelity() -> None:
+    problem, _ = build_problem(random_batch(5, 3, seed=11))
+    assert problem is not None
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        assignment = [int(rng.choice(problem.options(i))) for i in range(problem.n)]
+        # the QUBO form: unary terms plus min(run) for every pair on the same node
+        pairs = sum(
+            min(problem.run[i, assignment[i]], problem.run[k, assignment[k]])
+            for i, k in itertools.combinations(range(problem.n), 2)
+            if assignment[i] == assignment[k]
+        )
+        unary = sum(problem.unary[i, j] for i, j in enumerate(assignment))
+        assert problem.objective(assignment) == pytest.approx(unary + pairs)
+
+
+def test_completions_follow_shortest_first_on_each_node() -> None:
+    batch = [
+        request("long", [candidate("a", expected_completion_s=13.0, run_s=3.0)]),
+        request("short", [candidate("a", expected_completion_s=11.0, run_s=1.0)]),
+    ]
+    long, short = decide(get_policy("hyperscore"), batch)
+    assert (short.position, long.position) == (0, 1)
+    assert short.expected_completion_s == pytest.approx(11.0)
+    assert long.expected_completion_s == pytest.approx(14.0)
+    expected_j = 11.0 + 14.0 + FIDELITY_WEIGHT_S * 2 * (1 - 0.9)
+    assert f"J = {expected_j:.1f} s" in long.reason
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_milp_is_optimal_against_brute_force(seed: int) -> None:
+    batch = random_batch(5, 3, seed=seed, ineligible=0.2 if seed % 2 else 0.0)
+    problem, _ = build_problem(batch)
+    assert problem is not None
+    optimum = brute_force(problem)
+    outcomes = decide(get_policy("milp"), batch)
+    assert problem.objective(nodes_of(outcomes, problem)) == pytest.approx(optimum, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_milp_is_no_worse_than_any_other_policy(seed: int) -> None:
+    batch = random_batch(12, 5, seed=100 + seed)
+    problem, _ = build_problem(batch)
+    assert problem is not None
+    best = problem.objective(nodes_of(decide(get_policy("milp"), batch), problem))
+    for name in ("round_robin", "least_loaded", "greedy_fidelity", "hyperscore", "annealing"):
+        assert problem.objective(nodes_of(decide(get_policy(name), batch), problem)) >= best - 1e-6
+
+
+@pytest.mark.parametrize(("name", "tolerance"), [("annealing", 0.01), ("qaoa", 0.02)])
+@pytest.mark.parametrize("seed", [21, 22])
+def test_heuristic_optimisers_come_close_to_milp(name: str, tolerance: float, seed: int) -> None:
+    batch = random_batch(8, 4, seed=seed)
+    problem, _ = build_problem(batch)
+    assert problem is not None
+    optimum = problem.objective(nodes_of(decide(get_policy("milp"), batch), problem))
+    found = problem.objective(nodes_of(decide(get_policy(name), batch), problem))
+    assert optimum <= found <= optimum * (1 + tolerance)
+
+
+def test_qaoa_matches_brute_force_on_a_tiny_batch() -> None:
+    batch = random_batch(3, 3, seed=5)
+    problem, _ = build_problem(batch)
+    assert problem is not None
+    found = problem.objective(nodes_of(decide(get_policy("qaoa"), batch), problem))
+    assert found == pytest.approx(brute_force(problem))
+
+
+@pytest.mark.parametrize("name", ["annealing", "qaoa", "hyperscore", "milp"])
+def test_decisions_are_deterministic(name: str) -> None:
+    batch = random_batch(7, 3, seed=8)
+    assert decide(get_policy(name), batch) == decide(get_policy(name), batch)
+
+
+def test_batch_aware_policies_spread_identical_tasks() -> None:
+    fleet = [candidate("a", time_rate=0.1), candidate("b", time_rate=0.1)]
+    batch = [request(f"t{i}", fleet) for i in range(4)]
+    for name in ("hyperscore", "least_loaded", "milp", "annealing"):
+        assert Counter(o.node for o in decide(get_policy(name), batch)) == {"a": 2, "b": 2}, name
+
+
+# ---------------------------------------------------------------- scores and re-placement
+
+
+def test_candidate_from_score_recovers_run_time_and_time_rate() -> None:
+    rate, completion, base = 0.5 / 60, 30.0, 120.0
+    hyperscore = base * math.exp(-rate * completion)
+    score = NodeScore(
+        node="a",
+        eligible=True,
+        predicted_fidelity=0.9,
+        expected_completion_s=completion,
+        expected_run_s=6.0,
+        queue_depth=2,
+        hyperscore=hyperscore,
+        terms={"qnc": 0.3, "time_penalty": base - hyperscore},
+    )
+    c = candidate_from_score(score)
+    assert c.run_s == 6.0 and c.queue_s == pytest.approx(24.0)
+    assert c.time_rate == pytest.approx(rate)
+    assert c.eligible and c.hyperscore == hyperscore
+    # without a recorded run time, the completion is shared among the queue and the task
+    legacy = candidate_from_score(score.model_copy(update={"expected_run_s": 0.0}))
+    assert legacy.run_s == pytest.approx(10.0)
+    refused = candidate_from_score(NodeScore(node="b", eligible=False, reason="offline"))
+    assert not refused.eligible and refused.reason == "offline"
+
+
+def test_replacement_reason() -> None:
+    assert replacement_reason(allocated=0.9, predicted=0.85, floor=None, max_drop=0.1) is None
+    assert "fell from 0.900 to 0.700" in replacement_reason(
+        allocated=0.9, predicted=0.7, floor=None, max_drop=0.1
+    )
+    assert "below the task's floor 0.88" in replacement_reason(
+        allocated=0.9, predicted=0.85, floor=0.88, max_drop=0.1
+    )

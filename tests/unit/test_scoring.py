@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -9,7 +10,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from qubus.scoring import DEFAULT_WEIGHTS, ScoreInputs, Weights, score
+from qubus.scoring import (
+    DEFAULT_WEIGHTS,
+    TERMS,
+    V_TERMS,
+    ScoreInputs,
+    Weights,
+    baseline_score,
+    score,
+    shapley_values,
+    time_factor,
+    weighted_terms,
+)
 
 unit = st.floats(min_value=0.0, max_value=1.0)
 seconds = st.floats(min_value=0.0, max_value=1e5)
@@ -70,7 +82,7 @@ def test_hand_computed_score() -> None:
 def test_terms_are_named_and_weighted() -> None:
     breakdown = score(unit_inputs(qnc=0.5, impact=0.0))
     assert set(breakdown.terms) == {"logic", "novelty", "impact", "repro", "meta", "qnc"}
-    assert breakdown.terms["qnc"] == pytest.approx(0.2)
+    assert breakdown.terms["qnc"] == pytest.approx(0.5 * DEFAULT_WEIGHTS.w_qnc)
     assert breakdown.terms["impact"] == 0.0
 
 
@@ -134,3 +146,68 @@ def test_inputs_out_of_range_are_rejected(field: str, value: float) -> None:
 def test_weights_are_validated() -> None:
     with pytest.raises(ValidationError, match="w_qnc"):
         DEFAULT_WEIGHTS.model_validate({**DEFAULT_WEIGHTS.model_dump(), "w_qnc": -1.0})
+
+
+# ---------------------------------------------------------------- Shapley attributions
+
+
+def _coalition_score(present: set[str], case: ScoreInputs, w: Weights) -> float:
+    """The score with only ``present`` terms, written out from the formula (the game's value)."""
+    v = sum(value for term, value in weighted_terms(case, w).items() if term in present)
+    sigma = 1 / (1 + math.exp(-(w.beta * math.log(max(v, 1e-9)) + w.gamma)))
+    base = 100 * (1 + sigma**w.kappa)
+    return base * (time_factor(case, w) if "time" in present else 1.0)
+
+
+def test_shapley_matches_the_average_over_every_order_of_the_terms() -> None:
+    case = unit_inputs(qnc=0.7, meta=0.4, novelty=0.2, impact=3.0, expected_completion_s=40.0)
+    totals = dict.fromkeys(TERMS, 0.0)
+    orders = list(itertools.permutations(TERMS))
+    for order in orders:
+        present: set[str] = set()
+        for term in order:
+            before = _coalition_score(present, case, DEFAULT_WEIGHTS)
+            present.add(term)
+            totals[term] += _coalition_score(present, case, DEFAULT_WEIGHTS) - before
+    expected = {term: total / len(orders) for term, total in totals.items()}
+    assert shapley_values(case, DEFAULT_WEIGHTS) == pytest.approx(expected, rel=1e-9)
+
+
+@given(inputs, weights)
+def test_shapley_values_sum_to_the_score_above_the_baseline(case: ScoreInputs, w: Weights) -> None:
+    breakdown = score(case, w, shapley=True)
+    assert set(breakdown.shapley) == set(TERMS)
+    assert breakdown.baseline == pytest.approx(baseline_score(w))
+    assert math.fsum(breakdown.shapley.values()) == pytest.approx(
+        breakdown.hyperscore - breakdown.baseline, abs=1e-7
+    )
+
+
+@given(inputs, weights)
+def test_v_terms_never_count_against_a_score_and_time_never_for_it(
+    case: ScoreInputs, w: Weights
+) -> None:
+    attributions = shapley_values(case, w)
+    assert all(attributions[term] >= -1e-9 for term in V_TERMS)
+    assert attributions["time"] <= 1e-9
+
+
+def test_terms_that_contribute_equally_get_equal_shares() -> None:
+    w = DEFAULT_WEIGHTS.model_copy(update={"w_logic": 0.2, "w_repro": 0.2})
+    case = unit_inputs(logic_score=0.6, repro=0.6, expected_completion_s=10.0)
+    attributions = shapley_values(case, w)
+    assert attributions["logic"] == pytest.approx(attributions["repro"])
+    assert attributions["logic"] > 0
+
+
+def test_absent_terms_get_nothing() -> None:
+    w = DEFAULT_WEIGHTS.model_copy(update={"w_novelty": 0.0})
+    attributions = shapley_values(unit_inputs(meta=0.0, expected_completion_s=0.0), w)
+    assert attributions["novelty"] == 0.0  # weight 0
+    assert attributions["meta"] == 0.0  # input 0
+    assert attributions["time"] == 0.0  # no completion time
+    assert attributions["qnc"] > attributions["logic"] > 0  # bigger weight, bigger share
+
+
+def test_scores_carry_no_attribution_unless_asked() -> None:
+    assert score(unit_inputs()).shapley == {}

@@ -1,0 +1,330 @@
+"""The operator's commands on scoring: ``qubus weights``, ``qubus feedback``, ``qubus pilot``.
+
+Each reads or writes the KV buckets of the running stack (``qubus_weights``, ``qubus_pilots``)
+directly; ``qubus.cli`` adds the parsers and runs the handlers with a connected client.
+``weights tune --from-bench`` tunes on the scheduling benchmark (``qubus.benchtune``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import nats.js.errors
+from nats.js.kv import KeyValue
+from pydantic import ValidationError
+
+from qubus.bus import BUCKET_PILOTS, BUCKET_WEIGHTS
+from qubus.client import Client
+from qubus.errors import QubusError
+from qubus.kvrecords import invalid
+from qubus.pilots import PilotDescription, create_pilot, list_pilots
+
+if TYPE_CHECKING:
+    from qubus.weights import WeightsRecord
+
+Handler = Callable[[Client, argparse.Namespace], Awaitable[int]]
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``weights``, ``feedback`` and ``pilot`` to the ``qubus`` subcommands."""
+    weights = sub.add_parser(
+        "weights",
+        help="show or change the score weights (KV qubus_weights, by revision)",
+        description="Show the hyper-score weights fusion scores with, and their revisions, or "
+        "make a new revision: set values, pin weights (tuning and feedback never change a "
+        "pinned weight) or unpin them. NAME is one of the weights `qubus weights show` lists.",
+    )
+    actions = weights.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = actions.add_parser("show", help="current weights, revision, source and history")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    set_ = actions.add_parser("set", help="set weights: a new revision (source `set`)")
+    set_.add_argument("values", nargs="+", metavar="NAME=VALUE")
+    for verb, text in (("pin", "never tune or nudge"), ("unpin", "let tuning and feedback change")):
+        p = actions.add_parser(verb, help=f"{text} these weights: a new revision")
+        p.add_argument("names", nargs="+", metavar="NAME")
+    add_tune_parser(actions)
+
+    feedback = sub.add_parser(
+        "feedback",
+        help="rate a task's placement 1-5; nudges the weights of the terms that drove it",
+        description="Rate the placement of task ID from 1 (bad) to 5 (good). The weights of the "
+        "terms that drove the decision move by their Shapley share of the chosen node's score "
+        "(a small step, renormalised, pinned weights untouched): a new weights revision unless "
+        "the rating is 3. A task is rated once.",
+    )
+    feedback.add_argument("task_id", metavar="ID")
+    feedback.add_argument("--rating", type=int, choices=range(1, 6), required=True)
+    feedback.add_argument("--json", action="store_true", help="print JSON")
+
+    pilot = sub.add_parser(
+        "pilot",
+        help="create or list pilots: named sets of QPU nodes with constraints",
+        description="A pilot names QPU nodes and optional constraints; a task submitted with "
+        "--pilot NAME runs only on a node of the pilot that meets them.",
+    )
+    pilot_actions = pilot.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = pilot_actions.add_parser("create", help="create a pilot")
+    create.add_argument("name", metavar="NAME")
+    create.add_argument("--nodes", required=True, help="comma-separated QPU node ids")
+    create.add_argument("--min-fidelity", type=float, help="least predicted fidelity (0-1)")
+    create.add_argument("--max-queue", type=int, help="largest queue depth of a node")
+    create.add_argument("--max-qubits", type=int, help="widest circuit the pilot takes")
+    listing = pilot_actions.add_parser("list", help="list the pilots")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+
+
+def add_tune_parser(actions: argparse._SubParsersAction) -> None:
+    """``weights tune --from-bench``."""
+    tune = actions.add_parser(
+        "tune",
+        help="tune the unpinned weights by Bayesian optimisation on the scheduling benchmark",
+        description="Maximise the outcome of the scheduling benchmark's workload (qubus "
+        "bench schedule) replayed under the hyperscore policy with candidate weights: "
+        "-(mean completion time + 100 s x (1 - mean measured fidelity)), by a Gaussian process "
+        "with expected improvement (qubus.tuning), starting from the current weights and "
+        "leaving pinned ones alone; then compare the start and tuned weights on a held-out "
+        "workload (another seed). With --apply, store the tuned weights as a new revision "
+        "(source `tuned`) if they do better on the held-out workload.",
+    )
+    tune.add_argument(
+        "--from-bench",
+        action="store_true",
+        required=True,
+        help="the objective: the scheduling benchmark (the only one so far)",
+    )
+    tune.add_argument("--budget", type=int, default=20, help="evaluations (default 20)")
+    tune.add_argument("--seed", type=int, default=1, help="tuning workload seed (default 1)")
+    tune.add_argument("--holdout-seed", type=int, default=2, help="held-out seed (default 2)")
+    tune.add_argument("--tasks", type=int, default=48, help="tasks per workload (default 48)")
+    tune.add_argument("--qpus", type=int, default=8, help="fleet size, 1-32 (default 8)")
+    tune.add_argument("--arrivals", choices=["poisson", "bursty"], default="poisson")
+    tune.add_argument(
+        "--no-background", action="store_true", help="no background queues on the nodes"
+    )
+    tune.add_argument("--apply", action="store_true", help="store the tuned weights if better")
+    tune.add_argument("--json", action="store_true", help="print JSON")
+
+
+async def _bucket(client: Client, name: str) -> KeyValue:
+    """The stack's bucket ``name``.
+
+    Raises:
+        QubusError: ``stack.unavailable`` if it does not exist (no service has started).
+    """
+    try:
+        return await client.bus.kv(name)
+    except nats.js.errors.BucketNotFoundError:
+        raise QubusError(
+            f"KV bucket {name} does not exist: has a qubus stack run on this server?",
+            code="stack.unavailable",
+        ) from None
+
+
+def _stamp(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if when else "-"
+
+
+def record_json(record: WeightsRecord, revision: int) -> dict[str, Any]:
+    """A weights revision as ``qubus weights show --json`` prints it."""
+    return {"revision": revision, **record.model_dump(mode="json")}
+
+
+def format_weights(record: WeightsRecord, revision: int, history: list[dict[str, Any]]) -> str:
+    """``qubus weights show``: the weights (pinned ones marked), then every kept revision."""
+    stored = f"revision {revision}" if revision else "built-in defaults (none stored)"
+    lines = [f"weights {stored} ({record.source}, {_stamp(record.updated_at)}): {record.note}"]
+    for name, value in record.weights.model_dump().items():
+        lines.append(f"  {name:<11} {value:>9.4f}" + ("  pinned" if name in record.pinned else ""))
+    if history:
+        lines.append("history (oldest first)")
+        lines += [
+            f"  rev {h['revision']:>4}  {h['source']:<8} {_stamp(h['updated_at'])}  {h['note']}"
+            for h in history
+        ]
+    return "\n".join(lines)
+
+
+async def _weights(client: Client, args: argparse.Namespace) -> int:
+    from qubus.weights import (  # numpy (AHP): imported only for these commands
+        change_weights,
+        current_weights,
+        parse_assignments,
+        weights_history,
+        with_pins,
+        with_values,
+    )
+
+    kv = await _bucket(client, BUCKET_WEIGHTS)
+    if args.action == "show":
+        record, revision = await current_weights(kv)
+        history = [record_json(r, rev) for r, rev in await weights_history(kv)]
+        if args.json:
+            print(json.dumps({**record_json(record, revision), "history": history}))
+        else:
+            print(format_weights(record, revision, history))
+        return 0
+    if args.action == "tune":
+        return await _tune(kv, args)
+    if args.action == "set":
+        values = parse_assignments(args.values)
+        record, revision = await change_weights(
+            kv, lambda current: with_values(current, values, now=time.time())
+        )
+    else:
+        pinned = args.action == "pin"
+        record, revision = await change_weights(
+            kv, lambda current: with_pins(current, args.names, pinned=pinned, now=time.time())
+        )
+    print(f"weights revision {revision} ({record.source}): {record.note}")
+    return 0
+
+
+async def _tune(kv: KeyValue, args: argparse.Namespace) -> int:
+    """``weights tune --from-bench``: tune, report, and with ``--apply`` store if better on the
+    held-out workload (exit status 1 if not)."""
+    from qubus import schedsim  # cirq and the emulators: imported only for this command
+    from qubus.benchtune import tune_on_bench
+    from qubus.weights import change_weights, current_weights, tuned
+
+    if not 1 <= args.qpus <= 32 or args.tasks < 1 or args.budget < 2:
+        raise QubusError(
+            "--qpus must be 1-32, --tasks at least 1, --budget at least 2", code="tuning.args"
+        )
+    start, start_revision = await current_weights(kv)
+    workload = schedsim.Workload(
+        seed=args.seed,
+        tasks=args.tasks,
+        qpus=args.qpus,
+        arrivals=args.arrivals,
+        background=not args.no_background,
+    )
+    result = await asyncio.to_thread(
+        tune_on_bench,
+        workload,
+        start.weights,
+        start.pinned,
+        budget=args.budget,
+        seed=args.seed,
+        holdout_seed=args.holdout_seed,
+    )
+    values = [step.value for step in result.steps]
+    better = result.tuned_holdout > result.start_holdout
+    note = (
+        f"bench seed {args.seed}: {values[0]:.2f} -> {max(values):.2f}; held-out seed "
+        f"{args.holdout_seed}: {result.start_holdout:.2f} -> {result.tuned_holdout:.2f}"
+    )
+    applied = None
+    if args.apply and better:
+
+        def apply(current: WeightsRecord) -> WeightsRecord:
+            if (current.weights, current.pinned) != (start.weights, start.pinned):
+                raise QubusError(
+                    "the weights changed while tuning; tune again", code="weights.changed"
+                )
+            return tuned(current, result.weights, note=note, now=time.time())
+
+        applied = (await change_weights(kv, apply))[1]
+    report = {
+        "start_revision": start_revision,
+        "start": start.weights.model_dump(),
+        "weights": result.weights.model_dump(),
+        "pinned": start.pinned,
+        "tuning": {"seed": args.seed, "values": values},
+        "holdout": {
+            "seed": args.holdout_seed,
+            "start": result.start_holdout,
+            "tuned": result.tuned_holdout,
+        },
+        "applied_revision": applied,
+    }
+    print(json.dumps(report) if args.json else format_tuning(report))
+    return 1 if args.apply and applied is None else 0
+
+
+def format_tuning(report: dict[str, Any]) -> str:
+    """``weights tune`` as text: objectives, then each weight from start to tuned."""
+    values, holdout = report["tuning"]["values"], report["holdout"]
+    lines = [
+        f"tuned from revision {report['start_revision']} on bench seed "
+        f"{report['tuning']['seed']}, {len(values)} evaluations: objective {values[0]:.2f} -> "
+        f"{max(values):.2f}",
+        f"held-out seed {holdout['seed']}: start {holdout['start']:.2f}, tuned "
+        f"{holdout['tuned']:.2f}",
+    ]
+    for name, value in report["weights"].items():
+        pin = "  pinned" if name in report["pinned"] else ""
+        lines.append(f"  {name:<11} {report['start'][name]:>9.4f} -> {value:>9.4f}{pin}")
+    applied = report["applied_revision"]
+    lines.append(
+        f"stored as weights revision {applied} (tuned)"
+        if applied is not None
+        else "not stored (--apply stores tuned weights that do better on the held-out workload)"
+    )
+    return "\n".join(lines)
+
+
+async def _feedback(client: Client, args: argparse.Namespace) -> int:
+    from qubus.weights import give_feedback
+
+    feedback, record, revision = await give_feedback(client.bus, args.task_id, args.rating)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "feedback": feedback.model_dump(mode="json"),
+                    "weights": record_json(record, revision),
+                }
+            )
+        )
+        return 0
+    print(f"task {args.task_id} on {feedback.node} rated {args.rating}/5")
+    print(f"weights revision {revision} ({record.source}): {record.note}")
+    return 0
+
+
+def format_pilot(pilot: PilotDescription) -> str:
+    """One pilot as ``NAME: nodes a, b; constraints``."""
+    constraints = [
+        f"{label} {value:g}"
+        for label, value in (
+            ("min fidelity", pilot.min_fidelity),
+            ("max queue", pilot.max_queue),
+            ("max qubits", pilot.max_qubits),
+        )
+        if value is not None
+    ]
+    return f"{pilot.name}: nodes {', '.join(pilot.nodes)}" + "".join(f"; {c}" for c in constraints)
+
+
+async def _pilot(client: Client, args: argparse.Namespace) -> int:
+    kv = await _bucket(client, BUCKET_PILOTS)
+    if args.action == "list":
+        pilots = await list_pilots(kv)
+        if args.json:
+            print(json.dumps({"pilots": [p.model_dump(mode="json") for p in pilots]}))
+        else:
+            print("\n".join(map(format_pilot, pilots)) if pilots else "no pilot defined")
+        return 0
+    try:
+        pilot = PilotDescription(
+            name=args.name,
+            nodes=[node.strip() for node in args.nodes.split(",") if node.strip()],
+            min_fidelity=args.min_fidelity,
+            max_queue=args.max_queue,
+            max_qubits=args.max_qubits,
+        )
+    except ValidationError as exc:
+        raise invalid(exc, "pilot", code="pilot.invalid") from None
+    await create_pilot(kv, pilot)
+    print(f"created pilot {format_pilot(pilot)}")
+    return 0
+
+
+HANDLERS: dict[str, Handler] = {"weights": _weights, "feedback": _feedback, "pilot": _pilot}
+"""The commands of this module, each run with a client of the running stack."""
