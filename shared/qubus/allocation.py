@@ -74,16 +74,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from qubus.errors import CircuitRejected, QubusError
+from qubus.scoring import FIDELITY_WEIGHT_S
 
 if TYPE_CHECKING:
     from qubus.messages import NodeScore
 
 _BY_NODE = attrgetter("node")
 T = TypeVar("T")
-
-FIDELITY_WEIGHT_S = 100.0
-"""λ of the batch objective: seconds of completion time one unit of predicted fidelity is
-worth (one second per percentage point)."""
 
 QAOA_MAX_QUBITS = 12
 """Largest QAOA sub-problem simulated with qsim (one qubit per task × candidate node)."""

@@ -14,8 +14,9 @@ workload and reports the start and tuned weights' objectives on a held-out workl
 seed: other tasks, arrivals and background load).
 
 Limits: the benchmark scores every task as ``qubus.schedsim`` does (logic score 1, ΔRepro 1,
-novelty 0, priority 0, meta 0), so of the V weights only w_qnc's share of V changes decisions;
-and the workload is the benchmark's, not the stack's recent completed tasks.
+novelty 0, priority 0, Meta from the calibration's prior), so of the V weights only the
+shares of w_qnc and w_meta change decisions; and the workload is the benchmark's, not the
+stack's recent completed tasks.
 """
 
 from __future__ import annotations

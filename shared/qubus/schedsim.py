@@ -17,8 +17,9 @@ and what is modelled:
   its fidelity predicted for the task's shots (``qubus.noise.predict_fidelity``, the noise
   service's and fusion's model) and its run time modelled (``emulated_runtime_s``).
 - **Scores**: ``qubus.scoring.score`` with the bench's weights (by default fusion's initial
-  ones; logic score 1, ΔRepro 1, novelty 0, meta 0, priority 0: only QNC and time differ
-  between nodes), as fusion's ``NodeScore``, turned into candidates by the allocator's own
+  ones; logic score 1, ΔRepro 1, novelty 0, priority 0, and Meta as fusion computes it
+  before any outcome, from ``qubus.outcomes``' prior: only QNC, Meta and time differ between
+  nodes), as fusion's ``NodeScore``, turned into candidates by the allocator's own
   ``candidate_from_score``.
 - **Decisions**: ``qubus.allocation.decide``: the allocator's code. Decisions take no
   simulated time; their wall-clock time is measured.
@@ -83,6 +84,7 @@ from qubus.ids import seed_for
 from qubus.load import backend_for, load_series
 from qubus.messages import NodeScore
 from qubus.noise import JOB_OVERHEAD_S, emulate, emulated_runtime_s, predict_fidelity
+from qubus.outcomes import calibrate
 from qubus.progress import Progress
 from qubus.scoring import DEFAULT_WEIGHTS, ScoreInputs, Weights, score
 from qubus.simulate import ideal_distribution
@@ -546,7 +548,7 @@ class Bench:
                 novelty=0.0,
                 impact=0.0,
                 repro=1.0,
-                meta=0.0,
+                meta=calibrate(None, pair.predicted).meta,
                 qnc=pair.predicted,
                 expected_completion_s=completion,
             ),

@@ -40,7 +40,9 @@ every order of adding the terms (exact: all 2⁷ = 128 coalitions); they sum to
 ``hyperscore − baseline``, a term with weight or input 0 gets 0, the time term's is ≤ 0.
 
 The default weights of V come from AHP (``qubus.ahp.SCORE_JUDGEMENTS``); the time penalty is a
-different unit (a factor per ``time_ref_s`` seconds) and is set directly.
+different unit (a factor per ``time_ref_s`` seconds): its reference is set so that, for a
+typical task (``REFERENCE_INPUTS``), one unit of predicted fidelity is worth
+``FIDELITY_WEIGHT_S`` (100 s) of completion time, the rate of the allocator's batch objective.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ import math
 from pydantic import BaseModel, ConfigDict, Field
 
 from qubus.ahp import SCORE_CRITERIA, SCORE_JUDGEMENTS, analyse
+from qubus.outcomes import calibrate
 
 V_EPSILON = 1e-9
 """Floor of V before its logarithm: V is 0 when every weighted input is 0, and ln 0 is −∞.
@@ -99,26 +102,6 @@ class Weights(_Frozen):
     kappa: float = Field(gt=0)
 
 
-AHP = analyse(SCORE_CRITERIA, SCORE_JUDGEMENTS)
-"""The AHP analysis behind ``DEFAULT_WEIGHTS`` (weights, λmax, CI, CR)."""
-
-DEFAULT_WEIGHTS = Weights(
-    **{TERM_WEIGHTS[term]: weight for term, weight in AHP.weights.items()},
-    w_time=0.5,
-    time_ref_s=60.0,
-    beta=5.0,
-    gamma=-math.log(2.0),
-    kappa=2.0,
-)
-"""The initial weights: V's six weights are the AHP priorities of ``SCORE_JUDGEMENTS`` (they
-sum to 1: qnc 0.407, logic, repro and meta 0.132 each, impact 0.127, novelty 0.069), so V is at
-most 1 plus the impact term's excess. β = 5, γ = −ln 2 and κ = 2 are the values usually
-quoted with this hyper-score formula; they make σ(β·ln V + γ) = V⁵/(V⁵ + 2), so V = 1 gives 1/3
-and a base of 100·(1 + 1/9). ``w_time = 0.5`` with ``time_ref_s = 60`` makes a QPU one minute
-busier worth e^−0.5 ≈ 0.61 times as much.
-"""
-
-
 class ScoreInputs(_Frozen):
     """The inputs of one (task, QPU) score.
 
@@ -164,6 +147,18 @@ class ScoreBreakdown(_Frozen):
     shapley: dict[str, float] = Field(default_factory=dict)
 
 
+def weighted_terms(inputs: ScoreInputs, weights: Weights) -> dict[str, float]:
+    """Each weighted term of V by name."""
+    return {
+        "logic": weights.w_logic * inputs.logic_score,
+        "novelty": weights.w_novelty * inputs.novelty,
+        "impact": weights.w_impact * math.log1p(inputs.impact),
+        "repro": weights.w_repro * inputs.repro,
+        "meta": weights.w_meta * inputs.meta,
+        "qnc": weights.w_qnc * inputs.qnc,
+    }
+
+
 def _logistic(x: float) -> float:
     """σ(x) = 1/(1 + e^−x), without overflow for large |x|."""
     if x >= 0:
@@ -178,16 +173,67 @@ def _base(v: float, weights: Weights) -> float:
     return 100.0 * (1.0 + sigma**weights.kappa)
 
 
-def weighted_terms(inputs: ScoreInputs, weights: Weights) -> dict[str, float]:
-    """Each weighted term of V by name."""
-    return {
-        "logic": weights.w_logic * inputs.logic_score,
-        "novelty": weights.w_novelty * inputs.novelty,
-        "impact": weights.w_impact * math.log1p(inputs.impact),
-        "repro": weights.w_repro * inputs.repro,
-        "meta": weights.w_meta * inputs.meta,
-        "qnc": weights.w_qnc * inputs.qnc,
-    }
+def _qnc_slope(inputs: ScoreInputs, weights: Weights) -> float:
+    """∂ ln(base)/∂ QNC: ``κ·σ^κ·(1 − σ)·β·w_qnc / (V·(1 + σ^κ))``."""
+    v = max(math.fsum(weighted_terms(inputs, weights).values()), V_EPSILON)
+    sigma = _logistic(weights.beta * math.log(v) + weights.gamma)
+    power = sigma**weights.kappa
+    return weights.kappa * power * (1 - sigma) * weights.beta * weights.w_qnc / (v * (1 + power))
+
+
+def fidelity_worth_s(inputs: ScoreInputs, weights: Weights) -> float:
+    """Seconds of completion time that one unit of QNC is worth to the hyperscore at
+    ``inputs``: the completion time that lowers ``ln(hyperscore)`` as much as a unit of
+    predicted fidelity (at the local slope) raises it; infinite without a time weight."""
+    if weights.w_time == 0:
+        return math.inf
+    return _qnc_slope(inputs, weights) * weights.time_ref_s / weights.w_time
+
+
+FIDELITY_WEIGHT_S = 100.0
+"""λ: seconds of completion time one unit of predicted fidelity is worth (one second per
+percentage point). The allocator's batch objective weighs fidelity by it
+(``qubus.allocation``) and the default time reference of the hyperscore is set from it."""
+
+REFERENCE_INPUTS = ScoreInputs(
+    logic_score=1.0,
+    novelty=0.0,
+    impact=0.0,
+    repro=1.0,
+    meta=calibrate(None, 0.9).meta,
+    qnc=0.9,
+    expected_completion_s=0.0,
+)
+"""A typical task on a typical QPU: every check passed, seen before, no priority, a predicted
+fidelity of 0.9, and Meta 0.56, its value before any outcome (``qubus.outcomes``)."""
+
+AHP = analyse(SCORE_CRITERIA, SCORE_JUDGEMENTS)
+"""The AHP analysis behind ``DEFAULT_WEIGHTS`` (weights, λmax, CI, CR)."""
+
+_AHP_WEIGHTS = Weights(
+    **{TERM_WEIGHTS[term]: weight for term, weight in AHP.weights.items()},
+    w_time=0.5,
+    time_ref_s=1.0,
+    beta=5.0,
+    gamma=-math.log(2.0),
+    kappa=2.0,
+)
+
+_MATCHED_TIME_REF_S = (
+    FIDELITY_WEIGHT_S * _AHP_WEIGHTS.w_time / _qnc_slope(REFERENCE_INPUTS, _AHP_WEIGHTS)
+)
+
+DEFAULT_WEIGHTS = _AHP_WEIGHTS.model_copy(update={"time_ref_s": _MATCHED_TIME_REF_S})
+"""The initial weights: V's six weights are the AHP priorities of ``SCORE_JUDGEMENTS`` (they
+sum to 1: qnc 0.407, logic, repro and meta 0.132 each, impact 0.127, novelty 0.069), so V is at
+most 1 plus the impact term's excess. β = 5, γ = −ln 2 and κ = 2 are the values usually
+quoted with this hyper-score formula; they make σ(β·ln V + γ) = V⁵/(V⁵ + 2), so V = 1 gives 1/3
+and a base of 100·(1 + 1/9). ``w_time = 0.5``, and ``time_ref_s`` (about 1,500 s) is set so
+that at ``REFERENCE_INPUTS`` one unit of fidelity is worth ``FIDELITY_WEIGHT_S`` of completion
+time (``fidelity_worth_s``), as in the allocator's batch objective: with the time reference of
+a minute it had before, a unit of fidelity was worth about 4 s there, and the hyperscore
+policy placed tasks almost by completion time alone.
+"""
 
 
 def time_factor(inputs: ScoreInputs, weights: Weights) -> float:

@@ -12,11 +12,14 @@ from pydantic import ValidationError
 
 from qubus.scoring import (
     DEFAULT_WEIGHTS,
+    FIDELITY_WEIGHT_S,
+    REFERENCE_INPUTS,
     TERMS,
     V_TERMS,
     ScoreInputs,
     Weights,
     baseline_score,
+    fidelity_worth_s,
     score,
     shapley_values,
     time_factor,
@@ -73,10 +76,24 @@ def test_hand_computed_score() -> None:
     assert at_once.base == pytest.approx(1000 / 9)
     assert at_once.hyperscore == pytest.approx(1000 / 9)
     assert at_once.time_penalty == pytest.approx(0.0)
-    # One minute of completion time costs a factor exp(−0.5).
-    later = score(unit_inputs(expected_completion_s=60.0))
+    # A completion time of time_ref_s costs a factor exp(−w_time) = exp(−0.5).
+    later = score(unit_inputs(expected_completion_s=DEFAULT_WEIGHTS.time_ref_s))
     assert later.hyperscore == pytest.approx(1000 / 9 * math.exp(-0.5))
     assert later.time_penalty == pytest.approx(1000 / 9 * (1 - math.exp(-0.5)))
+
+
+def test_default_time_reference_prices_fidelity_at_lambda() -> None:
+    # At the reference inputs, 0.01 of predicted fidelity and 1 s (λ/100) of completion time
+    # change the hyperscore by the same factor (finite differences, not the slope formula).
+    def hyperscore(qnc: float, t: float) -> float:
+        inputs = REFERENCE_INPUTS.model_copy(update={"qnc": qnc, "expected_completion_s": t})
+        return score(inputs).hyperscore
+
+    gain = math.log(hyperscore(0.905, 0.0) / hyperscore(0.895, 0.0))
+    loss = math.log(hyperscore(0.9, 0.0) / hyperscore(0.9, FIDELITY_WEIGHT_S / 100))
+    assert gain == pytest.approx(loss, rel=0.01)
+    assert fidelity_worth_s(REFERENCE_INPUTS, DEFAULT_WEIGHTS) == pytest.approx(FIDELITY_WEIGHT_S)
+    assert 1000 < DEFAULT_WEIGHTS.time_ref_s < 2000
 
 
 def test_terms_are_named_and_weighted() -> None:
