@@ -39,6 +39,7 @@ LOG_STREAM_MAX_BYTES = 256 * 1024 * 1024
 TASK_SUBJECTS = "qubus.task.>"
 SUBMIT_SUBJECT = "qubus.submit"
 EPR_SUBJECT = "qubus.link.epr"
+RESERVE_SUBJECT = "qubus.link.reserve"
 READY_SUBJECT = "qubus.svc.ready"
 
 BUCKET_NODES = "qubus_nodes"
@@ -48,6 +49,7 @@ BUCKET_IDEMPOTENCY = "qubus_idempotency"
 BUCKET_FEATURES = "qubus_features"
 BUCKET_CALIBRATION = "qubus_calibration"
 BUCKET_PILOTS = "qubus_pilots"
+BUCKET_LINKS = "qubus_links"
 
 _BUCKETS = (
     KeyValueConfig(bucket=BUCKET_NODES, history=1, description="QPU and link calibration/status"),
@@ -61,6 +63,9 @@ _BUCKETS = (
         bucket=BUCKET_CALIBRATION, history=1, description="predicted vs measured fidelity"
     ),
     KeyValueConfig(bucket=BUCKET_PILOTS, history=4, description="pilot descriptions"),
+    KeyValueConfig(
+        bucket=BUCKET_LINKS, history=1, ttl=7 * 24 * 3600, description="EPR reservations by task"
+    ),
 )
 
 H_TYPE = "Qubus-Type"

@@ -38,7 +38,9 @@ class Settings(BaseSettings):
         replace_drop: A task whose predicted fidelity on its node falls by more than this
             when the node recalibrates before running it is placed again.
         max_replacements: Re-placements of one task at most; after that it stays where it is.
-        topology: Path of the link topology JSON; empty means the built-in default.
+        topology: Path of the link topology JSON: a list of links, or a generated ``ring``,
+            ``ring_chords``, ``line`` or ``star`` (examples in ``deploy/topologies/``);
+            empty means a ring over the default fleet.
         node_timeout_s: A node whose status is older than this is treated as offline.
         drift_period_s: Wall-clock seconds per calibration snapshot when a QPU node with a
             drift series (``ibm_perth``) replays it; 0 keeps its first snapshot (no drift).

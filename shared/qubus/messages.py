@@ -468,6 +468,16 @@ class NodeStatus(Model):
 
 
 class LinkStatus(Model):
+    """A link's figures and usage, the value of ``link.<a>.<b>`` in KV ``qubus_nodes``.
+
+    ``expected_fidelity`` and ``expected_latency_s`` are those of one pair delivered on this
+    link alone, after memory decay and purification (``qubus.links.expected_pair``).
+    ``purify_rounds`` BBPSSW rounds lift its pairs to ``purify_below`` (0 without a floor).
+    ``reservations`` counts the reservations whose path uses the link, ``pairs_reserved``
+    their pairs over it, and ``pairs_purified`` the extra raw pairs purification consumed on
+    it. Fields after ``updated_at`` are absent (defaults) in statuses stored before them.
+    """
+
     TYPE: ClassVar[str] = "link.status.v1"
 
     a: str
@@ -477,6 +487,12 @@ class LinkStatus(Model):
     coherence_s: float
     pairs_served: int
     updated_at: float
+    expected_fidelity: float | None = None
+    purify_below: float | None = None
+    purify_rounds: int = 0
+    reservations: int = 0
+    pairs_reserved: int = 0
+    pairs_purified: int = 0
 
 
 class EprRequest(Model):
@@ -497,6 +513,58 @@ class EprReply(Model):
     latency_s: float
     attempts: int
     path: list[str]
+
+
+class EprReserve(Model):
+    """A task's request for ``count`` EPR pairs between nodes ``a`` and ``b`` (either order), on
+    ``qubus.link.reserve``.
+
+    The same ``(task_id, a, b)`` always gets the same ``EprReservation``, whatever the order
+    of ``a`` and ``b`` (oriented as asked) and the other fields of later requests.
+
+    Attributes:
+        task_id: The task the pairs are for.
+        a: One node.
+        b: The other node.
+        count: EPR pairs wanted.
+        hold_s: How long the task keeps each pair after delivery before using it.
+        ideal: Perfect pairs (fidelity 1); their latency is still modelled.
+    """
+
+    TYPE: ClassVar[str] = "link.reserve.request.v1"
+
+    task_id: str = Field(pattern=TASK_ID.pattern)
+    a: str = Field(pattern=NODE_ID.pattern)
+    b: str = Field(pattern=NODE_ID.pattern)
+    count: int = Field(ge=1, le=10_000)
+    hold_s: float = Field(default=0.0, ge=0.0)
+    ideal: bool = False
+
+
+class EprReservation(Model):
+    """The pairs reserved for a task (``qubus.links.reserve_pairs``).
+
+    Attributes:
+        task_id: The task.
+        a: The first node, as the request named it.
+        b: The other node.
+        path: Nodes from ``a`` to ``b`` (entanglement swapping at the inner ones).
+        fidelities: One per delivered pair, as used (after decay, purification and hold).
+        latency_s: From the request until the last pair is delivered.
+        attempts: Generation attempts over every hop and pair.
+        purified: Extra raw pairs that purification consumed.
+    """
+
+    TYPE: ClassVar[str] = "link.reserve.reply.v1"
+
+    task_id: str
+    a: str
+    b: str
+    path: list[str]
+    fidelities: list[float]
+    latency_s: float
+    attempts: int
+    purified: int = 0
 
 
 class ServiceReady(Model):
@@ -531,6 +599,8 @@ TYPES: dict[str, type[Model]] = {
         LinkStatus,
         EprRequest,
         EprReply,
+        EprReserve,
+        EprReservation,
         ServiceReady,
     )
 }
