@@ -742,7 +742,7 @@ def emulated_runtime_s(compiled: CompiledCircuit, device: Device, shots: int) ->
     return JOB_OVERHEAD_S[device.kind] + shots * per_shot
 
 
-def _noisy_moments(compiled: CompiledCircuit, device: Device) -> Iterator[cirq.Moment]:
+def noisy_moments(compiled: CompiledCircuit, device: Device) -> Iterator[cirq.Moment]:
     """The compiled moments with gate noise after and pending relaxation before each.
 
     A qubit relaxes for every moment from its first operation to its last; the relaxation of
@@ -826,7 +826,7 @@ def emulate(
     else:
         bits = bits_from_result(run(circuit, shots, seed=simulator_seed), keys)
     if not noiseless:
-        bits = _readout_flips(bits, _readout_qubits(compiled, keys), device, rng)
+        bits = readout_flips(bits, _readout_qubits(compiled, keys), device, rng)
     return counts_from_bits(bits)
 
 
@@ -869,7 +869,7 @@ def _register_circuit(
     register ``LineQubit(0..)``, and its measurement keys."""
     circuit = compiled.circuit.unfreeze()
     if not noiseless:
-        circuit = cirq.Circuit(_noisy_moments(compiled, device))
+        circuit = cirq.Circuit(noisy_moments(compiled, device))
     compact = {cirq.LineQubit(p): cirq.LineQubit(i) for i, p in enumerate(compiled.physical_qubits)}
     circuit = circuit.transform_qubits(compact)
     return circuit, measurement_keys(circuit)
@@ -1010,9 +1010,11 @@ def _bit_qubits(last: dict[str, tuple[int, ...]], keys: list[tuple[str, int]]) -
     return [q for key, width in keys for q in (*last[key], *[last[key][-1]] * width)[:width]]
 
 
-def _readout_flips(
+def readout_flips(
     bits: np.ndarray, qubits: list[int], device: Device, rng: np.random.Generator
 ) -> np.ndarray:
+    """Readout errors on measured bits ``(shots, width)``, column k read from physical qubit
+    ``qubits[k]``: 0 reads 1 with its ``p01``, 1 reads 0 with its ``p10``."""
     p01 = np.array([device.qubits[q].p01 for q in qubits])
     p10 = np.array([device.qubits[q].p10 for q in qubits])
     flip = rng.random(bits.shape) < np.where(bits == 1, p10, p01)
