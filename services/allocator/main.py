@@ -22,6 +22,14 @@ attempt ``n + 1`` (``<task_id>.allocated.<n+1>``); the node skips superseded all
 nowhere else to go, a task on an offline node waits for it, and a recalibrated task stays on
 its node with the new prediction unless that breaks its floor (then it is rejected). A task is
 re-placed at most ``QUBUS_MAX_REPLACEMENTS`` times.
+
+**Split placement.** After the policy, each task's outcome is weighed against splitting the
+circuit across online nodes joined by entanglement links (``qubus.splitplan``, in a thread:
+the task's forced ``split``, a circuit no node can take alone, or a split whose objective J
+beats the decision). A split is published as one allocation to the plan's lead node, with the
+plan in ``TaskAllocated.split``, its breakdown (and the decision it beat) in ``reason``, and
+the plan's nodes first in ``ranking``; the other nodes receive nothing. A re-placement
+weighs splits the same way, without the node left and the offline ones.
 """
 
 from __future__ import annotations
@@ -40,12 +48,15 @@ from qubus.allocation import (
     decide,
     get_policy,
 )
+from qubus.circuits import circuit_from_json
 from qubus.consumer import Context, Stage
 from qubus.errors import QubusError, Retry
+from qubus.links import fleet_topology
 from qubus.logs import get_logger
 from qubus.messages import TaskAllocated, TaskIngested, TaskReplace, TaskScored
 from qubus.replacement import latest_allocation, outstanding_allocations
 from qubus.service import Runtime
+from qubus.splitplan import FleetView, SplitChoice, choose_split
 
 log = get_logger()
 
@@ -92,6 +103,59 @@ def allocation(event: TaskScored, decision: Decision, *, attempt: int = 0) -> Ta
         batch_size=decision.batch_size,
         score=chosen,
     )
+
+
+def split_allocation(
+    event: TaskScored,
+    choice: SplitChoice,
+    single: Decision | QubusError,
+    *,
+    policy: str,
+    deadline_s: float | None,
+    attempt: int = 0,
+) -> TaskAllocated:
+    """The published form of a split: addressed to the plan's lead node, the plan's nodes
+    first in the ranking (with fusion's hyperscore, 0 where the node was not eligible), then
+    the rest of the policy's ranking."""
+    plan = choice.plan
+    scores = {score.node: score for score in event.scores}
+    lead = scores.get(plan.nodes[0])
+    others = single.ranking if isinstance(single, Decision) else []
+    ranking = [(node, scores[node].hyperscore if node in scores else 0.0) for node in plan.nodes]
+    ranking += [(node, value) for node, value in others if node not in plan.nodes]
+    return TaskAllocated(
+        task_id=event.task_id,
+        node=plan.nodes[0],
+        policy=policy,
+        reason=choice.reason,
+        ranking=ranking,
+        predicted_fidelity=plan.predicted_fidelity,
+        hyperscore=lead.hyperscore if lead else 0.0,
+        circuit=event.circuit,
+        options=event.options,
+        ideal=event.ideal,
+        calibration_revision=lead.calibration_revision if lead else "",
+        attempt=attempt,
+        expected_completion_s=plan.expected_completion_s,
+        deadline_met=None if deadline_s is None else plan.expected_completion_s <= deadline_s,
+        batch_size=single.batch_size if isinstance(single, Decision) else 1,
+        score=lead,
+        split=plan,
+    )
+
+
+def weigh_split(
+    event: TaskScored, outcome: Outcome, fleet: FleetView, *, lam: float
+) -> Outcome | SplitChoice:
+    """The policy's outcome for the task, or the split that replaces it; a task no split
+    can rescue keeps its error, extended (``qubus.splitplan.choose_split``)."""
+    try:
+        choice = choose_split(
+            circuit_from_json(event.circuit), event.options, outcome, fleet, lam=lam
+        )
+    except QubusError as exc:
+        return exc
+    return outcome if choice is None else choice
 
 
 @dataclass
@@ -160,6 +224,7 @@ async def setup(rt: Runtime) -> None:
     settings = rt.settings
     policy = get_policy(settings.policy)  # an unknown policy stops the service at start
     directory = await rt.node_directory()
+    topology = fleet_topology(settings.topology)
 
     async def deadline_left(event: TaskScored) -> float | None:
         """Seconds left until the task's deadline (counted from its submission)."""
@@ -170,20 +235,59 @@ async def setup(rt: Runtime) -> None:
         submitted = ingested.submitted_at if ingested is not None else time.time()
         return submitted + deadline - time.time()
 
-    async def place(requests: list[TaskRequest]) -> list[Outcome]:
-        return await asyncio.to_thread(decide, policy, requests, lam=settings.fidelity_weight_s)
+    def decide_with_splits(
+        events: list[TaskScored], requests: list[TaskRequest], fleet: FleetView
+    ) -> list[tuple[Outcome, Outcome | SplitChoice]]:
+        """Each task's policy outcome, and what it becomes once splits are weighed."""
+        lam = settings.fidelity_weight_s
+        outcomes = decide(policy, requests, lam=lam)
+        return [
+            (outcome, weigh_split(event, outcome, fleet, lam=lam))
+            for event, outcome in zip(events, outcomes, strict=True)
+        ]
+
+    async def place(
+        events: list[TaskScored],
+        deadlines: list[float | None],
+        *,
+        exclude: Mapping[str, str] | None = None,
+    ) -> list[tuple[Outcome, Outcome | SplitChoice]]:
+        requests = [
+            task_request(event, deadline_s=d, exclude=exclude)
+            for event, d in zip(events, deadlines, strict=True)
+        ]
+        online = directory.online(settings.node_timeout_s)
+        fleet = FleetView.from_statuses(
+            {node: s for node, s in online.items() if node not in (exclude or {})}, topology
+        )
+        return await asyncio.to_thread(decide_with_splits, events, requests, fleet)
+
+    def split_event(
+        event: TaskScored,
+        choice: SplitChoice,
+        single: Outcome,
+        deadline_s: float | None,
+        *,
+        attempt: int = 0,
+    ) -> TaskAllocated:
+        log.info("allocator.split", nodes=choice.plan.nodes, ebits=choice.plan.ebits)
+        return split_allocation(
+            event, choice, single, policy=policy.name, deadline_s=deadline_s, attempt=attempt
+        )
 
     async def flush(batch: list[_Pending]) -> None:
         deadlines = await asyncio.gather(*(deadline_left(p.event) for p in batch))
-        requests = [
-            task_request(p.event, deadline_s=d) for p, d in zip(batch, deadlines, strict=True)
-        ]
-        outcomes = await place(requests)
+        placed = await place([p.event for p in batch], deadlines)
         log.info("allocator.batch", tasks=len(batch), policy=policy.name)
-        for item, outcome in zip(batch, outcomes, strict=True):
+        for item, deadline, (single, outcome) in zip(batch, deadlines, placed, strict=True):
             if isinstance(outcome, QubusError):
                 item.done.set_exception(outcome)
-        decided = [(p, o) for p, o in zip(batch, outcomes, strict=True) if isinstance(o, Decision)]
+            elif isinstance(outcome, SplitChoice):
+                await item.ctx.publish(split_event(item.event, outcome, single, deadline))
+                item.done.set_result(None)
+        decided = [
+            (p, o) for p, (_, o) in zip(batch, placed, strict=True) if isinstance(o, Decision)
+        ]
         for item, decision in sorted(decided, key=lambda pair: pair[1].position):
             await item.ctx.publish(allocation(item.event, decision))
             item.done.set_result(None)
@@ -206,8 +310,11 @@ async def setup(rt: Runtime) -> None:
             for node in set(known) - set(directory.online(settings.node_timeout_s))
         }
         exclude[event.node] = event.reason
-        request = task_request(scored, deadline_s=await deadline_left(scored), exclude=exclude)
-        (outcome,) = await place([request])
+        deadline = await deadline_left(scored)
+        ((single, outcome),) = await place([scored], [deadline], exclude=exclude)
+        if isinstance(outcome, SplitChoice):
+            log.info("allocator.replaced", left=event.node, node=outcome.plan.nodes[0])
+            return split_event(scored, outcome, single, deadline, attempt=event.attempt + 1)
         if isinstance(outcome, Decision):
             log.info("allocator.replaced", left=event.node, node=outcome.node, reason=event.reason)
             return allocation(scored, outcome, attempt=event.attempt + 1)

@@ -237,6 +237,8 @@ async def setup(rt: Runtime) -> None:
 
     async def count_outcome(event: TaskCompleted) -> None:
         """Add the task's predicted and measured fidelity to its node's calibration."""
+        if len(event.nodes) > 1:
+            return  # a split run measures several nodes and links, not its lead node
         checked = await rt.bus.last_event(event.task_id, TaskChecked)
         if checked is None:
             log.warning("outcome.no_checked_event")

@@ -13,9 +13,9 @@ import nats.js.errors
 
 from qubus.bus import BUCKET_IDEMPOTENCY, SUBMIT_SUBJECT
 from qubus.ids import idempotency_kv_key, new_task_id
-from qubus.ingest import check_cirq_json, detect_format
+from qubus.ingest import check_cirq_json, detect_format, task_options
 from qubus.logs import get_logger
-from qubus.messages import SubmitReply, SubmitRequest, TaskIngested, TaskOptions
+from qubus.messages import SubmitReply, SubmitRequest, TaskIngested
 from qubus.service import Runtime
 from qubus.tracing import TraceContext
 
@@ -48,16 +48,7 @@ async def setup(rt: Runtime) -> None:
                 task_id=task_id,
                 format=fmt,
                 text=request.circuit,
-                options=TaskOptions(
-                    shots=request.shots,
-                    priority=request.priority,
-                    node=request.node,
-                    noiseless=request.noiseless,
-                    pilot=request.pilot,
-                    source=request.source,
-                    fidelity_floor=request.fidelity_floor,
-                    deadline_s=request.deadline_s,
-                ),
+                options=task_options(request),
                 submitted_at=time.time(),
             )
             trace = TraceContext.extract(headers)

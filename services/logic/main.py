@@ -1,4 +1,9 @@
-"""logic: ``parsed`` → ``checked`` | ``rejected``. Consistency checks with stable codes."""
+"""logic: ``parsed`` → ``checked`` | ``rejected``. Consistency checks with stable codes.
+
+The qubit limit (``L008``) is the larger of the largest online QPU and what the online QPUs
+joined by entanglement links hold together (``qubus.splitplan.split_capacity``): a circuit
+that fits only split passes, and the allocator splits it.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,19 @@ from qubus.checks import run_checks
 from qubus.circuits import circuit_from_json
 from qubus.consumer import Context, Stage
 from qubus.errors import CircuitRejected
+from qubus.links import fleet_topology
 from qubus.messages import TaskChecked, TaskParsed
 from qubus.service import Runtime
+from qubus.splitplan import FleetView, split_capacity
 
 
-def check(event: TaskParsed, fleet_max_qubits: int) -> TaskChecked:
+def check(event: TaskParsed, fleet_max_qubits: int, split_max_qubits: int) -> TaskChecked:
     """Run every check; a hard failure rejects the task listing every failed check."""
-    report = run_checks(circuit_from_json(event.circuit), fleet_max_qubits=fleet_max_qubits)
+    report = run_checks(
+        circuit_from_json(event.circuit),
+        fleet_max_qubits=fleet_max_qubits,
+        split_max_qubits=split_max_qubits,
+    )
     if not report.passed:
         failed = [r for r in report.results if not r.passed and r.hard]
         raise CircuitRejected(
@@ -36,10 +47,12 @@ def check(event: TaskParsed, fleet_max_qubits: int) -> TaskChecked:
 
 async def setup(rt: Runtime) -> None:
     directory = await rt.node_directory()
+    topology = fleet_topology(rt.settings.topology)
 
     async def handle(event: TaskParsed, ctx: Context) -> TaskChecked:
         nodes = directory.require_online(rt.settings.node_timeout_s)
         fleet_max = max(status.max_circuit_qubits for status in nodes.values())
-        return await asyncio.to_thread(check, event, fleet_max)
+        split_max = split_capacity(FleetView.from_statuses(nodes, topology))
+        return await asyncio.to_thread(check, event, fleet_max, split_max)
 
     await rt.consume(Stage("logic", [TaskParsed], handle))

@@ -17,36 +17,67 @@ and acknowledges superseded ones without running them; and instead of running a 
 prediction, recomputed on a calibration newer than the allocation's, fell below the task's
 fidelity floor or by more than ``QUBUS_REPLACE_DROP``, it publishes ``replace`` (at most
 ``QUBUS_MAX_REPLACEMENTS`` times per task; never for a task pinned to the node).
+
+**Split runs** (``TaskAllocated.split``, ``qubus.splitplan``). Only the plan's lead node
+receives the allocation. It reserves the plan's EPR pairs from the link service by
+request/reply on ``qubus.link.reserve`` (one ``EprReserve`` per pair of nodes, ``count`` = the
+remote gates between their parts, ``ideal`` = the task's ``ideal_links``; the link service
+answers the same reservation to a redelivered task), then runs the whole split circuit in its
+worker process (``qubus.distributed.run_split``: each part with its node's noise on the
+calibration that node last published, every remote gate with the mean fidelity of the pairs
+reserved for its node pair). The reservation samples the pairs of one shot; every shot needs
+as many fresh ones, so the lead node is held for shots × their latency plus the slowest part's
+modelled run time (``emulated_s``); the other nodes' queues are not blocked and their
+calibrations are not rechecked. ``TaskCompleted`` carries ``ebits`` and ``nodes``, and
+``predicted_fidelity`` is ``run_split``'s prediction with the reserved pairs' fidelities.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import numpy as np
 
 from qubus import codec
 from qubus.allocation import replacement_reason
-from qubus.bus import BUCKET_NODES, STREAM, node_key
+from qubus.bus import BUCKET_NODES, RESERVE_SUBJECT, STREAM, node_key
 from qubus.circuits import circuit_from_json
+from qubus.client import request_reply
 from qubus.compile import compile_for_device
 from qubus.consumer import Context, Stage
 from qubus.devices import Device, load_device
+from qubus.distributed import SplitRun, run_split, split_program
 from qubus.drift import DriftReplay
+from qubus.errors import QubusError
 from qubus.fidelity import hellinger_fidelity, hellinger_of_model
 from qubus.ids import seed_for
 from qubus.load import BackgroundLoad
 from qubus.logs import get_logger
-from qubus.messages import NodeStatus, TaskAllocated, TaskCompleted, TaskReplace, TaskRunning
+from qubus.messages import (
+    EprReservation,
+    EprReserve,
+    NodeStatus,
+    SplitPlan,
+    TaskAllocated,
+    TaskCompleted,
+    TaskReplace,
+    TaskRunning,
+)
 from qubus.noise import JOB_OVERHEAD_S, emulate, emulated_runtime_s, predict_fidelity
 from qubus.replacement import allocation_subject, latest_allocation, qpu_consumer
 from qubus.service import Runtime
+from qubus.splitplan import partition_of, split_runtime_s
 from qubus.workers import WorkerPool
 
 log = get_logger()
 STATUS_INTERVAL_S = 2.0
+RESERVE_TIMEOUT_S = 10.0
+"""How long the lead node of a split run waits for the link service's reservation."""
 
 
 def execute(
@@ -76,6 +107,35 @@ def execute(
     elif ideal is not None:
         predicted = predict_on(device, circuit_json, shots, ideal)
     return counts, emulated_runtime_s(compiled, device, shots), predicted
+
+
+def execute_split(
+    plan: SplitPlan,
+    devices: Sequence[Device],
+    circuit_json: str,
+    link_fidelity: Mapping[tuple[str, str], float],
+    shots: int,
+    seed: int,
+    noiseless: bool,
+) -> tuple[SplitRun, float]:
+    """Run a split plan (in the worker process).
+
+    Args:
+        plan: The plan; part ``i`` runs on ``devices[i]``.
+        devices: The plan's nodes' devices, in the plan's order.
+        link_fidelity: The Werner fidelity of the pairs per pair of nodes (sorted).
+
+    Returns:
+        ``qubus.distributed.run_split``'s result and the modelled run time of the slowest
+        part (``qubus.splitplan.split_runtime_s``).
+    """
+    circuit = circuit_from_json(circuit_json)
+    partition = partition_of(circuit, plan)
+    run = run_split(
+        circuit, partition, devices, link_fidelity, shots, seed=seed, noiseless=noiseless
+    )
+    program = split_program(circuit, partition, devices, link_fidelity)
+    return run, split_runtime_s(program, devices, shots)
 
 
 def predict_on(device: Device, circuit_json: str, shots: int, ideal: Mapping[str, float]) -> float:
@@ -190,20 +250,9 @@ async def setup(rt: Runtime) -> None:
         )
         return predicted, replace
 
-    async def handle(event: TaskAllocated, ctx: Context) -> TaskCompleted | TaskReplace | None:
-        latest = await latest_allocation(rt.bus, event.task_id)
-        if latest is not None and latest.attempt != event.attempt:
-            log.info("qpu.superseded", attempt=event.attempt, now_on=latest.node)
-            return None
-        await wait_for_background(ctx)
-        current = calibration()
-        noiseless = settings.noiseless or event.options.noiseless
-        # The allocation's prediction holds only on the calibration it was computed on.
-        predicted = None
-        if not noiseless and event.calibration_revision != current.revision:
-            predicted, replace = await recheck(event, current)
-            if replace is not None:
-                return replace
+    @contextlib.asynccontextmanager
+    async def running(event: TaskAllocated, ctx: Context) -> AsyncIterator[None]:
+        """The node is busy with the task: ``running`` is published, ``busy`` reported."""
         state["busy"] = True
         try:
             await ctx.publish(
@@ -213,6 +262,111 @@ async def setup(rt: Runtime) -> None:
                     queue_wait_s=max(0.0, time.time() - ctx.started + ctx.queue_wait_s),
                 )
             )
+            yield
+        finally:
+            state["busy"] = False
+
+    async def occupy(modelled_s: float) -> None:
+        """Hold the QPU for the job's modelled duration (× the time scale) and count it."""
+        await asyncio.sleep(modelled_s * settings.time_scale)
+        state["jobs"] += 1
+        state["job_s"] += modelled_s
+
+    async def reserve(
+        event: TaskAllocated, plan: SplitPlan
+    ) -> tuple[dict[tuple[str, str], float], float]:
+        """The plan's EPR pairs from the link service: per pair of the plan's nodes (sorted)
+        the mean fidelity of its reserved pairs (1 where it needs none), and the time to
+        generate them in turn for every shot (the reservation samples one shot's pairs)."""
+        requests = [
+            EprReserve(
+                task_id=event.task_id, a=a, b=b, count=count, ideal=event.options.ideal_links
+            )
+            for a, b, count in plan.pairs
+        ]
+        replies = await asyncio.gather(
+            *(
+                request_reply(
+                    rt.bus.nc, RESERVE_SUBJECT, r, EprReservation, timeout=RESERVE_TIMEOUT_S
+                )
+                for r in requests
+            )
+        )
+        fidelity = dict.fromkeys(itertools.combinations(sorted(plan.nodes), 2), 1.0)
+        for reply in replies:
+            fidelity[tuple(sorted((reply.a, reply.b)))] = statistics.fmean(reply.fidelities)
+        return fidelity, event.options.shots * sum(reply.latency_s for reply in replies)
+
+    async def plan_devices(plan: SplitPlan) -> list[Device]:
+        """The plan's nodes' devices: this node's current calibration, and the one each other
+        node last published.
+
+        Raises:
+            QubusError: ``split.node_unknown`` for a node that has never reported.
+        """
+        statuses = await rt.bus.node_statuses()
+        missing = [n for n in plan.nodes if n != device.id and n not in statuses]
+        if missing:
+            raise QubusError(
+                f"split plan nodes {missing} have no status", code="split.node_unknown"
+            )
+        return [
+            calibration() if n == device.id else Device.model_validate(statuses[n].device)
+            for n in plan.nodes
+        ]
+
+    async def run_split_task(event: TaskAllocated, plan: SplitPlan, ctx: Context) -> TaskCompleted:
+        """Reserve the plan's pairs, run the split circuit and hold the node meanwhile."""
+        devices = await plan_devices(plan)
+        noiseless = settings.noiseless or event.options.noiseless
+        seed = seed_for(event.task_id, "qpu")
+        async with running(event, ctx):
+            link_fidelity, latency_s = await reserve(event, plan)
+            log.info("qpu.split_reserved", pairs=plan.ebits, latency_s=round(latency_s, 4))
+            run, run_s = await pool.run(
+                execute_split,
+                plan,
+                devices,
+                event.circuit,
+                link_fidelity,
+                event.options.shots,
+                seed,
+                noiseless,
+                timeout_s=settings.sandbox_timeout_s,
+            )
+            await occupy(latency_s + run_s)
+        return TaskCompleted(
+            task_id=event.task_id,
+            node=device.id,
+            counts=run.counts,
+            shots=event.options.shots,
+            seed=seed,
+            predicted_fidelity=run.predicted_fidelity,
+            measured_fidelity=hellinger_fidelity(run.counts, event.ideal),
+            emulated_s=latency_s + run_s,
+            calibration_revision=devices[0].revision,
+            allocated_fidelity=event.predicted_fidelity,
+            ebits=run.ebits,
+            nodes=run.nodes,
+        )
+
+    async def handle(event: TaskAllocated, ctx: Context) -> TaskCompleted | TaskReplace | None:
+        latest = await latest_allocation(rt.bus, event.task_id)
+        if latest is not None and latest.attempt != event.attempt:
+            log.info("qpu.superseded", attempt=event.attempt, now_on=latest.node)
+            return None
+        await wait_for_background(ctx)
+        if event.split is not None:
+            return await run_split_task(event, event.split, ctx)
+        current = calibration()
+        noiseless = settings.noiseless or event.options.noiseless
+        # The allocation's prediction holds only on the calibration it was computed on.
+        predicted = None
+        if not noiseless and event.calibration_revision != current.revision:
+            predicted, replace = await recheck(event, current)
+            if replace is not None:
+                return replace
+        async with running(event, ctx):
             seed = seed_for(event.task_id, "qpu")
             counts, modelled_s, noiseless_predicted = await pool.run(
                 execute,
@@ -224,11 +378,7 @@ async def setup(rt: Runtime) -> None:
                 event.ideal if noiseless else None,
                 timeout_s=settings.sandbox_timeout_s,
             )
-            await asyncio.sleep(modelled_s * settings.time_scale)  # the QPU is occupied
-            state["jobs"] += 1
-            state["job_s"] += modelled_s
-        finally:
-            state["busy"] = False
+            await occupy(modelled_s)
         if noiseless:
             predicted = noiseless_predicted
         elif predicted is None:
@@ -252,6 +402,7 @@ async def setup(rt: Runtime) -> None:
             emulated_s=modelled_s,
             calibration_revision=current.revision,
             allocated_fidelity=event.predicted_fidelity,
+            nodes=[device.id],
         )
 
     await rt.consume(

@@ -77,7 +77,12 @@ CHECKS: tuple[CheckSpec, ...] = (
         "unitary gate; user-defined gates (sub-circuits, composite gates) expand to unitaries.",
     ),
     CheckSpec(
-        "L008", "qubit_limit", True, 2.0, "The circuit fits on the largest QPU of the fleet."
+        "L008",
+        "qubit_limit",
+        True,
+        2.0,
+        "The circuit fits on the largest QPU of the fleet, or split across QPUs joined by "
+        "entanglement links (``qubus.splitplan``).",
     ),
     CheckSpec("L009", "depth_limit", True, 1.0, "The circuit depth is within the limit."),
     CheckSpec("L010", "gate_limit", True, 1.0, "The number of operations is within the limit."),
@@ -119,6 +124,7 @@ class _Context:
     circuit: cirq.AbstractCircuit
     ops: list[cirq.Operation]
     fleet_max_qubits: int
+    split_max_qubits: int
     max_depth: int
     max_gates: int
 
@@ -254,9 +260,12 @@ def _conditions_in_range(ctx: _Context) -> str | None:
 
 def _qubit_limit(ctx: _Context) -> str | None:
     n = len(ctx.circuit.all_qubits())
-    if n <= ctx.fleet_max_qubits:
+    if n <= max(ctx.fleet_max_qubits, ctx.split_max_qubits):
         return None
-    return f"the circuit uses {n} qubits but the largest QPU has {ctx.fleet_max_qubits}"
+    return (
+        f"the circuit uses {n} qubits but the largest QPU has {ctx.fleet_max_qubits} and "
+        f"QPUs joined by links hold {ctx.split_max_qubits} together"
+    )
 
 
 def _depth_limit(ctx: _Context) -> str | None:
@@ -288,6 +297,7 @@ def run_checks(
     circuit: cirq.AbstractCircuit,
     *,
     fleet_max_qubits: int,
+    split_max_qubits: int = 0,
     max_depth: int = 100_000,
     max_gates: int = 1_000_000,
 ) -> CheckReport:
@@ -296,6 +306,8 @@ def run_checks(
     Args:
         circuit: The circuit to check.
         fleet_max_qubits: Qubits of the largest QPU in the fleet.
+        split_max_qubits: Qubits a circuit split across the fleet's QPUs joined by links can
+            have (``qubus.splitplan.split_capacity``; 0: none).
         max_depth: Largest accepted depth (moments after re-packing the operations).
         max_gates: Largest accepted number of operations.
 
@@ -303,7 +315,14 @@ def run_checks(
         The report: every result in ``CHECKS`` order, the logic score, and whether no hard
         check failed.
     """
-    ctx = _Context(circuit, list(circuit.all_operations()), fleet_max_qubits, max_depth, max_gates)
+    ctx = _Context(
+        circuit,
+        list(circuit.all_operations()),
+        fleet_max_qubits,
+        split_max_qubits,
+        max_depth,
+        max_gates,
+    )
     results = []
     for spec in CHECKS:
         message = _IMPLEMENTATIONS[spec.code](ctx)

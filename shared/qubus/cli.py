@@ -22,7 +22,7 @@ from qubus.client import Client, allocation_breakdown, stage_rows, status_of, ta
 from qubus.config import Settings
 from qubus.errors import QasmError, QubusError
 from qubus.ingest import detect_format
-from qubus.messages import SubmitRequest
+from qubus.messages import MAX_SPLIT, SubmitRequest
 from qubus.natsserver import NatsServer
 from qubus.progress import Progress
 from qubus.stack import Supervisor, stack_specs
@@ -85,6 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
             type=float,
             metavar="SECONDS",
             help="the tasks should be complete this many seconds after submission",
+        )
+        p.add_argument(
+            "--split",
+            type=int,
+            choices=range(2, MAX_SPLIT + 1),
+            metavar="K",
+            help="run each circuit cut across K QPU nodes (2-8) joined by entanglement links, "
+            "one EPR pair per remote two-qubit gate (default: split only a circuit no single "
+            "QPU holds, or one predicted to finish sooner or better split); not with --node "
+            "or --pilot",
+        )
+        p.add_argument(
+            "--ideal-links",
+            action="store_true",
+            help="every EPR pair of a split run is perfect (fidelity 1); link latency is kept",
         )
         format_option(p)
         p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait per run")
@@ -252,7 +267,16 @@ def _service(args: argparse.Namespace) -> int:
 
 
 def read_requests(args: argparse.Namespace) -> list[SubmitRequest]:
-    """One request per file, the format from --format or the file's extension."""
+    """One request per file, the format from --format or the file's extension.
+
+    Raises:
+        QubusError: ``options.invalid`` for --split with --node or --pilot;
+            ``file.unreadable``.
+    """
+    if args.split is not None and (args.node is not None or args.pilot is not None):
+        raise QubusError(
+            "--split cannot be combined with --node or --pilot", code="options.invalid"
+        )
     requests = []
     for name in args.files:
         requests.append(
@@ -267,6 +291,8 @@ def read_requests(args: argparse.Namespace) -> list[SubmitRequest]:
                 source=name,
                 fidelity_floor=args.min_fidelity,
                 deadline_s=args.deadline,
+                split=args.split,
+                ideal_links=args.ideal_links,
             )
         )
     return requests
@@ -373,7 +399,8 @@ def format_record(record: dict[str, Any], *, top: int = 8) -> str:
         counts = record["counts"]
         shots = sum(counts.values())
         lines += [
-            f"  node       {', '.join(record['nodes'])}",
+            f"  node       {', '.join(record['nodes'])}"
+            + (f"   (split, {record['ebits']} ebits)" if record["ebits"] else ""),
             f"  fidelity   predicted {record['predicted_fidelity']:.3f}   "
             f"measured {record['measured_fidelity']:.3f} (Hellinger, vs ideal)",
             f"  hyperscore {record['hyperscore']:.1f}",
@@ -464,6 +491,8 @@ def format_allocation(allocation: dict[str, Any]) -> str:
             f"  {decision['policy']} chose {decision['node']}: {decision['reason']}"
             f"  (ranking {', '.join(f'{node} {score:.1f}' for node, score in decision['ranking'])})"
         )
+    if decision is not None and decision.get("split"):
+        lines.append(format_split(decision["split"]))
     for score in allocation["scores"] or []:
         state = "eligible" if score["eligible"] else f"not eligible: {score['reason']}"
         terms = " ".join(f"{name}={value:.3g}" for name, value in sorted(score["terms"].items()))
@@ -475,6 +504,23 @@ def format_allocation(allocation: dict[str, Any]) -> str:
             + (f"\n    {terms}" if terms else "")
             + (f"\n    shapley {shapley}" if shapley else "")
         )
+    return "\n".join(lines)
+
+
+def format_split(plan: dict[str, Any]) -> str:
+    """A split plan (``SplitPlan`` as a dict) as text: its nodes and parts, EPR pairs,
+    expected link fidelity and timing."""
+    lines = [
+        f"  split over {len(plan['nodes'])} nodes: {plan['ebits']} ebits "
+        f"(lower bound {plan['lower_bound']}, {plan['method']}), predicted fidelity "
+        f"{plan['predicted_fidelity']:.3f}, link fidelity {plan['link_fidelity']:.3f}, "
+        f"completion {plan['expected_completion_s']:.3g} s = queue {plan['queue_s']:.3g} + "
+        f"EPR {plan['epr_latency_s']:.3g} + run {plan['run_s']:.3g}"
+    ]
+    for node, part in zip(plan["nodes"], plan["parts"], strict=True):
+        lines.append(f"    {node:<18} {' '.join(part)}")
+    for a, b, n in plan["pairs"]:
+        lines.append(f"    {a} - {b}: {n} EPR pairs")
     return "\n".join(lines)
 
 

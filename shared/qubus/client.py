@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgpack
+import nats.aio.client
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
@@ -27,6 +28,7 @@ from qubus.errors import BUS_UNAVAILABLE, QubusError
 from qubus.health import PREFIX
 from qubus.logs import get_logger, log_subject
 from qubus.messages import (
+    Model,
     SandboxEvaluation,
     SubmitReply,
     SubmitRequest,
@@ -41,6 +43,7 @@ from qubus.tracing import TraceContext
 
 log = get_logger()
 T = TypeVar("T")
+M = TypeVar("M", bound=Model)
 
 BUS_RETRY_S = 30.0
 """How long a submission refused with ``bus.unavailable`` is retried (JetStream elects a new
@@ -63,6 +66,29 @@ async def _retrying(attempt: Callable[[], Awaitable[T]], what: str) -> T:
             log.warning("bus.retry", what=what, error=repr(exc))
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)
+
+
+async def request_reply(
+    nc: nats.aio.client.Client,
+    subject: str,
+    request: Model,
+    reply_cls: type[M],
+    *,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+) -> M:
+    """One msgpack request to a qubus service (``Runtime.serve``) and its decoded reply.
+
+    Raises:
+        QubusError: the service refused the request (its ``code`` and message).
+        nats.errors.NoRespondersError: nobody serves ``subject``.
+        nats.errors.TimeoutError: no reply within ``timeout`` seconds.
+    """
+    reply = await nc.request(subject, codec.encode(request), timeout=timeout, headers=headers)
+    code = (reply.headers or {}).get("Nats-Service-Error-Code")
+    if code is not None:
+        raise QubusError(msgpack.unpackb(reply.data).get("message", code), code=code)
+    return codec.decode(reply.data, reply_cls)
 
 
 STATUS_OF_EVENT = {"completed": "done", "rejected": "rejected", "failed": "failed"}
@@ -103,18 +129,19 @@ class Client:
 
         async def attempt() -> SubmitReply:
             try:
-                reply = await self.bus.nc.request(
-                    SUBMIT_SUBJECT, codec.encode(request), timeout=timeout, headers=headers
+                return await request_reply(
+                    self.bus.nc,
+                    SUBMIT_SUBJECT,
+                    request,
+                    SubmitReply,
+                    timeout=timeout,
+                    headers=headers,
                 )
             except nats.errors.NoRespondersError:
                 raise QubusError(
                     "no ingestion service answers on qubus.submit: is the stack up?",
                     code="stack.unavailable",
                 ) from None
-            code = (reply.headers or {}).get("Nats-Service-Error-Code")
-            if code is not None:
-                raise QubusError(msgpack.unpackb(reply.data).get("message", code), code=code)
-            return codec.decode(reply.data, SubmitReply)
 
         try:
             return await _retrying(attempt, "submit")
@@ -340,6 +367,7 @@ def allocation_breakdown(events: list[StoredEvent]) -> dict[str, Any] | None:
                 "ranking": [list(pair) for pair in event.ranking],
                 "predicted_fidelity": event.predicted_fidelity,
                 "hyperscore": event.hyperscore,
+                "split": None if event.split is None else event.split.model_dump(),
             }
     if scores is None and decision is None:
         return None
@@ -347,11 +375,16 @@ def allocation_breakdown(events: list[StoredEvent]) -> dict[str, Any] | None:
 
 
 def task_record(task_id: str, events: list[StoredEvent]) -> dict[str, Any]:
-    """The user-facing record of a task, the object ``qubus result --json`` prints."""
+    """The user-facing record of a task, the object ``qubus result --json`` prints.
+
+    ``nodes`` are the nodes the task was allocated to, then ran on (several for a split run,
+    the lead first); ``ebits`` the EPR pairs its split run consumed (0 on one node).
+    """
     record: dict[str, Any] = {
         "task_id": task_id,
         "status": status_of(events),
         "nodes": [],
+        "ebits": 0,
         "counts": None,
         "ideal_counts": None,
         "predicted_fidelity": None,
@@ -368,12 +401,14 @@ def task_record(task_id: str, events: list[StoredEvent]) -> dict[str, Any]:
         if isinstance(event, SandboxEvaluation):
             record["ideal_counts"] = event.ideal_counts
         elif isinstance(event, TaskAllocated):
-            record["nodes"] = [event.node]
+            record["nodes"] = event.split.nodes if event.split else [event.node]
             record["predicted_fidelity"] = event.predicted_fidelity
             record["hyperscore"] = event.hyperscore
         elif isinstance(event, TaskCompleted):
             record["counts"] = event.counts
             record["measured_fidelity"] = event.measured_fidelity
+            record["nodes"] = event.nodes or [event.node]
+            record["ebits"] = event.ebits
             # the prediction for the calibration and noise setting the task really ran with
             record["predicted_fidelity"] = event.predicted_fidelity
         elif isinstance(event, TaskRejected | TaskFailed):

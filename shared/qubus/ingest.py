@@ -6,7 +6,7 @@ import json
 import re
 
 from qubus.errors import InvalidPayload
-from qubus.messages import Format, SubmitRequest
+from qubus.messages import Format, SubmitRequest, TaskOptions
 
 _VERSION = re.compile(r"^\s*OPENQASM\s+(\d+)(?:\.\d+)?\s*;", re.MULTILINE)
 
@@ -25,6 +25,12 @@ def detect_format(request: SubmitRequest) -> Format:
         return "cirq-json"
     match = _VERSION.search(request.circuit)
     return "qasm3" if match and match.group(1) == "3" else "qasm2"
+
+
+def task_options(request: SubmitRequest) -> TaskOptions:
+    """The options the task carries from stage to stage: every ``TaskOptions`` field, copied
+    from the request."""
+    return TaskOptions(**request.model_dump(include=set(TaskOptions.model_fields)))
 
 
 def check_size(body: bytes, max_bytes: int) -> None:

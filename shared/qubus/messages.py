@@ -13,12 +13,15 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NODE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 Format = Literal["qasm2", "qasm3", "cirq-json"]
+
+MAX_SPLIT = 8
+"""Most QPU nodes one circuit may be split across."""
 
 
 class Model(BaseModel):
@@ -61,6 +64,12 @@ class SubmitRequest(Model):
             node below it re-places the task.
         deadline_s: Seconds after submission by which the task should be complete; the
             allocator prefers nodes that can make it and says when none can.
+        split: Run the circuit split across this many QPU nodes (2–8) joined by entanglement
+            links, whatever a single node would offer (``qubus.splitplan``); without it the
+            allocator splits a circuit only when no single node can hold it or a split is
+            predicted to do better. Not with ``node`` or ``pilot``.
+        ideal_links: Every EPR pair a split run uses is perfect (fidelity 1); the links'
+            latency is still modelled.
     """
 
     TYPE: ClassVar[str] = "submit.request.v1"
@@ -76,6 +85,8 @@ class SubmitRequest(Model):
     source: str | None = Field(default=None, max_length=1024)
     fidelity_floor: float | None = Field(default=None, ge=0, le=1)
     deadline_s: float | None = Field(default=None, gt=0)
+    split: int | None = Field(default=None, ge=2, le=MAX_SPLIT)
+    ideal_links: bool = False
 
     @field_validator("node", "pilot")
     @classmethod
@@ -83,6 +94,12 @@ class SubmitRequest(Model):
         if value is not None and not NODE_ID.match(value):
             raise ValueError(f"{value!r} must match {NODE_ID.pattern}")
         return value
+
+    @model_validator(mode="after")
+    def _split_alone(self) -> SubmitRequest:
+        if self.split is not None and (self.node is not None or self.pilot is not None):
+            raise ValueError("split cannot be combined with node or pilot")
+        return self
 
 
 class SubmitReply(Model):
@@ -111,7 +128,10 @@ class TaskEvent(Model):
 
 
 class TaskOptions(Model):
-    """What the user asked for, carried unchanged from stage to stage (``SubmitRequest``)."""
+    """What the user asked for, carried unchanged from stage to stage (``SubmitRequest``).
+
+    ``split`` and ``ideal_links`` are absent (None, False) in events stored before them.
+    """
 
     shots: int
     priority: int = 0
@@ -121,6 +141,8 @@ class TaskOptions(Model):
     source: str | None = None
     fidelity_floor: float | None = None
     deadline_s: float | None = None
+    split: int | None = None
+    ideal_links: bool = False
 
 
 class TaskIngested(TaskEvent):
@@ -312,6 +334,43 @@ class TaskScored(TaskEvent):
     weights_revision: int = 0
 
 
+class SplitPlan(Model):
+    """A circuit cut across QPU nodes joined by entanglement links (``qubus.splitplan``).
+
+    Part ``i`` of the circuit runs on ``nodes[i]``; ``nodes[0]`` leads: it receives the
+    allocation, reserves the EPR pairs and runs the whole split circuit. Every remote
+    two-qubit gate consumes one EPR pair between its two parts' nodes (telegate).
+
+    Attributes:
+        nodes: The nodes, one per part; the first leads.
+        parts: The circuit's qubit names (``str(qubit)``) of each part.
+        pairs: ``(a, b, n)``: ``n`` EPR pairs between nodes ``a < b``; the ``n`` sum to ``ebits``.
+        ebits: Remote two-qubit gates (EPR pairs) of the partition.
+        lower_bound: A proven lower bound on ``ebits`` for these nodes' capacities.
+        method: The partitioner (``qubus.partition``): ``kl`` or ``greedy``.
+        link_fidelity: Expected Werner fidelity of one delivered pair, averaged over
+            ``pairs`` weighted by their counts (1: ideal links).
+        epr_latency_s: Expected time to generate every pair, one after another.
+        run_s: Modelled run time of the slowest part.
+        queue_s: Expected wait until every node of the plan is free.
+        predicted_fidelity: Predicted Hellinger fidelity of the split run.
+        expected_completion_s: ``queue_s + epr_latency_s + run_s``.
+    """
+
+    nodes: list[str] = Field(min_length=2, max_length=MAX_SPLIT)
+    parts: list[list[str]]
+    pairs: list[tuple[str, str, int]]
+    ebits: int = Field(ge=0)
+    lower_bound: int = Field(default=0, ge=0)
+    method: str = ""
+    link_fidelity: float = Field(ge=0, le=1)
+    epr_latency_s: float = Field(ge=0)
+    run_s: float = Field(ge=0)
+    queue_s: float = Field(ge=0)
+    predicted_fidelity: float = Field(ge=0, le=1)
+    expected_completion_s: float = Field(ge=0)
+
+
 class TaskAllocated(TaskEvent):
     """The placement decision, published on ``qubus.task.<id>.allocated.<node>``.
 
@@ -328,6 +387,9 @@ class TaskAllocated(TaskEvent):
     superseded ones. ``expected_completion_s`` (from the decision, on its batch's schedule),
     ``deadline_met`` (None: no deadline), ``batch_size`` and ``score`` (fusion's score of the
     chosen node, its breakdown and Shapley terms) are empty in events stored before them.
+
+    ``split`` is the plan when the task runs split across several nodes; ``node`` is then
+    the plan's lead node and ``predicted_fidelity`` the plan's (None: one node, as before).
     """
 
     TYPE: ClassVar[str] = "task.allocated.v1"
@@ -348,6 +410,7 @@ class TaskAllocated(TaskEvent):
     deadline_met: bool | None = None
     batch_size: int = 1
     score: NodeScore | None = None
+    split: SplitPlan | None = None
 
     def subject(self) -> str:
         return f"{super().subject()}.{self.node}"
@@ -397,6 +460,11 @@ class TaskCompleted(TaskEvent):
     on; recomputed on the calibration it ran on when that had changed (drift); for a noiseless
     run, the Hellinger fidelity expected of ``shots`` perfect samples. ``allocated_fidelity`` is
     None in events stored before it was recorded.
+
+    ``nodes`` lists every node the run used: ``[node]``, or for a split run
+    (``TaskAllocated.split``) the plan's nodes, ``node`` (the lead) first; ``ebits`` counts the
+    EPR pairs a split run consumed (0 on one node). Both are empty in events stored before
+    them.
     """
 
     TYPE: ClassVar[str] = "task.completed.v1"
@@ -412,6 +480,8 @@ class TaskCompleted(TaskEvent):
     emulated_s: float
     calibration_revision: str
     allocated_fidelity: float | None = None
+    ebits: int = Field(default=0, ge=0)
+    nodes: list[str] = Field(default_factory=list)
 
 
 class TaskRejected(TaskEvent):
