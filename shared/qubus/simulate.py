@@ -62,11 +62,31 @@ def _is_terminal_only(circuit: cirq.AbstractCircuit) -> bool:
     return len(keys) == len(set(keys)) and circuit.are_all_measurements_terminal()
 
 
+def without_fresh_resets(circuit: cirq.AbstractCircuit) -> cirq.AbstractCircuit:
+    """The circuit without the resets of qubits nothing has touched yet: every qubit starts
+    in |0⟩, so they do nothing (exporters write ``reset q;`` first), but they would make the
+    circuit look dynamic. The circuit itself when there is none."""
+    touched: set[cirq.Qid] = set()
+    moments = []
+    dropped = False
+    for moment in circuit:
+        kept = []
+        for op in moment:
+            if isinstance(op.gate, cirq.ResetChannel) and not touched.intersection(op.qubits):
+                dropped = True
+            else:
+                kept.append(op)
+                touched.update(op.qubits)
+        moments.append(cirq.Moment(kept))
+    return cirq.Circuit(moments) if dropped else circuit
+
+
 def ideal_distribution(circuit: cirq.AbstractCircuit, *, max_qubits: int = 24) -> dict[str, float]:
     """The exact (or, for dynamic circuits, estimated) distribution of measured bit strings.
 
     Terminal-measurement circuits: the unitary part is simulated once with qsim and the
-    measured qubits are marginalised. Circuits with mid-circuit measurement, reset or
+    measured qubits are marginalised (resets before a qubit's first operation are dropped
+    first: they do nothing). Circuits with mid-circuit measurement, reset or
     classical control are first passed through ``cirq.defer_measurements``; if that is not
     possible (resets, or too many ancillas), ``SAMPLED_SHOTS`` shots are sampled with
     :func:`run` and the frequencies returned.
@@ -88,6 +108,7 @@ def ideal_distribution(circuit: cirq.AbstractCircuit, *, max_qubits: int = 24) -
             f"{n_qubits} qubits exceed the simulation limit of {max_qubits}",
             code="sandbox.too_large",
         )
+    circuit = without_fresh_resets(circuit)
     if _is_terminal_only(circuit):
         return _terminal_distribution(circuit)
     deferred = _deferred(circuit)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import cirq
 import pytest
 
@@ -11,6 +13,7 @@ from qubus.simulate import (
     ideal_distribution,
     measurement_keys,
     sample_counts,
+    without_fresh_resets,
 )
 
 Q = [cirq.NamedQubit(f"q_{i}") for i in range(4)]
@@ -67,6 +70,23 @@ def test_mid_circuit_reset_is_sampled() -> None:
     dist = ideal_distribution(circuit)
     assert set(dist) == {"01", "11"}
     assert dist["01"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_resets_of_fresh_qubits_leave_the_distribution_exact() -> None:
+    # Exported files start with `reset q;`: the distribution stays exact (not sampled).
+    circuit = cirq.Circuit(
+        cirq.reset(Q[0]),
+        cirq.reset(Q[1]),
+        cirq.ry(0.3).on(Q[0]),
+        cirq.CNOT(Q[0], Q[1]),
+        cirq.measure(Q[0], Q[1], key="c"),
+    )
+    p1 = (1 - math.cos(0.3)) / 2
+    assert ideal_distribution(circuit) == pytest.approx({"00": 1 - p1, "11": p1}, abs=1e-6)
+    # A reset after the qubit was used is kept: this one makes q_0 read 0.
+    used = cirq.Circuit(cirq.X(Q[0]), cirq.reset(Q[0]), cirq.measure(Q[0], key="c"))
+    assert without_fresh_resets(used) is used
+    assert ideal_distribution(used) == {"0": 1.0}
 
 
 def test_circuit_without_measurements_has_the_empty_outcome() -> None:
