@@ -2,7 +2,8 @@
 
 Each reads or writes the KV buckets of the running stack (``qubus_weights``, ``qubus_pilots``)
 directly; ``qubus.cli`` adds the parsers and runs the handlers with a connected client.
-``weights tune --from-bench`` tunes on the scheduling benchmark (``qubus.benchtune``).
+``weights tune`` tunes on the scheduling benchmark's workload or on the stack's own completed
+tasks, replayed (``qubus.benchtune``).
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from pydantic import ValidationError
 
 from qubus.bus import BUCKET_PILOTS, BUCKET_WEIGHTS
 from qubus.client import Client
+from qubus.config import Settings
 from qubus.errors import QubusError
 from qubus.kvrecords import invalid
 from qubus.pilots import PilotDescription, create_pilot, list_pilots
 
 if TYPE_CHECKING:
+    from qubus.benchtune import BenchTuning
     from qubus.weights import WeightsRecord
 
 Handler = Callable[[Client, argparse.Namespace], Awaitable[int]]
@@ -80,24 +83,29 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def add_tune_parser(actions: argparse._SubParsersAction) -> None:
-    """``weights tune --from-bench``."""
+    """``weights tune --from-bench | --from-outcomes``."""
     tune = actions.add_parser(
         "tune",
-        help="tune the unpinned weights by Bayesian optimisation on the scheduling benchmark",
-        description="Maximise the outcome of the scheduling benchmark's workload (qubus "
-        "bench schedule) replayed under the hyperscore policy with candidate weights: "
-        "-(mean completion time + 100 s x (1 - mean measured fidelity)), by a Gaussian process "
-        "with expected improvement (qubus.tuning), starting from the current weights and "
-        "leaving pinned ones alone; then compare the start and tuned weights on a held-out "
-        "workload (another seed). With --apply, store the tuned weights as a new revision "
-        "(source `tuned`) if they do better on the held-out workload.",
+        help="tune the unpinned weights by Bayesian optimisation on replayed outcomes",
+        description="Maximise -(mean completion time + 100 s x (1 - mean measured fidelity)) "
+        "of a workload replayed through the scheduling simulator (qubus bench schedule) under "
+        "the hyperscore policy with candidate weights, by a Gaussian process with expected "
+        "improvement (qubus.tuning), starting from the current weights and leaving pinned ones "
+        "alone; then compare the start and tuned weights on held-out tasks. --from-bench "
+        "replays the benchmark's workload (held out: another seed); --from-outcomes replays "
+        "the tasks this stack completed (their circuits, arrival times and nodes, with their "
+        "measured fidelities; other nodes' fidelities from cached emulations; held out: the "
+        "latest third). With --apply, store the tuned weights as a new revision (source "
+        "`tuned`) if they do better on the held-out tasks.",
     )
-    tune.add_argument(
-        "--from-bench",
-        action="store_true",
-        required=True,
-        help="the objective: the scheduling benchmark (the only one so far)",
+    source = tune.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--from-bench", action="store_true", help="replay the scheduling benchmark's workload"
     )
+    source.add_argument(
+        "--from-outcomes", action="store_true", help="replay the tasks this stack completed"
+    )
+    tune.add_argument("--since", metavar="DURATION", help="with --from-outcomes: e.g. 2h, 3d")
     tune.add_argument("--budget", type=int, default=20, help="evaluations (default 20)")
     tune.add_argument("--seed", type=int, default=1, help="tuning workload seed (default 1)")
     tune.add_argument("--holdout-seed", type=int, default=2, help="held-out seed (default 2)")
@@ -170,7 +178,7 @@ async def _weights(client: Client, args: argparse.Namespace) -> int:
             print(format_weights(record, revision, history))
         return 0
     if args.action == "tune":
-        return await _tune(kv, args)
+        return await _tune(client, kv, args)
     if args.action == "set":
         values = parse_assignments(args.values)
         record, revision = await change_weights(
@@ -185,39 +193,23 @@ async def _weights(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _tune(kv: KeyValue, args: argparse.Namespace) -> int:
-    """``weights tune --from-bench``: tune, report, and with ``--apply`` store if better on the
-    held-out workload (exit status 1 if not)."""
-    from qubus import schedsim  # cirq and the emulators: imported only for this command
-    from qubus.benchtune import tune_on_bench
+async def _tune(client: Client, kv: KeyValue, args: argparse.Namespace) -> int:
+    """``weights tune``: tune, report, and with ``--apply`` store if better on the held-out
+    tasks (exit status 1 if not)."""
     from qubus.weights import change_weights, current_weights, tuned
 
-    if not 1 <= args.qpus <= 32 or args.tasks < 1 or args.budget < 2:
-        raise QubusError(
-            "--qpus must be 1-32, --tasks at least 1, --budget at least 2", code="tuning.args"
-        )
+    if args.budget < 2:
+        raise QubusError("--budget must be at least 2", code="tuning.args")
     start, start_revision = await current_weights(kv)
-    workload = schedsim.Workload(
-        seed=args.seed,
-        tasks=args.tasks,
-        qpus=args.qpus,
-        arrivals=args.arrivals,
-        background=not args.no_background,
-    )
-    result = await asyncio.to_thread(
-        tune_on_bench,
-        workload,
-        start.weights,
-        start.pinned,
-        budget=args.budget,
-        seed=args.seed,
-        holdout_seed=args.holdout_seed,
-    )
+    if args.from_outcomes:
+        result, tuning, holdout = await _tune_on_outcomes(client, args, start)
+    else:
+        result, tuning, holdout = await _tune_on_bench(args, start)
     values = [step.value for step in result.steps]
     better = result.tuned_holdout > result.start_holdout
     note = (
-        f"bench seed {args.seed}: {values[0]:.2f} -> {max(values):.2f}; held-out seed "
-        f"{args.holdout_seed}: {result.start_holdout:.2f} -> {result.tuned_holdout:.2f}"
+        f"{tuning['label']}: {values[0]:.2f} -> {max(values):.2f}; {holdout['label']}: "
+        f"{result.start_holdout:.2f} -> {result.tuned_holdout:.2f}"
     )
     applied = None
     if args.apply and better:
@@ -235,27 +227,75 @@ async def _tune(kv: KeyValue, args: argparse.Namespace) -> int:
         "start": start.weights.model_dump(),
         "weights": result.weights.model_dump(),
         "pinned": start.pinned,
-        "tuning": {"seed": args.seed, "values": values},
-        "holdout": {
-            "seed": args.holdout_seed,
-            "start": result.start_holdout,
-            "tuned": result.tuned_holdout,
-        },
+        "tuning": {**tuning, "values": values},
+        "holdout": {**holdout, "start": result.start_holdout, "tuned": result.tuned_holdout},
         "applied_revision": applied,
     }
     print(json.dumps(report) if args.json else format_tuning(report))
     return 1 if args.apply and applied is None else 0
 
 
+async def _tune_on_bench(
+    args: argparse.Namespace, start: WeightsRecord
+) -> tuple[BenchTuning, dict[str, Any], dict[str, Any]]:
+    from qubus import schedsim  # cirq and the emulators: imported only for this command
+    from qubus.benchtune import tune_on_bench
+
+    if not 1 <= args.qpus <= 32 or args.tasks < 1:
+        raise QubusError("--qpus must be 1-32, --tasks at least 1", code="tuning.args")
+    workload = schedsim.Workload(
+        seed=args.seed,
+        tasks=args.tasks,
+        qpus=args.qpus,
+        arrivals=args.arrivals,
+        background=not args.no_background,
+    )
+    result = await asyncio.to_thread(
+        tune_on_bench,
+        workload,
+        start.weights,
+        start.pinned,
+        budget=args.budget,
+        seed=args.seed,
+        holdout_seed=args.holdout_seed,
+    )
+    tuning = {"label": f"bench seed {args.seed}", "seed": args.seed}
+    holdout = {"label": f"held-out seed {args.holdout_seed}", "seed": args.holdout_seed}
+    return result, tuning, holdout
+
+
+async def _tune_on_outcomes(
+    client: Client, args: argparse.Namespace, start: WeightsRecord
+) -> tuple[BenchTuning, dict[str, Any], dict[str, Any]]:
+    from qubus import report  # the event grouping of `qubus report`
+    from qubus.benchtune import outcomes_of, tune_on_outcomes
+    from qubus.cli import read_task_events
+
+    since = None if args.since is None else report.parse_since(args.since, now=time.time())
+    outcomes = outcomes_of(report.by_task(await read_task_events(client, since=since)))
+    window_s = Settings().batch_window_ms / 1000
+    result = await asyncio.to_thread(
+        tune_on_outcomes,
+        outcomes,
+        start.weights,
+        start.pinned,
+        budget=args.budget,
+        seed=args.seed,
+        window_s=window_s,
+    )
+    held = max(1, round(len(outcomes) / 3))
+    tuning = {"label": f"{len(outcomes) - held} completed tasks", "tasks": len(outcomes) - held}
+    holdout = {"label": f"the latest {held} tasks", "tasks": held}
+    return result, tuning, holdout
+
+
 def format_tuning(report: dict[str, Any]) -> str:
     """``weights tune`` as text: objectives, then each weight from start to tuned."""
     values, holdout = report["tuning"]["values"], report["holdout"]
     lines = [
-        f"tuned from revision {report['start_revision']} on bench seed "
-        f"{report['tuning']['seed']}, {len(values)} evaluations: objective {values[0]:.2f} -> "
-        f"{max(values):.2f}",
-        f"held-out seed {holdout['seed']}: start {holdout['start']:.2f}, tuned "
-        f"{holdout['tuned']:.2f}",
+        f"tuned from revision {report['start_revision']} on {report['tuning']['label']}, "
+        f"{len(values)} evaluations: objective {values[0]:.2f} -> {max(values):.2f}",
+        f"{holdout['label']}: start {holdout['start']:.2f}, tuned {holdout['tuned']:.2f}",
     ]
     for name, value in report["weights"].items():
         pin = "  pinned" if name in report["pinned"] else ""
@@ -264,7 +304,7 @@ def format_tuning(report: dict[str, Any]) -> str:
     lines.append(
         f"stored as weights revision {applied} (tuned)"
         if applied is not None
-        else "not stored (--apply stores tuned weights that do better on the held-out workload)"
+        else "not stored (--apply stores tuned weights that do better on the held-out tasks)"
     )
     return "\n".join(lines)
 

@@ -237,3 +237,24 @@ async def test_weights_tuned_on_the_bench_are_stored_only_if_better_held_out(
         assert after["weights"] == pytest.approx(report["weights"])
     else:
         assert after["revision"] == before["revision"]
+
+
+async def test_weights_tuned_on_the_stacks_own_outcomes(
+    client, qubus_cli, nats_url, dev_qasm, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("QUBUS_STATE_DIR", str(tmp_path))  # a private emulation cache
+    text = (dev_qasm / BELL).read_text()
+    records = await client.run([SubmitRequest(circuit=text, shots=300) for _ in range(6)])
+    assert all(r["status"] == "done" for r in records), records
+    code, out, err = await qubus_cli(
+        nats_url, "weights", "tune", "--from-outcomes", "--budget", "3", "--json", timeout=600
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    # Every noisy single-node task of this module so far (at least the six above), the
+    # latest third held out.
+    total = report["tuning"]["tasks"] + report["holdout"]["tasks"]
+    assert total >= 6 and report["holdout"]["tasks"] == round(total / 3)
+    assert len(report["tuning"]["values"]) == 3
+    assert report["holdout"]["start"] < 0 and report["holdout"]["tuned"] < 0
+    assert report["applied_revision"] is None  # not asked to apply
