@@ -11,6 +11,7 @@ once, the last measurement counts.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import cirq
@@ -81,15 +82,78 @@ def without_fresh_resets(circuit: cirq.AbstractCircuit) -> cirq.AbstractCircuit:
     return cirq.Circuit(moments) if dropped else circuit
 
 
+def resets_as_swaps(circuit: cirq.AbstractCircuit) -> cirq.AbstractCircuit:
+    """The circuit with every reset replaced by a SWAP with a fresh ancilla in |0⟩ (never
+    measured): the same distribution of measured bits, from a unitary that
+    ``cirq.defer_measurements`` can handle. The circuit itself when it resets nothing."""
+    count = 0
+
+    def swap(op: cirq.Operation) -> cirq.OP_TREE:
+        nonlocal count
+        if not isinstance(op.gate, cirq.ResetChannel):
+            return op
+        count += 1
+        return cirq.SWAP(op.qubits[0], cirq.NamedQubit(f"_reset_{count}"))
+
+    swapped = cirq.Circuit(cirq.Moment(swap(op) for op in moment) for moment in circuit)
+    return swapped if count else circuit
+
+
+_EARLIER = "__earlier_"
+"""Marks the keys :func:`unique_keys` gives to earlier measurements of a repeated key."""
+
+
+def unique_keys(circuit: cirq.AbstractCircuit) -> cirq.AbstractCircuit:
+    """The circuit with each measurement of a repeated key but the last renamed
+    ``<key>__earlier_<n>``, and the classical controls that read it renamed alike: every key is
+    then measured once. The last measurement still defines the key's bits (module docstring);
+    the earlier ones only steer controls. The circuit itself when no key repeats."""
+    measured = [
+        op.gate.key for op in circuit.all_operations() if isinstance(op.gate, cirq.MeasurementGate)
+    ]
+    if len(measured) == len(set(measured)):
+        return circuit
+    remaining = Counter(measured)
+    names: dict[str, str] = {}  # key -> the name of its latest measurement so far
+    moments = []
+    for moment in circuit:
+        ops = []
+        for op in moment:
+            if isinstance(op.gate, cirq.MeasurementGate):
+                key = op.gate.key
+                remaining[key] -= 1
+                names[key] = f"{key}{_EARLIER}{remaining[key]}" if remaining[key] else key
+                op = cirq.with_measurement_key_mapping(op, {key: names[key]})
+            elif op.classical_controls:
+                op = cirq.with_measurement_key_mapping(op, names)
+            ops.append(op)
+        moments.append(cirq.Moment(ops))
+    return cirq.Circuit(moments)
+
+
+def _without_earlier(circuit: cirq.AbstractCircuit) -> cirq.Circuit:
+    """The circuit without the measurements of :func:`unique_keys`' renamed keys (terminal
+    once deferred: dropping them marginalises their bits)."""
+    return cirq.Circuit(
+        cirq.Moment(
+            op
+            for op in moment
+            if not (isinstance(op.gate, cirq.MeasurementGate) and _EARLIER in op.gate.key)
+        )
+        for moment in circuit
+    )
+
+
 def ideal_distribution(circuit: cirq.AbstractCircuit, *, max_qubits: int = 24) -> dict[str, float]:
     """The exact (or, for dynamic circuits, estimated) distribution of measured bit strings.
 
     Terminal-measurement circuits: the unitary part is simulated once with qsim and the
     measured qubits are marginalised (resets before a qubit's first operation are dropped
-    first: they do nothing). Circuits with mid-circuit measurement, reset or
-    classical control are first passed through ``cirq.defer_measurements``; if that is not
-    possible (resets, or too many ancillas), ``SAMPLED_SHOTS`` shots are sampled with
-    :func:`run` and the frequencies returned.
+    first: they do nothing). Circuits with mid-circuit measurement, reset or classical control
+    are first made unitary: repeated keys are made unique (:func:`unique_keys`), other resets
+    become SWAPs with fresh ancillas (:func:`resets_as_swaps`) and measurements are deferred
+    (``cirq.defer_measurements``); if that is not possible (or needs too many ancillas),
+    ``SAMPLED_SHOTS`` shots are sampled with :func:`run` and the frequencies returned.
 
     Args:
         circuit: The circuit; measurement keys define the bit strings (module docstring).
@@ -111,7 +175,9 @@ def ideal_distribution(circuit: cirq.AbstractCircuit, *, max_qubits: int = 24) -
     circuit = without_fresh_resets(circuit)
     if _is_terminal_only(circuit):
         return _terminal_distribution(circuit)
-    deferred = _deferred(circuit)
+    deferred = _deferred(resets_as_swaps(unique_keys(circuit)))
+    if deferred is not None:
+        deferred = _without_earlier(deferred)
     fits = deferred is not None and len(deferred.all_qubits()) <= max_qubits
     if fits and _is_terminal_only(deferred):
         return _terminal_distribution(deferred)

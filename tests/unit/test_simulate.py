@@ -12,11 +12,14 @@ from qubus.fidelity import hellinger_fidelity
 from qubus.simulate import (
     ideal_distribution,
     measurement_keys,
+    resets_as_swaps,
     sample_counts,
+    unique_keys,
     without_fresh_resets,
 )
 
 Q = [cirq.NamedQubit(f"q_{i}") for i in range(4)]
+Q_CIRCUIT = cirq.Circuit(cirq.H(Q[0]), cirq.measure(Q[0], key="m"))
 
 
 def test_keys_sort_naturally_and_define_the_bit_order() -> None:
@@ -59,7 +62,7 @@ def test_classical_control_is_simulated_exactly_by_deferring() -> None:
     assert ideal_distribution(circuit) == pytest.approx({"00": 0.5, "11": 0.5})
 
 
-def test_mid_circuit_reset_is_sampled() -> None:
+def test_mid_circuit_reset_is_exact() -> None:
     circuit = cirq.Circuit(
         cirq.H(Q[0]),
         cirq.measure(Q[0], key="a"),
@@ -69,7 +72,7 @@ def test_mid_circuit_reset_is_sampled() -> None:
     )
     dist = ideal_distribution(circuit)
     assert set(dist) == {"01", "11"}
-    assert dist["01"] == pytest.approx(0.5, abs=0.02)
+    assert dist["01"] == pytest.approx(0.5, abs=1e-9)
 
 
 def test_resets_of_fresh_qubits_leave_the_distribution_exact() -> None:
@@ -87,6 +90,26 @@ def test_resets_of_fresh_qubits_leave_the_distribution_exact() -> None:
     used = cirq.Circuit(cirq.X(Q[0]), cirq.reset(Q[0]), cirq.measure(Q[0], key="c"))
     assert without_fresh_resets(used) is used
     assert ideal_distribution(used) == {"0": 1.0}
+
+
+def test_repeated_keys_resets_and_feedback_are_simulated_exactly() -> None:
+    # m is measured twice (the last counts), the first m steers an X on q_1 and q_0 is reset
+    # in between: exact (not sampled) through unique keys, SWAP resets and deferral.
+    circuit = cirq.Circuit(
+        cirq.H(Q[0]),
+        cirq.measure(Q[0], key="m"),
+        cirq.X(Q[1]).with_classical_controls("m"),
+        cirq.reset(Q[0]),
+        cirq.ry(0.7).on(Q[0]),
+        cirq.measure(Q[0], key="m"),
+        cirq.measure(Q[1], key="k"),
+    )
+    one = math.sin(0.35) ** 2  # P(m = 1) of the second measurement
+    expected = {"00": 0.5 * (1 - one), "01": 0.5 * one, "10": 0.5 * (1 - one), "11": 0.5 * one}
+    assert ideal_distribution(circuit) == pytest.approx(expected, abs=1e-6)
+    renamed = unique_keys(circuit)
+    assert [key for key, _ in measurement_keys(renamed)] == ["k", "m", "m__earlier_1"]
+    assert resets_as_swaps(renamed) is not renamed and resets_as_swaps(Q_CIRCUIT) is Q_CIRCUIT
 
 
 def test_circuit_without_measurements_has_the_empty_outcome() -> None:
