@@ -17,9 +17,9 @@ Checks of the result:
   precision and with an independent path from state vector to bit strings (the qubit order
   of the simulation puts the measured qubits first), and ``repro`` is the Hellinger fidelity
   between the two distributions. The second simulation is skipped, and the event says why,
-  above ``REPRO_MAX_QUBITS`` qubits and for circuits without an exact distribution (a reset
-  after a qubit was used, or a measurement ``cirq.defer_measurements`` cannot remove); qsim's
-  distribution of those is itself a 20,000-shot estimate.
+  above ``REPRO_MAX_QUBITS`` qubits and for circuits without an exact form
+  (``qubus.simulate.exact_form``); qsim's distribution of those is itself a 20,000-shot
+  estimate.
 """
 
 from __future__ import annotations
@@ -38,7 +38,13 @@ from qubus.errors import SimulationError
 from qubus.fidelity import hellinger_fidelity
 from qubus.ids import seed_for
 from qubus.messages import SandboxEvaluation
-from qubus.simulate import PROBABILITY_FLOOR, ideal_distribution, measurement_keys, sample_counts
+from qubus.simulate import (
+    PROBABILITY_FLOOR,
+    exact_form,
+    ideal_distribution,
+    measurement_keys,
+    sample_counts,
+)
 
 REPRO_MAX_QUBITS = 20
 """Widest circuit simulated a second time for ΔRepro. cirq's simulator takes about 0.1 s for
@@ -211,36 +217,19 @@ def reproduce(circuit: cirq.AbstractCircuit, distribution: Mapping[str, float]) 
     return Repro(hellinger_fidelity(distribution, second), "cirq", norm_error)
 
 
-def _exact_form(circuit: cirq.AbstractCircuit) -> cirq.Circuit | None:
-    """An equivalent circuit of unitary operations and terminal, distinct measurement keys.
-
-    Resets of qubits that nothing has touched yet are dropped (they change nothing);
-    classical control and mid-circuit measurement are removed with
-    ``cirq.defer_measurements``. None when that is not possible.
-    """
-    touched: set[cirq.Qid] = set()
-    ops = []
-    for op in circuit.all_operations():
-        if isinstance(op.gate, cirq.ResetChannel) and touched.isdisjoint(op.qubits):
-            continue
-        touched.update(op.qubits)
-        ops.append(op)
-    exact = cirq.Circuit(ops)
-    if any(op.classical_controls for op in ops) or not exact.are_all_measurements_terminal():
-        try:
-            exact = cirq.defer_measurements(exact)
-        except ValueError:
-            return None
-    keys: list[str] = []
+def _exact_form(circuit: cirq.AbstractCircuit) -> cirq.AbstractCircuit | None:
+    """``qubus.simulate.exact_form``, when every operation is unitary and no qubit is measured
+    twice (what :func:`cirq_distribution` needs); None otherwise."""
+    exact = exact_form(circuit)
+    if exact is None:
+        return None
     measured: list[cirq.Qid] = []
     for op in exact.all_operations():
         if isinstance(op.gate, cirq.MeasurementGate):
-            keys.append(op.gate.key)
             measured.extend(op.qubits)
         elif not cirq.has_unitary(op):
             return None
-    distinct = len(keys) == len(set(keys)) and len(measured) == len(set(measured))
-    return exact if distinct and exact.are_all_measurements_terminal() else None
+    return exact if len(measured) == len(set(measured)) else None
 
 
 def cirq_distribution(circuit: cirq.AbstractCircuit) -> tuple[dict[str, float], float]:

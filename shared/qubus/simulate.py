@@ -144,16 +144,34 @@ def _without_earlier(circuit: cirq.AbstractCircuit) -> cirq.Circuit:
     )
 
 
+def exact_form(circuit: cirq.AbstractCircuit) -> cirq.AbstractCircuit | None:
+    """An equivalent circuit of unitary operations and terminal measurements, each key once
+    (the same distribution of bit strings), or None where there is none.
+
+    Resets of untouched qubits are dropped (:func:`without_fresh_resets`); a circuit with
+    mid-circuit measurement, reset or classical control has its repeated keys made unique
+    (:func:`unique_keys`), its resets made SWAPs with fresh ancillas
+    (:func:`resets_as_swaps`) and its measurements deferred (``cirq.defer_measurements``),
+    the renamed earlier measurements dropped at the end (marginalised).
+    """
+    circuit = without_fresh_resets(circuit)
+    if _is_terminal_only(circuit):
+        return circuit
+    deferred = _deferred(resets_as_swaps(unique_keys(circuit)))
+    if deferred is None:
+        return None
+    deferred = _without_earlier(deferred)
+    return deferred if _is_terminal_only(deferred) else None
+
+
 def ideal_distribution(circuit: cirq.AbstractCircuit, *, max_qubits: int = 24) -> dict[str, float]:
     """The exact (or, for dynamic circuits, estimated) distribution of measured bit strings.
 
     Terminal-measurement circuits: the unitary part is simulated once with qsim and the
-    measured qubits are marginalised (resets before a qubit's first operation are dropped
-    first: they do nothing). Circuits with mid-circuit measurement, reset or classical control
-    are first made unitary: repeated keys are made unique (:func:`unique_keys`), other resets
-    become SWAPs with fresh ancillas (:func:`resets_as_swaps`) and measurements are deferred
-    (``cirq.defer_measurements``); if that is not possible (or needs too many ancillas),
-    ``SAMPLED_SHOTS`` shots are sampled with :func:`run` and the frequencies returned.
+    measured qubits are marginalised. Circuits with mid-circuit measurement, reset or classical
+    control are first brought to that form (:func:`exact_form`); if that is not possible (or
+    needs more than ``max_qubits`` with its ancillas), ``SAMPLED_SHOTS`` shots are sampled with
+    :func:`run` and the frequencies returned.
 
     Args:
         circuit: The circuit; measurement keys define the bit strings (module docstring).
@@ -172,15 +190,9 @@ def ideal_distribution(circuit: cirq.AbstractCircuit, *, max_qubits: int = 24) -
             f"{n_qubits} qubits exceed the simulation limit of {max_qubits}",
             code="sandbox.too_large",
         )
-    circuit = without_fresh_resets(circuit)
-    if _is_terminal_only(circuit):
-        return _terminal_distribution(circuit)
-    deferred = _deferred(resets_as_swaps(unique_keys(circuit)))
-    if deferred is not None:
-        deferred = _without_earlier(deferred)
-    fits = deferred is not None and len(deferred.all_qubits()) <= max_qubits
-    if fits and _is_terminal_only(deferred):
-        return _terminal_distribution(deferred)
+    exact = exact_form(circuit)
+    if exact is not None and len(exact.all_qubits()) <= max_qubits:
+        return _terminal_distribution(exact)
     result = run(circuit, SAMPLED_SHOTS, seed=0)
     counts = counts_from_result(result, measurement_keys(circuit))
     return {bits: n / SAMPLED_SHOTS for bits, n in counts.items()}
