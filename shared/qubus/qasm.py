@@ -39,8 +39,10 @@ negated condition (``Eq(c_0, 0)`` or ``Not(...)``). OpenQASM 3 bit expressions w
 so every condition stays serialisable by ``cirq.to_json``. A comparison that no value of its
 bits can satisfy (``c == 5`` or ``c > 3`` on a 2-bit register; a register of ``k`` bits holds
 0 to ``2**k - 1``, a bit expression 0 or 1) is rejected with ``qasm.condition_range`` at its
-first token. Gate parameters are always evaluated
-to floats: no sympy expression is left in the circuit.
+first token. Bits not measured before a condition hold their initial 0 and are substituted:
+``if (c == 1)`` after measuring only ``c[0]`` reads ``Eq(c_0, 1)``; a condition left always
+true is dropped, and an operation under one left always false is not emitted. Gate parameters
+are always evaluated to floats: no sympy expression is left in the circuit.
 
 OpenQASM 3 subset: ``qubit``/``bit`` declarations (with ``= measure`` initialisers), old-style
 ``qreg``/``creg``, ``c = measure q;`` and ``measure q -> c;``, gate definitions, the modifiers
@@ -470,6 +472,7 @@ class _Parser:
         self.gates: dict[str, Gate] = {"U": _TABLE["U"], "CX": _TABLE["CX"]}
         self.registers: dict[str, _Register] = {}
         self.ops: list[cirq.Operation] = []
+        self.measured: set[str] = set()
         self.qubits: dict[str, cirq.NamedQubit] = {}
         self.redefinable: set[str] = set()
 
@@ -913,7 +916,30 @@ class _Parser:
             self.fail(token, message, "qasm.too_large")
 
     def emit(self, op: cirq.Operation, conditions: tuple[cirq.Condition, ...]) -> None:
-        self.ops.append(op.with_classical_controls(*conditions) if conditions else op)
+        """Append ``op`` under ``conditions``, with the bits not measured yet read as 0 (their
+        initial value): a condition that is then always true is dropped, and an operation
+        under one that is always false is never emitted."""
+        resolved = []
+        for condition in conditions:
+            known = self.with_unmeasured_bits_zero(condition)
+            if known is False:
+                return
+            if known is not True:
+                resolved.append(known)
+        self.ops.append(op.with_classical_controls(*resolved) if resolved else op)
+
+    def with_unmeasured_bits_zero(self, condition: cirq.Condition) -> cirq.Condition | bool:
+        """``condition`` with every bit not measured so far set to 0: a condition on the
+        measured bits, or its constant value when none is left."""
+        unmeasured = {str(key) for key in condition.keys} - self.measured
+        if not unmeasured:
+            return condition
+        if isinstance(condition, cirq.KeyCondition):
+            return False  # the bit is 0
+        expr = condition.expr.subs({sympy.Symbol(key): 0 for key in unmeasured})
+        if expr in (sympy.true, sympy.false):
+            return bool(expr)
+        return cirq.SympyCondition(expr)
 
     def parse_arguments(self, *, quantum: bool) -> list[ArgRef]:
         refs: list[ArgRef] = []
@@ -999,6 +1025,7 @@ class _Parser:
             )
         for qubit, key in zip(qubits, bits, strict=True):
             self.ops.append(cirq.measure(self.qubits[qubit], key=key))
+            self.measured.add(key)
 
     def parse_reset(self, conditions: tuple[cirq.Condition, ...]) -> None:
         self.advance()

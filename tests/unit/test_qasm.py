@@ -372,12 +372,34 @@ def test_if_compares_whole_register_value_little_endian(value, expected):
 
 
 def test_register_condition_is_one_sympy_equation_over_bit_keys():
-    text = """OPENQASM 2.0; include "qelib1.inc"; qreg q[1]; creg c[3];
-    measure q[0] -> c[1]; if(c==5) x q[0];"""
+    text = """OPENQASM 2.0; include "qelib1.inc"; qreg q[3]; creg c[3];
+    measure q -> c; if(c==5) x q[0];"""
     controlled = list(parse_qasm(text).all_operations())[-1]
     (condition,) = controlled.classical_controls
     c0, c1, c2 = sympy.symbols("c_0 c_1 c_2")
     assert condition == cirq.SympyCondition(sympy.Eq(c0 + 2 * c1 + 4 * c2, 5))
+
+
+def test_bits_not_measured_yet_are_read_as_zero_in_conditions():
+    # c[1] and c[2] still hold their initial 0: cirq would refuse to read their keys.
+    text = """OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[3];
+    h q[0]; measure q[0] -> c[0]; if(c==1) x q[1]; if(c==0) z q[1]; if(c==2) y q[1];
+    measure q[1] -> c[1];"""
+    ops = list(parse_qasm(text).all_operations())
+    conditions = [op.classical_controls for op in ops if op.classical_controls]
+    c0 = sympy.Symbol("c_0")
+    assert conditions == [
+        frozenset({cirq.SympyCondition(sympy.Eq(c0, 1))}),
+        frozenset({cirq.SympyCondition(sympy.Eq(c0, 0))}),
+        frozenset({cirq.SympyCondition(sympy.Eq(c0, 2))}),  # never holds: Y never runs
+    ]
+    result = cirq.Simulator(seed=3).run(parse_qasm(text), repetitions=50)
+    assert (result.measurements["c_1"][:, 0] == result.measurements["c_0"][:, 0]).all()
+    # Before any measurement `if(c==0)` always holds: the gate runs unconditionally.
+    always = parse_qasm(
+        'OPENQASM 2.0; include "qelib1.inc"; qreg q[1]; creg c[1]; if(c==0) x q[0];'
+    )
+    assert list(always.all_operations()) == [cirq.X(cirq.NamedQubit("q_0"))]
 
 
 def test_openqasm3_ghz_20_samples_only_all_zeros_or_all_ones():
@@ -527,8 +549,8 @@ def test_error_position_and_code(line5, code, column, words):
     "condition", ["c==3", "c!=3", "c>=3", "c<1", "c[0] == true", "(c[0] ^ c[1]) == 1", "c[1]"]
 )
 def test_condition_that_some_register_value_meets_is_accepted(condition):
-    circuit = parse_qasm(HEADER + f"if({condition}) x q[0];\n")
-    (op,) = circuit.all_operations()
+    circuit = parse_qasm(HEADER + f"measure q -> c;\nif({condition}) x q[0];\n")
+    op = list(circuit.all_operations())[-1]
     assert cirq.control_keys(op)
 
 
