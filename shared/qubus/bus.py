@@ -28,9 +28,10 @@ from nats.js.api import (
 from nats.js.kv import KeyValue
 
 from qubus import codec
+from qubus.codec import M
 from qubus.errors import InvalidPayload, Retry
 from qubus.logs import LOG_SUBJECT_PREFIX, get_logger
-from qubus.messages import Model, NodeStatus, TaskEvent
+from qubus.messages import LinkStatus, Model, NodeStatus, TaskEvent
 from qubus.tracing import TraceContext
 
 STREAM = "QUBUS_TASKS"
@@ -272,26 +273,36 @@ class Bus:
     async def node_statuses(self, *, max_age_s: float | None = None) -> dict[str, NodeStatus]:
         """The latest status of every QPU node in KV ``qubus_nodes``, read once.
 
-        Reads the bucket's stream by subject, which (unlike a KV watcher's end-of-values
-        marker) cannot miss a value that is in flight. Services that need the fleet on every
-        task follow it with a ``NodeDirectory`` instead.
+        Services that need the fleet on every task follow it with a ``NodeDirectory`` instead.
 
         Args:
             max_age_s: Leave out nodes whose status is older than this (offline nodes).
         """
+        statuses = {status.node: status for status in await self._latest("node.>", NodeStatus)}
+        return _fresh(statuses, max_age_s)
+
+    async def link_statuses(self) -> list[LinkStatus]:
+        """The latest status of every link in KV ``qubus_nodes``, read once, by link key."""
+        return await self._latest("link.>", LinkStatus)
+
+    async def _latest(self, keys: str, cls: type[M]) -> list[M]:
+        """The latest value of each key of KV ``qubus_nodes`` matching ``keys``, by key.
+
+        Reads the bucket's stream by subject, which (unlike a KV watcher's end-of-values
+        marker) cannot miss a value that is in flight.
+        """
         stream = f"KV_{BUCKET_NODES}"
         prefix = f"$KV.{BUCKET_NODES}."
-        info = await self.js.stream_info(stream, subjects_filter=f"{prefix}node.>")
-        statuses: dict[str, NodeStatus] = {}
+        info = await self.js.stream_info(stream, subjects_filter=f"{prefix}{keys}")
+        values = []
         for subject in sorted(info.state.subjects or {}):
             try:
                 raw = await self.js.get_last_msg(stream, subject)
             except nats.js.errors.NotFoundError:
                 continue
             if raw.data:
-                status = codec.decode(raw.data, NodeStatus)
-                statuses[status.node] = status
-        return _fresh(statuses, max_age_s)
+                values.append(codec.decode(raw.data, cls))
+        return values
 
     async def announce_ready(self, message: Model) -> None:
         await self.nc.publish(READY_SUBJECT, codec.encode(message), headers={H_TYPE: message.TYPE})

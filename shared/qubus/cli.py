@@ -150,8 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     nodes = sub.add_parser(
         "nodes",
-        help="list QPU nodes: kind, qubits, calibration summary, queue depth",
-        description="List the QPU nodes that have reported to KV qubus_nodes.",
+        help="list QPU nodes (kind, qubits, calibration summary, queue depth) and links",
+        description="List the QPU nodes that have reported to KV qubus_nodes, then the "
+        "entanglement links the link service publishes there: fresh-pair fidelity F0, the "
+        "expected fidelity and latency of one delivered pair (after memory decay and "
+        "purification), the purification floor, and the pairs served and reserved.",
     )
     nodes.add_argument("--json", action="store_true", help="print JSON")
 
@@ -527,6 +530,7 @@ def format_split(plan: dict[str, Any]) -> str:
 async def _nodes(args: argparse.Namespace) -> int:
     async with connected() as client:
         statuses = await client.bus.node_statuses()
+        links = [link.model_dump() for link in await client.bus.link_statuses()]
     now = time.time()
     rows = []
     for node in sorted(statuses):
@@ -545,27 +549,46 @@ async def _nodes(args: argparse.Namespace) -> int:
             }
         )
     if args.json:
-        print(json.dumps({"nodes": rows}))
+        print(json.dumps({"nodes": rows, "links": links}))
         return 0
     if not rows:
         print("no QPU node has reported")
-        return 0
-    print(
-        f"{'NODE':<18} {'KIND':<16} {'QUBITS':>6} {'QUEUE':>5}  {'STATE':<8}"
-        f"{'1Q ERR':>9} {'2Q ERR':>9} {'READOUT':>8} {'T1 us':>9} {'T2 us':>9}  CALIBRATED"
-    )
-    for row in rows:
-        cal = row["calibration"]
-        state = ("busy" if row["busy"] else "idle") if row["online"] else "offline"
+    else:
         print(
-            f"{row['node']:<18} {row['kind']:<16} {row['qubits']:>6} {row['queue_depth']:>5}  "
-            f"{state:<8}{_figure(cal.get('median_1q_error')):>9} "
-            f"{_figure(cal.get('median_2q_error')):>9} "
-            f"{_figure(cal.get('median_readout_error')):>8} "
-            f"{_figure(cal.get('median_t1_us')):>9} {_figure(cal.get('median_t2_us')):>9}  "
-            f"{str(cal.get('calibrated_at', ''))[:10]}"
+            f"{'NODE':<18} {'KIND':<16} {'QUBITS':>6} {'QUEUE':>5}  {'STATE':<8}"
+            f"{'1Q ERR':>9} {'2Q ERR':>9} {'READOUT':>8} {'T1 us':>9} {'T2 us':>9}  CALIBRATED"
+        )
+    for row in rows:
+        print(_node_line(row))
+    if links:
+        print()
+        print(
+            f"{'LINK':<34} {'F0':>5} {'PAIR F':>7} {'LATENCY ms':>10} {'PURIFY <':>8} "
+            f"{'SERVED':>7} {'RESERVED':>9}"
+        )
+    for link in links:
+        floor = "-" if link["purify_below"] is None else f"{link['purify_below']:.2f}"
+        pair_f = "-" if link["expected_fidelity"] is None else f"{link['expected_fidelity']:.3f}"
+        print(
+            f"{link['a'] + ' - ' + link['b']:<34} {link['f0']:>5.2f} {pair_f:>7} "
+            f"{link['expected_latency_s'] * 1e3:>10.2f} {floor:>8} {link['pairs_served']:>7} "
+            f"{link['pairs_reserved']:>9}"
         )
     return 0
+
+
+def _node_line(row: dict[str, Any]) -> str:
+    """One row of ``qubus nodes``."""
+    cal = row["calibration"]
+    state = ("busy" if row["busy"] else "idle") if row["online"] else "offline"
+    return (
+        f"{row['node']:<18} {row['kind']:<16} {row['qubits']:>6} {row['queue_depth']:>5}  "
+        f"{state:<8}{_figure(cal.get('median_1q_error')):>9} "
+        f"{_figure(cal.get('median_2q_error')):>9} "
+        f"{_figure(cal.get('median_readout_error')):>8} "
+        f"{_figure(cal.get('median_t1_us')):>9} {_figure(cal.get('median_t2_us')):>9}  "
+        f"{str(cal.get('calibrated_at', ''))[:10]}"
+    )
 
 
 def _figure(value: float | None) -> str:

@@ -12,6 +12,7 @@ import pytest
 from qubus import codec
 from qubus.bus import EPR_SUBJECT, SUBMIT_SUBJECT
 from qubus.client import Client
+from qubus.devices import DEFAULT_FLEET
 from qubus.errors import QubusError
 from qubus.messages import EprReply, EprRequest, SubmitRequest, TaskCompleted
 from qubus.stack import Supervisor
@@ -174,3 +175,23 @@ async def test_epr_request_between_unlinked_nodes_is_a_structured_error(client):
     request = EprRequest(a="ibm_nairobi", b="nowhere")
     reply = await client.bus.nc.request(EPR_SUBJECT, codec.encode(request), timeout=5)
     assert reply.headers["Nats-Service-Error-Code"].startswith("link.")
+
+
+async def test_qubus_nodes_lists_the_running_nodes_and_the_topologys_links(
+    client, qubus_cli, nats_url
+):
+    code, out, err = await qubus_cli(nats_url, "nodes", "--json")
+    assert code == 0, err
+    listed = json.loads(out)
+    assert {row["node"] for row in listed["nodes"]} == {"ibm_nairobi", "quantinuum_h2_2"}
+    # The default topology: a ring over the default fleet, published by the link service.
+    ring = {
+        tuple(sorted(pair))
+        for pair in zip(DEFAULT_FLEET, DEFAULT_FLEET[1:] + DEFAULT_FLEET[:1], strict=True)
+    }
+    assert {(link["a"], link["b"]) for link in listed["links"]} == ring
+    for link in listed["links"]:
+        assert 0.25 < link["expected_fidelity"] <= link["f0"] and link["expected_latency_s"] > 0
+    code, out, err = await qubus_cli(nats_url, "nodes")
+    assert code == 0, err
+    assert "LINK" in out and f"{listed['links'][0]['a']} - {listed['links'][0]['b']}" in out
