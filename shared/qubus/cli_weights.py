@@ -25,7 +25,7 @@ from qubus.client import Client
 from qubus.config import Settings
 from qubus.errors import QubusError
 from qubus.kvrecords import invalid
-from qubus.pilots import PilotDescription, create_pilot, list_pilots
+from qubus.pilots import PilotDescription, create_pilot, delete_pilot, list_pilots
 
 if TYPE_CHECKING:
     from qubus.benchtune import BenchTuning
@@ -67,7 +67,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     pilot = sub.add_parser(
         "pilot",
-        help="create or list pilots: named sets of QPU nodes with constraints",
+        help="create, list or delete pilots: named sets of QPU nodes with constraints",
         description="A pilot names QPU nodes and optional constraints; a task submitted with "
         "--pilot NAME runs only on a node of the pilot that meets them.",
     )
@@ -80,6 +80,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--max-qubits", type=int, help="widest circuit the pilot takes")
     listing = pilot_actions.add_parser("list", help="list the pilots")
     listing.add_argument("--json", action="store_true", help="print JSON")
+    delete = pilot_actions.add_parser(
+        "delete", help="delete a pilot (tasks naming it afterwards are rejected)"
+    )
+    delete.add_argument("name", metavar="NAME")
 
 
 def add_tune_parser(actions: argparse._SubParsersAction) -> None:
@@ -350,6 +354,10 @@ async def _pilot(client: Client, args: argparse.Namespace) -> int:
             print(json.dumps({"pilots": [p.model_dump(mode="json") for p in pilots]}))
         else:
             print("\n".join(map(format_pilot, pilots)) if pilots else "no pilot defined")
+        return 0
+    if args.action == "delete":
+        await delete_pilot(kv, args.name)
+        print(f"deleted pilot {args.name}")
         return 0
     try:
         pilot = PilotDescription(

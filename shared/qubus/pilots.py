@@ -2,10 +2,10 @@
 
 A ``PilotDescription`` (the Pilot-Quantum idea: a resource placeholder that tasks are submitted
 to) names QPU nodes and optional constraints. It lives in KV ``qubus_pilots`` under its name
-(``qubus pilot create|list``). A task submitted with ``pilot=NAME`` may only be placed on a node
-of the pilot that meets every constraint: fusion marks the other nodes ineligible with the
-reason, as it does for a task pinned to one node; a task naming a pilot that does not exist is
-rejected with ``pilot.unknown``.
+(``qubus pilot create|list|delete``). A task submitted with ``pilot=NAME`` may only be placed
+on a node of the pilot that meets every constraint: fusion marks the other nodes ineligible
+with the reason, as it does for a task pinned to one node; a task naming a pilot that does not
+exist is rejected with ``pilot.unknown``.
 
 Constraints (each optional):
 
@@ -91,6 +91,20 @@ async def create_pilot(kv: KeyValue, pilot: PilotDescription) -> int:
         return await kv.create(pilot.name, codec.encode(pilot))
     except nats.js.errors.KeyWrongLastSequenceError:
         raise QubusError(f"pilot {pilot.name} exists", code="pilot.exists") from None
+
+
+async def delete_pilot(kv: KeyValue, name: str) -> None:
+    """Delete a pilot: tasks that name it afterwards are rejected (``pilot.unknown``), tasks
+    already scored keep their placement.
+
+    Raises:
+        QubusError: ``pilot.unknown`` if no pilot of that name exists.
+    """
+    try:
+        await kv.get(name)
+    except nats.js.errors.KeyNotFoundError:
+        raise QubusError(f"no pilot {name}", code="pilot.unknown") from None
+    await kv.delete(name)
 
 
 async def list_pilots(kv: KeyValue) -> list[PilotDescription]:

@@ -132,6 +132,15 @@ async def test_a_pilot_restricts_placement(client, qubus_cli, nats_url, dev_qasm
     code, out, err = await qubus_cli(nats_url, "pilot", "create", "h2only", "--nodes", "x")
     assert code == 2 and "[pilot.exists]" in err
 
+    code, out, err = await qubus_cli(nats_url, "pilot", "delete", "h2only")
+    assert code == 0 and "deleted pilot h2only" in out, err
+    code, out, err = await qubus_cli(nats_url, "pilot", "list", "--json")
+    assert "h2only" not in {p["name"] for p in json.loads(out)["pilots"]}
+    [gone] = await client.run([SubmitRequest(circuit=path.read_text(), shots=200, pilot="h2only")])
+    assert gone["status"] == "rejected" and gone["error"]["code"] == "pilot.unknown"
+    code, out, err = await qubus_cli(nats_url, "pilot", "delete", "h2only")
+    assert code == 2 and "[pilot.unknown]" in err
+
 
 async def test_a_pilot_nobody_meets_and_an_unknown_pilot_reject_the_task(
     client, qubus_cli, nats_url, dev_qasm
