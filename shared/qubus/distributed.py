@@ -53,21 +53,35 @@ Not modelled: waiting. Each QPU's qubits relax along its own schedule only; the 
 waits for a pair or for a classical bit from another QPU does not decohere them. Link latency
 enters only through the pair fidelity given (``qubus.links`` decays a pair with its age).
 
-Prediction (:func:`predict_split`) composes the single-QPU noise budgets
-(``qubus.noise.noise_budget``: which measured bits each error flips or scrambles, and each
-bit's read-out matrix) of the parts' compiled programs into one budget over the circuit's bits,
-applied to the ideal distribution by ``qubus.fidelity.budget_fidelity`` (the expected Hellinger
-fidelity of ``shots`` samples). A part's errors that reach only its own data bits keep their
-flips and scrambles. An error that flips the cat-entangler's bit leaves the copy of c wrong, so
-G acts wrongly on t: it scrambles the receiver's bits (the disentangler's outcome then only
-changes a global phase); one that flips the disentangler's bit is a Z on c: it scrambles the
-sender's bits. A pair's Werner error is X, Y or Z on one half, each with chance ``(1 − F)/3``:
-X makes the copy wrong (receiver's bits), Z ends as a Z on c (sender's bits), Y does both. A
-teleport's errors (on its bits, or its pair's, with chance ``1 − F``) land on the moved qubit,
-which travels: they scramble the bits of both parts. Approximations: these rules (an error is
-not followed beyond the part it lands in, nor told harmless there), independence of the errors,
-and those of the single-QPU budget (relaxation is Pauli-twirled, which errs low for outputs
-near all-zeros, as amplitude damping helps them).
+Prediction (:func:`predict_split`) composes the single-QPU noise budgets of the parts'
+compiled programs into one budget over the circuit's bits (which bits each error flips or
+scrambles, and each bit's read-out matrix), applied to the ideal distribution by
+``qubus.fidelity.budget_fidelity`` (the expected Hellinger fidelity of ``shots`` samples).
+Each part's program is walked as the single-QPU budget walks a circuit
+(``qubus.noise.walk_errors``: Pauli errors followed as bit flips through Clifford parts,
+scrambling their light cone past non-Cliffords, harmless when they reach the measurements as
+Z's or meet an eigenstate; an error before a reset is erased), its protocol bits measured like
+any other. A protocol bit that flips steers its correction wrongly, which is a Pauli right
+after that correction in the part that applies it, followed by that part's walk in turn:
+
+* cat-entangler bit m: X on e_B after X^m. The copy of c is wrong, so G(e_B, t) acts as if c
+  were flipped: for a CNOT-like G the walk carries it on as an X on t (often flipping a few
+  bits); the X on e_B ends as a Z at the disentangler's measurement, harmless;
+* disentangler bit m': Z on c after Z^m', harmless when it reaches the measurements as Z's;
+* a teleport's bits: X (``x``) or Z (``z``) on the moved qubit after its corrections.
+
+The bits such a Pauli flips may be protocol bits of later pairs, resolved the same way (later
+pairs first), so an error is followed across parts until it reaches the circuit's bits: it
+flips their XOR when every step flips exactly, else it scrambles all it reaches. A pair's
+Werner error is X, Y or Z with chance ``(1 − F)/3`` each, put on e_B after X^m (a telegate:
+X and Y make the copy wrong, Z and Y flip m') or on the moved qubit after its corrections (a
+teleport); outcomes with one effect are one event. Approximations: those of the single-QPU
+budget (scrambled bits are taken as uniform, which errs low for errors past non-Cliffords in
+broad circuits, more so here as errors travel further; relaxation is Pauli-twirled, which errs
+low for outputs near all-zeros), independence of different errors, the received half and a
+teleport's landing qubit taken as unknown states after their (classically controlled)
+corrections, while a half is tracked as the reset's 0 before them (a Z on it there counts as
+harmless, though it would flip m').
 """
 
 from __future__ import annotations
@@ -85,7 +99,7 @@ from qubus.devices import Device
 from qubus.errors import QubusError
 from qubus.fidelity import budget_fidelity
 from qubus.messages import NoiseBudget
-from qubus.noise import noise_budget, noisy_moments, readout_flips
+from qubus.noise import ErrorWalk, noise_budget, noisy_moments, readout_flips, walk_errors
 from qubus.partition import Partition, control_qubit, split_form
 from qubus.simulate import (
     bits_from_result,
@@ -629,52 +643,159 @@ def _predicted(
 ) -> float:
     """The prediction of the module docstring for a built program."""
     width = len(program.bit_qubits)
-    part_bits = [
-        {k for k, q in enumerate(program.bit_qubits) if q.row == part}
-        for part in range(len(devices))
-    ]
-    scrambles = [
-        (sorted(bits), chance)
-        for route, f, teleport in zip(
-            program.routes, program.pair_fidelities, program.teleported, strict=True
-        )
-        if f < 1
-        for bits, chance in _werner_errors(route, 1 - f, part_bits, teleport=teleport)
-    ]
+    model = _ErrorModel(program, devices)
+    scrambles: list[tuple[list[int], float]] = []
     flips: list[tuple[list[int], float]] = []
+
+    def add(effect: _Effect, chance: float) -> None:
+        exact, mask = effect
+        if mask:
+            bits = [k for k in range(width) if mask >> k & 1]
+            (flips if exact else scrambles).append((bits, chance))
+
+    for index, f in enumerate(program.pair_fidelities):
+        if f < 1:  # X, Y and Z exclude each other: those with one effect are one event
+            outcomes: dict[_Effect, float] = {}
+            for pauli in "XYZ":
+                effect = model.werner(index, pauli)
+                outcomes[effect] = outcomes.get(effect, 0.0) + (1 - f) / 3
+            for effect, chance in outcomes.items():
+                add(effect, chance)
     confusion = [(1.0, 0.0, 0.0, 1.0)] * width
     if not noiseless:
-        for compiled, device in zip(program.compiled, devices, strict=True):
-            if compiled is None:
+        for part, device in enumerate(devices):
+            view, walk = model.views[part], model.walks[part]
+            if view is None or walk is None:
                 continue
-            budget = noise_budget(_budget_view(compiled), device)
-            reach = _local_reach(compiled, program, part_bits)
-            for bits, chance in budget.scrambles:
-                scrambles.append((sorted(set().union(*(reach[k][0] for k in bits))), chance))
-            for bits, chance in budget.flips:
-                hit = sorted(set().union(*(reach[k][0] for k in bits)))
-                exact = all(reach[k][1] for k in bits)
-                (flips if exact else scrambles).append((hit, chance))
-            for k, matrix in enumerate(budget.confusion):
-                if reach[k][1]:
-                    (bit,) = reach[k][0]
+            for mask, chance in walk.scrambles.items():
+                add(model.expand(part, mask, exact=False), chance)
+            for mask, chance in walk.flips.items():
+                add(model.expand(part, mask), chance)
+            matrices = noise_budget(view, device).confusion
+            for k, matrix in enumerate(matrices):
+                bit = model.circuit_bit(part, k)
+                if bit is not None:
                     confusion[bit] = matrix
-    budget = NoiseBudget(
-        scrambles=[(bits, chance) for bits, chance in scrambles if bits],
-        flips=[(bits, chance) for bits, chance in flips if bits],
-        confusion=confusion,
-    )
+    budget = NoiseBudget(scrambles=scrambles, flips=flips, confusion=confusion)
     return budget_fidelity(budget, ideal_distribution(circuit), shots=shots)
 
 
-def _werner_errors(
-    route: tuple[int, int], error: float, part_bits: list[set[int]], *, teleport: bool
-) -> list[tuple[set[int], float]]:
-    """The bits a pair's Werner error scrambles, with its chance (module docstring)."""
-    sender, receiver = (part_bits[p] for p in route)
-    if teleport:
-        return [(sender | receiver, error)]
-    return [(receiver, error / 3), (sender, error / 3), (sender | receiver, error / 3)]
+_Effect = tuple[bool, int]
+"""What an error does to the circuit's bits (a mask): flips exactly those (True) or scrambles
+them."""
+
+_Place = tuple[int, int, int]
+"""Where a Pauli is injected: part, moment of its compiled program, physical qubit."""
+
+
+class _ErrorModel:
+    """The errors of a split program as they reach the circuit's bits (module docstring).
+
+    Each part's errors, and the Paulis injected into it, are followed by the single-QPU walk
+    (``qubus.noise.walk_errors``) to that part's bits. A flipped protocol bit is a Pauli right
+    after the correction it steers, in the part that applies it: X on the received half for
+    the cat-entangler's bit (``a``), Z on the control for the disentangler's (``b``), X or Z
+    on the moved qubit for a teleport's (``x``, ``z``); what flipping it does is that Pauli's
+    walk, resolved in turn (a flip only reaches bits measured after it, so this ends).
+    """
+
+    def __init__(self, program: SplitProgram, devices: Sequence[Device]) -> None:
+        self.views = [None if c is None else _budget_view(c) for c in program.compiled]
+        offsets: dict[str, int] = {}
+        start = 0
+        for key, width in program.keys:
+            offsets[key] = start
+            start += width
+        # Each part's bits: (key, the circuit's bit or None for a protocol bit).
+        self._bits = [
+            [
+                (key, None if key.startswith(KEY_PREFIX) else offsets[key] + i)
+                for key, width in ([] if view is None else measurement_keys(view.circuit))
+                for i in range(width)
+            ]
+            for view in self.views
+        ]
+        self._corrections: dict[str, _Place] = {}
+        for part, compiled in enumerate(program.compiled):
+            if compiled is None:
+                continue
+            for moment, ops in enumerate(compiled.circuit):
+                for op in ops:
+                    keys = [str(key) for key in cirq.control_keys(op)]
+                    if len(keys) == 1 and keys[0].startswith(KEY_PREFIX):
+                        self._corrections[keys[0]] = (part, moment, op.qubits[0].x)
+        self._teleported = program.teleported
+        wanted = sorted({place for index in range(program.ebits) for place in self._places(index)})
+        self.walks: list[ErrorWalk | None] = []
+        self._injected: dict[tuple[_Place, str], tuple[int | None, int]] = {}
+        for part, view in enumerate(self.views):
+            mine = [(place, pauli) for place, pauli in wanted if place[0] == part]
+            if view is None:
+                self.walks.append(None)
+                continue
+            walk = walk_errors(view, devices[part], [(m, q, pauli) for (_, m, q), pauli in mine])
+            self.walks.append(walk)
+            self._injected.update(zip(mine, walk.paulis, strict=True))
+        self._resolved: dict[str, _Effect] = {}
+        for index in reversed(range(program.ebits)):  # later pairs first: shallow recursion
+            for end in "zx" if program.teleported[index] else "ba":
+                self.protocol_bit(f"{KEY_PREFIX}{index}{end}")
+
+    def circuit_bit(self, part: int, k: int) -> int | None:
+        """The circuit's bit that a part's bit ``k`` is (None for a protocol bit)."""
+        return self._bits[part][k][1]
+
+    def _correction(self, key: str) -> _Place:
+        if key not in self._corrections:
+            raise RuntimeError(f"no correction steered by {key} (a protocol bug)")
+        return self._corrections[key]
+
+    def _place(self, index: int) -> _Place:
+        """Where pair ``index``'s Werner error lands: after the cat-entangler's correction
+        (on the received half), or after a teleport's last correction (on the moved qubit)."""
+        if self._teleported[index]:
+            return max(self._correction(f"{KEY_PREFIX}{index}{end}") for end in "xz")
+        return self._correction(f"{KEY_PREFIX}{index}a")
+
+    def _places(self, index: int) -> list[tuple[_Place, str]]:
+        wanted = [(self._place(index), pauli) for pauli in "XYZ"]
+        if not self._teleported[index]:
+            wanted.append((self._correction(f"{KEY_PREFIX}{index}b"), "Z"))
+        return wanted
+
+    def werner(self, index: int, pauli: str) -> _Effect:
+        """What a Pauli error on pair ``index`` (on the received half, equivalently on the
+        moved qubit) does to the circuit's bits."""
+        return self._pauli(self._place(index), pauli)
+
+    def _pauli(self, place: _Place, pauli: str) -> _Effect:
+        flipped, scrambled = self._injected[place, pauli]
+        if flipped is None:
+            return self.expand(place[0], scrambled, exact=False)
+        return self.expand(place[0], flipped)
+
+    def protocol_bit(self, key: str) -> _Effect:
+        """What flipping a protocol bit does to the circuit's bits."""
+        if key not in self._resolved:
+            index, end = int(key[len(KEY_PREFIX) : -1]), key[-1]
+            place = self._place(index) if end in "xz" else self._correction(key)
+            self._resolved[key] = self._pauli(place, "X" if end in "ax" else "Z")
+        return self._resolved[key]
+
+    def expand(self, part: int, mask: int, *, exact: bool = True) -> _Effect:
+        """A part's bits (a walk's mask) as the circuit's bits: flipped exactly if ``exact``
+        and every protocol bit among them flips exactly, else scrambled (all they reach)."""
+        flipped = reached = 0
+        k = 0
+        while mask >> k:
+            if mask >> k & 1:
+                key, bit = self._bits[part][k]
+                is_exact, bits = (True, 1 << bit) if bit is not None else self.protocol_bit(key)
+                exact &= is_exact
+                flipped ^= bits
+                reached |= bits
+            k += 1
+        return (True, flipped) if exact else (False, reached)
 
 
 def _budget_view(compiled: CompiledCircuit) -> CompiledCircuit:
@@ -698,27 +819,3 @@ def _budget_view(compiled: CompiledCircuit) -> CompiledCircuit:
 def _corrects_control(op: cirq.Operation) -> bool:
     keys = [str(key) for key in cirq.control_keys(op)]
     return bool(keys) and all(k.startswith(KEY_PREFIX) and k.endswith("b") for k in keys)
-
-
-def _local_reach(
-    compiled: CompiledCircuit, program: SplitProgram, part_bits: list[set[int]]
-) -> list[tuple[set[int], bool]]:
-    """For each bit of a part's noise budget: the global bits an error on it reaches, and
-    whether it is one of the circuit's bits (else a protocol bit, whose error is a wrong
-    correction: on the receiver's side for the cat-entangler's bit, the sender's for the
-    disentangler's; module docstring)."""
-    offsets: dict[str, int] = {}
-    start = 0
-    for key, width in program.keys:
-        offsets[key] = start
-        start += width
-    reach: list[tuple[set[int], bool]] = []
-    for key, width in measurement_keys(compiled.circuit):
-        if key.startswith(KEY_PREFIX):
-            route = program.routes[int(key[len(KEY_PREFIX) : -1])]
-            sender, receiver = (part_bits[p] for p in route)
-            hit = {"a": receiver, "b": sender}.get(key[-1], sender | receiver)
-            reach.extend([(hit, False)] * width)
-        else:
-            reach.extend(({offsets[key] + i}, True) for i in range(width))
-    return reach

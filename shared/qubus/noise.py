@@ -42,6 +42,12 @@ error
   joint distribution) the bits in its forward light cone, unless it is a Z that reaches the
   measurements as Z's.
 
+An error right before a reset is erased with the qubit's state. A measurement's bits are
+those of its key (a qubit measured under several keys, reset between, flips each of them only
+by the errors before that measurement). :func:`walk_errors` runs the same walk with Pauli
+errors put after chosen operations, for callers that compose circuits
+(``qubus.distributed``).
+
 These channels commute and are applied to the dense ``2^m`` distribution (``m`` measured bits,
 up to ``qubus.fidelity.DENSE_BITS``; beyond, one global depolarizing mix of their total).
 Then each bit's T1 decay while waiting for its measurement and its readout flips are applied
@@ -61,7 +67,7 @@ not depend on ``p``) and fusion, which has ``p`` from the sandbox, applies it
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 import cirq
@@ -258,6 +264,7 @@ class _Op(NamedTuple):
         rotation: For a one-qubit gate, its Bloch rotation ``R`` (``U σ_j U† = Σ_k R[k][j] σ_k``).
         keeps_z: A one-qubit gate that maps Z to ±Z (Z- or X-type).
         depolarizing: Its ``depolarizing_probability``.
+        key: A measurement's key.
     """
 
     moment: int
@@ -266,6 +273,7 @@ class _Op(NamedTuple):
     rotation: _Rotation | None
     keeps_z: bool
     depolarizing: float
+    key: str | None = None
 
 
 def _budget(
@@ -278,10 +286,7 @@ def _budget(
     """Scrambles, flips and read-out matrices of the compiled circuit on the device."""
     ops, keys, last_read = _ops(compiled, device)
     qubits = _bit_qubits(last_read, keys)
-    columns: dict[int, int] = {}
-    for k, q in enumerate(qubits):
-        columns[q] = columns.get(q, 0) | 1 << k
-    scrambles, flips = _error_budget(ops, compiled, device, columns)
+    scrambles, flips = _error_budget(ops, compiled, device, _columns(last_read, keys))
     wait = compiled.gate_counts.wait_ns
     confusion = []
     for q in qubits:
@@ -290,6 +295,67 @@ def _budget(
         decay = 0.0 if cal.t1_us is None else 1 - math.exp(-t_ns / 1000 / cal.t1_us)
         confusion.append(_confusion(cal, decay))
     return _positions(scrambles, len(qubits)), _positions(flips, len(qubits)), confusion
+
+
+class ErrorWalk(NamedTuple):
+    """The walk of :func:`noise_budget` over a compiled circuit, with Pauli errors put into it.
+
+    Bits are masks over the positions of the outcome strings (bit ``k`` is ``1 << k``).
+
+    Attributes:
+        scrambles: Mask → chance that an error scrambles those bits.
+        flips: Mask → chance that an error flips exactly those bits.
+        paulis: Per injected Pauli: the bits it flips (0: harmless), or None when it has no
+            flip pattern, and then the bits it scrambles (0: harmless by the fallback rules).
+    """
+
+    scrambles: dict[int, float]
+    flips: dict[int, float]
+    paulis: list[tuple[int | None, int]]
+
+
+def walk_errors(
+    compiled: CompiledCircuit, device: Device, paulis: Sequence[tuple[int, int, str]] = ()
+) -> ErrorWalk:
+    """The device's errors, and Pauli errors put into the circuit, as they reach its bits.
+
+    The walk of :func:`noise_budget` (module docstring), for a caller that composes circuits:
+    a Pauli put right after an operation is followed as any error there is.
+
+    Args:
+        compiled: The compiled circuit.
+        device: Its device.
+        paulis: ``(moment, physical qubit, "X" | "Y" | "Z")``: a Pauli on that qubit right
+            after its operation in that moment of ``compiled.circuit``.
+
+    Raises:
+        ValueError: No operation acts on that qubit in that moment, or an unknown Pauli.
+    """
+    ops, keys, last_read = _ops(compiled, device)
+    where = {(op.moment, q): index for index, op in enumerate(ops) for q in op.qubits}
+    codes = {"X": _X, "Y": _Y, "Z": _Z}
+    probes: dict[int, list[tuple[int, int, int]]] = {}
+    for slot, (moment, qubit, pauli) in enumerate(paulis):
+        if (moment, qubit) not in where or pauli not in codes:
+            raise ValueError(f"no operation on qubit {qubit} in moment {moment}, or {pauli!r}")
+        probes.setdefault(where[moment, qubit], []).append((slot, qubit, codes[pauli]))
+    found: dict[int, tuple[int | None, int]] = {}
+    columns = _columns(last_read, keys)
+    scrambles, flips = _error_budget(ops, compiled, device, columns, probes, found)
+    return ErrorWalk(scrambles, flips, [found[slot] for slot in range(len(paulis))])
+
+
+def _columns(
+    last_read: dict[str, tuple[int, ...]], keys: list[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """(key, physical qubit) → bit mask of the bit-string positions that key reads from it."""
+    columns: dict[tuple[str, int], int] = {}
+    start = 0
+    for key, width in keys:
+        for k, q in enumerate(_bit_qubits(last_read, [(key, width)])):
+            columns[key, q] = columns.get((key, q), 0) | 1 << (start + k)
+        start += width
+    return columns
 
 
 def _positions(chances: dict[int, float], width: int) -> list[tuple[list[int], float]]:
@@ -323,7 +389,7 @@ def _ops(
                 widths[gate.key] = max(widths.get(gate.key, 0), len(qubits))
                 last_read[gate.key] = qubits
                 kind = _CONTROLLED if controlled else _MEASURE
-                ops.append(_Op(index, kind, qubits, None, False, 0.0))
+                ops.append(_Op(index, kind, qubits, None, False, 0.0, gate.key))
                 continue
             key = _gate_key(gate)
             if key not in gates:
@@ -473,7 +539,12 @@ def _entangler(kind: int, a: _Bloch | None, b: _Bloch | None) -> list[_Bloch | N
 
 
 def _error_budget(
-    ops: list[_Op], compiled: CompiledCircuit, device: Device, columns: dict[int, int]
+    ops: list[_Op],
+    compiled: CompiledCircuit,
+    device: Device,
+    columns: dict[tuple[str, int], int],
+    probes: Mapping[int, list[tuple[int, int, int]]] | None = None,
+    found: dict[int, tuple[int | None, int]] | None = None,
 ) -> tuple[dict[int, float], dict[int, float]]:
     """What each quantum error does to the measured bits: flip a set of them or scramble a set.
 
@@ -495,7 +566,11 @@ def _error_budget(
         ops: From :func:`_ops`.
         compiled: The compiled circuit (moment durations, last gates).
         device: Its device.
-        columns: Physical qubit → bit mask of the bit-string positions it is read into.
+        columns: (Measurement key, physical qubit) → bit mask of the bit-string positions
+            that key reads from it (a qubit measured under several keys has several).
+        probes: Operation index → ``(slot, qubit, Pauli code)`` of Paulis put right after it,
+            whose flip and scramble masks (as ``effects`` gives them) go to ``found[slot]``.
+        found: Filled for ``probes``.
 
     Returns:
         Bit mask → chance that the bits are scrambled, and bit mask → chance that exactly
@@ -617,6 +692,10 @@ def _error_budget(
         op = ops[index]
         kind, qubits, moment = op.kind, op.qubits, op.moment
         after = states[index]
+        if probes and index in probes and found is not None:
+            for slot, q, code in probes[index]:
+                flips, scrambles = effects(q, after[qubits.index(q)][0])
+                found[slot] = (flips[code], scrambles[code] if flips[code] is None else 0)
         # Every error here sits right after the operation, so the qubits' effect tables are
         # shared by the relaxation until their next operation and the gate's depolarizing.
         tables: list[tuple[list[int | None], list[int]]] | None = None
@@ -639,14 +718,20 @@ def _error_budget(
                 one_qubit(tables[i], (0.0, px, pz, py))
             elif value:  # amplitude damping of a 1 is an X on it; a 0 is not hurt
                 one_qubit(tables[i], (0.0, damped, 0.0, 0.0))
+        if kind == _RESET:  # an error before a reset is erased with the qubit's state
+            for q in qubits:
+                for table in (reach, x_flip, z_flip, z_safe):
+                    table.pop(q, None)
+            continue
         mask = 0
         for q in qubits:
             mask |= reach.get(q, 0)
         if kind in (_MEASURE, _CONTROLLED):
             for q in qubits:
                 terminal = kind == _MEASURE and q not in x_flip
-                reach[q] = reach.get(q, 0) | columns.get(q, 0) | mask
-                x_flip[q] = columns.get(q, 0) if terminal else None
+                read = columns.get((op.key, q), 0)
+                reach[q] = reach.get(q, 0) | read | mask
+                x_flip[q] = read if terminal else None
                 z_flip[q] = 0 if terminal else None
                 z_safe[q] = kind == _MEASURE
             continue
@@ -727,7 +812,7 @@ def _before(
         x_flip[b] = None if xb is None or za is None else xb ^ za
         z_flip.setdefault(a, 0)
         z_flip.setdefault(b, 0)
-    else:  # a reset or another two-qubit gate
+    else:  # another two-qubit gate (a reset erases the patterns in the walk itself)
         for q in qubits:
             x_flip[q] = z_flip[q] = None
         z_safe[qubits[0]] = False

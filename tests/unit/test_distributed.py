@@ -209,3 +209,20 @@ def test_missing_links_and_small_devices_are_refused() -> None:
     with pytest.raises(QubusError) as error:  # five data qubits and the communication qubit
         split_program(chain, partition_circuit(chain, [5, 1]), [manila, devices[1]], {ordered: 1.0})
     assert error.value.code == "device.too_small"
+
+
+def test_link_errors_flip_the_target_or_hit_the_control_as_a_harmless_z() -> None:
+    # A flipped copy of the control (X on the received half) makes the remote CNOT flip the
+    # target; a Z on the half becomes a Z on the control, which is measured: harmless.
+    a, b = cirq.NamedQubit("q_0"), cirq.NamedQubit("q_1")
+    circuit = cirq.Circuit(
+        cirq.X(a), cirq.CNOT(a, b), cirq.measure(a, key="c_0"), cirq.measure(b, key="c_1")
+    )
+    partition = partition_circuit(circuit, [1, 1])
+    devices = fleet()[:2]
+    fidelity, shots = 0.7, 20000
+    run = run_split(circuit, partition, devices, links(fidelity), shots, seed=9, noiseless=True)
+    flipped = 2 * (1 - fidelity) / 3  # X or Y on the pair
+    assert abs(run.counts.get("10", 0) / shots - flipped) < 0.01
+    assert set(run.counts) == {"11", "10"}
+    assert run.predicted_fidelity == pytest.approx(1 - flipped, abs=0.005)

@@ -23,8 +23,9 @@ from qubus.noise import (
     noise_budget,
     predict_fidelity,
     relaxation_process_fidelity,
+    walk_errors,
 )
-from qubus.simulate import ideal_distribution
+from qubus.simulate import ideal_distribution, measurement_keys
 
 
 def ghz(n: int) -> cirq.Circuit:
@@ -286,3 +287,40 @@ def test_a_noise_budget_without_flips_decodes_as_before() -> None:
     )
     assert budget.flips == []
     assert budget_fidelity(budget, {"00": 1.0}) == pytest.approx(0.9)
+
+
+def test_an_injected_pauli_is_followed_to_the_bits_it_flips() -> None:
+    device = load_device("quantinuum_h1_1")
+    a, b, c = (cirq.NamedQubit(f"q_{i}") for i in range(3))
+    circuit = cirq.Circuit(
+        cirq.X(a),
+        cirq.CNOT(a, b),
+        cirq.measure(c, key="m"),  # measured, reset and reused: an error before is erased
+        cirq.reset(c),
+        cirq.CNOT(b, c),
+        [cirq.measure(x, key=f"c_{i}") for i, x in enumerate((a, b, c))],
+    )
+    compiled = compile_for_device(circuit, device)
+    assert [key for key, _ in measurement_keys(compiled.circuit)] == ["c_0", "c_1", "c_2", "m"]
+    qa, qc = compiled.layout["q_0"], compiled.layout["q_2"]
+    first = min(i for i, m in enumerate(compiled.circuit) if cirq.LineQubit(qa) in m.qubits)
+    (read,) = (
+        i
+        for i, m in enumerate(compiled.circuit)
+        for op in m
+        if cirq.is_measurement(op) and cirq.measurement_key_name(op) == "m"
+    )
+    walk = walk_errors(
+        compiled,
+        device,
+        [
+            (first, qa, "X"),  # before CNOT(a, b) and CNOT(b, c): flips c_0, c_1, c_2
+            (first, qa, "Z"),  # a is |1⟩ from then on: harmless
+            (read, qc, "X"),  # after m, before the reset: erased
+        ],
+    )
+    assert walk.paulis == [(0b0111, 0), (0, 0), (0, 0)]
+    budget = noise_budget(compiled, device)
+    assert sorted(walk.flips.values()) == sorted(chance for _, chance in budget.flips)
+    with pytest.raises(ValueError):
+        walk_errors(compiled, device, [(first, qa, "W")])
