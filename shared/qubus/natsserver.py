@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 _LISTENING = re.compile(r"Listening for client connections on [^\s]*:(\d+)")
@@ -29,8 +32,33 @@ def server_binary() -> str:
     return found
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _dies_with_parent() -> Callable[[], None] | None:
+    """On Linux, a ``preexec_fn`` that has the kernel send the server SIGTERM when the thread
+    that started it exits, so that a ``qubus up`` or test run killed outright (SIGKILL) leaves
+    no server behind; None elsewhere. ``prctl`` is looked up before the fork, so the child only
+    makes the call (and exits if its parent is already gone)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def set_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return set_death_signal
+
+
 class NatsServer:
     """A nats-server child process with JetStream and a private store directory.
+
+    The server runs in its own session (Ctrl-C reaches only its owner, which stops it) and, on
+    Linux, is terminated by the kernel when the thread that started it exits: start it from a
+    thread that lives as long as the server should.
 
     Args:
         store_dir: Where JetStream keeps its files; a new temporary directory by default
@@ -62,6 +90,7 @@ class NatsServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_dies_with_parent(),
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
