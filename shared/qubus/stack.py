@@ -11,7 +11,9 @@ import multiprocessing
 import multiprocessing.context
 import multiprocessing.process
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,6 +30,8 @@ from qubus_services import SERVICES
 
 log = get_logger()
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+SUPERVISOR_POLL_S = 1.0
+"""How often a child checks that its supervisor is still alive."""
 
 
 @dataclass(frozen=True)
@@ -49,9 +53,12 @@ def stack_specs(fleet: Iterable[str]) -> list[ServiceSpec]:
     return specs
 
 
-def _service_main(spec: ServiceSpec, env: dict[str, str], log_path: str | None) -> None:
+def _service_main(
+    spec: ServiceSpec, env: dict[str, str], log_path: str | None, supervisor: int
+) -> None:
     """A child's entry point (runs in a process forked from the preloaded server)."""
     os.setsid()  # Ctrl-C reaches the supervisor only; it stops the children in order
+    threading.Thread(target=_stop_without, args=(supervisor,), daemon=True).start()
     if log_path is not None:
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 2)
@@ -62,6 +69,31 @@ def _service_main(spec: ServiceSpec, env: dict[str, str], log_path: str | None) 
     os.environ.update(env)
     module = importlib.import_module(f"qubus_services.{spec.name}.main")
     run_service(spec.name, module.setup, node=spec.node)
+
+
+def _stop_without(supervisor: int) -> None:
+    """Send this service SIGTERM (it drains and exits) once process ``supervisor`` is gone,
+    so that a supervisor killed outright leaves no children behind (and the fork server,
+    which lives while any child does, exits with the last of them)."""
+    while _alive(supervisor):
+        time.sleep(SUPERVISOR_POLL_S)
+    log.warning("stack.supervisor_gone", supervisor=supervisor)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and (where ``/proc`` tells) is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: existence is all we know
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _process_context() -> multiprocessing.context.ForkServerContext:
@@ -142,7 +174,9 @@ class Supervisor:
         if self.log_dir is not None:
             log_path = str(self.log_dir / f"{child.spec.label}.log")
         child.process = self._context.Process(
-            target=_service_main, args=(child.spec, self.env, log_path), name=child.spec.label
+            target=_service_main,
+            args=(child.spec, self.env, log_path, os.getpid()),
+            name=child.spec.label,
         )
         # The first start launches the fork server, which imports every service: a thread.
         await asyncio.to_thread(child.process.start)
