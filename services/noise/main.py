@@ -10,23 +10,11 @@ import asyncio
 from qubus.circuits import circuit_from_json
 from qubus.compile import compile_for_device
 from qubus.consumer import Context, Stage
-from qubus.devices import Device
+from qubus.devices import device_of
 from qubus.errors import CircuitRejected
 from qubus.messages import NodePrediction, NodeStatus, NoiseEvaluation, TaskChecked
 from qubus.noise import emulated_runtime_s, esp, noise_budget
 from qubus.service import Runtime
-
-_devices: dict[str, Device] = {}
-
-
-def device_of(status: NodeStatus) -> Device:
-    """The node's device profile, validated once per calibration revision."""
-    device = _devices.get(status.calibration_revision)
-    if device is None:
-        if len(_devices) >= 64:
-            _devices.clear()
-        device = _devices[status.calibration_revision] = Device.model_validate(status.device)
-    return device
 
 
 def predict(event: TaskChecked, statuses: list[NodeStatus]) -> NoiseEvaluation:

@@ -50,7 +50,7 @@ from qubus.circuits import circuit_from_json
 from qubus.client import request_reply
 from qubus.compile import compile_for_device
 from qubus.consumer import Context, Stage
-from qubus.devices import Device, load_device
+from qubus.devices import Device, device_of, load_device
 from qubus.distributed import SplitRun, run_split, split_program
 from qubus.drift import DriftReplay
 from qubus.errors import QubusError
@@ -310,10 +310,7 @@ async def setup(rt: Runtime) -> None:
             raise QubusError(
                 f"split plan nodes {missing} have no status", code="split.node_unknown"
             )
-        return [
-            calibration() if n == device.id else Device.model_validate(statuses[n].device)
-            for n in plan.nodes
-        ]
+        return [calibration() if n == device.id else device_of(statuses[n]) for n in plan.nodes]
 
     async def run_split_task(event: TaskAllocated, plan: SplitPlan, ctx: Context) -> TaskCompleted:
         """Reserve the plan's pairs, run the split circuit and hold the node meanwhile."""

@@ -34,11 +34,14 @@ from datetime import UTC, datetime
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from qubus.errors import QubusError
+
+if TYPE_CHECKING:
+    from qubus.messages import NodeStatus
 
 DEFAULT_FLEET: tuple[str, ...] = ("ibm_nairobi", "ibm_manila", "quantinuum_h1_1", "ionq_aria")
 """Nodes started by default: small enough that noisy emulation stays fast."""
@@ -494,3 +497,17 @@ def drift_devices(node_id: str, *, calibration_dir: Path | None = None) -> Itera
                 props = json.load(archive.extractfile(member))
                 source = f"{conf_path.name}, {path.name}:{member.name}"
                 yield _ibm_device(node_id, conf, props, source=source)
+
+
+_BY_REVISION: dict[str, Device] = {}
+
+
+def device_of(status: NodeStatus) -> Device:
+    """A node's device profile from its status (KV ``qubus_nodes``), validated once per
+    calibration revision (the last 64 kept), so that its cached properties are computed once."""
+    device = _BY_REVISION.get(status.calibration_revision)
+    if device is None:
+        if len(_BY_REVISION) >= 64:
+            _BY_REVISION.clear()
+        device = _BY_REVISION[status.calibration_revision] = Device.model_validate(status.device)
+    return device

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 import cirq
 
 from qubus.allocation import Decision
-from qubus.devices import Device
+from qubus.devices import Device, device_of
 from qubus.distributed import SplitProgram, predict_split, split_program, usable_qubits
 from qubus.errors import CircuitRejected, QubusError
 from qubus.links import Topology, expected_pair
@@ -87,7 +87,7 @@ class FleetView:
         """The view of the nodes' statuses (KV ``qubus_nodes``); the wait is queue depth ×
         mean job time."""
         return cls(
-            devices={node: Device.model_validate(s.device) for node, s in statuses.items()},
+            devices={node: device_of(s) for node, s in statuses.items()},
             queue_s={node: s.queue_depth * s.mean_job_s for node, s in statuses.items()},
             topology=topology,
         )
