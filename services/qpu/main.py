@@ -51,7 +51,7 @@ from qubus.client import request_reply
 from qubus.compile import compile_for_device
 from qubus.consumer import Context, Stage
 from qubus.devices import Device, device_of, load_device
-from qubus.distributed import SplitRun, run_split, split_program
+from qubus.distributed import SplitRun, run_split
 from qubus.drift import DriftReplay
 from qubus.errors import QubusError
 from qubus.fidelity import hellinger_fidelity, hellinger_of_model
@@ -71,7 +71,7 @@ from qubus.messages import (
 from qubus.noise import JOB_OVERHEAD_S, emulate, emulated_runtime_s, predict_fidelity
 from qubus.replacement import allocation_subject, latest_allocation, qpu_consumer
 from qubus.service import Runtime
-from qubus.splitplan import partition_of, split_runtime_s
+from qubus.splitplan import partition_of
 from qubus.workers import WorkerPool
 
 log = get_logger()
@@ -117,25 +117,15 @@ def execute_split(
     shots: int,
     seed: int,
     noiseless: bool,
-) -> tuple[SplitRun, float]:
-    """Run a split plan (in the worker process).
-
-    Args:
-        plan: The plan; part ``i`` runs on ``devices[i]``.
-        devices: The plan's nodes' devices, in the plan's order.
-        link_fidelity: The Werner fidelity of the pairs per pair of nodes (sorted).
-
-    Returns:
-        ``qubus.distributed.run_split``'s result and the modelled run time of the slowest
-        part (``qubus.splitplan.split_runtime_s``).
-    """
+) -> SplitRun:
+    """Run a split plan (in the worker process): ``qubus.distributed.run_split`` of the plan's
+    partition, part ``i`` on ``devices[i]``, with the Werner fidelity of the pairs per pair of
+    nodes (sorted)."""
     circuit = circuit_from_json(circuit_json)
     partition = partition_of(circuit, plan)
-    run = run_split(
+    return run_split(
         circuit, partition, devices, link_fidelity, shots, seed=seed, noiseless=noiseless
     )
-    program = split_program(circuit, partition, devices, link_fidelity)
-    return run, split_runtime_s(program, devices, shots)
 
 
 def predict_on(device: Device, circuit_json: str, shots: int, ideal: Mapping[str, float]) -> float:
@@ -320,7 +310,7 @@ async def setup(rt: Runtime) -> None:
         async with running(event, ctx):
             link_fidelity, latency_s = await reserve(event, plan)
             log.info("qpu.split_reserved", pairs=plan.ebits, latency_s=round(latency_s, 4))
-            run, run_s = await pool.run(
+            run = await pool.run(
                 execute_split,
                 plan,
                 devices,
@@ -331,7 +321,7 @@ async def setup(rt: Runtime) -> None:
                 noiseless,
                 timeout_s=settings.sandbox_timeout_s,
             )
-            await occupy(latency_s + run_s)
+            await occupy(latency_s + run.run_s)
         return TaskCompleted(
             task_id=event.task_id,
             node=device.id,
@@ -340,7 +330,7 @@ async def setup(rt: Runtime) -> None:
             seed=seed,
             predicted_fidelity=run.predicted_fidelity,
             measured_fidelity=hellinger_fidelity(run.counts, event.ideal),
-            emulated_s=latency_s + run_s,
+            emulated_s=latency_s + run.run_s,
             calibration_revision=devices[0].revision,
             allocated_fidelity=event.predicted_fidelity,
             ebits=run.ebits,

@@ -99,7 +99,14 @@ from qubus.devices import Device
 from qubus.errors import QubusError
 from qubus.fidelity import budget_fidelity
 from qubus.messages import NoiseBudget
-from qubus.noise import ErrorWalk, noise_budget, noisy_moments, readout_flips, walk_errors
+from qubus.noise import (
+    ErrorWalk,
+    emulated_runtime_s,
+    noise_budget,
+    noisy_moments,
+    readout_flips,
+    walk_errors,
+)
 from qubus.partition import Partition, control_qubit, split_form
 from qubus.simulate import (
     bits_from_result,
@@ -135,12 +142,14 @@ class SplitRun:
         ebits: EPR pairs consumed.
         nodes: The ids of the devices used (those given a non-empty part), in part order.
         predicted_fidelity: :func:`predict_split` of this run.
+        run_s: Its modelled run time (:meth:`SplitProgram.runtime_s`).
     """
 
     counts: dict[str, int]
     ebits: int
     nodes: list[str]
     predicted_fidelity: float
+    run_s: float
 
 
 @dataclass(frozen=True)
@@ -171,6 +180,19 @@ class SplitProgram:
     def ebits(self) -> int:
         """EPR pairs the program consumes."""
         return len(self.pair_fidelities)
+
+    def runtime_s(self, devices: Sequence[Device], shots: int) -> float:
+        """Modelled run time: the slowest part's compiled program (its data operations and its
+        side of the protocol), as ``qubus.noise.emulated_runtime_s`` times a job on one node;
+        the wait for pairs is not in it."""
+        return max(
+            (
+                emulated_runtime_s(compiled, device, shots)
+                for compiled, device in zip(self.compiled, devices, strict=True)
+                if compiled is not None
+            ),
+            default=0.0,
+        )
 
 
 @dataclass(frozen=True)
@@ -283,7 +305,7 @@ def predict_split(
         QubusError, ValueError: As :func:`split_program`.
     """
     program = split_program(circuit, partition, devices, link_fidelity, scheme=scheme)
-    return _predicted(program, circuit, devices, shots, noiseless=False)
+    return predict_program(program, circuit, devices, shots)
 
 
 def run_split(
@@ -333,7 +355,8 @@ def run_split(
         counts=counts,
         ebits=program.ebits,
         nodes=nodes,
-        predicted_fidelity=_predicted(program, circuit, devices, shots, noiseless=noiseless),
+        predicted_fidelity=predict_program(program, circuit, devices, shots, noiseless=noiseless),
+        run_s=program.runtime_s(devices, shots),
     )
 
 
@@ -633,15 +656,16 @@ def _readout(
     return bits
 
 
-def _predicted(
+def predict_program(
     program: SplitProgram,
     circuit: cirq.AbstractCircuit,
     devices: Sequence[Device],
     shots: int,
     *,
-    noiseless: bool,
+    noiseless: bool = False,
 ) -> float:
-    """The prediction of the module docstring for a built program."""
+    """The prediction of the module docstring for a program already built by
+    :func:`split_program` (what :func:`predict_split` computes, without building it again)."""
     width = len(program.bit_qubits)
     model = _ErrorModel(program, devices)
     scrambles: list[tuple[list[int], float]] = []

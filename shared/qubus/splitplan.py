@@ -11,15 +11,15 @@ the first leads the run.
 
 **A plan's prediction.**
 
-- fidelity: ``qubus.distributed.predict_split`` with each node pair's expected pair fidelity
-  (``qubus.links.expected_pair``; 1 with ideal links);
+- fidelity: ``qubus.distributed.predict_program`` (``predict_split`` of the program built
+  once) with each node pair's expected pair fidelity (``qubus.links.expected_pair``; 1 with
+  ideal links);
 - completion, ``queue_s + epr_latency_s + run_s``: the plan waits for the busiest of its
   nodes (queue depth × mean job time, as fusion counts a node's backlog), then for its EPR
   pairs: every shot consumes fresh ones, one per remote gate, generated one after another
   (shots × the expected latency of one pair on its node pair, per remote gate), then runs as
   long as its slowest part (the part's program, its operations and its side of the protocol,
-  compiled for its node: ``qubus.distributed.split_program``,
-  ``qubus.noise.emulated_runtime_s``).
+  compiled for its node: ``qubus.distributed.SplitProgram.runtime_s``).
 
 Not modelled: the parts' nodes are busy together in a real run; here only the lead node is
 occupied, and pair generation does not overlap the gates.
@@ -55,11 +55,10 @@ import cirq
 
 from qubus.allocation import Decision
 from qubus.devices import Device, device_of
-from qubus.distributed import SplitProgram, predict_split, split_program, usable_qubits
+from qubus.distributed import predict_program, split_program, usable_qubits
 from qubus.errors import CircuitRejected, QubusError
 from qubus.links import Topology, expected_pair
 from qubus.messages import MAX_SPLIT, NodeStatus, SplitPlan, TaskOptions
-from qubus.noise import emulated_runtime_s
 from qubus.partition import Partition, interaction_weights, partition_circuit
 
 MAX_NODE_SETS = 6
@@ -199,20 +198,6 @@ def partition_of(circuit: cirq.AbstractCircuit, plan: SplitPlan) -> Partition:
     )
 
 
-def split_runtime_s(program: SplitProgram, devices: Sequence[Device], shots: int) -> float:
-    """Modelled run time of a split circuit: its slowest part's compiled program (its data
-    operations and its side of the protocol), as ``qubus.noise.emulated_runtime_s`` times a
-    job on one node; the wait for pairs is not in it."""
-    return max(
-        (
-            emulated_runtime_s(compiled, device, shots)
-            for compiled, device in zip(program.compiled, devices, strict=True)
-            if compiled is not None
-        ),
-        default=0.0,
-    )
-
-
 def link_fidelities(
     topology: Topology, nodes: Iterable[str], *, ideal: bool
 ) -> dict[tuple[str, str], tuple[float, float]]:
@@ -262,12 +247,12 @@ def make_plan(
     pairs = pair_counts(circuit, partition, nodes)
     figures = link_fidelities(fleet.topology, nodes, ideal=ideal_links)
     pair_fidelity = {pair: f for pair, (f, _) in figures.items()}
-    fidelity = predict_split(circuit, partition, devices, pair_fidelity, shots)
     program = split_program(circuit, partition, devices, pair_fidelity)
+    fidelity = predict_program(program, circuit, devices, shots)
     ebits = sum(pairs.values())
     link_fidelity = sum(n * figures[pair][0] for pair, n in pairs.items()) / ebits if ebits else 1.0
     epr_latency_s = shots * sum(n * figures[pair][1] for pair, n in pairs.items())
-    run_s = split_runtime_s(program, devices, shots)
+    run_s = program.runtime_s(devices, shots)
     queue_s = max(fleet.queue_s[node] for node in nodes)
     return SplitPlan(
         nodes=list(nodes),
