@@ -337,13 +337,16 @@ async def setup(rt: Runtime) -> None:
     handled: set[tuple[str, int]] = set()
 
     async def watch_offline() -> None:
-        """Publish ``replace`` for every allocation still held by a node gone offline."""
+        """Publish ``replace`` for every allocation still held by a node gone offline (once:
+        ``handled`` keeps the allocations seen that are still outstanding)."""
         known = directory.online(math.inf)
         online = directory.online(settings.node_timeout_s)
+        outstanding: set[tuple[str, int]] = set()
         for node in sorted(set(known) - set(online)):
             age = time.time() - known[node].updated_at
             for queued, trace in await outstanding_allocations(rt.bus, node):
                 key = (queued.task_id, queued.attempt)
+                outstanding.add(key)
                 if key in handled or queued.attempt >= settings.max_replacements:
                     continue
                 latest = await latest_allocation(rt.bus, queued.task_id)
@@ -360,6 +363,7 @@ async def setup(rt: Runtime) -> None:
                         trace=trace,
                     )
                 handled.add(key)
+        handled.intersection_update(outstanding)
 
     await rt.consume(Stage("allocator", [TaskScored], handle, concurrency=settings.batch_max))
     await rt.consume(Stage("allocator-replace", [TaskReplace], replace, concurrency=2))
