@@ -151,7 +151,12 @@ def weigh_split(
     can rescue keeps its error, extended (``qubus.splitplan.choose_split``)."""
     try:
         choice = choose_split(
-            circuit_from_json(event.circuit), event.options, outcome, fleet, lam=lam
+            circuit_from_json(event.circuit),
+            event.options,
+            outcome,
+            fleet,
+            lam=lam,
+            ideal=event.ideal,
         )
     except QubusError as exc:
         return exc

@@ -117,14 +117,22 @@ def execute_split(
     shots: int,
     seed: int,
     noiseless: bool,
+    ideal: Mapping[str, float],
 ) -> SplitRun:
     """Run a split plan (in the worker process): ``qubus.distributed.run_split`` of the plan's
     partition, part ``i`` on ``devices[i]``, with the Werner fidelity of the pairs per pair of
-    nodes (sorted)."""
+    nodes (sorted) and the task's ideal distribution."""
     circuit = circuit_from_json(circuit_json)
     partition = partition_of(circuit, plan)
     return run_split(
-        circuit, partition, devices, link_fidelity, shots, seed=seed, noiseless=noiseless
+        circuit,
+        partition,
+        devices,
+        link_fidelity,
+        shots,
+        seed=seed,
+        noiseless=noiseless,
+        ideal=ideal,
     )
 
 
@@ -319,6 +327,7 @@ async def setup(rt: Runtime) -> None:
                 event.options.shots,
                 seed,
                 noiseless,
+                event.ideal,
                 timeout_s=settings.sandbox_timeout_s,
             )
             await occupy(latency_s + run.run_s)

@@ -298,14 +298,16 @@ def predict_split(
     shots: int,
     *,
     scheme: Scheme = "telegate",
+    ideal: Mapping[str, float] | None = None,
 ) -> float:
-    """Predicted Hellinger fidelity of :func:`run_split` with ``shots`` shots (module docstring).
+    """Predicted Hellinger fidelity of :func:`run_split` with ``shots`` shots (module docstring);
+    ``ideal`` is the circuit's ideal distribution when the caller has it.
 
     Raises:
         QubusError, ValueError: As :func:`split_program`.
     """
     program = split_program(circuit, partition, devices, link_fidelity, scheme=scheme)
-    return predict_program(program, circuit, devices, shots)
+    return predict_program(program, circuit, devices, shots, ideal=ideal)
 
 
 def run_split(
@@ -318,6 +320,7 @@ def run_split(
     seed: int,
     noiseless: bool = False,
     scheme: Scheme = "telegate",
+    ideal: Mapping[str, float] | None = None,
 ) -> SplitRun:
     """Run a circuit split across devices as one simulation (module docstring).
 
@@ -331,6 +334,7 @@ def run_split(
         noiseless: Leave out the devices' noise; the links' Werner noise stays (pass
             fidelity 1 for perfect links).
         scheme: ``"telegate"`` or ``"teledata"`` (:func:`split_program`).
+        ideal: The circuit's ideal distribution, when the caller has it (else computed).
 
     Returns:
         Counts, ebits, the nodes used and the predicted fidelity of this run.
@@ -355,7 +359,9 @@ def run_split(
         counts=counts,
         ebits=program.ebits,
         nodes=nodes,
-        predicted_fidelity=predict_program(program, circuit, devices, shots, noiseless=noiseless),
+        predicted_fidelity=predict_program(
+            program, circuit, devices, shots, noiseless=noiseless, ideal=ideal
+        ),
         run_s=program.runtime_s(devices, shots),
     )
 
@@ -663,9 +669,11 @@ def predict_program(
     shots: int,
     *,
     noiseless: bool = False,
+    ideal: Mapping[str, float] | None = None,
 ) -> float:
     """The prediction of the module docstring for a program already built by
-    :func:`split_program` (what :func:`predict_split` computes, without building it again)."""
+    :func:`split_program` (what :func:`predict_split` computes, without building it again);
+    ``ideal`` is the circuit's ideal distribution when the caller has it."""
     width = len(program.bit_qubits)
     model = _ErrorModel(program, devices)
     scrambles: list[tuple[list[int], float]] = []
@@ -701,7 +709,9 @@ def predict_program(
                 if bit is not None:
                     confusion[bit] = matrix
     budget = NoiseBudget(scrambles=scrambles, flips=flips, confusion=confusion)
-    return budget_fidelity(budget, ideal_distribution(circuit), shots=shots)
+    if ideal is None:
+        ideal = ideal_distribution(circuit)
+    return budget_fidelity(budget, ideal, shots=shots)
 
 
 _Effect = tuple[bool, int]

@@ -59,7 +59,13 @@ from qubus.distributed import predict_program, split_program, usable_qubits
 from qubus.errors import CircuitRejected, QubusError
 from qubus.links import Topology, expected_pair
 from qubus.messages import MAX_SPLIT, NodeStatus, SplitPlan, TaskOptions
-from qubus.partition import Partition, interaction_weights, partition_circuit
+from qubus.partition import (
+    BOUND_TIME_LIMIT_S,
+    Partition,
+    interaction_weights,
+    partition_circuit,
+)
+from qubus.simulate import ideal_distribution
 
 MAX_NODE_SETS = 6
 """Node sets partitioned and predicted per number of parts."""
@@ -218,6 +224,8 @@ def make_plan(
     shots: int,
     ideal_links: bool = False,
     balanced: bool = False,
+    ideal: Mapping[str, float] | None = None,
+    bound_time_s: float = BOUND_TIME_LIMIT_S,
 ) -> SplitPlan | None:
     """The plan that runs ``circuit`` across ``nodes`` (part ``i`` on ``nodes[i]``), with its
     prediction (module docstring).
@@ -225,6 +233,8 @@ def make_plan(
     Args:
         balanced: Share the qubits as evenly as the nodes allow (``balanced_capacities``),
             so that every node gets a part; otherwise each node may take up to its capacity.
+        ideal: The circuit's ideal distribution, when the caller has it.
+        bound_time_s: Time limit of the ebits' lower bound (``qubus.partition``).
 
     Returns:
         The plan, or None when the circuit cannot be cut into a non-empty part per node (it
@@ -241,14 +251,14 @@ def make_plan(
         capacities = balanced_capacities(capacities, len(circuit.all_qubits()))
     if capacities is None or sum(capacities) < len(circuit.all_qubits()):
         return None
-    partition = partition_circuit(circuit, capacities)
+    partition = partition_circuit(circuit, capacities, bound_time_s=bound_time_s)
     if not all(partition.parts):
         return None
     pairs = pair_counts(circuit, partition, nodes)
     figures = link_fidelities(fleet.topology, nodes, ideal=ideal_links)
     pair_fidelity = {pair: f for pair, (f, _) in figures.items()}
     program = split_program(circuit, partition, devices, pair_fidelity)
-    fidelity = predict_program(program, circuit, devices, shots)
+    fidelity = predict_program(program, circuit, devices, shots, ideal=ideal)
     ebits = sum(pairs.values())
     link_fidelity = sum(n * figures[pair][0] for pair, n in pairs.items()) / ebits if ebits else 1.0
     epr_latency_s = shots * sum(n * figures[pair][1] for pair, n in pairs.items())
@@ -290,22 +300,33 @@ def best_plan(
     ideal_links: bool = False,
     fidelity_floor: float | None = None,
     balanced: bool = False,
+    ideal: Mapping[str, float] | None = None,
 ) -> SplitPlan | None:
-    """The plan with the lowest J over ``parts`` nodes (each count tried; ``balanced`` as in
-    ``make_plan``); None if no set of nodes can hold the circuit, or none reaches
-    ``fidelity_floor``."""
+    """The plan with the lowest J over ``parts`` nodes (each count tried; ``balanced`` and
+    ``ideal`` as in ``make_plan``); None if no set of nodes can hold the circuit, or none
+    reaches ``fidelity_floor``. The candidates are compared without the ebits' lower bound
+    (it does not enter J), which is computed for the winner alone."""
+    if ideal is None:
+        ideal = ideal_distribution(circuit)
     qubits = len(circuit.all_qubits())
     plan_on = functools.partial(
-        make_plan, circuit, fleet=fleet, shots=shots, ideal_links=ideal_links, balanced=balanced
+        make_plan,
+        circuit,
+        fleet=fleet,
+        shots=shots,
+        ideal_links=ideal_links,
+        balanced=balanced,
+        ideal=ideal,
     )
     plans = [
         plan
         for k in parts
         for nodes in fleet.node_sets(k, qubits, balanced=balanced)
-        if (plan := plan_on(nodes)) is not None
+        if (plan := plan_on(nodes, bound_time_s=0.0)) is not None
         and (fidelity_floor is None or plan.predicted_fidelity >= fidelity_floor)
     ]
-    return min(plans, key=lambda p: (plan_objective(p, lam), len(p.nodes)), default=None)
+    best = min(plans, key=lambda p: (plan_objective(p, lam), len(p.nodes)), default=None)
+    return None if best is None else plan_on(best.nodes)
 
 
 def describe(plan: SplitPlan, lam: float) -> str:
@@ -333,6 +354,7 @@ def choose_split(
     fleet: FleetView,
     *,
     lam: float,
+    ideal: Mapping[str, float] | None = None,
 ) -> SplitChoice | None:
     """Whether to split the task rather than take the policy's outcome ``single`` (module
     docstring for the rule).
@@ -343,6 +365,7 @@ def choose_split(
         single: The policy's decision for the task, or why no node can take it alone.
         fleet: The online nodes and links.
         lam: λ of the objective, s per unit of fidelity.
+        ideal: The circuit's ideal distribution (the sandbox's), when the caller has it.
 
     Returns:
         The split, or None to keep ``single`` (a decision).
@@ -371,6 +394,7 @@ def choose_split(
             ideal_links=options.ideal_links,
             fidelity_floor=options.fidelity_floor,
             balanced=forced is not None,
+            ideal=ideal,
         )
     except QubusError:
         if forced or no_fit:
