@@ -151,7 +151,9 @@ async def setup(rt: Runtime) -> None:
     usage = await restored_usage(nodes, topology)
 
     async def epr(request: EprRequest, headers: dict[str, str]) -> EprReply:
-        pair = deliver_epr(topology, request.a, request.b, rng=rng, hold_s=request.hold_s)
+        pair = await asyncio.to_thread(
+            deliver_epr, topology, request.a, request.b, rng=rng, hold_s=request.hold_s
+        )
         usage.record(topology.hops(pair.path), pair.hop_purified, pairs=1, reserved=False)
         return EprReply(
             a=request.a,
