@@ -173,16 +173,13 @@ def compare(rows: list[dict], name: str, target: str) -> dict[str, float]:
     Only pairs with a ``target`` value count, and for Spearman and pair ordering only
     circuits where every node has one.
     """
+    nodes_of = {c: len(g) for c, g in by_circuit(rows).items()}
     rows = [r for r in rows if r[target] is not None]
     if not rows:
         return {}
     errors = [abs(r[name] - r[target]) for r in rows]
     rhos: dict[str, float] = {}
-    groups = {
-        c: g
-        for c, g in by_circuit(rows).items()
-        if len(g) == sum(r["circuit"] == c for r in rows) and len(g) >= 3
-    }
+    groups = {c: g for c, g in by_circuit(rows).items() if len(g) == nodes_of[c] and len(g) >= 3}
     for circuit, group in groups.items():
         rho = spearmanr([r[name] for r in group], [r[target] for r in group]).statistic
         rhos[circuit] = float(rho)
@@ -219,7 +216,9 @@ def node_bias(rows: list[dict]) -> dict[str, dict[str, float]]:
     """Per node: mean signed ``model − exact`` and mean ``|model − exact|``."""
     out = {}
     for node in dict.fromkeys(r["node"] for r in rows):
-        diffs = [r["model"] - r["exact"] for r in rows if r["node"] == node and r["exact"]]
+        diffs = [
+            r["model"] - r["exact"] for r in rows if r["node"] == node and r["exact"] is not None
+        ]
         if diffs:
             out[node] = {
                 "pairs": len(diffs),

@@ -215,11 +215,7 @@ def split_or_wait(shots: int, out: Path) -> None:
     partition = partition_circuit(circuit, [usable_qubits(d) for d in devices])
     pair_s = Topology.ring(list(SPLIT_NODES)).links[0].expected_latency_s
     program = split_program(circuit, partition, devices, {tuple(sorted(SPLIT_NODES)): 1.0})
-    run_s = max(
-        emulated_runtime_s(part, device, shots)
-        for part, device in zip(program.compiled, devices, strict=True)
-        if part is not None
-    )
+    run_s = program.runtime_s(devices, shots)
     split_s = partition.ebits * shots * pair_s + run_s
     key = tuple(sorted(SPLIT_NODES))
     split_fidelity = np.array(
