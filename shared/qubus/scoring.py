@@ -219,9 +219,8 @@ _AHP_WEIGHTS = Weights(
     kappa=2.0,
 )
 
-_MATCHED_TIME_REF_S = (
-    FIDELITY_WEIGHT_S * _AHP_WEIGHTS.w_time / _qnc_slope(REFERENCE_INPUTS, _AHP_WEIGHTS)
-)
+_MATCHED_TIME_REF_S = FIDELITY_WEIGHT_S / fidelity_worth_s(REFERENCE_INPUTS, _AHP_WEIGHTS)
+"""``_AHP_WEIGHTS`` have ``time_ref_s = 1``: a unit of fidelity is worth λ at this reference."""
 
 DEFAULT_WEIGHTS = _AHP_WEIGHTS.model_copy(update={"time_ref_s": _MATCHED_TIME_REF_S})
 """The initial weights: V's six weights are the AHP priorities of ``SCORE_JUDGEMENTS`` (they
