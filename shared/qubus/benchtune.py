@@ -49,6 +49,8 @@ from qubus.scoring import Weights
 from qubus.tuning import TuningStep, tune_weights
 
 POLICY = "hyperscore"
+HOLDOUT_SHARE = 1 / 3
+"""The share of the stack's latest outcomes ``tune_on_outcomes`` holds out."""
 
 
 class BenchObjective:
@@ -257,6 +259,11 @@ def outcome_objective(
     )
 
 
+def holdout_count(outcomes: int, share: float = HOLDOUT_SHARE) -> int:
+    """How many of the latest outcomes ``tune_on_outcomes`` holds out (at least one)."""
+    return max(1, round(outcomes * share))
+
+
 def tune_on_outcomes(
     outcomes: Sequence[Outcome],
     start: Weights,
@@ -265,7 +272,7 @@ def tune_on_outcomes(
     budget: int,
     seed: int,
     window_s: float,
-    holdout_share: float = 1 / 3,
+    holdout_share: float = HOLDOUT_SHARE,
     cache_dir: Path | None = None,
 ) -> BenchTuning:
     """Tune the weights on the earlier outcomes and judge them on the latest
@@ -279,7 +286,7 @@ def tune_on_outcomes(
             f"{len(outcomes)} completed task(s) to replay; at least 6 are needed",
             code="tuning.outcomes",
         )
-    cut = len(outcomes) - max(1, round(len(outcomes) * holdout_share))
+    cut = len(outcomes) - holdout_count(len(outcomes), holdout_share)
     objective = outcome_objective(outcomes[:cut], window_s=window_s, cache_dir=cache_dir)
     holdout = outcome_objective(outcomes[cut:], window_s=window_s, cache_dir=cache_dir)
     return _tune_and_hold_out(objective, holdout, start, pinned, budget=budget, seed=seed)

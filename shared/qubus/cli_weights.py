@@ -272,7 +272,7 @@ async def _tune_on_outcomes(
     client: Client, args: argparse.Namespace, start: WeightsRecord
 ) -> tuple[BenchTuning, dict[str, Any], dict[str, Any]]:
     from qubus import report  # the event grouping of `qubus report`
-    from qubus.benchtune import outcomes_of, tune_on_outcomes
+    from qubus.benchtune import holdout_count, outcomes_of, tune_on_outcomes
     from qubus.cli import read_task_events
 
     since = None if args.since is None else report.parse_since(args.since, now=time.time())
@@ -287,7 +287,7 @@ async def _tune_on_outcomes(
         seed=args.seed,
         window_s=window_s,
     )
-    held = max(1, round(len(outcomes) / 3))
+    held = holdout_count(len(outcomes))
     tuning = {"label": f"{len(outcomes) - held} completed tasks", "tasks": len(outcomes) - held}
     holdout = {"label": f"the latest {held} tasks", "tasks": held}
     return result, tuning, holdout

@@ -26,6 +26,7 @@ from pydantic import Field, field_validator
 
 from qubus import codec
 from qubus.errors import QubusError
+from qubus.kvrecords import read_record
 from qubus.messages import NODE_ID, Model
 
 
@@ -113,11 +114,5 @@ async def list_pilots(kv: KeyValue) -> list[PilotDescription]:
         names = await kv.keys()
     except nats.js.errors.NoKeysError:
         return []
-    pilots = []
-    for name in sorted(names):
-        try:
-            entry = await kv.get(name)
-        except nats.js.errors.KeyNotFoundError:
-            continue  # deleted meanwhile
-        pilots.append(codec.decode(entry.value, PilotDescription))
-    return pilots
+    stored = [await read_record(kv, name, PilotDescription) for name in sorted(names)]
+    return [record for record, _ in filter(None, stored)]  # None: deleted meanwhile

@@ -29,8 +29,9 @@ and what is modelled:
   shots, seed) so a rerun is fast. Every task of one circuit on one node gets that value.
 - **Arrivals**: Poisson (``rate_per_s``) or bursty (bursts of 8–32 tasks within one second,
   ``burst_gap_s`` apart on average). The allocator's micro-batching window is simulated as
-  ``window_s`` (default 10 s, so that batches hold 8–64 tasks as in the published
-  experiments; the live allocator's default window is 50 ms).
+  ``window_s`` (default 10 s: at 2 tasks/s the default workload's batches hold 10 to 23
+  tasks, within the 8–64 of the published experiments; the live allocator's default window
+  is 50 ms).
 - **Background load** (``qubus.load``, as the QPU nodes replay it): each node replays the
   pending-jobs series of the IBM backend ``backend_for`` maps it to, from a bin the seed
   picks, one bin per 600 simulated seconds; a task reaching the node at ``t`` waits for the
@@ -67,6 +68,7 @@ import numpy as np
 
 from qubus.allocation import (
     FIDELITY_WEIGHT_S,
+    POLICIES,
     Decision,
     Outcome,
     TaskRequest,
@@ -117,15 +119,8 @@ only)."""
 LOAD_BIN_S = 600.0
 """Simulated seconds per bin of the background-load series (its 10-minute bins)."""
 
-POLICY_ORDER = (
-    "round_robin",
-    "least_loaded",
-    "greedy_fidelity",
-    "hyperscore",
-    "annealing",
-    "milp",
-    "qaoa",
-)
+POLICY_ORDER = tuple(POLICIES)
+"""Every policy, in the order ``qubus.allocation.POLICIES`` lists them."""
 
 
 @dataclass(frozen=True)
@@ -172,12 +167,13 @@ class BenchCircuit:
 
 @dataclass(frozen=True)
 class Pair:
-    """A circuit on a node: its compilation, prediction and modelled run time (None: does not
-    fit)."""
+    """A circuit on a node: its compilation, prediction, modelled run time and prior Meta
+    (``compiled`` None: it does not fit)."""
 
     compiled: CompiledCircuit | None
     predicted: float = 0.0
     run_s: float = 0.0
+    meta: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -560,7 +556,7 @@ class Bench:
                 novelty=0.0,
                 impact=0.0,
                 repro=1.0,
-                meta=calibrate(None, pair.predicted).meta,
+                meta=pair.meta,
                 qnc=pair.predicted,
                 expected_completion_s=completion,
             ),
@@ -616,15 +612,18 @@ class Bench:
 
 
 def pair_on(circuit: BenchCircuit, device: Device, shots: int) -> Pair:
-    """The circuit compiled for the device, its predicted fidelity and modelled run time."""
+    """The circuit compiled for the device, its predicted fidelity, modelled run time and
+    Meta before any outcome (``qubus.outcomes``' prior, as fusion scores it)."""
     try:
         compiled = compile_for_device(circuit.circuit, device)
     except CircuitRejected:
         return Pair(compiled=None)
+    predicted = predict_fidelity(compiled, device, circuit.ideal, shots=shots)
     return Pair(
         compiled=compiled,
-        predicted=predict_fidelity(compiled, device, circuit.ideal, shots=shots),
+        predicted=predicted,
         run_s=emulated_runtime_s(compiled, device, shots),
+        meta=calibrate(None, predicted).meta,
     )
 
 
