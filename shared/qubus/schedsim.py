@@ -83,7 +83,7 @@ from qubus.devices import Device, load_device
 from qubus.errors import CircuitRejected, QubusError
 from qubus.fidelity import hellinger_fidelity
 from qubus.ids import seed_for
-from qubus.load import backend_for, load_series
+from qubus.load import BackgroundLoad, backend_for, load_series
 from qubus.messages import NodeScore
 from qubus.noise import JOB_OVERHEAD_S, emulate, emulated_runtime_s, predict_fidelity
 from qubus.outcomes import calibrate
@@ -383,15 +383,23 @@ class Background:
     """
 
     def __init__(self, devices: Sequence[Device], *, seed: int, enabled: bool) -> None:
-        series = load_series() if enabled else {}
-        self.jobs = {d.id: series[backend_for(d.id, series)] if series else (0,) for d in devices}
-        self.job_s = {d.id: JOB_OVERHEAD_S[d.kind] for d in devices}
-        length = len(next(iter(series.values()))) if series else 1
+        series = load_series() if enabled else {"none": (0,)}
+        length = len(next(iter(series.values())))
         self.start = int(np.random.default_rng([seed, 7]).integers(length))
+        backends = {d.id: backend_for(d.id, series) if enabled else "none" for d in devices}
+        self.loads = {
+            node: BackgroundLoad(
+                backend,
+                series[backend],
+                period_s=LOAD_BIN_S,
+                start=-self.start * LOAD_BIN_S,  # simulated time 0 is in bin ``start``
+            )
+            for node, backend in backends.items()
+        }
+        self.job_s = {d.id: JOB_OVERHEAD_S[d.kind] for d in devices}
 
     def jobs_at(self, node: str, t: float) -> int:
-        series = self.jobs[node]
-        return series[(self.start + int(t // LOAD_BIN_S)) % len(series)]
+        return self.loads[node].jobs_at(t)
 
     def wait_s(self, node: str, t: float) -> float:
         """How long a task reaching ``node`` at ``t`` waits for the jobs pending then."""
