@@ -345,6 +345,11 @@ class Problem:
         return np.where(self.allowed, cost, np.inf)
 
     @cached_property
+    def shortest_first(self) -> list[int]:
+        """The tasks by their shortest run on any node they may go to (ties: batch order)."""
+        return sorted(range(self.n), key=lambda i: (self.run[i, self.options(i)].min(), i))
+
+    @cached_property
     def seed(self) -> int:
         """A seed fixed by the batch's task ids."""
         digest = hashlib.sha256("\n".join(t.task_id for t in self.tasks).encode()).digest()
@@ -658,9 +663,7 @@ class HyperscorePolicy(_Policy):
     name = "hyperscore"
 
     def _placements(self, problem: Problem) -> tuple[list[int], np.ndarray]:
-        order = sorted(
-            range(problem.n), key=lambda i: (problem.run[i, problem.options(i)].min(), i)
-        )
+        order = problem.shortest_first
         added = np.zeros(problem.m)
         assignment = [0] * problem.n
         adjusted = np.zeros((problem.n, problem.m))
@@ -692,7 +695,7 @@ class HyperscorePolicy(_Policy):
 
 def greedy_cost(problem: Problem) -> list[int]:
     """Tasks shortest first, each to the node that adds least to J given those placed."""
-    order = sorted(range(problem.n), key=lambda i: (problem.run[i, problem.options(i)].min(), i))
+    order = problem.shortest_first
     members: list[list[int]] = [[] for _ in problem.nodes]
     assignment = [0] * problem.n
     for i in order:
@@ -904,9 +907,7 @@ class QaoaPolicy(_Policy):
         rng = np.random.default_rng(problem.seed)
         assignment: dict[int, int] = {}
         members: list[list[int]] = [[] for _ in problem.nodes]
-        order = sorted(
-            range(problem.n), key=lambda i: (problem.run[i, problem.options(i)].min(), i)
-        )
+        order = problem.shortest_first
         for i in order:
             if len(problem.options(i)) == 1:
                 self._place(assignment, members, i, int(problem.options(i)[0]))
