@@ -18,10 +18,10 @@ import statistics
 import time
 from pathlib import Path
 
-from qubus import logs, stackfile
-from qubus.client import Client
-from qubus.config import Settings
-from qubus.messages import SubmitRequest
+from qubus.bus import logs, stackfile
+from qubus.bus.config import Settings
+from qubus.bus.messages import SubmitRequest
+from qubus.client.aio import Client
 
 CIRCUIT = (Path(__file__).resolve().parent.parent / "examples" / "ghz.qasm").read_text()
 

@@ -34,11 +34,11 @@ from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel
 
 from qubus.circuits import parse_qasm
-from qubus.compile import CompiledCircuit, compile_for_device
-from qubus.devices import load_device
-from qubus.fidelity import hellinger_fidelity
-from qubus.noise import emulate
-from qubus.simulate import ideal_distribution, measurement_keys
+from qubus.circuits.simulate import ideal_distribution, measurement_keys
+from qubus.devices.compile import CompiledCircuit, compile_for_device
+from qubus.devices.emulation import emulate
+from qubus.devices.fidelity import hellinger_fidelity
+from qubus.devices.profiles import load_device
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "qasm" / "dev"
 CIRCUITS = (

@@ -4,20 +4,21 @@ Usage:
     python benchmarks/predict.py [--shots 4000] [--seed 1] [--max-qubits 14] [--json]
 
 For every dev circuit that fits a node, the circuit is compiled for the node and emulated
-(``qubus.noise.emulate``, ``--shots`` shots, seed ``--seed`` + the pair's index, printed);
-measured = Hellinger fidelity of the counts against the ideal distribution. Where the emulator
-samples an exact density matrix (up to ``qubus.noise.DENSITY_MATRIX_QUBITS`` qubits), the
-distribution it samples is also taken whole (``qubus.noise.emulated_distribution``):
+(``qubus.devices.emulation.emulate``, ``--shots`` shots, seed ``--seed`` + the pair's index,
+printed); measured = Hellinger fidelity of the counts against the ideal distribution. Where the
+emulator samples an exact density matrix (up to ``qubus.devices.emulation.DENSITY_MATRIX_QUBITS``
+qubits), the distribution it samples is also taken whole
+(``qubus.devices.emulation.emulated_distribution``):
 
 * ``exact``: its Hellinger fidelity, the emulator's infinite-shot value, free of shot noise;
 * ``exact_shots``: the expected Hellinger fidelity of ``--shots`` samples of it (the value the
-  measurement scatters around, ``qubus.fidelity.hellinger_of_model``).
+  measurement scatters around, ``qubus.devices.fidelity.hellinger_of_model``).
 
 Predictors:
 
 * ``esp``: the plain ESP (product of fidelities);
 * ``esp_mix``: the ESP pushed through a global depolarizing mix with the ideal distribution
-  (``qubus.fidelity.fidelity_with_ideal``), the predictor before the noise budget;
+  (``qubus.devices.fidelity.fidelity_with_ideal``), the predictor before the noise budget;
 * ``model``: ``predict_fidelity(compiled, device, ideal)``, the modelled output distribution's
   Hellinger fidelity with infinitely many shots (compared with ``exact``);
 * ``model_shots``: the same with ``shots=``: the expected Hellinger fidelity of that many
@@ -39,7 +40,7 @@ measurement or classical control (they fall back to cirq's simulator, 30-100 s e
 more than ``--max-qubits`` qubits.
 
 The ideal distribution of a circuit with a reset (``openqasm__qft``) is itself estimated from
-``qubus.simulate.SAMPLED_SHOTS`` samples, which caps its exact fidelity near 0.9999.
+``qubus.circuits.simulate.SAMPLED_SHOTS`` samples, which caps its exact fidelity near 0.9999.
 
 Times are the best of ``EMULATE_REPEATS`` emulations and of ``TIMING_REPEATS`` predictions of
 the same pair (no cache carries over between calls). They share two cores with whatever else
@@ -63,12 +64,13 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from qubus.circuits import parse_qasm
-from qubus.compile import CompiledCircuit, compile_for_device
-from qubus.devices import DEFAULT_FLEET, Device, load_device
+from qubus.circuits.simulate import ideal_distribution
+from qubus.devices.compile import CompiledCircuit, compile_for_device
+from qubus.devices.emulation import emulate, emulated_distribution
+from qubus.devices.fidelity import fidelity_with_ideal, hellinger_fidelity, hellinger_of_model
+from qubus.devices.prediction import esp, predict_fidelity
+from qubus.devices.profiles import DEFAULT_FLEET, Device, load_device
 from qubus.errors import QubusError
-from qubus.fidelity import fidelity_with_ideal, hellinger_fidelity, hellinger_of_model
-from qubus.noise import emulate, emulated_distribution, esp, predict_fidelity
-from qubus.simulate import ideal_distribution
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "qasm" / "dev"
 PREDICTORS = ("esp", "esp_mix", "model", "model_shots")

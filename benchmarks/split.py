@@ -9,25 +9,25 @@ Three figures, each with its goal:
 1. **ebits.** Every dev circuit that parses and has a two-qubit gate, and generated circuits
    (``GENERATED``: brickwork layers of random gates plus random long-range CZs, seeded), split
    2 and 3 ways into equal capacities ``ceil(n/k)``: the ebits of the greedy baseline and of
-   Kernighan–Lin (``qubus.partition``), the proven lower bound (``exact`` when the integer
+   Kernighan–Lin (``qubus.network.partition``), the proven lower bound (``exact`` when the integer
    program was solved) and the gap kl − bound. Goal: kl ≤ greedy on every circuit.
 2. **Predicted against measured fidelity.** Circuits of 4 to ``--max-run-qubits`` qubits with
    measurements, all terminal, split 2 ways over ibm_nairobi + quantinuum_h1_1 and 3 ways over
    those + ionq_aria (capacities ``min(usable, ceil(n/k))``), run noisy with ``--shots`` shots
-   (``qubus.distributed.run_split``, seed ``--seed`` + row index) with link fidelity cycling
+   (``qubus.network.distributed.run_split``, seed ``--seed`` + row index) with link fidelity cycling
    over ``LINK_FIDELITIES``; measured = Hellinger fidelity of the counts against the ideal
    distribution, predicted = ``predict_split`` for the same shots. Each split runs by telegate
    and, where it teleports a qubit, by teledata too. Goal: mean |Δ| ≤ 0.05 over all runs.
 3. **Split or wait** (a PNG). ``SCENARIO`` (9 qubits) does not fit either free QPU,
    ibm_nairobi (6 usable data qubits) or ibm_manila (4), but fits quantinuum_h1_1, which has
    a queue of L jobs. With the allocator's objective J = completion + λ·(1 − fidelity),
-   λ = ``qubus.scoring.FIDELITY_WEIGHT_S`` (100 s):
+   λ = ``qubus.scheduling.scoring.FIDELITY_WEIGHT_S`` (100 s):
 
    * wait: completion = (L + 1) × the job's modelled run time on H1-1
-     (``qubus.noise.emulated_runtime_s``; the queued jobs are taken to be as long), fidelity
-     = ``qubus.noise.predict_fidelity`` on H1-1;
+     (``qubus.devices.emulation.emulated_runtime_s``; the queued jobs are taken to be as long),
+     fidelity = ``qubus.devices.prediction.predict_fidelity`` on H1-1;
    * split now: completion = ebits × shots × the expected latency of one pair on a link with
-     ``qubus.links.Topology.ring``'s default figures (fresh pairs for every shot, made one
+     ``qubus.network.links.Topology.ring``'s default figures (fresh pairs for every shot, made one
      after another) + the slower part's run time; fidelity = ``predict_split`` at link
      fidelity F.
 
@@ -53,16 +53,17 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from qubus.circuits import parse_qasm
-from qubus.compile import compile_for_device
-from qubus.devices import load_device
-from qubus.distributed import predict_split, run_split, split_program, usable_qubits
+from qubus.circuits.simulate import ideal_distribution
+from qubus.devices.compile import compile_for_device
+from qubus.devices.emulation import emulated_runtime_s
+from qubus.devices.fidelity import hellinger_fidelity
+from qubus.devices.prediction import predict_fidelity
+from qubus.devices.profiles import load_device
 from qubus.errors import QubusError
-from qubus.fidelity import hellinger_fidelity
-from qubus.links import Topology
-from qubus.noise import emulated_runtime_s, predict_fidelity
-from qubus.partition import ebit_lower_bound, partition_circuit
-from qubus.scoring import FIDELITY_WEIGHT_S
-from qubus.simulate import ideal_distribution
+from qubus.network.distributed import predict_split, run_split, split_program, usable_qubits
+from qubus.network.links import Topology
+from qubus.network.partition import ebit_lower_bound, partition_circuit
+from qubus.scheduling.scoring import FIDELITY_WEIGHT_S
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "qasm" / "dev"
 GENERATED = ((12, 11), (16, 12), (20, 13), (8, 14))
@@ -267,7 +268,7 @@ def main() -> int:
     print("command:", shlex.join([sys.executable, *sys.argv]))
     print(
         f"seeds: runs {args.seed} + row index; generated circuits {[s for _, s in GENERATED]}; "
-        f"Kernighan–Lin restarts seeded by qubus.partition.KL_SEED\n"
+        f"Kernighan–Lin restarts seeded by qubus.network.partition.KL_SEED\n"
     )
     rows = circuits()
     started = time.perf_counter()

@@ -3,7 +3,7 @@
 
 **Micro-batching.** Scored tasks are collected for ``QUBUS_BATCH_WINDOW_MS`` from the first
 of a batch, or until ``QUBUS_BATCH_MAX`` have arrived, and decided together by the policy
-(``qubus.allocation.decide``, in a thread: ``milp`` and ``qaoa`` take a while; λ of the
+(``qubus.scheduling.allocation.decide``, in a thread: ``milp`` and ``qaoa`` take a while; λ of the
 batch objective is ``QUBUS_FIDELITY_WEIGHT_S``). The batch's
 allocations are published in run order (each node's tasks shortest first, the order the
 batch objective assumes), and each scored message is acknowledged only after its allocation
@@ -13,8 +13,8 @@ QPU node's work item; its de-duplication id ``<task_id>.allocated`` makes a rede
 
 **Re-placement.** Every third of ``QUBUS_NODE_TIMEOUT_S`` the allocator looks for nodes it
 has seen whose status is older than the timeout, reads the allocations each still holds
-unacknowledged (``qubus.replacement``) and publishes a ``replace`` for each. A node itself
-publishes ``replace`` instead of running a task when its calibration changed since the
+unacknowledged (``qubus.scheduling.replacement``) and publishes a ``replace`` for each. A node
+itself publishes ``replace`` instead of running a task when its calibration changed since the
 allocation and the task's prediction fell below its floor or by more than
 ``QUBUS_REPLACE_DROP``. Either way the allocator decides again on the task's stored scores
 with the node it leaves, and every offline node, excluded, and publishes the allocation as
@@ -24,8 +24,8 @@ its node with the new prediction unless that breaks its floor (then it is reject
 re-placed at most ``QUBUS_MAX_REPLACEMENTS`` times.
 
 **Split placement.** After the policy, each task's outcome is weighed against splitting the
-circuit across online nodes joined by entanglement links (``qubus.splitplan``, in a thread:
-the task's forced ``split``, a circuit no node can take alone, or a split whose objective J
+circuit across online nodes joined by entanglement links (``qubus.network.splitplan``, in a
+thread: the task's forced ``split``, a circuit no node can take alone, or a split whose objective J
 beats the decision). A split is published as one allocation to the plan's lead node, with the
 plan in ``TaskAllocated.split``, its breakdown (and the decision it beat) in ``reason``, and
 the plan's nodes first in ``ranking``; the other nodes receive nothing. A re-placement
@@ -40,23 +40,25 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from qubus.allocation import (
+from qubus.bus.connection import NodeDirectory
+from qubus.bus.consumer import Context, Stage
+from qubus.bus.logs import get_logger
+from qubus.bus.messages import TaskAllocated, TaskIngested, TaskReplace, TaskScored
+from qubus.bus.service import Runtime
+from qubus.circuits import circuit_from_json
+from qubus.errors import QubusError, Retry
+from qubus.network.links import Topology, fleet_topology
+from qubus.network.splitplan import FleetView, SplitChoice, choose_split
+from qubus.scheduling.allocation import (
     Decision,
     Outcome,
+    Policy,
     TaskRequest,
     candidate_from_score,
     decide,
     get_policy,
 )
-from qubus.circuits import circuit_from_json
-from qubus.consumer import Context, Stage
-from qubus.errors import QubusError, Retry
-from qubus.links import fleet_topology
-from qubus.logs import get_logger
-from qubus.messages import TaskAllocated, TaskIngested, TaskReplace, TaskScored
-from qubus.replacement import latest_allocation, outstanding_allocations
-from qubus.service import Runtime
-from qubus.splitplan import FleetView, SplitChoice, choose_split
+from qubus.scheduling.replacement import latest_allocation, outstanding_allocations
 
 log = get_logger()
 
@@ -148,7 +150,7 @@ def weigh_split(
     event: TaskScored, outcome: Outcome, fleet: FleetView, *, lam: float
 ) -> Outcome | SplitChoice:
     """The policy's outcome for the task, or the split that replaces it; a task no split
-    can rescue keeps its error, extended (``qubus.splitplan.choose_split``)."""
+    can rescue keeps its error, extended (``qubus.network.splitplan.choose_split``)."""
     try:
         choice = choose_split(
             circuit_from_json(event.circuit),
@@ -225,33 +227,52 @@ class Batcher:
                     item.done.set_exception(exc)
 
 
-async def setup(rt: Runtime) -> None:
-    settings = rt.settings
-    policy = get_policy(settings.policy)  # an unknown policy stops the service at start
-    directory = await rt.node_directory()
-    topology = fleet_topology(settings.topology)
+class Allocator:
+    """The allocator's handlers: scored tasks placed in micro-batches, ``replace`` placed
+    again, and the watch for nodes gone offline.
 
-    async def deadline_left(event: TaskScored) -> float | None:
+    Args:
+        rt: The service's runtime (its bus and settings).
+        policy: The placement policy.
+        directory: The fleet's node statuses.
+        topology: The entanglement links between the nodes, for splits.
+    """
+
+    def __init__(
+        self, rt: Runtime, policy: Policy, directory: NodeDirectory, topology: Topology
+    ) -> None:
+        self._bus = rt.bus
+        self._settings = rt.settings
+        self._policy = policy
+        self._directory = directory
+        self._topology = topology
+        self._batcher = Batcher(
+            self._settings.batch_window_ms / 1000, self._settings.batch_max, self._flush
+        )
+        self._handled: set[tuple[str, int]] = set()
+
+    async def _deadline_left(self, event: TaskScored) -> float | None:
         """Seconds left until the task's deadline (counted from its submission)."""
         deadline = event.options.deadline_s
         if deadline is None:
             return None
-        ingested = await rt.bus.last_event(event.task_id, TaskIngested)
+        ingested = await self._bus.last_event(event.task_id, TaskIngested)
         submitted = ingested.submitted_at if ingested is not None else time.time()
         return submitted + deadline - time.time()
 
-    def decide_with_splits(
-        events: list[TaskScored], requests: list[TaskRequest], fleet: FleetView
+    def _decide_with_splits(
+        self, events: list[TaskScored], requests: list[TaskRequest], fleet: FleetView
     ) -> list[tuple[Outcome, Outcome | SplitChoice]]:
         """Each task's policy outcome, and what it becomes once splits are weighed."""
-        lam = settings.fidelity_weight_s
-        outcomes = decide(policy, requests, lam=lam)
+        lam = self._settings.fidelity_weight_s
+        outcomes = decide(self._policy, requests, lam=lam)
         return [
             (outcome, weigh_split(event, outcome, fleet, lam=lam))
             for event, outcome in zip(events, outcomes, strict=True)
         ]
 
-    async def place(
+    async def _place(
+        self,
         events: list[TaskScored],
         deadlines: list[float | None],
         *,
@@ -261,13 +282,14 @@ async def setup(rt: Runtime) -> None:
             task_request(event, deadline_s=d, exclude=exclude)
             for event, d in zip(events, deadlines, strict=True)
         ]
-        online = directory.online(settings.node_timeout_s)
+        online = self._directory.online(self._settings.node_timeout_s)
         fleet = FleetView.from_statuses(
-            {node: s for node, s in online.items() if node not in (exclude or {})}, topology
+            {node: s for node, s in online.items() if node not in (exclude or {})}, self._topology
         )
-        return await asyncio.to_thread(decide_with_splits, events, requests, fleet)
+        return await asyncio.to_thread(self._decide_with_splits, events, requests, fleet)
 
-    def split_event(
+    def _split_event(
+        self,
         event: TaskScored,
         choice: SplitChoice,
         single: Outcome,
@@ -277,18 +299,18 @@ async def setup(rt: Runtime) -> None:
     ) -> TaskAllocated:
         log.info("allocator.split", nodes=choice.plan.nodes, ebits=choice.plan.ebits)
         return split_allocation(
-            event, choice, single, policy=policy.name, deadline_s=deadline_s, attempt=attempt
+            event, choice, single, policy=self._policy.name, deadline_s=deadline_s, attempt=attempt
         )
 
-    async def flush(batch: list[_Pending]) -> None:
-        deadlines = await asyncio.gather(*(deadline_left(p.event) for p in batch))
-        placed = await place([p.event for p in batch], deadlines)
-        log.info("allocator.batch", tasks=len(batch), policy=policy.name)
+    async def _flush(self, batch: list[_Pending]) -> None:
+        deadlines = await asyncio.gather(*(self._deadline_left(p.event) for p in batch))
+        placed = await self._place([p.event for p in batch], deadlines)
+        log.info("allocator.batch", tasks=len(batch), policy=self._policy.name)
         for item, deadline, (single, outcome) in zip(batch, deadlines, placed, strict=True):
             if isinstance(outcome, QubusError):
                 item.done.set_exception(outcome)
             elif isinstance(outcome, SplitChoice):
-                await item.ctx.publish(split_event(item.event, outcome, single, deadline))
+                await item.ctx.publish(self._split_event(item.event, outcome, single, deadline))
                 item.done.set_result(None)
         decided = [
             (p, o) for p, (_, o) in zip(batch, placed, strict=True) if isinstance(o, Decision)
@@ -297,29 +319,30 @@ async def setup(rt: Runtime) -> None:
             await item.ctx.publish(allocation(item.event, decision))
             item.done.set_result(None)
 
-    batcher = Batcher(settings.batch_window_ms / 1000, settings.batch_max, flush)
+    async def handle(self, event: TaskScored, ctx: Context) -> None:
+        """The ``allocator`` stage: the task waits in the batch until its decision is out."""
+        await self._batcher.add(_Pending(event, ctx))
 
-    async def handle(event: TaskScored, ctx: Context) -> None:
-        await batcher.add(_Pending(event, ctx))
-
-    async def replace(event: TaskReplace, ctx: Context) -> TaskAllocated | None:
-        current = await latest_allocation(rt.bus, event.task_id)
+    async def replace(self, event: TaskReplace, ctx: Context) -> TaskAllocated | None:
+        """The ``allocator-replace`` stage: the task's next allocation, without the node it
+        leaves and the offline ones."""
+        current = await latest_allocation(self._bus, event.task_id)
         if current is None or current.attempt != event.attempt:
             return None  # already re-placed
-        scored = await rt.bus.last_event(event.task_id, TaskScored)
+        scored = await self._bus.last_event(event.task_id, TaskScored)
         if scored is None:
             raise Retry("the task's scored event is not readable yet")
-        known = directory.online(math.inf)
+        known = self._directory.online(math.inf)
         exclude = {
             node: "node is offline"
-            for node in set(known) - set(directory.online(settings.node_timeout_s))
+            for node in set(known) - set(self._directory.online(self._settings.node_timeout_s))
         }
         exclude[event.node] = event.reason
-        deadline = await deadline_left(scored)
-        ((single, outcome),) = await place([scored], [deadline], exclude=exclude)
+        deadline = await self._deadline_left(scored)
+        ((single, outcome),) = await self._place([scored], [deadline], exclude=exclude)
         if isinstance(outcome, SplitChoice):
             log.info("allocator.replaced", left=event.node, node=outcome.plan.nodes[0])
-            return split_event(scored, outcome, single, deadline, attempt=event.attempt + 1)
+            return self._split_event(scored, outcome, single, deadline, attempt=event.attempt + 1)
         if isinstance(outcome, Decision):
             log.info("allocator.replaced", left=event.node, node=outcome.node, reason=event.reason)
             return allocation(scored, outcome, attempt=event.attempt + 1)
@@ -339,26 +362,24 @@ async def setup(rt: Runtime) -> None:
             }
         )
 
-    handled: set[tuple[str, int]] = set()
-
-    async def watch_offline() -> None:
+    async def watch_offline(self) -> None:
         """Publish ``replace`` for every allocation still held by a node gone offline (once:
-        ``handled`` keeps the allocations seen that are still outstanding)."""
-        known = directory.online(math.inf)
-        online = directory.online(settings.node_timeout_s)
+        ``_handled`` keeps the allocations seen that are still outstanding)."""
+        known = self._directory.online(math.inf)
+        online = self._directory.online(self._settings.node_timeout_s)
         outstanding: set[tuple[str, int]] = set()
         for node in sorted(set(known) - set(online)):
             age = time.time() - known[node].updated_at
-            for queued, trace in await outstanding_allocations(rt.bus, node):
+            for queued, trace in await outstanding_allocations(self._bus, node):
                 key = (queued.task_id, queued.attempt)
                 outstanding.add(key)
-                if key in handled or queued.attempt >= settings.max_replacements:
+                if key in self._handled or queued.attempt >= self._settings.max_replacements:
                     continue
-                latest = await latest_allocation(rt.bus, queued.task_id)
+                latest = await latest_allocation(self._bus, queued.task_id)
                 if latest is not None and latest.attempt == queued.attempt:
                     reason = f"node {node} has reported no status for {age:.0f} s"
                     log.info("allocator.node_offline", node=node, task_id=queued.task_id)
-                    await rt.bus.publish_event(
+                    await self._bus.publish_event(
                         TaskReplace(
                             task_id=queued.task_id,
                             node=node,
@@ -367,9 +388,17 @@ async def setup(rt: Runtime) -> None:
                         ),
                         trace=trace,
                     )
-                handled.add(key)
-        handled.intersection_update(outstanding)
+                self._handled.add(key)
+        self._handled.intersection_update(outstanding)
 
-    await rt.consume(Stage("allocator", [TaskScored], handle, concurrency=settings.batch_max))
-    await rt.consume(Stage("allocator-replace", [TaskReplace], replace, concurrency=2))
-    rt.every(max(1.0, settings.node_timeout_s / 3), watch_offline)
+
+async def setup(rt: Runtime) -> None:
+    settings = rt.settings
+    policy = get_policy(settings.policy)  # an unknown policy stops the service at start
+    directory = await rt.node_directory()
+    allocator = Allocator(rt, policy, directory, fleet_topology(settings.topology))
+    await rt.consume(
+        Stage("allocator", [TaskScored], allocator.handle, concurrency=settings.batch_max)
+    )
+    await rt.consume(Stage("allocator-replace", [TaskReplace], allocator.replace, concurrency=2))
+    rt.every(max(1.0, settings.node_timeout_s / 3), allocator.watch_offline)

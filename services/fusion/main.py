@@ -5,11 +5,12 @@ part into the task's entry in KV ``qubus_joins`` with a compare-and-set on the e
 revision; the arrival whose write completes the pair computes the scores. A redelivered part
 may complete the join again; the ``scored`` event's de-duplication id keeps one.
 
-Scores use the weights of KV ``qubus_weights`` (``qubus.weights``; the revision is recorded in
-the event), the calibration of predicted against measured fidelity of KV ``qubus_calibration``
-(``qubus.outcomes``) and, for a task that targets one, the pilot of KV ``qubus_pilots``
-(``qubus.pilots``); all three are followed by KV watchers, not read per task. The ``outcomes``
-stage counts every ``completed`` task into its node's calibration.
+Scores use the weights of KV ``qubus_weights`` (``qubus.scheduling.weights``; the revision is
+recorded in the event), the calibration of predicted against measured fidelity of KV
+``qubus_calibration`` (``qubus.scheduling.outcomes``) and, for a task that targets one, the pilot
+of KV ``qubus_pilots`` (``qubus.scheduling.pilots``); all three are followed by KV watchers,
+not read per task. The ``outcomes`` stage counts every ``completed`` task into its node's
+calibration.
 """
 
 from __future__ import annotations
@@ -19,15 +20,20 @@ from collections.abc import Iterable, Mapping
 
 import msgpack
 import nats.js.errors
+from nats.js.kv import KeyValue
 
-from qubus import codec
-from qubus.bus import BUCKET_CALIBRATION, BUCKET_JOINS, BUCKET_PILOTS, BUCKET_WEIGHTS
-from qubus.consumer import Context, Stage
-from qubus.errors import CircuitRejected, Retry
-from qubus.fidelity import budget_fidelity
-from qubus.kvrecords import M, RecordCache, update_record
-from qubus.logs import get_logger
-from qubus.messages import (
+from qubus.bus import codec
+from qubus.bus.connection import (
+    BUCKET_CALIBRATION,
+    BUCKET_JOINS,
+    BUCKET_PILOTS,
+    BUCKET_WEIGHTS,
+    NodeDirectory,
+)
+from qubus.bus.consumer import Context, Stage
+from qubus.bus.kvrecords import M, RecordCache, update_record
+from qubus.bus.logs import get_logger
+from qubus.bus.messages import (
     NodePrediction,
     NodeScore,
     NodeStatus,
@@ -39,11 +45,19 @@ from qubus.messages import (
     TaskOptions,
     TaskScored,
 )
-from qubus.outcomes import CalibrationState, calibrate, calibration_key, circuit_class, observe
-from qubus.pilots import PilotDescription
-from qubus.scoring import DEFAULT_WEIGHTS, ScoreInputs, Weights, score
-from qubus.service import Runtime
-from qubus.weights import WEIGHTS_KEY, WeightsRecord, ensure_weights
+from qubus.bus.service import Runtime
+from qubus.devices.fidelity import budget_fidelity
+from qubus.errors import CircuitRejected, Retry
+from qubus.scheduling.outcomes import (
+    CalibrationState,
+    calibrate,
+    calibration_key,
+    circuit_class,
+    observe,
+)
+from qubus.scheduling.pilots import PilotDescription
+from qubus.scheduling.scoring import DEFAULT_WEIGHTS, ScoreInputs, Weights, score
+from qubus.scheduling.weights import WEIGHTS_KEY, WeightsRecord, ensure_weights
 
 log = get_logger()
 
@@ -67,6 +81,66 @@ def _exclusion(prediction: NodePrediction, status: NodeStatus | None, options: T
     return prediction.reason
 
 
+def _node_score(
+    checked: TaskChecked,
+    sandbox: SandboxEvaluation,
+    prediction: NodePrediction,
+    status: NodeStatus | None,
+    weights: Weights,
+    *,
+    calibration: CalibrationState | None,
+    pilot: PilotDescription | None,
+) -> NodeScore:
+    """One node's score for the task (``node_scores``), or why it is not eligible.
+
+    Args:
+        prediction: The noise service's prediction for the node.
+        status: The node's status; None if it is offline.
+        calibration: The node's calibration for the task's circuit class (None: the prior).
+    """
+    reason = _exclusion(prediction, status, checked.options)
+    if reason or status is None:
+        return NodeScore(node=prediction.node, eligible=False, reason=reason)
+    fidelity = predicted_fidelity(prediction, sandbox, checked.options.shots)
+    calibrated = calibrate(calibration, fidelity)
+    completion = status.queue_depth * status.mean_job_s + prediction.expected_run_s
+    common = {
+        "node": prediction.node,
+        "predicted_fidelity": fidelity,
+        "calibration_revision": prediction.calibration_revision,
+        "expected_completion_s": completion,
+        "expected_run_s": prediction.expected_run_s,
+        "queue_depth": status.queue_depth,
+    }
+    if pilot is not None:
+        reason = pilot.exclusion(
+            prediction.node,
+            qubits=checked.features.qubits,
+            queue_depth=status.queue_depth,
+            fidelity=calibrated.qnc,
+        )
+        if reason:
+            return NodeScore(eligible=False, reason=reason, **common)
+    inputs = ScoreInputs(
+        logic_score=checked.logic_score,
+        novelty=checked.novelty,
+        impact=float(checked.options.priority),
+        repro=sandbox.repro,
+        meta=calibrated.meta,
+        qnc=calibrated.qnc,
+        expected_completion_s=completion,
+    )
+    breakdown = score(inputs, weights, shapley=True)
+    return NodeScore(
+        eligible=True,
+        hyperscore=breakdown.hyperscore,
+        terms={**breakdown.terms, "time_penalty": breakdown.time_penalty},
+        inputs=inputs.model_dump(),
+        shapley=breakdown.shapley,
+        **common,
+    )
+
+
 def node_scores(
     checked: TaskChecked,
     sandbox: SandboxEvaluation,
@@ -86,59 +160,22 @@ def node_scores(
         statuses: The online nodes' statuses.
         weights: The score weights.
         calibrations: Each node's calibration for this task's circuit class (absent: the
-            prior, ``qubus.outcomes``).
+            prior, ``qubus.scheduling.outcomes``).
         pilot: The pilot the task targets, whose constraints exclude nodes.
     """
     calibrations = calibrations or {}
-    scores = []
-    for prediction in noise.predictions:
-        status = statuses.get(prediction.node)
-        reason = _exclusion(prediction, status, checked.options)
-        if reason or status is None:
-            scores.append(NodeScore(node=prediction.node, eligible=False, reason=reason))
-            continue
-        fidelity = predicted_fidelity(prediction, sandbox, checked.options.shots)
-        calibrated = calibrate(calibrations.get(prediction.node), fidelity)
-        completion = status.queue_depth * status.mean_job_s + prediction.expected_run_s
-        common = {
-            "node": prediction.node,
-            "predicted_fidelity": fidelity,
-            "calibration_revision": prediction.calibration_revision,
-            "expected_completion_s": completion,
-            "expected_run_s": prediction.expected_run_s,
-            "queue_depth": status.queue_depth,
-        }
-        if pilot is not None:
-            reason = pilot.exclusion(
-                prediction.node,
-                qubits=checked.features.qubits,
-                queue_depth=status.queue_depth,
-                fidelity=calibrated.qnc,
-            )
-            if reason:
-                scores.append(NodeScore(eligible=False, reason=reason, **common))
-                continue
-        inputs = ScoreInputs(
-            logic_score=checked.logic_score,
-            novelty=checked.novelty,
-            impact=float(checked.options.priority),
-            repro=sandbox.repro,
-            meta=calibrated.meta,
-            qnc=calibrated.qnc,
-            expected_completion_s=completion,
+    return [
+        _node_score(
+            checked,
+            sandbox,
+            prediction,
+            statuses.get(prediction.node),
+            weights,
+            calibration=calibrations.get(prediction.node),
+            pilot=pilot,
         )
-        breakdown = score(inputs, weights, shapley=True)
-        scores.append(
-            NodeScore(
-                eligible=True,
-                hyperscore=breakdown.hyperscore,
-                terms={**breakdown.terms, "time_penalty": breakdown.time_penalty},
-                inputs=inputs.model_dump(),
-                shapley=breakdown.shapley,
-                **common,
-            )
-        )
-    return scores
+        for prediction in noise.predictions
+    ]
 
 
 async def _followed(rt: Runtime, bucket: str, cls: type[M], *, keys: str = ">") -> RecordCache[M]:
@@ -149,36 +186,60 @@ async def _followed(rt: Runtime, bucket: str, cls: type[M], *, keys: str = ">") 
     return cache
 
 
-async def setup(rt: Runtime) -> None:
-    directory = await rt.node_directory()
-    joins = await rt.bus.kv(BUCKET_JOINS)
-    calibration_kv = await rt.bus.kv(BUCKET_CALIBRATION)
-    await ensure_weights(await rt.bus.kv(BUCKET_WEIGHTS))
-    weights = await _followed(rt, BUCKET_WEIGHTS, WeightsRecord, keys=WEIGHTS_KEY)
-    calibrations = await _followed(rt, BUCKET_CALIBRATION, CalibrationState)
-    pilots = await _followed(rt, BUCKET_PILOTS, PilotDescription)
+class Fusion:
+    """Fusion's handlers: the join of a task's two evaluations into its scores, and the
+    count of completed tasks into the calibration.
 
-    async def join(event: TaskEvent) -> dict[str, bytes]:
+    Args:
+        rt: The service's runtime (its bus and settings).
+        directory: The fleet's node statuses.
+        joins: KV ``qubus_joins``.
+        calibration_kv: KV ``qubus_calibration``, where outcomes are counted.
+        weights: The followed score weights.
+        calibrations: The followed calibrations.
+        pilots: The followed pilots.
+    """
+
+    def __init__(
+        self,
+        rt: Runtime,
+        directory: NodeDirectory,
+        joins: KeyValue,
+        calibration_kv: KeyValue,
+        weights: RecordCache[WeightsRecord],
+        calibrations: RecordCache[CalibrationState],
+        pilots: RecordCache[PilotDescription],
+    ) -> None:
+        self._bus = rt.bus
+        self._settings = rt.settings
+        self._directory = directory
+        self._joins = joins
+        self._calibration_kv = calibration_kv
+        self._weights = weights
+        self._calibrations = calibrations
+        self._pilots = pilots
+
+    async def _join(self, event: TaskEvent) -> dict[str, bytes]:
         """Merge this part into the task's join; returns every part stored so far."""
         while True:
             try:
-                entry = await joins.get(event.task_id)
+                entry = await self._joins.get(event.task_id)
                 parts, revision = msgpack.unpackb(entry.value), entry.revision
             except nats.js.errors.KeyNotFoundError:
                 parts, revision = {}, 0
             parts[PARTS[type(event)]] = codec.encode(event)
             try:
-                await joins.update(event.task_id, msgpack.packb(parts), last=revision)
+                await self._joins.update(event.task_id, msgpack.packb(parts), last=revision)
                 return parts
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue  # another replica wrote in between: merge again
 
-    async def current_weights() -> tuple[Weights, int]:
+    async def _current_weights(self) -> tuple[Weights, int]:
         """The latest weights and their revision (the defaults, 0, if the key was deleted)."""
-        stored = await weights.fetch(WEIGHTS_KEY)
+        stored = await self._weights.fetch(WEIGHTS_KEY)
         return (DEFAULT_WEIGHTS, 0) if stored is None else (stored[0].weights, stored[1])
 
-    async def target_pilot(options: TaskOptions) -> PilotDescription | None:
+    async def _target_pilot(self, options: TaskOptions) -> PilotDescription | None:
         """The pilot the task targets, if any.
 
         Raises:
@@ -186,7 +247,7 @@ async def setup(rt: Runtime) -> None:
         """
         if options.pilot is None:
             return None
-        stored = await pilots.fetch(options.pilot)
+        stored = await self._pilots.fetch(options.pilot)
         if stored is None:
             raise CircuitRejected(
                 f"pilot {options.pilot!r} does not exist (`qubus pilot list` shows the pilots)",
@@ -194,36 +255,37 @@ async def setup(rt: Runtime) -> None:
             )
         return stored[0]
 
-    def node_calibrations(
-        checked: TaskChecked, nodes: Iterable[str]
+    def _node_calibrations(
+        self, checked: TaskChecked, nodes: Iterable[str]
     ) -> dict[str, CalibrationState]:
         """Each node's calibration for the task's circuit class, where one is stored."""
         cls = circuit_class(checked.features)
         return {
             node: held[0]
             for node in nodes
-            if (held := calibrations.get(calibration_key(node, cls))) is not None
+            if (held := self._calibrations.get(calibration_key(node, cls))) is not None
         }
 
-    async def handle(event: TaskEvent, ctx: Context) -> TaskScored | None:
-        parts = await join(event)
+    async def handle(self, event: TaskEvent, ctx: Context) -> TaskScored | None:
+        """The ``fusion`` stage: the task's scores once both its evaluations are in."""
+        parts = await self._join(event)
         if len(parts) < len(PARTS):
             return None
-        checked = await rt.bus.last_event(event.task_id, TaskChecked)
+        checked = await self._bus.last_event(event.task_id, TaskChecked)
         if checked is None:
             raise Retry("the task's checked event is not readable yet")
-        pilot = await target_pilot(checked.options)
+        pilot = await self._target_pilot(checked.options)
         sandbox = codec.decode(parts["sandbox"], SandboxEvaluation)
         noise = codec.decode(parts["noise"], NoiseEvaluation)
-        statuses = directory.require_online(rt.settings.node_timeout_s)
-        weights_now, revision = await current_weights()
+        statuses = self._directory.require_online(self._settings.node_timeout_s)
+        weights, revision = await self._current_weights()
         scores = node_scores(
             checked,
             sandbox,
             noise,
             statuses,
-            weights_now,
-            calibrations=node_calibrations(checked, statuses),
+            weights,
+            calibrations=self._node_calibrations(checked, statuses),
             pilot=pilot,
         )
         return TaskScored(
@@ -235,19 +297,19 @@ async def setup(rt: Runtime) -> None:
             weights_revision=revision,
         )
 
-    async def count_outcome(event: TaskCompleted) -> None:
+    async def _count_outcome(self, event: TaskCompleted) -> None:
         """Add the task's predicted and measured fidelity to its node's calibration."""
         if len(event.nodes) > 1:
             return  # a split run measures several nodes and links, not its lead node
-        checked = await rt.bus.last_event(event.task_id, TaskChecked)
+        checked = await self._bus.last_event(event.task_id, TaskChecked)
         if checked is None:
             log.warning("outcome.no_checked_event")
             return
-        if checked.options.noiseless or rt.settings.noiseless:
+        if checked.options.noiseless or self._settings.noiseless:
             return  # a noiseless run says nothing about the node's noise
         cls = circuit_class(checked.features)
         await update_record(
-            calibration_kv,
+            self._calibration_kv,
             calibration_key(event.node, cls),
             CalibrationState,
             lambda state: observe(
@@ -262,17 +324,29 @@ async def setup(rt: Runtime) -> None:
         )
         log.info("outcome.counted", node=event.node, circuit_class=cls)
 
-    async def learn(event: TaskCompleted, ctx: Context) -> None:
+    async def learn(self, event: TaskCompleted, ctx: Context) -> None:
         """The ``outcomes`` stage. The task has ended: a failure here must never end it again
         (the wrapper would publish ``rejected``/``failed`` for an expected error, or for an
         unexpected one on the last delivery), so errors are retried as unexpected ones and
         then dropped."""
         try:
-            await count_outcome(event)
+            await self._count_outcome(event)
         except Exception as exc:
-            if ctx.deliveries < rt.settings.max_deliver:
+            if ctx.deliveries < self._settings.max_deliver:
                 raise RuntimeError(f"counting the outcome failed: {exc!r}") from exc
             log.exception("outcome.dropped", deliveries=ctx.deliveries)
 
-    await rt.consume(Stage("fusion", [SandboxEvaluation, NoiseEvaluation], handle, concurrency=4))
-    await rt.consume(Stage("outcomes", [TaskCompleted], learn))
+
+async def setup(rt: Runtime) -> None:
+    directory = await rt.node_directory()
+    joins = await rt.bus.kv(BUCKET_JOINS)
+    calibration_kv = await rt.bus.kv(BUCKET_CALIBRATION)
+    await ensure_weights(await rt.bus.kv(BUCKET_WEIGHTS))
+    weights = await _followed(rt, BUCKET_WEIGHTS, WeightsRecord, keys=WEIGHTS_KEY)
+    calibrations = await _followed(rt, BUCKET_CALIBRATION, CalibrationState)
+    pilots = await _followed(rt, BUCKET_PILOTS, PilotDescription)
+    fusion = Fusion(rt, directory, joins, calibration_kv, weights, calibrations, pilots)
+    await rt.consume(
+        Stage("fusion", [SandboxEvaluation, NoiseEvaluation], fusion.handle, concurrency=4)
+    )
+    await rt.consume(Stage("outcomes", [TaskCompleted], fusion.learn))

@@ -11,13 +11,13 @@ import time
 
 import nats.js.errors
 
-from qubus.bus import BUCKET_IDEMPOTENCY, SUBMIT_SUBJECT
-from qubus.ids import idempotency_kv_key, new_task_id
-from qubus.ingest import check_cirq_json, detect_format, task_options
-from qubus.logs import get_logger
-from qubus.messages import SubmitReply, SubmitRequest, TaskIngested
-from qubus.service import Runtime
-from qubus.tracing import TraceContext
+from qubus.bus.connection import BUCKET_IDEMPOTENCY, SUBMIT_SUBJECT
+from qubus.bus.ids import idempotency_kv_key, new_task_id
+from qubus.bus.logs import get_logger
+from qubus.bus.messages import SubmitReply, SubmitRequest, TaskIngested
+from qubus.bus.service import Runtime
+from qubus.bus.tracing import TraceContext
+from qubus.circuits.ingest import check_cirq_json, detect_format, task_options
 
 log = get_logger()
 

@@ -1,6 +1,6 @@
 """link: the entanglement-link emulator. Request/reply on ``qubus.link.epr`` answers one EPR
 pair between two nodes, and on ``qubus.link.reserve`` the pairs a task reserves, from the
-Werner-state model of the topology's links (``qubus.links``); each link's figures and usage
+Werner-state model of the topology's links (``qubus.network.links``); each link's figures and usage
 are kept in KV ``qubus_nodes`` under ``link.<a>.<b>``.
 
 A reservation is sampled from a seed fixed by its task and node pair, and stored in KV
@@ -20,11 +20,14 @@ import nats.js.errors
 import numpy as np
 from nats.js.kv import KeyValue
 
-from qubus import codec
-from qubus.bus import BUCKET_LINKS, BUCKET_NODES, EPR_SUBJECT, RESERVE_SUBJECT, link_key
-from qubus.ids import seed_for
-from qubus.kvrecords import read_record
-from qubus.links import (
+from qubus.bus import codec
+from qubus.bus.connection import BUCKET_LINKS, BUCKET_NODES, EPR_SUBJECT, RESERVE_SUBJECT, link_key
+from qubus.bus.ids import seed_for
+from qubus.bus.kvrecords import read_record
+from qubus.bus.logs import get_logger
+from qubus.bus.messages import EprReply, EprRequest, EprReservation, EprReserve, LinkStatus
+from qubus.bus.service import Runtime
+from qubus.network.links import (
     LinkPlan,
     LinkSpec,
     Reservation,
@@ -34,9 +37,6 @@ from qubus.links import (
     fleet_topology,
     reserve_pairs,
 )
-from qubus.logs import get_logger
-from qubus.messages import EprReply, EprRequest, EprReservation, EprReserve, LinkStatus
-from qubus.service import Runtime
 
 log = get_logger()
 STATUS_INTERVAL_S = 5.0

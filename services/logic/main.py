@@ -1,22 +1,22 @@
 """logic: ``parsed`` → ``checked`` | ``rejected``. Consistency checks with stable codes.
 
 The qubit limit (``L008``) is the larger of the largest online QPU and what the online QPUs
-joined by entanglement links hold together (``qubus.splitplan.split_capacity``): a circuit
-that fits only split passes, and the allocator splits it.
+joined by entanglement links hold together (``qubus.network.splitplan.split_capacity``): a
+circuit that fits only split passes, and the allocator splits it.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from qubus.checks import run_checks
+from qubus.bus.consumer import Context, Stage
+from qubus.bus.messages import TaskChecked, TaskParsed
+from qubus.bus.service import Runtime
 from qubus.circuits import circuit_from_json
-from qubus.consumer import Context, Stage
+from qubus.circuits.checks import run_checks
 from qubus.errors import CircuitRejected
-from qubus.links import fleet_topology
-from qubus.messages import TaskChecked, TaskParsed
-from qubus.service import Runtime
-from qubus.splitplan import FleetView, split_capacity
+from qubus.network.links import fleet_topology
+from qubus.network.splitplan import FleetView, split_capacity
 
 
 def check(event: TaskParsed, fleet_max_qubits: int, split_max_qubits: int) -> TaskChecked:

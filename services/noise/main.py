@@ -1,20 +1,21 @@
 """noise: ``checked`` → ``eval.noise``. For every online QPU, the circuit compiled for it, its
-ESP and its noise budget (``qubus.noise.noise_budget``) from the node's latest calibration in
-KV ``qubus_nodes``. Fusion turns the budget into a predicted fidelity with the sandbox's ideal
-distribution."""
+ESP and its noise budget (``qubus.devices.prediction.noise_budget``) from the node's latest
+calibration in KV ``qubus_nodes``. Fusion turns the budget into a predicted fidelity with the
+sandbox's ideal distribution."""
 
 from __future__ import annotations
 
 import asyncio
 
+from qubus.bus.consumer import Context, Stage
+from qubus.bus.messages import NodePrediction, NodeStatus, NoiseEvaluation, TaskChecked
+from qubus.bus.service import Runtime
 from qubus.circuits import circuit_from_json
-from qubus.compile import compile_for_device
-from qubus.consumer import Context, Stage
-from qubus.devices import device_of
+from qubus.devices.compile import compile_for_device
+from qubus.devices.emulation import emulated_runtime_s
+from qubus.devices.prediction import esp, noise_budget
+from qubus.devices.profiles import device_of
 from qubus.errors import CircuitRejected
-from qubus.messages import NodePrediction, NodeStatus, NoiseEvaluation, TaskChecked
-from qubus.noise import emulated_runtime_s, esp, noise_budget
-from qubus.service import Runtime
 
 
 def predict(event: TaskChecked, statuses: list[NodeStatus]) -> NoiseEvaluation:

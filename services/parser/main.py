@@ -16,15 +16,15 @@ from collections.abc import Sequence
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from qubus import codec
-from qubus.bus import BUCKET_FEATURES, Bus, KVFollower
+from qubus.bus import codec
+from qubus.bus.connection import BUCKET_FEATURES, Bus, KVFollower
+from qubus.bus.consumer import Context, Stage
+from qubus.bus.logs import get_logger
+from qubus.bus.messages import TaskIngested, TaskParsed
+from qubus.bus.service import Runtime
 from qubus.circuits import Features, circuit_features, circuit_to_json, load_circuit
-from qubus.consumer import Context, Stage
+from qubus.circuits.novelty import VECTOR_VERSION, FeatureRecord, NoveltyIndex, feature_vector
 from qubus.errors import InvalidPayload, Retry
-from qubus.logs import get_logger
-from qubus.messages import TaskIngested, TaskParsed
-from qubus.novelty import VECTOR_VERSION, FeatureRecord, NoveltyIndex, feature_vector
-from qubus.service import Runtime
 
 log = get_logger()
 

@@ -3,14 +3,14 @@ noisy emulator of the device its calibration file describes, and keeps the node'
 calibration and queue depth current in KV ``qubus_nodes``.
 
 With ``QUBUS_DRIFT_PERIOD_S`` > 0, a node with a drift series (``ibm_perth``) replays its
-daily calibration snapshots, one per period (``qubus.drift``): each task runs on the
+daily calibration snapshots, one per period (``qubus.devices.drift``): each task runs on the
 calibration current when it starts, and each new calibration is published at once. A task
 allocated on a calibration that is no longer current gets its predicted fidelity recomputed
 on the one it runs on.
 
 With ``QUBUS_BACKGROUND_LOAD`` on, the node replays a real IBM backend's queue of other users'
-jobs (``qubus.load``): its status counts them in its queue depth, and each task waits for the
-jobs queued when it was allocated, each taking the node's mean job time.
+jobs (``qubus.devices.load``): its status counts them in its queue depth, and each task waits for
+the jobs queued when it was allocated, each taking the node's mean job time.
 
 Re-placement (``qubus_services.allocator``): the node runs only a task's current allocation
 and acknowledges superseded ones without running them; and instead of running a task whose
@@ -18,12 +18,12 @@ prediction, recomputed on a calibration newer than the allocation's, fell below 
 fidelity floor or by more than ``QUBUS_REPLACE_DROP``, it publishes ``replace`` (at most
 ``QUBUS_MAX_REPLACEMENTS`` times per task; never for a task pinned to the node).
 
-**Split runs** (``TaskAllocated.split``, ``qubus.splitplan``). Only the plan's lead node
+**Split runs** (``TaskAllocated.split``, ``qubus.network.splitplan``). Only the plan's lead node
 receives the allocation. It reserves the plan's EPR pairs from the link service by
 request/reply on ``qubus.link.reserve`` (one ``EprReserve`` per pair of nodes, ``count`` = the
 remote gates between their parts, ``ideal`` = the task's ``ideal_links``; the link service
 answers the same reservation to a redelivered task), then runs the whole split circuit in its
-worker process (``qubus.distributed.run_split``: each part with its node's noise on the
+worker process (``qubus.network.distributed.run_split``: each part with its node's noise on the
 calibration that node last published, every remote gate with the mean fidelity of the pairs
 reserved for its node pair). The reservation samples the pairs of one shot; every shot needs
 as many fresh ones, so the lead node is held for shots × their latency plus the slowest part's
@@ -42,23 +42,14 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 import numpy as np
+from nats.js.kv import KeyValue
 
-from qubus import codec
-from qubus.allocation import replacement_reason
-from qubus.bus import BUCKET_NODES, RESERVE_SUBJECT, STREAM, node_key
-from qubus.circuits import circuit_from_json
-from qubus.client import request_reply
-from qubus.compile import compile_for_device
-from qubus.consumer import Context, Stage
-from qubus.devices import Device, device_of, load_device
-from qubus.distributed import SplitRun, run_split
-from qubus.drift import DriftReplay
-from qubus.errors import QubusError
-from qubus.fidelity import hellinger_fidelity, hellinger_of_model
-from qubus.ids import seed_for
-from qubus.load import BackgroundLoad
-from qubus.logs import get_logger
-from qubus.messages import (
+from qubus.bus import codec
+from qubus.bus.connection import BUCKET_NODES, RESERVE_SUBJECT, STREAM, node_key
+from qubus.bus.consumer import Context, Stage
+from qubus.bus.ids import seed_for
+from qubus.bus.logs import get_logger
+from qubus.bus.messages import (
     EprReservation,
     EprReserve,
     NodeStatus,
@@ -68,11 +59,22 @@ from qubus.messages import (
     TaskReplace,
     TaskRunning,
 )
-from qubus.noise import JOB_OVERHEAD_S, emulate, emulated_runtime_s, predict_fidelity
-from qubus.replacement import allocation_subject, latest_allocation, qpu_consumer
-from qubus.service import Runtime
-from qubus.splitplan import partition_of
-from qubus.workers import WorkerPool
+from qubus.bus.service import Runtime
+from qubus.bus.workers import WorkerPool
+from qubus.circuits import circuit_from_json
+from qubus.client.aio import request_reply
+from qubus.devices.compile import compile_for_device
+from qubus.devices.drift import DriftReplay
+from qubus.devices.emulation import JOB_OVERHEAD_S, emulate, emulated_runtime_s
+from qubus.devices.fidelity import hellinger_fidelity, hellinger_of_model
+from qubus.devices.load import BackgroundLoad
+from qubus.devices.prediction import predict_fidelity
+from qubus.devices.profiles import Device, device_of, load_device
+from qubus.errors import QubusError
+from qubus.network.distributed import SplitRun, run_split
+from qubus.network.splitplan import partition_of
+from qubus.scheduling.allocation import replacement_reason
+from qubus.scheduling.replacement import allocation_subject, latest_allocation, qpu_consumer
 
 log = get_logger()
 STATUS_INTERVAL_S = 2.0
@@ -95,8 +97,8 @@ def execute(
 
     Returns:
         The counts, the modelled run time, and with ``ideal`` the predicted Hellinger fidelity
-        of this run: on ``device``'s calibration (``qubus.noise.predict_fidelity``), or for a
-        noiseless run that of ``shots`` samples of the ideal distribution itself.
+        of this run: on ``device``'s calibration (``qubus.devices.prediction.predict_fidelity``), or
+        for a noiseless run that of ``shots`` samples of the ideal distribution itself.
     """
     compiled = compile_for_device(circuit_from_json(circuit_json), device)
     counts = emulate(compiled, device, shots, seed=seed, noiseless=noiseless)
@@ -119,9 +121,9 @@ def execute_split(
     noiseless: bool,
     ideal: Mapping[str, float],
 ) -> SplitRun:
-    """Run a split plan (in the worker process): ``qubus.distributed.run_split`` of the plan's
-    partition, part ``i`` on ``devices[i]``, with the Werner fidelity of the pairs per pair of
-    nodes (sorted) and the task's ideal distribution."""
+    """Run a split plan (in the worker process): ``qubus.network.distributed.run_split`` of the
+    plan's partition, part ``i`` on ``devices[i]``, with the Werner fidelity of the pairs per pair
+    of nodes (sorted) and the task's ideal distribution."""
     circuit = circuit_from_json(circuit_json)
     partition = partition_of(circuit, plan)
     return run_split(
@@ -138,9 +140,298 @@ def execute_split(
 
 def predict_on(device: Device, circuit_json: str, shots: int, ideal: Mapping[str, float]) -> float:
     """The predicted Hellinger fidelity of ``shots`` shots of the circuit on ``device``'s
-    calibration (``qubus.noise.predict_fidelity``; the compilation is cached)."""
+    calibration (``qubus.devices.prediction.predict_fidelity``; the compilation is cached)."""
     compiled = compile_for_device(circuit_from_json(circuit_json), device)
     return predict_fidelity(compiled, device, ideal, shots=shots)
+
+
+class QpuNode:
+    """One QPU node's handler and status: it runs the tasks allocated to it on its device's
+    current calibration and reports its calibration, queue depth and whether it is busy.
+
+    Args:
+        rt: The service's runtime (its bus and settings).
+        device: The node's device, as its calibration file describes it.
+        replay: The node's drift replay, if drifting.
+        load: The node's background load, if replayed.
+        pool: The worker process that compiles and emulates.
+        nodes: KV ``qubus_nodes``, where the status is published.
+
+    Attributes:
+        consumer: The durable consumer of the node's allocations.
+    """
+
+    def __init__(
+        self,
+        rt: Runtime,
+        device: Device,
+        replay: DriftReplay | None,
+        load: BackgroundLoad | None,
+        pool: WorkerPool,
+        nodes: KeyValue,
+    ) -> None:
+        self._bus = rt.bus
+        self._settings = rt.settings
+        self._device = device
+        self._replay = replay
+        self._load = load
+        self._pool = pool
+        self._nodes = nodes
+        self.consumer = qpu_consumer(device.id)
+        self._busy = False
+        self._jobs = 0
+        self._job_s = 0.0
+        self._revision = ""
+
+    def _calibration(self) -> Device:
+        """The device as calibrated now: the drift replay's current snapshot, if drifting."""
+        return self._replay.device_at(time.monotonic()) if self._replay else self._device
+
+    def _mean_job_s(self) -> float:
+        """Mean modelled duration of the node's tasks; before the first, its per-job overhead."""
+        return self._job_s / self._jobs if self._jobs else JOB_OVERHEAD_S[self._device.kind]
+
+    async def publish_status(self) -> None:
+        """Put the node's status in KV ``qubus_nodes``, logging a new calibration."""
+        current = self._calibration()
+        if current.revision != self._revision:
+            self._revision = current.revision
+            log.info(
+                "qpu.calibration",
+                revision=current.revision,
+                calibrated_at=current.calibrated_at,
+                usable_qubits=len(current.usable_qubits),
+            )
+        depth = 0
+        try:
+            info = await self._bus.js.consumer_info(STREAM, self.consumer)
+            depth = info.num_pending + info.num_ack_pending
+        except Exception:  # before the consumer exists, or while reconnecting
+            log.debug("qpu.queue_depth_unknown", exc_info=True)
+        background = self._load.jobs_at(time.time()) if self._load else 0
+        status = NodeStatus(
+            node=current.id,
+            kind=current.kind,
+            n_qubits=current.n_qubits,
+            max_circuit_qubits=current.max_circuit_qubits,
+            device=current.model_dump(mode="json"),
+            calibration_revision=current.revision,
+            queue_depth=depth + background,
+            mean_job_s=self._mean_job_s(),
+            busy=self._busy,
+            instance=self._bus.instance,
+            updated_at=time.time(),
+            background_jobs=background,
+        )
+        await self._nodes.put(node_key(self._device.id), codec.encode(status))
+
+    async def _wait_for_background(self, ctx: Context) -> None:
+        """Hold the task until the other users' jobs queued when it arrived have run."""
+        if self._load is None:
+            return
+        arrival = ctx.started - ctx.queue_wait_s  # when the allocation was stored
+        start = self._load.start_after(
+            arrival, job_s=self._mean_job_s(), time_scale=self._settings.time_scale
+        )
+        wait_s = start - time.time()
+        if wait_s > 0:
+            log.info(
+                "qpu.background_wait", jobs=self._load.jobs_at(arrival), wait_s=round(wait_s, 3)
+            )
+            await asyncio.sleep(wait_s)
+
+    async def _recheck(
+        self, event: TaskAllocated, current: Device
+    ) -> tuple[float, TaskReplace | None]:
+        """The task's prediction on the current calibration, and the ``replace`` to publish
+        instead of running it if that prediction no longer justifies the allocation."""
+        predicted = await self._pool.run(
+            predict_on,
+            current,
+            event.circuit,
+            event.options.shots,
+            event.ideal,
+            timeout_s=self._settings.sandbox_timeout_s,
+        )
+        reason = replacement_reason(
+            allocated=event.predicted_fidelity,
+            predicted=predicted,
+            floor=event.options.fidelity_floor,
+            max_drop=self._settings.replace_drop,
+        )
+        pinned = event.options.node is not None
+        if reason is None or pinned or event.attempt >= self._settings.max_replacements:
+            return predicted, None
+        log.info("qpu.replace", reason=reason, attempt=event.attempt)
+        replace = TaskReplace(
+            task_id=event.task_id,
+            node=self._device.id,
+            attempt=event.attempt,
+            reason=reason,
+            predicted_fidelity=predicted,
+            calibration_revision=current.revision,
+        )
+        return predicted, replace
+
+    @contextlib.asynccontextmanager
+    async def _running(self, event: TaskAllocated, ctx: Context) -> AsyncIterator[None]:
+        """The node is busy with the task: ``running`` is published, ``busy`` reported."""
+        self._busy = True
+        try:
+            await ctx.publish(
+                TaskRunning(
+                    task_id=event.task_id,
+                    node=self._device.id,
+                    queue_wait_s=max(0.0, time.time() - ctx.started + ctx.queue_wait_s),
+                )
+            )
+            yield
+        finally:
+            self._busy = False
+
+    async def _occupy(self, modelled_s: float) -> None:
+        """Hold the QPU for the job's modelled duration (× the time scale) and count it."""
+        await asyncio.sleep(modelled_s * self._settings.time_scale)
+        self._jobs += 1
+        self._job_s += modelled_s
+
+    async def _reserve(
+        self, event: TaskAllocated, plan: SplitPlan
+    ) -> tuple[dict[tuple[str, str], float], float]:
+        """The plan's EPR pairs from the link service: per pair of the plan's nodes (sorted)
+        the mean fidelity of its reserved pairs (1 where it needs none), and the time to
+        generate them in turn for every shot (the reservation samples one shot's pairs)."""
+        requests = [
+            EprReserve(
+                task_id=event.task_id, a=a, b=b, count=count, ideal=event.options.ideal_links
+            )
+            for a, b, count in plan.pairs
+        ]
+        replies = await asyncio.gather(
+            *(
+                request_reply(
+                    self._bus.nc, RESERVE_SUBJECT, r, EprReservation, timeout=RESERVE_TIMEOUT_S
+                )
+                for r in requests
+            )
+        )
+        fidelity = dict.fromkeys(itertools.combinations(sorted(plan.nodes), 2), 1.0)
+        for reply in replies:
+            fidelity[tuple(sorted((reply.a, reply.b)))] = statistics.fmean(reply.fidelities)
+        return fidelity, event.options.shots * sum(reply.latency_s for reply in replies)
+
+    async def _plan_devices(self, plan: SplitPlan) -> list[Device]:
+        """The plan's nodes' devices: this node's current calibration, and the one each other
+        node last published.
+
+        Raises:
+            QubusError: ``split.node_unknown`` for a node that has never reported.
+        """
+        statuses = await self._bus.node_statuses()
+        here = self._device.id
+        missing = [n for n in plan.nodes if n != here and n not in statuses]
+        if missing:
+            raise QubusError(
+                f"split plan nodes {missing} have no status", code="split.node_unknown"
+            )
+        return [self._calibration() if n == here else device_of(statuses[n]) for n in plan.nodes]
+
+    async def _run_split_task(
+        self, event: TaskAllocated, plan: SplitPlan, ctx: Context
+    ) -> TaskCompleted:
+        """Reserve the plan's pairs, run the split circuit and hold the node meanwhile."""
+        devices = await self._plan_devices(plan)
+        noiseless = self._settings.noiseless or event.options.noiseless
+        seed = seed_for(event.task_id, "qpu")
+        async with self._running(event, ctx):
+            link_fidelity, latency_s = await self._reserve(event, plan)
+            log.info("qpu.split_reserved", pairs=plan.ebits, latency_s=round(latency_s, 4))
+            run = await self._pool.run(
+                execute_split,
+                plan,
+                devices,
+                event.circuit,
+                link_fidelity,
+                event.options.shots,
+                seed,
+                noiseless,
+                event.ideal,
+                timeout_s=self._settings.sandbox_timeout_s,
+            )
+            await self._occupy(latency_s + run.run_s)
+        return TaskCompleted(
+            task_id=event.task_id,
+            node=self._device.id,
+            counts=run.counts,
+            shots=event.options.shots,
+            seed=seed,
+            predicted_fidelity=run.predicted_fidelity,
+            measured_fidelity=hellinger_fidelity(run.counts, event.ideal),
+            emulated_s=latency_s + run.run_s,
+            calibration_revision=devices[0].revision,
+            allocated_fidelity=event.predicted_fidelity,
+            ebits=run.ebits,
+            nodes=run.nodes,
+        )
+
+    async def handle(
+        self, event: TaskAllocated, ctx: Context
+    ) -> TaskCompleted | TaskReplace | None:
+        """Run the task's current allocation (after the background jobs queued before it),
+        split or on the node's current calibration; or ``replace`` it."""
+        latest = await latest_allocation(self._bus, event.task_id)
+        if latest is not None and latest.attempt != event.attempt:
+            log.info("qpu.superseded", attempt=event.attempt, now_on=latest.node)
+            return None
+        await self._wait_for_background(ctx)
+        if event.split is not None:
+            return await self._run_split_task(event, event.split, ctx)
+        current = self._calibration()
+        noiseless = self._settings.noiseless or event.options.noiseless
+        # The allocation's prediction holds only on the calibration it was computed on.
+        predicted = None
+        if not noiseless and event.calibration_revision != current.revision:
+            predicted, replace = await self._recheck(event, current)
+            if replace is not None:
+                return replace
+        async with self._running(event, ctx):
+            seed = seed_for(event.task_id, "qpu")
+            counts, modelled_s, noiseless_predicted = await self._pool.run(
+                execute,
+                current,
+                event.circuit,
+                event.options.shots,
+                seed,
+                noiseless,
+                event.ideal if noiseless else None,
+                timeout_s=self._settings.sandbox_timeout_s,
+            )
+            await self._occupy(modelled_s)
+        if noiseless:
+            predicted = noiseless_predicted
+        elif predicted is None:
+            predicted = event.predicted_fidelity
+        else:
+            log.info(
+                "qpu.prediction_recomputed",
+                allocated_revision=event.calibration_revision,
+                revision=current.revision,
+                allocated_fidelity=event.predicted_fidelity,
+                predicted_fidelity=predicted,
+            )
+        return TaskCompleted(
+            task_id=event.task_id,
+            node=self._device.id,
+            counts=counts,
+            shots=event.options.shots,
+            seed=seed,
+            predicted_fidelity=predicted,
+            measured_fidelity=hellinger_fidelity(counts, event.ideal),
+            emulated_s=modelled_s,
+            calibration_revision=current.revision,
+            allocated_fidelity=event.predicted_fidelity,
+            nodes=[self._device.id],
+        )
 
 
 async def setup(rt: Runtime) -> None:
@@ -158,258 +449,19 @@ async def setup(rt: Runtime) -> None:
     )
     if load is not None:
         log.info("qpu.background_load", backend=load.backend, period_s=load.period_s)
-    consumer = qpu_consumer(device.id)
     pool = WorkerPool(memory_mb=settings.sandbox_memory_mb)
     pool.start()
     rt.stack.callback(pool.close)
-    nodes = await rt.bus.kv(BUCKET_NODES)
-    state = {"busy": False, "jobs": 0, "job_s": 0.0, "revision": ""}
-
-    def calibration() -> Device:
-        """The device as calibrated now: the drift replay's current snapshot, if drifting."""
-        return replay.device_at(time.monotonic()) if replay else device
-
-    def mean_job_s() -> float:
-        """Mean modelled duration of the node's tasks; before the first, its per-job overhead."""
-        return state["job_s"] / state["jobs"] if state["jobs"] else JOB_OVERHEAD_S[device.kind]
-
-    async def publish_status() -> None:
-        current = calibration()
-        if current.revision != state["revision"]:
-            state["revision"] = current.revision
-            log.info(
-                "qpu.calibration",
-                revision=current.revision,
-                calibrated_at=current.calibrated_at,
-                usable_qubits=len(current.usable_qubits),
-            )
-        depth = 0
-        try:
-            info = await rt.bus.js.consumer_info(STREAM, consumer)
-            depth = info.num_pending + info.num_ack_pending
-        except Exception:  # before the consumer exists, or while reconnecting
-            log.debug("qpu.queue_depth_unknown", exc_info=True)
-        background = load.jobs_at(time.time()) if load else 0
-        status = NodeStatus(
-            node=current.id,
-            kind=current.kind,
-            n_qubits=current.n_qubits,
-            max_circuit_qubits=current.max_circuit_qubits,
-            device=current.model_dump(mode="json"),
-            calibration_revision=current.revision,
-            queue_depth=depth + background,
-            mean_job_s=mean_job_s(),
-            busy=bool(state["busy"]),
-            instance=rt.bus.instance,
-            updated_at=time.time(),
-            background_jobs=background,
-        )
-        await nodes.put(node_key(device.id), codec.encode(status))
-
-    async def wait_for_background(ctx: Context) -> None:
-        """Hold the task until the other users' jobs queued when it arrived have run."""
-        if load is None:
-            return
-        arrival = ctx.started - ctx.queue_wait_s  # when the allocation was stored
-        start = load.start_after(arrival, job_s=mean_job_s(), time_scale=settings.time_scale)
-        wait_s = start - time.time()
-        if wait_s > 0:
-            log.info("qpu.background_wait", jobs=load.jobs_at(arrival), wait_s=round(wait_s, 3))
-            await asyncio.sleep(wait_s)
-
-    async def recheck(event: TaskAllocated, current: Device) -> tuple[float, TaskReplace | None]:
-        """The task's prediction on the current calibration, and the ``replace`` to publish
-        instead of running it if that prediction no longer justifies the allocation."""
-        predicted = await pool.run(
-            predict_on,
-            current,
-            event.circuit,
-            event.options.shots,
-            event.ideal,
-            timeout_s=settings.sandbox_timeout_s,
-        )
-        reason = replacement_reason(
-            allocated=event.predicted_fidelity,
-            predicted=predicted,
-            floor=event.options.fidelity_floor,
-            max_drop=settings.replace_drop,
-        )
-        pinned = event.options.node is not None
-        if reason is None or pinned or event.attempt >= settings.max_replacements:
-            return predicted, None
-        log.info("qpu.replace", reason=reason, attempt=event.attempt)
-        replace = TaskReplace(
-            task_id=event.task_id,
-            node=device.id,
-            attempt=event.attempt,
-            reason=reason,
-            predicted_fidelity=predicted,
-            calibration_revision=current.revision,
-        )
-        return predicted, replace
-
-    @contextlib.asynccontextmanager
-    async def running(event: TaskAllocated, ctx: Context) -> AsyncIterator[None]:
-        """The node is busy with the task: ``running`` is published, ``busy`` reported."""
-        state["busy"] = True
-        try:
-            await ctx.publish(
-                TaskRunning(
-                    task_id=event.task_id,
-                    node=device.id,
-                    queue_wait_s=max(0.0, time.time() - ctx.started + ctx.queue_wait_s),
-                )
-            )
-            yield
-        finally:
-            state["busy"] = False
-
-    async def occupy(modelled_s: float) -> None:
-        """Hold the QPU for the job's modelled duration (× the time scale) and count it."""
-        await asyncio.sleep(modelled_s * settings.time_scale)
-        state["jobs"] += 1
-        state["job_s"] += modelled_s
-
-    async def reserve(
-        event: TaskAllocated, plan: SplitPlan
-    ) -> tuple[dict[tuple[str, str], float], float]:
-        """The plan's EPR pairs from the link service: per pair of the plan's nodes (sorted)
-        the mean fidelity of its reserved pairs (1 where it needs none), and the time to
-        generate them in turn for every shot (the reservation samples one shot's pairs)."""
-        requests = [
-            EprReserve(
-                task_id=event.task_id, a=a, b=b, count=count, ideal=event.options.ideal_links
-            )
-            for a, b, count in plan.pairs
-        ]
-        replies = await asyncio.gather(
-            *(
-                request_reply(
-                    rt.bus.nc, RESERVE_SUBJECT, r, EprReservation, timeout=RESERVE_TIMEOUT_S
-                )
-                for r in requests
-            )
-        )
-        fidelity = dict.fromkeys(itertools.combinations(sorted(plan.nodes), 2), 1.0)
-        for reply in replies:
-            fidelity[tuple(sorted((reply.a, reply.b)))] = statistics.fmean(reply.fidelities)
-        return fidelity, event.options.shots * sum(reply.latency_s for reply in replies)
-
-    async def plan_devices(plan: SplitPlan) -> list[Device]:
-        """The plan's nodes' devices: this node's current calibration, and the one each other
-        node last published.
-
-        Raises:
-            QubusError: ``split.node_unknown`` for a node that has never reported.
-        """
-        statuses = await rt.bus.node_statuses()
-        missing = [n for n in plan.nodes if n != device.id and n not in statuses]
-        if missing:
-            raise QubusError(
-                f"split plan nodes {missing} have no status", code="split.node_unknown"
-            )
-        return [calibration() if n == device.id else device_of(statuses[n]) for n in plan.nodes]
-
-    async def run_split_task(event: TaskAllocated, plan: SplitPlan, ctx: Context) -> TaskCompleted:
-        """Reserve the plan's pairs, run the split circuit and hold the node meanwhile."""
-        devices = await plan_devices(plan)
-        noiseless = settings.noiseless or event.options.noiseless
-        seed = seed_for(event.task_id, "qpu")
-        async with running(event, ctx):
-            link_fidelity, latency_s = await reserve(event, plan)
-            log.info("qpu.split_reserved", pairs=plan.ebits, latency_s=round(latency_s, 4))
-            run = await pool.run(
-                execute_split,
-                plan,
-                devices,
-                event.circuit,
-                link_fidelity,
-                event.options.shots,
-                seed,
-                noiseless,
-                event.ideal,
-                timeout_s=settings.sandbox_timeout_s,
-            )
-            await occupy(latency_s + run.run_s)
-        return TaskCompleted(
-            task_id=event.task_id,
-            node=device.id,
-            counts=run.counts,
-            shots=event.options.shots,
-            seed=seed,
-            predicted_fidelity=run.predicted_fidelity,
-            measured_fidelity=hellinger_fidelity(run.counts, event.ideal),
-            emulated_s=latency_s + run.run_s,
-            calibration_revision=devices[0].revision,
-            allocated_fidelity=event.predicted_fidelity,
-            ebits=run.ebits,
-            nodes=run.nodes,
-        )
-
-    async def handle(event: TaskAllocated, ctx: Context) -> TaskCompleted | TaskReplace | None:
-        latest = await latest_allocation(rt.bus, event.task_id)
-        if latest is not None and latest.attempt != event.attempt:
-            log.info("qpu.superseded", attempt=event.attempt, now_on=latest.node)
-            return None
-        await wait_for_background(ctx)
-        if event.split is not None:
-            return await run_split_task(event, event.split, ctx)
-        current = calibration()
-        noiseless = settings.noiseless or event.options.noiseless
-        # The allocation's prediction holds only on the calibration it was computed on.
-        predicted = None
-        if not noiseless and event.calibration_revision != current.revision:
-            predicted, replace = await recheck(event, current)
-            if replace is not None:
-                return replace
-        async with running(event, ctx):
-            seed = seed_for(event.task_id, "qpu")
-            counts, modelled_s, noiseless_predicted = await pool.run(
-                execute,
-                current,
-                event.circuit,
-                event.options.shots,
-                seed,
-                noiseless,
-                event.ideal if noiseless else None,
-                timeout_s=settings.sandbox_timeout_s,
-            )
-            await occupy(modelled_s)
-        if noiseless:
-            predicted = noiseless_predicted
-        elif predicted is None:
-            predicted = event.predicted_fidelity
-        else:
-            log.info(
-                "qpu.prediction_recomputed",
-                allocated_revision=event.calibration_revision,
-                revision=current.revision,
-                allocated_fidelity=event.predicted_fidelity,
-                predicted_fidelity=predicted,
-            )
-        return TaskCompleted(
-            task_id=event.task_id,
-            node=device.id,
-            counts=counts,
-            shots=event.options.shots,
-            seed=seed,
-            predicted_fidelity=predicted,
-            measured_fidelity=hellinger_fidelity(counts, event.ideal),
-            emulated_s=modelled_s,
-            calibration_revision=current.revision,
-            allocated_fidelity=event.predicted_fidelity,
-            nodes=[device.id],
-        )
-
+    node = QpuNode(rt, device, replay, load, pool, await rt.bus.kv(BUCKET_NODES))
     await rt.consume(
         Stage(
-            consumer,
+            node.consumer,
             [TaskAllocated],
-            handle,
+            node.handle,
             subjects=[allocation_subject(device.id)],
             max_ack_pending=1,
         )
     )
-    await publish_status()
+    await node.publish_status()
     periods = [STATUS_INTERVAL_S] + [r.period_s for r in (replay, load) if r is not None]
-    rt.every(min(periods), publish_status)
+    rt.every(min(periods), node.publish_status)

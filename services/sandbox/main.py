@@ -1,15 +1,16 @@
 """sandbox: ``checked`` → ``eval.sandbox``. The circuit's ideal distribution (qsim), checked
 numerically and reproduced with a second simulator (ΔRepro), in a separate worker process
-under qubit, depth, time and memory limits (``qubus.sandbox``). A circuit beyond a limit fails
-its task (``sandbox.too_large``, ``too_deep``, ``timeout``, ``memory``); the service goes on."""
+under qubit, depth, time and memory limits (``qubus.devices.sandbox``). A circuit beyond a limit
+fails its task (``sandbox.too_large``, ``too_deep``, ``timeout``, ``memory``); the service goes
+on."""
 
 from __future__ import annotations
 
-from qubus.consumer import Context, Stage
-from qubus.messages import SandboxEvaluation, TaskChecked
-from qubus.sandbox import SandboxLimits, evaluate
-from qubus.service import Runtime
-from qubus.workers import WorkerPool
+from qubus.bus.consumer import Context, Stage
+from qubus.bus.messages import SandboxEvaluation, TaskChecked
+from qubus.bus.service import Runtime
+from qubus.bus.workers import WorkerPool
+from qubus.devices.sandbox import SandboxLimits, evaluate
 
 
 async def setup(rt: Runtime) -> None:

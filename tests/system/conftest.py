@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from qubus.client import Client
-from qubus.natsserver import NatsServer
-from qubus.stack import Supervisor, stack_specs
+from qubus.bus.natsserver import NatsServer
+from qubus.cli.stack import Supervisor, stack_specs
+from qubus.client.aio import Client
 
 pytestmark = pytest.mark.system
 
@@ -74,7 +74,7 @@ def qubus_cli():
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "qubus.cli",
+            "qubus.cli.main",
             *args,
             env={**os.environ, "QUBUS_NATS_URL": nats_url},
             stdout=asyncio.subprocess.PIPE,

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from qubus.messages import SubmitRequest, TaskAllocated, TaskCompleted, TaskReplace
-from qubus.stack import ServiceSpec, Supervisor
+from qubus.bus.messages import SubmitRequest, TaskAllocated, TaskCompleted, TaskReplace
+from qubus.cli.stack import ServiceSpec, Supervisor
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 

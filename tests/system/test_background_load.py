@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from qubus.load import load_series
-from qubus.messages import SubmitRequest, TaskRunning, TaskScored
-from qubus.noise import JOB_OVERHEAD_S
+from qubus.bus.messages import SubmitRequest, TaskRunning, TaskScored
+from qubus.devices.emulation import JOB_OVERHEAD_S
+from qubus.devices.load import load_series
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 

@@ -28,11 +28,11 @@ import nats.js.errors
 import pytest
 import yaml
 
-from qubus.bus import STREAM, Bus
-from qubus.client import Client
-from qubus.messages import SubmitRequest
-from qubus.natsserver import MAX_PAYLOAD, server_binary
-from qubus.stack import Supervisor, stack_specs
+from qubus.bus.connection import STREAM, Bus
+from qubus.bus.messages import SubmitRequest
+from qubus.bus.natsserver import MAX_PAYLOAD, server_binary
+from qubus.cli.stack import Supervisor, stack_specs
+from qubus.client.aio import Client
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
 

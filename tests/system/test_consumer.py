@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from qubus import codec
-from qubus.bus import H_MSG_ID, H_TYPE, Bus
-from qubus.consumer import Context, Stage, StageRunner
+from qubus.bus import codec
+from qubus.bus.connection import H_MSG_ID, H_TYPE, Bus
+from qubus.bus.consumer import Context, Stage, StageRunner
+from qubus.bus.messages import TaskIngested, TaskOptions, TaskParsed
+from qubus.bus.tracing import TraceContext
 from qubus.errors import CircuitRejected
-from qubus.messages import TaskIngested, TaskOptions, TaskParsed
-from qubus.tracing import TraceContext
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from qubus.messages import SubmitRequest
+from qubus.bus.messages import SubmitRequest
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 

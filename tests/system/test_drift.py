@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from qubus.devices import drift_devices
-from qubus.messages import SubmitRequest, TaskCompleted
+from qubus.bus.messages import SubmitRequest, TaskCompleted
+from qubus.devices.profiles import drift_devices
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 

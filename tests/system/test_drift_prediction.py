@@ -10,11 +10,11 @@ from collections import defaultdict
 import cirq
 import pytest
 
+from qubus.bus.messages import SubmitRequest, TaskAllocated, TaskCompleted
 from qubus.circuits import circuit_from_json
-from qubus.compile import compile_for_device
-from qubus.devices import Device, drift_devices
-from qubus.messages import SubmitRequest, TaskAllocated, TaskCompleted
-from qubus.noise import predict_fidelity
+from qubus.devices.compile import compile_for_device
+from qubus.devices.prediction import predict_fidelity
+from qubus.devices.profiles import Device, drift_devices
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from qubus.client import Client, task_record
+from qubus.client.aio import Client, task_record
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 

@@ -16,10 +16,10 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NATS
 
-from qubus import codec
-from qubus.bus import BUCKET_NODES, READY_SUBJECT, RESERVE_SUBJECT, link_key
-from qubus.links import LinkPlan, expected_pair, load_topology
-from qubus.messages import EprReservation, EprReserve, LinkStatus, ServiceReady
+from qubus.bus import codec
+from qubus.bus.connection import BUCKET_NODES, READY_SUBJECT, RESERVE_SUBJECT, link_key
+from qubus.bus.messages import EprReservation, EprReserve, LinkStatus, ServiceReady
+from qubus.network.links import LinkPlan, expected_pair, load_topology
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 
@@ -46,7 +46,7 @@ class LinkService:
         env = {**os.environ, "QUBUS_NATS_URL": self.nats_url, "QUBUS_TOPOLOGY": str(TOPOLOGY)}
         with self.log_path.open("ab") as log:  # noqa: ASYNC230 (the child writes to it)
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "qubus.cli", "service", "link", env=env, stderr=log
+                sys.executable, "-m", "qubus.cli.main", "service", "link", env=env, stderr=log
             )
         try:
             while True:

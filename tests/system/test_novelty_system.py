@@ -7,12 +7,12 @@ import signal
 
 import pytest
 
-from qubus import codec
-from qubus.bus import BUCKET_FEATURES
-from qubus.client import Client
-from qubus.messages import SubmitRequest, TaskChecked, TaskParsed, TaskScored
-from qubus.novelty import COMPONENTS, FeatureRecord
-from qubus.scoring import DEFAULT_WEIGHTS
+from qubus.bus import codec
+from qubus.bus.connection import BUCKET_FEATURES
+from qubus.bus.messages import SubmitRequest, TaskChecked, TaskParsed, TaskScored
+from qubus.circuits.novelty import COMPONENTS, FeatureRecord
+from qubus.client.aio import Client
+from qubus.scheduling.scoring import DEFAULT_WEIGHTS
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 

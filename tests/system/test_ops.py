@@ -11,14 +11,14 @@ from collections import defaultdict
 import pytest
 
 from qubus import __version__
-from qubus.client import Client
-from qubus.consumer import Context, Stage, StageRunner
+from qubus.bus.consumer import Context, Stage, StageRunner
+from qubus.bus.health import PING_RESPONSE, STATS_RESPONSE, HealthResponder
+from qubus.bus.logs import BusCopy
+from qubus.bus.messages import SubmitRequest, TaskIngested, TaskOptions
+from qubus.bus.tracing import TraceContext
+from qubus.cli.stack import ServiceSpec, Supervisor
+from qubus.client.aio import Client
 from qubus.errors import CircuitRejected
-from qubus.health import PING_RESPONSE, STATS_RESPONSE, HealthResponder
-from qubus.logs import BusCopy
-from qubus.messages import SubmitRequest, TaskIngested, TaskOptions
-from qubus.stack import ServiceSpec, Supervisor
-from qubus.tracing import TraceContext
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.system
 
 OWNER = """
 import time
-from qubus.natsserver import NatsServer
+from qubus.bus.natsserver import NatsServer
 server = NatsServer()
 server.start()
 print("PIDS", server.process.pid, flush=True)
@@ -26,8 +26,8 @@ time.sleep(120)
 STACK = """
 import asyncio, tempfile, time
 from pathlib import Path
-from qubus.natsserver import NatsServer
-from qubus.stack import Supervisor, stack_specs
+from qubus.bus.natsserver import NatsServer
+from qubus.cli.stack import Supervisor, stack_specs
 
 async def main():
     server = NatsServer()

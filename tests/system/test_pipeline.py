@@ -9,13 +9,13 @@ import cirq
 import msgpack
 import pytest
 
-from qubus import codec
-from qubus.bus import EPR_SUBJECT, SUBMIT_SUBJECT
-from qubus.client import Client
-from qubus.devices import DEFAULT_FLEET
+from qubus.bus import codec
+from qubus.bus.connection import EPR_SUBJECT, SUBMIT_SUBJECT
+from qubus.bus.messages import EprReply, EprRequest, SubmitRequest, TaskCompleted
+from qubus.cli.stack import Supervisor
+from qubus.client.aio import Client
+from qubus.devices.profiles import DEFAULT_FLEET
 from qubus.errors import QubusError
-from qubus.messages import EprReply, EprRequest, SubmitRequest, TaskCompleted
-from qubus.stack import Supervisor
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from qubus.client import Client
-from qubus.messages import SubmitRequest
+from qubus.bus.messages import SubmitRequest
+from qubus.client.aio import Client
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qubus.messages import SubmitRequest
+from qubus.bus.messages import SubmitRequest
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 

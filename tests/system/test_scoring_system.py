@@ -9,12 +9,12 @@ import re
 import nats.errors
 import pytest
 
-from qubus import codec
-from qubus.bus import BUCKET_CALIBRATION, BUCKET_WEIGHTS
-from qubus.client import Client
-from qubus.messages import SubmitRequest, TaskChecked, TaskCompleted, TaskRejected, TaskScored
-from qubus.outcomes import CalibrationState, calibrate, calibration_key, circuit_class
-from qubus.weights import FeedbackRecord
+from qubus.bus import codec
+from qubus.bus.connection import BUCKET_CALIBRATION, BUCKET_WEIGHTS
+from qubus.bus.messages import SubmitRequest, TaskChecked, TaskCompleted, TaskRejected, TaskScored
+from qubus.client.aio import Client
+from qubus.scheduling.outcomes import CalibrationState, calibrate, calibration_key, circuit_class
+from qubus.scheduling.weights import FeedbackRecord
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 

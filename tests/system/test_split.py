@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qubus.replacement import latest_allocation
+from qubus.scheduling.replacement import latest_allocation
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 

@@ -22,9 +22,9 @@ import pytest
 from scipy.stats import chi2_contingency
 
 from qubus.circuits import parse_qasm
-from qubus.compile import compile_for_device
-from qubus.devices import data_dir, load_device
-from qubus.noise import emulate
+from qubus.devices.compile import compile_for_device
+from qubus.devices.emulation import emulate
+from qubus.devices.profiles import data_dir, load_device
 
 pytest.importorskip("qiskit_aer")
 pytest.importorskip("qiskit_ibm_runtime")

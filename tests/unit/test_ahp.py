@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from qubus.ahp import (
+from qubus.errors import QubusError
+from qubus.scheduling.ahp import (
     RANDOM_INDEX,
     SCORE_CRITERIA,
     SCORE_JUDGEMENTS,
@@ -15,8 +16,7 @@ from qubus.ahp import (
     analyse,
     comparison_matrix,
 )
-from qubus.errors import QubusError
-from qubus.scoring import AHP, DEFAULT_WEIGHTS, TERM_WEIGHTS
+from qubus.scheduling.scoring import AHP, DEFAULT_WEIGHTS, TERM_WEIGHTS
 
 
 def test_consistent_matrix_gives_the_weights_it_was_built_from() -> None:

@@ -9,7 +9,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from qubus.allocation import (
+from qubus.bus.messages import NodeScore
+from qubus.errors import CircuitRejected, QubusError
+from qubus.scheduling.allocation import (
     FIDELITY_WEIGHT_S,
     POLICIES,
     Candidate,
@@ -22,8 +24,6 @@ from qubus.allocation import (
     get_policy,
     replacement_reason,
 )
-from qubus.errors import CircuitRejected, QubusError
-from qubus.messages import NodeScore
 
 
 def candidate(node: str, **overrides: object) -> Candidate:

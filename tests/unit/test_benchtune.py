@@ -1,22 +1,23 @@
-"""Weights tuned on the scheduling benchmark (``qubus.benchtune``), with a private cache."""
+"""Weights tuned on the scheduling benchmark (``qubus.scheduling.benchtune``), with a private
+cache."""
 
 from __future__ import annotations
 
 import pytest
 
-from qubus.benchtune import (
+from qubus.circuits import circuit_to_json, parse_qasm
+from qubus.circuits.simulate import ideal_distribution
+from qubus.cli.weights import format_tuning
+from qubus.errors import QubusError
+from qubus.scheduling.benchtune import (
     BenchObjective,
     Outcome,
     outcome_objective,
     tune_on_bench,
     tune_on_outcomes,
 )
-from qubus.circuits import circuit_to_json, parse_qasm
-from qubus.cli_weights import format_tuning
-from qubus.errors import QubusError
-from qubus.schedsim import Workload
-from qubus.scoring import DEFAULT_WEIGHTS
-from qubus.simulate import ideal_distribution
+from qubus.scheduling.schedsim import Workload
+from qubus.scheduling.scoring import DEFAULT_WEIGHTS
 
 WORKLOAD = Workload(seed=1, tasks=12, qpus=3, background=False)
 GHZ = (

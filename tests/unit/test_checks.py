@@ -6,8 +6,8 @@ import cirq
 import pytest
 import sympy
 
-from qubus.checks import CHECKS, CheckReport, run_checks
 from qubus.circuits import parse_qasm
+from qubus.circuits.checks import CHECKS, CheckReport, run_checks
 
 BELL = """OPENQASM 2.0; include "qelib1.inc";
 qreg q[2]; creg c[2];

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qubus.cli import main
+from qubus.cli.main import main
 
 FIGURES = {
     "throughput",

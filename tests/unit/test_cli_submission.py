@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from qubus.cli import build_parser, read_requests
+from qubus.cli.main import build_parser
+from qubus.cli.tasks import read_requests
 
 
 @pytest.mark.parametrize("command", ["run", "submit"])

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from qubus.cli import build_parser, format_allocation, read_requests
-from qubus.cli_weights import format_pilot, format_weights, record_json
-from qubus.pilots import PilotDescription
-from qubus.weights import initial_record, with_pins, with_values
+from qubus.cli.main import build_parser
+from qubus.cli.tasks import format_allocation, read_requests
+from qubus.cli.weights import format_pilot, format_weights, record_json
+from qubus.scheduling.pilots import PilotDescription
+from qubus.scheduling.weights import initial_record, with_pins, with_values
 
 
 def test_weights_show_lists_every_weight_marks_pins_and_the_history() -> None:

@@ -7,12 +7,12 @@ from pathlib import Path
 import cirq
 import pytest
 
-from qubus.compile import compile_for_device
-from qubus.devices import load_device
+from qubus.circuits.simulate import ideal_distribution
+from qubus.devices.compile import compile_for_device
+from qubus.devices.emulation import emulate
+from qubus.devices.fidelity import hellinger_fidelity
+from qubus.devices.profiles import load_device
 from qubus.errors import CircuitRejected
-from qubus.fidelity import hellinger_fidelity
-from qubus.noise import emulate
-from qubus.simulate import ideal_distribution
 
 SHARED_CALIBRATION = Path(__file__).resolve().parents[3] / "shared" / "data" / "calibration"
 

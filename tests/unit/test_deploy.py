@@ -20,9 +20,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from qubus.config import Settings
-from qubus.devices import DEFAULT_FLEET
-from qubus.natsserver import MAX_PAYLOAD, server_binary
+from qubus.bus.config import Settings
+from qubus.bus.natsserver import MAX_PAYLOAD, server_binary
+from qubus.devices.profiles import DEFAULT_FLEET
 from qubus_services import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qubus.devices import DEFAULT_FLEET, Device, DeviceNotFound, data_dir, load_device
+from qubus.devices.profiles import DEFAULT_FLEET, Device, DeviceNotFound, data_dir, load_device
 
 SHARED_CALIBRATION = Path(__file__).resolve().parents[3] / "shared" / "data" / "calibration"
 PACKAGED = (

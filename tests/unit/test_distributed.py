@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 
 from qubus.circuits import parse_qasm
-from qubus.devices import Device, load_device
-from qubus.distributed import (
+from qubus.circuits.simulate import ideal_distribution
+from qubus.devices.fidelity import hellinger_fidelity
+from qubus.devices.profiles import Device, load_device
+from qubus.errors import QubusError
+from qubus.network.distributed import (
     KEY_PREFIX,
     SplitProgram,
     predict_split,
@@ -20,10 +23,7 @@ from qubus.distributed import (
     split_program,
     usable_qubits,
 )
-from qubus.errors import QubusError
-from qubus.fidelity import hellinger_fidelity
-from qubus.partition import partition_circuit
-from qubus.simulate import ideal_distribution
+from qubus.network.partition import partition_circuit
 
 DEV = Path(__file__).parents[3] / "shared" / "data" / "qasm" / "dev"
 NODES = ("ibm_nairobi", "quantinuum_h1_1", "ionq_aria")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from qubus.devices import Device, data_dir, drift_devices, load_device
-from qubus.drift import DriftReplay
+from qubus.devices.drift import DriftReplay
+from qubus.devices.profiles import Device, data_dir, drift_devices, load_device
 
 
 @pytest.fixture(scope="module")

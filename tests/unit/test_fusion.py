@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from qubus.messages import (
+from qubus.bus.messages import (
     Features,
     NodePrediction,
     NodeStatus,
@@ -15,9 +15,9 @@ from qubus.messages import (
     TaskChecked,
     TaskOptions,
 )
-from qubus.outcomes import calibrate, observe
-from qubus.pilots import PilotDescription
-from qubus.scoring import DEFAULT_WEIGHTS
+from qubus.scheduling.outcomes import calibrate, observe
+from qubus.scheduling.pilots import PilotDescription
+from qubus.scheduling.scoring import DEFAULT_WEIGHTS
 from qubus_services.fusion.main import node_scores
 
 NODES = {"alpha": (0.9, 0), "beta": (0.8, 3), "gamma": (0.95, 0)}

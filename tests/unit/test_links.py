@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from qubus.errors import QubusError
-from qubus.links import (
+from qubus.network.links import (
     LinkSpec,
     Topology,
     load_topology,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from qubus.errors import QubusError
-from qubus.links import (
+from qubus.network.links import (
     MAX_PURIFY_ROUNDS,
     LinkFigures,
     LinkPlan,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from qubus.devices import DEFAULT_FLEET
-from qubus.load import BackgroundLoad, backend_for, load_series, series_path
+from qubus.devices.load import BackgroundLoad, backend_for, load_series, series_path
+from qubus.devices.profiles import DEFAULT_FLEET
 
 SHARED_CSV = Path(__file__).resolve().parents[3] / "shared/data/load/ibm_pending_jobs_10min.csv"
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from qubus.cli import format_log_line, instance_row
-from qubus.health import Endpoint, service_id
-from qubus.logs import BusCopy
+from qubus.bus.health import Endpoint, service_id
+from qubus.bus.logs import BusCopy
+from qubus.cli.ops import format_log_line, instance_row
 
 
 def test_a_log_copy_without_a_publisher_neither_queues_nor_counts():

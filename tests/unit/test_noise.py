@@ -8,24 +8,22 @@ import cirq
 import numpy as np
 import pytest
 
-from qubus import codec
-from qubus.compile import compile_for_device
-from qubus.devices import Device, load_device
-from qubus.fidelity import budget_fidelity, fidelity_with_ideal, hellinger_fidelity
-from qubus.messages import NodePrediction, NoiseBudget, NoiseEvaluation
-from qubus.noise import (
+from qubus.bus import codec
+from qubus.bus.messages import NodePrediction, NoiseBudget, NoiseEvaluation
+from qubus.circuits.simulate import ideal_distribution, measurement_keys
+from qubus.devices.compile import compile_for_device
+from qubus.devices.emulation import (
     DENSITY_MATRIX_QUBITS,
     _ClosedFormDamping,
     depolarizing_probability,
     emulate,
     emulated_distribution,
     emulated_runtime_s,
-    noise_budget,
-    predict_fidelity,
     relaxation_process_fidelity,
-    walk_errors,
 )
-from qubus.simulate import ideal_distribution, measurement_keys
+from qubus.devices.fidelity import budget_fidelity, fidelity_with_ideal, hellinger_fidelity
+from qubus.devices.prediction import noise_budget, predict_fidelity, walk_errors
+from qubus.devices.profiles import Device, load_device
 
 
 def ghz(n: int) -> cirq.Circuit:

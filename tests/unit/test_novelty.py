@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qubus.circuits import circuit_features, parse_qasm
-from qubus.novelty import (
+from qubus.circuits.novelty import (
     COMPONENTS,
     NoveltyIndex,
     cosine_similarity,

@@ -1,4 +1,4 @@
-"""Bayesian calibration of predicted against measured fidelity (``qubus.outcomes``)."""
+"""Bayesian calibration of predicted against measured fidelity (``qubus.scheduling.outcomes``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from qubus.messages import Features
-from qubus.outcomes import (
+from qubus.bus.messages import Features
+from qubus.scheduling.outcomes import (
     FORGET,
     META_SCALE,
     PRIOR_ALPHA,

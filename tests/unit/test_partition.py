@@ -10,7 +10,7 @@ import pytest
 
 from qubus.circuits import parse_qasm
 from qubus.errors import QubusError
-from qubus.partition import (
+from qubus.network.partition import (
     control_qubit,
     ebit_lower_bound,
     ebits_of,

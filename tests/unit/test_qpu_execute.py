@@ -6,11 +6,11 @@ import cirq
 import pytest
 
 from qubus.circuits import circuit_to_json
-from qubus.compile import compile_for_device
-from qubus.devices import drift_devices
-from qubus.fidelity import hellinger_fidelity
-from qubus.noise import predict_fidelity
-from qubus.simulate import ideal_distribution
+from qubus.circuits.simulate import ideal_distribution
+from qubus.devices.compile import compile_for_device
+from qubus.devices.fidelity import hellinger_fidelity
+from qubus.devices.prediction import predict_fidelity
+from qubus.devices.profiles import drift_devices
 from qubus_services.qpu.main import execute
 
 SHOTS = 2000

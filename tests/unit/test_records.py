@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from qubus.bus import StoredEvent
-from qubus.client import stage_rows, status_of, task_record
-from qubus.messages import (
+from qubus.bus.connection import StoredEvent
+from qubus.bus.messages import (
     SandboxEvaluation,
     TaskAllocated,
     TaskCompleted,
@@ -12,6 +11,7 @@ from qubus.messages import (
     TaskOptions,
     TaskRejected,
 )
+from qubus.client.aio import stage_rows, status_of, task_record
 
 OPTIONS = TaskOptions(shots=100, source="ghz.qasm")
 

@@ -3,9 +3,9 @@
 The reference reads the file with qiskit's own parsers (``qiskit.qasm2.loads`` with the legacy
 qelib1 instructions, ``qiskit.qasm3.loads`` for OpenQASM 3) and simulates it with qiskit-aer:
 exactly (state vector) when every measurement is final, else by sampling ``SHOTS`` shots. Our
-side is ``qubus.simulate.ideal_distribution(parse_qasm(text))``. Bit strings follow qubus's
-convention (``qubus.simulate.measurement_keys``): one character per measured bit ``c[i]`` (key
-``c_i``), keys in natural order, whatever qiskit's little-endian order of the same bits.
+side is ``qubus.circuits.simulate.ideal_distribution(parse_qasm(text))``. Bit strings follow qubus's
+convention (``qubus.circuits.simulate.measurement_keys``): one character per measured bit ``c[i]``
+(key ``c_i``), keys in natural order, whatever qiskit's little-endian order of the same bits.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qubus import simulate
-from qubus.circuits import parse_qasm
-from qubus.simulate import ideal_distribution, measurement_keys
+from qubus.circuits import parse_qasm, simulate
+from qubus.circuits.simulate import ideal_distribution, measurement_keys
 
 qiskit = pytest.importorskip("qiskit")
 qasm2 = pytest.importorskip("qiskit.qasm2")

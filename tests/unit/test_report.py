@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from qubus.bus import StoredEvent
-from qubus.errors import QubusError
-from qubus.messages import (
+from qubus.bus.connection import StoredEvent
+from qubus.bus.messages import (
     ErrorInfo,
     TaskAllocated,
     TaskCompleted,
@@ -24,8 +23,8 @@ from qubus.messages import (
     TaskRejected,
     TaskRunning,
 )
-from qubus.progress import Progress
-from qubus.report import (
+from qubus.bus.progress import Progress
+from qubus.cli.report import (
     STAGE_ORDER,
     FidelityPoint,
     Interval,
@@ -40,6 +39,7 @@ from qubus.report import (
     render_html,
     stage_latencies,
 )
+from qubus.errors import QubusError
 
 OPTIONS = TaskOptions(shots=100, source="ghz.qasm")
 SEQUENCE = itertools.count(1)

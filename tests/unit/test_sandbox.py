@@ -8,9 +8,10 @@ import resource
 import cirq
 import pytest
 
+from qubus.bus.workers import WorkerPool
 from qubus.circuits import circuit_to_json
-from qubus.errors import SimulationError
-from qubus.sandbox import (
+from qubus.circuits.simulate import ideal_distribution
+from qubus.devices.sandbox import (
     REPRO_MAX_QUBITS,
     SandboxLimits,
     check_numerics,
@@ -18,8 +19,7 @@ from qubus.sandbox import (
     evaluate,
     reproduce,
 )
-from qubus.simulate import ideal_distribution
-from qubus.workers import WorkerPool
+from qubus.errors import SimulationError
 
 Q = cirq.LineQubit.range(REPRO_MAX_QUBITS + 1)
 LIMITS = SandboxLimits(max_qubits=12, max_depth=50, max_outcomes=4096)

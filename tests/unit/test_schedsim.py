@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qubus.devices import load_device
-from qubus.schedsim import (
+from qubus.devices.profiles import load_device
+from qubus.scheduling.schedsim import (
     BASE_FLEET,
     Bench,
     Measurements,

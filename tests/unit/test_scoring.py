@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from qubus.scoring import (
+from qubus.scheduling.scoring import (
     DEFAULT_WEIGHTS,
     FIDELITY_WEIGHT_S,
     REFERENCE_INPUTS,

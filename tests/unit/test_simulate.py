@@ -7,9 +7,7 @@ import math
 import cirq
 import pytest
 
-from qubus.errors import SimulationError
-from qubus.fidelity import hellinger_fidelity
-from qubus.simulate import (
+from qubus.circuits.simulate import (
     ideal_distribution,
     measurement_keys,
     resets_as_swaps,
@@ -17,6 +15,8 @@ from qubus.simulate import (
     unique_keys,
     without_fresh_resets,
 )
+from qubus.devices.fidelity import hellinger_fidelity
+from qubus.errors import SimulationError
 
 Q = [cirq.NamedQubit(f"q_{i}") for i in range(4)]
 Q_CIRCUIT = cirq.Circuit(cirq.H(Q[0]), cirq.measure(Q[0], key="m"))

@@ -1,5 +1,6 @@
 """Split placement without NATS: node sets, plans and their prediction, when to split
-(``qubus.splitplan``), the allocator's split allocation and the logic check's split limit."""
+(``qubus.network.splitplan``), the allocator's split allocation and the logic check's split
+limit."""
 
 from __future__ import annotations
 
@@ -7,17 +8,17 @@ import cirq
 import msgpack
 import pytest
 
-from qubus import codec
-from qubus.allocation import Decision
-from qubus.checks import run_checks
-from qubus.cli import build_parser, format_record, read_requests
-from qubus.devices import load_device
-from qubus.distributed import usable_qubits
+from qubus.bus import codec
+from qubus.bus.messages import NodeScore, TaskAllocated, TaskCompleted, TaskOptions, TaskScored
+from qubus.circuits.checks import run_checks
+from qubus.cli.main import build_parser
+from qubus.cli.tasks import format_record, read_requests
+from qubus.devices.profiles import load_device
 from qubus.errors import CircuitRejected, QubusError
-from qubus.links import Topology, expected_pair
-from qubus.messages import NodeScore, TaskAllocated, TaskCompleted, TaskOptions, TaskScored
-from qubus.partition import Partition
-from qubus.splitplan import (
+from qubus.network.distributed import usable_qubits
+from qubus.network.links import Topology, expected_pair
+from qubus.network.partition import Partition
+from qubus.network.splitplan import (
     FleetView,
     balanced_capacities,
     choose_split,
@@ -27,6 +28,7 @@ from qubus.splitplan import (
     plan_objective,
     split_capacity,
 )
+from qubus.scheduling.allocation import Decision
 from qubus_services.allocator.main import split_allocation
 
 LAM = 100.0

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from qubus.errors import QubusError
-from qubus.scoring import DEFAULT_WEIGHTS, TERM_WEIGHTS, V_TERMS, Weights
-from qubus.tuning import BOUNDS, GaussianProcess, expected_improvement, maximise, tune_weights
+from qubus.scheduling.scoring import DEFAULT_WEIGHTS, TERM_WEIGHTS, V_TERMS, Weights
+from qubus.scheduling.tuning import (
+    BOUNDS,
+    GaussianProcess,
+    expected_improvement,
+    maximise,
+    tune_weights,
+)
 
 
 def quadratic(x: np.ndarray) -> float:

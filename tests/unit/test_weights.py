@@ -1,4 +1,4 @@
-"""Weights records: operator changes, pins, and feedback nudges (``qubus.weights``)."""
+"""Weights records: operator changes, pins, and feedback nudges (``qubus.scheduling.weights``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from qubus.errors import QubusError
-from qubus.scoring import DEFAULT_WEIGHTS, TERM_WEIGHTS, V_TERMS, ScoreInputs, score
-from qubus.weights import (
+from qubus.scheduling.scoring import DEFAULT_WEIGHTS, TERM_WEIGHTS, V_TERMS, ScoreInputs, score
+from qubus.scheduling.weights import (
     FEEDBACK_STEP,
     WeightsRecord,
     initial_record,

@@ -7,12 +7,12 @@ import json
 import msgpack
 import pytest
 
-from qubus import codec
+from qubus.bus import codec
+from qubus.bus.ids import idempotency_kv_key, new_task_id, seed_for
+from qubus.bus.messages import TYPES, SubmitRequest, TaskAllocated, TaskOptions, TaskRejected
+from qubus.bus.tracing import TraceContext
+from qubus.circuits.ingest import check_cirq_json, detect_format
 from qubus.errors import InvalidPayload
-from qubus.ids import idempotency_kv_key, new_task_id, seed_for
-from qubus.ingest import check_cirq_json, detect_format
-from qubus.messages import TYPES, SubmitRequest, TaskAllocated, TaskOptions, TaskRejected
-from qubus.tracing import TraceContext
 
 
 def test_every_type_name_is_versioned_and_unique():

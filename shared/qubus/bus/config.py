@@ -1,0 +1,80 @@
+"""Configuration, read once in each process's ``main()`` from ``QUBUS_*`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every tunable of a qubus process; each field is ``QUBUS_<NAME>`` in the environment.
+
+    Attributes:
+        nats_url: The NATS server. Empty means: the one ``qubus up`` recorded, if any.
+        instance: This process's instance name in logs and traces (default: host-pid).
+        log_level: ``debug``, ``info``, ``warning`` or ``error``.
+        ack_wait_s: How long JetStream waits for an ack before redelivering a message.
+        max_deliver: Deliveries of one message before its task fails as ``internal.error``.
+        max_submit_bytes: Largest accepted circuit text at ingress.
+        duplicate_window_s: How long JetStream remembers ``Nats-Msg-Id`` for de-duplication.
+        stream_replicas: Copies of every stream and KV bucket in a JetStream cluster (3 for
+            a 3-node cluster); 1 on a single server.
+        sandbox_timeout_s: Wall-clock limit of one ideal simulation.
+        sandbox_max_qubits: Largest circuit the sandbox simulates.
+        sandbox_memory_mb: Address-space limit of the sandbox's worker process.
+        sandbox_max_depth: Deepest circuit (moments, operations re-packed) the sandbox simulates.
+        ideal_max_outcomes: Most-likely outcomes kept of an ideal distribution.
+        time_scale: Emulated QPU time is slept for ``time_scale`` × its modelled duration.
+        noiseless: Run every task on the QPU emulators without noise (one task asks for it
+            with ``SubmitRequest.noiseless``).
+        policy: The allocator's policy (``qubus.scheduling.allocation.POLICIES``: ``round_robin``,
+            ``least_loaded``, ``greedy_fidelity``, ``hyperscore``, ``annealing``, ``milp``,
+            ``qaoa``).
+        batch_window_ms: The allocator decides the tasks scored within this window (from the
+            first of them) together, as one batch.
+        batch_max: A batch is decided at once when it reaches this many tasks.
+        fidelity_weight_s: λ of the batch objective that ``annealing``, ``milp`` and ``qaoa``
+            minimise: seconds of completion time one unit of predicted fidelity is worth.
+        replace_drop: A task whose predicted fidelity on its node falls by more than this
+            when the node recalibrates before running it is placed again.
+        max_replacements: Re-placements of one task at most; after that it stays where it is.
+        topology: Path of the link topology JSON: a list of links, or a generated ``ring``,
+            ``ring_chords``, ``line`` or ``star`` (examples in ``deploy/topologies/``);
+            empty means a ring over the default fleet.
+        node_timeout_s: A node whose status is older than this is treated as offline.
+        drift_period_s: Wall-clock seconds per calibration snapshot when a QPU node with a
+            drift series (``ibm_perth``) replays it; 0 keeps its first snapshot (no drift).
+        background_load: Each QPU node replays a real IBM backend's queue of other users'
+            jobs (``qubus.devices.load``): reported in its queue depth, and its tasks wait for them.
+        load_period_s: Wall-clock seconds per 10-minute bin of that replay; the default, 6,
+            compresses time as the default ``time_scale`` (0.01 × 600 s).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="QUBUS_", extra="ignore")
+
+    nats_url: str = ""
+    instance: str = ""
+    log_level: str = "info"
+    ack_wait_s: float = 10.0
+    max_deliver: int = 5
+    max_submit_bytes: int = 256 * 1024
+    duplicate_window_s: float = 600.0
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+    sandbox_timeout_s: float = 30.0
+    sandbox_max_qubits: int = 24
+    sandbox_memory_mb: int = 4096
+    sandbox_max_depth: int = 10_000
+    ideal_max_outcomes: int = 4096
+    time_scale: float = 0.01
+    noiseless: bool = False
+    policy: str = "hyperscore"
+    batch_window_ms: float = Field(default=50.0, ge=0.0)
+    batch_max: int = Field(default=32, ge=1)
+    fidelity_weight_s: float = Field(default=100.0, ge=0.0)
+    replace_drop: float = Field(default=0.1, ge=0.0, le=1.0)
+    max_replacements: int = Field(default=3, ge=0)
+    topology: str = ""
+    node_timeout_s: float = 15.0
+    drift_period_s: float = 0.0
+    background_load: bool = False
+    load_period_s: float = Field(default=6.0, gt=0.0)

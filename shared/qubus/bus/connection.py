@@ -1,0 +1,501 @@
+"""The connection to NATS: one manager per process, the JetStream layout, typed publishing.
+
+Everything a service needs from the bus besides consuming (``qubus.bus.consumer``) lives here:
+connecting with logged reconnects and a health flag, creating the stream and KV buckets
+idempotently, publishing task events with ``Nats-Msg-Id``/``traceparent`` headers, and reading a
+task's events back from the stream, which is the task's record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DeliverPolicy,
+    KeyValueConfig,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.kv import KeyValue
+
+from qubus.bus import codec
+from qubus.bus.codec import M
+from qubus.bus.logs import LOG_SUBJECT_PREFIX, get_logger
+from qubus.bus.messages import LinkStatus, Model, NodeStatus, TaskEvent
+from qubus.bus.tracing import TraceContext
+from qubus.errors import InvalidPayload, Retry
+
+STREAM = "QUBUS_TASKS"
+LOG_STREAM = "QUBUS_LOGS"
+LOG_STREAM_MAX_BYTES = 256 * 1024 * 1024
+TASK_SUBJECTS = "qubus.task.>"
+SUBMIT_SUBJECT = "qubus.submit"
+EPR_SUBJECT = "qubus.link.epr"
+RESERVE_SUBJECT = "qubus.link.reserve"
+READY_SUBJECT = "qubus.svc.ready"
+
+BUCKET_NODES = "qubus_nodes"
+BUCKET_WEIGHTS = "qubus_weights"
+BUCKET_JOINS = "qubus_joins"
+BUCKET_IDEMPOTENCY = "qubus_idempotency"
+BUCKET_FEATURES = "qubus_features"
+BUCKET_CALIBRATION = "qubus_calibration"
+BUCKET_PILOTS = "qubus_pilots"
+BUCKET_LINKS = "qubus_links"
+
+_BUCKETS = (
+    KeyValueConfig(bucket=BUCKET_NODES, history=1, description="QPU and link calibration/status"),
+    KeyValueConfig(bucket=BUCKET_WEIGHTS, history=16, description="score weights by revision"),
+    KeyValueConfig(bucket=BUCKET_JOINS, history=1, ttl=24 * 3600, description="evaluation joins"),
+    KeyValueConfig(
+        bucket=BUCKET_IDEMPOTENCY, history=1, ttl=7 * 24 * 3600, description="key -> task id"
+    ),
+    KeyValueConfig(bucket=BUCKET_FEATURES, history=1, description="fingerprint -> feature vector"),
+    KeyValueConfig(
+        bucket=BUCKET_CALIBRATION, history=1, description="predicted vs measured fidelity"
+    ),
+    KeyValueConfig(bucket=BUCKET_PILOTS, history=4, description="pilot descriptions"),
+    KeyValueConfig(
+        bucket=BUCKET_LINKS, history=1, ttl=7 * 24 * 3600, description="EPR reservations by task"
+    ),
+)
+
+H_TYPE = "Qubus-Type"
+H_SERVICE = "Qubus-Service"
+H_INSTANCE = "Qubus-Instance"
+H_STARTED = "Qubus-Started"
+H_MSG_ID = "Nats-Msg-Id"
+H_TRACEPARENT = "traceparent"
+H_CONTENT_TYPE = "Content-Type"
+
+log = get_logger()
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One task event read back from the stream."""
+
+    subject: str
+    event: TaskEvent
+    service: str
+    instance: str
+    started: float | None
+    published: float
+    sequence: int
+    trace_id: str | None
+
+
+class Bus:
+    """A process's connection to NATS and JetStream.
+
+    Args:
+        url: The NATS server URL.
+        service: This process's service name (recorded on every event it publishes).
+        instance: This process's instance name.
+    """
+
+    def __init__(self, url: str, *, service: str, instance: str) -> None:
+        self.url = url
+        self.service = service
+        self.instance = instance
+        self.healthy = False
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._kv: dict[str, KeyValue] = {}
+        self._closing = False
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise RuntimeError("Bus.connect() has not been called")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("Bus.connect() has not been called")
+        return self._js
+
+    async def connect(self, *, timeout: float = 10.0) -> None:
+        """Connect, with every connection state change logged and reflected in ``healthy``."""
+
+        async def disconnected() -> None:
+            self.healthy = False
+            if not self._closing:
+                log.warning("nats.disconnected", url=self.url)
+
+        async def reconnected() -> None:
+            self.healthy = True
+            log.info("nats.reconnected", url=self.url)
+
+        async def closed() -> None:
+            self.healthy = False
+            log.debug("nats.closed")
+
+        async def error(exc: Exception) -> None:
+            log.warning("nats.error", error=repr(exc))
+
+        self._nc = await nats.connect(
+            self.url,
+            name=f"qubus-{self.service}-{self.instance}",
+            connect_timeout=timeout,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            closed_cb=closed,
+            error_cb=error,
+        )
+        self._js = self._nc.jetstream(timeout=timeout)
+        self.healthy = True
+
+    async def ensure_topology(
+        self, *, duplicate_window_s: float = 600.0, replicas: int = 1
+    ) -> None:
+        """Create the streams and KV buckets, or bring them to this configuration.
+
+        Every service runs this at start; running it again, from any number of processes at
+        once, changes nothing.
+
+        Args:
+            duplicate_window_s: The task stream's de-duplication window.
+            replicas: Copies of every stream and bucket kept in a JetStream cluster (durable
+                consumers inherit their stream's); 1 on a single server.
+        """
+        config = StreamConfig(
+            name=STREAM,
+            subjects=[TASK_SUBJECTS],
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            duplicate_window=duplicate_window_s,
+            max_age=7 * 24 * 3600,
+            description="qubus task events: every stage's output, the task's trace",
+        )
+        logs = StreamConfig(
+            name=LOG_STREAM,
+            subjects=[f"{LOG_SUBJECT_PREFIX}.>"],
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            max_age=24 * 3600,
+            max_bytes=LOG_STREAM_MAX_BYTES,
+            description="every service's log lines, as published on qubus.log.<service>",
+        )
+        for stream in (config, logs):
+            try:
+                await self.js.add_stream(stream)
+            except nats.js.errors.BadRequestError:
+                await self.js.update_stream(stream)
+        for bucket in _BUCKETS:
+            try:
+                self._kv[bucket.bucket] = await self.js.create_key_value(
+                    replace(bucket, replicas=replicas)
+                )
+            except nats.js.errors.BadRequestError:
+                self._kv[bucket.bucket] = await self.js.key_value(bucket.bucket)
+                stream = (await self.js.stream_info(f"KV_{bucket.bucket}")).config
+                if stream.num_replicas != replicas:
+                    stream.num_replicas = replicas
+                    await self.js.update_stream(stream)
+
+    async def kv(self, bucket: str) -> KeyValue:
+        if bucket not in self._kv:
+            self._kv[bucket] = await self.js.key_value(bucket)
+        return self._kv[bucket]
+
+    async def publish_event(
+        self,
+        event: TaskEvent,
+        *,
+        trace: TraceContext,
+        started: float | None = None,
+    ) -> bool:
+        """Publish a task event to the stream and wait for the server's acknowledgement.
+
+        Returns:
+            False if JetStream recognised it as a duplicate of an event already stored (a
+            redelivered or re-run stage), True otherwise.
+        """
+        headers = {
+            H_TYPE: event.TYPE,
+            H_MSG_ID: event.msg_id(),
+            H_TRACEPARENT: trace.child().traceparent,
+            H_SERVICE: self.service,
+            H_INSTANCE: self.instance,
+            H_CONTENT_TYPE: codec.MSGPACK,
+        }
+        if started is not None:
+            headers[H_STARTED] = f"{started:.6f}"
+        ack = await self.js.publish(event.subject(), codec.encode(event), headers=headers)
+        return not ack.duplicate
+
+    async def last_event(self, task_id: str, cls: type[TaskEvent]) -> TaskEvent | None:
+        """The stored event ``cls`` of a task, or None if that stage has not published yet."""
+        try:
+            raw = await self.js.get_last_msg(STREAM, f"qubus.task.{task_id}.{cls.EVENT}")
+        except nats.js.errors.NotFoundError:
+            return None
+        return codec.decode(raw.data, cls)
+
+    async def task_events(self, task_id: str, *, timeout: float = 5.0) -> list[StoredEvent]:
+        """Every event of a task in stream order (the task's trace)."""
+        subject = f"qubus.task.{task_id}.>"
+        info = await self.js.stream_info(STREAM, subjects_filter=subject)
+        stored_count = sum((info.state.subjects or {}).values())
+        events: list[StoredEvent] = []
+        if stored_count == 0:
+            return events
+        sub = await self.js.subscribe(
+            subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL, stream=STREAM
+        )
+        try:
+            received = 0
+            while True:
+                msg = await sub.next_msg(timeout=timeout)
+                received += 1
+                stored = stored_event(msg)
+                if stored is not None:
+                    events.append(stored)
+                if received >= stored_count and msg.metadata.num_pending == 0:
+                    break
+        finally:
+            await sub.unsubscribe()
+        return events
+
+    async def node_statuses(self, *, max_age_s: float | None = None) -> dict[str, NodeStatus]:
+        """The latest status of every QPU node in KV ``qubus_nodes``, read once.
+
+        Services that need the fleet on every task follow it with a ``NodeDirectory`` instead.
+
+        Args:
+            max_age_s: Leave out nodes whose status is older than this (offline nodes).
+        """
+        statuses = {status.node: status for status in await self._latest("node.>", NodeStatus)}
+        return _fresh(statuses, max_age_s)
+
+    async def link_statuses(self) -> list[LinkStatus]:
+        """The latest status of every link in KV ``qubus_nodes``, read once, by link key."""
+        return await self._latest("link.>", LinkStatus)
+
+    async def _latest(self, keys: str, cls: type[M]) -> list[M]:
+        """The latest value of each key of KV ``qubus_nodes`` matching ``keys``, by key.
+
+        Reads the bucket's stream by subject, which (unlike a KV watcher's end-of-values
+        marker) cannot miss a value that is in flight.
+        """
+        stream = f"KV_{BUCKET_NODES}"
+        prefix = f"$KV.{BUCKET_NODES}."
+        info = await self.js.stream_info(stream, subjects_filter=f"{prefix}{keys}")
+        values = []
+        for subject in sorted(info.state.subjects or {}):
+            try:
+                raw = await self.js.get_last_msg(stream, subject)
+            except nats.js.errors.NotFoundError:
+                continue
+            if raw.data:
+                values.append(codec.decode(raw.data, cls))
+        return values
+
+    async def announce_ready(self, message: Model) -> None:
+        await self.nc.publish(READY_SUBJECT, codec.encode(message), headers={H_TYPE: message.TYPE})
+        await self.nc.flush()
+
+    async def close(self) -> None:
+        """Drain subscriptions (finishing in-flight callbacks) and close the connection."""
+        self._closing = True
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await self._nc.drain()
+            except (TimeoutError, nats.errors.ConnectionClosedError):
+                await self._nc.close()
+        self.healthy = False
+
+
+def _fresh(statuses: dict[str, NodeStatus], max_age_s: float | None) -> dict[str, NodeStatus]:
+    if max_age_s is None:
+        return dict(statuses)
+    now = time.time()
+    return {node: s for node, s in statuses.items() if now - s.updated_at <= max_age_s}
+
+
+class KVFollower:
+    """Follows keys of a KV bucket with a watcher, handing every entry to ``on_entry``.
+
+    After a JetStream server is lost, a watcher's ephemeral consumer may be gone with it, and
+    nats-py's own reset of an ordered consumer gives up after one failed attempt during the
+    election. So the watcher is replaced when ``restart()`` asks for it (a reader that knows
+    an entry should have arrived), or when it has been silent for ``idle_s`` (for buckets
+    that are written regularly). A new watcher delivers the current values again.
+
+    Args:
+        bus: The connection.
+        bucket: The bucket.
+        on_entry: Called with every entry (puts, deletes and purges), in order.
+        keys: The keys to follow (a subject pattern).
+        idle_s: Replace a watcher silent this long; None: only on ``restart()``.
+    """
+
+    POLL_S = 1.0
+
+    def __init__(
+        self,
+        bus: Bus,
+        bucket: str,
+        on_entry: Callable[[KeyValue.Entry], None],
+        *,
+        keys: str = ">",
+        idle_s: float | None = None,
+    ) -> None:
+        self._bus = bus
+        self._bucket = bucket
+        self._kv: KeyValue | None = None
+        self._on_entry = on_entry
+        self._keys = keys
+        self._idle_s = idle_s
+        self._restart = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start watching (raises if the bucket cannot be watched now)."""
+        self._kv = await self._bus.kv(self._bucket)
+        watcher = await self._kv.watch(self._keys)
+        self._task = asyncio.create_task(self._follow(watcher))
+
+    def restart(self) -> None:
+        """Replace the watcher within ``POLL_S``."""
+        self._restart.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _follow(self, watcher: KeyValue.KeyWatcher | None) -> None:
+        assert self._kv is not None
+        silent_s = 0.0
+        try:
+            while True:
+                try:
+                    if watcher is None:
+                        watcher, silent_s = await self._kv.watch(self._keys), 0.0
+                    entry = await watcher.updates(timeout=self.POLL_S)
+                    silent_s = 0.0
+                    if entry is not None:  # None: the end-of-current-values marker
+                        self._on_entry(entry)
+                    continue
+                except nats.errors.TimeoutError:
+                    silent_s += self.POLL_S
+                except nats.errors.Error as exc:  # the watch cannot start yet
+                    log.debug("kv.watch_failed", bucket=self._bucket, error=repr(exc))
+                    await asyncio.sleep(self.POLL_S)
+                    continue
+                if self._restart.is_set() or (
+                    self._idle_s is not None and silent_s >= self._idle_s
+                ):
+                    log.debug("kv.watch_restart", bucket=self._bucket, silent_s=silent_s)
+                    self._restart.clear()
+                    await _stop_watcher(watcher)
+                    watcher = None
+        finally:
+            await _stop_watcher(watcher)
+
+
+class NodeDirectory:
+    """Follows KV ``qubus_nodes`` and keeps the latest status of every QPU node in hand.
+
+    A service that consults the fleet for every task asks this instead of the server: the
+    KV watcher pushes each new status as it is written. Nodes write every 2 s, so a watcher
+    silent for ``WATCH_IDLE_S`` is replaced (``KVFollower``).
+    """
+
+    WATCH_IDLE_S = 6.0
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._statuses: dict[str, NodeStatus] = {}
+        self._follower: KVFollower | None = None
+
+    async def start(self) -> None:
+        self._follower = KVFollower(
+            self._bus, BUCKET_NODES, self._apply, keys="node.>", idle_s=self.WATCH_IDLE_S
+        )
+        await self._follower.start()
+
+    def _apply(self, entry: KeyValue.Entry) -> None:
+        node = entry.key.removeprefix("node.")
+        if entry.operation is None and entry.value:
+            try:
+                self._statuses[node] = codec.decode(entry.value, NodeStatus)
+            except InvalidPayload:
+                log.warning("nodes.invalid_status", key=entry.key)
+        else:
+            self._statuses.pop(node, None)
+
+    def online(self, max_age_s: float) -> dict[str, NodeStatus]:
+        """Nodes whose latest status is younger than ``max_age_s``."""
+        return _fresh(self._statuses, max_age_s)
+
+    def require_online(self, max_age_s: float) -> dict[str, NodeStatus]:
+        """``online``, but no node online is a reason to retry the task later, not to judge it
+        against an empty fleet (nodes starting, or the bus failing over).
+
+        Raises:
+            Retry: No node has a status younger than ``max_age_s``.
+        """
+        statuses = self.online(max_age_s)
+        if not statuses:
+            raise Retry(
+                f"no QPU node has reported its status in the last {max_age_s:g} s", delay_s=2.0
+            )
+        return statuses
+
+    async def stop(self) -> None:
+        if self._follower is not None:
+            await self._follower.stop()
+
+
+async def _stop_watcher(watcher: KeyValue.KeyWatcher | None) -> None:
+    if watcher is not None:
+        with contextlib.suppress(nats.errors.Error):
+            await watcher.stop()
+
+
+def stored_event(msg: nats.aio.msg.Msg) -> StoredEvent | None:
+    """A stream message as a typed ``StoredEvent``; None for a message that is not a valid
+    task event (such a message never reached a stage: the stage that received it rejected it).
+    """
+    headers = msg.headers or {}
+    try:
+        event = codec.decode_typed(msg.data, headers.get(H_TYPE, ""))
+    except InvalidPayload:
+        return None
+    if not isinstance(event, TaskEvent):
+        return None
+    started = headers.get(H_STARTED)
+    trace = headers.get(H_TRACEPARENT, "")
+    return StoredEvent(
+        subject=msg.subject,
+        event=event,
+        service=headers.get(H_SERVICE, ""),
+        instance=headers.get(H_INSTANCE, ""),
+        started=float(started) if started else None,
+        published=msg.metadata.timestamp.timestamp(),
+        sequence=msg.metadata.sequence.stream,
+        trace_id=trace[3:35] if trace else None,
+    )
+
+
+def node_key(node: str) -> str:
+    return f"node.{node}"
+
+
+def link_key(a: str, b: str) -> str:
+    return f"link.{a}.{b}"

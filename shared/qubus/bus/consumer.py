@@ -1,0 +1,290 @@
+"""The one consumer wrapper every pipeline stage runs behind.
+
+A stage is a typed coroutine ``async def handle(event, ctx) -> TaskEvent | None``. This module
+does everything else, once: a durable pull consumer shared by all replicas, decoding and
+validation, trace context and log binding, ``in_progress`` heartbeats while the handler runs,
+publishing the result with ``Nats-Msg-Id`` and ``traceparent``, and the acknowledgement policy:
+
+- result published and acknowledged by JetStream → ack;
+- expected error (``QubusError``) → publish ``rejected`` or ``failed`` for the task → ack;
+- ``Retry`` → nak with its delay (on the last allowed delivery: ``failed``);
+- undecodable or invalid payload → publish ``rejected`` → term (never redelivered);
+- unexpected exception → logged with traceback, nak with exponential backoff; on the last
+  allowed delivery the task is published as ``failed`` (``internal.error``) instead.
+
+Each message handled is counted on the runner's ``endpoint`` by outcome (``ok``, ``rejected``,
+``failed``, ``retry``, ``invalid``, ``error``) with its handling time; together with the
+consumer's queue lag (``lag()``) these are what the service reports on ``$SRV.STATS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from qubus.bus import codec
+from qubus.bus.connection import H_TYPE, STREAM, Bus
+from qubus.bus.health import ERROR, Endpoint
+from qubus.bus.logs import get_logger
+from qubus.bus.messages import ErrorInfo, TaskEvent, TaskFailed, TaskRejected
+from qubus.bus.tracing import TraceContext
+from qubus.errors import InvalidPayload, QubusError, Retry
+
+log = get_logger()
+
+
+@dataclass
+class Context:
+    """What a handler may use besides its input event."""
+
+    bus: Bus
+    trace: TraceContext
+    deliveries: int
+    started: float
+    _msg: Msg
+
+    @property
+    def queue_wait_s(self) -> float:
+        """Seconds between the input event's publication and the start of its handling."""
+        return max(0.0, self.started - self._msg.metadata.timestamp.timestamp())
+
+    async def publish(self, event: TaskEvent) -> bool:
+        """Publish an intermediate event (e.g. ``running``) before the handler's result."""
+        return await self.bus.publish_event(event, trace=self.trace, started=self.started)
+
+    async def in_progress(self) -> None:
+        """Tell JetStream the message is still being worked on (resets its ack timer)."""
+        await self._msg.in_progress()
+
+
+Handler = Callable[[TaskEvent, Context], Awaitable[TaskEvent | None]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A pipeline stage: which events it consumes and the handler that turns them into one.
+
+    Attributes:
+        name: The durable consumer's name, shared by every replica of the stage.
+        inputs: The event types consumed; they decide the filter subjects.
+        handler: The typed coroutine called once per message.
+        subjects: Filter subjects overriding those derived from ``inputs``.
+        concurrency: Messages this process handles at once.
+        max_ack_pending: Messages in flight across all replicas (1 makes a strict FIFO).
+    """
+
+    name: str
+    inputs: Sequence[type[TaskEvent]]
+    handler: Handler
+    subjects: Sequence[str] = ()
+    concurrency: int = 1
+    max_ack_pending: int = 256
+
+    def filter_subjects(self) -> list[str]:
+        return list(self.subjects) or [f"qubus.task.*.{cls.EVENT}" for cls in self.inputs]
+
+
+@dataclass
+class StageRunner:
+    """Runs one ``Stage`` on a ``Bus`` until ``stop()``, counting what it handles.
+
+    Attributes:
+        endpoint: The stage's counts and queue lag, as ``$SRV.STATS`` reports them.
+    """
+
+    bus: Bus
+    stage: Stage
+    ack_wait_s: float
+    max_deliver: int
+    endpoint: Endpoint = field(init=False)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _workers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.endpoint = Endpoint(
+            name=self.stage.name,
+            subject=",".join(self.stage.filter_subjects()),
+            queue_group=self.stage.name,
+            kind="consumer",
+            lag=self.lag,
+        )
+
+    async def lag(self) -> dict[str, int]:
+        """The durable consumer's backlog: messages not yet delivered plus those unacknowledged.
+
+        Raises:
+            nats.errors.Error: The consumer cannot be read (e.g. the connection is down).
+        """
+        info = await self.bus.js.consumer_info(STREAM, self.stage.name, timeout=2.0)
+        return {
+            "num_pending": info.num_pending or 0,
+            "num_ack_pending": info.num_ack_pending or 0,
+            "lag": (info.num_pending or 0) + (info.num_ack_pending or 0),
+        }
+
+    async def start(self) -> None:
+        config = ConsumerConfig(
+            durable_name=self.stage.name,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            # Two spare deliveries beyond ours: a process that dies while publishing the
+            # ``failed`` event on the last allowed delivery still gets its task failed.
+            max_deliver=self.max_deliver + 2,
+            max_ack_pending=self.stage.max_ack_pending,
+            filter_subjects=self.stage.filter_subjects(),
+        )
+        await self.bus.js.add_consumer(STREAM, config)
+        types = {cls.TYPE: cls for cls in self.stage.inputs}
+        for _ in range(self.stage.concurrency):
+            sub = await self.bus.js.pull_subscribe_bind(durable=self.stage.name, stream=STREAM)
+            self._workers.append(asyncio.create_task(self._work(sub, types)))
+
+    async def stop(self, *, timeout: float = 30.0) -> None:
+        """Finish the messages in hand, then stop fetching."""
+        self._stopping.set()
+        if self._workers:
+            await asyncio.wait(self._workers, timeout=timeout)
+
+    async def _work(self, sub, types: dict[str, type[TaskEvent]]) -> None:
+        try:
+            await self._fetch_loop(sub, types)
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+
+    async def _fetch_loop(self, sub, types: dict[str, type[TaskEvent]]) -> None:
+        while not self._stopping.is_set():
+            try:
+                msgs = await sub.fetch(1, timeout=1.0)
+            except nats.errors.TimeoutError:
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
+                return
+            except Exception:  # a broken connection is retried; the connection manager logs it
+                log.exception("consumer.fetch_failed", stage=self.stage.name)
+                await asyncio.sleep(1.0)
+                continue
+            for msg in msgs:
+                try:
+                    await self.process(msg, types)
+                except Exception:  # publish or ack failed: unacked, so it is redelivered
+                    log.exception("consumer.settle_failed", stage=self.stage.name)
+
+    async def process(self, msg: Msg, types: dict[str, type[TaskEvent]]) -> None:
+        """Handle one message end to end, following the acknowledgement policy."""
+        started = time.time()
+        clock = time.perf_counter_ns()
+        outcome, error = ERROR, None
+        headers = msg.headers or {}
+        task_id = msg.subject.split(".")[2] if msg.subject.count(".") >= 3 else "unknown"
+        trace = TraceContext.extract(headers)
+        deliveries = msg.metadata.num_delivered
+        structlog.contextvars.bind_contextvars(task_id=task_id, trace_id=trace.trace_id)
+        try:
+            try:
+                cls = types.get(headers.get(H_TYPE, ""))
+                if cls is None:
+                    raise InvalidPayload(
+                        f"stage {self.stage.name} does not take {headers.get(H_TYPE)!r}",
+                        code="payload.unexpected_type",
+                    )
+                event = codec.decode(msg.data, cls)
+            except InvalidPayload as exc:
+                log.warning("message.invalid", error=exc.message, subject=msg.subject)
+                await self._end(TaskRejected, task_id, exc, trace, started)
+                await msg.term()
+                outcome = "invalid"
+                return
+            ctx = Context(self.bus, trace, deliveries, started, msg)
+            outcome, error = await self._handle(event, ctx, msg)
+        except Exception as exc:  # publishing or acknowledging failed; counted, then raised
+            error = exc
+            raise
+        finally:
+            self.endpoint.record(outcome, time.perf_counter_ns() - clock, error)
+            structlog.contextvars.unbind_contextvars("task_id", "trace_id")
+
+    async def _handle(
+        self, event: TaskEvent, ctx: Context, msg: Msg
+    ) -> tuple[str, Exception | None]:
+        """Run the handler and settle the message; returns the outcome and any unexpected
+        error."""
+        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        try:
+            result = await self.stage.handler(event, ctx)
+            if result is not None:
+                await ctx.publish(result)
+            await msg.ack()
+            log.info(
+                "stage.done",
+                output=result.EVENT if result else None,
+                ms=round((time.time() - ctx.started) * 1000, 1),
+                deliveries=ctx.deliveries,
+            )
+            return "ok", None
+        except Retry as exc:
+            if ctx.deliveries < self.max_deliver:
+                log.info("stage.retry", reason=exc.message, delay_s=exc.delay_s)
+                await msg.nak(delay=exc.delay_s)
+                return "retry", None
+            log.warning("stage.retries_exhausted", reason=exc.message)
+            await self._end(TaskFailed, event.task_id, exc, ctx.trace, ctx.started)
+            await msg.ack()
+            return TaskFailed.EVENT, None
+        except QubusError as exc:
+            log.info("stage.ended_task", outcome=exc.outcome, code=exc.code, error=exc.message)
+            end = TaskFailed if exc.outcome == "failed" else TaskRejected
+            await self._end(end, event.task_id, exc, ctx.trace, ctx.started)
+            await msg.ack()
+            return end.EVENT, None
+        except Exception as exc:
+            if ctx.deliveries >= self.max_deliver:
+                log.exception("stage.gave_up", deliveries=ctx.deliveries)
+                error = QubusError(f"{type(exc).__name__}: {exc}", code="internal.error")
+                await self._end(TaskFailed, event.task_id, error, ctx.trace, ctx.started)
+                await msg.ack()
+            else:
+                delay = min(2.0 ** (ctx.deliveries - 1), 30.0)
+                log.exception("stage.error", deliveries=ctx.deliveries, retry_in_s=delay)
+                await msg.nak(delay=delay)
+            return ERROR, exc
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _heartbeat(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self.ack_wait_s / 3)
+            try:
+                await msg.in_progress()
+            except nats.errors.Error:  # reconnecting: the next beat, or a redelivery, follows
+                log.warning("consumer.heartbeat_failed", stage=self.stage.name)
+
+    async def _end(
+        self,
+        cls: type[TaskRejected] | type[TaskFailed],
+        task_id: str,
+        error: QubusError,
+        trace: TraceContext,
+        started: float,
+    ) -> None:
+        """Publish the task's terminal ``rejected``/``failed`` event for ``error``."""
+        info = ErrorInfo.model_validate(error.to_dict())
+        failures = [ErrorInfo.model_validate(f) for f in getattr(error, "failures", [])]
+        if cls is TaskRejected:
+            event: TaskEvent = TaskRejected(
+                task_id=task_id, stage=self.stage.name, error=info, failures=failures
+            )
+        else:
+            event = TaskFailed(task_id=task_id, stage=self.stage.name, error=info)
+        await self.bus.publish_event(event, trace=trace, started=started)

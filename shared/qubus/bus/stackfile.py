@@ -1,0 +1,57 @@
+"""Where ``qubus up`` records the NATS URL it serves, so other commands find it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from qubus.bus.config import Settings
+from qubus.errors import QubusError
+
+
+def stack_file() -> Path:
+    """``$QUBUS_STATE_DIR/stack.json``, by default ``~/.qubus/stack.json``."""
+    return Path(os.environ.get("QUBUS_STATE_DIR") or Path.home() / ".qubus") / "stack.json"
+
+
+def record(url: str, pid: int) -> Path:
+    path = stack_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"url": url, "pid": pid}))
+    return path
+
+
+def forget(pid: int) -> None:
+    """Remove the record if it is still the one ``pid`` wrote."""
+    path = stack_file()
+    try:
+        if json.loads(path.read_text()).get("pid") == pid:
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def recorded_url() -> str | None:
+    """The URL of a running ``qubus up``, or None (no record, or its process is gone)."""
+    try:
+        data = json.loads(stack_file().read_text())
+        os.kill(int(data["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return str(data["url"])
+
+
+def resolve_nats_url(settings: Settings) -> str:
+    """``QUBUS_NATS_URL`` if set, else the running ``qubus up``'s URL.
+
+    Raises:
+        QubusError: neither is available.
+    """
+    url = settings.nats_url or recorded_url()
+    if not url:
+        raise QubusError(
+            "no NATS server: start one with `qubus up` or set QUBUS_NATS_URL",
+            code="nats.unconfigured",
+        )
+    return url

@@ -1,0 +1,897 @@
+"""The recursive-descent parser of OpenQASM 2 and 3, and ``parse_qasm``.
+
+``_Parser`` reads statements, gate definitions, parameter expressions and classical
+conditions from a ``Source`` and expands every gate call inline into cirq operations, against
+the gates of ``stdlib`` and those the program defines. The accepted language and the error
+codes are described in the package docstring.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import NamedTuple, NoReturn
+
+import cirq
+import sympy
+
+from qubus.circuits.qasm.lexer import Source, Token
+from qubus.circuits.qasm.stdlib import (
+    PRELUDE,
+    QELIB1,
+    STDGATES_EXTRAS,
+    TABLE,
+    Builtin,
+    Expr,
+    Gate,
+    GateCall,
+    GateDef,
+    Item,
+    control,
+    invert,
+    stdgates,
+)
+
+__all__ = ["MAX_OPERATIONS", "MAX_REGISTER_SIZE", "parse_qasm"]
+
+#: Largest circuit, in operations after inline expansion, that a program may produce.
+MAX_OPERATIONS = 1_000_000
+#: Largest register a program may declare.
+MAX_REGISTER_SIZE = 65_536
+
+#: Keywords of OpenQASM 3 that this parser knows but does not run, with the words in messages.
+_UNSUPPORTED = {
+    "for": "for loops",
+    "while": "while loops",
+    "def": "def subroutines",
+    "defcal": "defcal pulse calibrations",
+    "defcalgrammar": "defcalgrammar declarations",
+    "cal": "cal pulse blocks",
+    "input": "input declarations",
+    "output": "output declarations",
+    "switch": "switch statements",
+    "box": "box statements",
+    "delay": "delay instructions",
+    "let": "let aliases",
+    "const": "const declarations",
+    "extern": "extern declarations",
+    "return": "return statements",
+    "break": "break statements",
+    "continue": "continue statements",
+    "end": "end statements",
+    "int": "classical int variables",
+    "uint": "classical uint variables",
+    "float": "classical float variables",
+    "angle": "classical angle variables",
+    "bool": "classical bool variables",
+    "complex": "classical complex variables",
+    "duration": "duration variables",
+    "stretch": "stretch variables",
+    "array": "classical arrays",
+    "pragma": "pragmas",
+}
+
+_CONSTANTS = {"pi": math.pi, "π": math.pi, "tau": math.tau, "τ": math.tau, "euler": math.e}
+_FUNCTIONS: dict[str, Callable[[float], float]] = {
+    "sin": math.sin,
+    "cos": math.cos,
+    "tan": math.tan,
+    "exp": math.exp,
+    "ln": math.log,
+    "sqrt": math.sqrt,
+    "arcsin": math.asin,
+    "arccos": math.acos,
+    "arctan": math.atan,
+}
+
+
+@dataclass(frozen=True)
+class ArgRef:
+    """A qubit or bit argument as written: ``name`` or ``name[index]``."""
+
+    name: str
+    index: int | None
+    token: Token
+
+
+@cache
+def _qelib1() -> dict[str, Gate]:
+    """The qelib1.inc gate table (built once): ``stdlib.QELIB1`` and the gates ``stdlib.PRELUDE``
+    defines, which takes a parser to read."""
+    gates: dict[str, Gate] = {name: TABLE[name] for name in QELIB1}
+    parser = _Parser(PRELUDE)
+    parser.gates.update(gates)
+    parser.parse_program()
+    return {**gates, "rccx": parser.gates["rccx"], "rc3x": parser.gates["rc3x"]}
+
+
+#: Each include file: its gates, and the names among them a program may define again.
+_INCLUDES: dict[str, tuple[Callable[[], dict[str, Gate]], frozenset[str]]] = {
+    "qelib1.inc": (_qelib1, frozenset()),
+    "stdgates.inc": (stdgates, STDGATES_EXTRAS),
+}
+
+
+@dataclass
+class _Register:
+    """A declared quantum or classical register; ``size`` is ``None`` for a scalar."""
+
+    name: str
+    size: int | None
+    quantum: bool
+    members: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.size is None:
+            self.members = (self.name,)
+        else:
+            self.members = tuple(f"{self.name}_{i}" for i in range(self.size))
+
+
+class _Parser:
+    """Recursive-descent parser that emits cirq operations as it reads statements."""
+
+    def __init__(self, text: str) -> None:
+        self.source = Source(text)
+        self.tokens = self.source.tokens
+        self.pos = 0
+        self.gates: dict[str, Gate] = {"U": TABLE["U"], "CX": TABLE["CX"]}
+        self.registers: dict[str, _Register] = {}
+        self.ops: list[cirq.Operation] = []
+        self.measured: set[str] = set()
+        self.qubits: dict[str, cirq.NamedQubit] = {}
+        self.redefinable: set[str] = set()
+
+    # -- token helpers ------------------------------------------------------------------------
+
+    def peek(self) -> Token:
+        return self.tokens[self.pos]
+
+    def peek_next(self) -> Token:
+        return self.tokens[min(self.pos + 1, len(self.tokens) - 1)]
+
+    def advance(self) -> Token:
+        token = self.tokens[self.pos]
+        if token.kind != "eof":
+            self.pos += 1
+        return token
+
+    def accept(self, text: str) -> Token | None:
+        token = self.tokens[self.pos]
+        if token.text == text and token.kind != "string":
+            self.pos += 1
+            return token
+        return None
+
+    def expect(self, text: str, what: str | None = None) -> Token:
+        token = self.tokens[self.pos]
+        if token.text != text or token.kind == "string":
+            found = repr(token.text) if token.kind != "eof" else "end of input"
+            self.fail(token, f"expected {what or repr(text)}, found {found}")
+        self.pos += 1
+        return token
+
+    def expect_kind(self, kind: str, what: str) -> Token:
+        token = self.tokens[self.pos]
+        if token.kind != kind:
+            found = repr(token.text) if token.kind != "eof" else "end of input"
+            self.fail(token, f"expected {what}, found {found}")
+        self.pos += 1
+        return token
+
+    def end_statement(self) -> None:
+        token = self.tokens[self.pos]
+        if token.text != ";":
+            previous = self.tokens[self.pos - 1]
+            self.fail(
+                previous,
+                f"missing ';' after {previous.text!r} (found {token.text or 'end of input'!r})",
+                offset=previous.offset + len(previous.text),
+            )
+        self.pos += 1
+
+    def fail(
+        self, token: Token, message: str, code: str = "qasm.syntax", offset: int | None = None
+    ) -> NoReturn:
+        """Raise a ``QasmError`` at ``token`` (or at ``offset`` when given)."""
+        raise self.source.error(token.offset if offset is None else offset, message, code)
+
+    # -- program ------------------------------------------------------------------------------
+
+    def parse_program(self) -> cirq.Circuit:
+        if self.peek().text == "OPENQASM":
+            self.parse_version()
+        while self.peek().kind != "eof":
+            self.parse_statement(())
+        return cirq.Circuit(self.ops)
+
+    def parse_version(self) -> None:
+        self.advance()
+        version = self.advance()
+        if version.kind not in ("int", "real") or version.text.split(".")[0] not in ("2", "3"):
+            self.fail(version, f"unsupported OpenQASM version {version.text!r}", "qasm.unsupported")
+        self.end_statement()
+
+    def parse_statement(self, conditions: tuple[cirq.Condition, ...]) -> None:
+        token = self.peek()
+        text = token.text
+        if token.kind != "id":
+            self.fail(token, f"unexpected {text or 'end of input'!r} at start of a statement")
+        handler = self._STATEMENTS.get(text)
+        if handler is not None and not conditions:
+            handler(self)
+        elif text in _UNSUPPORTED:
+            self.fail(
+                token, f"{_UNSUPPORTED[text]} ('{text}') are not supported", "qasm.unsupported"
+            )
+        elif text == "opaque":
+            self.fail(token, "opaque gates have no definition and cannot run", "qasm.opaque")
+        elif text == "if":
+            self.parse_if(conditions)
+        elif text == "measure" or (text in self.registers and self.peek_next().text in ("=", "[")):
+            self.parse_measure(conditions)
+        elif text == "reset":
+            self.parse_reset(conditions)
+        elif text == "barrier":
+            self.parse_barrier()
+        elif handler is not None:
+            self.fail(token, f"'{text}' cannot be classically controlled", "qasm.unsupported")
+        else:
+            self.parse_gate_call(conditions)
+
+    def parse_include(self) -> None:
+        self.advance()
+        name = self.expect_kind("string", "a file name in double quotes")
+        include = _INCLUDES.get(name.text[1:-1])
+        if include is None:
+            self.fail(
+                name,
+                f"unknown include file {name.text}; known: qelib1.inc, stdgates.inc",
+                "qasm.include",
+            )
+        self.end_statement()
+        gates, redefinable = include
+        self.gates.update(gates())
+        self.redefinable.update(redefinable)
+
+    def parse_old_declaration(self) -> None:
+        keyword = self.advance()
+        name = self.expect_kind("id", "a register name")
+        self.expect("[")
+        size = self.parse_size()
+        self.expect("]")
+        self.declare(name, size, quantum=keyword.text == "qreg")
+        self.end_statement()
+
+    def parse_new_declaration(self) -> None:
+        keyword = self.advance()
+        size: int | None = None
+        if self.accept("["):
+            size = self.parse_size()
+            self.expect("]")
+        name = self.expect_kind("id", "a register name")
+        self.declare(name, size, quantum=keyword.text == "qubit")
+        if keyword.text == "bit" and self.peek().text == "=":
+            self.pos -= 1  # back to the name: ``bit[n] c = measure q;`` reads as ``c = measure q;``
+            self.parse_measure(())
+            return
+        self.end_statement()
+
+    def parse_size(self) -> int:
+        token = self.expect_kind("int", "a register size")
+        size = int(token.text)
+        if size <= 0:
+            self.fail(token, "a register needs at least one element", "qasm.index_range")
+        if size > MAX_REGISTER_SIZE:
+            message = f"register size {size} exceeds the limit {MAX_REGISTER_SIZE}"
+            self.fail(token, message, "qasm.too_large")
+        return size
+
+    def declare(self, name: Token, size: int | None, *, quantum: bool) -> None:
+        if name.text in self.registers or name.text in self.gates:
+            self.fail(name, f"'{name.text}' is already declared", "qasm.redeclared")
+        register = _Register(name.text, size, quantum)
+        self.registers[name.text] = register
+        if quantum:
+            for member in register.members:
+                self.qubits[member] = cirq.NamedQubit(member)
+
+    # -- gate definitions ---------------------------------------------------------------------
+
+    def parse_gate_definition(self) -> None:
+        self.advance()
+        name = self.expect_kind("id", "a gate name")
+        defined = name.text in self.gates and name.text not in self.redefinable
+        if defined or name.text in self.registers:
+            self.fail(name, f"gate '{name.text}' is already defined", "qasm.redeclared")
+        self.redefinable.discard(name.text)
+        params: list[str] = []
+        if self.accept("("):
+            params = self.parse_identifier_list(")", "a parameter name")
+            self.expect(")")
+        qubits = self.parse_identifier_list("{", "a qubit argument name")
+        if not qubits:
+            self.fail(self.peek(), f"gate '{name.text}' needs at least one qubit argument")
+        self.expect("{")
+        body: list[GateCall] = []
+        while not self.accept("}"):
+            body.append(self.parse_body_call(set(params), set(qubits)))
+        size = sum(self.expansion_size(call.name) for call in body)
+        self.gates[name.text] = GateDef(name.text, tuple(params), tuple(qubits), tuple(body), size)
+
+    def expansion_size(self, name: str) -> int:
+        """Operations a call of gate ``name`` expands into, roughly (a built-in counts 1)."""
+        gate = self.gates.get(name)
+        if isinstance(gate, GateDef):
+            return gate.size
+        return 0 if name == "barrier" else 1
+
+    def parse_identifier_list(self, stop: str, what: str) -> list[str]:
+        names: list[str] = []
+        while self.peek().text != stop:
+            token = self.expect_kind("id", what)
+            if token.text in names:
+                self.fail(token, f"'{token.text}' appears twice", "qasm.redeclared")
+            names.append(token.text)
+            if not self.accept(","):
+                break
+        return names
+
+    def parse_body_call(self, params: set[str], qubits: set[str]) -> GateCall:
+        token = self.peek()
+        if token.text == "barrier":
+            self.advance()
+            self.parse_identifier_list(";", "a qubit argument name")
+            self.end_statement()
+            return GateCall("barrier", (), (), (), token)
+        modifiers, name, values = self.parse_call_head(params)
+        args: list[str] = []
+        while self.peek().text != ";":
+            arg = self.expect_kind("id", "a qubit argument")
+            if arg.text not in qubits:
+                self.fail(
+                    arg, f"'{arg.text}' is not a qubit argument of this gate", "qasm.undeclared"
+                )
+            if arg.text in args:
+                self.fail(arg, f"qubit argument '{arg.text}' is used twice", "qasm.duplicate_qubit")
+            args.append(arg.text)
+            if not self.accept(","):
+                break
+        self.end_statement()
+        call = GateCall(name.text, tuple(modifiers), tuple(values), tuple(args), name)
+        self.check_arity(call, len(args))
+        return call
+
+    def parse_call_head(
+        self, params: set[str]
+    ) -> tuple[list[tuple[str, Expr | None]], Token, list[Expr]]:
+        modifiers: list[tuple[str, Expr | None]] = []
+        modifier_words = ("ctrl", "negctrl", "inv", "pow")
+        while self.peek().text in modifier_words and self.peek_next().text in ("(", "@"):
+            kind = self.advance().text
+            argument = None
+            if self.accept("("):
+                # The number of controls fixes the arity, so it may not depend on parameters.
+                argument = self.parse_expression(params if kind == "pow" else set())
+                self.expect(")")
+            elif kind == "pow":
+                self.fail(self.peek(), "pow needs an exponent: pow(k) @")
+            self.expect("@")
+            modifiers.append((kind, argument))
+        name = self.expect_kind("id", "a gate name")
+        if name.text not in self.gates and name.text != "gphase":
+            hint = "" if self.gates.keys() - {"U", "CX"} else ' (missing include "qelib1.inc"?)'
+            self.fail(name, f"unknown gate '{name.text}'{hint}", "qasm.unknown_gate")
+        values: list[Expr] = []
+        if self.accept("("):
+            while self.peek().text != ")":
+                values.append(self.parse_expression(params))
+                if not self.accept(","):
+                    break
+            self.expect(")")
+        return modifiers, name, values
+
+    def check_arity(self, call: GateCall, n_args: int) -> None:
+        n_controls = self.count_controls(call)
+        if call.name == "gphase":
+            n_params, n_qubits = 1, 0
+        else:
+            gate = self.gates[call.name]
+            n_params, n_qubits = gate.n_params, gate.n_qubits
+        if len(call.params) != n_params:
+            self.fail(
+                call.token,
+                f"gate '{call.name}' takes {n_params} parameter(s), got {len(call.params)}",
+                "qasm.arity",
+            )
+        if n_args != n_qubits + n_controls:
+            self.fail(
+                call.token,
+                f"gate '{call.name}' acts on {n_qubits + n_controls} qubit(s), got {n_args}",
+                "qasm.arity",
+            )
+
+    def count_controls(self, call: GateCall) -> int:
+        total = 0
+        for kind, argument in call.modifiers:
+            if kind in ("ctrl", "negctrl"):
+                n = 1 if argument is None else self.constant_int(argument, call.token)
+                if n < 1:
+                    self.fail(call.token, f"{kind} needs a positive number of controls")
+                total += n
+        return total
+
+    def constant_int(self, expr: Expr, token: Token) -> int:
+        value = self.evaluate(expr, {}, token)
+        if value != int(value):
+            self.fail(token, f"expected an integer, got {value}", "qasm.math")
+        return int(value)
+
+    # -- expressions --------------------------------------------------------------------------
+
+    def parse_expression(self, params: set[str]) -> Expr:
+        left = self.parse_term(params)
+        while self.peek().text in ("+", "-"):
+            op = self.advance().text
+            right = self.parse_term(params)
+            left = _binary(op, left, right)
+        return left
+
+    def parse_term(self, params: set[str]) -> Expr:
+        left = self.parse_unary(params)
+        while self.peek().text in ("*", "/"):
+            op = self.advance().text
+            right = self.parse_unary(params)
+            left = _binary(op, left, right)
+        return left
+
+    def parse_unary(self, params: set[str]) -> Expr:
+        if self.accept("-"):
+            operand = self.parse_unary(params)
+            return lambda env: -operand(env)
+        if self.accept("+"):
+            return self.parse_unary(params)
+        base = self.parse_atom(params)
+        if self.peek().text in ("^", "**"):
+            self.advance()
+            exponent = self.parse_unary(params)
+            return _binary("^", base, exponent)
+        return base
+
+    def parse_atom(self, params: set[str]) -> Expr:
+        token = self.advance()
+        if token.kind in ("int", "real"):
+            value = float(token.text)
+            return lambda _env: value
+        if token.text == "(":
+            inner = self.parse_expression(params)
+            self.expect(")")
+            return inner
+        if token.kind == "id":
+            name = token.text
+            if name in params:
+                return lambda env: env[name]
+            if name in _CONSTANTS:
+                value = _CONSTANTS[name]
+                return lambda _env: value
+            if name in _FUNCTIONS:
+                function = _FUNCTIONS[name]
+                self.expect("(", f"'(' after {name}")
+                argument = self.parse_expression(params)
+                self.expect(")")
+                return lambda env: function(argument(env))
+            self.fail(token, f"unknown identifier '{name}' in expression", "qasm.undeclared")
+        found = token.text or "end of input"
+        self.fail(token, f"expected an expression, found {found!r}")
+
+    def evaluate(self, expr: Expr, env: Mapping[str, float], token: Token) -> float:
+        try:
+            value = float(expr(env))
+        except (ArithmeticError, ValueError, TypeError) as error:
+            self.fail(token, f"cannot evaluate a parameter of '{token.text}': {error}", "qasm.math")
+        if not math.isfinite(value):
+            self.fail(token, f"parameter of '{token.text}' is not finite ({value})", "qasm.math")
+        return value
+
+    # -- quantum statements -------------------------------------------------------------------
+
+    def parse_gate_call(self, conditions: tuple[cirq.Condition, ...]) -> None:
+        modifiers, name, values = self.parse_call_head(set())
+        refs = self.parse_arguments(quantum=True)
+        self.end_statement()
+        call = GateCall(name.text, tuple(modifiers), tuple(values), (), name)
+        self.check_arity(call, len(refs))
+        params = [self.evaluate(value, {}, name) for value in values]
+        calls = self.broadcast(refs)
+        self.check_size(self.expansion_size(call.name) * len(calls), name)
+        for qubits in calls:
+            for gate, targets, _phase in self.expand(call, params, qubits, {}):
+                if gate is not None:
+                    self.emit(gate.on(*targets), conditions)
+
+    def expand(
+        self,
+        call: GateCall,
+        params: Sequence[float],
+        qubits: tuple[cirq.Qid, ...],
+        env: Mapping[str, float],
+    ) -> list[Item]:
+        """Expand one call (with its modifiers) on concrete qubits into items.
+
+        Args:
+            call: The call as parsed.
+            params: Its evaluated parameters.
+            qubits: Its qubits, controls of ``ctrl @`` modifiers first.
+            env: Parameters of the enclosing gate definition (for ``pow(k)`` exponents).
+        """
+        n_controls = self.count_controls(call)
+        if call.name == "gphase":
+            items: list[Item] = [(None, (), params[0])]
+        else:
+            gate = self.gates[call.name]
+            items = self.expand_gate(gate, params, qubits[n_controls:])
+        used = n_controls
+        for kind, argument in reversed(call.modifiers):
+            if kind == "inv":
+                items = invert(items)
+            elif kind == "pow":
+                items = self.power(items, self.evaluate(argument, env, call.token), call.token)
+            else:
+                n = 1 if argument is None else self.constant_int(argument, call.token)
+                controls = qubits[used - n : used]
+                used -= n
+                items = control(items, controls, (1 if kind == "ctrl" else 0,) * n)
+        return items
+
+    def expand_gate(
+        self, gate: Gate, params: Sequence[float], qubits: tuple[cirq.Qid, ...]
+    ) -> list[Item]:
+        """Expand a gate without modifiers: a built-in directly, a definition body inline."""
+        if isinstance(gate, Builtin):
+            return gate.expand(params, qubits)
+        env = dict(zip(gate.param_names, params, strict=True))
+        mapping = dict(zip(gate.qubit_names, qubits, strict=True))
+        items: list[Item] = []
+        for call in gate.body:
+            if call.name == "barrier":
+                continue
+            values = [self.evaluate(value, env, call.token) for value in call.params]
+            targets = tuple(mapping[arg] for arg in call.args)
+            items.extend(self.expand(call, values, targets, env))
+        return items
+
+    def power(self, items: list[Item], exponent: float, token: Token) -> list[Item]:
+        if exponent == int(exponent):
+            base = items if exponent >= 0 else invert(items)
+            self.check_size(len(base) * int(abs(exponent)), token)
+            return base * int(abs(exponent))
+        if len(items) != 1 or items[0][0] is None:
+            self.fail(
+                token, "pow(k) with non-integer k needs a single-gate body", "qasm.unsupported"
+            )
+        gate, qubits, phase = items[0]
+        powered = cirq.pow(gate, exponent, None)
+        if powered is None:
+            self.fail(token, f"'{token.text}' has no power {exponent}", "qasm.unsupported")
+        return [(powered, qubits, phase * exponent)]
+
+    def check_size(self, n_operations: int, token: Token) -> None:
+        """Stop a program (nested definitions, ``pow``) from expanding beyond the limit."""
+        if n_operations + len(self.ops) > MAX_OPERATIONS:
+            message = f"'{token.text}' expands the circuit beyond {MAX_OPERATIONS} operations"
+            self.fail(token, message, "qasm.too_large")
+
+    def emit(self, op: cirq.Operation, conditions: tuple[cirq.Condition, ...]) -> None:
+        """Append ``op`` under ``conditions``, with the bits not measured yet read as 0 (their
+        initial value): a condition that is then always true is dropped, and an operation
+        under one that is always false is never emitted."""
+        resolved = []
+        for condition in conditions:
+            known = self.with_unmeasured_bits_zero(condition)
+            if known is False:
+                return
+            if known is not True:
+                resolved.append(known)
+        self.ops.append(op.with_classical_controls(*resolved) if resolved else op)
+
+    def with_unmeasured_bits_zero(self, condition: cirq.Condition) -> cirq.Condition | bool:
+        """``condition`` with every bit not measured so far set to 0: a condition on the
+        measured bits, or its constant value when none is left."""
+        unmeasured = {str(key) for key in condition.keys} - self.measured
+        if not unmeasured:
+            return condition
+        if isinstance(condition, cirq.KeyCondition):
+            return False  # the bit is 0
+        expr = condition.expr.subs({sympy.Symbol(key): 0 for key in unmeasured})
+        if expr in (sympy.true, sympy.false):
+            return bool(expr)
+        return cirq.SympyCondition(expr)
+
+    def parse_arguments(self, *, quantum: bool) -> list[ArgRef]:
+        refs: list[ArgRef] = []
+        while self.peek().text != ";":
+            refs.append(self.parse_argument(quantum=quantum))
+            if not self.accept(","):
+                break
+        return refs
+
+    def parse_argument(self, *, quantum: bool) -> ArgRef:
+        kind = "quantum" if quantum else "classical"
+        token = self.expect_kind("id", f"a {kind} register")
+        if token.text.startswith("$"):
+            self.fail(
+                token, f"physical qubits ('{token.text}') are not supported", "qasm.unsupported"
+            )
+        register = self.registers.get(token.text)
+        if register is None or register.quantum != quantum:
+            self.fail(token, f"{kind} register '{token.text}' is not declared", "qasm.undeclared")
+        index: int | None = None
+        if self.accept("["):
+            index_token = self.expect_kind("int", "an index")
+            index = int(index_token.text)
+            if register.size is None:
+                self.fail(index_token, f"'{token.text}' is not a register", "qasm.index_range")
+            if index >= register.size:
+                message = (
+                    f"index {index} is out of range for '{token.text}' of size {register.size}"
+                )
+                self.fail(index_token, message, "qasm.index_range")
+            if self.peek().text in (":", ","):
+                self.fail(self.peek(), "register slices are not supported", "qasm.unsupported")
+            self.expect("]")
+        return ArgRef(token.text, index, token)
+
+    def members(self, ref: ArgRef) -> tuple[str, ...]:
+        register = self.registers[ref.name]
+        return register.members if ref.index is None else (register.members[ref.index],)
+
+    def broadcast(self, refs: Sequence[ArgRef]) -> list[tuple[cirq.Qid, ...]]:
+        """Qubit tuples of a call, one per broadcast position (``h q;`` is one per qubit)."""
+        groups = [self.members(ref) for ref in refs]
+        sizes = {len(group) for group in groups if len(group) > 1}
+        if len(sizes) > 1:
+            self.fail(
+                refs[0].token, "registers of different sizes in one statement", "qasm.size_mismatch"
+            )
+        width = sizes.pop() if sizes else 1
+        calls = []
+        for i in range(width):
+            qubits = tuple(self.qubits[group[i if len(group) > 1 else 0]] for group in groups)
+            if len(set(qubits)) != len(qubits):
+                self.fail(
+                    refs[0].token,
+                    f"a qubit is used twice in one operation: {qubits}",
+                    "qasm.duplicate_qubit",
+                )
+            calls.append(qubits)
+        return calls
+
+    def parse_measure(self, conditions: tuple[cirq.Condition, ...]) -> None:
+        if conditions:
+            self.fail(self.peek(), "conditional measurement is not supported", "qasm.unsupported")
+        if self.peek().text == "measure":
+            self.advance()
+            source = self.parse_argument(quantum=True)
+            if self.peek().text == ";":
+                self.fail(self.peek(), "measure without a target bit", "qasm.unsupported")
+            self.expect("->", "'->' and a classical target")
+            target = self.parse_argument(quantum=False)
+        else:
+            target = self.parse_argument(quantum=False)
+            self.expect("=")
+            self.expect("measure")
+            source = self.parse_argument(quantum=True)
+        self.end_statement()
+        qubits, bits = self.members(source), self.members(target)
+        if len(qubits) != len(bits):
+            self.fail(
+                source.token,
+                f"measuring {len(qubits)} qubit(s) into {len(bits)} bit(s)",
+                "qasm.size_mismatch",
+            )
+        for qubit, key in zip(qubits, bits, strict=True):
+            self.ops.append(cirq.measure(self.qubits[qubit], key=key))
+            self.measured.add(key)
+
+    def parse_reset(self, conditions: tuple[cirq.Condition, ...]) -> None:
+        self.advance()
+        refs = [self.parse_argument(quantum=True)]
+        self.end_statement()
+        for (qubit,) in self.broadcast(refs):
+            self.emit(cirq.ResetChannel().on(qubit), conditions)
+
+    def parse_barrier(self) -> None:
+        self.advance()
+        self.parse_arguments(quantum=True)
+        self.end_statement()
+
+    # -- classical control --------------------------------------------------------------------
+
+    def parse_if(self, conditions: tuple[cirq.Condition, ...]) -> None:
+        self.advance()
+        self.expect("(")
+        condition = self.parse_condition()
+        self.expect(")")
+        self.parse_branch((*conditions, condition))
+        if self.accept("else"):
+            self.parse_branch((*conditions, _negate(condition)))
+
+    def parse_branch(self, conditions: tuple[cirq.Condition, ...]) -> None:
+        """One statement or a ``{ ... }`` block, every operation under ``conditions``."""
+        if not self.accept("{"):
+            self.parse_statement(conditions)
+            return
+        while not self.accept("}"):
+            if self.peek().kind == "eof":
+                self.fail(self.peek(), "missing '}' at end of block")
+            self.parse_statement(conditions)
+
+    def parse_condition(self) -> cirq.Condition:
+        start = self.peek()
+        value = self.parse_logical()
+        if value.is_bool:
+            return cirq.SympyCondition(value.expr)
+        if isinstance(value.expr, sympy.Symbol):
+            return cirq.KeyCondition(cirq.MeasurementKey(value.expr.name))
+        if value.expr.is_number:
+            self.fail(start, "condition does not depend on any measured bit", "qasm.unsupported")
+        return cirq.SympyCondition(sympy.Ne(value.expr, 0))
+
+    def parse_logical(self) -> _Value:
+        left = self.parse_comparison()
+        while self.peek().text in ("&&", "||"):
+            op = self.advance().text
+            right = self.parse_comparison()
+            a = left.expr if left.is_bool else sympy.Ne(left.expr, 0)
+            b = right.expr if right.is_bool else sympy.Ne(right.expr, 0)
+            left = _Value(sympy.And(a, b) if op == "&&" else sympy.Or(a, b))
+        return left
+
+    def parse_comparison(self) -> _Value:
+        start = self.peek()
+        left = self.parse_bit_expression()
+        if self.peek().text not in _COMPARISONS:
+            return left
+        op = self.advance().text
+        right = self.parse_bit_expression()
+        relation, can_hold = _COMPARISONS[op]
+        if not can_hold(left, right):
+            end = self.tokens[self.pos - 1]
+            written = self.source.text[start.offset : end.offset + len(end.text)]
+            self.fail(
+                start,
+                f"condition '{written}' can never hold: it compares {left.span} with {right.span}",
+                "qasm.condition_range",
+            )
+        return _Value(relation(left.expr, right.expr))
+
+    def parse_bit_expression(self) -> _Value:
+        left = self.parse_bit_atom()
+        while self.peek().text in ("^", "&", "|"):
+            op = self.advance()
+            right = self.parse_bit_atom()
+            if not (left.is_bit and right.is_bit):
+                self.fail(op, f"'{op.text}' is supported on single bits only", "qasm.unsupported")
+            left = _Value(_BIT_OPERATORS[op.text](left.expr, right.expr), 0, 1)
+        return left
+
+    def parse_bit_atom(self) -> _Value:
+        """One operand of a condition, with the range of values it can take."""
+        token = self.peek()
+        if token.text in ("!", "~"):
+            self.advance()
+            operand = self.parse_bit_atom()
+            if not operand.is_bit:
+                self.fail(
+                    token, f"'{token.text}' is supported on single bits only", "qasm.unsupported"
+                )
+            return _Value(1 - operand.expr, 1 - operand.high, 1 - operand.low)
+        if self.accept("("):
+            inner = self.parse_logical()
+            self.expect(")")
+            if inner.is_bool:
+                self.fail(token, "comparisons cannot be nested in a condition", "qasm.unsupported")
+            return inner
+        if token.kind == "int" or token.text in ("true", "false"):
+            self.advance()
+            number = 1 if token.text == "true" else 0 if token.text == "false" else int(token.text)
+            return _Value(sympy.Integer(number), number, number)
+        ref = self.parse_argument(quantum=False)
+        bits = self.members(ref)
+        value = sympy.Add(*(sympy.Integer(2**i) * sympy.Symbol(bit) for i, bit in enumerate(bits)))
+        return _Value(value, 0, 2 ** len(bits) - 1)
+
+    _STATEMENTS: dict[str, Callable[[_Parser], None]] = {
+        "include": parse_include,
+        "qreg": parse_old_declaration,
+        "creg": parse_old_declaration,
+        "qubit": parse_new_declaration,
+        "bit": parse_new_declaration,
+        "gate": parse_gate_definition,
+        "OPENQASM": lambda self: self.fail(self.peek(), "the version line must come first"),
+    }
+
+
+def _binary(op: str, left: Expr, right: Expr) -> Expr:
+    if op == "+":
+        return lambda env: left(env) + right(env)
+    if op == "-":
+        return lambda env: left(env) - right(env)
+    if op == "*":
+        return lambda env: left(env) * right(env)
+    if op == "/":
+        return lambda env: left(env) / right(env)
+    return lambda env: left(env) ** right(env)
+
+
+class _Value(NamedTuple):
+    """An operand of a condition: a sympy expression over bit keys and the least and greatest
+    integer it can take, or (``low`` None) a relation such as ``c == 1``."""
+
+    expr: sympy.Basic
+    low: int | None = None
+    high: int | None = None
+
+    @property
+    def is_bool(self) -> bool:
+        return self.low is None
+
+    @property
+    def span(self) -> str:
+        """The operand's values in words: ``"5"`` or ``"values 0 to 3"``."""
+        if self.low == self.high:
+            return str(self.low)
+        return f"values {self.low} to {self.high}"
+
+    @property
+    def is_bit(self) -> bool:
+        """Whether the operand is 0 or 1 (a bit, or a bit expression)."""
+        return self.low is not None and self.low >= 0 and self.high <= 1
+
+
+#: Each comparison with whether it can hold for some values of operands in their ranges.
+_COMPARISONS: dict[str, tuple[Callable[..., sympy.Basic], Callable[[_Value, _Value], bool]]] = {
+    "==": (sympy.Eq, lambda a, b: a.low <= b.high and b.low <= a.high),
+    "!=": (sympy.Ne, lambda a, b: not a.low == a.high == b.low == b.high),
+    "<": (sympy.StrictLessThan, lambda a, b: a.low < b.high),
+    "<=": (sympy.LessThan, lambda a, b: a.low <= b.high),
+    ">": (sympy.StrictGreaterThan, lambda a, b: a.high > b.low),
+    ">=": (sympy.GreaterThan, lambda a, b: a.high >= b.low),
+}
+
+
+_BIT_OPERATORS: dict[str, Callable[[sympy.Expr, sympy.Expr], sympy.Expr]] = {
+    "^": lambda a, b: a + b - 2 * a * b,
+    "&": lambda a, b: a * b,
+    "|": lambda a, b: a + b - a * b,
+}
+
+
+def _negate(condition: cirq.Condition) -> cirq.Condition:
+    """The condition of an ``else`` branch."""
+    if isinstance(condition, cirq.KeyCondition):
+        return cirq.SympyCondition(sympy.Eq(sympy.Symbol(str(condition.key)), 0))
+    return cirq.SympyCondition(sympy.Not(condition.expr))
+
+
+def parse_qasm(text: str) -> cirq.Circuit:
+    """Parse an OpenQASM 2.0 or OpenQASM 3 program into a ``cirq.Circuit``.
+
+    Args:
+        text: The program. The version line is optional; both grammars are accepted either way.
+
+    Returns:
+        The circuit, with every parameter a float, ready for ``cirq.to_json``.
+
+    Raises:
+        QasmError: The text is not a program this parser accepts; ``code``, ``line`` and
+            ``column`` locate the fault (see the module docstring for the codes).
+    """
+    parser = _Parser(text)
+    try:
+        return parser.parse_program()
+    except RecursionError:
+        token = parser.peek()
+        raise parser.source.error(token.offset, "nested too deeply", "qasm.too_large") from None

@@ -1,0 +1,44 @@
+"""What several ``qubus`` command groups share: the default fleet, a client of the running
+stack, and reading the stored task events."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from qubus.bus import stackfile
+from qubus.bus.config import Settings
+from qubus.bus.connection import STREAM, TASK_SUBJECTS, StoredEvent, stored_event
+from qubus.bus.progress import Progress
+from qubus.client.aio import Client
+
+
+def default_fleet() -> tuple[str, ...]:
+    """The QPU node ids of the default fleet (``qubus.devices.profiles.DEFAULT_FLEET``)."""
+    from qubus.devices.profiles import DEFAULT_FLEET as fleet
+
+    return tuple(fleet)
+
+
+@contextlib.asynccontextmanager
+async def connected() -> AsyncIterator[Client]:
+    """A client of the running stack: the server in QUBUS_NATS_URL, else the one ``qubus up``
+    recorded.
+
+    Raises:
+        QubusError: ``nats.unconfigured`` if there is neither.
+    """
+    client = await Client.connect(stackfile.resolve_nats_url(Settings()))
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def read_task_events(client: Client, *, since: float | None) -> list[StoredEvent]:
+    """Every task event in stream ``QUBUS_TASKS`` stored at or after Unix time ``since``
+    (all if None), in stream order, with a progress bar on a terminal. Events stored after
+    the reading starts are not read."""
+    with Progress(0, "reading task events") as progress:
+        msgs = client.read_stream(STREAM, TASK_SUBJECTS, since=since, progress=progress)
+        return [event async for msg in msgs if (event := stored_event(msg)) is not None]

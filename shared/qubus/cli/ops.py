@@ -1,0 +1,363 @@
+"""The ``qubus`` commands on the stack itself: ``up`` (running one) and ``service`` (one of its
+processes); ``nodes``, ``ps`` and ``logs`` (what its QPU nodes, service instances and logs
+say) and ``report`` (its task events as an HTML page), with the text they print."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from qubus.bus import stackfile
+from qubus.bus.config import Settings
+from qubus.bus.natsserver import NatsServer
+from qubus.cli.common import connected, default_fleet, read_task_events
+from qubus.cli.stack import Supervisor, stack_specs
+from qubus.errors import QubusError
+
+# ------------------------------------------------------------------ parsers
+
+
+def add_up_command(sub: argparse._SubParsersAction) -> None:
+    """Add ``up`` to the ``qubus`` subcommands."""
+    up = sub.add_parser(
+        "up",
+        help="run a whole stack in the foreground until Ctrl-C",
+        description="Start an embedded nats-server on a free loopback port (unless "
+        "QUBUS_NATS_URL is set, then only the services) and every service as a child process; "
+        "restart any that dies; stop everything on Ctrl-C. The NATS URL is printed and "
+        "recorded so other qubus commands on this machine find the stack.",
+    )
+    up.add_argument(
+        "--fleet",
+        default=",".join(default_fleet()),
+        help="comma-separated QPU node ids, one qpu process each (default: %(default)s)",
+    )
+    up.add_argument("--log-dir", type=Path, help="service logs (default: ~/.qubus/logs)")
+    up.add_argument("--store-dir", help="JetStream store of the embedded server (default: temp)")
+
+
+def add_inspection_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``nodes``, ``ps`` and ``logs`` to the ``qubus`` subcommands."""
+    nodes = sub.add_parser(
+        "nodes",
+        help="list QPU nodes (kind, qubits, calibration summary, queue depth) and links",
+        description="List the QPU nodes that have reported to KV qubus_nodes, then the "
+        "entanglement links the link service publishes there: fresh-pair fidelity F0, the "
+        "expected fidelity and latency of one delivered pair (after memory decay and "
+        "purification), the purification floor, and the pairs served and reserved.",
+    )
+    nodes.add_argument("--json", action="store_true", help="print JSON")
+
+    ps = sub.add_parser(
+        "ps",
+        help="list running service instances: version, uptime, handled, errors, queue lag",
+        description="Ask every service instance for its statistics ($SRV.STATS, the nats.micro "
+        "convention) and list the answers: handled and errored messages summed over the "
+        "instance's stages and request subjects, and queue lag (messages pending plus "
+        "unacknowledged on its consumers).",
+    )
+    ps.add_argument("--json", action="store_true", help="print JSON")
+    ps.add_argument(
+        "--timeout", type=float, default=0.5, help="seconds to collect answers (default 0.5)"
+    )
+    ps.add_argument("--expect", type=int, help="stop once this many instances have answered")
+
+    logs_cmd = sub.add_parser(
+        "logs",
+        help="print service log lines (stored for a day in stream QUBUS_LOGS)",
+        description="Print the log lines services published on qubus.log.<service>, as stored "
+        "in the JetStream stream QUBUS_LOGS (one day of them); with --follow, keep printing "
+        "new lines until Ctrl-C. With --task, only that task's lines, from its submission on.",
+    )
+    logs_cmd.add_argument("--service", help="only this service's lines (e.g. parser, qpu)")
+    logs_cmd.add_argument("--task", metavar="ID", help="only lines about this task")
+    logs_cmd.add_argument("--follow", action="store_true", help="keep printing new lines")
+    logs_cmd.add_argument("--json", action="store_true", help="print each line as stored (JSON)")
+
+
+def add_report_command(sub: argparse._SubParsersAction) -> None:
+    """Add ``report`` to the ``qubus`` subcommands."""
+    report = sub.add_parser(
+        "report",
+        help="write an HTML report: QPU occupancy, fidelity, queues, stage latency, policies",
+        description="Read the stored task events (stream QUBUS_TASKS) of the running stack and "
+        "write one self-contained HTML page (plots embedded as PNG): QPU occupancy per node, "
+        "predicted against measured fidelity, queue length per node over time, stage latency "
+        "distributions, a summary table and, with --bench, a comparison of scheduling policies. "
+        "With --json, print the figures the plots show (and write HTML only if --out is given).",
+    )
+    report.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only events stored since WHEN: a duration back from now (90s, 15m, 2h, 1d) or an "
+        "ISO 8601 time, UTC unless it has an offset (default: every stored event)",
+    )
+    report.add_argument("--out", type=Path, help="HTML file to write (default report.html)")
+    report.add_argument(
+        "--bench", type=Path, metavar="FILE", help="output of `qubus bench schedule --json`"
+    )
+    report.add_argument("--json", action="store_true", help="print the report's figures as JSON")
+
+
+def add_service_command(sub: argparse._SubParsersAction) -> None:
+    """Add ``service`` to the ``qubus`` subcommands."""
+    service = sub.add_parser(
+        "service",
+        help="run one service process (what `qubus up` and the Procfile start)",
+        description="Run one service in the foreground until SIGTERM/SIGINT.",
+    )
+    service.add_argument("name", choices=importlib.import_module("qubus_services").SERVICES)
+    service.add_argument("--node", help="the QPU node id (required for the qpu service)")
+
+
+# ------------------------------------------------------------------ the stack
+
+
+async def up(args: argparse.Namespace) -> int:
+    """``qubus up``: run the stack until SIGINT or SIGTERM."""
+    settings = Settings()
+    fleet = [node for node in args.fleet.split(",") if node]
+    server = None
+    url = settings.nats_url
+    if not url:
+        server = NatsServer(args.store_dir)
+        url = server.start()
+    log_dir = args.log_dir or stackfile.stack_file().parent / "logs"
+    supervisor = Supervisor(url, stack_specs(fleet), log_dir=log_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        print(f"qubus: NATS at {url}", flush=True)
+        started = time.monotonic()
+        await supervisor.start()
+        if server is not None:
+            stackfile.record(url, os.getpid())
+        labels = ", ".join(supervisor.children)
+        print(
+            f"qubus: {len(supervisor.children)} services ready in "
+            f"{time.monotonic() - started:.1f} s ({labels}); logs in {log_dir}; Ctrl-C stops",
+            flush=True,
+        )
+        await stop.wait()
+        print("qubus: stopping", flush=True)
+    finally:
+        stackfile.forget(os.getpid())
+        await supervisor.stop()
+        if server is not None:
+            server.stop()
+    return 0
+
+
+def service(args: argparse.Namespace) -> int:
+    """``qubus service NAME``: run one service process until SIGTERM/SIGINT."""
+    from qubus.bus.service import run_service
+
+    if args.name == "qpu" and not args.node:
+        print("qubus: the qpu service needs --node ID", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"qubus_services.{args.name}.main")
+    run_service(args.name, module.setup, node=args.node)
+    return 0
+
+
+# ------------------------------------------------------------------ inspection
+
+
+async def _nodes(args: argparse.Namespace) -> int:
+    async with connected() as client:
+        statuses = await client.bus.node_statuses()
+        links = [link.model_dump() for link in await client.bus.link_statuses()]
+    now = time.time()
+    rows = []
+    for node in sorted(statuses):
+        status = statuses[node]
+        rows.append(
+            {
+                "node": node,
+                "kind": status.kind,
+                "qubits": status.n_qubits,
+                "max_circuit_qubits": status.max_circuit_qubits,
+                "queue_depth": status.queue_depth,
+                "busy": status.busy,
+                "online": now - status.updated_at <= Settings().node_timeout_s,
+                "calibration_revision": status.calibration_revision,
+                "calibration": _calibration_summary(status.device),
+            }
+        )
+    if args.json:
+        print(json.dumps({"nodes": rows, "links": links}))
+        return 0
+    if not rows:
+        print("no QPU node has reported")
+    else:
+        print(
+            f"{'NODE':<18} {'KIND':<16} {'QUBITS':>6} {'QUEUE':>5}  {'STATE':<8}"
+            f"{'1Q ERR':>9} {'2Q ERR':>9} {'READOUT':>8} {'T1 us':>9} {'T2 us':>9}  CALIBRATED"
+        )
+    for row in rows:
+        print(_node_line(row))
+    if links:
+        print()
+        print(
+            f"{'LINK':<34} {'F0':>5} {'PAIR F':>7} {'LATENCY ms':>10} {'PURIFY <':>8} "
+            f"{'SERVED':>7} {'RESERVED':>9}"
+        )
+    for link in links:
+        floor = "-" if link["purify_below"] is None else f"{link['purify_below']:.2f}"
+        pair_f = "-" if link["expected_fidelity"] is None else f"{link['expected_fidelity']:.3f}"
+        print(
+            f"{link['a'] + ' - ' + link['b']:<34} {link['f0']:>5.2f} {pair_f:>7} "
+            f"{link['expected_latency_s'] * 1e3:>10.2f} {floor:>8} {link['pairs_served']:>7} "
+            f"{link['pairs_reserved']:>9}"
+        )
+    return 0
+
+
+def _node_line(row: dict[str, Any]) -> str:
+    """One row of ``qubus nodes``."""
+    cal = row["calibration"]
+    state = ("busy" if row["busy"] else "idle") if row["online"] else "offline"
+    return (
+        f"{row['node']:<18} {row['kind']:<16} {row['qubits']:>6} {row['queue_depth']:>5}  "
+        f"{state:<8}{_figure(cal.get('median_1q_error')):>9} "
+        f"{_figure(cal.get('median_2q_error')):>9} "
+        f"{_figure(cal.get('median_readout_error')):>8} "
+        f"{_figure(cal.get('median_t1_us')):>9} {_figure(cal.get('median_t2_us')):>9}  "
+        f"{str(cal.get('calibrated_at', ''))[:10]}"
+    )
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _calibration_summary(device: dict[str, Any]) -> dict[str, Any]:
+    from qubus.devices.profiles import Device
+
+    return Device.model_validate(device).summary()
+
+
+async def _ps(args: argparse.Namespace) -> int:
+    async with connected() as client:
+        replies = await client.services("STATS", timeout=args.timeout, expected=args.expect)
+    rows = [instance_row(reply) for reply in replies]
+    if args.json:
+        print(json.dumps({"instances": rows}))
+        return 0
+    if not rows:
+        print("no service instance answered")
+        return 0
+    print(
+        f"{'SERVICE':<10} {'NODE':<18} {'ID':<28} {'VERSION':<8} {'UPTIME':>8} "
+        f"{'HANDLED':>8} {'ERRORS':>6} {'LAG':>5}"
+    )
+    for row in rows:
+        lag = "-" if row["lag"] is None else str(row["lag"])
+        print(
+            f"{row['service']:<10} {row['node'] or '-':<18} {row['id']:<28} {row['version']:<8} "
+            f"{_duration(row['uptime_s']):>8} {row['handled']:>8} {row['errored']:>6} {lag:>5}"
+        )
+    return 0
+
+
+def instance_row(stats: dict[str, Any]) -> dict[str, Any]:
+    """One ``qubus ps`` row from an instance's ``stats_response``: its identity and its
+    endpoints' figures summed (``lag`` is None when it has no consumer)."""
+    metadata = stats.get("metadata") or {}
+    endpoints = stats.get("endpoints") or []
+    lags = [e["data"]["lag"] for e in endpoints if "lag" in (e.get("data") or {})]
+    return {
+        "service": metadata.get("service", stats["name"]),
+        "node": metadata.get("node"),
+        "name": stats["name"],
+        "id": stats["id"],
+        "instance": metadata.get("instance"),
+        "pid": metadata.get("pid"),
+        "version": stats["version"],
+        "started": stats.get("started"),
+        "uptime_s": stats.get("uptime_s"),
+        "handled": sum(e["num_requests"] for e in endpoints),
+        "errored": sum(e["num_errors"] for e in endpoints),
+        "lag": sum(lags) if lags else None,
+        "endpoints": endpoints,
+        "logs": stats.get("logs"),
+    }
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+async def _logs(args: argparse.Namespace) -> int:
+    async with connected() as client:
+        since = None
+        if args.task:
+            events = await client.events(args.task)
+            if not events:
+                raise QubusError(f"no task {args.task}", code="task.unknown")
+            since = events[0].published - 1.0
+        async for line in client.log_lines(service=args.service, since=since, follow=args.follow):
+            if args.task and line.get("task_id") != args.task:
+                continue
+            print(json.dumps(line) if args.json else format_log_line(line), flush=True)
+    return 0
+
+
+def format_log_line(line: dict[str, Any]) -> str:
+    """A log line as ``time service[node] LEVEL event key=value ...``."""
+    fields = dict(line)
+    stamp = str(fields.pop("timestamp", ""))[11:23]
+    who = fields.pop("service", "?")
+    node = fields.pop("node", None)
+    fields.pop("instance", None)
+    fields.pop("trace_id", None)
+    level = str(fields.pop("level", "")).upper()
+    event = fields.pop("event", "")
+    rest = " ".join(f"{key}={value}" for key, value in fields.items())
+    source = f"{who}[{node}]" if node else who
+    return f"{stamp} {source:<22} {level:<7} {event} {rest}".rstrip()
+
+
+# ------------------------------------------------------------------ the report
+
+
+async def _report(args: argparse.Namespace) -> int:
+    from qubus.cli import report  # matplotlib: imported only for this command
+
+    since = None if args.since is None else report.parse_since(args.since, now=time.time())
+    bench = None if args.bench is None else report.load_bench(args.bench)
+    async with connected() as client:
+        events = await read_task_events(client, since=since)
+    figures = report.build_figures(events, since=since, bench=bench)
+    out = args.out if args.out is not None or args.json else Path("report.html")
+    if out is not None:
+        out.write_text(report.render_html(figures))  # noqa: ASYNC240 (the command's last step)
+        print(f"qubus: report of {figures.summary['tasks']} tasks in {out}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(figures.to_json()))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
+    "nodes": _nodes,
+    "ps": _ps,
+    "logs": _logs,
+    "report": _report,
+}
+"""The commands of this module that run in an event loop (``main`` runs ``up`` and ``service``
+apart)."""

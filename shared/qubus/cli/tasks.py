@@ -1,0 +1,416 @@
+"""The ``qubus`` commands on tasks: ``run`` and ``submit`` (submitting circuit files),
+``status``, ``result`` and ``trace`` (reading a task of the running stack) and ``parse``
+(a circuit file, locally), with the text they print."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from qubus.bus.connection import StoredEvent
+from qubus.bus.messages import MAX_SPLIT, SubmitRequest
+from qubus.bus.natsserver import NatsServer
+from qubus.circuits.ingest import detect_format
+from qubus.cli.common import connected, default_fleet
+from qubus.cli.stack import Supervisor, stack_specs
+from qubus.client.aio import Client, allocation_breakdown, stage_rows, status_of, task_record
+from qubus.errors import QasmError, QubusError
+
+SUFFIX_FORMATS = {".qasm3": "qasm3", ".json": "cirq-json"}
+
+
+# ------------------------------------------------------------------ parsers
+
+
+def add_submission_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``run`` and ``submit`` to the ``qubus`` subcommands."""
+    run = sub.add_parser(
+        "run",
+        help="run circuits on a private, temporary stack and print their results",
+        description="Start an embedded NATS server and every service, submit FILEs, wait for "
+        "their results, print them and tear everything down. Exit status 1 if any task was "
+        "rejected or failed.",
+    )
+    _submission_options(run)
+
+    submit = sub.add_parser(
+        "submit",
+        help="submit circuits to a running stack (qubus up); print task ids",
+        description="Submit FILEs to the running stack and print one task id per line; with "
+        "--wait, wait and print results as `qubus run` does.",
+    )
+    _submission_options(submit)
+    submit.add_argument("--wait", action="store_true", help="wait for results and print them")
+
+
+def add_task_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``status``, ``result`` and ``trace`` to the ``qubus`` subcommands."""
+    for name, text in (
+        ("status", "print a task's status"),
+        ("result", "print a task's result record"),
+        ("trace", "print a task's timeline: stage, service instance, time, duration"),
+    ):
+        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("task_id", metavar="ID")
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def add_parse_command(sub: argparse._SubParsersAction) -> None:
+    """Add ``parse`` to the ``qubus`` subcommands."""
+    parse = sub.add_parser(
+        "parse",
+        help="parse a circuit file locally and print its features",
+        description="Parse FILE as the parser service does, without a stack, and print its "
+        "features; with --json, one object with the features and the circuit as Cirq JSON "
+        "(key `cirq`). A parse error prints FILE:LINE:COLUMN: MESSAGE [CODE] and exits 1.",
+    )
+    parse.add_argument("file", metavar="FILE")
+    parse.add_argument("--json", action="store_true", help="print JSON")
+    _format_option(parse)
+
+
+def _format_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format",
+        choices=["qasm2", "qasm3", "cirq-json"],
+        help="circuit format (default: from the file's extension and text)",
+    )
+
+
+def _submission_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="+", metavar="FILE", help="circuit files to run")
+    p.add_argument("--shots", type=int, default=1000, help="shots per circuit (default 1000)")
+    p.add_argument("--priority", type=int, default=0, help="task priority 0-10 (default 0)")
+    p.add_argument("--node", help="pin the tasks to this QPU node (see `qubus nodes`)")
+    p.add_argument("--pilot", help="run the tasks within this pilot (see `qubus pilot list`)")
+    p.add_argument(
+        "--noiseless", action="store_true", help="run the tasks on the emulators without noise"
+    )
+    p.add_argument(
+        "--min-fidelity",
+        type=float,
+        metavar="F",
+        help="only QPUs predicted to reach this Hellinger fidelity (0-1) may run the tasks",
+    )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        metavar="SECONDS",
+        help="the tasks should be complete this many seconds after submission",
+    )
+    p.add_argument(
+        "--split",
+        type=int,
+        choices=range(2, MAX_SPLIT + 1),
+        metavar="K",
+        help="run each circuit cut across K QPU nodes (2-8) joined by entanglement links, "
+        "one EPR pair per remote two-qubit gate (default: split only a circuit no single "
+        "QPU holds, or one predicted to finish sooner or better split); not with --node "
+        "or --pilot",
+    )
+    p.add_argument(
+        "--ideal-links",
+        action="store_true",
+        help="every EPR pair of a split run is perfect (fidelity 1); link latency is kept",
+    )
+    _format_option(p)
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait per run")
+    p.add_argument("--json", action="store_true", help="one JSON object per task per line")
+
+
+# ------------------------------------------------------------------ submissions
+
+
+def read_requests(args: argparse.Namespace) -> list[SubmitRequest]:
+    """One request per file, the format from --format or the file's extension.
+
+    Raises:
+        QubusError: ``options.invalid`` for --split with --node or --pilot;
+            ``file.unreadable``.
+    """
+    if args.split is not None and (args.node is not None or args.pilot is not None):
+        raise QubusError(
+            "--split cannot be combined with --node or --pilot", code="options.invalid"
+        )
+    requests = []
+    for name in args.files:
+        requests.append(
+            SubmitRequest(
+                circuit=read_text(name),
+                format=args.format or SUFFIX_FORMATS.get(Path(name).suffix),
+                shots=args.shots,
+                priority=args.priority,
+                node=args.node,
+                pilot=args.pilot,
+                noiseless=args.noiseless,
+                source=name,
+                fidelity_floor=args.min_fidelity,
+                deadline_s=args.deadline,
+                split=args.split,
+                ideal_links=args.ideal_links,
+            )
+        )
+    return requests
+
+
+def read_text(name: str) -> str:
+    """The text of circuit file ``name``.
+
+    Raises:
+        QubusError: ``file.unreadable``.
+    """
+    try:
+        return Path(name).read_text()
+    except OSError as exc:
+        raise QubusError(f"cannot read {name}: {exc.strerror}", code="file.unreadable") from exc
+
+
+async def _run(args: argparse.Namespace) -> int:
+    requests = read_requests(args)
+    async with ephemeral_stack() as url:
+        client = await Client.connect(url)
+        try:
+            records = await _run_with_progress(client, requests, args.timeout)
+        finally:
+            await client.close()
+    return print_records(records, as_json=args.json)
+
+
+async def _submit(args: argparse.Namespace) -> int:
+    requests = read_requests(args)
+    async with connected() as client:
+        if args.wait:
+            return print_records(
+                await _run_with_progress(client, requests, args.timeout), as_json=args.json
+            )
+        for request in requests:
+            reply = await client.submit(request)
+            if args.json:
+                print(json.dumps({"task_id": reply.task_id, "source": request.source}))
+            else:
+                print(reply.task_id)
+        return 0
+
+
+async def _run_with_progress(
+    client: Client, requests: list[SubmitRequest], timeout: float
+) -> list[dict[str, Any]]:
+    """Submit and wait for every request, showing progress on a terminal."""
+    replies = await asyncio.gather(*(client.submit(r) for r in requests))
+    done = 0
+    show = sys.stderr.isatty()
+
+    async def one(task_id: str) -> dict[str, Any]:
+        nonlocal done
+        record = task_record(task_id, await client.wait(task_id, timeout=timeout))
+        done += 1
+        if show:
+            print(f"\r{done}/{len(replies)} tasks finished", end="", file=sys.stderr, flush=True)
+        return record
+
+    records = await asyncio.gather(*(one(r.task_id) for r in replies))
+    if show:
+        print(file=sys.stderr)
+    return list(records)
+
+
+@contextlib.asynccontextmanager
+async def ephemeral_stack() -> AsyncIterator[str]:
+    """A private embedded NATS server and every service; everything is removed afterwards."""
+    server = NatsServer()
+    log_dir = Path(tempfile.mkdtemp(prefix="qubus-logs-"))
+    url = server.start()
+    supervisor = Supervisor(url, stack_specs(default_fleet()), log_dir=log_dir)
+    try:
+        started = time.monotonic()
+        if sys.stderr.isatty():
+            print("starting qubus services...", file=sys.stderr, flush=True)
+        try:
+            await supervisor.start()
+        except TimeoutError as exc:
+            raise QubusError(f"{exc}; service logs are in {log_dir}", code="stack.start") from exc
+        if sys.stderr.isatty():
+            print(f"stack ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
+        yield url
+    finally:
+        await supervisor.stop()
+        server.stop()
+
+
+def print_records(records: list[dict[str, Any]], *, as_json: bool) -> int:
+    """Print task records; exit status 1 if any task did not complete."""
+    for record in records:
+        print(json.dumps(record) if as_json else format_record(record))
+    return 0 if all(r["status"] == "done" for r in records) else 1
+
+
+def format_record(record: dict[str, Any], *, top: int = 8) -> str:
+    head = f"{record['source'] or record['task_id']}: {record['status']}"
+    lines = [head, f"  task       {record['task_id']}"]
+    if record["status"] == "done":
+        counts = record["counts"]
+        shots = sum(counts.values())
+        lines += [
+            f"  node       {', '.join(record['nodes'])}"
+            + (f"   (split, {record['ebits']} ebits)" if record["ebits"] else ""),
+            f"  fidelity   predicted {record['predicted_fidelity']:.3f}   "
+            f"measured {record['measured_fidelity']:.3f} (Hellinger, vs ideal)",
+            f"  hyperscore {record['hyperscore']:.1f}",
+            f"  counts     ({shots} shots, {len(counts)} outcomes"
+            + (f", top {top}" if len(counts) > top else "")
+            + ")",
+        ]
+        for bits, n in sorted(counts.items(), key=lambda kv: -kv[1])[:top]:
+            ideal = (record["ideal_counts"] or {}).get(bits, 0)
+            lines.append(f"    {bits}  {n:>7}   ideal {ideal}")
+    elif record["error"]:
+        error = record["error"]
+        where = f" at line {error['line']}, column {error['column']}" if error["line"] else ""
+        lines.append(f"  error      {error['code']}{where}: {error['message']}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ a task's record
+
+
+async def task_events(task_id: str) -> list[StoredEvent]:
+    """The stored events of a task of the running stack (``task.unknown`` if it has none)."""
+    async with connected() as client:
+        events = await client.events(task_id)
+    if not events:
+        raise QubusError(f"no task {task_id}", code="task.unknown")
+    return events
+
+
+async def _status(args: argparse.Namespace) -> int:
+    events = await task_events(args.task_id)
+    status = status_of(events)
+    print(json.dumps({"task_id": args.task_id, "status": status}) if args.json else status)
+    return 0
+
+
+async def _result(args: argparse.Namespace) -> int:
+    events = await task_events(args.task_id)
+    record = task_record(args.task_id, events)
+    print(json.dumps(record) if args.json else format_record(record))
+    return 0
+
+
+async def _trace(args: argparse.Namespace) -> int:
+    events = await task_events(args.task_id)
+    rows = stage_rows(events)
+    allocation = allocation_breakdown(events)
+    if args.json:
+        trace = {"task_id": args.task_id, "trace_id": events[0].trace_id, "stages": rows}
+        print(json.dumps({**trace, "allocation": allocation}))
+        return 0
+    print(f"task {args.task_id}  trace {events[0].trace_id}")
+    origin = events[0].published
+    for row, stored in zip(rows, events, strict=True):
+        offset = (stored.published - origin) * 1000
+        print(
+            f"  +{offset:9.1f} ms  {row['event']:<13} {row['service']:<10} "
+            f"{row['instance']:<24} {row['duration_ms']:>9.1f} ms"
+        )
+    if allocation is not None:
+        print(format_allocation(allocation))
+    return 0
+
+
+def format_allocation(allocation: dict[str, Any]) -> str:
+    """The score breakdown of ``allocation_breakdown`` as text: the decision, then per node
+    its eligibility, hyperscore, predicted fidelity, expected completion, score terms and
+    their Shapley attributions (score points)."""
+    lines = ["allocation"]
+    decision = allocation["decision"]
+    if decision is not None:
+        lines.append(
+            f"  {decision['policy']} chose {decision['node']}: {decision['reason']}"
+            f"  (ranking {', '.join(f'{node} {score:.1f}' for node, score in decision['ranking'])})"
+        )
+    if decision is not None and decision.get("split"):
+        lines.append(format_split(decision["split"]))
+    for score in allocation["scores"] or []:
+        state = "eligible" if score["eligible"] else f"not eligible: {score['reason']}"
+        terms = " ".join(f"{name}={value:.3g}" for name, value in sorted(score["terms"].items()))
+        shapley = " ".join(f"{name}={value:+.2f}" for name, value in score["shapley"].items())
+        lines.append(
+            f"  {score['node']:<18} {score['hyperscore']:>7.1f}  fidelity "
+            f"{score['predicted_fidelity']:.3f}  completion {score['expected_completion_s']:.3g} s"
+            f"  {state}"
+            + (f"\n    {terms}" if terms else "")
+            + (f"\n    shapley {shapley}" if shapley else "")
+        )
+    return "\n".join(lines)
+
+
+def format_split(plan: dict[str, Any]) -> str:
+    """A split plan (``SplitPlan`` as a dict) as text: its nodes and parts, EPR pairs,
+    expected link fidelity and timing."""
+    lines = [
+        f"  split over {len(plan['nodes'])} nodes: {plan['ebits']} ebits "
+        f"(lower bound {plan['lower_bound']}, {plan['method']}), predicted fidelity "
+        f"{plan['predicted_fidelity']:.3f}, link fidelity {plan['link_fidelity']:.3f}, "
+        f"completion {plan['expected_completion_s']:.3g} s = queue {plan['queue_s']:.3g} + "
+        f"EPR {plan['epr_latency_s']:.3g} + run {plan['run_s']:.3g}"
+    ]
+    for node, part in zip(plan["nodes"], plan["parts"], strict=True):
+        lines.append(f"    {node:<18} {' '.join(part)}")
+    for a, b, n in plan["pairs"]:
+        lines.append(f"    {a} - {b}: {n} EPR pairs")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ a circuit file
+
+
+def parse(args: argparse.Namespace) -> int:
+    """``qubus parse``: print a circuit file's features (exit status 1 if it does not parse)."""
+    from qubus.circuits import circuit_features, circuit_to_json, load_circuit
+
+    text = read_text(args.file)
+    declared = args.format or SUFFIX_FORMATS.get(Path(args.file).suffix)
+    fmt = detect_format(SubmitRequest(circuit=text, format=declared))
+    try:
+        circuit = load_circuit(text, fmt)
+    except QasmError as exc:
+        print(f"{args.file}:{exc.line}:{exc.column}: {exc.message} [{exc.code}]", file=sys.stderr)
+        return 1
+    except QubusError as exc:
+        print(f"{args.file}: {exc.message} [{exc.code}]", file=sys.stderr)
+        return 1
+    features = circuit_features(circuit).model_dump()
+    if args.json:
+        cirq_json = json.loads(circuit_to_json(circuit))
+        print(
+            json.dumps({"file": args.file, "format": fmt, "features": features, "cirq": cirq_json})
+        )
+        return 0
+    print(f"{args.file} ({fmt})")
+    for key, value in features.items():
+        if key == "gate_counts":
+            value = " ".join(f"{name}={n}" for name, n in value.items())
+        elif key == "interaction_graph":
+            value = " ".join(f"{a}-{b}:{n}" for a, b, n in value) or "-"
+        elif key == "measured_qubits":
+            value = " ".join(value) or "-"
+        print(f"  {key:<18} {value}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
+    "run": _run,
+    "submit": _submit,
+    "status": _status,
+    "result": _result,
+    "trace": _trace,
+}
+"""The commands of this module that run in an event loop (``main`` runs ``parse`` apart)."""

@@ -1,0 +1,423 @@
+"""The client SDK: submit circuits, wait for their tasks, read their records and traces, and
+look at the services (``$SRV`` health replies) and their log lines.
+
+Any NATS client can do the same with the documented subjects; this is the Python one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import msgpack
+import nats.aio.client
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from qubus.bus.connection import (
+    LOG_STREAM,
+    STREAM,
+    SUBMIT_SUBJECT,
+    Bus,
+    StoredEvent,
+    codec,
+    stored_event,
+)
+from qubus.bus.health import PREFIX
+from qubus.bus.logs import get_logger, log_subject
+from qubus.bus.messages import (
+    Model,
+    SandboxEvaluation,
+    SubmitReply,
+    SubmitRequest,
+    TaskAllocated,
+    TaskCompleted,
+    TaskFailed,
+    TaskRejected,
+    TaskScored,
+)
+from qubus.bus.progress import Progress
+from qubus.bus.tracing import TraceContext
+from qubus.errors import BUS_UNAVAILABLE, QubusError
+
+log = get_logger()
+T = TypeVar("T")
+M = TypeVar("M", bound=Model)
+
+BUS_RETRY_S = 30.0
+"""How long a submission refused with ``bus.unavailable`` is retried (JetStream elects a new
+leader within 4 to 8 s on loopback, ``tests/system/test_cluster.py``)."""
+
+
+async def _retrying(attempt: Callable[[], Awaitable[T]], what: str) -> T:
+    """``attempt()``, tried again while the bus cannot answer (no JetStream reply, or a
+    ``bus.unavailable`` refusal: a lost server, a leader election) for up to ``BUS_RETRY_S``;
+    then the last error is raised."""
+    deadline = time.monotonic() + BUS_RETRY_S
+    delay = 0.25
+    while True:
+        try:
+            return await attempt()
+        except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError, QubusError) as exc:
+            unavailable = not isinstance(exc, QubusError) or exc.code == BUS_UNAVAILABLE
+            if not unavailable or time.monotonic() + delay > deadline:
+                raise
+            log.warning("bus.retry", what=what, error=repr(exc))
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+async def request_reply(
+    nc: nats.aio.client.Client,
+    subject: str,
+    request: Model,
+    reply_cls: type[M],
+    *,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+) -> M:
+    """One msgpack request to a qubus service (``Runtime.serve``) and its decoded reply.
+
+    Raises:
+        QubusError: the service refused the request (its ``code`` and message).
+        nats.errors.NoRespondersError: nobody serves ``subject``.
+        nats.errors.TimeoutError: no reply within ``timeout`` seconds.
+    """
+    reply = await nc.request(subject, codec.encode(request), timeout=timeout, headers=headers)
+    code = (reply.headers or {}).get("Nats-Service-Error-Code")
+    if code is not None:
+        raise QubusError(msgpack.unpackb(reply.data).get("message", code), code=code)
+    return codec.decode(reply.data, reply_cls)
+
+
+STATUS_OF_EVENT = {"completed": "done", "rejected": "rejected", "failed": "failed"}
+
+
+class Client:
+    """A connection to a qubus stack.
+
+    Args:
+        bus: A connected ``Bus``.
+    """
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    @classmethod
+    async def connect(cls, url: str) -> Client:
+        bus = Bus(url, service="client", instance=f"client-{time.time_ns()}")
+        await bus.connect()
+        return cls(bus)
+
+    async def close(self) -> None:
+        await self.bus.close()
+
+    async def submit(self, request: SubmitRequest, *, timeout: float = 10.0) -> SubmitReply:
+        """Submit one circuit; returns its task id.
+
+        A refusal with ``bus.unavailable`` (JetStream electing a leader) or no answer within
+        ``timeout`` is retried (``_retrying``); the request gets an idempotency key first if it
+        has none, so a retry never creates a second task.
+
+        Raises:
+            QubusError: the submission was refused (its ``code`` and message say why).
+        """
+        if request.idempotency_key is None:
+            request = request.model_copy(update={"idempotency_key": uuid.uuid4().hex})
+        headers = {"traceparent": TraceContext.new().traceparent, "Content-Type": codec.MSGPACK}
+
+        async def attempt() -> SubmitReply:
+            try:
+                return await request_reply(
+                    self.bus.nc,
+                    SUBMIT_SUBJECT,
+                    request,
+                    SubmitReply,
+                    timeout=timeout,
+                    headers=headers,
+                )
+            except nats.errors.NoRespondersError:
+                raise QubusError(
+                    "no ingestion service answers on qubus.submit: is the stack up?",
+                    code="stack.unavailable",
+                ) from None
+
+        try:
+            return await _retrying(attempt, "submit")
+        except nats.errors.TimeoutError:
+            raise QubusError(
+                f"qubus.submit did not answer within {timeout:g} s", code=BUS_UNAVAILABLE
+            ) from None
+
+    async def wait(self, task_id: str, *, timeout: float = 300.0) -> list[StoredEvent]:
+        """Every event of the task, once its terminal event (done/rejected/failed) is stored.
+
+        Raises:
+            TimeoutError: the task did not end within ``timeout`` seconds.
+        """
+        events: list[StoredEvent] = []
+        sub = await _retrying(
+            lambda: self.bus.js.subscribe(
+                f"qubus.task.{task_id}.>",
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.ALL,
+                stream=STREAM,
+            ),
+            "wait",
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"task {task_id} did not finish within {timeout:g} s")
+                try:
+                    msg = await sub.next_msg(timeout=min(remaining, 5.0))
+                except nats.errors.TimeoutError:
+                    continue
+                stored = stored_event(msg)
+                if stored is None:
+                    continue
+                events.append(stored)
+                if stored.event.TERMINAL:
+                    return events
+        finally:
+            await sub.unsubscribe()
+
+    async def events(self, task_id: str) -> list[StoredEvent]:
+        """The task's events stored so far (its trace)."""
+        return await self.bus.task_events(task_id)
+
+    async def services(
+        self, verb: str = "STATS", *, timeout: float = 0.5, expected: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Every service instance's answer to ``$SRV.<verb>`` (``PING``, ``INFO``, ``STATS``).
+
+        Args:
+            verb: The health verb.
+            timeout: Seconds to collect answers for.
+            expected: Stop as soon as this many instances have answered.
+
+        Returns:
+            The JSON replies, sorted by service name and id.
+        """
+        inbox = self.bus.nc.new_inbox()
+        replies: list[dict[str, Any]] = []
+        enough = asyncio.Event()
+
+        async def collect(msg: nats.aio.msg.Msg) -> None:
+            try:
+                reply = json.loads(msg.data)
+            except ValueError:
+                return
+            if isinstance(reply, dict):
+                replies.append(reply)
+            if expected is not None and len(replies) >= expected:
+                enough.set()
+
+        sub = await self.bus.nc.subscribe(inbox, cb=collect)
+        try:
+            await self.bus.nc.publish(f"{PREFIX}.{verb}", b"", reply=inbox)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(enough.wait(), timeout)
+        finally:
+            await sub.unsubscribe()
+        return sorted(replies, key=lambda r: (r.get("name", ""), r.get("id", "")))
+
+    async def log_lines(
+        self,
+        *,
+        service: str | None = None,
+        since: float | None = None,
+        follow: bool = False,
+        batch: int = 256,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Log lines stored in stream ``QUBUS_LOGS`` (one day of them), oldest first.
+
+        Args:
+            service: Only this service's lines (subject ``qubus.log.<service>``).
+            since: Only lines stored at or after this Unix time.
+            follow: After the stored lines, keep yielding new ones until cancelled.
+            batch: Lines fetched per request.
+
+        Yields:
+            Each line's JSON object (lines that are not JSON objects are skipped).
+        """
+        async for msg in self.read_stream(
+            LOG_STREAM, log_subject(service or "*"), since=since, follow=follow, batch=batch
+        ):
+            try:
+                line = json.loads(msg.data)
+            except ValueError:
+                continue
+            if isinstance(line, dict):
+                yield line
+
+    async def read_stream(
+        self,
+        stream: str,
+        subject: str,
+        *,
+        since: float | None = None,
+        follow: bool = False,
+        batch: int = 256,
+        progress: Progress | None = None,
+    ) -> AsyncIterator[Msg]:
+        """The messages of ``stream`` on ``subject``, oldest first, through one ephemeral
+        consumer that is deleted afterwards.
+
+        Args:
+            stream: The stream.
+            subject: A subject filter.
+            since: Only messages stored at or after this Unix time (all if None).
+            follow: After the stored messages, keep yielding new ones until cancelled;
+                otherwise stop once the messages pending at the start are read.
+            batch: Messages fetched per request.
+            progress: Counts the messages read against those pending at the start.
+        """
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.ALL if since is None else DeliverPolicy.BY_START_TIME,
+            opt_start_time=None if since is None else datetime.fromtimestamp(since, UTC),
+            inactive_threshold=30.0,
+        )
+        sub = await self.bus.js.pull_subscribe(subject, stream=stream, config=config)
+        info = await sub.consumer_info()
+        remaining = info.num_pending or 0
+        if progress is not None:
+            progress.total = remaining
+        try:
+            while follow or remaining > 0:
+                try:
+                    msgs = await sub.fetch(batch if follow else min(batch, remaining), timeout=1.0)
+                except TimeoutError:  # nats.errors.TimeoutError, or asyncio's when nothing came
+                    if not follow:  # messages may have aged out of the stream meanwhile
+                        remaining = (await sub.consumer_info()).num_pending or 0
+                        if progress is not None:
+                            progress.total = progress.done + remaining
+                    continue
+                remaining -= len(msgs)
+                if progress is not None:
+                    progress.advance(len(msgs))
+                for msg in msgs:
+                    yield msg
+        finally:
+            await sub.unsubscribe()
+            with contextlib.suppress(nats.errors.Error):
+                await self.bus.js.delete_consumer(stream, info.name)
+
+    async def run(
+        self, requests: list[SubmitRequest], *, timeout: float = 300.0
+    ) -> list[dict[str, Any]]:
+        """Submit every request, wait for all, and return one record each (in order)."""
+        replies = await asyncio.gather(*(self.submit(r) for r in requests))
+        traces = await asyncio.gather(
+            *(self.wait(reply.task_id, timeout=timeout) for reply in replies)
+        )
+        return [
+            task_record(reply.task_id, events)
+            for reply, events in zip(replies, traces, strict=True)
+        ]
+
+
+def status_of(events: list[StoredEvent]) -> str:
+    """``done``, ``rejected`` or ``failed`` once ended; otherwise the latest stage's event."""
+    if not events:
+        return "unknown"
+    last = events[-1].event.EVENT
+    return STATUS_OF_EVENT.get(last, last)
+
+
+def stage_rows(events: list[StoredEvent]) -> list[dict[str, Any]]:
+    """The task's timeline: one row per event with its service, instance, time and duration."""
+    rows = []
+    for stored in events:
+        started = stored.started if stored.started is not None else stored.published
+        rows.append(
+            {
+                "event": stored.event.EVENT,
+                "service": stored.service,
+                "instance": stored.instance,
+                "time": datetime.fromtimestamp(stored.published, UTC).isoformat(),
+                "duration_ms": round(max(0.0, stored.published - started) * 1000, 2),
+            }
+        )
+    return rows
+
+
+def allocation_breakdown(events: list[StoredEvent]) -> dict[str, Any] | None:
+    """How the task's node was chosen: fusion's per-node scores (``scored``, with each score's
+    ``terms``) and the allocator's decision (``allocated``: node, policy, reason, ranking).
+
+    Returns:
+        ``{"scores": [...], "decision": {...}}`` (either may be None if that stage has not
+        published), or None if neither has.
+    """
+    scores = decision = None
+    for stored in events:
+        event = stored.event
+        if isinstance(event, TaskScored):
+            scores = [score.model_dump() for score in event.scores]
+        elif isinstance(event, TaskAllocated):
+            decision = {
+                "node": event.node,
+                "policy": event.policy,
+                "reason": event.reason,
+                "ranking": [list(pair) for pair in event.ranking],
+                "predicted_fidelity": event.predicted_fidelity,
+                "hyperscore": event.hyperscore,
+                "split": None if event.split is None else event.split.model_dump(),
+            }
+    if scores is None and decision is None:
+        return None
+    return {"scores": scores, "decision": decision}
+
+
+def task_record(task_id: str, events: list[StoredEvent]) -> dict[str, Any]:
+    """The user-facing record of a task, the object ``qubus result --json`` prints.
+
+    ``nodes`` are the nodes the task was allocated to, then ran on (several for a split run,
+    the lead first); ``ebits`` the EPR pairs its split run consumed (0 on one node).
+    """
+    record: dict[str, Any] = {
+        "task_id": task_id,
+        "status": status_of(events),
+        "nodes": [],
+        "ebits": 0,
+        "counts": None,
+        "ideal_counts": None,
+        "predicted_fidelity": None,
+        "measured_fidelity": None,
+        "hyperscore": None,
+        "error": None,
+        "source": None,
+        "stages": stage_rows(events),
+    }
+    for stored in events:
+        event = stored.event
+        if hasattr(event, "options"):
+            record["source"] = event.options.source
+        if isinstance(event, SandboxEvaluation):
+            record["ideal_counts"] = event.ideal_counts
+        elif isinstance(event, TaskAllocated):
+            record["nodes"] = event.split.nodes if event.split else [event.node]
+            record["predicted_fidelity"] = event.predicted_fidelity
+            record["hyperscore"] = event.hyperscore
+        elif isinstance(event, TaskCompleted):
+            record["counts"] = event.counts
+            record["measured_fidelity"] = event.measured_fidelity
+            record["nodes"] = event.nodes or [event.node]
+            record["ebits"] = event.ebits
+            # the prediction for the calibration and noise setting the task really ran with
+            record["predicted_fidelity"] = event.predicted_fidelity
+        elif isinstance(event, TaskRejected | TaskFailed):
+            record["error"] = event.error.model_dump()
+    return record

@@ -1,0 +1,472 @@
+"""Compilation of a logical circuit onto one device: layout, routing, native gates, schedule.
+
+One function, :func:`compile_for_device`, feeds both the fidelity prediction and the emulator,
+so a prediction is about the circuit that will actually run.
+
+Steps:
+
+1. Layout (:func:`_place`): greedy, connected, on usable qubits: each logical qubit goes next
+   to the partners it interacts with, ties broken by qubit error; the best of a few starts
+   wins. On all-to-all devices the busiest logical qubits take the best qubits.
+2. Routing: operations are replayed in order; a two-qubit operation on non-adjacent physical
+   qubits first moves its first qubit along a shortest path of usable edges with SWAPs,
+   each SWAP being three native two-qubit gates.
+3. Native gates: every operation is decomposed with ``cirq.decompose`` into one-qubit gates
+   and CZ/CNOT (arbitrary two-qubit unitaries via ``cirq.two_qubit_matrix_to_cz_operations``);
+   the entangler is turned into the device's (CNOT on CX/ECR devices, CZ otherwise, which
+   stands for the MS/ZZ gate of ion traps up to one-qubit rotations), and runs of one-qubit
+   gates are merged into a single ``PhasedXZGate``. A one-qubit gate costs "pulses"
+   (:func:`pulses`): none for a Z rotation (virtual), one for a half or full X rotation on IBM
+   devices or any rotation on ion traps, two (``sx·rz·sx``) otherwise.
+4. Schedule: ASAP in moments (``cirq.Circuit`` EARLIEST insertion), terminal measurements
+   together in one last moment; a moment lasts as long as its longest operation.
+
+Measurement keys, measurement invert masks, resets and classical controls are preserved.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import cirq
+import numpy as np
+
+from qubus.devices.profiles import Device
+from qubus.errors import CircuitRejected
+
+CACHE_SIZE = 256
+"""Compiled circuits kept per process, keyed by (operations, device id, revision)."""
+
+ATOL = 1e-8
+
+MAX_SYNTHESIS_QUBITS = 6
+"""Largest operation synthesised from its unitary (Shannon decomposition) when cirq has no
+decomposition for it; larger ones are rejected."""
+
+
+@dataclass(frozen=True)
+class GateCounts:
+    """What the compiled circuit does to each physical qubit and edge.
+
+    Attributes:
+        one_qubit_pulses: Physical qubit → number of non-virtual one-qubit pulses.
+        two_qubit: Sorted physical pair → number of native two-qubit gates.
+        measure: Physical qubit → number of measurements.
+        exposure_ns: Physical qubit → time from its first operation to the end of the moment
+            of its last gate, during which relaxation and dephasing act on it.
+        wait_ns: Physical qubit → time from there to its final measurement, during which
+            only amplitude damping can change what is read.
+    """
+
+    one_qubit_pulses: dict[int, int]
+    two_qubit: dict[tuple[int, int], int]
+    measure: dict[int, int]
+    exposure_ns: dict[int, float]
+    wait_ns: dict[int, float]
+
+
+@dataclass(frozen=True)
+class CompiledCircuit:
+    """A circuit ready to run on one device.
+
+    Attributes:
+        circuit: The native circuit on ``cirq.LineQubit(i)`` = physical qubit ``i``.
+        layout: Logical qubit name → initial physical index.
+        gate_counts: Per-qubit and per-edge counts for prediction.
+        moment_durations_ns: Duration of every moment of ``circuit``.
+        duration_ns: Total scheduled duration (sum of ``moment_durations_ns``).
+        swaps: SWAPs inserted by routing.
+        device_id: The device compiled for.
+        revision: The calibration revision compiled against.
+        physical_qubits: The physical qubits the circuit touches, ascending.
+    """
+
+    circuit: cirq.FrozenCircuit
+    layout: dict[str, int]
+    gate_counts: GateCounts
+    moment_durations_ns: tuple[float, ...]
+    duration_ns: float
+    swaps: int
+    device_id: str
+    revision: str
+    physical_qubits: tuple[int, ...]
+
+
+_cache: OrderedDict[tuple[tuple[cirq.Operation, ...], str, str], CompiledCircuit] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def compile_for_device(circuit: cirq.AbstractCircuit, device: Device) -> CompiledCircuit:
+    """Lay out, route, translate to native gates and schedule a circuit for a device.
+
+    Results are cached (LRU of ``CACHE_SIZE``) by the circuit's operation sequence (compared
+    exactly), device id and calibration revision.
+
+    Args:
+        circuit: A logical circuit on named qubits.
+        device: The target device profile.
+
+    Returns:
+        The compiled circuit.
+
+    Raises:
+        CircuitRejected: ``device.too_small`` if the circuit has more qubits than the largest
+            usable connected set; ``device.unsupported`` for operations on three or more
+            qubits that cannot be decomposed.
+    """
+    # Compilation depends on the operation sequence only, not on moment boundaries.
+    key = (tuple(circuit.all_operations()), device.id, device.revision)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    compiled = _compile(circuit, device)
+    with _cache_lock:
+        _cache[key] = compiled
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return compiled
+
+
+def pulses(op: cirq.Operation, device: Device) -> int:
+    """Physical one-qubit pulses an operation of a compiled circuit costs (0 if not 1q)."""
+    gate = op.without_classical_controls().gate
+    if not isinstance(gate, cirq.PhasedXZGate):
+        return 0
+    x = gate.x_exponent % 2
+    if min(x, 2 - x) < ATOL:
+        return 0
+    if device.kind == "trapped-ion" or min(abs(x - 0.5), abs(x - 1), abs(x - 1.5)) < ATOL:
+        return 1
+    return 2
+
+
+def op_duration_ns(op: cirq.Operation, device: Device) -> float:
+    """Duration of one compiled operation on the device."""
+    inner = op.without_classical_controls()
+    if cirq.is_measurement(inner):
+        return device.readout_duration_ns
+    if len(inner.qubits) == 2:
+        a, b = (q.x for q in inner.qubits)
+        return device.edge(a, b).duration_ns
+    if isinstance(inner.gate, cirq.ResetChannel):
+        return device.readout_duration_ns
+    return pulses(op, device) * device.one_qubit_duration_ns
+
+
+def _compile(circuit: cirq.AbstractCircuit, device: Device) -> CompiledCircuit:
+    logical = sorted(circuit.all_qubits())
+    if len(logical) > device.max_circuit_qubits:
+        raise CircuitRejected(
+            f"{len(logical)} qubits do not fit {device.id}: its largest usable connected set "
+            f"has {device.max_circuit_qubits}",
+            code="device.too_small",
+        )
+    placement = _place(circuit, logical, device)
+    layout = {str(q): p for q, p in placement.items()}
+    two_q = cirq.CZ if device.two_qubit_gate in ("cz", "zz", "ms") else cirq.CNOT
+    routed, final, swaps = _route(_basic_ops(circuit), placement, device, two_q)
+    native = cirq.Circuit(_merge_single_qubit(routed))
+    if final:
+        native.append(cirq.Moment(final))
+    durations = tuple(
+        max((op_duration_ns(op, device) for op in moment), default=0.0) for moment in native
+    )
+    counts = _count(native, durations, device)
+    return CompiledCircuit(
+        circuit=native.freeze(),
+        layout=layout,
+        gate_counts=counts,
+        moment_durations_ns=durations,
+        duration_ns=float(sum(durations)),
+        swaps=swaps,
+        device_id=device.id,
+        revision=device.revision,
+        physical_qubits=tuple(sorted(q.x for q in native.all_qubits())),
+    )
+
+
+LAYOUT_STARTS = 8
+"""Greedy layouts tried per compilation, each from one of the best-connected good qubits."""
+
+
+def _place(
+    circuit: cirq.AbstractCircuit, logical: list[cirq.Qid], device: Device
+) -> dict[cirq.Qid, int]:
+    """Initial layout: each logical qubit next to its placed partners, on good qubits.
+
+    Logical qubits are taken most-connected-to-the-placed first; each goes to the free usable
+    qubit nearest (weighted by interaction count) to its placed partners, then nearest to
+    the placed set, then with the most free neighbours, then with the lowest error. Several
+    starts are tried; the layout with the least weighted partner distance wins.
+    """
+    partners: dict[cirq.Qid, dict[cirq.Qid, int]] = {q: {} for q in logical}
+    for op in circuit.all_operations():
+        for a in op.qubits:
+            for b in op.qubits:
+                if a != b:
+                    partners[a][b] = partners[a].get(b, 0) + 1
+    quality = {
+        q: device.qubits[q].readout_error + device.qubits[q].one_qubit_error
+        for q in device.usable_qubits
+    }
+    if device.all_to_all:
+        spots = sorted(device.usable_qubits, key=lambda q: (quality[q], q))
+        busiest = sorted(logical, key=lambda q: -sum(partners[q].values()))
+        return dict(zip(busiest, spots, strict=False))
+    distance = device.distances
+    big_enough = [q for q in device.usable_qubits if len(distance[q]) >= len(logical)]
+
+    def neighbourhood(q: int) -> tuple[float, float]:
+        near = device.coupling[q]
+        mean_edge = sum(device.edge(q, n).error for n in near) / max(1, len(near))
+        return (-len(near), quality[q] + mean_edge)
+
+    best: tuple[tuple[int, float], dict[cirq.Qid, int]] | None = None
+    for start in sorted(big_enough, key=neighbourhood)[:LAYOUT_STARTS]:
+        placement = _place_from(start, logical, partners, quality, device)
+        spread = sum(
+            w * (distance[placement[a]][placement[b]] - 1)
+            for a in logical
+            for b, w in partners[a].items()
+        )
+        cost = (spread, sum(quality[p] for p in placement.values()))
+        if best is None or cost < best[0]:
+            best = (cost, placement)
+    assert best is not None  # compile checked max_circuit_qubits
+    return best[1]
+
+
+def _place_from(
+    start: int,
+    logical: list[cirq.Qid],
+    partners: dict[cirq.Qid, dict[cirq.Qid, int]],
+    quality: dict[int, float],
+    device: Device,
+) -> dict[cirq.Qid, int]:
+    distance = device.distances
+    free = set(distance[start])
+    placement: dict[cirq.Qid, int] = {}
+    pending = list(logical)
+    while pending:
+        qubit = max(
+            pending,
+            key=lambda q: (
+                sum(w for o, w in partners[q].items() if o in placement),
+                sum(partners[q].values()),
+            ),
+        )
+        pending.remove(qubit)
+        if not placement:
+            spot = start
+        else:
+            placed = [(placement[o], w) for o, w in partners[qubit].items() if o in placement]
+            spot = min(
+                free,
+                key=lambda p: (
+                    sum(w * distance[p][s] for s, w in placed),
+                    min(distance[p][s] for s in placement.values()),
+                    -sum(n in free for n in device.coupling[p]),
+                    quality[p],
+                ),
+            )
+        free.remove(spot)
+        placement[qubit] = spot
+    return placement
+
+
+def _keep(op: cirq.Operation) -> bool:
+    inner = op.without_classical_controls()
+    if not inner.qubits:  # a global phase: kept here, dropped by _basic_ops
+        return True
+    if cirq.is_measurement(inner) or isinstance(inner.gate, cirq.ResetChannel):
+        return True
+    if len(inner.qubits) == 1:
+        return cirq.has_unitary(inner)
+    return len(inner.qubits) == 2 and inner.gate in (cirq.CZ, cirq.CNOT)
+
+
+def _fallback(op: cirq.Operation) -> list[cirq.Operation] | None:
+    """Synthesise a unitary that cirq cannot decompose from its matrix."""
+    if not cirq.has_unitary(op) or len(op.qubits) > MAX_SYNTHESIS_QUBITS:
+        return None
+    if len(op.qubits) == 2:
+        return cirq.two_qubit_matrix_to_cz_operations(
+            *op.qubits, cirq.unitary(op), allow_partial_czs=False
+        )
+    return list(cirq.quantum_shannon_decomposition(op.qubits, cirq.unitary(op)))
+
+
+def _basic_ops(circuit: cirq.AbstractCircuit) -> Iterator[cirq.Operation]:
+    """Every operation as one-qubit gates, CZ/CNOT, measurements and resets."""
+    for op in circuit.all_operations():
+        if _keep(op):
+            if op.qubits:
+                yield op
+            continue
+        inner = op.without_classical_controls()
+        conditions = op.classical_controls
+        try:
+            parts = cirq.decompose(inner, keep=_keep, fallback_decomposer=_fallback)
+        except (TypeError, ValueError) as exc:
+            raise CircuitRejected(
+                f"cannot decompose {inner!r} into native gates", code="device.unsupported"
+            ) from exc
+        for part in parts:
+            if part.qubits:
+                yield part.with_classical_controls(*conditions) if conditions else part
+
+
+def _route(
+    ops: Iterator[cirq.Operation],
+    placement: dict[cirq.Qid, int],
+    device: Device,
+    two_q: cirq.Gate,
+) -> tuple[list[cirq.Operation], list[cirq.Operation], int]:
+    """Map to physical qubits, insert SWAPs, and express entanglers as ``two_q``.
+
+    Returns the routed operations, the terminal measurements and the SWAP count. Terminal
+    measurements are held back and returned apart, on wherever routing has moved their
+    qubits: SWAPs may pass through a measured qubit without making its measurement
+    mid-circuit, which keeps the circuit fast to sample.
+    """
+    ops = list(ops)
+    where = dict(placement)
+    occupant = {p: q for q, p in where.items()}
+    out: list[cirq.Operation] = []
+    held = _terminal_measurements(ops)
+    swaps = 0
+    for index, op in enumerate(ops):
+        if index in held:
+            continue
+        inner = op.without_classical_controls()
+        if len(inner.qubits) == 2 and not cirq.is_measurement(inner):
+            a, b = inner.qubits
+            path = _shortest_path(device, where[a], where[b])
+            for here, there in zip(path, path[1:-1], strict=False):
+                out.extend(_entangle(cirq.SWAP, here, there, two_q))
+                moved, other = occupant.get(here), occupant.get(there)
+                occupant[here], occupant[there] = other, moved
+                for qubit, spot in ((moved, there), (other, here)):
+                    if qubit is not None:
+                        where[qubit] = spot
+                swaps += 1
+            p, q = where[a], where[b]
+            conditions = op.classical_controls
+            for part in _entangle(inner.gate, p, q, two_q):
+                out.append(part.with_classical_controls(*conditions) if conditions else part)
+        else:
+            out.append(op.transform_qubits(lambda q: cirq.LineQubit(where[q])))
+    final = [ops[i].transform_qubits(lambda q: cirq.LineQubit(where[q])) for i in sorted(held)]
+    return out, final, swaps
+
+
+def _terminal_measurements(ops: list[cirq.Operation]) -> set[int]:
+    """Indices of measurements after which nothing touches their qubits or is controlled."""
+    later: set[cirq.Qid] = set()
+    controlled = False
+    terminal: set[int] = set()
+    for index in range(len(ops) - 1, -1, -1):
+        op = ops[index]
+        if cirq.is_measurement(op) and not controlled and later.isdisjoint(op.qubits):
+            terminal.add(index)
+        later.update(op.qubits)
+        controlled = controlled or bool(op.classical_controls)
+    return terminal
+
+
+def _entangle(gate: cirq.Gate, p: int, q: int, two_q: cirq.Gate) -> list[cirq.Operation]:
+    """CZ, CNOT or SWAP on physical ``p, q`` written with the native entangler ``two_q``."""
+    a, b = cirq.LineQubit(p), cirq.LineQubit(q)
+    if gate == cirq.SWAP:
+        cx = [cirq.CNOT(a, b), cirq.CNOT(b, a), cirq.CNOT(a, b)]
+        return [part for op in cx for part in _entangle(op.gate, *(x.x for x in op.qubits), two_q)]
+    if gate == two_q:
+        return [two_q(a, b)]
+    # CZ = H_b·CNOT·H_b and CNOT = H_b·CZ·H_b.
+    return [cirq.H(b), two_q(a, b), cirq.H(b)]
+
+
+def _shortest_path(device: Device, start: int, goal: int) -> list[int]:
+    """A shortest path of usable edges, walking down the device's hop counts to ``goal``."""
+    path = [start]
+    if goal in device.coupling[start]:
+        return [start, goal]
+    hops = device.distances[goal]
+    while path[-1] != goal:
+        path.append(min(device.coupling[path[-1]], key=lambda n: hops.get(n, len(hops))))
+    return path
+
+
+def _merge_single_qubit(ops: list[cirq.Operation]) -> Iterator[cirq.Operation]:
+    """Merge runs of unconditioned one-qubit unitaries into one ``PhasedXZGate`` each."""
+    pending: dict[cirq.Qid, np.ndarray] = {}
+
+    def flush(qubit: cirq.Qid) -> Iterator[cirq.Operation]:
+        matrix = pending.pop(qubit, None)
+        if matrix is not None:
+            identity = abs(matrix[0, 1]) < ATOL and abs(matrix[0, 0] - matrix[1, 1]) < ATOL
+            if not identity:
+                yield cirq.PhasedXZGate.from_matrix(matrix)(qubit)
+
+    for op in ops:
+        mergeable = (
+            len(op.qubits) == 1
+            and not isinstance(op, cirq.ClassicallyControlledOperation)
+            and cirq.has_unitary(op)
+        )
+        if mergeable:
+            (qubit,) = op.qubits
+            pending[qubit] = cirq.unitary(op) @ pending.get(qubit, np.eye(2))
+            continue
+        for qubit in op.qubits:
+            yield from flush(qubit)
+        inner = op.without_classical_controls()
+        if len(inner.qubits) == 1 and cirq.has_unitary(inner):
+            conditions = op.classical_controls
+            gate = cirq.PhasedXZGate.from_matrix(cirq.unitary(inner))
+            yield gate(*inner.qubits).with_classical_controls(*conditions)
+        else:
+            yield op
+    for qubit in list(pending):
+        yield from flush(qubit)
+
+
+def _count(native: cirq.Circuit, durations: tuple[float, ...], device: Device) -> GateCounts:
+    one: dict[int, int] = {}
+    two: dict[tuple[int, int], int] = {}
+    measure: dict[int, int] = {}
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    last_gate: dict[int, int] = {}
+    for index, moment in enumerate(native):
+        for op in moment:
+            physical = [q.x for q in op.qubits]
+            inner = op.without_classical_controls()
+            measured = cirq.is_measurement(inner)
+            for p in physical:
+                first.setdefault(p, index)
+                last[p] = index
+                if not measured:
+                    last_gate[p] = index
+            if measured:
+                for p in physical:
+                    measure[p] = measure.get(p, 0) + 1
+            elif len(physical) == 2:
+                pair = (min(physical), max(physical))
+                two[pair] = two.get(pair, 0) + 1
+            elif cost := pulses(op, device):
+                one[physical[0]] = one.get(physical[0], 0) + cost
+    starts = np.concatenate([[0.0], np.cumsum(durations)])
+    exposure: dict[int, float] = {}
+    wait: dict[int, float] = {}
+    for p, begin in first.items():
+        # Relaxation acts from the first operation to the last; the stretch after the last
+        # gate, waiting for the final measurement, is kept apart (only T1 matters there).
+        split = min(last[p], last_gate[p] + 1) if p in last_gate else begin
+        exposure[p] = float(starts[split] - starts[begin])
+        wait[p] = float(starts[last[p]] - starts[split])
+    return GateCounts(one, two, measure, exposure, wait)

@@ -1,0 +1,397 @@
+"""Noisy emulation of compiled circuits, and the gate noise that it and prediction share.
+
+Emulation (:func:`emulate`) models a device as qiskit-aer's device noise model does
+(``tests/unit/test_aer_reference.py`` checks that the two agree within shot noise):
+
+* Every qubit relaxes (amplitude damping from T1, pure dephasing from T1/T2) after each moment
+  from its first operation to its last, for the moment's duration, idle or busy.
+* A native gate with reported error ``e`` (average gate infidelity, as RB reports it) adds a
+  depolarizing channel sized so that it and the relaxation during the gate together have
+  average infidelity ``e`` (:func:`depolarizing_probability`; none if relaxation alone
+  reaches ``e``). A one-qubit gate of ``k`` pulses has error ``k·e_1q`` over ``k`` pulse times.
+* Readout flips measured bits classically: 0→1 with ``p01``, 1→0 with ``p10``. Bits that
+  steer classical control are used unflipped (readout errors do not propagate into feedback).
+
+Registers of up to ``DENSITY_MATRIX_QUBITS`` qubits with terminal measurements are simulated
+once as a density matrix (relaxation and depolarizing applied in closed form, not Kraus by
+Kraus) and the shots sampled from it; :func:`emulated_distribution` returns that exact
+distribution, for measuring the emulator without shot noise. Other circuits run qsim noisy
+trajectories, one per shot. :func:`emulated_runtime_s` models the job's wall time on the QPU.
+
+The fidelity prediction (``qubus.devices.prediction``) models these channels: it sizes each
+gate's depolarizing as :func:`completing_depolarizing` does and reads each bit from the qubit
+that :func:`bit_qubits` gives.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import cirq
+import numpy as np
+
+from qubus.circuits.simulate import bits_from_result, counts_from_bits, measurement_keys, run
+from qubus.devices.compile import CompiledCircuit, op_duration_ns, pulses
+from qubus.devices.profiles import Device, QubitCal
+
+JOB_OVERHEAD_S = {"superconducting": 1.0, "trapped-ion": 2.0}
+"""Modelled per-job cost of a QPU (loading, compilation on the device, result transfer).
+Assumed round numbers, not measurements."""
+
+SHOT_OVERHEAD_S = {"superconducting": 250e-6, "trapped-ion": 1e-3}
+"""Modelled per-shot reset cost: IBM's default repetition delay (``default_rep_delay`` = 250 µs
+in the conf files); for ion traps an assumed 1 ms of cooling and state preparation."""
+
+DENSITY_MATRIX_QUBITS = 8
+"""Largest register emulated by one exact density-matrix simulation instead of a trajectory
+per shot (4^8 entries; beyond that trajectories are cheaper)."""
+
+
+def gate_error(op: cirq.Operation, device: Device) -> float:
+    """Reported error of one compiled operation (0 for virtual gates and measurements)."""
+    inner = op.without_classical_controls()
+    if cirq.is_measurement(inner):
+        return 0.0
+    if len(inner.qubits) == 2:
+        a, b = (q.x for q in inner.qubits)
+        return device.edge(a, b).error
+    (qubit,) = inner.qubits
+    return min(1.0, pulses(op, device) * device.qubits[qubit.x].one_qubit_error)
+
+
+def relaxation_process_fidelity(t_ns: float, qubit: QubitCal) -> float:
+    """Process fidelity ``(1 + e^(−t/T1) + 2·e^(−t/T2)) / 4`` of relaxing for ``t_ns``."""
+    if t_ns <= 0 or qubit.t1_us is None or qubit.t2_us is None:
+        return 1.0
+    t_us = t_ns / 1000
+    return (1 + math.exp(-t_us / qubit.t1_us) + 2 * math.exp(-t_us / qubit.t2_us)) / 4
+
+
+def depolarizing_probability(op: cirq.Operation, device: Device) -> float:
+    """``cirq.depolarize`` probability that completes the relaxation during a gate to its error.
+
+    As ``NoiseModel.from_backend`` of qiskit-aer: the relaxation of the gate's qubits over
+    its duration has average fidelity ``f_r``; a depolarizing channel of qiskit parameter
+    ``λ = d·(e − (1 − f_r)) / (d·f_r − 1)`` after it brings the average infidelity to the
+    reported error ``e`` (capped at ``d/(d+1)``). Returned in cirq's convention (total
+    probability of a non-identity Pauli, ``λ·(d² − 1)/d²``); 0 when relaxation alone reaches
+    ``e``.
+    """
+    error = gate_error(op, device)
+    if error <= 0:
+        return 0.0
+    qubits = [device.qubits[q.x] for q in op.qubits]
+    return completing_depolarizing(error, op_duration_ns(op, device), qubits)
+
+
+def completing_depolarizing(error: float, duration: float, qubits: list[QubitCal]) -> float:
+    """:func:`depolarizing_probability` of a gate given by its numbers rather than its operation.
+
+    Args:
+        error: The gate's reported error.
+        duration: Its duration in ns.
+        qubits: The calibrations of the qubits it acts on.
+    """
+    d = 2 ** len(qubits)
+    process = math.prod(relaxation_process_fidelity(duration, q) for q in qubits)
+    relax_fidelity = (d * process + 1) / (d + 1)
+    if error <= 1 - relax_fidelity:
+        return 0.0
+    error = min(error, d / (d + 1))
+    lam = min(d * (error - 1 + relax_fidelity) / (d * relax_fidelity - 1), d * d / (d * d - 1))
+    return lam * (d * d - 1) / (d * d)
+
+
+def emulated_runtime_s(compiled: CompiledCircuit, device: Device, shots: int) -> float:
+    """Modelled wall time of the job on the real QPU.
+
+    ``JOB_OVERHEAD_S + shots · (duration + SHOT_OVERHEAD_S)`` for the device's kind.
+    """
+    per_shot = compiled.duration_ns * 1e-9 + SHOT_OVERHEAD_S[device.kind]
+    return JOB_OVERHEAD_S[device.kind] + shots * per_shot
+
+
+def noisy_moments(compiled: CompiledCircuit, device: Device) -> Iterator[cirq.Moment]:
+    """The compiled moments with gate noise after and pending relaxation before each.
+
+    A qubit relaxes for every moment from its first operation to its last; the relaxation of
+    consecutive idle moments is applied as one channel right before the qubit's next
+    operation, which is the same channel and keeps the trajectory count of channels low.
+    """
+    last: dict[cirq.Qid, int] = {}
+    for index, moment in enumerate(compiled.circuit):
+        for q in moment.qubits:
+            last[q] = index
+    pending: dict[cirq.Qid, float] = {}
+    for index, (moment, duration) in enumerate(
+        zip(compiled.circuit, compiled.moment_durations_ns, strict=True)
+    ):
+        relax = [
+            (q, _relaxation(pending.pop(q), device.qubits[q.x]))
+            for q in moment.qubits
+            if pending.get(q, 0) > 0
+        ]
+        for layer in range(max((len(c) for _, c in relax), default=0)):
+            yield cirq.Moment(c[layer].on(q) for q, c in relax if layer < len(c))
+        yield moment
+        channels: list[cirq.Operation] = []
+        for op in moment:
+            p = depolarizing_probability(op, device)
+            if p > 0:
+                channels.append(cirq.depolarize(p, n_qubits=len(op.qubits)).on(*op.qubits))
+        if channels:
+            yield cirq.Moment(channels)
+        for q, final in last.items():
+            if q in pending or (q in moment.qubits and index < final):
+                pending[q] = pending.get(q, 0.0) + duration
+
+
+def _relaxation(t_ns: float, qubit: QubitCal) -> list[cirq.Gate]:
+    """Amplitude damping (T1) then, if T2 < 2·T1, pure dephasing, for ``t_ns``."""
+    t_us = t_ns / 1000
+    channels: list[cirq.Gate] = [cirq.amplitude_damp(1 - math.exp(-t_us / qubit.t1_us))]
+    dephasing_rate = 1 / qubit.t2_us - 1 / (2 * qubit.t1_us)
+    if dephasing_rate > 0:
+        channels.append(cirq.phase_damp(1 - math.exp(-2 * t_us * dephasing_rate)))
+    return channels
+
+
+def emulate(
+    compiled: CompiledCircuit,
+    device: Device,
+    shots: int,
+    *,
+    seed: int,
+    noiseless: bool = False,
+) -> dict[str, int]:
+    """Run the compiled circuit with the device's noise and return counts.
+
+    Only the physical qubits the circuit touches are simulated (compacted to a small
+    register). Up to ``DENSITY_MATRIX_QUBITS`` qubits with terminal measurements, the noisy
+    density matrix is computed once (cirq) and the shots are sampled from its diagonal: the
+    same distribution as trajectories, without a simulation per shot. Otherwise qsim runs
+    noisy trajectories (:func:`qubus.circuits.simulate.run` picks the simulator for circuits with
+    classically controlled operations).
+
+    Args:
+        compiled: The output of ``compile_for_device`` for this device.
+        device: The device profile (its noise).
+        shots: Number of repetitions.
+        seed: Seeds the simulator and the readout flips.
+        noiseless: Skip every noise channel and readout flip (checks compilation).
+
+    Returns:
+        Counts keyed by bit strings in the ``qubus.circuits.simulate`` convention.
+    """
+    circuit, keys = _register_circuit(compiled, device, noiseless=noiseless)
+    if not keys:
+        return {"": shots}
+    rng = np.random.default_rng(seed)
+    simulator_seed = int(rng.integers(2**31))
+    if not noiseless and _exact(compiled, circuit):
+        probs, qubits = _final_probabilities(circuit)
+        drawn = rng.choice(probs.size, size=shots, p=probs / probs.sum())
+        bits = _bit_columns(drawn, circuit, keys, qubits)
+    else:
+        bits = bits_from_result(run(circuit, shots, seed=simulator_seed), keys)
+    if not noiseless:
+        bits = readout_flips(bits, _readout_qubits(compiled, keys), device, rng)
+    return counts_from_bits(bits)
+
+
+def emulated_distribution(compiled: CompiledCircuit, device: Device) -> dict[str, float] | None:
+    """The exact distribution :func:`emulate` samples its shots from, where it has one.
+
+    For registers that :func:`emulate` simulates as one density matrix (up to
+    ``DENSITY_MATRIX_QUBITS`` qubits, terminal measurements only): the same noisy density
+    matrix, its diagonal marginalised onto the measured bits, then every bit through its
+    readout flips. This is the emulator's infinite-shot output, for measuring it without
+    shot noise.
+
+    Returns:
+        Bit string → probability of every outcome that can occur (no floor), or None where
+        :func:`emulate` runs trajectories instead.
+    """
+    circuit, keys = _register_circuit(compiled, device, noiseless=False)
+    if not keys:
+        return {"": 1.0}
+    if not _exact(compiled, circuit):
+        return None
+    probs, qubits = _final_probabilities(circuit)
+    states = np.arange(probs.size)
+    columns = _bit_columns(states, circuit, keys, qubits).astype(np.int64)
+    width = columns.shape[1]
+    index = columns @ (1 << np.arange(width - 1, -1, -1))
+    dense = np.bincount(index, weights=probs / probs.sum(), minlength=2**width)
+    dense = dense.reshape((2,) * width)
+    for k, q in enumerate(_readout_qubits(compiled, keys)):
+        cal = device.qubits[q]
+        flips = np.array([[1 - cal.p01, cal.p10], [cal.p01, 1 - cal.p10]])  # [read][true]
+        dense = np.moveaxis(np.tensordot(flips, dense, axes=([1], [k])), 0, k)
+    return {format(i, f"0{width}b"): float(v) for i, v in enumerate(dense.ravel()) if v > 0}
+
+
+def _register_circuit(
+    compiled: CompiledCircuit, device: Device, *, noiseless: bool
+) -> tuple[cirq.Circuit, list[tuple[str, int]]]:
+    """The circuit :func:`emulate` simulates (noisy unless ``noiseless``) on the compacted
+    register ``LineQubit(0..)``, and its measurement keys."""
+    circuit = compiled.circuit.unfreeze()
+    if not noiseless:
+        circuit = cirq.Circuit(noisy_moments(compiled, device))
+    compact = {cirq.LineQubit(p): cirq.LineQubit(i) for i, p in enumerate(compiled.physical_qubits)}
+    circuit = circuit.transform_qubits(compact)
+    return circuit, measurement_keys(circuit)
+
+
+def _exact(compiled: CompiledCircuit, circuit: cirq.Circuit) -> bool:
+    """Whether the noisy register is simulated once as a density matrix."""
+    return len(compiled.physical_qubits) <= DENSITY_MATRIX_QUBITS and _terminal_only(circuit)
+
+
+def _terminal_only(circuit: cirq.Circuit) -> bool:
+    """Measurements only at the end, each key once, no classical control."""
+    keys = [op.gate.key for op in circuit.all_operations() if cirq.is_measurement(op)]
+    controlled = any(op.classical_controls for op in circuit.all_operations())
+    return (
+        not controlled and len(keys) == len(set(keys)) and circuit.are_all_measurements_terminal()
+    )
+
+
+def _final_probabilities(circuit: cirq.Circuit) -> tuple[np.ndarray, list[cirq.Qid]]:
+    """Diagonal of the exact noisy density matrix before the measurements, and its qubit order
+    (cirq's: the first qubit is the most significant bit of an index)."""
+    qubits = sorted(circuit.all_qubits())
+    body = cirq.Circuit(
+        _closed_form(op) for op in circuit.all_operations() if not cirq.is_measurement(op)
+    )
+    body.append(cirq.I.on_each(*(set(qubits) - body.all_qubits())))
+    rho = cirq.DensityMatrixSimulator(dtype=np.complex128).simulate(body, qubit_order=qubits)
+    return np.clip(np.real(np.diag(rho.final_density_matrix)), 0, None), qubits
+
+
+def _bit_columns(
+    states: np.ndarray, circuit: cirq.Circuit, keys: list[tuple[str, int]], qubits: list[cirq.Qid]
+) -> np.ndarray:
+    """The measured bits, ``(len(states), Σ widths)``, of register basis states (indices)."""
+    registers = (states[:, None] >> np.arange(len(qubits) - 1, -1, -1)) & 1
+    measured = {op.gate.key: op for op in circuit.all_operations() if cirq.is_measurement(op)}
+    columns = []
+    for key, _width in keys:
+        op = measured[key]
+        flips = np.array(op.gate.full_invert_mask(), dtype=np.int64)
+        columns.append(registers[:, [qubits.index(q) for q in op.qubits]] ^ flips)
+    return np.concatenate(columns, axis=1).astype(np.uint8)
+
+
+def _closed_form(op: cirq.Operation) -> cirq.Operation:
+    """The operation, with its noise channel (if it is one) applied in closed form."""
+    gate = op.gate
+    if isinstance(gate, cirq.DepolarizingChannel):
+        return _ClosedFormDepolarizing(gate.p, len(op.qubits)).on(*op.qubits)
+    if isinstance(gate, cirq.AmplitudeDampingChannel):
+        return _ClosedFormDamping(gate.gamma, 0.0).on(*op.qubits)
+    if isinstance(gate, cirq.PhaseDampingChannel):
+        return _ClosedFormDamping(0.0, gate.gamma).on(*op.qubits)
+    return op
+
+
+class _ClosedFormDamping(cirq.Gate):
+    """``cirq.amplitude_damp(amplitude)`` then ``cirq.phase_damp(phase)`` on a density matrix.
+
+    In closed form on the qubit's 2×2 blocks: ``ρ00 += a·ρ11``, ``ρ11 *= 1 − a`` and the
+    coherences ``*= √((1 − a)(1 − p))``, in place, instead of a matrix product per Kraus
+    operator (cirq's generic path, which dominated the emulation of deep circuits).
+    """
+
+    def __init__(self, amplitude: float, phase: float) -> None:
+        self._amplitude = amplitude
+        self._phase = phase
+
+    def _num_qubits_(self) -> int:
+        return 1
+
+    def _apply_channel_(self, args: cirq.ApplyChannelArgs) -> np.ndarray:
+        tensor = args.target_tensor
+        (left,), (right,) = args.left_axes, args.right_axes
+
+        def block(row: int, column: int) -> tuple[slice, ...]:
+            # Slices, not integers: a view even when the state is a single qubit's 2×2.
+            index = [slice(None)] * tensor.ndim
+            index[left], index[right] = slice(row, row + 1), slice(column, column + 1)
+            return tuple(index)
+
+        if self._amplitude:
+            excited = tensor[block(1, 1)]
+            tensor[block(0, 0)] += self._amplitude * excited
+            excited *= 1 - self._amplitude
+        coherence = math.sqrt((1 - self._amplitude) * (1 - self._phase))
+        tensor[block(0, 1)] *= coherence
+        tensor[block(1, 0)] *= coherence
+        return tensor
+
+
+class _ClosedFormDepolarizing(cirq.Gate):
+    """``cirq.depolarize(p, n)`` applied to a density matrix in closed form.
+
+    ``ρ → (1 − λ)·ρ + λ·Tr_S(ρ) ⊗ I/d`` with ``λ = p·d²/(d² − 1)``: one partial trace
+    instead of ``4^n`` Kraus products (16 for two qubits).
+    """
+
+    def __init__(self, p: float, n_qubits: int) -> None:
+        self._p = p
+        self._n = n_qubits
+
+    def _num_qubits_(self) -> int:
+        return self._n
+
+    def _apply_channel_(self, args: cirq.ApplyChannelArgs) -> np.ndarray:
+        tensor = args.target_tensor
+        d = 2**self._n
+        lam = self._p * d * d / (d * d - 1)
+        axes = list(range(tensor.ndim))
+        traced = list(axes)
+        for left, right in zip(args.left_axes, args.right_axes, strict=True):
+            traced[right] = left
+        reduced_axes = [a for a in axes if a not in args.left_axes and a not in args.right_axes]
+        reduced = np.einsum(tensor, traced, reduced_axes)
+        operands: list = [reduced, reduced_axes]
+        for left, right in zip(args.left_axes, args.right_axes, strict=True):
+            operands += [np.eye(2) / 2, [left, right]]
+        mixed = np.einsum(*operands, axes)
+        np.multiply(tensor, 1 - lam, out=args.out_buffer)
+        args.out_buffer += lam * mixed
+        return args.out_buffer
+
+
+def _readout_qubits(compiled: CompiledCircuit, keys: list[tuple[str, int]]) -> list[int]:
+    """The physical qubit behind every bit column (the last measurement of each key)."""
+    last: dict[str, tuple[int, ...]] = {}
+    for op in compiled.circuit.all_operations():
+        inner = op.without_classical_controls()
+        if isinstance(inner.gate, cirq.MeasurementGate):
+            last[inner.gate.key] = tuple(q.x for q in inner.qubits)
+    return bit_qubits(last, keys)
+
+
+def bit_qubits(last: dict[str, tuple[int, ...]], keys: list[tuple[str, int]]) -> list[int]:
+    """The physical qubit behind every bit column, from each key's last measured qubits.
+
+    Args:
+        last: Measurement key → the physical qubits of its last measurement.
+        keys: The measurement keys with their widths, in bit-string order (where a key's
+            last measurement is narrower than its width, its last qubit fills the rest).
+    """
+    return [q for key, width in keys for q in (*last[key], *[last[key][-1]] * width)[:width]]
+
+
+def readout_flips(
+    bits: np.ndarray, qubits: list[int], device: Device, rng: np.random.Generator
+) -> np.ndarray:
+    """Readout errors on measured bits ``(shots, width)``, column k read from physical qubit
+    ``qubits[k]``: 0 reads 1 with its ``p01``, 1 reads 0 with its ``p10``."""
+    p01 = np.array([device.qubits[q].p01 for q in qubits])
+    p10 = np.array([device.qubits[q].p10 for q in qubits])
+    flip = rng.random(bits.shape) < np.where(bits == 1, p10, p01)
+    return bits ^ flip.astype(np.uint8)

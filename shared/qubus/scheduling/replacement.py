@@ -1,0 +1,78 @@
+"""Where allocations wait, and which allocation of a task is current: what re-placement reads.
+
+A task's allocation is one message on ``qubus.task.<id>.allocated.<node>``, consumed by the
+node's durable consumer ``qpu-<node>`` one at a time. A re-placement publishes a new
+allocation (``TaskAllocated.attempt`` + 1) instead of withdrawing the old one, so the current
+allocation of a task is its last message on ``qubus.task.<id>.allocated.*``; a node skips
+any other.
+"""
+
+from __future__ import annotations
+
+import nats.errors
+import nats.js.errors
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from qubus.bus import codec
+from qubus.bus.connection import STREAM, Bus
+from qubus.bus.messages import TaskAllocated
+from qubus.bus.tracing import TraceContext
+
+READ_TIMEOUT_S = 5.0
+
+
+def qpu_consumer(node: str) -> str:
+    """The durable consumer through which QPU node ``node`` takes its allocations."""
+    return f"qpu-{node}"
+
+
+def allocation_subject(node: str) -> str:
+    """The subject of every allocation to ``node``."""
+    return f"qubus.task.*.allocated.{node}"
+
+
+async def latest_allocation(bus: Bus, task_id: str) -> TaskAllocated | None:
+    """The task's current allocation (its last on any node), or None if it has none."""
+    try:
+        raw = await bus.js.get_last_msg(STREAM, f"qubus.task.{task_id}.allocated.*")
+    except nats.js.errors.NotFoundError:
+        return None
+    return codec.decode(raw.data, TaskAllocated)
+
+
+async def outstanding_allocations(bus: Bus, node: str) -> list[tuple[TaskAllocated, TraceContext]]:
+    """The allocations to ``node`` it has not acknowledged (queued, or being run), oldest
+    first, each with its trace context.
+
+    Read from the stream after the node consumer's acknowledgement floor; empty when the
+    node has no consumer yet.
+    """
+    try:
+        info = await bus.js.consumer_info(STREAM, qpu_consumer(node))
+    except nats.js.errors.NotFoundError:
+        return []
+    if not (info.num_pending or 0) + (info.num_ack_pending or 0):
+        return []
+    sub = await bus.js.subscribe(
+        allocation_subject(node),
+        stream=STREAM,
+        ordered_consumer=True,
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=info.ack_floor.stream_seq + 1,
+        ),
+    )
+    allocations = []
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=READ_TIMEOUT_S)
+            except nats.errors.TimeoutError:
+                break
+            event = codec.decode(msg.data, TaskAllocated)
+            allocations.append((event, TraceContext.extract(msg.headers)))
+            if msg.metadata.num_pending == 0:
+                break
+    finally:
+        await sub.unsubscribe()
+    return allocations
