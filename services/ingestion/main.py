@@ -11,7 +11,8 @@ import time
 
 import nats.js.errors
 
-from qubus.bus.connection import BUCKET_IDEMPOTENCY, SUBMIT_SUBJECT
+from qubus.bus.auth import ANONYMOUS
+from qubus.bus.connection import BUCKET_IDEMPOTENCY, H_SUBJECT, SUBMIT_SUBJECT
 from qubus.bus.ids import idempotency_kv_key, new_task_id
 from qubus.bus.logs import get_logger
 from qubus.bus.messages import SubmitReply, SubmitRequest, TaskIngested
@@ -25,12 +26,12 @@ log = get_logger()
 async def setup(rt: Runtime) -> None:
     idempotency = await rt.bus.kv(BUCKET_IDEMPOTENCY)
 
-    async def claim(request: SubmitRequest) -> tuple[str, bool]:
+    async def claim(request: SubmitRequest, owner: str) -> tuple[str, bool]:
         """The task id for this request, and whether an earlier request already claimed it."""
-        task_id = new_task_id()
+        task_id = new_task_id(owner)
         if request.idempotency_key is None:
             return task_id, False
-        key = idempotency_kv_key(request.idempotency_key)
+        key = idempotency_kv_key(owner, request.idempotency_key)
         try:
             await idempotency.create(key, task_id.encode())
             return task_id, False
@@ -41,7 +42,7 @@ async def setup(rt: Runtime) -> None:
         fmt = detect_format(request)
         if fmt == "cirq-json":
             check_cirq_json(request.circuit)
-        task_id, duplicate = await claim(request)
+        task_id, duplicate = await claim(request, submitter(headers[H_SUBJECT]))
         # A repeated key re-publishes only if the first attempt never got its event stored.
         if not duplicate or await rt.bus.last_event(task_id, TaskIngested) is None:
             event = TaskIngested(
@@ -56,4 +57,12 @@ async def setup(rt: Runtime) -> None:
             log.info("task.ingested", task_id=task_id, format=fmt, trace_id=trace.trace_id)
         return SubmitReply(task_id=task_id, duplicate=duplicate)
 
-    await rt.serve(SUBMIT_SUBJECT, SubmitRequest, submit, max_bytes=rt.settings.max_submit_bytes)
+    limit = rt.settings.max_submit_bytes
+    await rt.serve(SUBMIT_SUBJECT, SubmitRequest, submit, max_bytes=limit)
+    await rt.serve(f"{SUBMIT_SUBJECT}.*", SubmitRequest, submit, max_bytes=limit, name="submit_as")
+
+
+def submitter(subject: str) -> str:
+    """Who submitted on ``subject``: ``<user>`` of ``qubus.submit.<user>``, which on a secured
+    bus only that user may publish to (``qubus.bus.auth``), else ``anon``."""
+    return subject.removeprefix(f"{SUBMIT_SUBJECT}.") if subject != SUBMIT_SUBJECT else ANONYMOUS

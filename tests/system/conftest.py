@@ -38,11 +38,16 @@ def nats_url() -> Iterator[str]:
 
 @contextlib.asynccontextmanager
 async def running_stack(
-    nats_url: str, log_dir: Path, fleet: Sequence[str], env: Mapping[str, str]
+    nats_url: str,
+    log_dir: Path,
+    fleet: Sequence[str],
+    env: Mapping[str, str],
+    creds_dir: Path | None = None,
 ) -> AsyncIterator[Supervisor]:
-    """Every service as its own process, as `qubus up` runs them; logs kept for failures
-    (``QUBUS_SHOW_LOGS=1`` prints their tails)."""
-    supervisor = Supervisor(nats_url, stack_specs(fleet), log_dir=log_dir, env=dict(env))
+    """Every service as its own process, as `qubus up` runs them (as their own NATS users
+    with ``creds_dir``); logs kept for failures (``QUBUS_SHOW_LOGS=1`` prints their tails)."""
+    specs = stack_specs(fleet)
+    supervisor = Supervisor(nats_url, specs, log_dir=log_dir, env=dict(env), creds_dir=creds_dir)
     try:
         await supervisor.start(timeout=120)
         yield supervisor
@@ -70,13 +75,15 @@ def qubus_cli():
     """Runs ``qubus ARGS`` as its own process against a stack: ``await qubus_cli(url, *args)``
     gives ``(returncode, stdout, stderr)``."""
 
-    async def run(nats_url: str, *args: str, timeout: float = 120.0) -> tuple[int, str, str]:
+    async def run(
+        nats_url: str, *args: str, timeout: float = 120.0, env: Mapping[str, str] | None = None
+    ) -> tuple[int, str, str]:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "qubus.cli.main",
             *args,
-            env={**os.environ, "QUBUS_NATS_URL": nats_url},
+            env={**os.environ, "QUBUS_NATS_URL": nats_url, **(env or {})},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )

@@ -80,50 +80,50 @@ async def wait_for(bus: Bus, task_id: str, event: str, timeout: float = 30.0):
 
 async def test_result_is_published_with_dedup_id_and_trace(bus, runner):
     trace = TraceContext.new()
-    await bus.publish_event(ingested("ok1", "fine"), trace=trace)
-    parsed, events = await wait_for(bus, "ok1", "parsed")
+    await bus.publish_event(ingested("t.ok1", "fine"), trace=trace)
+    parsed, events = await wait_for(bus, "t.ok1", "parsed")
     assert parsed.trace_id == trace.trace_id
     assert parsed.service == "test" and parsed.started is not None
-    raw = await bus.js.get_last_msg("QUBUS_TASKS", "qubus.task.ok1.parsed")
-    assert raw.headers[H_MSG_ID] == "ok1.parsed"
+    raw = await bus.js.get_last_msg("QUBUS_TASKS", "qubus.task.t.ok1.parsed")
+    assert raw.headers[H_MSG_ID] == "t.ok1.parsed"
     assert raw.headers[H_TYPE] == "task.parsed.v1"
 
 
 async def test_republishing_an_event_is_deduplicated(bus):
-    event = ingested("dup1", "fine")
+    event = ingested("t.dup1", "fine")
     assert await bus.publish_event(event, trace=TraceContext.new()) is True
     assert await bus.publish_event(event, trace=TraceContext.new()) is False
 
 
 async def test_expected_error_rejects_the_task(bus, runner):
-    await bus.publish_event(ingested("rej1", "reject"), trace=TraceContext.new())
-    rejected, events = await wait_for(bus, "rej1", "rejected")
+    await bus.publish_event(ingested("t.rej1", "reject"), trace=TraceContext.new())
+    rejected, events = await wait_for(bus, "t.rej1", "rejected")
     assert rejected.event.error.code == "test.rejected"
     assert rejected.event.stage == "toy"
 
 
 async def test_invalid_payload_is_rejected_and_terminated(bus, runner):
     await bus.js.publish(
-        "qubus.task.bad1.ingested",
+        "qubus.task.t.bad1.ingested",
         b"\x93not msgpack of a map",
-        headers={H_TYPE: TaskIngested.TYPE, H_MSG_ID: "bad1.ingested"},
+        headers={H_TYPE: TaskIngested.TYPE, H_MSG_ID: "t.bad1.ingested"},
     )
-    rejected, _ = await wait_for(bus, "bad1", "rejected")
+    rejected, _ = await wait_for(bus, "t.bad1", "rejected")
     assert rejected.event.error.code.startswith("payload.")
     await asyncio.sleep(3)  # longer than ack_wait: a terminated message is not redelivered
-    _, events = await wait_for(bus, "bad1", "rejected")
+    _, events = await wait_for(bus, "t.bad1", "rejected")
     assert [e.event.EVENT for e in events] == ["rejected"]
 
 
 async def test_unexpected_error_is_retried_until_it_succeeds(bus, runner):
-    await bus.publish_event(ingested("flaky1", "flaky2"), trace=TraceContext.new())
-    _, events = await wait_for(bus, "flaky1", "parsed")
+    await bus.publish_event(ingested("t.flaky1", "flaky2"), trace=TraceContext.new())
+    _, events = await wait_for(bus, "t.flaky1", "parsed")
     assert [e.event.EVENT for e in events] == ["ingested", "parsed"]
 
 
 async def test_persistent_error_fails_the_task_after_max_deliver(bus, runner):
-    await bus.publish_event(ingested("flaky9", "flaky9"), trace=TraceContext.new())
-    failed, events = await wait_for(bus, "flaky9", "failed", timeout=60)
+    await bus.publish_event(ingested("t.flaky9", "flaky9"), trace=TraceContext.new())
+    failed, events = await wait_for(bus, "t.flaky9", "failed", timeout=60)
     assert failed.event.error.code == "internal.error"
     assert "transient bug" in failed.event.error.message
     assert [e.event.EVENT for e in events] == ["ingested", "failed"]
@@ -131,9 +131,9 @@ async def test_persistent_error_fails_the_task_after_max_deliver(bus, runner):
 
 async def test_message_of_unknown_type_is_rejected(bus, runner):
     await bus.js.publish(
-        "qubus.task.odd1.ingested",
-        codec.encode(ingested("odd1", "fine")),
-        headers={H_TYPE: "task.ingested.v99", H_MSG_ID: "odd1.ingested"},
+        "qubus.task.t.odd1.ingested",
+        codec.encode(ingested("t.odd1", "fine")),
+        headers={H_TYPE: "task.ingested.v99", H_MSG_ID: "t.odd1.ingested"},
     )
-    rejected, _ = await wait_for(bus, "odd1", "rejected")
+    rejected, _ = await wait_for(bus, "t.odd1", "rejected")
     assert rejected.event.error.code == "payload.unexpected_type"

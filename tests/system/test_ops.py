@@ -59,7 +59,7 @@ async def test_one_instance_answers_by_name_and_id(client):
         assert info["endpoints"] == [
             {
                 "name": "parser",
-                "subject": "qubus.task.*.ingested",
+                "subject": "qubus.task.*.*.ingested",
                 "queue_group": "parser",
                 "metadata": {"kind": "consumer"},
             }
@@ -204,7 +204,7 @@ async def toy_handler(event: TaskIngested, ctx: Context) -> None:
 
 async def test_stage_runner_counts_each_outcome_and_stats_report_them(client):
     texts = ["fine", "boom", "reject"]
-    subjects = [f"qubus.task.toy{n}.ingested" for n in range(len(texts))]
+    subjects = [f"qubus.task.t.toy{n}.ingested" for n in range(len(texts))]
     stage = Stage("ops_toy", [TaskIngested], toy_handler, subjects=subjects)
     runner = StageRunner(client.bus, stage, ack_wait_s=2, max_deliver=1)
     health = HealthResponder(client.bus, service="toy", instance="toy.host-1")
@@ -214,7 +214,7 @@ async def test_stage_runner_counts_each_outcome_and_stats_report_them(client):
     try:
         for n, text in enumerate(texts):
             event = TaskIngested(
-                task_id=f"toy{n}",
+                task_id=f"t.toy{n}",
                 format="qasm2",
                 text=text,
                 options=TaskOptions(shots=1),

@@ -9,7 +9,14 @@ import pytest
 
 from qubus.bus import codec
 from qubus.bus.ids import idempotency_kv_key, new_task_id, seed_for
-from qubus.bus.messages import TYPES, SubmitRequest, TaskAllocated, TaskOptions, TaskRejected
+from qubus.bus.messages import (
+    TASK_ID,
+    TYPES,
+    SubmitRequest,
+    TaskAllocated,
+    TaskOptions,
+    TaskRejected,
+)
 from qubus.bus.tracing import TraceContext
 from qubus.circuits.ingest import check_cirq_json, detect_format
 from qubus.errors import InvalidPayload
@@ -102,10 +109,11 @@ def test_cirq_json_must_be_a_json_object():
             check_cirq_json(text)
 
 
-def test_task_ids_are_unique_and_sort_by_time():
-    ids = [new_task_id(now=1000.0 + i) for i in range(50)]
+def test_task_ids_name_their_owner_are_unique_and_sort_by_time():
+    ids = [new_task_id("alice", now=1000.0 + i) for i in range(50)]
     assert ids == sorted(ids) and len(set(ids)) == 50
-    assert len({new_task_id(now=5.0) for _ in range(200)}) == 200
+    assert all(TASK_ID.match(i) and i.split(".")[0] == "alice" for i in ids)
+    assert len({new_task_id("alice", now=5.0) for _ in range(200)}) == 200
 
 
 def test_seeds_are_fixed_by_task_and_purpose():
@@ -115,8 +123,9 @@ def test_seeds_are_fixed_by_task_and_purpose():
 
 
 def test_idempotency_key_is_a_valid_kv_key_for_any_text():
-    key = idempotency_kv_key("any text / with spaces * and > wildcards")
+    key = idempotency_kv_key("alice", "any text / with spaces * and > wildcards")
     assert len(key) == 64 and key.isalnum()
+    assert idempotency_kv_key("bob", "k") != idempotency_kv_key("alice", "k")
 
 
 def test_trace_context_round_trips_and_children_keep_the_trace():

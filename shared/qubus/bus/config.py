@@ -11,6 +11,10 @@ class Settings(BaseSettings):
 
     Attributes:
         nats_url: The NATS server. Empty means: the one ``qubus up`` recorded, if any.
+        nats_nkey: This process's nkey seed file, for a server that authenticates its users
+            (``qubus.bus.auth``); empty: the one ``qubus up`` recorded for a client, if any,
+            else no credentials. The user is the file's name without ``.nk``.
+        user: The client user name tasks are submitted as, overriding the seed file's name.
         instance: This process's instance name in logs and traces (default: host-pid).
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
         ack_wait_s: How long JetStream waits for an ack before redelivering a message.
@@ -53,6 +57,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="QUBUS_", extra="ignore")
 
     nats_url: str = ""
+    nats_nkey: str = ""
+    user: str = ""
     instance: str = ""
     log_level: str = "info"
     ack_wait_s: float = 10.0

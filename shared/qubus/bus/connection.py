@@ -68,6 +68,7 @@ _BUCKETS = (
         bucket=BUCKET_LINKS, history=1, ttl=7 * 24 * 3600, description="EPR reservations by task"
     ),
 )
+BUCKETS = tuple(config.bucket for config in _BUCKETS)
 
 H_TYPE = "Qubus-Type"
 H_SERVICE = "Qubus-Service"
@@ -76,6 +77,7 @@ H_STARTED = "Qubus-Started"
 H_MSG_ID = "Nats-Msg-Id"
 H_TRACEPARENT = "traceparent"
 H_CONTENT_TYPE = "Content-Type"
+H_SUBJECT = "Qubus-Subject"
 
 log = get_logger()
 
@@ -101,10 +103,17 @@ class Bus:
         url: The NATS server URL.
         service: This process's service name (recorded on every event it publishes).
         instance: This process's instance name.
+        nkey: The nkey seed file to authenticate with (``qubus.bus.auth``), if any.
+        user: The NATS user that seed belongs to; replies to this process's requests arrive
+            on its own inbox prefix ``_INBOX_<user>``, which only it may subscribe to.
     """
 
-    def __init__(self, url: str, *, service: str, instance: str) -> None:
+    def __init__(
+        self, url: str, *, service: str, instance: str, nkey: str = "", user: str = ""
+    ) -> None:
         self.url = url
+        self.nkey = nkey
+        self.user = user
         self.service = service
         self.instance = instance
         self.healthy = False
@@ -154,6 +163,8 @@ class Bus:
             reconnected_cb=reconnected,
             closed_cb=closed,
             error_cb=error,
+            nkeys_seed=self.nkey or None,
+            inbox_prefix=inbox_prefix(self.user) if self.user else "_INBOX",
         )
         self._js = self._nc.jetstream(timeout=timeout)
         self.healthy = True
@@ -491,6 +502,11 @@ def stored_event(msg: nats.aio.msg.Msg) -> StoredEvent | None:
         sequence=msg.metadata.sequence.stream,
         trace_id=trace[3:35] if trace else None,
     )
+
+
+def inbox_prefix(user: str) -> str:
+    """Where replies to NATS user ``user``'s requests arrive (only it may subscribe there)."""
+    return f"_INBOX_{user}"
 
 
 def node_key(node: str) -> str:

@@ -34,7 +34,7 @@ from qubus.bus import codec
 from qubus.bus.connection import H_TYPE, STREAM, Bus
 from qubus.bus.health import ERROR, Endpoint
 from qubus.bus.logs import get_logger
-from qubus.bus.messages import ErrorInfo, TaskEvent, TaskFailed, TaskRejected
+from qubus.bus.messages import ANY_TASK, ErrorInfo, TaskEvent, TaskFailed, TaskRejected
 from qubus.bus.tracing import TraceContext
 from qubus.errors import InvalidPayload, QubusError, Retry
 
@@ -89,7 +89,7 @@ class Stage:
     max_ack_pending: int = 256
 
     def filter_subjects(self) -> list[str]:
-        return list(self.subjects) or [f"qubus.task.*.{cls.EVENT}" for cls in self.inputs]
+        return list(self.subjects) or [f"qubus.task.{ANY_TASK}.{cls.EVENT}" for cls in self.inputs]
 
 
 @dataclass
@@ -185,7 +185,8 @@ class StageRunner:
         clock = time.perf_counter_ns()
         outcome, error = ERROR, None
         headers = msg.headers or {}
-        task_id = msg.subject.split(".")[2] if msg.subject.count(".") >= 3 else "unknown"
+        tokens = msg.subject.split(".")
+        task_id = ".".join(tokens[2:4]) if len(tokens) >= 5 else "unknown"
         trace = TraceContext.extract(headers)
         deliveries = msg.metadata.num_delivered
         structlog.contextvars.bind_contextvars(task_id=task_id, trace_id=trace.trace_id)

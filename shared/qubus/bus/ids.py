@@ -7,15 +7,17 @@ import secrets
 import time
 
 
-def new_task_id(now: float | None = None) -> str:
-    """A unique task id that sorts by submission time (ms, hex) then 40 random bits."""
+def new_task_id(owner: str, now: float | None = None) -> str:
+    """A unique task id, ``<owner>.<id>``: ``id`` sorts by submission time (ms, hex) then 40
+    random bits."""
     ms = int((time.time() if now is None else now) * 1000)
-    return f"{ms:011x}{secrets.token_hex(5)}"
+    return f"{owner}.{ms:011x}{secrets.token_hex(5)}"
 
 
-def idempotency_kv_key(key: str) -> str:
-    """The KV key for a client's idempotency key (hashed: any text is a valid key)."""
-    return hashlib.sha256(key.encode()).hexdigest()
+def idempotency_kv_key(owner: str, key: str) -> str:
+    """The KV key for a client's idempotency key (hashed: any text is a valid key), per
+    owner: another user's same key names another task."""
+    return hashlib.sha256(f"{owner}/{key}".encode()).hexdigest()
 
 
 def seed_for(task_id: str, purpose: str) -> int:

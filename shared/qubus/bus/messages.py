@@ -3,7 +3,9 @@
 Every message on the bus is one of these frozen pydantic models, encoded by ``qubus.bus.codec``.
 Its type name (``task.parsed.v1``) travels in the ``Qubus-Type`` header; ``EVENT`` is the last
 part of the subject ``qubus.task.<task_id>.<event>`` and of the de-duplication id
-``<task_id>.<event>``. A retired version keeps its class here so old messages still decode.
+``<task_id>.<event>``. A task id is ``<owner>.<id>``: two subject tokens, the first the user
+who submitted it (``qubus.bus.auth``), so permissions on ``qubus.task.<owner>.>`` can say who
+reads which tasks. A retired version keeps its class here so old messages still decode.
 
 This module imports neither cirq nor numpy: services that only route messages stay light.
 """
@@ -16,7 +18,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NODE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TASK_ID = re.compile(r"^([A-Za-z0-9_-]{1,32}\.)?[A-Za-z0-9_-]{1,64}$")
+ANY_TASK = "*.*"
+"""A subject pattern matching every task id (``<owner>.<id>``)."""
 
 Format = Literal["qasm2", "qasm3", "cirq-json"]
 

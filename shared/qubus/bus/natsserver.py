@@ -63,9 +63,12 @@ class NatsServer:
     Args:
         store_dir: Where JetStream keeps its files; a new temporary directory by default
             (removed on ``stop``).
+        authorization: The server's ``authorization`` block (``qubus.bus.auth``); empty: any
+            client may connect and do anything.
     """
 
-    def __init__(self, store_dir: str | None = None) -> None:
+    def __init__(self, store_dir: str | None = None, *, authorization: str = "") -> None:
+        self.authorization = authorization
         self._own_dir = store_dir is None
         self.store_dir = store_dir or tempfile.mkdtemp(prefix="qubus-nats-")
         self.log_path = Path(self.store_dir) / "nats-server.log"
@@ -82,7 +85,7 @@ class NatsServer:
         config = Path(self.store_dir) / "nats-server.conf"
         config.write_text(
             f'listen: "127.0.0.1:-1"\nmax_payload: {MAX_PAYLOAD}\n'
-            f'jetstream {{ store_dir: "{Path(self.store_dir) / "js"}" }}\n'
+            f'jetstream {{ store_dir: "{Path(self.store_dir) / "js"}" }}\n{self.authorization}'
         )
         self.process = subprocess.Popen(
             [server_binary(), "-c", str(config), "-l", str(self.log_path)],

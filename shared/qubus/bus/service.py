@@ -34,8 +34,9 @@ import structlog
 from nats.aio.msg import Msg
 
 from qubus.bus import codec, logs
+from qubus.bus.auth import user_of_seed
 from qubus.bus.config import Settings
-from qubus.bus.connection import H_CONTENT_TYPE, H_TYPE, Bus, NodeDirectory
+from qubus.bus.connection import H_CONTENT_TYPE, H_SUBJECT, H_TYPE, Bus, NodeDirectory
 from qubus.bus.consumer import Stage, StageRunner
 from qubus.bus.health import ERROR, Endpoint, HealthResponder
 from qubus.bus.messages import Model, ServiceReady
@@ -89,6 +90,7 @@ class Runtime:
         handler: Callable[[M, dict[str, str]], Awaitable[Model]],
         *,
         max_bytes: int | None = None,
+        name: str | None = None,
     ) -> None:
         """Answer requests on ``subject`` (queue group = service name) with ``handler``.
 
@@ -99,9 +101,11 @@ class Runtime:
         answered as ``internal.error``; JetStream not answering (a lost server, a leader
         election) is answered as ``bus.unavailable``, which clients retry. Requests are
         counted by outcome (``ok``, ``refused``, ``error``) on an endpoint named after the
-        subject's last token.
+        subject's last token, or ``name``. The handler's headers carry ``Qubus-Subject``, the
+        subject the request arrived on (set here, whatever the requester sent: on a secured
+        bus the subject, unlike a header, is something the server checked).
         """
-        endpoint = Endpoint(subject.rsplit(".", 1)[-1], subject, self.service, "request")
+        endpoint = Endpoint(name or subject.rsplit(".", 1)[-1], subject, self.service, "request")
         self.health.add(endpoint)
 
         async def respond(msg: Msg) -> None:
@@ -118,7 +122,7 @@ class Runtime:
                         code="payload.too_large",
                     )
                 request = codec.decode(msg.data, request_cls, content_type=content_type)
-                reply = await handler(request, dict(msg.headers or {}))
+                reply = await handler(request, {**(msg.headers or {}), H_SUBJECT: msg.subject})
                 body = codec.encode_json(reply) if json_reply else codec.encode(reply)
                 headers = {H_TYPE: reply.TYPE, H_CONTENT_TYPE: content_type or codec.MSGPACK}
             except QubusError as exc:
@@ -195,7 +199,8 @@ async def _serve(
     service: str, setup: Setup, settings: Settings, instance: str, node: str | None
 ) -> None:
     url = resolve_nats_url(settings)
-    bus = Bus(url, service=service, instance=instance)
+    nkey = settings.nats_nkey
+    bus = Bus(url, service=service, instance=instance, nkey=nkey, user=user_of_seed(nkey))
     if node is not None:
         structlog.contextvars.bind_contextvars(node=node)
     description = (inspect.getdoc(inspect.getmodule(setup)) or "").split("\n", 1)[0]

@@ -7,8 +7,9 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from qubus.bus import stackfile
+from qubus.bus.auth import DEFAULT_USER
 from qubus.bus.config import Settings
-from qubus.bus.connection import STREAM, TASK_SUBJECTS, StoredEvent, stored_event
+from qubus.bus.connection import STREAM, StoredEvent, stored_event
 from qubus.bus.progress import Progress
 from qubus.client.aio import Client
 
@@ -21,14 +22,17 @@ def default_fleet() -> tuple[str, ...]:
 
 
 @contextlib.asynccontextmanager
-async def connected() -> AsyncIterator[Client]:
+async def connected(identity: str = DEFAULT_USER) -> AsyncIterator[Client]:
     """A client of the running stack: the server in QUBUS_NATS_URL, else the one ``qubus up``
-    recorded.
+    recorded; as the user of QUBUS_NATS_NKEY, else as ``identity`` of a secured ``qubus up``.
 
     Raises:
-        QubusError: ``nats.unconfigured`` if there is neither.
+        QubusError: ``nats.unconfigured`` if there is no server.
     """
-    client = await Client.connect(stackfile.resolve_nats_url(Settings()))
+    settings = Settings()
+    url = stackfile.resolve_nats_url(settings)
+    nkey = stackfile.resolve_nkey(settings, url, identity)
+    client = await Client.connect(url, nkey=nkey, user=settings.user)
     try:
         yield client
     finally:
@@ -36,9 +40,10 @@ async def connected() -> AsyncIterator[Client]:
 
 
 async def read_task_events(client: Client, *, since: float | None) -> list[StoredEvent]:
-    """Every task event in stream ``QUBUS_TASKS`` stored at or after Unix time ``since``
+    """Every task event the client may read (``Client.task_subjects``) in stream
+    ``QUBUS_TASKS`` stored at or after Unix time ``since``
     (all if None), in stream order, with a progress bar on a terminal. Events stored after
     the reading starts are not read."""
     with Progress(0, "reading task events") as progress:
-        msgs = client.read_stream(STREAM, TASK_SUBJECTS, since=since, progress=progress)
+        msgs = client.read_stream(STREAM, client.task_subjects, since=since, progress=progress)
         return [event async for msg in msgs if (event := stored_event(msg)) is not None]

@@ -13,6 +13,7 @@ from typing import Any
 
 from qubus import __version__
 from qubus.bus import logs
+from qubus.bus.auth import OPERATOR
 from qubus.cli import bench as cli_bench
 from qubus.cli import ops, tasks
 from qubus.cli import weights as cli_weights
@@ -85,8 +86,9 @@ def _run_async(coro: Any) -> int:
 
 
 async def _with_client(handler: cli_weights.Handler, args: argparse.Namespace) -> int:
-    """Run a command that takes a client of the running stack."""
-    async with connected() as client:
+    """Run a command that takes a client of the running stack (weights, feedback, pilots:
+    the operator's, on a secured ``qubus up``)."""
+    async with connected(OPERATOR) as client:
         return await handler(client, args)
 
 

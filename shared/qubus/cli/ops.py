@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from qubus.bus import stackfile
+from qubus.bus import auth, stackfile
+from qubus.bus.auth import DEFAULT_USER
 from qubus.bus.config import Settings
 from qubus.bus.natsserver import NatsServer
 from qubus.cli.common import connected, default_fleet, read_task_events
@@ -34,7 +35,9 @@ def add_up_command(sub: argparse._SubParsersAction) -> None:
         description="Start an embedded nats-server on a free loopback port (unless "
         "QUBUS_NATS_URL is set, then only the services) and every service as a child process; "
         "restart any that dies; stop everything on Ctrl-C. The NATS URL is printed and "
-        "recorded so other qubus commands on this machine find the stack.",
+        "recorded so other qubus commands on this machine find the stack. The embedded server "
+        "is secured: every service, QPU node and user is its own NATS user (an nkey seed in "
+        "<state dir>/creds/) allowed only its own subjects.",
     )
     up.add_argument(
         "--fleet",
@@ -43,6 +46,17 @@ def add_up_command(sub: argparse._SubParsersAction) -> None:
     )
     up.add_argument("--log-dir", type=Path, help="service logs (default: ~/.qubus/logs)")
     up.add_argument("--store-dir", help="JetStream store of the embedded server (default: temp)")
+    up.add_argument(
+        "--users",
+        default="",
+        help="comma-separated client users to create besides `local` (seed files "
+        "<state dir>/creds/<user>.nk)",
+    )
+    up.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no authentication on the embedded server: any client may do anything",
+    )
 
 
 def add_inspection_commands(sub: argparse._SubParsersAction) -> None:
@@ -126,23 +140,32 @@ async def up(args: argparse.Namespace) -> int:
     """``qubus up``: run the stack until SIGINT or SIGTERM."""
     settings = Settings()
     fleet = [node for node in args.fleet.split(",") if node]
-    server = None
+    server = creds = None
     url = settings.nats_url
+    specs = stack_specs(fleet)
     if not url:
-        server = NatsServer(args.store_dir)
+        authorization = ""
+        if not args.insecure:
+            creds = stackfile.creds_dir()
+            users = [DEFAULT_USER, *(user for user in args.users.split(",") if user)]
+            services = sorted({spec.name for spec in specs} - {"qpu"})
+            authorization = auth.write_credentials(creds, auth.identities(services, fleet, users))
+        server = NatsServer(args.store_dir, authorization=authorization)
         url = server.start()
     log_dir = args.log_dir or stackfile.stack_file().parent / "logs"
-    supervisor = Supervisor(url, stack_specs(fleet), log_dir=log_dir)
+    supervisor = Supervisor(url, specs, log_dir=log_dir, creds_dir=creds)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         print(f"qubus: NATS at {url}", flush=True)
+        if creds is not None:
+            print(f"qubus: secured; users' nkey seeds in {creds}", flush=True)
         started = time.monotonic()
         await supervisor.start()
         if server is not None:
-            stackfile.record(url, os.getpid())
+            stackfile.record(url, os.getpid(), creds=creds)
         labels = ", ".join(supervisor.children)
         print(
             f"qubus: {len(supervisor.children)} services ready in "

@@ -22,7 +22,8 @@ from pathlib import Path
 import nats
 
 from qubus.bus import codec
-from qubus.bus.connection import READY_SUBJECT
+from qubus.bus.auth import OPERATOR, seed_path, service_user
+from qubus.bus.connection import READY_SUBJECT, inbox_prefix
 from qubus.bus.logs import get_logger
 from qubus.bus.messages import ServiceReady
 from qubus.bus.service import run_service
@@ -122,6 +123,9 @@ class Supervisor:
         log_dir: Each child's stderr (its JSON log) goes to ``<log_dir>/<label>.log``;
             None lets children inherit this process's stderr.
         env: Extra environment for the children (``QUBUS_*`` settings).
+        creds_dir: The seed files of a secured server (``qubus.bus.auth``): each child
+            connects as its own identity, the supervisor as the operator; None: no
+            credentials.
     """
 
     def __init__(
@@ -131,8 +135,10 @@ class Supervisor:
         *,
         log_dir: Path | None = None,
         env: dict[str, str] | None = None,
+        creds_dir: Path | None = None,
     ) -> None:
         self.url = url
+        self.creds_dir = creds_dir
         self.children = {spec.label: Child(spec) for spec in specs}
         self.log_dir = log_dir
         self.env = {**(env or {}), "QUBUS_NATS_URL": url}
@@ -147,7 +153,13 @@ class Supervisor:
         Raises:
             TimeoutError: some service did not become ready; the message names them.
         """
-        self._nc = await nats.connect(self.url, name="qubus-supervisor")
+        operator = "" if self.creds_dir is None else str(seed_path(self.creds_dir, OPERATOR))
+        self._nc = await nats.connect(
+            self.url,
+            name="qubus-supervisor",
+            nkeys_seed=operator or None,
+            inbox_prefix=inbox_prefix(OPERATOR),
+        )
         await self._nc.subscribe(READY_SUBJECT, cb=self._on_ready)
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -173,9 +185,13 @@ class Supervisor:
         log_path = None
         if self.log_dir is not None:
             log_path = str(self.log_dir / f"{child.spec.label}.log")
+        env = self.env
+        if self.creds_dir is not None:
+            user = service_user(child.spec.name, child.spec.node)
+            env = {**env, "QUBUS_NATS_NKEY": str(seed_path(self.creds_dir, user))}
         child.process = self._context.Process(
             target=_service_main,
-            args=(child.spec, self.env, log_path, os.getpid()),
+            args=(child.spec, env, log_path, os.getpid()),
             name=child.spec.label,
         )
         # The first start launches the fork server, which imports every service: a thread.

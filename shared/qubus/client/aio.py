@@ -22,10 +22,12 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from qubus.bus.auth import OPERATOR, user_of_seed
 from qubus.bus.connection import (
     LOG_STREAM,
     STREAM,
     SUBMIT_SUBJECT,
+    TASK_SUBJECTS,
     Bus,
     StoredEvent,
     codec,
@@ -34,6 +36,7 @@ from qubus.bus.connection import (
 from qubus.bus.health import PREFIX
 from qubus.bus.logs import get_logger, log_subject
 from qubus.bus.messages import (
+    TASK_ID,
     Model,
     SandboxEvaluation,
     SubmitReply,
@@ -52,6 +55,8 @@ log = get_logger()
 T = TypeVar("T")
 M = TypeVar("M", bound=Model)
 
+READER_IDLE_S = 5.0
+"""An ephemeral reader's consumer is removed by the server after this long without a fetch."""
 BUS_RETRY_S = 30.0
 """How long a submission refused with ``bus.unavailable`` is retried (JetStream elects a new
 leader within 4 to 8 s on loopback, ``tests/system/test_cluster.py``)."""
@@ -106,16 +111,52 @@ class Client:
 
     Args:
         bus: A connected ``Bus``.
+        user: The client user it submits and reads as (``qubus.bus.auth``): tasks are
+            submitted on ``qubus.submit.<user>`` and read under ``qubus.task.<user>.>``;
+            empty on a server without auth (``qubus.submit``, tasks owned by ``anon``).
     """
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, *, user: str = "") -> None:
         self.bus = bus
+        self.user = user
 
     @classmethod
-    async def connect(cls, url: str) -> Client:
-        bus = Bus(url, service="client", instance=f"client-{time.time_ns()}")
+    async def connect(cls, url: str, *, nkey: str = "", user: str = "") -> Client:
+        """Connect to the server at ``url``.
+
+        Args:
+            url: The NATS server.
+            nkey: The user's nkey seed file, for a server that authenticates (``qubus up``
+                writes them to ``<state dir>/creds/``).
+            user: The user name; by default the seed file's name without ``.nk``.
+        """
+        user = user or (user_of_seed(nkey) if nkey else "")
+        bus = Bus(url, service="client", instance=f"client-{time.time_ns()}", nkey=nkey, user=user)
         await bus.connect()
-        return cls(bus)
+        return cls(bus, user=user)
+
+    @property
+    def task_subjects(self) -> str:
+        """The task events this client may read: its own, or every task's for the operator
+        and on a server without auth."""
+        return TASK_SUBJECTS if self.user in ("", OPERATOR) else f"qubus.task.{self.user}.>"
+
+    def _task_subject(self, task_id: str) -> str:
+        """``qubus.task.<task_id>.>`` for a well-formed task id this client may read.
+
+        Raises:
+            QubusError: ``task.bad_id`` (not an ``<owner>.<id>``: ``*`` or ``>`` would read
+                other tasks), ``auth.not_owner`` (another user's task; the server refuses it
+                too).
+        """
+        if not TASK_ID.match(task_id):
+            raise QubusError(f"not a task id: {task_id!r}", code="task.bad_id")
+        owner = task_id.split(".", 1)[0]
+        if self.user not in ("", OPERATOR) and owner != self.user:
+            raise QubusError(
+                f"task {task_id} belongs to {owner}, not to {self.user}", code="auth.not_owner"
+            )
+        return f"qubus.task.{task_id}.>"
 
     async def close(self) -> None:
         await self.bus.close()
@@ -138,7 +179,7 @@ class Client:
             try:
                 return await request_reply(
                     self.bus.nc,
-                    SUBMIT_SUBJECT,
+                    f"{SUBMIT_SUBJECT}.{self.user}" if self.user else SUBMIT_SUBJECT,
                     request,
                     SubmitReply,
                     timeout=timeout,
@@ -163,38 +204,42 @@ class Client:
         Raises:
             TimeoutError: the task did not end within ``timeout`` seconds.
         """
+        subject = self._task_subject(task_id)
         events: list[StoredEvent] = []
-        sub = await _retrying(
-            lambda: self.bus.js.subscribe(
-                f"qubus.task.{task_id}.>",
-                ordered_consumer=True,
-                deliver_policy=DeliverPolicy.ALL,
-                stream=STREAM,
-            ),
-            "wait",
-        )
-        deadline = time.monotonic() + timeout
-        try:
+        read_to = 0
+
+        async def follow() -> None:
+            nonlocal read_to
             while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"task {task_id} did not finish within {timeout:g} s")
                 try:
-                    msg = await sub.next_msg(timeout=min(remaining, 5.0))
-                except nats.errors.TimeoutError:
-                    continue
-                stored = stored_event(msg)
-                if stored is None:
-                    continue
-                events.append(stored)
-                if stored.event.TERMINAL:
-                    return events
-        finally:
-            await sub.unsubscribe()
+                    async for msg in self.read_stream(
+                        STREAM, subject, follow=True, after_seq=read_to
+                    ):
+                        read_to = msg.metadata.sequence.stream
+                        stored = stored_event(msg)
+                        if stored is not None:
+                            events.append(stored)
+                            if stored.event.TERMINAL:
+                                return
+                except (nats.errors.TimeoutError, nats.js.errors.Error) as exc:
+                    # a lost server or a leader election: read on from the last event
+                    log.warning("bus.retry", what="wait", error=repr(exc))
+                    await asyncio.sleep(0.5)
+
+        try:
+            await asyncio.wait_for(follow(), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"task {task_id} did not finish within {timeout:g} s") from None
+        return events
 
     async def events(self, task_id: str) -> list[StoredEvent]:
-        """The task's events stored so far (its trace)."""
-        return await self.bus.task_events(task_id)
+        """The task's events stored so far (its trace).
+
+        Raises:
+            QubusError: ``task.bad_id`` or ``auth.not_owner`` (``_task_subject``).
+        """
+        msgs = self.read_stream(STREAM, self._task_subject(task_id))
+        return [stored async for msg in msgs if (stored := stored_event(msg)) is not None]
 
     async def services(
         self, verb: str = "STATS", *, timeout: float = 0.5, expected: int | None = None
@@ -267,17 +312,23 @@ class Client:
         subject: str,
         *,
         since: float | None = None,
+        after_seq: int = 0,
         follow: bool = False,
         batch: int = 256,
         progress: Progress | None = None,
     ) -> AsyncIterator[Msg]:
         """The messages of ``stream`` on ``subject``, oldest first, through one ephemeral
-        consumer that is deleted afterwards.
+        pull consumer, which the server removes once it has been idle for
+        ``READER_IDLE_S`` (a client user may not delete consumers).
+
+        The consumer is named and has this one filter, so its creation's API subject names
+        the filter, which a client user's permissions bind to its own tasks.
 
         Args:
             stream: The stream.
             subject: A subject filter.
             since: Only messages stored at or after this Unix time (all if None).
+            after_seq: Only messages after this stream sequence (with ``since`` None).
             follow: After the stored messages, keep yielding new ones until cancelled;
                 otherwise stop once the messages pending at the start are read.
             batch: Messages fetched per request.
@@ -287,8 +338,11 @@ class Client:
             ack_policy=AckPolicy.NONE,
             deliver_policy=DeliverPolicy.ALL if since is None else DeliverPolicy.BY_START_TIME,
             opt_start_time=None if since is None else datetime.fromtimestamp(since, UTC),
-            inactive_threshold=30.0,
+            inactive_threshold=READER_IDLE_S,
         )
+        if since is None and after_seq:
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = after_seq + 1
         sub = await self.bus.js.pull_subscribe(subject, stream=stream, config=config)
         info = await sub.consumer_info()
         remaining = info.num_pending or 0
@@ -311,8 +365,6 @@ class Client:
                     yield msg
         finally:
             await sub.unsubscribe()
-            with contextlib.suppress(nats.errors.Error):
-                await self.bus.js.delete_consumer(stream, info.name)
 
     async def run(
         self, requests: list[SubmitRequest], *, timeout: float = 300.0

@@ -15,7 +15,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from qubus.bus import codec
 from qubus.bus.connection import STREAM, Bus
-from qubus.bus.messages import TaskAllocated
+from qubus.bus.messages import ANY_TASK, TaskAllocated
 from qubus.bus.tracing import TraceContext
 
 READ_TIMEOUT_S = 5.0
@@ -28,7 +28,7 @@ def qpu_consumer(node: str) -> str:
 
 def allocation_subject(node: str) -> str:
     """The subject of every allocation to ``node``."""
-    return f"qubus.task.*.allocated.{node}"
+    return f"qubus.task.{ANY_TASK}.allocated.{node}"
 
 
 async def latest_allocation(bus: Bus, task_id: str) -> TaskAllocated | None:

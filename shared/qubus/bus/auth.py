@@ -1,0 +1,332 @@
+"""Who may do what on a secured bus: NATS users with nkeys, and their permissions.
+
+Every process connects as one NATS user, identified by an nkey (an ed25519 key pair: the
+server holds the public key, the process a seed file). The server checks every publish and
+subscribe against that user's permissions, so a refused action never reaches a qubus process:
+
+- ``svc-<service>``: one per service; publishes only its own task events, its log subject and
+  its KV keys; consumes only through its own durable consumers; may create (never delete)
+  the streams and buckets (every service ensures the topology at start).
+- ``qpu-<node>``: one per node of the fleet; writes only ``node.<node>`` in ``qubus_nodes``
+  and consumes only through ``qpu-<node>``, so a node outside the fleet has no identity and
+  one node cannot report another's status.
+- a client user (``<name>``): requests ``qubus.submit.<name>`` only, so the subject proves
+  the submitter and ingestion names the task ``<name>.<id>``; reads only
+  ``qubus.task.<name>.>`` (named pull consumers with that filter, whose API subject
+  ``$JS.API.CONSUMER.CREATE.<stream>.<consumer>.<filter>`` the server checks), the log
+  stream, and node and link status; replies reach it on its own inbox prefix
+  ``_INBOX_<name>``.
+- ``operator``: everything (weights, pilots, feedback, streams, the supervisor).
+
+``qubus up`` writes the server's ``authorization`` block and one seed file per identity
+(``<state dir>/creds/<identity>.nk``, mode 0600) with ``write_credentials``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nkeys
+
+from qubus.bus.connection import (
+    BUCKET_CALIBRATION,
+    BUCKET_FEATURES,
+    BUCKET_IDEMPOTENCY,
+    BUCKET_JOINS,
+    BUCKET_LINKS,
+    BUCKET_NODES,
+    BUCKET_PILOTS,
+    BUCKET_WEIGHTS,
+    BUCKETS,
+    EPR_SUBJECT,
+    LOG_STREAM,
+    READY_SUBJECT,
+    RESERVE_SUBJECT,
+    STREAM,
+    SUBMIT_SUBJECT,
+    inbox_prefix,
+)
+from qubus.bus.logs import LOG_SUBJECT_PREFIX
+from qubus.errors import QubusError
+
+OPERATOR = "operator"
+ANONYMOUS = "anon"
+"""The owner of tasks submitted on the bare ``qubus.submit`` (a server without auth)."""
+DEFAULT_USER = "local"
+"""The client user ``qubus up`` creates for the commands run on its machine."""
+USER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_RESERVED = (OPERATOR, ANONYMOUS)
+_RESERVED_PREFIXES = ("svc-", "qpu-")
+SEED_SUFFIX = ".nk"
+
+_API = "$JS.API"
+_TASK_EVENTS = "qubus.task.*.*"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one service does on the bus (the catalogue its permissions are built from).
+
+    Attributes:
+        events: Task events it publishes (``<event>`` of ``qubus.task.<owner>.<id>.<event>``).
+        durables: Its durable consumers on the task stream.
+        serves: Request subjects it answers.
+        requests: Request subjects it sends to other services.
+        writes: KV buckets it writes (every key), read too.
+        write_keys: KV keys it writes (``bucket``, ``key pattern``), their bucket read too.
+        reads: KV buckets it only reads.
+        tasks_consumers: It reads the task stream through ephemeral consumers too.
+    """
+
+    events: tuple[str, ...] = ()
+    durables: tuple[str, ...] = ()
+    serves: tuple[str, ...] = ()
+    requests: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    write_keys: tuple[tuple[str, str], ...] = ()
+    reads: tuple[str, ...] = ()
+    tasks_consumers: bool = False
+
+
+_ENDINGS = ("rejected", "failed")
+GRANTS: dict[str, Grant] = {
+    "ingestion": Grant(
+        events=("ingested",),
+        serves=(SUBMIT_SUBJECT, f"{SUBMIT_SUBJECT}.*"),
+        writes=(BUCKET_IDEMPOTENCY,),
+    ),
+    "parser": Grant(events=("parsed", *_ENDINGS), durables=("parser",), writes=(BUCKET_FEATURES,)),
+    "logic": Grant(events=("checked", *_ENDINGS), durables=("logic",), reads=(BUCKET_NODES,)),
+    "sandbox": Grant(events=("eval.sandbox", *_ENDINGS), durables=("sandbox",)),
+    "noise": Grant(events=("eval.noise", *_ENDINGS), durables=("noise",), reads=(BUCKET_NODES,)),
+    "fusion": Grant(
+        events=("scored", *_ENDINGS),
+        durables=("fusion", "outcomes"),
+        writes=(BUCKET_JOINS, BUCKET_CALIBRATION, BUCKET_WEIGHTS),
+        reads=(BUCKET_NODES, BUCKET_PILOTS),
+    ),
+    "allocator": Grant(
+        events=("allocated", "allocated.*", "replace", *_ENDINGS),
+        durables=("allocator", "allocator-replace"),
+        reads=(BUCKET_NODES,),
+        tasks_consumers=True,
+    ),
+    "link": Grant(
+        serves=(EPR_SUBJECT, RESERVE_SUBJECT),
+        writes=(BUCKET_LINKS,),
+        write_keys=((BUCKET_NODES, "link.>"),),
+    ),
+}
+
+
+def qpu_grant(node: str) -> Grant:
+    """QPU node ``node``'s catalogue: its own consumer and status key, and the run's events."""
+    return Grant(
+        events=("running", "completed", "replace", *_ENDINGS),
+        durables=(f"qpu-{node}",),
+        requests=(RESERVE_SUBJECT,),
+        write_keys=((BUCKET_NODES, f"node.{node}"),),
+    )
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """A NATS user's permissions: subjects it may publish to (unless denied) and subscribe to.
+
+    ``responses`` lets it answer the requests it receives (``allow_responses``).
+    """
+
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    deny_publish: tuple[str, ...] = ()
+    responses: bool = False
+
+    def to_config(self) -> dict[str, object]:
+        config: dict[str, object] = {
+            "publish": {"allow": list(self.publish), "deny": list(self.deny_publish)},
+            "subscribe": {"allow": list(self.subscribe)},
+        }
+        if self.responses:
+            config["allow_responses"] = True
+        return config
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One NATS user: its name and permissions (None: the operator, allowed everything)."""
+
+    name: str
+    permissions: Permissions | None = field(default=None)
+
+    @property
+    def inbox_prefix(self) -> str:
+        """Where replies to this user's requests arrive; only it may subscribe there."""
+        return inbox_prefix(self.name)
+
+
+def _stream_reader(stream: str) -> list[str]:
+    """JetStream API subjects to read ``stream`` through ephemeral consumers and gets."""
+    return [
+        f"{_API}.STREAM.INFO.{stream}",
+        f"{_API}.STREAM.MSG.GET.{stream}",
+        f"{_API}.DIRECT.GET.{stream}",
+        f"{_API}.DIRECT.GET.{stream}.>",
+        f"{_API}.CONSUMER.CREATE.{stream}",
+        f"{_API}.CONSUMER.CREATE.{stream}.>",
+        f"{_API}.CONSUMER.INFO.{stream}.*",
+        f"{_API}.CONSUMER.DELETE.{stream}.*",
+        f"{_API}.CONSUMER.MSG.NEXT.{stream}.*",
+        f"$JS.FC.{stream}.>",
+        f"$JS.ACK.{stream}.>",
+    ]
+
+
+def _durable(stream: str, name: str) -> list[str]:
+    """JetStream API subjects to create, inspect and consume through durable ``name``."""
+    return [
+        f"{_API}.CONSUMER.DURABLE.CREATE.{stream}.{name}",
+        f"{_API}.CONSUMER.CREATE.{stream}.{name}",
+        f"{_API}.CONSUMER.CREATE.{stream}.{name}.>",
+        f"{_API}.CONSUMER.INFO.{stream}.{name}",
+        f"{_API}.CONSUMER.MSG.NEXT.{stream}.{name}",
+        f"$JS.ACK.{stream}.{name}.>",
+    ]
+
+
+def _topology() -> list[str]:
+    """Create, update and inspect (never delete or purge) every qubus stream and bucket."""
+    streams = [STREAM, LOG_STREAM, *(f"KV_{bucket}" for bucket in BUCKETS)]
+    return [f"{_API}.STREAM.{verb}.{s}" for s in streams for verb in ("CREATE", "UPDATE", "INFO")]
+
+
+def service_identity(name: str, grant: Grant) -> Identity:
+    """The NATS user ``name`` of a service process (``svc-parser``, ``qpu-ibm_nairobi``)."""
+    publish = [f"{LOG_SUBJECT_PREFIX}.{label_service(name)}", READY_SUBJECT, *_topology()]
+    publish += [f"{_TASK_EVENTS}.{event}" for event in grant.events]
+    publish += list(grant.requests)
+    publish += [f"{_API}.STREAM.MSG.GET.{STREAM}", f"{_API}.STREAM.INFO.{STREAM}"]
+    for durable in grant.durables:
+        publish += _durable(STREAM, durable)
+    if grant.durables:
+        publish.append(f"{_API}.CONSUMER.INFO.{STREAM}.*")  # queue lags, the replacement's reads
+    if grant.tasks_consumers:
+        publish += _stream_reader(STREAM)
+    buckets = [*grant.writes, *grant.reads, *(bucket for bucket, _ in grant.write_keys)]
+    for bucket in dict.fromkeys(buckets):
+        publish += _stream_reader(f"KV_{bucket}")
+    publish += [f"$KV.{bucket}.>" for bucket in grant.writes]
+    publish += [f"$KV.{bucket}.{key}" for bucket, key in grant.write_keys]
+    subscribe = [f"{inbox_prefix(name)}.>", "$SRV.>", *grant.serves]
+    return Identity(name, Permissions(tuple(publish), tuple(subscribe), responses=True))
+
+
+def label_service(name: str) -> str:
+    """``qpu`` for ``qpu-<node>``, the service name otherwise (its log subject's token)."""
+    return "qpu" if name.startswith("qpu-") else name.removeprefix("svc-")
+
+
+def client_identity(user: str, *, durables: Iterable[str]) -> Identity:
+    """Client user ``user``: submits as itself, reads its own tasks, logs and node status.
+
+    Args:
+        user: The user's name (the owner token of its task ids).
+        durables: Every stage's durable consumer on the task stream, which a client may
+            neither create, inspect nor fetch from (it could read other users' circuits).
+    """
+    check_user_name(user)
+    publish = [
+        f"{SUBMIT_SUBJECT}.{user}",
+        f"{_API}.CONSUMER.CREATE.{STREAM}.*.qubus.task.{user}.>",
+        f"{_API}.CONSUMER.INFO.{STREAM}.*",
+        f"{_API}.CONSUMER.MSG.NEXT.{STREAM}.*",
+        f"{_API}.CONSUMER.CREATE.{LOG_STREAM}.*.{LOG_SUBJECT_PREFIX}.>",
+        f"{_API}.CONSUMER.INFO.{LOG_STREAM}.*",
+        f"{_API}.CONSUMER.MSG.NEXT.{LOG_STREAM}.*",
+        f"{_API}.STREAM.INFO.KV_{BUCKET_NODES}",
+        f"{_API}.STREAM.MSG.GET.KV_{BUCKET_NODES}",
+        f"{_API}.DIRECT.GET.KV_{BUCKET_NODES}.>",
+        "$SRV.>",
+    ]
+    deny = [
+        subject
+        for durable in durables
+        for subject in (
+            f"{_API}.CONSUMER.CREATE.{STREAM}.{durable}.>",
+            f"{_API}.CONSUMER.INFO.{STREAM}.{durable}",
+            f"{_API}.CONSUMER.MSG.NEXT.{STREAM}.{durable}",
+        )
+    ]
+    subscribe = [f"{inbox_prefix(user)}.>"]
+    return Identity(user, Permissions(tuple(publish), tuple(subscribe), tuple(deny)))
+
+
+def check_user_name(user: str) -> None:
+    """Raises ``QubusError`` (``auth.bad_user``) unless ``user`` can name a client user."""
+    if not USER_NAME.match(user) or user in _RESERVED or user.startswith(_RESERVED_PREFIXES):
+        raise QubusError(
+            f"bad user name {user!r}: use 1 to 32 of A-Z a-z 0-9 _ -, not {', '.join(_RESERVED)} "
+            f"and not starting with {' or '.join(_RESERVED_PREFIXES)}",
+            code="auth.bad_user",
+        )
+
+
+def identities(
+    services: Sequence[str], fleet: Sequence[str], users: Sequence[str]
+) -> list[Identity]:
+    """Every identity of a stack: the operator, each service, each QPU node, each user."""
+    found = [Identity(OPERATOR)]
+    found += [service_identity(f"svc-{s}", GRANTS[s]) for s in services]
+    found += [service_identity(f"qpu-{node}", qpu_grant(node)) for node in fleet]
+    durables = [d for s in services for d in GRANTS[s].durables]
+    durables += [d for node in fleet for d in qpu_grant(node).durables]
+    found += [client_identity(user, durables=durables) for user in users]
+    return found
+
+
+def service_user(service: str, node: str | None) -> str:
+    """The identity a service process connects as."""
+    return f"qpu-{node}" if service == "qpu" else f"svc-{service}"
+
+
+def write_credentials(creds_dir: Path, found: Sequence[Identity]) -> str:
+    """Write a seed file per identity (keeping existing ones) and return the server's
+    ``authorization`` block for them.
+
+    Args:
+        creds_dir: Where the seed files go (created mode 0700; files 0600).
+        found: The identities (``identities``).
+    """
+    creds_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(creds_dir, 0o700)
+    users = []
+    for identity in found:
+        seed = seed_path(creds_dir, identity.name)
+        if not seed.exists():
+            fd = os.open(seed, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(_new_seed() + b"\n")
+        public = nkeys.from_seed(bytearray(seed.read_bytes().strip())).public_key.decode()
+        user: dict[str, object] = {"nkey": public}
+        if identity.permissions is not None:
+            user["permissions"] = identity.permissions.to_config()
+        users.append(user)
+    return "authorization: " + json.dumps({"users": users}, indent=1) + "\n"
+
+
+def seed_path(creds_dir: Path, name: str) -> Path:
+    return creds_dir / f"{name}{SEED_SUFFIX}"
+
+
+def _new_seed() -> bytes:
+    """A new user nkey seed (``SU...``)."""
+    return nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+
+
+def user_of_seed(path: str) -> str:
+    """The identity a seed file belongs to, by its name (``<identity>.nk``); "" for none."""
+    return Path(path).name.removesuffix(SEED_SUFFIX) if path else ""

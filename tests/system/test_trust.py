@@ -1,0 +1,329 @@
+"""A secured stack (``qubus.bus.auth``): every forgery a client, a stranger or one service
+could try is refused by the server, and nothing changes; users work with their own tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import nats.errors
+import nats.js.errors
+import nkeys
+import pytest
+import pytest_asyncio
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+
+from qubus.bus import auth, codec
+from qubus.bus.connection import BUCKET_NODES, BUCKET_WEIGHTS, STREAM, inbox_prefix
+from qubus.bus.messages import SubmitRequest, TaskCompleted
+from qubus.bus.natsserver import NatsServer
+from qubus.cli.stack import Supervisor
+from qubus.client.aio import Client
+from qubus.errors import QubusError
+from qubus_services import SERVICES
+
+from .conftest import FLEET, STACK_ENV, running_stack
+
+pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
+
+BELL = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\nh q[0];\ncx q[0],q[1];\n'
+BELL += "measure q -> c;\n"
+NODE, OTHER_NODE = FLEET
+REFUSAL_WAIT_S = 3.0
+
+
+@pytest.fixture(scope="module")
+def creds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("state") / "creds"
+
+
+@pytest.fixture(scope="module")
+def secured_url(creds: Path) -> Iterator[str]:
+    services = [s for s in SERVICES if s != "qpu"]
+    block = auth.write_credentials(creds, auth.identities(services, FLEET, ["alice", "bob"]))
+    server = NatsServer(authorization=block)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def secured_stack(
+    secured_url: str, creds: Path, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Supervisor]:
+    log_dir = tmp_path_factory.mktemp("logs")
+    async with running_stack(secured_url, log_dir, FLEET, STACK_ENV, creds_dir=creds) as s:
+        yield s
+
+
+def seed(creds: Path, name: str) -> str:
+    return str(auth.seed_path(creds, name))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def operator(secured_url: str, creds: Path, secured_stack) -> AsyncIterator[Client]:
+    client = await Client.connect(secured_url, nkey=seed(creds, auth.OPERATOR))
+    yield client
+    await client.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def bobs_task(secured_url: str, creds: Path, secured_stack) -> dict:
+    """A task of bob's, finished: the target of alice's forgeries."""
+    bob = await Client.connect(secured_url, nkey=seed(creds, "bob"))
+    try:
+        [record] = await bob.run([SubmitRequest(circuit=BELL, shots=500)], timeout=120)
+    finally:
+        await bob.close()
+    assert record["status"] == "done", record["error"]
+    return record
+
+
+class Attacker:
+    """A plain nats-py connection (no qubus code) that records the server's refusals."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.nc: nats.aio.client.Client | None = None
+
+    async def connect(self, url: str, seed_file: str, user: str) -> Attacker:
+        async def error(exc: Exception) -> None:
+            self.errors.append(str(exc).lower())
+
+        self.nc = await nats.connect(
+            url, nkeys_seed=seed_file, inbox_prefix=inbox_prefix(user), error_cb=error
+        )
+        return self
+
+    @property
+    def js(self):
+        assert self.nc is not None
+        return self.nc.jetstream(timeout=1.0)
+
+    async def refused(self, attempt, subject: str) -> None:
+        """``attempt()`` fails or is ignored, and the server reports a permissions violation
+        on ``subject``."""
+        subject = subject.lower()
+        before = len(self.errors)
+        try:
+            await attempt()
+            assert self.nc is not None
+            await self.nc.flush()
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError):
+            pass
+        for _ in range(int(REFUSAL_WAIT_S / 0.05)):
+            if any("permissions violation" in e and subject in e for e in self.errors[before:]):
+                return
+            await asyncio.sleep(0.05)
+        pytest.fail(f"no permissions violation for {subject}: {self.errors[before:]}")
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def alice(secured_url: str, creds: Path, secured_stack) -> AsyncIterator[Attacker]:
+    attacker = await Attacker().connect(secured_url, seed(creds, "alice"), "alice")
+    yield attacker
+    await attacker.nc.close()
+
+
+async def stored_subjects(operator: Client, pattern: str) -> dict[str, int]:
+    info = await operator.bus.js.stream_info(STREAM, subjects_filter=pattern)
+    return dict(info.state.subjects or {})
+
+
+async def test_no_credentials_and_unknown_keys_cannot_connect(secured_url: str):
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(secured_url, allow_reconnect=False, connect_timeout=5)
+    stranger = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER).decode()
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(
+            secured_url, nkeys_seed_str=stranger, allow_reconnect=False, connect_timeout=5
+        )
+
+
+async def test_a_user_runs_and_reads_its_own_tasks(secured_url, creds, secured_stack):
+    alice = await Client.connect(secured_url, nkey=seed(creds, "alice"))
+    try:
+        [record] = await alice.run([SubmitRequest(circuit=BELL, shots=300)], timeout=120)
+        assert record["status"] == "done", record["error"]
+        assert record["task_id"].startswith("alice.")
+        events = await alice.events(record["task_id"])
+        assert events[-1].event.EVENT == "completed"
+    finally:
+        await alice.close()
+
+
+async def test_another_user_cannot_read_a_task(alice: Attacker, secured_url, creds, bobs_task):
+    client = await Client.connect(secured_url, nkey=seed(creds, "alice"))
+    try:
+        with pytest.raises(QubusError) as refused:
+            await client.events(bobs_task["task_id"])
+        assert refused.value.code == "auth.not_owner"
+        for wildcard in ("*", ">", "bob.*", "*.*"):
+            with pytest.raises(QubusError) as refused:
+                await client.events(wildcard)
+            assert refused.value.code in ("task.bad_id", "auth.not_owner")
+    finally:
+        await client.close()
+    # without the SDK's checks: the server refuses the consumers that would read them
+    for subject in (f"qubus.task.{bobs_task['task_id']}.>", "qubus.task.>", "qubus.task.*.>"):
+        await alice.refused(
+            lambda s=subject: alice.js.pull_subscribe(s, stream=STREAM),
+            f"$js.api.consumer.create.{STREAM}",
+        )
+
+
+async def test_a_forged_completed_event_is_refused(alice, operator, bobs_task):
+    task_id = bobs_task["task_id"]
+    forged = TaskCompleted(
+        task_id=task_id,
+        node=NODE,
+        counts={"01": 500},
+        shots=500,
+        seed=1,
+        predicted_fidelity=1.0,
+        measured_fidelity=1.0,
+        emulated_s=0.0,
+        calibration_revision="forged",
+    )
+    await alice.refused(
+        lambda: alice.js.publish(forged.subject(), codec.encode(forged)), forged.subject()
+    )
+    await alice.refused(
+        lambda: alice.nc.publish(forged.subject(), codec.encode(forged)), forged.subject()
+    )
+    assert (await stored_subjects(operator, forged.subject())) == {forged.subject(): 1}
+    events = await operator.events(task_id)
+    [completed] = [e for e in events if e.event.EVENT == "completed"]
+    assert completed.event.counts == bobs_task["counts"] and completed.service == "qpu"
+
+
+async def test_a_forged_allocation_of_an_unsubmitted_task_is_refused(alice, operator):
+    subject = f"qubus.task.alice.0000forged.allocated.{NODE}"
+    await alice.refused(lambda: alice.js.publish(subject, b"\x80"), subject)
+    await alice.refused(lambda: alice.nc.publish(subject, b"\x80"), subject)
+    assert await stored_subjects(operator, "qubus.task.alice.0000forged.>") == {}
+
+
+async def test_weights_cannot_be_rewritten(alice, operator):
+    weights = await operator.bus.kv(BUCKET_WEIGHTS)
+    before = await weights.get("current")
+    subject = f"$KV.{BUCKET_WEIGHTS}.current"
+    await alice.refused(lambda: alice.js.publish(subject, b"{}"), subject)
+    await alice.refused(
+        lambda: alice.js.key_value(BUCKET_WEIGHTS), f"$JS.API.STREAM.INFO.KV_{BUCKET_WEIGHTS}"
+    )
+    # a push consumer on alice's own tasks delivering into the bucket: created, never stored
+    await alice.js._jsm.add_consumer(
+        STREAM,
+        ConsumerConfig(
+            name="into_weights",
+            filter_subject="qubus.task.alice.>",
+            deliver_subject=subject,
+            ack_policy=AckPolicy.NONE,
+        ),
+    )
+    await asyncio.sleep(1.0)
+    after = await weights.get("current")
+    assert (after.revision, after.value) == (before.revision, before.value)
+
+
+async def test_nodes_cannot_be_registered_or_impersonated(
+    alice, operator, secured_url, creds, secured_stack
+):
+    fake = f"$KV.{BUCKET_NODES}.node.evil_qpu"
+    await alice.refused(lambda: alice.js.publish(fake, b"\x80"), fake)
+    # a node of the fleet may write its own status only
+    node = await Attacker().connect(secured_url, seed(creds, f"qpu-{NODE}"), f"qpu-{NODE}")
+    try:
+        for subject in (fake, f"$KV.{BUCKET_NODES}.node.{OTHER_NODE}"):
+            await node.refused(lambda s=subject: node.js.publish(s, b"\x80"), subject)
+    finally:
+        await node.nc.close()
+    statuses = await operator.bus.node_statuses()
+    assert sorted(statuses) == sorted(FLEET)
+
+
+async def test_streams_and_stage_consumers_cannot_be_created_deleted_or_read(alice, operator):
+    api = "$JS.API"
+    await alice.refused(
+        lambda: alice.js.add_stream(StreamConfig(name="EVIL", subjects=["evil.>"])),
+        f"{api}.STREAM.CREATE.EVIL",
+    )
+    await alice.refused(lambda: alice.js.delete_stream(STREAM), f"{api}.STREAM.DELETE.{STREAM}")
+    await alice.refused(
+        lambda: alice.js.delete_consumer(STREAM, "parser"), f"{api}.CONSUMER.DELETE.{STREAM}.parser"
+    )
+    await alice.refused(
+        lambda: alice.js.consumer_info(STREAM, "parser"),
+        f"{api}.CONSUMER.INFO.{STREAM}.parser",
+    )
+    sub = await alice.nc.subscribe(f"{inbox_prefix('alice')}.steal")
+    await alice.refused(
+        lambda: alice.nc.publish(
+            f"{api}.CONSUMER.MSG.NEXT.{STREAM}.parser",
+            json.dumps({"batch": 1}).encode(),
+            reply=f"{inbox_prefix('alice')}.steal",
+        ),
+        f"{api}.CONSUMER.MSG.NEXT.{STREAM}.parser",
+    )
+    await sub.unsubscribe()
+    names = [s.config.name for s in await operator.bus.js.streams_info()]
+    assert "EVIL" not in names and STREAM in names
+    assert (await operator.bus.js.consumer_info(STREAM, "parser")).name == "parser"
+
+
+async def test_a_user_cannot_submit_as_another_or_read_other_inboxes(alice):
+    await alice.refused(
+        lambda: alice.nc.request("qubus.submit.bob", b"{}", timeout=1), "qubus.submit.bob"
+    )
+    await alice.refused(lambda: alice.nc.request("qubus.submit", b"{}", timeout=1), "qubus.submit")
+    await alice.refused(lambda: alice.nc.subscribe("_INBOX_bob.>"), "_INBOX_bob.>")
+    await alice.refused(lambda: alice.nc.subscribe("qubus.task.>"), "qubus.task.>")
+
+
+async def test_a_service_publishes_only_its_own_events(secured_url, creds, secured_stack):
+    parser = await Attacker().connect(secured_url, seed(creds, "svc-parser"), "svc-parser")
+    try:
+        subject = "qubus.task.bob.0000forged.completed"
+        await parser.refused(lambda: parser.js.publish(subject, b"\x80"), subject)
+        weights = f"$KV.{BUCKET_WEIGHTS}.current"
+        await parser.refused(lambda: parser.js.publish(weights, b"{}"), weights)
+    finally:
+        await parser.nc.close()
+
+
+async def test_cli_works_with_a_users_credentials(
+    qubus_cli, secured_url, creds, operator, bobs_task, tmp_path
+):
+    env = {"QUBUS_NATS_NKEY": seed(creds, "alice")}
+    circuit = tmp_path / "bell.qasm"
+    circuit.write_text(BELL)
+    code, out, err = await qubus_cli(
+        secured_url, "submit", str(circuit), "--wait", "--json", env=env
+    )
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["status"] == "done"
+    task_id = record["task_id"]
+    assert task_id.startswith("alice.")
+    for args in (("result", task_id, "--json"), ("trace", task_id, "--json")):
+        code, out, err = await qubus_cli(secured_url, *args, env=env)
+        assert code == 0, err
+        assert json.loads(out)["task_id"] == task_id
+    code, out, err = await qubus_cli(secured_url, "logs", "--task", task_id, "--json", env=env)
+    assert code == 0, err
+    assert out and all(json.loads(line)["task_id"] == task_id for line in out.splitlines())
+    code, out, err = await qubus_cli(secured_url, "report", "--json", env=env)
+    assert code == 0, err
+    alices = await stored_subjects(operator, "qubus.task.alice.*.ingested")
+    assert json.loads(out)["summary"]["tasks"] == len(alices) >= 1  # bob's are not read
+    code, out, err = await qubus_cli(secured_url, "nodes", "--json", env=env)
+    assert code == 0, err
+    assert sorted(n["node"] for n in json.loads(out)["nodes"]) == sorted(FLEET)
+    code, out, err = await qubus_cli(secured_url, "result", bobs_task["task_id"], env=env)
+    assert code != 0 and "auth.not_owner" in err
