@@ -327,3 +327,5 @@ async def test_cli_works_with_a_users_credentials(
     assert sorted(n["node"] for n in json.loads(out)["nodes"]) == sorted(FLEET)
     code, out, err = await qubus_cli(secured_url, "result", bobs_task["task_id"], env=env)
     assert code != 0 and "auth.not_owner" in err
+    code, out, err = await qubus_cli(secured_url, "weights", "show", env=env)
+    assert code != 0 and "[auth.denied]" in err and "Traceback" not in err

@@ -117,6 +117,8 @@ class Bus:
         self.service = service
         self.instance = instance
         self.healthy = False
+        self.denied: str | None = None
+        """The server's last refusal of this connection's publish or subscribe, if any."""
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._kv: dict[str, KeyValue] = {}
@@ -151,6 +153,8 @@ class Bus:
             log.debug("nats.closed")
 
         async def error(exc: Exception) -> None:
+            if "permissions violation" in str(exc).lower():
+                self.denied = str(exc).removeprefix("nats: ")
             log.warning("nats.error", error=repr(exc))
 
         self._nc = await nats.connect(

@@ -6,12 +6,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import nats.errors
+
 from qubus.bus import stackfile
 from qubus.bus.auth import DEFAULT_USER
 from qubus.bus.config import Settings
 from qubus.bus.connection import STREAM, StoredEvent, stored_event
 from qubus.bus.progress import Progress
 from qubus.client.aio import Client
+from qubus.errors import QubusError
 
 
 def default_fleet() -> tuple[str, ...]:
@@ -27,7 +30,8 @@ async def connected(identity: str = DEFAULT_USER) -> AsyncIterator[Client]:
     recorded; as the user of QUBUS_NATS_NKEY, else as ``identity`` of a secured ``qubus up``.
 
     Raises:
-        QubusError: ``nats.unconfigured`` if there is no server.
+        QubusError: ``nats.unconfigured`` if there is no server; ``auth.denied`` if a request
+            went unanswered because the server refused it to this user.
     """
     settings = Settings()
     url = stackfile.resolve_nats_url(settings)
@@ -35,6 +39,14 @@ async def connected(identity: str = DEFAULT_USER) -> AsyncIterator[Client]:
     client = await Client.connect(url, nkey=nkey, user=settings.user)
     try:
         yield client
+    except nats.errors.TimeoutError:
+        if client.bus.denied is None:
+            raise
+        raise QubusError(
+            f"user {client.user or 'anonymous'} is not allowed this ({client.bus.denied}); "
+            "weights, feedback and pilots need the operator's seed (QUBUS_NATS_NKEY)",
+            code="auth.denied",
+        ) from None
     finally:
         await client.close()
 
