@@ -28,7 +28,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nkeys
@@ -161,12 +161,7 @@ class Identity:
     """One NATS user: its name and permissions (None: the operator, allowed everything)."""
 
     name: str
-    permissions: Permissions | None = field(default=None)
-
-    @property
-    def inbox_prefix(self) -> str:
-        """Where replies to this user's requests arrive; only it may subscribe there."""
-        return inbox_prefix(self.name)
+    permissions: Permissions | None = None
 
 
 def _stream_reader(stream: str) -> list[str]:
