@@ -185,18 +185,15 @@ class _Parser:
         token = self.tokens[self.pos]
         if token.text != ";":
             previous = self.tokens[self.pos - 1]
-            self.fail(
-                previous,
-                f"missing ';' after {previous.text!r} (found {token.text or 'end of input'!r})",
-                offset=previous.offset + len(previous.text),
-            )
+            found = token.text or "end of input"
+            message = f"missing ';' after {previous.text!r} (found {found!r})"
+            offset = self.source.offset(previous) + len(previous.text)
+            raise self.source.error(offset, message, "qasm.syntax")
         self.pos += 1
 
-    def fail(
-        self, token: Token, message: str, code: str = "qasm.syntax", offset: int | None = None
-    ) -> NoReturn:
-        """Raise a ``QasmError`` at ``token`` (or at ``offset`` when given)."""
-        raise self.source.error(token.offset if offset is None else offset, message, code)
+    def fail(self, token: Token, message: str, code: str = "qasm.syntax") -> NoReturn:
+        """Raise a ``QasmError`` at ``token``."""
+        raise self.source.error(token, message, code)
 
     # -- program ------------------------------------------------------------------------------
 
@@ -759,7 +756,8 @@ class _Parser:
         relation, can_hold = _COMPARISONS[op]
         if not can_hold(left, right):
             end = self.tokens[self.pos - 1]
-            written = self.source.text[start.offset : end.offset + len(end.text)]
+            span = self.source.offset(start), self.source.offset(end) + len(end.text)
+            written = self.source.text[span[0] : span[1]]
             self.fail(
                 start,
                 f"condition '{written}' can never hold: it compares {left.span} with {right.span}",
@@ -894,4 +892,4 @@ def parse_qasm(text: str) -> cirq.Circuit:
         return parser.parse_program()
     except RecursionError:
         token = parser.peek()
-        raise parser.source.error(token.offset, "nested too deeply", "qasm.too_large") from None
+        raise parser.source.error(token, "nested too deeply", "qasm.too_large") from None
