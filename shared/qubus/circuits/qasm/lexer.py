@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from functools import partial
 from typing import NamedTuple
 
 from qubus.errors import QasmError
@@ -62,12 +61,17 @@ class Source:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.tokens = tokenize(text)
+        #: The tokens' texts and kinds (``Token``s are made only for the tokens a parser keeps).
+        self.texts, self.kinds = tokenize(text)
         self._offsets: list[int] | None = None
         self._line_starts: list[int] | None = None
-        bad = next((token for token in self.tokens if token.kind == "bad"), None)
-        if bad is not None:
+        if "bad" in self.kinds:
+            bad = self.token(self.kinds.index("bad"))
             raise self.error(bad, f"unexpected character {bad.text!r}", "qasm.syntax")
+
+    def token(self, index: int) -> Token:
+        """The token at position ``index``."""
+        return Token(self.kinds[index], self.texts[index], index)
 
     def offset(self, token: Token) -> int:
         """The 0-based offset of ``token`` in the text (found again only when asked)."""
@@ -89,22 +93,19 @@ class Source:
         return QasmError(message, line=line, column=column, code=code)
 
 
-def tokenize(text: str) -> list[Token]:
+def tokenize(text: str) -> tuple[list[str], list[str]]:
     """Split OpenQASM text into tokens, dropping whitespace and comments.
 
     Args:
         text: The program.
 
     Returns:
-        The tokens, ending with an ``eof`` token. A character that starts no token becomes a
-        ``bad`` token (``Source`` rejects it).
+        The tokens' texts and their kinds (``id``, ``int``, ``real``, ``string``, ``op``),
+        ending with an ``eof`` token. A character that starts no token is a ``bad`` token
+        (``Source`` rejects it).
     """
     texts = _TOKENS_RE.findall(text)
     if len(texts) > 1 and not texts[-2]:
         texts.pop()  # the end, matched twice
     kind_of = {word: _KIND_RE.fullmatch(word).lastgroup for word in set(texts)}
-    kinds = map(kind_of.__getitem__, texts)
-    # tuple.__new__ skips NamedTuple's Python-level constructor; map and zip run in C.
-    return list(
-        map(partial(tuple.__new__, Token), zip(kinds, texts, range(len(texts)), strict=True))
-    )
+    return texts, list(map(kind_of.__getitem__, texts))

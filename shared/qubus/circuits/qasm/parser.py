@@ -9,7 +9,7 @@ codes are described in the package docstring.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import NamedTuple, NoReturn
@@ -130,51 +130,73 @@ class _Register:
             self.members = tuple(f"{self.name}_{i}" for i in range(self.size))
 
 
+class _Statement(NamedTuple):
+    """A gate call statement read before: its size estimate for ``check_size``, the position
+    of its gate name among its tokens, and its operations."""
+
+    size: int
+    name_index: int
+    ops: list[cirq.Operation]
+
+
+#: Longest gate call statement, in tokens, whose operations are kept for its repetitions.
+_STATEMENT_CACHE_TOKENS = 64
+
+
 class _Parser:
     """Recursive-descent parser that emits cirq operations as it reads statements."""
 
     def __init__(self, text: str) -> None:
         self.source = Source(text)
-        self.tokens = self.source.tokens
+        self.texts = self.source.texts
         self.pos = 0
         self.gates: dict[str, Gate] = {"U": TABLE["U"], "CX": TABLE["CX"]}
         self.registers: dict[str, _Register] = {}
-        self.ops: list[cirq.Operation] = []
+        self.n_ops = 0
+        #: Operations of each moment, and the last moment that holds each qubit, measurement
+        #: key and control key (see ``place``).
+        self.moments: list[list[cirq.Operation]] = []
+        self.last_qubit: dict[cirq.Qid, int] = {}
+        self.last_measured: dict[str, int] = {}
+        self.last_controlled: dict[str, int] = {}
         self.measured: set[str] = set()
         self.qubits: dict[str, cirq.NamedQubit] = {}
         self.redefinable: set[str] = set()
+        #: The operations of each unconditioned gate-call statement read so far, by its tokens'
+        #: texts (see ``parse_gate_call``); emptied whenever a gate is (re)defined.
+        self.statements: dict[tuple[str, ...], _Statement] = {}
 
     # -- token helpers ------------------------------------------------------------------------
 
     def peek(self) -> Token:
-        return self.tokens[self.pos]
+        return self.source.token(self.pos)
 
-    def peek_next(self) -> Token:
-        return self.tokens[min(self.pos + 1, len(self.tokens) - 1)]
+    def next_text(self) -> str:
+        """The text of the token after the current one."""
+        return self.texts[min(self.pos + 1, len(self.texts) - 1)]
 
     def advance(self) -> Token:
-        token = self.tokens[self.pos]
+        token = self.source.token(self.pos)
         if token.kind != "eof":
             self.pos += 1
         return token
 
-    def accept(self, text: str) -> Token | None:
-        token = self.tokens[self.pos]
-        if token.text == text and token.kind != "string":
+    def accept(self, text: str) -> bool:
+        """Step over the current token if it is ``text`` (an operator or a keyword)."""
+        if self.texts[self.pos] == text:
             self.pos += 1
-            return token
-        return None
+            return True
+        return False
 
-    def expect(self, text: str, what: str | None = None) -> Token:
-        token = self.tokens[self.pos]
-        if token.text != text or token.kind == "string":
+    def expect(self, text: str, what: str | None = None) -> None:
+        if self.texts[self.pos] != text:
+            token = self.peek()
             found = repr(token.text) if token.kind != "eof" else "end of input"
             self.fail(token, f"expected {what or repr(text)}, found {found}")
         self.pos += 1
-        return token
 
     def expect_kind(self, kind: str, what: str) -> Token:
-        token = self.tokens[self.pos]
+        token = self.source.token(self.pos)
         if token.kind != kind:
             found = repr(token.text) if token.kind != "eof" else "end of input"
             self.fail(token, f"expected {what}, found {found}")
@@ -182,9 +204,8 @@ class _Parser:
         return token
 
     def end_statement(self) -> None:
-        token = self.tokens[self.pos]
-        if token.text != ";":
-            previous = self.tokens[self.pos - 1]
+        if self.texts[self.pos] != ";":
+            token, previous = self.peek(), self.source.token(self.pos - 1)
             found = token.text or "end of input"
             message = f"missing ';' after {previous.text!r} (found {found!r})"
             offset = self.source.offset(previous) + len(previous.text)
@@ -198,11 +219,11 @@ class _Parser:
     # -- program ------------------------------------------------------------------------------
 
     def parse_program(self) -> cirq.Circuit:
-        if self.peek().text == "OPENQASM":
+        if self.texts[self.pos] == "OPENQASM":
             self.parse_version()
-        while self.peek().kind != "eof":
+        while self.source.kinds[self.pos] != "eof":
             self.parse_statement(())
-        return cirq.Circuit(self.ops)
+        return cirq.Circuit.from_moments(*(cirq.Moment.from_ops(*ops) for ops in self.moments))
 
     def parse_version(self) -> None:
         self.advance()
@@ -227,7 +248,7 @@ class _Parser:
             self.fail(token, "opaque gates have no definition and cannot run", "qasm.opaque")
         elif text == "if":
             self.parse_if(conditions)
-        elif text == "measure" or (text in self.registers and self.peek_next().text in ("=", "[")):
+        elif text == "measure" or (text in self.registers and self.next_text() in ("=", "[")):
             self.parse_measure(conditions)
         elif text == "reset":
             self.parse_reset(conditions)
@@ -251,6 +272,7 @@ class _Parser:
         self.end_statement()
         gates, redefinable = include
         self.gates.update(gates())
+        self.statements.clear()
         self.redefinable.update(redefinable)
 
     def parse_old_declaration(self) -> None:
@@ -270,7 +292,7 @@ class _Parser:
             self.expect("]")
         name = self.expect_kind("id", "a register name")
         self.declare(name, size, quantum=keyword.text == "qubit")
-        if keyword.text == "bit" and self.peek().text == "=":
+        if keyword.text == "bit" and self.texts[self.pos] == "=":
             self.pos -= 1  # back to the name: ``bit[n] c = measure q;`` reads as ``c = measure q;``
             self.parse_measure(())
             return
@@ -317,6 +339,7 @@ class _Parser:
             body.append(self.parse_body_call(set(params), set(qubits)))
         size = sum(self.expansion_size(call.name) for call in body)
         self.gates[name.text] = GateDef(name.text, tuple(params), tuple(qubits), tuple(body), size)
+        self.statements.clear()
 
     def expansion_size(self, name: str) -> int:
         """Operations a call of gate ``name`` expands into, roughly (a built-in counts 1)."""
@@ -327,7 +350,7 @@ class _Parser:
 
     def parse_identifier_list(self, stop: str, what: str) -> list[str]:
         names: list[str] = []
-        while self.peek().text != stop:
+        while self.texts[self.pos] != stop:
             token = self.expect_kind("id", what)
             if token.text in names:
                 self.fail(token, f"'{token.text}' appears twice", "qasm.redeclared")
@@ -345,7 +368,7 @@ class _Parser:
             return GateCall("barrier", (), (), (), token)
         modifiers, name, values = self.parse_call_head(params)
         args: list[str] = []
-        while self.peek().text != ";":
+        while self.texts[self.pos] != ";":
             arg = self.expect_kind("id", "a qubit argument")
             if arg.text not in qubits:
                 self.fail(
@@ -366,7 +389,7 @@ class _Parser:
     ) -> tuple[list[tuple[str, Expr | None]], Token, list[Expr]]:
         modifiers: list[tuple[str, Expr | None]] = []
         modifier_words = ("ctrl", "negctrl", "inv", "pow")
-        while self.peek().text in modifier_words and self.peek_next().text in ("(", "@"):
+        while self.texts[self.pos] in modifier_words and self.next_text() in ("(", "@"):
             kind = self.advance().text
             argument = None
             if self.accept("("):
@@ -383,7 +406,7 @@ class _Parser:
             self.fail(name, f"unknown gate '{name.text}'{hint}", "qasm.unknown_gate")
         values: list[Expr] = []
         if self.accept("("):
-            while self.peek().text != ")":
+            while self.texts[self.pos] != ")":
                 values.append(self.parse_expression(params))
                 if not self.accept(","):
                     break
@@ -430,7 +453,7 @@ class _Parser:
 
     def parse_expression(self, params: set[str]) -> Expr:
         left = self.parse_term(params)
-        while self.peek().text in ("+", "-"):
+        while self.texts[self.pos] in ("+", "-"):
             op = self.advance().text
             right = self.parse_term(params)
             left = _binary(op, left, right)
@@ -438,7 +461,7 @@ class _Parser:
 
     def parse_term(self, params: set[str]) -> Expr:
         left = self.parse_unary(params)
-        while self.peek().text in ("*", "/"):
+        while self.texts[self.pos] in ("*", "/"):
             op = self.advance().text
             right = self.parse_unary(params)
             left = _binary(op, left, right)
@@ -451,7 +474,7 @@ class _Parser:
         if self.accept("+"):
             return self.parse_unary(params)
         base = self.parse_atom(params)
-        if self.peek().text in ("^", "**"):
+        if self.texts[self.pos] in ("^", "**"):
             self.advance()
             exponent = self.parse_unary(params)
             return _binary("^", base, exponent)
@@ -495,6 +518,23 @@ class _Parser:
     # -- quantum statements -------------------------------------------------------------------
 
     def parse_gate_call(self, conditions: tuple[cirq.Condition, ...]) -> None:
+        """A gate call statement, expanded into operations.
+
+        Real programs repeat statements (``cx q[0],q[1];``): the operations of an unconditioned
+        one are kept by its tokens' texts, which fix them as long as no gate is defined, and a
+        repetition is placed again without being read (operations are immutable).
+        """
+        start = self.pos
+        key: tuple[str, ...] | None = None
+        if not conditions and ";" in self.texts[start : start + _STATEMENT_CACHE_TOKENS]:
+            key = tuple(self.texts[start : self.texts.index(";", start)])
+            seen = self.statements.get(key)
+            if seen is not None:
+                self.check_size(seen.size, self.source.token(start + seen.name_index))
+                self.pos = start + len(key) + 1
+                for op in seen.ops:
+                    self.place(op)
+                return
         modifiers, name, values = self.parse_call_head(set())
         refs = self.parse_arguments(quantum=True)
         self.end_statement()
@@ -502,11 +542,18 @@ class _Parser:
         self.check_arity(call, len(refs))
         params = [self.evaluate(value, {}, name) for value in values]
         calls = self.broadcast(refs)
-        self.check_size(self.expansion_size(call.name) * len(calls), name)
-        for qubits in calls:
-            for gate, targets, _phase in self.expand(call, params, qubits, {}):
-                if gate is not None:
-                    self.emit(gate.on(*targets), conditions)
+        size = self.expansion_size(call.name) * len(calls)
+        self.check_size(size, name)
+        ops = [
+            gate.on(*targets)
+            for qubits in calls
+            for gate, targets, _phase in self.expand(call, params, qubits, {})
+            if gate is not None
+        ]
+        for op in ops:
+            self.emit(op, conditions)
+        if key is not None:
+            self.statements[key] = _Statement(size, name.index - start, ops)
 
     def expand(
         self,
@@ -576,7 +623,7 @@ class _Parser:
 
     def check_size(self, n_operations: int, token: Token) -> None:
         """Stop a program (nested definitions, ``pow``) from expanding beyond the limit."""
-        if n_operations + len(self.ops) > MAX_OPERATIONS:
+        if n_operations + self.n_ops > MAX_OPERATIONS:
             message = f"'{token.text}' expands the circuit beyond {MAX_OPERATIONS} operations"
             self.fail(token, message, "qasm.too_large")
 
@@ -591,7 +638,39 @@ class _Parser:
                 return
             if known is not True:
                 resolved.append(known)
-        self.ops.append(op.with_classical_controls(*resolved) if resolved else op)
+        if not resolved:
+            self.place(op)
+            return
+        controls = {str(key) for condition in resolved for key in condition.keys}
+        self.place(op.with_classical_controls(*resolved), controls=controls)
+
+    def place(
+        self, op: cirq.Operation, *, measures: str | None = None, controls: Iterable[str] = ()
+    ) -> None:
+        """Append ``op`` to the moment that ``cirq.Circuit(ops)`` (its EARLIEST strategy)
+        gives it: the one after the last moment that shares a qubit with it, that measures its
+        measurement key ``measures`` or controls on it, or that measures one of its control
+        keys. cirq finds the keys through its protocols on every operation; here they are known.
+        """
+        last_qubit = self.last_qubit
+        index = max([last_qubit.get(qubit, -1) for qubit in op.qubits], default=-1)
+        if measures is not None:
+            index = max(index, self.last_measured.get(measures, -1))
+            index = max(index, self.last_controlled.get(measures, -1))
+        for key in controls:
+            index = max(index, self.last_measured.get(key, -1))
+        index += 1
+        if index == len(self.moments):
+            self.moments.append([op])
+        else:
+            self.moments[index].append(op)
+        for qubit in op.qubits:
+            last_qubit[qubit] = index
+        if measures is not None:
+            self.last_measured[measures] = index
+        for key in controls:
+            self.last_controlled[key] = max(index, self.last_controlled.get(key, -1))
+        self.n_ops += 1
 
     def with_unmeasured_bits_zero(self, condition: cirq.Condition) -> cirq.Condition | bool:
         """``condition`` with every bit not measured so far set to 0: a condition on the
@@ -608,7 +687,7 @@ class _Parser:
 
     def parse_arguments(self, *, quantum: bool) -> list[ArgRef]:
         refs: list[ArgRef] = []
-        while self.peek().text != ";":
+        while self.texts[self.pos] != ";":
             refs.append(self.parse_argument(quantum=quantum))
             if not self.accept(","):
                 break
@@ -635,7 +714,7 @@ class _Parser:
                     f"index {index} is out of range for '{token.text}' of size {register.size}"
                 )
                 self.fail(index_token, message, "qasm.index_range")
-            if self.peek().text in (":", ","):
+            if self.texts[self.pos] in (":", ","):
                 self.fail(self.peek(), "register slices are not supported", "qasm.unsupported")
             self.expect("]")
         return ArgRef(token.text, index, token)
@@ -668,10 +747,10 @@ class _Parser:
     def parse_measure(self, conditions: tuple[cirq.Condition, ...]) -> None:
         if conditions:
             self.fail(self.peek(), "conditional measurement is not supported", "qasm.unsupported")
-        if self.peek().text == "measure":
+        if self.texts[self.pos] == "measure":
             self.advance()
             source = self.parse_argument(quantum=True)
-            if self.peek().text == ";":
+            if self.texts[self.pos] == ";":
                 self.fail(self.peek(), "measure without a target bit", "qasm.unsupported")
             self.expect("->", "'->' and a classical target")
             target = self.parse_argument(quantum=False)
@@ -689,7 +768,7 @@ class _Parser:
                 "qasm.size_mismatch",
             )
         for qubit, key in zip(qubits, bits, strict=True):
-            self.ops.append(cirq.measure(self.qubits[qubit], key=key))
+            self.place(cirq.measure(self.qubits[qubit], key=key), measures=key)
             self.measured.add(key)
 
     def parse_reset(self, conditions: tuple[cirq.Condition, ...]) -> None:
@@ -721,7 +800,7 @@ class _Parser:
             self.parse_statement(conditions)
             return
         while not self.accept("}"):
-            if self.peek().kind == "eof":
+            if self.source.kinds[self.pos] == "eof":
                 self.fail(self.peek(), "missing '}' at end of block")
             self.parse_statement(conditions)
 
@@ -738,7 +817,7 @@ class _Parser:
 
     def parse_logical(self) -> _Value:
         left = self.parse_comparison()
-        while self.peek().text in ("&&", "||"):
+        while self.texts[self.pos] in ("&&", "||"):
             op = self.advance().text
             right = self.parse_comparison()
             a = left.expr if left.is_bool else sympy.Ne(left.expr, 0)
@@ -749,13 +828,13 @@ class _Parser:
     def parse_comparison(self) -> _Value:
         start = self.peek()
         left = self.parse_bit_expression()
-        if self.peek().text not in _COMPARISONS:
+        if self.texts[self.pos] not in _COMPARISONS:
             return left
         op = self.advance().text
         right = self.parse_bit_expression()
         relation, can_hold = _COMPARISONS[op]
         if not can_hold(left, right):
-            end = self.tokens[self.pos - 1]
+            end = self.source.token(self.pos - 1)
             span = self.source.offset(start), self.source.offset(end) + len(end.text)
             written = self.source.text[span[0] : span[1]]
             self.fail(
@@ -767,7 +846,7 @@ class _Parser:
 
     def parse_bit_expression(self) -> _Value:
         left = self.parse_bit_atom()
-        while self.peek().text in ("^", "&", "|"):
+        while self.texts[self.pos] in ("^", "&", "|"):
             op = self.advance()
             right = self.parse_bit_atom()
             if not (left.is_bit and right.is_bit):
