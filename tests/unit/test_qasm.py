@@ -185,6 +185,40 @@ def test_builtin_gate_matches_qiskit_qelib1_text_and_qiskit(call, n):
     assert _same_up_to_phase(ours.unitary(qubit_order=qubits[::-1]), qiskit_matrix.data)
 
 
+# -- the parser's shortcuts build what cirq builds -----------------------------------------
+
+
+@pytest.mark.parametrize(("call", "n"), QELIB1_CALLS)
+def test_builtin_gate_operations_equal_cirqs_own(call, n):
+    circuit = parse_qasm(_single_gate_program(call, n, 'include "qelib1.inc";'))
+    for op in circuit.all_operations():
+        built = op.gate.on(*op.qubits)
+        assert type(op) is type(built)
+        assert op == built
+
+
+@pytest.mark.parametrize("name", GOOD_FILES)
+def test_dev_file_moments_are_cirqs_earliest_placement(name):
+    circuit = parse_qasm(_read(name))
+    assert circuit == cirq.Circuit(circuit.all_operations())
+
+
+def test_repeated_statement_follows_a_gate_defined_between_repetitions():
+    circuit = parse_qasm(
+        'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit q;\n'
+        "sxdg q;\ngate sxdg a { x a; }\nsxdg q;\nsxdg q;"
+    )
+    gates = [op.gate for op in circuit.all_operations()]
+    assert gates == [cirq.XPowGate(exponent=-0.5), cirq.X, cirq.X]
+
+
+def test_repeated_statement_past_the_operation_limit_is_rejected_at_its_gate(monkeypatch):
+    monkeypatch.setattr("qubus.circuits.qasm.parser.MAX_OPERATIONS", 2)
+    with pytest.raises(QasmError) as caught:
+        parse_qasm(HEADER + "h q[0];\nh q[0];\n  h q[0];")
+    assert (caught.value.code, caught.value.line, caught.value.column) == ("qasm.too_large", 7, 3)
+
+
 # -- properties -------------------------------------------------------------------------------
 
 _QUBITS = cirq.LineQubit.range(3)

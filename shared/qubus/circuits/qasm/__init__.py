@@ -1,8 +1,10 @@
 """OpenQASM 2.0 and a practical OpenQASM 3 subset, parsed straight into a ``cirq.Circuit``.
 
 A hand-written tokenizer (one compiled regular expression) feeds a recursive-descent parser.
-Gate calls are expanded inline into cirq operations as they are read, so the whole parse is a
-single pass and every error points at the 1-based line and column of the construct at fault.
+Gate calls are expanded inline into cirq operations as they are read, and placed into the
+moments that ``cirq.Circuit(ops)`` would give them, so the whole parse is a single pass and
+every error points at the 1-based line and column of the construct at fault. A gate statement
+repeated word for word reuses the operations of its first reading.
 
 Naming follows cirq's own importer: qubit ``q[0]`` becomes ``cirq.NamedQubit("q_0")`` and a
 measurement into bit ``c[1]`` is one ``cirq.measure`` per bit with key ``"c_1"``. A scalar

@@ -13,19 +13,20 @@ from typing import NamedTuple
 
 from qubus.errors import QasmError
 
-#: The tokens of a program, in the order of preference, and the end of the text (an empty
-#: token): whitespace and comments before each token are skipped inside the same match, and
-#: possessively (a blank is never given back to become a token), so ``findall`` yields the
-#: tokens' texts at C speed. The end can match twice: after blanks, and again empty.
+#: The tokens of a program, the most frequent first (a real number before an integer), and the
+#: end of the text (an empty token): whitespace and comments before each token are skipped
+#: inside the same match, and possessively (a blank is never given back to become a token), so
+#: ``findall`` yields the tokens' texts at C speed. The end can match twice: after blanks, and
+#: again empty.
 _TOKENS_RE = re.compile(
     r"""
     (?:\s+|//[^\n]*|/\*.*?\*/)*+
     (
-      (?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+
-    | \d+
-    | [^\W\d]\w*|\$\d+
-    | "[^"\n]*"
+      [^\W\d]\w*|\$\d+
     | ->|==|!=|<=|>=|&&|\|\||\*\*|[-+*/^%(){}\[\];,:=<>@!~&|]
+    | (?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+
+    | \d+
+    | "[^"\n]*"
     | .
     | \Z
     )
@@ -71,7 +72,8 @@ class Source:
 
     def token(self, index: int) -> Token:
         """The token at position ``index``."""
-        return Token(self.kinds[index], self.texts[index], index)
+        # tuple.__new__ skips NamedTuple's Python-level constructor.
+        return tuple.__new__(Token, (self.kinds[index], self.texts[index], index))
 
     def offset(self, token: Token) -> int:
         """The 0-based offset of ``token`` in the text (found again only when asked)."""

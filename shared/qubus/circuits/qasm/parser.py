@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from itertools import repeat
 from typing import NamedTuple, NoReturn
 
 import cirq
@@ -233,19 +234,20 @@ class _Parser:
         self.end_statement()
 
     def parse_statement(self, conditions: tuple[cirq.Condition, ...]) -> None:
-        token = self.peek()
-        text = token.text
-        if token.kind != "id":
-            self.fail(token, f"unexpected {text or 'end of input'!r} at start of a statement")
+        text = self.texts[self.pos]
+        if self.source.kinds[self.pos] != "id":
+            self.fail(self.peek(), f"unexpected {text or 'end of input'!r} at start of a statement")
         handler = self._STATEMENTS.get(text)
         if handler is not None and not conditions:
             handler(self)
         elif text in _UNSUPPORTED:
             self.fail(
-                token, f"{_UNSUPPORTED[text]} ('{text}') are not supported", "qasm.unsupported"
+                self.peek(),
+                f"{_UNSUPPORTED[text]} ('{text}') are not supported",
+                "qasm.unsupported",
             )
         elif text == "opaque":
-            self.fail(token, "opaque gates have no definition and cannot run", "qasm.opaque")
+            self.fail(self.peek(), "opaque gates have no definition and cannot run", "qasm.opaque")
         elif text == "if":
             self.parse_if(conditions)
         elif text == "measure" or (text in self.registers and self.next_text() in ("=", "[")):
@@ -255,7 +257,7 @@ class _Parser:
         elif text == "barrier":
             self.parse_barrier()
         elif handler is not None:
-            self.fail(token, f"'{text}' cannot be classically controlled", "qasm.unsupported")
+            self.fail(self.peek(), f"'{text}' cannot be classically controlled", "qasm.unsupported")
         else:
             self.parse_gate_call(conditions)
 
@@ -526,14 +528,19 @@ class _Parser:
         """
         start = self.pos
         key: tuple[str, ...] | None = None
-        if not conditions and ";" in self.texts[start : start + _STATEMENT_CACHE_TOKENS]:
-            key = tuple(self.texts[start : self.texts.index(";", start)])
+        end = -1
+        if not conditions:
+            try:
+                end = self.texts.index(";", start, start + _STATEMENT_CACHE_TOKENS)
+            except ValueError:
+                end = -1  # no ';' within reach: the statement is not kept (suppress is slower)
+        if end >= 0:
+            key = tuple(self.texts[start:end])
             seen = self.statements.get(key)
             if seen is not None:
-                self.check_size(seen.size, self.source.token(start + seen.name_index))
+                self.check_size(seen.size, start + seen.name_index)
                 self.pos = start + len(key) + 1
-                for op in seen.ops:
-                    self.place(op)
+                self.place(seen.ops)
                 return
         modifiers, name, values = self.parse_call_head(set())
         refs = self.parse_arguments(quantum=True)
@@ -545,13 +552,16 @@ class _Parser:
         size = self.expansion_size(call.name) * len(calls)
         self.check_size(size, name)
         ops = [
-            gate.on(*targets)
+            _operation(gate, targets)
             for qubits in calls
             for gate, targets, _phase in self.expand(call, params, qubits, {})
             if gate is not None
         ]
-        for op in ops:
-            self.emit(op, conditions)
+        if conditions:
+            for op in ops:
+                self.emit(op, conditions)
+        else:
+            self.place(ops)
         if key is not None:
             self.statements[key] = _Statement(size, name.index - start, ops)
 
@@ -621,9 +631,12 @@ class _Parser:
             self.fail(token, f"'{token.text}' has no power {exponent}", "qasm.unsupported")
         return [(powered, qubits, phase * exponent)]
 
-    def check_size(self, n_operations: int, token: Token) -> None:
-        """Stop a program (nested definitions, ``pow``) from expanding beyond the limit."""
+    def check_size(self, n_operations: int, token: Token | int) -> None:
+        """Stop a program (nested definitions, ``pow``) from expanding beyond the limit;
+        ``token`` (or the token at that position) is blamed."""
         if n_operations + self.n_ops > MAX_OPERATIONS:
+            if isinstance(token, int):
+                token = self.source.token(token)
             message = f"'{token.text}' expands the circuit beyond {MAX_OPERATIONS} operations"
             self.fail(token, message, "qasm.too_large")
 
@@ -639,38 +652,44 @@ class _Parser:
             if known is not True:
                 resolved.append(known)
         if not resolved:
-            self.place(op)
+            self.place((op,))
             return
         controls = {str(key) for condition in resolved for key in condition.keys}
-        self.place(op.with_classical_controls(*resolved), controls=controls)
+        self.place((op.with_classical_controls(*resolved),), controls=controls)
 
     def place(
-        self, op: cirq.Operation, *, measures: str | None = None, controls: Iterable[str] = ()
+        self,
+        ops: Sequence[cirq.Operation],
+        *,
+        measures: str | None = None,
+        controls: Iterable[str] = (),
     ) -> None:
-        """Append ``op`` to the moment that ``cirq.Circuit(ops)`` (its EARLIEST strategy)
-        gives it: the one after the last moment that shares a qubit with it, that measures its
-        measurement key ``measures`` or controls on it, or that measures one of its control
-        keys. cirq finds the keys through its protocols on every operation; here they are known.
+        """Append each operation to the moment that ``cirq.Circuit(ops)`` (its EARLIEST
+        strategy) gives it: the one after the last moment that shares a qubit with it, that
+        measures its measurement key ``measures`` or controls on it, or that measures one of
+        its control keys. cirq finds the keys through its protocols on every operation; here
+        they are known.
         """
-        last_qubit = self.last_qubit
-        index = max([last_qubit.get(qubit, -1) for qubit in op.qubits], default=-1)
-        if measures is not None:
-            index = max(index, self.last_measured.get(measures, -1))
-            index = max(index, self.last_controlled.get(measures, -1))
-        for key in controls:
-            index = max(index, self.last_measured.get(key, -1))
-        index += 1
-        if index == len(self.moments):
-            self.moments.append([op])
-        else:
-            self.moments[index].append(op)
-        for qubit in op.qubits:
-            last_qubit[qubit] = index
-        if measures is not None:
-            self.last_measured[measures] = index
-        for key in controls:
-            self.last_controlled[key] = max(index, self.last_controlled.get(key, -1))
-        self.n_ops += 1
+        last_qubit, moments = self.last_qubit, self.moments
+        for op in ops:
+            qubits = op.qubits
+            index = max(map(last_qubit.get, qubits, repeat(-1)), default=-1)
+            if measures is not None:
+                index = max(index, self.last_measured.get(measures, -1))
+                index = max(index, self.last_controlled.get(measures, -1))
+            for key in controls:
+                index = max(index, self.last_measured.get(key, -1))
+            index += 1
+            if index == len(moments):
+                moments.append([op])
+            else:
+                moments[index].append(op)
+            last_qubit.update(zip(qubits, repeat(index)))
+            if measures is not None:
+                self.last_measured[measures] = index
+            for key in controls:
+                self.last_controlled[key] = max(index, self.last_controlled.get(key, -1))
+        self.n_ops += len(ops)
 
     def with_unmeasured_bits_zero(self, condition: cirq.Condition) -> cirq.Condition | bool:
         """``condition`` with every bit not measured so far set to 0: a condition on the
@@ -768,7 +787,7 @@ class _Parser:
                 "qasm.size_mismatch",
             )
         for qubit, key in zip(qubits, bits, strict=True):
-            self.place(cirq.measure(self.qubits[qubit], key=key), measures=key)
+            self.place((cirq.measure(self.qubits[qubit], key=key),), measures=key)
             self.measured.add(key)
 
     def parse_reset(self, conditions: tuple[cirq.Condition, ...]) -> None:
@@ -889,6 +908,21 @@ class _Parser:
         "gate": parse_gate_definition,
         "OPENQASM": lambda self: self.fail(self.peek(), "the version line must come first"),
     }
+
+
+def _operation(gate: cirq.Gate, qubits: tuple[cirq.Qid, ...]) -> cirq.Operation:
+    """``gate.on(*qubits)``, without cirq's check of every operation's qubit shapes where
+    ``on`` is ``cirq.Gate``'s own (a plain ``GateOperation``): the parser has checked the
+    number of qubits, and every qubit it makes is a qubit. A tenth of a parse otherwise."""
+    if type(gate).on is not _GATE_ON:
+        return gate.on(*qubits)
+    op = _NEW_OPERATION(cirq.GateOperation)
+    op._gate, op._qubits = gate, qubits
+    return op
+
+
+_GATE_ON = cirq.Gate.on
+_NEW_OPERATION = cirq.GateOperation.__new__
 
 
 def _binary(op: str, left: Expr, right: Expr) -> Expr:
