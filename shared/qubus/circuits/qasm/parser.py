@@ -9,6 +9,7 @@ codes are described in the package docstring.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -22,6 +23,7 @@ from qubus.circuits.qasm.lexer import Source, Token
 from qubus.circuits.qasm.stdlib import (
     PRELUDE,
     QELIB1,
+    QELIB1_EXTENSIONS,
     STDGATES_EXTRAS,
     TABLE,
     Builtin,
@@ -74,6 +76,9 @@ _UNSUPPORTED = {
     "pragma": "pragmas",
 }
 
+#: The versions a program may declare: 2.0 (qiskit and cirq reject 2.1 to 2.9) and any 3.x.
+_VERSION_RE = re.compile(r"2(?:\.0)?|3(?:\.\d+)?")
+
 _CONSTANTS = {"pi": math.pi, "π": math.pi, "tau": math.tau, "τ": math.tau, "euler": math.e}
 _FUNCTIONS: dict[str, Callable[[float], float]] = {
     "sin": math.sin,
@@ -110,7 +115,7 @@ def _qelib1() -> dict[str, Gate]:
 
 #: Each include file: its gates, and the names among them a program may define again.
 _INCLUDES: dict[str, tuple[Callable[[], dict[str, Gate]], frozenset[str]]] = {
-    "qelib1.inc": (_qelib1, frozenset()),
+    "qelib1.inc": (_qelib1, QELIB1_EXTENSIONS),
     "stdgates.inc": (stdgates, STDGATES_EXTRAS),
 }
 
@@ -229,8 +234,9 @@ class _Parser:
     def parse_version(self) -> None:
         self.advance()
         version = self.advance()
-        if version.kind not in ("int", "real") or version.text.split(".")[0] not in ("2", "3"):
-            self.fail(version, f"unsupported OpenQASM version {version.text!r}", "qasm.unsupported")
+        if not _VERSION_RE.fullmatch(version.text):
+            message = f"OpenQASM version {version.text!r} is not supported: only 2.0 and 3.x are"
+            self.fail(version, message, "qasm.version")
         self.end_statement()
 
     def parse_statement(self, conditions: tuple[cirq.Condition, ...]) -> None:
@@ -890,14 +896,67 @@ class _Parser:
             if inner.is_bool:
                 self.fail(token, "comparisons cannot be nested in a condition", "qasm.unsupported")
             return inner
+        if token.text in _CASTS and self.next_text() in ("(", "["):
+            return self.parse_cast()
+        if token.text == "-" and self.source.kinds[self.pos + 1] == "int":
+            self.advance()
+            number = -int(self.advance().text)
+            return _Value(sympy.Integer(number), number, number)
         if token.kind == "int" or token.text in ("true", "false"):
             self.advance()
             number = 1 if token.text == "true" else 0 if token.text == "false" else int(token.text)
             return _Value(sympy.Integer(number), number, number)
-        ref = self.parse_argument(quantum=False)
-        bits = self.members(ref)
-        value = sympy.Add(*(sympy.Integer(2**i) * sympy.Symbol(bit) for i, bit in enumerate(bits)))
-        return _Value(value, 0, 2 ** len(bits) - 1)
+        return self.register_value(self.members(self.parse_argument(quantum=False)))
+
+    @staticmethod
+    def register_value(bits: Sequence[str], *, signed: bool = False) -> _Value:
+        """The integer a register's bits hold, little-endian: unsigned, or two's complement."""
+        weights = [2**i for i in range(len(bits))]
+        if signed:
+            weights[-1] = -weights[-1]
+        value = sympy.Add(
+            *(sympy.Integer(w) * sympy.Symbol(bit) for w, bit in zip(weights, bits, strict=True))
+        )
+        return _Value(value, sum(w for w in weights if w < 0), sum(w for w in weights if w > 0))
+
+    def parse_cast(self) -> _Value:
+        """An OpenQASM 3 cast in a condition: ``bool(x)`` (0 or 1: ``x != 0``), ``uint(x)``,
+        ``int(x)``, and with a width ``int[n](c)`` / ``uint[n](c)``, which the specification allows
+        on an ``n``-bit register only; ``int[n]`` reads it as two's complement. A cast of a
+        single bit or of a number keeps its value."""
+        cast = self.advance()
+        width: Token | None = None
+        if cast.text != "bool" and self.accept("["):
+            width = self.expect_kind("int", "a width")
+            self.expect("]")
+        self.expect("(")
+        start = self.peek()
+        register = self.registers.get(start.text)
+        whole = register is not None and not register.quantum and register.size is not None
+        if whole and self.next_text() == ")":
+            self.advance()
+            value = self.register_value(
+                register.members, signed=width is not None and cast.text == "int"
+            )
+            if width is not None and int(width.text) != register.size:
+                message = (
+                    f"{cast.text}[{width.text}] cast of '{start.text}', a register of "
+                    f"{register.size} bits: the widths must be equal"
+                )
+                self.fail(width, message, "qasm.size_mismatch")
+        else:
+            value = self.parse_logical()
+            if value.is_bool:
+                self.fail(start, "comparisons cannot be nested in a condition", "qasm.unsupported")
+        self.expect(")")
+        if cast.text != "bool" or value.is_bit:
+            return value
+        if value.low == value.high:
+            flag = int(value.low != 0)
+            return _Value(sympy.Integer(flag), flag, flag)
+        # A register is non-zero unless all its bits are 0.
+        bits = sorted(value.expr.free_symbols, key=str)
+        return _Value(1 - sympy.Mul(*(1 - bit for bit in bits)), 0, 1)
 
     _STATEMENTS: dict[str, Callable[[_Parser], None]] = {
         "include": parse_include,
@@ -972,6 +1031,9 @@ _COMPARISONS: dict[str, tuple[Callable[..., sympy.Basic], Callable[[_Value, _Val
     ">=": (sympy.GreaterThan, lambda a, b: a.high >= b.low),
 }
 
+
+#: The casts a condition may use.
+_CASTS = frozenset({"bool", "int", "uint"})
 
 _BIT_OPERATORS: dict[str, Callable[[sympy.Expr, sympy.Expr], sympy.Expr]] = {
     "^": lambda a, b: a + b - 2 * a * b,
