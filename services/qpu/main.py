@@ -434,6 +434,12 @@ class QpuNode:
         )
 
 
+def emulation_pool(memory_mb: int) -> WorkerPool:
+    """The node's worker pool: its failures are the QPU stage's (``qpu.timeout``,
+    ``qpu.memory``), not the sandbox's."""
+    return WorkerPool(memory_mb=memory_mb, stage="qpu", job="emulation")
+
+
 async def setup(rt: Runtime) -> None:
     if rt.node is None:
         raise SystemExit("the qpu service needs --node ID (one process per QPU node)")
@@ -449,7 +455,7 @@ async def setup(rt: Runtime) -> None:
     )
     if load is not None:
         log.info("qpu.background_load", backend=load.backend, period_s=load.period_s)
-    pool = WorkerPool(memory_mb=settings.sandbox_memory_mb)
+    pool = emulation_pool(settings.sandbox_memory_mb)
     pool.start()
     rt.stack.callback(pool.close)
     node = QpuNode(rt, device, replay, load, pool, await rt.bus.kv(BUCKET_NODES))

@@ -20,7 +20,7 @@ async def setup(rt: Runtime) -> None:
         max_depth=settings.sandbox_max_depth,
         max_outcomes=settings.ideal_max_outcomes,
     )
-    pool = WorkerPool(memory_mb=settings.sandbox_memory_mb)
+    pool = WorkerPool(memory_mb=settings.sandbox_memory_mb, stage="sandbox", job="simulation")
     pool.start()
     rt.stack.callback(pool.close)
 

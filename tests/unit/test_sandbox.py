@@ -138,7 +138,7 @@ def test_too_deep_fails_before_simulating() -> None:
 
 
 async def test_slow_circuit_times_out_and_the_next_one_runs_in_a_fresh_worker() -> None:
-    pool = WorkerPool(memory_mb=mapped_mb() + 2048)
+    pool = WorkerPool(memory_mb=mapped_mb() + 2048, stage="sandbox", job="simulation")
     pool.start()
     try:
         with pytest.raises(SimulationError) as caught:
@@ -153,7 +153,7 @@ async def test_slow_circuit_times_out_and_the_next_one_runs_in_a_fresh_worker() 
 async def test_state_beyond_the_memory_limit_fails_before_allocating() -> None:
     wide = SandboxLimits(max_qubits=30, max_depth=50, max_outcomes=16)
     circuit = cirq.Circuit(cirq.H.on_each(*cirq.LineQubit.range(25)), cirq.measure(Q[0]))
-    pool = WorkerPool(memory_mb=mapped_mb() + 1024)
+    pool = WorkerPool(memory_mb=mapped_mb() + 1024, stage="sandbox", job="simulation")
     pool.start()
     try:
         with pytest.raises(SimulationError) as caught:
