@@ -203,6 +203,11 @@ def test_dev_file_moments_are_cirqs_earliest_placement(name):
     assert circuit == cirq.Circuit(circuit.all_operations())
 
 
+def test_statement_keyword_wins_over_a_gate_named_like_it():
+    circuit = parse_qasm(HEADER + "gate reset a { x a; }\nreset q[0];\nreset q[0];")
+    assert [op.gate for op in circuit.all_operations()] == [cirq.ResetChannel()] * 2
+
+
 def test_repeated_statement_follows_a_gate_defined_between_repetitions():
     circuit = parse_qasm(
         'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit q;\n'

@@ -79,6 +79,12 @@ _UNSUPPORTED = {
 #: The versions a program may declare: 2.0 (qiskit and cirq reject 2.1 to 2.9) and any 3.x.
 _VERSION_RE = re.compile(r"2(?:\.0)?|3(?:\.\d+)?")
 
+#: Words that start a statement other than a gate call, even where a program names a gate so.
+_KEYWORDS = frozenset(
+    {*_UNSUPPORTED, "OPENQASM", "include", "qreg", "creg", "qubit", "bit", "gate", "opaque"}
+    | {"if", "measure", "reset", "barrier"}
+)
+
 _CONSTANTS = {"pi": math.pi, "π": math.pi, "tau": math.tau, "τ": math.tau, "euler": math.e}
 _FUNCTIONS: dict[str, Callable[[float], float]] = {
     "sin": math.sin,
@@ -241,6 +247,9 @@ class _Parser:
 
     def parse_statement(self, conditions: tuple[cirq.Condition, ...]) -> None:
         text = self.texts[self.pos]
+        if text in self.gates and text not in _KEYWORDS:
+            self.parse_gate_call(conditions)  # the common case first: a call of a known gate
+            return
         if self.source.kinds[self.pos] != "id":
             self.fail(self.peek(), f"unexpected {text or 'end of input'!r} at start of a statement")
         handler = self._STATEMENTS.get(text)
