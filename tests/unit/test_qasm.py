@@ -639,6 +639,22 @@ def test_condition_that_some_register_value_meets_is_accepted(condition):
     assert cirq.control_keys(op)
 
 
+def test_character_that_starts_no_token_is_rejected_where_it_stands():
+    with pytest.raises(QasmError) as caught:
+        parse_qasm(HEADER + "h q[0];\nh q[1] # q[0];")
+    error = caught.value
+    assert (error.code, error.line, error.column) == ("qasm.syntax", 6, 8)
+    assert error.message == "unexpected character '#'"
+
+
+def test_first_fault_in_reading_order_is_reported_before_a_later_bad_character():
+    # openqasm/openqasm's examples/arrays.qasm: an array declaration, later a '#dim' parameter.
+    text = "OPENQASM 3.0;\narray[int[8], 2] a;\ndef f(readonly array[int[8], #dim=1] b) {}"
+    with pytest.raises(QasmError) as caught:
+        parse_qasm(text)
+    assert (caught.value.code, caught.value.line) == ("qasm.unsupported", 2)
+
+
 @pytest.mark.parametrize("version", ["2.6", "2.1", "4.0", "1"])
 def test_openqasm_version_other_than_2_0_or_3_is_rejected_with_its_code(version):
     with pytest.raises(QasmError) as caught:

@@ -1,8 +1,9 @@
 """Lexical layer of the OpenQASM parser: tokens, and the program text they locate.
 
 ``tokenize`` splits a program with one compiled regular expression; ``Source`` keeps the text
-and its tokens, rejects a character that starts no token, and turns token positions into the
-1-based lines and columns that every ``QasmError`` carries.
+and its tokens and turns token positions into the 1-based lines and columns that every
+``QasmError`` carries. A character that starts no token is a ``bad`` token, which the parser
+rejects when it reaches it: the first fault in reading order is the one reported.
 """
 
 from __future__ import annotations
@@ -66,9 +67,6 @@ class Source:
         self.texts, self.kinds = tokenize(text)
         self._offsets: list[int] | None = None
         self._line_starts: list[int] | None = None
-        if "bad" in self.kinds:
-            bad = self.token(self.kinds.index("bad"))
-            raise self.error(bad, f"unexpected character {bad.text!r}", "qasm.syntax")
 
     def token(self, index: int) -> Token:
         """The token at position ``index``."""
@@ -103,8 +101,7 @@ def tokenize(text: str) -> tuple[list[str], list[str]]:
 
     Returns:
         The tokens' texts and their kinds (``id``, ``int``, ``real``, ``string``, ``op``),
-        ending with an ``eof`` token. A character that starts no token is a ``bad`` token
-        (``Source`` rejects it).
+        ending with an ``eof`` token. A character that starts no token is a ``bad`` token.
     """
     texts = _TOKENS_RE.findall(text)
     if len(texts) > 1 and not texts[-2]:

@@ -218,6 +218,8 @@ class _Parser:
     def end_statement(self) -> None:
         if self.texts[self.pos] != ";":
             token, previous = self.peek(), self.source.token(self.pos - 1)
+            if token.kind == "bad":
+                self.fail(token, f"unexpected character {token.text!r}")
             found = token.text or "end of input"
             message = f"missing ';' after {previous.text!r} (found {found!r})"
             offset = self.source.offset(previous) + len(previous.text)
@@ -225,7 +227,9 @@ class _Parser:
         self.pos += 1
 
     def fail(self, token: Token, message: str, code: str = "qasm.syntax") -> NoReturn:
-        """Raise a ``QasmError`` at ``token``."""
+        """Raise a ``QasmError`` at ``token`` (a character that starts no token says so)."""
+        if token.kind == "bad":
+            message, code = f"unexpected character {token.text!r}", "qasm.syntax"
         raise self.source.error(token, message, code)
 
     # -- program ------------------------------------------------------------------------------
