@@ -34,4 +34,4 @@ async def setup(rt: Runtime) -> None:
             timeout_s=settings.sandbox_timeout_s,
         )
 
-    await rt.consume(Stage("sandbox", [TaskChecked], handle))
+    await rt.consume(Stage("sandbox", [TaskChecked], handle, concurrency=2))

@@ -52,6 +52,12 @@ class Context:
     _msg: Msg
 
     @property
+    def backlog(self) -> int:
+        """Messages of the stage's consumer not yet delivered to any replica when this one was
+        (0: none was waiting behind it)."""
+        return self._msg.metadata.num_pending or 0
+
+    @property
     def queue_wait_s(self) -> float:
         """Seconds between the input event's publication and the start of its handling."""
         return max(0.0, self.started - self._msg.metadata.timestamp.timestamp())

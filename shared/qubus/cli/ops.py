@@ -20,7 +20,7 @@ from qubus.bus import stackfile
 from qubus.bus.config import Settings
 from qubus.bus.natsserver import NatsServer
 from qubus.cli.common import connected, default_fleet, read_task_events
-from qubus.cli.stack import Supervisor, stack_specs
+from qubus.cli.stack import Supervisor, parse_replicas, stack_specs
 from qubus.errors import QubusError
 
 # ------------------------------------------------------------------ parsers
@@ -40,6 +40,12 @@ def add_up_command(sub: argparse._SubParsersAction) -> None:
         "--fleet",
         default=",".join(default_fleet()),
         help="comma-separated QPU node ids, one qpu process each (default: %(default)s)",
+    )
+    up.add_argument(
+        "--replicas",
+        default="",
+        help="processes per service, e.g. parser=2,noise=2 (default: one each; qpu: one per "
+        "node); replicas share the stage's durable consumer",
     )
     up.add_argument("--log-dir", type=Path, help="service logs (default: ~/.qubus/logs)")
     up.add_argument("--store-dir", help="JetStream store of the embedded server (default: temp)")
@@ -126,13 +132,17 @@ async def up(args: argparse.Namespace) -> int:
     """``qubus up``: run the stack until SIGINT or SIGTERM."""
     settings = Settings()
     fleet = [node for node in args.fleet.split(",") if node]
+    try:
+        replicas = parse_replicas(args.replicas)
+    except ValueError as exc:
+        raise QubusError(str(exc), code="up.replicas") from None
     server = None
     url = settings.nats_url
     if not url:
         server = NatsServer(args.store_dir)
         url = server.start()
     log_dir = args.log_dir or stackfile.stack_file().parent / "logs"
-    supervisor = Supervisor(url, stack_specs(fleet), log_dir=log_dir)
+    supervisor = Supervisor(url, stack_specs(fleet, replicas=replicas), log_dir=log_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,19 +36,51 @@ SUPERVISOR_POLL_S = 1.0
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """One service process: its name and, for a QPU, the node it emulates."""
+    """One service process: its name, for a QPU the node it emulates, and which replica of
+    the service it is (0 for the first; replicas share their durable consumers, so JetStream
+    spreads the stage's messages over them)."""
 
     name: str
     node: str | None = None
+    replica: int = 0
 
     @property
     def label(self) -> str:
-        return f"{self.name}:{self.node}" if self.node else self.name
+        base = f"{self.name}:{self.node}" if self.node else self.name
+        return f"{base}#{self.replica + 1}" if self.replica else base
 
 
-def stack_specs(fleet: Iterable[str]) -> list[ServiceSpec]:
-    """Every service once, and one ``qpu`` process per node of ``fleet``."""
-    specs = [ServiceSpec(name) for name in SERVICES if name != "qpu"]
+def parse_replicas(text: str) -> dict[str, int]:
+    """``parser=2,noise=3`` as ``{"parser": 2, "noise": 3}``.
+
+    Raises:
+        ValueError: an unknown service, ``qpu`` (one process per node: its queue is a FIFO),
+            or a count that is not a positive integer; the message says which.
+    """
+    counts: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, count = item.partition("=")
+        if name not in SERVICES or name == "qpu":
+            choices = ", ".join(s for s in SERVICES if s != "qpu")
+            raise ValueError(f"--replicas: {name!r} is not one of {choices}")
+        if not count.isdigit() or int(count) < 1:
+            raise ValueError(f"--replicas: {item!r} needs a count of at least 1 ({name}=2)")
+        counts[name] = int(count)
+    return counts
+
+
+def stack_specs(
+    fleet: Iterable[str], *, replicas: Mapping[str, int] | None = None
+) -> list[ServiceSpec]:
+    """Every service (``replicas[name]`` processes, default one), and one ``qpu`` process per
+    node of ``fleet``."""
+    counts = replicas or {}
+    specs = [
+        ServiceSpec(name, replica=r)
+        for name in SERVICES
+        if name != "qpu"
+        for r in range(counts.get(name, 1))
+    ]
     specs += [ServiceSpec("qpu", node) for node in fleet]
     return specs
 
@@ -164,10 +196,10 @@ class Supervisor:
 
     async def _on_ready(self, msg: nats.aio.msg.Msg) -> None:
         ready = codec.decode(msg.data, ServiceReady)
-        label = ServiceSpec(ready.service, ready.node).label
-        if label in self.children:
-            self.children[label].ready.set()
-            log.debug("stack.ready", service=label, pid=ready.pid)
+        for label, child in self.children.items():
+            if child.process is not None and child.process.pid == ready.pid:
+                child.ready.set()
+                log.debug("stack.ready", service=label, pid=ready.pid)
 
     async def _spawn(self, child: Child) -> None:
         log_path = None
