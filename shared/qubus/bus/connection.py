@@ -29,6 +29,7 @@ from nats.js.kv import KeyValue
 
 from qubus.bus import codec
 from qubus.bus.codec import M
+from qubus.bus.ids import task_subject
 from qubus.bus.logs import LOG_SUBJECT_PREFIX, get_logger
 from qubus.bus.messages import LinkStatus, Model, NodeStatus, TaskEvent
 from qubus.bus.tracing import TraceContext
@@ -240,14 +241,14 @@ class Bus:
     async def last_event(self, task_id: str, cls: type[TaskEvent]) -> TaskEvent | None:
         """The stored event ``cls`` of a task, or None if that stage has not published yet."""
         try:
-            raw = await self.js.get_last_msg(STREAM, f"qubus.task.{task_id}.{cls.EVENT}")
+            raw = await self.js.get_last_msg(STREAM, task_subject(task_id, cls.EVENT))
         except nats.js.errors.NotFoundError:
             return None
         return codec.decode(raw.data, cls)
 
     async def task_events(self, task_id: str, *, timeout: float = 5.0) -> list[StoredEvent]:
         """Every event of a task in stream order (the task's trace)."""
-        subject = f"qubus.task.{task_id}.>"
+        subject = task_subject(task_id, ">")
         info = await self.js.stream_info(STREAM, subjects_filter=subject)
         stored_count = sum((info.state.subjects or {}).values())
         events: list[StoredEvent] = []
