@@ -11,7 +11,7 @@ from qubus.bus import codec
 from qubus.bus.ids import idempotency_kv_key, new_task_id, seed_for, task_subject
 from qubus.bus.messages import TYPES, SubmitRequest, TaskAllocated, TaskOptions, TaskRejected
 from qubus.bus.tracing import TraceContext
-from qubus.circuits.ingest import check_cirq_json, detect_format
+from qubus.circuits.ingest import check_circuit, detect_format
 from qubus.errors import InvalidPayload
 
 
@@ -96,10 +96,10 @@ def test_format_is_detected_from_the_text_unless_declared(text, declared, expect
 
 
 def test_cirq_json_must_be_a_json_object():
-    check_cirq_json('{"cirq_type": "Circuit"}')
+    check_circuit('{"cirq_type": "Circuit"}', "cirq-json")
     for text in ("[1]", "{nope"):
         with pytest.raises(InvalidPayload):
-            check_cirq_json(text)
+            check_circuit(text, "cirq-json")
 
 
 def test_task_ids_are_unique_and_sort_by_time():

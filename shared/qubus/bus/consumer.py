@@ -8,6 +8,8 @@ publishing the result with ``Nats-Msg-Id`` and ``traceparent``, and the acknowle
 - result published and acknowledged by JetStream → ack;
 - expected error (``QubusError``) → publish ``rejected`` or ``failed`` for the task → ack;
 - ``Retry`` → nak with its delay (on the last allowed delivery: ``failed``);
+- a result larger than the bus's payload limit → publish ``rejected`` (``payload.too_large``)
+  → ack: it would be as large again, so it is never retried;
 - undecodable or invalid payload → publish ``rejected`` → term (never redelivered);
 - unexpected exception → logged with traceback, nak with exponential backoff; on the last
   allowed delivery the task is published as ``failed`` (``internal.error``) instead.
@@ -246,6 +248,15 @@ class StageRunner:
             await self._end(end, event.task_id, exc, ctx.trace, ctx.started)
             await msg.ack()
             return end.EVENT, None
+        except nats.errors.MaxPayloadError:  # as big the next time: never retried
+            too_big = InvalidPayload(
+                f"stage {self.stage.name}'s result is larger than the bus's payload limit",
+                code="payload.too_large",
+            )
+            log.warning("stage.result_too_large")
+            await self._end(TaskRejected, event.task_id, too_big, ctx.trace, ctx.started)
+            await msg.ack()
+            return TaskRejected.EVENT, None
         except Exception as exc:
             if ctx.deliveries >= self.max_deliver:
                 log.exception("stage.gave_up", deliveries=ctx.deliveries)
