@@ -52,6 +52,7 @@ BUCKET_FEATURES = "qubus_features"
 BUCKET_CALIBRATION = "qubus_calibration"
 BUCKET_PILOTS = "qubus_pilots"
 BUCKET_LINKS = "qubus_links"
+BUCKET_CONSUMERS = "qubus_consumers"
 
 _BUCKETS = (
     KeyValueConfig(bucket=BUCKET_NODES, history=1, description="QPU and link calibration/status"),
@@ -65,6 +66,9 @@ _BUCKETS = (
         bucket=BUCKET_CALIBRATION, history=1, description="predicted vs measured fidelity"
     ),
     KeyValueConfig(bucket=BUCKET_PILOTS, history=4, description="pilot descriptions"),
+    KeyValueConfig(
+        bucket=BUCKET_CONSUMERS, history=1, description="each stage's acknowledgement floor"
+    ),
     KeyValueConfig(
         bucket=BUCKET_LINKS, history=1, ttl=7 * 24 * 3600, description="EPR reservations by task"
     ),
