@@ -126,7 +126,9 @@ def load_cirq_json(text: str) -> Any:
     try:
         value = json.loads(text)
     except ValueError as error:
-        raise InvalidPayload(f"not valid JSON: {error}", code="cirq_json.invalid") from error
+        raise InvalidPayload(
+            f"the circuit is not JSON: {error}", code="cirq_json.invalid"
+        ) from error
     except RecursionError:
         raise InvalidPayload(
             f"Cirq JSON is nested deeper than {MAX_JSON_DEPTH} levels", code="cirq_json.too_deep"
