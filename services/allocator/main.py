@@ -232,12 +232,18 @@ class Batcher:
             task.add_done_callback(self._running.discard)
 
     async def _settle(self, batch: list[_Pending]) -> None:
+        """Flush the batch; if that raises, flush each item not yet settled alone, so one
+        task's exception fails only that task (and only its message is redelivered)."""
         try:
             await self._flush(batch)
-        except Exception as exc:  # every item not yet settled fails with the batch
-            for item in batch:
-                if not item.done.done():
-                    item.done.set_exception(exc)
+        except Exception as exc:
+            if len(batch) > 1:
+                log.warning("allocator.batch_failed", tasks=len(batch), error=repr(exc))
+                for item in batch:
+                    if not item.done.done():
+                        await self._settle([item])
+            elif not batch[0].done.done():
+                batch[0].done.set_exception(exc)
 
 
 class Allocator:

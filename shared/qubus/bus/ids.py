@@ -6,6 +6,9 @@ import hashlib
 import secrets
 import time
 
+from qubus.bus.messages import TASK_ID
+from qubus.errors import InvalidPayload
+
 
 def new_task_id(now: float | None = None) -> str:
     """A unique task id that sorts by submission time (ms, hex) then 40 random bits."""
@@ -21,3 +24,17 @@ def idempotency_kv_key(key: str) -> str:
 def seed_for(task_id: str, purpose: str) -> int:
     """A 32-bit seed fixed by the task and what it seeds, so a re-run repeats its samples."""
     return int.from_bytes(hashlib.sha256(f"{task_id}/{purpose}".encode()).digest()[:4], "big")
+
+
+def task_subject(task_id: str, tail: str) -> str:
+    """The subject ``qubus.task.<task_id>.<tail>`` of a task's events.
+
+    Raises:
+        InvalidPayload: ``task_id.invalid`` when the id is not one plain subject token (a
+            ``*`` or ``>`` would read every task's events).
+    """
+    if not TASK_ID.match(task_id):
+        raise InvalidPayload(
+            f"task id {task_id!r} must match {TASK_ID.pattern}", code="task_id.invalid"
+        )
+    return f"qubus.task.{task_id}.{tail}"

@@ -24,10 +24,16 @@ MAX_SPLIT = 8
 """Most QPU nodes one circuit may be split across."""
 
 
-class Model(BaseModel):
-    """Base of every wire type: immutable, strict about unknown fields."""
+MAX_DEADLINE_S = 7 * 24 * 3600.0
+"""Latest deadline a task may ask for: the task stream's retention."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+class Model(BaseModel):
+    """Base of every wire type: immutable, strict about unknown fields, and every float
+    finite (an ``Infinity`` or ``NaN`` from a client or an old event is invalid input to the
+    stage that reads it, never a number it computes with)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     TYPE: ClassVar[str] = ""
 
@@ -63,7 +69,8 @@ class SubmitRequest(Model):
             run the task; none rejects it (``alloc.no_fit``); a recalibration that drops the
             node below it re-places the task.
         deadline_s: Seconds after submission by which the task should be complete; the
-            allocator prefers nodes that can make it and says when none can.
+            allocator prefers nodes that can make it and says when none can. At most
+            ``MAX_DEADLINE_S`` (7 days).
         split: Run the circuit split across this many QPU nodes (2–8) joined by entanglement
             links, whatever a single node would offer (``qubus.network.splitplan``); without it
             the allocator splits a circuit only when no single node can hold it or a split is
@@ -73,6 +80,8 @@ class SubmitRequest(Model):
     """
 
     TYPE: ClassVar[str] = "submit.request.v1"
+    # Strict types: ``shots: true`` or ``"noiseless": "yes"`` is an error, not 1 or True.
+    model_config = ConfigDict(strict=True)
 
     circuit: str = Field(min_length=1)
     format: Format | None = None
@@ -84,7 +93,7 @@ class SubmitRequest(Model):
     noiseless: bool = False
     source: str | None = Field(default=None, max_length=1024)
     fidelity_floor: float | None = Field(default=None, ge=0, le=1)
-    deadline_s: float | None = Field(default=None, gt=0)
+    deadline_s: float | None = Field(default=None, gt=0, le=MAX_DEADLINE_S)
     split: int | None = Field(default=None, ge=2, le=MAX_SPLIT)
     ideal_links: bool = False
 
@@ -118,7 +127,7 @@ class TaskEvent(Model):
     EVENT: ClassVar[str] = ""
     TERMINAL: ClassVar[bool] = False
 
-    task_id: str
+    task_id: str = Field(pattern=TASK_ID.pattern)
 
     def subject(self) -> str:
         return f"qubus.task.{self.task_id}.{self.EVENT}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import os
@@ -48,7 +49,11 @@ def add_up_command(sub: argparse._SubParsersAction) -> None:
         "node); replicas share the stage's durable consumer",
     )
     up.add_argument("--log-dir", type=Path, help="service logs (default: ~/.qubus/logs)")
-    up.add_argument("--store-dir", help="JetStream store of the embedded server (default: temp)")
+    up.add_argument(
+        "--store-dir",
+        help="JetStream store of the embedded server, kept across restarts "
+        "(default: nats/ in the state dir, $QUBUS_STATE_DIR or ~/.qubus)",
+    )
 
 
 def add_inspection_commands(sub: argparse._SubParsersAction) -> None:
@@ -139,7 +144,7 @@ async def up(args: argparse.Namespace) -> int:
     server = None
     url = settings.nats_url
     if not url:
-        server = NatsServer(args.store_dir)
+        server = NatsServer(args.store_dir or str(stackfile.stack_file().parent / "nats"))
         url = server.start()
     log_dir = args.log_dir or stackfile.stack_file().parent / "logs"
     supervisor = Supervisor(url, stack_specs(fleet, replicas=replicas), log_dir=log_dir)
@@ -159,14 +164,27 @@ async def up(args: argparse.Namespace) -> int:
             f"{time.monotonic() - started:.1f} s ({labels}); logs in {log_dir}; Ctrl-C stops",
             flush=True,
         )
-        await stop.wait()
+        await (stop.wait() if server is None else _watch_server(server, stop))
         print("qubus: stopping", flush=True)
     finally:
+        stop.set()
         stackfile.forget(os.getpid())
         await supervisor.stop()
         if server is not None:
             server.stop()
     return 0
+
+
+async def _watch_server(server: NatsServer, stop: asyncio.Event) -> None:
+    """Restart the embedded nats-server, on its port and store, whenever it has exited."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+        try:
+            if not stop.is_set() and server.restart_if_dead():
+                print(f"qubus: nats-server had exited; restarted at {server.url}", flush=True)
+        except RuntimeError as exc:  # tried again in a second
+            print(f"qubus: nats-server could not be restarted: {exc}", file=sys.stderr)
 
 
 def service(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from qubus.bus.connection import (
     stored_event,
 )
 from qubus.bus.health import PREFIX
+from qubus.bus.ids import task_subject
 from qubus.bus.logs import get_logger, log_subject
 from qubus.bus.messages import (
     Model,
@@ -166,7 +167,7 @@ class Client:
         events: list[StoredEvent] = []
         sub = await _retrying(
             lambda: self.bus.js.subscribe(
-                f"qubus.task.{task_id}.>",
+                task_subject(task_id, ">"),
                 ordered_consumer=True,
                 deliver_policy=DeliverPolicy.ALL,
                 stream=STREAM,
