@@ -30,15 +30,13 @@ from qubus.cli.common import (
     parse_since,
     task_id,
 )
+from qubus.client.files import format_of, read_circuit_file
 from qubus.errors import QasmError, QubusError
 
 if TYPE_CHECKING:
     from qubus.bus.connection import StoredEvent
     from qubus.bus.messages import SubmitReply, SubmitRequest
     from qubus.client.aio import Client
-
-SUFFIX_FORMATS = {".qasm3": "qasm3", ".json": "cirq-json"}
-
 
 # ------------------------------------------------------------------ parsers
 
@@ -225,8 +223,8 @@ def read_requests(args: argparse.Namespace) -> list[SubmitRequest]:
     for name in args.files:
         try:
             request = SubmitRequest(
-                circuit=read_text(name),
-                format=args.format or SUFFIX_FORMATS.get(Path(name).suffix),
+                circuit=read_circuit_file(name),
+                format=args.format or format_of(name),
                 shots=args.shots,
                 priority=args.priority,
                 node=args.node,
@@ -242,28 +240,6 @@ def read_requests(args: argparse.Namespace) -> list[SubmitRequest]:
             raise invalid(exc, "submission", code="options.invalid") from None
         requests.append(request)
     return requests
-
-
-def read_text(name: str) -> str:
-    """The text of circuit file ``name``.
-
-    Raises:
-        QubusError: ``file.unreadable``; ``file.empty`` (nothing but white space);
-            ``file.binary`` (not UTF-8 text).
-    """
-    try:
-        data = Path(name).read_bytes()
-    except OSError as exc:
-        raise QubusError(f"cannot read {name}: {exc.strerror}", code="file.unreadable") from None
-    if b"\0" in data:
-        raise QubusError(f"{name} is a binary file, not a circuit", code="file.binary")
-    try:
-        text = data.decode()
-    except UnicodeDecodeError:
-        raise QubusError(f"{name} is not UTF-8 text", code="file.binary") from None
-    if not text.strip():
-        raise QubusError(f"{name} is empty", code="file.empty")
-    return text
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -583,8 +559,8 @@ def parse(args: argparse.Namespace) -> int:
     from qubus.circuits import circuit_features, circuit_to_json, load_circuit
     from qubus.circuits.ingest import detect_format
 
-    text = read_text(args.file)
-    declared = args.format or SUFFIX_FORMATS.get(Path(args.file).suffix)
+    text = read_circuit_file(args.file)
+    declared = args.format or format_of(args.file)
     fmt = detect_format(SubmitRequest(circuit=text, format=declared))
     try:
         circuit = load_circuit(text, fmt)
