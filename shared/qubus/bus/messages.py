@@ -16,16 +16,11 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from qubus.bus.ids import TASK_ID
+from qubus.bus.limits import MAX_SHOTS, MAX_SPLIT
 
 NODE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 Format = Literal["qasm2", "qasm3", "cirq-json"]
-
-MAX_SPLIT = 8
-"""Most QPU nodes one circuit may be split across."""
-
-MAX_SHOTS = 100_000
-"""Most shots one task may ask for."""
 
 
 class Model(BaseModel):

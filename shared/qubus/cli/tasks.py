@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qubus.bus.messages import MAX_SHOTS, MAX_SPLIT
+from qubus.bus.limits import MAX_SHOTS, MAX_SPLIT
 from qubus.cli.common import (
     EXIT_FAILURE,
     EXIT_UNFINISHED,
@@ -30,7 +30,6 @@ from qubus.cli.common import (
     parse_since,
     task_id,
 )
-from qubus.client.files import format_of, read_circuit_file
 from qubus.errors import QasmError, QubusError
 
 if TYPE_CHECKING:
@@ -214,6 +213,7 @@ def read_requests(args: argparse.Namespace) -> list[SubmitRequest]:
 
     from qubus.bus.kvrecords import invalid
     from qubus.bus.messages import SubmitRequest
+    from qubus.client.files import format_of, read_circuit_file
 
     if args.split is not None and (args.node is not None or args.pilot is not None):
         raise UsageError(
@@ -558,6 +558,7 @@ def parse(args: argparse.Namespace) -> int:
     from qubus.bus.messages import SubmitRequest
     from qubus.circuits import circuit_features, circuit_to_json, load_circuit
     from qubus.circuits.ingest import detect_format
+    from qubus.client.files import format_of, read_circuit_file
 
     text = read_circuit_file(args.file)
     declared = args.format or format_of(args.file)
