@@ -45,14 +45,18 @@ def running() -> dict[str, Any] | None:
 
 
 def alive(pid: int) -> bool:
-    """Process ``pid`` exists."""
+    """Process ``pid`` exists and (where ``/proc`` tells) is not a zombie."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: existence is all we know
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def recorded_url() -> str | None:
