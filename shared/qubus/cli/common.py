@@ -84,7 +84,7 @@ def parse_since(text: str, *, now: float) -> float:
         now: The current Unix time.
 
     Raises:
-        QubusError: ``report.since`` if ``text`` is neither.
+        UsageError: ``report.since`` if ``text`` is neither.
     """
     match = DURATION.match(text)
     if match:
@@ -92,7 +92,7 @@ def parse_since(text: str, *, now: float) -> float:
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise QubusError(
+        raise UsageError(
             f"--since {text!r} is neither a duration (90s, 15m, 2h, 1d) nor an ISO 8601 time",
             code="report.since",
         ) from None

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from qubus.cli.common import parse_since, read_task_events, task_id
+from qubus.cli.common import UsageError, parse_since, read_task_events, task_id
 from qubus.errors import QubusError
 
 if TYPE_CHECKING:
@@ -183,16 +183,21 @@ async def _weights(client: Client, args: argparse.Namespace) -> int:
         return 0
     if args.action == "tune":
         return await _tune(client, kv, args)
-    if args.action == "set":
-        values = parse_assignments(args.values)
-        record, revision = await change_weights(
-            kv, lambda current: with_values(current, values, now=time.time())
-        )
-    else:
-        pinned = args.action == "pin"
-        record, revision = await change_weights(
-            kv, lambda current: with_pins(current, args.names, pinned=pinned, now=time.time())
-        )
+    try:
+        if args.action == "set":
+            values = parse_assignments(args.values)
+            record, revision = await change_weights(
+                kv, lambda current: with_values(current, values, now=time.time())
+            )
+        else:
+            pinned = args.action == "pin"
+            record, revision = await change_weights(
+                kv, lambda current: with_pins(current, args.names, pinned=pinned, now=time.time())
+            )
+    except QubusError as exc:
+        if exc.code.startswith("weights."):  # a bad NAME or VALUE on the command line
+            raise UsageError(exc.message, code=exc.code) from None
+        raise
     print(f"weights revision {revision} ({record.source}): {record.note}")
     return 0
 
