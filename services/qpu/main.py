@@ -13,10 +13,11 @@ jobs (``qubus.devices.load``): its status counts them in its queue depth, and ea
 the jobs queued when it was allocated, each taking the node's mean job time.
 
 Re-placement (``qubus_services.allocator``): the node runs only a task's current allocation
-and acknowledges superseded ones without running them; and instead of running a task whose
-prediction, recomputed on a calibration newer than the allocation's, fell below the task's
-fidelity floor or by more than ``QUBUS_REPLACE_DROP``, it publishes ``replace`` (at most
-``QUBUS_MAX_REPLACEMENTS`` times per task; never for a task pinned to the node).
+and acknowledges superseded ones, and cancelled ones (``qubus cancel``), without running them;
+and instead of running a task whose prediction, recomputed on a calibration newer than the
+allocation's, fell below the task's fidelity floor or by more than ``QUBUS_REPLACE_DROP``, it
+publishes ``replace`` (at most ``QUBUS_MAX_REPLACEMENTS`` times per task; never for a task
+pinned to the node).
 
 **Split runs** (``TaskAllocated.split``, ``qubus.network.splitplan``). Only the plan's lead node
 receives the allocation. It reserves the plan's EPR pairs from the link service by
@@ -55,6 +56,7 @@ from qubus.bus.messages import (
     NodeStatus,
     SplitPlan,
     TaskAllocated,
+    TaskCancelled,
     TaskCompleted,
     TaskReplace,
     TaskRunning,
@@ -390,6 +392,9 @@ class QpuNode:
             log.info("qpu.superseded", attempt=event.attempt, now_on=latest.node)
             return None
         await self._wait_for_background(ctx)
+        if await self._bus.last_event(event.task_id, TaskCancelled) is not None:
+            log.info("qpu.cancelled")
+            return None
         if event.split is not None:
             return await self._run_split_task(event, event.split, ctx)
         current = self._calibration()

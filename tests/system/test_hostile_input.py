@@ -55,7 +55,7 @@ async def test_hostile_submissions_are_refused_at_the_ingress_with_a_code(client
 async def test_a_wildcard_task_id_reads_nothing(client):
     with pytest.raises(InvalidPayload) as refused:
         await client.wait(">", timeout=5)
-    assert refused.value.code == "task_id.invalid"
+    assert refused.value.code == "task.invalid_id"
 
 
 async def test_a_poisoned_event_in_a_batch_fails_only_its_own_task(client, dev_qasm):

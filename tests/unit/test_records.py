@@ -11,7 +11,7 @@ from qubus.bus.messages import (
     TaskOptions,
     TaskRejected,
 )
-from qubus.client.aio import stage_rows, status_of, task_record
+from qubus.client.aio import stage_rows, status_from_events, status_of, task_record
 
 OPTIONS = TaskOptions(shots=100, source="ghz.qasm")
 
@@ -135,6 +135,13 @@ def test_rejected_task_record_carries_the_error_position():
     assert record["counts"] is None and record["nodes"] == []
 
 
-def test_status_of_an_unfinished_task_is_its_latest_stage():
-    assert status_of(completed_trace()[:3]) == "allocated"
+def test_status_of_an_unfinished_task_is_a_word_for_how_far_it_got():
+    assert status_of(completed_trace()[:3]) == "queued"
+    assert status_of(completed_trace()[:1]) == "pending"
     assert status_of([]) == "unknown"
+
+
+def test_a_cancelled_task_stays_cancelled_whatever_ends_it_later():
+    assert status_from_events(["ingested", "allocated", "cancelled", "completed"]) == "cancelled"
+    assert status_from_events(["completed", "running", "allocated"]) == "done"
+    assert status_from_events(["allocated", "running", "parsed"]) == "running"

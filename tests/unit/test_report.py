@@ -24,6 +24,7 @@ from qubus.bus.messages import (
     TaskRunning,
 )
 from qubus.bus.progress import Progress
+from qubus.cli.common import parse_since
 from qubus.cli.report import (
     STAGE_ORDER,
     FidelityPoint,
@@ -34,7 +35,6 @@ from qubus.cli.report import (
     fidelity_points,
     load_bench,
     occupancy,
-    parse_since,
     queue_series,
     render_html,
     stage_latencies,
@@ -270,7 +270,7 @@ def test_summary_counts_tasks_by_status_and_node_with_mean_fidelities():
     summary = figures.summary
 
     assert summary["tasks"] == 5
-    assert summary["by_status"] == {"done": 2, "failed": 1, "allocated": 1, "rejected": 1}
+    assert summary["by_status"] == {"done": 2, "failed": 1, "queued": 1, "rejected": 1}
     assert summary["mean_predicted_fidelity"] == pytest.approx(0.8)
     assert summary["mean_measured_fidelity"] == pytest.approx(0.775)
     a, b = summary["nodes"]["a"], summary["nodes"]["b"]

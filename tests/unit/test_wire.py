@@ -173,7 +173,7 @@ def test_a_stored_event_with_a_non_finite_option_is_invalid_for_the_stage_readin
 def test_task_ids_that_are_not_one_plain_subject_token_are_refused(task_id):
     with pytest.raises(InvalidPayload) as raised:
         task_subject(task_id, ">")
-    assert raised.value.code == "task_id.invalid"
+    assert raised.value.code == "task.invalid_id"
     body = msgpack.packb({"task_id": task_id, "stage": "s", "error": {"code": "c", "message": ""}})
     with pytest.raises(InvalidPayload):
         codec.decode(body, TaskRejected)

@@ -130,8 +130,15 @@ class Bus:
             raise RuntimeError("Bus.connect() has not been called")
         return self._js
 
-    async def connect(self, *, timeout: float = 10.0) -> None:
-        """Connect, with every connection state change logged and reflected in ``healthy``."""
+    async def connect(self, *, timeout: float = 10.0, max_reconnect_attempts: int = -1) -> None:
+        """Connect, with every connection state change logged and reflected in ``healthy``.
+
+        Args:
+            timeout: Seconds to wait for the server to answer one connection attempt.
+            max_reconnect_attempts: Attempts (every 0.5 s) to reach the server, at the start
+                and after a lost connection, before the connection closes; -1 never stops
+                (services); a command line gives up after a few.
+        """
 
         async def disconnected() -> None:
             self.healthy = False
@@ -153,7 +160,7 @@ class Bus:
             self.url,
             name=f"qubus-{self.service}-{self.instance}",
             connect_timeout=timeout,
-            max_reconnect_attempts=-1,
+            max_reconnect_attempts=max_reconnect_attempts,
             reconnect_time_wait=0.5,
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,

@@ -3,17 +3,43 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 
-from qubus.bus.messages import TASK_ID
-from qubus.errors import InvalidPayload
+from qubus.errors import QubusError
+
+TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""What a task id may be: one NATS subject token that is no wildcard (``*``, ``>``)."""
 
 
 def new_task_id(now: float | None = None) -> str:
     """A unique task id that sorts by submission time (ms, hex) then 40 random bits."""
     ms = int((time.time() if now is None else now) * 1000)
     return f"{ms:011x}{secrets.token_hex(5)}"
+
+
+def submitted_at(task_id: str) -> float | None:
+    """The Unix time ``new_task_id`` wrote into ``task_id``, or None for an id it did not make."""
+    if len(task_id) != 21:
+        return None
+    try:
+        return int(task_id[:11], 16) / 1000
+    except ValueError:
+        return None
+
+
+def check_task_id(text: str) -> str:
+    """``text``, if it can be a task id.
+
+    Raises:
+        QubusError: ``task.invalid_id``: it cannot (a wildcard, a dot, a space, too long).
+    """
+    if not TASK_ID.match(text):
+        raise QubusError(
+            f"{text!r} is not a task id (1-64 letters, digits, _ or -)", code="task.invalid_id"
+        )
+    return text
 
 
 def idempotency_kv_key(key: str) -> str:
@@ -30,11 +56,7 @@ def task_subject(task_id: str, tail: str) -> str:
     """The subject ``qubus.task.<task_id>.<tail>`` of a task's events.
 
     Raises:
-        InvalidPayload: ``task_id.invalid`` when the id is not one plain subject token (a
+        QubusError: ``task.invalid_id`` when the id is not one plain subject token (a
             ``*`` or ``>`` would read every task's events).
     """
-    if not TASK_ID.match(task_id):
-        raise InvalidPayload(
-            f"task id {task_id!r} must match {TASK_ID.pattern}", code="task_id.invalid"
-        )
-    return f"qubus.task.{task_id}.{tail}"
+    return f"qubus.task.{check_task_id(task_id)}.{tail}"

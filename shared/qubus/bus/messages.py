@@ -15,13 +15,12 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from qubus.bus.ids import TASK_ID
+from qubus.bus.limits import MAX_SHOTS, MAX_SPLIT
+
 NODE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 Format = Literal["qasm2", "qasm3", "cirq-json"]
-
-MAX_SPLIT = 8
-"""Most QPU nodes one circuit may be split across."""
 
 
 MAX_DEADLINE_S = 7 * 24 * 3600.0
@@ -85,7 +84,7 @@ class SubmitRequest(Model):
 
     circuit: str = Field(min_length=1)
     format: Format | None = None
-    shots: int = Field(default=1000, ge=1, le=100_000)
+    shots: int = Field(default=1000, ge=1, le=MAX_SHOTS)
     priority: int = Field(default=0, ge=0, le=10)
     pilot: str | None = None
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
@@ -516,6 +515,17 @@ class TaskFailed(TaskEvent):
     error: ErrorInfo
 
 
+class TaskCancelled(TaskEvent):
+    """The user cancelled the task (``qubus cancel``) before it ran; a QPU node skips a
+    cancelled task instead of running it. Published by the client, not by a stage."""
+
+    TYPE: ClassVar[str] = "task.cancelled.v1"
+    EVENT: ClassVar[str] = "cancelled"
+    TERMINAL: ClassVar[bool] = True
+
+    reason: str = ""
+
+
 # ---------------------------------------------------------------- fleet state (KV qubus_nodes)
 
 
@@ -674,6 +684,7 @@ TYPES: dict[str, type[Model]] = {
         TaskCompleted,
         TaskRejected,
         TaskFailed,
+        TaskCancelled,
         NodeStatus,
         LinkStatus,
         EprRequest,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import nats
 
-from qubus.bus import codec
+from qubus.bus import codec, stackfile
 from qubus.bus.connection import READY_SUBJECT
 from qubus.bus.logs import get_logger
 from qubus.bus.messages import ServiceReady
@@ -107,25 +107,10 @@ def _stop_without(supervisor: int) -> None:
     """Send this service SIGTERM (it drains and exits) once process ``supervisor`` is gone,
     so that a supervisor killed outright leaves no children behind (and the fork server,
     which lives while any child does, exits with the last of them)."""
-    while _alive(supervisor):
+    while stackfile.alive(supervisor):
         time.sleep(SUPERVISOR_POLL_S)
     log.warning("stack.supervisor_gone", supervisor=supervisor)
     os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _alive(pid: int) -> bool:
-    """The process exists and (where ``/proc`` tells) is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc: existence is all we know
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _process_context() -> multiprocessing.context.ForkServerContext:

@@ -11,7 +11,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -32,7 +32,7 @@ from qubus.bus.connection import (
     stored_event,
 )
 from qubus.bus.health import PREFIX
-from qubus.bus.ids import task_subject
+from qubus.bus.ids import check_task_id, task_subject
 from qubus.bus.logs import get_logger, log_subject
 from qubus.bus.messages import (
     Model,
@@ -40,6 +40,7 @@ from qubus.bus.messages import (
     SubmitReply,
     SubmitRequest,
     TaskAllocated,
+    TaskCancelled,
     TaskCompleted,
     TaskFailed,
     TaskRejected,
@@ -99,7 +100,30 @@ async def request_reply(
     return codec.decode(reply.data, reply_cls)
 
 
-STATUS_OF_EVENT = {"completed": "done", "rejected": "rejected", "failed": "failed"}
+CONNECT_TIMEOUT_S = 3.0
+"""How long ``Client.connect`` tries to reach the server before saying there is none."""
+
+CLIENT_RECONNECTS = 10
+"""Attempts, 0.5 s apart, to reach a server that went away before a client's connection
+closes (and its waits fail with ``nats.lost``) instead of waiting for ever."""
+
+STATUS_OF_EVENT = {
+    "completed": "done",
+    "rejected": "rejected",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "running": "running",
+    "allocated": "queued",
+    "replace": "queued",
+}
+"""The status a task's event gives it; every other (earlier) event: ``pending``."""
+
+STATUSES = ("pending", "queued", "running", "done", "rejected", "failed", "cancelled")
+"""Every task status, in the order a task goes through them: ``pending`` while it is parsed,
+checked and scored, ``queued`` once placed on a node, ``running`` on it; then one of the
+four ends. ``unknown``: the stack has no event of the task."""
+
+FINAL_STATUSES = STATUSES[3:]
 
 
 class Client:
@@ -113,10 +137,33 @@ class Client:
         self.bus = bus
 
     @classmethod
-    async def connect(cls, url: str) -> Client:
+    async def connect(cls, url: str, *, timeout: float = CONNECT_TIMEOUT_S) -> Client:
+        """Connect to the stack's NATS server at ``url``.
+
+        A connection lost later is tried again ``CLIENT_RECONNECTS`` times, then closed.
+
+        Raises:
+            QubusError: ``nats.unreachable``: no server answered within ``timeout`` seconds.
+        """
         bus = Bus(url, service="client", instance=f"client-{time.time_ns()}")
-        await bus.connect()
+        try:
+            await asyncio.wait_for(
+                bus.connect(timeout=timeout, max_reconnect_attempts=CLIENT_RECONNECTS), timeout
+            )
+        except (TimeoutError, OSError, nats.errors.Error):
+            raise QubusError(
+                f"no NATS at {url}: start `qubus up` or set QUBUS_NATS_URL",
+                code="nats.unreachable",
+            ) from None
         return cls(bus)
+
+    def _check_connected(self) -> None:
+        """Raises ``nats.lost`` once the connection has closed after its reconnects."""
+        if self.bus.nc.is_closed:
+            raise QubusError(
+                f"lost the connection to NATS at {self.bus.url}: is the stack still up?",
+                code="nats.lost",
+            )
 
     async def close(self) -> None:
         await self.bus.close()
@@ -163,6 +210,7 @@ class Client:
 
         Raises:
             TimeoutError: the task did not end within ``timeout`` seconds.
+            QubusError: ``task.invalid_id``; ``nats.lost`` if the server went away.
         """
         events: list[StoredEvent] = []
         sub = await _retrying(
@@ -183,6 +231,7 @@ class Client:
                 try:
                     msg = await sub.next_msg(timeout=min(remaining, 5.0))
                 except nats.errors.TimeoutError:
+                    self._check_connected()
                     continue
                 stored = stored_event(msg)
                 if stored is None:
@@ -194,8 +243,50 @@ class Client:
             await sub.unsubscribe()
 
     async def events(self, task_id: str) -> list[StoredEvent]:
-        """The task's events stored so far (its trace)."""
-        return await self.bus.task_events(task_id)
+        """The task's events stored so far (its trace).
+
+        Raises:
+            QubusError: ``task.invalid_id``.
+        """
+        return await self.bus.task_events(check_task_id(task_id))
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a task that has not started running: a QPU node will skip it.
+
+        Returns:
+            True if the task is now cancelled (also if it already was); False if it had
+            already ended (done, rejected or failed).
+
+        Raises:
+            QubusError: ``task.invalid_id``; ``task.unknown``; ``task.running``: it is
+                already running, which cannot be stopped.
+        """
+        events = await self.events(task_id)
+        status = status_of(events)
+        if status == "unknown":
+            raise QubusError(f"no task {task_id}", code="task.unknown")
+        if status == "running":
+            raise QubusError(
+                f"task {task_id} is already running and cannot be stopped", code="task.running"
+            )
+        if status in FINAL_STATUSES:
+            return status == "cancelled"
+        trace = TraceContext.new()
+        await self.bus.publish_event(
+            TaskCancelled(task_id=task_id, reason="cancelled by the user"), trace=trace
+        )
+        return True
+
+    async def tasks(self) -> list[tuple[str, str]]:
+        """Every task the stream holds (seven days of them) with its status, oldest first
+        (task ids sort by submission time). Reads only the stream's subject counts, so it is
+        quick however many events there are."""
+        info = await self.bus.js.stream_info(STREAM, subjects_filter="qubus.task.>")
+        seen: dict[str, list[str]] = {}
+        for subject in info.state.subjects or {}:
+            _, _, task_id, event = subject.split(".", 3)
+            seen.setdefault(task_id, []).append(event.split(".")[0])
+        return [(task_id, status_from_events(seen[task_id])) for task_id in sorted(seen)]
 
     async def services(
         self, verb: str = "STATS", *, timeout: float = 0.5, expected: int | None = None
@@ -330,11 +421,19 @@ class Client:
 
 
 def status_of(events: list[StoredEvent]) -> str:
-    """``done``, ``rejected`` or ``failed`` once ended; otherwise the latest stage's event."""
-    if not events:
-        return "unknown"
-    last = events[-1].event.EVENT
-    return STATUS_OF_EVENT.get(last, last)
+    """The task's status: one of ``STATUSES``, ``unknown`` without events."""
+    return status_from_events([stored.event.EVENT for stored in events])
+
+
+def status_from_events(names: Iterable[str]) -> str:
+    """The status of a task with events ``names`` (``EVENT``, in any order): its final
+    event's once it has one (``cancelled`` first: a run that completes after a cancellation
+    stays cancelled), else its furthest event's."""
+    statuses = {STATUS_OF_EVENT.get(name, "pending") for name in names}
+    for final in ("cancelled", "rejected", "failed", "done"):
+        if final in statuses:
+            return final
+    return max(statuses, key=STATUSES.index, default="unknown")
 
 
 def stage_rows(events: list[StoredEvent]) -> list[dict[str, Any]]:
