@@ -7,7 +7,7 @@ import re
 import secrets
 import time
 
-from qubus.errors import QubusError
+from qubus.errors import InvalidPayload
 
 TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 """What a task id may be: one NATS subject token that is no wildcard (``*``, ``>``)."""
@@ -33,10 +33,10 @@ def check_task_id(text: str) -> str:
     """``text``, if it can be a task id.
 
     Raises:
-        QubusError: ``task.invalid_id``: it cannot (a wildcard, a dot, a space, too long).
+        InvalidPayload: ``task.invalid_id``: it cannot (a wildcard, a dot, a space, too long).
     """
     if not TASK_ID.match(text):
-        raise QubusError(
+        raise InvalidPayload(
             f"{text!r} is not a task id (1-64 letters, digits, _ or -)", code="task.invalid_id"
         )
     return text
@@ -56,7 +56,7 @@ def task_subject(task_id: str, tail: str) -> str:
     """The subject ``qubus.task.<task_id>.<tail>`` of a task's events.
 
     Raises:
-        QubusError: ``task.invalid_id`` when the id is not one plain subject token (a
+        InvalidPayload: ``task.invalid_id`` when the id is not one plain subject token (a
             ``*`` or ``>`` would read every task's events).
     """
     return f"qubus.task.{check_task_id(task_id)}.{tail}"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from qubus.circuits.qasm.lexer import Token, tokenize
+from qubus.circuits.qasm.lexer import Source, Token
 from qubus.circuits.qasm.stdlib import PRELUDE
 from qubus.errors import QasmError
 
@@ -29,13 +29,14 @@ class _Scan:
     """One pass over a program's tokens, summing its expanded operations."""
 
     def __init__(self, text: str, gates: dict[str, int]) -> None:
-        self.tokens = tokenize(text)
+        self.source = Source(text)
+        self.last = len(self.source.texts) - 1
         self.pos = 0
         self.gates = dict(gates)
         self.registers: dict[str, int] = {}
 
     def peek(self, ahead: int = 0) -> Token:
-        return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
+        return self.source.token(min(self.pos + ahead, self.last))
 
     def skip_past(self, text: str) -> None:
         while self.peek().kind != "eof" and self.advance().text != text:
