@@ -18,8 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
-from qubus.bus import logs, stackfile
-from qubus.bus.config import Settings
+from qubus.bus import logs
 from qubus.bus.messages import SubmitRequest
 from qubus.client.aio import Client
 
@@ -43,7 +42,7 @@ async def main() -> None:
     args = parser.parse_args()
     logs.configure("bench", "bench", "warning")
 
-    client = await Client.connect(stackfile.resolve_nats_url(Settings()))
+    client = await Client.connect_configured()
     gate = asyncio.Semaphore(args.in_flight)
     await one(client, args.shots, gate)  # warm-up: first-use caches in every service
     started = time.perf_counter()

@@ -2,9 +2,11 @@
 ``replace`` → a new ``allocated`` for a task that must leave its node.
 
 **Micro-batching.** Scored tasks are collected for ``QUBUS_BATCH_WINDOW_MS`` from the first
-of a batch, or until ``QUBUS_BATCH_MAX`` have arrived, and decided together by the policy
-(``qubus.scheduling.allocation.decide``, in a thread: ``milp`` and ``qaoa`` take a while; λ of the
-batch objective is ``QUBUS_FIDELITY_WEIGHT_S``). The batch's
+of a batch, or until ``QUBUS_BATCH_MAX`` have arrived, and decided together by the policy; a
+task scored after a quiet spell (none within the window) with none waiting behind it is
+decided at once, so an idle stack adds no window to a task's latency. The policy
+(``qubus.scheduling.allocation.decide``) runs in a thread (``milp`` and ``qaoa`` take a while;
+λ of the batch objective is ``QUBUS_FIDELITY_WEIGHT_S``). The batch's
 allocations are published in run order (each node's tasks shortest first, the order the
 batch objective assumes), and each scored message is acknowledged only after its allocation
 (or its rejection) has been published. The decision is one message, which is also the chosen
@@ -178,7 +180,10 @@ class _Pending:
 
 class Batcher:
     """Collects items for up to ``window_s`` from the first, or until ``max_items``, then hands
-    the batch to ``flush``, which must settle every item's ``done`` future.
+    the batch to ``flush``, which must settle every item's ``done`` future. An item that
+    arrives after a quiet spell (none in the last ``window_s``) with nothing waiting behind
+    it on the bus (``backlog`` 0) is decided at once, alone: an idle stack does not wait out
+    the window, and tasks that keep coming are still decided together.
 
     Args:
         window_s: How long a batch stays open after its first item.
@@ -198,14 +203,22 @@ class Batcher:
         self._items: list[_Pending] = []
         self._timer: asyncio.TimerHandle | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._last_arrival = -math.inf
 
-    async def add(self, item: _Pending) -> None:
-        """Queue ``item`` and return once its batch is published (its error, if it has one)."""
+    async def add(self, item: _Pending, *, backlog: int) -> None:
+        """Queue ``item`` and return once its batch is published (its error, if it has one).
+
+        Args:
+            backlog: Items still waiting on the bus behind this one.
+        """
+        loop = asyncio.get_running_loop()
+        quiet = loop.time() - self._last_arrival > self._window_s
+        self._last_arrival = loop.time()
         self._items.append(item)
-        if len(self._items) >= self._max_items:
+        if len(self._items) >= self._max_items or (quiet and backlog == 0):
             self._close()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._window_s, self._close)
+            self._timer = loop.call_later(self._window_s, self._close)
         await item.done
 
     def _close(self) -> None:
@@ -219,12 +232,18 @@ class Batcher:
             task.add_done_callback(self._running.discard)
 
     async def _settle(self, batch: list[_Pending]) -> None:
+        """Flush the batch; if that raises, flush each item not yet settled alone, so one
+        task's exception fails only that task (and only its message is redelivered)."""
         try:
             await self._flush(batch)
-        except Exception as exc:  # every item not yet settled fails with the batch
-            for item in batch:
-                if not item.done.done():
-                    item.done.set_exception(exc)
+        except Exception as exc:
+            if len(batch) > 1:
+                log.warning("allocator.batch_failed", tasks=len(batch), error=repr(exc))
+                for item in batch:
+                    if not item.done.done():
+                        await self._settle([item])
+            elif not batch[0].done.done():
+                batch[0].done.set_exception(exc)
 
 
 class Allocator:
@@ -321,7 +340,7 @@ class Allocator:
 
     async def handle(self, event: TaskScored, ctx: Context) -> None:
         """The ``allocator`` stage: the task waits in the batch until its decision is out."""
-        await self._batcher.add(_Pending(event, ctx))
+        await self._batcher.add(_Pending(event, ctx), backlog=ctx.backlog)
 
     async def replace(self, event: TaskReplace, ctx: Context) -> TaskAllocated | None:
         """The ``allocator-replace`` stage: the task's next allocation, without the node it

@@ -1,12 +1,14 @@
 """ingestion: the public door. Request/reply on ``qubus.submit``; publishes ``ingested``.
 
-It checks the envelope (size, shape, format) and answers at once with the task id or a
-structured error; whether the circuit itself is valid is the parser's job, reported as the
-task's ``rejected`` event with line and column.
+It checks the envelope (size, shape, format) and that the circuit does not expand beyond
+``qubus.circuits.bounds.MAX_OPERATIONS`` (counted without expanding it), and answers at once
+with the task id or a structured error; whether the circuit itself is valid is the parser's
+job, reported as the task's ``rejected`` event with line and column.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import nats.js.errors
@@ -18,7 +20,7 @@ from qubus.bus.logs import get_logger
 from qubus.bus.messages import SubmitReply, SubmitRequest, TaskIngested
 from qubus.bus.service import Runtime
 from qubus.bus.tracing import TraceContext
-from qubus.circuits.ingest import check_cirq_json, detect_format, task_options
+from qubus.circuits.ingest import check_circuit, detect_format, task_options
 
 log = get_logger()
 
@@ -40,8 +42,7 @@ async def setup(rt: Runtime) -> None:
 
     async def submit(request: SubmitRequest, headers: dict[str, str]) -> SubmitReply:
         fmt = detect_format(request)
-        if fmt == "cirq-json":
-            check_cirq_json(request.circuit)
+        await asyncio.to_thread(check_circuit, request.circuit, fmt)
         task_id, duplicate = await claim(request, submitter(headers[H_SUBJECT]))
         # A repeated key re-publishes only if the first attempt never got its event stored.
         if not duplicate or await rt.bus.last_event(task_id, TaskIngested) is None:

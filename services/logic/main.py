@@ -55,4 +55,4 @@ async def setup(rt: Runtime) -> None:
         split_max = split_capacity(FleetView.from_statuses(nodes, topology))
         return await asyncio.to_thread(check, event, fleet_max, split_max)
 
-    await rt.consume(Stage("logic", [TaskParsed], handle))
+    await rt.consume(Stage("logic", [TaskParsed], handle, concurrency=4))

@@ -51,4 +51,4 @@ async def setup(rt: Runtime) -> None:
         ordered = [statuses[node] for node in sorted(statuses)]
         return await asyncio.to_thread(predict, event, ordered)
 
-    await rt.consume(Stage("noise", [TaskChecked], handle))
+    await rt.consume(Stage("noise", [TaskChecked], handle, concurrency=2))

@@ -129,4 +129,4 @@ async def setup(rt: Runtime) -> None:
             feature_vector=vector,
         )
 
-    await rt.consume(Stage("parser", [TaskIngested], handle))
+    await rt.consume(Stage("parser", [TaskIngested], handle, concurrency=4))

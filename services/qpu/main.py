@@ -13,10 +13,11 @@ jobs (``qubus.devices.load``): its status counts them in its queue depth, and ea
 the jobs queued when it was allocated, each taking the node's mean job time.
 
 Re-placement (``qubus_services.allocator``): the node runs only a task's current allocation
-and acknowledges superseded ones without running them; and instead of running a task whose
-prediction, recomputed on a calibration newer than the allocation's, fell below the task's
-fidelity floor or by more than ``QUBUS_REPLACE_DROP``, it publishes ``replace`` (at most
-``QUBUS_MAX_REPLACEMENTS`` times per task; never for a task pinned to the node).
+and acknowledges superseded ones, and cancelled ones (``qubus cancel``), without running them;
+and instead of running a task whose prediction, recomputed on a calibration newer than the
+allocation's, fell below the task's fidelity floor or by more than ``QUBUS_REPLACE_DROP``, it
+publishes ``replace`` (at most ``QUBUS_MAX_REPLACEMENTS`` times per task; never for a task
+pinned to the node).
 
 **Split runs** (``TaskAllocated.split``, ``qubus.network.splitplan``). Only the plan's lead node
 receives the allocation. It reserves the plan's EPR pairs from the link service by
@@ -55,6 +56,7 @@ from qubus.bus.messages import (
     NodeStatus,
     SplitPlan,
     TaskAllocated,
+    TaskCancelled,
     TaskCompleted,
     TaskReplace,
     TaskRunning,
@@ -289,9 +291,14 @@ class QpuNode:
         finally:
             self._busy = False
 
-    async def _occupy(self, modelled_s: float) -> None:
-        """Hold the QPU for the job's modelled duration (× the time scale) and count it."""
-        await asyncio.sleep(modelled_s * self._settings.time_scale)
+    async def _occupy(self, modelled_s: float, since: float) -> None:
+        """Hold the QPU until the job's modelled duration (× the time scale) has passed since
+        the run began at ``since`` (``time.monotonic``), and count it. The emulation itself
+        runs inside that time: the node is busy for the modelled duration, or for the
+        emulation if that takes longer, not for both one after the other."""
+        held_s = modelled_s * self._settings.time_scale - (time.monotonic() - since)
+        if held_s > 0:
+            await asyncio.sleep(held_s)
         self._jobs += 1
         self._job_s += modelled_s
 
@@ -344,6 +351,7 @@ class QpuNode:
         noiseless = self._settings.noiseless or event.options.noiseless
         seed = seed_for(event.task_id, "qpu")
         async with self._running(event, ctx):
+            since = time.monotonic()
             link_fidelity, latency_s = await self._reserve(event, plan)
             log.info("qpu.split_reserved", pairs=plan.ebits, latency_s=round(latency_s, 4))
             run = await self._pool.run(
@@ -358,7 +366,7 @@ class QpuNode:
                 event.ideal,
                 timeout_s=self._settings.sandbox_timeout_s,
             )
-            await self._occupy(latency_s + run.run_s)
+            await self._occupy(latency_s + run.run_s, since)
         return TaskCompleted(
             task_id=event.task_id,
             node=self._device.id,
@@ -384,6 +392,9 @@ class QpuNode:
             log.info("qpu.superseded", attempt=event.attempt, now_on=latest.node)
             return None
         await self._wait_for_background(ctx)
+        if await self._bus.last_event(event.task_id, TaskCancelled) is not None:
+            log.info("qpu.cancelled")
+            return None
         if event.split is not None:
             return await self._run_split_task(event, event.split, ctx)
         current = self._calibration()
@@ -395,6 +406,7 @@ class QpuNode:
             if replace is not None:
                 return replace
         async with self._running(event, ctx):
+            since = time.monotonic()
             seed = seed_for(event.task_id, "qpu")
             counts, modelled_s, noiseless_predicted = await self._pool.run(
                 execute,
@@ -406,7 +418,7 @@ class QpuNode:
                 event.ideal if noiseless else None,
                 timeout_s=self._settings.sandbox_timeout_s,
             )
-            await self._occupy(modelled_s)
+            await self._occupy(modelled_s, since)
         if noiseless:
             predicted = noiseless_predicted
         elif predicted is None:
@@ -434,6 +446,12 @@ class QpuNode:
         )
 
 
+def emulation_pool(memory_mb: int) -> WorkerPool:
+    """The node's worker pool: its failures are the QPU stage's (``qpu.timeout``,
+    ``qpu.memory``), not the sandbox's."""
+    return WorkerPool(memory_mb=memory_mb, stage="qpu", job="emulation")
+
+
 async def setup(rt: Runtime) -> None:
     if rt.node is None:
         raise SystemExit("the qpu service needs --node ID (one process per QPU node)")
@@ -449,7 +467,7 @@ async def setup(rt: Runtime) -> None:
     )
     if load is not None:
         log.info("qpu.background_load", backend=load.backend, period_s=load.period_s)
-    pool = WorkerPool(memory_mb=settings.sandbox_memory_mb)
+    pool = emulation_pool(settings.sandbox_memory_mb)
     pool.start()
     rt.stack.callback(pool.close)
     node = QpuNode(rt, device, replay, load, pool, await rt.bus.kv(BUCKET_NODES))

@@ -20,7 +20,7 @@ async def setup(rt: Runtime) -> None:
         max_depth=settings.sandbox_max_depth,
         max_outcomes=settings.ideal_max_outcomes,
     )
-    pool = WorkerPool(memory_mb=settings.sandbox_memory_mb)
+    pool = WorkerPool(memory_mb=settings.sandbox_memory_mb, stage="sandbox", job="simulation")
     pool.start()
     rt.stack.callback(pool.close)
 
@@ -34,4 +34,4 @@ async def setup(rt: Runtime) -> None:
             timeout_s=settings.sandbox_timeout_s,
         )
 
-    await rt.consume(Stage("sandbox", [TaskChecked], handle))
+    await rt.consume(Stage("sandbox", [TaskChecked], handle, concurrency=2))

@@ -141,4 +141,4 @@ async def test_report_refuses_a_bad_since_or_bench(qubus_cli, nats_url, tmp_path
     assert code == 2 and "[report.since]" in stderr
 
     code, _, stderr = await qubus_cli(nats_url, "report", "--bench", str(tmp_path / "none.json"))
-    assert code == 2 and "[report.bench]" in stderr and "cannot read" in stderr
+    assert code == 1 and "[report.bench]" in stderr and "cannot read" in stderr

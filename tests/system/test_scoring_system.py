@@ -104,7 +104,7 @@ async def test_feedback_nudges_unpinned_weights_once_per_task(
     assert stored.scored_revision == pinned_revision
 
     code, out, err = await qubus_cli(nats_url, "feedback", record["task_id"], "--rating", "1")
-    assert code == 2 and "[feedback.exists]" in err
+    assert code == 1 and "[feedback.exists]" in err
 
 
 async def test_a_pilot_restricts_placement(client, qubus_cli, nats_url, dev_qasm):
@@ -130,7 +130,7 @@ async def test_a_pilot_restricts_placement(client, qubus_cli, nats_url, dev_qasm
     assert not outside.eligible and outside.reason == "not in pilot h2only"
 
     code, out, err = await qubus_cli(nats_url, "pilot", "create", "h2only", "--nodes", "x")
-    assert code == 2 and "[pilot.exists]" in err
+    assert code == 1 and "[pilot.exists]" in err
 
     code, out, err = await qubus_cli(nats_url, "pilot", "delete", "h2only")
     assert code == 0 and "deleted pilot h2only" in out, err
@@ -139,7 +139,7 @@ async def test_a_pilot_restricts_placement(client, qubus_cli, nats_url, dev_qasm
     [gone] = await client.run([SubmitRequest(circuit=path.read_text(), shots=200, pilot="h2only")])
     assert gone["status"] == "rejected" and gone["error"]["code"] == "pilot.unknown"
     code, out, err = await qubus_cli(nats_url, "pilot", "delete", "h2only")
-    assert code == 2 and "[pilot.unknown]" in err
+    assert code == 1 and "[pilot.unknown]" in err
 
 
 async def test_a_pilot_nobody_meets_and_an_unknown_pilot_reject_the_task(

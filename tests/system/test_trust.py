@@ -19,10 +19,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from qubus.bus import auth, codec
 from qubus.bus.connection import BUCKET_NODES, BUCKET_WEIGHTS, STREAM, inbox_prefix
-from qubus.bus.messages import SubmitRequest, TaskCompleted
+from qubus.bus.messages import SubmitRequest, TaskCancelled, TaskCompleted
 from qubus.bus.natsserver import NatsServer
 from qubus.cli.stack import Supervisor
-from qubus.client.aio import Client
+from qubus.client.aio import Client, status_of
 from qubus.errors import QubusError
 from qubus_services import SERVICES
 
@@ -166,7 +166,7 @@ async def test_another_user_cannot_read_a_task(alice: Attacker, secured_url, cre
         for wildcard in ("*", ">", "bob.*", "*.*"):
             with pytest.raises(QubusError) as refused:
                 await client.events(wildcard)
-            assert refused.value.code in ("task.bad_id", "auth.not_owner")
+            assert refused.value.code in ("task.invalid_id", "auth.not_owner")
     finally:
         await client.close()
     # without the SDK's checks: the server refuses the consumers that would read them
@@ -200,6 +200,26 @@ async def test_a_forged_completed_event_is_refused(alice, operator, bobs_task):
     events = await operator.events(task_id)
     [completed] = [e for e in events if e.event.EVENT == "completed"]
     assert completed.event.counts == bobs_task["counts"] and completed.service == "qpu"
+
+
+async def test_a_user_cancels_its_own_tasks_only(alice, operator, secured_url, creds, bobs_task):
+    client = await Client.connect(secured_url, nkey=seed(creds, "alice"))
+    try:
+        reply = await client.submit(SubmitRequest(circuit=BELL, shots=100))
+        assert await client.cancel(reply.task_id)  # at once: not running yet
+        events = await client.wait(reply.task_id, timeout=120)
+        assert status_of(events) == "cancelled" and events[-1].service == "client"
+        with pytest.raises(QubusError) as refused:
+            await client.cancel(bobs_task["task_id"])
+        assert refused.value.code == "auth.not_owner"
+    finally:
+        await client.close()
+    # without the SDK's check: the server refuses alice's cancellation of bob's task
+    forged = TaskCancelled(task_id=bobs_task["task_id"], reason="forged")
+    await alice.refused(
+        lambda: alice.js.publish(forged.subject(), codec.encode(forged)), forged.subject()
+    )
+    assert await stored_subjects(operator, forged.subject()) == {}
 
 
 async def test_a_forged_allocation_of_an_unsubmitted_task_is_refused(alice, operator):
@@ -322,6 +342,12 @@ async def test_cli_works_with_a_users_credentials(
     assert code == 0, err
     alices = await stored_subjects(operator, "qubus.task.alice.*.ingested")
     assert json.loads(out)["summary"]["tasks"] == len(alices) >= 1  # bob's are not read
+    code, out, err = await qubus_cli(secured_url, "tasks", "--json", env=env)
+    assert code == 0, err
+    listed = {json.loads(line)["task_id"] for line in out.splitlines()}
+    assert task_id in listed and listed == {".".join(s.split(".")[2:4]) for s in alices}
+    code, out, err = await qubus_cli(secured_url, "cancel", bobs_task["task_id"], env=env)
+    assert code == 1 and "[auth.not_owner]" in err
     code, out, err = await qubus_cli(secured_url, "nodes", "--json", env=env)
     assert code == 0, err
     assert sorted(n["node"] for n in json.loads(out)["nodes"]) == sorted(FLEET)

@@ -20,12 +20,15 @@ def by_name(found: list[auth.Identity]) -> dict[str, auth.Identity]:
     return {identity.name: identity for identity in found}
 
 
-def test_a_client_may_submit_and_read_only_as_itself():
+def test_a_client_may_submit_read_and_cancel_only_as_itself():
     alice = by_name(auth.identities(SERVICES, FLEET, ["alice"]))["alice"].permissions
     assert alice is not None and not alice.responses
     assert alice.subscribe == ("_INBOX_alice.>",)
     task_grants = [s for s in alice.publish if "qubus.task" in s]
-    assert task_grants == ["$JS.API.CONSUMER.CREATE.QUBUS_TASKS.*.qubus.task.alice.>"]
+    assert task_grants == [
+        "qubus.task.alice.*.cancelled",
+        "$JS.API.CONSUMER.CREATE.QUBUS_TASKS.*.qubus.task.alice.>",
+    ]
     assert [s for s in alice.publish if s.startswith("qubus.submit")] == ["qubus.submit.alice"]
     assert not any(
         s.startswith(("$KV.", "$JS.API.STREAM.CREATE", "$JS.ACK")) for s in alice.publish
@@ -38,10 +41,15 @@ def test_a_client_may_submit_and_read_only_as_itself():
 def test_a_node_writes_only_its_own_status_and_a_service_only_its_events():
     found = by_name(auth.identities(SERVICES, FLEET, []))
     node = found["qpu-ibm_nairobi"].permissions
-    assert [s for s in node.publish if s.startswith("$KV.")] == ["$KV.qubus_nodes.node.ibm_nairobi"]
+    assert [s for s in node.publish if s.startswith("$KV.")] == [
+        "$KV.qubus_nodes.node.ibm_nairobi",
+        "$KV.qubus_consumers.qpu-ibm_nairobi",  # its consumer's floor (qubus.bus.durable)
+    ]
     parser = found["svc-parser"].permissions
     events = [s for s in parser.publish if s.startswith("qubus.task.")]
     assert events == [f"qubus.task.*.*.{e}" for e in ("parsed", "rejected", "failed")]
+    floors = [s for s in parser.publish if s.startswith("$KV.qubus_consumers")]
+    assert floors == ["$KV.qubus_consumers.parser"]
     assert not any("DELETE.QUBUS_TASKS" in s or "STREAM.DELETE" in s for s in parser.publish)
     assert found["operator"].permissions is None
 

@@ -37,10 +37,10 @@ def test_commands_parse() -> None:
     parser = build_parser()
     args = parser.parse_args(["weights", "set", "w_qnc=0.5", "beta=3"])
     assert (args.command, args.action, args.values) == ("weights", "set", ["w_qnc=0.5", "beta=3"])
-    args = parser.parse_args(["feedback", "T1", "--rating", "4"])
-    assert (args.task_id, args.rating) == ("T1", 4)
+    args = parser.parse_args(["feedback", "u.T1", "--rating", "4"])
+    assert (args.task_id, args.rating) == ("u.T1", 4)
     with pytest.raises(SystemExit):
-        parser.parse_args(["feedback", "T1", "--rating", "6"])
+        parser.parse_args(["feedback", "u.T1", "--rating", "6"])
     args = parser.parse_args(["pilot", "create", "p", "--nodes", "a,b", "--min-fidelity", "0.8"])
     assert (args.name, args.nodes, args.min_fidelity, args.max_queue) == ("p", "a,b", 0.8, None)
 

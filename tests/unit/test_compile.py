@@ -166,3 +166,26 @@ def test_compilation_is_cached_per_circuit_and_revision() -> None:
     first = compile_for_device(ghz(3), device)
     assert compile_for_device(ghz(3), device) is first
     assert compile_for_device(ghz(3), load_device("ibm_manila")) is not first
+
+
+def test_a_circuit_with_other_angles_reuses_the_layout_and_compiles_as_without_the_cache() -> None:
+    from qubus.devices import compile as compile_module
+
+    q = cirq.LineQubit.range(4)
+
+    def ghz_like(angle: float) -> cirq.Circuit:
+        return cirq.Circuit(
+            cirq.H(q[0]),
+            [cirq.CNOT(q[i], q[i + 1]) for i in range(3)],
+            cirq.rz(angle)(q[0]),
+            cirq.H(q[0]),
+            cirq.measure(*q, key="m"),
+        )
+
+    device = load_device("ibm_nairobi")
+    first = compile_for_device(ghz_like(0.1), device)
+    second = compile_for_device(ghz_like(0.7), device)
+    assert second.layout == first.layout
+    assert second.circuit != first.circuit  # the merged one-qubit pulses differ
+    compile_module._placements._entries.clear()
+    assert compile_module._compile(ghz_like(0.7), device).circuit == second.circuit

@@ -26,7 +26,7 @@ NODES = {"alpha": (0.9, 0), "beta": (0.8, 3), "gamma": (0.95, 0)}
 
 def checked(**options: object) -> TaskChecked:
     return TaskChecked(
-        task_id="t1",
+        task_id="u.t1",
         circuit="{}",
         features=Features(
             qubits=3,
@@ -49,7 +49,7 @@ def checked(**options: object) -> TaskChecked:
 
 def evaluations() -> tuple[SandboxEvaluation, NoiseEvaluation, dict[str, NodeStatus]]:
     sandbox = SandboxEvaluation(
-        task_id="t1",
+        task_id="u.t1",
         ideal={"000": 0.5, "111": 0.5},
         ideal_counts={"000": 50, "111": 50},
         truncated_mass=0.0,
@@ -59,7 +59,7 @@ def evaluations() -> tuple[SandboxEvaluation, NoiseEvaluation, dict[str, NodeSta
         repro=1.0,
     )
     noise = NoiseEvaluation(
-        task_id="t1",
+        task_id="u.t1",
         predictions=[
             NodePrediction(node=node, fits=True, predicted_fidelity=f, expected_run_s=1.0)
             for node, (f, _) in NODES.items()
@@ -134,7 +134,7 @@ def test_a_calibration_that_distrusts_a_node_lowers_its_score() -> None:
             state,
             node="gamma",
             cls="narrow.sparse",
-            task_id=f"t{i}",
+            task_id=f"u.t{i}",
             predicted=0.95,
             measured=0.75,
             now=0.0,

@@ -15,8 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"qubus": ROOT / "shared" / "qubus", "qubus_services": ROOT / "services"}
 
-#: Lowest first. A module belongs to the longest entry that prefixes its name; ``qubus`` itself
-#: (the version) and ``qubus.errors`` are the root that every layer raises through.
+#: Lowest first. A module belongs to the longest entry that prefixes its name; ``qubus.version``
+#: and ``qubus.errors`` are the root that every layer uses; ``qubus`` itself (``qubus.connect``)
+#: and ``qubus.cirq`` are the client's public faces, in its layer.
 LAYERS = [
     "qubus",
     "qubus.errors",
@@ -29,7 +30,12 @@ LAYERS = [
     "qubus_services",
     "qubus.cli",
 ]
-ROOT_LAYER = {"qubus": 0, "qubus.errors": 0}
+ROOT_LAYER = {
+    "qubus.version": 0,
+    "qubus.errors": 0,
+    "qubus": LAYERS.index("qubus.client"),
+    "qubus.cirq": LAYERS.index("qubus.client"),
+}
 
 
 def _modules() -> dict[str, Path]:

@@ -182,7 +182,7 @@ def test_a_noise_budget_sent_over_the_wire_predicts_what_the_model_predicts() ->
     wire = codec.decode(
         codec.encode(
             NoiseEvaluation(
-                task_id="t-1",
+                task_id="u.t-1",
                 predictions=[
                     NodePrediction(node=device.id, fits=True, budget=noise_budget(compiled, device))
                 ],

@@ -185,6 +185,45 @@ def test_builtin_gate_matches_qiskit_qelib1_text_and_qiskit(call, n):
     assert _same_up_to_phase(ours.unitary(qubit_order=qubits[::-1]), qiskit_matrix.data)
 
 
+# -- the parser's shortcuts build what cirq builds -----------------------------------------
+
+
+@pytest.mark.parametrize(("call", "n"), QELIB1_CALLS)
+def test_builtin_gate_operations_equal_cirqs_own(call, n):
+    circuit = parse_qasm(_single_gate_program(call, n, 'include "qelib1.inc";'))
+    for op in circuit.all_operations():
+        built = op.gate.on(*op.qubits)
+        assert type(op) is type(built)
+        assert op == built
+
+
+@pytest.mark.parametrize("name", GOOD_FILES)
+def test_dev_file_moments_are_cirqs_earliest_placement(name):
+    circuit = parse_qasm(_read(name))
+    assert circuit == cirq.Circuit(circuit.all_operations())
+
+
+def test_statement_keyword_wins_over_a_gate_named_like_it():
+    circuit = parse_qasm(HEADER + "gate reset a { x a; }\nreset q[0];\nreset q[0];")
+    assert [op.gate for op in circuit.all_operations()] == [cirq.ResetChannel()] * 2
+
+
+def test_repeated_statement_follows_a_gate_defined_between_repetitions():
+    circuit = parse_qasm(
+        'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit q;\n'
+        "sxdg q;\ngate sxdg a { x a; }\nsxdg q;\nsxdg q;"
+    )
+    gates = [op.gate for op in circuit.all_operations()]
+    assert gates == [cirq.XPowGate(exponent=-0.5), cirq.X, cirq.X]
+
+
+def test_repeated_statement_past_the_operation_limit_is_rejected_at_its_gate(monkeypatch):
+    monkeypatch.setattr("qubus.circuits.qasm.parser.MAX_OPERATIONS", 2)
+    with pytest.raises(QasmError) as caught:
+        parse_qasm(HEADER + "h q[0];\nh q[0];\n  h q[0];")
+    assert (caught.value.code, caught.value.line, caught.value.column) == ("qasm.too_large", 7, 3)
+
+
 # -- properties -------------------------------------------------------------------------------
 
 _QUBITS = cirq.LineQubit.range(3)
@@ -501,6 +540,52 @@ def test_declaration_with_measurement_initialiser():
     assert (result.measurements["c_0"][0, 0], result.measurements["c_1"][0, 0]) == (0, 1)
 
 
+#: c = 1011 read as c[0] c[1] c[2] c[3]: 13 unsigned (little-endian), -3 as a 4-bit int.
+_OQ3_FOUR_BITS = """OPENQASM 3.0; include "stdgates.inc"; qubit[5] q; bit[4] c; bit[1] d;
+x q[0]; x q[2]; x q[3];
+c[0] = measure q[0]; c[1] = measure q[1]; c[2] = measure q[2]; c[3] = measure q[3];
+"""
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        ("int[4](c) == -3", 1),
+        ("uint[4](c) == 13", 1),
+        ("int(c) == 13", 1),
+        ("uint(c) == 5", 0),
+        ("bool(c)", 1),
+        ("!bool(c)", 0),
+        ("bool(c[1])", 0),
+        ("int[4](c) < 0", 1),
+    ],
+)
+def test_openqasm3_casts_in_conditions_read_the_register(condition, expected):
+    text = _OQ3_FOUR_BITS + f"if ({condition}) x q[4]; d[0] = measure q[4];"
+    circuit = parse_qasm(text)
+    assert cirq.read_json(json_text=cirq.to_json(circuit)) == circuit
+    result = cirq.Simulator(seed=5).run(circuit, repetitions=3)
+    assert set(result.measurements["d_0"][:, 0]) == {expected}
+
+
+def test_openqasm3_signed_cast_compared_beyond_its_range_is_rejected():
+    with pytest.raises(QasmError) as caught:
+        parse_qasm(_OQ3_FOUR_BITS + "if (int[4](c) == 13) x q[4];")
+    assert caught.value.code == "qasm.condition_range"
+    assert "values -8 to 7" in caught.value.message
+
+
+def test_openqasm3_sized_cast_of_a_register_of_another_width_is_rejected():
+    text = """OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c;
+    c = measure q;
+    if (int[4](c) == 1) x q[0];"""
+    with pytest.raises(QasmError) as caught:
+        parse_qasm(text)
+    error = caught.value
+    assert (error.code, error.line, error.column) == ("qasm.size_mismatch", 3, 13)
+    assert "register of 2 bits" in error.message
+
+
 # -- errors -----------------------------------------------------------------------------------
 
 HEADER = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\n'
@@ -554,7 +639,55 @@ def test_condition_that_some_register_value_meets_is_accepted(condition):
     assert cirq.control_keys(op)
 
 
-def test_exporters_sxdg_is_known_with_stdgates_and_may_be_defined_once():
+def test_character_that_starts_no_token_is_rejected_where_it_stands():
+    with pytest.raises(QasmError) as caught:
+        parse_qasm(HEADER + "h q[0];\nh q[1] # q[0];")
+    error = caught.value
+    assert (error.code, error.line, error.column) == ("qasm.syntax", 6, 8)
+    assert error.message == "unexpected character '#'"
+
+
+def test_first_fault_in_reading_order_is_reported_before_a_later_bad_character():
+    # openqasm/openqasm's examples/arrays.qasm: an array declaration, later a '#dim' parameter.
+    text = "OPENQASM 3.0;\narray[int[8], 2] a;\ndef f(readonly array[int[8], #dim=1] b) {}"
+    with pytest.raises(QasmError) as caught:
+        parse_qasm(text)
+    assert (caught.value.code, caught.value.line) == ("qasm.unsupported", 2)
+
+
+@pytest.mark.parametrize("version", ["2.6", "2.1", "4.0", "1"])
+def test_openqasm_version_other_than_2_0_or_3_is_rejected_with_its_code(version):
+    with pytest.raises(QasmError) as caught:
+        parse_qasm(f"OPENQASM {version};\nqreg q[1];")
+    error = caught.value
+    assert (error.code, error.line, error.column) == ("qasm.version", 1, 10)
+    assert f"'{version}'" in error.message and "2.0 and 3.x" in error.message
+
+
+@pytest.mark.parametrize("version", ["2.0", "2", "3", "3.0", "3.1"])
+def test_openqasm_versions_2_0_and_3_are_accepted(version):
+    body = "qreg q[1];" if version.startswith("2") else "qubit[1] q;"
+    assert parse_qasm(f"OPENQASM {version};\n{body}\nU(0, 0, 0) q[0];")
+
+
+def test_program_may_define_a_gate_that_the_original_qelib1_lacks():
+    # qiskit's pea_3_pi_8.qasm defines its own cu (a controlled u1, one parameter): the
+    # original qelib1.inc, which qiskit reads, has no cu.
+    text = HEADER + "gate cu(theta) a, b { cu1(theta) a, b; }\ncu(0.25) q[0], q[1];"
+    (op,) = parse_qasm(text).all_operations()
+    assert op.gate == cirq.CZPowGate(exponent=0.25 / math.pi)
+    with pytest.raises(QasmError) as caught:
+        parse_qasm(text + "\ngate cu(theta) a, b { cu1(theta) a, b; }")
+    assert caught.value.code == "qasm.redeclared"
+
+
+def test_program_may_not_redefine_a_gate_of_the_original_qelib1():
+    with pytest.raises(QasmError) as caught:
+        parse_qasm(HEADER + "gate cu1(theta) a, b { cz a, b; }")
+    assert (caught.value.code, caught.value.line) == ("qasm.redeclared", 5)
+
+
+def test_exporters_sxdg_is_known_and_may_be_defined_once():
     called = parse_qasm('OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit q;\nsxdg q;')
     # qiskit's qasm3.dumps defines it before use.
     defined = parse_qasm(
@@ -568,9 +701,9 @@ def test_exporters_sxdg_is_known_with_stdgates_and_may_be_defined_once():
             'OPENQASM 3.0;\ninclude "stdgates.inc";\ngate sxdg a { x a; }\ngate sxdg a { x a; }'
         )
     assert (caught.value.code, caught.value.line) == ("qasm.redeclared", 4)
-    with pytest.raises(QasmError) as caught:
-        parse_qasm(HEADER + "gate sxdg a { x a; }")
-    assert caught.value.code == "qasm.redeclared"
+    # The original qelib1.inc has no sxdg either: a program's own replaces ours.
+    own = parse_qasm(HEADER + "gate sxdg a { x a; }\nsxdg q[0];")
+    assert [op.gate for op in own.all_operations()] == [cirq.X]
 
 
 def test_exponential_gate_nesting_is_stopped():

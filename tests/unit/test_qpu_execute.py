@@ -11,7 +11,8 @@ from qubus.devices.compile import compile_for_device
 from qubus.devices.fidelity import hellinger_fidelity
 from qubus.devices.prediction import predict_fidelity
 from qubus.devices.profiles import drift_devices
-from qubus_services.qpu.main import execute
+from qubus.errors import SimulationError
+from qubus_services.qpu.main import emulation_pool, execute
 
 SHOTS = 2000
 
@@ -51,3 +52,21 @@ def test_noiseless_run_predicts_the_fidelity_of_perfect_samples(ghz: cirq.Circui
     # Finite sampling alone keeps the expected Hellinger fidelity just below 1.
     assert 0.999 < predicted < 1.0
     assert hellinger_fidelity(counts, ideal) == pytest.approx(predicted, abs=2e-3)
+
+
+async def test_emulation_past_its_time_limit_fails_naming_the_qpu_stage() -> None:
+    q = cirq.LineQubit.range(5)
+    layer = [cirq.H.on_each(*q), cirq.CNOT(q[0], q[1]), cirq.CNOT(q[2], q[3])]
+    deep = cirq.Circuit(layer * 200, cirq.measure(*q))  # about half a second of emulation
+    device = next(iter(drift_devices("ibm_perth")))
+    pool = emulation_pool(memory_mb=4096)
+    pool.start()
+    try:
+        with pytest.raises(SimulationError) as caught:
+            await pool.run(
+                execute, device, circuit_to_json(deep), 4000, 1, False, None, timeout_s=0.05
+            )
+    finally:
+        pool.close()
+    assert caught.value.code == "qpu.timeout"
+    assert caught.value.message == "emulation exceeded its time limit of 0.05 s"

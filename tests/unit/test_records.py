@@ -11,7 +11,7 @@ from qubus.bus.messages import (
     TaskOptions,
     TaskRejected,
 )
-from qubus.client.aio import stage_rows, status_of, task_record
+from qubus.client.aio import stage_rows, status_from_events, status_of, task_record
 
 OPTIONS = TaskOptions(shots=100, source="ghz.qasm")
 
@@ -32,14 +32,14 @@ def stored(event, service: str, started: float, published: float) -> StoredEvent
 def completed_trace() -> list[StoredEvent]:
     return [
         stored(
-            TaskIngested(task_id="t", format="qasm2", text="", options=OPTIONS, submitted_at=0),
+            TaskIngested(task_id="u.t", format="qasm2", text="", options=OPTIONS, submitted_at=0),
             "ingestion",
             10.0,
             10.001,
         ),
         stored(
             SandboxEvaluation(
-                task_id="t",
+                task_id="u.t",
                 ideal={"00": 0.5, "11": 0.5},
                 ideal_counts={"00": 52, "11": 48},
                 truncated_mass=0.0,
@@ -53,7 +53,7 @@ def completed_trace() -> list[StoredEvent]:
         ),
         stored(
             TaskAllocated(
-                task_id="t",
+                task_id="u.t",
                 node="ibm_nairobi",
                 policy="hyperscore",
                 reason="best",
@@ -70,7 +70,7 @@ def completed_trace() -> list[StoredEvent]:
         ),
         stored(
             TaskCompleted(
-                task_id="t",
+                task_id="u.t",
                 node="ibm_nairobi",
                 counts={"00": 45, "11": 50, "01": 5},
                 shots=100,
@@ -88,7 +88,7 @@ def completed_trace() -> list[StoredEvent]:
 
 
 def test_completed_task_record_has_every_field_from_its_events():
-    record = task_record("t", completed_trace())
+    record = task_record("u.t", completed_trace())
     assert record["status"] == "done"
     assert record["nodes"] == ["ibm_nairobi"]
     assert record["counts"] == {"00": 45, "11": 50, "01": 5}
@@ -115,7 +115,7 @@ def test_rejected_task_record_carries_the_error_position():
     trace = completed_trace()[:1] + [
         stored(
             TaskRejected(
-                task_id="t",
+                task_id="u.t",
                 stage="parser",
                 error={"code": "qasm.undeclared", "message": "no d", "line": 8, "column": 14},
             ),
@@ -124,7 +124,7 @@ def test_rejected_task_record_carries_the_error_position():
             10.004,
         )
     ]
-    record = task_record("t", trace)
+    record = task_record("u.t", trace)
     assert record["status"] == "rejected"
     assert record["error"] == {
         "code": "qasm.undeclared",
@@ -135,6 +135,13 @@ def test_rejected_task_record_carries_the_error_position():
     assert record["counts"] is None and record["nodes"] == []
 
 
-def test_status_of_an_unfinished_task_is_its_latest_stage():
-    assert status_of(completed_trace()[:3]) == "allocated"
+def test_status_of_an_unfinished_task_is_a_word_for_how_far_it_got():
+    assert status_of(completed_trace()[:3]) == "queued"
+    assert status_of(completed_trace()[:1]) == "pending"
     assert status_of([]) == "unknown"
+
+
+def test_a_cancelled_task_stays_cancelled_whatever_ends_it_later():
+    assert status_from_events(["ingested", "allocated", "cancelled", "completed"]) == "cancelled"
+    assert status_from_events(["completed", "running", "allocated"]) == "done"
+    assert status_from_events(["allocated", "running", "parsed"]) == "running"

@@ -24,6 +24,7 @@ from qubus.bus.messages import (
     TaskRunning,
 )
 from qubus.bus.progress import Progress
+from qubus.cli.common import parse_since
 from qubus.cli.report import (
     STAGE_ORDER,
     FidelityPoint,
@@ -34,7 +35,6 @@ from qubus.cli.report import (
     fidelity_points,
     load_bench,
     occupancy,
-    parse_since,
     queue_series,
     render_html,
     stage_latencies,
@@ -159,11 +159,11 @@ def fleet_events() -> list[StoredEvent]:
     """Two nodes: ``a`` runs t1 then t2 (queued together), ``b`` runs t3 which fails; t4 is
     still queued on ``a``; t5 was rejected by the parser."""
     return [
-        *ran("t1", "a", queued=100.0, start=100.5, end=102.0, predicted=0.9, measured=0.8),
-        *ran("t2", "a", queued=100.2, start=102.0, end=103.0, predicted=0.7, measured=0.75),
-        *failed_on_qpu("t3", "b", queued=100.1, start=100.3, end=101.0),
-        allocated("t4", "a", 102.5),
-        *rejected("t5", 99.0),
+        *ran("u.t1", "a", queued=100.0, start=100.5, end=102.0, predicted=0.9, measured=0.8),
+        *ran("u.t2", "a", queued=100.2, start=102.0, end=103.0, predicted=0.7, measured=0.75),
+        *failed_on_qpu("u.t3", "b", queued=100.1, start=100.3, end=101.0),
+        allocated("u.t4", "a", 102.5),
+        *rejected("u.t5", 99.0),
     ]
 
 
@@ -191,8 +191,11 @@ def test_occupancy_runs_from_the_node_taking_the_task_to_its_end():
     runs = occupancy(by_task(fleet_events()))
 
     assert runs == {
-        "a": [Interval("t1", "a", 100.5, 102.0, "done"), Interval("t2", "a", 102.0, 103.0, "done")],
-        "b": [Interval("t3", "b", 100.3, 101.0, "failed")],
+        "a": [
+            Interval("u.t1", "a", 100.5, 102.0, "done"),
+            Interval("u.t2", "a", 102.0, 103.0, "done"),
+        ],
+        "b": [Interval("u.t3", "b", 100.3, 101.0, "failed")],
     }
 
 
@@ -206,24 +209,24 @@ def test_queue_series_counts_allocated_tasks_until_their_end_departures_first():
 
 
 def test_queue_series_leaves_out_a_task_whose_allocation_was_not_read():
-    [_, _allocation, *rest] = ran("t9", "a", queued=5.0, start=6.0, end=7.0)
+    [_, _allocation, *rest] = ran("u.t9", "a", queued=5.0, start=6.0, end=7.0)
 
     assert queue_series(by_task(rest)) == {}
 
 
 def test_simultaneous_departure_and_arrival_never_show_a_spurious_peak():
     events = [
-        *ran("t1", "a", queued=1.0, start=1.0, end=2.0),
-        *ran("t2", "a", queued=2.0, start=2.0, end=3.0),
+        *ran("u.t1", "a", queued=1.0, start=1.0, end=2.0),
+        *ran("u.t2", "a", queued=2.0, start=2.0, end=3.0),
     ]
     assert max(n for _, n in queue_series(by_task(events))["a"]) == 1
 
 
 def test_active_periods_cut_long_idle_gaps_and_keep_short_ones():
     events = [
-        *ran("t1", "a", queued=10.0, start=10.5, end=12.0),
-        *ran("t2", "b", queued=13.0, start=13.0, end=14.0),  # 1 s idle: same period
-        *ran("t3", "a", queued=300.0, start=300.0, end=301.0),  # ~5 min idle: a new one
+        *ran("u.t1", "a", queued=10.0, start=10.5, end=12.0),
+        *ran("u.t2", "b", queued=13.0, start=13.0, end=14.0),  # 1 s idle: same period
+        *ran("u.t3", "a", queued=300.0, start=300.0, end=301.0),  # ~5 min idle: a new one
     ]
     tasks = by_task(events)
 
@@ -235,7 +238,7 @@ def test_active_periods_cut_long_idle_gaps_and_keep_short_ones():
 
 def test_active_periods_extend_a_queue_not_yet_empty_to_the_end_and_are_capped():
     starts = (0.0, 100.0, 150.0, 400.0, 800.0)  # idle gaps 99, 49, 249 and 399 s
-    runs = {"a": [Interval(f"t{i}", "a", t, t + 1, "done") for i, t in enumerate(starts)]}
+    runs = {"a": [Interval(f"u.t{i}", "a", t, t + 1, "done") for i, t in enumerate(starts)]}
     queue = {"b": [(50.0, 1)]}  # allocated at 50 s, never ended
 
     # 49 s is under a tenth of the whole (80.1 s); then the shortest gap (99 s) is closed
@@ -250,8 +253,8 @@ def test_active_periods_extend_a_queue_not_yet_empty_to_the_end_and_are_capped()
 
 def test_fidelity_points_are_the_completed_tasks_in_order_of_completion():
     assert fidelity_points(by_task(fleet_events())) == [
-        FidelityPoint("t1", "a", 0.9, 0.8),
-        FidelityPoint("t2", "a", 0.7, 0.75),
+        FidelityPoint("u.t1", "a", 0.9, 0.8),
+        FidelityPoint("u.t2", "a", 0.7, 0.75),
     ]
 
 
@@ -270,7 +273,7 @@ def test_summary_counts_tasks_by_status_and_node_with_mean_fidelities():
     summary = figures.summary
 
     assert summary["tasks"] == 5
-    assert summary["by_status"] == {"done": 2, "failed": 1, "allocated": 1, "rejected": 1}
+    assert summary["by_status"] == {"done": 2, "failed": 1, "queued": 1, "rejected": 1}
     assert summary["mean_predicted_fidelity"] == pytest.approx(0.8)
     assert summary["mean_measured_fidelity"] == pytest.approx(0.775)
     a, b = summary["nodes"]["a"], summary["nodes"]["b"]
@@ -288,7 +291,7 @@ def test_figures_json_is_plain_json_with_absolute_times():
     assert data["origin"] == 99.001 and data["end"] == 103.0 and data["since"] == 98.0
     assert data["events"] == len(fleet_events())
     assert data["occupancy"]["b"] == [
-        {"task_id": "t3", "node": "b", "start": 100.3, "end": 101.0, "status": "failed"}
+        {"task_id": "u.t3", "node": "b", "start": 100.3, "end": 101.0, "status": "failed"}
     ]
     assert data["queue"]["b"] == [[100.1, 1], [101.0, 0]]
     assert data["periods"] == [[100.0, 103.0]]  # t4 still queued on a at the last event

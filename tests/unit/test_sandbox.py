@@ -38,7 +38,7 @@ def slow() -> cirq.Circuit:
 
 
 def run(circuit: cirq.Circuit, limits: SandboxLimits = LIMITS):
-    return evaluate("t-1", circuit_to_json(circuit), 1000, limits)
+    return evaluate("u.t-1", circuit_to_json(circuit), 1000, limits)
 
 
 def mapped_mb() -> int:
@@ -138,13 +138,15 @@ def test_too_deep_fails_before_simulating() -> None:
 
 
 async def test_slow_circuit_times_out_and_the_next_one_runs_in_a_fresh_worker() -> None:
-    pool = WorkerPool(memory_mb=mapped_mb() + 2048)
+    pool = WorkerPool(memory_mb=mapped_mb() + 2048, stage="sandbox", job="simulation")
     pool.start()
     try:
         with pytest.raises(SimulationError) as caught:
-            await pool.run(evaluate, "t-1", circuit_to_json(slow()), 100, LIMITS, timeout_s=0.2)
+            await pool.run(evaluate, "u.t-1", circuit_to_json(slow()), 100, LIMITS, timeout_s=0.2)
         assert caught.value.code == "sandbox.timeout"
-        result = await pool.run(evaluate, "t-2", circuit_to_json(bell()), 100, LIMITS, timeout_s=30)
+        result = await pool.run(
+            evaluate, "u.t-2", circuit_to_json(bell()), 100, LIMITS, timeout_s=30
+        )
         assert result.repro_simulator == "cirq"
     finally:
         pool.close()
@@ -153,14 +155,14 @@ async def test_slow_circuit_times_out_and_the_next_one_runs_in_a_fresh_worker() 
 async def test_state_beyond_the_memory_limit_fails_before_allocating() -> None:
     wide = SandboxLimits(max_qubits=30, max_depth=50, max_outcomes=16)
     circuit = cirq.Circuit(cirq.H.on_each(*cirq.LineQubit.range(25)), cirq.measure(Q[0]))
-    pool = WorkerPool(memory_mb=mapped_mb() + 1024)
+    pool = WorkerPool(memory_mb=mapped_mb() + 1024, stage="sandbox", job="simulation")
     pool.start()
     try:
         with pytest.raises(SimulationError) as caught:
-            await pool.run(evaluate, "t-1", circuit_to_json(circuit), 100, wide, timeout_s=30)
+            await pool.run(evaluate, "u.t-1", circuit_to_json(circuit), 100, wide, timeout_s=30)
         assert caught.value.code == "sandbox.memory"
         assert "simulating 25 qubits needs about 1280 MB" in caught.value.message
-        result = await pool.run(evaluate, "t-2", circuit_to_json(bell()), 100, wide, timeout_s=30)
+        result = await pool.run(evaluate, "u.t-2", circuit_to_json(bell()), 100, wide, timeout_s=30)
         assert result.ideal == pytest.approx({"00": 0.5, "11": 0.5})
     finally:
         pool.close()

@@ -58,7 +58,7 @@ def ghz(n: int, *, joint: bool = False) -> cirq.Circuit:
 
 def decision(node: str, completion_s: float, fidelity: float) -> Decision:
     return Decision(
-        task_id="t1",
+        task_id="u.t1",
         node=node,
         policy="hyperscore",
         reason="best",
@@ -209,14 +209,14 @@ def test_the_split_allocation_goes_to_the_lead_node_and_decodes_with_its_plan():
     choice = choose_split(ghz(4), options, single, fleet(SMALL), lam=LAM)
     assert choice is not None
     scored = TaskScored(
-        task_id="t1",
+        task_id="u.t1",
         circuit="{}",
         options=options,
         ideal={"0000": 0.5, "1111": 0.5},
         scores=[NodeScore(node="ibm_nairobi", eligible=True, hyperscore=42.0)],
     )
     event = split_allocation(scored, choice, single, policy="hyperscore", deadline_s=None)
-    assert event.subject() == "qubus.task.t1.allocated.ibm_nairobi"
+    assert event.subject() == "qubus.task.u.t1.allocated.ibm_nairobi"
     assert [node for node, _ in event.ranking] == ["ibm_nairobi", "ibm_manila", "ionq_aria"]
     assert event.hyperscore == 42.0 and event.predicted_fidelity == choice.plan.predicted_fidelity
     assert codec.decode(codec.encode(event), TaskAllocated) == event
@@ -224,7 +224,7 @@ def test_the_split_allocation_goes_to_the_lead_node_and_decodes_with_its_plan():
 
 def test_events_stored_before_split_placement_decode_with_its_defaults():
     old = {
-        "task_id": "t1",
+        "task_id": "u.t1",
         "node": "ibm_nairobi",
         "counts": {"0": 1},
         "shots": 1,
@@ -261,7 +261,7 @@ def test_split_and_ideal_links_options_reach_every_request(command: str) -> None
 def test_a_split_result_shows_its_nodes_and_ebits() -> None:
     record = {
         "source": "ghz.qasm",
-        "task_id": "t1",
+        "task_id": "u.t1",
         "status": "done",
         "counts": {"00": 3},
         "ideal_counts": {"00": 3},

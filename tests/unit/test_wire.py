@@ -8,17 +8,17 @@ import msgpack
 import pytest
 
 from qubus.bus import codec
-from qubus.bus.ids import idempotency_kv_key, new_task_id, seed_for
-from qubus.bus.messages import (
+from qubus.bus.ids import (
     TASK_ID,
-    TYPES,
-    SubmitRequest,
-    TaskAllocated,
-    TaskOptions,
-    TaskRejected,
+    idempotency_kv_key,
+    new_task_id,
+    seed_for,
+    submitted_at,
+    task_subject,
 )
+from qubus.bus.messages import TYPES, SubmitRequest, TaskAllocated, TaskOptions, TaskRejected
 from qubus.bus.tracing import TraceContext
-from qubus.circuits.ingest import check_cirq_json, detect_format
+from qubus.circuits.ingest import check_circuit, detect_format
 from qubus.errors import InvalidPayload
 
 
@@ -29,7 +29,7 @@ def test_every_type_name_is_versioned_and_unique():
 
 def test_msgpack_round_trip_keeps_the_model():
     event = TaskRejected(
-        task_id="t1", stage="parser", error={"code": "qasm.syntax", "message": "m", "line": 3}
+        task_id="u.t1", stage="parser", error={"code": "qasm.syntax", "message": "m", "line": 3}
     )
     assert codec.decode(codec.encode(event), TaskRejected) == event
     assert codec.decode_typed(codec.encode(event), "task.rejected.v1") == event
@@ -72,7 +72,7 @@ def test_unknown_type_name_is_refused():
 
 def test_allocation_subject_names_the_node_but_dedup_id_does_not():
     event = TaskAllocated(
-        task_id="t9",
+        task_id="u.t9",
         node="ibm_nairobi",
         policy="hyperscore",
         reason="",
@@ -83,8 +83,8 @@ def test_allocation_subject_names_the_node_but_dedup_id_does_not():
         options=TaskOptions(shots=1),
         ideal={},
     )
-    assert event.subject() == "qubus.task.t9.allocated.ibm_nairobi"
-    assert event.msg_id() == "t9.allocated"
+    assert event.subject() == "qubus.task.u.t9.allocated.ibm_nairobi"
+    assert event.msg_id() == "u.t9.allocated"
 
 
 @pytest.mark.parametrize(
@@ -103,10 +103,10 @@ def test_format_is_detected_from_the_text_unless_declared(text, declared, expect
 
 
 def test_cirq_json_must_be_a_json_object():
-    check_cirq_json('{"cirq_type": "Circuit"}')
+    check_circuit('{"cirq_type": "Circuit"}', "cirq-json")
     for text in ("[1]", "{nope"):
         with pytest.raises(InvalidPayload):
-            check_cirq_json(text)
+            check_circuit(text, "cirq-json")
 
 
 def test_task_ids_name_their_owner_are_unique_and_sort_by_time():
@@ -114,12 +114,13 @@ def test_task_ids_name_their_owner_are_unique_and_sort_by_time():
     assert ids == sorted(ids) and len(set(ids)) == 50
     assert all(TASK_ID.match(i) and i.split(".")[0] == "alice" for i in ids)
     assert len({new_task_id("alice", now=5.0) for _ in range(200)}) == 200
+    assert submitted_at(ids[0]) == 1000.0 and submitted_at("alice.t1") is None
 
 
 def test_seeds_are_fixed_by_task_and_purpose():
-    assert seed_for("t", "qpu") == seed_for("t", "qpu")
-    assert seed_for("t", "qpu") != seed_for("t", "ideal")
-    assert 0 <= seed_for("t", "qpu") < 2**32
+    assert seed_for("u.t", "qpu") == seed_for("u.t", "qpu")
+    assert seed_for("u.t", "qpu") != seed_for("u.t", "ideal")
+    assert 0 <= seed_for("u.t", "qpu") < 2**32
 
 
 def test_idempotency_key_is_a_valid_kv_key_for_any_text():
@@ -140,3 +141,58 @@ def test_missing_or_invalid_traceparent_starts_a_new_trace(header):
     headers = None if header is None else {"traceparent": header}
     trace = TraceContext.extract(headers)
     assert len(trace.trace_id) == 32 and trace.trace_id != "0" * 32
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"circuit": "x", "deadline_s": Infinity}', "deadline_s"),
+        (b'{"circuit": "x", "deadline_s": NaN}', "deadline_s"),
+        (b'{"circuit": "x", "deadline_s": 1e400}', "deadline_s"),
+        (b'{"circuit": "x", "deadline_s": 1e12}', "deadline_s"),
+        (b'{"circuit": "x", "fidelity_floor": -Infinity}', "fidelity_floor"),
+        (b'{"circuit": "x", "shots": true}', "shots"),
+        (b'{"circuit": "x", "shots": 10.0}', "shots"),
+        (b'{"circuit": "x", "priority": "3"}', "priority"),
+        (b'{"circuit": "x", "noiseless": "yes"}', "noiseless"),
+    ],
+)
+def test_non_finite_out_of_range_and_wrongly_typed_numbers_are_refused_at_ingress(body, field):
+    with pytest.raises(InvalidPayload, match=field) as raised:
+        codec.decode(body, SubmitRequest, content_type=codec.JSON)
+    assert raised.value.code == "payload.invalid"
+
+
+def test_json_nested_100k_deep_is_refused_with_a_code():
+    body = b'{"circuit": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(InvalidPayload) as raised:
+        codec.decode(body, SubmitRequest, content_type=codec.JSON)
+    assert raised.value.code == "payload.too_deep"
+
+
+def test_a_stored_event_with_a_non_finite_option_is_invalid_for_the_stage_reading_it():
+    options = {"shots": 10, "deadline_s": float("inf")}
+    body = msgpack.packb(
+        {"task_id": "u.t1", "format": "qasm2", "text": "x", "options": options, "submitted_at": 1.0}
+    )
+    with pytest.raises(InvalidPayload, match="deadline_s"):
+        codec.decode(body, TYPES["task.ingested.v1"])
+
+
+@pytest.mark.parametrize(
+    "task_id",
+    ["*", ">", "*.*", "alice.*", "alice.>", "*.t1", "t1", "a.b.c", "", ".t1", "a." + "x" * 65],
+)
+def test_task_ids_that_are_not_an_owner_and_an_id_token_are_refused(task_id):
+    with pytest.raises(InvalidPayload) as raised:
+        task_subject(task_id, ">")
+    assert raised.value.code == "task.invalid_id"
+    body = msgpack.packb({"task_id": task_id, "stage": "s", "error": {"code": "c", "message": ""}})
+    with pytest.raises(InvalidPayload):
+        codec.decode(body, TaskRejected)
+
+
+def test_a_plain_task_id_makes_its_subject():
+    assert task_subject("alice.018f3a2b1c4d5e6f7a8b9", "allocated.*") == (
+        "qubus.task.alice.018f3a2b1c4d5e6f7a8b9.allocated.*"
+    )

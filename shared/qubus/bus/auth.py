@@ -4,14 +4,16 @@ Every process connects as one NATS user, identified by an nkey (an ed25519 key p
 server holds the public key, the process a seed file). The server checks every publish and
 subscribe against that user's permissions, so a refused action never reaches a qubus process:
 
-- ``svc-<service>``: one per service; publishes only its own task events, its log subject and
-  its KV keys; consumes only through its own durable consumers; may create (never delete)
+- ``svc-<service>``: one per service (shared by its replicas); publishes only its own task
+  events, its log subject and its KV keys (its durables' floors in ``qubus_consumers``
+  among them); consumes only through its own durable consumers; may create (never delete)
   the streams and buckets (every service ensures the topology at start).
 - ``qpu-<node>``: one per node of the fleet; writes only ``node.<node>`` in ``qubus_nodes``
   and consumes only through ``qpu-<node>``, so a node outside the fleet has no identity and
   one node cannot report another's status.
 - a client user (``<name>``): requests ``qubus.submit.<name>`` only, so the subject proves
-  the submitter and ingestion names the task ``<name>.<id>``; reads only
+  the submitter and ingestion names the task ``<name>.<id>``; publishes only its own tasks'
+  ``cancelled`` events (``qubus.task.<name>.*.cancelled``); reads only
   ``qubus.task.<name>.>`` (named pull consumers with that filter, whose API subject
   ``$JS.API.CONSUMER.CREATE.<stream>.<consumer>.<filter>`` the server checks), the log
   stream, and node and link status; replies reach it on its own inbox prefix
@@ -35,6 +37,7 @@ import nkeys
 
 from qubus.bus.connection import (
     BUCKET_CALIBRATION,
+    BUCKET_CONSUMERS,
     BUCKET_FEATURES,
     BUCKET_IDEMPOTENCY,
     BUCKET_JOINS,
@@ -52,6 +55,7 @@ from qubus.bus.connection import (
     inbox_prefix,
 )
 from qubus.bus.logs import LOG_SUBJECT_PREFIX
+from qubus.bus.messages import TaskCancelled
 from qubus.errors import QubusError
 
 OPERATOR = "operator"
@@ -211,11 +215,13 @@ def service_identity(name: str, grant: Grant) -> Identity:
         publish.append(f"{_API}.CONSUMER.INFO.{STREAM}.*")  # queue lags, the replacement's reads
     if grant.tasks_consumers:
         publish += _stream_reader(STREAM)
-    buckets = [*grant.writes, *grant.reads, *(bucket for bucket, _ in grant.write_keys)]
+    # every stage records its consumers' acknowledgement floors (qubus.bus.durable)
+    write_keys = [*grant.write_keys, *((BUCKET_CONSUMERS, durable) for durable in grant.durables)]
+    buckets = [*grant.writes, *grant.reads, *(bucket for bucket, _ in write_keys)]
     for bucket in dict.fromkeys(buckets):
         publish += _stream_reader(f"KV_{bucket}")
     publish += [f"$KV.{bucket}.>" for bucket in grant.writes]
-    publish += [f"$KV.{bucket}.{key}" for bucket, key in grant.write_keys]
+    publish += [f"$KV.{bucket}.{key}" for bucket, key in write_keys]
     subscribe = [f"{inbox_prefix(name)}.>", "$SRV.>", *grant.serves]
     return Identity(name, Permissions(tuple(publish), tuple(subscribe), responses=True))
 
@@ -236,6 +242,7 @@ def client_identity(user: str, *, durables: Iterable[str]) -> Identity:
     check_user_name(user)
     publish = [
         f"{SUBMIT_SUBJECT}.{user}",
+        f"qubus.task.{user}.*.{TaskCancelled.EVENT}",  # Client.cancel, its own tasks only
         f"{_API}.CONSUMER.CREATE.{STREAM}.*.qubus.task.{user}.>",
         f"{_API}.CONSUMER.INFO.{STREAM}.*",
         f"{_API}.CONSUMER.MSG.NEXT.{STREAM}.*",

@@ -35,8 +35,9 @@ def decode(data: bytes, cls: type[M], *, content_type: str | None = None) -> M:
         content_type: ``application/json`` for JSON bodies; anything else means msgpack.
 
     Raises:
-        InvalidPayload: the body is not msgpack/JSON, or does not validate as ``cls``
-            (the message lists the offending fields).
+        InvalidPayload: the body is not msgpack/JSON (``payload.undecodable``), is nested
+            too deeply (``payload.too_deep``), or does not validate as ``cls``
+            (``payload.invalid``; the message lists the offending fields).
     """
     try:
         raw = json.loads(data) if content_type == JSON else msgpack.unpackb(data, raw=False)
@@ -45,6 +46,10 @@ def decode(data: bytes, cls: type[M], *, content_type: str | None = None) -> M:
         raise InvalidPayload(
             f"body is not valid {kind}: {exc}", code="payload.undecodable"
         ) from exc
+    except RecursionError:  # JSON nested deeper than the interpreter's stack
+        raise InvalidPayload(
+            "body is nested too deeply to decode", code="payload.too_deep"
+        ) from None
     if not isinstance(raw, dict):
         raise InvalidPayload(
             f"body must be a map/object, got {type(raw).__name__}", code="payload.not_a_map"

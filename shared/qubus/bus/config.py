@@ -23,9 +23,11 @@ class Settings(BaseSettings):
         duplicate_window_s: How long JetStream remembers ``Nats-Msg-Id`` for de-duplication.
         stream_replicas: Copies of every stream and KV bucket in a JetStream cluster (3 for
             a 3-node cluster); 1 on a single server.
-        sandbox_timeout_s: Wall-clock limit of one ideal simulation.
+        sandbox_timeout_s: Wall-clock limit of one job of a worker process: an ideal simulation
+            in the sandbox (``sandbox.timeout``), an emulation on a QPU node (``qpu.timeout``).
         sandbox_max_qubits: Largest circuit the sandbox simulates.
-        sandbox_memory_mb: Address-space limit of the sandbox's worker process.
+        sandbox_memory_mb: Address-space limit of the sandbox's and each QPU node's worker
+            process.
         sandbox_max_depth: Deepest circuit (moments, operations re-packed) the sandbox simulates.
         ideal_max_outcomes: Most-likely outcomes kept of an ideal distribution.
         time_scale: Emulated QPU time is slept for ``time_scale`` × its modelled duration.

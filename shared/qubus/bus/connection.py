@@ -29,6 +29,7 @@ from nats.js.kv import KeyValue
 
 from qubus.bus import codec
 from qubus.bus.codec import M
+from qubus.bus.ids import task_subject
 from qubus.bus.logs import LOG_SUBJECT_PREFIX, get_logger
 from qubus.bus.messages import LinkStatus, Model, NodeStatus, TaskEvent
 from qubus.bus.tracing import TraceContext
@@ -51,6 +52,7 @@ BUCKET_FEATURES = "qubus_features"
 BUCKET_CALIBRATION = "qubus_calibration"
 BUCKET_PILOTS = "qubus_pilots"
 BUCKET_LINKS = "qubus_links"
+BUCKET_CONSUMERS = "qubus_consumers"
 
 _BUCKETS = (
     KeyValueConfig(bucket=BUCKET_NODES, history=1, description="QPU and link calibration/status"),
@@ -64,6 +66,9 @@ _BUCKETS = (
         bucket=BUCKET_CALIBRATION, history=1, description="predicted vs measured fidelity"
     ),
     KeyValueConfig(bucket=BUCKET_PILOTS, history=4, description="pilot descriptions"),
+    KeyValueConfig(
+        bucket=BUCKET_CONSUMERS, history=1, description="each stage's acknowledgement floor"
+    ),
     KeyValueConfig(
         bucket=BUCKET_LINKS, history=1, ttl=7 * 24 * 3600, description="EPR reservations by task"
     ),
@@ -136,8 +141,15 @@ class Bus:
             raise RuntimeError("Bus.connect() has not been called")
         return self._js
 
-    async def connect(self, *, timeout: float = 10.0) -> None:
-        """Connect, with every connection state change logged and reflected in ``healthy``."""
+    async def connect(self, *, timeout: float = 10.0, max_reconnect_attempts: int = -1) -> None:
+        """Connect, with every connection state change logged and reflected in ``healthy``.
+
+        Args:
+            timeout: Seconds to wait for the server to answer one connection attempt.
+            max_reconnect_attempts: Attempts (every 0.5 s) to reach the server, at the start
+                and after a lost connection, before the connection closes; -1 never stops
+                (services); a command line gives up after a few.
+        """
 
         async def disconnected() -> None:
             self.healthy = False
@@ -161,7 +173,7 @@ class Bus:
             self.url,
             name=f"qubus-{self.service}-{self.instance}",
             connect_timeout=timeout,
-            max_reconnect_attempts=-1,
+            max_reconnect_attempts=max_reconnect_attempts,
             reconnect_time_wait=0.5,
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,
@@ -255,14 +267,14 @@ class Bus:
     async def last_event(self, task_id: str, cls: type[TaskEvent]) -> TaskEvent | None:
         """The stored event ``cls`` of a task, or None if that stage has not published yet."""
         try:
-            raw = await self.js.get_last_msg(STREAM, f"qubus.task.{task_id}.{cls.EVENT}")
+            raw = await self.js.get_last_msg(STREAM, task_subject(task_id, cls.EVENT))
         except nats.js.errors.NotFoundError:
             return None
         return codec.decode(raw.data, cls)
 
     async def task_events(self, task_id: str, *, timeout: float = 5.0) -> list[StoredEvent]:
         """Every event of a task in stream order (the task's trace)."""
-        subject = f"qubus.task.{task_id}.>"
+        subject = task_subject(task_id, ">")
         info = await self.js.stream_info(STREAM, subjects_filter=subject)
         stored_count = sum((info.state.subjects or {}).values())
         events: list[StoredEvent] = []

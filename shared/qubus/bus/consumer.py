@@ -8,6 +8,8 @@ publishing the result with ``Nats-Msg-Id`` and ``traceparent``, and the acknowle
 - result published and acknowledged by JetStream → ack;
 - expected error (``QubusError``) → publish ``rejected`` or ``failed`` for the task → ack;
 - ``Retry`` → nak with its delay (on the last allowed delivery: ``failed``);
+- a result larger than the bus's payload limit → publish ``rejected`` (``payload.too_large``)
+  → ack: it would be as large again, so it is never retried;
 - undecodable or invalid payload → publish ``rejected`` → term (never redelivered);
 - unexpected exception → logged with traceback, nak with exponential backoff; on the last
   allowed delivery the task is published as ``failed`` (``internal.error``) instead.
@@ -32,9 +34,17 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from qubus.bus import codec
 from qubus.bus.connection import H_TYPE, STREAM, Bus
+from qubus.bus.durable import (
+    CONSUMER_GONE,
+    FLOOR_INTERVAL_S,
+    consumer_missing,
+    ensure_durable,
+    record_floor,
+)
 from qubus.bus.health import ERROR, Endpoint
+from qubus.bus.ids import ANY_TASK
 from qubus.bus.logs import get_logger
-from qubus.bus.messages import ANY_TASK, ErrorInfo, TaskEvent, TaskFailed, TaskRejected
+from qubus.bus.messages import ErrorInfo, TaskEvent, TaskFailed, TaskRejected
 from qubus.bus.tracing import TraceContext
 from qubus.errors import InvalidPayload, QubusError, Retry
 
@@ -50,6 +60,12 @@ class Context:
     deliveries: int
     started: float
     _msg: Msg
+
+    @property
+    def backlog(self) -> int:
+        """Messages of the stage's consumer not yet delivered to any replica when this one was
+        (0: none was waiting behind it)."""
+        return self._msg.metadata.num_pending or 0
 
     @property
     def queue_wait_s(self) -> float:
@@ -107,6 +123,9 @@ class StageRunner:
     endpoint: Endpoint = field(init=False)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _workers: list[asyncio.Task[None]] = field(default_factory=list)
+    _config: ConsumerConfig | None = None
+    _floor: int = 0  # the consumer's acknowledgement floor, as last recorded
+    _recovering: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         self.endpoint = Endpoint(
@@ -142,11 +161,13 @@ class StageRunner:
             max_ack_pending=self.stage.max_ack_pending,
             filter_subjects=self.stage.filter_subjects(),
         )
-        await self.bus.js.add_consumer(STREAM, config)
+        self._config = config
+        await ensure_durable(self.bus, config)  # a missing one resumes after its recorded floor
         types = {cls.TYPE: cls for cls in self.stage.inputs}
         for _ in range(self.stage.concurrency):
             sub = await self.bus.js.pull_subscribe_bind(durable=self.stage.name, stream=STREAM)
             self._workers.append(asyncio.create_task(self._work(sub, types)))
+        self._workers.append(asyncio.create_task(self._keep_floor()))
 
     async def stop(self, *, timeout: float = 30.0) -> None:
         """Finish the messages in hand, then stop fetching."""
@@ -169,6 +190,9 @@ class StageRunner:
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
                 return
+            except CONSUMER_GONE:
+                await self._recover()
+                continue
             except Exception:  # a broken connection is retried; the connection manager logs it
                 log.exception("consumer.fetch_failed", stage=self.stage.name)
                 await asyncio.sleep(1.0)
@@ -178,6 +202,32 @@ class StageRunner:
                     await self.process(msg, types)
                 except Exception:  # publish or ack failed: unacked, so it is redelivered
                     log.exception("consumer.settle_failed", stage=self.stage.name)
+
+    async def _keep_floor(self) -> None:
+        """Record the consumer's acknowledgement floor every ``FLOOR_INTERVAL_S``
+        (``qubus.bus.durable``)."""
+        while not self._stopping.is_set():
+            try:
+                self._floor = await record_floor(self.bus, self.stage.name, self._floor)
+            except CONSUMER_GONE:
+                await self._recover()
+            except (nats.errors.Error, TimeoutError):  # reconnecting: the next round records it
+                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), FLOOR_INTERVAL_S)
+
+    async def _recover(self) -> None:
+        """Create the consumer again after its recorded floor if it was deleted (once, whichever
+        worker notices first); else wait a moment (the server is not answering)."""
+        async with self._recovering:
+            try:
+                if self._config is not None and await consumer_missing(self.bus, self.stage.name):
+                    log.warning("consumer.lost", stage=self.stage.name, floor=self._floor)
+                    await ensure_durable(self.bus, self._config, floor=self._floor)
+                    return
+            except nats.errors.Error:
+                log.warning("consumer.recreate_failed", stage=self.stage.name, exc_info=True)
+        await asyncio.sleep(1.0)
 
     async def process(self, msg: Msg, types: dict[str, type[TaskEvent]]) -> None:
         """Handle one message end to end, following the acknowledgement policy."""
@@ -247,6 +297,15 @@ class StageRunner:
             await self._end(end, event.task_id, exc, ctx.trace, ctx.started)
             await msg.ack()
             return end.EVENT, None
+        except nats.errors.MaxPayloadError:  # as big the next time: never retried
+            too_big = InvalidPayload(
+                f"stage {self.stage.name}'s result is larger than the bus's payload limit",
+                code="payload.too_large",
+            )
+            log.warning("stage.result_too_large")
+            await self._end(TaskRejected, event.task_id, too_big, ctx.trace, ctx.started)
+            await msg.ack()
+            return TaskRejected.EVENT, None
         except Exception as exc:
             if ctx.deliveries >= self.max_deliver:
                 log.exception("stage.gave_up", deliveries=ctx.deliveries)

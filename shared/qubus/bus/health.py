@@ -29,9 +29,9 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from qubus import __version__
 from qubus.bus import logs
 from qubus.bus.connection import Bus
+from qubus.version import __version__
 
 PREFIX = "$SRV"
 VERBS = ("PING", "INFO", "STATS")

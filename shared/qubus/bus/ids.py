@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
+
+from qubus.errors import InvalidPayload
+
+TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}\.[A-Za-z0-9_-]{1,64}$")
+"""What a task id may be: ``<owner>.<id>``, two NATS subject tokens that are no wildcards
+(``*``, ``>``): the user who submitted it (``qubus.bus.auth``), then the id proper."""
+ANY_TASK = "*.*"
+"""A subject pattern matching every task id."""
 
 
 def new_task_id(owner: str, now: float | None = None) -> str:
@@ -12,6 +21,32 @@ def new_task_id(owner: str, now: float | None = None) -> str:
     random bits."""
     ms = int((time.time() if now is None else now) * 1000)
     return f"{owner}.{ms:011x}{secrets.token_hex(5)}"
+
+
+def submitted_at(task_id: str) -> float | None:
+    """The Unix time ``new_task_id`` wrote into ``task_id``, or None for an id it did not make."""
+    own_id = task_id.rpartition(".")[2]
+    if len(own_id) != 21:
+        return None
+    try:
+        return int(own_id[:11], 16) / 1000
+    except ValueError:
+        return None
+
+
+def check_task_id(text: str) -> str:
+    """``text``, if it can be a task id.
+
+    Raises:
+        InvalidPayload: ``task.invalid_id``: it cannot (no owner, a wildcard, a space, too
+            long).
+    """
+    if not TASK_ID.match(text):
+        raise InvalidPayload(
+            f"{text!r} is not a task id (<owner>.<id>: 1-32 and 1-64 letters, digits, _ or -)",
+            code="task.invalid_id",
+        )
+    return text
 
 
 def idempotency_kv_key(owner: str, key: str) -> str:
@@ -23,3 +58,13 @@ def idempotency_kv_key(owner: str, key: str) -> str:
 def seed_for(task_id: str, purpose: str) -> int:
     """A 32-bit seed fixed by the task and what it seeds, so a re-run repeats its samples."""
     return int.from_bytes(hashlib.sha256(f"{task_id}/{purpose}".encode()).digest()[:4], "big")
+
+
+def task_subject(task_id: str, tail: str) -> str:
+    """The subject ``qubus.task.<task_id>.<tail>`` of a task's events.
+
+    Raises:
+        InvalidPayload: ``task.invalid_id`` when the id is not two plain subject tokens (a
+            ``*`` or ``>`` would read other tasks' events).
+    """
+    return f"qubus.task.{check_task_id(task_id)}.{tail}"

@@ -17,21 +17,24 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from qubus.bus.ids import TASK_ID
+from qubus.bus.limits import MAX_SHOTS, MAX_SPLIT
+
 NODE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-TASK_ID = re.compile(r"^([A-Za-z0-9_-]{1,32}\.)?[A-Za-z0-9_-]{1,64}$")
-ANY_TASK = "*.*"
-"""A subject pattern matching every task id (``<owner>.<id>``)."""
 
 Format = Literal["qasm2", "qasm3", "cirq-json"]
 
-MAX_SPLIT = 8
-"""Most QPU nodes one circuit may be split across."""
+
+MAX_DEADLINE_S = 7 * 24 * 3600.0
+"""Latest deadline a task may ask for: the task stream's retention."""
 
 
 class Model(BaseModel):
-    """Base of every wire type: immutable, strict about unknown fields."""
+    """Base of every wire type: immutable, strict about unknown fields, and every float
+    finite (an ``Infinity`` or ``NaN`` from a client or an old event is invalid input to the
+    stage that reads it, never a number it computes with)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     TYPE: ClassVar[str] = ""
 
@@ -67,7 +70,8 @@ class SubmitRequest(Model):
             run the task; none rejects it (``alloc.no_fit``); a recalibration that drops the
             node below it re-places the task.
         deadline_s: Seconds after submission by which the task should be complete; the
-            allocator prefers nodes that can make it and says when none can.
+            allocator prefers nodes that can make it and says when none can. At most
+            ``MAX_DEADLINE_S`` (7 days).
         split: Run the circuit split across this many QPU nodes (2–8) joined by entanglement
             links, whatever a single node would offer (``qubus.network.splitplan``); without it
             the allocator splits a circuit only when no single node can hold it or a split is
@@ -77,10 +81,12 @@ class SubmitRequest(Model):
     """
 
     TYPE: ClassVar[str] = "submit.request.v1"
+    # Strict types: ``shots: true`` or ``"noiseless": "yes"`` is an error, not 1 or True.
+    model_config = ConfigDict(strict=True)
 
     circuit: str = Field(min_length=1)
     format: Format | None = None
-    shots: int = Field(default=1000, ge=1, le=100_000)
+    shots: int = Field(default=1000, ge=1, le=MAX_SHOTS)
     priority: int = Field(default=0, ge=0, le=10)
     pilot: str | None = None
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
@@ -88,7 +94,7 @@ class SubmitRequest(Model):
     noiseless: bool = False
     source: str | None = Field(default=None, max_length=1024)
     fidelity_floor: float | None = Field(default=None, ge=0, le=1)
-    deadline_s: float | None = Field(default=None, gt=0)
+    deadline_s: float | None = Field(default=None, gt=0, le=MAX_DEADLINE_S)
     split: int | None = Field(default=None, ge=2, le=MAX_SPLIT)
     ideal_links: bool = False
 
@@ -122,7 +128,7 @@ class TaskEvent(Model):
     EVENT: ClassVar[str] = ""
     TERMINAL: ClassVar[bool] = False
 
-    task_id: str
+    task_id: str = Field(pattern=TASK_ID.pattern)
 
     def subject(self) -> str:
         return f"qubus.task.{self.task_id}.{self.EVENT}"
@@ -511,6 +517,17 @@ class TaskFailed(TaskEvent):
     error: ErrorInfo
 
 
+class TaskCancelled(TaskEvent):
+    """The user cancelled the task (``qubus cancel``) before it ran; a QPU node skips a
+    cancelled task instead of running it. Published by the client, not by a stage."""
+
+    TYPE: ClassVar[str] = "task.cancelled.v1"
+    EVENT: ClassVar[str] = "cancelled"
+    TERMINAL: ClassVar[bool] = True
+
+    reason: str = ""
+
+
 # ---------------------------------------------------------------- fleet state (KV qubus_nodes)
 
 
@@ -669,6 +686,7 @@ TYPES: dict[str, type[Model]] = {
         TaskCompleted,
         TaskRejected,
         TaskFailed,
+        TaskCancelled,
         NodeStatus,
         LinkStatus,
         EprRequest,

@@ -79,14 +79,21 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self, *, timeout: float = 20.0) -> str:
-        """Start the server and wait until it accepts clients; returns its URL."""
+    def start(self, *, port: int | None = None, timeout: float = 20.0) -> str:
+        """Start the server and wait until it accepts clients; returns its URL.
+
+        Args:
+            port: Listen on this port (a restart keeps its clients' URL); a free one by default.
+            timeout: Seconds to wait for the server to listen.
+        """
         Path(self.store_dir).mkdir(parents=True, exist_ok=True)
         config = Path(self.store_dir) / "nats-server.conf"
         config.write_text(
-            f'listen: "127.0.0.1:-1"\nmax_payload: {MAX_PAYLOAD}\n'
+            f'listen: "127.0.0.1:{port or -1}"\nmax_payload: {MAX_PAYLOAD}\n'
             f'jetstream {{ store_dir: "{Path(self.store_dir) / "js"}" }}\n{self.authorization}'
         )
+        # The server appends to its log: read only what this start writes.
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.process = subprocess.Popen(
             [server_binary(), "-c", str(config), "-l", str(self.log_path)],
             stdin=subprocess.DEVNULL,
@@ -100,13 +107,26 @@ class NatsServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"nats-server exited: {self._log_tail()}")
             if self.log_path.exists():
-                match = _LISTENING.search(self.log_path.read_text(errors="replace"))
+                with self.log_path.open("rb") as log:
+                    log.seek(offset)
+                    match = _LISTENING.search(log.read().decode(errors="replace"))
                 if match:
                     self.port = int(match.group(1))
                     return self.url
             time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"nats-server did not start in {timeout}s: {self._log_tail()}")
+
+    def restart_if_dead(self) -> bool:
+        """Start the server again, on the same port and store, if its process has exited.
+
+        Returns:
+            Whether it had exited (and was restarted).
+        """
+        if self.process is None or self.process.poll() is None:
+            return False
+        self.start(port=self.port)
+        return True
 
     def stop(self, *, timeout: float = 10.0) -> None:
         """Terminate the server (kill it if it does not exit) and remove a temporary store."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from qubus.bus.auth import seed_path
 from qubus.bus.config import Settings
@@ -40,20 +41,36 @@ def forget(pid: int) -> None:
         pass
 
 
-def _recorded() -> dict | None:
-    """The record of a running ``qubus up``, or None (no record, or its process is gone)."""
+def running() -> dict[str, Any] | None:
+    """The record of the running ``qubus up`` (``{"url", "pid", "creds"}``, ``creds`` its
+    seed files' directory or None), or None (no record, or its process is gone)."""
     try:
         data = json.loads(stack_file().read_text())
-        os.kill(int(data["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
+        pid, url, creds = int(data["pid"]), str(data["url"]), data.get("creds")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return data
+    return {"url": url, "pid": pid, "creds": creds} if alive(pid) else None
+
+
+def alive(pid: int) -> bool:
+    """Process ``pid`` exists and (where ``/proc`` tells) is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: existence is all we know
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def recorded_url() -> str | None:
     """The URL of a running ``qubus up``, or None (no record, or its process is gone)."""
-    data = _recorded()
-    return None if data is None else str(data["url"])
+    record = running()
+    return None if record is None else record["url"]
 
 
 def resolve_nkey(settings: Settings, url: str, identity: str) -> str:
@@ -62,10 +79,23 @@ def resolve_nkey(settings: Settings, url: str, identity: str) -> str:
     is secured; else "" (no credentials)."""
     if settings.nats_nkey:
         return settings.nats_nkey
-    data = _recorded()
-    if data is None or data.get("url") != url or not data.get("creds"):
+    record = running()
+    if record is None or record["url"] != url or not record["creds"]:
         return ""
-    return str(seed_path(Path(data["creds"]), identity))
+    return str(seed_path(Path(record["creds"]), identity))
+
+
+def refuse_second() -> None:
+    """Raises ``stack.running`` if a ``qubus up`` already runs on this state directory (two
+    would share the record and the log files)."""
+    record = running()
+    if record is not None:
+        raise QubusError(
+            f"a stack is already running at {record['url']} (pid {record['pid']}, recorded in "
+            f"{stack_file()}): stop it with `qubus down`, or set QUBUS_STATE_DIR to another "
+            "directory",
+            code="stack.running",
+        )
 
 
 def resolve_nats_url(settings: Settings) -> str:

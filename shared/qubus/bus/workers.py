@@ -41,10 +41,15 @@ class WorkerPool:
 
     Args:
         memory_mb: Address-space limit of the worker (``RLIMIT_AS``).
+        stage: The stage whose jobs the pool runs (``sandbox``, ``qpu``): the codes of its
+            errors are ``<stage>.timeout`` and ``<stage>.memory``, so a failure names the stage.
+        job: What a job is, in messages (``simulation``, ``emulation``).
     """
 
-    def __init__(self, *, memory_mb: int) -> None:
+    def __init__(self, *, memory_mb: int, stage: str, job: str) -> None:
         self._memory_mb = memory_mb
+        self._stage = stage
+        self._job = job
         self._context = multiprocessing.get_context("fork")
         self._pool: multiprocessing.pool.Pool | None = None
         self._lock = asyncio.Lock()
@@ -71,9 +76,10 @@ class WorkerPool:
         """Run ``fn(*args)`` in the worker; jobs run one at a time, in order.
 
         Raises:
-            SimulationError: ``sandbox.timeout`` past ``timeout_s``, or when the worker died
-                during the job (the pool's replacement never answers for it); ``sandbox.memory``
-                when the job ran out of memory. Either way the worker is replaced.
+            SimulationError: ``<stage>.timeout`` past ``timeout_s``, or when the worker died
+                during the job (the pool's replacement never answers for it);
+                ``<stage>.memory`` when the job ran out of memory. Either way the worker is
+                replaced.
         """
         async with self._lock:
             result = self._ensure().apply_async(fn, args)
@@ -82,14 +88,14 @@ class WorkerPool:
             except multiprocessing.TimeoutError:
                 await asyncio.to_thread(self.restart)
                 raise SimulationError(
-                    f"simulation exceeded its time limit of {timeout_s:g} s",
-                    code="sandbox.timeout",
+                    f"{self._job} exceeded its time limit of {timeout_s:g} s",
+                    code=f"{self._stage}.timeout",
                 ) from None
             except MemoryError:
                 await asyncio.to_thread(self.restart)
                 raise SimulationError(
-                    f"simulation exceeded its memory limit of {self._memory_mb} MB",
-                    code="sandbox.memory",
+                    f"{self._job} exceeded its memory limit of {self._memory_mb} MB",
+                    code=f"{self._stage}.memory",
                 ) from None
 
     def close(self) -> None:

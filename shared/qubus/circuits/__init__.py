@@ -14,6 +14,7 @@ import cirq
 from cirq.circuits.qasm_output import QasmUGate
 
 from qubus.bus.messages import Features
+from qubus.circuits.bounds import check_qasm, load_cirq_json
 from qubus.circuits.qasm import parse_qasm
 from qubus.errors import InvalidPayload
 
@@ -48,8 +49,11 @@ def circuit_from_json(text: str) -> cirq.Circuit:
 
     Raises:
         InvalidPayload: ``cirq_json.invalid`` if the text is not JSON, not Cirq JSON, or not
-            a circuit.
+            a circuit; ``circuit.too_large`` (and the other codes of
+            ``qubus.circuits.bounds.load_cirq_json``) if it expands into more than
+            ``MAX_OPERATIONS``, counted before cirq reads it.
     """
+    load_cirq_json(text)
     try:
         value = cirq.read_json(json_text=text)
     except (ValueError, TypeError, KeyError, AttributeError) as error:
@@ -77,9 +81,11 @@ def load_circuit(source: str, fmt: str) -> cirq.Circuit:
     Raises:
         QasmError: The OpenQASM text is rejected (with line, column and code).
         InvalidPayload: ``cirq_json.invalid`` for bad Cirq JSON, ``payload.format`` for an
-            unknown ``fmt``.
+            unknown ``fmt``, ``circuit.too_large`` for a circuit that expands into more than
+            ``qubus.circuits.bounds.MAX_OPERATIONS`` (counted before parsing).
     """
     if fmt in ("qasm2", "qasm3"):
+        check_qasm(source)
         return parse_qasm(source)
     if fmt == "cirq-json":
         return circuit_from_json(source)

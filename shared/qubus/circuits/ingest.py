@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 from qubus.bus.messages import Format, SubmitRequest, TaskOptions
+from qubus.circuits.bounds import check_qasm, load_cirq_json
 from qubus.errors import InvalidPayload
 
 _VERSION = re.compile(r"^\s*OPENQASM\s+(\d+)(?:\.\d+)?\s*;", re.MULTILINE)
@@ -42,13 +42,17 @@ def check_size(body: bytes, max_bytes: int) -> None:
         )
 
 
-def check_cirq_json(text: str) -> None:
-    """Cirq JSON must at least be a JSON object; the parser validates the rest."""
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise InvalidPayload(
-            f"format cirq-json but the circuit is not JSON: {exc}", code="cirq_json.invalid"
-        ) from exc
-    if not isinstance(value, dict):
+def check_circuit(text: str, fmt: Format) -> None:
+    """Refuse a circuit that is not even the right kind of text, or that expands into more than
+    ``qubus.circuits.bounds.MAX_OPERATIONS`` (counted without expanding); the parser validates
+    the rest.
+
+    Raises:
+        InvalidPayload: ``cirq_json.invalid`` (Cirq JSON that is not a JSON object),
+            ``circuit.too_large`` and the other codes of ``qubus.circuits.bounds``.
+        QasmError: ``qasm.too_large`` for OpenQASM blocks nested too deeply.
+    """
+    if fmt != "cirq-json":
+        check_qasm(text)
+    elif not isinstance(load_cirq_json(text), dict):
         raise InvalidPayload("Cirq JSON must be an object", code="cirq_json.invalid")

@@ -249,6 +249,8 @@ class NoveltyIndex:
         self._keys: list[str] = []
         self._held: set[str] = set()
         self._rows: list[np.ndarray] = []
+        # The rows stacked (its first len(self) rows; spare capacity after them), or None
+        # until the next query rebuilds it.
         self._matrix: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -266,10 +268,24 @@ class NoveltyIndex:
             self.remove(key)
         self._held.add(key)
         position = bisect_left(self._revisions, revision)
+        row = _unit(vector)
         self._revisions.insert(position, revision)
         self._keys.insert(position, key)
-        self._rows.insert(position, _unit(vector))
-        self._matrix = None
+        self._rows.insert(position, row)
+        if self._matrix is not None and position == len(self._rows) - 1:
+            self._append(row)  # the usual case: entries arrive in store order
+        else:
+            self._matrix = None
+
+    def _append(self, row: np.ndarray) -> None:
+        """Put the newest row at the end of the matrix, doubling its capacity when full."""
+        assert self._matrix is not None
+        count = len(self._rows)
+        if count > self._matrix.shape[0]:
+            grown = np.empty((2 * count, self._matrix.shape[1]))
+            grown[: count - 1] = self._matrix[: count - 1]
+            self._matrix = grown
+        self._matrix[count - 1] = row
 
     def remove(self, key: str) -> None:
         """Forget entry ``key`` (deleted or purged from the store)."""

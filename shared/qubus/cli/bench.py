@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from qubus.errors import QubusError
-from qubus.scheduling.allocation import FIDELITY_WEIGHT_S, POLICIES
+from qubus.cli.common import UsageError
 
 COLUMNS = (
     ("throughput", "thru/s", ".3f"),
@@ -54,8 +53,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     schedule.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
     schedule.add_argument(
         "--policies",
-        default=",".join(POLICIES),
-        help="comma-separated policies (default: all: %(default)s)",
+        help="comma-separated policies of qubus.scheduling.allocation.POLICIES (default: all)",
     )
     schedule.add_argument("--qpus", type=int, default=8, help="fleet size, 1-32 (default 8)")
     schedule.add_argument("--tasks", type=int, default=64, help="tasks (default 64)")
@@ -81,9 +79,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     schedule.add_argument(
         "--fidelity-weight",
         type=float,
-        default=FIDELITY_WEIGHT_S,
         metavar="SECONDS",
-        help="λ of the batch objective: seconds per unit of fidelity (default %(default)g)",
+        help="λ of the batch objective: seconds per unit of fidelity (default: "
+        "qubus.scheduling.allocation.FIDELITY_WEIGHT_S, the allocator's own)",
     )
     schedule.add_argument("--plot", type=Path, metavar="FILE.png", help="write a bar chart")
     schedule.add_argument(
@@ -103,12 +101,13 @@ def run(args: argparse.Namespace) -> int:
     """Run ``bench schedule`` and print its report (stdout) and seeds (stderr).
 
     Raises:
-        QubusError: ``bench.args`` for an out-of-range option; ``policy.unknown``.
+        UsageError: ``bench.args`` for an out-of-range option; ``policy.unknown``.
     """
     from qubus.scheduling import schedsim  # cirq and the emulators: imported only for this command
+    from qubus.scheduling.allocation import FIDELITY_WEIGHT_S, POLICIES
 
     if not 1 <= args.qpus <= 32 or args.tasks < 1:
-        raise QubusError("--qpus must be 1-32 and --tasks at least 1", code="bench.args")
+        raise UsageError("--qpus must be 1-32 and --tasks at least 1", code="bench.args")
     workload = schedsim.Workload(
         seed=args.seed,
         tasks=args.tasks,
@@ -119,9 +118,18 @@ def run(args: argparse.Namespace) -> int:
         window_s=args.window,
         shots=args.shots,
         background=not args.no_background,
-        fidelity_weight_s=args.fidelity_weight,
+        fidelity_weight_s=(
+            FIDELITY_WEIGHT_S if args.fidelity_weight is None else args.fidelity_weight
+        ),
     )
-    policies = [name for name in args.policies.split(",") if name]
+    policies = list(POLICIES) if args.policies is None else args.policies.split(",")
+    policies = [name for name in policies if name]
+    unknown = [name for name in policies if name not in POLICIES]
+    if unknown:
+        raise UsageError(
+            f"unknown policies {', '.join(unknown)} (valid: {', '.join(sorted(POLICIES))})",
+            code="policy.unknown",
+        )
     print(f"qubus bench schedule: seed {args.seed}", file=sys.stderr)
     result = schedsim.run_bench(
         workload,

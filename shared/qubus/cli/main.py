@@ -1,6 +1,9 @@
 """The ``qubus`` command line: its root parser and ``main``, which runs the command given.
 
-The commands are in their groups' modules: ``tasks``, ``ops``, ``weights`` and ``bench``.
+The commands are in their groups' modules: ``tasks``, ``ops``, ``weights`` and ``bench``;
+``completion`` prints a shell completion script built from the parser. ``main`` turns every
+error into one line on stderr and an exit status (``EXIT_STATUS``); ``QUBUS_DEBUG=1`` shows
+the traceback of an unexpected one.
 """
 
 from __future__ import annotations
@@ -8,88 +11,230 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
-from typing import Any
+import traceback
+from typing import Any, NoReturn
 
-from qubus import __version__
-from qubus.bus import logs
-from qubus.bus.auth import OPERATOR
 from qubus.cli import bench as cli_bench
 from qubus.cli import ops, tasks
 from qubus.cli import weights as cli_weights
-from qubus.cli.common import connected
+from qubus.cli.common import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    UsageError,
+    connected,
+)
 from qubus.errors import QubusError
+from qubus.version import __version__
 
 DESCRIPTION = """\
 qubus schedules quantum circuits across a fleet of emulated QPUs over NATS JetStream.
 
 The quickest start is `qubus run FILE`: it starts a private stack (embedded NATS and every
 service), runs the circuits and prints their counts. For a stack that stays up, run
-`qubus up` in one terminal and `qubus submit`, `status`, `result`, `trace`, `nodes`, `ps`
-and `logs` in another: they find the stack `qubus up` recorded in ~/.qubus/stack.json, or
-the server in QUBUS_NATS_URL. Every QUBUS_* environment variable is a setting (see
-docs/architecture.md).
+`qubus up` in one terminal and `qubus submit`, `tasks`, `status`, `result`, `trace`, `nodes`,
+`ps` and `logs` in another (`qubus down` stops it): they find the stack `qubus up` recorded in
+~/.qubus/stack.json, or the server in QUBUS_NATS_URL. Every QUBUS_* environment variable is a
+setting (see docs/architecture.md).
 """
 
-EPILOG = "Formats: OpenQASM 2 (.qasm), OpenQASM 3 (.qasm3), Cirq JSON (.json)."
+EXIT_STATUS = """\
+Formats: OpenQASM 2 (.qasm), OpenQASM 3 (.qasm3), Cirq JSON (.json).
+
+Exit status:
+  0    success (for run, submit --wait, status and result: every task done)
+  1    failure: a task rejected, failed or cancelled; no stack; a file that cannot be read
+  2    usage: a bad command line (one line on stderr says what, with a [code])
+  3    status and result: the task has not finished (pending, queued or running)
+  130  interrupted (Ctrl-C or SIGTERM); submit --wait has printed the task ids first
+
+Errors are one line, `qubus: MESSAGE [CODE]`; QUBUS_DEBUG=1 adds the traceback of an
+unexpected one. Shell completion: `eval "$(qubus completion bash)"`.
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with errors as one line (``qubus submit: MESSAGE [usage]``) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} [usage]\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="qubus",
         description=DESCRIPTION,
-        epilog=EPILOG,
+        epilog=EXIT_STATUS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"qubus {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_commands in (  # in the order `qubus --help` lists the commands
         tasks.add_submission_commands,  # run, submit
-        ops.add_up_command,
-        tasks.add_task_commands,  # status, result, trace
+        ops.add_up_command,  # up, down
+        tasks.add_task_commands,  # tasks, status, result, trace, cancel
         ops.add_inspection_commands,  # nodes, ps, logs
         tasks.add_parse_command,
         ops.add_report_command,
         ops.add_service_command,
         cli_weights.add_parsers,  # weights, feedback, pilot
         cli_bench.add_parsers,  # bench
+        _add_completion_command,
     ):
         add_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "service":
-        return ops.service(args)
-    logs.configure("cli", f"cli-{os.getpid()}", os.environ.get("QUBUS_CLI_LOG_LEVEL", "warning"))
-    if args.command == "up":
-        return _run_async(ops.up(args))
+    """Run ``qubus ARGV``; returns the exit status (``EXIT_STATUS``)."""
     try:
-        if args.command == "parse":
-            return tasks.parse(args)
-        if args.command == "bench":
-            return cli_bench.run(args)
-        if args.command in cli_weights.HANDLERS:
-            return _run_async(_with_client(cli_weights.HANDLERS[args.command], args))
-        return _run_async(COMMANDS[args.command](args))
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return _dispatch(parser, args)
+    except UsageError as exc:
+        print(f"qubus: {exc.message} [{exc.code}]", file=sys.stderr)
+        return EXIT_USAGE
     except QubusError as exc:
         print(f"qubus: {exc.message} [{exc.code}]", file=sys.stderr)
-        return 2
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("qubus: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `qubus ... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        if os.environ.get("QUBUS_DEBUG"):
+            traceback.print_exc()
+        print(f"qubus: {_unexpected(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _unexpected(exc: Exception) -> str:
+    """One line for an error no command turned into a ``QubusError``."""
+    module = type(exc).__module__
+    if type(exc).__name__ == "ConnectionClosedError" and module.startswith("nats"):
+        return "lost the connection to NATS: is the stack still up? [nats.lost]"
+    if module.startswith("nats"):  # the connection works but the server refused something
+        return f"NATS: {exc or type(exc).__name__} [nats.error]"
+    hint = "" if os.environ.get("QUBUS_DEBUG") else " (QUBUS_DEBUG=1 shows the traceback)"
+    return f"unexpected {type(exc).__name__}: {exc}{hint} [internal]"
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.command == "service":
+        return ops.service(args)
+    if args.command == "completion":
+        print(completion_script(parser))
+        return 0
+    if args.command == "down":
+        return ops.down(args)
+    if args.command == "parse":
+        return tasks.parse(args)
+    if args.command == "bench":
+        return cli_bench.run(args)
+    from qubus.bus import logs
+
+    logs.configure("cli", f"cli-{os.getpid()}", os.environ.get("QUBUS_CLI_LOG_LEVEL", "error"))
+    if args.command == "up":
+        return _run_async(ops.up(args))
+    if args.command in cli_weights.HANDLERS:
+        return _run_async(_with_client(cli_weights.HANDLERS[args.command], args))
+    return _run_async(COMMANDS[args.command](args))
 
 
 def _run_async(coro: Any) -> int:
-    try:
-        return asyncio.run(coro)
-    except KeyboardInterrupt:
-        return 130
+    """Run a command's coroutine; SIGTERM interrupts it as Ctrl-C does: the coroutine is
+    cancelled (its ``finally`` blocks run), then ``KeyboardInterrupt``. SIGINT too when the
+    shell started the command with it ignored (``cmd &`` in a script)."""
+
+    async def interruptible() -> int:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        interrupted = False
+
+        def interrupt() -> None:
+            nonlocal interrupted
+            interrupted = True
+            task.cancel()
+
+        loop.add_signal_handler(signal.SIGTERM, interrupt)
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            loop.add_signal_handler(signal.SIGINT, interrupt)
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            if interrupted:
+                raise KeyboardInterrupt from None
+            raise
+
+    return asyncio.run(interruptible())
 
 
 async def _with_client(handler: cli_weights.Handler, args: argparse.Namespace) -> int:
     """Run a command that takes a client of the running stack (weights, feedback, pilots:
     the operator's, on a secured ``qubus up``)."""
+    from qubus.bus.auth import OPERATOR
+
     async with connected(OPERATOR) as client:
         return await handler(client, args)
+
+
+def _add_completion_command(sub: argparse._SubParsersAction) -> None:
+    completion = sub.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description='Print a bash completion script: `eval "$(qubus completion bash)"` in '
+        "~/.bashrc (zsh: after `autoload -U bashcompinit && bashcompinit`).",
+    )
+    completion.add_argument("shell", choices=["bash"])
+
+
+def completion_script(parser: argparse.ArgumentParser) -> str:
+    """A bash completion function for ``qubus``: its commands, each command's options and
+    actions (``qubus weights show``), and file names everywhere else."""
+    paths = _completion_words(parser)
+    cases = [  # the longest command path first: `weights set` before `weights`
+        f'    "{name}" | "{name} "*) words="{" ".join(words)}" ;;'
+        for name, words in sorted(paths.items(), key=lambda kv: -len(kv[0]))
+        if name
+    ]
+    top = " ".join(paths[""])
+    return "\n".join(
+        [
+            "_qubus() {",
+            '  local cur="${COMP_WORDS[COMP_CWORD]}" key="" words=""',
+            "  local i",
+            "  for ((i = 1; i < COMP_CWORD; i++)); do",
+            '    case "${COMP_WORDS[i]}" in -*) ;; *) key="${key:+$key }${COMP_WORDS[i]}" ;; esac',
+            "  done",
+            '  case "$key" in',
+            f'    "") words="{top}" ;;',
+            *cases,
+            "  esac",
+            '  COMPREPLY=($(compgen -W "$words" -- "$cur"))',
+            "}",
+            "complete -o default -F _qubus qubus",
+        ]
+    )
+
+
+def _completion_words(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, list[str]]:
+    """Per command path (``""``, ``"weights"``, ``"weights set"``), the words that may follow."""
+    words: list[str] = []
+    found: dict[str, list[str]] = {}
+    for action in parser._actions:
+        words += [o for o in action.option_strings if o.startswith("--")]
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                words.append(name)
+                found.update(_completion_words(child, f"{prefix} {name}".strip()))
+        elif not action.option_strings and action.choices:
+            words += [str(c) for c in action.choices]
+    return {prefix: words, **found}
 
 
 COMMANDS = {**tasks.COMMANDS, **ops.COMMANDS}

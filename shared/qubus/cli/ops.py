@@ -1,11 +1,13 @@
-"""The ``qubus`` commands on the stack itself: ``up`` (running one) and ``service`` (one of its
-processes); ``nodes``, ``ps`` and ``logs`` (what its QPU nodes, service instances and logs
-say) and ``report`` (its task events as an HTML page), with the text they print."""
+"""The ``qubus`` commands on the stack itself: ``up`` and ``down`` (running one, stopping it) and
+``service`` (one of its processes); ``nodes``, ``ps`` and ``logs`` (what its QPU nodes, service
+instances and logs say) and ``report`` (its task events as an HTML page), with the text they
+print. What a command needs beyond its parser is imported when it runs."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import os
@@ -14,15 +16,23 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qubus.bus import auth, stackfile
-from qubus.bus.auth import DEFAULT_USER
-from qubus.bus.config import Settings
-from qubus.bus.natsserver import NatsServer
-from qubus.cli.common import connected, default_fleet, read_task_events
-from qubus.cli.stack import Supervisor, stack_specs
+from qubus.cli.common import (
+    UsageError,
+    connected,
+    default_fleet,
+    parse_since,
+    read_task_events,
+    task_id,
+)
 from qubus.errors import QubusError
+
+if TYPE_CHECKING:
+    from qubus.bus.natsserver import NatsServer
+
+STOP_WAIT_S = 30.0
+"""How long ``qubus down`` waits for the stack to stop."""
 
 # ------------------------------------------------------------------ parsers
 
@@ -41,11 +51,22 @@ def add_up_command(sub: argparse._SubParsersAction) -> None:
     )
     up.add_argument(
         "--fleet",
-        default=",".join(default_fleet()),
-        help="comma-separated QPU node ids, one qpu process each (default: %(default)s)",
+        help="comma-separated QPU node ids, one qpu process each (default: the four nodes of "
+        "qubus.devices.profiles.DEFAULT_FLEET: ibm_nairobi, ibm_manila, quantinuum_h1_1, "
+        "ionq_aria)",
+    )
+    up.add_argument(
+        "--replicas",
+        default="",
+        help="processes per service, e.g. parser=2,noise=2 (default: one each; qpu: one per "
+        "node); replicas share the stage's durable consumer",
     )
     up.add_argument("--log-dir", type=Path, help="service logs (default: ~/.qubus/logs)")
-    up.add_argument("--store-dir", help="JetStream store of the embedded server (default: temp)")
+    up.add_argument(
+        "--store-dir",
+        help="JetStream store of the embedded server, kept across restarts "
+        "(default: nats/ in the state dir, $QUBUS_STATE_DIR or ~/.qubus)",
+    )
     up.add_argument(
         "--users",
         default="",
@@ -56,6 +77,12 @@ def add_up_command(sub: argparse._SubParsersAction) -> None:
         "--insecure",
         action="store_true",
         help="no authentication on the embedded server: any client may do anything",
+    )
+    sub.add_parser(
+        "down",
+        help="stop the stack `qubus up` runs on this machine",
+        description="Send SIGTERM to the `qubus up` recorded in $QUBUS_STATE_DIR/stack.json "
+        f"(default ~/.qubus) and wait up to {STOP_WAIT_S:g} s for it to stop its services.",
     )
 
 
@@ -93,7 +120,7 @@ def add_inspection_commands(sub: argparse._SubParsersAction) -> None:
         "new lines until Ctrl-C. With --task, only that task's lines, from its submission on.",
     )
     logs_cmd.add_argument("--service", help="only this service's lines (e.g. parser, qpu)")
-    logs_cmd.add_argument("--task", metavar="ID", help="only lines about this task")
+    logs_cmd.add_argument("--task", metavar="ID", type=task_id, help="only lines about this task")
     logs_cmd.add_argument("--follow", action="store_true", help="keep printing new lines")
     logs_cmd.add_argument("--json", action="store_true", help="print each line as stored (JSON)")
 
@@ -136,49 +163,165 @@ def add_service_command(sub: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------ the stack
 
 
+def check_fleet(fleet: list[str]) -> None:
+    """Every node id of ``--fleet`` has shipped calibration data.
+
+    Raises:
+        UsageError: ``fleet.unknown_node`` (an empty fleet: ``fleet.empty``).
+    """
+    from qubus.devices.profiles import DeviceNotFound, load_device
+
+    if not fleet:
+        raise UsageError("--fleet names no node", code="fleet.empty")
+    for node in fleet:
+        try:
+            load_device(node)
+        except DeviceNotFound:
+            raise UsageError(
+                f"--fleet: unknown node id {node!r} (no calibration data for it)",
+                code="fleet.unknown_node",
+            ) from None
+
+
+def check_users(text: str) -> list[str]:
+    """The client users of a secured ``qubus up``: ``local`` and those ``--users`` names.
+
+    Raises:
+        UsageError: ``auth.bad_user``: a name that cannot be a user (``check_user_name``).
+    """
+    from qubus.bus.auth import DEFAULT_USER, check_user_name
+
+    users = [DEFAULT_USER, *(user for user in text.split(",") if user)]
+    for user in users:
+        try:
+            check_user_name(user)
+        except QubusError as exc:
+            raise UsageError(exc.message, code=exc.code) from None
+    return users
+
+
 async def up(args: argparse.Namespace) -> int:
-    """``qubus up``: run the stack until SIGINT or SIGTERM."""
+    """``qubus up``: run the stack until SIGINT or SIGTERM (also while it is starting).
+
+    Raises:
+        UsageError: a bad ``--fleet`` (``check_fleet``) or ``--users`` (``check_users``).
+        QubusError: ``stack.running``: a stack already runs on this state directory;
+            ``stack.start``: some service did not become ready.
+    """
+    from qubus.bus import auth, stackfile
+    from qubus.bus.config import Settings
+    from qubus.bus.natsserver import NatsServer
+    from qubus.cli.stack import Supervisor, parse_replicas, stack_specs
+
     settings = Settings()
-    fleet = [node for node in args.fleet.split(",") if node]
-    server = creds = None
-    url = settings.nats_url
-    specs = stack_specs(fleet)
-    if not url:
-        authorization = ""
-        if not args.insecure:
-            creds = stackfile.creds_dir()
-            users = [DEFAULT_USER, *(user for user in args.users.split(",") if user)]
-            services = sorted({spec.name for spec in specs} - {"qpu"})
-            authorization = auth.write_credentials(creds, auth.identities(services, fleet, users))
-        server = NatsServer(args.store_dir, authorization=authorization)
-        url = server.start()
-    log_dir = args.log_dir or stackfile.stack_file().parent / "logs"
-    supervisor = Supervisor(url, specs, log_dir=log_dir, creds_dir=creds)
+    fleet = default_fleet() if args.fleet is None else [n for n in args.fleet.split(",") if n]
+    check_fleet(list(fleet))
+    try:
+        replicas = parse_replicas(args.replicas)
+    except ValueError as exc:
+        raise UsageError(str(exc), code="up.replicas") from None
+    users = check_users(args.users)
+    stackfile.refuse_second()
+    specs = stack_specs(fleet, replicas=replicas)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    server = creds = None
+    url = settings.nats_url
+    if not url:
+        authorization = ""
+        if not args.insecure:
+            creds = stackfile.creds_dir()
+            services = sorted({spec.name for spec in specs} - {"qpu"})
+            authorization = auth.write_credentials(creds, auth.identities(services, fleet, users))
+        store = args.store_dir or str(stackfile.stack_file().parent / "nats")
+        server = NatsServer(store, authorization=authorization)
+        url = server.start()
+    supervisor = None
     try:
+        stackfile.record(url, os.getpid(), creds=creds)
+        log_dir = args.log_dir or stackfile.stack_file().parent / "logs"
+        supervisor = Supervisor(url, specs, log_dir=log_dir, creds_dir=creds)
         print(f"qubus: NATS at {url}", flush=True)
         if creds is not None:
             print(f"qubus: secured; users' nkey seeds in {creds}", flush=True)
         started = time.monotonic()
-        await supervisor.start()
-        if server is not None:
-            stackfile.record(url, os.getpid(), creds=creds)
+        if not await _until_stopped(supervisor.start(), stop):
+            print("qubus: stopped before every service was ready", flush=True)
+            return 130
         labels = ", ".join(supervisor.children)
         print(
             f"qubus: {len(supervisor.children)} services ready in "
-            f"{time.monotonic() - started:.1f} s ({labels}); logs in {log_dir}; Ctrl-C stops",
+            f"{time.monotonic() - started:.1f} s ({labels}); logs in {log_dir}; Ctrl-C or "
+            "`qubus down` stops",
             flush=True,
         )
-        await stop.wait()
+        await (stop.wait() if server is None else _watch_server(server, stop))
         print("qubus: stopping", flush=True)
+    except TimeoutError as exc:
+        raise QubusError(f"{exc}; see their logs in {log_dir}", code="stack.start") from None
     finally:
+        stop.set()
         stackfile.forget(os.getpid())
-        await supervisor.stop()
+        if supervisor is not None:
+            await supervisor.stop()
         if server is not None:
             server.stop()
+    return 0
+
+
+async def _watch_server(server: NatsServer, stop: asyncio.Event) -> None:
+    """Restart the embedded nats-server, on its port and store, whenever it has exited."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+        try:
+            if not stop.is_set() and server.restart_if_dead():
+                print(f"qubus: nats-server had exited; restarted at {server.url}", flush=True)
+        except RuntimeError as exc:  # tried again in a second
+            print(f"qubus: nats-server could not be restarted: {exc}", file=sys.stderr)
+
+
+async def _until_stopped(starting: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Await ``starting`` unless ``stop`` is set first (then cancel it and return False)."""
+    start = asyncio.ensure_future(starting)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({start, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not start.done():
+        start.cancel()
+        await asyncio.gather(start, return_exceptions=True)
+        return False
+    start.result()
+    return True
+
+
+def down(args: argparse.Namespace) -> int:
+    """``qubus down``: stop the recorded ``qubus up`` and wait until it has stopped.
+
+    Raises:
+        QubusError: ``stack.none``: no stack is recorded as running; ``stack.stop``: it did
+            not stop within ``STOP_WAIT_S``.
+    """
+    from qubus.bus import stackfile
+
+    running = stackfile.running()
+    if running is None:
+        raise QubusError(
+            f"no stack is running (none recorded in {stackfile.stack_file()})", code="stack.none"
+        )
+    pid = running["pid"]
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_WAIT_S
+    while stackfile.alive(pid):
+        if time.monotonic() > deadline:
+            raise QubusError(
+                f"the stack (pid {pid}) did not stop within {STOP_WAIT_S:g} s", code="stack.stop"
+            )
+        time.sleep(0.1)
+    print(f"qubus: stopped the stack at {running['url']} (pid {pid})", file=sys.stderr)
     return 0
 
 
@@ -198,6 +341,8 @@ def service(args: argparse.Namespace) -> int:
 
 
 async def _nodes(args: argparse.Namespace) -> int:
+    from qubus.bus.config import Settings
+
     async with connected() as client:
         statuses = await client.bus.node_statuses()
         links = [link.model_dump() for link in await client.bus.link_statuses()]
@@ -362,7 +507,7 @@ def format_log_line(line: dict[str, Any]) -> str:
 async def _report(args: argparse.Namespace) -> int:
     from qubus.cli import report  # matplotlib: imported only for this command
 
-    since = None if args.since is None else report.parse_since(args.since, now=time.time())
+    since = None if args.since is None else parse_since(args.since, now=time.time())
     bench = None if args.bench is None else report.load_bench(args.bench)
     async with connected() as client:
         events = await read_task_events(client, since=since)

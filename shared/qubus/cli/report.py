@@ -29,7 +29,6 @@ import html
 import io
 import json
 import math
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -62,8 +61,6 @@ BENCH_METRICS = {
 }
 """The per-policy figures of ``qubus bench schedule --json``, in the order they are shown."""
 
-DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
-SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 DPI = 110
 LOG_FLOOR_MS = 0.01
 """Latencies are drawn on a log axis; shorter ones (a stage that only republishes) sit here."""
@@ -120,32 +117,6 @@ class Figures:
 
 
 # ------------------------------------------------------------------ options
-
-
-def parse_since(text: str, *, now: float) -> float:
-    """The Unix time ``--since`` names: a duration before ``now`` or an ISO 8601 time.
-
-    Args:
-        text: ``90s``, ``15m``, ``2h``, ``1.5d``, or an ISO time such as
-            ``2025-06-01T12:00`` (UTC unless it carries an offset).
-        now: The current Unix time.
-
-    Raises:
-        QubusError: ``report.since`` if ``text`` is neither.
-    """
-    match = DURATION.match(text)
-    if match:
-        return now - float(match[1]) * SECONDS_PER_UNIT[match[2]]
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise QubusError(
-            f"--since {text!r} is neither a duration (90s, 15m, 2h, 1d) nor an ISO 8601 time",
-            code="report.since",
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def load_bench(path: Path) -> dict[str, Any]:

@@ -15,13 +15,13 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
 
-from qubus.bus import codec
+from qubus.bus import codec, stackfile
 from qubus.bus.auth import OPERATOR, seed_path, service_user
 from qubus.bus.connection import READY_SUBJECT, inbox_prefix
 from qubus.bus.logs import get_logger
@@ -37,19 +37,51 @@ SUPERVISOR_POLL_S = 1.0
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """One service process: its name and, for a QPU, the node it emulates."""
+    """One service process: its name, for a QPU the node it emulates, and which replica of
+    the service it is (0 for the first; replicas share their durable consumers, so JetStream
+    spreads the stage's messages over them)."""
 
     name: str
     node: str | None = None
+    replica: int = 0
 
     @property
     def label(self) -> str:
-        return f"{self.name}:{self.node}" if self.node else self.name
+        base = f"{self.name}:{self.node}" if self.node else self.name
+        return f"{base}#{self.replica + 1}" if self.replica else base
 
 
-def stack_specs(fleet: Iterable[str]) -> list[ServiceSpec]:
-    """Every service once, and one ``qpu`` process per node of ``fleet``."""
-    specs = [ServiceSpec(name) for name in SERVICES if name != "qpu"]
+def parse_replicas(text: str) -> dict[str, int]:
+    """``parser=2,noise=3`` as ``{"parser": 2, "noise": 3}``.
+
+    Raises:
+        ValueError: an unknown service, ``qpu`` (one process per node: its queue is a FIFO),
+            or a count that is not a positive integer; the message says which.
+    """
+    counts: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, count = item.partition("=")
+        if name not in SERVICES or name == "qpu":
+            choices = ", ".join(s for s in SERVICES if s != "qpu")
+            raise ValueError(f"--replicas: {name!r} is not one of {choices}")
+        if not count.isdigit() or int(count) < 1:
+            raise ValueError(f"--replicas: {item!r} needs a count of at least 1 ({name}=2)")
+        counts[name] = int(count)
+    return counts
+
+
+def stack_specs(
+    fleet: Iterable[str], *, replicas: Mapping[str, int] | None = None
+) -> list[ServiceSpec]:
+    """Every service (``replicas[name]`` processes, default one), and one ``qpu`` process per
+    node of ``fleet``."""
+    counts = replicas or {}
+    specs = [
+        ServiceSpec(name, replica=r)
+        for name in SERVICES
+        if name != "qpu"
+        for r in range(counts.get(name, 1))
+    ]
     specs += [ServiceSpec("qpu", node) for node in fleet]
     return specs
 
@@ -76,25 +108,10 @@ def _stop_without(supervisor: int) -> None:
     """Send this service SIGTERM (it drains and exits) once process ``supervisor`` is gone,
     so that a supervisor killed outright leaves no children behind (and the fork server,
     which lives while any child does, exits with the last of them)."""
-    while _alive(supervisor):
+    while stackfile.alive(supervisor):
         time.sleep(SUPERVISOR_POLL_S)
     log.warning("stack.supervisor_gone", supervisor=supervisor)
     os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _alive(pid: int) -> bool:
-    """The process exists and (where ``/proc`` tells) is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc: existence is all we know
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _process_context() -> multiprocessing.context.ForkServerContext:
@@ -176,10 +193,10 @@ class Supervisor:
 
     async def _on_ready(self, msg: nats.aio.msg.Msg) -> None:
         ready = codec.decode(msg.data, ServiceReady)
-        label = ServiceSpec(ready.service, ready.node).label
-        if label in self.children:
-            self.children[label].ready.set()
-            log.debug("stack.ready", service=label, pid=ready.pid)
+        for label, child in self.children.items():
+            if child.process is not None and child.process.pid == ready.pid:
+                child.ready.set()
+                log.debug("stack.ready", service=label, pid=ready.pid)
 
     async def _spawn(self, child: Child) -> None:
         log_path = None

@@ -1,6 +1,10 @@
 """The ``qubus`` commands on tasks: ``run`` and ``submit`` (submitting circuit files),
-``status``, ``result`` and ``trace`` (reading a task of the running stack) and ``parse``
-(a circuit file, locally), with the text they print."""
+``tasks`` (listing them), ``status``, ``result``, ``trace`` and ``cancel`` (one task of the
+running stack) and ``parse`` (a circuit file, locally), with the text they print.
+
+What a command needs beyond its parser is imported when it runs, so that ``qubus status``
+does not pay for cirq.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +12,30 @@ import argparse
 import asyncio
 import contextlib
 import json
+import shutil
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qubus.bus.connection import StoredEvent
-from qubus.bus.messages import MAX_SPLIT, SubmitRequest
-from qubus.bus.natsserver import NatsServer
-from qubus.circuits.ingest import detect_format
-from qubus.cli.common import connected, default_fleet
-from qubus.cli.stack import Supervisor, stack_specs
-from qubus.client.aio import Client, allocation_breakdown, stage_rows, status_of, task_record
+from qubus.bus.limits import MAX_SHOTS, MAX_SPLIT
+from qubus.cli.common import (
+    EXIT_FAILURE,
+    EXIT_UNFINISHED,
+    UsageError,
+    connected,
+    number_in,
+    parse_since,
+    task_id,
+)
 from qubus.errors import QasmError, QubusError
 
-SUFFIX_FORMATS = {".qasm3": "qasm3", ".json": "cirq-json"}
-
+if TYPE_CHECKING:
+    from qubus.bus.connection import StoredEvent
+    from qubus.bus.messages import SubmitReply, SubmitRequest
+    from qubus.client.aio import Client
 
 # ------------------------------------------------------------------ parsers
 
@@ -52,15 +62,71 @@ def add_submission_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def add_task_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``status``, ``result`` and ``trace`` to the ``qubus`` subcommands."""
+    """Add ``tasks``, ``status``, ``result``, ``trace`` and ``cancel`` to the ``qubus``
+    subcommands."""
+    tasks = sub.add_parser(
+        "tasks",
+        help="list the stack's tasks (seven days of them) with their status",
+        description="List every task stream QUBUS_TASKS holds, oldest first, with its status: "
+        "pending (being parsed, checked and scored), queued (placed on a node), running, "
+        "done, rejected, failed or cancelled.",
+    )
+    tasks.add_argument(
+        "--status",
+        choices=["pending", "queued", "running", "done", "rejected", "failed", "cancelled"],
+        help="only tasks with this status",
+    )
+    tasks.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only tasks submitted since WHEN: a duration back from now (90s, 15m, 2h, 1d) or "
+        "an ISO 8601 time, UTC unless it has an offset",
+    )
+    tasks.add_argument("--json", action="store_true", help="one JSON object per task per line")
+
     for name, text in (
         ("status", "print a task's status"),
         ("result", "print a task's result record"),
         ("trace", "print a task's timeline: stage, service instance, time, duration"),
     ):
-        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        p.add_argument("task_id", metavar="ID")
+        p = sub.add_parser(
+            name,
+            help=text,
+            description=text[0].upper()
+            + text[1:]
+            + "."
+            + (STATUS_EXITS if name != "trace" else ""),
+        )
+        p.add_argument("task_id", metavar="ID", type=task_id)
         p.add_argument("--json", action="store_true", help="print JSON")
+        if name == "result":
+            p.add_argument("--wait", action="store_true", help="wait until the task has ended")
+            _timeout_option(p)
+
+    cancel = sub.add_parser(
+        "cancel",
+        help="cancel tasks that have not started running",
+        description="Cancel each task ID: a QPU node skips a cancelled task instead of "
+        "running it. A task already running cannot be stopped; a task that has ended is left "
+        "as it is. Exit status 1 if any task could not be cancelled.",
+    )
+    cancel.add_argument("task_ids", nargs="+", metavar="ID", type=task_id)
+
+
+STATUS_EXITS = (
+    " Exit status: 0 the task is done, 1 it was rejected, failed or cancelled (or is "
+    "unknown), 3 it has not finished yet (pending, queued or running)."
+)
+
+
+def _timeout_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--timeout",
+        type=number_in(float, 0, None, low_open=True),
+        default=300.0,
+        metavar="SECONDS",
+        help="seconds to wait for each task (default 300)",
+    )
 
 
 def add_parse_command(sub: argparse._SubParsersAction) -> None:
@@ -87,8 +153,15 @@ def _format_option(p: argparse.ArgumentParser) -> None:
 
 def _submission_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="circuit files to run")
-    p.add_argument("--shots", type=int, default=1000, help="shots per circuit (default 1000)")
-    p.add_argument("--priority", type=int, default=0, help="task priority 0-10 (default 0)")
+    p.add_argument(
+        "--shots",
+        type=number_in(int, 1, MAX_SHOTS),
+        default=1000,
+        help=f"shots per circuit, 1-{MAX_SHOTS} (default 1000)",
+    )
+    p.add_argument(
+        "--priority", type=number_in(int, 0, 10), default=0, help="task priority 0-10 (default 0)"
+    )
     p.add_argument("--node", help="pin the tasks to this QPU node (see `qubus nodes`)")
     p.add_argument("--pilot", help="run the tasks within this pilot (see `qubus pilot list`)")
     p.add_argument(
@@ -96,23 +169,22 @@ def _submission_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--min-fidelity",
-        type=float,
+        type=number_in(float, 0, 1),
         metavar="F",
         help="only QPUs predicted to reach this Hellinger fidelity (0-1) may run the tasks",
     )
     p.add_argument(
         "--deadline",
-        type=float,
+        type=number_in(float, 0, None, low_open=True),
         metavar="SECONDS",
         help="the tasks should be complete this many seconds after submission",
     )
     p.add_argument(
         "--split",
-        type=int,
-        choices=range(2, MAX_SPLIT + 1),
+        type=number_in(int, 2, MAX_SPLIT),
         metavar="K",
-        help="run each circuit cut across K QPU nodes (2-8) joined by entanglement links, "
-        "one EPR pair per remote two-qubit gate (default: split only a circuit no single "
+        help=f"run each circuit cut across K QPU nodes (2-{MAX_SPLIT}) joined by entanglement "
+        "links, one EPR pair per remote two-qubit gate (default: split only a circuit no single "
         "QPU holds, or one predicted to finish sooner or better split); not with --node "
         "or --pilot",
     )
@@ -122,7 +194,7 @@ def _submission_options(p: argparse.ArgumentParser) -> None:
         help="every EPR pair of a split run is perfect (fidelity 1); link latency is kept",
     )
     _format_option(p)
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait per run")
+    _timeout_option(p)
     p.add_argument("--json", action="store_true", help="one JSON object per task per line")
 
 
@@ -133,19 +205,26 @@ def read_requests(args: argparse.Namespace) -> list[SubmitRequest]:
     """One request per file, the format from --format or the file's extension.
 
     Raises:
-        QubusError: ``options.invalid`` for --split with --node or --pilot;
-            ``file.unreadable``.
+        UsageError: ``options.invalid`` for --split with --node or --pilot.
+        QubusError: ``file.unreadable``, ``file.empty``, ``file.binary``; ``payload.invalid``
+            for an option the request refuses (a malformed node id).
     """
+    from pydantic import ValidationError
+
+    from qubus.bus.kvrecords import invalid
+    from qubus.bus.messages import SubmitRequest
+    from qubus.client.files import format_of, read_circuit_file
+
     if args.split is not None and (args.node is not None or args.pilot is not None):
-        raise QubusError(
+        raise UsageError(
             "--split cannot be combined with --node or --pilot", code="options.invalid"
         )
     requests = []
     for name in args.files:
-        requests.append(
-            SubmitRequest(
-                circuit=read_text(name),
-                format=args.format or SUFFIX_FORMATS.get(Path(name).suffix),
+        try:
+            request = SubmitRequest(
+                circuit=read_circuit_file(name),
+                format=args.format or format_of(name),
                 shots=args.shots,
                 priority=args.priority,
                 node=args.node,
@@ -157,23 +236,15 @@ def read_requests(args: argparse.Namespace) -> list[SubmitRequest]:
                 split=args.split,
                 ideal_links=args.ideal_links,
             )
-        )
+        except ValidationError as exc:
+            raise invalid(exc, "submission", code="options.invalid") from None
+        requests.append(request)
     return requests
 
 
-def read_text(name: str) -> str:
-    """The text of circuit file ``name``.
-
-    Raises:
-        QubusError: ``file.unreadable``.
-    """
-    try:
-        return Path(name).read_text()
-    except OSError as exc:
-        raise QubusError(f"cannot read {name}: {exc.strerror}", code="file.unreadable") from exc
-
-
 async def _run(args: argparse.Namespace) -> int:
+    from qubus.client.aio import Client
+
     requests = read_requests(args)
     async with ephemeral_stack() as url:
         client = await Client.connect(url)
@@ -189,32 +260,59 @@ async def _submit(args: argparse.Namespace) -> int:
     async with connected() as client:
         if args.wait:
             return print_records(
-                await _run_with_progress(client, requests, args.timeout), as_json=args.json
+                await _run_with_progress(client, requests, args.timeout, announce=True),
+                as_json=args.json,
             )
         for request in requests:
             reply = await client.submit(request)
             if args.json:
                 print(json.dumps({"task_id": reply.task_id, "source": request.source}))
             else:
-                print(reply.task_id)
+                print(reply.task_id, flush=True)
         return 0
 
 
 async def _run_with_progress(
-    client: Client, requests: list[SubmitRequest], timeout: float
+    client: Client, requests: list[SubmitRequest], timeout: float, *, announce: bool = False
 ) -> list[dict[str, Any]]:
-    """Submit and wait for every request, showing progress on a terminal."""
-    replies = await asyncio.gather(*(client.submit(r) for r in requests))
+    """Submit and wait for every request, showing progress on a terminal.
+
+    Args:
+        client: The stack's client.
+        requests: The submissions.
+        timeout: Seconds to wait for each task.
+        announce: Print each task id (``submitted FILE as ID``, on stderr) as soon as it is
+            submitted, so that an interrupted wait leaves the ids behind.
+
+    Raises:
+        QubusError: ``task.timeout``: a task did not end within ``timeout`` seconds.
+    """
+    from qubus.client.aio import task_record
+
+    async def submit(request: SubmitRequest) -> SubmitReply:
+        reply = await client.submit(request)
+        if announce:
+            print(f"submitted {request.source} as {reply.task_id}", file=sys.stderr, flush=True)
+        return reply
+
+    replies = await asyncio.gather(*(submit(r) for r in requests))
     done = 0
     show = sys.stderr.isatty()
 
     async def one(task_id: str) -> dict[str, Any]:
         nonlocal done
-        record = task_record(task_id, await client.wait(task_id, timeout=timeout))
+        try:
+            events = await client.wait(task_id, timeout=timeout)
+        except TimeoutError:
+            raise QubusError(
+                f"task {task_id} did not finish within {timeout:g} s"
+                + (f"; `qubus result {task_id} --wait` waits again" if announce else ""),
+                code="task.timeout",
+            ) from None
         done += 1
         if show:
             print(f"\r{done}/{len(replies)} tasks finished", end="", file=sys.stderr, flush=True)
-        return record
+        return task_record(task_id, events)
 
     records = await asyncio.gather(*(one(r.task_id) for r in replies))
     if show:
@@ -224,32 +322,55 @@ async def _run_with_progress(
 
 @contextlib.asynccontextmanager
 async def ephemeral_stack() -> AsyncIterator[str]:
-    """A private embedded NATS server and every service; everything is removed afterwards."""
+    """A private embedded NATS server and every service; everything is removed afterwards,
+    the services' logs too unless the stack failed to start (the error names them)."""
+    from qubus.bus.natsserver import NatsServer
+    from qubus.cli.common import default_fleet
+    from qubus.cli.stack import Supervisor, stack_specs
+
     server = NatsServer()
     log_dir = Path(tempfile.mkdtemp(prefix="qubus-logs-"))
-    url = server.start()
-    supervisor = Supervisor(url, stack_specs(default_fleet()), log_dir=log_dir)
+    keep_logs = False
     try:
-        started = time.monotonic()
-        if sys.stderr.isatty():
-            print("starting qubus services...", file=sys.stderr, flush=True)
+        url = server.start()
+        supervisor = Supervisor(url, stack_specs(default_fleet()), log_dir=log_dir)
         try:
-            await supervisor.start()
-        except TimeoutError as exc:
-            raise QubusError(f"{exc}; service logs are in {log_dir}", code="stack.start") from exc
-        if sys.stderr.isatty():
-            print(f"stack ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
-        yield url
+            started = time.monotonic()
+            if sys.stderr.isatty():
+                print("starting qubus services...", file=sys.stderr, flush=True)
+            try:
+                await supervisor.start()
+            except TimeoutError as exc:
+                keep_logs = True
+                raise QubusError(
+                    f"{exc}; service logs are in {log_dir}", code="stack.start"
+                ) from None
+            if sys.stderr.isatty():
+                print(f"stack ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
+            yield url
+        finally:
+            await supervisor.stop()
     finally:
-        await supervisor.stop()
         server.stop()
+        if not keep_logs:
+            shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def print_records(records: list[dict[str, Any]], *, as_json: bool) -> int:
-    """Print task records; exit status 1 if any task did not complete."""
+    """Print task records; the exit status of the worst (``record_exit``)."""
     for record in records:
         print(json.dumps(record) if as_json else format_record(record))
-    return 0 if all(r["status"] == "done" for r in records) else 1
+    return max((record_exit(r["status"]) for r in records), default=0)
+
+
+def record_exit(status: str) -> int:
+    """The exit status a task's status gives ``status``, ``result`` and ``run``: 0 done,
+    ``EXIT_UNFINISHED`` not finished, ``EXIT_FAILURE`` any other end."""
+    from qubus.client.aio import FINAL_STATUSES
+
+    if status == "done":
+        return 0
+    return EXIT_FAILURE if status in FINAL_STATUSES else EXIT_UNFINISHED
 
 
 def format_record(record: dict[str, Any], *, top: int = 8) -> str:
@@ -290,21 +411,81 @@ async def task_events(task_id: str) -> list[StoredEvent]:
     return events
 
 
-async def _status(args: argparse.Namespace) -> int:
-    events = await task_events(args.task_id)
-    status = status_of(events)
-    print(json.dumps({"task_id": args.task_id, "status": status}) if args.json else status)
+async def _tasks(args: argparse.Namespace) -> int:
+    from qubus.bus.ids import submitted_at
+
+    since = None if args.since is None else parse_since(args.since, now=time.time())
+    async with connected() as client:
+        tasks = await client.tasks()
+    for task, status in tasks:
+        at = submitted_at(task)
+        if args.status is not None and status != args.status:
+            continue
+        if since is not None and (at is None or at < since):
+            continue
+        if args.json:
+            print(json.dumps({"task_id": task, "status": status, "submitted_at": at}))
+        else:
+            stamp = "-" if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+            print(f"{task:<32} {status:<10} {stamp}")
     return 0
+
+
+async def _status(args: argparse.Namespace) -> int:
+    from qubus.client.aio import status_of
+
+    status = status_of(await task_events(args.task_id))
+    print(json.dumps({"task_id": args.task_id, "status": status}) if args.json else status)
+    return record_exit(status)
 
 
 async def _result(args: argparse.Namespace) -> int:
-    events = await task_events(args.task_id)
+    from qubus.client.aio import task_record
+
+    if args.wait:
+        async with connected() as client:
+            try:
+                events = await client.wait(args.task_id, timeout=args.timeout)
+            except TimeoutError:
+                raise QubusError(
+                    f"task {args.task_id} did not finish within {args.timeout:g} s",
+                    code="task.timeout",
+                ) from None
+    else:
+        events = await task_events(args.task_id)
     record = task_record(args.task_id, events)
     print(json.dumps(record) if args.json else format_record(record))
-    return 0
+    code = record_exit(record["status"])
+    if code == EXIT_UNFINISHED and not args.json:
+        print(
+            f"qubus: task {args.task_id} has not finished ({record['status']}); "
+            f"`qubus result {args.task_id} --wait` waits for it",
+            file=sys.stderr,
+        )
+    return code
+
+
+async def _cancel(args: argparse.Namespace) -> int:
+    worst = 0
+    async with connected() as client:
+        for task in args.task_ids:
+            try:
+                cancelled = await client.cancel(task)
+            except QubusError as exc:
+                print(f"qubus: {exc.message} [{exc.code}]", file=sys.stderr)
+                worst = EXIT_FAILURE
+                continue
+            if cancelled:
+                print(f"cancelled {task}")
+            else:
+                print(f"qubus: task {task} has already ended [task.ended]", file=sys.stderr)
+                worst = EXIT_FAILURE
+    return worst
 
 
 async def _trace(args: argparse.Namespace) -> int:
+    from qubus.client.aio import allocation_breakdown, stage_rows
+
     events = await task_events(args.task_id)
     rows = stage_rows(events)
     allocation = allocation_breakdown(events)
@@ -374,10 +555,13 @@ def format_split(plan: dict[str, Any]) -> str:
 
 def parse(args: argparse.Namespace) -> int:
     """``qubus parse``: print a circuit file's features (exit status 1 if it does not parse)."""
+    from qubus.bus.messages import SubmitRequest
     from qubus.circuits import circuit_features, circuit_to_json, load_circuit
+    from qubus.circuits.ingest import detect_format
+    from qubus.client.files import format_of, read_circuit_file
 
-    text = read_text(args.file)
-    declared = args.format or SUFFIX_FORMATS.get(Path(args.file).suffix)
+    text = read_circuit_file(args.file)
+    declared = args.format or format_of(args.file)
     fmt = detect_format(SubmitRequest(circuit=text, format=declared))
     try:
         circuit = load_circuit(text, fmt)
@@ -409,8 +593,10 @@ def parse(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "run": _run,
     "submit": _submit,
+    "tasks": _tasks,
     "status": _status,
     "result": _result,
     "trace": _trace,
+    "cancel": _cancel,
 }
 """The commands of this module that run in an event loop (``main`` runs ``parse`` apart)."""

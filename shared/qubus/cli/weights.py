@@ -16,23 +16,18 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import nats.js.errors
-from nats.js.kv import KeyValue
-from pydantic import ValidationError
-
-from qubus.bus.config import Settings
-from qubus.bus.connection import BUCKET_PILOTS, BUCKET_WEIGHTS
-from qubus.bus.kvrecords import invalid
-from qubus.cli.common import read_task_events
-from qubus.client.aio import Client
+from qubus.cli.common import UsageError, parse_since, read_task_events, task_id
 from qubus.errors import QubusError
-from qubus.scheduling.pilots import PilotDescription, create_pilot, delete_pilot, list_pilots
 
 if TYPE_CHECKING:
+    from nats.js.kv import KeyValue
+
+    from qubus.client.aio import Client
     from qubus.scheduling.benchtune import BenchTuning
+    from qubus.scheduling.pilots import PilotDescription
     from qubus.scheduling.weights import WeightsRecord
 
-Handler = Callable[[Client, argparse.Namespace], Awaitable[int]]
+Handler = Callable[["Client", argparse.Namespace], Awaitable[int]]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +57,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "(a small step, renormalised, pinned weights untouched): a new weights revision unless "
         "the rating is 3. A task is rated once.",
     )
-    feedback.add_argument("task_id", metavar="ID")
+    feedback.add_argument("task_id", metavar="ID", type=task_id)
     feedback.add_argument("--rating", type=int, choices=range(1, 6), required=True)
     feedback.add_argument("--json", action="store_true", help="print JSON")
 
@@ -131,6 +126,8 @@ async def _bucket(client: Client, name: str) -> KeyValue:
     Raises:
         QubusError: ``stack.unavailable`` if it does not exist (no service has started).
     """
+    import nats.js.errors
+
     try:
         return await client.bus.kv(name)
     except nats.js.errors.BucketNotFoundError:
@@ -165,6 +162,7 @@ def format_weights(record: WeightsRecord, revision: int, history: list[dict[str,
 
 
 async def _weights(client: Client, args: argparse.Namespace) -> int:
+    from qubus.bus.connection import BUCKET_WEIGHTS
     from qubus.scheduling.weights import (  # numpy (AHP): imported only for these commands
         change_weights,
         current_weights,
@@ -185,16 +183,21 @@ async def _weights(client: Client, args: argparse.Namespace) -> int:
         return 0
     if args.action == "tune":
         return await _tune(client, kv, args)
-    if args.action == "set":
-        values = parse_assignments(args.values)
-        record, revision = await change_weights(
-            kv, lambda current: with_values(current, values, now=time.time())
-        )
-    else:
-        pinned = args.action == "pin"
-        record, revision = await change_weights(
-            kv, lambda current: with_pins(current, args.names, pinned=pinned, now=time.time())
-        )
+    try:
+        if args.action == "set":
+            values = parse_assignments(args.values)
+            record, revision = await change_weights(
+                kv, lambda current: with_values(current, values, now=time.time())
+            )
+        else:
+            pinned = args.action == "pin"
+            record, revision = await change_weights(
+                kv, lambda current: with_pins(current, args.names, pinned=pinned, now=time.time())
+            )
+    except QubusError as exc:
+        if exc.code.startswith("weights."):  # a bad NAME or VALUE on the command line
+            raise UsageError(exc.message, code=exc.code) from None
+        raise
     print(f"weights revision {revision} ({record.source}): {record.note}")
     return 0
 
@@ -273,10 +276,11 @@ async def _tune_on_bench(
 async def _tune_on_outcomes(
     client: Client, args: argparse.Namespace, start: WeightsRecord
 ) -> tuple[BenchTuning, dict[str, Any], dict[str, Any]]:
+    from qubus.bus.config import Settings
     from qubus.cli import report  # the event grouping of `qubus report`
     from qubus.scheduling.benchtune import holdout_count, outcomes_of, tune_on_outcomes
 
-    since = None if args.since is None else report.parse_since(args.since, now=time.time())
+    since = None if args.since is None else parse_since(args.since, now=time.time())
     outcomes = outcomes_of(report.by_task(await read_task_events(client, since=since)))
     window_s = Settings().batch_window_ms / 1000
     result = await asyncio.to_thread(
@@ -348,6 +352,12 @@ def format_pilot(pilot: PilotDescription) -> str:
 
 
 async def _pilot(client: Client, args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from qubus.bus.connection import BUCKET_PILOTS
+    from qubus.bus.kvrecords import invalid
+    from qubus.scheduling.pilots import PilotDescription, create_pilot, delete_pilot, list_pilots
+
     kv = await _bucket(client, BUCKET_PILOTS)
     if args.action == "list":
         pilots = await list_pilots(kv)

@@ -11,7 +11,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -22,7 +22,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from qubus.bus.auth import OPERATOR, user_of_seed
+from qubus.bus.auth import DEFAULT_USER, OPERATOR, user_of_seed
 from qubus.bus.connection import (
     LOG_STREAM,
     STREAM,
@@ -34,14 +34,15 @@ from qubus.bus.connection import (
     stored_event,
 )
 from qubus.bus.health import PREFIX
+from qubus.bus.ids import check_task_id, task_subject
 from qubus.bus.logs import get_logger, log_subject
 from qubus.bus.messages import (
-    TASK_ID,
     Model,
     SandboxEvaluation,
     SubmitReply,
     SubmitRequest,
     TaskAllocated,
+    TaskCancelled,
     TaskCompleted,
     TaskFailed,
     TaskRejected,
@@ -103,7 +104,30 @@ async def request_reply(
     return codec.decode(reply.data, reply_cls)
 
 
-STATUS_OF_EVENT = {"completed": "done", "rejected": "rejected", "failed": "failed"}
+CONNECT_TIMEOUT_S = 3.0
+"""How long ``Client.connect`` tries to reach the server before saying there is none."""
+
+CLIENT_RECONNECTS = 10
+"""Attempts, 0.5 s apart, to reach a server that went away before a client's connection
+closes (and its waits fail with ``nats.lost``) instead of waiting for ever."""
+
+STATUS_OF_EVENT = {
+    "completed": "done",
+    "rejected": "rejected",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "running": "running",
+    "allocated": "queued",
+    "replace": "queued",
+}
+"""The status a task's event gives it; every other (earlier) event: ``pending``."""
+
+STATUSES = ("pending", "queued", "running", "done", "rejected", "failed", "cancelled")
+"""Every task status, in the order a task goes through them: ``pending`` while it is parsed,
+checked and scored, ``queued`` once placed on a node, ``running`` on it; then one of the
+four ends. ``unknown``: the stack has no event of the task."""
+
+FINAL_STATUSES = STATUSES[3:]
 
 
 class Client:
@@ -121,42 +145,104 @@ class Client:
         self.user = user
 
     @classmethod
-    async def connect(cls, url: str, *, nkey: str = "", user: str = "") -> Client:
-        """Connect to the server at ``url``.
+    async def connect(
+        cls, url: str, *, nkey: str = "", user: str = "", timeout: float = CONNECT_TIMEOUT_S
+    ) -> Client:
+        """Connect to the stack's NATS server at ``url``.
+
+        A connection lost later is tried again ``CLIENT_RECONNECTS`` times, then closed.
 
         Args:
             url: The NATS server.
             nkey: The user's nkey seed file, for a server that authenticates (``qubus up``
                 writes them to ``<state dir>/creds/``).
             user: The user name; by default the seed file's name without ``.nk``.
+            timeout: Seconds to try reaching the server.
+
+        Raises:
+            QubusError: ``nats.unreachable``: no server answered within ``timeout`` seconds;
+                ``auth.refused``: the server does not accept these credentials (or none).
         """
-        user = user or (user_of_seed(nkey) if nkey else "")
+        user = user or user_of_seed(nkey)
         bus = Bus(url, service="client", instance=f"client-{time.time_ns()}", nkey=nkey, user=user)
-        await bus.connect()
+        try:
+            await asyncio.wait_for(
+                bus.connect(timeout=timeout, max_reconnect_attempts=CLIENT_RECONNECTS), timeout
+            )
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            if "authorization violation" in str(exc).lower():
+                who = f"user {user}'s seed {nkey}" if nkey else "a client without an nkey seed"
+                raise QubusError(
+                    f"the NATS server at {url} refused {who}: set QUBUS_NATS_NKEY to a seed "
+                    "file in the creds/ directory `qubus up` printed",
+                    code="auth.refused",
+                ) from None
+            raise QubusError(
+                f"no NATS at {url}: start `qubus up` or set QUBUS_NATS_URL",
+                code="nats.unreachable",
+            ) from None
         return cls(bus, user=user)
+
+    @classmethod
+    async def connect_configured(
+        cls,
+        identity: str = "",
+        *,
+        url: str | None = None,
+        nkey: str | None = None,
+        user: str | None = None,
+    ) -> Client:
+        """Connect as the settings say: to ``url``, else ``QUBUS_NATS_URL``, else the
+        ``qubus up`` running on this machine; with the seed file ``nkey``, else
+        ``QUBUS_NATS_NKEY``, else that ``qubus up``'s seed of ``identity`` (by default the
+        user ``local``) if it is secured; as ``user``, else ``QUBUS_USER``, else the seed
+        file's name.
+
+        Raises:
+            QubusError: ``nats.unconfigured`` (no URL anywhere), and as ``connect``.
+        """
+        from qubus.bus import stackfile
+        from qubus.bus.config import Settings
+
+        settings = Settings()
+        url = url or stackfile.resolve_nats_url(settings)
+        if nkey is None:
+            nkey = stackfile.resolve_nkey(settings, url, identity or DEFAULT_USER)
+        return await cls.connect(url, nkey=nkey, user=user or settings.user)
+
+    def _check_connected(self) -> None:
+        """Raises ``nats.lost`` once the connection has closed after its reconnects."""
+        if self.bus.nc.is_closed:
+            raise QubusError(
+                f"lost the connection to NATS at {self.bus.url}: is the stack still up?",
+                code="nats.lost",
+            )
 
     @property
     def task_subjects(self) -> str:
         """The task events this client may read: its own, or every task's for the operator
         and on a server without auth."""
-        return TASK_SUBJECTS if self.user in ("", OPERATOR) else f"qubus.task.{self.user}.>"
+        return TASK_SUBJECTS if self._reads_all else f"qubus.task.{self.user}.>"
+
+    @property
+    def _reads_all(self) -> bool:
+        """It may read every task: the operator, or any client of a server without auth."""
+        return self.user in ("", OPERATOR)
 
     def _task_subject(self, task_id: str) -> str:
         """``qubus.task.<task_id>.>`` for a well-formed task id this client may read.
 
         Raises:
-            QubusError: ``task.bad_id`` (not an ``<owner>.<id>``: ``*`` or ``>`` would read
-                other tasks), ``auth.not_owner`` (another user's task; the server refuses it
-                too).
+            QubusError: ``task.invalid_id`` (not an ``<owner>.<id>``: ``*`` or ``>`` would
+                read other tasks), ``auth.not_owner`` (another user's task; the server
+                refuses it too).
         """
-        if not TASK_ID.match(task_id):
-            raise QubusError(f"not a task id: {task_id!r}", code="task.bad_id")
-        owner = task_id.split(".", 1)[0]
-        if self.user not in ("", OPERATOR) and owner != self.user:
+        owner = check_task_id(task_id).split(".", 1)[0]
+        if not self._reads_all and owner != self.user:
             raise QubusError(
                 f"task {task_id} belongs to {owner}, not to {self.user}", code="auth.not_owner"
             )
-        return f"qubus.task.{task_id}.>"
+        return task_subject(task_id, ">")
 
     async def close(self) -> None:
         await self.bus.close()
@@ -203,6 +289,7 @@ class Client:
 
         Raises:
             TimeoutError: the task did not end within ``timeout`` seconds.
+            QubusError: ``task.invalid_id``; ``nats.lost`` if the server went away.
         """
         subject = self._task_subject(task_id)
         events: list[StoredEvent] = []
@@ -221,8 +308,9 @@ class Client:
                             events.append(stored)
                             if stored.event.TERMINAL:
                                 return
-                except (nats.errors.TimeoutError, nats.js.errors.Error) as exc:
+                except nats.errors.Error as exc:
                     # a lost server or a leader election: read on from the last event
+                    self._check_connected()
                     log.warning("bus.retry", what="wait", error=repr(exc))
                     await asyncio.sleep(0.5)
 
@@ -236,10 +324,60 @@ class Client:
         """The task's events stored so far (its trace).
 
         Raises:
-            QubusError: ``task.bad_id`` or ``auth.not_owner`` (``_task_subject``).
+            QubusError: ``task.invalid_id`` or ``auth.not_owner`` (``_task_subject``).
         """
         msgs = self.read_stream(STREAM, self._task_subject(task_id))
         return [stored async for msg in msgs if (stored := stored_event(msg)) is not None]
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a task that has not started running: a QPU node will skip it.
+
+        Returns:
+            True if the task is now cancelled (also if it already was); False if it had
+            already ended (done, rejected or failed).
+
+        Raises:
+            QubusError: ``task.invalid_id``; ``auth.not_owner`` (a user cancels only its own
+                tasks: on a secured bus it may publish only its own tasks' ``cancelled``);
+                ``task.unknown``; ``task.running``: it is already running, which cannot be
+                stopped.
+        """
+        events = await self.events(task_id)
+        status = status_of(events)
+        if status == "unknown":
+            raise QubusError(f"no task {task_id}", code="task.unknown")
+        if status == "running":
+            raise QubusError(
+                f"task {task_id} is already running and cannot be stopped", code="task.running"
+            )
+        if status in FINAL_STATUSES:
+            return status == "cancelled"
+        trace = TraceContext.new()
+        await self.bus.publish_event(
+            TaskCancelled(task_id=task_id, reason="cancelled by the user"), trace=trace
+        )
+        return True
+
+    async def tasks(self) -> list[tuple[str, str]]:
+        """Every task the stream holds (seven days of them) that this client may read
+        (``task_subjects``) with its status, oldest first (the id after the owner sorts by
+        submission time).
+
+        The operator, or a client of a server without auth, reads only the stream's subject
+        counts, quick however many events there are; a user, who may not ask the stream about
+        other users' subjects, reads the headers of its own tasks' events."""
+        if self._reads_all:
+            info = await self.bus.js.stream_info(STREAM, subjects_filter=TASK_SUBJECTS)
+            subjects: Iterable[str] = info.state.subjects or {}
+        else:
+            msgs = self.read_stream(STREAM, self.task_subjects, headers_only=True)
+            subjects = [msg.subject async for msg in msgs]
+        seen: dict[str, list[str]] = {}
+        for subject in subjects:
+            _, _, owner, own_id, event = subject.split(".", 4)
+            seen.setdefault(f"{owner}.{own_id}", []).append(event.split(".")[0])
+        oldest_first = sorted(seen, key=lambda task_id: task_id.split(".", 1)[1])
+        return [(task_id, status_from_events(seen[task_id])) for task_id in oldest_first]
 
     async def services(
         self, verb: str = "STATS", *, timeout: float = 0.5, expected: int | None = None
@@ -316,6 +454,7 @@ class Client:
         follow: bool = False,
         batch: int = 256,
         progress: Progress | None = None,
+        headers_only: bool = False,
     ) -> AsyncIterator[Msg]:
         """The messages of ``stream`` on ``subject``, oldest first, through one ephemeral
         pull consumer, which the server removes once it has been idle for
@@ -333,8 +472,10 @@ class Client:
                 otherwise stop once the messages pending at the start are read.
             batch: Messages fetched per request.
             progress: Counts the messages read against those pending at the start.
+            headers_only: Only the messages' subjects and headers, not their bodies.
         """
         config = ConsumerConfig(
+            headers_only=headers_only or None,
             ack_policy=AckPolicy.NONE,
             deliver_policy=DeliverPolicy.ALL if since is None else DeliverPolicy.BY_START_TIME,
             opt_start_time=None if since is None else datetime.fromtimestamp(since, UTC),
@@ -381,11 +522,19 @@ class Client:
 
 
 def status_of(events: list[StoredEvent]) -> str:
-    """``done``, ``rejected`` or ``failed`` once ended; otherwise the latest stage's event."""
-    if not events:
-        return "unknown"
-    last = events[-1].event.EVENT
-    return STATUS_OF_EVENT.get(last, last)
+    """The task's status: one of ``STATUSES``, ``unknown`` without events."""
+    return status_from_events([stored.event.EVENT for stored in events])
+
+
+def status_from_events(names: Iterable[str]) -> str:
+    """The status of a task with events ``names`` (``EVENT``, in any order): its final
+    event's once it has one (``cancelled`` first: a run that completes after a cancellation
+    stays cancelled), else its furthest event's."""
+    statuses = {STATUS_OF_EVENT.get(name, "pending") for name in names}
+    for final in ("cancelled", "rejected", "failed", "done"):
+        if final in statuses:
+            return final
+    return max(statuses, key=STATUSES.index, default="unknown")
 
 
 def stage_rows(events: list[StoredEvent]) -> list[dict[str, Any]]:

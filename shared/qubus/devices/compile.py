@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import cirq
 import numpy as np
@@ -38,7 +39,8 @@ from qubus.devices.profiles import Device
 from qubus.errors import CircuitRejected
 
 CACHE_SIZE = 256
-"""Compiled circuits kept per process, keyed by (operations, device id, revision)."""
+"""Compiled circuits kept per process, keyed by (operations, device id, revision); as many
+layouts, keyed by (qubits, interaction counts, device id, revision)."""
 
 ATOL = 1e-8
 
@@ -95,8 +97,30 @@ class CompiledCircuit:
     physical_qubits: tuple[int, ...]
 
 
-_cache: OrderedDict[tuple[tuple[cirq.Operation, ...], str, str], CompiledCircuit] = OrderedDict()
-_cache_lock = threading.Lock()
+class _Lru:
+    """A thread-safe least-recently-used map of at most ``size`` entries."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any | None:
+        with self._lock:
+            if key not in self._entries:
+                return None
+            self._entries.move_to_end(key)
+            return self._entries[key]
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._entries[key] = value
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
+_compiled = _Lru(CACHE_SIZE)
+_placements = _Lru(CACHE_SIZE)
 
 
 def compile_for_device(circuit: cirq.AbstractCircuit, device: Device) -> CompiledCircuit:
@@ -119,15 +143,10 @@ def compile_for_device(circuit: cirq.AbstractCircuit, device: Device) -> Compile
     """
     # Compilation depends on the operation sequence only, not on moment boundaries.
     key = (tuple(circuit.all_operations()), device.id, device.revision)
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    compiled = _compile(circuit, device)
-    with _cache_lock:
-        _cache[key] = compiled
-        while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
+    compiled = _compiled.get(key)
+    if compiled is None:
+        compiled = _compile(circuit, device)
+        _compiled.put(key, compiled)
     return compiled
 
 
@@ -202,6 +221,10 @@ def _place(
     qubit nearest (weighted by interaction count) to its placed partners, then nearest to
     the placed set, then with the most free neighbours, then with the lowest error. Several
     starts are tried; the layout with the least weighted partner distance wins.
+
+    The layout depends on the circuit only through its qubits and interaction counts, so it is
+    cached by those (and the device's id and calibration revision): circuits of the same
+    structure with other angles, or other one-qubit gates, reuse it.
     """
     partners: dict[cirq.Qid, dict[cirq.Qid, int]] = {q: {} for q in logical}
     for op in circuit.all_operations():
@@ -209,6 +232,23 @@ def _place(
             for b in op.qubits:
                 if a != b:
                     partners[a][b] = partners[a].get(b, 0) + 1
+    key = (
+        tuple(logical),
+        tuple(tuple(sorted(partners[q].items())) for q in logical),
+        device.id,
+        device.revision,
+    )
+    placement = _placements.get(key)
+    if placement is None:
+        placement = _layout(logical, partners, device)
+        _placements.put(key, placement)
+    return dict(placement)
+
+
+def _layout(
+    logical: list[cirq.Qid], partners: dict[cirq.Qid, dict[cirq.Qid, int]], device: Device
+) -> dict[cirq.Qid, int]:
+    """``_place``'s layout of ``logical`` with interaction counts ``partners``, uncached."""
     quality = {
         q: device.qubits[q].readout_error + device.qubits[q].one_qubit_error
         for q in device.usable_qubits

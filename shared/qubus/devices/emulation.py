@@ -14,7 +14,8 @@ Emulation (:func:`emulate`) models a device as qiskit-aer's device noise model d
 
 Registers of up to ``DENSITY_MATRIX_QUBITS`` qubits with terminal measurements are simulated
 once as a density matrix (relaxation and depolarizing applied in closed form, not Kraus by
-Kraus) and the shots sampled from it; :func:`emulated_distribution` returns that exact
+Kraus; in numpy, ``qubus.devices.densitymatrix``, up to ``NUMPY_DENSITY_QUBITS``) and the shots
+sampled from it; :func:`emulated_distribution` returns that exact
 distribution, for measuring the emulator without shot noise. Other circuits run qsim noisy
 trajectories, one per shot. :func:`emulated_runtime_s` models the job's wall time on the QPU.
 
@@ -33,6 +34,7 @@ import numpy as np
 
 from qubus.circuits.simulate import bits_from_result, counts_from_bits, measurement_keys, run
 from qubus.devices.compile import CompiledCircuit, op_duration_ns, pulses
+from qubus.devices.densitymatrix import DensityMatrix
 from qubus.devices.profiles import Device, QubitCal
 
 JOB_OVERHEAD_S = {"superconducting": 1.0, "trapped-ion": 2.0}
@@ -46,6 +48,11 @@ in the conf files); for ion traps an assumed 1 ms of cooling and state preparati
 DENSITY_MATRIX_QUBITS = 8
 """Largest register emulated by one exact density-matrix simulation instead of a trajectory
 per shot (4^8 entries; beyond that trajectories are cheaper)."""
+
+NUMPY_DENSITY_QUBITS = 6
+"""Largest register whose density matrix is computed in numpy (``qubus.devices.densitymatrix``)
+rather than by ``cirq.DensityMatrixSimulator``: about 3× faster up to 5 qubits, 2× at 6,
+slower from 7 on (cirq's per-gate strategies win once the arithmetic dominates)."""
 
 
 def gate_error(op: cirq.Operation, device: Device) -> float:
@@ -113,7 +120,18 @@ def emulated_runtime_s(compiled: CompiledCircuit, device: Device, shots: int) ->
 
 
 def noisy_moments(compiled: CompiledCircuit, device: Device) -> Iterator[cirq.Moment]:
-    """The compiled moments with gate noise after and pending relaxation before each.
+    """The compiled moments with gate noise after and pending relaxation before each
+    (:func:`noisy_layers`, each layer as one moment)."""
+    for layer, original in noisy_layers(compiled, device):
+        yield original if original is not None else cirq.Moment(layer)
+
+
+def noisy_layers(
+    compiled: CompiledCircuit, device: Device
+) -> Iterator[tuple[list[cirq.Operation], cirq.Moment | None]]:
+    """The compiled circuit's operations with its noise, as layers of operations on distinct
+    qubits: each compiled moment (given with it as the second item) preceded by its qubits'
+    pending relaxation and followed by its gates' depolarizing channels.
 
     A qubit relaxes for every moment from its first operation to its last; the relaxation of
     consecutive idle moments is applied as one channel right before the qubit's next
@@ -133,15 +151,15 @@ def noisy_moments(compiled: CompiledCircuit, device: Device) -> Iterator[cirq.Mo
             if pending.get(q, 0) > 0
         ]
         for layer in range(max((len(c) for _, c in relax), default=0)):
-            yield cirq.Moment(c[layer].on(q) for q, c in relax if layer < len(c))
-        yield moment
+            yield [c[layer].on(q) for q, c in relax if layer < len(c)], None
+        yield list(moment), moment
         channels: list[cirq.Operation] = []
         for op in moment:
             p = depolarizing_probability(op, device)
             if p > 0:
                 channels.append(cirq.depolarize(p, n_qubits=len(op.qubits)).on(*op.qubits))
         if channels:
-            yield cirq.Moment(channels)
+            yield channels, None
         for q, final in last.items():
             if q in pending or (q in moment.qubits and index < final):
                 pending[q] = pending.get(q, 0.0) + duration
@@ -169,7 +187,7 @@ def emulate(
 
     Only the physical qubits the circuit touches are simulated (compacted to a small
     register). Up to ``DENSITY_MATRIX_QUBITS`` qubits with terminal measurements, the noisy
-    density matrix is computed once (cirq) and the shots are sampled from its diagonal: the
+    density matrix is computed once and the shots are sampled from its diagonal: the
     same distribution as trajectories, without a simulation per shot. Otherwise qsim runs
     noisy trajectories (:func:`qubus.circuits.simulate.run` picks the simulator for circuits with
     classically controlled operations).
@@ -184,13 +202,17 @@ def emulate(
     Returns:
         Counts keyed by bit strings in the ``qubus.circuits.simulate`` convention.
     """
-    circuit, keys = _register_circuit(compiled, device, noiseless=noiseless)
+    exact = not noiseless and _exact(compiled)
+    if exact:
+        circuit, keys = compiled.circuit, measurement_keys(compiled.circuit)
+    else:
+        circuit, keys = _register_circuit(compiled, device, noiseless=noiseless)
     if not keys:
         return {"": shots}
     rng = np.random.default_rng(seed)
     simulator_seed = int(rng.integers(2**31))
-    if not noiseless and _exact(compiled, circuit):
-        probs, qubits = _final_probabilities(circuit)
+    if exact:
+        probs, qubits = _final_probabilities(compiled, device)
         drawn = rng.choice(probs.size, size=shots, p=probs / probs.sum())
         bits = _bit_columns(drawn, circuit, keys, qubits)
     else:
@@ -213,12 +235,13 @@ def emulated_distribution(compiled: CompiledCircuit, device: Device) -> dict[str
         Bit string → probability of every outcome that can occur (no floor), or None where
         :func:`emulate` runs trajectories instead.
     """
-    circuit, keys = _register_circuit(compiled, device, noiseless=False)
+    circuit = compiled.circuit
+    keys = measurement_keys(circuit)
     if not keys:
         return {"": 1.0}
-    if not _exact(compiled, circuit):
+    if not _exact(compiled):
         return None
-    probs, qubits = _final_probabilities(circuit)
+    probs, qubits = _final_probabilities(compiled, device)
     states = np.arange(probs.size)
     columns = _bit_columns(states, circuit, keys, qubits).astype(np.int64)
     width = columns.shape[1]
@@ -245,12 +268,15 @@ def _register_circuit(
     return circuit, measurement_keys(circuit)
 
 
-def _exact(compiled: CompiledCircuit, circuit: cirq.Circuit) -> bool:
-    """Whether the noisy register is simulated once as a density matrix."""
-    return len(compiled.physical_qubits) <= DENSITY_MATRIX_QUBITS and _terminal_only(circuit)
+def _exact(compiled: CompiledCircuit) -> bool:
+    """Whether the noisy register is simulated once as a density matrix (the noise channels
+    never follow a qubit's last operation, so the compiled circuit decides)."""
+    return len(compiled.physical_qubits) <= DENSITY_MATRIX_QUBITS and _terminal_only(
+        compiled.circuit
+    )
 
 
-def _terminal_only(circuit: cirq.Circuit) -> bool:
+def _terminal_only(circuit: cirq.AbstractCircuit) -> bool:
     """Measurements only at the end, each key once, no classical control."""
     keys = [op.gate.key for op in circuit.all_operations() if cirq.is_measurement(op)]
     controlled = any(op.classical_controls for op in circuit.all_operations())
@@ -259,16 +285,35 @@ def _terminal_only(circuit: cirq.Circuit) -> bool:
     )
 
 
-def _final_probabilities(circuit: cirq.Circuit) -> tuple[np.ndarray, list[cirq.Qid]]:
-    """Diagonal of the exact noisy density matrix before the measurements, and its qubit order
-    (cirq's: the first qubit is the most significant bit of an index)."""
-    qubits = sorted(circuit.all_qubits())
-    body = cirq.Circuit(
-        _closed_form(op) for op in circuit.all_operations() if not cirq.is_measurement(op)
+def _final_probabilities(
+    compiled: CompiledCircuit, device: Device
+) -> tuple[np.ndarray, list[cirq.Qid]]:
+    """Diagonal of the exact noisy density matrix before the measurements, and its qubit order:
+    the qubits the circuit touches, in the order of ``compiled.physical_qubits`` (the first is
+    the most significant bit of an index).
+
+    Up to ``NUMPY_DENSITY_QUBITS`` qubits in numpy (``qubus.devices.densitymatrix``), beyond
+    with ``cirq.DensityMatrixSimulator``; the channels are the same and so is the diagonal, to
+    rounding (``tests/unit/test_densitymatrix.py``).
+    """
+    touched = compiled.circuit.all_qubits()
+    qubits = [q for p in compiled.physical_qubits if (q := cirq.LineQubit(p)) in touched]
+    ops = (
+        op
+        for layer, _ in noisy_layers(compiled, device)
+        for op in layer
+        if not cirq.is_measurement(op)
     )
+    if len(qubits) <= NUMPY_DENSITY_QUBITS:
+        index = {q: i for i, q in enumerate(qubits)}
+        rho = DensityMatrix(len(qubits))
+        for op in ops:
+            rho.apply(op, index)
+        return rho.probabilities(), qubits
+    body = cirq.Circuit(_closed_form(op) for op in ops)
     body.append(cirq.I.on_each(*(set(qubits) - body.all_qubits())))
-    rho = cirq.DensityMatrixSimulator(dtype=np.complex128).simulate(body, qubit_order=qubits)
-    return np.clip(np.real(np.diag(rho.final_density_matrix)), 0, None), qubits
+    final = cirq.DensityMatrixSimulator(dtype=np.complex128).simulate(body, qubit_order=qubits)
+    return np.clip(np.real(np.diag(final.final_density_matrix)), 0, None), qubits
 
 
 def _bit_columns(

@@ -53,7 +53,8 @@ from dataclasses import dataclass
 
 import cirq
 
-from qubus.bus.messages import MAX_SPLIT, NodeStatus, SplitPlan, TaskOptions
+from qubus.bus.limits import MAX_SPLIT
+from qubus.bus.messages import NodeStatus, SplitPlan, TaskOptions
 from qubus.circuits.simulate import ideal_distribution
 from qubus.devices.profiles import Device, device_of
 from qubus.errors import CircuitRejected, QubusError

@@ -15,7 +15,8 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from qubus.bus import codec
 from qubus.bus.connection import STREAM, Bus
-from qubus.bus.messages import ANY_TASK, TaskAllocated
+from qubus.bus.ids import ANY_TASK, task_subject
+from qubus.bus.messages import TaskAllocated
 from qubus.bus.tracing import TraceContext
 
 READ_TIMEOUT_S = 5.0
@@ -34,7 +35,7 @@ def allocation_subject(node: str) -> str:
 async def latest_allocation(bus: Bus, task_id: str) -> TaskAllocated | None:
     """The task's current allocation (its last on any node), or None if it has none."""
     try:
-        raw = await bus.js.get_last_msg(STREAM, f"qubus.task.{task_id}.allocated.*")
+        raw = await bus.js.get_last_msg(STREAM, task_subject(task_id, "allocated.*"))
     except nats.js.errors.NotFoundError:
         return None
     return codec.decode(raw.data, TaskAllocated)

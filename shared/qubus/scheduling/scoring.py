@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from qubus.scheduling.ahp import SCORE_CRITERIA, SCORE_JUDGEMENTS, analyse
@@ -274,31 +275,35 @@ def score(
     )
 
 
+def _coalitions(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each of ``n`` players ``i``: the coalitions without it (indices, bit ``j`` is player
+    ``j``), the same coalitions with it, and each one's Shapley share
+    ``|S|!(n−|S|−1)!/n!``; arrays of shape ``(n, 2^(n−1))``."""
+    share = [math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n) for k in range(n)]
+    masks = np.arange(1 << n)
+    without = np.array([masks[masks & (1 << i) == 0] for i in range(n)])
+    weights = np.array([[share[int(m).bit_count()] for m in row] for row in without])
+    return without, without | (1 << np.arange(n))[:, None], weights
+
+
+_WITHOUT, _WITH, _SHARES = _coalitions(len(TERMS))
+_MEMBERS = ((np.arange(1 << len(TERMS))[:, None] >> np.arange(len(TERMS))) & 1).astype(float)
+
+
 def shapley_values(inputs: ScoreInputs, weights: Weights) -> dict[str, float]:
-    """The exact Shapley value of each of ``TERMS`` in the hyperscore (module docstring).
+    """The exact Shapley value of each of ``TERMS`` in the hyperscore (module docstring): the
+    score of all 128 coalitions at once (numpy), then each term's weighted marginal
+    contributions.
 
     Returns:
         Term → its value in score points; the values sum to ``hyperscore − baseline``.
     """
     terms = weighted_terms(inputs, weights)
-    factor = time_factor(inputs, weights)
-    n = len(TERMS)
-    time_bit = 1 << TERMS.index("time")
-
-    def value(mask: int) -> float:
-        v = math.fsum(terms[t] for i, t in enumerate(V_TERMS) if mask >> i & 1)
-        return _base(v, weights) * (factor if mask & time_bit else 1.0)
-
-    values = [value(mask) for mask in range(1 << n)]
-    share = [
-        math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n) for size in range(n)
-    ]
-    attributions = {}
-    for i, term in enumerate(TERMS):
-        bit = 1 << i
-        attributions[term] = math.fsum(
-            share[mask.bit_count()] * (values[mask | bit] - values[mask])
-            for mask in range(1 << n)
-            if not mask & bit
-        )
-    return attributions
+    v = _MEMBERS[:, : len(V_TERMS)] @ np.array([terms[t] for t in V_TERMS])
+    x = weights.beta * np.log(np.maximum(v, V_EPSILON)) + weights.gamma
+    sigma = np.exp(-np.logaddexp(0.0, -x))  # σ(x) without overflow
+    base = 100.0 * (1.0 + sigma**weights.kappa)
+    values = base * np.where(_MEMBERS[:, -1] == 1, time_factor(inputs, weights), 1.0)
+    # Marginal contributions as differences: exactly 0 for a term that changes nothing.
+    phi = (_SHARES * (values[_WITH] - values[_WITHOUT])).sum(axis=1)
+    return dict(zip(TERMS, (float(x) for x in phi), strict=True))

@@ -1,8 +1,10 @@
 """OpenQASM 2.0 and a practical OpenQASM 3 subset, parsed straight into a ``cirq.Circuit``.
 
 A hand-written tokenizer (one compiled regular expression) feeds a recursive-descent parser.
-Gate calls are expanded inline into cirq operations as they are read, so the whole parse is a
-single pass and every error points at the 1-based line and column of the construct at fault.
+Gate calls are expanded inline into cirq operations as they are read, and placed into the
+moments that ``cirq.Circuit(ops)`` would give them, so the whole parse is a single pass and
+every error points at the 1-based line and column of the construct at fault. A gate statement
+repeated word for word reuses the operations of its first reading.
 
 Naming follows cirq's own importer: qubit ``q[0]`` becomes ``cirq.NamedQubit("q_0")`` and a
 measurement into bit ``c[1]`` is one ``cirq.measure`` per bit with key ``"c_1"``. A scalar
@@ -36,7 +38,10 @@ register value), so the condition is true exactly when the register's integer va
 A bare bit condition ``if (c[0])`` is ``cirq.KeyCondition``; an ``else`` branch gets the
 negated condition (``Eq(c_0, 0)`` or ``Not(...)``). OpenQASM 3 bit expressions with
 ``^``, ``&``, ``|``, ``!`` on single bits become integer polynomials (``a + b - 2*a*b`` for xor),
-so every condition stays serialisable by ``cirq.to_json``. A comparison that no value of its
+so every condition stays serialisable by ``cirq.to_json``. Casts: ``int[n](c)`` reads an
+``n``-bit register as two's complement, ``uint[n](c)``, ``int(c)`` and ``uint(c)`` as unsigned
+(a width other than the register's is ``qasm.size_mismatch``, as the specification asks), and
+``bool(x)`` is ``x != 0``. A comparison that no value of its
 bits can satisfy (``c == 5`` or ``c > 3`` on a 2-bit register; a register of ``k`` bits holds
 0 to ``2**k - 1``, a bit expression 0 or 1) is rejected with ``qasm.condition_range`` at its
 first token. Bits not measured before a condition hold their initial 0 and are substituted:
@@ -53,8 +58,15 @@ subroutines, classical variables, pulse-level code, ``input``/``output``, regist
 physical qubits (``$0``) and conditional measurements are rejected with ``qasm.unsupported``
 naming the construct.
 
-Error codes: ``qasm.syntax``, ``qasm.undeclared``, ``qasm.unknown_gate``, ``qasm.unsupported``,
-``qasm.opaque``, ``qasm.index_range``, ``qasm.arity`` (wrong number of parameters or qubits),
+Versions: ``OPENQASM 2.0;`` (or ``2``) and ``3`` / ``3.x``; any other is rejected with
+``qasm.version`` (qiskit and cirq reject ``2.6``). A program that includes ``qelib1.inc`` may
+define, once, a gate that the original 23-gate ``qelib1.inc`` lacks (``cu``, ``sxdg``, ``rzz``...,
+``stdlib.QELIB1_EXTENSIONS``): its definition replaces ours, as in qiskit, whose ``qelib1.inc``
+is the original.
+
+Error codes: ``qasm.syntax``, ``qasm.version``, ``qasm.undeclared``, ``qasm.unknown_gate``,
+``qasm.unsupported``, ``qasm.opaque``, ``qasm.index_range``, ``qasm.arity`` (wrong number of
+parameters or qubits),
 ``qasm.redeclared``, ``qasm.size_mismatch`` (broadcast over registers of different sizes),
 ``qasm.condition_range`` (a comparison that no value of its bits satisfies: ``c == 5`` on a
 2-bit register),

@@ -1,8 +1,9 @@
 """Lexical layer of the OpenQASM parser: tokens, and the program text they locate.
 
 ``tokenize`` splits a program with one compiled regular expression; ``Source`` keeps the text
-and its tokens, rejects a character that starts no token, and turns token offsets into the
-1-based lines and columns that every ``QasmError`` carries.
+and its tokens and turns token positions into the 1-based lines and columns that every
+``QasmError`` carries. A character that starts no token is a ``bad`` token, which the parser
+rejects when it reaches it: the first fault in reading order is the one reported.
 """
 
 from __future__ import annotations
@@ -13,15 +14,36 @@ from typing import NamedTuple
 
 from qubus.errors import QasmError
 
-_TOKEN_RE = re.compile(
+#: The tokens of a program, the most frequent first (a real number before an integer), and the
+#: end of the text (an empty token): whitespace and comments before each token are skipped
+#: inside the same match, and possessively (a blank is never given back to become a token), so
+#: ``findall`` yields the tokens' texts at C speed. The end can match twice: after blanks, and
+#: again empty.
+_TOKENS_RE = re.compile(
     r"""
-    (?P<skip>\s+|//[^\n]*|/\*.*?\*/)
-  | (?P<real>(?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+)
-  | (?P<int>\d+)
-  | (?P<id>[^\W\d]\w*|\$\d+)
-  | (?P<string>"[^"\n]*")
-  | (?P<op>->|==|!=|<=|>=|&&|\|\||\*\*|[-+*/^%(){}\[\];,:=<>@!~&|])
-  | (?P<bad>.)
+    (?:\s+|//[^\n]*|/\*.*?\*/)*+
+    (
+      [^\W\d]\w*|\$\d+
+    | ->|==|!=|<=|>=|&&|\|\||\*\*|[-+*/^%(){}\[\];,:=<>@!~&|]
+    | (?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+
+    | \d+
+    | "[^"\n]*"
+    | .
+    | \Z
+    )
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+#: The same alternatives, named: the kind of one token's text.
+_KIND_RE = re.compile(
+    r"""
+      (?P<real>(?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+)
+    | (?P<int>\d+)
+    | (?P<id>[^\W\d]\w*|\$\d+)
+    | (?P<string>"[^"\n]*")
+    | (?P<op>->|==|!=|<=|>=|&&|\|\||\*\*|[-+*/^%(){}\[\];,:=<>@!~&|])
+    | (?P<bad>.)
+    | (?P<eof>)
     """,
     re.VERBOSE | re.DOTALL,
 )
@@ -29,23 +51,33 @@ _NEWLINE_RE = re.compile(r"\n")
 
 
 class Token(NamedTuple):
-    """One lexical token and its 0-based offset in the text (see ``Source.position``)."""
+    """One lexical token and its 0-based position among the tokens (see ``Source.offset``)."""
 
     kind: str
     text: str
-    offset: int
+    index: int
 
 
 class Source:
-    """A program's text and tokens, turning offsets into 1-based lines and columns on demand."""
+    """A program's text and tokens, turning token positions into lines and columns on demand."""
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.tokens = tokenize(text)
+        #: The tokens' texts and kinds (``Token``s are made only for the tokens a parser keeps).
+        self.texts, self.kinds = tokenize(text)
+        self._offsets: list[int] | None = None
         self._line_starts: list[int] | None = None
-        bad = next((token for token in self.tokens if token.kind == "bad"), None)
-        if bad is not None:
-            raise self.error(bad.offset, f"unexpected character {bad.text!r}", "qasm.syntax")
+
+    def token(self, index: int) -> Token:
+        """The token at position ``index``."""
+        # tuple.__new__ skips NamedTuple's Python-level constructor.
+        return tuple.__new__(Token, (self.kinds[index], self.texts[index], index))
+
+    def offset(self, token: Token) -> int:
+        """The 0-based offset of ``token`` in the text (found again only when asked)."""
+        if self._offsets is None:
+            self._offsets = [match.start(1) for match in _TOKENS_RE.finditer(self.text)]
+        return self._offsets[token.index]
 
     def position(self, offset: int) -> tuple[int, int]:
         """The 1-based ``(line, column)`` of an offset."""
@@ -55,28 +87,24 @@ class Source:
         line = bisect_right(self._line_starts, offset)
         return line, offset - self._line_starts[line - 1] + 1
 
-    def error(self, offset: int, message: str, code: str) -> QasmError:
-        """A ``QasmError`` located at ``offset``."""
-        line, column = self.position(offset)
+    def error(self, at: Token | int, message: str, code: str) -> QasmError:
+        """A ``QasmError`` located at a token or at a character offset."""
+        line, column = self.position(self.offset(at) if isinstance(at, Token) else at)
         return QasmError(message, line=line, column=column, code=code)
 
 
-def tokenize(text: str) -> list[Token]:
+def tokenize(text: str) -> tuple[list[str], list[str]]:
     """Split OpenQASM text into tokens, dropping whitespace and comments.
 
     Args:
         text: The program.
 
     Returns:
-        The tokens, ending with an ``eof`` token. A character that starts no token becomes a
-        ``bad`` token (``Source`` rejects it).
+        The tokens' texts and their kinds (``id``, ``int``, ``real``, ``string``, ``op``),
+        ending with an ``eof`` token. A character that starts no token is a ``bad`` token.
     """
-    # tuple.__new__ skips NamedTuple's Python-level constructor: a third of the tokenizing time.
-    new = tuple.__new__
-    tokens = [
-        new(Token, (match.lastgroup, match.group(), match.start()))
-        for match in _TOKEN_RE.finditer(text)
-        if match.lastgroup != "skip"
-    ]
-    tokens.append(Token("eof", "", len(text)))
-    return tokens
+    texts = _TOKENS_RE.findall(text)
+    if len(texts) > 1 and not texts[-2]:
+        texts.pop()  # the end, matched twice
+    kind_of = {word: _KIND_RE.fullmatch(word).lastgroup for word in set(texts)}
+    return texts, list(map(kind_of.__getitem__, texts))

@@ -208,6 +208,18 @@ TABLE: dict[str, Builtin] = {
 
 #: Built-in gates of ``qelib1.inc``; the parser adds the gates ``PRELUDE`` defines.
 QELIB1 = frozenset(TABLE) - {"U", "CX", "phase", "cphase"}
+#: Gates of the original ``qelib1.inc`` of the OpenQASM 2 paper (QASMBench's
+#: ``qasmbench_small_qelib1.inc``), which qiskit's parser reads.
+_QELIB1_ORIGINAL = frozenset(
+    {
+        *("u3", "u2", "u1", "cx", "id", "x", "y", "z", "h", "s", "sdg", "t", "tdg", "rx", "ry"),
+        *("rz", "cz", "cy", "ch", "ccx", "crz", "cu1", "cu3"),
+    }
+)
+#: The gates our ``qelib1.inc`` adds to the original (qiskit's extended copy): a program may
+#: define each of them once, and its definition replaces ours, as in qiskit, whose
+#: ``qelib1.inc`` does not have them (``gate cu(...) c, t { ... }`` of a program is its own).
+QELIB1_EXTENSIONS = (QELIB1 | {"rccx", "rc3x"}) - _QELIB1_ORIGINAL
 #: Gates of ``stdgates.inc``.
 _STDGATES = frozenset(
     {

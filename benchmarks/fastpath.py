@@ -1,0 +1,334 @@
+"""qubus against a bare Dask loop on small circuits, side by side in one run.
+
+Usage:
+    python benchmarks/fastpath.py --tasks 300
+    python benchmarks/fastpath.py --tasks 3000 --skip-latency
+    python benchmarks/fastpath.py --tasks 300 --replicas parser=2
+
+The workload: ``--tasks`` distinct 4-qubit GHZ-like circuits (a GHZ state, then an ``rz`` whose
+angle is the task's own and a Hadamard on the first qubit), ``--shots`` (200) shots each.
+
+1. **Dask**: a ``LocalCluster`` of 2 worker processes (one thread each) maps, per circuit,
+   the ideal state-vector run and the noisy run (depolarizing noise, 1 % per gate, one qsim
+   trajectory per shot) with qsimcirq: the physics alone, nothing else.
+2. **qubus**: a private nats-server and the whole stack (``qubus.cli.stack.Supervisor``,
+   default fleet, default settings, ``--replicas`` as ``qubus up --replicas``) on the same
+   machine, then:
+
+   - throughput: every circuit submitted with at most ``--in-flight`` unfinished, timed from the
+     first submission to the last terminal event; the CPU seconds every stack process (and its
+     worker processes) spent meanwhile, per service, divided by the tasks;
+   Services log at the default level (info), as ``qubus up`` runs them.
+   - idle latency: ``--latency`` tasks one after another, ``qubus.submit`` to the ``completed``
+     event's arrival; their traces give each stage's median time (``qubus trace``'s durations);
+   - latency at half the saturation rate: ``--latency`` tasks submitted at fixed intervals, at
+     half the throughput measured above.
+
+Prints the tasks per second of both and their ratio, the latencies, and a per-stage table;
+``--json`` prints one JSON object instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from qubus.bus import logs
+from qubus.bus.ids import ANY_TASK
+from qubus.bus.messages import SubmitRequest
+from qubus.bus.natsserver import NatsServer
+from qubus.cli.common import default_fleet
+from qubus.cli.stack import Supervisor, parse_replicas, stack_specs
+from qubus.client.aio import Client, stage_rows
+
+NOISE = 0.01
+"""Depolarizing probability per gate of the Dask loop's noisy run."""
+
+
+def angle(i: int) -> float:
+    """Task ``i``'s own rz angle (distinct for every task)."""
+    return 0.001 + i * math.pi / 7919
+
+
+def qasm(i: int) -> str:
+    """Task ``i``'s circuit as OpenQASM 2."""
+    return (
+        'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[4];\ncreg c[4];\n'
+        "h q[0];\ncx q[0], q[1];\ncx q[1], q[2];\ncx q[2], q[3];\n"
+        f"rz({angle(i):.12f}) q[0];\nh q[0];\nmeasure q -> c;\n"
+    )
+
+
+# ------------------------------------------------------------------ the bare Dask loop
+
+
+def physics(i: int, shots: int) -> dict[str, int]:
+    """The ideal distribution and ``shots`` noisy samples of task ``i``'s circuit (in a Dask
+    worker): what any runner of this workload has to compute."""
+    import cirq
+    import qsimcirq
+
+    q = cirq.LineQubit.range(4)
+    gates = cirq.Circuit(
+        cirq.H(q[0]),
+        cirq.CNOT(q[0], q[1]),
+        cirq.CNOT(q[1], q[2]),
+        cirq.CNOT(q[2], q[3]),
+        cirq.rz(angle(i))(q[0]),
+        cirq.H(q[0]),
+    )
+    simulator = qsimcirq.QSimSimulator()
+    state = simulator.simulate(gates).final_state_vector
+    ideal = abs(state) ** 2
+    noisy = (gates + cirq.measure(*q, key="m")).with_noise(cirq.depolarize(NOISE))
+    samples = simulator.run(noisy, repetitions=shots).histogram(key="m")
+    assert abs(ideal.sum() - 1) < 1e-4
+    return {format(k, "04b"): v for k, v in samples.items()}
+
+
+def run_dask(tasks: int, shots: int) -> dict[str, float]:
+    """Tasks per second of the bare Dask loop (2 workers, after a warm-up on each)."""
+    from dask.distributed import Client as DaskClient
+    from dask.distributed import LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        DaskClient(cluster) as client,
+    ):
+        client.gather(client.map(physics, [-1, -2], [shots, shots], pure=False))  # warm-up
+        started = time.perf_counter()
+        results = client.gather(client.map(physics, range(tasks), [shots] * tasks, pure=False))
+        elapsed = time.perf_counter() - started
+    assert all(sum(r.values()) == shots for r in results)
+    return {"elapsed_s": elapsed, "tasks_per_s": tasks / elapsed}
+
+
+# ------------------------------------------------------------------ qubus
+
+
+@dataclass
+class Waiter:
+    """Every task's terminal event as it arrives (one core subscription for all tasks)."""
+
+    ends: dict[str, tuple[float, str]] = field(default_factory=dict)
+    events: dict[str, asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
+
+    async def start(self, client: Client) -> None:
+        for end in ("completed", "rejected", "failed"):
+            await client.bus.nc.subscribe(f"qubus.task.{ANY_TASK}.{end}", cb=self._on_end)
+
+    async def _on_end(self, msg) -> None:
+        _, _, owner, own_id, end = msg.subject.split(".", 4)
+        task_id = f"{owner}.{own_id}"
+        self.ends.setdefault(task_id, (time.time(), end))
+        self.events[task_id].set()
+
+    async def wait(self, task_id: str, timeout: float = 600.0) -> tuple[float, str]:
+        await asyncio.wait_for(self.events[task_id].wait(), timeout)
+        return self.ends[task_id]
+
+
+async def one_task(
+    client: Client, waiter: Waiter, i: int, shots: int, gate: asyncio.Semaphore | None = None
+) -> tuple[str, float, str]:
+    """Submit task ``i`` and wait for its end: (task id, latency s, terminal event)."""
+    if gate is not None:
+        await gate.acquire()
+    try:
+        started = time.time()
+        reply = await client.submit(SubmitRequest(circuit=qasm(i), shots=shots))
+        ended, end = await waiter.wait(reply.task_id)
+        return reply.task_id, ended - started, end
+    finally:
+        if gate is not None:
+            gate.release()
+
+
+def stack_processes(supervisor: Supervisor, server: NatsServer) -> dict[str, list[psutil.Process]]:
+    """Each service's processes (its replicas and their worker processes) by service name,
+    and the nats-server's."""
+    assert server.process is not None
+    found: dict[str, list[psutil.Process]] = defaultdict(list)
+    found["nats-server"].append(psutil.Process(server.process.pid))
+    for child in supervisor.children.values():
+        if child.process is None or child.process.pid is None:
+            continue
+        root = psutil.Process(child.process.pid)
+        found[child.spec.name] += [root, *root.children(recursive=True)]
+    return found
+
+
+def cpu_seconds(processes: dict[str, list[psutil.Process]]) -> dict[str, float]:
+    """User + system CPU seconds of each service's processes so far."""
+    totals: dict[str, float] = {}
+    for name, procs in processes.items():
+        total = 0.0
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        totals[name] = total
+    return totals
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def stage_medians(traces: list[list[dict]]) -> dict[str, float]:
+    """Each service's median time per task (ms) over the traces: the sum of its events'
+    durations in one task (``qubus trace``)."""
+    per_task: list[dict[str, float]] = []
+    for rows in traces:
+        spent: dict[str, float] = defaultdict(float)
+        for row in rows:
+            if row["event"] == "running":
+                continue  # the QPU's one stage ends at completed; running is inside it
+            spent[row["service"]] += row["duration_ms"]
+        per_task.append(spent)
+    services = sorted({s for spent in per_task for s in spent})
+    return {s: statistics.median(spent.get(s, 0.0) for spent in per_task) for s in services}
+
+
+async def run_qubus(args: argparse.Namespace) -> dict:
+    server = NatsServer()
+    url = server.start()
+    specs = stack_specs(default_fleet(), replicas=parse_replicas(args.replicas))
+    supervisor = Supervisor(url, specs, log_dir=Path(tempfile.mkdtemp(prefix="qubus-bench-")))
+    figures: dict = {}
+    try:
+        await supervisor.start()
+        client = await Client.connect(url)
+        waiter = Waiter()
+        await waiter.start(client)
+        offset = 1_000_000  # the warm-up's circuits are not the workload's
+        await asyncio.gather(*(one_task(client, waiter, offset + i, args.shots) for i in range(8)))
+
+        processes = stack_processes(supervisor, server)
+        before = cpu_seconds(processes)
+        gate = asyncio.Semaphore(args.in_flight)
+        started = time.time()
+        done = await asyncio.gather(
+            *(one_task(client, waiter, i, args.shots, gate) for i in range(args.tasks))
+        )
+        elapsed = max(ended for ended, _ in waiter.ends.values()) - started
+        after = cpu_seconds(processes)
+        ends = [end for _, _, end in done]
+        figures["throughput"] = {
+            "tasks": args.tasks,
+            "completed": ends.count("completed"),
+            "elapsed_s": elapsed,
+            "tasks_per_s": args.tasks / elapsed,
+            "p50_ms": 1000 * statistics.median(lat for _, lat, _ in done),
+            "cpu_ms_per_task": {
+                name: 1000 * (after[name] - before[name]) / args.tasks for name in sorted(after)
+            },
+        }
+        if not args.skip_latency:
+            base = 2 * offset
+            idle = [
+                await one_task(client, waiter, base + i, args.shots) for i in range(args.latency)
+            ]
+            latencies = [lat for _, lat, _ in idle]
+            traces = [stage_rows(await client.events(task_id)) for task_id, _, _ in idle]
+            figures["idle"] = {
+                "tasks": args.latency,
+                "p50_ms": 1000 * statistics.median(latencies),
+                "p99_ms": 1000 * percentile(latencies, 0.99),
+                "stage_ms": stage_medians(traces),
+            }
+            rate = figures["throughput"]["tasks_per_s"] / 2
+            paced = []
+            base = 3 * offset
+            for i in range(args.latency):
+                paced.append(asyncio.create_task(one_task(client, waiter, base + i, args.shots)))
+                await asyncio.sleep(1 / rate)
+            half = [lat for _, lat, _ in await asyncio.gather(*paced)]
+            figures["half_rate"] = {
+                "rate_per_s": rate,
+                "p50_ms": 1000 * statistics.median(half),
+                "p99_ms": 1000 * percentile(half, 0.99),
+            }
+        await client.close()
+    finally:
+        await supervisor.stop()
+        server.stop()
+    return figures
+
+
+def report(figures: dict) -> None:
+    dask, qubus = figures["dask"], figures["qubus"]["throughput"]
+    print(f"workload: {qubus['tasks']} distinct 4-qubit circuits, {figures['shots']} shots each")
+    print(f"dask LocalCluster(2)  {dask['tasks_per_s']:8.1f} tasks/s  ({dask['elapsed_s']:.1f} s)")
+    print(
+        f"qubus                 {qubus['tasks_per_s']:8.1f} tasks/s  ({qubus['elapsed_s']:.1f} s,"
+        f" {qubus['completed']} completed, p50 {qubus['p50_ms']:.0f} ms"
+        f" at {figures['in_flight']} in flight)"
+    )
+    print(f"ratio qubus/dask      {figures['ratio']:8.2f}")
+    idle = figures["qubus"].get("idle")
+    if idle:
+        half = figures["qubus"]["half_rate"]
+        print(f"idle latency          p50 {idle['p50_ms']:.1f} ms, p99 {idle['p99_ms']:.1f} ms")
+        print(
+            f"at {half['rate_per_s']:.1f} tasks/s        p50 {half['p50_ms']:.1f} ms, "
+            f"p99 {half['p99_ms']:.1f} ms (p99/p50 {half['p99_ms'] / half['p50_ms']:.2f})"
+        )
+    cpu = qubus["cpu_ms_per_task"]
+    stages = idle["stage_ms"] if idle else {}
+    print(f"\n{'service':<12} {'CPU ms/task (load)':>19} {'median stage ms (idle)':>23}")
+    for name in sorted(set(cpu) | set(stages)):
+        stage = f"{stages[name]:.1f}" if name in stages else "-"
+        print(f"{name:<12} {cpu.get(name, 0.0):>19.1f} {stage:>23}")
+    services = {name: ms for name, ms in cpu.items() if name != "nats-server"}
+    print(f"{'services':<12} {sum(services.values()):>19.1f} {sum(stages.values()):>23.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=int, default=300)
+    parser.add_argument("--shots", type=int, default=200)
+    parser.add_argument("--in-flight", type=int, default=64, help="unfinished tasks at most")
+    parser.add_argument("--latency", type=int, default=40, help="tasks per latency run")
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--replicas", default="", help="as `qubus up --replicas`: parser=2,...")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    logs.configure("bench", "bench", "warning")
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+
+    dask = run_dask(args.tasks, args.shots)
+    qubus = asyncio.run(run_qubus(args))
+    figures = {
+        "shots": args.shots,
+        "in_flight": args.in_flight,
+        "replicas": args.replicas,
+        "dask": dask,
+        "qubus": qubus,
+        "ratio": qubus["throughput"]["tasks_per_s"] / dask["tasks_per_s"],
+    }
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        report(figures)
+
+
+if __name__ == "__main__":
+    main()

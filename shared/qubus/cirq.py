@@ -1,0 +1,98 @@
+"""``qubus.cirq.Sampler``: a ``cirq.Sampler`` whose circuits run on a qubus stack.
+
+``run``, ``run_sweep``, ``sample`` and ``run_batch`` (cirq's own, built on ``run_sweep``)
+return ``cirq.Result`` objects keyed by the circuit's measurement keys. Each point of a sweep
+is one task: the circuit with that point's parameters resolved, all submitted before any is
+waited for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import cirq
+import numpy as np
+
+from qubus.circuits.simulate import measurement_keys
+from qubus.client.sync import Session, connect
+
+
+class Sampler(cirq.Sampler):
+    """Runs circuits on the qubus stack.
+
+    Args:
+        session: A ``qubus.connect()`` session to share (default: a new one, closed by
+            ``close``).
+        url: The stack's NATS server when no session is given (default: ``QUBUS_NATS_URL``,
+            else the running ``qubus up``).
+        nkey: The user's nkey seed file when no session is given (``qubus.connect``).
+        timeout: Seconds to wait for each point's result.
+        **options: ``Session.submit`` options for every task (``node``, ``noiseless``,
+            ``priority``, ``fidelity_floor``, ...).
+    """
+
+    def __init__(
+        self,
+        session: Session | None = None,
+        *,
+        url: str | None = None,
+        nkey: str | None = None,
+        timeout: float = 300.0,
+        **options: Any,
+    ) -> None:
+        self._own = session is None
+        self._session = connect(url, nkey=nkey) if session is None else session
+        self._timeout = timeout
+        self._options = options
+
+    def __enter__(self) -> Sampler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the session if this sampler opened it."""
+        if self._own:
+            self._session.close()
+
+    def run_sweep(
+        self, program: cirq.AbstractCircuit, params: cirq.Sweepable, repetitions: int = 1
+    ) -> Sequence[cirq.Result]:
+        """One ``cirq.Result`` per parameter resolver of ``params``, in their order.
+
+        Raises:
+            qubus.client.sync.TaskError: a point's task was rejected, failed or cancelled.
+            TimeoutError: a point did not finish within the sampler's ``timeout``.
+        """
+        resolvers = list(cirq.to_resolvers(params))
+        jobs = [
+            self._session.submit(
+                cirq.resolve_parameters(program, resolver), shots=repetitions, **self._options
+            )
+            for resolver in resolvers
+        ]
+        keys = measurement_keys(program)
+        return [
+            cirq.ResultDict(
+                params=resolver,
+                measurements=measurements(job.result(self._timeout).counts or {}, keys),
+            )
+            for job, resolver in zip(jobs, resolvers, strict=True)
+        ]
+
+
+def measurements(counts: dict[str, int], keys: list[tuple[str, int]]) -> dict[str, np.ndarray]:
+    """Counts of bit strings as cirq's measurements: per key, a ``(shots, width)`` array of
+    bits, rows grouped by outcome (bit strings concatenate the keys in ``keys`` order)."""
+    rows = np.array(
+        [[int(bit) for bit in bits] for bits, n in counts.items() for _ in range(n)],
+        dtype=np.int8,
+    ).reshape(-1, sum(width for _, width in keys))
+    found = {}
+    start = 0
+    for key, width in keys:
+        found[key] = rows[:, start : start + width]
+        start += width
+    return found

@@ -1,0 +1,52 @@
+"""The allocator's micro-batches: one task's exception fails only that task."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from qubus_services.allocator.main import Batcher, _Pending
+
+
+class Poisoned(Exception):
+    pass
+
+
+async def decide_each(batch: list[_Pending], flushed: list[list[str]]) -> None:
+    """A flush that, like the allocator's, decides the whole batch before settling anyone:
+    a poisoned task makes it raise for every task of its batch."""
+    flushed.append([item.event for item in batch])
+    if any(item.event.startswith("poison") for item in batch):
+        raise Poisoned("cannot decide a batch holding a poisoned task")
+    for item in batch:
+        item.done.set_result(None)
+
+
+@pytest.mark.asyncio
+async def test_a_failing_batch_is_retried_task_by_task_and_fails_only_the_poisoned_one():
+    flushed: list[list[str]] = []
+    batcher = Batcher(1.0, 4, lambda batch: decide_each(batch, flushed))
+    names = ["good-1", "poison", "good-2", "good-3"]
+    results = await asyncio.gather(
+        *(batcher.add(_Pending(name, None)) for name in names), return_exceptions=True
+    )
+    assert [isinstance(r, Poisoned) for r in results] == [False, True, False, False]
+    assert flushed == [names, ["good-1"], ["poison"], ["good-2"], ["good-3"]]
+
+
+@pytest.mark.asyncio
+async def test_items_settled_before_the_batch_failed_are_not_decided_again():
+    flushed: list[list[str]] = []
+
+    async def settle_first_then_fail(batch: list[_Pending]) -> None:
+        flushed.append([item.event for item in batch])
+        batch[0].done.set_result(None)
+        if len(batch) > 1:
+            raise Poisoned("failed after publishing the first allocation")
+        # the re-flush of a single task succeeds
+
+    batcher = Batcher(1.0, 3, settle_first_then_fail)
+    results = await asyncio.gather(*(batcher.add(_Pending(n, None)) for n in ["a", "b", "c"]))
+    assert results == [None, None, None]
+    assert flushed == [["a", "b", "c"], ["b"], ["c"]]

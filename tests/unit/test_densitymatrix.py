@@ -1,0 +1,96 @@
+"""The numpy density-matrix simulation of small noisy registers against cirq's simulator."""
+
+from __future__ import annotations
+
+import cirq
+import numpy as np
+import pytest
+
+from qubus.circuits import load_circuit
+from qubus.devices.compile import compile_for_device
+from qubus.devices.densitymatrix import DensityMatrix
+from qubus.devices.emulation import NUMPY_DENSITY_QUBITS, noisy_moments
+from qubus.devices.profiles import load_device
+
+GATES = [cirq.H, cirq.X, cirq.S, cirq.T, cirq.rx(0.3), cirq.ry(1.1), cirq.rz(-0.7)]
+
+
+def random_noisy_circuit(n: int, seed: int) -> cirq.Circuit:
+    """Random one- and two-qubit gates, each followed by one of the emulator's channels."""
+    rng = np.random.default_rng(seed)
+    q = cirq.LineQubit.range(n)
+    ops: list[cirq.Operation] = []
+    for _ in range(12):
+        a, b = (int(x) for x in rng.choice(n, size=2, replace=False))
+        gate = [cirq.CNOT, cirq.CZ, cirq.ISWAP**0.5][rng.integers(3)]
+        ops.append(gate(q[a], q[b]) if rng.random() < 0.5 else GATES[rng.integers(7)](q[a]))
+        kind = rng.integers(5)
+        if kind == 0:
+            ops.append(cirq.depolarize(float(rng.random() * 0.2), n_qubits=2).on(q[a], q[b]))
+        elif kind == 1:
+            ops.append(cirq.depolarize(float(rng.random() * 0.2)).on(q[a]))
+        elif kind == 2:
+            ops.append(cirq.amplitude_damp(float(rng.random() * 0.3)).on(q[a]))
+        elif kind == 3:
+            ops.append(cirq.phase_damp(float(rng.random() * 0.3)).on(q[b]))
+        else:
+            ops.append(cirq.reset(q[b]))
+    return cirq.Circuit(ops)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_density_matrix_is_cirqs(n: int, seed: int) -> None:
+    circuit = (
+        random_noisy_circuit(max(n, 2), seed)
+        if n > 1
+        else cirq.Circuit(
+            cirq.H(cirq.LineQubit(0)),
+            cirq.amplitude_damp(0.3).on(cirq.LineQubit(0)),
+            cirq.phase_damp(0.2).on(cirq.LineQubit(0)),
+            cirq.depolarize(0.1).on(cirq.LineQubit(0)),
+        )
+    )
+    qubits = cirq.LineQubit.range(max(n, 1))
+    index = {q: i for i, q in enumerate(qubits)}
+    rho = DensityMatrix(len(qubits))
+    for op in circuit.all_operations():
+        rho.apply(op, index)
+    body = circuit + cirq.Circuit(cirq.I.on_each(*qubits))
+    expected = (
+        cirq.DensityMatrixSimulator(dtype=np.complex128)
+        .simulate(body, qubit_order=qubits)
+        .final_density_matrix
+    )
+    size = 2 ** len(qubits)
+    np.testing.assert_allclose(rho.tensor.reshape(size, size), expected, atol=1e-12)
+    np.testing.assert_allclose(rho.probabilities().sum(), 1.0, atol=1e-12)
+
+
+def test_a_compiled_noisy_circuit_has_cirqs_distribution() -> None:
+    text = (
+        'OPENQASM 2.0; include "qelib1.inc"; qreg q[4]; creg c[4]; h q[0]; cx q[0], q[1];'
+        " cx q[1], q[3]; cx q[3], q[2]; rz(0.4) q[0]; h q[0]; measure q -> c;"
+    )
+    device = load_device("ibm_nairobi")
+    compiled = compile_for_device(load_circuit(text, "qasm2"), device)
+    assert len(compiled.physical_qubits) <= NUMPY_DENSITY_QUBITS
+    noisy = cirq.Circuit(noisy_moments(compiled, device))
+    body = cirq.Circuit(op for op in noisy.all_operations() if not cirq.is_measurement(op))
+    qubits = sorted(noisy.all_qubits())
+    index = {q: i for i, q in enumerate(qubits)}
+    rho = DensityMatrix(len(qubits))
+    for op in body.all_operations():
+        rho.apply(op, index)
+    expected = (
+        cirq.DensityMatrixSimulator(dtype=np.complex128)
+        .simulate(body, qubit_order=qubits)
+        .final_density_matrix
+    )
+    np.testing.assert_allclose(rho.probabilities(), np.real(np.diag(expected)), atol=1e-12)
+
+
+def test_a_classically_controlled_operation_is_refused() -> None:
+    q = cirq.LineQubit(0)
+    with pytest.raises(TypeError, match="neither unitary nor a channel"):
+        DensityMatrix(1).apply(cirq.X(q).with_classical_controls("m"), {q: 0})
