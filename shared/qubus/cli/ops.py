@@ -135,7 +135,8 @@ async def up(args: argparse.Namespace) -> int:
     try:
         replicas = parse_replicas(args.replicas)
     except ValueError as exc:
-        raise QubusError(str(exc), code="up.replicas") from None
+        print(f"qubus: {exc} [up.replicas]", file=sys.stderr)
+        return 2
     server = None
     url = settings.nats_url
     if not url:
