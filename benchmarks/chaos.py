@@ -58,13 +58,16 @@ ENV = {"QUBUS_ACK_WAIT_S": "3", "QUBUS_TIME_SCALE": "0.01", "QUBUS_LOG_LEVEL": "
 
 
 def repetition_bomb(repetitions: int) -> str:
+    """About 1 KB of Cirq JSON: three operations repeated ``repetitions`` times."""
     q = cirq.LineQubit.range(3)
     body = cirq.FrozenCircuit(cirq.H(q[0]), cirq.CNOT(q[0], q[1]), cirq.measure(q[2], key="m"))
-    op = cirq.CircuitOperation(body, repetitions=repetitions, use_repetition_ids=False)
-    return circuit_to_json(cirq.Circuit(op))
+    operation = cirq.CircuitOperation(body, repetitions=repetitions, use_repetition_ids=False)
+    return circuit_to_json(cirq.Circuit(operation))
 
 
 def definition_bomb() -> str:
+    """About 1 KB of OpenQASM expanding into 999,999 operations, just under the parser's own
+    limit: gate ``g<k>`` calls ``g<k-1>`` ten times, and each is called nine times."""
     lines = ["OPENQASM 2.0;", 'include "qelib1.inc";', "qreg q[2];", "gate g0 a,b { cx a,b; }"]
     lines += [f"gate g{k} a,b {{ " + f"g{k - 1} a,b; " * 10 + "}" for k in range(1, 6)]
     lines += [f"g{k} q[0],q[1];" for k in range(5, -1, -1) for _ in range(9)]

@@ -11,6 +11,7 @@ import cirq
 import msgpack
 import pytest
 
+from benchmarks.chaos import definition_bomb, repetition_bomb
 from qubus.bus.auth import ANONYMOUS
 from qubus.bus.connection import H_MSG_ID, H_TYPE, SUBMIT_SUBJECT
 from qubus.bus.ids import new_task_id
@@ -23,7 +24,7 @@ from qubus.bus.messages import (
     TaskScored,
 )
 from qubus.bus.tracing import TraceContext
-from qubus.circuits import circuit_features, circuit_to_json
+from qubus.circuits import circuit_features
 from qubus.errors import InvalidPayload, QubusError
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
@@ -110,23 +111,6 @@ async def test_a_json_body_of_the_wrong_shape_in_a_stage_fails_only_its_task(cli
     [end] = [e.event for e in await client.wait(task_id, timeout=60) if e.event.TERMINAL]
     assert end.EVENT == "rejected" and end.stage == "allocator"
     assert end.error.code == "payload.undecodable"
-
-
-def repetition_bomb(repetitions: int) -> str:
-    """About 1 KB of Cirq JSON: three operations repeated ``repetitions`` times."""
-    q = cirq.LineQubit.range(3)
-    body = cirq.FrozenCircuit(cirq.H(q[0]), cirq.CNOT(q[0], q[1]), cirq.measure(q[2], key="m"))
-    operation = cirq.CircuitOperation(body, repetitions=repetitions, use_repetition_ids=False)
-    return circuit_to_json(cirq.Circuit(operation))
-
-
-def definition_bomb() -> str:
-    """About 1 KB of OpenQASM expanding into 999,999 operations, just under the parser's own
-    limit: gate ``g<k>`` calls ``g<k-1>`` ten times, and each is called nine times."""
-    lines = ["OPENQASM 2.0;", 'include "qelib1.inc";', "qreg q[2];", "gate g0 a,b { cx a,b; }"]
-    lines += [f"gate g{k} a,b {{ " + f"g{k - 1} a,b; " * 10 + "}" for k in range(1, 6)]
-    lines += [f"g{k} q[0],q[1];" for k in range(5, -1, -1) for _ in range(9)]
-    return "\n".join(lines)
 
 
 async def publish_raw(client, event: TaskEvent) -> None:

@@ -29,7 +29,11 @@ async def test_a_failing_batch_is_retried_task_by_task_and_fails_only_the_poison
     batcher = Batcher(1.0, 4, lambda batch: decide_each(batch, flushed))
     names = ["good-1", "poison", "good-2", "good-3"]
     results = await asyncio.gather(
-        *(batcher.add(_Pending(name, None)) for name in names), return_exceptions=True
+        *(
+            batcher.add(_Pending(name, None), backlog=len(names) - i - 1)
+            for i, name in enumerate(names)
+        ),
+        return_exceptions=True,
     )
     assert [isinstance(r, Poisoned) for r in results] == [False, True, False, False]
     assert flushed == [names, ["good-1"], ["poison"], ["good-2"], ["good-3"]]
@@ -47,6 +51,9 @@ async def test_items_settled_before_the_batch_failed_are_not_decided_again():
         # the re-flush of a single task succeeds
 
     batcher = Batcher(1.0, 3, settle_first_then_fail)
-    results = await asyncio.gather(*(batcher.add(_Pending(n, None)) for n in ["a", "b", "c"]))
+    names = ["a", "b", "c"]
+    results = await asyncio.gather(
+        *(batcher.add(_Pending(n, None), backlog=len(names) - i - 1) for i, n in enumerate(names))
+    )
     assert results == [None, None, None]
     assert flushed == [["a", "b", "c"], ["b"], ["c"]]

@@ -33,3 +33,11 @@ def test_without_replicas_every_service_runs_once() -> None:
 def test_bad_replicas_are_refused_with_the_reason(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_replicas(text)
+
+
+def test_qubus_up_refuses_bad_replicas_in_one_line_before_starting_anything(capsys) -> None:
+    from qubus.cli.main import main
+
+    assert main(["up", "--replicas", "qpu=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "[up.replicas]" in err and "'qpu' is not one of" in err

@@ -139,7 +139,10 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     logs.configure("cli", f"cli-{os.getpid()}", os.environ.get("QUBUS_CLI_LOG_LEVEL", "error"))
     if args.command == "up":
-        return _run_async(ops.up(args))
+        try:
+            return _run_async(ops.up(args))
+        finally:
+            ops.reap_late_children()
     if args.command in cli_weights.HANDLERS:
         return _run_async(_with_client(cli_weights.HANDLERS[args.command], args))
     return _run_async(COMMANDS[args.command](args))

@@ -297,6 +297,17 @@ async def _until_stopped(starting: Awaitable[None], stop: asyncio.Event) -> bool
     return True
 
 
+def reap_late_children() -> None:
+    """Kill the service processes whose start was under way in a thread when ``qubus up``
+    stopped during start-up: the supervisor never saw them start, they would connect for
+    ever to the stopped server, and the interpreter waits for its children at exit."""
+    import multiprocessing
+
+    for process in multiprocessing.active_children():
+        process.kill()
+        process.join(timeout=5)
+
+
 def down(args: argparse.Namespace) -> int:
     """``qubus down``: stop the recorded ``qubus up`` and wait until it has stopped.
 
