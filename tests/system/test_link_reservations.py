@@ -107,9 +107,9 @@ async def link_status(nc: NATS, a: str, b: str) -> LinkStatus:
 
 
 async def test_the_same_task_and_nodes_get_the_same_pairs(nc, link_service):
-    first = await reserve(nc, task_id="same-1", a="ibm_nairobi", b="ibm_manila", count=40)
-    again = await reserve(nc, task_id="same-1", a="ibm_nairobi", b="ibm_manila", count=40)
-    other = await reserve(nc, task_id="same-2", a="ibm_nairobi", b="ibm_manila", count=40)
+    first = await reserve(nc, task_id="u.same-1", a="ibm_nairobi", b="ibm_manila", count=40)
+    again = await reserve(nc, task_id="u.same-1", a="ibm_nairobi", b="ibm_manila", count=40)
+    other = await reserve(nc, task_id="u.same-2", a="ibm_nairobi", b="ibm_manila", count=40)
     assert again == first
     assert first.path == ["ibm_nairobi", HUB, "ibm_manila"]
     assert len(first.fidelities) == 40 and all(0.25 < f < 1 for f in first.fidelities)
@@ -119,8 +119,8 @@ async def test_the_same_task_and_nodes_get_the_same_pairs(nc, link_service):
 
 
 async def test_the_node_order_only_orients_the_reply(nc, link_service):
-    forward = await reserve(nc, task_id="order-1", a="ionq_aria", b="ibm_nairobi", count=5)
-    backward = await reserve(nc, task_id="order-1", a="ibm_nairobi", b="ionq_aria", count=5)
+    forward = await reserve(nc, task_id="u.order-1", a="ionq_aria", b="ibm_nairobi", count=5)
+    backward = await reserve(nc, task_id="u.order-1", a="ibm_nairobi", b="ionq_aria", count=5)
     assert (forward.a, forward.b) == ("ionq_aria", "ibm_nairobi")
     assert (backward.a, backward.b) == ("ibm_nairobi", "ionq_aria")
     assert backward.path == forward.path[::-1] == ["ibm_nairobi", HUB, "ionq_aria"]
@@ -129,7 +129,7 @@ async def test_the_node_order_only_orients_the_reply(nc, link_service):
 
 
 async def test_reserved_pairs_match_the_expected_pair(nc, link_service):
-    made = await reserve(nc, task_id="mean-1", a=HUB, b="ibm_nairobi", count=2_000)
+    made = await reserve(nc, task_id="u.mean-1", a=HUB, b="ibm_nairobi", count=2_000)
     fidelity, latency_s = expected_pair(load_topology(TOPOLOGY), HUB, "ibm_nairobi")
     mean = sum(made.fidelities) / len(made.fidelities)
     assert mean == pytest.approx(fidelity, abs=0.005)
@@ -138,18 +138,18 @@ async def test_reserved_pairs_match_the_expected_pair(nc, link_service):
 
 async def test_ideal_links_give_perfect_pairs_in_modelled_time(nc, link_service):
     made = await reserve(
-        nc, task_id="ideal-1", a="ibm_nairobi", b="ibm_manila", count=20, ideal=True
+        nc, task_id="u.ideal-1", a="ibm_nairobi", b="ibm_manila", count=20, ideal=True
     )
     assert made.fidelities == [1.0] * 20
     assert made.latency_s > 0 and made.purified == 0
 
 
 async def test_reservation_survives_a_killed_link_service(nc, link_service):
-    made = await reserve(nc, task_id="crash-1", a="ibm_manila", b=HUB, count=25, hold_s=0.01)
+    made = await reserve(nc, task_id="u.crash-1", a="ibm_manila", b=HUB, count=25, hold_s=0.01)
     before = await link_status(nc, "ibm_manila", HUB)
     await link_service.kill()
     await link_service.start(nc)
-    assert await reserve(nc, task_id="crash-1", a="ibm_manila", b=HUB, count=25) == made
+    assert await reserve(nc, task_id="u.crash-1", a="ibm_manila", b=HUB, count=25) == made
     after = await link_status(nc, "ibm_manila", HUB)
     assert after.reservations == before.reservations  # replayed, not made again
     assert after.pairs_reserved == before.pairs_reserved
@@ -157,7 +157,7 @@ async def test_reservation_survives_a_killed_link_service(nc, link_service):
 
 async def test_link_status_counts_reservations_and_purification(nc, link_service):
     before = await link_status(nc, HUB, "ibm_manila")
-    made = await reserve(nc, task_id="count-1", a=HUB, b="ibm_manila", count=30)
+    made = await reserve(nc, task_id="u.count-1", a=HUB, b="ibm_manila", count=30)
     status = await link_status(nc, HUB, "ibm_manila")
     spec = load_topology(TOPOLOGY).link(HUB, "ibm_manila")
     assert status.reservations == before.reservations + 1
@@ -171,8 +171,8 @@ async def test_link_status_counts_reservations_and_purification(nc, link_service
 @pytest.mark.parametrize(
     ("fields", "code"),
     [
-        ({"task_id": "bad-1", "a": "ibm_nairobi", "b": "nowhere", "count": 1}, "link.no_path"),
-        ({"task_id": "bad-2", "a": "ibm_nairobi", "b": "ibm_manila", "count": 0}, None),
+        ({"task_id": "u.bad-1", "a": "ibm_nairobi", "b": "nowhere", "count": 1}, "link.no_path"),
+        ({"task_id": "u.bad-2", "a": "ibm_nairobi", "b": "ibm_manila", "count": 0}, None),
     ],
 )
 async def test_bad_reservations_are_structured_errors(nc, link_service, fields, code):

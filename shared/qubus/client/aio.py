@@ -294,31 +294,29 @@ class Client:
         subject = self._task_subject(task_id)
         events: list[StoredEvent] = []
         read_to = 0
-
-        async def follow() -> None:
-            nonlocal read_to
-            while True:
-                try:
-                    async for msg in self.read_stream(
-                        STREAM, subject, follow=True, after_seq=read_to
-                    ):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reader = self.read_stream(
+                    STREAM, subject, follow=True, after_seq=read_to, until=deadline
+                )
+                async with contextlib.aclosing(reader):  # its consumer let go before returning
+                    async for msg in reader:
                         read_to = msg.metadata.sequence.stream
                         stored = stored_event(msg)
                         if stored is not None:
                             events.append(stored)
                             if stored.event.TERMINAL:
-                                return
-                except nats.errors.Error as exc:
-                    # a lost server or a leader election: read on from the last event
-                    self._check_connected()
-                    log.warning("bus.retry", what="wait", error=repr(exc))
-                    await asyncio.sleep(0.5)
-
-        try:
-            await asyncio.wait_for(follow(), timeout)
-        except TimeoutError:
-            raise TimeoutError(f"task {task_id} did not finish within {timeout:g} s") from None
-        return events
+                                return events
+            except (TimeoutError, nats.errors.Error) as exc:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"task {task_id} did not finish within {timeout:g} s"
+                    ) from None
+                # a lost server or a leader election: read on from the last event
+                self._check_connected()
+                log.warning("bus.retry", what="wait", error=repr(exc))
+                await asyncio.sleep(0.5)
 
     async def events(self, task_id: str) -> list[StoredEvent]:
         """The task's events stored so far (its trace).
@@ -455,6 +453,7 @@ class Client:
         batch: int = 256,
         progress: Progress | None = None,
         headers_only: bool = False,
+        until: float | None = None,
     ) -> AsyncIterator[Msg]:
         """The messages of ``stream`` on ``subject``, oldest first, through one ephemeral
         pull consumer, which the server removes once it has been idle for
@@ -473,6 +472,8 @@ class Client:
             batch: Messages fetched per request.
             progress: Counts the messages read against those pending at the start.
             headers_only: Only the messages' subjects and headers, not their bodies.
+            until: Raise ``TimeoutError`` once ``time.monotonic()`` passes this (a deadline
+                checked between fetches, not a cancellation, which a fetch may swallow).
         """
         config = ConsumerConfig(
             headers_only=headers_only or None,
@@ -491,8 +492,15 @@ class Client:
             progress.total = remaining
         try:
             while follow or remaining > 0:
+                wait_s = 1.0
+                if until is not None:
+                    wait_s = min(wait_s, until - time.monotonic())
+                    if wait_s <= 0:
+                        raise TimeoutError(f"reading {subject} did not end in time")
                 try:
-                    msgs = await sub.fetch(batch if follow else min(batch, remaining), timeout=1.0)
+                    msgs = await sub.fetch(
+                        batch if follow else min(batch, remaining), timeout=max(wait_s, 0.01)
+                    )
                 except TimeoutError:  # nats.errors.TimeoutError, or asyncio's when nothing came
                     if not follow:  # messages may have aged out of the stream meanwhile
                         remaining = (await sub.consumer_info()).num_pending or 0
