@@ -131,6 +131,12 @@ class Child:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+async def _connection_error(exc: Exception) -> None:
+    """Log a connection error of the supervisor (a restarted nats-server) as one line, not
+    nats-py's default traceback on stderr."""
+    log.warning("supervisor.nats_error", error=repr(exc))
+
+
 class Supervisor:
     """Starts service processes against a NATS URL and keeps them running.
 
@@ -176,6 +182,7 @@ class Supervisor:
             name="qubus-supervisor",
             nkeys_seed=operator or None,
             inbox_prefix=inbox_prefix(OPERATOR),
+            error_cb=_connection_error,
         )
         await self._nc.subscribe(READY_SUBJECT, cb=self._on_ready)
         if self.log_dir is not None:
