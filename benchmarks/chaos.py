@@ -42,7 +42,7 @@ import msgpack
 from qubus.bus import codec, logs
 from qubus.bus.auth import ANONYMOUS
 from qubus.bus.connection import H_MSG_ID, H_TYPE, STREAM, SUBMIT_SUBJECT
-from qubus.bus.ids import new_task_id
+from qubus.bus.ids import new_task_id, split_task_subject
 from qubus.bus.messages import SubmitRequest, TaskScored
 from qubus.bus.natsserver import NatsServer
 from qubus.circuits import circuit_to_json
@@ -179,8 +179,7 @@ async def terminal_counts(client: Client) -> Counter[str]:
     info = await client.bus.js.stream_info(STREAM, subjects_filter="qubus.task.>")
     counts: Counter[str] = Counter()
     for subject, n in (info.state.subjects or {}).items():
-        _, _, owner, own_id, event = subject.split(".", 4)
-        task_id = f"{owner}.{own_id}"
+        task_id, event = split_task_subject(subject)
         if event in ("completed", "rejected", "failed"):
             counts[f"{task_id} {event}"] += n
     return counts

@@ -47,7 +47,7 @@ from pathlib import Path
 import psutil
 
 from qubus.bus import logs
-from qubus.bus.ids import ANY_TASK
+from qubus.bus.ids import ANY_TASK, split_task_subject
 from qubus.bus.messages import SubmitRequest
 from qubus.bus.natsserver import NatsServer
 from qubus.cli.common import default_fleet
@@ -134,8 +134,7 @@ class Waiter:
             await client.bus.nc.subscribe(f"qubus.task.{ANY_TASK}.{end}", cb=self._on_end)
 
     async def _on_end(self, msg) -> None:
-        _, _, owner, own_id, end = msg.subject.split(".", 4)
-        task_id = f"{owner}.{own_id}"
+        task_id, end = split_task_subject(msg.subject)
         self.ends.setdefault(task_id, (time.time(), end))
         self.events[task_id].set()
 

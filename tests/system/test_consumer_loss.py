@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from qubus.bus.connection import BUCKET_CONSUMERS, STREAM
+from qubus.bus.ids import split_task_subject
 from qubus.bus.messages import SubmitRequest
 from qubus.scheduling.replacement import qpu_consumer
 
@@ -26,8 +27,7 @@ async def terminal_events(client) -> Counter[str]:
     info = await client.bus.js.stream_info(STREAM, subjects_filter="qubus.task.*.>")
     counts: Counter[str] = Counter()
     for subject, n in (info.state.subjects or {}).items():
-        _, _, owner, own_id, event = subject.split(".", 4)
-        task_id = f"{owner}.{own_id}"
+        task_id, event = split_task_subject(subject)
         if event in ("completed", "rejected", "failed"):
             counts[task_id] += n
     return counts

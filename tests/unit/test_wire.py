@@ -13,6 +13,7 @@ from qubus.bus.ids import (
     idempotency_kv_key,
     new_task_id,
     seed_for,
+    split_task_subject,
     submitted_at,
     task_subject,
 )
@@ -196,3 +197,8 @@ def test_a_plain_task_id_makes_its_subject():
     assert task_subject("alice.018f3a2b1c4d5e6f7a8b9", "allocated.*") == (
         "qubus.task.alice.018f3a2b1c4d5e6f7a8b9.allocated.*"
     )
+
+
+def test_a_task_subject_splits_back_into_its_task_id_and_tail():
+    subject = task_subject("alice.018f3a2b1c4d5e6f7a8b9", "allocated.ibm_nairobi")
+    assert split_task_subject(subject) == ("alice.018f3a2b1c4d5e6f7a8b9", "allocated.ibm_nairobi")

@@ -68,3 +68,12 @@ def task_subject(task_id: str, tail: str) -> str:
             ``*`` or ``>`` would read other tasks' events).
     """
     return f"qubus.task.{check_task_id(task_id)}.{tail}"
+
+
+def split_task_subject(subject: str) -> tuple[str, str]:
+    """The task id and the tail of a task event's subject (the inverse of ``task_subject``).
+
+    ``qubus.task.alice.t1.allocated.ibm_nairobi`` gives ``("alice.t1", "allocated.ibm_nairobi")``.
+    """
+    _, _, owner, own_id, tail = subject.split(".", 4)
+    return f"{owner}.{own_id}", tail

@@ -34,7 +34,7 @@ from qubus.bus.connection import (
     stored_event,
 )
 from qubus.bus.health import PREFIX
-from qubus.bus.ids import check_task_id, task_subject
+from qubus.bus.ids import check_task_id, split_task_subject, task_subject
 from qubus.bus.logs import get_logger, log_subject
 from qubus.bus.messages import (
     Model,
@@ -372,8 +372,8 @@ class Client:
             subjects = [msg.subject async for msg in msgs]
         seen: dict[str, list[str]] = {}
         for subject in subjects:
-            _, _, owner, own_id, event = subject.split(".", 4)
-            seen.setdefault(f"{owner}.{own_id}", []).append(event.split(".")[0])
+            task_id, event = split_task_subject(subject)
+            seen.setdefault(task_id, []).append(event.split(".")[0])
         oldest_first = sorted(seen, key=lambda task_id: task_id.split(".", 1)[1])
         return [(task_id, status_from_events(seen[task_id])) for task_id in oldest_first]
 
