@@ -13,11 +13,13 @@ most the last interval's messages, whose results are recent enough to be de-dupl
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import nats.errors
 import nats.js.errors
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.kv import KeyValue
 
 from qubus.bus.connection import BUCKET_CONSUMERS, STREAM, Bus
 from qubus.bus.logs import get_logger
@@ -28,9 +30,27 @@ FLOOR_INTERVAL_S = 2.0
 """How often a stage records its consumer's acknowledgement floor."""
 
 
+FLOOR_READ_TRIES = 15
+"""How many times, a second apart, a stage tries to read its recorded floor: on a cluster, a
+bucket just created has no leader for a few seconds and its reads time out meanwhile."""
+
+
 async def recorded_floor(bus: Bus, name: str) -> int:
-    """The last acknowledgement floor recorded for consumer ``name`` (0: none)."""
+    """The last acknowledgement floor recorded for consumer ``name`` (0: none).
+
+    Raises:
+        nats.errors.TimeoutError: the bucket did not answer in ``FLOOR_READ_TRIES`` tries.
+    """
     kv = await bus.kv(BUCKET_CONSUMERS)
+    for _ in range(FLOOR_READ_TRIES - 1):
+        try:
+            return await _read_floor(kv, name)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            await asyncio.sleep(1.0)
+    return await _read_floor(kv, name)
+
+
+async def _read_floor(kv: KeyValue, name: str) -> int:
     try:
         entry = await kv.get(name)
     except nats.js.errors.KeyNotFoundError:
