@@ -4,6 +4,7 @@ Usage:
     python benchmarks/fastpath.py --tasks 300
     python benchmarks/fastpath.py --tasks 3000 --skip-latency
     python benchmarks/fastpath.py --tasks 300 --replicas parser=2
+    python benchmarks/fastpath.py --tasks 600 --skip-latency --profile /tmp/prof
 
 The workload: ``--tasks`` distinct 4-qubit GHZ-like circuits (a GHZ state, then an ``rz`` whose
 angle is the task's own and a Hadamard on the first qubit), ``--shots`` (200) shots each.
@@ -36,7 +37,9 @@ import asyncio
 import json
 import logging
 import math
+import signal
 import statistics
+import subprocess
 import tempfile
 import time
 from collections import defaultdict
@@ -188,6 +191,34 @@ def cpu_seconds(processes: dict[str, list[psutil.Process]]) -> dict[str, float]:
     return totals
 
 
+def profile(processes: dict[str, list[psutil.Process]], folder: Path) -> list[subprocess.Popen]:
+    """Start ``py-spy record`` on every process of each service (not the nats-server), writing
+    ``<folder>/<service>-<i>.txt`` in its collapsed-stack format when stopped with SIGINT
+    (``-0`` is the service's own process, the others its replicas and worker processes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [
+                "py-spy",
+                "record",
+                "--pid",
+                str(proc.pid),
+                "--format",
+                "raw",
+                "--rate",
+                "200",
+                "--output",
+                str(folder / f"{name}-{i}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, procs in processes.items()
+        if name != "nats-server"
+        for i, proc in enumerate(procs)
+    ]
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -223,6 +254,7 @@ async def run_qubus(args: argparse.Namespace) -> dict:
         await asyncio.gather(*(one_task(client, waiter, offset + i, args.shots) for i in range(8)))
 
         processes = stack_processes(supervisor, server)
+        profilers = profile(processes, Path(args.profile)) if args.profile else []
         before = cpu_seconds(processes)
         gate = asyncio.Semaphore(args.in_flight)
         started = time.time()
@@ -231,6 +263,10 @@ async def run_qubus(args: argparse.Namespace) -> dict:
         )
         elapsed = max(ended for ended, _ in waiter.ends.values()) - started
         after = cpu_seconds(processes)
+        for profiler in profilers:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+        for profiler in profilers:
+            profiler.wait(timeout=60)
         ends = [end for _, _, end in done]
         figures["throughput"] = {
             "tasks": args.tasks,
@@ -312,6 +348,11 @@ def main() -> None:
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--replicas", default="", help="as `qubus up --replicas`: parser=2,...")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="py-spy each service during the throughput run: DIR/<service>.txt, collapsed stacks",
+    )
     args = parser.parse_args()
     logs.configure("bench", "bench", "warning")
     logging.getLogger("distributed").setLevel(logging.ERROR)

@@ -10,6 +10,7 @@ from collections import defaultdict
 import cirq
 import pytest
 
+from qubus.bus.logs import split_lines
 from qubus.bus.messages import SubmitRequest, TaskAllocated, TaskCompleted
 from qubus.circuits import circuit_from_json
 from qubus.devices.compile import compile_for_device
@@ -40,9 +41,9 @@ async def test_prediction_is_recomputed_on_the_calibration_the_task_ran_on(clien
     recomputed_logs: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
     async def collect(msg) -> None:
-        line = json.loads(msg.data)
-        if line.get("event") == "qpu.prediction_recomputed" and "task_id" in line:
-            recomputed_logs[line["task_id"]].set()
+        for line in map(json.loads, split_lines(msg.data)):
+            if line.get("event") == "qpu.prediction_recomputed" and "task_id" in line:
+                recomputed_logs[line["task_id"]].set()
 
     text = (dev_qasm / "qasmbench__bell_n4.qasm").read_text()
     requests = [SubmitRequest(circuit=text, shots=SHOTS, node=NODE) for _ in range(4)]

@@ -35,7 +35,7 @@ from qubus.bus.connection import (
 )
 from qubus.bus.health import PREFIX
 from qubus.bus.ids import check_task_id, split_task_subject, task_subject
-from qubus.bus.logs import get_logger, log_subject
+from qubus.bus.logs import get_logger, log_subject, split_lines
 from qubus.bus.messages import (
     Model,
     SandboxEvaluation,
@@ -435,12 +435,13 @@ class Client:
         async for msg in self.read_stream(
             LOG_STREAM, log_subject(service or "*"), since=since, follow=follow, batch=batch
         ):
-            try:
-                line = json.loads(msg.data)
-            except ValueError:
-                continue
-            if isinstance(line, dict):
-                yield line
+            for text in split_lines(msg.data):
+                try:
+                    line = json.loads(text)
+                except ValueError:
+                    continue
+                if isinstance(line, dict):
+                    yield line
 
     async def read_stream(
         self,
