@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import cirq
+import numpy as np
 import pytest
 
 from qubus.circuits.simulate import ideal_distribution
-from qubus.devices.compile import compile_for_device
+from qubus.devices.compile import schedule, compile_for_device, phased_xz
 from qubus.devices.emulation import emulate
 from qubus.devices.fidelity import hellinger_fidelity
 from qubus.devices.profiles import load_device
@@ -189,3 +190,30 @@ def test_a_circuit_with_other_angles_reuses_the_layout_and_compiles_as_without_t
     assert second.circuit != first.circuit  # the merged one-qubit pulses differ
     compile_module._placements._entries.clear()
     assert compile_module._compile(ghz_like(0.7), device).circuit == second.circuit
+
+
+def test_phased_xz_matches_cirqs_from_matrix_on_random_and_special_unitaries():
+    rng = np.random.RandomState(7)
+    matrices = [cirq.testing.random_unitary(2, random_state=rng) for _ in range(300)]
+    matrices += [cirq.unitary(g) for g in (cirq.I, cirq.X, cirq.Y, cirq.Z, cirq.H, cirq.S, cirq.T)]
+    for matrix in matrices:
+        ours, cirqs = phased_xz(matrix), cirq.PhasedXZGate.from_matrix(matrix)
+        assert cirq.equal_up_to_global_phase(cirq.unitary(ours), matrix, atol=1e-9)
+        assert ours.x_exponent == pytest.approx(cirqs.x_exponent, abs=1e-12)
+        assert ours.z_exponent == pytest.approx(cirqs.z_exponent, abs=1e-12)
+        assert ours.axis_phase_exponent == pytest.approx(cirqs.axis_phase_exponent, abs=1e-12)
+
+
+def test_schedule_places_operations_as_cirqs_earliest_strategy_does():
+    a, b, c = cirq.LineQubit.range(3)
+    ops = [
+        cirq.H(a),
+        cirq.measure(a, key="m"),
+        cirq.X(b).with_classical_controls("m"),
+        cirq.Z(c).with_classical_controls("m"),  # readers of one key share a moment
+        cirq.CZ(b, c),
+        cirq.measure(c, key="m2"),
+        cirq.measure(b, key="m"),  # rewrites m: after both of its readers
+        cirq.H(a),
+    ]
+    assert cirq.Circuit(schedule(iter(ops))) == cirq.Circuit(ops)

@@ -18,14 +18,18 @@ Steps:
    gates are merged into a single ``PhasedXZGate``. A one-qubit gate costs "pulses"
    (:func:`pulses`): none for a Z rotation (virtual), one for a half or full X rotation on IBM
    devices or any rotation on ion traps, two (``sx·rz·sx``) otherwise.
-4. Schedule: ASAP in moments (``cirq.Circuit`` EARLIEST insertion), terminal measurements
-   together in one last moment; a moment lasts as long as its longest operation.
+4. Schedule: ASAP in moments (what ``cirq.Circuit`` EARLIEST insertion gives, written out in
+   :func:`schedule`), terminal measurements together in one last moment; a moment lasts as
+   long as its longest operation.
 
 Measurement keys, measurement invert masks, resets and classical controls are preserved.
 """
 
 from __future__ import annotations
 
+import cmath
+import functools
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator
@@ -188,15 +192,16 @@ def _compile(circuit: cirq.AbstractCircuit, device: Device) -> CompiledCircuit:
     layout = {str(q): p for q, p in placement.items()}
     two_q = cirq.CZ if device.two_qubit_gate in ("cz", "zz", "ms") else cirq.CNOT
     routed, final, swaps = _route(_basic_ops(circuit), placement, device, two_q)
-    native = cirq.Circuit(_merge_single_qubit(routed))
+    moments = schedule(_merge_single_qubit(routed))
     if final:
-        native.append(cirq.Moment(final))
+        moments.append(cirq.Moment(final))
+    native = cirq.FrozenCircuit.from_moments(*moments)
     durations = tuple(
         max((op_duration_ns(op, device) for op in moment), default=0.0) for moment in native
     )
     counts = _count(native, durations, device)
     return CompiledCircuit(
-        circuit=native.freeze(),
+        circuit=native,
         layout=layout,
         gate_counts=counts,
         moment_durations_ns=durations,
@@ -441,6 +446,84 @@ def _shortest_path(device: Device, start: int, goal: int) -> list[int]:
     return path
 
 
+def schedule(ops: Iterator[cirq.Operation]) -> list[cirq.Moment]:
+    """ASAP moments, as ``cirq.Circuit(ops)`` builds them (cirq's EARLIEST strategy): each
+    operation goes to the moment after the last one that shares a qubit with it, or a
+    measurement key it writes or reads (control keys alone commute).
+
+    Written out for the native gate set (only measurements write keys, only classically
+    controlled operations read them) because it runs for every compilation, where cirq's
+    general version is most of the cost.
+    """
+    qubit_at: dict[cirq.Qid, int] = {}
+    written_at: dict[cirq.MeasurementKey, int] = {}
+    read_at: dict[cirq.MeasurementKey, int] = {}
+    layers: list[list[cirq.Operation]] = []
+    for op in ops:
+        writes = cirq.measurement_key_objs(op) if _is_measurement(op) else ()
+        reads = op.classical_controls and cirq.control_keys(op)
+        index = 1 + max((qubit_at.get(q, -1) for q in op.qubits), default=-1)
+        for key in writes:
+            index = max(index, written_at.get(key, -1) + 1, read_at.get(key, -1) + 1)
+        for key in reads or ():
+            index = max(index, written_at.get(key, -1) + 1)
+        for q in op.qubits:
+            qubit_at[q] = index
+        for key in writes:
+            written_at[key] = index
+        for key in reads or ():
+            read_at[key] = max(index, read_at.get(key, -1))
+        while len(layers) <= index:
+            layers.append([])
+        layers[index].append(op)
+    return [cirq.Moment(*layer, _flatten_contents=False) for layer in layers]
+
+
+def _is_measurement(op: cirq.Operation) -> bool:
+    inner = op.without_classical_controls() if op.classical_controls else op
+    return isinstance(inner.gate, cirq.MeasurementGate)
+
+
+@functools.lru_cache(maxsize=1024)
+def _gate_unitary(gate: cirq.Gate) -> np.ndarray:
+    """A one-qubit gate's matrix (cached: the same few gates recur in every circuit)."""
+    matrix = cirq.unitary(gate)
+    matrix.setflags(write=False)
+    return matrix
+
+
+def _unitary(op: cirq.Operation) -> np.ndarray:
+    return _gate_unitary(op.gate) if isinstance(op, cirq.GateOperation) else cirq.unitary(op)
+
+
+def phased_xz(matrix: np.ndarray) -> cirq.PhasedXZGate:
+    """``cirq.PhasedXZGate.from_matrix`` for a 2×2 unitary, in Python's complex arithmetic
+    (cirq's numpy version of the same formulas costs ~50 µs per call on 2×2 arrays).
+
+    The angles follow ``cirq.deconstruct_single_qubit_matrix_into_angles``: cancel the phase
+    between the top row's entries, then between the left column's, read the rotation off the
+    magnitudes, and the remaining diagonal phase; the gate is returned in canonical form.
+    """
+    (a, b), (c, d) = matrix.tolist()
+    right = cmath.phase(b * a.conjugate()) + math.pi
+    # Multiply the columns by the phases that align the top row, then the rows by those that
+    # align the left column.
+    right_phase = cmath.exp(-1j * right)
+    b, d = b * right_phase, d * right_phase
+    bottom = cmath.phase(c * a.conjugate())
+    bottom_phase = cmath.exp(-1j * bottom)
+    c, d = c * bottom_phase, d * bottom_phase
+    rotation = math.atan2(abs(c), abs(a))
+    cos, sin = math.cos(rotation), math.sin(rotation)
+    a, d = cos * a + sin * c, -sin * b + cos * d  # rows after the inverse rotation
+    diagonal = cmath.phase(d * a.conjugate())
+    pre = (right + diagonal) / math.pi - 0.5
+    post = bottom / math.pi + 0.5
+    return cirq.PhasedXZGate(
+        x_exponent=2 * rotation / math.pi, axis_phase_exponent=-pre, z_exponent=post + pre
+    )._canonical()
+
+
 def _merge_single_qubit(ops: list[cirq.Operation]) -> Iterator[cirq.Operation]:
     """Merge runs of unconditioned one-qubit unitaries into one ``PhasedXZGate`` each."""
     pending: dict[cirq.Qid, np.ndarray] = {}
@@ -450,7 +533,7 @@ def _merge_single_qubit(ops: list[cirq.Operation]) -> Iterator[cirq.Operation]:
         if matrix is not None:
             identity = abs(matrix[0, 1]) < ATOL and abs(matrix[0, 0] - matrix[1, 1]) < ATOL
             if not identity:
-                yield cirq.PhasedXZGate.from_matrix(matrix)(qubit)
+                yield phased_xz(matrix).on(qubit)
 
     for op in ops:
         mergeable = (
@@ -460,14 +543,15 @@ def _merge_single_qubit(ops: list[cirq.Operation]) -> Iterator[cirq.Operation]:
         )
         if mergeable:
             (qubit,) = op.qubits
-            pending[qubit] = cirq.unitary(op) @ pending.get(qubit, np.eye(2))
+            held = pending.get(qubit)
+            pending[qubit] = _unitary(op) if held is None else _unitary(op) @ held
             continue
         for qubit in op.qubits:
             yield from flush(qubit)
         inner = op.without_classical_controls()
         if len(inner.qubits) == 1 and cirq.has_unitary(inner):
             conditions = op.classical_controls
-            gate = cirq.PhasedXZGate.from_matrix(cirq.unitary(inner))
+            gate = phased_xz(_unitary(inner))
             yield gate(*inner.qubits).with_classical_controls(*conditions)
         else:
             yield op
