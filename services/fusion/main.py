@@ -1,9 +1,11 @@
 """fusion: ``eval.sandbox`` + ``eval.noise`` → ``scored``; ``completed`` → fidelity calibration.
 
-The two evaluations of a task arrive in either order, at any replica. Each arrival merges its
-part into the task's entry in KV ``qubus_joins`` with a compare-and-set on the entry's
-revision; the arrival whose write completes the pair computes the scores. A redelivered part
-may complete the join again; the ``scored`` event's de-duplication id keeps one.
+The two evaluations of a task arrive in either order, at any replica; both are already in the
+task stream when they arrive. Each arrival reads the other part's stored event by subject
+(one direct read): the part stored *later* (higher stream sequence) computes the scores, the
+earlier one does nothing, because the later one is bound to find it. So exactly one arrival
+scores a task, with no join state of its own; a redelivered later part may score it again,
+and the ``scored`` event's de-duplication id keeps one.
 
 Scores use the weights of KV ``qubus_weights`` (``qubus.scheduling.weights``; the revision is
 recorded in the event), the calibration of predicted against measured fidelity of KV
@@ -18,14 +20,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 
-import msgpack
-import nats.js.errors
 from nats.js.kv import KeyValue
 
-from qubus.bus import codec
 from qubus.bus.connection import (
     BUCKET_CALIBRATION,
-    BUCKET_JOINS,
     BUCKET_PILOTS,
     BUCKET_WEIGHTS,
     NodeDirectory,
@@ -41,7 +39,6 @@ from qubus.bus.messages import (
     SandboxEvaluation,
     TaskChecked,
     TaskCompleted,
-    TaskEvent,
     TaskOptions,
     TaskScored,
 )
@@ -60,8 +57,6 @@ from qubus.scheduling.scoring import DEFAULT_WEIGHTS, ScoreInputs, Weights, scor
 from qubus.scheduling.weights import WEIGHTS_KEY, WeightsRecord, ensure_weights
 
 log = get_logger()
-
-PARTS = {SandboxEvaluation: "sandbox", NoiseEvaluation: "noise"}
 
 
 def predicted_fidelity(prediction: NodePrediction, sandbox: SandboxEvaluation, shots: int) -> float:
@@ -193,7 +188,6 @@ class Fusion:
     Args:
         rt: The service's runtime (its bus and settings).
         directory: The fleet's node statuses.
-        joins: KV ``qubus_joins``.
         calibration_kv: KV ``qubus_calibration``, where outcomes are counted.
         weights: The followed score weights.
         calibrations: The followed calibrations.
@@ -204,7 +198,6 @@ class Fusion:
         self,
         rt: Runtime,
         directory: NodeDirectory,
-        joins: KeyValue,
         calibration_kv: KeyValue,
         weights: RecordCache[WeightsRecord],
         calibrations: RecordCache[CalibrationState],
@@ -213,26 +206,21 @@ class Fusion:
         self._bus = rt.bus
         self._settings = rt.settings
         self._directory = directory
-        self._joins = joins
         self._calibration_kv = calibration_kv
         self._weights = weights
         self._calibrations = calibrations
         self._pilots = pilots
 
-    async def _join(self, event: TaskEvent) -> dict[str, bytes]:
-        """Merge this part into the task's join; returns every part stored so far."""
-        while True:
-            try:
-                entry = await self._joins.get(event.task_id)
-                parts, revision = msgpack.unpackb(entry.value), entry.revision
-            except nats.js.errors.KeyNotFoundError:
-                parts, revision = {}, 0
-            parts[PARTS[type(event)]] = codec.encode(event)
-            try:
-                await self._joins.update(event.task_id, msgpack.packb(parts), last=revision)
-                return parts
-            except nats.js.errors.KeyWrongLastSequenceError:
-                continue  # another replica wrote in between: merge again
+    async def _other_part(
+        self, event: SandboxEvaluation | NoiseEvaluation, sequence: int
+    ) -> SandboxEvaluation | NoiseEvaluation | None:
+        """The task's other evaluation if this one, stored at ``sequence``, completes the join:
+        it is stored, and before this one."""
+        other = NoiseEvaluation if isinstance(event, SandboxEvaluation) else SandboxEvaluation
+        stored = await self._bus.last_stored(event.task_id, other)
+        if stored is None or stored[1] > sequence:
+            return None
+        return stored[0]
 
     async def _current_weights(self) -> tuple[Weights, int]:
         """The latest weights and their revision (the defaults, 0, if the key was deleted)."""
@@ -266,17 +254,19 @@ class Fusion:
             if (held := self._calibrations.get(calibration_key(node, cls))) is not None
         }
 
-    async def handle(self, event: TaskEvent, ctx: Context) -> TaskScored | None:
-        """The ``fusion`` stage: the task's scores once both its evaluations are in."""
-        parts = await self._join(event)
-        if len(parts) < len(PARTS):
+    async def handle(
+        self, event: SandboxEvaluation | NoiseEvaluation, ctx: Context
+    ) -> TaskScored | None:
+        """The ``fusion`` stage: the task's scores, from the later-stored of its two
+        evaluations."""
+        other = await self._other_part(event, ctx.sequence)
+        if other is None:
             return None
+        sandbox, noise = (event, other) if isinstance(event, SandboxEvaluation) else (other, event)
         checked = await self._bus.last_event(event.task_id, TaskChecked)
         if checked is None:
             raise Retry("the task's checked event is not readable yet")
         pilot = await self._target_pilot(checked.options)
-        sandbox = codec.decode(parts["sandbox"], SandboxEvaluation)
-        noise = codec.decode(parts["noise"], NoiseEvaluation)
         statuses = self._directory.require_online(self._settings.node_timeout_s)
         weights, revision = await self._current_weights()
         scores = node_scores(
@@ -339,13 +329,12 @@ class Fusion:
 
 async def setup(rt: Runtime) -> None:
     directory = await rt.node_directory()
-    joins = await rt.bus.kv(BUCKET_JOINS)
     calibration_kv = await rt.bus.kv(BUCKET_CALIBRATION)
     await ensure_weights(await rt.bus.kv(BUCKET_WEIGHTS))
     weights = await _followed(rt, BUCKET_WEIGHTS, WeightsRecord, keys=WEIGHTS_KEY)
     calibrations = await _followed(rt, BUCKET_CALIBRATION, CalibrationState)
     pilots = await _followed(rt, BUCKET_PILOTS, PilotDescription)
-    fusion = Fusion(rt, directory, joins, calibration_kv, weights, calibrations, pilots)
+    fusion = Fusion(rt, directory, calibration_kv, weights, calibrations, pilots)
     await rt.consume(
         Stage("fusion", [SandboxEvaluation, NoiseEvaluation], fusion.handle, concurrency=4)
     )

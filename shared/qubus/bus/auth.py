@@ -40,7 +40,6 @@ from qubus.bus.connection import (
     BUCKET_CONSUMERS,
     BUCKET_FEATURES,
     BUCKET_IDEMPOTENCY,
-    BUCKET_JOINS,
     BUCKET_LINKS,
     BUCKET_NODES,
     BUCKET_PILOTS,
@@ -111,7 +110,7 @@ GRANTS: dict[str, Grant] = {
     "fusion": Grant(
         events=("scored", *_ENDINGS),
         durables=("fusion", "outcomes"),
-        writes=(BUCKET_JOINS, BUCKET_CALIBRATION, BUCKET_WEIGHTS),
+        writes=(BUCKET_CALIBRATION, BUCKET_WEIGHTS),
         reads=(BUCKET_NODES, BUCKET_PILOTS),
     ),
     "allocator": Grant(

@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import nats
 import nats.errors
@@ -35,6 +36,8 @@ from qubus.bus.messages import LinkStatus, Model, NodeStatus, TaskEvent
 from qubus.bus.tracing import TraceContext
 from qubus.errors import InvalidPayload, Retry
 
+E = TypeVar("E", bound=TaskEvent)
+
 STREAM = "QUBUS_TASKS"
 LOG_STREAM = "QUBUS_LOGS"
 LOG_STREAM_MAX_BYTES = 256 * 1024 * 1024
@@ -46,7 +49,6 @@ READY_SUBJECT = "qubus.svc.ready"
 
 BUCKET_NODES = "qubus_nodes"
 BUCKET_WEIGHTS = "qubus_weights"
-BUCKET_JOINS = "qubus_joins"
 BUCKET_IDEMPOTENCY = "qubus_idempotency"
 BUCKET_FEATURES = "qubus_features"
 BUCKET_CALIBRATION = "qubus_calibration"
@@ -57,7 +59,6 @@ BUCKET_CONSUMERS = "qubus_consumers"
 _BUCKETS = (
     KeyValueConfig(bucket=BUCKET_NODES, history=1, description="QPU and link calibration/status"),
     KeyValueConfig(bucket=BUCKET_WEIGHTS, history=16, description="score weights by revision"),
-    KeyValueConfig(bucket=BUCKET_JOINS, history=1, ttl=24 * 3600, description="evaluation joins"),
     KeyValueConfig(
         bucket=BUCKET_IDEMPOTENCY, history=1, ttl=7 * 24 * 3600, description="key -> task id"
     ),
@@ -264,13 +265,19 @@ class Bus:
         ack = await self.js.publish(event.subject(), codec.encode(event), headers=headers)
         return not ack.duplicate
 
-    async def last_event(self, task_id: str, cls: type[TaskEvent]) -> TaskEvent | None:
+    async def last_event(self, task_id: str, cls: type[E]) -> E | None:
         """The stored event ``cls`` of a task, or None if that stage has not published yet."""
+        stored = await self.last_stored(task_id, cls)
+        return None if stored is None else stored[0]
+
+    async def last_stored(self, task_id: str, cls: type[E]) -> tuple[E, int] | None:
+        """The stored event ``cls`` of a task with its stream sequence, or None if that stage
+        has not published yet."""
         try:
             raw = await self.js.get_last_msg(STREAM, task_subject(task_id, cls.EVENT))
         except nats.js.errors.NotFoundError:
             return None
-        return codec.decode(raw.data, cls)
+        return codec.decode(raw.data, cls), raw.seq
 
     async def task_events(self, task_id: str, *, timeout: float = 5.0) -> list[StoredEvent]:
         """Every event of a task in stream order (the task's trace)."""

@@ -68,6 +68,11 @@ class Context:
         return self._msg.metadata.num_pending or 0
 
     @property
+    def sequence(self) -> int:
+        """The input event's sequence in the task stream."""
+        return self._msg.metadata.sequence.stream
+
+    @property
     def queue_wait_s(self) -> float:
         """Seconds between the input event's publication and the start of its handling."""
         return max(0.0, self.started - self._msg.metadata.timestamp.timestamp())
