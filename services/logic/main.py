@@ -7,11 +7,10 @@ circuit that fits only split passes, and the allocator splits it.
 
 from __future__ import annotations
 
-import asyncio
-
 from qubus.bus.consumer import Context, Stage
 from qubus.bus.messages import TaskChecked, TaskParsed
 from qubus.bus.service import Runtime
+from qubus.bus.workers import is_small, off_loop
 from qubus.circuits import circuit_from_json
 from qubus.circuits.checks import run_checks
 from qubus.errors import CircuitRejected
@@ -53,6 +52,8 @@ async def setup(rt: Runtime) -> None:
         nodes = directory.require_online(rt.settings.node_timeout_s)
         fleet_max = max(status.max_circuit_qubits for status in nodes.values())
         split_max = split_capacity(FleetView.from_statuses(nodes, topology))
-        return await asyncio.to_thread(check, event, fleet_max, split_max)
+        return await off_loop(
+            check, event, fleet_max, split_max, inline=is_small(event.circuit, event.features)
+        )
 
     await rt.consume(Stage("logic", [TaskParsed], handle, concurrency=4))

@@ -5,11 +5,10 @@ sandbox's ideal distribution."""
 
 from __future__ import annotations
 
-import asyncio
-
 from qubus.bus.consumer import Context, Stage
 from qubus.bus.messages import NodePrediction, NodeStatus, NoiseEvaluation, TaskChecked
 from qubus.bus.service import Runtime
+from qubus.bus.workers import is_small, off_loop
 from qubus.circuits import circuit_from_json
 from qubus.devices.compile import compile_for_device
 from qubus.devices.emulation import emulated_runtime_s
@@ -49,6 +48,7 @@ async def setup(rt: Runtime) -> None:
     async def handle(event: TaskChecked, ctx: Context) -> NoiseEvaluation:
         statuses = directory.require_online(rt.settings.node_timeout_s)
         ordered = [statuses[node] for node in sorted(statuses)]
-        return await asyncio.to_thread(predict, event, ordered)
+        small = is_small(event.circuit, event.features)
+        return await off_loop(predict, event, ordered, inline=small)
 
     await rt.consume(Stage("noise", [TaskChecked], handle, concurrency=2))

@@ -1,4 +1,6 @@
-"""CPU-heavy work in a separate worker process, under a wall-clock and a memory limit.
+"""CPU-heavy work off the event loop: in a separate worker process, under a wall-clock and a
+memory limit (``WorkerPool``), or in a thread when the circuit is large enough to be worth
+one (``off_loop``).
 
 A hostile circuit (too large, too slow, a simulator crash) costs the worker process, never
 the service: on a time-out the worker is killed and a fresh one takes the next job.
@@ -14,9 +16,30 @@ import signal
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from qubus.bus.messages import Features
 from qubus.errors import SimulationError
 
 T = TypeVar("T")
+
+INLINE_MAX_BYTES = 8 * 1024
+"""Largest Cirq JSON (some 40 operations) that ``off_loop`` works on on the event loop: below
+it, the work takes well under a millisecond and a thread hop (context copy, future, the
+loop's wake-up) costs a good part of the stage's CPU."""
+
+
+def is_small(circuit_json: str, features: Features) -> bool:
+    """Whether a circuit is small enough to work on on the event loop: short Cirq JSON and no
+    ``CircuitOperation`` (gate name ``op``), whose repetitions a short text can hide."""
+    return len(circuit_json) <= INLINE_MAX_BYTES and "op" not in features.gate_counts
+
+
+async def off_loop(fn: Callable[..., T], *args: Any, inline: bool) -> T:
+    """``fn(*args)``: on the event loop if ``inline`` (see ``is_small``), in a thread
+    otherwise, so that heartbeats and other messages go on while a large circuit is worked
+    on."""
+    if inline:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
 
 
 def _init_worker(memory_mb: int) -> None:
