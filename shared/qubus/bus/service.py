@@ -31,6 +31,7 @@ import msgpack
 import nats.errors
 import nats.js.errors
 import structlog
+import uvloop
 from nats.aio.msg import Msg
 
 from qubus.bus import codec, logs
@@ -192,7 +193,8 @@ def run_service(service: str, setup: Setup, *, node: str | None = None) -> None:
     settings = Settings()
     instance = settings.instance or f"{socket.gethostname()}-{os.getpid()}"
     logs.configure(service, instance, settings.log_level)
-    asyncio.run(_serve(service, setup, settings, instance, node))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_serve(service, setup, settings, instance, node))
 
 
 async def _serve(
