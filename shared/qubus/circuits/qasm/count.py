@@ -18,7 +18,7 @@ from __future__ import annotations
 from functools import cache
 
 from qubus.circuits.qasm.lexer import Source, Token
-from qubus.circuits.qasm.stdlib import PRELUDE
+from qubus.circuits.qasm.prelude import PRELUDE
 from qubus.errors import QasmError
 
 _MODIFIERS = ("ctrl", "negctrl", "inv", "pow")

@@ -20,8 +20,8 @@ import cirq
 import sympy
 
 from qubus.circuits.qasm.lexer import Source, Token
+from qubus.circuits.qasm.prelude import PRELUDE
 from qubus.circuits.qasm.stdlib import (
-    PRELUDE,
     QELIB1,
     QELIB1_EXTENSIONS,
     STDGATES_EXTRAS,
@@ -110,7 +110,7 @@ class ArgRef:
 
 @cache
 def _qelib1() -> dict[str, Gate]:
-    """The qelib1.inc gate table (built once): ``stdlib.QELIB1`` and the gates ``stdlib.PRELUDE``
+    """The qelib1.inc gate table (built once): ``stdlib.QELIB1`` and the gates ``prelude.PRELUDE``
     defines, which takes a parser to read."""
     gates: dict[str, Gate] = {name: TABLE[name] for name in QELIB1}
     parser = _Parser(PRELUDE)

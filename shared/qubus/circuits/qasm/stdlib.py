@@ -3,7 +3,7 @@
 ``Builtin`` (a gate that expands straight into cirq gates), ``GateDef`` and ``GateCall`` (a gate
 defined in OpenQASM and the calls in its body) and the ``Item`` they expand into; the exact
 built-in gates with their global phases, ``control`` and ``invert`` on expanded items, the
-``TABLE`` of built-ins, and the contents of ``qelib1.inc`` (with the ``PRELUDE`` defining
+``TABLE`` of built-ins, and the contents of ``qelib1.inc`` (with ``prelude.PRELUDE`` defining
 ``rccx`` and ``rc3x``, which the parser reads) and ``stdgates.inc``.
 """
 
@@ -231,19 +231,6 @@ _STDGATES = frozenset(
 
 #: The ``qelib1.inc`` gates with no exact cirq gate, in OpenQASM: ``_qelib1`` of the parser
 #: reads them into definitions.
-PRELUDE = """
-gate rccx a,b,c {
-  u2(0,pi) c; u1(pi/4) c; cx b,c; u1(-pi/4) c; cx a,c; u1(pi/4) c; cx b,c; u1(-pi/4) c;
-  u2(0,pi) c;
-}
-gate rc3x a,b,c,d {
-  u2(0,pi) d; u1(pi/4) d; cx c,d; u1(-pi/4) d; u2(0,pi) d; cx a,d; u1(pi/4) d; cx b,d;
-  u1(-pi/4) d; cx a,d; u1(pi/4) d; cx b,d; u1(-pi/4) d; u2(0,pi) d; u1(pi/4) d; cx c,d;
-  u1(-pi/4) d; u2(0,pi) d;
-}
-"""
-
-
 #: Gates outside ``stdgates.inc`` that exporters use with it: cirq's
 #: ``to_qasm(version="3.0")`` calls ``sxdg`` without defining it, qiskit's ``qasm3.dumps``
 #: defines it first. Both are accepted: a program may define these gates once.
