@@ -16,10 +16,10 @@ import cirq
 import numpy as np
 
 from qubus.circuits.simulate import measurement_keys
-from qubus.client.sync import Session, connect
+from qubus.client.sync import Session, SessionHolder
 
 
-class Sampler(cirq.Sampler):
+class Sampler(SessionHolder, cirq.Sampler):
     """Runs circuits on the qubus stack.
 
     Args:
@@ -42,21 +42,9 @@ class Sampler(cirq.Sampler):
         timeout: float = 300.0,
         **options: Any,
     ) -> None:
-        self._own = session is None
-        self._session = connect(url, nkey=nkey) if session is None else session
+        self._hold(session, url, nkey)
         self._timeout = timeout
         self._options = options
-
-    def __enter__(self) -> Sampler:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the session if this sampler opened it."""
-        if self._own:
-            self._session.close()
 
     def run_sweep(
         self, program: cirq.AbstractCircuit, params: cirq.Sweepable, repetitions: int = 1

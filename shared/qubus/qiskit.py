@@ -28,7 +28,7 @@ from qiskit.result import Result
 from qiskit.transpiler import Target
 
 from qubus.circuits.simulate import ordered_keys
-from qubus.client.sync import Job, Session, connect
+from qubus.client.sync import Job, Session, SessionHolder
 from qubus.errors import QubusError
 
 STATUS = {
@@ -43,7 +43,7 @@ STATUS = {
 """Qiskit's job status for each qubus task status."""
 
 
-class QubusBackend(BackendV2):
+class QubusBackend(SessionHolder, BackendV2):
     """The qubus stack as one Qiskit backend.
 
     Args:
@@ -62,24 +62,12 @@ class QubusBackend(BackendV2):
         self, session: Session | None = None, *, url: str | None = None, nkey: str | None = None
     ) -> None:
         super().__init__(name="qubus", description="circuits scheduled over a qubus fleet")
-        self._own = session is None
-        self._session = connect(url, nkey=nkey) if session is None else session
+        self._hold(session, url, nkey)
         statuses = self._session._call(self._session._client.bus.node_statuses())
         if not statuses:
             self.close()
             raise QubusError("no QPU node of the stack is online", code="stack.no_nodes")
         self._target = gate_target(max(s.max_circuit_qubits for s in statuses.values()))
-
-    def __enter__(self) -> QubusBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the session if this backend opened it."""
-        if self._own:
-            self._session.close()
 
     @property
     def target(self) -> Target:

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from qubus.bus.ids import sweep_point_id
 from qubus.client.aio import Client, status_of, task_record
@@ -352,6 +352,30 @@ class Session:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
             self._loop.close()
+
+
+class SessionHolder:
+    """An entry point built on a ``Session`` (``qubus.cirq.Sampler``,
+    ``qubus.qiskit.QubusBackend``): it shares the one it is given or opens its own, which
+    ``close`` then closes; a context manager."""
+
+    _session: Session
+    _own: bool
+
+    def _hold(self, session: Session | None, url: str | None, nkey: str | None) -> None:
+        self._own = session is None
+        self._session = connect(url, nkey=nkey) if session is None else session
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the session if this object opened it."""
+        if self._own:
+            self._session.close()
 
 
 def connect(url: str | None = None, *, nkey: str | None = None, user: str | None = None) -> Session:
