@@ -352,8 +352,9 @@ class Client:
     async def wait_sweep(
         self, sweep_id: str, points: int, *, timeout: float = 300.0
     ) -> list[list[StoredEvent]]:
-        """The events of the sweep's first ``points`` points (``point_events``), once each has
-        ended: one reader over the owner's task events from the sweep's submission on.
+        """The events of the sweep's first ``points`` points (``point_events``), once the sweep
+        has ended (its QPU node stores every point's end before the sweep's own): one reader
+        over the owner's task events from the sweep's submission on.
 
         Raises:
             TimeoutError: a point did not end within ``timeout`` seconds.
@@ -363,7 +364,6 @@ class Client:
         owner = sweep_id.split(".", 1)[0]
         shared: list[StoredEvent] = []
         own: list[list[StoredEvent]] = [[] for _ in range(points)]
-        pending = set(range(points))
 
         def take(msg: Msg) -> bool:
             task_id, _ = split_task_subject(msg.subject)
@@ -375,13 +375,10 @@ class Client:
                 return False
             if point is None:
                 shared.append(stored)
-                # a sweep that ends without running (rejected, failed, cancelled) ends its points
-                return stored.event.TERMINAL and not isinstance(stored.event, TaskCompleted)
+                return stored.event.TERMINAL
             if point[1] < points:
                 own[point[1]].append(stored)
-                if stored.event.TERMINAL:
-                    pending.discard(point[1])
-            return not pending
+            return False
 
         since = submitted_at(sweep_id)
         try:

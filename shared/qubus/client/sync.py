@@ -168,7 +168,7 @@ class Sweep:
         return f"<qubus.Sweep {self.task_id} of {len(self.task_ids)} points>"
 
     def done(self) -> bool:
-        """Every point has ended (whichever way)."""
+        """The sweep, and so every point, has ended (whichever way)."""
         return self._future.done()
 
     def status(self) -> str:
