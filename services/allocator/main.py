@@ -152,7 +152,10 @@ def weigh_split(
     event: TaskScored, outcome: Outcome, fleet: FleetView, *, lam: float
 ) -> Outcome | SplitChoice:
     """The policy's outcome for the task, or the split that replaces it; a task no split
-    can rescue keeps its error, extended (``qubus.network.splitplan.choose_split``)."""
+    can rescue keeps its error, extended (``qubus.network.splitplan.choose_split``). A sweep
+    is never split: it runs as one job of many points on one node."""
+    if event.options.sweep is not None:
+        return outcome
     try:
         choice = choose_split(
             circuit_from_json(event.circuit),

@@ -17,6 +17,7 @@ calibration.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Iterable, Mapping
 
@@ -29,6 +30,7 @@ from qubus.bus.connection import (
     NodeDirectory,
 )
 from qubus.bus.consumer import Context, Stage
+from qubus.bus.ids import sweep_of
 from qubus.bus.kvrecords import M, RecordCache, update_record
 from qubus.bus.logs import get_logger
 from qubus.bus.messages import (
@@ -61,10 +63,12 @@ log = get_logger()
 
 def predicted_fidelity(prediction: NodePrediction, sandbox: SandboxEvaluation, shots: int) -> float:
     """The Hellinger fidelity expected of ``shots`` shots on the node: its noise budget applied
-    to the ideal distribution (the ESP where a prediction carries no budget)."""
+    to the ideal distribution (the ESP where a prediction carries no budget); for a sweep, the
+    mean over its points' ideal distributions."""
     if prediction.budget is None:
         return prediction.predicted_fidelity
-    return budget_fidelity(prediction.budget, sandbox.ideal, shots=shots)
+    ideals = sandbox.sweep_ideals or [sandbox.ideal]
+    return statistics.fmean(budget_fidelity(prediction.budget, i, shots=shots) for i in ideals)
 
 
 def _exclusion(prediction: NodePrediction, status: NodeStatus | None, options: TaskOptions) -> str:
@@ -291,6 +295,8 @@ class Fusion:
         """Add the task's predicted and measured fidelity to its node's calibration."""
         if len(event.nodes) > 1:
             return  # a split run measures several nodes and links, not its lead node
+        if sweep_of(event.task_id) is not None:
+            return  # a sweep counts once, by its own completion (the mean of its points)
         checked = await self._bus.last_event(event.task_id, TaskChecked)
         if checked is None:
             log.warning("outcome.no_checked_event")

@@ -13,15 +13,17 @@ from qubus.bus.service import Runtime
 from qubus.bus.workers import is_small, off_loop
 from qubus.circuits import circuit_from_json
 from qubus.circuits.checks import run_checks
+from qubus.circuits.sweeps import representative
 from qubus.errors import CircuitRejected
 from qubus.network.links import fleet_topology
 from qubus.network.splitplan import FleetView, split_capacity
 
 
 def check(event: TaskParsed, fleet_max_qubits: int, split_max_qubits: int) -> TaskChecked:
-    """Run every check; a hard failure rejects the task listing every failed check."""
+    """Run every check (on a sweep's first point: ``qubus.circuits.sweeps``); a hard failure
+    rejects the task listing every failed check."""
     report = run_checks(
-        circuit_from_json(event.circuit),
+        representative(circuit_from_json(event.circuit), event.options),
         fleet_max_qubits=fleet_max_qubits,
         split_max_qubits=split_max_qubits,
     )

@@ -10,6 +10,7 @@ from qubus.bus.messages import NodePrediction, NodeStatus, NoiseEvaluation, Task
 from qubus.bus.service import Runtime
 from qubus.bus.workers import is_small, off_loop
 from qubus.circuits import circuit_from_json
+from qubus.circuits.sweeps import representative, total_shots
 from qubus.devices.compile import compile_for_device
 from qubus.devices.emulation import emulated_runtime_s
 from qubus.devices.prediction import esp, noise_budget
@@ -18,8 +19,11 @@ from qubus.errors import CircuitRejected
 
 
 def predict(event: TaskChecked, statuses: list[NodeStatus]) -> NoiseEvaluation:
-    """Compile for each node and predict; a node the circuit cannot fit gets ``fits=False``."""
-    circuit = circuit_from_json(event.circuit)
+    """Compile for each node and predict; a node the circuit cannot fit gets ``fits=False``.
+
+    A sweep is compiled and predicted once, on its first point, and its run time is that of
+    one job of every point's shots (``qubus.circuits.sweeps``)."""
+    circuit = representative(circuit_from_json(event.circuit), event.options)
     predictions = []
     for status in statuses:
         device = device_of(status)
@@ -34,7 +38,7 @@ def predict(event: TaskChecked, statuses: list[NodeStatus]) -> NoiseEvaluation:
                 fits=True,
                 predicted_fidelity=esp(compiled, device),
                 budget=noise_budget(compiled, device),
-                expected_run_s=emulated_runtime_s(compiled, device, event.options.shots),
+                expected_run_s=emulated_runtime_s(compiled, device, total_shots(event.options)),
                 calibration_revision=device.revision,
                 swaps=compiled.swaps,
             )

@@ -24,6 +24,7 @@ from qubus.bus.messages import TaskIngested, TaskParsed
 from qubus.bus.service import Runtime
 from qubus.circuits import Features, circuit_features, circuit_to_json, load_circuit
 from qubus.circuits.novelty import VECTOR_VERSION, FeatureRecord, NoveltyIndex, feature_vector
+from qubus.circuits.sweeps import check_points
 from qubus.errors import InvalidPayload, Retry
 
 log = get_logger()
@@ -106,9 +107,11 @@ class SeenCircuits:
 
 
 def describe(event: TaskIngested) -> tuple[str, Features]:
-    """Parse the task's circuit (raises ``QasmError`` with line and column); its Cirq JSON and
-    features."""
+    """Parse the task's circuit (raises ``QasmError`` with line and column) and check that the
+    task gives values to its parameters (``qubus.circuits.sweeps.check_points``); its Cirq
+    JSON and features."""
     circuit = load_circuit(event.text, event.format)
+    check_points(circuit, event.options.sweep)
     return circuit_to_json(circuit), circuit_features(circuit)
 
 

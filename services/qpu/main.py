@@ -31,6 +31,11 @@ as many fresh ones, so the lead node is held for shots × their latency plus the
 modelled run time (``emulated_s``); the other nodes' queues are not blocked and their
 calibrations are not rechecked. ``TaskCompleted`` carries ``ebits`` and ``nodes``, and
 ``predicted_fidelity`` is ``run_split``'s prediction with the reserved pairs' fidelities.
+
+**Sweeps** (``TaskOptions.sweep``, ``qubus.circuits.sweeps``) fan out here, as late as they
+can: the node runs every point in one worker call, holds the node for one job of every
+point's shots, and publishes each point's ``completed`` as its own task ``<sweep id>-<k>``
+before the sweep's own ``completed``.
 """
 
 from __future__ import annotations
@@ -48,12 +53,13 @@ from nats.js.kv import KeyValue
 from qubus.bus import codec
 from qubus.bus.connection import BUCKET_NODES, RESERVE_SUBJECT, STREAM, node_key
 from qubus.bus.consumer import Context, Stage
-from qubus.bus.ids import seed_for
+from qubus.bus.ids import seed_for, sweep_point_id
 from qubus.bus.logs import get_logger
 from qubus.bus.messages import (
     EprReservation,
     EprReserve,
     NodeStatus,
+    SandboxEvaluation,
     SplitPlan,
     TaskAllocated,
     TaskCancelled,
@@ -72,7 +78,8 @@ from qubus.devices.fidelity import hellinger_fidelity, hellinger_of_model
 from qubus.devices.load import BackgroundLoad
 from qubus.devices.prediction import predict_fidelity
 from qubus.devices.profiles import Device, device_of, load_device
-from qubus.errors import QubusError
+from qubus.devices.sweeps import run_points
+from qubus.errors import QubusError, Retry
 from qubus.network.distributed import SplitRun, run_split
 from qubus.network.splitplan import partition_of
 from qubus.scheduling.allocation import replacement_reason
@@ -382,6 +389,70 @@ class QpuNode:
             nodes=run.nodes,
         )
 
+    async def _run_sweep(
+        self, event: TaskAllocated, points: list[dict[str, float]], ctx: Context
+    ) -> TaskCompleted:
+        """Run a sweep's points as one job (``qubus.devices.sweeps.run_points``) and publish
+        each point's ``completed`` as task ``<sweep id>-<k>``; the sweep's own ``completed``
+        carries no counts, the mean measured fidelity and the whole job's modelled time.
+
+        Every point's predicted fidelity is the allocation's (the mean over the points); the
+        prediction is not recomputed on a newer calibration.
+
+        Raises:
+            Retry: the sandbox's evaluation (every point's ideal distribution) is not
+                readable yet.
+        """
+        sandbox = await self._bus.last_event(event.task_id, SandboxEvaluation)
+        if sandbox is None:
+            raise Retry("the sweep's ideal distributions are not readable yet")
+        current = self._calibration()
+        ids = [sweep_point_id(event.task_id, k) for k in range(len(points))]
+        seeds = [seed_for(task_id, "qpu") for task_id in ids]
+        async with self._running(event, ctx):
+            since = time.monotonic()
+            counts, modelled_s = await self._pool.run(
+                run_points,
+                current,
+                event.circuit,
+                points,
+                event.options.shots,
+                seeds,
+                self._settings.noiseless or event.options.noiseless,
+                timeout_s=self._settings.sandbox_timeout_s * len(points),
+            )
+            await self._occupy(modelled_s, since)
+        common = {
+            "node": self._device.id,
+            "shots": event.options.shots,
+            "predicted_fidelity": event.predicted_fidelity,
+            "calibration_revision": current.revision,
+            "allocated_fidelity": event.predicted_fidelity,
+            "nodes": [self._device.id],
+        }
+        completions = [
+            TaskCompleted(
+                task_id=task_id,
+                counts=point_counts,
+                seed=seed,
+                measured_fidelity=hellinger_fidelity(point_counts, ideal),
+                emulated_s=modelled_s / len(points),
+                **common,
+            )
+            for task_id, point_counts, seed, ideal in zip(
+                ids, counts, seeds, sandbox.sweep_ideals, strict=True
+            )
+        ]
+        await asyncio.gather(*(ctx.publish(completed) for completed in completions))
+        return TaskCompleted(
+            task_id=event.task_id,
+            counts={},
+            seed=seed_for(event.task_id, "qpu"),
+            measured_fidelity=statistics.fmean(c.measured_fidelity for c in completions),
+            emulated_s=modelled_s,
+            **common,
+        )
+
     async def handle(
         self, event: TaskAllocated, ctx: Context
     ) -> TaskCompleted | TaskReplace | None:
@@ -397,6 +468,8 @@ class QpuNode:
             return None
         if event.split is not None:
             return await self._run_split_task(event, event.split, ctx)
+        if event.options.sweep is not None:
+            return await self._run_sweep(event, event.options.sweep, ctx)
         current = self._calibration()
         noiseless = self._settings.noiseless or event.options.noiseless
         # The allocation's prediction holds only on the calibration it was computed on.

@@ -2,7 +2,7 @@
 numerically and reproduced with a second simulator (ΔRepro), in a separate worker process
 under qubit, depth, time and memory limits (``qubus.devices.sandbox``). A circuit beyond a limit
 fails its task (``sandbox.too_large``, ``too_deep``, ``timeout``, ``memory``); the service goes
-on."""
+on. A sweep's points are all evaluated in one worker call (``qubus.devices.sweeps``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from qubus.bus.messages import SandboxEvaluation, TaskChecked
 from qubus.bus.service import Runtime
 from qubus.bus.workers import WorkerPool
 from qubus.devices.sandbox import SandboxLimits, evaluate
+from qubus.devices.sweeps import evaluate_sweep
 
 
 async def setup(rt: Runtime) -> None:
@@ -25,6 +26,16 @@ async def setup(rt: Runtime) -> None:
     rt.stack.callback(pool.close)
 
     async def handle(event: TaskChecked, ctx: Context) -> SandboxEvaluation:
+        if event.options.sweep is not None:
+            return await pool.run(
+                evaluate_sweep,
+                event.task_id,
+                event.circuit,
+                event.options.sweep,
+                event.options.shots,
+                limits,
+                timeout_s=settings.sandbox_timeout_s * len(event.options.sweep),
+            )
         return await pool.run(
             evaluate,
             event.task_id,

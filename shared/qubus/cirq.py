@@ -1,9 +1,10 @@
 """``qubus.cirq.Sampler``: a ``cirq.Sampler`` whose circuits run on a qubus stack.
 
 ``run``, ``run_sweep``, ``sample`` and ``run_batch`` (cirq's own, built on ``run_sweep``)
-return ``cirq.Result`` objects keyed by the circuit's measurement keys. Each point of a sweep
-is one task: the circuit with that point's parameters resolved, all submitted before any is
-waited for.
+return ``cirq.Result`` objects keyed by the circuit's measurement keys. A parameterised
+circuit's sweep is one submission (``Session.submit_sweep``): parsed, checked, compiled and
+placed once, each point run as a task of the sweep. A circuit without parameters is one task
+per resolver, all submitted before any is waited for.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import cirq
 import numpy as np
 
 from qubus.circuits.simulate import measurement_keys
-from qubus.client.sync import Session, connect
+from qubus.client.sync import Session, SessionHolder
 
 
-class Sampler(cirq.Sampler):
+class Sampler(SessionHolder, cirq.Sampler):
     """Runs circuits on the qubus stack.
 
     Args:
@@ -41,21 +42,9 @@ class Sampler(cirq.Sampler):
         timeout: float = 300.0,
         **options: Any,
     ) -> None:
-        self._own = session is None
-        self._session = connect(url, nkey=nkey) if session is None else session
+        self._hold(session, url, nkey)
         self._timeout = timeout
         self._options = options
-
-    def __enter__(self) -> Sampler:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the session if this sampler opened it."""
-        if self._own:
-            self._session.close()
 
     def run_sweep(
         self, program: cirq.AbstractCircuit, params: cirq.Sweepable, repetitions: int = 1
@@ -67,19 +56,24 @@ class Sampler(cirq.Sampler):
             TimeoutError: a point did not finish within the sampler's ``timeout``.
         """
         resolvers = list(cirq.to_resolvers(params))
-        jobs = [
-            self._session.submit(
-                cirq.resolve_parameters(program, resolver), shots=repetitions, **self._options
-            )
-            for resolver in resolvers
-        ]
         keys = measurement_keys(program)
-        return [
-            cirq.ResultDict(
-                params=resolver,
-                measurements=measurements(job.result(self._timeout).counts or {}, keys),
+        names = sorted(cirq.parameter_names(program))
+        if names:
+            sweep = self._session.submit_sweep(
+                program,
+                [{name: float(r.value_of(name)) for name in names} for r in resolvers],
+                shots=repetitions,
+                **self._options,
             )
-            for job, resolver in zip(jobs, resolvers, strict=True)
+            results = sweep.results(self._timeout)
+        else:
+            jobs = [
+                self._session.submit(program, shots=repetitions, **self._options) for _ in resolvers
+            ]
+            results = [job.result(self._timeout) for job in jobs]
+        return [
+            cirq.ResultDict(params=resolver, measurements=measurements(result.counts or {}, keys))
+            for result, resolver in zip(results, resolvers, strict=True)
         ]
 
 

@@ -95,7 +95,9 @@ async def test_a_cancelled_task_is_never_run(qubus_cli, nats_url, client, stack,
         assert err.strip().endswith(("[task.running]", "[task.ended]")), err
 
 
-async def test_unknown_tasks_and_expired_waits_are_one_line_errors(qubus_cli, nats_url, dev_qasm):
+async def test_unknown_tasks_and_expired_waits_are_one_line_errors(
+    qubus_cli, nats_url, stack, dev_qasm
+):
     code, _, err = await qubus_cli(nats_url, "status", "anon.nosuchtask")
     assert code == 1 and "no task anon.nosuchtask" in one_error_line(err, "task.unknown")
 

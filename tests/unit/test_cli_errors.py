@@ -4,6 +4,7 @@ one line on stderr with a code, exit status 2 (usage) or 1 (failure), never a tr
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,29 @@ def test_bash_completion_knows_commands_and_their_options() -> None:
     assert all(word in top for word in ("submit", "tasks", "cancel", "down", "completion"))
     submit = next(line for line in script.splitlines() if line.strip().startswith('"submit"'))
     assert "--shots" in submit and "--wait" in submit
+
+
+def _complete(shell: list[str], script: str, call: str) -> list[str]:
+    """The words the completion function ``script`` offers, run by ``shell`` with ``call``
+    setting up the command line before calling it."""
+    done = subprocess.run(
+        [*shell, f"{script}\n{call}"], capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout.split()
+
+
+def test_bash_completion_offers_the_words_of_the_command_typed_so_far() -> None:
+    script = qubus(["completion", "bash"], {}).stdout
+    call = 'COMP_WORDS=(qubus weights "") COMP_CWORD=2; _qubus; printf "%s\\n" "${COMPREPLY[@]}"'
+    assert {"show", "set", "pin", "tune"} <= set(_complete(["bash", "-c"], script, call))
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
+def test_zsh_completion_registers_and_offers_the_words_of_the_command_typed_so_far() -> None:
+    script = qubus(["completion", "zsh"], {}).stdout
+    registered = "autoload -U compinit && compinit -u -D\n" + script + "\nprint $_comps[qubus]"
+    assert _complete(["zsh", "-f", "-c"], registered, "") == ["_qubus"]
+    stubs = "compdef() { :; }\ncompadd() { print -l -- ${@:2}; }\n_files() { :; }\n" + script
+    call = "words=(qubus submit x.qasm ''); CURRENT=4; _qubus"
+    offered = _complete(["zsh", "-f", "-c"], stubs, call)
+    assert "--shots" in offered and "--sweep" in offered and "show" not in offered

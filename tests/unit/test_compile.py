@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from qubus.circuits.simulate import ideal_distribution
-from qubus.devices.compile import schedule, compile_for_device, phased_xz
+from qubus.devices.compile import compile_for_device, phased_xz, schedule
 from qubus.devices.emulation import emulate
 from qubus.devices.fidelity import hellinger_fidelity
 from qubus.devices.profiles import load_device

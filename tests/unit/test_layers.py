@@ -17,7 +17,7 @@ PACKAGES = {"qubus": ROOT / "shared" / "qubus", "qubus_services": ROOT / "servic
 
 #: Lowest first. A module belongs to the longest entry that prefixes its name; ``qubus.version``
 #: and ``qubus.errors`` are the root that every layer uses; ``qubus`` itself (``qubus.connect``)
-#: and ``qubus.cirq`` are the client's public faces, in its layer.
+#: ``qubus.cirq`` and ``qubus.qiskit`` are the client's public faces, in its layer.
 LAYERS = [
     "qubus",
     "qubus.errors",
@@ -35,6 +35,7 @@ ROOT_LAYER = {
     "qubus.errors": 0,
     "qubus": LAYERS.index("qubus.client"),
     "qubus.cirq": LAYERS.index("qubus.client"),
+    "qubus.qiskit": LAYERS.index("qubus.client"),
 }
 
 

@@ -14,6 +14,8 @@ TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}\.[A-Za-z0-9_-]{1,64}$")
 (``*``, ``>``): the user who submitted it (``qubus.bus.auth``), then the id proper."""
 ANY_TASK = "*.*"
 """A subject pattern matching every task id."""
+SWEEP_POINT = re.compile(r"^([A-Za-z0-9_-]{1,32}\.[0-9a-f]{21})-(0|[1-9][0-9]{0,5})$")
+"""A sweep point's task id: its sweep's id (as ``new_task_id`` makes them), ``-``, its index."""
 
 
 def new_task_id(owner: str, now: float | None = None) -> str:
@@ -23,9 +25,24 @@ def new_task_id(owner: str, now: float | None = None) -> str:
     return f"{owner}.{ms:011x}{secrets.token_hex(5)}"
 
 
+def sweep_point_id(sweep_id: str, index: int) -> str:
+    """The task id of point ``index`` (from 0) of sweep ``sweep_id``: ``<sweep id>-<index>``,
+    still ``<owner>.<id>``."""
+    return f"{sweep_id}-{index}"
+
+
+def sweep_of(task_id: str) -> tuple[str, int] | None:
+    """The sweep and point index of a sweep point's task id (``sweep_point_id``), or None for
+    any other task id."""
+    match = SWEEP_POINT.match(task_id)
+    return None if match is None else (match.group(1), int(match.group(2)))
+
+
 def submitted_at(task_id: str) -> float | None:
-    """The Unix time ``new_task_id`` wrote into ``task_id``, or None for an id it did not make."""
-    own_id = task_id.rpartition(".")[2]
+    """The Unix time ``new_task_id`` wrote into ``task_id`` (a sweep point's: its sweep's), or
+    None for an id it did not make."""
+    point = sweep_of(task_id)
+    own_id = (point[0] if point else task_id).rpartition(".")[2]
     if len(own_id) != 21:
         return None
     try:

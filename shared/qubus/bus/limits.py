@@ -6,3 +6,6 @@ MAX_SPLIT = 8
 
 MAX_SHOTS = 100_000
 """Most shots one task may ask for."""
+
+MAX_SWEEP_POINTS = 1_000
+"""Most parameter sets (points) one sweep may carry."""

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from qubus.bus.ids import TASK_ID
-from qubus.bus.limits import MAX_SHOTS, MAX_SPLIT
+from qubus.bus.limits import MAX_SHOTS, MAX_SPLIT, MAX_SWEEP_POINTS
 
 NODE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -78,6 +78,9 @@ class SubmitRequest(Model):
             predicted to do better. Not with ``node`` or ``pilot``.
         ideal_links: Every EPR pair a split run uses is perfect (fidelity 1); the links'
             latency is still modelled.
+        sweep: Parameter sets (``{symbol: value}``, each naming every parameter of the
+            circuit) to run the parameterised circuit with: one task whose points run as
+            tasks ``<task id>-<k>`` (``qubus.circuits.sweeps``). Not with ``split``.
     """
 
     TYPE: ClassVar[str] = "submit.request.v1"
@@ -97,6 +100,9 @@ class SubmitRequest(Model):
     deadline_s: float | None = Field(default=None, gt=0, le=MAX_DEADLINE_S)
     split: int | None = Field(default=None, ge=2, le=MAX_SPLIT)
     ideal_links: bool = False
+    sweep: list[dict[str, float]] | None = Field(
+        default=None, min_length=1, max_length=MAX_SWEEP_POINTS
+    )
 
     @field_validator("node", "pilot")
     @classmethod
@@ -109,6 +115,8 @@ class SubmitRequest(Model):
     def _split_alone(self) -> SubmitRequest:
         if self.split is not None and (self.node is not None or self.pilot is not None):
             raise ValueError("split cannot be combined with node or pilot")
+        if self.split is not None and self.sweep is not None:
+            raise ValueError("split cannot be combined with sweep")
         return self
 
 
@@ -140,7 +148,9 @@ class TaskEvent(Model):
 class TaskOptions(Model):
     """What the user asked for, carried unchanged from stage to stage (``SubmitRequest``).
 
-    ``split`` and ``ideal_links`` are absent (None, False) in events stored before them.
+    ``split``, ``ideal_links`` and ``sweep`` are absent (None, False, None) in events stored
+    before them. ``sweep`` makes the task a sweep (``qubus.circuits.sweeps``): its circuit is
+    parameterised and every stage handles all its points in one message.
     """
 
     shots: int
@@ -153,6 +163,7 @@ class TaskOptions(Model):
     deadline_s: float | None = None
     split: int | None = None
     ideal_links: bool = False
+    sweep: list[dict[str, float]] | None = None
 
 
 class TaskIngested(TaskEvent):
@@ -247,6 +258,9 @@ class SandboxEvaluation(TaskEvent):
     (``"cirq"``), or starts with ``"skipped: "`` and says why, in which case ``repro`` is
     ``1 − norm_error`` (the norm check alone). Events written before ΔRepro existed decode
     with ``repro`` 0 and an empty ``repro_simulator``.
+
+    For a sweep, ``sweep_ideals`` holds every point's ideal distribution, in the sweep's
+    order; ``ideal``, ``ideal_counts`` and ΔRepro are the first point's (empty otherwise).
     """
 
     TYPE: ClassVar[str] = "task.eval.sandbox.v1"
@@ -260,6 +274,7 @@ class SandboxEvaluation(TaskEvent):
     elapsed_s: float
     repro: float = 0.0
     repro_simulator: str = ""
+    sweep_ideals: list[dict[str, float]] = Field(default_factory=list)
 
 
 class NoiseBudget(Model):

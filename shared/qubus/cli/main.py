@@ -51,7 +51,7 @@ Exit status:
   130  interrupted (Ctrl-C or SIGTERM); submit --wait has printed the task ids first
 
 Errors are one line, `qubus: MESSAGE [CODE]`; QUBUS_DEBUG=1 adds the traceback of an
-unexpected one. Shell completion: `eval "$(qubus completion bash)"`.
+unexpected one. Shell completion: `eval "$(qubus completion bash)"` (or `zsh`).
 """
 
 
@@ -127,7 +127,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "service":
         return ops.service(args)
     if args.command == "completion":
-        print(completion_script(parser))
+        print(completion_script(parser, args.shell))
         return 0
     if args.command == "down":
         return ops.down(args)
@@ -190,39 +190,46 @@ def _add_completion_command(sub: argparse._SubParsersAction) -> None:
     completion = sub.add_parser(
         "completion",
         help="print a shell completion script",
-        description='Print a bash completion script: `eval "$(qubus completion bash)"` in '
-        "~/.bashrc (zsh: after `autoload -U bashcompinit && bashcompinit`).",
+        description='Print a completion script: `eval "$(qubus completion bash)"` in ~/.bashrc, '
+        '`eval "$(qubus completion zsh)"` in ~/.zshrc (after `compinit`).',
     )
-    completion.add_argument("shell", choices=["bash"])
+    completion.add_argument("shell", choices=["bash", "zsh"])
 
 
-def completion_script(parser: argparse.ArgumentParser) -> str:
-    """A bash completion function for ``qubus``: its commands, each command's options and
-    actions (``qubus weights show``), and file names everywhere else."""
+def completion_script(parser: argparse.ArgumentParser, shell: str = "bash") -> str:
+    """A completion function for ``qubus`` in ``shell`` (``bash`` or ``zsh``): its commands,
+    each command's options and actions (``qubus weights show``), and file names everywhere
+    else."""
     paths = _completion_words(parser)
     cases = [  # the longest command path first: `weights set` before `weights`
-        f'    "{name}" | "{name} "*) words="{" ".join(words)}" ;;'
+        f'    "{name}" | "{name} "*) choices="{" ".join(words)}" ;;'
         for name, words in sorted(paths.items(), key=lambda kv: -len(kv[0]))
         if name
     ]
-    top = " ".join(paths[""])
-    return "\n".join(
-        [
-            "_qubus() {",
-            '  local cur="${COMP_WORDS[COMP_CWORD]}" key="" words=""',
-            "  local i",
-            "  for ((i = 1; i < COMP_CWORD; i++)); do",
-            '    case "${COMP_WORDS[i]}" in -*) ;; *) key="${key:+$key }${COMP_WORDS[i]}" ;; esac',
-            "  done",
-            '  case "$key" in',
-            f'    "") words="{top}" ;;',
-            *cases,
-            "  esac",
-            '  COMPREPLY=($(compgen -W "$words" -- "$cur"))',
+    # the words before the cursor that are not options name the command path
+    first, current, word = (
+        ("2", "CURRENT", "words[i]") if shell == "zsh" else ("1", "COMP_CWORD", "COMP_WORDS[i]")
+    )
+    head = [
+        "_qubus() {",
+        '  local key="" choices="" i',
+        f"  for ((i = {first}; i < {current}; i++)); do",
+        f'    case "${{{word}}}" in -*) ;; *) key="${{key:+$key }}${{{word}}}" ;; esac',
+        "  done",
+        '  case "$key" in',
+        f'    "") choices="{" ".join(paths[""])}" ;;',
+        *cases,
+        "  esac",
+    ]
+    if shell == "zsh":
+        tail = ["  compadd -- ${=choices}", "  _files", "}", "compdef _qubus qubus"]
+    else:
+        tail = [
+            '  COMPREPLY=($(compgen -W "$choices" -- "${COMP_WORDS[COMP_CWORD]}"))',
             "}",
             "complete -o default -F _qubus qubus",
         ]
-    )
+    return "\n".join(head + tail)
 
 
 def _completion_words(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, list[str]]:

@@ -193,6 +193,13 @@ def _submission_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="every EPR pair of a split run is perfect (fidelity 1); link latency is kept",
     )
+    p.add_argument(
+        "--sweep",
+        metavar="PARAMS.json",
+        help="run each FILE, a Cirq JSON circuit with sympy parameters, with every parameter "
+        'set of PARAMS.json (a JSON list such as [{"gamma": 0.1, "beta": 0.2}, ...]) as one '
+        "sweep: parsed, checked and compiled once, each point a task <sweep id>-<k>",
+    )
     _format_option(p)
     _timeout_option(p)
     p.add_argument("--json", action="store_true", help="one JSON object per task per line")
@@ -219,6 +226,7 @@ def read_requests(args: argparse.Namespace) -> list[SubmitRequest]:
         raise UsageError(
             "--split cannot be combined with --node or --pilot", code="options.invalid"
         )
+    sweep = None if args.sweep is None else read_sweep(args.sweep)
     requests = []
     for name in args.files:
         try:
@@ -235,11 +243,43 @@ def read_requests(args: argparse.Namespace) -> list[SubmitRequest]:
                 deadline_s=args.deadline,
                 split=args.split,
                 ideal_links=args.ideal_links,
+                sweep=sweep,
             )
         except ValidationError as exc:
             raise invalid(exc, "submission", code="options.invalid") from None
         requests.append(request)
     return requests
+
+
+def read_sweep(path: str) -> list[dict[str, float]]:
+    """The parameter sets of a ``--sweep`` file: a JSON list of ``{name: number}`` objects.
+
+    Raises:
+        QubusError: ``file.unreadable``, ``file.empty``, ``file.binary``; ``sweep.invalid``
+            for anything but a non-empty list of objects of numbers.
+    """
+    from qubus.client.files import read_circuit_file
+
+    text = read_circuit_file(path)
+    try:
+        points = json.loads(text)
+    except ValueError as exc:
+        raise QubusError(f"{path} is not JSON: {exc}", code="sweep.invalid") from None
+    valid = (
+        isinstance(points, list)
+        and points
+        and all(
+            isinstance(point, dict)
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in point.values())
+            for point in points
+        )
+    )
+    if not valid:
+        raise QubusError(
+            f'{path} must be a non-empty JSON list of objects of numbers, like [{{"theta": 0.5}}]',
+            code="sweep.invalid",
+        )
+    return [{name: float(value) for name, value in point.items()} for point in points]
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -269,6 +309,12 @@ async def _submit(args: argparse.Namespace) -> int:
                 print(json.dumps({"task_id": reply.task_id, "source": request.source}))
             else:
                 print(reply.task_id, flush=True)
+            if request.sweep is not None and not args.json:
+                print(
+                    f"sweep of {len(request.sweep)} points: tasks {reply.task_id}-0 to "
+                    f"{reply.task_id}-{len(request.sweep) - 1}",
+                    file=sys.stderr,
+                )
         return 0
 
 
@@ -287,6 +333,7 @@ async def _run_with_progress(
     Raises:
         QubusError: ``task.timeout``: a task did not end within ``timeout`` seconds.
     """
+    from qubus.bus.ids import sweep_point_id
     from qubus.client.aio import task_record
 
     async def submit(request: SubmitRequest) -> SubmitReply:
@@ -297,27 +344,34 @@ async def _run_with_progress(
 
     replies = await asyncio.gather(*(submit(r) for r in requests))
     done = 0
+    total = sum(len(r.sweep or [None]) for r in requests)
     show = sys.stderr.isatty()
 
-    async def one(task_id: str) -> dict[str, Any]:
+    async def one(task_id: str, sweep: list[dict[str, float]] | None) -> list[dict[str, Any]]:
+        """The records of the task, or of each point of a sweep."""
         nonlocal done
         try:
-            events = await client.wait(task_id, timeout=timeout)
+            if sweep is None:
+                ids, traces = [task_id], [await client.wait(task_id, timeout=timeout)]
+            else:
+                ids = [sweep_point_id(task_id, k) for k in range(len(sweep))]
+                traces = await client.wait_sweep(task_id, len(sweep), timeout=timeout)
         except TimeoutError:
             raise QubusError(
                 f"task {task_id} did not finish within {timeout:g} s"
                 + (f"; `qubus result {task_id} --wait` waits again" if announce else ""),
                 code="task.timeout",
             ) from None
-        done += 1
+        done += len(ids)
         if show:
-            print(f"\r{done}/{len(replies)} tasks finished", end="", file=sys.stderr, flush=True)
-        return task_record(task_id, events)
+            print(f"\r{done}/{total} tasks finished", end="", file=sys.stderr, flush=True)
+        return [task_record(i, events) for i, events in zip(ids, traces, strict=True)]
 
-    records = await asyncio.gather(*(one(r.task_id) for r in replies))
+    pairs = zip(replies, requests, strict=True)
+    records = await asyncio.gather(*(one(reply.task_id, request.sweep) for reply, request in pairs))
     if show:
         print(file=sys.stderr)
-    return list(records)
+    return [record for each in records for record in each]
 
 
 @contextlib.asynccontextmanager

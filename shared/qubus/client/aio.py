@@ -34,7 +34,7 @@ from qubus.bus.connection import (
     stored_event,
 )
 from qubus.bus.health import PREFIX
-from qubus.bus.ids import check_task_id, split_task_subject, task_subject
+from qubus.bus.ids import check_task_id, split_task_subject, submitted_at, sweep_of, task_subject
 from qubus.bus.logs import get_logger, log_subject, split_lines
 from qubus.bus.messages import (
     Model,
@@ -56,6 +56,9 @@ log = get_logger()
 T = TypeVar("T")
 M = TypeVar("M", bound=Model)
 
+CLOCK_SLACK_S = 5.0
+"""How much earlier than its id says a sweep's events are looked for (the id's time is the
+ingestion's clock; the stream's is the server's)."""
 READER_IDLE_S = 5.0
 """An ephemeral reader's consumer is removed by the server after this long without a fetch."""
 BUS_RETRY_S = 30.0
@@ -284,46 +287,126 @@ class Client:
                 f"qubus.submit did not answer within {timeout:g} s", code=BUS_UNAVAILABLE
             ) from None
 
+    async def _follow(
+        self, subject: str, take: Callable[[Msg], bool], *, since: float | None, until: float
+    ) -> None:
+        """Give every message of the task stream on ``subject`` (stored from ``since``, or all)
+        to ``take`` until it returns True, reading on from the last one after a lost server or
+        a leader election.
+
+        Raises:
+            TimeoutError: ``time.monotonic()`` passed ``until`` first.
+            QubusError: ``nats.lost`` if the server went away for good.
+        """
+        read_to = 0
+        while True:
+            try:
+                reader = self.read_stream(
+                    STREAM,
+                    subject,
+                    follow=True,
+                    since=since if not read_to else None,
+                    after_seq=read_to,
+                    until=until,
+                )
+                async with contextlib.aclosing(reader):  # its consumer let go before returning
+                    async for msg in reader:
+                        read_to = msg.metadata.sequence.stream
+                        if take(msg):
+                            return
+            except (TimeoutError, nats.errors.Error) as exc:
+                if time.monotonic() >= until:
+                    raise TimeoutError(f"reading {subject} did not end in time") from None
+                self._check_connected()
+                log.warning("bus.retry", what="wait", error=repr(exc))
+                await asyncio.sleep(0.5)
+
     async def wait(self, task_id: str, *, timeout: float = 300.0) -> list[StoredEvent]:
-        """Every event of the task, once its terminal event (done/rejected/failed) is stored.
+        """Every event of the task, once its terminal event (done/rejected/failed) is stored;
+        for a sweep point, its events as ``events`` gives them.
 
         Raises:
             TimeoutError: the task did not end within ``timeout`` seconds.
             QubusError: ``task.invalid_id``; ``nats.lost`` if the server went away.
         """
-        subject = self._task_subject(task_id)
+        point = sweep_of(check_task_id(task_id))
+        if point is not None:
+            sweep_id, index = point
+            return (await self.wait_sweep(sweep_id, index + 1, timeout=timeout))[index]
         events: list[StoredEvent] = []
-        read_to = 0
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                reader = self.read_stream(
-                    STREAM, subject, follow=True, after_seq=read_to, until=deadline
-                )
-                async with contextlib.aclosing(reader):  # its consumer let go before returning
-                    async for msg in reader:
-                        read_to = msg.metadata.sequence.stream
-                        stored = stored_event(msg)
-                        if stored is not None:
-                            events.append(stored)
-                            if stored.event.TERMINAL:
-                                return events
-            except (TimeoutError, nats.errors.Error) as exc:
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(
-                        f"task {task_id} did not finish within {timeout:g} s"
-                    ) from None
-                # a lost server or a leader election: read on from the last event
-                self._check_connected()
-                log.warning("bus.retry", what="wait", error=repr(exc))
-                await asyncio.sleep(0.5)
+
+        def take(msg: Msg) -> bool:
+            stored = stored_event(msg)
+            if stored is not None:
+                events.append(stored)
+            return stored is not None and stored.event.TERMINAL
+
+        try:
+            await self._follow(
+                self._task_subject(task_id), take, since=None, until=time.monotonic() + timeout
+            )
+        except TimeoutError:
+            raise TimeoutError(f"task {task_id} did not finish within {timeout:g} s") from None
+        return events
+
+    async def wait_sweep(
+        self, sweep_id: str, points: int, *, timeout: float = 300.0
+    ) -> list[list[StoredEvent]]:
+        """The events of the sweep's first ``points`` points (``point_events``), once the sweep
+        has ended (its QPU node stores every point's end before the sweep's own): one reader
+        over the owner's task events from the sweep's submission on.
+
+        Raises:
+            TimeoutError: a point did not end within ``timeout`` seconds.
+            QubusError: ``task.invalid_id``, ``auth.not_owner``; ``nats.lost``.
+        """
+        self._task_subject(sweep_id)  # checks the id and that this client may read it
+        owner = sweep_id.split(".", 1)[0]
+        shared: list[StoredEvent] = []
+        own: list[list[StoredEvent]] = [[] for _ in range(points)]
+
+        def take(msg: Msg) -> bool:
+            task_id, _ = split_task_subject(msg.subject)
+            point = sweep_of(task_id)
+            if task_id != sweep_id and (point is None or point[0] != sweep_id):
+                return False
+            stored = stored_event(msg)
+            if stored is None:
+                return False
+            if point is None:
+                shared.append(stored)
+                return stored.event.TERMINAL
+            if point[1] < points:
+                own[point[1]].append(stored)
+            return False
+
+        since = submitted_at(sweep_id)
+        try:
+            await self._follow(
+                f"qubus.task.{owner}.>",
+                take,
+                since=None if since is None else since - CLOCK_SLACK_S,
+                until=time.monotonic() + timeout,
+            )
+        except TimeoutError:
+            raise TimeoutError(f"sweep {sweep_id} did not finish within {timeout:g} s") from None
+        return [point_events(shared, events) for events in own]
 
     async def events(self, task_id: str) -> list[StoredEvent]:
-        """The task's events stored so far (its trace).
+        """The task's events stored so far (its trace); a sweep point's are its sweep's up to
+        the run, then its own (``point_events``).
 
         Raises:
             QubusError: ``task.invalid_id`` or ``auth.not_owner`` (``_task_subject``).
         """
+        point = sweep_of(check_task_id(task_id))
+        if point is not None:
+            shared, own = await asyncio.gather(self.events(point[0]), self._events(task_id))
+            return point_events(shared, own)
+        return await self._events(task_id)
+
+    async def _events(self, task_id: str) -> list[StoredEvent]:
+        """The events stored under the task's own subject."""
         msgs = self.read_stream(STREAM, self._task_subject(task_id))
         return [stored async for msg in msgs if (stored := stored_event(msg)) is not None]
 
@@ -340,6 +423,13 @@ class Client:
                 ``task.unknown``; ``task.running``: it is already running, which cannot be
                 stopped.
         """
+        point = sweep_of(check_task_id(task_id))
+        if point is not None:
+            raise QubusError(
+                f"task {task_id} is a point of sweep {point[0]}, whose points run as one job: "
+                f"cancel the sweep",
+                code="sweep.point",
+            )
         events = await self.events(task_id)
         status = status_of(events)
         if status == "unknown":
@@ -528,6 +618,13 @@ class Client:
             task_record(reply.task_id, events)
             for reply, events in zip(replies, traces, strict=True)
         ]
+
+
+def point_events(shared: list[StoredEvent], own: list[StoredEvent]) -> list[StoredEvent]:
+    """A sweep point's events: its sweep's (``shared``) without the sweep's own
+    ``completed``, which carries no counts, then the point's own (``own``). A sweep that
+    ended without running ends each of its points the same way."""
+    return [s for s in shared if not isinstance(s.event, TaskCompleted)] + own
 
 
 def status_of(events: list[StoredEvent]) -> str:

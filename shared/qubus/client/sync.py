@@ -17,14 +17,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+from qubus.bus.ids import sweep_point_id
 from qubus.client.aio import Client, status_of, task_record
 from qubus.client.files import format_of, read_circuit_file
 from qubus.errors import QubusError
+
+if TYPE_CHECKING:
+    from qubus.bus.messages import SubmitReply
 
 T = TypeVar("T")
 
@@ -141,12 +145,61 @@ class Job:
         Returns:
             True if it is cancelled; False if it had already ended or is running.
         """
+        return _cancel(self._session, self.task_id)
+
+
+class Sweep:
+    """A submitted sweep (``Session.submit_sweep``), its points waited for in the background.
+
+    Attributes:
+        task_id: The sweep's own task id (``qubus status`` and ``cancel`` take it).
+        task_ids: Each point's task id, ``<task_id>-<k>``, in the order of the parameters.
+        source: Where its circuit came from, if a file.
+    """
+
+    def __init__(self, session: Session, task_id: str, points: int, source: str | None) -> None:
+        self.task_id = task_id
+        self.task_ids = [sweep_point_id(task_id, k) for k in range(points)]
+        self.source = source
+        self._session = session
+        self._future = session._start(session._client.wait_sweep(task_id, points, timeout=WAIT_S))
+
+    def __repr__(self) -> str:
+        return f"<qubus.Sweep {self.task_id} of {len(self.task_ids)} points>"
+
+    def done(self) -> bool:
+        """The sweep, and so every point, has ended (whichever way)."""
+        return self._future.done()
+
+    def status(self) -> str:
+        """The sweep's own status (``Job.status``): ``done`` once every point has run."""
+        return status_of(self._session._call(self._session._client.events(self.task_id)))
+
+    def results(self, timeout: float | None = None) -> list[Result]:
+        """Every point's result, in the order of the parameters.
+
+        Raises:
+            TimeoutError: not every point has ended within ``timeout``; they keep running.
+            TaskError: a point (or the whole sweep) ended without counts.
+        """
         try:
-            return self._session._call(self._session._client.cancel(self.task_id))
-        except QubusError as exc:
-            if exc.code == "task.running":
-                return False
-            raise
+            points = self._future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(
+                f"sweep {self.task_id} did not finish within {timeout:g} s"
+            ) from None
+        results = [
+            Result.from_record(task_record(task_id, events))
+            for task_id, events in zip(self.task_ids, points, strict=True)
+        ]
+        for result in results:
+            if result.status != "done":
+                raise TaskError(result)
+        return results
+
+    def cancel(self) -> bool:
+        """Cancel the whole sweep unless it has started running (``Job.cancel``)."""
+        return _cancel(self._session, self.task_id)
 
 
 class Session:
@@ -208,6 +261,46 @@ class Session:
             QubusError: the circuit or an option was refused (``payload.invalid``, a file
                 error, or the stack's own refusal).
         """
+        reply, source = self._submit_request(circuit, shots=shots, format=format, **options)
+        return Job(self, reply.task_id, source)
+
+    def submit_sweep(
+        self,
+        circuit: Any,
+        params: Sequence[Mapping[str, float]],
+        *,
+        shots: int = 1000,
+        format: str | None = None,
+        **options: Any,
+    ) -> Sweep:
+        """Submit a parameterised circuit with its parameter sets as one sweep; returns its
+        ``Sweep`` at once. The circuit is parsed, checked, compiled and placed once; each
+        point runs as its own task ``<sweep id>-<k>`` (``qubus.circuits.sweeps``).
+
+        Args:
+            circuit: A ``cirq.Circuit`` with ``sympy`` symbols, or its Cirq JSON (text or a
+                file).
+            params: One ``{parameter: value}`` per point, each naming every parameter.
+            shots: Repetitions of each point.
+            format: As for ``submit``.
+            **options: As for ``submit`` (not ``split``).
+
+        Raises:
+            QubusError: as ``submit``.
+        """
+        reply, source = self._submit_request(
+            circuit,
+            shots=shots,
+            format=format,
+            sweep=[{name: float(value) for name, value in point.items()} for point in params],
+            **options,
+        )
+        return Sweep(self, reply.task_id, len(params), source)
+
+    def _submit_request(
+        self, circuit: Any, *, shots: int, format: str | None, **options: Any
+    ) -> tuple[SubmitReply, str | None]:
+        """Build the ``SubmitRequest`` and submit it; its reply and the circuit's file."""
         from pydantic import ValidationError
 
         from qubus.bus.kvrecords import invalid
@@ -220,8 +313,7 @@ class Session:
             )
         except ValidationError as exc:
             raise invalid(exc, "submission", code="payload.invalid") from None
-        reply = self._call(self._client.submit(request))
-        return Job(self, reply.task_id, source)
+        return self._call(self._client.submit(request)), source
 
     def job(self, task_id: str) -> Job:
         """The ``Job`` of a task submitted earlier (by ``qubus submit``, say)."""
@@ -262,11 +354,45 @@ class Session:
             self._loop.close()
 
 
+class SessionHolder:
+    """An entry point built on a ``Session`` (``qubus.cirq.Sampler``,
+    ``qubus.qiskit.QubusBackend``): it shares the one it is given or opens its own, which
+    ``close`` then closes; a context manager."""
+
+    _session: Session
+    _own: bool
+
+    def _hold(self, session: Session | None, url: str | None, nkey: str | None) -> None:
+        self._own = session is None
+        self._session = connect(url, nkey=nkey) if session is None else session
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the session if this object opened it."""
+        if self._own:
+            self._session.close()
+
+
 def connect(url: str | None = None, *, nkey: str | None = None, user: str | None = None) -> Session:
     """A ``Session`` with the stack at ``url`` (default: ``QUBUS_NATS_URL``, else the running
     ``qubus up``), as the user of seed file ``nkey`` (default: ``QUBUS_NATS_NKEY``, else that
     ``qubus up``'s user ``local`` if it is secured); use it as a context manager."""
     return Session(url, nkey=nkey, user=user)
+
+
+def _cancel(session: Session, task_id: str) -> bool:
+    """``Client.cancel``, False for a task already running."""
+    try:
+        return session._call(session._client.cancel(task_id))
+    except QubusError as exc:
+        if exc.code == "task.running":
+            return False
+        raise
 
 
 def _quiet_logs() -> None:

@@ -127,14 +127,9 @@ def evaluate(
     check_limits(circuit, limits)
     distribution = ideal_distribution(circuit, max_qubits=limits.max_qubits)
     repro = reproduce(circuit, distribution)
-    norm_error = max(check_numerics(distribution), repro.norm_error)
-    if norm_error > NORM_TOLERANCE:
-        raise SimulationError(
-            f"probabilities sum to 1 ± {norm_error:.2g}, beyond the tolerance {NORM_TOLERANCE:g}",
-            code="sandbox.numerical",
-        )
+    norm_error = check_norm(max(check_numerics(distribution), repro.norm_error))
     total = sum(distribution.values())
-    kept = dict(sorted(distribution.items(), key=lambda kv: -kv[1])[: limits.max_outcomes])
+    kept = most_likely(distribution, limits.max_outcomes)
     return SandboxEvaluation(
         task_id=task_id,
         ideal=kept,
@@ -146,6 +141,25 @@ def evaluate(
         repro=repro.fidelity if repro.fidelity is not None else 1.0 - norm_error,
         repro_simulator=repro.simulator,
     )
+
+
+def check_norm(norm_error: float) -> float:
+    """``norm_error``, if within ``NORM_TOLERANCE``.
+
+    Raises:
+        SimulationError: ``sandbox.numerical`` beyond it.
+    """
+    if norm_error > NORM_TOLERANCE:
+        raise SimulationError(
+            f"probabilities sum to 1 ± {norm_error:.2g}, beyond the tolerance {NORM_TOLERANCE:g}",
+            code="sandbox.numerical",
+        )
+    return norm_error
+
+
+def most_likely(distribution: Mapping[str, float], n: int) -> dict[str, float]:
+    """The ``n`` most likely outcomes of ``distribution``."""
+    return dict(sorted(distribution.items(), key=lambda kv: -kv[1])[:n])
 
 
 def check_limits(circuit: cirq.AbstractCircuit, limits: SandboxLimits) -> None:

@@ -1,0 +1,172 @@
+"""A 200-point sweep of a 6-qubit QAOA circuit: one sweep submission against 200 separate ones.
+
+Both run through the whole pipeline of one private stack (nats-server and every service,
+``qubus.cli.stack.Supervisor``), side by side in one run: the sweep (one ``SubmitRequest``
+with ``sweep``: parsed, checked, evaluated, compiled, scored and placed once, each point run
+and reported as task ``<sweep id>-<k>`` by the QPU node) and the same 200 circuits resolved
+and submitted as 200 tasks at once. The time is from the first submission until the last
+point's terminal event arrives (one core subscription on every task's end). The sweep runs
+before and after the separate submissions and their mean is compared (the machine's other
+load drifts during a run). Also prints the stack's CPU seconds for each.
+
+    python -m benchmarks.sweep [--points 200] [--shots 1000] [--node ibm_nairobi] [--json]
+
+``--node`` pins both to one QPU node: the same modelled QPU time and the same emulator for
+both, so the ratio compares what the pipeline does (without it each is placed by the scorer,
+and a sweep is one long job on one node while separate tasks spread over the fleet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import cirq
+import numpy as np
+import sympy
+
+from benchmarks.fastpath import Waiter, cpu_seconds, stack_processes
+from qubus.bus import logs
+from qubus.bus.ids import sweep_point_id
+from qubus.bus.messages import SubmitRequest
+from qubus.bus.natsserver import NatsServer
+from qubus.circuits import circuit_to_json
+from qubus.cli.common import default_fleet
+from qubus.cli.stack import Supervisor, stack_specs
+from qubus.client.aio import Client
+
+EDGES = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 0), (0, 3)]
+"""The MaxCut graph: a ring of six with one chord."""
+
+
+def qaoa_circuit(qubits: int = 6) -> cirq.Circuit:
+    """QAOA (p = 1) for MaxCut on ``EDGES``, parameters ``gamma`` and ``beta``, in the
+    CNOT-RZ-CNOT form a transpiled or OpenQASM circuit has."""
+    q = cirq.LineQubit.range(qubits)
+    gamma, beta = sympy.Symbol("gamma"), sympy.Symbol("beta")
+    circuit = cirq.Circuit(cirq.H.on_each(*q))
+    for a, b in EDGES:
+        circuit.append([cirq.CNOT(q[a], q[b]), cirq.rz(2 * gamma).on(q[b]), cirq.CNOT(q[a], q[b])])
+    circuit.append(cirq.rx(2 * beta).on_each(*q))
+    circuit.append(cirq.measure(*q, key="m"))
+    return circuit
+
+
+def grid(points: int) -> list[dict[str, float]]:
+    """``points`` distinct parameter sets: gamma over [0, π), beta over [0, π/2), on a grid
+    of ``ceil(√points)`` gammas."""
+    side = int(np.ceil(np.sqrt(points)))
+    return [
+        {"gamma": float(np.pi * (k % side) / side), "beta": float(np.pi / 2 * (k // side) / side)}
+        for k in range(points)
+    ]
+
+
+async def timed(waiter: Waiter, submit, task_ids) -> float:
+    """Seconds from calling ``submit`` until every task of ``task_ids(replies)`` has ended."""
+    started = time.time()
+    replies = await submit()
+    ids = task_ids(replies)
+    ends = await asyncio.gather(*(waiter.wait(task_id) for task_id in ids))
+    failed = [end for _, end in ends if end != "completed"]
+    if failed:
+        raise SystemExit(f"{len(failed)} tasks did not complete: {failed[:3]}")
+    return max(ended for ended, _ in ends) - started
+
+
+async def run(args: argparse.Namespace) -> dict:
+    server = NatsServer()
+    url = server.start()
+    log_dir = Path(tempfile.mkdtemp(prefix="qubus-bench-"))
+    supervisor = Supervisor(url, stack_specs(default_fleet()), log_dir=log_dir)
+    circuit = qaoa_circuit()
+    points = grid(args.points)
+    symbolic = circuit_to_json(circuit)
+    resolved = [circuit_to_json(cirq.resolve_parameters(circuit, p)) for p in points]
+    try:
+        await supervisor.start()
+        client = await Client.connect(url)
+        waiter = Waiter()
+        await waiter.start(client)
+
+        async def sweep(n: int) -> float:
+            request = SubmitRequest(
+                circuit=symbolic, shots=args.shots, sweep=points[:n], node=args.node
+            )
+            return await timed(
+                waiter,
+                lambda: client.submit(request),
+                lambda reply: [sweep_point_id(reply.task_id, k) for k in range(n)],
+            )
+
+        async def separate(n: int) -> float:
+            requests = [
+                SubmitRequest(circuit=text, shots=args.shots, node=args.node)
+                for text in resolved[:n]
+            ]
+            return await timed(
+                waiter,
+                lambda: asyncio.gather(*(client.submit(r) for r in requests)),
+                lambda replies: [reply.task_id for reply in replies],
+            )
+
+        await sweep(4)  # warm-up: every stage's first message, compilation caches
+        await separate(4)
+        processes = stack_processes(supervisor, server)
+        figures: dict = {
+            "points": args.points,
+            "shots": args.shots,
+            "node": args.node,
+            "sweep_s": [],
+        }
+        for run_separate in (False, True, False):
+            before = cpu_seconds(processes)
+            elapsed = await (separate if run_separate else sweep)(args.points)
+            cpu = sum(cpu_seconds(processes).values()) - sum(before.values())
+            key = "separate" if run_separate else "sweep"
+            if run_separate:
+                figures["separate_s"], figures["separate_cpu_s"] = elapsed, cpu
+            else:
+                figures["sweep_s"].append(elapsed)
+                figures["sweep_cpu_s"] = cpu
+            print(f"{key}: {elapsed:.2f} s, stack CPU {cpu:.1f} s", flush=True)
+        await client.close()
+    finally:
+        await supervisor.stop()
+        server.stop()
+    figures["speedup"] = figures["separate_s"] / statistics.fmean(figures["sweep_s"])
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--points", type=int, default=200)
+    parser.add_argument("--shots", type=int, default=1000)
+    parser.add_argument("--node", help="pin every task to this QPU node")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    logs.configure("bench", "bench", "warning")
+    figures = asyncio.run(run(args))
+    if args.json:
+        print(json.dumps(figures))
+        return
+    sweep_s = statistics.fmean(figures["sweep_s"])
+    placed = f"on {args.node}" if args.node else "placed by the scorer"
+    print(
+        f"{args.points}-point sweep of a 6-qubit QAOA circuit, {args.shots} shots a point, {placed}"
+    )
+    runs = ", ".join(f"{s:.2f}" for s in figures["sweep_s"])
+    print(f"one sweep:            {sweep_s:8.2f} s  (runs: {runs})")
+    print(f"separate submissions: {figures['separate_s']:8.2f} s")
+    cpu = figures["sweep_cpu_s"], figures["separate_cpu_s"]
+    print(f"stack CPU:            {cpu[0]:8.1f} s (sweep), {cpu[1]:.1f} s (separate)")
+    print(f"speed-up:             {figures['speedup']:8.1f}x (goal: 10x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The physics of a sweep (``qubus.circuits.sweeps``): every point's ideal distribution for the
+sandbox, and every point's noisy run on a QPU node, each in one worker call."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from qubus.bus.messages import SandboxEvaluation
+from qubus.circuits import circuit_from_json, circuit_to_json
+from qubus.circuits.simulate import ideal_distribution
+from qubus.circuits.sweeps import resolved
+from qubus.devices.compile import compile_for_device
+from qubus.devices.emulation import emulate, emulated_runtime_s
+from qubus.devices.profiles import Device
+from qubus.devices.sandbox import (
+    SandboxLimits,
+    check_limits,
+    check_norm,
+    check_numerics,
+    evaluate,
+    most_likely,
+)
+
+
+def evaluate_sweep(
+    task_id: str,
+    circuit_json: str,
+    points: Sequence[Mapping[str, float]],
+    shots: int,
+    limits: SandboxLimits,
+) -> SandboxEvaluation:
+    """The sandbox's evaluation of a sweep: the first point's as for a task
+    (``qubus.devices.sandbox.evaluate``: limits, numerics, ΔRepro, ideal counts), and every
+    point's ideal distribution, each checked numerically, in ``sweep_ideals``.
+
+    Raises:
+        SimulationError: as ``evaluate``, for any point.
+    """
+    circuit = circuit_from_json(circuit_json)
+    first = evaluate(task_id, circuit_to_json(resolved(circuit, points[0])), shots, limits)
+    ideals = [first.ideal]
+    norm_error = first.norm_error
+    for point in points[1:]:
+        point_circuit = resolved(circuit, point)
+        check_limits(point_circuit, limits)
+        distribution = ideal_distribution(point_circuit, max_qubits=limits.max_qubits)
+        norm_error = max(norm_error, check_norm(check_numerics(distribution)))
+        ideals.append(most_likely(distribution, limits.max_outcomes))
+    return first.model_copy(update={"sweep_ideals": ideals, "norm_error": norm_error})
+
+
+def run_points(
+    device: Device,
+    circuit_json: str,
+    points: Sequence[Mapping[str, float]],
+    shots: int,
+    seeds: Sequence[int],
+    noiseless: bool,
+) -> tuple[list[dict[str, int]], float]:
+    """Run every point of a sweep on the device's emulator (in the QPU's worker process).
+
+    Returns:
+        Each point's counts, and the modelled run time of the whole sweep as one job: the
+        device's per-job overhead once, then ``shots`` for every point (the points share the
+        compiled structure, so their durations are equal).
+    """
+    circuit = circuit_from_json(circuit_json)
+    compiled = [compile_for_device(resolved(circuit, point), device) for point in points]
+    counts = [
+        emulate(each, device, shots, seed=seed, noiseless=noiseless)
+        for each, seed in zip(compiled, seeds, strict=True)
+    ]
+    return counts, emulated_runtime_s(compiled[0], device, shots * len(points))

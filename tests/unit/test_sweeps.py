@@ -1,0 +1,84 @@
+"""Sweeps without NATS: point ids, the parameter checks, every point's ideal distribution and
+noisy runs, and the wire form of a sweep."""
+
+from __future__ import annotations
+
+import cirq
+import pytest
+import sympy
+
+from benchmarks.sweep import grid, qaoa_circuit
+from qubus.bus.ids import TASK_ID, new_task_id, submitted_at, sweep_of, sweep_point_id
+from qubus.bus.messages import SubmitRequest, TaskOptions
+from qubus.circuits import circuit_to_json
+from qubus.circuits.ingest import task_options
+from qubus.circuits.sweeps import check_points, representative, resolved, total_shots
+from qubus.devices.profiles import load_device
+from qubus.devices.sandbox import SandboxLimits, evaluate
+from qubus.devices.sweeps import evaluate_sweep, run_points
+from qubus.errors import CircuitRejected
+
+LIMITS = SandboxLimits(max_qubits=20, max_depth=1000, max_outcomes=4096)
+
+
+def test_a_point_id_is_a_task_id_that_names_its_sweep() -> None:
+    sweep = new_task_id("alice", now=1_700_000_000.0)
+    point = sweep_point_id(sweep, 199)
+    assert TASK_ID.match(point) and point.startswith(f"{sweep}-")
+    assert sweep_of(point) == (sweep, 199)
+    assert sweep_of(sweep) is None and sweep_of("alice.t1-3") is None  # not a sweep's id
+    assert submitted_at(point) == submitted_at(sweep) == 1_700_000_000.0
+
+
+def test_points_must_name_exactly_the_circuit_parameters() -> None:
+    circuit = qaoa_circuit()
+    check_points(circuit, [{"gamma": 0.1, "beta": 0.2}])
+    with pytest.raises(CircuitRejected) as unresolved:
+        check_points(circuit, None)
+    assert unresolved.value.code == "circuit.unresolved"
+    with pytest.raises(CircuitRejected, match="point 1 .*missing \\['beta'\\]") as missing:
+        check_points(circuit, [{"gamma": 0.1, "beta": 0.2}, {"gamma": 0.3}])
+    assert missing.value.code == "sweep.parameters"
+    with pytest.raises(CircuitRejected, match="unknown \\['delta'\\]"):
+        check_points(circuit, [{"gamma": 0.1, "beta": 0.2, "delta": 1.0}])
+    with pytest.raises(CircuitRejected, match="no parameters"):
+        check_points(cirq.resolve_parameters(circuit, {"gamma": 0, "beta": 0}), [{"gamma": 1.0}])
+
+
+def test_a_sweep_travels_in_the_task_options() -> None:
+    request = SubmitRequest(circuit="{}", shots=100, sweep=grid(3))
+    options = task_options(request)
+    assert options.sweep == grid(3) and total_shots(options) == 300
+    assert total_shots(TaskOptions(shots=100)) == 100
+    assert representative(qaoa_circuit(), options) == resolved(qaoa_circuit(), grid(3)[0])
+    with pytest.raises(ValueError, match="split cannot be combined with sweep"):
+        SubmitRequest(circuit="{}", sweep=grid(2), split=2)
+    with pytest.raises(ValueError):
+        SubmitRequest(circuit="{}", sweep=[])
+
+
+def test_the_sandbox_evaluates_every_point_and_the_first_in_full() -> None:
+    circuit, points = qaoa_circuit(), grid(3)
+    evaluation = evaluate_sweep("u.s", circuit_to_json(circuit), points, 100, LIMITS)
+    alone = [
+        evaluate("u.s", circuit_to_json(resolved(circuit, p)), 100, LIMITS).ideal for p in points
+    ]
+    assert len(evaluation.sweep_ideals) == 3
+    for ideal, expected in zip(evaluation.sweep_ideals, alone, strict=True):
+        assert ideal.keys() == expected.keys()
+        assert all(ideal[k] == pytest.approx(expected[k], abs=1e-6) for k in ideal)
+    assert evaluation.ideal == evaluation.sweep_ideals[0] and evaluation.repro_simulator == "cirq"
+    # gamma = beta = 0: H on every qubit, every outcome equally likely
+    assert evaluation.sweep_ideals[0] == pytest.approx(dict.fromkeys(alone[0], 1 / 64))
+
+
+def test_a_qpu_runs_every_point_as_one_job() -> None:
+    device = load_device("ibm_nairobi")
+    theta = sympy.Symbol("theta")
+    a, b = cirq.LineQubit.range(2)
+    circuit = cirq.Circuit(cirq.rx(theta).on(a), cirq.CNOT(a, b), cirq.measure(a, b, key="m"))
+    points = [{"theta": 0.0}, {"theta": float(sympy.pi)}]
+    counts, modelled_s = run_points(device, circuit_to_json(circuit), points, 200, [1, 2], True)
+    assert counts == [{"00": 200}, {"11": 200}]
+    _, one_s = run_points(device, circuit_to_json(circuit), points[:1], 400, [1], True)
+    assert modelled_s == pytest.approx(one_s)  # one job overhead, shots of both points
