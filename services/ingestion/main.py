@@ -8,7 +8,6 @@ job, reported as the task's ``rejected`` event with line and column.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import nats.js.errors
@@ -20,6 +19,7 @@ from qubus.bus.logs import get_logger
 from qubus.bus.messages import SubmitReply, SubmitRequest, TaskIngested
 from qubus.bus.service import Runtime
 from qubus.bus.tracing import TraceContext
+from qubus.bus.workers import INLINE_MAX_BYTES, off_loop
 from qubus.circuits.ingest import check_circuit, detect_format, task_options
 
 log = get_logger()
@@ -42,7 +42,9 @@ async def setup(rt: Runtime) -> None:
 
     async def submit(request: SubmitRequest, headers: dict[str, str]) -> SubmitReply:
         fmt = detect_format(request)
-        await asyncio.to_thread(check_circuit, request.circuit, fmt)
+        # Counting is linear in the text (nothing is expanded): a short one is checked inline.
+        short = len(request.circuit) <= INLINE_MAX_BYTES
+        await off_loop(check_circuit, request.circuit, fmt, inline=short)
         task_id, duplicate = await claim(request, submitter(headers[H_SUBJECT]))
         # A repeated key re-publishes only if the first attempt never got its event stored.
         if not duplicate or await rt.bus.last_event(task_id, TaskIngested) is None:

@@ -22,7 +22,7 @@ from qubus.errors import SimulationError
 T = TypeVar("T")
 
 INLINE_MAX_BYTES = 8 * 1024
-"""Largest Cirq JSON (some 40 operations) that ``off_loop`` works on on the event loop: below
+"""Largest circuit text (Cirq JSON of some 40 operations) worked on on the event loop: below
 it, the work takes well under a millisecond and a thread hop (context copy, future, the
 loop's wake-up) costs a good part of the stage's CPU."""
 
