@@ -22,7 +22,7 @@ import msgpack
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from qubus.bus import codec
+from qubus.bus import codec, metrics
 from qubus.bus.connection import (
     BUCKET_CALIBRATION,
     BUCKET_JOINS,
@@ -331,6 +331,9 @@ class Fusion:
         then dropped."""
         try:
             await self._count_outcome(event)
+            metrics.FIDELITY_ERROR.labels(event.node).observe(
+                event.predicted_fidelity - event.measured_fidelity
+            )
         except Exception as exc:
             if ctx.deliveries < self._settings.max_deliver:
                 raise RuntimeError(f"counting the outcome failed: {exc!r}") from exc
