@@ -2,7 +2,9 @@
 // read from /api/task/<id>. Timings of the feed are kept in window.__qubus for tests.
 import { bars, colour, lines, waterfall } from "./charts.js";
 
-const timings = { firstRenderMs: null, updates: [], rows: 0 };
+// firstRenderMs: since navigation, the snapshot drawn; snapshotArrivedMs: when it arrived;
+// snapshotApplyMs: building its rows; updates: each later message's handling time.
+const timings = { firstRenderMs: null, snapshotArrivedMs: null, snapshotApplyMs: null, updates: [], rows: 0 };
 window.__qubus = timings;
 
 const rows = new Map(); // task id -> {data, tr}
@@ -19,6 +21,14 @@ function cell(tr, text, className = "") {
   if (className) td.className = className;
   tr.append(td);
   return td;
+}
+
+function header(tr, names) {
+  for (const name of names) {
+    const th = document.createElement("th");
+    th.textContent = name;
+    tr.append(th);
+  }
 }
 
 function link(href, text) {
@@ -180,7 +190,7 @@ function renderWeights(w) {
     body.append(tr);
   }
   const head = document.createElement("tr");
-  for (const h of ["revision", "source", "note", ...names]) cell(head, h);
+  header(head, ["revision", "source", "note", ...names]);
   $("history-head").replaceChildren(head);
   const history = $("history");
   history.replaceChildren();
@@ -253,7 +263,7 @@ function renderAllocation(allocation) {
   const table = document.createElement("table");
   table.className = "grid";
   const head = table.createTHead().insertRow();
-  for (const h of ["node", "eligible", "predicted", "completion s", "hyperscore", ...terms.map((t) => `φ ${t}`)]) cell(head, h);
+  header(head, ["node", "eligible", "predicted", "completion s", "hyperscore", ...terms.map((t) => `φ ${t}`)]);
   const tbody = table.createTBody();
   for (const s of scores) {
     const tr = tbody.insertRow();
@@ -332,6 +342,8 @@ function connect() {
     const message = JSON.parse(event.data);
     apply(message);
     if (message.type === "snapshot" && timings.firstRenderMs === null) {
+      timings.snapshotArrivedMs = start;
+      timings.snapshotApplyMs = performance.now() - start;
       // since navigation started, once the frame holding the snapshot has been drawn
       requestAnimationFrame(() => { timings.firstRenderMs = performance.now(); });
     } else if (message.type !== "snapshot") {
