@@ -158,7 +158,8 @@ def add_dashboard_command(sub: argparse._SubParsersAction) -> None:
         help="serve a live page of the stack and its Prometheus metrics",
         description="Serve a live web page of the running stack (fleet, flow, tasks with each "
         "task's trace, weights) at / and every service's qubus_* Prometheus series at "
-        "/metrics, until Ctrl-C. Reads the stack as the operator.",
+        "/metrics, until Ctrl-C. Connects as the read-only identity `dashboard` of a secured "
+        "stack (or QUBUS_NATS_NKEY's).",
     )
     dashboard.add_argument(
         "--port", type=number_in(int, 0, 65535), default=8470, help="port (default 8470; 0: any)"
@@ -559,12 +560,12 @@ async def _report(args: argparse.Namespace) -> int:
 
 
 async def _dashboard(args: argparse.Namespace) -> int:
-    from qubus.bus.auth import OPERATOR
+    from qubus.bus.auth import DASHBOARD
     from qubus.bus.config import Settings
     from qubus.dashboard.server import Dashboard, serve
 
     since = parse_since(args.since, now=time.time())
-    async with connected(OPERATOR) as client:
+    async with connected(DASHBOARD) as client:
         dashboard = Dashboard(client, since=since, node_timeout_s=Settings().node_timeout_s)
 
         def ready(url: str) -> None:

@@ -11,11 +11,12 @@ Routes:
   allocation breakdown with the Shapley terms and its log lines.
 - ``/metrics``: every process's ``qubus_*`` series (``qubus.dashboard.scrape``).
 
-What it reads, as the stack's operator (it shows every user's tasks and the weights, which
-only the operator may read): the task stream through one ephemeral consumer following
-``qubus.task.>`` from ``since``; ``$SRV.STATS`` every ``STATS_INTERVAL_S``; KV ``qubus_nodes``
-every ``FLEET_INTERVAL_S``; KV ``qubus_weights`` (the record and its history) every
-``WEIGHTS_INTERVAL_S``.
+What it reads, as the read-only identity ``dashboard`` of a secured stack
+(``qubus.bus.auth.dashboard_identity``: every user's tasks, the logs, the node directory, the
+weights and ``$SRV``; it may write nothing): the task stream through one ephemeral consumer
+following ``qubus.task.>`` from ``since``; ``$SRV.STATS`` every ``STATS_INTERVAL_S``; KV
+``qubus_nodes`` every ``FLEET_INTERVAL_S``; KV ``qubus_weights`` (the record and its history)
+every ``WEIGHTS_INTERVAL_S``.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class Dashboard:
     """The dashboard of one stack: what it has read, and the pages watching it.
 
     Args:
-        client: A client of the stack (the operator's on a secured stack).
+        client: A client of the stack (``dashboard``'s on a secured stack).
         since: Unix time of the oldest task event to show.
         node_timeout_s: A node status older than this shows the node offline.
     """
