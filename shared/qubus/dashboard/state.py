@@ -102,6 +102,7 @@ class TaskBoard:
         elif isinstance(event, TaskRunning):
             row.node = row.node or event.node
         elif isinstance(event, TaskCompleted):
+            row.node = "+".join(event.nodes) if len(event.nodes) > 1 else event.node
             row.predicted = event.predicted_fidelity
             row.measured = event.measured_fidelity
             series = self.fidelity.setdefault(event.node, deque(maxlen=HISTORY))
