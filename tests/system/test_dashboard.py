@@ -29,6 +29,8 @@ import yaml
 from qubus.bus.messages import SubmitRequest
 from qubus.client.aio import Client
 
+from .test_pipeline import PIPELINE
+
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,17 +48,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-STAGES = (
-    "ingested",
-    "parsed",
-    "checked",
-    "eval.sandbox",
-    "eval.noise",
-    "scored",
-    "allocated",
-    "running",
-    "completed",
-)
 FIRST_BATCH = 200
 PAGE_OF = 1000
 SERIES = (
@@ -74,11 +65,15 @@ FINAL_ROWS = (
 )
 
 
-def small_circuits(dev_qasm: Path) -> list[tuple[str, str]]:
-    """The dev circuits of 2 to 5 qubits, as (file name, text)."""
+def dev_requests(dev_qasm: Path, count: int, shots: int) -> list[SubmitRequest]:
+    """``count`` submissions of the dev circuits of 2 to 5 qubits, in turn (source: the file)."""
     manifest = (dev_qasm / "MANIFEST.tsv").read_text().splitlines()
     names = [line.split("\t")[0] for line in manifest[1:] if 2 <= int(line.split("\t")[2]) <= 5]
-    return [(name, (dev_qasm / name).read_text()) for name in sorted(names)]
+    circuits = [(name, (dev_qasm / name).read_text()) for name in sorted(names)]
+    return [
+        SubmitRequest(circuit=text, source=name, shots=shots)
+        for name, text in (circuits[i % len(circuits)] for i in range(count))
+    ]
 
 
 async def submit_many(nats_url: str, requests: list[SubmitRequest]) -> list[str]:
@@ -171,14 +166,10 @@ class Watched:
 async def test_tasks_appear_live_and_a_task_page_shows_every_stage(
     nats_url, dashboard, browser, dev_qasm, tmp_path
 ):
-    circuits = small_circuits(dev_qasm)
     watched = await Watched.open(browser, dashboard + "#/tasks")
     try:
         before = await watched.page.evaluate("document.querySelectorAll('#tasks tr').length")
-        requests = [
-            SubmitRequest(circuit=text, source=name, shots=200)
-            for name, text in (circuits[i % len(circuits)] for i in range(FIRST_BATCH - 1))
-        ]
+        requests = dev_requests(dev_qasm, FIRST_BATCH - 1, shots=200)
         broken = (ROOT / "examples" / "broken.qasm").read_text()
         requests.append(SubmitRequest(circuit=broken, source="broken.qasm"))
         ids = await submit_many(nats_url, requests)
@@ -215,7 +206,7 @@ async def test_tasks_appear_live_and_a_task_page_shows_every_stage(
         events = await watched.page.eval_on_selector_all(
             "#waterfall g.span", "gs => gs.map(g => g.dataset.event)"
         )
-        assert set(STAGES) <= set(events)
+        assert set(PIPELINE) <= set(events)
         phis = await watched.page.eval_on_selector_all(
             "#scores th", "ths => ths.map(th => th.textContent)"
         )
@@ -258,15 +249,10 @@ async def _nodes(nats_url: str) -> list[str]:
 async def test_a_page_of_a_thousand_tasks_renders_and_updates(
     nats_url, dashboard, browser, dev_qasm, tmp_path
 ):
-    circuits = small_circuits(dev_qasm)
     first = await Watched.open(browser, dashboard + "#/tasks")
     try:
         held = await first.page.evaluate("window.__qubus.rows")
-        more = max(0, PAGE_OF - held)
-        requests = [
-            SubmitRequest(circuit=text, source=name, shots=100)
-            for name, text in (circuits[i % len(circuits)] for i in range(more))
-        ]
+        requests = dev_requests(dev_qasm, max(0, PAGE_OF - held), shots=100)
         submitting = asyncio.create_task(submit_many(nats_url, requests))
         await first.page.wait_for_function(
             f"window.__qubus.rows >= {PAGE_OF}", timeout=300_000, polling=500
