@@ -5,7 +5,7 @@ Routes:
 - ``/``: the page (``static/index.html``; plain ES modules, no build step); ``/static/...``.
 - ``/ws``: a WebSocket; the server sends ``{"type": "snapshot", tasks, fleet, flow, weights}``
   when it opens, then every ``PUSH_INTERVAL_S`` the rows changed since (``tasks``) and each of
-  ``fleet``, ``flow`` and ``weights`` whenever it has been read again.
+  ``fleet``, ``flow`` and ``weights`` that differs from the one last sent.
 - ``/api/task/<id>``: a task's page: its record (``qubus result --json``'s), one span per
   event (from when its stage began handling the input to when the event was stored), its
   allocation breakdown with the Shapley terms and its log lines.
@@ -73,7 +73,7 @@ class Dashboard:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
         self.views: dict[str, Any] = {"fleet": None, "flow": None, "weights": None}
-        self.fresh: set[str] = set()
+        self.sent: dict[str, str] = {}  # the last text pushed of each view
         self.revisions: dict[str, list[str]] = {}
         self.sockets: set[web.WebSocketResponse] = set()
         self.last_sequence = 0
@@ -99,7 +99,6 @@ class Dashboard:
         replies = await self.client.services("STATS", timeout=0.5)
         self.views["flow"] = self.flow.update(replies)
         self.collector.update(replies, self.flow.lag)
-        self.fresh.add("flow")
 
     async def read_fleet(self) -> None:
         nodes = await self.client.bus.node_statuses()
@@ -116,7 +115,6 @@ class Dashboard:
             now=time.time(),
             node_timeout_s=self.node_timeout_s,
         )
-        self.fresh.add("fleet")
 
     async def read_weights(self) -> None:
         kv = await self.client.bus.kv(BUCKET_WEIGHTS)
@@ -127,19 +125,18 @@ class Dashboard:
             "revision": revision,
             "history": [{"revision": rev, **rec.model_dump(mode="json")} for rec, rev in history],
         }
-        self.fresh.add("weights")
 
     async def push(self) -> None:
-        """Send the changed rows and the views read again to every open page."""
-        messages = []
+        """Send the changed rows, and each view that differs from the last one sent, to every
+        open page."""
         changed = self.board.take_changed()
         if changed:
-            messages.append({"type": "tasks", "rows": changed})
-        for name in sorted(self.fresh):
-            messages.append({"type": name, name: self.views[name]})
-        self.fresh.clear()
-        for message in messages:
-            await self._broadcast(json.dumps(message))
+            await self._broadcast(json.dumps({"type": "tasks", "rows": changed}))
+        for name, view in self.views.items():
+            text = json.dumps({"type": name, name: view})
+            if view is not None and text != self.sent.get(name):
+                self.sent[name] = text
+                await self._broadcast(text)
 
     async def _broadcast(self, text: str) -> None:
         for socket in list(self.sockets):
