@@ -22,7 +22,7 @@ import msgpack
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from qubus.bus import codec, metrics
+from qubus.bus import codec
 from qubus.bus.connection import (
     BUCKET_CALIBRATION,
     BUCKET_JOINS,
@@ -45,6 +45,7 @@ from qubus.bus.messages import (
     TaskOptions,
     TaskScored,
 )
+from qubus.bus.metrics import FIDELITY_ERROR
 from qubus.bus.service import Runtime
 from qubus.devices.fidelity import budget_fidelity
 from qubus.errors import CircuitRejected, Retry
@@ -331,7 +332,7 @@ class Fusion:
         then dropped."""
         try:
             await self._count_outcome(event)
-            metrics.FIDELITY_ERROR.labels(event.node).observe(
+            FIDELITY_ERROR.labels(event.node).observe(
                 event.predicted_fidelity - event.measured_fidelity
             )
         except Exception as exc:

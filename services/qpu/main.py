@@ -45,7 +45,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 import numpy as np
 from nats.js.kv import KeyValue
 
-from qubus.bus import codec, metrics
+from qubus.bus import codec
 from qubus.bus.connection import BUCKET_NODES, RESERVE_SUBJECT, STREAM, node_key
 from qubus.bus.consumer import Context, Stage
 from qubus.bus.ids import seed_for
@@ -61,6 +61,7 @@ from qubus.bus.messages import (
     TaskReplace,
     TaskRunning,
 )
+from qubus.bus.metrics import QPU_QUEUE
 from qubus.bus.service import Runtime
 from qubus.bus.workers import WorkerPool
 from qubus.circuits import circuit_from_json
@@ -211,7 +212,7 @@ class QpuNode:
         except Exception:  # before the consumer exists, or while reconnecting
             log.debug("qpu.queue_depth_unknown", exc_info=True)
         background = self._load.jobs_at(time.time()) if self._load else 0
-        metrics.QPU_QUEUE.labels(current.id).set(depth + background)
+        QPU_QUEUE.labels(current.id).set(depth + background)
         status = NodeStatus(
             node=current.id,
             kind=current.kind,
