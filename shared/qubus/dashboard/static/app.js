@@ -204,8 +204,8 @@ function renderWeights(w) {
   }
   const series = names
     .filter((name) => typeof current.weights[name] === "number" && current.weights[name] <= 1)
-    .map((name, i) => ({ points: w.history.map((h) => [h.revision, h.weights[name]]), colour: colour(i) }));
-  $("weights-chart").replaceChildren(lines(series, { width: 600, height: 120, yMin: 0 }));
+    .map((name, i) => ({ name, points: w.history.map((h) => [h.revision, h.weights[name]]), colour: colour(i) }));
+  $("weights-chart").replaceChildren(lines(series, { width: 700, height: 130, yMin: 0 }));
 }
 
 // ------------------------------------------------------------------ a task's page

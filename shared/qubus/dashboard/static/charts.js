@@ -19,7 +19,8 @@ function scale(lo, hi, outLo, outHi) {
   return (v) => outLo + ((v - lo) / span) * (outHi - outLo);
 }
 
-// Lines of [x, y] points; series: [{points, colour, dashed}]; fixed y range if given.
+// Lines of [x, y] points; series: [{points, colour, dashed, name}]; fixed y range if given;
+// few points are also drawn as dots; named series get a legend on the right.
 export function lines(series, { width = 260, height = 60, yMin = null, yMax = null } = {}) {
   const svg = el("svg", { width, height, viewBox: `0 0 ${width} ${height}` });
   const all = series.flatMap((s) => s.points);
@@ -38,7 +39,14 @@ export function lines(series, { width = 260, height = 60, yMin = null, yMax = nu
     const attrs = { d, fill: "none", stroke: s.colour, "stroke-width": 1.5 };
     if (s.dashed) attrs["stroke-dasharray"] = "4 3";
     svg.append(el("path", attrs));
+    if (s.points.length < 30) {
+      for (const p of s.points) svg.append(el("circle", { cx: x(p[0]), cy: y(p[1]), r: 2.5, fill: s.colour }));
+    }
   }
+  series.filter((s) => s.name).forEach((s, i) => {
+    svg.append(el("rect", { x: width - 96, y: 4 + i * 13, width: 9, height: 9, fill: s.colour }));
+    svg.append(el("text", { x: width - 84, y: 12 + i * 13 }, s.name));
+  });
   return svg;
 }
 
