@@ -7,7 +7,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from qubus.bus import metrics
-from qubus.bus.connection import StoredEvent
 from qubus.bus.messages import (
     ErrorInfo,
     TaskCompleted,
@@ -22,11 +21,6 @@ TASK = "alice.0191f0a1b2c3d4e5f6a7b"
 OTHER = "bob.0191f0a1b2c3d4e5f6a7c"
 
 
-def stored(event, published: float) -> StoredEvent:
-    return StoredEvent(f"qubus.task.{event.task_id}.{event.EVENT}", event, "svc", "i", None,
-                       published, 1, None)  # fmt: skip
-
-
 def ingested(task_id: str, source: str) -> TaskIngested:
     options = TaskOptions(shots=100, source=source)
     return TaskIngested(task_id=task_id, format="qasm2", text="", options=options, submitted_at=0)
@@ -34,19 +28,21 @@ def ingested(task_id: str, source: str) -> TaskIngested:
 
 def test_a_row_follows_its_task_to_its_end_and_only_changed_rows_are_pushed() -> None:
     board = TaskBoard()
-    board.add(TASK, stored(ingested(TASK, "ghz.qasm"), 100.0))
+    board.add(TASK, "ingested", 100.0, ingested(TASK, "ghz.qasm"))
     [row] = board.take_changed()
     assert (row["status"], row["source"], row["latency_ms"]) == ("pending", "ghz.qasm", None)
     assert board.take_changed() == []
     completed = TaskCompleted(task_id=TASK, node="ibm_nairobi", counts={"00": 60, "11": 40},
                               shots=100, seed=1, predicted_fidelity=0.9, measured_fidelity=0.85,
                               emulated_s=0.1, calibration_revision="r1")  # fmt: skip
-    board.add(TASK, stored(completed, 100.25))
-    board.add(OTHER, stored(ingested(OTHER, "broken.qasm"), 101.0))
+    board.add(TASK, "parsed", 100.05, None)  # a body the rows never read
+    assert board.take_changed()[0]["status"] == "pending"
+    board.add(TASK, "completed", 100.25, completed)
+    board.add(OTHER, "ingested", 101.0, ingested(OTHER, "broken.qasm"))
     rejected = TaskRejected(
         task_id=OTHER, stage="parser", error=ErrorInfo(code="qasm.syntax", message="bad")
     )
-    board.add(OTHER, stored(rejected, 101.5))
+    board.add(OTHER, "rejected", 101.5, rejected)
     rows = {row["id"]: row for row in board.take_changed()}
     assert rows[TASK]["status"] == "done" and rows[TASK]["node"] == "ibm_nairobi"
     assert (rows[TASK]["predicted"], rows[TASK]["measured"]) == (0.9, 0.85)
@@ -59,7 +55,7 @@ def test_the_board_forgets_its_oldest_tasks_beyond_its_size() -> None:
     board = TaskBoard(max_tasks=2)
     for i in range(3):
         task = f"alice.0191f0a1b2c3d4e5f6a7{i}"
-        board.add(task, stored(ingested(task, f"{i}.qasm"), float(i)))
+        board.add(task, "ingested", float(i), ingested(task, f"{i}.qasm"))
     assert [row["source"] for row in board.all_rows()] == ["1.qasm", "2.qasm"]
     assert len(board.take_changed()) == 2
 

@@ -37,7 +37,7 @@ from qubus.bus.connection import BUCKET_WEIGHTS, STREAM, TASK_SUBJECTS, stored_e
 from qubus.bus.ids import split_task_subject
 from qubus.client.aio import Client, allocation_breakdown, task_record
 from qubus.dashboard.scrape import StackCollector
-from qubus.dashboard.state import FlowMeter, TaskBoard, fleet_view
+from qubus.dashboard.state import READ_BODIES, FlowMeter, TaskBoard, fleet_view
 from qubus.errors import QubusError
 from qubus.scheduling.weights import current_weights, weights_history
 
@@ -91,9 +91,11 @@ class Dashboard:
             msgs = self.client.read_stream(STREAM, TASK_SUBJECTS, since=self.since, follow=True)
         async for msg in msgs:
             self.last_sequence = msg.metadata.sequence.stream
-            stored = stored_event(msg)
-            if stored is not None:
-                self.board.add(split_task_subject(stored.subject)[0], stored)
+            task_id, tail = split_task_subject(msg.subject)
+            name = tail.split(".")[0] if tail.startswith("allocated") else tail
+            stored = stored_event(msg) if name in READ_BODIES else None
+            event = stored.event if stored is not None else None
+            self.board.add(task_id, name, msg.metadata.timestamp.timestamp(), event)
 
     async def read_stats(self) -> None:
         replies = await self.client.services("STATS", timeout=0.5)

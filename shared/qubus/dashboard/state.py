@@ -17,12 +17,12 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from qubus.bus.connection import StoredEvent
 from qubus.bus.messages import (
     LinkStatus,
     NodeStatus,
     TaskAllocated,
     TaskCompleted,
+    TaskEvent,
     TaskFailed,
     TaskIngested,
     TaskRejected,
@@ -31,6 +31,9 @@ from qubus.bus.messages import (
 from qubus.client.aio import status_from_events
 
 FINAL = ("done", "rejected", "failed", "cancelled")
+READ_BODIES = ("ingested", "allocated", "running", "completed", "rejected", "failed")
+"""Events whose bodies a row uses; of the others (the circuit-carrying ``parsed``, ``checked``,
+evaluations and ``scored`` among them) only the name and time count, so they are not decoded."""
 HISTORY = 120
 """Points kept per series (fidelity per node, rates per stage)."""
 
@@ -82,20 +85,27 @@ class TaskBoard:
         self.fidelity: dict[str, deque[tuple[float, float, float]]] = {}
         self.completed_by_node: dict[str, int] = {}
 
-    def add(self, task_id: str, stored: StoredEvent) -> None:
-        """Fold one stored event of ``task_id`` into its row."""
+    def add(self, task_id: str, name: str, published: float, event: TaskEvent | None) -> None:
+        """Fold one stored event of ``task_id`` into its row.
+
+        Args:
+            task_id: The task.
+            name: The event's name (``EVENT``: its subject's token after the task id).
+            published: When it was stored (Unix time).
+            event: The decoded event, or None for one not in ``READ_BODIES`` (or undecodable).
+        """
         row = self.rows.get(task_id)
         if row is None:
-            row = self.rows[task_id] = TaskRow(task_id, first=stored.published)
+            row = self.rows[task_id] = TaskRow(task_id, first=published)
             while len(self.rows) > self.max_tasks:
                 forgotten, _ = self.rows.popitem(last=False)
                 self.changed.discard(forgotten)
-        event = stored.event
-        row.events.append(event.EVENT)
-        row.last = max(row.last, stored.published)
+        row.events.append(name)
+        row.first = min(row.first, published)
+        row.last = max(row.last, published)
+        self.changed.add(task_id)
         if isinstance(event, TaskIngested):
             row.source = event.options.source or ""
-            row.first = min(row.first, stored.published)
         elif isinstance(event, TaskAllocated):
             row.node = "+".join(event.split.nodes) if event.split else event.node
             row.predicted = event.predicted_fidelity
@@ -106,11 +116,10 @@ class TaskBoard:
             row.predicted = event.predicted_fidelity
             row.measured = event.measured_fidelity
             series = self.fidelity.setdefault(event.node, deque(maxlen=HISTORY))
-            series.append((stored.published, event.predicted_fidelity, event.measured_fidelity))
+            series.append((published, event.predicted_fidelity, event.measured_fidelity))
             self.completed_by_node[event.node] = self.completed_by_node.get(event.node, 0) + 1
         elif isinstance(event, TaskRejected | TaskFailed):
             row.error = f"{event.error.code} ({event.stage})"
-        self.changed.add(task_id)
 
     def take_changed(self) -> list[dict[str, Any]]:
         """The rows changed since the last call, as JSON."""
