@@ -44,6 +44,7 @@ from qubus.bus.messages import (
     TaskOptions,
     TaskScored,
 )
+from qubus.bus.metrics import FIDELITY_ERROR
 from qubus.bus.service import Runtime
 from qubus.devices.fidelity import budget_fidelity
 from qubus.errors import CircuitRejected, Retry
@@ -327,6 +328,9 @@ class Fusion:
         then dropped."""
         try:
             await self._count_outcome(event)
+            FIDELITY_ERROR.labels(event.node).observe(
+                event.predicted_fidelity - event.measured_fidelity
+            )
         except Exception as exc:
             if ctx.deliveries < self._settings.max_deliver:
                 raise RuntimeError(f"counting the outcome failed: {exc!r}") from exc

@@ -67,6 +67,7 @@ from qubus.bus.messages import (
     TaskReplace,
     TaskRunning,
 )
+from qubus.bus.metrics import QPU_QUEUE
 from qubus.bus.service import Runtime
 from qubus.bus.workers import WorkerPool
 from qubus.circuits import circuit_from_json
@@ -218,6 +219,7 @@ class QpuNode:
         except Exception:  # before the consumer exists, or while reconnecting
             log.debug("qpu.queue_depth_unknown", exc_info=True)
         background = self._load.jobs_at(time.time()) if self._load else 0
+        QPU_QUEUE.labels(current.id).set(depth + background)
         status = NodeStatus(
             node=current.id,
             kind=current.kind,

@@ -23,6 +23,7 @@ from qubus.bus.messages import SubmitRequest, TaskCancelled, TaskCompleted
 from qubus.bus.natsserver import NatsServer
 from qubus.cli.stack import Supervisor
 from qubus.client.aio import Client, status_of
+from qubus.dashboard.server import Dashboard
 from qubus.errors import QubusError
 from qubus_services import SERVICES
 
@@ -355,3 +356,31 @@ async def test_cli_works_with_a_users_credentials(
     assert code != 0 and "auth.not_owner" in err
     code, out, err = await qubus_cli(secured_url, "weights", "show", env=env)
     assert code != 0 and "[auth.denied]" in err and "Traceback" not in err
+
+
+async def test_the_dashboard_reads_every_task_and_the_weights_but_writes_nothing(
+    secured_url, creds, operator, bobs_task
+):
+    reader = await Client.connect(secured_url, nkey=seed(creds, auth.DASHBOARD))
+    try:
+        events = await reader.events(bobs_task["task_id"])  # bob's task, not its own
+        assert events[-1].event.EVENT == "completed"
+        dashboard = Dashboard(reader, since=0.0, node_timeout_s=15.0)
+        await dashboard.read_weights()
+        await dashboard.read_fleet()
+        await dashboard.read_stats()
+        assert dashboard.views["weights"]["current"]["weights"]
+        assert sorted(n["node"] for n in dashboard.views["fleet"]["nodes"]) == sorted(FLEET)
+        assert {s["service"] for s in dashboard.views["flow"]["services"]} >= {"parser", "qpu"}
+    finally:
+        await reader.close()
+    attacker = await Attacker().connect(secured_url, seed(creds, auth.DASHBOARD), auth.DASHBOARD)
+    try:
+        forged = f"qubus.task.{bobs_task['task_id']}.cancelled"
+        await attacker.refused(lambda: attacker.nc.publish(forged, b"{}"), forged)
+        weights = f"$KV.{BUCKET_WEIGHTS}.current"
+        await attacker.refused(lambda: attacker.js.publish(weights, b"{}"), weights)
+        fetch = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.parser"
+        await attacker.refused(lambda: attacker.nc.request(fetch, b"1", timeout=1), fetch)
+    finally:
+        await attacker.nc.close()

@@ -54,8 +54,26 @@ def test_a_node_writes_only_its_own_status_and_a_service_only_its_events():
     assert found["operator"].permissions is None
 
 
+def test_the_dashboard_reads_every_task_logs_nodes_and_weights_and_writes_nothing():
+    dashboard = by_name(auth.identities(SERVICES, FLEET, []))["dashboard"].permissions
+    assert dashboard is not None and not dashboard.responses
+    assert dashboard.subscribe == ("_INBOX_dashboard.>",)
+    assert "$JS.API.CONSUMER.CREATE.QUBUS_TASKS.*.qubus.task.>" in dashboard.publish
+    assert "$JS.API.CONSUMER.CREATE.QUBUS_LOGS.*.qubus.log.>" in dashboard.publish
+    assert "$JS.API.DIRECT.GET.KV_qubus_weights.>" in dashboard.publish
+    assert "$JS.API.STREAM.MSG.GET.KV_qubus_nodes" in dashboard.publish
+    # no task event, KV write, acknowledgement, stream change or other bucket
+    assert not any(
+        s.startswith(("qubus.", "$KV.", "$JS.API.STREAM.CREATE", "$JS.API.STREAM.DELETE"))
+        or s.startswith("$JS.ACK.QUBUS_TASKS")
+        or "qubus_joins" in s
+        for s in dashboard.publish
+    )
+    assert "$JS.API.CONSUMER.MSG.NEXT.QUBUS_TASKS.fusion" in dashboard.deny_publish
+
+
 @pytest.mark.parametrize(
-    "name", ["operator", "anon", "svc-parser", "qpu-x", "a.b", "*", "", "x" * 33]
+    "name", ["operator", "anon", "dashboard", "svc-parser", "qpu-x", "a.b", "*", "", "x" * 33]
 )
 def test_reserved_or_malformed_user_names_are_refused(name):
     with pytest.raises(QubusError) as refused:

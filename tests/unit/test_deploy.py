@@ -32,6 +32,7 @@ KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 IMAGE = "qubus:0.1.0"
 UID = 10001
 EVALUATION_STAGES = ("sandbox", "noise")
+DASHBOARD = ("qubus", "dashboard", "--host", "0.0.0.0", "--port", "8470")
 
 
 def _yaml(path: Path) -> Any:
@@ -65,7 +66,7 @@ def _qubus_compose_services() -> dict[str, dict[str, Any]]:
     return {
         name: service
         for name, service in _compose()["services"].items()
-        if not name.startswith("nats-")
+        if not name.startswith("nats-") and name != "prometheus"
     }
 
 
@@ -78,10 +79,18 @@ def _probe() -> list[str]:
 
 
 def _expected_commands() -> set[tuple[str, ...]]:
-    """Every service once, and one qpu per node of the default fleet."""
+    """Every service once, one qpu per node of the default fleet, and the dashboard."""
     commands = {("qubus", "service", name) for name in SERVICES if name != "qpu"}
     commands |= {("qubus", "service", "qpu", "--node", node) for node in DEFAULT_FLEET}
-    return commands
+    return commands | {DASHBOARD}
+
+
+def _name(command: list[str]) -> str:
+    """What a Deployment (``qubus-<name>``) and compose service running ``command`` are called:
+    the service, qpu-<node with dashes> for a QPU emulator, ``dashboard``."""
+    if command[1] == "dashboard":
+        return "dashboard"
+    return command[2] if len(command) == 3 else "qpu-" + command[4].replace("_", "-")
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -131,12 +140,10 @@ def test_every_service_and_fleet_node_has_a_deployment_and_a_compose_service() -
 def test_names_follow_the_command() -> None:
     """qubus-<service> / <service>, and qpu-<node with dashes> for QPU emulators."""
     for deployment in _deployments():
-        command = _container(deployment)["command"]
-        name = command[2] if len(command) == 3 else "qpu-" + command[4].replace("_", "-")
+        name = _name(_container(deployment)["command"])
         assert deployment["metadata"]["name"] == f"qubus-{name}"
     for name, service in _qubus_compose_services().items():
-        command = service["command"]
-        assert name == (command[2] if len(command) == 3 else "qpu-" + command[4].replace("_", "-"))
+        assert name == _name(service["command"])
 
 
 def test_one_image_everywhere() -> None:
@@ -248,3 +255,17 @@ def test_settings_are_qubus_settings() -> None:
         assert env_from == [{"configMapRef": {"name": configmap["metadata"]["name"]}}]
     for service in _qubus_compose_services().values():
         assert set(service["environment"]) <= fields
+
+
+def test_prometheus_scrapes_the_dashboard_where_it_listens() -> None:
+    config = _yaml(DEPLOY / "prometheus" / "prometheus.yml")
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"] == [{"targets": ["dashboard:8470"]}]
+    compose = _compose()["services"]
+    assert compose["dashboard"]["ports"] == ["8470:8470"]
+    mount = "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro"
+    assert mount in compose["prometheus"]["volumes"]
+    (service,) = [doc for _, doc in _manifests() if doc["kind"] == "Service"]
+    assert service["metadata"]["name"] == "qubus-dashboard"
+    assert service["metadata"]["annotations"]["prometheus.io/port"] == "8470"

@@ -28,6 +28,7 @@ LAYERS = [
     "qubus.network",
     "qubus.client",
     "qubus_services",
+    "qubus.dashboard",
     "qubus.cli",
 ]
 ROOT_LAYER = {

@@ -18,6 +18,9 @@ subscribe against that user's permissions, so a refused action never reaches a q
   ``$JS.API.CONSUMER.CREATE.<stream>.<consumer>.<filter>`` the server checks), the log
   stream, and node and link status; replies reach it on its own inbox prefix
   ``_INBOX_<name>``.
+- ``dashboard``: ``qubus dashboard``, read-only: every task's events and the log stream
+  (through consumers of its own, never a stage's), node, link and weights records, and the
+  ``$SRV`` verbs; it publishes nothing else, so a web page cannot change the stack.
 - ``operator``: everything (weights, pilots, feedback, streams, the supervisor).
 
 ``qubus up`` writes the server's ``authorization`` block and one seed file per identity
@@ -51,6 +54,7 @@ from qubus.bus.connection import (
     RESERVE_SUBJECT,
     STREAM,
     SUBMIT_SUBJECT,
+    TASK_SUBJECTS,
     inbox_prefix,
 )
 from qubus.bus.logs import LOG_SUBJECT_PREFIX
@@ -58,12 +62,14 @@ from qubus.bus.messages import TaskCancelled
 from qubus.errors import QubusError
 
 OPERATOR = "operator"
+DASHBOARD = "dashboard"
+"""The read-only identity ``qubus dashboard`` connects as."""
 ANONYMOUS = "anon"
 """The owner of tasks submitted on the bare ``qubus.submit`` (a server without auth)."""
 DEFAULT_USER = "local"
 """The client user ``qubus up`` creates for the commands run on its machine."""
 USER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-_RESERVED = (OPERATOR, ANONYMOUS)
+_RESERVED = (OPERATOR, ANONYMOUS, DASHBOARD)
 _RESERVED_PREFIXES = ("svc-", "qpu-")
 SEED_SUFFIX = ".nk"
 
@@ -253,7 +259,36 @@ def client_identity(user: str, *, durables: Iterable[str]) -> Identity:
         f"{_API}.DIRECT.GET.KV_{BUCKET_NODES}.>",
         "$SRV.>",
     ]
-    deny = [
+    subscribe = [f"{inbox_prefix(user)}.>"]
+    return Identity(user, Permissions(tuple(publish), tuple(subscribe), _deny_durables(durables)))
+
+
+def dashboard_identity(*, durables: Iterable[str]) -> Identity:
+    """``dashboard``: reads every task's events, the logs, KV ``qubus_nodes`` and
+    ``qubus_weights`` and asks ``$SRV``; it may write nothing (no task event, KV key or
+    stream change) and, like a client, may not touch a stage's durable consumer.
+
+    Args:
+        durables: Every stage's durable consumer on the task stream.
+    """
+    publish = ["$SRV.>"]
+    for stream, subjects in ((STREAM, TASK_SUBJECTS), (LOG_STREAM, f"{LOG_SUBJECT_PREFIX}.>")):
+        publish += [
+            f"{_API}.CONSUMER.CREATE.{stream}.*.{subjects}",
+            f"{_API}.CONSUMER.INFO.{stream}.*",
+            f"{_API}.CONSUMER.MSG.NEXT.{stream}.*",
+        ]
+    publish.append(f"{_API}.STREAM.INFO.{STREAM}")
+    for bucket in (BUCKET_NODES, BUCKET_WEIGHTS):
+        publish += _stream_reader(f"KV_{bucket}")
+    subscribe = (f"{inbox_prefix(DASHBOARD)}.>",)
+    return Identity(DASHBOARD, Permissions(tuple(publish), subscribe, _deny_durables(durables)))
+
+
+def _deny_durables(durables: Iterable[str]) -> tuple[str, ...]:
+    """What a reader may not do to a stage's durable consumer (it could read other users'
+    circuits, or take a stage's messages)."""
+    return tuple(
         subject
         for durable in durables
         for subject in (
@@ -261,9 +296,7 @@ def client_identity(user: str, *, durables: Iterable[str]) -> Identity:
             f"{_API}.CONSUMER.INFO.{STREAM}.{durable}",
             f"{_API}.CONSUMER.MSG.NEXT.{STREAM}.{durable}",
         )
-    ]
-    subscribe = [f"{inbox_prefix(user)}.>"]
-    return Identity(user, Permissions(tuple(publish), tuple(subscribe), tuple(deny)))
+    )
 
 
 def check_user_name(user: str) -> None:
@@ -279,12 +312,14 @@ def check_user_name(user: str) -> None:
 def identities(
     services: Sequence[str], fleet: Sequence[str], users: Sequence[str]
 ) -> list[Identity]:
-    """Every identity of a stack: the operator, each service, each QPU node, each user."""
+    """Every identity of a stack: the operator, each service, each QPU node, the dashboard,
+    each user."""
     found = [Identity(OPERATOR)]
     found += [service_identity(f"svc-{s}", GRANTS[s]) for s in services]
     found += [service_identity(f"qpu-{node}", qpu_grant(node)) for node in fleet]
     durables = [d for s in services for d in GRANTS[s].durables]
     durables += [d for node in fleet for d in qpu_grant(node).durables]
+    found.append(dashboard_identity(durables=durables))
     found += [client_identity(user, durables=durables) for user in users]
     return found
 

@@ -29,7 +29,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from qubus.bus import logs
+from qubus.bus import logs, metrics
 from qubus.bus.connection import Bus
 from qubus.version import __version__
 
@@ -96,6 +96,7 @@ class Endpoint:
         """Count one handled message; ``error`` is the exception of an ``error`` outcome."""
         self.outcomes[outcome] += 1
         self.processing_ns += elapsed_ns
+        metrics.observe_handled(self.name, outcome, elapsed_ns / 1e9)
         if error is not None:
             self.last_error = f"{type(error).__name__}: {error}"[:512]
 
@@ -217,7 +218,8 @@ class HealthResponder:
         }
 
     async def stats(self) -> dict[str, Any]:
-        """The ``stats_response``, plus ``uptime_s`` and the bus copy of the log (``logs``)."""
+        """The ``stats_response``, plus ``uptime_s``, the bus copy of the log (``logs``) and the
+        process's Prometheus series in text format (``metrics``, ``qubus.bus.metrics``)."""
         started = datetime.fromtimestamp(self.started, UTC)
         return {
             **self._identity(STATS_RESPONSE),
@@ -225,4 +227,5 @@ class HealthResponder:
             "uptime_s": round(time.time() - self.started, 3),
             "endpoints": [await endpoint.stats() for endpoint in self.endpoints],
             "logs": {"published": logs.BUS_COPY.published, "dropped": logs.BUS_COPY.dropped},
+            "metrics": metrics.exposition(),
         }

@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         ops.add_inspection_commands,  # nodes, ps, logs
         tasks.add_parse_command,
         ops.add_report_command,
+        ops.add_dashboard_command,
         ops.add_service_command,
         cli_weights.add_parsers,  # weights, feedback, pilot
         cli_bench.add_parsers,  # bench

@@ -1,7 +1,8 @@
 """The ``qubus`` commands on the stack itself: ``up`` and ``down`` (running one, stopping it) and
 ``service`` (one of its processes); ``nodes``, ``ps`` and ``logs`` (what its QPU nodes, service
-instances and logs say) and ``report`` (its task events as an HTML page), with the text they
-print. What a command needs beyond its parser is imported when it runs."""
+instances and logs say), ``report`` (its task events as an HTML page) and ``dashboard`` (a
+live page and Prometheus metrics), with the text they print. What a command needs beyond its
+parser is imported when it runs."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from qubus.cli.common import (
     UsageError,
     connected,
     default_fleet,
+    number_in,
     parse_since,
     read_task_events,
     task_id,
@@ -147,6 +149,31 @@ def add_report_command(sub: argparse._SubParsersAction) -> None:
         "--bench", type=Path, metavar="FILE", help="output of `qubus bench schedule --json`"
     )
     report.add_argument("--json", action="store_true", help="print the report's figures as JSON")
+
+
+def add_dashboard_command(sub: argparse._SubParsersAction) -> None:
+    """Add ``dashboard`` to the ``qubus`` subcommands."""
+    dashboard = sub.add_parser(
+        "dashboard",
+        help="serve a live page of the stack and its Prometheus metrics",
+        description="Serve a live web page of the running stack (fleet, flow, tasks with each "
+        "task's trace, weights) at / and every service's qubus_* Prometheus series at "
+        "/metrics, until Ctrl-C. Connects as the read-only identity `dashboard` of a secured "
+        "stack (or QUBUS_NATS_NKEY's).",
+    )
+    dashboard.add_argument(
+        "--port", type=number_in(int, 0, 65535), default=8470, help="port (default 8470; 0: any)"
+    )
+    dashboard.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    dashboard.add_argument(
+        "--since",
+        metavar="WHEN",
+        default="1h",
+        help="show tasks stored since WHEN: a duration back from now or an ISO 8601 time "
+        "(default 1h)",
+    )
 
 
 def add_service_command(sub: argparse._SubParsersAction) -> None:
@@ -532,11 +559,34 @@ async def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _dashboard(args: argparse.Namespace) -> int:
+    from qubus.bus.auth import DASHBOARD
+    from qubus.bus.config import Settings
+    from qubus.dashboard.server import Dashboard, serve
+
+    since = parse_since(args.since, now=time.time())
+    async with connected(DASHBOARD) as client:
+        dashboard = Dashboard(client, since=since, node_timeout_s=Settings().node_timeout_s)
+
+        def ready(url: str) -> None:
+            print(f"dashboard at {url} (metrics at {url}metrics); Ctrl-C stops it", flush=True)
+
+        try:
+            await serve(dashboard, host=args.host, port=args.port, ready=ready)
+        except OSError as exc:
+            raise QubusError(
+                f"cannot listen on {args.host}:{args.port}: {exc.strerror}; choose another --port",
+                code="dashboard.listen",
+            ) from None
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "nodes": _nodes,
     "ps": _ps,
     "logs": _logs,
     "report": _report,
+    "dashboard": _dashboard,
 }
 """The commands of this module that run in an event loop (``main`` runs ``up`` and ``service``
 apart)."""

@@ -22,7 +22,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from qubus.bus.auth import DEFAULT_USER, OPERATOR, user_of_seed
+from qubus.bus.auth import DASHBOARD, DEFAULT_USER, OPERATOR, user_of_seed
 from qubus.bus.connection import (
     LOG_STREAM,
     STREAM,
@@ -223,14 +223,15 @@ class Client:
 
     @property
     def task_subjects(self) -> str:
-        """The task events this client may read: its own, or every task's for the operator
-        and on a server without auth."""
+        """The task events this client may read: its own, or every task's for the operator,
+        the dashboard and on a server without auth."""
         return TASK_SUBJECTS if self._reads_all else f"qubus.task.{self.user}.>"
 
     @property
     def _reads_all(self) -> bool:
-        """It may read every task: the operator, or any client of a server without auth."""
-        return self.user in ("", OPERATOR)
+        """It may read every task: the operator, the dashboard, or any client of a server
+        without auth."""
+        return self.user in ("", OPERATOR, DASHBOARD)
 
     def _task_subject(self, task_id: str) -> str:
         """``qubus.task.<task_id>.>`` for a well-formed task id this client may read.
