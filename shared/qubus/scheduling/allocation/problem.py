@@ -303,13 +303,19 @@ class Problem:
     @cached_property
     def shortest_first(self) -> list[int]:
         """The tasks by their shortest run on any node they may go to (ties: batch order)."""
-        return sorted(range(self.n), key=lambda i: (self.run[i, self.options(i)].min(), i))
+        shortest = np.where(self.allowed, self.run, np.inf).min(axis=1)
+        return np.lexsort((np.arange(self.n), shortest)).tolist()
 
     @cached_property
     def seed(self) -> int:
         """A seed fixed by the batch's task ids."""
         digest = hashlib.sha256("\n".join(t.task_id for t in self.tasks).encode()).digest()
         return int.from_bytes(digest[:8], "big")
+
+    @cached_property
+    def option_lists(self) -> list[list[int]]:
+        """Per task, the indices of the nodes it may go to, as a list."""
+        return [np.flatnonzero(row).tolist() for row in self.allowed]
 
     def options(self, i: int) -> np.ndarray:
         """Indices of the nodes task ``i`` may go to."""
