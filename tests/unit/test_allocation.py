@@ -402,3 +402,12 @@ def test_replacement_reason() -> None:
     assert "below the task's floor 0.88" in replacement_reason(
         allocated=0.9, predicted=0.85, floor=0.88, max_drop=0.1
     )
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_exact_optimum_by_assignment_matches_brute_force(seed: int) -> None:
+    from qubus.scheduling.decisionspeed import exact_optimum
+
+    problem, _ = build_problem(random_batch(5, 3, seed=40 + seed, ineligible=0.2))
+    assert problem is not None
+    assert exact_optimum(problem) == pytest.approx(brute_force(problem), rel=1e-9)

@@ -83,6 +83,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="λ of the batch objective: seconds per unit of fidelity (default: "
         "qubus.scheduling.allocation.FIDELITY_WEIGHT_S, the allocator's own)",
     )
+    schedule.add_argument(
+        "--decision-speed",
+        action="store_true",
+        help="instead: time hyperscore, annealing and milp on one batch of 8, 64 and 512 "
+        "tasks and compare J with its exact minimum",
+    )
     schedule.add_argument("--plot", type=Path, metavar="FILE.png", help="write a bar chart")
     schedule.add_argument(
         "--cache-dir",
@@ -131,11 +137,18 @@ def run(args: argparse.Namespace) -> int:
             code="policy.unknown",
         )
     print(f"qubus bench schedule: seed {args.seed}", file=sys.stderr)
+    qasm_dir = args.qasm_dir or schedsim.DEV_QASM
+    if args.decision_speed:
+        from qubus.scheduling.decisionspeed import decision_speed, format_speed
+
+        speed = decision_speed(workload, qasm_dir=qasm_dir)
+        print(json.dumps(speed) if args.json else format_speed(speed))
+        return 0
     result = schedsim.run_bench(
         workload,
         policies,
         cache_dir=args.cache_dir,
-        qasm_dir=args.qasm_dir or schedsim.DEV_QASM,
+        qasm_dir=qasm_dir,
     )
     if args.plot is not None:
         from qubus.cli.report import DPI, plot_bench
