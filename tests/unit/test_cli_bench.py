@@ -84,3 +84,38 @@ def test_bad_options_are_refused(tmp_path, capsys, option, code) -> None:
     argv[index + 1] = option[1]
     assert main(argv) == 2
     assert f"[{code}]" in capsys.readouterr().err
+
+
+def test_wide_task_lengths_draw_shots_and_scale_run_times() -> None:
+    from qubus.scheduling.schedsim import WIDE_SHOTS, Bench, Workload
+
+    fixed = Bench.prepare(Workload(seed=3, tasks=40, qpus=4, shots=200), qasm_dir=None)
+    wide = Bench.prepare(
+        Workload(seed=3, tasks=40, qpus=4, shots=200, task_shots="wide"), qasm_dir=None
+    )
+    shots = [task.shots for task in wide.tasks]
+    assert all(WIDE_SHOTS[0] <= n <= WIDE_SHOTS[1] for n in shots)
+    assert max(shots) / min(shots) > 10
+    assert [(t.circuit, t.arrival) for t in wide.tasks] == [
+        (t.circuit, t.arrival) for t in fixed.tasks
+    ]
+    d = next(d for d in range(4) if wide.pairs[wide.tasks[0].circuit, d].compiled is not None)
+    longer = max(
+        range(40), key=lambda i: shots[i] if wide.pairs[wide.tasks[i].circuit, d].compiled else 0
+    )
+    assert wide.run_s(longer, d) > fixed.run_s(longer, d)
+
+
+def test_frontier_sweeps_lambda_for_both_workloads_and_writes_the_plot(tmp_path, capsys) -> None:
+    plot = tmp_path / "frontier.png"
+    assert main([*bench(tmp_path, "--frontier", "--json", "--plot", str(plot))]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["workloads"]) == {"default", "wide"}
+    from qubus.scheduling.frontier import LAMBDAS
+
+    for entry in result["workloads"].values():
+        assert {"round_robin", "least_loaded", "milp"} <= set(entry["points"])
+        for points in entry["sweeps"].values():
+            assert [p["lam"] for p in points] == list(LAMBDAS)
+        assert len(entry["claims"]) == 2 * len(LAMBDAS)
+    assert plot.stat().st_size > 0

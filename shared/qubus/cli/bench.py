@@ -84,6 +84,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "qubus.scheduling.allocation.FIDELITY_WEIGHT_S, the allocator's own)",
     )
     schedule.add_argument(
+        "--task-shots",
+        choices=["fixed", "wide"],
+        default="fixed",
+        help="fixed: every task runs --shots; wide: shots drawn log-uniformly from 100 to "
+        "100,000 (source in qubus.scheduling.schedsim)",
+    )
+    schedule.add_argument(
+        "--frontier",
+        action="store_true",
+        help="instead: sweep λ for hyperscore and annealing on this workload and its "
+        "wide-task-length twin; mean completion against error rate, every other policy a "
+        "point (with --plot: the frontier's chart)",
+    )
+    schedule.add_argument(
         "--decision-speed",
         action="store_true",
         help="instead: time hyperscore, annealing and milp on one batch of 8, 64 and 512 "
@@ -124,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         window_s=args.window,
         shots=args.shots,
         background=not args.no_background,
+        task_shots=args.task_shots,
         fidelity_weight_s=(
             FIDELITY_WEIGHT_S if args.fidelity_weight is None else args.fidelity_weight
         ),
@@ -143,6 +158,16 @@ def run(args: argparse.Namespace) -> int:
 
         speed = decision_speed(workload, qasm_dir=qasm_dir)
         print(json.dumps(speed) if args.json else format_speed(speed))
+        return 0
+    if args.frontier:
+        from qubus.cli.report import DPI
+        from qubus.scheduling.frontier import format_frontier, plot_frontier, run_frontier
+
+        frontier = run_frontier(workload, cache_dir=args.cache_dir, qasm_dir=qasm_dir)
+        if args.plot is not None:
+            plot_frontier(frontier).savefig(args.plot, dpi=DPI)
+            print(f"qubus: plot in {args.plot}", file=sys.stderr)
+        print(json.dumps(frontier) if args.json else format_frontier(frontier))
         return 0
     result = schedsim.run_bench(
         workload,
