@@ -23,6 +23,8 @@ from qubus.bus.limits import MAX_SHOTS, MAX_SPLIT
 NODE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 Format = Literal["qasm2", "qasm3", "cirq-json"]
+Preference = Literal["fidelity", "balanced", "time"]
+"""Where on the fidelity–time trade-off a task stands (``qubus.scheduling.allocation``)."""
 
 
 MAX_DEADLINE_S = 7 * 24 * 3600.0
@@ -78,6 +80,8 @@ class SubmitRequest(Model):
             predicted to do better. Not with ``node`` or ``pilot``.
         ideal_links: Every EPR pair a split run uses is perfect (fidelity 1); the links'
             latency is still modelled.
+        prefer: ``fidelity``, ``balanced`` or ``time``: how the allocator weighs this task's
+            fidelity against its completion time (None: its pilot's setting, else balanced).
     """
 
     TYPE: ClassVar[str] = "submit.request.v1"
@@ -97,6 +101,7 @@ class SubmitRequest(Model):
     deadline_s: float | None = Field(default=None, gt=0, le=MAX_DEADLINE_S)
     split: int | None = Field(default=None, ge=2, le=MAX_SPLIT)
     ideal_links: bool = False
+    prefer: Preference | None = None
 
     @field_validator("node", "pilot")
     @classmethod
@@ -140,7 +145,8 @@ class TaskEvent(Model):
 class TaskOptions(Model):
     """What the user asked for, carried unchanged from stage to stage (``SubmitRequest``).
 
-    ``split`` and ``ideal_links`` are absent (None, False) in events stored before them.
+    ``split``, ``ideal_links`` and ``prefer`` are absent (None, False, None) in events stored
+    before them.
     """
 
     shots: int
@@ -153,6 +159,7 @@ class TaskOptions(Model):
     deadline_s: float | None = None
     split: int | None = None
     ideal_links: bool = False
+    prefer: Preference | None = None
 
 
 class TaskIngested(TaskEvent):
