@@ -59,12 +59,14 @@ from qubus.scheduling.allocation.hyperscore import HyperscorePolicy
 from qubus.scheduling.allocation.interface import Outcome, Policy, decide, explain, place
 from qubus.scheduling.allocation.milp import MilpPolicy
 from qubus.scheduling.allocation.problem import (
+    PREFERENCES,
     Candidate,
     Decision,
     Problem,
     TaskRequest,
     build_problem,
     candidate_from_score,
+    preference_lam,
     replacement_reason,
 )
 from qubus.scheduling.allocation.qaoa import QaoaPolicy
@@ -73,6 +75,7 @@ from qubus.scheduling.scoring import FIDELITY_WEIGHT_S
 __all__ = [
     "FIDELITY_WEIGHT_S",
     "POLICIES",
+    "PREFERENCES",
     "Candidate",
     "Decision",
     "Outcome",
@@ -85,6 +88,7 @@ __all__ = [
     "explain",
     "get_policy",
     "place",
+    "preference_lam",
     "replacement_reason",
 ]
 

@@ -108,6 +108,8 @@ def _decisions(policy: Policy, problem: Problem, assignment: list[int]) -> list[
             reason += f", {verdict} its deadline ({request.deadline_s:.1f} s left)"
             if problem.late[i]:
                 reason += "; no node can meet it, so it goes where it finishes earliest"
+        if request.prefer is not None:
+            reason += f"; prefers {request.prefer} (λ = {problem.task_lam[i]:g} s)"
         if problem.n > 1:
             reason += f" (batch of {problem.n}, J = {objective:.1f} s)"
         decisions.append(
