@@ -98,6 +98,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "point (with --plot: the frontier's chart)",
     )
     schedule.add_argument(
+        "--qnet",
+        action="store_true",
+        help="instead: the QNet-NO setting (4-32 nodes on ring-with-chords links, 8 and 64 "
+        "tasks, some distributed): qaoa, greedy_fidelity, annealing and milp on J and time",
+    )
+    schedule.add_argument(
         "--decision-speed",
         action="store_true",
         help="instead: time hyperscore, annealing and milp on one batch of 8, 64 and 512 "
@@ -158,6 +164,12 @@ def run(args: argparse.Namespace) -> int:
 
         speed = decision_speed(workload, qasm_dir=qasm_dir)
         print(json.dumps(speed) if args.json else format_speed(speed))
+        return 0
+    if args.qnet:
+        from qubus.network.qnetbench import format_qnet, run_qnet
+
+        qnet = run_qnet(seed=args.seed, qasm_dir=qasm_dir)
+        print(json.dumps(qnet) if args.json else format_qnet(qnet))
         return 0
     if args.frontier:
         from qubus.cli.report import DPI
