@@ -119,3 +119,29 @@ def test_frontier_sweeps_lambda_for_both_workloads_and_writes_the_plot(tmp_path,
             assert [p["lam"] for p in points] == list(LAMBDAS)
         assert len(entry["claims"]) == 2 * len(LAMBDAS)
     assert plot.stat().st_size > 0
+
+
+def run_queue(order: str, jobs: list[tuple[float, float]], bound: float = 300.0) -> list[float]:
+    """Finish times of tasks (decided at, run s) on one node under ``order``."""
+    from qubus.scheduling.schedsim import PolicyRun, Queues, Workload
+
+    run = PolicyRun(nodes=[0] * len(jobs), finish=[0.0] * len(jobs))
+    queues = Queues(Workload(node_order=order, starve_after_s=bound), 1, run)
+    for i, (decided, run_s) in enumerate(jobs):
+        queues.advance(decided)
+        queues.add(0, i, earliest=decided, decided=decided, run_s=run_s)
+    queues.advance(float("inf"))
+    return run.finish
+
+
+def test_spt_nodes_run_the_shortest_waiting_task_across_batches() -> None:
+    # A long task runs from 0 to 10; a 50 s task and then a 1 s task wait for it.
+    jobs = [(0.0, 10.0), (1.0, 50.0), (2.0, 1.0)]
+    assert run_queue("fifo", jobs) == [10.0, 60.0, 61.0]
+    assert run_queue("spt", jobs) == [10.0, 61.0, 11.0]
+
+
+def test_spt_runs_a_task_waiting_past_the_bound_first() -> None:
+    jobs = [(0.0, 10.0), (1.0, 50.0), (2.0, 1.0)]
+    # At 10 s the 50 s task has waited 9 s: past a bound of 5 s it goes before the short one.
+    assert run_queue("spt", jobs, bound=5.0) == [10.0, 60.0, 61.0]

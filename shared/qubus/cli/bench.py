@@ -19,6 +19,8 @@ COLUMNS = (
     ("mean_fidelity", "fidelity", ".3f"),
     ("error_rate", "error", ".3f"),
     ("utilisation", "util", ".3f"),
+    ("max_wait", "max_wait", ".0f"),
+    ("max_wait_long", "wait_long", ".0f"),
     ("decision_ms", "decide_ms", ".2f"),
     ("objective", "J_total", ".0f"),
     ("objective_gap_mean", "gap_mean", "+.1%"),
@@ -91,6 +93,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "100,000 (source in qubus.scheduling.schedsim)",
     )
     schedule.add_argument(
+        "--node-order",
+        choices=["fifo", "spt"],
+        default="fifo",
+        help="how nodes order waiting tasks across batches: fifo (decision order) or spt "
+        "(shortest first, a task waiting over --starve-after first)",
+    )
+    schedule.add_argument(
+        "--starve-after",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="with --node-order spt, a task waiting longer runs next (default 300)",
+    )
+    schedule.add_argument(
         "--frontier",
         action="store_true",
         help="instead: sweep λ for hyperscore and annealing on this workload and its "
@@ -145,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
         shots=args.shots,
         background=not args.no_background,
         task_shots=args.task_shots,
+        node_order=args.node_order,
+        starve_after_s=args.starve_after,
         fidelity_weight_s=(
             FIDELITY_WEIGHT_S if args.fidelity_weight is None else args.fidelity_weight
         ),

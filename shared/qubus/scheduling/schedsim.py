@@ -47,12 +47,15 @@ initial
   jobs pending then, each taking the node's per-job overhead (``JOB_OVERHEAD_S``), as well as
   for the node's earlier tasks.
 - **Nodes** run their tasks first in first out: within a batch in the order the decision
-  gives (shortest first), across batches in decision order.
+  gives (shortest first), across batches in decision order; or (``node_order="spt"``)
+  shortest first across batches, a task waiting over ``starve_after_s`` first (``Queues``).
 
 Figures per policy: throughput (tasks per simulated second over the makespan), makespan (last
 completion − first arrival), mean and 95th-percentile completion time (completion − arrival),
 mean measured fidelity (and the error rate 1 − it), utilisation (time the nodes spend on the
-workload's tasks / (nodes × makespan); background jobs excluded), mean decision time per batch
+workload's tasks / (nodes × makespan); background jobs excluded), the longest wait of a task
+(completion − arrival − its run) and of the longest tenth of the tasks by run time (whether
+long tasks starve), mean decision time per batch
 (wall clock: noisy on a shared machine; building the batch's cost matrix and the policy's
 placement, not the explanations worked out after it), and the batch objective J of
 ``qubus.scheduling.allocation`` summed over the batches. Each batch a policy decides is also solved
@@ -159,6 +162,8 @@ class Workload:
         background: Replay other users' queues on the nodes.
         task_shots: ``fixed``: every task runs ``shots``; ``wide``: each task's shots are drawn
             from ``WIDE_SHOTS`` (its run time scales with them; module docstring).
+        node_order: How nodes order their waiting tasks across batches (``Queues``).
+        starve_after_s: With ``spt``, a task waiting longer than this runs next.
         fidelity_weight_s: λ of the batch objective (``qubus.scheduling.allocation``), for every
         policy
             that optimises it and for the reported ``objective``.
@@ -176,6 +181,8 @@ class Workload:
     background: bool = True
     fidelity_weight_s: float = FIDELITY_WEIGHT_S
     task_shots: Literal["fixed", "wide"] = "fixed"
+    node_order: Literal["fifo", "spt"] = "fifo"
+    starve_after_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -621,17 +628,18 @@ class Bench:
         )
 
     def replay(self, policy_name: str, *, reference: bool = True) -> PolicyRun:
-        """Every batch decided by the policy, in time order, the nodes running the results;
-        with ``reference``, each batch also solved by milp for the objective gap."""
+        """Every batch decided by the policy, in time order, the nodes running the results
+        (``Queues``); with ``reference``, each batch also solved by milp for the objective
+        gap."""
         policy = get_policy(policy_name)
         milp = get_policy("milp")
         index = {device.id: d for d, device in enumerate(self.devices)}
         run = PolicyRun(nodes=[0] * len(self.tasks), finish=[0.0] * len(self.tasks))
-        free = [0.0] * len(self.devices)
-        busy: list[list[float]] = [[] for _ in self.devices]
+        queues = Queues(self.workload, len(self.devices), run)
         lam = self.workload.fidelity_weight_s
         for t, members in self.batches:
-            requests = self.requests(members, t, free, busy)
+            queues.advance(t)
+            requests = self.requests(members, t, queues.backlog_end(), queues.finishes(t))
             problem, chosen, elapsed_ms = timed_decision(policy, requests, lam=lam)
             run.decision_ms.append(elapsed_ms)
             decisions = _decisions(explain(policy, problem, chosen, {}), policy_name)
@@ -644,11 +652,90 @@ class Bench:
                 zip(members, decisions, strict=True), key=lambda p: p[1].position
             ):
                 d = index[decision.node]
-                start = max(free[d], t + self.background.wait_s(decision.node, t))
-                free[d] = start + self.run_s(member, d)
-                busy[d].append(free[d])
-                run.nodes[member], run.finish[member] = d, free[d]
+                earliest = t + self.background.wait_s(decision.node, t)
+                queues.add(d, member, earliest=earliest, decided=t, run_s=self.run_s(member, d))
+        queues.advance(math.inf)
         return run
+
+
+@dataclass
+class _Queued:
+    task: int
+    earliest: float
+    decided: float
+    run_s: float
+
+
+class Queues:
+    """The nodes' run queues in simulated time, in the order ``Workload.node_order`` gives.
+
+    ``fifo``: a node runs its tasks in the order they were decided (within a batch, the
+    decision's run order, shortest first). ``spt``: whenever a node frees up it starts the
+    shortest of the waiting tasks that may start then (or, if none may, of those that may
+    start first), across batches; among those, a task waiting longer than
+    ``Workload.starve_after_s`` since its decision goes first (the longest waiting first), so
+    long tasks are not starved. A task never starts before ``earliest`` (the background jobs
+    pending when it reached the node). Once started, a task's place is fixed.
+
+    Args:
+        workload: The discipline and its bound.
+        nodes: How many nodes.
+        run: Where each task's node and finish are recorded.
+    """
+
+    def __init__(self, workload: Workload, nodes: int, run: PolicyRun) -> None:
+        self.spt = workload.node_order == "spt"
+        self.bound = workload.starve_after_s
+        self.run = run
+        self.free = [0.0] * nodes
+        self.waiting: list[list[_Queued]] = [[] for _ in range(nodes)]
+        self.done: list[list[float]] = [[] for _ in range(nodes)]
+
+    def add(self, d: int, task: int, *, earliest: float, decided: float, run_s: float) -> None:
+        self.waiting[d].append(_Queued(task, earliest, decided, run_s))
+
+    def advance(self, until: float) -> None:
+        """Start every task that starts by ``until``, node by node."""
+        for d, waiting in enumerate(self.waiting):
+            while waiting:
+                nxt = self._next(waiting, self.free[d])
+                start = max(self.free[d], nxt.earliest)
+                if start > until:
+                    break
+                waiting.remove(nxt)
+                self.free[d] = start + nxt.run_s
+                self.done[d].append(self.free[d])
+                self.run.nodes[nxt.task], self.run.finish[nxt.task] = d, self.free[d]
+
+    def _next(self, waiting: list[_Queued], now: float) -> _Queued:
+        if not self.spt:
+            return waiting[0]
+        ready = [q for q in waiting if q.earliest <= now]
+        if not ready:  # the node idles until the first task may start
+            first = min(q.earliest for q in waiting)
+            ready = [q for q in waiting if q.earliest == first]
+        starving = [q for q in ready if now - q.decided > self.bound]
+        if starving:
+            return min(starving, key=lambda q: q.decided)
+        return min(ready, key=lambda q: q.run_s)
+
+    def backlog_end(self) -> list[float]:
+        """When each node would finish everything it holds (its waiting tasks in the order
+        held, none before its ``earliest``)."""
+        ends = []
+        for d, waiting in enumerate(self.waiting):
+            clock = self.free[d]
+            for q in waiting:
+                clock = max(clock, q.earliest) + q.run_s
+            ends.append(clock)
+        return ends
+
+    def finishes(self, t: float) -> list[list[float]]:
+        """Per node, a finish time after ``t`` for each task it holds (started or waiting)."""
+        return [
+            [f for f in self.done[d] if f > t] + [math.inf] * len(waiting)
+            for d, waiting in enumerate(self.waiting)
+        ]
 
 
 def timed_decision(
@@ -714,7 +801,10 @@ def outcome_figures(bench: Bench, run: PolicyRun, measurements: Measurements) ->
         )
         for task, d in zip(bench.tasks, run.nodes, strict=True)
     ]
-    busy = sum(bench.run_s(i, d) for i, d in enumerate(run.nodes))
+    runs = np.array([bench.run_s(i, d) for i, d in enumerate(run.nodes)])
+    busy = float(runs.sum())
+    wait = jct - runs
+    longest = runs >= np.percentile(runs, 90)
     return {
         "throughput": len(bench.tasks) / makespan,
         "makespan": makespan,
@@ -723,6 +813,8 @@ def outcome_figures(bench: Bench, run: PolicyRun, measurements: Measurements) ->
         "mean_fidelity": float(np.mean(fidelity)),
         "error_rate": 1 - float(np.mean(fidelity)),
         "utilisation": busy / (len(bench.devices) * makespan),
+        "max_wait": float(wait.max()),
+        "max_wait_long": float(wait[longest].max()),
     }
 
 
