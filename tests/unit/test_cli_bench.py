@@ -108,16 +108,22 @@ def test_wide_task_lengths_draw_shots_and_scale_run_times() -> None:
 
 def test_frontier_sweeps_lambda_for_both_workloads_and_writes_the_plot(tmp_path, capsys) -> None:
     plot = tmp_path / "frontier.png"
-    assert main([*bench(tmp_path, "--frontier", "--json", "--plot", str(plot))]) == 0
+    # Generated circuits only (an empty dev set), to keep the 16-node QNet-NO batch quick.
+    options = ["--frontier", "--json", "--plot", str(plot), "--qasm-dir", str(tmp_path)]
+    assert main([*bench(tmp_path, *options)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result["workloads"]) == {"default", "wide"}
+    assert set(result["workloads"]) == {"default", "wide", "qnet"}
     from qubus.scheduling.frontier import LAMBDAS
 
-    for entry in result["workloads"].values():
+    for label, entry in result["workloads"].items():
         assert {"round_robin", "least_loaded", "milp"} <= set(entry["points"])
         for points in entry["sweeps"].values():
             assert [p["lam"] for p in points] == list(LAMBDAS)
-        assert len(entry["claims"]) == 2 * len(LAMBDAS)
+        swept = 1 if label == "qnet" else 2
+        assert len(entry["claims"]) == swept * len(LAMBDAS)
+        # From λ = 1 s to 3,000 s the error rate falls.
+        for points in entry["sweeps"].values():
+            assert points[-1]["error_rate"] < points[0]["error_rate"]
     assert plot.stat().st_size > 0
 
 

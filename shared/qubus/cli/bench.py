@@ -191,9 +191,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.frontier:
         from qubus.cli.report import DPI
+        from qubus.network.qnetbench import qnet_frontier
         from qubus.scheduling.frontier import format_frontier, plot_frontier, run_frontier
 
-        frontier = run_frontier(workload, cache_dir=args.cache_dir, qasm_dir=qasm_dir)
+        frontier = run_frontier(
+            workload,
+            cache_dir=args.cache_dir,
+            qasm_dir=qasm_dir,
+            qnet=lambda lambdas: qnet_frontier(lambdas, seed=args.seed, qasm_dir=qasm_dir),
+        )
         if args.plot is not None:
             plot_frontier(frontier).savefig(args.plot, dpi=DPI)
             print(f"qubus: plot in {args.plot}", file=sys.stderr)

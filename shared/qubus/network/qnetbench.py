@@ -188,6 +188,45 @@ def run_qnet(*, seed: int = 1, qasm_dir: Path | None = DEV_QASM) -> dict[str, An
     return {"seed": seed, "instances": rows}
 
 
+FRONTIER_INSTANCE = (16, 64)
+"""The instance (nodes, tasks) whose frontier ``qnet_frontier`` sweeps."""
+
+
+def qnet_frontier(
+    lambdas: Sequence[float], *, seed: int = 1, qasm_dir: Path | None = DEV_QASM
+) -> dict[str, Any]:
+    """The fidelity–time frontier of one QNet-NO instance (``FRONTIER_INSTANCE``), in the
+    shape of ``qubus.scheduling.frontier.sweep``: annealing swept along λ, the other policies
+    (but hyperscore: these candidates carry no fusion score) as points at the default λ.
+
+    Figures are the decision's own predictions on the idle fleet, not a replay with measured
+    fidelities: mean and maximum completion time of the batch's schedule (throughput = tasks
+    / the last completion) and mean predicted fidelity.
+    """
+    nodes, tasks = FRONTIER_INSTANCE
+    (instance,) = instances(nodes=(nodes,), tasks=(tasks,), seed=seed, qasm_dir=qasm_dir)
+    points = {
+        name: _predicted(instance, name, FIDELITY_WEIGHT_S)
+        for name in ("round_robin", "least_loaded", "greedy_fidelity", "milp", "qaoa")
+    }
+    sweeps = {
+        "annealing": [{"lam": lam, **_predicted(instance, "annealing", lam)} for lam in lambdas]
+    }
+    return {"points": points, "sweeps": sweeps}
+
+
+def _predicted(instance: Instance, name: str, lam: float) -> dict[str, float]:
+    problem, assignment, _ = timed_decision(get_policy(name), instance.requests, lam=lam)
+    completions = problem.completions(assignment)
+    fidelity = float(problem.fidelity[np.arange(problem.n), assignment].mean())
+    return {
+        "mean_jct": float(completions.mean()),
+        "throughput": problem.n / float(completions.max()),
+        "mean_fidelity": fidelity,
+        "error_rate": 1 - fidelity,
+    }
+
+
 def format_qnet(result: dict[str, Any]) -> str:
     """The comparison as text: per instance each policy's gap and time, and greedy/qaoa."""
     lines = [

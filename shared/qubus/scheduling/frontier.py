@@ -10,14 +10,16 @@ and the error rate of the measured fidelities (real noisy emulations, cached).
 
 Two workloads are swept: the one given, and the same with wide task lengths
 (``Workload.task_shots = "wide"``: shots drawn from 100 to 100,000; source in
-``qubus.scheduling.schedsim``). For each workload the report says which settings meet the
-AHMO claims against ``round_robin`` (≥ 35% higher throughput and ≥ 22% lower error rate) and
-the Qonductor claim against ``least_loaded`` (mean completion ≤ 0.52× at ≤ 3% fidelity cost).
+``qubus.scheduling.schedsim``); the command line adds the QNet-NO setting
+(``qubus.network.qnetbench.qnet_frontier``: annealing only, predicted figures of one batch).
+For each workload the report says which settings meet the AHMO claims against
+``round_robin`` (≥ 35% higher throughput and ≥ 22% lower error rate) and the Qonductor claim
+against ``least_loaded`` (mean completion ≤ 0.52× at ≤ 3% fidelity cost).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -103,10 +105,15 @@ def claims(frontier: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def run_frontier(
-    workload: Workload, *, cache_dir: Path | None = None, qasm_dir: Path | None = DEV_QASM
+    workload: Workload,
+    *,
+    cache_dir: Path | None = None,
+    qasm_dir: Path | None = DEV_QASM,
+    qnet: Callable[[Sequence[float]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The frontier on the workload and on its wide-task-length twin: ``{"seed",
-    "workloads": {"default"|"wide": {"workload": settings, ...sweep}}}``."""
+    "workloads": {"default"|"wide": {"workload": settings, ...sweep}}}``; with ``qnet`` (the
+    network layer's ``qnet_frontier``, given the λs), the QNet-NO setting as ``"qnet"``."""
     measurements = Measurements(cache_dir or default_cache_dir(), shots=workload.shots)
     result: dict[str, Any] = {"seed": workload.seed, "workloads": {}}
     for label, variant in (("default", workload), ("wide", replace(workload, task_shots="wide"))):
@@ -116,6 +123,9 @@ def run_frontier(
             "workload": {**variant.__dict__, "shots_min": shots[0], "shots_max": shots[-1]},
             **sweep(bench, measurements),
         }
+    if qnet is not None:
+        entry = qnet(LAMBDAS)
+        result["workloads"]["qnet"] = {"workload": None, **entry, "claims": claims(entry)}
     return result
 
 
@@ -124,9 +134,14 @@ def format_frontier(result: dict[str, Any]) -> str:
     lines = []
     for label, entry in result["workloads"].items():
         w = entry["workload"]
-        lines += [
+        title = (
             f"workload {label}: seed {result['seed']}, {w['tasks']} tasks on {w['qpus']} QPUs, "
-            f"shots {w['shots_min']}–{w['shots_max']}",
+            f"shots {w['shots_min']}–{w['shots_max']}"
+            if w is not None
+            else f"workload {label}: the QNet-NO setting (one batch; predicted figures)"
+        )
+        lines += [
+            title,
             f"  {'policy':<16}{'λ (s)':>8}{'mean_jct':>10}{'error':>8}{'thru/s':>9}",
         ]
         for name, figs in entry["points"].items():
