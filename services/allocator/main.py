@@ -6,7 +6,8 @@ of a batch, or until ``QUBUS_BATCH_MAX`` have arrived, and decided together by t
 task scored after a quiet spell (none within the window) with none waiting behind it is
 decided at once, so an idle stack adds no window to a task's latency. The policy
 (``qubus.scheduling.allocation.decide``) runs in a thread (``milp`` and ``qaoa`` take a while;
-λ of the batch objective is ``QUBUS_FIDELITY_WEIGHT_S``). The batch's
+λ of the batch objective is ``QUBUS_FIDELITY_WEIGHT_S``, scaled per task by its preference,
+``TaskOptions.prefer``, which the decision's reason names). The batch's
 allocations are published in run order (each node's tasks shortest first, the order the
 batch objective assumes), and each scored message is acknowledged only after its allocation
 (or its rejection) has been published. The decision is one message, which is also the chosen
@@ -59,6 +60,7 @@ from qubus.scheduling.allocation import (
     candidate_from_score,
     decide,
     get_policy,
+    preference_lam,
 )
 from qubus.scheduling.replacement import latest_allocation, outstanding_allocations
 
@@ -83,6 +85,7 @@ def task_request(
         candidates=candidates,
         fidelity_floor=event.options.fidelity_floor,
         deadline_s=deadline_s,
+        prefer=event.options.prefer,
     )
 
 
@@ -289,7 +292,10 @@ class Allocator:
         lam = self._settings.fidelity_weight_s
         outcomes = decide(self._policy, requests, lam=lam)
         return [
-            (outcome, weigh_split(event, outcome, fleet, lam=lam))
+            (
+                outcome,
+                weigh_split(event, outcome, fleet, lam=preference_lam(lam, event.options.prefer)),
+            )
             for event, outcome in zip(events, outcomes, strict=True)
         ]
 

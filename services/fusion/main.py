@@ -11,7 +11,8 @@ Scores use the weights of KV ``qubus_weights`` (``qubus.scheduling.weights``; th
 recorded in the event), the calibration of predicted against measured fidelity of KV
 ``qubus_calibration`` (``qubus.scheduling.outcomes``) and, for a task that targets one, the pilot
 of KV ``qubus_pilots`` (``qubus.scheduling.pilots``); all three are followed by KV watchers,
-not read per task. The ``outcomes`` stage counts every ``completed`` task into its node's
+not read per task. A task that sets no fidelity–time preference (``TaskOptions.prefer``)
+takes its pilot's. The ``outcomes`` stage counts every ``completed`` task into its node's
 calibration.
 """
 
@@ -283,10 +284,11 @@ class Fusion:
             calibrations=self._node_calibrations(checked, statuses),
             pilot=pilot,
         )
+        options = checked.options if pilot is None else pilot.options_for(checked.options)
         return TaskScored(
             task_id=event.task_id,
             circuit=checked.circuit,
-            options=checked.options,
+            options=options,
             ideal=sandbox.ideal,
             scores=scores,
             weights_revision=revision,

@@ -127,3 +127,13 @@ async def test_tasks_queued_on_a_stopped_qpu_are_replaced_and_complete_once(
         assert [a.attempt for a in allocations] == [0, 1]
         assert allocations[1].node == SURVIVOR == completed.node
     assert replaced >= 1
+
+
+async def test_a_preference_travels_to_the_decision_and_its_reason(client, victim, dev_qasm):
+    (done,) = await client.run([bell(dev_qasm).model_copy(update={"prefer": "time"})], timeout=120)
+    assert done["status"] == "done", done["error"]
+    (allocated,) = [
+        e.event for e in await client.events(done["task_id"]) if isinstance(e.event, TaskAllocated)
+    ]
+    assert allocated.options.prefer == "time"
+    assert "prefers time (λ = 10 s)" in allocated.reason

@@ -14,6 +14,7 @@ from qubus.errors import CircuitRejected, QubusError
 from qubus.scheduling.allocation import (
     FIDELITY_WEIGHT_S,
     POLICIES,
+    PREFERENCES,
     Candidate,
     Decision,
     Problem,
@@ -402,3 +403,40 @@ def test_replacement_reason() -> None:
     assert "below the task's floor 0.88" in replacement_reason(
         allocated=0.9, predicted=0.85, floor=0.88, max_drop=0.1
     )
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_exact_optimum_by_assignment_matches_brute_force(seed: int) -> None:
+    from qubus.scheduling.decisionspeed import exact_optimum
+
+    problem, _ = build_problem(random_batch(5, 3, seed=40 + seed, ineligible=0.2))
+    assert problem is not None
+    assert exact_optimum(problem) == pytest.approx(brute_force(problem), rel=1e-9)
+
+
+def test_preference_moves_a_task_along_the_trade_off_and_says_so() -> None:
+    fleet = [
+        candidate("fast", expected_completion_s=10.0, run_s=10.0, predicted_fidelity=0.80),
+        candidate("good", expected_completion_s=60.0, run_s=60.0, predicted_fidelity=0.95),
+    ]
+    chosen = {}
+    for prefer in ("time", "balanced", "fidelity"):
+        (decision,) = decide(get_policy("milp"), [request("t1", fleet, prefer=prefer)])
+        chosen[prefer] = decision.node
+        assert f"prefers {prefer} (λ = {PREFERENCES[prefer] * 100:g} s)" in decision.reason
+    # J per node: fast 10 + λ·0.20, good 60 + λ·0.05: time (λ 10) and balanced (λ 100)
+    # take fast (12 < 60.5, 30 < 65), fidelity (λ 1,000) takes good (210 > 110).
+    assert chosen == {"time": "fast", "balanced": "fast", "fidelity": "good"}
+    (plain,) = decide(get_policy("milp"), [request("t1", fleet)])
+    assert "prefers" not in plain.reason
+
+
+def test_preference_slows_the_hyperscore_time_decay_alike() -> None:
+    fleet = [
+        candidate("a", expected_completion_s=50.0, run_s=5.0, hyperscore=40.0, time_rate=0.01),
+    ]
+    for prefer, scale in PREFERENCES.items():
+        problem, _ = build_problem([request("t1", fleet, prefer=prefer)])
+        assert problem is not None
+        assert problem.time_rate[0, 0] == pytest.approx(0.01 / scale)
+        assert problem.hyperscore[0, 0] == pytest.approx(40.0 * math.exp(0.5 - 0.5 / scale))

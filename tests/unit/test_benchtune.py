@@ -40,10 +40,10 @@ def objective(tmp_path_factory) -> BenchObjective:
 def test_the_bench_scores_with_its_weights(objective) -> None:
     bench = objective.bench
     pair = next(p for p in bench.pairs.values() if p.compiled is not None)
-    default = bench._score(pair, "n", ready=12.0, depth=2)
+    default = bench._score(pair, "n", ready=12.0, depth=2, run_s=pair.run_s)
     bench.weights = DEFAULT_WEIGHTS.model_copy(update={"w_time": 0.0})
     try:
-        blind = bench._score(pair, "n", ready=12.0, depth=2)
+        blind = bench._score(pair, "n", ready=12.0, depth=2, run_s=pair.run_s)
     finally:
         bench.weights = DEFAULT_WEIGHTS
     assert default.terms["time_penalty"] > 0 and blind.terms["time_penalty"] == 0

@@ -168,3 +168,11 @@ def test_pilot_descriptions_are_validated() -> None:
     with pytest.raises(ValueError, match="name"):
         PilotDescription(name="P.x", nodes=["a"])
     assert PilotDescription(name="p", nodes=["b", "a", "b"]).nodes == ["a", "b"]
+
+
+def test_a_pilots_preference_fills_in_for_a_task_that_sets_none() -> None:
+    pilot = PilotDescription(name="p", nodes=list(NODES), prefer="fidelity")
+    assert pilot.options_for(TaskOptions(shots=10)).prefer == "fidelity"
+    assert pilot.options_for(TaskOptions(shots=10, prefer="time")).prefer == "time"
+    plain = PilotDescription(name="p", nodes=list(NODES))
+    assert plain.options_for(TaskOptions(shots=10)).prefer is None

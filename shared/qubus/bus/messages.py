@@ -23,6 +23,8 @@ from qubus.bus.limits import MAX_SHOTS, MAX_SPLIT, MAX_SWEEP_POINTS
 NODE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 Format = Literal["qasm2", "qasm3", "cirq-json"]
+Preference = Literal["fidelity", "balanced", "time"]
+"""Where on the fidelity–time trade-off a task stands (``qubus.scheduling.allocation``)."""
 
 
 MAX_DEADLINE_S = 7 * 24 * 3600.0
@@ -81,6 +83,8 @@ class SubmitRequest(Model):
         sweep: Parameter sets (``{symbol: value}``, each naming every parameter of the
             circuit) to run the parameterised circuit with: one task whose points run as
             tasks ``<task id>-<k>`` (``qubus.circuits.sweeps``). Not with ``split``.
+        prefer: ``fidelity``, ``balanced`` or ``time``: how the allocator weighs this task's
+            fidelity against its completion time (None: its pilot's setting, else balanced).
     """
 
     TYPE: ClassVar[str] = "submit.request.v1"
@@ -103,6 +107,7 @@ class SubmitRequest(Model):
     sweep: list[dict[str, float]] | None = Field(
         default=None, min_length=1, max_length=MAX_SWEEP_POINTS
     )
+    prefer: Preference | None = None
 
     @field_validator("node", "pilot")
     @classmethod
@@ -148,9 +153,9 @@ class TaskEvent(Model):
 class TaskOptions(Model):
     """What the user asked for, carried unchanged from stage to stage (``SubmitRequest``).
 
-    ``split``, ``ideal_links`` and ``sweep`` are absent (None, False, None) in events stored
-    before them. ``sweep`` makes the task a sweep (``qubus.circuits.sweeps``): its circuit is
-    parameterised and every stage handles all its points in one message.
+    ``split``, ``ideal_links``, ``sweep`` and ``prefer`` are absent (None, False, None, None)
+    in events stored before them. ``sweep`` makes the task a sweep (``qubus.circuits.sweeps``):
+    its circuit is parameterised and every stage handles all its points in one message.
     """
 
     shots: int
@@ -164,6 +169,7 @@ class TaskOptions(Model):
     split: int | None = None
     ideal_links: bool = False
     sweep: list[dict[str, float]] | None = None
+    prefer: Preference | None = None
 
 
 class TaskIngested(TaskEvent):

@@ -19,6 +19,8 @@ COLUMNS = (
     ("mean_fidelity", "fidelity", ".3f"),
     ("error_rate", "error", ".3f"),
     ("utilisation", "util", ".3f"),
+    ("max_wait", "max_wait", ".0f"),
+    ("max_wait_long", "wait_long", ".0f"),
     ("decision_ms", "decide_ms", ".2f"),
     ("objective", "J_total", ".0f"),
     ("objective_gap_mean", "gap_mean", "+.1%"),
@@ -83,6 +85,46 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="λ of the batch objective: seconds per unit of fidelity (default: "
         "qubus.scheduling.allocation.FIDELITY_WEIGHT_S, the allocator's own)",
     )
+    schedule.add_argument(
+        "--task-shots",
+        choices=["fixed", "wide"],
+        default="fixed",
+        help="fixed: every task runs --shots; wide: shots drawn log-uniformly from 100 to "
+        "100,000 (source in qubus.scheduling.schedsim)",
+    )
+    schedule.add_argument(
+        "--node-order",
+        choices=["fifo", "spt"],
+        default="fifo",
+        help="how nodes order waiting tasks across batches: fifo (decision order) or spt "
+        "(shortest first, a task waiting over --starve-after first)",
+    )
+    schedule.add_argument(
+        "--starve-after",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="with --node-order spt, a task waiting longer runs next (default 300)",
+    )
+    schedule.add_argument(
+        "--frontier",
+        action="store_true",
+        help="instead: sweep λ for hyperscore and annealing on this workload and its "
+        "wide-task-length twin; mean completion against error rate, every other policy a "
+        "point (with --plot: the frontier's chart)",
+    )
+    schedule.add_argument(
+        "--qnet",
+        action="store_true",
+        help="instead: the QNet-NO setting (4-32 nodes on ring-with-chords links, 8 and 64 "
+        "tasks, some distributed): qaoa, greedy_fidelity, annealing and milp on J and time",
+    )
+    schedule.add_argument(
+        "--decision-speed",
+        action="store_true",
+        help="instead: time hyperscore, annealing and milp on one batch of 8, 64 and 512 "
+        "tasks and compare J with its exact minimum",
+    )
     schedule.add_argument("--plot", type=Path, metavar="FILE.png", help="write a bar chart")
     schedule.add_argument(
         "--cache-dir",
@@ -118,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
         window_s=args.window,
         shots=args.shots,
         background=not args.no_background,
+        task_shots=args.task_shots,
+        node_order=args.node_order,
+        starve_after_s=args.starve_after,
         fidelity_weight_s=(
             FIDELITY_WEIGHT_S if args.fidelity_weight is None else args.fidelity_weight
         ),
@@ -131,11 +176,40 @@ def run(args: argparse.Namespace) -> int:
             code="policy.unknown",
         )
     print(f"qubus bench schedule: seed {args.seed}", file=sys.stderr)
+    qasm_dir = args.qasm_dir or schedsim.DEV_QASM
+    if args.decision_speed:
+        from qubus.scheduling.decisionspeed import decision_speed, format_speed
+
+        speed = decision_speed(workload, qasm_dir=qasm_dir)
+        print(json.dumps(speed) if args.json else format_speed(speed))
+        return 0
+    if args.qnet:
+        from qubus.network.qnetbench import format_qnet, run_qnet
+
+        qnet = run_qnet(seed=args.seed, qasm_dir=qasm_dir)
+        print(json.dumps(qnet) if args.json else format_qnet(qnet))
+        return 0
+    if args.frontier:
+        from qubus.cli.report import DPI
+        from qubus.network.qnetbench import qnet_frontier
+        from qubus.scheduling.frontier import format_frontier, plot_frontier, run_frontier
+
+        frontier = run_frontier(
+            workload,
+            cache_dir=args.cache_dir,
+            qasm_dir=qasm_dir,
+            qnet=lambda lambdas: qnet_frontier(lambdas, seed=args.seed, qasm_dir=qasm_dir),
+        )
+        if args.plot is not None:
+            plot_frontier(frontier).savefig(args.plot, dpi=DPI)
+            print(f"qubus: plot in {args.plot}", file=sys.stderr)
+        print(json.dumps(frontier) if args.json else format_frontier(frontier))
+        return 0
     result = schedsim.run_bench(
         workload,
         policies,
         cache_dir=args.cache_dir,
-        qasm_dir=args.qasm_dir or schedsim.DEV_QASM,
+        qasm_dir=qasm_dir,
     )
     if args.plot is not None:
         from qubus.cli.report import DPI, plot_bench

@@ -189,6 +189,13 @@ def _submission_options(p: argparse.ArgumentParser) -> None:
         "or --pilot",
     )
     p.add_argument(
+        "--prefer",
+        choices=["fidelity", "balanced", "time"],
+        help="where the tasks stand on the fidelity-time trade-off: λ × 10, × 1 or × 0.1 "
+        "(1,000, 100 or 10 s per unit of fidelity by default; default: the pilot's, else "
+        "balanced)",
+    )
+    p.add_argument(
         "--ideal-links",
         action="store_true",
         help="every EPR pair of a split run is perfect (fidelity 1); link latency is kept",
@@ -244,6 +251,7 @@ def read_requests(args: argparse.Namespace) -> list[SubmitRequest]:
                 split=args.split,
                 ideal_links=args.ideal_links,
                 sweep=sweep,
+                prefer=args.prefer,
             )
         except ValidationError as exc:
             raise invalid(exc, "submission", code="options.invalid") from None

@@ -74,6 +74,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--min-fidelity", type=float, help="least predicted fidelity (0-1)")
     create.add_argument("--max-queue", type=int, help="largest queue depth of a node")
     create.add_argument("--max-qubits", type=int, help="widest circuit the pilot takes")
+    create.add_argument(
+        "--prefer",
+        choices=["fidelity", "balanced", "time"],
+        help="the trade-off of the pilot's tasks that set none (submit --prefer)",
+    )
     listing = pilot_actions.add_parser("list", help="list the pilots")
     listing.add_argument("--json", action="store_true", help="print JSON")
     delete = pilot_actions.add_parser(
@@ -348,6 +353,8 @@ def format_pilot(pilot: PilotDescription) -> str:
         )
         if value is not None
     ]
+    if pilot.prefer is not None:
+        constraints.append(f"prefers {pilot.prefer}")
     return f"{pilot.name}: nodes {', '.join(pilot.nodes)}" + "".join(f"; {c}" for c in constraints)
 
 
@@ -377,6 +384,7 @@ async def _pilot(client: Client, args: argparse.Namespace) -> int:
             min_fidelity=args.min_fidelity,
             max_queue=args.max_queue,
             max_qubits=args.max_qubits,
+            prefer=args.prefer,
         )
     except ValidationError as exc:
         raise invalid(exc, "pilot", code="pilot.invalid") from None

@@ -219,6 +219,7 @@ def outcome_objective(
     tasks = []
     measured: dict[tuple[str, str], list[float]] = defaultdict(list)
     origin = outcomes[0].arrival
+    shots = int(np.median([o.shots for o in outcomes]))
     for outcome in outcomes:
         if outcome.circuit not in index:
             circuit = circuit_from_json(outcome.circuit)
@@ -228,9 +229,8 @@ def outcome_objective(
                 fingerprint[:12], circuit, outcome.ideal, fingerprint
             )
         bench_circuit = circuits[outcome.circuit]
-        tasks.append(Task(outcome.task_id, index[outcome.circuit], outcome.arrival - origin))
+        tasks.append(Task(outcome.task_id, index[outcome.circuit], outcome.arrival - origin, shots))
         measured[bench_circuit.fingerprint, outcome.node].append(outcome.measured)
-    shots = int(np.median([o.shots for o in outcomes]))
     workload = Workload(
         seed=0,
         tasks=len(tasks),

@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 
 from qubus.bus import codec
 from qubus.bus.kvrecords import read_record
-from qubus.bus.messages import NODE_ID, Model
+from qubus.bus.messages import NODE_ID, Model, Preference, TaskOptions
 from qubus.errors import QubusError
 
 
@@ -39,6 +39,7 @@ class PilotDescription(Model):
         min_fidelity: Least calibrated predicted fidelity a node must offer the task.
         max_queue: Largest queue depth a node may have.
         max_qubits: Widest circuit the pilot takes.
+        prefer: The fidelity–time preference of its tasks that set none (``TaskOptions.prefer``).
         created_at: When it was created (Unix time).
     """
 
@@ -49,6 +50,7 @@ class PilotDescription(Model):
     min_fidelity: float | None = Field(default=None, ge=0.0, le=1.0)
     max_queue: int | None = Field(default=None, ge=0)
     max_qubits: int | None = Field(default=None, ge=1)
+    prefer: Preference | None = None
     created_at: float = Field(default_factory=time.time)
 
     @field_validator("nodes")
@@ -58,6 +60,12 @@ class PilotDescription(Model):
         if bad:
             raise ValueError(f"node ids {bad} must match {NODE_ID.pattern}")
         return sorted(set(value))
+
+    def options_for(self, options: TaskOptions) -> TaskOptions:
+        """A task's options within this pilot: its preference, or else the pilot's."""
+        if options.prefer is not None or self.prefer is None:
+            return options
+        return options.model_copy(update={"prefer": self.prefer})
 
     def exclusion(self, node: str, *, qubits: int, queue_depth: int, fidelity: float) -> str:
         """Why the pilot excludes ``node`` for a task, or "" if it does not.

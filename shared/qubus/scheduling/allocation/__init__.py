@@ -10,7 +10,8 @@ The package, one module per part:
 
 - ``problem``: the requests, the constraints every policy shares and the batch problem with
   its objective J (``Problem``, ``build_problem``; constraints and J are described there);
-- ``interface``: the ``Policy`` protocol, the policies' base class and :func:`decide`;
+- ``interface``: the ``Policy`` protocol, the policies' base class and :func:`decide` (a
+  policy's placement, :func:`place`, then the decisions' explanations, :func:`explain`);
 - ``baselines``: ``round_robin``, ``least_loaded`` and ``greedy_fidelity``;
 - ``hyperscore``: ``hyperscore``;
 - ``annealing``: ``annealing``, and the greedy placement and local search of J it shares with
@@ -55,15 +56,17 @@ from qubus.scheduling.allocation.baselines import (
     RoundRobinPolicy,
 )
 from qubus.scheduling.allocation.hyperscore import HyperscorePolicy
-from qubus.scheduling.allocation.interface import Outcome, Policy, decide
+from qubus.scheduling.allocation.interface import Outcome, Policy, decide, explain, place
 from qubus.scheduling.allocation.milp import MilpPolicy
 from qubus.scheduling.allocation.problem import (
+    PREFERENCES,
     Candidate,
     Decision,
     Problem,
     TaskRequest,
     build_problem,
     candidate_from_score,
+    preference_lam,
     replacement_reason,
 )
 from qubus.scheduling.allocation.qaoa import QaoaPolicy
@@ -72,6 +75,7 @@ from qubus.scheduling.scoring import FIDELITY_WEIGHT_S
 __all__ = [
     "FIDELITY_WEIGHT_S",
     "POLICIES",
+    "PREFERENCES",
     "Candidate",
     "Decision",
     "Outcome",
@@ -81,7 +85,10 @@ __all__ = [
     "build_problem",
     "candidate_from_score",
     "decide",
+    "explain",
     "get_policy",
+    "place",
+    "preference_lam",
     "replacement_reason",
 ]
 

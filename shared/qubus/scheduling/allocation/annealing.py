@@ -2,7 +2,8 @@
 
 ``greedy_cost`` places tasks one by one where they add least to J, ``local_search`` moves
 single tasks while a move lowers it, and ``AnnealingPolicy`` anneals J from the greedy
-placement. ``milp`` bounds its model with ``greedy_cost``; ``qaoa`` refines its samples with
+placement; all three keep each task's cost on every node up to date (``_Placement``).
+``milp`` bounds its model with ``greedy_cost``; ``qaoa`` refines its samples with
 ``local_search`` and hands large batches to ``AnnealingPolicy``.
 """
 
@@ -16,53 +17,90 @@ import numpy as np
 from qubus.scheduling.allocation.interface import _Policy
 from qubus.scheduling.allocation.problem import Problem
 
-ANNEALING_STEPS_PER_TASK = 300
+ANNEALING_STEPS_PER_TASK = 60
 """Moves tried by simulated annealing per task of the batch."""
 
 
-def greedy_cost(problem: Problem) -> list[int]:
-    """Tasks shortest first, each to the node that adds least to J given those placed."""
-    order = problem.shortest_first
-    members: list[list[int]] = [[] for _ in problem.nodes]
-    assignment = [0] * problem.n
-    for i in order:
-        j = min(
-            problem.options(i),
-            key=lambda j: (problem.unary[i, j] + problem.delay(i, j, members[j]), j),
+class _Placement:
+    """An assignment being built or changed, with what each task would cost on each node.
+
+    ``delay[i, j]`` is Σ over the tasks ``k`` on node ``j`` of ``min(run_ij, run_kj)`` (task
+    ``i`` itself included when it is there): what task ``i`` and they cost each other there.
+    Placing or removing a task updates one column of it with one vector operation, so the
+    change of J of any move is read in constant time.
+    """
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        self.delay = np.zeros((problem.n, problem.m))
+        self.nodes: list[int | None] = [None] * problem.n
+
+    def add(self, i: int, j: int) -> None:
+        run = self.problem.run[:, j]
+        self.delay[:, j] += np.minimum(run, run[i])
+        self.nodes[i] = j
+
+    def remove(self, i: int) -> None:
+        j = self.nodes[i]
+        assert j is not None
+        run = self.problem.run[:, j]
+        self.delay[:, j] -= np.minimum(run, run[i])
+        self.nodes[i] = None
+
+    def costs(self, i: int) -> np.ndarray:
+        """What task ``i`` would add to J on each node (given the others; +inf where not
+        allowed), with it taken off its own node first."""
+        cost = self.problem.unary[i] + self.delay[i]
+        j = self.nodes[i]
+        if j is not None:
+            cost[j] -= self.problem.run[i, j]
+        return cost
+
+    def delta(self, i: int, new: int) -> float:
+        """Change of J when placed task ``i`` moves to node ``new``."""
+        old = self.nodes[i]
+        assert old is not None
+        if new == old:
+            return 0.0
+        unary, delay = self.problem.unary, self.delay
+        return float(
+            unary[i, new] + delay[i, new] - unary[i, old] - delay[i, old] + self.problem.run[i, old]
         )
-        assignment[i] = int(j)
-        members[j].append(i)
-    return assignment
+
+    def move(self, i: int, new: int) -> None:
+        self.remove(i)
+        self.add(i, new)
+
+    def assignment(self) -> list[int]:
+        return [int(j) for j in self.nodes if j is not None]
 
 
-def _move_delta(problem: Problem, members: list[list[int]], i: int, old: int, new: int) -> float:
-    """Change of J when task ``i`` moves from node ``old`` to node ``new``."""
-    if new == old:
-        return 0.0
-    stay = [k for k in members[old] if k != i]
-    gain = problem.unary[i, new] + problem.delay(i, new, members[new])
-    return float(gain - problem.unary[i, old] - problem.delay(i, old, stay))
+def greedy_cost(problem: Problem) -> list[int]:
+    """Tasks shortest first, each to the node that adds least to J given those placed (ties:
+    the first node by id)."""
+    placement = _Placement(problem)
+    for i in problem.shortest_first:
+        placement.add(i, int(np.argmin(placement.costs(i))))
+    return placement.assignment()
 
 
 def local_search(problem: Problem, assignment: Sequence[int]) -> list[int]:
     """Moves single tasks to the node that lowers J most until no move lowers it."""
-    current = list(assignment)
-    members: list[list[int]] = [[] for _ in problem.nodes]
-    for i, j in enumerate(current):
-        members[j].append(i)
+    placement = _Placement(problem)
+    for i, j in enumerate(assignment):
+        placement.add(i, int(j))
     improved = True
     while improved:
         improved = False
         for i in range(problem.n):
-            old = current[i]
-            deltas = {j: _move_delta(problem, members, i, old, j) for j in problem.options(i)}
-            best = min(deltas, key=lambda j: (deltas[j], j))
-            if best != old and deltas[best] < -1e-9:
-                members[old].remove(i)
-                members[best].append(i)
-                current[i] = int(best)
+            costs = placement.costs(i)
+            best = int(np.argmin(costs))
+            old = placement.nodes[i]
+            assert old is not None
+            if best != old and costs[best] < costs[old] - 1e-9:
+                placement.move(i, best)
                 improved = True
-    return current
+    return placement.assignment()
 
 
 class AnnealingPolicy(_Policy):
@@ -77,43 +115,39 @@ class AnnealingPolicy(_Policy):
     name = "annealing"
 
     def assign(self, problem: Problem) -> list[int]:
-        current = greedy_cost(problem)
-        movable = [i for i in range(problem.n) if len(problem.options(i)) > 1]
+        placement = _Placement(problem)
+        for i, j in enumerate(greedy_cost(problem)):
+            placement.add(i, j)
+        movable = [i for i in range(problem.n) if len(problem.option_lists[i]) > 1]
         if not movable:
-            return current
-        members: list[list[int]] = [[] for _ in problem.nodes]
-        for i, j in enumerate(current):
-            members[j].append(i)
+            return placement.assignment()
         rng = np.random.default_rng(problem.seed)
         steps = ANNEALING_STEPS_PER_TASK * problem.n
-        moves = [self._random_move(problem, rng, movable) for _ in range(steps)]
-        first = [abs(_move_delta(problem, members, i, current[i], j)) for i, j in moves[:50]]
+        options = problem.option_lists
+        tasks = [movable[k] for k in rng.integers(len(movable), size=steps).tolist()]
+        picks = rng.random(steps).tolist()
+        moves = [
+            (i, options[i][int(u * len(options[i]))]) for i, u in zip(tasks, picks, strict=True)
+        ]
+        first = [abs(placement.delta(i, j)) for i, j in moves[:50]]
         start_t = max(float(np.mean([d for d in first if d > 0] or [0.0])), 1e-6)
-        cost = best_cost = problem.objective(current)
-        best = list(current)
-        uniforms = rng.random(steps)
+        cost = best_cost = problem.objective(placement.assignment())
+        best = placement.assignment()
+        uniforms = rng.random(steps).tolist()
+        cooling = 1e-3 ** (1 / steps)
+        temperature = start_t
         for step, (i, new) in enumerate(moves):
-            old = current[i]
-            if new == old:
+            if step:
+                temperature *= cooling
+            if new == placement.nodes[i]:
                 continue
-            delta = _move_delta(problem, members, i, old, new)
-            temperature = start_t * 1e-3 ** (step / steps)
+            delta = placement.delta(i, new)
             if delta < 0 or uniforms[step] < math.exp(-delta / temperature):
-                members[old].remove(i)
-                members[new].append(i)
-                current[i] = new
+                placement.move(i, new)
                 cost += delta
                 if cost < best_cost - 1e-9:
-                    best_cost, best = cost, list(current)
+                    best_cost, best = cost, placement.assignment()
         return best
-
-    @staticmethod
-    def _random_move(
-        problem: Problem, rng: np.random.Generator, movable: list[int]
-    ) -> tuple[int, int]:
-        i = movable[int(rng.integers(len(movable)))]
-        options = problem.options(i)
-        return i, int(options[int(rng.integers(len(options)))])
 
     def describe(self, problem: Problem, assignment: Sequence[int], i: int) -> str:
         return (

@@ -53,20 +53,41 @@ def decide(
 ) -> list[Outcome]:
     """Places a batch: one outcome per request, in order.
 
+    The decision itself is :func:`place` on the batch's problem; the decisions' schedule,
+    rankings and reasons are worked out after it (:func:`explain`).
+
     Raises:
         QubusError: ``alloc.invalid`` if the policy placed a task where it may not go (a bug).
     """
     problem, rejected = build_problem(requests, lam=lam)
-    outcomes: list[Outcome | None] = [rejected.get(i) for i in range(len(requests))]
     if problem is None:
-        return [o for o in outcomes if o is not None]
+        return [rejected[i] for i in range(len(requests))]
+    return explain(policy, problem, place(policy, problem), rejected)
+
+
+def place(policy: Policy, problem: Problem) -> list[int]:
+    """The policy's assignment of the problem's tasks, checked.
+
+    Raises:
+        QubusError: ``alloc.invalid`` if the policy placed a task where it may not go (a bug).
+    """
     assignment = [int(j) for j in policy.assign(problem)]
     if len(assignment) != problem.n or not all(
         problem.allowed[i, j] for i, j in enumerate(assignment)
     ):
         raise QubusError(f"{policy.name} placed a task where it may not go", code="alloc.invalid")
+    return assignment
+
+
+def explain(
+    policy: Policy, problem: Problem, assignment: list[int], rejected: dict[int, QubusError]
+) -> list[Outcome]:
+    """One outcome per request of the batch, in order: the rejected tasks' errors (by batch
+    index, as ``build_problem`` gives them) and a ``Decision`` for each placed task."""
     decisions = iter(_decisions(policy, problem, assignment))
-    return [o if o is not None else next(decisions) for o in outcomes]
+    return [
+        rejected[i] if i in rejected else next(decisions) for i in range(problem.n + len(rejected))
+    ]
 
 
 def _decisions(policy: Policy, problem: Problem, assignment: list[int]) -> list[Decision]:
@@ -87,6 +108,8 @@ def _decisions(policy: Policy, problem: Problem, assignment: list[int]) -> list[
             reason += f", {verdict} its deadline ({request.deadline_s:.1f} s left)"
             if problem.late[i]:
                 reason += "; no node can meet it, so it goes where it finishes earliest"
+        if request.prefer is not None:
+            reason += f"; prefers {request.prefer} (λ = {problem.task_lam[i]:g} s)"
         if problem.n > 1:
             reason += f" (batch of {problem.n}, J = {objective:.1f} s)"
         decisions.append(

@@ -32,7 +32,9 @@ exactly and by which every policy's placements are compared, is
     J = Σ_i C_i + λ·Σ_i (1 − F_i)        (seconds; λ = ``FIDELITY_WEIGHT_S`` = 100 s)
 
 with ``C_i`` the completion time of task ``i`` counted from the decision: one point of
-predicted fidelity is worth one second of completion time. Because the shorter of two tasks on
+predicted fidelity is worth one second of completion time. A task's preference
+(``TaskRequest.prefer``: fidelity, balanced or time) scales its own λ by ``PREFERENCES``, and its
+hyperscores' time dependence alike. Because the shorter of two tasks on
 a node delays the other by its run, ``J = Σ_i c_{i,a(i)} + Σ_j Σ_{i<k both on j}
 min(run_ij, run_kj)`` with ``c_ij = ready_j + run_ij + λ·(1 − F_ij)``: a quadratic function of
 the one-hot assignment, the QUBO that ``qaoa`` samples.
@@ -51,11 +53,24 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from qubus.bus.messages import Preference
 from qubus.errors import CircuitRejected, QubusError
 from qubus.scheduling.scoring import FIDELITY_WEIGHT_S
 
 if TYPE_CHECKING:
     from qubus.bus.messages import NodeScore
+
+PREFERENCES: dict[str, float] = {"fidelity": 10.0, "balanced": 1.0, "time": 0.1}
+"""What a task's preference (``TaskRequest.prefer``) multiplies λ by. With the default λ of
+100 s: 1,000 s, 100 s and 10 s per unit of fidelity, three points of the frontier that
+``qubus bench schedule --frontier`` measures (on its default workload, annealing at 1,000 s
+traded about 30% longer mean completion for about 20% fewer errors; at 10 s it matched 100 s)."""
+
+
+def preference_lam(lam: float, prefer: Preference | None) -> float:
+    """λ for a task with this preference (None: balanced) in a batch decided at ``lam``."""
+    return lam * PREFERENCES[prefer or "balanced"]
+
 
 _BY_NODE = attrgetter("node")
 T = TypeVar("T")
@@ -112,12 +127,15 @@ class TaskRequest(_Frozen):
         candidates: One per known node.
         fidelity_floor: Nodes predicted below this fidelity are excluded.
         deadline_s: Seconds left until the task should be complete (≤ 0: already late).
+        prefer: Where the task stands on the fidelity–time trade-off: its λ is the batch's
+            times ``PREFERENCES[prefer]`` (None: balanced).
     """
 
     task_id: str = Field(min_length=1)
     candidates: list[Candidate]
     fidelity_floor: float | None = Field(default=None, ge=0, le=1)
     deadline_s: float | None = None
+    prefer: Preference | None = None
 
 
 class Decision(_Frozen):
@@ -265,7 +283,8 @@ class Problem:
         hyperscore: ``(n, m)`` hyperscores.
         time_rate: ``(n, m)`` hyperscore decay per second of completion.
         late: ``(n,)``: the task's deadline cannot be met on any node.
-        lam: λ of the objective, s per unit of fidelity.
+        task_lam: ``(n,)`` each task's own λ (``lam`` scaled by its preference).
+        lam: λ of the batch, s per unit of fidelity.
     """
 
     tasks: tuple[TaskRequest, ...]
@@ -277,6 +296,7 @@ class Problem:
     hyperscore: np.ndarray
     time_rate: np.ndarray
     late: np.ndarray
+    task_lam: np.ndarray
     lam: float = FIDELITY_WEIGHT_S
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -297,19 +317,25 @@ class Problem:
     @cached_property
     def unary(self) -> np.ndarray:
         """``c_ij = ready_j + run_ij + λ·(1 − F_ij)``; +inf where not allowed."""
-        cost = self.ready[None, :] + self.run + self.lam * (1.0 - self.fidelity)
+        cost = self.ready[None, :] + self.run + self.task_lam[:, None] * (1.0 - self.fidelity)
         return np.where(self.allowed, cost, np.inf)
 
     @cached_property
     def shortest_first(self) -> list[int]:
         """The tasks by their shortest run on any node they may go to (ties: batch order)."""
-        return sorted(range(self.n), key=lambda i: (self.run[i, self.options(i)].min(), i))
+        shortest = np.where(self.allowed, self.run, np.inf).min(axis=1)
+        return np.lexsort((np.arange(self.n), shortest)).tolist()
 
     @cached_property
     def seed(self) -> int:
         """A seed fixed by the batch's task ids."""
         digest = hashlib.sha256("\n".join(t.task_id for t in self.tasks).encode()).digest()
         return int.from_bytes(digest[:8], "big")
+
+    @cached_property
+    def option_lists(self) -> list[list[int]]:
+        """Per task, the indices of the nodes it may go to, as a list."""
+        return [np.flatnonzero(row).tolist() for row in self.allowed]
 
     def options(self, i: int) -> np.ndarray:
         """Indices of the nodes task ``i`` may go to."""
@@ -337,7 +363,7 @@ class Problem:
     def objective(self, assignment: Sequence[int]) -> float:
         """J of an assignment (module docstring), in seconds."""
         chosen = self.fidelity[np.arange(self.n), np.asarray(assignment, dtype=int)]
-        return float(self.completions(assignment).sum() + self.lam * (1.0 - chosen).sum())
+        return float(self.completions(assignment).sum() + (self.task_lam * (1.0 - chosen)).sum())
 
     def delay(self, i: int, j: int, others: Sequence[int]) -> float:
         """Σ over ``others`` on node ``j`` of ``min(run_ij, run_kj)``: what task ``i`` and
@@ -371,7 +397,8 @@ def build_problem(
     nodes = tuple(sorted({node for _, options in placeable for node in options}))
     shape = (len(placeable), len(nodes))
     allowed = np.zeros(shape, dtype=bool)
-    grids = {name: np.zeros(shape) for name in ("run", "queue", "fidelity", "hyperscore", "rate")}
+    names = ("run", "queue", "fidelity", "hyperscore", "rate", "completion")
+    grids = {name: np.zeros(shape) for name in names}
     for i, (_, options) in enumerate(placeable):
         for j, node in enumerate(nodes):
             c = options.get(node)
@@ -380,7 +407,14 @@ def build_problem(
             allowed[i, j] = True
             for name, value in zip(
                 grids,
-                (c.run_s, c.queue_s, c.predicted_fidelity, c.hyperscore, c.time_rate),
+                (
+                    c.run_s,
+                    c.queue_s,
+                    c.predicted_fidelity,
+                    c.hyperscore,
+                    c.time_rate,
+                    c.expected_completion_s,
+                ),
                 strict=True,
             ):
                 grids[name][i, j] = value
@@ -397,6 +431,11 @@ def build_problem(
             late[i] = True
             allowed[i] = False
             allowed[i, np.argmin(finish)] = True
+    scale = np.array([PREFERENCES[request.prefer or "balanced"] for request, _ in placeable])
+    # A task weighing fidelity ``scale`` times more: its hyperscore falls ``scale`` times more
+    # slowly with completion time (the time reference scaled as λ is).
+    rate = grids["rate"] / scale[:, None]
+    hyperscore = grids["hyperscore"] * np.exp((grids["rate"] - rate) * grids["completion"])
     problem = Problem(
         tasks=tuple(request for request, _ in placeable),
         nodes=nodes,
@@ -404,9 +443,10 @@ def build_problem(
         run=grids["run"],
         ready=ready,
         fidelity=grids["fidelity"],
-        hyperscore=grids["hyperscore"],
-        time_rate=grids["rate"],
+        hyperscore=hyperscore,
+        time_rate=rate,
         late=late,
         lam=lam,
+        task_lam=lam * scale,
     )
     return problem, rejected

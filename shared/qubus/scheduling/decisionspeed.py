@@ -1,0 +1,127 @@
+"""How fast the policies decide one batch, and how close they come to the optimum
+(``qubus bench schedule --decision-speed``).
+
+One batch of each size (8, 64 and 512 tasks: the first tasks of the benchmark's workload,
+``qubus.scheduling.schedsim``, all decided at once on the fleet as the background load leaves
+it at time 0) is decided by each policy. A decision's time is
+``qubus.scheduling.schedsim.timed_decision``'s: the batch's cost matrix built once, then the
+policy's placement (explanations come after and are not counted); the smallest of
+``REPEATS`` runs (one for milp, which is slow and deterministic). milp stops at
+``MILP_TIME_LIMIT_S`` with the best placement HiGHS found by then, or none.
+
+The reference for the objective gap is the exact minimum of J computed independently of
+HiGHS: milp's model (task ``i`` ``k``-th from the end of node ``j``'s batch queue costs
+``ready_j + k·run_ij + λ·(1 − F_ij)``) is an assignment of tasks to (node, position) slots,
+solved by ``scipy.optimize.linear_sum_assignment`` (Hungarian method).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qubus.errors import QubusError
+from qubus.scheduling.allocation import Problem, get_policy
+from qubus.scheduling.allocation.milp import MILP_TIME_LIMIT_S
+from qubus.scheduling.schedsim import DEV_QASM, Bench, Workload, timed_decision
+
+SIZES = (8, 64, 512)
+"""Batch sizes decided."""
+
+POLICIES = ("hyperscore", "annealing", "milp")
+"""Policies timed."""
+
+REPEATS = 3
+"""Runs per (policy, size) but milp's; the fastest is reported."""
+
+
+def exact_optimum(problem: Problem) -> float:
+    """The minimum of J over the problem's assignments (module docstring)."""
+    from scipy.optimize import linear_sum_assignment
+
+    n, m = problem.n, problem.m
+    k = np.arange(1, n + 1)
+    # cost[i, j, k-1]: task i k-th from the end of node j's queue.
+    cost = problem.unary[:, :, None] + (k[None, None, :] - 1) * problem.run[:, :, None]
+    cost = np.where(problem.allowed[:, :, None], cost, np.inf).reshape(n, m * n)
+    finite = np.isfinite(cost)
+    big = cost[finite].max() * (n + 1) + 1.0
+    rows, cols = linear_sum_assignment(np.where(finite, cost, big))
+    return float(cost[rows, cols].sum())
+
+
+def decision_speed(
+    workload: Workload, *, sizes: Sequence[int] = SIZES, qasm_dir: Path | None = DEV_QASM
+) -> dict[str, Any]:
+    """Per batch size: each policy's decision time (ms) and J against the exact minimum.
+
+    Returns:
+        ``{"sizes": {N: {"optimum": J*, "build_ms": ..., "policies": {NAME: {"ms",
+        "objective", "gap", "milp_speedup"}}}}}``; a milp that found no placement in its time
+        limit has ``objective``/``gap`` None and ``ms`` the time it took.
+    """
+    bench = Bench.prepare(
+        replace(workload, tasks=max(sizes), max_batch=max(sizes)), qasm_dir=qasm_dir
+    )
+    idle = [0.0] * len(bench.devices)
+    out: dict[str, Any] = {"time_limit_s": MILP_TIME_LIMIT_S, "sizes": {}}
+    for size in sizes:
+        requests = bench.requests(range(size), 0.0, idle, [[] for _ in bench.devices])
+        figures: dict[str, dict[str, Any]] = {}
+        optimum = None
+        for name in POLICIES:
+            times, objective = [], None
+            for _ in range(1 if name == "milp" else REPEATS):
+                started = time.perf_counter()
+                try:
+                    problem, assignment, ms = timed_decision(
+                        get_policy(name), requests, lam=workload.fidelity_weight_s
+                    )
+                except QubusError as exc:
+                    if exc.code != "alloc.milp":
+                        raise
+                    times.append((time.perf_counter() - started) * 1000)
+                    continue
+                times.append(ms)
+                objective = problem.objective(assignment)
+                optimum = optimum if optimum is not None else exact_optimum(problem)
+            figures[name] = {"ms": min(times), "objective": objective}
+        for figs in figures.values():
+            objective = figs["objective"]
+            figs["gap"] = None if objective is None else objective / optimum - 1
+            figs["milp_speedup"] = figures["milp"]["ms"] / max(figs["ms"], 1e-6)
+        out["sizes"][size] = {"optimum": optimum, "policies": figures}
+    return out
+
+
+def format_speed(result: dict[str, Any]) -> str:
+    """The study as text: one row per batch size and policy, then the goal per size."""
+    lines = [
+        "decision time per batch (cost matrix + placement; fastest of "
+        f"{REPEATS}, milp once, time limit {result['time_limit_s']:g} s) and J against its "
+        "exact minimum (Hungarian method)",
+        f"{'tasks':>6} {'policy':<12}{'ms':>12}{'J':>14}{'gap':>9}{'milp/this':>11}",
+    ]
+    for size, entry in result["sizes"].items():
+        for name, figs in entry["policies"].items():
+            objective = "no placement" if figs["objective"] is None else f"{figs['objective']:.1f}"
+            gap = "-" if figs["gap"] is None else f"{figs['gap']:+.2%}"
+            lines.append(
+                f"{size:>6} {name:<12}{figs['ms']:>12.3f}{objective:>14}{gap:>9}"
+                f"{figs['milp_speedup']:>10.0f}×"
+            )
+    lines += ["", "goal: hyperscore and annealing ≥ 100× faster than milp at ≤ 2% of J:"]
+    for size, entry in result["sizes"].items():
+        for name in ("hyperscore", "annealing"):
+            figs = entry["policies"][name]
+            met = figs["milp_speedup"] >= 100 and figs["gap"] is not None and figs["gap"] <= 0.02
+            lines.append(
+                f"  [{'met' if met else 'NOT met'}] {size} tasks, {name}: "
+                f"{figs['milp_speedup']:.0f}× faster, J {figs['gap']:+.2%} over the minimum"
+            )
+    return "\n".join(lines)
