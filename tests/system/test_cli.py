@@ -15,13 +15,14 @@ import pytest_asyncio
 
 from qubus.bus.auth import ANONYMOUS
 from qubus.bus.ids import new_task_id
-from qubus.bus.messages import TaskRunning
+from qubus.bus.messages import TaskAllocated, TaskOptions, TaskRunning
 from qubus.bus.natsserver import NatsServer
 from qubus.bus.tracing import TraceContext
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 
 BELL = "qasmbench__bell_n4.qasm"
+RETIRED_NODE = "retired_qpu"  # in no fleet: nothing consumes its allocations
 
 
 def one_error_line(err: str, code: str) -> str:
@@ -34,10 +35,24 @@ def one_error_line(err: str, code: str) -> str:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def running_task(client) -> str:
-    """A task the stack holds as running: its ``running`` event alone (no stage consumes it)."""
+    """A task the stack holds as running: its allocation to a node outside the fleet (which no
+    stage consumes) and that node's ``running`` event."""
     task_id = new_task_id(ANONYMOUS)
-    event = TaskRunning(task_id=task_id, node="ibm_nairobi", queue_wait_s=0.0)
-    await client.bus.publish_event(event, trace=TraceContext.new())
+    allocated = TaskAllocated(
+        task_id=task_id,
+        node=RETIRED_NODE,
+        policy="hyperscore",
+        reason="",
+        ranking=[],
+        predicted_fidelity=0.9,
+        hyperscore=1.0,
+        circuit="{}",
+        options=TaskOptions(shots=1),
+        ideal={},
+    )
+    running = TaskRunning(task_id=task_id, node=RETIRED_NODE, queue_wait_s=0.0)
+    for event in (allocated, running):
+        await client.bus.publish_event(event, trace=TraceContext.new())
     return task_id
 
 

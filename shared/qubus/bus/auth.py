@@ -55,7 +55,7 @@ from qubus.bus.connection import (
     inbox_prefix,
 )
 from qubus.bus.logs import LOG_SUBJECT_PREFIX
-from qubus.bus.messages import TaskCancelled
+from qubus.bus.messages import NodeEvent, TaskCancelled
 from qubus.errors import QubusError
 
 OPERATOR = "operator"
@@ -98,6 +98,7 @@ class Grant:
 
 
 _ENDINGS = ("rejected", "failed")
+_NODE_EVENTS = tuple(cls.EVENT for cls in NodeEvent.__subclasses__())
 GRANTS: dict[str, Grant] = {
     "ingestion": Grant(
         events=("ingested",),
@@ -115,7 +116,7 @@ GRANTS: dict[str, Grant] = {
         reads=(BUCKET_NODES, BUCKET_PILOTS),
     ),
     "allocator": Grant(
-        events=("allocated", "allocated.*", "replace", *_ENDINGS),
+        events=("allocated.*", "replace.*", *_ENDINGS),
         durables=("allocator", "allocator-replace"),
         reads=(BUCKET_NODES,),
         tasks_consumers=True,
@@ -129,9 +130,10 @@ GRANTS: dict[str, Grant] = {
 
 
 def qpu_grant(node: str) -> Grant:
-    """QPU node ``node``'s catalogue: its own consumer and status key, and the run's events."""
+    """QPU node ``node``'s catalogue: its own consumer and status key, and the run's events
+    under its own name only (``qubus.bus.messages.NodeEvent``)."""
     return Grant(
-        events=("running", "completed", "replace", *_ENDINGS),
+        events=(*(f"{event}.{node}" for event in _NODE_EVENTS), *_ENDINGS),
         durables=(f"qpu-{node}",),
         requests=(RESERVE_SUBJECT,),
         write_keys=((BUCKET_NODES, f"node.{node}"),),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import nats
@@ -29,9 +29,9 @@ from nats.js.kv import KeyValue
 
 from qubus.bus import codec
 from qubus.bus.codec import M
-from qubus.bus.ids import task_subject
+from qubus.bus.ids import check_task_id, split_task_subject, task_subject
 from qubus.bus.logs import LOG_SUBJECT_PREFIX, get_logger
-from qubus.bus.messages import LinkStatus, Model, NodeStatus, TaskEvent
+from qubus.bus.messages import LinkStatus, Model, NodeStatus, TaskEvent, believed
 from qubus.bus.tracing import TraceContext
 from qubus.errors import InvalidPayload, Retry
 
@@ -265,15 +265,17 @@ class Bus:
         return not ack.duplicate
 
     async def last_event(self, task_id: str, cls: type[TaskEvent]) -> TaskEvent | None:
-        """The stored event ``cls`` of a task, or None if that stage has not published yet."""
+        """The stored event ``cls`` of a task (the last, on any node for a ``NodeEvent``), or
+        None if that stage has not published yet."""
         try:
-            raw = await self.js.get_last_msg(STREAM, task_subject(task_id, cls.EVENT))
+            raw = await self.js.get_last_msg(STREAM, cls.subjects(check_task_id(task_id)))
         except nats.js.errors.NotFoundError:
             return None
         return codec.decode(raw.data, cls)
 
     async def task_events(self, task_id: str, *, timeout: float = 5.0) -> list[StoredEvent]:
-        """Every event of a task in stream order (the task's trace)."""
+        """Every event of a task in stream order (the task's trace), as believed
+        (``believed_events``)."""
         subject = task_subject(task_id, ">")
         info = await self.js.stream_info(STREAM, subjects_filter=subject)
         stored_count = sum((info.state.subjects or {}).values())
@@ -295,7 +297,7 @@ class Bus:
                     break
         finally:
             await sub.unsubscribe()
-        return events
+        return believed_events(events)
 
     async def node_statuses(self, *, max_age_s: float | None = None) -> dict[str, NodeStatus]:
         """The latest status of every QPU node in KV ``qubus_nodes``, read once.
@@ -497,14 +499,15 @@ async def _stop_watcher(watcher: KeyValue.KeyWatcher | None) -> None:
 
 def stored_event(msg: nats.aio.msg.Msg) -> StoredEvent | None:
     """A stream message as a typed ``StoredEvent``; None for a message that is not a valid
-    task event (such a message never reached a stage: the stage that received it rejected it).
+    task event (such a message never reached a stage: the stage that received it rejected it)
+    or is not on its own subject (``TaskEvent.stored_on``: a node speaking for another).
     """
     headers = msg.headers or {}
     try:
         event = codec.decode_typed(msg.data, headers.get(H_TYPE, ""))
     except InvalidPayload:
         return None
-    if not isinstance(event, TaskEvent):
+    if not isinstance(event, TaskEvent) or not event.stored_on(msg.subject):
         return None
     started = headers.get(H_STARTED)
     trace = headers.get(H_TRACEPARENT, "")
@@ -518,6 +521,13 @@ def stored_event(msg: nats.aio.msg.Msg) -> StoredEvent | None:
         sequence=msg.metadata.sequence.stream,
         trace_id=trace[3:35] if trace else None,
     )
+
+
+def believed_events(events: Sequence[StoredEvent]) -> list[StoredEvent]:
+    """One task's events without a node's event for a task never allocated to that node
+    (``qubus.bus.messages.believed``)."""
+    tails = [split_task_subject(stored.subject)[1] for stored in events]
+    return [stored for stored, keep in zip(events, believed(tails), strict=True) if keep]
 
 
 def inbox_prefix(user: str) -> str:

@@ -42,9 +42,8 @@ from qubus.bus.durable import (
     record_floor,
 )
 from qubus.bus.health import ERROR, Endpoint
-from qubus.bus.ids import ANY_TASK
 from qubus.bus.logs import get_logger
-from qubus.bus.messages import ErrorInfo, TaskEvent, TaskFailed, TaskRejected
+from qubus.bus.messages import ErrorInfo, NodeEvent, TaskEvent, TaskFailed, TaskRejected
 from qubus.bus.tracing import TraceContext
 from qubus.errors import InvalidPayload, QubusError, Retry
 
@@ -104,8 +103,15 @@ class Stage:
     concurrency: int = 1
     max_ack_pending: int = 256
 
+    @property
+    def rejects_invalid(self) -> bool:
+        """Whether an invalid input ends its task (``rejected``): not for a node's events
+        (``NodeEvent``), which any node of the fleet may publish for any task, so that one
+        node's garbage cannot end a task another runs."""
+        return not any(issubclass(cls, NodeEvent) for cls in self.inputs)
+
     def filter_subjects(self) -> list[str]:
-        return list(self.subjects) or [f"qubus.task.{ANY_TASK}.{cls.EVENT}" for cls in self.inputs]
+        return list(self.subjects) or [cls.subjects() for cls in self.inputs]
 
 
 @dataclass
@@ -251,8 +257,14 @@ class StageRunner:
                 event = codec.decode(msg.data, cls)
             except InvalidPayload as exc:
                 log.warning("message.invalid", error=exc.message, subject=msg.subject)
-                await self._end(TaskRejected, task_id, exc, trace, started)
+                if self.stage.rejects_invalid:
+                    await self._end(TaskRejected, task_id, exc, trace, started)
                 await msg.term()
+                outcome = "invalid"
+                return
+            if not event.stored_on(msg.subject):  # e.g. a node speaking for another node
+                log.warning("message.misattributed", subject=msg.subject, own=event.subject())
+                await msg.term()  # not the task's fault: nothing is published for it
                 outcome = "invalid"
                 return
             ctx = Context(self.bus, trace, deliveries, started, msg)

@@ -11,7 +11,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ from qubus.bus.connection import (
     TASK_SUBJECTS,
     Bus,
     StoredEvent,
+    believed_events,
     codec,
     stored_event,
 )
@@ -47,6 +48,7 @@ from qubus.bus.messages import (
     TaskFailed,
     TaskRejected,
     TaskScored,
+    believed,
 )
 from qubus.bus.progress import Progress
 from qubus.bus.tracing import TraceContext
@@ -304,10 +306,12 @@ class Client:
                     async for msg in reader:
                         read_to = msg.metadata.sequence.stream
                         stored = stored_event(msg)
-                        if stored is not None:
-                            events.append(stored)
-                            if stored.event.TERMINAL:
-                                return events
+                        if stored is None:
+                            continue
+                        events.append(stored)
+                        kept = believed_events(events) if stored.event.TERMINAL else []
+                        if kept and kept[-1] is stored:  # not a node's forgery
+                            return kept
             except (TimeoutError, nats.errors.Error) as exc:
                 if time.monotonic() >= deadline:
                     raise TimeoutError(
@@ -325,7 +329,9 @@ class Client:
             QubusError: ``task.invalid_id`` or ``auth.not_owner`` (``_task_subject``).
         """
         msgs = self.read_stream(STREAM, self._task_subject(task_id))
-        return [stored async for msg in msgs if (stored := stored_event(msg)) is not None]
+        return believed_events(
+            [stored async for msg in msgs if (stored := stored_event(msg)) is not None]
+        )
 
     async def cancel(self, task_id: str) -> bool:
         """Cancel a task that has not started running: a QPU node will skip it.
@@ -372,10 +378,10 @@ class Client:
             subjects = [msg.subject async for msg in msgs]
         seen: dict[str, list[str]] = {}
         for subject in subjects:
-            task_id, event = split_task_subject(subject)
-            seen.setdefault(task_id, []).append(event.split(".")[0])
+            task_id, tail = split_task_subject(subject)
+            seen.setdefault(task_id, []).append(tail)
         oldest_first = sorted(seen, key=lambda task_id: task_id.split(".", 1)[1])
-        return [(task_id, status_from_events(seen[task_id])) for task_id in oldest_first]
+        return [(task_id, status_from_tails(seen[task_id])) for task_id in oldest_first]
 
     async def services(
         self, verb: str = "STATS", *, timeout: float = 0.5, expected: int | None = None
@@ -532,6 +538,13 @@ class Client:
 def status_of(events: list[StoredEvent]) -> str:
     """The task's status: one of ``STATUSES``, ``unknown`` without events."""
     return status_from_events([stored.event.EVENT for stored in events])
+
+
+def status_from_tails(tails: Sequence[str]) -> str:
+    """The status of a task whose events' subjects end with ``tails`` (after the task id:
+    ``allocated.ibm_nairobi``), counting only the events ``believed``."""
+    kept = [tail for tail, keep in zip(tails, believed(tails), strict=True) if keep]
+    return status_from_events(tail.split(".")[0] for tail in kept)
 
 
 def status_from_events(names: Iterable[str]) -> str:
