@@ -104,10 +104,11 @@ class Stage:
     max_ack_pending: int = 256
 
     @property
-    def rejects_invalid(self) -> bool:
-        """Whether an invalid input ends its task (``rejected``): not for a node's events
-        (``NodeEvent``), which any node of the fleet may publish for any task, so that one
-        node's garbage cannot end a task another runs."""
+    def ends_tasks(self) -> bool:
+        """Whether a message the stage cannot handle (invalid, or every delivery of which
+        died with its process) ends its task: not for a node's events (``NodeEvent``), which
+        any node of the fleet may publish for any task (one node's garbage must not end a task
+        another runs), and which arrive for tasks already ended (``completed``)."""
         return not any(issubclass(cls, NodeEvent) for cls in self.inputs)
 
     def filter_subjects(self) -> list[str]:
@@ -257,7 +258,7 @@ class StageRunner:
                 event = codec.decode(msg.data, cls)
             except InvalidPayload as exc:
                 log.warning("message.invalid", error=exc.message, subject=msg.subject)
-                if self.stage.rejects_invalid:
+                if self.stage.ends_tasks:
                     await self._end(TaskRejected, task_id, exc, trace, started)
                 await msg.term()
                 outcome = "invalid"
@@ -266,6 +267,21 @@ class StageRunner:
                 log.warning("message.misattributed", subject=msg.subject, own=event.subject())
                 await msg.term()  # not the task's fault: nothing is published for it
                 outcome = "invalid"
+                return
+            if deliveries > self.max_deliver:
+                # A dead letter: each delivery so far ended without a verdict (the process
+                # died handling it: a crash, an out-of-memory kill) or its verdict was lost.
+                log.error("stage.dead_letter", deliveries=deliveries)
+                if self.stage.ends_tasks:
+                    dead = QubusError(
+                        f"stage {self.stage.name} gave up on the task after {deliveries - 1} "
+                        "deliveries: each ended without an answer (its process died handling "
+                        "it)",
+                        code="stage.dead_letter",
+                    )
+                    await self._end(TaskFailed, event.task_id, dead, trace, started)
+                await msg.term()
+                outcome = TaskFailed.EVENT
                 return
             ctx = Context(self.bus, trace, deliveries, started, msg)
             outcome, error = await self._handle(event, ctx, msg)
