@@ -267,6 +267,23 @@ async def test_a_node_cannot_report_for_another_node(operator, secured_url, cred
     assert dict(await operator.tasks())[task_id] == "done", stored
 
 
+async def test_only_its_owner_retries_a_task(secured_url, creds, bobs_task):
+    alice = await Client.connect(secured_url, nkey=seed(creds, "alice"))
+    try:
+        with pytest.raises(QubusError) as refused:
+            await alice.retry(bobs_task["task_id"])
+    finally:
+        await alice.close()
+    assert refused.value.code == "auth.not_owner"
+    bob = await Client.connect(secured_url, nkey=seed(creds, "bob"))
+    try:
+        with pytest.raises(QubusError) as done:
+            await bob.retry(bobs_task["task_id"])
+    finally:
+        await bob.close()
+    assert done.value.code == "task.not_retryable"
+
+
 async def test_a_user_cancels_its_own_tasks_only(alice, operator, secured_url, creds, bobs_task):
     client = await Client.connect(secured_url, nkey=seed(creds, "alice"))
     try:

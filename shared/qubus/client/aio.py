@@ -46,6 +46,7 @@ from qubus.bus.messages import (
     TaskCancelled,
     TaskCompleted,
     TaskFailed,
+    TaskIngested,
     TaskRejected,
     TaskScored,
     believed,
@@ -382,6 +383,63 @@ class Client:
             seen.setdefault(task_id, []).append(tail)
         oldest_first = sorted(seen, key=lambda task_id: task_id.split(".", 1)[1])
         return [(task_id, status_from_tails(seen[task_id])) for task_id in oldest_first]
+
+    async def failures(self) -> dict[str, TaskRejected | TaskFailed]:
+        """Why each task this client may read failed or was rejected: its ``failed`` or
+        ``rejected`` event (stage and error), by task id; the dead letters among them have
+        the code ``stage.dead_letter``."""
+        owner = "*" if self._reads_all else self.user
+        ends: dict[str, TaskRejected | TaskFailed] = {}
+        for cls in (TaskRejected, TaskFailed):
+            async for msg in self.read_stream(STREAM, cls.subjects(f"{owner}.*")):
+                stored = stored_event(msg)
+                if stored is not None and isinstance(stored.event, cls):
+                    ends[stored.event.task_id] = stored.event
+        return ends
+
+    async def retry(self, task_id: str) -> SubmitReply:
+        """Submit a failed or cancelled task of this client's again, as it was submitted (a
+        new task id).
+
+        Raises:
+            QubusError: ``auth.not_owner`` for another user's task (the operator's too: the
+                task would become the operator's); ``task.unknown`` for a task the stream
+                does not hold; ``task.not_retryable`` for a task that is not failed or
+                cancelled (a rejected one would be rejected again).
+        """
+        owner = check_task_id(task_id).split(".", 1)[0]
+        if self.user and owner != self.user:
+            raise QubusError(
+                f"task {task_id} belongs to {owner}, not to {self.user}: only its owner may "
+                "retry it",
+                code="auth.not_owner",
+            )
+        events = await self.events(task_id)
+        ingested = next((e.event for e in events if isinstance(e.event, TaskIngested)), None)
+        if ingested is None:
+            raise QubusError(f"no task {task_id}", code="task.unknown")
+        status = status_of(events)
+        if status not in ("failed", "cancelled"):
+            raise QubusError(
+                f"task {task_id} is {status}: only a failed or cancelled task can be retried",
+                code="task.not_retryable",
+            )
+        options = ingested.options
+        request = SubmitRequest(
+            circuit=ingested.text,
+            format=ingested.format,
+            shots=options.shots,
+            priority=options.priority,
+            pilot=options.pilot,
+            node=options.node,
+            noiseless=options.noiseless,
+            source=options.source,
+            fidelity_floor=options.fidelity_floor,
+            deadline_s=options.deadline_s,
+            split=options.split,
+            ideal_links=options.ideal_links,
+        )
+        return await self.submit(request)
 
     async def services(
         self, verb: str = "STATS", *, timeout: float = 0.5, expected: int | None = None
