@@ -399,6 +399,31 @@ async def test_a_service_publishes_only_its_own_events(secured_url, creds, secur
         await parser.nc.close()
 
 
+async def test_a_service_cannot_touch_another_stages_consumer_or_change_a_stream(
+    operator, secured_url, creds, secured_stack
+):
+    allocator = await Attacker().connect(secured_url, seed(creds, "svc-allocator"), "svc-allocator")
+    api = "$JS.API"
+    parser = (await operator.bus.js.consumer_info(STREAM, "parser")).config
+    try:
+        for subject in (
+            f"$JS.ACK.{STREAM}.parser.1.1.1.1.1",
+            f"{api}.CONSUMER.MSG.NEXT.{STREAM}.parser",
+            f"{api}.CONSUMER.DELETE.{STREAM}.parser",
+            f"{api}.CONSUMER.CREATE.{STREAM}.parser.qubus.task.>",
+        ):
+            await allocator.refused(lambda s=subject: allocator.nc.publish(s, b"{}"), subject)
+        config = (await operator.bus.js.stream_info(STREAM)).config
+        shrunk = StreamConfig(**{**config.as_dict(), "max_age": 1})
+        await allocator.refused(
+            lambda: allocator.js.update_stream(shrunk), f"{api}.STREAM.UPDATE.{STREAM}"
+        )
+    finally:
+        await allocator.nc.close()
+    assert (await operator.bus.js.stream_info(STREAM)).config.max_age == config.max_age
+    assert (await operator.bus.js.consumer_info(STREAM, "parser")).config == parser
+
+
 async def test_cli_works_with_a_users_credentials(
     qubus_cli, secured_url, creds, operator, bobs_task, tmp_path
 ):

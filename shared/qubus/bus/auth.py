@@ -6,8 +6,8 @@ subscribe against that user's permissions, so a refused action never reaches a q
 
 - ``svc-<service>``: one per service (shared by its replicas); publishes only its own task
   events, its log subject and its KV keys (its durables' floors in ``qubus_consumers``
-  among them); consumes only through its own durable consumers; may create (never delete)
-  the streams and buckets (every service ensures the topology at start).
+  among them); consumes only through its own durable consumers; may create (never update
+  or delete) the streams and buckets (every service ensures the topology at start).
 - ``qpu-<node>``: one per node of the fleet; writes only ``node.<node>`` in ``qubus_nodes``
   and consumes only through ``qpu-<node>``, so a node outside the fleet has no identity and
   one node cannot report another's status.
@@ -67,6 +67,9 @@ USER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _RESERVED = (OPERATOR, ANONYMOUS)
 _RESERVED_PREFIXES = ("svc-", "qpu-")
 SEED_SUFFIX = ".nk"
+USERS_FILE = "users.json"
+"""Where ``add_user`` records the users of a ``qubus up`` state dir (in its creds dir)."""
+ROLES = ("client", "operator")
 
 _API = "$JS.API"
 _TASK_EVENTS = "qubus.task.*.*"
@@ -171,19 +174,18 @@ class Identity:
 
 
 def _stream_reader(stream: str) -> list[str]:
-    """JetStream API subjects to read ``stream`` through ephemeral consumers and gets."""
+    """JetStream API subjects to read ``stream`` through gets and ordered consumers (KV
+    watchers, the re-placement's reads): push consumers without acknowledgements, which the
+    server removes once their subscriber is gone. Never fetching from, acknowledging for or
+    deleting a consumer by name: that would be another stage's durable consumer."""
     return [
         f"{_API}.STREAM.INFO.{stream}",
         f"{_API}.STREAM.MSG.GET.{stream}",
         f"{_API}.DIRECT.GET.{stream}",
         f"{_API}.DIRECT.GET.{stream}.>",
-        f"{_API}.CONSUMER.CREATE.{stream}",
-        f"{_API}.CONSUMER.CREATE.{stream}.>",
+        f"{_API}.CONSUMER.CREATE.{stream}",  # unnamed: never another's durable consumer
         f"{_API}.CONSUMER.INFO.{stream}.*",
-        f"{_API}.CONSUMER.DELETE.{stream}.*",
-        f"{_API}.CONSUMER.MSG.NEXT.{stream}.*",
         f"$JS.FC.{stream}.>",
-        f"$JS.ACK.{stream}.>",
     ]
 
 
@@ -200,9 +202,10 @@ def _durable(stream: str, name: str) -> list[str]:
 
 
 def _topology() -> list[str]:
-    """Create, update and inspect (never delete or purge) every qubus stream and bucket."""
+    """Create and inspect (never update, delete or purge) every qubus stream and bucket: an
+    update could drop the task stream's limits, age or subjects; the operator makes it."""
     streams = [STREAM, LOG_STREAM, *(f"KV_{bucket}" for bucket in BUCKETS)]
-    return [f"{_API}.STREAM.{verb}.{s}" for s in streams for verb in ("CREATE", "UPDATE", "INFO")]
+    return [f"{_API}.STREAM.{verb}.{s}" for s in streams for verb in ("CREATE", "INFO")]
 
 
 def service_identity(name: str, grant: Grant) -> Identity:
@@ -280,16 +283,53 @@ def check_user_name(user: str) -> None:
 
 
 def identities(
-    services: Sequence[str], fleet: Sequence[str], users: Sequence[str]
+    services: Sequence[str],
+    fleet: Sequence[str],
+    users: Sequence[str],
+    operators: Sequence[str] = (),
 ) -> list[Identity]:
-    """Every identity of a stack: the operator, each service, each QPU node, each user."""
-    found = [Identity(OPERATOR)]
+    """Every identity of a stack: the operator, each service, each QPU node, each client
+    user (``users``) and each user with the operator's role (``operators``)."""
+    found = [Identity(OPERATOR), *(Identity(name) for name in operators)]
     found += [service_identity(f"svc-{s}", GRANTS[s]) for s in services]
     found += [service_identity(f"qpu-{node}", qpu_grant(node)) for node in fleet]
     durables = [d for s in services for d in GRANTS[s].durables]
     durables += [d for node in fleet for d in qpu_grant(node).durables]
     found += [client_identity(user, durables=durables) for user in users]
     return found
+
+
+def recorded_users(creds_dir: Path) -> dict[str, str]:
+    """The users ``add_user`` recorded in ``creds_dir`` (name → role), in order added."""
+    path = creds_dir / USERS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def add_user(creds_dir: Path, name: str, role: str) -> bool:
+    """Record user ``name`` with ``role`` (``client`` or ``operator``) in ``creds_dir``, for
+    ``qubus up`` to give it an identity (at start, and within a second while it runs), and
+    write its seed (``write_credentials`` keeps an existing one).
+
+    Returns:
+        False if the user was already recorded with that role.
+
+    Raises:
+        QubusError: ``auth.bad_user`` (``check_user_name``); ``auth.bad_role``.
+    """
+    check_user_name(name)
+    if role not in ROLES:
+        raise QubusError(f"bad role {role!r}: use {' or '.join(ROLES)}", code="auth.bad_role")
+    users = recorded_users(creds_dir)
+    if users.get(name) == role:
+        return False
+    users[name] = role
+    creds_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(creds_dir, 0o700)
+    write_credentials(creds_dir, [Identity(name)])
+    partial = creds_dir / f"{USERS_FILE}.tmp"
+    partial.write_text(json.dumps(users, indent=1) + "\n")
+    partial.replace(creds_dir / USERS_FILE)  # whole: qubus up may be reading it
+    return True
 
 
 def service_user(service: str, node: str | None) -> str:

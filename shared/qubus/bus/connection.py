@@ -186,7 +186,7 @@ class Bus:
         self.healthy = True
 
     async def ensure_topology(
-        self, *, duplicate_window_s: float = 600.0, replicas: int = 1
+        self, *, duplicate_window_s: float = 600.0, replicas: int = 1, update: bool = True
     ) -> None:
         """Create the streams and KV buckets, or bring them to this configuration.
 
@@ -197,6 +197,10 @@ class Bus:
             duplicate_window_s: The task stream's de-duplication window.
             replicas: Copies of every stream and bucket kept in a JetStream cluster (durable
                 consumers inherit their stream's); 1 on a single server.
+            update: Bring existing streams to this configuration; False (a service on a
+                secured bus, which may create streams but never change them: the operator
+                does, ``qubus up`` at start) leaves a differing one as it is and logs
+                ``topology.differs``.
         """
         config = StreamConfig(
             name=STREAM,
@@ -220,6 +224,9 @@ class Bus:
             try:
                 await self.js.add_stream(stream)
             except nats.js.errors.BadRequestError:
+                if not update:
+                    log.warning("topology.differs", stream=stream.name)
+                    continue
                 await self.js.update_stream(stream)
         for bucket in _BUCKETS:
             try:
@@ -229,7 +236,9 @@ class Bus:
             except nats.js.errors.BadRequestError:
                 self._kv[bucket.bucket] = await self.js.key_value(bucket.bucket)
                 stream = (await self.js.stream_info(f"KV_{bucket.bucket}")).config
-                if stream.num_replicas != replicas:
+                if stream.num_replicas != replicas and not update:
+                    log.warning("topology.differs", stream=stream.name)
+                elif stream.num_replicas != replicas:
                     stream.num_replicas = replicas
                     await self.js.update_stream(stream)
 

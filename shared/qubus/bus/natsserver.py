@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -52,6 +53,7 @@ class NatsServer:
         self.log_path = Path(self.store_dir) / "nats-server.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
+        self._listen = -1  # the port the configuration names (-1: any free one)
 
     @property
     def url(self) -> str:
@@ -65,11 +67,8 @@ class NatsServer:
             timeout: Seconds to wait for the server to listen.
         """
         Path(self.store_dir).mkdir(parents=True, exist_ok=True)
-        config = Path(self.store_dir) / "nats-server.conf"
-        config.write_text(
-            f'listen: "127.0.0.1:{port or -1}"\nmax_payload: {MAX_PAYLOAD}\n'
-            f'jetstream {{ store_dir: "{Path(self.store_dir) / "js"}" }}\n{self.authorization}'
-        )
+        self._listen = port or -1
+        config = self._write_config()
         # The server appends to its log: read only what this start writes.
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.process = subprocess.Popen(
@@ -94,6 +93,22 @@ class NatsServer:
             time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"nats-server did not start in {timeout}s: {self._log_tail()}")
+
+    def _write_config(self) -> Path:
+        config = Path(self.store_dir) / "nats-server.conf"
+        config.write_text(
+            f'listen: "127.0.0.1:{self._listen}"\nmax_payload: {MAX_PAYLOAD}\n'
+            f'jetstream {{ store_dir: "{Path(self.store_dir) / "js"}" }}\n{self.authorization}'
+        )
+        return config
+
+    def reload(self, authorization: str) -> None:
+        """Give the running server a new ``authorization`` block (users added or changed):
+        its configuration is rewritten and it reloads it (SIGHUP), keeping its clients."""
+        self.authorization = authorization
+        self._write_config()
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGHUP)
 
     def restart_if_dead(self) -> bool:
         """Start the server again, on the same port and store, if its process has exited.

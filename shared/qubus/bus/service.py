@@ -216,8 +216,10 @@ async def _serve(
         stack.push_async_callback(bus.close)  # runs last: after every consumer has stopped
         await logs.BUS_COPY.start(bus.nc, logs.log_subject(service))
         stack.push_async_callback(logs.BUS_COPY.stop)
-        await bus.ensure_topology(
-            duplicate_window_s=settings.duplicate_window_s, replicas=settings.stream_replicas
+        await bus.ensure_topology(  # with credentials: create, never change (the operator's)
+            duplicate_window_s=settings.duplicate_window_s,
+            replicas=settings.stream_replicas,
+            update=not nkey,
         )
         await setup(rt)
         await health.start()
