@@ -379,6 +379,17 @@ async def test_streams_and_stage_consumers_cannot_be_created_deleted_or_read(ali
     assert (await operator.bus.js.consumer_info(STREAM, "parser")).name == "parser"
 
 
+async def test_a_user_reads_only_the_log_lines_about_its_own_tasks(alice):
+    for subject in ("qubus.log.>", "qubus.log.*.bob", "qubus.log.parser.~"):
+        api = f"$JS.API.CONSUMER.CREATE.QUBUS_LOGS.peek.{subject}"
+        await alice.refused(
+            lambda s=subject: alice.js.add_consumer(
+                "QUBUS_LOGS", ConsumerConfig(name="peek", filter_subject=s)
+            ),
+            api,
+        )
+
+
 async def test_a_user_cannot_submit_as_another_or_read_other_inboxes(alice):
     await alice.refused(
         lambda: alice.nc.request("qubus.submit.bob", b"{}", timeout=1), "qubus.submit.bob"

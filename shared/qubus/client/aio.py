@@ -488,7 +488,8 @@ class Client:
         """Log lines stored in stream ``QUBUS_LOGS`` (one day of them), oldest first.
 
         Args:
-            service: Only this service's lines (subject ``qubus.log.<service>``).
+            service: Only this service's lines (subject ``qubus.log.<service>.<owner>``; a
+                client user reads only the lines about its own tasks).
             since: Only lines stored at or after this Unix time.
             follow: After the stored lines, keep yielding new ones until cancelled.
             batch: Lines fetched per request.
@@ -496,8 +497,9 @@ class Client:
         Yields:
             Each line's JSON object (lines that are not JSON objects are skipped).
         """
+        owner = "*" if self._reads_all else self.user  # a user reads its own tasks' lines
         async for msg in self.read_stream(
-            LOG_STREAM, log_subject(service or "*"), since=since, follow=follow, batch=batch
+            LOG_STREAM, log_subject(service or "*", owner), since=since, follow=follow, batch=batch
         ):
             try:
                 line = json.loads(msg.data)
