@@ -97,6 +97,21 @@ def add_up_command(sub: argparse._SubParsersAction) -> None:
         help="client: submits and reads its own tasks (default); operator: everything "
         "(weights, pilots, feedback, streams)",
     )
+    creds = sub.add_parser(
+        "creds",
+        help="write the identities of a deployed stack (deploy/)",
+        description="Write an nkey seed per identity (the operator, every service, each QPU "
+        "node of --fleet and each --users client) into DIR, keeping existing ones, and "
+        "DIR/auth.conf, the NATS `authorization` block naming their public keys and "
+        "permissions. deploy/compose.yaml mounts deploy/creds/ (compose secrets), "
+        "deploy/k8s turns deploy/k8s/creds/ into Secrets (kustomize secretGenerator); see "
+        "deploy/k8s/README.md.",
+    )
+    creds.add_argument("dir", metavar="DIR", type=Path)
+    creds.add_argument(
+        "--fleet", help="comma-separated QPU node ids (default: the default fleet, as qubus up)"
+    )
+    creds.add_argument("--users", default="", help="comma-separated client users besides local")
     sub.add_parser(
         "down",
         help="stop the stack `qubus up` runs on this machine",
@@ -356,6 +371,25 @@ def _mtime(path: Path | None) -> float | None:
         return None if path is None else path.stat().st_mtime
     except FileNotFoundError:
         return None
+
+
+async def _creds(args: argparse.Namespace) -> int:
+    """``qubus creds DIR``: the seeds and the server's authorization block of a deployment.
+
+    Raises:
+        UsageError: a bad ``--fleet`` or ``--users``.
+    """
+    from qubus.bus import auth
+    from qubus_services import SERVICES
+
+    fleet = default_fleet() if args.fleet is None else [n for n in args.fleet.split(",") if n]
+    check_fleet(list(fleet))
+    users = check_users(args.users)
+    services = [service for service in SERVICES if service != "qpu"]
+    block = auth.write_credentials(args.dir, auth.identities(services, fleet, users))
+    (args.dir / "auth.conf").write_text(block)
+    print(f"{len(services) + len(fleet) + len(users) + 1} identities in {args.dir}")
+    return 0
 
 
 async def _user(args: argparse.Namespace) -> int:
@@ -641,6 +675,7 @@ async def _report(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "user": _user,
+    "creds": _creds,
     "nodes": _nodes,
     "ps": _ps,
     "logs": _logs,
