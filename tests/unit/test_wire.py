@@ -112,8 +112,9 @@ def test_a_nodes_events_name_it_in_subject_and_dedup_id_and_are_believed_on_thei
 
 def test_a_nodes_event_is_believed_only_from_a_node_the_task_was_allocated_to():
     tails = ["ingested", "allocated.a", "running.b", "completed.b", "replace.a", "running.a"]
-    tails += ["completed.a", "completed", "failed"]
-    assert believed(tails) == [True, True, False, False, True, True, True, True, True]
+    tails += ["completed.a", "allocated.c", "completed.c", "failed"]
+    assert believed(tails) == [True, True, False, False, True, True, True, True, False, True]
+    assert believed(["completed"]) == [True]  # stored before nodes were named
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ subscribe against that user's permissions, so a refused action never reaches a q
   ``cancelled`` events (``qubus.task.<name>.*.cancelled``); reads only
   ``qubus.task.<name>.>`` (named pull consumers with that filter, whose API subject
   ``$JS.API.CONSUMER.CREATE.<stream>.<consumer>.<filter>`` the server checks), the log
-  stream, and node and link status; replies reach it on its own inbox prefix
-  ``_INBOX_<name>``.
+  lines about its own tasks (``qubus.log.*.<name>``), and node and link status; replies
+  reach it on its own inbox prefix ``_INBOX_<name>``.
 - ``operator``: everything (weights, pilots, feedback, streams, the supervisor).
 
 ``qubus up`` writes the server's ``authorization`` block and one seed file per identity
@@ -54,7 +54,7 @@ from qubus.bus.connection import (
     SUBMIT_SUBJECT,
     inbox_prefix,
 )
-from qubus.bus.logs import LOG_SUBJECT_PREFIX
+from qubus.bus.logs import log_subject
 from qubus.bus.messages import NodeEvent, TaskCancelled
 from qubus.errors import QubusError
 
@@ -210,7 +210,7 @@ def _topology() -> list[str]:
 
 def service_identity(name: str, grant: Grant) -> Identity:
     """The NATS user ``name`` of a service process (``svc-parser``, ``qpu-ibm_nairobi``)."""
-    publish = [f"{LOG_SUBJECT_PREFIX}.{label_service(name)}", READY_SUBJECT, *_topology()]
+    publish = [log_subject(label_service(name)), READY_SUBJECT, *_topology()]
     publish += [f"{_TASK_EVENTS}.{event}" for event in grant.events]
     publish += list(grant.requests)
     publish += [f"{_API}.STREAM.MSG.GET.{STREAM}", f"{_API}.STREAM.INFO.{STREAM}"]
@@ -251,7 +251,7 @@ def client_identity(user: str, *, durables: Iterable[str]) -> Identity:
         f"{_API}.CONSUMER.CREATE.{STREAM}.*.qubus.task.{user}.>",
         f"{_API}.CONSUMER.INFO.{STREAM}.*",
         f"{_API}.CONSUMER.MSG.NEXT.{STREAM}.*",
-        f"{_API}.CONSUMER.CREATE.{LOG_STREAM}.*.{LOG_SUBJECT_PREFIX}.>",
+        f"{_API}.CONSUMER.CREATE.{LOG_STREAM}.*.{log_subject('*', user)}",  # its tasks' lines
         f"{_API}.CONSUMER.INFO.{LOG_STREAM}.*",
         f"{_API}.CONSUMER.MSG.NEXT.{LOG_STREAM}.*",
         f"{_API}.STREAM.INFO.KV_{BUCKET_NODES}",

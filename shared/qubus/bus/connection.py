@@ -21,6 +21,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
     DeliverPolicy,
+    DiscardPolicy,
     KeyValueConfig,
     StorageType,
     StreamConfig,
@@ -38,6 +39,10 @@ from qubus.errors import InvalidPayload, Retry
 STREAM = "QUBUS_TASKS"
 LOG_STREAM = "QUBUS_LOGS"
 LOG_STREAM_MAX_BYTES = 256 * 1024 * 1024
+TASK_STREAM_MAX_BYTES = 8 * 1024**3
+TASK_STREAM_MAX_MSGS = 20_000_000
+"""The task stream's limits beside its seven days: past either, the server refuses new events
+(``DiscardPolicy.NEW``: a submission is refused rather than an old result silently dropped)."""
 TASK_SUBJECTS = "qubus.task.>"
 SUBMIT_SUBJECT = "qubus.submit"
 EPR_SUBJECT = "qubus.link.epr"
@@ -209,6 +214,9 @@ class Bus:
             num_replicas=replicas,
             duplicate_window=duplicate_window_s,
             max_age=7 * 24 * 3600,
+            max_bytes=TASK_STREAM_MAX_BYTES,
+            max_msgs=TASK_STREAM_MAX_MSGS,
+            discard=DiscardPolicy.NEW,
             description="qubus task events: every stage's output, the task's trace",
         )
         logs = StreamConfig(

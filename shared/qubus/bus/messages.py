@@ -533,15 +533,22 @@ class TaskCompleted(NodeEvent):
 
 def believed(tails: Sequence[str]) -> list[bool]:
     """Which of one task's events to believe, given their subjects' tails after the task id
-    (``allocated.ibm_nairobi``, ``completed.ibm_nairobi``, ``parsed``): every one but a node's
-    event (``NodeEvent``) naming a node the task was never allocated to, which that node's
-    identity forged (it may publish for any task, but only under its own name)."""
+    (``allocated.ibm_nairobi``, ``completed.ibm_nairobi``, ``parsed``) in stream order: every
+    one but a node's event (``NodeEvent``) naming a node the task was never allocated to,
+    which that node's identity forged (it may publish for any task, but only under its own
+    name), and but a second ``completed``: a node that had lost the task to a re-placement
+    while it ran it (stopped, then resumed) may complete it too, and the first result stands,
+    as when both shared one de-duplication id."""
     allocated = {tail.partition(".")[2] for tail in tails if tail.startswith("allocated.")}
     node_events = {cls.EVENT for cls in NodeEvent.__subclasses__()}
     believe = []
+    completed = False
     for tail in tails:
         event, _, node = tail.partition(".")
-        believe.append(event not in node_events or not node or node in allocated)
+        kept = event not in node_events or not node or node in allocated
+        if kept and event == TaskCompleted.EVENT:
+            kept, completed = not completed, True
+        believe.append(kept)
     return believe
 
 
