@@ -275,11 +275,10 @@ def test_every_service_mounts_its_own_identity_from_a_secret() -> None:
         [creds] = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if "secret" in v]
         assert creds["secret"]["secretName"] == "qubus-creds"
         key = f"{_identity(container['command'])}.nk"
-        assert creds["secret"]["items"] == [{"key": key, "path": "qubus.nk"}]
+        assert creds["secret"]["items"] == [{"key": key, "path": "identity.nk"}]
         [mount] = [m for m in container["volumeMounts"] if m["name"] == creds["name"]]
-        assert {"name": "QUBUS_NATS_NKEY", "value": f"{mount['mountPath']}/qubus.nk"} in container[
-            "env"
-        ]
+        seed = {"name": "QUBUS_NATS_NKEY", "value": f"{mount['mountPath']}/identity.nk"}
+        assert seed in container["env"]
     assert generated["nats-auth"]["files"] == ["creds/auth.conf"]
     values = _yaml(DEPLOY / "helm" / "nats-values.yaml")
     [volume] = [p["value"] for p in values["podTemplate"]["patch"] if p["value"]["name"] == "auth"]
@@ -290,9 +289,9 @@ def test_every_service_mounts_its_own_identity_from_a_secret() -> None:
     compose = _compose()
     for service in _qubus_compose_services().values():
         identity = _identity(service["command"])
-        assert service["secrets"] == [{"source": identity, "target": "qubus.nk"}]
+        assert service["secrets"] == [{"source": identity, "target": "identity.nk"}]
         assert compose["secrets"][identity] == {"file": f"./creds/{identity}.nk"}
-        assert service["environment"]["QUBUS_NATS_NKEY"] == "/run/secrets/qubus.nk"
+        assert service["environment"]["QUBUS_NATS_NKEY"] == "/run/secrets/identity.nk"
     for name, server in compose["services"].items():
         if name.startswith("nats-"):
             assert "./creds/auth.conf:/etc/nats/auth.conf:ro" in server["volumes"]
