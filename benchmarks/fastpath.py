@@ -50,8 +50,8 @@ from pathlib import Path
 import psutil
 
 from qubus.bus import logs
-from qubus.bus.ids import ANY_TASK, split_task_subject
-from qubus.bus.messages import SubmitRequest
+from qubus.bus.ids import split_task_subject
+from qubus.bus.messages import SubmitRequest, TaskCompleted, TaskFailed, TaskRejected
 from qubus.bus.natsserver import NatsServer
 from qubus.cli.common import default_fleet
 from qubus.cli.stack import Supervisor, parse_replicas, stack_specs
@@ -133,12 +133,12 @@ class Waiter:
     events: dict[str, asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
 
     async def start(self, client: Client) -> None:
-        for end in ("completed", "rejected", "failed"):
-            await client.bus.nc.subscribe(f"qubus.task.{ANY_TASK}.{end}", cb=self._on_end)
+        for end in (TaskCompleted, TaskRejected, TaskFailed):
+            await client.bus.nc.subscribe(end.subjects(), cb=self._on_end)
 
     async def _on_end(self, msg) -> None:
-        task_id, end = split_task_subject(msg.subject)
-        self.ends.setdefault(task_id, (time.time(), end))
+        task_id, tail = split_task_subject(msg.subject)
+        self.ends.setdefault(task_id, (time.time(), tail.split(".")[0]))
         self.events[task_id].set()
 
     async def wait(self, task_id: str, timeout: float = 600.0) -> tuple[float, str]:

@@ -357,6 +357,9 @@ class Allocator:
         current = await latest_allocation(self._bus, event.task_id)
         if current is None or current.attempt != event.attempt:
             return None  # already re-placed
+        if current.node != event.node:
+            log.warning("allocator.replace_not_held", node=event.node, held_by=current.node)
+            return None  # a node asking to give up a task it does not hold
         scored = await self._bus.last_event(event.task_id, TaskScored)
         if scored is None:
             raise Retry("the task's scored event is not readable yet")

@@ -57,6 +57,7 @@ from qubus.scheduling.outcomes import (
     observe,
 )
 from qubus.scheduling.pilots import PilotDescription
+from qubus.scheduling.replacement import allocated_to
 from qubus.scheduling.scoring import DEFAULT_WEIGHTS, ScoreInputs, Weights, score
 from qubus.scheduling.weights import WEIGHTS_KEY, WeightsRecord, ensure_weights
 
@@ -300,6 +301,9 @@ class Fusion:
             return  # a split run measures several nodes and links, not its lead node
         if sweep_of(event.task_id) is not None:
             return  # a sweep counts once, by its own completion (the mean of its points)
+        if not await allocated_to(self._bus, event.task_id, event.node):
+            log.warning("outcome.not_allocated", node=event.node)
+            return
         checked = await self._bus.last_event(event.task_id, TaskChecked)
         if checked is None:
             log.warning("outcome.no_checked_event")

@@ -455,14 +455,22 @@ class QpuNode:
             **common,
         )
 
+    async def _superseded(self, event: TaskAllocated, why: str) -> bool:
+        """Whether the task has been allocated again since ``event`` (then logs ``why``):
+        the node skips it, or drops the result of a run that outlived its allocation (the
+        node stopped long enough for the allocator to place the task elsewhere)."""
+        latest = await latest_allocation(self._bus, event.task_id)
+        if latest is None or latest.attempt == event.attempt:
+            return False
+        log.info(why, attempt=event.attempt, now_on=latest.node)
+        return True
+
     async def handle(
         self, event: TaskAllocated, ctx: Context
     ) -> TaskCompleted | TaskReplace | None:
         """Run the task's current allocation (after the background jobs queued before it),
         split or on the node's current calibration; or ``replace`` it."""
-        latest = await latest_allocation(self._bus, event.task_id)
-        if latest is not None and latest.attempt != event.attempt:
-            log.info("qpu.superseded", attempt=event.attempt, now_on=latest.node)
+        if await self._superseded(event, "qpu.superseded"):
             return None
         await self._wait_for_background(ctx)
         if await self._bus.last_event(event.task_id, TaskCancelled) is not None:
@@ -506,6 +514,8 @@ class QpuNode:
                 allocated_fidelity=event.predicted_fidelity,
                 predicted_fidelity=predicted,
             )
+        if await self._superseded(event, "qpu.superseded_result"):  # re-placed as it ran
+            return None
         return TaskCompleted(
             task_id=event.task_id,
             node=self._device.id,

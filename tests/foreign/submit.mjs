@@ -21,6 +21,7 @@ import { decode as decodeMsgpack } from "@msgpack/msgpack";
 import { connect, headers } from "nats";
 
 const TERMINAL = { completed: "done", rejected: "rejected", failed: "failed" };
+const NODE_EVENTS = new Set(["running", "completed", "replace"]);
 
 function usage(message) {
   process.stderr.write(
@@ -60,13 +61,20 @@ async function readEvents(nc, taskId, timeoutMs) {
   const messages = await consumer.consume();
   const timer = setTimeout(() => messages.stop(), timeoutMs);
   const events = [];
+  const allocated = new Set();
   try {
     for await (const msg of messages) {
       // qubus.task.<task_id>.<event>, where <event> may itself hold dots: `eval.sandbox`,
-      // `allocated.<node>`.
+      // `allocated.<node>`, and a node's own events `running.<node>`, `completed.<node>`.
       const name = msg.subject.slice(prefix.length);
-      events.push({ name, body: decodeBody(msg) });
-      if (name in TERMINAL) {
+      const [event, node] = name.split(".");
+      if (event === "allocated") {
+        allocated.add(node);
+      } else if (NODE_EVENTS.has(event) && node && !allocated.has(node)) {
+        continue; // a node's event for a task it was never given: another node's forgery
+      }
+      events.push({ name, event, body: decodeBody(msg) });
+      if (event in TERMINAL) {
         return events;
       }
     }
@@ -90,20 +98,20 @@ function record(taskId, duplicate, events) {
     measured_fidelity: null,
     error: null,
   };
-  for (const { name, body } of events) {
-    if (name.startsWith("allocated.")) {
+  for (const { name, event, body } of events) {
+    if (event === "allocated") {
       out.node = body.node;
       out.predicted_fidelity = body.predicted_fidelity;
-    } else if (name === "completed") {
+    } else if (event === "completed") {
       out.node = body.node;
       out.shots = body.shots;
       out.counts = body.counts;
       out.predicted_fidelity = body.predicted_fidelity;
       out.measured_fidelity = body.measured_fidelity;
-    } else if (name === "rejected" || name === "failed") {
+    } else if (event === "rejected" || event === "failed") {
       out.error = body.error;
     }
-    out.status = TERMINAL[name] ?? name;
+    out.status = TERMINAL[event] ?? name;
   }
   return out;
 }

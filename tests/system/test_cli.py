@@ -5,6 +5,7 @@ cannot answer as asked (one line with a code, no traceback)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -15,13 +16,22 @@ import pytest_asyncio
 
 from qubus.bus.auth import ANONYMOUS
 from qubus.bus.ids import new_task_id
-from qubus.bus.messages import TaskRunning
+from qubus.bus.messages import (
+    ErrorInfo,
+    TaskAllocated,
+    TaskFailed,
+    TaskIngested,
+    TaskOptions,
+    TaskRunning,
+)
 from qubus.bus.natsserver import NatsServer
 from qubus.bus.tracing import TraceContext
+from qubus.client.aio import task_record
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 
 BELL = "qasmbench__bell_n4.qasm"
+RETIRED_NODE = "retired_qpu"  # in no fleet: nothing consumes its allocations
 
 
 def one_error_line(err: str, code: str) -> str:
@@ -34,10 +44,24 @@ def one_error_line(err: str, code: str) -> str:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def running_task(client) -> str:
-    """A task the stack holds as running: its ``running`` event alone (no stage consumes it)."""
+    """A task the stack holds as running: its allocation to a node outside the fleet (which no
+    stage consumes) and that node's ``running`` event."""
     task_id = new_task_id(ANONYMOUS)
-    event = TaskRunning(task_id=task_id, node="ibm_nairobi", queue_wait_s=0.0)
-    await client.bus.publish_event(event, trace=TraceContext.new())
+    allocated = TaskAllocated(
+        task_id=task_id,
+        node=RETIRED_NODE,
+        policy="hyperscore",
+        reason="",
+        ranking=[],
+        predicted_fidelity=0.9,
+        hyperscore=1.0,
+        circuit="{}",
+        options=TaskOptions(shots=1),
+        ideal={},
+    )
+    running = TaskRunning(task_id=task_id, node=RETIRED_NODE, queue_wait_s=0.0)
+    for event in (allocated, running):
+        await client.bus.publish_event(event, trace=TraceContext.new())
     return task_id
 
 
@@ -93,6 +117,48 @@ async def test_a_cancelled_task_is_never_run(qubus_cli, nats_url, client, stack,
     else:  # the node was quicker: the task is running or has already ended
         assert "Traceback" not in err, err
         assert err.strip().endswith(("[task.running]", "[task.ended]")), err
+
+
+async def test_failed_tasks_list_their_cause_and_retry_submits_them_again(
+    qubus_cli, nats_url, client, stack, dev_qasm
+):
+    """A dead letter (the event the consumer wrapper publishes when every delivery of a task
+    killed its stage's process) is listed with its cause, and ``retry`` runs the task again;
+    a task that is not failed is not retried."""
+    task_id = new_task_id(ANONYMOUS)
+    circuit = (dev_qasm / BELL).read_text()
+    dead = ErrorInfo(code="stage.dead_letter", message="stage noise gave up on the task")
+    for event in (
+        TaskIngested(
+            task_id=task_id,
+            format="qasm2",
+            text=circuit,
+            options=TaskOptions(shots=100, source="bell.qasm"),
+            submitted_at=0.0,
+        ),
+        TaskFailed(task_id=task_id, stage="noise", error=dead),
+    ):
+        await client.bus.publish_event(event, trace=TraceContext.new())
+
+    code, out, _ = await qubus_cli(nats_url, "tasks", "--status", "failed")
+    [line] = [line for line in out.splitlines() if line.startswith(task_id)]
+    assert code == 0 and line.endswith("noise: stage noise gave up on the task [stage.dead_letter]")
+    code, out, _ = await qubus_cli(nats_url, "tasks", "--status", "failed", "--json")
+    [row] = [json.loads(line) for line in out.splitlines() if task_id in line]
+    assert row["error"] == {"stage": "noise", **dead.model_dump()}
+
+    code, out, err = await qubus_cli(nats_url, "retry", task_id)
+    assert code == 0, err
+    again = out.strip()
+    assert again != task_id and again.startswith(f"{ANONYMOUS}.")
+    [record] = [task_record(again, await client.wait(again, timeout=120))]
+    assert record["status"] == "done" and record["source"] == "bell.qasm"
+    assert sum(record["counts"].values()) == 100
+
+    code, _, err = await qubus_cli(nats_url, "retry", again)
+    assert code == 1 and "only a failed or cancelled" in one_error_line(err, "task.not_retryable")
+    code, _, err = await qubus_cli(nats_url, "retry", "anon.nosuchtask")
+    assert code == 1 and "no task anon.nosuchtask" in one_error_line(err, "task.unknown")
 
 
 async def test_unknown_tasks_and_expired_waits_are_one_line_errors(

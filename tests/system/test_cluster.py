@@ -1,8 +1,11 @@
-"""The services against a 3-node nats-server JetStream cluster on loopback, one server killed.
+"""The services against a secured 3-node nats-server JetStream cluster on loopback, one
+server killed.
 
 Three nats-server processes (free ports found by binding to port 0, private store directories,
-routes between all three) form a JetStream cluster; every service runs against server 1 as
-`qubus up` runs them, with ``QUBUS_STREAM_REPLICAS=3``, and the client too. A dev circuit
+routes between all three, the same ``authorization`` block of nkey users as ``qubus up``
+writes) form a JetStream cluster; every service runs against server 1 as `qubus up` runs
+them, each as its own identity, with ``QUBUS_STREAM_REPLICAS=3``, and a client user too (the
+operator inspects the cluster). A dev circuit
 completes. Every stream (the task and log streams and the KV buckets) and durable consumer must
 then have three replicas, created so by the services. The task stream's leadership is moved off
 server 1 if it is there, its leader is killed, and once every stream and consumer has a new
@@ -28,11 +31,13 @@ import nats.js.errors
 import pytest
 import yaml
 
+from qubus.bus import auth
 from qubus.bus.connection import STREAM, Bus
 from qubus.bus.messages import SubmitRequest
 from qubus.bus.natsserver import MAX_PAYLOAD, server_binary
 from qubus.cli.stack import Supervisor, stack_specs
 from qubus.client.aio import Client
+from qubus_services import SERVICES
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
 
@@ -44,6 +49,7 @@ STACK_ENV = {
     "QUBUS_STREAM_REPLICAS": "3",
 }
 CIRCUIT = "qasmbench__bell_n4.qasm"
+USER = "alice"
 PROBE_MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "parser.yaml"
 
 
@@ -71,8 +77,16 @@ def _free_ports(count: int) -> list[int]:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[list[Member]]:
-    """Three routed nats-servers with JetStream, each with its own store and log."""
+def creds(tmp_path: Path) -> Path:
+    return tmp_path / "creds"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, creds: Path) -> Iterator[list[Member]]:
+    """Three routed nats-servers with JetStream and the stack's users, each with its own
+    store and log."""
+    services = [s for s in SERVICES if s != "qpu"]
+    authorization = auth.write_credentials(creds, auth.identities(services, FLEET, [USER]))
     ports = _free_ports(6)
     client_ports, route_ports = ports[:3], ports[3:]
     routes = ", ".join(f"nats://127.0.0.1:{port}" for port in route_ports)
@@ -86,6 +100,7 @@ def cluster(tmp_path: Path) -> Iterator[list[Member]]:
                 f"max_payload: {MAX_PAYLOAD}\n"
                 f'jetstream {{ store_dir: "{tmp_path / name}" }}\n'
                 f"cluster {{ name: qubus, listen: 127.0.0.1:{route_port}, routes: [{routes}] }}\n"
+                f"{authorization}"
             )
             process = subprocess.Popen(
                 [server_binary(), "-c", str(config), "-l", str(tmp_path / f"{name}.log")],
@@ -108,13 +123,15 @@ def cluster(tmp_path: Path) -> Iterator[list[Member]]:
                 member.process.wait()
 
 
-async def _wait_for_jetstream(members: list[Member], timeout: float = 30.0) -> None:
+async def _wait_for_jetstream(members: list[Member], seed: Path, timeout: float = 30.0) -> None:
     """Until every server answers JetStream API requests (the meta leader is elected)."""
     deadline = time.monotonic() + timeout
     for member in members:
         while True:
             try:
-                nc = await nats.connect(member.url, connect_timeout=2, allow_reconnect=False)
+                nc = await nats.connect(
+                    member.url, connect_timeout=2, allow_reconnect=False, nkeys_seed=str(seed)
+                )
                 try:
                     await nc.jetstream(timeout=2).account_info()
                     break
@@ -220,23 +237,29 @@ async def _run_one(client: Client, circuit: str, key: str) -> dict:
     return record
 
 
-async def test_stack_on_a_three_node_cluster_survives_losing_a_server(
-    cluster: list[Member], dev_qasm: Path, tmp_path: Path
+async def test_secured_stack_on_a_three_node_cluster_survives_losing_a_server(
+    cluster: list[Member], creds: Path, dev_qasm: Path, tmp_path: Path
 ) -> None:
-    await _wait_for_jetstream(cluster)
+    operator_seed = auth.seed_path(creds, auth.OPERATOR)
+    await _wait_for_jetstream(cluster, operator_seed)
     entry = cluster[0]
     circuit = (dev_qasm / CIRCUIT).read_text()
-    supervisor = Supervisor(entry.url, stack_specs(FLEET), log_dir=tmp_path / "logs", env=STACK_ENV)
-    client = None
+    supervisor = Supervisor(
+        entry.url, stack_specs(FLEET), log_dir=tmp_path / "logs", env=STACK_ENV, creds_dir=creds
+    )
+    client = operator = None
     try:
         await supervisor.start(timeout=60)
-        client = await Client.connect(entry.url)
+        client = await Client.connect(entry.url, nkey=str(auth.seed_path(creds, USER)))
+        operator = await Client.connect(entry.url, nkey=str(operator_seed))
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nats.connect(entry.url, allow_reconnect=False, connect_timeout=5)
         first = await _run_one(client, circuit, "cluster-1")
         assert first["status"] == "done", first["error"]
-        assert first["nodes"][0] in FLEET
+        assert first["nodes"][0] in FLEET and first["task_id"].startswith(f"{USER}.")
 
-        assets = await _replicated(client.bus.js)
-        leader = await _lead_elsewhere(client.bus, entry.name)
+        assets = await _replicated(operator.bus.js)
+        leader = await _lead_elsewhere(operator.bus, entry.name)
         (victim,) = [m for m in cluster if m.name == leader]
         assert await asyncio.to_thread(_probe, victim.url) == 0
         os.killpg(victim.process.pid, signal.SIGKILL)
@@ -246,7 +269,7 @@ async def test_stack_on_a_three_node_cluster_survives_losing_a_server(
         # bus.unavailable and the client retries with the same idempotency key.
         second, failover_s = await asyncio.gather(
             _run_one(client, circuit, "cluster-2"),
-            _wait_for_new_leaders(client.bus.nc.jetstream(timeout=1), assets, victim.name),
+            _wait_for_new_leaders(operator.bus.nc.jetstream(timeout=1), assets, victim.name),
         )
         print(f"killed {victim.name}, {STREAM}'s leader; all led again after {failover_s:.1f} s")
         assert second["status"] == "done", second["error"]
@@ -254,8 +277,9 @@ async def test_stack_on_a_three_node_cluster_survives_losing_a_server(
         restarted = [label for label, c in supervisor.children.items() if c.restarts]
         assert restarted == []
     finally:
-        if client is not None:
-            await client.close()
+        for connected in (client, operator):
+            if connected is not None:
+                await connected.close()
         await supervisor.stop()
         if os.environ.get("QUBUS_SHOW_LOGS"):
             for path in sorted((tmp_path / "logs").glob("*.log")):  # noqa: ASYNC240

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -137,3 +138,44 @@ async def test_message_of_unknown_type_is_rejected(bus, runner):
     )
     rejected, _ = await wait_for(bus, "t.odd1", "rejected")
     assert rejected.event.error.code == "payload.unexpected_type"
+
+
+# A stage process that dies (exit 3) handling its task, as a crash or an out-of-memory kill
+# would; it exits 0 after 8 s if nothing killed it.
+CRASHING_STAGE = """
+import asyncio, os, sys
+from qubus.bus.connection import Bus
+from qubus.bus.consumer import Stage, StageRunner
+from qubus.bus.messages import TaskParsed
+
+async def die(event, ctx):
+    os._exit(3)
+
+async def main():
+    bus = Bus(sys.argv[1], service="test", instance="crashing")
+    await bus.connect()
+    stage = Stage("crashing", [TaskParsed], die, subjects=[f"qubus.task.{sys.argv[2]}.parsed"])
+    await StageRunner(bus, stage, ack_wait_s=1, max_deliver=2).start()
+    await asyncio.sleep(8)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_task_whose_every_delivery_kills_its_process_fails_as_a_dead_letter(bus, nats_url):
+    parsed = TaskParsed(
+        task_id="t.dead1", circuit="{}", features=FEATURES, options=TaskOptions(shots=1)
+    )
+    await bus.publish_event(parsed, trace=TraceContext.new())  # no other stage here takes it
+    exits = []
+    while not exits or exits[-1] == 3:
+        assert len(exits) < 4, exits
+        stage = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CRASHING_STAGE, nats_url, "t.dead1"
+        )
+        exits.append(await asyncio.wait_for(stage.wait(), 60))
+    assert exits == [3, 3, 0]  # two deliveries (max_deliver) died; the third ended the task
+    failed, events = await wait_for(bus, "t.dead1", "failed")
+    assert failed.event.error.code == "stage.dead_letter" and failed.event.stage == "crashing"
+    assert "after 2 deliveries" in failed.event.error.message
+    assert [e.event.EVENT for e in events] == ["parsed", "failed"]

@@ -27,8 +27,8 @@ async def terminal_events(client) -> Counter[str]:
     info = await client.bus.js.stream_info(STREAM, subjects_filter="qubus.task.*.>")
     counts: Counter[str] = Counter()
     for subject, n in (info.state.subjects or {}).items():
-        task_id, event = split_task_subject(subject)
-        if event in ("completed", "rejected", "failed"):
+        task_id, tail = split_task_subject(subject)
+        if tail.split(".")[0] in ("completed", "rejected", "failed"):
             counts[task_id] += n
     return counts
 

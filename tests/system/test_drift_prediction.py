@@ -47,7 +47,7 @@ async def test_prediction_is_recomputed_on_the_calibration_the_task_ran_on(clien
 
     text = (dev_qasm / "qasmbench__bell_n4.qasm").read_text()
     requests = [SubmitRequest(circuit=text, shots=SHOTS, node=NODE) for _ in range(4)]
-    sub = await client.bus.nc.subscribe("qubus.log.qpu", cb=collect)
+    sub = await client.bus.nc.subscribe("qubus.log.qpu.*", cb=collect)
     try:
         records = await client.run(requests, timeout=120)
         recomputed = []

@@ -82,7 +82,8 @@ async def test_node_client_submits_json_and_reads_the_same_result_as_python(
 
     assert result["status"] == "done", result["error"]
     assert result["duplicate"] is False
-    assert result["events"][0] == "ingested" and result["events"][-1] == "completed"
+    assert result["events"][0] == "ingested"
+    assert result["events"][-1] == f"completed.{result['node']}"
     assert result["shots"] == 1500
     assert sum(result["counts"].values()) == 1500
     assert {"0000", "1111"} <= set(result["counts"])

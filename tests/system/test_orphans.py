@@ -25,20 +25,40 @@ time.sleep(120)
 
 STACK = """
 import asyncio, tempfile, time
+from multiprocessing import forkserver
 from pathlib import Path
 from qubus.bus.natsserver import NatsServer
 from qubus.cli.stack import Supervisor, stack_specs
+
+def descendants(pid):
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children] + [d for c in children for d in descendants(int(c))]
 
 async def main():
     server = NatsServer()
     url = server.start()
     supervisor = Supervisor(url, stack_specs(["quantinuum_h1_1"]), log_dir=Path(tempfile.mkdtemp()))
     await supervisor.start(timeout=120)
-    pids = [server.process.pid] + [c.process.pid for c in supervisor.children.values()]
+    services = [c.process.pid for c in supervisor.children.values()]
+    workers = [d for pid in services for d in descendants(pid)]  # sandbox's and qpu's pools
+    assert len(workers) >= 2, workers
+    pids = [server.process.pid, forkserver._forkserver._forkserver_pid, *services, *workers]
     print("PIDS", *pids, flush=True)
     await asyncio.sleep(300)
 
 asyncio.run(main())
+"""
+
+BUSY_WORKER = """
+import time
+from qubus.bus.workers import WorkerPool
+pool = WorkerPool(memory_mb=512, stage="sandbox", job="simulation")
+pool.start()
+[worker] = pool._ensure()._pool
+pool._ensure().apply_async(time.sleep, (120,))
+time.sleep(1)
+print("PIDS", worker.pid, flush=True)
+time.sleep(120)
 """
 
 
@@ -77,5 +97,11 @@ def test_a_killed_owner_takes_its_server_with_it() -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_the_services_of_a_killed_supervisor_stop() -> None:
+    """The services, their worker pools and the fork server they came from all stop."""
     # Each child polls its supervisor every second, then drains (up to the 15 s a stop takes).
     assert gone_after_kill(STACK, timeout_s=30) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl death signal: Linux")
+def test_a_worker_busy_with_a_long_job_dies_with_its_service() -> None:
+    assert gone_after_kill(BUSY_WORKER, timeout_s=10) == []

@@ -18,11 +18,17 @@ import pytest_asyncio
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from qubus.bus import auth, codec
-from qubus.bus.connection import BUCKET_NODES, BUCKET_WEIGHTS, STREAM, inbox_prefix
-from qubus.bus.messages import SubmitRequest, TaskCancelled, TaskCompleted
+from qubus.bus.connection import BUCKET_NODES, BUCKET_WEIGHTS, H_TYPE, STREAM, inbox_prefix
+from qubus.bus.messages import (
+    SubmitRequest,
+    TaskCancelled,
+    TaskCompleted,
+    TaskReplace,
+    TaskRunning,
+)
 from qubus.bus.natsserver import NatsServer
 from qubus.cli.stack import Supervisor
-from qubus.client.aio import Client, status_of
+from qubus.client.aio import Client, status_of, task_record
 from qubus.dashboard.server import Dashboard
 from qubus.errors import QubusError
 from qubus_services import SERVICES
@@ -178,11 +184,10 @@ async def test_another_user_cannot_read_a_task(alice: Attacker, secured_url, cre
         )
 
 
-async def test_a_forged_completed_event_is_refused(alice, operator, bobs_task):
-    task_id = bobs_task["task_id"]
-    forged = TaskCompleted(
+def forged_result(task_id: str, node: str) -> TaskCompleted:
+    return TaskCompleted(
         task_id=task_id,
-        node=NODE,
+        node=node,
         counts={"01": 500},
         shots=500,
         seed=1,
@@ -191,6 +196,11 @@ async def test_a_forged_completed_event_is_refused(alice, operator, bobs_task):
         emulated_s=0.0,
         calibration_revision="forged",
     )
+
+
+async def test_a_forged_completed_event_is_refused(alice, operator, bobs_task):
+    task_id = bobs_task["task_id"]
+    forged = forged_result(task_id, bobs_task["nodes"][0])
     await alice.refused(
         lambda: alice.js.publish(forged.subject(), codec.encode(forged)), forged.subject()
     )
@@ -201,6 +211,73 @@ async def test_a_forged_completed_event_is_refused(alice, operator, bobs_task):
     events = await operator.events(task_id)
     [completed] = [e for e in events if e.event.EVENT == "completed"]
     assert completed.event.counts == bobs_task["counts"] and completed.service == "qpu"
+
+
+def typed(event) -> dict[str, str]:
+    return {H_TYPE: event.TYPE}
+
+
+async def test_a_node_cannot_report_for_another_node(operator, secured_url, creds, secured_stack):
+    """A fleet node's identity forging results and status for a task another node runs: under
+    the other node's name the server refuses it; under its own name, published before the
+    real result, it is stored apart and not believed (the task's result is the real node's)."""
+    bob = await Client.connect(secured_url, nkey=seed(creds, "bob"))
+    forger = await Attacker().connect(
+        secured_url, seed(creds, f"qpu-{OTHER_NODE}"), f"qpu-{OTHER_NODE}"
+    )
+    try:
+        reply = await bob.submit(SubmitRequest(circuit=BELL, shots=500, node=NODE))
+        task_id = reply.task_id
+        in_its_name = forged_result(task_id, NODE)
+        await forger.refused(
+            lambda: forger.js.publish(in_its_name.subject(), codec.encode(in_its_name)),
+            in_its_name.subject(),
+        )
+        running = TaskRunning(task_id=task_id, node=NODE, queue_wait_s=0.0)
+        await forger.refused(
+            lambda: forger.js.publish(running.subject(), codec.encode(running)), running.subject()
+        )
+        own_subject = forged_result(task_id, OTHER_NODE).subject()
+        # its own name with the other node in the payload, its own name throughout, garbage
+        for event in (in_its_name, forged_result(task_id, OTHER_NODE)):
+            await forger.js.publish(own_subject, codec.encode(event), headers=typed(event))
+        await forger.js.publish(own_subject, b"\x80")
+        replace = TaskReplace(task_id=task_id, node=OTHER_NODE, attempt=0, reason="forged")
+        await forger.js.publish(replace.subject(), codec.encode(replace), headers=typed(replace))
+        await forger.js.publish(replace.subject(), b"\x80")
+        events = await bob.wait(task_id, timeout=120)
+        for _ in range(100):  # the allocator has taken the forged replace
+            info = await operator.bus.js.consumer_info(STREAM, "allocator-replace")
+            if not info.num_pending and not info.num_ack_pending:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await forger.nc.close()
+        await bob.close()
+    record = task_record(task_id, events)
+    assert record["status"] == "done" and record["nodes"] == [NODE], record
+    assert sum(record["counts"].values()) == 500 and record["counts"] != {"01": 500}
+    assert not any(
+        stored.event.node == OTHER_NODE
+        for stored in events
+        if stored.event.EVENT in {"running", "completed"}
+    )
+    stored = await stored_subjects(operator, f"qubus.task.{task_id}.>")
+    assert stored[own_subject] == 3  # stored under the forger's name, never believed
+    assert [s for s in stored if ".allocated." in s] == [f"qubus.task.{task_id}.allocated.{NODE}"]
+    assert dict(await operator.tasks())[task_id] == "done", stored
+
+
+async def test_only_its_owner_retries_a_task(secured_url, creds, bobs_task):
+    """Alice may not retry bob's task; bob may not retry it either, since it is done."""
+    for user, code in (("alice", "auth.not_owner"), ("bob", "task.not_retryable")):
+        client = await Client.connect(secured_url, nkey=seed(creds, user))
+        try:
+            with pytest.raises(QubusError) as refused:
+                await client.retry(bobs_task["task_id"])
+        finally:
+            await client.close()
+        assert refused.value.code == code, user
 
 
 async def test_a_user_cancels_its_own_tasks_only(alice, operator, secured_url, creds, bobs_task):
@@ -298,6 +375,17 @@ async def test_streams_and_stage_consumers_cannot_be_created_deleted_or_read(ali
     assert (await operator.bus.js.consumer_info(STREAM, "parser")).name == "parser"
 
 
+async def test_a_user_reads_only_the_log_lines_about_its_own_tasks(alice):
+    for subject in ("qubus.log.>", "qubus.log.*.bob", "qubus.log.parser.~"):
+        api = f"$JS.API.CONSUMER.CREATE.QUBUS_LOGS.peek.{subject}"
+        await alice.refused(
+            lambda s=subject: alice.js.add_consumer(
+                "QUBUS_LOGS", ConsumerConfig(name="peek", filter_subject=s)
+            ),
+            api,
+        )
+
+
 async def test_a_user_cannot_submit_as_another_or_read_other_inboxes(alice):
     await alice.refused(
         lambda: alice.nc.request("qubus.submit.bob", b"{}", timeout=1), "qubus.submit.bob"
@@ -316,6 +404,31 @@ async def test_a_service_publishes_only_its_own_events(secured_url, creds, secur
         await parser.refused(lambda: parser.js.publish(weights, b"{}"), weights)
     finally:
         await parser.nc.close()
+
+
+async def test_a_service_cannot_touch_another_stages_consumer_or_change_a_stream(
+    operator, secured_url, creds, secured_stack
+):
+    allocator = await Attacker().connect(secured_url, seed(creds, "svc-allocator"), "svc-allocator")
+    api = "$JS.API"
+    parser = (await operator.bus.js.consumer_info(STREAM, "parser")).config
+    try:
+        for subject in (
+            f"$JS.ACK.{STREAM}.parser.1.1.1.1.1",
+            f"{api}.CONSUMER.MSG.NEXT.{STREAM}.parser",
+            f"{api}.CONSUMER.DELETE.{STREAM}.parser",
+            f"{api}.CONSUMER.CREATE.{STREAM}.parser.qubus.task.>",
+        ):
+            await allocator.refused(lambda s=subject: allocator.nc.publish(s, b"{}"), subject)
+        config = (await operator.bus.js.stream_info(STREAM)).config
+        shrunk = StreamConfig(**{**config.as_dict(), "max_age": 1})
+        await allocator.refused(
+            lambda: allocator.js.update_stream(shrunk), f"{api}.STREAM.UPDATE.{STREAM}"
+        )
+    finally:
+        await allocator.nc.close()
+    assert (await operator.bus.js.stream_info(STREAM)).config.max_age == config.max_age
+    assert (await operator.bus.js.consumer_info(STREAM, "parser")).config == parser
 
 
 async def test_cli_works_with_a_users_credentials(

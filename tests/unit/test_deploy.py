@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from qubus.bus import auth
 from qubus.bus.config import Settings
 from qubus.bus.natsserver import MAX_PAYLOAD, server_binary
 from qubus.devices.profiles import DEFAULT_FLEET
@@ -191,9 +193,14 @@ def test_compose_runs_a_three_node_cluster_routed_by_name() -> None:
 
 
 @pytest.mark.parametrize("conf", ["single.conf", "cluster.conf"])
-def test_nats_configs_pass_the_servers_own_check(conf: str) -> None:
+def test_nats_configs_pass_the_servers_own_check(conf: str, tmp_path: Path) -> None:
+    """With the auth.conf ``qubus creds`` writes beside them (as compose mounts it)."""
+    services = [s for s in SERVICES if s != "qpu"]
+    block = auth.write_credentials(tmp_path, auth.identities(services, DEFAULT_FLEET, ["local"]))
+    (tmp_path / "auth.conf").write_text(block)
+    shutil.copy(DEPLOY / "nats" / conf, tmp_path / conf)
     result = subprocess.run(
-        [server_binary(), "-t", "-c", str(DEPLOY / "nats" / conf)],
+        [server_binary(), "-t", "-c", str(tmp_path / conf)],
         env={**os.environ, "NATS_SERVER_NAME": "nats-1"},
         capture_output=True,
         text=True,
@@ -224,9 +231,10 @@ def test_pods_are_locked_down_and_sized() -> None:
         assert {"cpu", "memory"} <= set(container["resources"]["requests"])
         assert {"cpu", "memory"} <= set(container["resources"]["limits"])
         assert container["readinessProbe"]["exec"]["command"] == _probe()
-        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-        assert mounts == {"tmp": "/tmp"}
-        assert {v["name"]: "emptyDir" in v for v in pod["volumes"]} == {"tmp": True}
+        mounts = {m["name"]: (m["mountPath"], m.get("readOnly")) for m in container["volumeMounts"]}
+        assert mounts == {"tmp": ("/tmp", None), "creds": ("/var/run/qubus", True)}
+        volumes = {v["name"]: next(k for k in v if k != "name") for v in pod["volumes"]}
+        assert volumes == {"tmp": "emptyDir", "creds": "secret"}
         selector = deployment["spec"]["selector"]["matchLabels"]
         assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     for service in _qubus_compose_services().values():
@@ -269,3 +277,44 @@ def test_prometheus_scrapes_the_dashboard_where_it_listens() -> None:
     (service,) = [doc for _, doc in _manifests() if doc["kind"] == "Service"]
     assert service["metadata"]["name"] == "qubus-dashboard"
     assert service["metadata"]["annotations"]["prometheus.io/port"] == "8470"
+
+
+def _identity(command: list[str]) -> str:
+    if command[1] == "dashboard":
+        return auth.DASHBOARD
+    return auth.service_user(command[2], command[4] if len(command) == 5 else None)
+
+
+def test_every_service_mounts_its_own_identity_from_a_secret() -> None:
+    """Kubernetes: Secret qubus-creds (kustomize secretGenerator, from `qubus creds
+    deploy/k8s/creds`) holds every seed, each Deployment mounts only its own; compose: one
+    secret per identity; the NATS servers include the matching auth.conf."""
+    kustomization = _yaml(K8S / "kustomization.yaml")
+    generated = {g["name"]: g for g in kustomization["secretGenerator"]}
+    seeds = {f"{_identity(_container(d)['command'])}.nk" for d in _deployments()}
+    assert {Path(f).name for f in generated["qubus-creds"]["files"]} == seeds
+    for deployment in _deployments():
+        container = _container(deployment)
+        [creds] = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if "secret" in v]
+        assert creds["secret"]["secretName"] == "qubus-creds"
+        key = f"{_identity(container['command'])}.nk"
+        assert creds["secret"]["items"] == [{"key": key, "path": "identity.nk"}]
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == creds["name"]]
+        seed = {"name": "QUBUS_NATS_NKEY", "value": f"{mount['mountPath']}/identity.nk"}
+        assert seed in container["env"]
+    assert generated["nats-auth"]["files"] == ["creds/auth.conf"]
+    values = _yaml(DEPLOY / "helm" / "nats-values.yaml")
+    [volume] = [p["value"] for p in values["podTemplate"]["patch"] if p["value"]["name"] == "auth"]
+    assert volume["secret"]["secretName"] == "nats-auth"
+    [mount] = [p["value"] for p in values["container"]["patch"] if p["value"]["name"] == "auth"]
+    assert values["config"]["merge"]["$include"] == f"./{Path(mount['mountPath']).name}/auth.conf"
+
+    compose = _compose()
+    for service in _qubus_compose_services().values():
+        identity = _identity(service["command"])
+        assert service["secrets"] == [{"source": identity, "target": "identity.nk"}]
+        assert compose["secrets"][identity] == {"file": f"./creds/{identity}.nk"}
+        assert service["environment"]["QUBUS_NATS_NKEY"] == "/run/secrets/identity.nk"
+    for name, server in compose["services"].items():
+        if name.startswith("nats-"):
+            assert "./creds/auth.conf:/etc/nats/auth.conf:ro" in server["volumes"]

@@ -6,6 +6,7 @@ import json
 
 import msgpack
 import pytest
+from pydantic import ValidationError
 
 from qubus.bus import codec
 from qubus.bus.ids import (
@@ -17,7 +18,15 @@ from qubus.bus.ids import (
     submitted_at,
     task_subject,
 )
-from qubus.bus.messages import TYPES, SubmitRequest, TaskAllocated, TaskOptions, TaskRejected
+from qubus.bus.messages import (
+    TYPES,
+    SubmitRequest,
+    TaskAllocated,
+    TaskOptions,
+    TaskRejected,
+    TaskRunning,
+    believed,
+)
 from qubus.bus.tracing import TraceContext
 from qubus.circuits.ingest import check_circuit, detect_format
 from qubus.errors import InvalidPayload
@@ -86,6 +95,26 @@ def test_allocation_subject_names_the_node_but_dedup_id_does_not():
     )
     assert event.subject() == "qubus.task.u.t9.allocated.ibm_nairobi"
     assert event.msg_id() == "u.t9.allocated"
+
+
+def test_a_nodes_events_name_it_in_subject_and_dedup_id_and_are_believed_on_their_own_subject():
+    running = TaskRunning(task_id="u.t9", node="ibm_nairobi", queue_wait_s=0.0)
+    assert running.subject() == "qubus.task.u.t9.running.ibm_nairobi"
+    assert running.msg_id() == "u.t9.running.ibm_nairobi"
+    assert TaskRunning.subjects() == "qubus.task.*.*.running.*"
+    assert running.stored_on(running.subject())
+    assert running.stored_on("qubus.task.u.t9.running")  # stored before nodes were named
+    assert not running.stored_on("qubus.task.u.t9.running.quantinuum_h2_2")
+    assert not running.stored_on("qubus.task.u.t8.running.ibm_nairobi")
+    with pytest.raises(ValidationError):
+        TaskRunning(task_id="u.t9", node="*", queue_wait_s=0.0)
+
+
+def test_a_nodes_event_is_believed_only_from_a_node_the_task_was_allocated_to():
+    tails = ["ingested", "allocated.a", "running.b", "completed.b", "replace.a", "running.a"]
+    tails += ["completed.a", "allocated.c", "completed.c", "failed"]
+    assert believed(tails) == [True, True, False, False, True, True, True, True, False, True]
+    assert believed(["completed"]) == [True]  # stored before nodes were named
 
 
 @pytest.mark.parametrize(

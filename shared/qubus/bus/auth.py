@@ -6,8 +6,8 @@ subscribe against that user's permissions, so a refused action never reaches a q
 
 - ``svc-<service>``: one per service (shared by its replicas); publishes only its own task
   events, its log subject and its KV keys (its durables' floors in ``qubus_consumers``
-  among them); consumes only through its own durable consumers; may create (never delete)
-  the streams and buckets (every service ensures the topology at start).
+  among them); consumes only through its own durable consumers; may create (never update
+  or delete) the streams and buckets (every service ensures the topology at start).
 - ``qpu-<node>``: one per node of the fleet; writes only ``node.<node>`` in ``qubus_nodes``
   and consumes only through ``qpu-<node>``, so a node outside the fleet has no identity and
   one node cannot report another's status.
@@ -16,8 +16,8 @@ subscribe against that user's permissions, so a refused action never reaches a q
   ``cancelled`` events (``qubus.task.<name>.*.cancelled``); reads only
   ``qubus.task.<name>.>`` (named pull consumers with that filter, whose API subject
   ``$JS.API.CONSUMER.CREATE.<stream>.<consumer>.<filter>`` the server checks), the log
-  stream, and node and link status; replies reach it on its own inbox prefix
-  ``_INBOX_<name>``.
+  lines about its own tasks (``qubus.log.*.<name>``), and node and link status; replies
+  reach it on its own inbox prefix ``_INBOX_<name>``.
 - ``dashboard``: ``qubus dashboard``, read-only: every task's events and the log stream
   (through consumers of its own, never a stage's), node, link and weights records, and the
   ``$SRV`` verbs; it publishes nothing else, so a web page cannot change the stack.
@@ -57,8 +57,8 @@ from qubus.bus.connection import (
     TASK_SUBJECTS,
     inbox_prefix,
 )
-from qubus.bus.logs import LOG_SUBJECT_PREFIX
-from qubus.bus.messages import TaskCancelled
+from qubus.bus.logs import LOG_SUBJECT_PREFIX, log_subject
+from qubus.bus.messages import NodeEvent, TaskCancelled
 from qubus.errors import QubusError
 
 OPERATOR = "operator"
@@ -72,6 +72,9 @@ USER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _RESERVED = (OPERATOR, ANONYMOUS, DASHBOARD)
 _RESERVED_PREFIXES = ("svc-", "qpu-")
 SEED_SUFFIX = ".nk"
+USERS_FILE = "users.json"
+"""Where ``add_user`` records the users of a ``qubus up`` state dir (in its creds dir)."""
+ROLES = ("client", "operator")
 
 _API = "$JS.API"
 _TASK_EVENTS = "qubus.task.*.*"
@@ -103,6 +106,7 @@ class Grant:
 
 
 _ENDINGS = ("rejected", "failed")
+_NODE_EVENTS = tuple(cls.EVENT for cls in NodeEvent.__subclasses__())
 GRANTS: dict[str, Grant] = {
     "ingestion": Grant(
         events=("ingested",),
@@ -120,7 +124,7 @@ GRANTS: dict[str, Grant] = {
         reads=(BUCKET_NODES, BUCKET_PILOTS),
     ),
     "allocator": Grant(
-        events=("allocated", "allocated.*", "replace", *_ENDINGS),
+        events=("allocated.*", "replace.*", *_ENDINGS),
         durables=("allocator", "allocator-replace"),
         reads=(BUCKET_NODES,),
         tasks_consumers=True,
@@ -134,9 +138,10 @@ GRANTS: dict[str, Grant] = {
 
 
 def qpu_grant(node: str) -> Grant:
-    """QPU node ``node``'s catalogue: its own consumer and status key, and the run's events."""
+    """QPU node ``node``'s catalogue: its own consumer and status key, and the run's events
+    under its own name only (``qubus.bus.messages.NodeEvent``)."""
     return Grant(
-        events=("running", "completed", "replace", *_ENDINGS),
+        events=(*(f"{event}.{node}" for event in _NODE_EVENTS), *_ENDINGS),
         durables=(f"qpu-{node}",),
         requests=(RESERVE_SUBJECT,),
         write_keys=((BUCKET_NODES, f"node.{node}"),),
@@ -174,19 +179,18 @@ class Identity:
 
 
 def _stream_reader(stream: str) -> list[str]:
-    """JetStream API subjects to read ``stream`` through ephemeral consumers and gets."""
+    """JetStream API subjects to read ``stream`` through gets and ordered consumers (KV
+    watchers, the re-placement's reads): push consumers without acknowledgements, which the
+    server removes once their subscriber is gone. Never fetching from, acknowledging for or
+    deleting a consumer by name: that would be another stage's durable consumer."""
     return [
         f"{_API}.STREAM.INFO.{stream}",
         f"{_API}.STREAM.MSG.GET.{stream}",
         f"{_API}.DIRECT.GET.{stream}",
         f"{_API}.DIRECT.GET.{stream}.>",
-        f"{_API}.CONSUMER.CREATE.{stream}",
-        f"{_API}.CONSUMER.CREATE.{stream}.>",
+        f"{_API}.CONSUMER.CREATE.{stream}",  # unnamed: never another's durable consumer
         f"{_API}.CONSUMER.INFO.{stream}.*",
-        f"{_API}.CONSUMER.DELETE.{stream}.*",
-        f"{_API}.CONSUMER.MSG.NEXT.{stream}.*",
         f"$JS.FC.{stream}.>",
-        f"$JS.ACK.{stream}.>",
     ]
 
 
@@ -203,14 +207,15 @@ def _durable(stream: str, name: str) -> list[str]:
 
 
 def _topology() -> list[str]:
-    """Create, update and inspect (never delete or purge) every qubus stream and bucket."""
+    """Create and inspect (never update, delete or purge) every qubus stream and bucket: an
+    update could drop the task stream's limits, age or subjects; the operator makes it."""
     streams = [STREAM, LOG_STREAM, *(f"KV_{bucket}" for bucket in BUCKETS)]
-    return [f"{_API}.STREAM.{verb}.{s}" for s in streams for verb in ("CREATE", "UPDATE", "INFO")]
+    return [f"{_API}.STREAM.{verb}.{s}" for s in streams for verb in ("CREATE", "INFO")]
 
 
 def service_identity(name: str, grant: Grant) -> Identity:
     """The NATS user ``name`` of a service process (``svc-parser``, ``qpu-ibm_nairobi``)."""
-    publish = [f"{LOG_SUBJECT_PREFIX}.{label_service(name)}", READY_SUBJECT, *_topology()]
+    publish = [log_subject(label_service(name)), READY_SUBJECT, *_topology()]
     publish += [f"{_TASK_EVENTS}.{event}" for event in grant.events]
     publish += list(grant.requests)
     publish += [f"{_API}.STREAM.MSG.GET.{STREAM}", f"{_API}.STREAM.INFO.{STREAM}"]
@@ -251,7 +256,7 @@ def client_identity(user: str, *, durables: Iterable[str]) -> Identity:
         f"{_API}.CONSUMER.CREATE.{STREAM}.*.qubus.task.{user}.>",
         f"{_API}.CONSUMER.INFO.{STREAM}.*",
         f"{_API}.CONSUMER.MSG.NEXT.{STREAM}.*",
-        f"{_API}.CONSUMER.CREATE.{LOG_STREAM}.*.{LOG_SUBJECT_PREFIX}.>",
+        f"{_API}.CONSUMER.CREATE.{LOG_STREAM}.*.{log_subject('*', user)}",  # its tasks' lines
         f"{_API}.CONSUMER.INFO.{LOG_STREAM}.*",
         f"{_API}.CONSUMER.MSG.NEXT.{LOG_STREAM}.*",
         f"{_API}.STREAM.INFO.KV_{BUCKET_NODES}",
@@ -310,11 +315,14 @@ def check_user_name(user: str) -> None:
 
 
 def identities(
-    services: Sequence[str], fleet: Sequence[str], users: Sequence[str]
+    services: Sequence[str],
+    fleet: Sequence[str],
+    users: Sequence[str],
+    operators: Sequence[str] = (),
 ) -> list[Identity]:
     """Every identity of a stack: the operator, each service, each QPU node, the dashboard,
-    each user."""
-    found = [Identity(OPERATOR)]
+    each client user (``users``) and each user with the operator's role (``operators``)."""
+    found = [Identity(OPERATOR), *(Identity(name) for name in operators)]
     found += [service_identity(f"svc-{s}", GRANTS[s]) for s in services]
     found += [service_identity(f"qpu-{node}", qpu_grant(node)) for node in fleet]
     durables = [d for s in services for d in GRANTS[s].durables]
@@ -322,6 +330,39 @@ def identities(
     found.append(dashboard_identity(durables=durables))
     found += [client_identity(user, durables=durables) for user in users]
     return found
+
+
+def recorded_users(creds_dir: Path) -> dict[str, str]:
+    """The users ``add_user`` recorded in ``creds_dir`` (name → role), in order added."""
+    path = creds_dir / USERS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def add_user(creds_dir: Path, name: str, role: str) -> bool:
+    """Record user ``name`` with ``role`` (``client`` or ``operator``) in ``creds_dir``, for
+    ``qubus up`` to give it an identity (at start, and within a second while it runs), and
+    write its seed (``write_credentials`` keeps an existing one).
+
+    Returns:
+        False if the user was already recorded with that role.
+
+    Raises:
+        QubusError: ``auth.bad_user`` (``check_user_name``); ``auth.bad_role``.
+    """
+    check_user_name(name)
+    if role not in ROLES:
+        raise QubusError(f"bad role {role!r}: use {' or '.join(ROLES)}", code="auth.bad_role")
+    users = recorded_users(creds_dir)
+    if users.get(name) == role:
+        return False
+    users[name] = role
+    creds_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(creds_dir, 0o700)
+    write_credentials(creds_dir, [Identity(name)])
+    partial = creds_dir / f"{USERS_FILE}.tmp"
+    partial.write_text(json.dumps(users, indent=1) + "\n")
+    partial.replace(creds_dir / USERS_FILE)  # whole: qubus up may be reading it
+    return True
 
 
 def service_user(service: str, node: str | None) -> str:

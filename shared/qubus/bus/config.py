@@ -18,7 +18,9 @@ class Settings(BaseSettings):
         instance: This process's instance name in logs and traces (default: host-pid).
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
         ack_wait_s: How long JetStream waits for an ack before redelivering a message.
-        max_deliver: Deliveries of one message before its task fails as ``internal.error``.
+        max_deliver: Deliveries of one message before its task fails: ``internal.error`` for a
+            handler that keeps raising, ``stage.dead_letter`` when every delivery died with
+            its process (a crash, an out-of-memory kill).
         max_submit_bytes: Largest accepted circuit text at ingress.
         duplicate_window_s: How long JetStream remembers ``Nats-Msg-Id`` for de-duplication.
         stream_replicas: Copies of every stream and KV bucket in a JetStream cluster (3 for

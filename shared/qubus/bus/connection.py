@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -22,6 +22,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
     DeliverPolicy,
+    DiscardPolicy,
     KeyValueConfig,
     StorageType,
     StreamConfig,
@@ -30,9 +31,9 @@ from nats.js.kv import KeyValue
 
 from qubus.bus import codec
 from qubus.bus.codec import M
-from qubus.bus.ids import task_subject
+from qubus.bus.ids import check_task_id, split_task_subject, task_subject
 from qubus.bus.logs import LOG_SUBJECT_PREFIX, get_logger
-from qubus.bus.messages import LinkStatus, Model, NodeStatus, TaskEvent
+from qubus.bus.messages import LinkStatus, Model, NodeStatus, TaskEvent, believed
 from qubus.bus.tracing import TraceContext
 from qubus.errors import InvalidPayload, Retry
 
@@ -41,6 +42,10 @@ E = TypeVar("E", bound=TaskEvent)
 STREAM = "QUBUS_TASKS"
 LOG_STREAM = "QUBUS_LOGS"
 LOG_STREAM_MAX_BYTES = 256 * 1024 * 1024
+TASK_STREAM_MAX_BYTES = 8 * 1024**3
+TASK_STREAM_MAX_MSGS = 20_000_000
+"""The task stream's limits beside its seven days: past either, the server refuses new events
+(``DiscardPolicy.NEW``: a submission is refused rather than an old result silently dropped)."""
 TASK_SUBJECTS = "qubus.task.>"
 SUBMIT_SUBJECT = "qubus.submit"
 EPR_SUBJECT = "qubus.link.epr"
@@ -187,7 +192,7 @@ class Bus:
         self.healthy = True
 
     async def ensure_topology(
-        self, *, duplicate_window_s: float = 600.0, replicas: int = 1
+        self, *, duplicate_window_s: float = 600.0, replicas: int = 1, update: bool = True
     ) -> None:
         """Create the streams and KV buckets, or bring them to this configuration.
 
@@ -198,6 +203,10 @@ class Bus:
             duplicate_window_s: The task stream's de-duplication window.
             replicas: Copies of every stream and bucket kept in a JetStream cluster (durable
                 consumers inherit their stream's); 1 on a single server.
+            update: Bring existing streams to this configuration; False (a service on a
+                secured bus, which may create streams but never change them: the operator
+                does, ``qubus up`` at start) leaves a differing one as it is and logs
+                ``topology.differs``.
         """
         config = StreamConfig(
             name=STREAM,
@@ -206,6 +215,9 @@ class Bus:
             num_replicas=replicas,
             duplicate_window=duplicate_window_s,
             max_age=7 * 24 * 3600,
+            max_bytes=TASK_STREAM_MAX_BYTES,
+            max_msgs=TASK_STREAM_MAX_MSGS,
+            discard=DiscardPolicy.NEW,
             description="qubus task events: every stage's output, the task's trace",
         )
         logs = StreamConfig(
@@ -221,6 +233,9 @@ class Bus:
             try:
                 await self.js.add_stream(stream)
             except nats.js.errors.BadRequestError:
+                if not update:
+                    log.warning("topology.differs", stream=stream.name)
+                    continue
                 await self.js.update_stream(stream)
         for bucket in _BUCKETS:
             try:
@@ -230,7 +245,9 @@ class Bus:
             except nats.js.errors.BadRequestError:
                 self._kv[bucket.bucket] = await self.js.key_value(bucket.bucket)
                 stream = (await self.js.stream_info(f"KV_{bucket.bucket}")).config
-                if stream.num_replicas != replicas:
+                if stream.num_replicas != replicas and not update:
+                    log.warning("topology.differs", stream=stream.name)
+                elif stream.num_replicas != replicas:
                     stream.num_replicas = replicas
                     await self.js.update_stream(stream)
 
@@ -266,21 +283,22 @@ class Bus:
         return not ack.duplicate
 
     async def last_event(self, task_id: str, cls: type[E]) -> E | None:
-        """The stored event ``cls`` of a task, or None if that stage has not published yet."""
+        """The stored event ``cls`` of a task (the last, on any node for a ``NodeEvent``), or
+        None if that stage has not published yet."""
         stored = await self.last_stored(task_id, cls)
         return None if stored is None else stored[0]
 
     async def last_stored(self, task_id: str, cls: type[E]) -> tuple[E, int] | None:
-        """The stored event ``cls`` of a task with its stream sequence, or None if that stage
-        has not published yet."""
+        """``last_event`` with the event's stream sequence."""
         try:
-            raw = await self.js.get_last_msg(STREAM, task_subject(task_id, cls.EVENT))
+            raw = await self.js.get_last_msg(STREAM, cls.subjects(check_task_id(task_id)))
         except nats.js.errors.NotFoundError:
             return None
         return codec.decode(raw.data, cls), raw.seq
 
     async def task_events(self, task_id: str, *, timeout: float = 5.0) -> list[StoredEvent]:
-        """Every event of a task in stream order (the task's trace)."""
+        """Every event of a task in stream order (the task's trace), as believed
+        (``believed_events``)."""
         subject = task_subject(task_id, ">")
         info = await self.js.stream_info(STREAM, subjects_filter=subject)
         stored_count = sum((info.state.subjects or {}).values())
@@ -302,7 +320,7 @@ class Bus:
                     break
         finally:
             await sub.unsubscribe()
-        return events
+        return believed_events(events)
 
     async def node_statuses(self, *, max_age_s: float | None = None) -> dict[str, NodeStatus]:
         """The latest status of every QPU node in KV ``qubus_nodes``, read once.
@@ -504,14 +522,15 @@ async def _stop_watcher(watcher: KeyValue.KeyWatcher | None) -> None:
 
 def stored_event(msg: nats.aio.msg.Msg) -> StoredEvent | None:
     """A stream message as a typed ``StoredEvent``; None for a message that is not a valid
-    task event (such a message never reached a stage: the stage that received it rejected it).
+    task event (such a message never reached a stage: the stage that received it rejected it)
+    or is not on its own subject (``TaskEvent.stored_on``: a node speaking for another).
     """
     headers = msg.headers or {}
     try:
         event = codec.decode_typed(msg.data, headers.get(H_TYPE, ""))
     except InvalidPayload:
         return None
-    if not isinstance(event, TaskEvent):
+    if not isinstance(event, TaskEvent) or not event.stored_on(msg.subject):
         return None
     started = headers.get(H_STARTED)
     trace = headers.get(H_TRACEPARENT, "")
@@ -525,6 +544,13 @@ def stored_event(msg: nats.aio.msg.Msg) -> StoredEvent | None:
         sequence=msg.metadata.sequence.stream,
         trace_id=trace[3:35] if trace else None,
     )
+
+
+def believed_events(events: Sequence[StoredEvent]) -> list[StoredEvent]:
+    """One task's events without a node's event for a task never allocated to that node
+    (``qubus.bus.messages.believed``)."""
+    tails = [split_task_subject(stored.subject)[1] for stored in events]
+    return [stored for stored, keep in zip(events, believed(tails), strict=True) if keep]
 
 
 def inbox_prefix(user: str) -> str:

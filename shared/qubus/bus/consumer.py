@@ -42,9 +42,8 @@ from qubus.bus.durable import (
     record_floor,
 )
 from qubus.bus.health import ERROR, Endpoint
-from qubus.bus.ids import ANY_TASK
 from qubus.bus.logs import get_logger
-from qubus.bus.messages import ErrorInfo, TaskEvent, TaskFailed, TaskRejected
+from qubus.bus.messages import ErrorInfo, NodeEvent, TaskEvent, TaskFailed, TaskRejected
 from qubus.bus.tracing import TraceContext
 from qubus.errors import InvalidPayload, QubusError, Retry
 
@@ -109,8 +108,16 @@ class Stage:
     concurrency: int = 1
     max_ack_pending: int = 256
 
+    @property
+    def ends_tasks(self) -> bool:
+        """Whether a message the stage cannot handle (invalid, or every delivery of which
+        died with its process) ends its task: not for a node's events (``NodeEvent``), which
+        any node of the fleet may publish for any task (one node's garbage must not end a task
+        another runs), and which arrive for tasks already ended (``completed``)."""
+        return not any(issubclass(cls, NodeEvent) for cls in self.inputs)
+
     def filter_subjects(self) -> list[str]:
-        return list(self.subjects) or [f"qubus.task.{ANY_TASK}.{cls.EVENT}" for cls in self.inputs]
+        return list(self.subjects) or [cls.subjects() for cls in self.inputs]
 
 
 @dataclass
@@ -256,9 +263,30 @@ class StageRunner:
                 event = codec.decode(msg.data, cls)
             except InvalidPayload as exc:
                 log.warning("message.invalid", error=exc.message, subject=msg.subject)
-                await self._end(TaskRejected, task_id, exc, trace, started)
+                if self.stage.ends_tasks:
+                    await self._end(TaskRejected, task_id, exc, trace, started)
                 await msg.term()
                 outcome = "invalid"
+                return
+            if not event.stored_on(msg.subject):  # e.g. a node speaking for another node
+                log.warning("message.misattributed", subject=msg.subject, own=event.subject())
+                await msg.term()  # not the task's fault: nothing is published for it
+                outcome = "invalid"
+                return
+            if deliveries > self.max_deliver:
+                # A dead letter: each delivery so far ended without a verdict (the process
+                # died handling it: a crash, an out-of-memory kill) or its verdict was lost.
+                log.error("stage.dead_letter", deliveries=deliveries)
+                if self.stage.ends_tasks:
+                    dead = QubusError(
+                        f"stage {self.stage.name} gave up on the task after {deliveries - 1} "
+                        "deliveries: each ended without an answer (its process died handling "
+                        "it)",
+                        code="stage.dead_letter",
+                    )
+                    await self._end(TaskFailed, event.task_id, dead, trace, started)
+                await msg.term()
+                outcome = TaskFailed.EVENT
                 return
             ctx = Context(self.bus, trace, deliveries, started, msg)
             outcome, error = await self._handle(event, ctx, msg)

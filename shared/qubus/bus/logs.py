@@ -5,11 +5,14 @@ every line a handler logs carries them without passing a logger around.
 
 Every line goes to stderr and, once a service has started ``BUS_COPY``, also to the bus: the
 last processor hands the rendered line to a bounded queue, and a task publishes what is queued
-with a core NATS publish on ``qubus.log.<service>``: every line waiting at that moment in one
-message, newline-separated (``split_lines`` takes a message apart), to about ``LOG_BATCH_BYTES``.
-A busy service so sends one message per burst of lines instead of one per line, which the
-server stores as one. Logging never waits for the bus: when the queue is full (the server is
-slow or away), the line is dropped from the bus copy, and counted.
+with core NATS publishes on ``qubus.log.<service>.<owner>``: ``<owner>`` is the user who owns
+the line's task (its ``task_id``'s first token), ``~`` for a line about no task, so that a user
+may read the lines about its own tasks only (``qubus.bus.auth``). Each publish carries every
+line of one owner waiting at that moment, newline-separated (``split_lines`` takes a message
+apart), to about ``LOG_BATCH_BYTES`` in all: a busy service so sends one message per owner per
+burst of lines instead of one per line, which the server stores as one. Logging never waits
+for the bus: when the queue is full (the server is slow or away), the line is dropped from the
+bus copy, and counted.
 """
 
 from __future__ import annotations
@@ -25,15 +28,27 @@ import nats.errors
 import structlog
 from nats.aio.client import Client
 
+from qubus.bus.ids import TASK_ID
+
 LOG_SUBJECT_PREFIX = "qubus.log"
 LOG_QUEUE_LINES = 1024
 LOG_BATCH_BYTES = 64 * 1024
-"""Lines are added to a bus message while it holds fewer bytes than this."""
+"""Lines are taken from the queue for one round of publishes while they hold fewer bytes than
+this."""
+NO_OWNER = "~"
+"""The owner token of a log line about no task (no user name can be it)."""
 
 
-def log_subject(service: str) -> str:
-    """The subject a service publishes its log lines on."""
-    return f"{LOG_SUBJECT_PREFIX}.{service}"
+def log_subject(service: str, owner: str = "*") -> str:
+    """The subject of ``service``'s log lines about ``owner``'s tasks (``*``: anyone's)."""
+    return f"{LOG_SUBJECT_PREFIX}.{service}.{owner}"
+
+
+def owner_of(task_id: object) -> str:
+    """The owner token of a log line bound to ``task_id`` (``NO_OWNER`` for none)."""
+    if isinstance(task_id, str) and TASK_ID.match(task_id):
+        return task_id.partition(".")[0]
+    return NO_OWNER
 
 
 class BusCopy:
@@ -51,53 +66,59 @@ class BusCopy:
         self.maxsize = maxsize
         self.published = 0
         self.dropped = 0
-        self._queue: asyncio.Queue[str] | None = None
+        self._queue: asyncio.Queue[tuple[str, str]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def offer(self, line: str) -> None:
-        """Queue ``line`` for publication if a publisher runs; safe from any thread."""
+    def offer(self, line: str, owner: str = NO_OWNER) -> None:
+        """Queue ``line`` (about a task of ``owner``'s) for publication if a publisher runs;
+        safe from any thread."""
         if self._loop is None:
             return
         if threading.get_ident() == self._loop_thread:
-            self._put(line)
+            self._put(line, owner)
             return
         try:
-            self._loop.call_soon_threadsafe(self._put, line)
+            self._loop.call_soon_threadsafe(self._put, line, owner)
         except RuntimeError:  # the loop has closed
             self.dropped += 1
 
-    def _put(self, line: str) -> None:
+    def _put(self, line: str, owner: str) -> None:
         if self._queue is None:
             self.dropped += 1
             return
         try:
-            self._queue.put_nowait(line)
+            self._queue.put_nowait((line, owner))
         except asyncio.QueueFull:
             self.dropped += 1
 
-    async def start(self, nc: Client, subject: str) -> None:
-        """Publish queued lines on ``subject`` until ``stop()``."""
+    async def start(self, nc: Client, prefix: str) -> None:
+        """Publish queued lines on ``<prefix>.<owner>`` until ``stop()``."""
         self._queue = asyncio.Queue(self.maxsize)
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._task = asyncio.create_task(self._drain(nc, subject, self._queue))
+        self._task = asyncio.create_task(self._drain(nc, prefix, self._queue))
 
-    async def _drain(self, nc: Client, subject: str, queue: asyncio.Queue[str]) -> None:
+    async def _drain(self, nc: Client, prefix: str, queue: asyncio.Queue[tuple[str, str]]) -> None:
         while True:
-            lines = [await queue.get()]
-            size = len(lines[0])
+            batch = [await queue.get()]
+            size = len(batch[0][0])
             while not queue.empty() and size < LOG_BATCH_BYTES:
-                lines.append(queue.get_nowait())
-                size += len(lines[-1]) + 1
+                batch.append(queue.get_nowait())
+                size += len(batch[-1][0]) + 1
+            by_owner: dict[str, list[str]] = {}
+            for line, owner in batch:
+                by_owner.setdefault(owner, []).append(line)
             try:
-                await nc.publish(subject, "\n".join(lines).encode())
-                self.published += len(lines)
-            except nats.errors.Error:  # closed, or the reconnect buffer is full
-                self.dropped += len(lines)
+                for owner, lines in by_owner.items():
+                    try:
+                        await nc.publish(f"{prefix}.{owner}", "\n".join(lines).encode())
+                        self.published += len(lines)
+                    except nats.errors.Error:  # closed, or the reconnect buffer is full
+                        self.dropped += len(lines)
             finally:
-                for _ in lines:
+                for _ in batch:
                     queue.task_done()
 
     async def stop(self, *, timeout: float = 2.0) -> None:
@@ -123,9 +144,14 @@ def split_lines(data: bytes) -> list[str]:
     return [line for line in data.decode(errors="replace").split("\n") if line]
 
 
-def _copy_to_bus(_logger: Any, _method: str, line: str) -> str:
-    """The last processor: offer the rendered line to ``BUS_COPY``, pass it on to stderr."""
-    BUS_COPY.offer(line)
+_RENDER = structlog.processors.JSONRenderer()
+
+
+def _render_and_copy(logger: Any, method: str, event: dict[str, Any]) -> str:
+    """The last processor: render the line as JSON, offer it to ``BUS_COPY`` under its
+    task's owner, pass it on to stderr."""
+    line = _RENDER(logger, method, event)
+    BUS_COPY.offer(line, owner_of(event.get("task_id")))
     return line
 
 
@@ -142,8 +168,7 @@ def configure(service: str, instance: str, level: str = "info") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-            _copy_to_bus,
+            _render_and_copy,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),

@@ -13,11 +13,12 @@ This module imports neither cirq nor numpy: services that only route messages st
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from qubus.bus.ids import TASK_ID
+from qubus.bus.ids import ANY_TASK, TASK_ID
 from qubus.bus.limits import MAX_SHOTS, MAX_SPLIT, MAX_SWEEP_POINTS
 
 NODE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -148,6 +149,41 @@ class TaskEvent(Model):
 
     def msg_id(self) -> str:
         return f"{self.task_id}.{self.EVENT}"
+
+    @classmethod
+    def subjects(cls, task: str = ANY_TASK) -> str:
+        """The subject pattern of this event for ``task`` (every task by default)."""
+        return f"qubus.task.{task}.{cls.EVENT}"
+
+    def stored_on(self, subject: str) -> bool:
+        """Whether ``subject`` is this event's own (``subject()``), or its plain
+        ``qubus.task.<id>.<event>``, which events stored before a node's events named the
+        node had and which no identity but the operator may publish on a secured bus.
+
+        An event on another subject was published by someone the subject's permissions
+        did not bind (a node naming another node in its payload) and is not believed.
+        """
+        return subject in (self.subject(), TaskEvent.subject(self))
+
+
+class NodeEvent(TaskEvent):
+    """An event a QPU node publishes about a task it runs: its subject and de-duplication id
+    end with the node, ``qubus.task.<id>.<event>.<node>``, and a node's identity may publish
+    only on its own (``qubus.bus.auth.qpu_grant``). So one node cannot speak for another, and
+    a node's forgery for a task it was never given is stored apart from the real node's
+    event (never in its place) and not believed (``believed``)."""
+
+    node: str = Field(pattern=NODE_ID.pattern)
+
+    def subject(self) -> str:
+        return f"{super().subject()}.{self.node}"
+
+    def msg_id(self) -> str:
+        return f"{super().msg_id()}.{self.node}"
+
+    @classmethod
+    def subjects(cls, task: str = ANY_TASK) -> str:
+        return f"{super().subjects(task)}.*"
 
 
 class TaskOptions(Model):
@@ -450,8 +486,12 @@ class TaskAllocated(TaskEvent):
         base = super().msg_id()
         return f"{base}.{self.attempt}" if self.attempt else base
 
+    @classmethod
+    def subjects(cls, task: str = ANY_TASK) -> str:
+        return f"{super().subjects(task)}.*"
 
-class TaskReplace(TaskEvent):
+
+class TaskReplace(NodeEvent):
     """Asks the allocator to place an allocated task again, away from ``node``.
 
     Published by the allocator when ``node`` has gone offline with the task still queued
@@ -459,13 +499,12 @@ class TaskReplace(TaskEvent):
     task's prediction on it fell below the task's floor or by more than
     ``QUBUS_REPLACE_DROP`` (``predicted_fidelity`` is then the new prediction, on
     ``calibration_revision``). ``attempt`` is the allocation being replaced; the
-    de-duplication id ``<task_id>.replace.<attempt>`` makes one re-placement per attempt.
+    de-duplication id ``<task_id>.replace.<node>.<attempt>`` makes one re-placement per attempt.
     """
 
     TYPE: ClassVar[str] = "task.replace.v1"
     EVENT: ClassVar[str] = "replace"
 
-    node: str
     attempt: int = Field(ge=0)
     reason: str
     predicted_fidelity: float | None = None
@@ -475,15 +514,14 @@ class TaskReplace(TaskEvent):
         return f"{super().msg_id()}.{self.attempt}"
 
 
-class TaskRunning(TaskEvent):
+class TaskRunning(NodeEvent):
     TYPE: ClassVar[str] = "task.running.v1"
     EVENT: ClassVar[str] = "running"
 
-    node: str
     queue_wait_s: float
 
 
-class TaskCompleted(TaskEvent):
+class TaskCompleted(NodeEvent):
     """The task's counts and fidelities, from the node's calibration ``calibration_revision``.
 
     ``predicted_fidelity`` is the prediction for the run as it happened: the allocation's
@@ -502,7 +540,6 @@ class TaskCompleted(TaskEvent):
     EVENT: ClassVar[str] = "completed"
     TERMINAL: ClassVar[bool] = True
 
-    node: str
     counts: dict[str, int]
     shots: int
     seed: int
@@ -513,6 +550,27 @@ class TaskCompleted(TaskEvent):
     allocated_fidelity: float | None = None
     ebits: int = Field(default=0, ge=0)
     nodes: list[str] = Field(default_factory=list)
+
+
+def believed(tails: Sequence[str]) -> list[bool]:
+    """Which of one task's events to believe, given their subjects' tails after the task id
+    (``allocated.ibm_nairobi``, ``completed.ibm_nairobi``, ``parsed``) in stream order: every
+    one but a node's event (``NodeEvent``) naming a node the task was never allocated to,
+    which that node's identity forged (it may publish for any task, but only under its own
+    name), and but a second ``completed``: a node that had lost the task to a re-placement
+    while it ran it (stopped, then resumed) may complete it too, and the first result stands,
+    as when both shared one de-duplication id."""
+    allocated = {tail.partition(".")[2] for tail in tails if tail.startswith("allocated.")}
+    node_events = {cls.EVENT for cls in NodeEvent.__subclasses__()}
+    believe = []
+    completed = False
+    for tail in tails:
+        event, _, node = tail.partition(".")
+        kept = event not in node_events or not node or node in allocated
+        if kept and event == TaskCompleted.EVENT:
+            kept, completed = not completed, True
+        believe.append(kept)
+    return believe
 
 
 class TaskRejected(TaskEvent):

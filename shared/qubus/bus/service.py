@@ -9,7 +9,7 @@ A service module only declares what it serves::
         run_service("parser", setup)
 
 Every process also answers the ``$SRV`` health verbs (``qubus.bus.health``) for the stages and
-request subjects it registered here, and copies its log lines to ``qubus.log.<service>``
+request subjects it registered here, and copies its log lines to ``qubus.log.<service>.<owner>``
 (``qubus.bus.logs``).
 """
 
@@ -35,7 +35,7 @@ import uvloop
 from nats.aio.msg import Msg
 
 from qubus.bus import codec, logs
-from qubus.bus.auth import user_of_seed
+from qubus.bus.auth import service_user
 from qubus.bus.config import Settings
 from qubus.bus.connection import H_CONTENT_TYPE, H_SUBJECT, H_TYPE, Bus, NodeDirectory
 from qubus.bus.consumer import Stage, StageRunner
@@ -202,7 +202,9 @@ async def _serve(
 ) -> None:
     url = resolve_nats_url(settings)
     nkey = settings.nats_nkey
-    bus = Bus(url, service=service, instance=instance, nkey=nkey, user=user_of_seed(nkey))
+    # its identity is its service's (or node's), whatever its seed file is called
+    user = service_user(service, node) if nkey else ""
+    bus = Bus(url, service=service, instance=instance, nkey=nkey, user=user)
     if node is not None:
         structlog.contextvars.bind_contextvars(node=node)
     description = (inspect.getdoc(inspect.getmodule(setup)) or "").split("\n", 1)[0]
@@ -216,10 +218,12 @@ async def _serve(
             loop.add_signal_handler(sig, rt.stop.set)
         await bus.connect()
         stack.push_async_callback(bus.close)  # runs last: after every consumer has stopped
-        await logs.BUS_COPY.start(bus.nc, logs.log_subject(service))
+        await logs.BUS_COPY.start(bus.nc, f"{logs.LOG_SUBJECT_PREFIX}.{service}")
         stack.push_async_callback(logs.BUS_COPY.stop)
-        await bus.ensure_topology(
-            duplicate_window_s=settings.duplicate_window_s, replicas=settings.stream_replicas
+        await bus.ensure_topology(  # with credentials: create, never change (the operator's)
+            duplicate_window_s=settings.duplicate_window_s,
+            replicas=settings.stream_replicas,
+            update=not nkey,
         )
         await setup(rt)
         await health.start()

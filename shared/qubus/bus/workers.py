@@ -16,6 +16,7 @@ import signal
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from qubus.bus.lifetime import dies_with_parent
 from qubus.bus.messages import Features
 from qubus.errors import SimulationError
 
@@ -42,13 +43,16 @@ async def off_loop(fn: Callable[..., T], *args: Any, inline: bool) -> T:
     return await asyncio.to_thread(fn, *args)
 
 
-def _init_worker(memory_mb: int) -> None:
+def _init_worker(memory_mb: int, on_fork: Callable[[], None] | None) -> None:
     """Detach the forked worker from the service's signal handling, then cap its memory.
 
     The fork inherits the event loop's signal wake-up fd: without this, the SIGTERM that
     replaces an overrunning worker would be delivered to the service's loop as well and stop
-    the service.
+    the service. ``on_fork`` (``dies_with_parent``) has the worker killed with its service,
+    which a worker busy with a long job would otherwise outlive.
     """
+    if on_fork is not None:
+        on_fork()
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -80,7 +84,9 @@ class WorkerPool:
     def _ensure(self) -> multiprocessing.pool.Pool:
         if self._pool is None:
             self._pool = self._context.Pool(
-                1, initializer=_init_worker, initargs=(self._memory_mb,)
+                1,
+                initializer=_init_worker,
+                initargs=(self._memory_mb, dies_with_parent(signal.SIGKILL)),
             )
         return self._pool
 

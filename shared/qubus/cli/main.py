@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_commands in (  # in the order `qubus --help` lists the commands
         tasks.add_submission_commands,  # run, submit
-        ops.add_up_command,  # up, down
+        ops.add_up_command,  # up, user, down
         tasks.add_task_commands,  # tasks, status, result, trace, cancel
         ops.add_inspection_commands,  # nodes, ps, logs
         tasks.add_parse_command,

@@ -31,6 +31,7 @@ from qubus.cli.common import (
 from qubus.errors import QubusError
 
 if TYPE_CHECKING:
+    from qubus.bus.config import Settings
     from qubus.bus.natsserver import NatsServer
 
 STOP_WAIT_S = 30.0
@@ -80,6 +81,39 @@ def add_up_command(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="no authentication on the embedded server: any client may do anything",
     )
+    user = sub.add_parser(
+        "user",
+        help="add a user to the secured stack of this machine",
+        description="Record a user in <state dir>/creds/users.json and write its nkey seed "
+        "<state dir>/creds/NAME.nk (give that file to the user: QUBUS_NATS_NKEY=NAME.nk). "
+        "A running `qubus up` gives it its identity within a second (the server reloads its "
+        "configuration); a stopped one at its next start.",
+    )
+    user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    add = user_sub.add_parser("add", help="add (or change the role of) a user")
+    add.add_argument("name", metavar="NAME", help="1-32 of A-Z a-z 0-9 _ -")
+    add.add_argument(
+        "--role",
+        choices=["client", "operator"],
+        default="client",
+        help="client: submits and reads its own tasks (default); operator: everything "
+        "(weights, pilots, feedback, streams)",
+    )
+    creds = sub.add_parser(
+        "creds",
+        help="write the identities of a deployed stack (deploy/)",
+        description="Write an nkey seed per identity (the operator, every service, each QPU "
+        "node of --fleet and each --users client) into DIR, keeping existing ones, and "
+        "DIR/auth.conf, the NATS `authorization` block naming their public keys and "
+        "permissions. deploy/compose.yaml mounts deploy/creds/ (compose secrets), "
+        "deploy/k8s turns deploy/k8s/creds/ into Secrets (kustomize secretGenerator); see "
+        "deploy/k8s/README.md.",
+    )
+    creds.add_argument("dir", metavar="DIR", type=Path)
+    creds.add_argument(
+        "--fleet", help="comma-separated QPU node ids (default: the default fleet, as qubus up)"
+    )
+    creds.add_argument("--users", default="", help="comma-separated client users besides local")
     sub.add_parser(
         "down",
         help="stop the stack `qubus up` runs on this machine",
@@ -260,13 +294,17 @@ async def up(args: argparse.Namespace) -> int:
         authorization = ""
         if not args.insecure:
             creds = stackfile.creds_dir()
+            for user in users[1:]:
+                auth.add_user(creds, user, "client")
             services = sorted({spec.name for spec in specs} - {"qpu"})
-            authorization = auth.write_credentials(creds, auth.identities(services, fleet, users))
+            authorization = _authorization(creds, services, fleet)
         store = args.store_dir or str(stackfile.stack_file().parent / "nats")
         server = NatsServer(store, authorization=authorization)
         url = server.start()
     supervisor = None
     try:
+        if creds is not None:  # the services may create the topology, only the operator change it
+            await _ensure_topology(url, auth.seed_path(creds, auth.OPERATOR), settings)
         stackfile.record(url, os.getpid(), creds=creds)
         log_dir = args.log_dir or stackfile.stack_file().parent / "logs"
         supervisor = Supervisor(url, specs, log_dir=log_dir, creds_dir=creds)
@@ -284,7 +322,15 @@ async def up(args: argparse.Namespace) -> int:
             "`qubus down` stops",
             flush=True,
         )
-        await (stop.wait() if server is None else _watch_server(server, stop))
+        if server is None:
+            await stop.wait()
+        elif creds is None:
+            await _watch_server(server, stop)
+        else:  # users added meanwhile (qubus user add) get their identity
+            users_file = creds / auth.USERS_FILE
+            await _watch_server(
+                server, stop, users_file, lambda: _authorization(creds, services, fleet)
+            )
         print("qubus: stopping", flush=True)
     except TimeoutError as exc:
         raise QubusError(f"{exc}; see their logs in {log_dir}", code="stack.start") from None
@@ -298,16 +344,111 @@ async def up(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _watch_server(server: NatsServer, stop: asyncio.Event) -> None:
-    """Restart the embedded nats-server, on its port and store, whenever it has exited."""
+def _authorization(creds: Path, services: list[str], fleet: list[str]) -> str:
+    """The server's authorization block for the stack's services and nodes, the user
+    ``local`` and every recorded user (``qubus.bus.auth.add_user``)."""
+    from qubus.bus import auth
+
+    users = auth.recorded_users(creds)
+    clients = [auth.DEFAULT_USER, *(name for name, role in users.items() if role == "client")]
+    operators = [name for name, role in users.items() if role == "operator"]
+    return auth.write_credentials(creds, auth.identities(services, fleet, clients, operators))
+
+
+async def _ensure_topology(url: str, seed: Path, settings: Settings) -> None:
+    """Bring the streams and buckets to this version's configuration, as the operator."""
+    from qubus.bus.auth import OPERATOR
+    from qubus.bus.connection import Bus
+
+    bus = Bus(url, service="up", instance=f"up-{os.getpid()}", nkey=str(seed), user=OPERATOR)
+    await bus.connect()
+    try:
+        await bus.ensure_topology(
+            duplicate_window_s=settings.duplicate_window_s, replicas=settings.stream_replicas
+        )
+    finally:
+        await bus.close()
+
+
+async def _watch_server(
+    server: NatsServer,
+    stop: asyncio.Event,
+    users_file: Path | None = None,
+    authorization: Callable[[], str] | None = None,
+) -> None:
+    """Restart the embedded nats-server, on its port and store, whenever it has exited; and
+    reload it with ``authorization()`` whenever ``users_file`` has changed."""
+    seen = _mtime(users_file)
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
+        if authorization is not None and (changed := _mtime(users_file)) != seen:
+            seen = changed
+            server.reload(authorization())
+            print("qubus: users changed; the server reloaded its configuration", flush=True)
         try:
             if not stop.is_set() and server.restart_if_dead():
                 print(f"qubus: nats-server had exited; restarted at {server.url}", flush=True)
         except RuntimeError as exc:  # tried again in a second
             print(f"qubus: nats-server could not be restarted: {exc}", file=sys.stderr)
+
+
+def _mtime(path: Path | None) -> float | None:
+    try:
+        return None if path is None else path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
+async def _creds(args: argparse.Namespace) -> int:
+    """``qubus creds DIR``: the seeds and the server's authorization block of a deployment.
+
+    Raises:
+        UsageError: a bad ``--fleet`` or ``--users``.
+    """
+    from qubus.bus import auth
+    from qubus_services import SERVICES
+
+    fleet = default_fleet() if args.fleet is None else [n for n in args.fleet.split(",") if n]
+    check_fleet(list(fleet))
+    users = check_users(args.users)
+    services = [service for service in SERVICES if service != "qpu"]
+    block = auth.write_credentials(args.dir, auth.identities(services, fleet, users))
+    (args.dir / "auth.conf").write_text(block)
+    print(f"{len(services) + len(fleet) + len(users) + 1} identities in {args.dir}")
+    return 0
+
+
+async def _user(args: argparse.Namespace) -> int:
+    """``qubus user add NAME [--role R]``: record the user; a running stack picks it up.
+
+    Raises:
+        QubusError: ``auth.bad_user``; ``auth.refused`` if the running stack did not accept
+            the new user's seed within 10 s.
+    """
+    from qubus.bus import auth, stackfile
+    from qubus.client.aio import Client
+
+    creds = stackfile.creds_dir()
+    added = auth.add_user(creds, args.name, args.role)
+    seed = auth.seed_path(creds, args.name)
+    print(f"{'added' if added else 'kept'} user {args.name} ({args.role}); its seed: {seed}")
+    record = stackfile.running()
+    if record is None or not record["creds"]:
+        print("qubus up gives it its identity when it starts")
+        return 0
+    deadline = time.monotonic() + 10.0
+    while True:  # the stack reloads its server within a second
+        try:
+            client = await Client.connect(record["url"], nkey=str(seed))
+        except QubusError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.3)
+            continue
+        await client.close()
+        print(f"the stack at {record['url']} accepts it")
+        return 0
 
 
 async def _until_stopped(starting: Awaitable[None], stop: asyncio.Event) -> bool:
@@ -582,6 +723,8 @@ async def _dashboard(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
+    "user": _user,
+    "creds": _creds,
     "nodes": _nodes,
     "ps": _ps,
     "logs": _logs,

@@ -41,7 +41,7 @@ from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from qubus.bus.connection import StoredEvent
+from qubus.bus.connection import StoredEvent, believed_events
 from qubus.bus.messages import TYPES, TaskAllocated, TaskCompleted, TaskEvent, TaskRunning
 from qubus.client.aio import stage_rows, status_of
 from qubus.errors import QubusError
@@ -170,11 +170,12 @@ def _is_number(value: Any) -> bool:
 
 
 def by_task(events: Iterable[StoredEvent]) -> dict[str, list[StoredEvent]]:
-    """Events grouped by task, each task's in stream order."""
+    """Events grouped by task, each task's in stream order and as believed
+    (``believed_events``)."""
     tasks: dict[str, list[StoredEvent]] = defaultdict(list)
     for stored in sorted(events, key=lambda s: s.sequence):
         tasks[stored.event.task_id].append(stored)
-    return dict(tasks)
+    return {task_id: believed_events(task) for task_id, task in tasks.items()}
 
 
 def _terminal(events: Sequence[StoredEvent]) -> StoredEvent | None:

@@ -1,6 +1,6 @@
 """The ``qubus`` commands on tasks: ``run`` and ``submit`` (submitting circuit files),
-``tasks`` (listing them), ``status``, ``result``, ``trace`` and ``cancel`` (one task of the
-running stack) and ``parse`` (a circuit file, locally), with the text they print.
+``tasks`` (listing them), ``status``, ``result``, ``trace``, ``cancel`` and ``retry`` (one task
+of the running stack) and ``parse`` (a circuit file, locally), with the text they print.
 
 What a command needs beyond its parser is imported when it runs, so that ``qubus status``
 does not pay for cirq.
@@ -62,14 +62,16 @@ def add_submission_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def add_task_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``tasks``, ``status``, ``result``, ``trace`` and ``cancel`` to the ``qubus``
-    subcommands."""
+    """Add ``tasks``, ``status``, ``result``, ``trace``, ``cancel`` and ``retry`` to the
+    ``qubus`` subcommands."""
     tasks = sub.add_parser(
         "tasks",
         help="list the stack's tasks (seven days of them) with their status",
         description="List every task stream QUBUS_TASKS holds, oldest first, with its status: "
         "pending (being parsed, checked and scored), queued (placed on a node), running, "
-        "done, rejected, failed or cancelled.",
+        "done, rejected, failed or cancelled; a rejected or failed task with its cause (the "
+        "stage, the error and its code: stage.dead_letter when every delivery of it killed "
+        "the stage's process). `qubus retry ID` submits a failed task again.",
     )
     tasks.add_argument(
         "--status",
@@ -111,6 +113,15 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
         "as it is. Exit status 1 if any task could not be cancelled.",
     )
     cancel.add_argument("task_ids", nargs="+", metavar="ID", type=task_id)
+
+    retry = sub.add_parser(
+        "retry",
+        help="submit a failed or cancelled task again",
+        description="Submit your failed or cancelled task ID again as it was submitted (its "
+        "circuit and options) and print the new task's id. `qubus tasks --status failed` "
+        "lists failed tasks with their cause.",
+    )
+    retry.add_argument("task_id", metavar="ID", type=task_id)
 
 
 STATUS_EXITS = (
@@ -479,17 +490,31 @@ async def _tasks(args: argparse.Namespace) -> int:
     since = None if args.since is None else parse_since(args.since, now=time.time())
     async with connected() as client:
         tasks = await client.tasks()
+        ended = args.status in (None, "failed", "rejected")
+        failures = await client.failures() if ended else {}
     for task, status in tasks:
         at = submitted_at(task)
         if args.status is not None and status != args.status:
             continue
         if since is not None and (at is None or at < since):
             continue
+        end = failures.get(task) if status in ("failed", "rejected") else None
         if args.json:
-            print(json.dumps({"task_id": task, "status": status, "submitted_at": at}))
+            error = None if end is None else {"stage": end.stage, **end.error.model_dump()}
+            print(
+                json.dumps({"task_id": task, "status": status, "submitted_at": at, "error": error})
+            )
         else:
             stamp = "-" if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
-            print(f"{task:<32} {status:<10} {stamp}")
+            cause = "" if end is None else f"  {end.stage}: {end.error.message} [{end.error.code}]"
+            print(f"{task:<32} {status:<10} {stamp}{cause}")
+    return 0
+
+
+async def _retry(args: argparse.Namespace) -> int:
+    async with connected() as client:
+        reply = await client.retry(args.task_id)
+    print(reply.task_id)
     return 0
 
 
@@ -660,5 +685,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "result": _result,
     "trace": _trace,
     "cancel": _cancel,
+    "retry": _retry,
 }
 """The commands of this module that run in an event loop (``main`` runs ``parse`` apart)."""

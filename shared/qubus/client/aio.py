@@ -11,7 +11,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ from qubus.bus.connection import (
     TASK_SUBJECTS,
     Bus,
     StoredEvent,
+    believed_events,
     codec,
     stored_event,
 )
@@ -45,8 +46,10 @@ from qubus.bus.messages import (
     TaskCancelled,
     TaskCompleted,
     TaskFailed,
+    TaskIngested,
     TaskRejected,
     TaskScored,
+    believed,
 )
 from qubus.bus.progress import Progress
 from qubus.bus.tracing import TraceContext
@@ -338,9 +341,11 @@ class Client:
 
         def take(msg: Msg) -> bool:
             stored = stored_event(msg)
-            if stored is not None:
-                events.append(stored)
-            return stored is not None and stored.event.TERMINAL
+            if stored is None:
+                return False
+            events.append(stored)
+            kept = believed_events(events) if stored.event.TERMINAL else []
+            return bool(kept) and kept[-1] is stored  # not a node's forgery
 
         try:
             await self._follow(
@@ -348,7 +353,7 @@ class Client:
             )
         except TimeoutError:
             raise TimeoutError(f"task {task_id} did not finish within {timeout:g} s") from None
-        return events
+        return believed_events(events)
 
     async def wait_sweep(
         self, sweep_id: str, points: int, *, timeout: float = 300.0
@@ -401,13 +406,14 @@ class Client:
             QubusError: ``task.invalid_id`` or ``auth.not_owner`` (``_task_subject``).
         """
         point = sweep_of(check_task_id(task_id))
-        if point is not None:
-            shared, own = await asyncio.gather(self.events(point[0]), self._events(task_id))
-            return point_events(shared, own)
-        return await self._events(task_id)
+        if point is None:
+            return believed_events(await self._stored(task_id))
+        # a point's own events are believed against its sweep's (its allocation names the node)
+        shared, own = await asyncio.gather(self.events(point[0]), self._stored(task_id))
+        return believed_events(point_events(shared, own))
 
-    async def _events(self, task_id: str) -> list[StoredEvent]:
-        """The events stored under the task's own subject."""
+    async def _stored(self, task_id: str) -> list[StoredEvent]:
+        """The events stored under the task's own subject, believed or not."""
         msgs = self.read_stream(STREAM, self._task_subject(task_id))
         return [stored async for msg in msgs if (stored := stored_event(msg)) is not None]
 
@@ -463,10 +469,67 @@ class Client:
             subjects = [msg.subject async for msg in msgs]
         seen: dict[str, list[str]] = {}
         for subject in subjects:
-            task_id, event = split_task_subject(subject)
-            seen.setdefault(task_id, []).append(event.split(".")[0])
+            task_id, tail = split_task_subject(subject)
+            seen.setdefault(task_id, []).append(tail)
         oldest_first = sorted(seen, key=lambda task_id: task_id.split(".", 1)[1])
-        return [(task_id, status_from_events(seen[task_id])) for task_id in oldest_first]
+        return [(t, status_from_tails(_believable(seen, t))) for t in oldest_first]
+
+    async def failures(self) -> dict[str, TaskRejected | TaskFailed]:
+        """Why each task this client may read failed or was rejected: its ``failed`` or
+        ``rejected`` event (stage and error), by task id; the dead letters among them have
+        the code ``stage.dead_letter``."""
+        owner = "*" if self._reads_all else self.user
+        ends: dict[str, TaskRejected | TaskFailed] = {}
+        for cls in (TaskRejected, TaskFailed):
+            async for msg in self.read_stream(STREAM, cls.subjects(f"{owner}.*")):
+                stored = stored_event(msg)
+                if stored is not None and isinstance(stored.event, cls):
+                    ends[stored.event.task_id] = stored.event
+        return ends
+
+    async def retry(self, task_id: str) -> SubmitReply:
+        """Submit a failed or cancelled task of this client's again, as it was submitted (a
+        new task id).
+
+        Raises:
+            QubusError: ``auth.not_owner`` for another user's task (the operator's too: the
+                task would become the operator's); ``task.unknown`` for a task the stream
+                does not hold; ``task.not_retryable`` for a task that is not failed or
+                cancelled (a rejected one would be rejected again).
+        """
+        owner = check_task_id(task_id).split(".", 1)[0]
+        if self.user and owner != self.user:
+            raise QubusError(
+                f"task {task_id} belongs to {owner}, not to {self.user}: only its owner may "
+                "retry it",
+                code="auth.not_owner",
+            )
+        events = await self.events(task_id)
+        ingested = next((e.event for e in events if isinstance(e.event, TaskIngested)), None)
+        if ingested is None:
+            raise QubusError(f"no task {task_id}", code="task.unknown")
+        status = status_of(events)
+        if status not in ("failed", "cancelled"):
+            raise QubusError(
+                f"task {task_id} is {status}: only a failed or cancelled task can be retried",
+                code="task.not_retryable",
+            )
+        options = ingested.options
+        request = SubmitRequest(
+            circuit=ingested.text,
+            format=ingested.format,
+            shots=options.shots,
+            priority=options.priority,
+            pilot=options.pilot,
+            node=options.node,
+            noiseless=options.noiseless,
+            source=options.source,
+            fidelity_floor=options.fidelity_floor,
+            deadline_s=options.deadline_s,
+            split=options.split,
+            ideal_links=options.ideal_links,
+        )
+        return await self.submit(request)
 
     async def services(
         self, verb: str = "STATS", *, timeout: float = 0.5, expected: int | None = None
@@ -515,7 +578,8 @@ class Client:
         """Log lines stored in stream ``QUBUS_LOGS`` (one day of them), oldest first.
 
         Args:
-            service: Only this service's lines (subject ``qubus.log.<service>``).
+            service: Only this service's lines (subject ``qubus.log.<service>.<owner>``; a
+                client user reads only the lines about its own tasks).
             since: Only lines stored at or after this Unix time.
             follow: After the stored lines, keep yielding new ones until cancelled.
             batch: Lines fetched per request.
@@ -523,8 +587,9 @@ class Client:
         Yields:
             Each line's JSON object (lines that are not JSON objects are skipped).
         """
+        owner = "*" if self._reads_all else self.user  # a user reads its own tasks' lines
         async for msg in self.read_stream(
-            LOG_STREAM, log_subject(service or "*"), since=since, follow=follow, batch=batch
+            LOG_STREAM, log_subject(service or "*", owner), since=since, follow=follow, batch=batch
         ):
             for text in split_lines(msg.data):
                 try:
@@ -631,6 +696,23 @@ def point_events(shared: list[StoredEvent], own: list[StoredEvent]) -> list[Stor
 def status_of(events: list[StoredEvent]) -> str:
     """The task's status: one of ``STATUSES``, ``unknown`` without events."""
     return status_from_events([stored.event.EVENT for stored in events])
+
+
+def _believable(seen: dict[str, list[str]], task_id: str) -> list[str]:
+    """The tails by which to judge a task's events: a sweep point's own, after its sweep's
+    allocations (which name the node its ``completed`` must come from)."""
+    point = sweep_of(task_id)
+    if point is None:
+        return seen[task_id]
+    allocations = [tail for tail in seen.get(point[0], []) if tail.startswith("allocated.")]
+    return [*allocations, *seen[task_id]]
+
+
+def status_from_tails(tails: Sequence[str]) -> str:
+    """The status of a task whose events' subjects end with ``tails`` (after the task id:
+    ``allocated.ibm_nairobi``), counting only the events ``believed``."""
+    kept = [tail for tail, keep in zip(tails, believed(tails), strict=True) if keep]
+    return status_from_events(tail.split(".")[0] for tail in kept)
 
 
 def status_from_events(names: Iterable[str]) -> str:

@@ -92,7 +92,9 @@ class Dashboard:
         async for msg in msgs:
             self.last_sequence = msg.metadata.sequence.stream
             task_id, tail = split_task_subject(msg.subject)
-            name = tail.split(".")[0] if tail.startswith("allocated") else tail
+            # eval.sandbox and eval.noise are names; allocated.<node>, completed.<node>, ...
+            # name their event and then the node
+            name = tail if tail.startswith("eval.") else tail.partition(".")[0]
             stored = stored_event(msg) if name in READ_BODIES else None
             event = stored.event if stored is not None else None
             self.board.add(task_id, name, msg.metadata.timestamp.timestamp(), event)

@@ -41,6 +41,16 @@ async def latest_allocation(bus: Bus, task_id: str) -> TaskAllocated | None:
     return codec.decode(raw.data, TaskAllocated)
 
 
+async def allocated_to(bus: Bus, task_id: str, node: str) -> bool:
+    """Whether the task was ever allocated to ``node``: a node's event about a task it was
+    never given is its forgery and not believed (``qubus.bus.messages.believed``)."""
+    try:
+        await bus.js.get_last_msg(STREAM, task_subject(task_id, f"allocated.{node}"))
+    except nats.js.errors.NotFoundError:
+        return False
+    return True
+
+
 async def outstanding_allocations(bus: Bus, node: str) -> list[tuple[TaskAllocated, TraceContext]]:
     """The allocations to ``node`` it has not acknowledged (queued, or being run), oldest
     first, each with its trace context.
