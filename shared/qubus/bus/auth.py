@@ -131,7 +131,7 @@ GRANTS: dict[str, Grant] = {
 def qpu_grant(node: str) -> Grant:
     """QPU node ``node``'s catalogue: its own consumer and status key, and the run's events."""
     return Grant(
-        events=("running", "completed", "replace", *_ENDINGS),
+        events=("running", "progress", "completed", "replace", *_ENDINGS),
         durables=(f"qpu-{node}",),
         requests=(RESERVE_SUBJECT,),
         write_keys=((BUCKET_NODES, f"node.{node}"),),

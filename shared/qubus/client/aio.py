@@ -45,6 +45,7 @@ from qubus.bus.messages import (
     TaskCancelled,
     TaskCompleted,
     TaskFailed,
+    TaskProgress,
     TaskRejected,
     TaskScored,
 )
@@ -117,6 +118,7 @@ STATUS_OF_EVENT = {
     "failed": "failed",
     "cancelled": "cancelled",
     "running": "running",
+    "progress": "running",
     "allocated": "queued",
     "replace": "queued",
 }
@@ -328,7 +330,7 @@ class Client:
         return [stored async for msg in msgs if (stored := stored_event(msg)) is not None]
 
     async def cancel(self, task_id: str) -> bool:
-        """Cancel a task that has not started running: a QPU node will skip it.
+        """Cancel a task: a QPU node skips it, or stops it if it is running.
 
         Returns:
             True if the task is now cancelled (also if it already was); False if it had
@@ -337,17 +339,12 @@ class Client:
         Raises:
             QubusError: ``task.invalid_id``; ``auth.not_owner`` (a user cancels only its own
                 tasks: on a secured bus it may publish only its own tasks' ``cancelled``);
-                ``task.unknown``; ``task.running``: it is already running, which cannot be
-                stopped.
+                ``task.unknown``.
         """
         events = await self.events(task_id)
         status = status_of(events)
         if status == "unknown":
             raise QubusError(f"no task {task_id}", code="task.unknown")
-        if status == "running":
-            raise QubusError(
-                f"task {task_id} is already running and cannot be stopped", code="task.running"
-            )
         if status in FINAL_STATUSES:
             return status == "cancelled"
         trace = TraceContext.new()
@@ -532,6 +529,15 @@ class Client:
 def status_of(events: list[StoredEvent]) -> str:
     """The task's status: one of ``STATUSES``, ``unknown`` without events."""
     return status_from_events([stored.event.EVENT for stored in events])
+
+
+def progress_of(events: list[StoredEvent]) -> dict[str, int] | None:
+    """The furthest ``progress`` of a running emulation (``shots_done``, ``shots``), or None."""
+    done = [s.event for s in events if isinstance(s.event, TaskProgress)]
+    if not done:
+        return None
+    last = max(done, key=lambda e: e.shots_done)
+    return {"shots_done": last.shots_done, "shots": last.shots}
 
 
 def status_from_events(names: Iterable[str]) -> str:

@@ -136,17 +136,12 @@ class Job:
         return result
 
     def cancel(self) -> bool:
-        """Cancel the task unless it has started running (``Client.cancel``).
+        """Cancel the task, stopping it if it is running (``Client.cancel``).
 
         Returns:
-            True if it is cancelled; False if it had already ended or is running.
+            True if it is cancelled; False if it had already ended.
         """
-        try:
-            return self._session._call(self._session._client.cancel(self.task_id))
-        except QubusError as exc:
-            if exc.code == "task.running":
-                return False
-            raise
+        return self._session._call(self._session._client.cancel(self.task_id))
 
 
 class Session:

@@ -217,7 +217,7 @@ def emulate(
     Returns:
         Counts keyed by bit strings in the ``qubus.circuits.simulate`` convention.
     """
-    exact = not noiseless and _exact(compiled)
+    exact = not noiseless and uses_density_matrix(compiled)
     if exact:
         circuit, keys = compiled.circuit, measurement_keys(compiled.circuit)
     else:
@@ -260,7 +260,7 @@ def emulated_distribution(compiled: CompiledCircuit, device: Device) -> dict[str
     keys = measurement_keys(circuit)
     if not keys:
         return {"": 1.0}
-    if not _exact(compiled):
+    if not uses_density_matrix(compiled):
         return None
     probs, qubits = _final_probabilities(compiled, device)
     states = np.arange(probs.size)
@@ -289,7 +289,7 @@ def _register_circuit(
     return circuit, measurement_keys(circuit)
 
 
-def _exact(compiled: CompiledCircuit) -> bool:
+def uses_density_matrix(compiled: CompiledCircuit) -> bool:
     """Whether the noisy register is simulated once as a density matrix (the noise channels
     never follow a qubit's last operation, so the compiled circuit decides)."""
     return len(compiled.physical_qubits) <= DENSITY_MATRIX_QUBITS and _terminal_only(

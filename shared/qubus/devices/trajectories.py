@@ -15,6 +15,8 @@ What makes it fast, and what each step changes:
   ``cirq.phase_flip((1 − √(1 − γ))/2)``, which qsim samples from fixed probabilities instead of
   computing a state norm for each Kraus operator. On the dev circuits this halves the time of
   a trajectory.
+* **Gate fusion** (exact): qsim fuses the gates between channels into gates of up to
+  ``FUSED_GATE_QUBITS`` qubits.
 * **One translation**: the circuit is translated to qsim once and every trajectory runs from
   that translation with its own seed (``qsimcirq.QSimSimulator.simulate`` translates again on
   each call: 1.5 s for a 20-qubit, 2,000-operation circuit).
@@ -41,13 +43,17 @@ import numpy as np
 import qsimcirq
 from qsimcirq import qsim_circuit
 
-SHOTS_PER_TRAJECTORY = 4
+SHOTS_PER_TRAJECTORY = 8
 """Shots sampled from each trajectory's final state on registers wider than
 ``EXACT_TRAJECTORY_QUBITS`` (module docstring: the variance this adds)."""
 
 EXACT_TRAJECTORY_QUBITS = 12
 """Registers up to this width run one trajectory per shot (a trajectory of 12 qubits costs
 well under a millisecond)."""
+
+FUSED_GATE_QUBITS = 3
+"""qsim's ``max_fused_gate_size``: gates between noise channels are fused into gates of up to
+this many qubits (qsim's default, 2, took about twice as long on ``qasmbench__qram_n20``)."""
 
 Progress = Callable[[int, int], None]
 """Called with (shots done, shots) as trajectories finish."""
@@ -120,15 +126,9 @@ def sample_trajectories(
     readout = list(dict.fromkeys(q for op in measured for q in op.qubits))
     unmeasured = tuple(i for i, q in enumerate(order) if q not in readout)
     kept = [q for q in order if q in readout]
-    noisy = any(isinstance(op.gate, _CHANNELS) for op in body.all_operations())
     simulator = qsimcirq.QSimSimulator()
-    options = dict(simulator.qsim_options)
-    if noisy:
-        options["c"] = _translate(body, order)
-        run = simulator._sim_module.qtrajectory_simulate_fullstate  # one translation, many seeds
-    else:
-        options["c"], _ = qsimcirq.QSimCircuit(body).translate_cirq_to_qsim(order)
-        run = simulator._sim_module.qsim_simulate_fullstate
+    options = {**simulator.qsim_options, "c": _translate(body, order), "f": FUSED_GATE_QUBITS}
+    run = simulator._sim_module.qtrajectory_simulate_fullstate  # one translation, many seeds
     trajectories = max(1, min(trajectories, shots))
     per_trajectory = np.full(trajectories, shots // trajectories)
     per_trajectory[: shots % trajectories] += 1
@@ -237,13 +237,16 @@ def _channel_data(gate: cirq.Gate) -> list[tuple[float, np.ndarray, bool]]:
 def _translatable(op: cirq.Operation) -> bool:
     """Whether qsim has the operation's gate (or, controlled, its sub-operation's) natively."""
     if isinstance(op, cirq.ControlledOperation):
-        return _translatable(op.sub_operation)
+        simple = isinstance(op.control_values, cirq.ProductOfSums) and all(
+            len(values) == 1 for values in op.control_values
+        )  # qsim cannot control on several values (a deferred measurement of several bits)
+        return simple and _translatable(op.sub_operation)
     return any(t in qsim_circuit.TYPE_TRANSLATOR for t in type(op.gate).mro())
 
 
 def _as_matrix(op: cirq.Operation) -> cirq.Operation:
     """A gate qsim does not know, as its matrix."""
-    return cirq.MatrixGate(cirq.unitary(op.gate)).on(*op.qubits)
+    return cirq.MatrixGate(cirq.unitary(op)).on(*op.qubits)
 
 
 def _as_mixture(op: cirq.Operation) -> cirq.Operation:
