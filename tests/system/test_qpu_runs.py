@@ -40,7 +40,7 @@ async def test_an_emulation_over_the_limit_is_refused_with_its_estimate(client, 
     assert record["status"] == "rejected", record
     assert record["error"]["code"] == "qpu.too_large"
     message = record["error"]["message"]
-    assert re.search(r"trajectories of 20 qubits, \d+ operations × 25000 trajectories", message)
+    assert re.search(r"trajectories of 20 qubits, \d+ operations × \d+ trajectories: about", message)
     assert "over its limit of 120 s" in message
 
 
@@ -67,4 +67,4 @@ async def test_a_running_emulation_reports_progress_and_stops_when_cancelled(
     await asyncio.sleep(3)  # a run that went on would complete well after this
     events = await events_of(client, task_id)
     assert "cancelled" in events and "completed" not in events
-    assert stack.children[f"qpu-{node}"].restarts == 0
+    assert stack.children[f"qpu:{node}"].restarts == 0
