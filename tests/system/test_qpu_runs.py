@@ -40,7 +40,8 @@ async def test_an_emulation_over_the_limit_is_refused_with_its_estimate(client, 
     assert record["status"] == "rejected", record
     assert record["error"]["code"] == "qpu.too_large"
     message = record["error"]["message"]
-    assert re.search(r"trajectories of 20 qubits, \d+ operations × \d+ trajectories: about", message)
+    shape = r"trajectories of 20 qubits, \d+ operations × \d+ trajectories: about"
+    assert re.search(shape, message)
     assert "over its limit of 120 s" in message
 
 
