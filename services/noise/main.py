@@ -1,7 +1,9 @@
 """noise: ``checked`` → ``eval.noise``. For every online QPU, the circuit compiled for it, its
 ESP and its noise budget (``qubus.devices.prediction.noise_budget``) from the node's latest
 calibration in KV ``qubus_nodes``. Fusion turns the budget into a predicted fidelity with the
-sandbox's ideal distribution."""
+sandbox's ideal distribution. A node whose emulation of the circuit would exceed its limits
+(``qubus.devices.cost``) is unfit; a circuit too large for every node is rejected
+(``qpu.too_large``)."""
 
 from __future__ import annotations
 
@@ -12,24 +14,41 @@ from qubus.bus.workers import is_small, off_loop
 from qubus.circuits import circuit_from_json
 from qubus.circuits.sweeps import representative, total_shots
 from qubus.devices.compile import compile_for_device
+from qubus.devices.cost import emulation_cost, refuse_too_large
 from qubus.devices.emulation import emulated_runtime_s
 from qubus.devices.prediction import esp, noise_budget
 from qubus.devices.profiles import device_of
-from qubus.errors import CircuitRejected
+from qubus.errors import CircuitRejected, QubusError
 
 
-def predict(event: TaskChecked, statuses: list[NodeStatus]) -> NoiseEvaluation:
-    """Compile for each node and predict; a node the circuit cannot fit gets ``fits=False``.
+def predict(
+    event: TaskChecked, statuses: list[NodeStatus], *, max_s: float, memory_mb: int
+) -> NoiseEvaluation:
+    """Compile for each node and predict; a node the circuit cannot fit, or whose emulation of
+    it would exceed the node's limits (``qubus.devices.cost``), gets ``fits=False``. A sweep
+    is compiled and predicted once, on its first point, and its run time is that of one job of
+    every point's shots (``qubus.circuits.sweeps``).
 
-    A sweep is compiled and predicted once, on its first point, and its run time is that of
-    one job of every point's shots (``qubus.circuits.sweeps``)."""
+    Raises:
+        QubusError: ``qpu.too_large`` when every node the circuit fits would refuse it as too
+            large to emulate (the estimates in the message).
+    """
     circuit = representative(circuit_from_json(event.circuit), event.options)
+    noiseless = event.options.noiseless
     predictions = []
+    too_large = []
     for status in statuses:
         device = device_of(status)
         try:
             compiled = compile_for_device(circuit, device)
         except CircuitRejected as exc:
+            predictions.append(NodePrediction(node=status.node, fits=False, reason=exc.message))
+            continue
+        try:
+            cost = emulation_cost(compiled, event.options.shots, noiseless=noiseless)
+            refuse_too_large(cost, max_s=max_s, memory_mb=memory_mb)
+        except QubusError as exc:
+            too_large.append(f"{status.node}: {exc.message}")
             predictions.append(NodePrediction(node=status.node, fits=False, reason=exc.message))
             continue
         predictions.append(
@@ -43,6 +62,8 @@ def predict(event: TaskChecked, statuses: list[NodeStatus]) -> NoiseEvaluation:
                 swaps=compiled.swaps,
             )
         )
+    if too_large and not any(p.fits for p in predictions):
+        raise QubusError("; ".join(too_large), code="qpu.too_large")
     return NoiseEvaluation(task_id=event.task_id, predictions=predictions)
 
 
@@ -52,7 +73,13 @@ async def setup(rt: Runtime) -> None:
     async def handle(event: TaskChecked, ctx: Context) -> NoiseEvaluation:
         statuses = directory.require_online(rt.settings.node_timeout_s)
         ordered = [statuses[node] for node in sorted(statuses)]
-        small = is_small(event.circuit, event.features)
-        return await off_loop(predict, event, ordered, inline=small)
+        return await off_loop(
+            predict,
+            event,
+            ordered,
+            max_s=rt.settings.qpu_max_emulation_s,
+            memory_mb=rt.settings.sandbox_memory_mb,
+            inline=is_small(event.circuit, event.features),
+        )
 
     await rt.consume(Stage("noise", [TaskChecked], handle, concurrency=2))

@@ -12,6 +12,14 @@ With ``QUBUS_BACKGROUND_LOAD`` on, the node replays a real IBM backend's queue o
 jobs (``qubus.devices.load``): its status counts them in its queue depth, and each task waits for
 the jobs queued when it was allocated, each taking the node's mean job time.
 
+**Budget, progress and cancel.** Before running a task the node estimates the emulation's cost
+on this machine (``qubus.devices.cost``); over ``QUBUS_QPU_MAX_EMULATION_S`` or the worker's
+memory the task is refused (``qpu.too_large``, the estimate in the message). The emulation may
+then take ``BUDGET_MARGIN`` × its estimate (at least ``MIN_BUDGET_S``) before it fails with
+``qpu.timeout``. While it runs, the node publishes ``progress`` (shots of finished trajectories)
+and checks about once a second whether the task was cancelled: a cancelled run's worker is
+killed and the task stays ``cancelled``.
+
 Re-placement (``qubus_services.allocator``): the node runs only a task's current allocation
 and acknowledges superseded ones, and cancelled ones (``qubus cancel``), without running them;
 and instead of running a task whose prediction, recomputed on a calibration newer than the
@@ -45,7 +53,7 @@ import contextlib
 import itertools
 import statistics
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 from nats.js.kv import KeyValue
@@ -64,15 +72,17 @@ from qubus.bus.messages import (
     TaskAllocated,
     TaskCancelled,
     TaskCompleted,
+    TaskProgress,
     TaskReplace,
     TaskRunning,
 )
 from qubus.bus.metrics import QPU_QUEUE
 from qubus.bus.service import Runtime
-from qubus.bus.workers import WorkerPool
+from qubus.bus.workers import JobStopped, WorkerPool, report_progress
 from qubus.circuits import circuit_from_json
 from qubus.client.aio import request_reply
 from qubus.devices.compile import compile_for_device
+from qubus.devices.cost import EmulationCost, emulation_cost, refuse_too_large
 from qubus.devices.drift import DriftReplay
 from qubus.devices.emulation import JOB_OVERHEAD_S, emulate, emulated_runtime_s
 from qubus.devices.fidelity import hellinger_fidelity, hellinger_of_model
@@ -111,7 +121,14 @@ def execute(
         for a noiseless run that of ``shots`` samples of the ideal distribution itself.
     """
     compiled = compile_for_device(circuit_from_json(circuit_json), device)
-    counts = emulate(compiled, device, shots, seed=seed, noiseless=noiseless)
+    counts = emulate(
+        compiled,
+        device,
+        shots,
+        seed=seed,
+        noiseless=noiseless,
+        progress=lambda done, total: report_progress(done / total),
+    )
     predicted = None
     if ideal is not None and noiseless:
         p = np.fromiter(ideal.values(), dtype=float, count=len(ideal))
@@ -119,6 +136,13 @@ def execute(
     elif ideal is not None:
         predicted = predict_on(device, circuit_json, shots, ideal)
     return counts, emulated_runtime_s(compiled, device, shots), predicted
+
+
+def estimate(device: Device, circuit_json: str, shots: int, noiseless: bool) -> EmulationCost:
+    """The emulation's estimated cost on ``device`` (in the worker process, whose compilation
+    cache :func:`execute` then reuses)."""
+    compiled = compile_for_device(circuit_from_json(circuit_json), device)
+    return emulation_cost(compiled, shots, noiseless=noiseless)
 
 
 def execute_split(
@@ -299,6 +323,26 @@ class QpuNode:
             yield
         finally:
             self._busy = False
+
+    def _watch(self, event: TaskAllocated, ctx: Context) -> Callable[[float], Awaitable[bool]]:
+        """The running emulation's watch: it publishes ``progress`` (shots done) as it grows
+        and stops the emulation once the task is cancelled."""
+        shots = event.options.shots
+        reported = 0
+
+        async def watch(fraction: float) -> bool:
+            nonlocal reported
+            done = min(shots, int(fraction * shots))
+            if done > reported:
+                reported = done
+                await ctx.publish(
+                    TaskProgress(
+                        task_id=event.task_id, node=self._device.id, shots_done=done, shots=shots
+                    )
+                )
+            return await self._bus.last_event(event.task_id, TaskCancelled) is not None
+
+        return watch
 
     async def _occupy(self, modelled_s: float, since: float) -> None:
         """Hold the QPU until the job's modelled duration (× the time scale) has passed since
@@ -488,19 +532,38 @@ class QpuNode:
             predicted, replace = await self._recheck(event, current)
             if replace is not None:
                 return replace
+        cost = await self._pool.run(
+            estimate,
+            current,
+            event.circuit,
+            event.options.shots,
+            noiseless,
+            timeout_s=self._settings.sandbox_timeout_s,
+        )
+        log.info("qpu.estimate", estimate=cost.describe(), budget_s=round(cost.budget_s, 1))
+        refuse_too_large(
+            cost,
+            max_s=self._settings.qpu_max_emulation_s,
+            memory_mb=self._settings.sandbox_memory_mb,
+        )
         async with self._running(event, ctx):
             since = time.monotonic()
             seed = seed_for(event.task_id, "qpu")
-            counts, modelled_s, noiseless_predicted = await self._pool.run(
-                execute,
-                current,
-                event.circuit,
-                event.options.shots,
-                seed,
-                noiseless,
-                event.ideal if noiseless else None,
-                timeout_s=self._settings.sandbox_timeout_s,
-            )
+            try:
+                counts, modelled_s, noiseless_predicted = await self._pool.run(
+                    execute,
+                    current,
+                    event.circuit,
+                    event.options.shots,
+                    seed,
+                    noiseless,
+                    event.ideal if noiseless else None,
+                    timeout_s=cost.budget_s,
+                    watch=self._watch(event, ctx),
+                )
+            except JobStopped:
+                log.info("qpu.cancelled_running", elapsed_s=round(time.monotonic() - since, 3))
+                return None
             await self._occupy(modelled_s, since)
         if noiseless:
             predicted = noiseless_predicted

@@ -5,13 +5,20 @@ from __future__ import annotations
 import cirq
 import pytest
 
+from qubus.bus.workers import JobStopped
 from qubus.circuits import circuit_to_json
 from qubus.circuits.simulate import ideal_distribution
 from qubus.devices.compile import compile_for_device
+from qubus.devices.cost import (
+    BUDGET_MARGIN,
+    MIN_BUDGET_S,
+    emulation_cost,
+    refuse_too_large,
+)
 from qubus.devices.fidelity import hellinger_fidelity
 from qubus.devices.prediction import predict_fidelity
-from qubus.devices.profiles import drift_devices
-from qubus.errors import SimulationError
+from qubus.devices.profiles import drift_devices, load_device
+from qubus.errors import QubusError, SimulationError
 from qubus_services.qpu.main import emulation_pool, execute
 
 SHOTS = 2000
@@ -70,3 +77,73 @@ async def test_emulation_past_its_time_limit_fails_naming_the_qpu_stage() -> Non
         pool.close()
     assert caught.value.code == "qpu.timeout"
     assert caught.value.message == "emulation exceeded its time limit of 0.05 s"
+
+
+async def test_a_watched_emulation_reports_progress_and_stops_when_asked() -> None:
+    """Thirteen-qubit trajectories: the watch sees the shots done grow, then
+    stops the job, whose worker is replaced (the pool runs the next job)."""
+    q = cirq.LineQubit.range(13)
+    wide = cirq.Circuit([cirq.H.on_each(*q), cirq.CNOT(q[0], q[12])] * 20, cirq.measure(*q))
+    device = load_device("quantinuum_h1_1")
+    seen: list[float] = []
+
+    async def watch(fraction: float) -> bool:
+        seen.append(fraction)
+        return fraction > 0
+
+    pool = emulation_pool(memory_mb=4096)
+    pool.start()
+    try:
+        with pytest.raises(JobStopped):
+            await pool.run(
+                execute,
+                device,
+                circuit_to_json(wide),
+                100_000,
+                1,
+                False,
+                None,
+                timeout_s=600,
+                watch=watch,
+            )
+        counts, _, _ = await pool.run(
+            execute, device, circuit_to_json(wide), 10, 1, True, None, timeout_s=600
+        )
+    finally:
+        pool.close()
+    assert 0 < seen[-1] < 1
+    assert sum(counts.values()) == 10
+
+
+def test_the_estimate_names_the_method_and_refuses_what_is_over_the_limit() -> None:
+    device = next(iter(drift_devices("ibm_perth")))
+    q = cirq.LineQubit.range(3)
+    small = compile_for_device(cirq.Circuit(cirq.H(q[0]), cirq.measure(*q)), device)
+    assert emulation_cost(small, 1000).method == "density_matrix"
+    assert emulation_cost(small, 1000, noiseless=True).trajectories == 1
+
+    q = cirq.LineQubit.range(7)
+    dynamic = cirq.Circuit(
+        cirq.H(q[0]),
+        cirq.measure(q[0], key="a"),
+        cirq.X(q[1]).with_classical_controls("a"),
+        cirq.measure(*q[1:], key="b"),
+    )
+    cost = emulation_cost(compile_for_device(dynamic, device), 1000)
+    assert (cost.method, cost.width) == ("trajectories", 7 + 2)  # an ancilla per measurement
+
+    cost = emulation_cost(compile_for_device(wide_ghz(7), device), 100_000)
+    with pytest.raises(QubusError) as caught:
+        refuse_too_large(cost, max_s=cost.seconds / 2, memory_mb=100_000)
+    assert caught.value.code == "qpu.too_large"
+    assert caught.value.message.startswith(f"emulation too large for this node: {cost.describe()}")
+    with pytest.raises(QubusError, match="over its memory of 100 MB"):
+        refuse_too_large(cost, max_s=cost.seconds * 2, memory_mb=100)
+    assert cost.budget_s == max(MIN_BUDGET_S, BUDGET_MARGIN * cost.seconds)
+
+
+def wide_ghz(n: int) -> cirq.Circuit:
+    q = cirq.LineQubit.range(n)
+    return cirq.Circuit(
+        cirq.H(q[0]), [cirq.CNOT(q[i], q[i + 1]) for i in range(n - 1)], cirq.measure(*q)
+    )

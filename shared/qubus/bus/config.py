@@ -26,7 +26,11 @@ class Settings(BaseSettings):
         stream_replicas: Copies of every stream and KV bucket in a JetStream cluster (3 for
             a 3-node cluster); 1 on a single server.
         sandbox_timeout_s: Wall-clock limit of one job of a worker process: an ideal simulation
-            in the sandbox (``sandbox.timeout``), an emulation on a QPU node (``qpu.timeout``).
+            in the sandbox (``sandbox.timeout``), a QPU node's prediction or split run
+            (``qpu.timeout``); a QPU node's emulation has a budget from its cost estimate.
+        qpu_max_emulation_s: Longest emulation a QPU node accepts, by its cost estimate
+            (``qubus.devices.cost``); a task estimated longer is refused (``qpu.too_large``)
+            and the noise service marks the node unfit for it.
         sandbox_max_qubits: Largest circuit the sandbox simulates.
         sandbox_memory_mb: Address-space limit of the sandbox's and each QPU node's worker
             process.
@@ -71,6 +75,7 @@ class Settings(BaseSettings):
     duplicate_window_s: float = 600.0
     stream_replicas: int = Field(default=1, ge=1, le=5)
     sandbox_timeout_s: float = 30.0
+    qpu_max_emulation_s: float = Field(default=600.0, gt=0.0)
     sandbox_max_qubits: int = 24
     sandbox_memory_mb: int = 4096
     sandbox_max_depth: int = 10_000

@@ -521,6 +521,21 @@ class TaskRunning(NodeEvent):
     queue_wait_s: float
 
 
+class TaskProgress(NodeEvent):
+    """How far a long emulation on a QPU node has got: ``shots_done`` of ``shots`` (the shots
+    of the trajectories finished). One event per step, de-duplicated by ``shots_done``."""
+
+    TYPE: ClassVar[str] = "task.progress.v1"
+    EVENT: ClassVar[str] = "progress"
+
+    node: str
+    shots_done: int = Field(ge=0)
+    shots: int = Field(ge=1)
+
+    def msg_id(self) -> str:
+        return f"{super().msg_id()}.{self.shots_done}"
+
+
 class TaskCompleted(NodeEvent):
     """The task's counts and fidelities, from the node's calibration ``calibration_revision``.
 
@@ -597,8 +612,9 @@ class TaskFailed(TaskEvent):
 
 
 class TaskCancelled(TaskEvent):
-    """The user cancelled the task (``qubus cancel``) before it ran; a QPU node skips a
-    cancelled task instead of running it. Published by the client, not by a stage."""
+    """The user cancelled the task (``qubus cancel``); a QPU node skips a cancelled task
+    instead of running it, and stops it if it is running. Published by the client, not by a
+    stage."""
 
     TYPE: ClassVar[str] = "task.cancelled.v1"
     EVENT: ClassVar[str] = "cancelled"
@@ -762,6 +778,7 @@ TYPES: dict[str, type[Model]] = {
         TaskAllocated,
         TaskReplace,
         TaskRunning,
+        TaskProgress,
         TaskCompleted,
         TaskRejected,
         TaskFailed,

@@ -3,7 +3,9 @@ memory limit (``WorkerPool``), or in a thread when the circuit is large enough t
 one (``off_loop``).
 
 A hostile circuit (too large, too slow, a simulator crash) costs the worker process, never
-the service: on a time-out the worker is killed and a fresh one takes the next job.
+the service: on a time-out the worker is killed and a fresh one takes the next job. A job
+reports how far it has got with :func:`report_progress`; the service watches it while it waits
+and may stop the job (the worker is killed, :class:`JobStopped`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import multiprocessing
 import multiprocessing.pool
 import resource
 import signal
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from qubus.bus.lifetime import dies_with_parent
@@ -34,16 +37,33 @@ def is_small(circuit_json: str, features: Features) -> bool:
     return len(circuit_json) <= INLINE_MAX_BYTES and "op" not in features.gate_counts
 
 
-async def off_loop(fn: Callable[..., T], *args: Any, inline: bool) -> T:
-    """``fn(*args)``: on the event loop if ``inline`` (see ``is_small``), in a thread
-    otherwise, so that heartbeats and other messages go on while a large circuit is worked
-    on."""
+async def off_loop(fn: Callable[..., T], *args: Any, inline: bool, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)``: on the event loop if ``inline`` (see ``is_small``), in a
+    thread otherwise, so that heartbeats and other messages go on while a large circuit is
+    worked on."""
     if inline:
-        return fn(*args)
-    return await asyncio.to_thread(fn, *args)
+        return fn(*args, **kwargs)
+    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-def _init_worker(memory_mb: int, on_fork: Callable[[], None] | None) -> None:
+WATCH_INTERVAL_S = 1.0
+"""How often :meth:`WorkerPool.run` shows a running job's progress to its ``watch``."""
+
+_progress: Any = None
+"""In a worker process: the pool's shared progress value (a fraction of the job)."""
+
+
+class JobStopped(Exception):
+    """The job's ``watch`` asked to stop it; its worker was killed."""
+
+
+def report_progress(fraction: float) -> None:
+    """Record how far the current job has got (0 to 1); nothing outside a worker process."""
+    if _progress is not None:
+        _progress.value = fraction
+
+
+def _init_worker(memory_mb: int, progress: Any, on_fork: Callable[[], None] | None) -> None:
     """Detach the forked worker from the service's signal handling, then cap its memory.
 
     The fork inherits the event loop's signal wake-up fd: without this, the SIGTERM that
@@ -51,6 +71,8 @@ def _init_worker(memory_mb: int, on_fork: Callable[[], None] | None) -> None:
     the service. ``on_fork`` (``dies_with_parent``) has the worker killed with its service,
     which a worker busy with a long job would otherwise outlive.
     """
+    global _progress
+    _progress = progress
     if on_fork is not None:
         on_fork()
     signal.set_wakeup_fd(-1)
@@ -80,13 +102,14 @@ class WorkerPool:
         self._context = multiprocessing.get_context("fork")
         self._pool: multiprocessing.pool.Pool | None = None
         self._lock = asyncio.Lock()
+        self._progress = self._context.Value("d", 0.0, lock=False)
 
     def _ensure(self) -> multiprocessing.pool.Pool:
         if self._pool is None:
             self._pool = self._context.Pool(
                 1,
                 initializer=_init_worker,
-                initargs=(self._memory_mb, dies_with_parent(signal.SIGKILL)),
+                initargs=(self._memory_mb, self._progress, dies_with_parent(signal.SIGKILL)),
             )
         return self._pool
 
@@ -101,23 +124,50 @@ class WorkerPool:
             self._pool = None
         self._ensure()
 
-    async def run(self, fn: Callable[..., T], *args: Any, timeout_s: float) -> T:
+    async def run(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        timeout_s: float,
+        watch: Callable[[float], Awaitable[bool]] | None = None,
+    ) -> T:
         """Run ``fn(*args)`` in the worker; jobs run one at a time, in order.
+
+        Args:
+            fn: The job (a picklable function).
+            args: Its arguments.
+            timeout_s: Its wall-clock limit.
+            watch: Called about every ``WATCH_INTERVAL_S`` while the job runs with its
+                progress (:func:`report_progress`); returning True stops the job.
 
         Raises:
             SimulationError: ``<stage>.timeout`` past ``timeout_s``, or when the worker died
                 during the job (the pool's replacement never answers for it);
                 ``<stage>.memory`` when the job ran out of memory. Either way the worker is
                 replaced.
+            JobStopped: ``watch`` stopped the job (the worker is replaced).
         """
         async with self._lock:
+            self._progress.value = 0.0
             result = self._ensure().apply_async(fn, args)
+            deadline = time.monotonic() + timeout_s
             try:
-                return await asyncio.to_thread(result.get, timeout_s)
+                while True:
+                    wait_s = deadline - time.monotonic()
+                    if watch is not None:
+                        wait_s = min(wait_s, WATCH_INTERVAL_S)
+                    try:
+                        return await asyncio.to_thread(result.get, max(0.0, wait_s))
+                    except multiprocessing.TimeoutError:
+                        if time.monotonic() >= deadline:
+                            raise
+                    if watch is not None and await watch(self._progress.value):
+                        await asyncio.to_thread(self.restart)
+                        raise JobStopped(f"{self._job} stopped")
             except multiprocessing.TimeoutError:
                 await asyncio.to_thread(self.restart)
                 raise SimulationError(
-                    f"{self._job} exceeded its time limit of {timeout_s:g} s",
+                    f"{self._job} exceeded its time limit of {timeout_s:.3g} s",
                     code=f"{self._stage}.timeout",
                 ) from None
             except MemoryError:

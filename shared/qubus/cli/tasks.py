@@ -107,10 +107,10 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
 
     cancel = sub.add_parser(
         "cancel",
-        help="cancel tasks that have not started running",
+        help="cancel tasks, stopping those that are running",
         description="Cancel each task ID: a QPU node skips a cancelled task instead of "
-        "running it. A task already running cannot be stopped; a task that has ended is left "
-        "as it is. Exit status 1 if any task could not be cancelled.",
+        "running it, or stops it within about a second if it is running; a task that has "
+        "ended is left as it is. Exit status 1 if any task could not be cancelled.",
     )
     cancel.add_argument("task_ids", nargs="+", metavar="ID", type=task_id)
 
@@ -519,10 +519,17 @@ async def _retry(args: argparse.Namespace) -> int:
 
 
 async def _status(args: argparse.Namespace) -> int:
-    from qubus.client.aio import status_of
+    from qubus.client.aio import progress_of, status_of
 
-    status = status_of(await task_events(args.task_id))
-    print(json.dumps({"task_id": args.task_id, "status": status}) if args.json else status)
+    events = await task_events(args.task_id)
+    status = status_of(events)
+    progress = progress_of(events) if status == "running" else None
+    if args.json:
+        print(json.dumps({"task_id": args.task_id, "status": status, "progress": progress}))
+    elif progress is not None:
+        print(f"{status} ({progress['shots_done']}/{progress['shots']} shots)")
+    else:
+        print(status)
     return record_exit(status)
 
 

@@ -47,6 +47,7 @@ from qubus.bus.messages import (
     TaskCompleted,
     TaskFailed,
     TaskIngested,
+    TaskProgress,
     TaskRejected,
     TaskScored,
     believed,
@@ -123,6 +124,7 @@ STATUS_OF_EVENT = {
     "failed": "failed",
     "cancelled": "cancelled",
     "running": "running",
+    "progress": "running",
     "allocated": "queued",
     "replace": "queued",
 }
@@ -418,7 +420,7 @@ class Client:
         return [stored async for msg in msgs if (stored := stored_event(msg)) is not None]
 
     async def cancel(self, task_id: str) -> bool:
-        """Cancel a task that has not started running: a QPU node will skip it.
+        """Cancel a task: a QPU node skips it, or stops it if it is running.
 
         Returns:
             True if the task is now cancelled (also if it already was); False if it had
@@ -427,8 +429,7 @@ class Client:
         Raises:
             QubusError: ``task.invalid_id``; ``auth.not_owner`` (a user cancels only its own
                 tasks: on a secured bus it may publish only its own tasks' ``cancelled``);
-                ``task.unknown``; ``task.running``: it is already running, which cannot be
-                stopped.
+                ``task.unknown``.
         """
         point = sweep_of(check_task_id(task_id))
         if point is not None:
@@ -441,10 +442,6 @@ class Client:
         status = status_of(events)
         if status == "unknown":
             raise QubusError(f"no task {task_id}", code="task.unknown")
-        if status == "running":
-            raise QubusError(
-                f"task {task_id} is already running and cannot be stopped", code="task.running"
-            )
         if status in FINAL_STATUSES:
             return status == "cancelled"
         trace = TraceContext.new()
@@ -696,6 +693,15 @@ def point_events(shared: list[StoredEvent], own: list[StoredEvent]) -> list[Stor
 def status_of(events: list[StoredEvent]) -> str:
     """The task's status: one of ``STATUSES``, ``unknown`` without events."""
     return status_from_events([stored.event.EVENT for stored in events])
+
+
+def progress_of(events: list[StoredEvent]) -> dict[str, int] | None:
+    """The furthest ``progress`` of a running emulation (``shots_done``, ``shots``), or None."""
+    done = [s.event for s in events if isinstance(s.event, TaskProgress)]
+    if not done:
+        return None
+    last = max(done, key=lambda e: e.shots_done)
+    return {"shots_done": last.shots_done, "shots": last.shots}
 
 
 def _believable(seen: dict[str, list[str]], task_id: str) -> list[str]:

@@ -140,12 +140,12 @@ class Job:
         return result
 
     def cancel(self) -> bool:
-        """Cancel the task unless it has started running (``Client.cancel``).
+        """Cancel the task, stopping it if it is running (``Client.cancel``).
 
         Returns:
-            True if it is cancelled; False if it had already ended or is running.
+            True if it is cancelled; False if it had already ended.
         """
-        return _cancel(self._session, self.task_id)
+        return self._session._call(self._session._client.cancel(self.task_id))
 
 
 class Sweep:
@@ -198,8 +198,9 @@ class Sweep:
         return results
 
     def cancel(self) -> bool:
-        """Cancel the whole sweep unless it has started running (``Job.cancel``)."""
-        return _cancel(self._session, self.task_id)
+        """Cancel the whole sweep (``Job.cancel``): its QPU node skips it; a sweep already
+        running runs to its end (its points' job is not watched as a single task's run is)."""
+        return self._session._call(self._session._client.cancel(self.task_id))
 
 
 class Session:
@@ -383,16 +384,6 @@ def connect(url: str | None = None, *, nkey: str | None = None, user: str | None
     ``qubus up``), as the user of seed file ``nkey`` (default: ``QUBUS_NATS_NKEY``, else that
     ``qubus up``'s user ``local`` if it is secured); use it as a context manager."""
     return Session(url, nkey=nkey, user=user)
-
-
-def _cancel(session: Session, task_id: str) -> bool:
-    """``Client.cancel``, False for a task already running."""
-    try:
-        return session._call(session._client.cancel(task_id))
-    except QubusError as exc:
-        if exc.code == "task.running":
-            return False
-        raise
 
 
 def _quiet_logs() -> None:

@@ -32,10 +32,23 @@ from collections.abc import Iterator
 import cirq
 import numpy as np
 
-from qubus.circuits.simulate import bits_from_result, counts_from_bits, measurement_keys, run
+from qubus.circuits.simulate import (
+    bits_from_result,
+    counts_from_bits,
+    exact_form,
+    measurement_keys,
+    run,
+)
 from qubus.devices.compile import CompiledCircuit, op_duration_ns, pulses
 from qubus.devices.densitymatrix import DensityMatrix
 from qubus.devices.profiles import Device, QubitCal
+from qubus.devices.trajectories import (
+    Progress,
+    bit_columns,
+    register_width,
+    sample_trajectories,
+    trajectory_count,
+)
 
 JOB_OVERHEAD_S = {"superconducting": 1.0, "trapped-ion": 2.0}
 """Modelled per-job cost of a QPU (loading, compilation on the device, result transfer).
@@ -182,6 +195,7 @@ def emulate(
     *,
     seed: int,
     noiseless: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, int]:
     """Run the compiled circuit with the device's noise and return counts.
 
@@ -198,11 +212,12 @@ def emulate(
         shots: Number of repetitions.
         seed: Seeds the simulator and the readout flips.
         noiseless: Skip every noise channel and readout flip (checks compilation).
+        progress: Called with (shots done, shots) as trajectories finish.
 
     Returns:
         Counts keyed by bit strings in the ``qubus.circuits.simulate`` convention.
     """
-    exact = not noiseless and _exact(compiled)
+    exact = not noiseless and uses_density_matrix(compiled)
     if exact:
         circuit, keys = compiled.circuit, measurement_keys(compiled.circuit)
     else:
@@ -211,10 +226,16 @@ def emulate(
         return {"": shots}
     rng = np.random.default_rng(seed)
     simulator_seed = int(rng.integers(2**31))
+    terminal = None if exact else exact_form(circuit)
     if exact:
         probs, qubits = _final_probabilities(compiled, device)
         drawn = rng.choice(probs.size, size=shots, p=probs / probs.sum())
-        bits = _bit_columns(drawn, circuit, keys, qubits)
+        bits = bit_columns(drawn, _measurements(circuit), keys, qubits)
+    elif terminal is not None:
+        count = trajectory_count(register_width(terminal), shots, noisy=not noiseless)
+        bits = sample_trajectories(
+            terminal, keys, shots, trajectories=count, rng=rng, progress=progress
+        )
     else:
         bits = bits_from_result(run(circuit, shots, seed=simulator_seed), keys)
     if not noiseless:
@@ -239,11 +260,11 @@ def emulated_distribution(compiled: CompiledCircuit, device: Device) -> dict[str
     keys = measurement_keys(circuit)
     if not keys:
         return {"": 1.0}
-    if not _exact(compiled):
+    if not uses_density_matrix(compiled):
         return None
     probs, qubits = _final_probabilities(compiled, device)
     states = np.arange(probs.size)
-    columns = _bit_columns(states, circuit, keys, qubits).astype(np.int64)
+    columns = bit_columns(states, _measurements(circuit), keys, qubits).astype(np.int64)
     width = columns.shape[1]
     index = columns @ (1 << np.arange(width - 1, -1, -1))
     dense = np.bincount(index, weights=probs / probs.sum(), minlength=2**width)
@@ -268,7 +289,7 @@ def _register_circuit(
     return circuit, measurement_keys(circuit)
 
 
-def _exact(compiled: CompiledCircuit) -> bool:
+def uses_density_matrix(compiled: CompiledCircuit) -> bool:
     """Whether the noisy register is simulated once as a density matrix (the noise channels
     never follow a qubit's last operation, so the compiled circuit decides)."""
     return len(compiled.physical_qubits) <= DENSITY_MATRIX_QUBITS and _terminal_only(
@@ -316,18 +337,8 @@ def _final_probabilities(
     return np.clip(np.real(np.diag(final.final_density_matrix)), 0, None), qubits
 
 
-def _bit_columns(
-    states: np.ndarray, circuit: cirq.Circuit, keys: list[tuple[str, int]], qubits: list[cirq.Qid]
-) -> np.ndarray:
-    """The measured bits, ``(len(states), Σ widths)``, of register basis states (indices)."""
-    registers = (states[:, None] >> np.arange(len(qubits) - 1, -1, -1)) & 1
-    measured = {op.gate.key: op for op in circuit.all_operations() if cirq.is_measurement(op)}
-    columns = []
-    for key, _width in keys:
-        op = measured[key]
-        flips = np.array(op.gate.full_invert_mask(), dtype=np.int64)
-        columns.append(registers[:, [qubits.index(q) for q in op.qubits]] ^ flips)
-    return np.concatenate(columns, axis=1).astype(np.uint8)
+def _measurements(circuit: cirq.AbstractCircuit) -> list[cirq.Operation]:
+    return [op for op in circuit.all_operations() if cirq.is_measurement(op)]
 
 
 def _closed_form(op: cirq.Operation) -> cirq.Operation:

@@ -1,0 +1,102 @@
+"""Noisy emulation time against width, 4 to 24 qubits: qubus and qiskit-aer, plotted.
+
+Usage:
+    python benchmarks/emulation_width.py --out PATH.png [--shots 1000] [--aer-shots 2]
+        [--widths 4 8 12 16 20 24] [--json]
+
+For each width ``n`` a GHZ chain on ``n`` qubits followed by a layer of ``rx(0.3)`` and
+measurement of every qubit is compiled by qubus for the 27-qubit ``ibm_hanoi`` and emulated
+with its noise by qubus (density matrix up to 8 qubits, qsim trajectories above) and by aer
+with the same noise model (``emulate_vs_aer``'s translation and noise model; aer's time
+extrapolated from ``--aer-shots`` and 4 × as many, as ``emulate_vs_aer --aer-shots`` does).
+Prints one line per width and writes the plot (log time against width) to ``--out``. Timings
+share two cores with whatever else runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import cirq
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from emulate_vs_aer import WIDE_NODE, aer_run, fake_backend, noise_model, qiskit_circuit  # noqa: E402
+
+from qubus.devices.compile import compile_for_device  # noqa: E402
+from qubus.devices.emulation import emulate  # noqa: E402
+from qubus.devices.profiles import load_device  # noqa: E402
+
+
+def ghz_layer(n: int) -> cirq.Circuit:
+    """GHZ on a chain of ``n`` qubits, ``rx(0.3)`` on each, every qubit measured."""
+    q = cirq.LineQubit.range(n)
+    return cirq.Circuit(
+        cirq.H(q[0]),
+        [cirq.CNOT(q[i], q[i + 1]) for i in range(n - 1)],
+        cirq.rx(0.3).on_each(*q),
+        cirq.measure(*q, key="m"),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--shots", type=int, default=1000)
+    parser.add_argument("--aer-shots", type=int, default=10)
+    parser.add_argument("--widths", type=int, nargs="+", default=[4, 8, 12, 16, 20, 24])
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    command = shlex.join(["python", "benchmarks/emulation_width.py", *sys.argv[1:]])
+    if not args.json:
+        print(f"$ {command}")
+    device = load_device(WIDE_NODE)
+    backend = fake_backend(WIDE_NODE)
+    model = noise_model(backend)
+    rows = []
+    for n in args.widths:
+        compiled = compile_for_device(ghz_layer(n), device)
+        started = time.perf_counter()
+        emulate(compiled, device, args.shots, seed=args.seed)
+        qubus_s = time.perf_counter() - started
+        circuit = qiskit_circuit(compiled, backend)
+        _, _, aer_s = aer_run(circuit, model, args.shots, args.aer_shots, args.seed, 1)
+        rows.append({"width": n, "qubus_s": qubus_s, "aer_s": aer_s})
+        if not args.json:
+            print(f"{n:2} qubits: qubus {qubus_s:8.2f} s  aer {aer_s:8.2f} s", flush=True)
+    figure, axes = plt.subplots(figsize=(6, 4))
+    widths = [r["width"] for r in rows]
+    axes.plot(widths, [r["qubus_s"] for r in rows], "o-", label="qubus")
+    axes.plot(
+        widths,
+        [r["aer_s"] for r in rows],
+        "s--",
+        label=f"qiskit-aer (from {args.aer_shots} and {4 * args.aer_shots} shots)",
+    )
+    axes.set_yscale("log")
+    axes.set_xlabel("qubits (GHZ chain + rx layer, ibm_hanoi noise)")
+    axes.set_ylabel(f"wall time for {args.shots} shots (s)")
+    axes.set_title("Noisy emulation time against width")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(args.out, dpi=120)
+    if args.json:
+        print(
+            json.dumps(
+                {"command": command, "shots": args.shots, "rows": rows, "plot": str(args.out)}
+            )
+        )
+    else:
+        print(f"plot written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Noisy trajectories on qsim (``qubus.devices.trajectories``) against the exact density matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cirq
+import numpy as np
+import qsimcirq
+
+from qubus.circuits import parse_qasm
+from qubus.circuits.simulate import counts_from_bits, ideal_distribution
+from qubus.devices.compile import compile_for_device
+from qubus.devices.emulation import (
+    _readout_qubits,
+    _register_circuit,
+    emulate,
+    emulated_distribution,
+    readout_flips,
+)
+from qubus.devices.fidelity import hellinger_fidelity
+from qubus.devices.profiles import load_device
+from qubus.devices.trajectories import (
+    _as_mixture,
+    _translate,
+    light_cone,
+    sample_trajectories,
+    trajectory_count,
+)
+
+DEV = Path(__file__).resolve().parents[3] / "shared" / "data" / "qasm" / "dev"
+
+
+def _noisy_five_qubits() -> cirq.Circuit:
+    q = cirq.LineQubit.range(5)
+    return cirq.Circuit(
+        cirq.H(q[0]),
+        [cirq.CNOT(q[i], q[i + 1]) for i in range(4)],
+        cirq.rx(0.3).on_each(*q),
+        cirq.measure(*q, key="m"),
+    )
+
+
+def _trajectory_counts(shots: int, trajectories: int) -> tuple[dict[str, int], dict[str, float]]:
+    """Counts from trajectories of a 5-qubit noisy register, and the exact distribution."""
+    device = load_device("ibm_nairobi")
+    compiled = compile_for_device(_noisy_five_qubits(), device)
+    circuit, keys = _register_circuit(compiled, device, noiseless=False)
+    rng = np.random.default_rng(3)
+    bits = sample_trajectories(circuit, keys, shots, trajectories=trajectories, rng=rng)
+    bits = readout_flips(bits, _readout_qubits(compiled, keys), device, rng)
+    return counts_from_bits(bits), emulated_distribution(compiled, device)
+
+
+def test_one_trajectory_per_shot_samples_the_exact_noisy_distribution() -> None:
+    counts, exact = _trajectory_counts(4000, 4000)
+    # 32 outcomes at 4,000 shots: shot noise alone costs about 31/(8·4000) ≈ 0.001.
+    assert hellinger_fidelity(counts, exact) > 0.995
+
+
+def test_reused_trajectories_stay_unbiased() -> None:
+    counts, exact = _trajectory_counts(4000, 250)
+    assert sum(counts.values()) == 4000
+    assert hellinger_fidelity(counts, exact) > 0.99
+
+
+def test_the_cached_translation_runs_the_same_trajectory_as_qsimcirqs() -> None:
+    device = load_device("ibm_nairobi")
+    compiled = compile_for_device(_noisy_five_qubits(), device)
+    circuit, _ = _register_circuit(compiled, device, noiseless=False)
+    body = cirq.Circuit(
+        cirq.Moment(_as_mixture(op) for op in moment if not cirq.is_measurement(op))
+        for moment in circuit
+    )
+    order = sorted(body.all_qubits())
+    simulator = qsimcirq.QSimSimulator()
+    theirs, _ = qsimcirq.QSimCircuit(body).translate_cirq_to_qtrajectory(order)
+    for seed in (1, 2, 3):
+        states = [
+            simulator._sim_module.qtrajectory_simulate_fullstate(
+                {**simulator.qsim_options, "c": c, "s": seed}, 0
+            )
+            for c in (theirs, _translate(body, order))
+        ]
+        np.testing.assert_allclose(states[0], states[1], atol=1e-6)
+
+
+def test_the_light_cone_drops_what_cannot_reach_a_measurement() -> None:
+    a, b, c = cirq.LineQubit.range(3)
+    circuit = cirq.Circuit(
+        cirq.H(c),
+        cirq.CNOT(b, c),
+        cirq.H(a),
+        cirq.CNOT(a, b),
+        cirq.X(c),
+        cirq.measure(a, b, key="m"),
+    )
+    cone = light_cone(circuit)
+    assert cirq.X(c) not in cone.all_operations()
+    assert {cirq.H(c), cirq.CNOT(b, c), cirq.CNOT(a, b)} <= set(cone.all_operations())
+
+
+def test_trajectory_count_is_one_per_shot_on_narrow_registers_and_one_without_noise() -> None:
+    assert trajectory_count(5, 4000, noisy=True) == 4000
+    assert trajectory_count(20, 4000, noisy=True) < 4000
+    assert trajectory_count(20, 4000, noisy=False) == 1
+
+
+def test_a_dynamic_circuit_emulates_as_its_deferred_form() -> None:
+    """``qiskit__example_if``: one qubit, resets, repeated measurements and classical control;
+    noiselessly the counts follow the ideal distribution."""
+    circuit = parse_qasm((DEV / "qiskit__example_if.qasm").read_text())
+    device = load_device("ibm_nairobi")
+    compiled = compile_for_device(circuit, device)
+    counts = emulate(compiled, device, 2000, seed=5, noiseless=True)
+    assert hellinger_fidelity(counts, ideal_distribution(circuit)) > 0.995
+    noisy = emulate(compiled, device, 2000, seed=5)
+    assert sum(noisy.values()) == 2000
