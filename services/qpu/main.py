@@ -50,11 +50,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
+import cirq
 import numpy as np
 from nats.js.kv import KeyValue
 
@@ -102,6 +104,13 @@ RESERVE_TIMEOUT_S = 10.0
 """How long the lead node of a split run waits for the link service's reservation."""
 
 
+@functools.lru_cache(maxsize=4)
+def _circuit(circuit_json: str) -> cirq.Circuit:
+    """The circuit of ``circuit_json``, decoded once per worker process: ``estimate`` and then
+    ``execute`` of one task read the same text (nothing downstream mutates the circuit)."""
+    return circuit_from_json(circuit_json)
+
+
 def execute(
     device: Device,
     circuit_json: str,
@@ -120,7 +129,7 @@ def execute(
         of this run: on ``device``'s calibration (``qubus.devices.prediction.predict_fidelity``), or
         for a noiseless run that of ``shots`` samples of the ideal distribution itself.
     """
-    compiled = compile_for_device(circuit_from_json(circuit_json), device)
+    compiled = compile_for_device(_circuit(circuit_json), device)
     counts = emulate(
         compiled,
         device,
@@ -141,7 +150,7 @@ def execute(
 def estimate(device: Device, circuit_json: str, shots: int, noiseless: bool) -> EmulationCost:
     """The emulation's estimated cost on ``device`` (in the worker process, whose compilation
     cache :func:`execute` then reuses)."""
-    compiled = compile_for_device(circuit_from_json(circuit_json), device)
+    compiled = compile_for_device(_circuit(circuit_json), device)
     return emulation_cost(compiled, shots, noiseless=noiseless)
 
 
