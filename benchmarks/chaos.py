@@ -43,7 +43,7 @@ from qubus.bus import codec, logs
 from qubus.bus.auth import ANONYMOUS
 from qubus.bus.connection import H_MSG_ID, H_TYPE, STREAM, SUBMIT_SUBJECT
 from qubus.bus.ids import new_task_id, split_task_subject
-from qubus.bus.messages import SubmitRequest, TaskScored
+from qubus.bus.messages import SubmitRequest, TaskScored, event_of
 from qubus.bus.natsserver import NatsServer
 from qubus.circuits import circuit_to_json
 from qubus.cli.stack import Supervisor, stack_specs
@@ -180,7 +180,7 @@ async def terminal_counts(client: Client) -> Counter[str]:
     counts: Counter[str] = Counter()
     for subject, n in (info.state.subjects or {}).items():
         task_id, tail = split_task_subject(subject)
-        if (event := tail.split(".")[0]) in ("completed", "rejected", "failed"):
+        if (event := event_of(tail)[0]) in ("completed", "rejected", "failed"):
             counts[f"{task_id} {event}"] += n
     return counts
 

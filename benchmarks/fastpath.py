@@ -51,7 +51,13 @@ import psutil
 
 from qubus.bus import logs
 from qubus.bus.ids import split_task_subject
-from qubus.bus.messages import SubmitRequest, TaskCompleted, TaskFailed, TaskRejected
+from qubus.bus.messages import (
+    SubmitRequest,
+    TaskCompleted,
+    TaskFailed,
+    TaskRejected,
+    event_of,
+)
 from qubus.bus.natsserver import NatsServer
 from qubus.cli.common import default_fleet
 from qubus.cli.stack import Supervisor, parse_replicas, stack_specs
@@ -138,7 +144,7 @@ class Waiter:
 
     async def _on_end(self, msg) -> None:
         task_id, tail = split_task_subject(msg.subject)
-        self.ends.setdefault(task_id, (time.time(), tail.split(".")[0]))
+        self.ends.setdefault(task_id, (time.time(), event_of(tail)[0]))
         self.events[task_id].set()
 
     async def wait(self, task_id: str, timeout: float = 600.0) -> tuple[float, str]:

@@ -26,6 +26,7 @@ from qubus.bus.messages import (
     TaskRejected,
     TaskRunning,
     believed,
+    event_of,
 )
 from qubus.bus.tracing import TraceContext
 from qubus.circuits.ingest import check_circuit, detect_format
@@ -231,3 +232,11 @@ def test_a_plain_task_id_makes_its_subject():
 def test_a_task_subject_splits_back_into_its_task_id_and_tail():
     subject = task_subject("alice.018f3a2b1c4d5e6f7a8b9", "allocated.ibm_nairobi")
     assert split_task_subject(subject) == ("alice.018f3a2b1c4d5e6f7a8b9", "allocated.ibm_nairobi")
+
+
+def test_a_subject_tail_names_its_event_and_for_allocations_and_node_events_the_node():
+    assert event_of("eval.noise") == ("eval.noise", "")
+    assert event_of("parsed") == ("parsed", "")
+    assert event_of("allocated.ibm_nairobi") == ("allocated", "ibm_nairobi")
+    assert event_of("completed.ibm_nairobi") == ("completed", "ibm_nairobi")
+    assert event_of("completed") == ("completed", "")  # stored before nodes were named

@@ -567,6 +567,17 @@ class TaskCompleted(NodeEvent):
     nodes: list[str] = Field(default_factory=list)
 
 
+def event_of(tail: str) -> tuple[str, str]:
+    """The event and the node named by a task subject's tail (after the task id):
+    ``("completed", "ibm_nairobi")`` for ``completed.ibm_nairobi``, ``("eval.noise", "")`` for
+    ``eval.noise``. Allocations and a node's events (``NodeEvent``) end with the node; other
+    events' names may hold a dot."""
+    event, _, node = tail.partition(".")
+    if event == TaskAllocated.EVENT or event in {c.EVENT for c in NodeEvent.__subclasses__()}:
+        return event, node
+    return tail, ""
+
+
 def believed(tails: Sequence[str]) -> list[bool]:
     """Which of one task's events to believe, given their subjects' tails after the task id
     (``allocated.ibm_nairobi``, ``completed.ibm_nairobi``, ``parsed``) in stream order: every
@@ -575,13 +586,12 @@ def believed(tails: Sequence[str]) -> list[bool]:
     name), and but a second ``completed``: a node that had lost the task to a re-placement
     while it ran it (stopped, then resumed) may complete it too, and the first result stands,
     as when both shared one de-duplication id."""
-    allocated = {tail.partition(".")[2] for tail in tails if tail.startswith("allocated.")}
-    node_events = {cls.EVENT for cls in NodeEvent.__subclasses__()}
+    named = [event_of(tail) for tail in tails]
+    allocated = {node for event, node in named if event == TaskAllocated.EVENT}
     believe = []
     completed = False
-    for tail in tails:
-        event, _, node = tail.partition(".")
-        kept = event not in node_events or not node or node in allocated
+    for event, node in named:
+        kept = not node or node in allocated
         if kept and event == TaskCompleted.EVENT:
             kept, completed = not completed, True
         believe.append(kept)

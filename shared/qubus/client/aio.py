@@ -51,6 +51,7 @@ from qubus.bus.messages import (
     TaskRejected,
     TaskScored,
     believed,
+    event_of,
 )
 from qubus.bus.progress import Progress
 from qubus.bus.tracing import TraceContext
@@ -410,9 +411,8 @@ class Client:
         point = sweep_of(check_task_id(task_id))
         if point is None:
             return believed_events(await self._stored(task_id))
-        # a point's own events are believed against its sweep's (its allocation names the node)
         shared, own = await asyncio.gather(self.events(point[0]), self._stored(task_id))
-        return believed_events(point_events(shared, own))
+        return point_events(shared, own)
 
     async def _stored(self, task_id: str) -> list[StoredEvent]:
         """The events stored under the task's own subject, believed or not."""
@@ -684,10 +684,11 @@ class Client:
 
 
 def point_events(shared: list[StoredEvent], own: list[StoredEvent]) -> list[StoredEvent]:
-    """A sweep point's events: its sweep's (``shared``) without the sweep's own
-    ``completed``, which carries no counts, then the point's own (``own``). A sweep that
-    ended without running ends each of its points the same way."""
-    return [s for s in shared if not isinstance(s.event, TaskCompleted)] + own
+    """A sweep point's events, as believed (``believed_events``): its sweep's (``shared``)
+    without the sweep's own ``completed``, which carries no counts, then the point's own
+    (``own``), whose node events its sweep's allocation vouches for. A sweep that ended without
+    running ends each of its points the same way."""
+    return believed_events([s for s in shared if not isinstance(s.event, TaskCompleted)] + own)
 
 
 def status_of(events: list[StoredEvent]) -> str:
@@ -710,7 +711,8 @@ def _believable(seen: dict[str, list[str]], task_id: str) -> list[str]:
     point = sweep_of(task_id)
     if point is None:
         return seen[task_id]
-    allocations = [tail for tail in seen.get(point[0], []) if tail.startswith("allocated.")]
+    shared = seen.get(point[0], [])
+    allocations = [tail for tail in shared if event_of(tail)[0] == TaskAllocated.EVENT]
     return [*allocations, *seen[task_id]]
 
 
@@ -718,7 +720,7 @@ def status_from_tails(tails: Sequence[str]) -> str:
     """The status of a task whose events' subjects end with ``tails`` (after the task id:
     ``allocated.ibm_nairobi``), counting only the events ``believed``."""
     kept = [tail for tail, keep in zip(tails, believed(tails), strict=True) if keep]
-    return status_from_events(tail.split(".")[0] for tail in kept)
+    return status_from_events(event_of(tail)[0] for tail in kept)
 
 
 def status_from_events(names: Iterable[str]) -> str:

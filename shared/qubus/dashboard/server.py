@@ -35,6 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from qubus.bus import logs
 from qubus.bus.connection import BUCKET_WEIGHTS, STREAM, TASK_SUBJECTS, stored_event
 from qubus.bus.ids import split_task_subject
+from qubus.bus.messages import event_of
 from qubus.client.aio import Client, allocation_breakdown, task_record
 from qubus.dashboard.scrape import StackCollector
 from qubus.dashboard.state import READ_BODIES, FlowMeter, TaskBoard, fleet_view
@@ -92,9 +93,7 @@ class Dashboard:
         async for msg in msgs:
             self.last_sequence = msg.metadata.sequence.stream
             task_id, tail = split_task_subject(msg.subject)
-            # eval.sandbox and eval.noise are names; allocated.<node>, completed.<node>, ...
-            # name their event and then the node
-            name = tail if tail.startswith("eval.") else tail.partition(".")[0]
+            name, _ = event_of(tail)
             stored = stored_event(msg) if name in READ_BODIES else None
             event = stored.event if stored is not None else None
             self.board.add(task_id, name, msg.metadata.timestamp.timestamp(), event)
