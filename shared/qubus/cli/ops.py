@@ -405,6 +405,7 @@ async def _creds(args: argparse.Namespace) -> int:
 
     Raises:
         UsageError: a bad ``--fleet`` or ``--users``.
+        QubusError: ``file.unwritable`` if DIR cannot be written.
     """
     from qubus.bus import auth
     from qubus_services import SERVICES
@@ -413,9 +414,15 @@ async def _creds(args: argparse.Namespace) -> int:
     check_fleet(list(fleet))
     users = check_users(args.users)
     services = [service for service in SERVICES if service != "qpu"]
-    block = auth.write_credentials(args.dir, auth.identities(services, fleet, users))
-    (args.dir / "auth.conf").write_text(block)
-    print(f"{len(services) + len(fleet) + len(users) + 1} identities in {args.dir}")
+    found = auth.identities(services, fleet, users)
+    try:
+        block = auth.write_credentials(args.dir, found)
+        (args.dir / "auth.conf").write_text(block)
+    except OSError as exc:
+        raise QubusError(
+            f"cannot write {args.dir}: {exc.strerror}", code="file.unwritable"
+        ) from None
+    print(f"{len(found)} identities in {args.dir}")
     return 0
 
 

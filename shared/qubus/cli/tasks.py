@@ -279,7 +279,7 @@ def read_sweep(path: str) -> list[dict[str, float]]:
     """
     from qubus.client.files import read_circuit_file
 
-    text = read_circuit_file(path)
+    text = read_circuit_file(path, holds="a sweep's parameters")
     try:
         points = json.loads(text)
     except ValueError as exc:

@@ -11,8 +11,9 @@ SUFFIX_FORMATS = {".qasm3": "qasm3", ".json": "cirq-json"}
 """Formats named by a file's suffix; any other file is guessed from its text."""
 
 
-def read_circuit_file(path: str | Path) -> str:
-    """The text of circuit file ``path``.
+def read_circuit_file(path: str | Path, *, holds: str = "a circuit") -> str:
+    """The text of circuit file ``path`` (or of another text file that ``holds`` something
+    else, for the messages).
 
     Raises:
         QubusError: ``file.unreadable``; ``file.empty`` (nothing but white space);
@@ -23,7 +24,7 @@ def read_circuit_file(path: str | Path) -> str:
     except OSError as exc:
         raise QubusError(f"cannot read {path}: {exc.strerror}", code="file.unreadable") from None
     if b"\0" in data:
-        raise QubusError(f"{path} is a binary file, not a circuit", code="file.binary")
+        raise QubusError(f"{path} is a binary file, not {holds}", code="file.binary")
     try:
         text = data.decode()
     except UnicodeDecodeError:
