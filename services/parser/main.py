@@ -114,7 +114,8 @@ def describe(event: TaskIngested) -> tuple[str, Features]:
     JSON and features."""
     circuit = load_circuit(event.text, event.format)
     check_points(circuit, event.options.sweep)
-    return circuit_to_json(circuit), circuit_features(circuit)
+    text = circuit_to_json(circuit)
+    return text, circuit_features(circuit, text)
 
 
 INLINE_MAX_OPERATIONS = 200

@@ -59,6 +59,10 @@ def test_fingerprint_depends_on_operations_not_on_moment_layout():
     fingerprint = circuit_features(packed).fingerprint
     assert circuit_features(spread).fingerprint == fingerprint
     assert circuit_features(changed).fingerprint != fingerprint
+    # Given the circuit's own Cirq JSON, the fingerprint is the same whether the moments are
+    # already packed (the JSON is reused) or not (the packed circuit is encoded).
+    for circuit in (packed, spread):
+        assert circuit_features(circuit, circuit_to_json(circuit)).fingerprint == fingerprint
 
 
 def test_same_qasm_text_gives_same_fingerprint():

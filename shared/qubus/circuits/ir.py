@@ -140,10 +140,20 @@ def _name_of_gate(gate: cirq.Gate) -> str:
     return type(gate).__name__.removesuffix("Gate").lower()
 
 
-def circuit_features(circuit: cirq.AbstractCircuit) -> Features:
-    """Compute the features of a circuit (see ``Features``)."""
+def circuit_features(circuit: cirq.AbstractCircuit, circuit_json: str | None = None) -> Features:
+    """Compute the features of a circuit (see ``Features``).
+
+    Args:
+        circuit_json: ``circuit_to_json(circuit)``, if the caller has it: when the circuit's
+            moments are already its operations packed earliest-first (as the OpenQASM parser
+            builds them), that is the text the fingerprint hashes, and it is not encoded again.
+    """
     ops = list(circuit.all_operations())
     packed = cirq.Circuit(ops)
+    same = circuit_json is not None and len(packed) == len(circuit)
+    if same:
+        same = all(a.operations == b.operations for a, b in zip(packed, circuit, strict=True))
+    canonical = circuit_json if same else circuit_to_json(packed)
     clbits: dict[str, int] = {}
     measured: set[str] = set()
     pairs: Counter[tuple[str, str]] = Counter()
@@ -167,5 +177,5 @@ def circuit_features(circuit: cirq.AbstractCircuit) -> Features:
         measured_qubits=sorted(measured),
         classical_control=any(cirq.control_keys(op) for op in ops),
         interaction_graph=[(a, b, n) for (a, b), n in sorted(pairs.items())],
-        fingerprint=hashlib.sha256(circuit_to_json(packed).encode()).hexdigest(),
+        fingerprint=hashlib.sha256(canonical.encode()).hexdigest(),
     )
