@@ -27,8 +27,9 @@ the first server) is SIGKILLed.
 
 ``--soak MINUTES``: measures the stack's capacity (a burst of ``--capacity-tasks``) unless
 ``--capacity`` is given, then submits at ``--load`` times it for MINUTES: each minute the
-resident memory of every process (a service with its worker processes) and the p50/p99
-latency of the tasks submitted in that minute, as two tables.
+resident memory of every process (a service with its worker processes; pages shared with the
+fork server are counted in each) and the p50/p99 latency of the tasks submitted in that
+minute, with the machine's load average, as two tables.
 
 Good tasks are submitted ``--submitters`` at a time and all stay in flight until done; their
 ends are read from the stream (lost: no terminal event in time; duplicated: more than one).
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -52,7 +54,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import cirq
@@ -81,6 +83,8 @@ TERMINAL_SUBJECTS = (
     "qubus.task.*.*.failed",
 )
 """Every terminal event's subject (``completed`` names its node)."""
+Figures = dict[str, object]
+OnOneServer = Callable[[argparse.Namespace, Client, Supervisor, NatsServer], Awaitable[Figures]]
 SETTLE_S = 900.0
 """How long good tasks may take to end after the last was submitted before the rest count
 as lost."""
@@ -178,9 +182,12 @@ class Ends:
     def __init__(self) -> None:
         self.at: dict[str, float] = {}
 
-    async def watch(self, client: Client) -> None:
+    @classmethod
+    async def watching(cls, client: Client) -> Ends:
+        ends = cls()
         for subject in TERMINAL_SUBJECTS:
-            await client.bus.nc.subscribe(subject, cb=self._seen)
+            await client.bus.nc.subscribe(subject, cb=ends._seen)
+        return ends
 
     async def _seen(self, msg: nats.aio.msg.Msg) -> None:
         self.at.setdefault(split_task_subject(msg.subject)[0], time.time())
@@ -197,6 +204,7 @@ class Good:
         self.gate = asyncio.Semaphore(submitters)
         self.submitted: dict[str, float] = {}
         self.refused: Counter[str] = Counter()
+        self.said: dict[str, str] = {}  # the first message of each refusal code
         self.unsubmitted = 0
 
     async def one(self) -> None:
@@ -210,6 +218,7 @@ class Good:
                     return
                 except QubusError as exc:
                     self.refused[exc.code] += 1
+                    self.said.setdefault(exc.code, exc.message)
                     await asyncio.sleep(min(0.25 * 2**attempt, 5.0))
         self.unsubmitted += 1
 
@@ -247,7 +256,7 @@ def in_flight(good: Good, ends: Ends, at: float) -> int:
     return sum(1 for t, sent in good.submitted.items() if sent <= at < ends.at.get(t, 1e18))
 
 
-async def outcome(client: Client, good: Good, ends: Ends, restarts: int) -> dict[str, object]:
+async def outcome(client: Client, good: Good, ends: Ends, restarts: int) -> Figures:
     """Tasks sent, how they ended, lost and duplicated, the most in flight at once, how long
     they took (first submission to last end), their latency, and service restarts."""
     ids = list(good.submitted)
@@ -269,6 +278,7 @@ async def outcome(client: Client, good: Good, ends: Ends, restarts: int) -> dict
         "lost": sum(1 for task in ids if per_task[task] == 0),
         "duplicated": sum(1 for task in ids if per_task[task] > 1),
         "submissions_sent_again": dict(good.refused),
+        "refused_saying": good.said,
         "most_in_flight": peak,
         "seconds": round(steps[-1][0] - steps[0][0], 1) if steps else 0,
         "latency_p50_s": round(_percentile(took, 0.5), 2) if took else None,
@@ -312,27 +322,37 @@ async def kills(
     return done
 
 
-async def chaos(args: argparse.Namespace, store: Path) -> dict[str, object]:
-    server = NatsServer(str(store))
-    url = server.start()
-    stack = Supervisor(url, stack_specs(FLEET), log_dir=store / "logs", env=ENV)
+@contextlib.asynccontextmanager
+async def stack_on(
+    url: str, store: Path, env: dict[str, str]
+) -> AsyncIterator[tuple[Client, Supervisor]]:
+    """A stack of every service against the server at ``url``, and a client of it."""
+    stack = Supervisor(url, stack_specs(FLEET), log_dir=store / "logs", env=env)
     try:
         await stack.start(timeout=180)
         client = await Client.connect(url)
         try:
-            return await _chaos(args, client, stack, server)
+            yield client, stack
         finally:
             await client.close()
     finally:
         await stack.stop()
+
+
+async def on_one_server(args: argparse.Namespace, store: Path, body: OnOneServer) -> Figures:
+    """``body`` run against a stack on one nats-server stored in ``store``."""
+    server = NatsServer(str(store))
+    try:
+        async with stack_on(server.start(), store, ENV) as (client, stack):
+            return await body(args, client, stack, server)
+    finally:
         server.stop()
 
 
-async def _chaos(
+async def chaos(
     args: argparse.Namespace, client: Client, stack: Supervisor, server: NatsServer
-) -> dict[str, object]:
-    ends = Ends()
-    await ends.watch(client)
+) -> Figures:
+    ends = await Ends.watching(client)
     abuse = Hostile(client, args.seed)
     alone, behind = [], []
     for _ in range(3):  # a normal task alone, then one right behind one of each hostile kind
@@ -381,32 +401,24 @@ async def _chaos(
     }
 
 
-async def cluster(args: argparse.Namespace, store: Path) -> dict[str, object]:
+async def on_a_cluster(args: argparse.Namespace, store: Path) -> Figures:
+    """``cluster`` run against a stack on the first of three clustered nats-servers, every
+    stream and bucket in three replicas."""
     servers = NatsCluster(store / "cluster")
-    servers.start()
-    env = {**ENV, "QUBUS_STREAM_REPLICAS": "3"}
     try:
+        servers.start()
         await servers.wait_for_jetstream()
-        entry = servers.members[0]
-        stack = Supervisor(entry.url, stack_specs(FLEET), log_dir=store / "logs", env=env)
-        try:
-            await stack.start(timeout=180)
-            client = await Client.connect(entry.url)
-            try:
-                return await _cluster(args, client, stack, servers)
-            finally:
-                await client.close()
-        finally:
-            await stack.stop()
+        env = {**ENV, "QUBUS_STREAM_REPLICAS": "3"}
+        async with stack_on(servers.members[0].url, store, env) as (client, stack):
+            return await cluster(args, client, stack, servers)
     finally:
         servers.stop()
 
 
-async def _cluster(
+async def cluster(
     args: argparse.Namespace, client: Client, stack: Supervisor, servers: NatsCluster
-) -> dict[str, object]:
-    ends = Ends()
-    await ends.watch(client)
+) -> Figures:
+    ends = await Ends.watching(client)
     alone = statistics.median([await latency(client) for _ in range(3)])
     entry = servers.members[0]
     leader = await stream_led_elsewhere(client.bus.nc, STREAM, entry.name)
@@ -477,27 +489,10 @@ async def capacity(client: Client, ends: Ends, tasks: int) -> float:
     return len(good.submitted) / (last - started)
 
 
-async def soak(args: argparse.Namespace, store: Path) -> dict[str, object]:
-    server = NatsServer(str(store))
-    url = server.start()
-    stack = Supervisor(url, stack_specs(FLEET), log_dir=store / "logs", env=ENV)
-    try:
-        await stack.start(timeout=180)
-        client = await Client.connect(url)
-        try:
-            return await _soak(args, client, stack, server)
-        finally:
-            await client.close()
-    finally:
-        await stack.stop()
-        server.stop()
-
-
-async def _soak(
+async def soak(
     args: argparse.Namespace, client: Client, stack: Supervisor, server: NatsServer
-) -> dict[str, object]:
-    ends = Ends()
-    await ends.watch(client)
+) -> Figures:
+    ends = await Ends.watching(client)
     measured = args.capacity or await capacity(client, ends, args.capacity_tasks)
     rate = args.load * measured
     good = Good(client, 64)
@@ -515,7 +510,7 @@ async def _soak(
             launched += 1
             await asyncio.sleep(max(0.0, started + launched / rate - time.time()))
         sizes.append(memory(stack, server))
-        rows.append({"minute": minute + 1})
+        rows.append({"minute": minute + 1, "load": round(os.getloadavg()[0], 1)})
     await asyncio.gather(*pending)
     figures = await outcome(client, good, ends, exits(stack))
     for minute, row in enumerate(rows):
@@ -539,14 +534,14 @@ async def _soak(
     }
 
 
-def _print(figures: dict[str, object]) -> None:
+def _print(figures: Figures) -> None:
     for key, value in figures.items():
         if key == "latency_per_minute":
-            print("\nminute  submitted  ended  p50 ms  p99 ms")
+            print("\nminute  submitted  ended  p50 ms  p99 ms  load average (1 min, at its end)")
             for row in value:  # type: ignore[attr-defined]
                 print(
                     f"{row['minute']:>6}  {row['submitted']:>9}  {row['ended']:>5}  "
-                    f"{row['p50_ms']!s:>6}  {row['p99_ms']!s:>6}"
+                    f"{row['p50_ms']!s:>6}  {row['p99_ms']!s:>6}  {row['load']:>5}"
                 )
         elif key == "rss_mb_per_minute":
             print("\nresident MB at the start and after each minute")
@@ -582,14 +577,12 @@ async def main() -> None:
     args = parser.parse_args()
     logs.configure("chaos", "chaos", "error")  # not a line per retried submission
     store = Path(tempfile.mkdtemp(prefix="qubus-chaos-"))
-    run: Callable[[argparse.Namespace, Path], Awaitable[dict[str, object]]] = chaos
-    if args.cluster:
-        run = cluster
-    elif args.soak:
-        run = soak
     started = time.monotonic()
     try:
-        figures = await run(args, store)
+        if args.cluster:
+            figures = await on_a_cluster(args, store)
+        else:
+            figures = await on_one_server(args, store, soak if args.soak else chaos)
     finally:
         shutil.rmtree(store, ignore_errors=True)
     figures["run_seconds"] = round(time.monotonic() - started)
