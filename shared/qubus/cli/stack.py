@@ -125,9 +125,14 @@ def _process_context() -> multiprocessing.context.ForkServerContext:
 
 @dataclass
 class Child:
+    """One service process. ``restarts`` counts quick deaths in a row (it sets the pause
+    before the next start, and is reset after 30 s of running); ``exits`` counts every exit
+    the supervisor restarted it after."""
+
     spec: ServiceSpec
     process: multiprocessing.process.BaseProcess | None = None
     restarts: int = 0
+    exits: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -250,6 +255,7 @@ class Supervisor:
                 file=sys.stderr,
             )
             child.restarts += 1
+            child.exits += 1
             await asyncio.sleep(pause)
             if self._stopping:
                 return
