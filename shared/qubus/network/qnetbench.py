@@ -170,12 +170,10 @@ def run_qnet(*, seed: int = 1, qasm_dir: Path | None = DEV_QASM) -> dict[str, An
         figures = {}
         optimum = None
         for name in POLICIES:
-            problem, assignment, ms = timed_decision(
-                get_policy(name), instance.requests, lam=FIDELITY_WEIGHT_S
-            )
-            optimum = optimum if optimum is not None else exact_optimum(problem)
-            objective = problem.objective(assignment)
-            figures[name] = {"objective": objective, "gap": objective / optimum - 1, "ms": ms}
+            timed = timed_decision(get_policy(name), instance.requests, lam=FIDELITY_WEIGHT_S)
+            optimum = optimum if optimum is not None else exact_optimum(timed.problem)
+            objective = timed.problem.objective(timed.assignment)
+            figures[name] = {"objective": objective, "gap": objective / optimum - 1, "ms": timed.ms}
         rows.append(
             {
                 "nodes": instance.nodes,
@@ -216,7 +214,8 @@ def qnet_frontier(
 
 
 def _predicted(instance: Instance, name: str, lam: float) -> dict[str, float]:
-    problem, assignment, _ = timed_decision(get_policy(name), instance.requests, lam=lam)
+    timed = timed_decision(get_policy(name), instance.requests, lam=lam)
+    problem, assignment = timed.problem, timed.assignment
     completions = problem.completions(assignment)
     fidelity = float(problem.fidelity[np.arange(problem.n), assignment].mean())
     return {

@@ -56,8 +56,9 @@ mean measured fidelity (and the error rate 1 − it), utilisation (time the node
 workload's tasks / (nodes × makespan); background jobs excluded), the longest wait of a task
 (completion − arrival − its run) and of the longest tenth of the tasks by run time (whether
 long tasks starve), mean decision time per batch
-(wall clock: noisy on a shared machine; building the batch's cost matrix and the policy's
-placement, not the explanations worked out after it), and the batch objective J of
+(wall clock, the fastest of ``TIMING_RUNS`` runs as the machine may be shared: building the
+batch's cost matrix, ``build_ms`` of it, and the policy's placement, not the explanations
+worked out after it), and the batch objective J of
 ``qubus.scheduling.allocation`` summed over the batches. Each batch a policy decides is also solved
 by ``milp``: ``objective_gap_mean``/``objective_gap_max`` are the policy's J over milp's J − 1 on
 the same batch, and ``milp_speedup`` milp's decision time over the policy's on those batches.
@@ -223,6 +224,7 @@ class PolicyRun:
     nodes: list[int] = field(default_factory=list)
     finish: list[float] = field(default_factory=list)
     decision_ms: list[float] = field(default_factory=list)
+    build_ms: list[float] = field(default_factory=list)
     objective: list[float] = field(default_factory=list)
     milp_objective: list[float] = field(default_factory=list)
     milp_ms: list[float] = field(default_factory=list)
@@ -640,14 +642,16 @@ class Bench:
         for t, members in self.batches:
             queues.advance(t)
             requests = self.requests(members, t, queues.backlog_end(), queues.finishes(t))
-            problem, chosen, elapsed_ms = timed_decision(policy, requests, lam=lam)
-            run.decision_ms.append(elapsed_ms)
+            timed = timed_decision(policy, requests, lam=lam, runs=TIMING_RUNS)
+            problem, chosen = timed.problem, timed.assignment
+            run.decision_ms.append(timed.ms)
+            run.build_ms.append(timed.build_ms)
             decisions = _decisions(explain(policy, problem, chosen, {}), policy_name)
             run.objective.append(problem.objective(chosen))
             if reference:
-                _, optimum, elapsed_ms = timed_decision(milp, requests, lam=lam)
-                run.milp_ms.append(elapsed_ms)
-                run.milp_objective.append(problem.objective(optimum))
+                optimum = timed_decision(milp, requests, lam=lam, runs=TIMING_RUNS)
+                run.milp_ms.append(optimum.ms)
+                run.milp_objective.append(problem.objective(optimum.assignment))
             for member, decision in sorted(
                 zip(members, decisions, strict=True), key=lambda p: p[1].position
             ):
@@ -738,23 +742,61 @@ class Queues:
         ]
 
 
+TIMING_RUNS = 3
+"""A decision is timed as the fastest of up to this many runs (the machine may be shared);
+a run slower than ``TIMING_ONCE_MS`` is not repeated."""
+
+TIMING_ONCE_MS = 1000.0
+"""A decision slower than this (milp on a large batch, qaoa) is timed once."""
+
+
+@dataclass(frozen=True)
+class TimedDecision:
+    """A batch decided, and the wall-clock milliseconds it took: the batch's problem (its
+    cost matrix) built once, then the policy's placement. The explanations, worked out
+    afterwards, are not counted."""
+
+    problem: Problem
+    assignment: list[int]
+    build_ms: float
+    place_ms: float
+
+    @property
+    def ms(self) -> float:
+        """The whole decision: ``build_ms + place_ms``."""
+        return self.build_ms + self.place_ms
+
+
 def timed_decision(
-    policy: Policy, requests: Sequence[TaskRequest], *, lam: float
-) -> tuple[Problem, list[int], float]:
-    """A batch decided: its problem, the policy's assignment and the wall-clock milliseconds
-    the decision took (the cost matrix built once, then the policy's placement; the
-    explanations, worked out afterwards, are not counted).
+    policy: Policy, requests: Sequence[TaskRequest], *, lam: float, runs: int = 1
+) -> TimedDecision:
+    """A batch decided, timed as the fastest of ``runs`` runs (policies are deterministic:
+    every run places alike); a run slower than ``TIMING_ONCE_MS`` ends the repeats.
 
     Raises:
         QubusError: ``bench.rejected`` if a task of the batch fits no node.
     """
-    started = time.perf_counter()
-    problem, rejected = build_problem(requests, lam=lam)
-    if problem is None or rejected:
-        reason = next(iter(rejected.values())).message if rejected else "empty batch"
-        raise QubusError(f"{policy.name} rejected a task: {reason}", code="bench.rejected")
-    assignment = place(policy, problem)
-    return problem, assignment, (time.perf_counter() - started) * 1000
+    fastest: TimedDecision | None = None
+    for _ in range(runs):
+        started = time.perf_counter()
+        problem, rejected = build_problem(requests, lam=lam)
+        built = time.perf_counter()
+        if problem is None or rejected:
+            reason = next(iter(rejected.values())).message if rejected else "empty batch"
+            raise QubusError(f"{policy.name} rejected a task: {reason}", code="bench.rejected")
+        assignment = place(policy, problem)
+        timed = TimedDecision(
+            problem,
+            assignment,
+            (built - started) * 1000,
+            (time.perf_counter() - built) * 1000,
+        )
+        if fastest is None or timed.ms < fastest.ms:
+            fastest = timed
+        if timed.ms > TIMING_ONCE_MS:
+            break
+    assert fastest is not None, "runs must be at least 1"
+    return fastest
 
 
 def pair_on(circuit: BenchCircuit, device: Device, shots: int) -> Pair:
@@ -826,6 +868,7 @@ def figures(bench: Bench, run: PolicyRun, measurements: Measurements) -> dict[st
     return {
         **outcome_figures(bench, run, measurements),
         "decision_ms": float(np.mean(run.decision_ms)),
+        "build_ms": float(np.mean(run.build_ms)),
         "objective": float(sum(run.objective)),
         "objective_gap_mean": float(np.mean(gaps)),
         "objective_gap_max": float(np.max(gaps)),
@@ -930,7 +973,8 @@ def goals(result: dict[str, Any]) -> list[Goal]:
             ("hyperscore", "least_loaded"),
             lambda: vs_least_loaded("hyperscore", p["hyperscore"], p["least_loaded"]),
         ),
-        (("hyperscore", "milp"), lambda: _vs_milp(p["hyperscore"])),
+        (("hyperscore", "milp"), lambda: _vs_milp("hyperscore", p["hyperscore"])),
+        (("annealing", "milp"), lambda: _vs_milp("annealing", p["annealing"])),
     ]
     return [check() for needed, check in checks if all(name in p for name in needed)]
 
@@ -957,10 +1001,11 @@ def vs_least_loaded(name: str, hs: dict[str, float], ll: dict[str, float]) -> Go
     )
 
 
-def _vs_milp(hs: dict[str, float]) -> Goal:
+def _vs_milp(name: str, figs: dict[str, float]) -> Goal:
     return Goal(
-        "hyperscore vs milp: within 2% of the batch objective per batch, deciding ≥ 100× faster",
-        f"worst batch {hs['objective_gap_max']:+.1%} (mean {hs['objective_gap_mean']:+.1%}), "
-        f"{hs['milp_speedup']:.0f}× faster (median over batches)",
-        hs["objective_gap_max"] <= 0.02 and hs["milp_speedup"] >= 100,
+        f"{name} vs milp: within 2% of the batch objective per batch, deciding ≥ 100× faster",
+        f"worst batch {figs['objective_gap_max']:+.1%} (mean {figs['objective_gap_mean']:+.1%}), "
+        f"{figs['milp_speedup']:.0f}× faster (median over batches; {figs['decision_ms']:.3f} ms "
+        f"a batch, {figs['build_ms']:.3f} ms of it building the cost matrix)",
+        figs["objective_gap_max"] <= 0.02 and figs["milp_speedup"] >= 100,
     )
