@@ -112,6 +112,7 @@ def _node_score(
         "calibration_revision": prediction.calibration_revision,
         "expected_completion_s": completion,
         "expected_run_s": prediction.expected_run_s,
+        "emulation_s": prediction.emulation_s,
         "queue_depth": status.queue_depth,
     }
     if pilot is not None:

@@ -60,6 +60,7 @@ def predict(
                 expected_run_s=emulated_runtime_s(compiled, device, total_shots(event.options)),
                 calibration_revision=device.revision,
                 swaps=compiled.swaps,
+                emulation_s=cost.seconds,
             )
         )
     if too_large and not any(p.fits for p in predictions):

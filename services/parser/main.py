@@ -22,10 +22,12 @@ from qubus.bus.consumer import Context, Stage
 from qubus.bus.logs import get_logger
 from qubus.bus.messages import TaskIngested, TaskParsed
 from qubus.bus.service import Runtime
+from qubus.bus.workers import INLINE_MAX_BYTES, off_loop
 from qubus.circuits import Features, circuit_features, circuit_to_json, load_circuit
 from qubus.circuits.novelty import VECTOR_VERSION, FeatureRecord, NoveltyIndex, feature_vector
+from qubus.circuits.qasm.count import expanded_operations
 from qubus.circuits.sweeps import check_points
-from qubus.errors import InvalidPayload, Retry
+from qubus.errors import InvalidPayload, QasmError, Retry
 
 log = get_logger()
 
@@ -115,13 +117,31 @@ def describe(event: TaskIngested) -> tuple[str, Features]:
     return circuit_to_json(circuit), circuit_features(circuit)
 
 
+INLINE_MAX_OPERATIONS = 200
+"""Most operations a source parsed on the event loop may expand into (``inline``)."""
+
+
+def inline(event: TaskIngested) -> bool:
+    """Whether the task's source is small enough to parse on the event loop: a short text
+    that expands into few operations (OpenQASM, counted from its tokens, which stops early) or
+    holds no ``CircuitOperation`` (Cirq JSON, whose repetitions a short text can hide)."""
+    if len(event.text) > INLINE_MAX_BYTES:
+        return False
+    if event.format == "cirq-json":
+        return "CircuitOperation" not in event.text
+    try:
+        return expanded_operations(event.text, limit=INLINE_MAX_OPERATIONS) <= INLINE_MAX_OPERATIONS
+    except QasmError:  # parsed in a thread, which reports it
+        return False
+
+
 async def setup(rt: Runtime) -> None:
     seen = SeenCircuits(rt.bus)
     await seen.start()
     rt.stack.push_async_callback(seen.stop)
 
     async def handle(event: TaskIngested, ctx: Context) -> TaskParsed:
-        circuit, features = await asyncio.to_thread(describe, event)
+        circuit, features = await off_loop(describe, event, inline=inline(event))
         vector = feature_vector(features)
         return TaskParsed(
             task_id=event.task_id,

@@ -12,11 +12,13 @@ With ``QUBUS_BACKGROUND_LOAD`` on, the node replays a real IBM backend's queue o
 jobs (``qubus.devices.load``): its status counts them in its queue depth, and each task waits for
 the jobs queued when it was allocated, each taking the node's mean job time.
 
-**Budget, progress and cancel.** Before running a task the node estimates the emulation's cost
-on this machine (``qubus.devices.cost``); over ``QUBUS_QPU_MAX_EMULATION_S`` or the worker's
-memory the task is refused (``qpu.too_large``, the estimate in the message). The emulation may
-then take ``BUDGET_MARGIN`` × its estimate (at least ``MIN_BUDGET_S``) before it fails with
-``qpu.timeout``. While it runs, the node publishes ``progress`` (shots of finished trajectories)
+**Budget, progress and cancel.** A task's emulation may take ``BUDGET_MARGIN`` × its estimated
+cost on this machine (``qubus.devices.cost``, at least ``MIN_BUDGET_S``) before it fails with
+``qpu.timeout``. The estimate comes with the allocation (the noise service made it for every
+node and marked the nodes a task is too large for unfit); for an allocation without one, or
+made on another calibration, the node estimates it itself and refuses a task over
+``QUBUS_QPU_MAX_EMULATION_S`` or the worker's memory (``qpu.too_large``, the estimate in the
+message). While it runs, the node publishes ``progress`` (shots of finished trajectories)
 and checks about once a second whether the task was cancelled: a cancelled run's worker is
 killed and the task stays ``cancelled``.
 
@@ -84,7 +86,7 @@ from qubus.bus.workers import JobStopped, WorkerPool, report_progress
 from qubus.circuits import circuit_from_json
 from qubus.client.aio import request_reply
 from qubus.devices.compile import compile_for_device
-from qubus.devices.cost import EmulationCost, emulation_cost, refuse_too_large
+from qubus.devices.cost import EmulationCost, emulation_cost, refuse_too_large, time_budget
 from qubus.devices.drift import DriftReplay
 from qubus.devices.emulation import JOB_OVERHEAD_S, emulate, emulated_runtime_s
 from qubus.devices.fidelity import hellinger_fidelity, hellinger_of_model
@@ -317,6 +319,32 @@ class QpuNode:
         )
         return predicted, replace
 
+    async def _budget(self, event: TaskAllocated, current: Device, noiseless: bool) -> float:
+        """The run's time budget: from the noise service's estimate for this node, carried by
+        the allocation (that service already refused a node the task is too large for); or,
+        for an allocation without one or made on another calibration, from the node's own
+        estimate, refusing the task if it is too large (``qpu.too_large``)."""
+        allocated = event.score.emulation_s if event.score is not None else 0.0
+        if allocated > 0 and event.calibration_revision == current.revision:
+            budget_s = time_budget(allocated)
+            log.info("qpu.estimate", estimate_s=round(allocated, 4), budget_s=round(budget_s, 1))
+            return budget_s
+        cost = await self._pool.run(
+            estimate,
+            current,
+            event.circuit,
+            event.options.shots,
+            noiseless,
+            timeout_s=self._settings.sandbox_timeout_s,
+        )
+        log.info("qpu.estimate", estimate=cost.describe(), budget_s=round(cost.budget_s, 1))
+        refuse_too_large(
+            cost,
+            max_s=self._settings.qpu_max_emulation_s,
+            memory_mb=self._settings.sandbox_memory_mb,
+        )
+        return cost.budget_s
+
     @contextlib.asynccontextmanager
     async def _running(self, event: TaskAllocated, ctx: Context) -> AsyncIterator[None]:
         """The node is busy with the task: ``running`` is published, ``busy`` reported."""
@@ -508,11 +536,11 @@ class QpuNode:
             **common,
         )
 
-    async def _superseded(self, event: TaskAllocated, why: str) -> bool:
+    async def _superseded(self, event: TaskAllocated, ctx: Context, why: str) -> bool:
         """Whether the task has been allocated again since ``event`` (then logs ``why``):
         the node skips it, or drops the result of a run that outlived its allocation (the
         node stopped long enough for the allocator to place the task elsewhere)."""
-        latest = await latest_allocation(self._bus, event.task_id)
+        latest = await latest_allocation(self._bus, event.task_id, unless_sequence=ctx.sequence)
         if latest is None or latest.attempt == event.attempt:
             return False
         log.info(why, attempt=event.attempt, now_on=latest.node)
@@ -523,7 +551,7 @@ class QpuNode:
     ) -> TaskCompleted | TaskReplace | None:
         """Run the task's current allocation (after the background jobs queued before it),
         split or on the node's current calibration; or ``replace`` it."""
-        if await self._superseded(event, "qpu.superseded"):
+        if await self._superseded(event, ctx, "qpu.superseded"):
             return None
         await self._wait_for_background(ctx)
         if await self._bus.last_event(event.task_id, TaskCancelled) is not None:
@@ -541,20 +569,7 @@ class QpuNode:
             predicted, replace = await self._recheck(event, current)
             if replace is not None:
                 return replace
-        cost = await self._pool.run(
-            estimate,
-            current,
-            event.circuit,
-            event.options.shots,
-            noiseless,
-            timeout_s=self._settings.sandbox_timeout_s,
-        )
-        log.info("qpu.estimate", estimate=cost.describe(), budget_s=round(cost.budget_s, 1))
-        refuse_too_large(
-            cost,
-            max_s=self._settings.qpu_max_emulation_s,
-            memory_mb=self._settings.sandbox_memory_mb,
-        )
+        budget_s = await self._budget(event, current, noiseless)
         async with self._running(event, ctx):
             since = time.monotonic()
             seed = seed_for(event.task_id, "qpu")
@@ -567,7 +582,7 @@ class QpuNode:
                     seed,
                     noiseless,
                     event.ideal if noiseless else None,
-                    timeout_s=cost.budget_s,
+                    timeout_s=budget_s,
                     watch=self._watch(event, ctx),
                 )
             except JobStopped:
@@ -586,7 +601,7 @@ class QpuNode:
                 allocated_fidelity=event.predicted_fidelity,
                 predicted_fidelity=predicted,
             )
-        if await self._superseded(event, "qpu.superseded_result"):  # re-placed as it ran
+        if await self._superseded(event, ctx, "qpu.superseded_result"):  # re-placed as it ran
             return None
         return TaskCompleted(
             task_id=event.task_id,

@@ -50,15 +50,19 @@ asyncio.run(main())
 """
 
 BUSY_WORKER = """
+import asyncio
 import time
 from qubus.bus.workers import WorkerPool
-pool = WorkerPool(memory_mb=512, stage="sandbox", job="simulation")
-pool.start()
-[worker] = pool._ensure()._pool
-pool._ensure().apply_async(time.sleep, (120,))
-time.sleep(1)
-print("PIDS", worker.pid, flush=True)
-time.sleep(120)
+
+async def main():
+    pool = WorkerPool(memory_mb=512, stage="sandbox", job="simulation")
+    pool.start()
+    job = asyncio.ensure_future(pool.run(time.sleep, 120, timeout_s=300))
+    await asyncio.sleep(1)
+    print("PIDS", pool.worker_pid, flush=True)
+    await job
+
+asyncio.run(main())
 """
 
 

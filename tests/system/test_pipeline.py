@@ -11,7 +11,7 @@ import pytest
 
 from qubus.bus import codec
 from qubus.bus.connection import EPR_SUBJECT, SUBMIT_SUBJECT
-from qubus.bus.messages import EprReply, EprRequest, SubmitRequest, TaskCompleted
+from qubus.bus.messages import EprReply, EprRequest, SubmitRequest, TaskAllocated, TaskCompleted
 from qubus.cli.stack import Supervisor
 from qubus.client.aio import Client
 from qubus.devices.profiles import DEFAULT_FLEET
@@ -62,6 +62,9 @@ async def test_dev_circuit_runs_end_to_end_and_its_trace_shows_every_stage(clien
 
     trace = await client.events(record["task_id"])
     assert len({stored.trace_id for stored in trace}) == 1
+    # The node's time budget comes from the noise service's estimate, through the allocation.
+    [allocated] = [s.event for s in trace if isinstance(s.event, TaskAllocated)]
+    assert allocated.score is not None and allocated.score.emulation_s > 0
 
 
 async def test_pinned_node_runs_there(client, dev_qasm):

@@ -338,7 +338,9 @@ class NoiseBudget(Model):
 
 class NodePrediction(Model):
     """``predicted_fidelity`` is the ESP; ``budget`` turns it into a predicted Hellinger
-    fidelity once the ideal distribution is known (in fusion)."""
+    fidelity once the ideal distribution is known (in fusion). ``emulation_s`` is the
+    estimated wall time of the node's emulation of the task (``qubus.devices.cost``; 0: not
+    recorded), from which the node takes the run's time budget."""
 
     node: str
     fits: bool
@@ -348,6 +350,7 @@ class NodePrediction(Model):
     expected_run_s: float = 0.0
     calibration_revision: str = ""
     swaps: int = 0
+    emulation_s: float = Field(default=0.0, ge=0)
 
 
 class NoiseEvaluation(TaskEvent):
@@ -368,8 +371,9 @@ class NodeScore(Model):
     value, summing to ``hyperscore`` minus the score with every term absent.
     ``expected_run_s`` is the task's modelled run time on the node, the part of
     ``expected_completion_s`` that is not queue (0: not recorded; the allocator then shares
-    the completion time evenly among the queue and the task). Fields added later are empty
-    in events stored before them.
+    the completion time evenly among the queue and the task); ``emulation_s`` the noise
+    service's estimate of the node's emulation time (``NodePrediction``). Fields added later
+    are empty in events stored before them.
     """
 
     node: str
@@ -384,6 +388,7 @@ class NodeScore(Model):
     inputs: dict[str, float] = Field(default_factory=dict)
     shapley: dict[str, float] = Field(default_factory=dict)
     expected_run_s: float = 0.0
+    emulation_s: float = Field(default=0.0, ge=0)
 
 
 class TaskScored(TaskEvent):

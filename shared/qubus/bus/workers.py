@@ -11,8 +11,10 @@ and may stop the job (the worker is killed, :class:`JobStopped`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
-import multiprocessing.pool
+import multiprocessing.connection
+import multiprocessing.process
 import resource
 import signal
 import time
@@ -86,7 +88,9 @@ class WorkerPool:
     """One worker process at a time, replaced whenever a job overruns or kills it.
 
     Workers are forked from the service (which has already imported cirq), so a new one is
-    ready in milliseconds rather than after another two-second import.
+    ready in milliseconds rather than after another two-second import. A job goes to the
+    worker and its answer comes back over one pipe, read on the event loop when it is
+    readable: no helper threads, so a small job costs the service a pickle each way.
 
     Args:
         memory_mb: Address-space limit of the worker (``RLIMIT_AS``).
@@ -100,28 +104,35 @@ class WorkerPool:
         self._stage = stage
         self._job = job
         self._context = multiprocessing.get_context("fork")
-        self._pool: multiprocessing.pool.Pool | None = None
+        self._worker: multiprocessing.process.BaseProcess | None = None
+        self._conn: multiprocessing.connection.Connection | None = None
         self._lock = asyncio.Lock()
         self._progress = self._context.Value("d", 0.0, lock=False)
 
-    def _ensure(self) -> multiprocessing.pool.Pool:
-        if self._pool is None:
-            self._pool = self._context.Pool(
-                1,
-                initializer=_init_worker,
-                initargs=(self._memory_mb, self._progress, dies_with_parent(signal.SIGKILL)),
+    @property
+    def worker_pid(self) -> int | None:
+        """The current worker's process id (None before the first)."""
+        return self._worker.pid if self._worker is not None else None
+
+    def _ensure(self) -> multiprocessing.connection.Connection:
+        if self._conn is None:
+            ours, theirs = self._context.Pipe()
+            self._worker = self._context.Process(
+                target=_serve,
+                args=(theirs, self._memory_mb, self._progress, dies_with_parent(signal.SIGKILL)),
+                daemon=True,
             )
-        return self._pool
+            self._worker.start()
+            theirs.close()
+            self._conn = ours
+        return self._conn
 
     def start(self) -> None:
         """Fork the first worker now (before the event loop has threads of its own)."""
         self._ensure()
 
     def restart(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
+        self.close()
         self._ensure()
 
     async def run(
@@ -142,43 +153,105 @@ class WorkerPool:
 
         Raises:
             SimulationError: ``<stage>.timeout`` past ``timeout_s``, or when the worker died
-                during the job (the pool's replacement never answers for it);
-                ``<stage>.memory`` when the job ran out of memory. Either way the worker is
-                replaced.
+                during the job; ``<stage>.memory`` when the job ran out of memory. Either way
+                the worker is replaced.
             JobStopped: ``watch`` stopped the job (the worker is replaced).
         """
         async with self._lock:
             self._progress.value = 0.0
-            result = self._ensure().apply_async(fn, args)
+            conn = self._ensure()
+            conn.send((fn, args))
+            answer = _answer(conn)
             deadline = time.monotonic() + timeout_s
+            replace = True  # unless the job answered: its answer would be the next job's
             try:
                 while True:
                     wait_s = deadline - time.monotonic()
                     if watch is not None:
                         wait_s = min(wait_s, WATCH_INTERVAL_S)
-                    try:
-                        return await asyncio.to_thread(result.get, max(0.0, wait_s))
-                    except multiprocessing.TimeoutError:
-                        if time.monotonic() >= deadline:
-                            raise
+                    done, _ = await asyncio.wait([answer], timeout=max(0.0, wait_s))
+                    if done:
+                        ok, value = answer.result()
+                        replace = isinstance(value, MemoryError)
+                        if ok:
+                            return value
+                        raise value
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError
                     if watch is not None and await watch(self._progress.value):
-                        await asyncio.to_thread(self.restart)
                         raise JobStopped(f"{self._job} stopped")
-            except multiprocessing.TimeoutError:
-                await asyncio.to_thread(self.restart)
+            except (TimeoutError, EOFError):
                 raise SimulationError(
                     f"{self._job} exceeded its time limit of {timeout_s:.3g} s",
                     code=f"{self._stage}.timeout",
                 ) from None
             except MemoryError:
-                await asyncio.to_thread(self.restart)
                 raise SimulationError(
                     f"{self._job} exceeded its memory limit of {self._memory_mb} MB",
                     code=f"{self._stage}.memory",
                 ) from None
+            finally:
+                if replace:
+                    self.restart()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
+        """Kill the worker (its job, if any, is lost)."""
+        if self._conn is not None:
+            _unwatch(self._conn)
+            self._conn.close()
+            self._conn = None
+        if self._worker is not None:
+            self._worker.kill()
+            self._worker.join()
+            self._worker = None
+
+
+def _unwatch(conn: multiprocessing.connection.Connection) -> None:
+    """Stop watching ``conn`` on the running event loop, if there is one (none: nothing was
+    watched)."""
+    with contextlib.suppress(RuntimeError):
+        asyncio.get_running_loop().remove_reader(conn.fileno())
+
+
+def _answer(conn: multiprocessing.connection.Connection) -> asyncio.Future:
+    """A future of the worker's answer on ``conn``: ``(True, value)``, ``(False, exception)``,
+    or the exception ``EOFError`` if the worker died. Read when the pipe is readable; the
+    pool stops watching the pipe when it closes it."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future = loop.create_future()
+    fd = conn.fileno()
+
+    def readable() -> None:
+        loop.remove_reader(fd)
+        if future.done():
+            return
+        try:
+            future.set_result(conn.recv())
+        except (EOFError, OSError):
+            future.set_exception(EOFError())
+
+    loop.add_reader(fd, readable)
+    return future
+
+
+def _serve(
+    conn: multiprocessing.connection.Connection,
+    memory_mb: int,
+    progress: Any,
+    on_fork: Callable[[], None] | None,
+) -> None:
+    """The worker process: run each job received on ``conn`` and send back its answer."""
+    _init_worker(memory_mb, progress, on_fork)
+    while True:
+        try:
+            fn, args = conn.recv()
+        except EOFError:  # the service closed the pipe
+            return
+        try:
+            answer: tuple[bool, Any] = (True, fn(*args))
+        except BaseException as exc:  # the job's failure is the service's to report
+            answer = (False, exc)
+        try:
+            conn.send(answer)
+        except Exception as exc:  # an answer that cannot be pickled
+            conn.send((False, RuntimeError(f"{type(exc).__name__}: {exc}")))

@@ -88,9 +88,8 @@ class EmulationCost:
 
     @property
     def budget_s(self) -> float:
-        """The time the emulation is allowed: ``BUDGET_MARGIN`` × the estimate, at least
-        ``MIN_BUDGET_S``."""
-        return max(MIN_BUDGET_S, BUDGET_MARGIN * self.seconds)
+        """The time the emulation is allowed (``time_budget``)."""
+        return time_budget(self.seconds)
 
     def describe(self) -> str:
         """One line: method, size and estimate."""
@@ -99,6 +98,12 @@ class EmulationCost:
             f"{self.method.replace('_', ' ')} of {self.width} qubits, {self.operations} "
             f"operations{runs}: about {self.seconds:.3g} s and {self.memory_mb:.0f} MB"
         )
+
+
+def time_budget(seconds: float) -> float:
+    """The time an emulation estimated at ``seconds`` is allowed: ``BUDGET_MARGIN`` × the
+    estimate, at least ``MIN_BUDGET_S``."""
+    return max(MIN_BUDGET_S, BUDGET_MARGIN * seconds)
 
 
 def emulation_cost(

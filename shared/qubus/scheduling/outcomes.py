@@ -35,6 +35,7 @@ the last ``RECENT`` task ids so that a redelivered ``completed`` event is not co
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -150,26 +151,35 @@ class Posterior:
 
     def predictive(self, predicted: float) -> tuple[float, float]:
         """Mean and standard deviation of the measured fidelity at ``predicted``."""
-        phi = np.array([1.0, predicted])
-        mean = float(phi @ self.mean)
-        scale2 = self.beta / self.alpha * (1.0 + float(phi @ np.linalg.solve(self.precision, phi)))
+        mean = float(self.mean[0] + predicted * self.mean[1])
+        # φᵀ Λn⁻¹ φ for φ = (1, predicted), with the 2×2 inverse written out.
+        (a, b), (_, d) = self.precision.tolist()
+        spread = (d - 2.0 * b * predicted + a * predicted * predicted) / (a * d - b * b)
+        scale2 = self.beta / self.alpha * (1.0 + spread)
         dof = 2.0 * self.alpha
         return mean, math.sqrt(scale2 * dof / (dof - 2.0))
 
 
 def posterior(state: CalibrationState | None) -> Posterior:
-    """The posterior given the state's outcomes (the prior when ``state`` is None)."""
+    """The posterior given the state's outcomes (the prior when ``state`` is None); shared
+    between calls with the same sums (fusion scores every node of every task with the
+    calibration state it holds), so not to be modified."""
     if state is None:
-        state = CalibrationState(node="", circuit_class="")
-    xtx = np.array([[state.n, state.sx], [state.sx, state.sxx]])
-    xty = np.array([state.sy, state.sxy])
+        return _posterior(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    return _posterior(state.n, state.sx, state.sxx, state.sy, state.sxy, state.syy)
+
+
+@functools.lru_cache(maxsize=1024)
+def _posterior(n: float, sx: float, sxx: float, sy: float, sxy: float, syy: float) -> Posterior:
+    xtx = np.array([[n, sx], [sx, sxx]])
+    xty = np.array([sy, sxy])
     precision = PRIOR_PRECISION + xtx
     mean = np.linalg.solve(precision, PRIOR_PRECISION @ PRIOR_MEAN + xty)
-    quadratic = state.syy + PRIOR_MEAN @ PRIOR_PRECISION @ PRIOR_MEAN - mean @ precision @ mean
+    quadratic = syy + PRIOR_MEAN @ PRIOR_PRECISION @ PRIOR_MEAN - mean @ precision @ mean
     return Posterior(
         mean=mean,
         precision=precision,
-        alpha=PRIOR_ALPHA + state.n / 2.0,
+        alpha=PRIOR_ALPHA + n / 2.0,
         beta=PRIOR_BETA + max(float(quadratic), 0.0) / 2.0,
     )
 

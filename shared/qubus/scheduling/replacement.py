@@ -32,11 +32,17 @@ def allocation_subject(node: str) -> str:
     return f"qubus.task.{ANY_TASK}.allocated.{node}"
 
 
-async def latest_allocation(bus: Bus, task_id: str) -> TaskAllocated | None:
-    """The task's current allocation (its last on any node), or None if it has none."""
+async def latest_allocation(
+    bus: Bus, task_id: str, *, unless_sequence: int | None = None
+) -> TaskAllocated | None:
+    """The task's current allocation (its last on any node), or None if it has none; also
+    None if it is the message stored at ``unless_sequence`` (the caller holds it already and
+    is spared decoding it again: a node checks its allocation is still current twice a task)."""
     try:
         raw = await bus.js.get_last_msg(STREAM, task_subject(task_id, "allocated.*"))
     except nats.js.errors.NotFoundError:
+        return None
+    if raw.seq == unless_sequence:
         return None
     return codec.decode(raw.data, TaskAllocated)
 
