@@ -108,6 +108,7 @@ from qubus.scheduling.allocation import (
     get_policy,
     place,
 )
+from qubus.scheduling.nodeorder import next_to_run
 from qubus.scheduling.outcomes import calibrate
 from qubus.scheduling.scoring import DEFAULT_WEIGHTS, ScoreInputs, Weights, score
 
@@ -666,7 +667,7 @@ class Bench:
 class _Queued:
     task: int
     earliest: float
-    decided: float
+    since: float  # when it was decided
     run_s: float
 
 
@@ -674,12 +675,13 @@ class Queues:
     """The nodes' run queues in simulated time, in the order ``Workload.node_order`` gives.
 
     ``fifo``: a node runs its tasks in the order they were decided (within a batch, the
-    decision's run order, shortest first). ``spt``: whenever a node frees up it starts the
-    shortest of the waiting tasks that may start then (or, if none may, of those that may
-    start first), across batches; among those, a task waiting longer than
-    ``Workload.starve_after_s`` since its decision goes first (the longest waiting first), so
-    long tasks are not starved. A task never starts before ``earliest`` (the background jobs
-    pending when it reached the node). Once started, a task's place is fixed.
+    decision's run order, shortest first). ``spt``: whenever a node frees up it picks among
+    the waiting tasks that may start then (or, if none may, those that may start first) by
+    the live nodes' rule, ``qubus.scheduling.nodeorder.next_to_run``: the shortest, unless
+    one has waited longer than ``Workload.starve_after_s`` since its decision (the longest
+    waiting of those first), so long tasks are not starved. A task never starts before
+    ``earliest`` (the background jobs pending when it reached the node). Once started, a
+    task's place is fixed.
 
     Args:
         workload: The discipline and its bound.
@@ -718,10 +720,7 @@ class Queues:
         if not ready:  # the node idles until the first task may start
             first = min(q.earliest for q in waiting)
             ready = [q for q in waiting if q.earliest == first]
-        starving = [q for q in ready if now - q.decided > self.bound]
-        if starving:
-            return min(starving, key=lambda q: q.decided)
-        return min(ready, key=lambda q: q.run_s)
+        return next_to_run(ready, now, self.bound)
 
     def backlog_end(self) -> list[float]:
         """When each node would finish everything it holds (its waiting tasks in the order
