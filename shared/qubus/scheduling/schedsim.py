@@ -602,32 +602,17 @@ class Bench:
         return emulated_runtime_s(pair.compiled, self.devices[d], task.shots)
 
     def _score(self, pair: Pair, node: str, ready: float, depth: int, run_s: float) -> NodeScore:
-        """Fusion's score of a node for a task with this bench's weights
-        (``qubus.scheduling.scoring``; module docstring)."""
+        """Fusion's score of a node for a task with this bench's weights (``fusion_score``)."""
         if pair.compiled is None:
             return NodeScore(node=node, eligible=False, reason="the circuit does not fit")
-        completion = ready + run_s
-        breakdown = score(
-            ScoreInputs(
-                logic_score=1.0,
-                novelty=0.0,
-                impact=0.0,
-                repro=1.0,
-                meta=pair.meta,
-                qnc=pair.predicted,
-                expected_completion_s=completion,
-            ),
-            self.weights,
-        )
-        return NodeScore(
-            node=node,
-            eligible=True,
-            predicted_fidelity=pair.predicted,
-            expected_completion_s=completion,
-            expected_run_s=run_s,
-            queue_depth=depth,
-            hyperscore=breakdown.hyperscore,
-            terms={**breakdown.terms, "time_penalty": breakdown.time_penalty},
+        return fusion_score(
+            node,
+            predicted=pair.predicted,
+            meta=pair.meta,
+            ready=ready,
+            run_s=run_s,
+            depth=depth,
+            weights=self.weights,
         )
 
     def replay(self, policy_name: str, *, reference: bool = True) -> PolicyRun:
@@ -796,6 +781,45 @@ def timed_decision(
             break
     assert fastest is not None, "runs must be at least 1"
     return fastest
+
+
+def fusion_score(
+    node: str,
+    *,
+    predicted: float,
+    meta: float,
+    ready: float,
+    run_s: float,
+    depth: int,
+    weights: Weights,
+) -> NodeScore:
+    """Fusion's score of an eligible node for a task predicted to reach ``predicted`` there,
+    with Meta ``meta``, starting after ``ready`` seconds and running ``run_s``
+    (``qubus.scheduling.scoring``; logic score 1, ΔRepro 1, novelty and priority 0: module
+    docstring)."""
+    completion = ready + run_s
+    breakdown = score(
+        ScoreInputs(
+            logic_score=1.0,
+            novelty=0.0,
+            impact=0.0,
+            repro=1.0,
+            meta=meta,
+            qnc=predicted,
+            expected_completion_s=completion,
+        ),
+        weights,
+    )
+    return NodeScore(
+        node=node,
+        eligible=True,
+        predicted_fidelity=predicted,
+        expected_completion_s=completion,
+        expected_run_s=run_s,
+        queue_depth=depth,
+        hyperscore=breakdown.hyperscore,
+        terms={**breakdown.terms, "time_penalty": breakdown.time_penalty},
+    )
 
 
 def pair_on(circuit: BenchCircuit, device: Device, shots: int) -> Pair:
