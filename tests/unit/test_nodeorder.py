@@ -42,37 +42,8 @@ async def _run(order: RunOrder, name: str, run_s: float, since: float, log: list
         await asyncio.sleep(0)  # hold the node while the others queue up
 
 
-async def test_tasks_queued_behind_a_running_one_start_shortest_first() -> None:
-    clock = Clock()
-    order = RunOrder(starve_after_s=60, clock=clock)
-    started: list[str] = []
-    first = asyncio.Event()
-
-    async def running() -> None:
-        async with order.turn(5, 0):
-            started.append("running")
-            await first.wait()
-
-    holder = asyncio.create_task(running())
-    await asyncio.sleep(0)
-    queued = [
-        asyncio.create_task(_run(order, name, run_s, 1, started))
-        for name, run_s in (("long", 30), ("medium", 10), ("short", 1))
-    ]
-    await asyncio.sleep(0)
-    assert order.waiting == 3
-    clock.now = 20
-    first.set()
-    await asyncio.gather(holder, *queued)
-    assert started == ["running", "short", "medium", "long"]
-    assert order.worst_wait_s == 19  # every queued task began its turn at 20, since 1
-
-
-async def test_a_starving_task_overtakes_shorter_ones() -> None:
-    clock = Clock()
-    order = RunOrder(starve_after_s=60, clock=clock)
-    started: list[str] = []
-    release = asyncio.Event()
+async def holding(order: RunOrder, release: asyncio.Event) -> asyncio.Task[None]:
+    """A task of 5 s waiting since 0 that holds the node until ``release``."""
 
     async def running() -> None:
         async with order.turn(5, 0):
@@ -80,29 +51,48 @@ async def test_a_starving_task_overtakes_shorter_ones() -> None:
 
     holder = asyncio.create_task(running())
     await asyncio.sleep(0)
-    queued = [
-        asyncio.create_task(_run(order, "long", 30, 0, started)),
-        asyncio.create_task(_run(order, "short", 1, 50, started)),
+    return holder
+
+
+@pytest.mark.parametrize(
+    ("queued", "now", "order", "worst"),
+    [
+        # shortest first once the node frees up at 20; every one waited since 1
+        (
+            [("long", 30, 1), ("medium", 10, 1), ("short", 1, 1)],
+            20,
+            ["short", "medium", "long"],
+            19,
+        ),
+        # at 70 the long task has waited 70 s, over the 60 s bound: it overtakes the short one
+        ([("long", 30, 0), ("short", 1, 50)], 70, ["long", "short"], 70),
+    ],
+)
+async def test_tasks_queued_behind_a_running_one_start_in_turn(
+    queued: list[tuple[str, float, float]], now: float, order: list[str], worst: float
+) -> None:
+    clock = Clock()
+    turns = RunOrder(starve_after_s=60, clock=clock)
+    started: list[str] = []
+    release = asyncio.Event()
+    holder = await holding(turns, release)
+    tasks = [
+        asyncio.create_task(_run(turns, name, run_s, since, started))
+        for name, run_s, since in queued
     ]
     await asyncio.sleep(0)
-    clock.now = 70  # the long task has waited 70 s, over the bound
+    assert turns.waiting == len(queued)
+    clock.now = now
     release.set()
-    await asyncio.gather(holder, *queued)
-    assert started == ["long", "short"]
-    assert order.worst_wait_s == 70
+    await asyncio.gather(holder, *tasks)
+    assert started == order
+    assert turns.worst_wait_s == worst
 
 
 async def test_a_task_cancelled_while_waiting_or_running_frees_its_turn() -> None:
     order = RunOrder(starve_after_s=60, clock=Clock())
-    release = asyncio.Event()
     started: list[str] = []
-
-    async def running() -> None:
-        async with order.turn(5, 0):
-            await release.wait()
-
-    holder = asyncio.create_task(running())
-    await asyncio.sleep(0)
+    holder = await holding(order, asyncio.Event())
     doomed = asyncio.create_task(_run(order, "doomed", 1, 0, started))
     after = asyncio.create_task(_run(order, "after", 2, 0, started))
     await asyncio.sleep(0)
