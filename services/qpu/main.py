@@ -565,8 +565,6 @@ class QpuNode:
         """Run the task's current allocation (after the background jobs queued before it, in
         its turn among the tasks waiting for the node), split or on the node's current
         calibration; or ``replace`` it."""
-        if await self._superseded(event, ctx, "qpu.superseded"):
-            return None
         await self._wait_for_background(ctx)
         expected_s = self._expected_s(event)
         async with self._order.turn(expected_s, ctx.started - ctx.queue_wait_s) as waited_s:
@@ -589,7 +587,10 @@ class QpuNode:
         return max(modelled_s * self._settings.time_scale, emulation_s)
 
     async def _run(self, event: TaskAllocated, ctx: Context) -> TaskCompleted | TaskReplace | None:
-        """``handle``'s work once the task's turn has come."""
+        """``handle``'s work once the task's turn has come: nothing if the task was placed
+        again or cancelled while it waited."""
+        if await self._superseded(event, ctx, "qpu.superseded"):
+            return None
         if await self._bus.last_event(event.task_id, TaskCancelled) is not None:
             log.info("qpu.cancelled")
             return None
