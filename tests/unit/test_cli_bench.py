@@ -115,7 +115,7 @@ def test_frontier_sweeps_lambda_for_both_workloads_and_writes_the_plot(tmp_path,
     assert set(result["workloads"]) == {"default", "wide", "qnet"}
     from qubus.scheduling.frontier import LAMBDAS
 
-    for label, entry in result["workloads"].items():
+    for entry in result["workloads"].values():
         assert {"round_robin", "least_loaded", "milp"} <= set(entry["points"])
         for points in entry["sweeps"].values():
             assert [p["lam"] for p in points] == list(LAMBDAS)
