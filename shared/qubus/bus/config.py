@@ -31,6 +31,9 @@ class Settings(BaseSettings):
         qpu_max_emulation_s: Longest emulation a QPU node accepts, by its cost estimate
             (``qubus.devices.cost``); a task estimated longer is refused (``qpu.too_large``)
             and the noise service marks the node unfit for it.
+        qpu_starve_after_s: A QPU node runs its waiting tasks shortest first, but one that
+            has waited longer than this (wall-clock seconds since its allocation) goes first
+            (``qubus.scheduling.nodeorder``).
         sandbox_max_qubits: Largest circuit the sandbox simulates.
         sandbox_memory_mb: Address-space limit of the sandbox's and each QPU node's worker
             process.
@@ -76,6 +79,7 @@ class Settings(BaseSettings):
     stream_replicas: int = Field(default=1, ge=1, le=5)
     sandbox_timeout_s: float = 30.0
     qpu_max_emulation_s: float = Field(default=600.0, gt=0.0)
+    qpu_starve_after_s: float = Field(default=60.0, ge=0.0)
     sandbox_max_qubits: int = 24
     sandbox_memory_mb: int = 4096
     sandbox_max_depth: int = 10_000
