@@ -3,13 +3,15 @@ sandbox, and every point's noisy run on a QPU node, each in one worker call."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+
+import cirq
 
 from qubus.bus.messages import SandboxEvaluation
 from qubus.circuits import circuit_from_json, circuit_to_json
 from qubus.circuits.simulate import ideal_distribution
 from qubus.circuits.sweeps import resolved
-from qubus.devices.compile import compile_for_device
+from qubus.devices.compile import CompiledCircuit, compile_for_device, compile_template
 from qubus.devices.emulation import emulate, emulated_runtime_s
 from qubus.devices.profiles import Device
 from qubus.devices.sandbox import (
@@ -49,6 +51,20 @@ def evaluate_sweep(
     return first.model_copy(update={"sweep_ideals": ideals, "norm_error": norm_error})
 
 
+def compiled_points(
+    circuit: cirq.AbstractCircuit, points: Sequence[Mapping[str, float]], device: Device
+) -> Iterator[CompiledCircuit]:
+    """Every point's circuit compiled for the device: laid out and routed once and bound per
+    point (``qubus.devices.compile.Template``) where the circuit's parameters are all in
+    one-qubit gates, each resolved and compiled otherwise."""
+    template = compile_template(circuit, device)
+    for point in points:
+        if template is None:
+            yield compile_for_device(resolved(circuit, point), device)
+        else:
+            yield template.bind(point)
+
+
 def run_points(
     device: Device,
     circuit_json: str,
@@ -65,7 +81,7 @@ def run_points(
         compiled structure, so their durations are equal).
     """
     circuit = circuit_from_json(circuit_json)
-    compiled = [compile_for_device(resolved(circuit, point), device) for point in points]
+    compiled = list(compiled_points(circuit, points, device))
     counts = [
         emulate(each, device, shots, seed=seed, noiseless=noiseless)
         for each, seed in zip(compiled, seeds, strict=True)
