@@ -86,24 +86,19 @@ async def test_the_async_client_waits_for_a_sweep_with_one_reader(nats_url, stac
         await client.close()
 
 
+async def submit_sweep(qubus_cli, nats_url: str, circuit, params, *options: str):
+    """``qubus submit CIRCUIT --sweep PARAMS OPTIONS --wait --json``."""
+    args = ["submit", str(circuit), "--sweep", str(params), *options, "--wait", "--json"]
+    return await qubus_cli(nats_url, *args, timeout=240)
+
+
 @pytest.mark.asyncio(loop_scope="module")
 async def test_the_command_line_submits_a_sweep_file(qubus_cli, nats_url, stack, tmp_path):
     circuit = tmp_path / "qaoa.json"
     circuit.write_text(circuit_to_json(qaoa_circuit()))
     params = tmp_path / "params.json"
     params.write_text(json.dumps(grid(3)))
-    code, out, err = await qubus_cli(
-        nats_url,
-        "submit",
-        str(circuit),
-        "--sweep",
-        str(params),
-        "--shots",
-        "50",
-        "--wait",
-        "--json",
-        timeout=240,
-    )
+    code, out, err = await submit_sweep(qubus_cli, nats_url, circuit, params, "--shots", "50")
     assert code == 0, err
     records = [json.loads(line) for line in out.splitlines()]
     assert [r["status"] for r in records] == ["done"] * 3
@@ -138,18 +133,8 @@ async def test_the_command_line_sweeps_an_openqasm3_program_with_inputs(
     circuit.write_text(QAOA_QASM)
     params = tmp_path / "params.json"
     params.write_text(json.dumps([{"gamma": 0.0, "beta": 0.0}, {"gamma": 0.4, "beta": 0.7}]))
-    code, out, err = await qubus_cli(
-        nats_url,
-        "submit",
-        str(circuit),
-        "--sweep",
-        str(params),
-        "--shots",
-        "200",
-        "--noiseless",
-        "--wait",
-        "--json",
-        timeout=240,
+    code, out, err = await submit_sweep(
+        qubus_cli, nats_url, circuit, params, "--shots", "200", "--noiseless"
     )
     assert code == 0, err
     records = [json.loads(line) for line in out.splitlines()]

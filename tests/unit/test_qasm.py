@@ -589,42 +589,63 @@ def test_openqasm3_sized_cast_of_a_register_of_another_width_is_rejected():
 # -- errors -----------------------------------------------------------------------------------
 
 HEADER = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\n'
+HEADER3 = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[2] q;\nbit[2] c;\n'
+
+
+#: Errors of OpenQASM 3 ``input`` parameters, after ``HEADER3``.
+INPUT_ERRORS = [
+    ("input int[32] n;", "qasm.unsupported", 7, "only float and angle"),
+    ("input bit b;", "qasm.unsupported", 7, "'bit'"),
+    ("input float;", "qasm.syntax", 12, "an input name"),
+    ("input float[64] q;", "qasm.redeclared", 17, "'q'"),
+    ("input float th; input angle th;", "qasm.redeclared", 29, "'th'"),
+    ("input float th; qubit th;", "qasm.redeclared", 23, "'th'"),
+    ("input float th; pow(th) @ x q[0];", "qasm.parameter", 27, "pow(k) exponent"),
+    ("input float th; ctrl(th) @ x q[0], q[1];", "qasm.parameter", 28, "ctrl(n) count"),
+    ("input float th; gate g(a) x { rz(th) x; }", "qasm.undeclared", 34, "own parameters"),
+    ("input float th; inv @ rz(th) q[0];", "qasm.parameter", 23, "gate 'rz' cannot"),
+    ("input float th; ctrl @ U(th, 0, 0) q[0], q[1];", "qasm.parameter", 24, "'U'"),
+]
 
 
 @pytest.mark.parametrize(
-    ("line5", "code", "column", "words"),
-    [
-        ("foo q[0];", "qasm.unknown_gate", 1, "foo"),
-        ("h r[0];", "qasm.undeclared", 3, "'r'"),
-        ("h q[5];", "qasm.index_range", 5, "index 5"),
-        ("h q[0] $;", "qasm.syntax", 8, "'$'"),
-        ("opaque magic a;", "qasm.opaque", 1, "opaque"),
-        ("cx q[0];", "qasm.arity", 1, "cx"),
-        ("rx q[0];", "qasm.arity", 1, "rx"),
-        ("cx q[0], q[0];", "qasm.duplicate_qubit", 4, "twice"),
-        ("measure q -> r;", "qasm.undeclared", 14, "'r'"),
-        ("rx(1/0) q[0];", "qasm.math", 1, "rx"),
-        ("rx(theta) q[0];", "qasm.undeclared", 4, "OpenQASM 2 has no parameters"),
-        ("for int i in [0:1] { x q[0]; }", "qasm.unsupported", 1, "for loops"),
-        ("def f() { }", "qasm.unsupported", 1, "def"),
-        ("defcal x $0 { }", "qasm.unsupported", 1, "defcal"),
-        ("input float theta;", "qasm.version", 1, "OpenQASM 3"),
-        ("qreg q[3];", "qasm.redeclared", 6, "'q'"),
-        ("h q[0:1];", "qasm.unsupported", 6, "slices"),
-        ("h $0;", "qasm.unsupported", 3, "physical"),
-        ("measure q[0];", "qasm.unsupported", 13, "target"),
-        ("gate g(a) x { ctrl(a) @ x x; }", "qasm.undeclared", 20, "'a'"),
-        ("gate g x, y { cx x, x; }", "qasm.duplicate_qubit", 21, "twice"),
-        ("if(c==1) measure q[0] -> c[0];", "qasm.unsupported", 10, "measurement"),
-        ("if(c==4) x q[0];", "qasm.condition_range", 4, "values 0 to 3 with 4"),
-        ("if(c>3) x q[0];", "qasm.condition_range", 4, "'c>3' can never hold"),
-        ("if(c[1] == 2) x q[0];", "qasm.condition_range", 4, "values 0 to 1 with 2"),
-        ("if(c==5) x q[0];", "qasm.condition_range", 4, "'c==5'"),
+    ("header", "line5", "code", "column", "words"),
+    [(HEADER3, *case) for case in INPUT_ERRORS]
+    + [
+        (HEADER, *case)
+        for case in [
+            ("foo q[0];", "qasm.unknown_gate", 1, "foo"),
+            ("h r[0];", "qasm.undeclared", 3, "'r'"),
+            ("h q[5];", "qasm.index_range", 5, "index 5"),
+            ("h q[0] $;", "qasm.syntax", 8, "'$'"),
+            ("opaque magic a;", "qasm.opaque", 1, "opaque"),
+            ("cx q[0];", "qasm.arity", 1, "cx"),
+            ("rx q[0];", "qasm.arity", 1, "rx"),
+            ("cx q[0], q[0];", "qasm.duplicate_qubit", 4, "twice"),
+            ("measure q -> r;", "qasm.undeclared", 14, "'r'"),
+            ("rx(1/0) q[0];", "qasm.math", 1, "rx"),
+            ("rx(theta) q[0];", "qasm.undeclared", 4, "OpenQASM 2 has no parameters"),
+            ("for int i in [0:1] { x q[0]; }", "qasm.unsupported", 1, "for loops"),
+            ("def f() { }", "qasm.unsupported", 1, "def"),
+            ("defcal x $0 { }", "qasm.unsupported", 1, "defcal"),
+            ("input float theta;", "qasm.version", 1, "OpenQASM 3"),
+            ("qreg q[3];", "qasm.redeclared", 6, "'q'"),
+            ("h q[0:1];", "qasm.unsupported", 6, "slices"),
+            ("h $0;", "qasm.unsupported", 3, "physical"),
+            ("measure q[0];", "qasm.unsupported", 13, "target"),
+            ("gate g(a) x { ctrl(a) @ x x; }", "qasm.undeclared", 20, "'a'"),
+            ("gate g x, y { cx x, x; }", "qasm.duplicate_qubit", 21, "twice"),
+            ("if(c==1) measure q[0] -> c[0];", "qasm.unsupported", 10, "measurement"),
+            ("if(c==4) x q[0];", "qasm.condition_range", 4, "values 0 to 3 with 4"),
+            ("if(c>3) x q[0];", "qasm.condition_range", 4, "'c>3' can never hold"),
+            ("if(c[1] == 2) x q[0];", "qasm.condition_range", 4, "values 0 to 1 with 2"),
+            ("if(c==5) x q[0];", "qasm.condition_range", 4, "'c==5'"),
+        ]
     ],
 )
-def test_error_position_and_code(line5, code, column, words):
+def test_error_position_and_code(header, line5, code, column, words):
     with pytest.raises(QasmError) as caught:
-        parse_qasm(HEADER + line5 + "\n")
+        parse_qasm(header + line5 + "\n")
     error = caught.value
     assert (error.code, error.line, error.column) == (code, 5, column), str(error)
     assert words in error.message
@@ -796,33 +817,6 @@ def test_unknown_include_is_rejected():
     with pytest.raises(QasmError) as caught:
         parse_qasm('OPENQASM 2.0;\ninclude "mylib.inc";')
     assert (caught.value.code, caught.value.line, caught.value.column) == ("qasm.include", 2, 9)
-
-
-HEADER3 = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[2] q;\nbit[2] c;\n'
-
-
-@pytest.mark.parametrize(
-    ("line5", "code", "column", "words"),
-    [
-        ("input int[32] n;", "qasm.unsupported", 7, "only float and angle"),
-        ("input bit b;", "qasm.unsupported", 7, "'bit'"),
-        ("input float;", "qasm.syntax", 12, "an input name"),
-        ("input float[64] q;", "qasm.redeclared", 17, "'q'"),
-        ("input float th; input angle th;", "qasm.redeclared", 29, "'th'"),
-        ("input float th; qubit th;", "qasm.redeclared", 23, "'th'"),
-        ("input float th; pow(th) @ x q[0];", "qasm.parameter", 27, "pow(k) exponent"),
-        ("input float th; ctrl(th) @ x q[0], q[1];", "qasm.parameter", 28, "ctrl(n) count"),
-        ("input float th; gate g(a) x { rz(th) x; }", "qasm.undeclared", 34, "own parameters"),
-        ("input float th; inv @ rz(th) q[0];", "qasm.parameter", 23, "gate 'rz' cannot"),
-        ("input float th; ctrl @ U(th, 0, 0) q[0], q[1];", "qasm.parameter", 24, "'U'"),
-    ],
-)
-def test_input_errors_have_their_position_and_code(line5, code, column, words):
-    with pytest.raises(QasmError) as caught:
-        parse_qasm(HEADER3 + line5 + "\n")
-    error = caught.value
-    assert (error.code, error.line, error.column) == (code, 5, column), str(error)
-    assert words in error.message
 
 
 QAOA3 = """OPENQASM 3.0;
