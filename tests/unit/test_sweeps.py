@@ -12,7 +12,13 @@ from qubus.bus.ids import TASK_ID, new_task_id, submitted_at, sweep_of, sweep_po
 from qubus.bus.messages import SubmitRequest, TaskOptions
 from qubus.circuits import circuit_to_json
 from qubus.circuits.ingest import task_options
-from qubus.circuits.sweeps import check_points, representative, resolved, total_shots
+from qubus.circuits.sweeps import (
+    Resolver,
+    check_points,
+    representative,
+    resolved,
+    total_shots,
+)
 from qubus.devices.compile import compile_for_device
 from qubus.devices.emulation import emulate
 from qubus.devices.profiles import load_device
@@ -102,3 +108,12 @@ def test_a_sweeps_points_run_as_each_resolved_circuit_would(entangled: bool) -> 
     assert list(compiled_points(circuit, points, device)) == alone
     counts, _ = run_points(device, circuit_to_json(circuit), points, 300, list(range(6)), False)
     assert counts == [emulate(c, device, 300, seed=k) for k, c in enumerate(alone)]
+
+
+def test_a_resolver_gives_each_point_as_resolving_the_circuit_does() -> None:
+    circuit = qaoa_circuit()
+    resolver = Resolver(circuit)
+    points = grid(16) + grid(16)[:3] + [{"gamma": -0.5, "beta": 7.0}]  # values seen again
+    for point in points:
+        assert resolver.at(point) == resolved(circuit, point)
+        assert not cirq.is_parameterized(resolver.at(point))

@@ -10,7 +10,7 @@ import cirq
 from qubus.bus.messages import SandboxEvaluation
 from qubus.circuits import circuit_from_json, circuit_to_json
 from qubus.circuits.simulate import ideal_distribution
-from qubus.circuits.sweeps import resolved
+from qubus.circuits.sweeps import Resolver
 from qubus.devices.compile import CompiledCircuit, compile_for_device, compile_template
 from qubus.devices.emulation import emulate, emulated_runtime_s
 from qubus.devices.profiles import Device
@@ -38,12 +38,12 @@ def evaluate_sweep(
     Raises:
         SimulationError: as ``evaluate``, for any point.
     """
-    circuit = circuit_from_json(circuit_json)
-    first = evaluate(task_id, circuit_to_json(resolved(circuit, points[0])), shots, limits)
+    resolver = Resolver(circuit_from_json(circuit_json))
+    first = evaluate(task_id, circuit_to_json(resolver.at(points[0])), shots, limits)
     ideals = [first.ideal]
     norm_error = first.norm_error
     for point in points[1:]:
-        point_circuit = resolved(circuit, point)
+        point_circuit = resolver.at(point)
         check_limits(point_circuit, limits)
         distribution = ideal_distribution(point_circuit, max_qubits=limits.max_qubits)
         norm_error = max(norm_error, check_norm(check_numerics(distribution)))
@@ -58,9 +58,10 @@ def compiled_points(
     point (``qubus.devices.compile.Template``) where the circuit's parameters are all in
     one-qubit gates, each resolved and compiled otherwise."""
     template = compile_template(circuit, device)
+    resolver = Resolver(circuit) if template is None else None
     for point in points:
-        if template is None:
-            yield compile_for_device(resolved(circuit, point), device)
+        if resolver is not None:
+            yield compile_for_device(resolver.at(point), device)
         else:
             yield template.bind(point)
 
