@@ -13,10 +13,10 @@ Emulation (:func:`emulate`) models a device as qiskit-aer's device noise model d
   steer classical control are used unflipped (readout errors do not propagate into feedback).
 
 Registers of up to ``DENSITY_MATRIX_QUBITS`` qubits with terminal measurements are simulated
-once as a density matrix (relaxation and depolarizing applied in closed form, not Kraus by
-Kraus; in numpy, ``qubus.devices.densitymatrix``, up to ``NUMPY_DENSITY_QUBITS``) and the shots
-sampled from it; :func:`emulated_distribution` returns that exact
-distribution, for measuring the emulator without shot noise. Other circuits run qsim noisy
+once as a density matrix (in numpy, ``qubus.devices.densitymatrix``: one superoperator
+product per gate, relaxation and depolarizing in closed form) and the shots sampled from it;
+:func:`emulated_distribution` returns that exact distribution, for measuring the emulator
+without shot noise. Other circuits run qsim noisy
 trajectories, one per shot. :func:`emulated_runtime_s` models the job's wall time on the QPU.
 
 The fidelity prediction (``qubus.devices.prediction``) models these channels: it sizes each
@@ -68,11 +68,6 @@ in the conf files); for ion traps an assumed 1 ms of cooling and state preparati
 DENSITY_MATRIX_QUBITS = 8
 """Largest register emulated by one exact density-matrix simulation instead of a trajectory
 per shot (4^8 entries; beyond that trajectories are cheaper)."""
-
-NUMPY_DENSITY_QUBITS = 6
-"""Largest register whose density matrix is computed in numpy (``qubus.devices.densitymatrix``)
-rather than by ``cirq.DensityMatrixSimulator``: about 3× faster up to 5 qubits, 2× at 6,
-slower from 7 on (cirq's per-gate strategies win once the arithmetic dominates)."""
 
 
 def gate_error(op: cirq.Operation, device: Device) -> float:
@@ -360,15 +355,14 @@ def _final_probabilities(
     the qubits the circuit touches, in the order of ``compiled.physical_qubits`` (the first is
     the most significant bit of an index).
 
-    Up to ``NUMPY_DENSITY_QUBITS`` qubits in numpy (``qubus.devices.densitymatrix``), beyond
-    with ``cirq.DensityMatrixSimulator``; the channels are the same and so is the diagonal, to
-    rounding (``tests/unit/test_densitymatrix.py``).
+    In numpy (``qubus.devices.densitymatrix``); the channels are cirq's and so is the
+    diagonal, to rounding (``tests/unit/test_densitymatrix.py``). One product per gate made
+    this 4–10× faster than ``cirq.DensityMatrixSimulator`` with the channels in closed form,
+    from 4 to 8 qubits (which ran 7 and 8 before).
     """
     touched = compiled.circuit.all_qubits()
     qubits = [q for p in compiled.physical_qubits if (q := cirq.LineQubit(p)) in touched]
-    if len(qubits) <= NUMPY_DENSITY_QUBITS:
-        return _numpy_probabilities(compiled, device, qubits), qubits
-    return _cirq_probabilities(compiled, device, qubits), qubits
+    return _numpy_probabilities(compiled, device, qubits), qubits
 
 
 def _numpy_probabilities(
@@ -411,105 +405,8 @@ _IDENTITY = np.eye(4)
 """The superoperator of doing nothing to one qubit."""
 
 
-def _cirq_probabilities(
-    compiled: CompiledCircuit, device: Device, qubits: list[cirq.Qid]
-) -> np.ndarray:
-    """:func:`_final_probabilities` with ``cirq.DensityMatrixSimulator``, every channel in closed
-    form."""
-    ops = (
-        op
-        for layer, _ in noisy_layers(compiled, device)
-        for op in layer
-        if not cirq.is_measurement(op)
-    )
-    body = cirq.Circuit(_closed_form(op) for op in ops)
-    body.append(cirq.I.on_each(*(set(qubits) - body.all_qubits())))
-    final = cirq.DensityMatrixSimulator(dtype=np.complex128).simulate(body, qubit_order=qubits)
-    return np.clip(np.real(np.diag(final.final_density_matrix)), 0, None)
-
-
 def _measurements(circuit: cirq.AbstractCircuit) -> list[cirq.Operation]:
     return [op for op in circuit.all_operations() if cirq.is_measurement(op)]
-
-
-def _closed_form(op: cirq.Operation) -> cirq.Operation:
-    """The operation, with its noise channel (if it is one) applied in closed form."""
-    gate = op.gate
-    if isinstance(gate, cirq.DepolarizingChannel):
-        return _ClosedFormDepolarizing(gate.p, len(op.qubits)).on(*op.qubits)
-    if isinstance(gate, cirq.AmplitudeDampingChannel):
-        return _ClosedFormDamping(gate.gamma, 0.0).on(*op.qubits)
-    if isinstance(gate, cirq.PhaseDampingChannel):
-        return _ClosedFormDamping(0.0, gate.gamma).on(*op.qubits)
-    return op
-
-
-class _ClosedFormDamping(cirq.Gate):
-    """``cirq.amplitude_damp(amplitude)`` then ``cirq.phase_damp(phase)`` on a density matrix.
-
-    In closed form on the qubit's 2×2 blocks: ``ρ00 += a·ρ11``, ``ρ11 *= 1 − a`` and the
-    coherences ``*= √((1 − a)(1 − p))``, in place, instead of a matrix product per Kraus
-    operator (cirq's generic path, which dominated the emulation of deep circuits).
-    """
-
-    def __init__(self, amplitude: float, phase: float) -> None:
-        self._amplitude = amplitude
-        self._phase = phase
-
-    def _num_qubits_(self) -> int:
-        return 1
-
-    def _apply_channel_(self, args: cirq.ApplyChannelArgs) -> np.ndarray:
-        tensor = args.target_tensor
-        (left,), (right,) = args.left_axes, args.right_axes
-
-        def block(row: int, column: int) -> tuple[slice, ...]:
-            # Slices, not integers: a view even when the state is a single qubit's 2×2.
-            index = [slice(None)] * tensor.ndim
-            index[left], index[right] = slice(row, row + 1), slice(column, column + 1)
-            return tuple(index)
-
-        if self._amplitude:
-            excited = tensor[block(1, 1)]
-            tensor[block(0, 0)] += self._amplitude * excited
-            excited *= 1 - self._amplitude
-        coherence = math.sqrt((1 - self._amplitude) * (1 - self._phase))
-        tensor[block(0, 1)] *= coherence
-        tensor[block(1, 0)] *= coherence
-        return tensor
-
-
-class _ClosedFormDepolarizing(cirq.Gate):
-    """``cirq.depolarize(p, n)`` applied to a density matrix in closed form.
-
-    ``ρ → (1 − λ)·ρ + λ·Tr_S(ρ) ⊗ I/d`` with ``λ = p·d²/(d² − 1)``: one partial trace
-    instead of ``4^n`` Kraus products (16 for two qubits).
-    """
-
-    def __init__(self, p: float, n_qubits: int) -> None:
-        self._p = p
-        self._n = n_qubits
-
-    def _num_qubits_(self) -> int:
-        return self._n
-
-    def _apply_channel_(self, args: cirq.ApplyChannelArgs) -> np.ndarray:
-        tensor = args.target_tensor
-        d = 2**self._n
-        lam = self._p * d * d / (d * d - 1)
-        axes = list(range(tensor.ndim))
-        traced = list(axes)
-        for left, right in zip(args.left_axes, args.right_axes, strict=True):
-            traced[right] = left
-        reduced_axes = [a for a in axes if a not in args.left_axes and a not in args.right_axes]
-        reduced = np.einsum(tensor, traced, reduced_axes)
-        operands: list = [reduced, reduced_axes]
-        for left, right in zip(args.left_axes, args.right_axes, strict=True):
-            operands += [np.eye(2) / 2, [left, right]]
-        mixed = np.einsum(*operands, axes)
-        np.multiply(tensor, 1 - lam, out=args.out_buffer)
-        args.out_buffer += lam * mixed
-        return args.out_buffer
 
 
 def _readout_qubits(compiled: CompiledCircuit, keys: list[tuple[str, int]]) -> list[int]:
