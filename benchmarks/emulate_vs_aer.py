@@ -379,7 +379,7 @@ def goal_line(rows: list[dict], node: str, shots: int) -> str:
         f"±{HELLINGER_TOLERANCE / 3:.4f}; largest |Δ| {worst['hellinger_difference']:.4f} ± "
         f"{worst['difference_spread']:.4f}, {worst['circuit']}"
         + (
-            f"; {len(open_)} undecided, too few aer shots: "
+            f"; {len(open_)} undecided, shot noise too large at the shots aer ran: "
             + ", ".join(f"{r['circuit']} ±{r['difference_spread']:.3f}" for r in open_)
             if open_
             else ""
