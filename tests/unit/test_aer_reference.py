@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ def _bench():  # noqa: ANN202 (the benchmark module)
         "emulate_vs_aer", ROOT / "benchmarks" / "emulate_vs_aer.py"
     )
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
