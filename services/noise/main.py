@@ -12,7 +12,7 @@ from qubus.bus.messages import NodePrediction, NodeStatus, NoiseEvaluation, Task
 from qubus.bus.service import Runtime
 from qubus.bus.workers import is_small, off_loop
 from qubus.circuits import circuit_from_json
-from qubus.circuits.sweeps import representative, total_shots
+from qubus.circuits.sweeps import representative
 from qubus.devices.compile import compile_for_device
 from qubus.devices.cost import emulation_cost, refuse_too_large
 from qubus.devices.emulation import emulated_runtime_s
@@ -57,7 +57,7 @@ def predict(
                 fits=True,
                 predicted_fidelity=esp(compiled, device),
                 budget=noise_budget(compiled, device),
-                expected_run_s=emulated_runtime_s(compiled, device, total_shots(event.options)),
+                expected_run_s=emulated_runtime_s(compiled, device, event.options.total_shots),
                 calibration_revision=device.revision,
                 swaps=compiled.swaps,
                 emulation_s=cost.seconds,

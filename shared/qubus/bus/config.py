@@ -22,6 +22,12 @@ class Settings(BaseSettings):
             handler that keeps raising, ``stage.dead_letter`` when every delivery died with
             its process (a crash, an out-of-memory kill).
         max_submit_bytes: Largest accepted circuit text at ingress.
+        quota_tasks: Tasks one user may have in flight (submitted, not yet ended); one more
+            is refused at the ingress (``quota.tasks``). On a bus without authentication
+            every client is the user ``anon`` and they share it.
+        quota_shots: Shots one user may have in flight (a sweep's shots times its points); a
+            task that would pass it is refused (``quota.shots``).
+        quota_exempt: Users without quotas, comma-separated (default: the operator).
         duplicate_window_s: How long JetStream remembers ``Nats-Msg-Id`` for de-duplication.
         stream_replicas: Copies of every stream and KV bucket in a JetStream cluster (3 for
             a 3-node cluster); 1 on a single server.
@@ -72,6 +78,9 @@ class Settings(BaseSettings):
     ack_wait_s: float = 10.0
     max_deliver: int = 5
     max_submit_bytes: int = 256 * 1024
+    quota_tasks: int = Field(default=10_000, ge=1)
+    quota_shots: int = Field(default=20_000_000, ge=1)
+    quota_exempt: str = "operator"
     duplicate_window_s: float = 600.0
     stream_replicas: int = Field(default=1, ge=1, le=5)
     sandbox_timeout_s: float = 30.0

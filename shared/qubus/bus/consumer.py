@@ -263,8 +263,7 @@ class StageRunner:
                 event = codec.decode(msg.data, cls)
             except InvalidPayload as exc:
                 log.warning("message.invalid", error=exc.message, subject=msg.subject)
-                if self.stage.ends_tasks:
-                    await self._end(TaskRejected, task_id, exc, trace, started)
+                await self._end(TaskRejected, task_id, exc, trace, started)
                 await msg.term()
                 outcome = "invalid"
                 return
@@ -277,14 +276,12 @@ class StageRunner:
                 # A dead letter: each delivery so far ended without a verdict (the process
                 # died handling it: a crash, an out-of-memory kill) or its verdict was lost.
                 log.error("stage.dead_letter", deliveries=deliveries)
-                if self.stage.ends_tasks:
-                    dead = QubusError(
-                        f"stage {self.stage.name} gave up on the task after {deliveries - 1} "
-                        "deliveries: each ended without an answer (its process died handling "
-                        "it)",
-                        code="stage.dead_letter",
-                    )
-                    await self._end(TaskFailed, event.task_id, dead, trace, started)
+                dead = QubusError(
+                    f"stage {self.stage.name} gave up on the task after {deliveries - 1} "
+                    "deliveries: each ended without an answer (its process died handling it)",
+                    code="stage.dead_letter",
+                )
+                await self._end(TaskFailed, event.task_id, dead, trace, started)
                 await msg.term()
                 outcome = TaskFailed.EVENT
                 return
@@ -371,7 +368,12 @@ class StageRunner:
         trace: TraceContext,
         started: float,
     ) -> None:
-        """Publish the task's terminal ``rejected``/``failed`` event for ``error``."""
+        """Publish the task's terminal ``rejected``/``failed`` event for ``error``; only logged
+        by a stage that does not end tasks (``Stage.ends_tasks``: it reads events of tasks that
+        may have ended already, e.g. ``completed``)."""
+        if not self.stage.ends_tasks:
+            log.warning("stage.not_ending_task", code=error.code, error=error.message)
+            return
         info = ErrorInfo.model_validate(error.to_dict())
         failures = [ErrorInfo.model_validate(f) for f in getattr(error, "failures", [])]
         if cls is TaskRejected:

@@ -1,0 +1,108 @@
+"""Per-client quotas and a full task stream against a real stack: a submission past the tasks
+or shots a user may have in flight is refused with ``quota.tasks``/``quota.shots`` (also after
+ingestion restarts), a task's place comes back when it ends, and a stream at its limits
+refuses a submission with ``stream.full``; the command line shows each as one line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import msgpack
+import pytest
+
+from qubus.bus.auth import ANONYMOUS
+from qubus.bus.connection import BUCKET_QUOTA, STREAM, TASK_STREAM_MAX_MSGS
+from qubus.bus.messages import SubmitRequest
+from qubus.errors import QubusError
+
+pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
+
+STACK_FLEET = ("ibm_nairobi",)
+STACK_SETTINGS = {"QUBUS_QUOTA_TASKS": "3", "QUBUS_QUOTA_SHOTS": "1000"}
+
+
+async def refused(client, request: SubmitRequest) -> str:
+    with pytest.raises(QubusError) as refusal:
+        await client.submit(request)
+    return refusal.value.code
+
+
+async def in_flight(client) -> dict:
+    kv = await client.bus.js.key_value(BUCKET_QUOTA)
+    return msgpack.unpackb((await kv.get(ANONYMOUS)).value)
+
+
+def one_line(stderr: str, code: str) -> None:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(f"[{code}]"), stderr
+    assert "Traceback" not in stderr
+
+
+async def test_quotas_refuse_past_their_limits_survive_a_restart_and_free_at_the_end(
+    client, stack, dev_qasm, qubus_cli, nats_url, tmp_path
+):
+    text = (dev_qasm / "qasmbench__bell_n4.qasm").read_text()
+    path = tmp_path / "bell.qasm"
+    path.write_text(text)
+    # The parser stopped: every accepted task stays in flight until it resumes.
+    os.kill(stack.pid("parser"), signal.SIGSTOP)
+    try:
+        a = await client.submit(SubmitRequest(circuit=text, shots=400))
+        b = await client.submit(SubmitRequest(circuit=text, shots=400))
+        assert await refused(client, SubmitRequest(circuit=text, shots=400)) == "quota.shots"
+        c = await client.submit(SubmitRequest(circuit=text, shots=100))
+        assert await refused(client, SubmitRequest(circuit=text, shots=50)) == "quota.tasks"
+        assert sorted(await in_flight(client)) == sorted([a.task_id, b.task_id, c.task_id])
+
+        # The count lives in the bus: a restarted ingestion refuses the same way.
+        ingestion = stack.children["ingestion"]
+        killed = stack.pid("ingestion")
+        os.kill(killed, signal.SIGKILL)
+        for _ in range(600):  # until the supervisor has started its successor
+            if ingestion.process.pid not in (None, killed):
+                break
+            await asyncio.sleep(0.05)
+        await stack.wait_ready("ingestion", timeout=60)
+        assert await refused(client, SubmitRequest(circuit=text, shots=50)) == "quota.tasks"
+
+        code, _, err = await qubus_cli(nats_url, "submit", str(path), "--shots", "50")
+        assert code == 1
+        one_line(err, "quota.tasks")
+    finally:
+        os.kill(stack.pid("parser"), signal.SIGCONT)
+
+    for reply in (a, b, c):
+        await client.wait(reply.task_id, timeout=120)
+    for _ in range(200):  # the quota stage gives the places back after the terminal events
+        if not await in_flight(client):
+            break
+        await asyncio.sleep(0.05)
+    assert await in_flight(client) == {}
+    [record] = await client.run([SubmitRequest(circuit=text, shots=900)], timeout=120)
+    assert record["status"] == "done", record["error"]
+
+
+async def test_a_full_task_stream_refuses_a_submission_with_stream_full(
+    client, dev_qasm, qubus_cli, nats_url, tmp_path
+):
+    text = (dev_qasm / "qasmbench__bell_n4.qasm").read_text()
+    path = tmp_path / "bell.qasm"
+    path.write_text(text)
+    info = await client.bus.js.stream_info(STREAM)
+    config = info.config
+    config.max_msgs = info.state.messages  # full now: DiscardPolicy.NEW refuses the next
+    await client.bus.js.update_stream(config)
+    try:
+        assert await refused(client, SubmitRequest(circuit=text, shots=10)) == "stream.full"
+        code, _, err = await qubus_cli(nats_url, "submit", str(path), "--shots", "10")
+        assert code == 1
+        one_line(err, "stream.full")
+        assert "task stream is full" in err
+        assert await in_flight(client) == {}  # the refused tasks hold no place
+    finally:
+        config.max_msgs = TASK_STREAM_MAX_MSGS
+        await client.bus.js.update_stream(config)
+    [record] = await client.run([SubmitRequest(circuit=text, shots=10)], timeout=120)
+    assert record["status"] == "done", record["error"]
