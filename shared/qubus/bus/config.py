@@ -37,6 +37,11 @@ class Settings(BaseSettings):
         qpu_max_emulation_s: Longest emulation a QPU node accepts, by its cost estimate
             (``qubus.devices.cost``); a task estimated longer is refused (``qpu.too_large``)
             and the noise service marks the node unfit for it.
+        heavy_lane: Heavy circuits (``qubus.bus.workers.is_heavy``: an 18-qubit QFT, a
+            20-qubit circuit) get a lane of their own, so a light task never waits behind
+            one: a second worker process in the sandbox, and at most one heavy compilation at
+            a time in the noise service while light ones go on. False: one sandbox worker,
+            every job in arrival order (one process less).
         sandbox_max_qubits: Largest circuit the sandbox simulates.
         sandbox_memory_mb: Address-space limit of the sandbox's and each QPU node's worker
             process.
@@ -85,6 +90,7 @@ class Settings(BaseSettings):
     stream_replicas: int = Field(default=1, ge=1, le=5)
     sandbox_timeout_s: float = 30.0
     qpu_max_emulation_s: float = Field(default=600.0, gt=0.0)
+    heavy_lane: bool = True
     sandbox_max_qubits: int = 24
     sandbox_memory_mb: int = 4096
     sandbox_max_depth: int = 10_000

@@ -125,10 +125,6 @@ class QuotaLedger:
 
         await self._change(user, remove)
 
-    async def in_flight(self, user: str) -> dict[str, list[float]]:
-        """``user``'s places as stored now."""
-        return dict((await self._read(user))[1])
-
     async def _change(
         self, user: str, edit: Callable[[dict[str, list[float]]], Awaitable[bool]]
     ) -> None:
