@@ -8,13 +8,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 
 import msgpack
 import pytest
 
 from qubus.bus.auth import ANONYMOUS
 from qubus.bus.connection import BUCKET_QUOTA, STREAM, TASK_STREAM_MAX_MSGS
-from qubus.bus.messages import SubmitRequest
+from qubus.bus.ids import new_task_id
+from qubus.bus.messages import SubmitRequest, TaskIngested
+from qubus.bus.quota import STALE_S, QuotaLedger, QuotaLimits
 from qubus.errors import QubusError
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
@@ -106,3 +109,40 @@ async def test_a_full_task_stream_refuses_a_submission_with_stream_full(
         await client.bus.js.update_stream(config)
     [record] = await client.run([SubmitRequest(circuit=text, shots=10)], timeout=120)
     assert record["status"] == "done", record["error"]
+
+
+async def test_replicas_share_one_count_and_decide_on_fresh_entries(client):
+    """Two ledgers (two ingestion replicas) on the same bucket: each refuses or releases only
+    after reading what the other wrote."""
+    kv = await client.bus.kv(BUCKET_QUOTA)
+
+    async def never_stored(task_id: str) -> bool:
+        return False
+
+    limits = QuotaLimits(tasks=2, shots=10_000)
+    a, b = QuotaLedger(kv, limits, never_stored), QuotaLedger(kv, limits, never_stored)
+    await a.claim("bob", "bob.t1", 10)
+    await a.claim("bob", "bob.t2", 10)
+    with pytest.raises(QubusError) as refusal:
+        await b.claim("bob", "bob.t3", 10)
+    assert refusal.value.code == "quota.tasks"
+    await a.release("bob", ["bob.t2"])
+    await b.claim("bob", "bob.t3", 10)  # b's own copy still holds t2: it reads again
+    await a.release("bob", ["bob.t3"])  # a never saw t3: it reads again
+    assert sorted(msgpack.unpackb((await kv.get("bob")).value)) == ["bob.t1"]
+
+
+async def test_a_place_whose_task_was_never_stored_is_dropped_at_the_limit(client):
+    """A place claimed long ago by a process that died before storing its task frees itself
+    when its user reaches the limit."""
+    kv = await client.bus.kv(BUCKET_QUOTA)
+    lost = new_task_id("carol")
+    await kv.put("carol", msgpack.packb({lost: [10, time.time() - 2 * STALE_S]}))
+
+    async def stored(task_id: str) -> bool:
+        return await client.bus.last_event(task_id, TaskIngested) is not None
+
+    ledger = QuotaLedger(kv, QuotaLimits(tasks=1, shots=10_000), stored)
+    fresh = new_task_id("carol")
+    await ledger.claim("carol", fresh, 10)
+    assert list(msgpack.unpackb((await kv.get("carol")).value)) == [fresh]

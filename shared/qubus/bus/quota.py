@@ -130,13 +130,26 @@ class QuotaLedger:
     ) -> None:
         """Apply ``edit`` to ``user``'s entry (it returns whether it changed it) and store it,
         naming the revision it read; on a conflict (another replica wrote first) read it again
-        and repeat."""
+        and repeat. The entry as this process last wrote it is tried first; a decision not to
+        change it or to refuse is taken only on the entry read afresh (another replica may
+        have added or released places since)."""
         async with self._locks.setdefault(user, asyncio.Lock()):
-            revision, places = self._entries.get(user) or await self._read(user)
+            cached = self._entries.get(user)
+            revision, places = cached if cached is not None else await self._read(user)
+            fresh = cached is None
             while True:
                 places = dict(places)
-                if not await edit(places):
-                    return
+                try:
+                    changed = await edit(places)
+                except QubusError:
+                    if fresh:
+                        raise
+                    changed = False
+                if not changed:
+                    if fresh:
+                        return
+                    (revision, places), fresh = await self._read(user), True
+                    continue
                 value = msgpack.packb(places)
                 try:
                     if revision == 0:
@@ -144,7 +157,7 @@ class QuotaLedger:
                     else:
                         revision = await self.kv.update(user, value, last=revision)
                 except nats.js.errors.KeyWrongLastSequenceError:
-                    revision, places = await self._read(user)
+                    (revision, places), fresh = await self._read(user), True
                     continue
                 self._entries[user] = (revision, places)
                 return
