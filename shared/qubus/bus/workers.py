@@ -47,9 +47,11 @@ simulation and ΔRepro take about a second or more on the development machine (1
 0.14 s; all on two busy cores)."""
 
 
-LANED_CONCURRENCY = 4
+LANED_CONCURRENCY = 8
 """Messages a stage with a heavy lane handles at once: a light task is fetched and handled
-while up to three heavy ones are in hand (one running, the others waiting for the lane)."""
+while up to seven heavy ones are in hand (one running, the others waiting for the lane; a
+waiting one costs its message's memory). With 4, a light task behind four heavy 18-qubit
+QFTs waited for one of them (5.3 s, ``benchmarks/lanes.py --heavy 4``)."""
 
 
 def is_heavy(features: Features, *, points: int = 1) -> bool:
