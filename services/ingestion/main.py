@@ -97,11 +97,12 @@ async def setup(rt: Runtime) -> None:
         if sweep_of(event.task_id) is None:
             await quota.release(event.task_id.split(".", 1)[0], [event.task_id])
 
+    # Following the ends before the first claim: every task claimed has its end delivered.
+    ends = [TaskCompleted, TaskRejected, TaskFailed, TaskCancelled]
+    await rt.consume(Stage("quota", ends, release, concurrency=4, from_now=True))
     limit = rt.settings.max_submit_bytes
     await rt.serve(SUBMIT_SUBJECT, SubmitRequest, submit, max_bytes=limit)
     await rt.serve(f"{SUBMIT_SUBJECT}.*", SubmitRequest, submit, max_bytes=limit, name="submit_as")
-    ends = [TaskCompleted, TaskRejected, TaskFailed, TaskCancelled]
-    await rt.consume(Stage("quota", ends, release, concurrency=4))
 
 
 def submitter(subject: str) -> str:

@@ -99,6 +99,9 @@ class Stage:
         subjects: Filter subjects overriding those derived from ``inputs``.
         concurrency: Messages this process handles at once.
         max_ack_pending: Messages in flight across all replicas (1 makes a strict FIFO).
+        from_now: A consumer created afresh (none before it, no floor recorded) starts with
+            the events stored from then on, not the stream's history: for a stage that only
+            needs the events of tasks that began after it (ingestion's ``quota``).
     """
 
     name: str
@@ -107,6 +110,7 @@ class Stage:
     subjects: Sequence[str] = ()
     concurrency: int = 1
     max_ack_pending: int = 256
+    from_now: bool = False
 
     @property
     def ends_tasks(self) -> bool:
@@ -164,7 +168,7 @@ class StageRunner:
     async def start(self) -> None:
         config = ConsumerConfig(
             durable_name=self.stage.name,
-            deliver_policy=DeliverPolicy.ALL,
+            deliver_policy=DeliverPolicy.NEW if self.stage.from_now else DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait_s,
             # Two spare deliveries beyond ours: a process that dies while publishing the
