@@ -146,3 +146,23 @@ async def test_a_place_whose_task_was_never_stored_is_dropped_at_the_limit(clien
     fresh = new_task_id("carol")
     await ledger.claim("carol", fresh, 10)
     assert list(msgpack.unpackb((await kv.get("carol")).value)) == [fresh]
+
+
+async def test_a_burst_of_claims_from_one_user_is_stored_in_few_updates(client):
+    """Claims that arrive while an update is in flight are applied together: 200 at once
+    take far fewer than 200 updates, and exactly the limit's worth are admitted."""
+    kv = await client.bus.kv(BUCKET_QUOTA)
+
+    async def never_stored(task_id: str) -> bool:
+        return False
+
+    ledger = QuotaLedger(kv, QuotaLimits(tasks=150, shots=10**6), never_stored)
+    before = (await client.bus.js.stream_info(f"KV_{BUCKET_QUOTA}")).state.last_seq
+    outcomes = await asyncio.gather(
+        *(ledger.claim("dave", f"dave.t{k}", 10) for k in range(200)), return_exceptions=True
+    )
+    refused = [o for o in outcomes if isinstance(o, QubusError)]
+    assert len(refused) == 50 and {o.code for o in refused} == {"quota.tasks"}
+    assert len(msgpack.unpackb((await kv.get("dave")).value)) == 150
+    updates = (await client.bus.js.stream_info(f"KV_{BUCKET_QUOTA}")).state.last_seq - before
+    assert updates < 10  # one per burst of claims, not one per claim (150)

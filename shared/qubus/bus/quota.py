@@ -32,6 +32,10 @@ from nats.js.kv import KeyValue
 
 from qubus.errors import QubusError
 
+Edit = Callable[[dict[str, list[float]]], Awaitable[bool]]
+"""A change to one user's places: it edits the map in place and says whether it changed it,
+or raises ``QubusError`` to refuse."""
+
 STALE_S = 30.0
 """A place claimed this long ago whose task was never stored is dropped when its user is at a
 limit."""
@@ -91,6 +95,7 @@ class QuotaLedger:
     stored: Callable[[str], Awaitable[bool]]
     _entries: dict[str, tuple[int, dict[str, list[float]]]] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _pending: dict[str, list[tuple[Edit, asyncio.Future[None]]]] = field(default_factory=dict)
     _pruned: dict[str, float] = field(default_factory=dict)
 
     async def claim(self, user: str, task_id: str, shots: int) -> None:
@@ -125,42 +130,61 @@ class QuotaLedger:
 
         await self._change(user, remove)
 
-    async def _change(
-        self, user: str, edit: Callable[[dict[str, list[float]]], Awaitable[bool]]
-    ) -> None:
-        """Apply ``edit`` to ``user``'s entry (it returns whether it changed it) and store it,
-        naming the revision it read; on a conflict (another replica wrote first) read it again
-        and repeat. The entry as this process last wrote it is tried first; a decision not to
-        change it or to refuse is taken only on the entry read afresh (another replica may
-        have added or released places since)."""
+    async def _change(self, user: str, edit: Edit) -> None:
+        """Apply ``edit`` to ``user``'s entry and store it (``_apply``). Edits that arrive while
+        an update of the same entry is in flight wait for it and are then applied together,
+        in one update (a burst of submissions from one user costs one round trip per burst,
+        not per submission)."""
+        done = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(user, []).append((edit, done))
         async with self._locks.setdefault(user, asyncio.Lock()):
+            if not done.done():  # else an earlier holder of the lock applied it
+                await self._apply(user, self._pending.pop(user))
+        await done
+
+    async def _apply(self, user: str, batch: list[tuple[Edit, asyncio.Future[None]]]) -> None:
+        """Apply ``batch`` to ``user``'s entry and store it, naming the revision it read; on a
+        conflict (another replica wrote first) read it again and repeat. The entry as this
+        process last wrote it is tried first; a refusal or a decision to change nothing is
+        taken only on the entry read afresh (another replica may have added or released
+        places since). Each edit's future gets its outcome (its refusal, or the bus's error)."""
+        outcomes: list[bool | Exception] = []
+        try:
             cached = self._entries.get(user)
             revision, places = cached if cached is not None else await self._read(user)
             fresh = cached is None
             while True:
-                places = dict(places)
-                try:
-                    changed = await edit(places)
-                except QubusError:
-                    if fresh:
-                        raise
-                    changed = False
-                if not changed:
-                    if fresh:
-                        return
+                draft = dict(places)
+                outcomes = []
+                for edit, _ in batch:
+                    try:
+                        outcomes.append(await edit(draft))
+                    except QubusError as exc:
+                        outcomes.append(exc)
+                if not fresh and not all(outcome is True for outcome in outcomes):
                     (revision, places), fresh = await self._read(user), True
                     continue
-                value = msgpack.packb(places)
-                try:
-                    if revision == 0:
-                        revision = await self.kv.create(user, value)
-                    else:
-                        revision = await self.kv.update(user, value, last=revision)
-                except nats.js.errors.KeyWrongLastSequenceError:
-                    (revision, places), fresh = await self._read(user), True
-                    continue
-                self._entries[user] = (revision, places)
-                return
+                if any(outcome is True for outcome in outcomes):
+                    value = msgpack.packb(draft)
+                    try:
+                        if revision == 0:
+                            revision = await self.kv.create(user, value)
+                        else:
+                            revision = await self.kv.update(user, value, last=revision)
+                    except nats.js.errors.KeyWrongLastSequenceError:
+                        (revision, places), fresh = await self._read(user), True
+                        continue
+                    self._entries[user] = (revision, draft)
+                break
+        except Exception as exc:  # the bus failed: every edit of the batch failed with it
+            outcomes = [exc] * len(batch)
+        for (_, done), outcome in zip(batch, outcomes, strict=True):
+            if done.done():  # its caller was cancelled
+                continue
+            if isinstance(outcome, Exception):
+                done.set_exception(outcome)
+            else:
+                done.set_result(None)
 
     async def _read(self, user: str) -> tuple[int, dict[str, list[float]]]:
         try:
