@@ -86,7 +86,7 @@ async def setup(rt: Runtime) -> None:
             try:
                 await rt.bus.publish_event(event, trace=trace, started=event.submitted_at)
             except Exception:  # not stored (or not known to be): no terminal event will follow
-                await quota.release(user, [task_id])
+                await quota.release(user, task_id)
                 raise
             log.info("task.ingested", task_id=task_id, format=fmt, trace_id=trace.trace_id)
         return SubmitReply(task_id=task_id, duplicate=duplicate)
@@ -95,7 +95,7 @@ async def setup(rt: Runtime) -> None:
         """A task ended: give its place in its owner's quota back (a sweep's points hold
         none: their sweep does)."""
         if sweep_of(event.task_id) is None:
-            await quota.release(event.task_id.split(".", 1)[0], [event.task_id])
+            await quota.release(event.task_id.split(".", 1)[0], event.task_id)
 
     # Following the ends before the first claim: every task claimed has its end delivered.
     ends = [TaskCompleted, TaskRejected, TaskFailed, TaskCancelled]

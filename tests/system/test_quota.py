@@ -126,9 +126,9 @@ async def test_replicas_share_one_count_and_decide_on_fresh_entries(client):
     with pytest.raises(QubusError) as refusal:
         await b.claim("bob", "bob.t3", 10)
     assert refusal.value.code == "quota.tasks"
-    await a.release("bob", ["bob.t2"])
+    await a.release("bob", "bob.t2")
     await b.claim("bob", "bob.t3", 10)  # b's own copy still holds t2: it reads again
-    await a.release("bob", ["bob.t3"])  # a never saw t3: it reads again
+    await a.release("bob", "bob.t3")  # a never saw t3: it reads again
     assert sorted(msgpack.unpackb((await kv.get("bob")).value)) == ["bob.t1"]
 
 

@@ -8,7 +8,8 @@ releases it when its ``quota`` stage sees the task's terminal event (``completed
 (it lives in the bus, not in the process) and across replicas (each update names the revision
 it read; a replica that lost the race reads the entry again), and both a claim and a release
 are idempotent (a map keyed by task id: a redelivered terminal event or a repeated submission
-changes nothing). A check costs one KV update per submission and one per terminal event,
+changes nothing). A check costs one KV update per submission and one per terminal event
+(fewer in a burst: the edits of one user that arrive during an update share the next one),
 without reading the task stream.
 
 Limits (stated in ``docs/architecture.md``): a process that dies between claiming a place and
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import msgpack
@@ -119,14 +120,11 @@ class QuotaLedger:
 
         await self._change(user, add)
 
-    async def release(self, user: str, task_ids: Iterable[str]) -> None:
-        """Give back the places of ``task_ids``; nothing for those that hold none."""
+    async def release(self, user: str, task_id: str) -> None:
+        """Give back ``task_id``'s place; nothing if it holds none."""
 
         async def remove(places: dict[str, list[float]]) -> bool:
-            held = [task_id for task_id in task_ids if task_id in places]
-            for task_id in held:
-                del places[task_id]
-            return bool(held)
+            return places.pop(task_id, None) is not None
 
         await self._change(user, remove)
 
