@@ -1,10 +1,14 @@
-"""Which circuits go to a stage's heavy lane, and which worker pool a job of each weight gets."""
+"""Which circuits go to a stage's heavy lane, which worker pool a job of each weight gets, and
+that a worker's large answer reaches a service on uvloop whole."""
 
 from __future__ import annotations
 
-import pytest
+import resource
 
-from qubus.bus.workers import HEAVY_WORK, Lanes, is_heavy
+import pytest
+import uvloop
+
+from qubus.bus.workers import HEAVY_WORK, Lanes, WorkerPool, is_heavy
 from qubus.circuits import circuit_features, load_circuit
 
 
@@ -45,3 +49,20 @@ def test_heavy_jobs_get_their_own_pool_only_with_a_heavy_lane():
     single = Lanes(heavy_lane=False, memory_mb=512, stage="sandbox", job="simulation")
     assert laned.pool(True) is not laned.pool(False)
     assert single.pool(True) is single.pool(False)
+
+
+def test_an_answer_larger_than_the_pipe_buffer_arrives_whole_on_uvloop():
+    """A heavy circuit's distribution is megabytes: uvloop leaves the worker's pipe
+    non-blocking, and reading it half-arrived failed the job (as a time-out) at once."""
+    with open("/proc/self/statm") as statm:
+        mapped_mb = int(statm.read().split()[0]) * resource.getpagesize() >> 20
+
+    async def answer() -> bytes:
+        pool = WorkerPool(memory_mb=mapped_mb + 1024, stage="sandbox", job="simulation")
+        pool.start()
+        try:
+            return await pool.run(bytes, 8 * 1024 * 1024, timeout_s=60)
+        finally:
+            pool.close()
+
+    assert len(uvloop.run(answer())) == 8 * 1024 * 1024

@@ -16,6 +16,7 @@ import contextlib
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.process
+import os
 import resource
 import signal
 import time
@@ -249,6 +250,10 @@ def _answer(conn: multiprocessing.connection.Connection) -> asyncio.Future:
         if future.done():
             return
         try:
+            # uvloop's add_reader leaves the pipe non-blocking: an answer larger than the
+            # pipe's buffer (an 18-qubit circuit's distribution) would fail half-read. Its
+            # first bytes are here and the worker is writing the rest: wait for them.
+            os.set_blocking(fd, True)
             future.set_result(conn.recv())
         except (EOFError, OSError):
             future.set_exception(EOFError())
