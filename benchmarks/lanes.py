@@ -17,7 +17,8 @@ overtake them in the parser). Every circuit gets an
 angle of its own per round (no cache serves it). Prints, per setting, the small task's median
 latency from submission to its ``scored`` event (the stages whose work runs in worker
 processes and threads: parser, logic, sandbox, noise, fusion) and to ``completed``, alone and
-behind the heavy tasks, and the heavy tasks' median time to ``scored``.
+behind the heavy tasks, the heavy tasks' median time to ``scored``, and how many tasks of
+all did not end ``completed`` (their times would mean nothing).
 """
 
 from __future__ import annotations
@@ -61,7 +62,11 @@ async def latency(
         checked.set()
     events = await client.wait(reply.task_id, timeout=900)
     scored = next((e.published for e in events if e.event.EVENT == "scored"), float("nan"))
-    return {"scored": scored - started, "end": events[-1].published - started}
+    return {
+        "scored": scored - started,
+        "end": events[-1].published - started,
+        "completed": float(events[-1].event.EVENT == "completed"),
+    }
 
 
 async def run(heavy_lane: bool, args: argparse.Namespace) -> dict[str, object]:
@@ -118,6 +123,7 @@ async def run(heavy_lane: bool, args: argparse.Namespace) -> dict[str, object]:
         "small_alone_to_end_s": median(alone, "end"),
         "small_behind_to_end_s": median(behind, "end"),
         "heavy_to_scored_s": median(heavies, "scored"),
+        "not_completed": sum(1 for row in alone + behind + heavies if not row["completed"]),
     }
 
 
@@ -133,12 +139,16 @@ async def main() -> None:
         print(json.dumps(results, indent=2))
         return
     print(f"{args.heavy} heavy tasks (qft_n18) checked, then a small one (bell_n4)")
-    print("heavy lane | small alone→scored | behind→scored | alone→end | behind→end | heavy→scored")
+    print(
+        "heavy lane | small alone→scored | behind→scored | alone→end | behind→end | "
+        "heavy→scored | not completed"
+    )
     for row in results:
         print(
             f"{'on' if row['heavy_lane'] else 'off':>10} | {row['small_alone_to_scored_s']:>18} | "
             f"{row['small_behind_to_scored_s']:>13} | {row['small_alone_to_end_s']:>9} | "
-            f"{row['small_behind_to_end_s']:>10} | {row['heavy_to_scored_s']:>12}"
+            f"{row['small_behind_to_end_s']:>10} | {row['heavy_to_scored_s']:>12} | "
+            f"{row['not_completed']:>13}"
         )
 
 
