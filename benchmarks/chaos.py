@@ -1,32 +1,52 @@
-"""Chaos and abuse: hostile input and killed services while good tasks are in flight.
+"""Chaos, abuse and soak: hostile input, killed services and servers, and hours of steady load.
 
 Usage:
-    python benchmarks/chaos.py --tasks 200 --hostile 300        # a private stack, ~2 minutes
-    python benchmarks/chaos.py --tasks 1000 --hostile 10000 --json
+    python benchmarks/chaos.py --tasks 1000 --hostile 10000      # the issue's scale, ~10 minutes
+    python benchmarks/chaos.py --tasks 200 --hostile 300         # a quick one, ~2 minutes
+    python benchmarks/chaos.py --cluster --tasks 1000            # 3 servers, one killed
+    python benchmarks/chaos.py --soak 30 [--load 0.8]            # memory and latency per minute
 
-Starts its own nats-server and stack (every service a process, as `qubus up` runs them), then:
+Each run starts its own nats-server (or cluster) and stack (every service a process, as `qubus
+up` runs them) in a temporary directory, removed at the end.
 
-1. **hostile input** (``--hostile`` submissions, cycling through the kinds below) while good
-   tasks run: random bytes, truncated msgpack, wrong types, non-finite numbers, JSON nested
-   100,000 deep, a 1 KB Cirq JSON ``CircuitOperation`` repeated 10^9 times, a 1 KB OpenQASM
-   program expanding into 999,999 operations, a wildcard task id, and poison events stored
-   past the ingress; one stage's durable consumer is deleted halfway;
-2. **kills**: every service SIGKILLed in turn, one SIGSTOPped past its ack wait, and the
-   nats-server killed and restarted on its port and store, with good tasks in flight.
+Default run, in two phases:
 
-Prints tasks sent, completed, rejected, failed, lost (no terminal event in time) and
-duplicated (more than one terminal event stored), hostile submissions by outcome, service
-restarts (those not caused by our kills come from input), and the latency of a normal task
-submitted right behind the bombs against one submitted alone.
+1. **hostile input** (``--hostile`` submissions, cycling through the kinds below, one at a
+   time) while ``--tasks`` good tasks are in flight: random bytes, truncated msgpack, wrong
+   types, non-finite numbers, JSON nested 100,000 deep, a 1 KB Cirq JSON ``CircuitOperation``
+   repeated 10^9 times, a 1 KB OpenQASM program expanding into 999,999 operations, a
+   wildcard task id, and a poison event stored past the ingress; one stage's durable consumer
+   is deleted halfway;
+2. **kills**, once ``--tasks`` more good tasks are accepted: every service SIGKILLed in turn,
+   one SIGSTOPped past its ack wait, and the nats-server killed and restarted on its port and
+   store, with the tasks in flight at each of these blows counted.
+
+``--cluster``: three routed nats-servers, the stack on the first with every stream and bucket
+in three replicas; with ``--tasks`` good tasks in flight the task stream's leader (moved off
+the first server) is SIGKILLed.
+
+``--soak MINUTES``: measures the stack's capacity (a burst of ``--capacity-tasks``) unless
+``--capacity`` is given, then submits at ``--load`` times it for MINUTES: each minute the
+resident memory of every process (a service with its worker processes; pages shared with the
+fork server are counted in each) and the p50/p99 latency of the tasks submitted in that
+minute, with the machine's load average, as two tables.
+
+Good tasks are submitted ``--submitters`` at a time and all stay in flight until done; their
+ends are read from the stream (lost: no terminal event in time; duplicated: more than one).
+Prints tasks sent, completed, rejected, failed, lost and duplicated, hostile submissions by
+outcome, service restarts (those not caused by our kills come from input), and the latency of a
+normal task submitted right behind one of each hostile kind against one submitted alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import sys
@@ -34,17 +54,19 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import cirq
 import msgpack
+import nats.errors
 
 from qubus.bus import codec, logs
 from qubus.bus.auth import ANONYMOUS
 from qubus.bus.connection import H_MSG_ID, H_TYPE, STREAM, SUBMIT_SUBJECT
 from qubus.bus.ids import new_task_id, split_task_subject
 from qubus.bus.messages import SubmitRequest, TaskScored, event_of
-from qubus.bus.natsserver import NatsServer
+from qubus.bus.natsserver import NatsCluster, NatsServer, stream_led_elsewhere
 from qubus.circuits import circuit_to_json
 from qubus.cli.stack import Supervisor, stack_specs
 from qubus.client.aio import Client
@@ -53,8 +75,19 @@ from qubus.errors import QubusError
 ROOT = Path(__file__).resolve().parent.parent
 CIRCUIT = (ROOT / "examples" / "ghz.qasm").read_text()
 FLEET = ("ibm_nairobi", "quantinuum_h1_1")
-RESUBMITTED = {"n": 0}
 ENV = {"QUBUS_ACK_WAIT_S": "3", "QUBUS_TIME_SCALE": "0.01", "QUBUS_LOG_LEVEL": "warning"}
+TERMINAL = ("completed", "rejected", "failed")
+TERMINAL_SUBJECTS = (
+    "qubus.task.*.*.completed.*",
+    "qubus.task.*.*.rejected",
+    "qubus.task.*.*.failed",
+)
+"""Every terminal event's subject (``completed`` names its node)."""
+Figures = dict[str, object]
+OnOneServer = Callable[[argparse.Namespace, Client, Supervisor, NatsServer], Awaitable[Figures]]
+SETTLE_S = 900.0
+"""How long good tasks may take to end after the last was submitted before the rest count
+as lost."""
 
 
 def repetition_bomb(repetitions: int) -> str:
@@ -91,21 +124,41 @@ def hostile_bodies(rng: random.Random) -> list[tuple[str, bytes, str | None]]:
     ]
 
 
-async def hostile(client: Client, count: int, rng: random.Random) -> Counter[str]:
-    """Send ``count`` hostile submissions; count each kind's outcome."""
-    outcomes: Counter[str] = Counter()
-    for i in range(count):
-        kind, body, content_type = hostile_bodies(rng)[i % 9]
-        headers = {"Content-Type": content_type} if content_type else None
-        reply = await client.bus.nc.request(SUBMIT_SUBJECT, body, timeout=30, headers=headers)
-        code = (reply.headers or {}).get("Nats-Service-Error-Code", "accepted")
-        outcomes[f"{kind}: {code}"] += 1
-    try:
-        await client.wait(">", timeout=5)
-        outcomes["wildcard_id: accepted"] += 1
-    except QubusError as exc:
-        outcomes[f"wildcard_id: {exc.code}"] += 1
-    return outcomes
+class Hostile:
+    """Hostile submissions, one at a time: each kind's outcomes (the error code the ingress
+    answered, ``accepted``, or ``no_reply`` within 30 s) and the slowest answer."""
+
+    def __init__(self, client: Client, seed: int) -> None:
+        self.client = client
+        self.rng = random.Random(seed)
+        self.outcomes: Counter[str] = Counter()
+        self.sent = 0
+        self.slowest_s = 0.0
+
+    async def send(self, count: int) -> None:
+        for _ in range(count):
+            kind, body, content_type = hostile_bodies(self.rng)[self.sent % 9]
+            self.sent += 1
+            headers = {"Content-Type": content_type} if content_type else None
+            started = time.monotonic()
+            try:
+                reply = await self.client.bus.nc.request(
+                    SUBMIT_SUBJECT, body, timeout=30, headers=headers
+                )
+                code = (reply.headers or {}).get("Nats-Service-Error-Code", "accepted")
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                code = "no_reply"
+            self.slowest_s = max(self.slowest_s, time.monotonic() - started)
+            self.outcomes[f"{kind}: {code}"] += 1
+
+    async def wildcard_id(self) -> None:
+        """Ask for the events of task ``>`` (every task, if ids went unchecked)."""
+        self.sent += 1
+        try:
+            await self.client.wait(">", timeout=5)
+            self.outcomes["wildcard_id: accepted"] += 1
+        except QubusError as exc:
+            self.outcomes[f"wildcard_id: {exc.code}"] += 1
 
 
 async def poison_past_ingress(client: Client, scored: TaskScored) -> str:
@@ -121,28 +174,117 @@ async def poison_past_ingress(client: Client, scored: TaskScored) -> str:
     return poison["task_id"]
 
 
-async def good_tasks(client: Client, n: int, in_flight: int) -> list[tuple[str, float]]:
-    """Submit ``n`` small tasks, ``in_flight`` at a time; their ids and submission times."""
-    gate = asyncio.Semaphore(in_flight)
+class Ends:
+    """When each task's first terminal event arrived (a plain subscription: the latency
+    clock; events published while the connection is down are missed, the stream is the
+    record)."""
 
-    async def one() -> tuple[str, float]:
-        # A request in flight to an ingestion process that is killed gets no answer: submit
-        # again with the same idempotency key (never a second task).
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+
+    @classmethod
+    async def watching(cls, client: Client) -> Ends:
+        ends = cls()
+        for subject in TERMINAL_SUBJECTS:
+            await client.bus.nc.subscribe(subject, cb=ends._seen)
+        return ends
+
+    async def _seen(self, msg: nats.aio.msg.Msg) -> None:
+        self.at.setdefault(split_task_subject(msg.subject)[0], time.time())
+
+
+class Good:
+    """Good tasks: submitted ``submitters`` at a time, all in flight until they end. Each has
+    its own idempotency key and is sent again, after a growing pause, when the client gives
+    up: ``Client.submit`` retries a silent ingress for 30 s but fails at once when no
+    ingestion process is there to answer (``stack.unavailable``: one is being restarted)."""
+
+    def __init__(self, client: Client, submitters: int) -> None:
+        self.client = client
+        self.gate = asyncio.Semaphore(submitters)
+        self.submitted: dict[str, float] = {}
+        self.refused: Counter[str] = Counter()
+        self.said: dict[str, str] = {}  # the first message of each refusal code
+        self.unsubmitted = 0
+
+    async def one(self) -> None:
         request = SubmitRequest(circuit=CIRCUIT, shots=100, idempotency_key=uuid.uuid4().hex)
-        async with gate:
+        async with self.gate:
             started = time.time()
-            for attempt in range(3):
+            for attempt in range(8):
                 try:
-                    reply = await client.submit(request, timeout=20)
-                    break
-                except QubusError:
-                    if attempt == 2:
-                        raise
-                    RESUBMITTED["n"] += 1
-            await client.wait(reply.task_id, timeout=600)
-            return reply.task_id, started
+                    reply = await self.client.submit(request, timeout=20)
+                    self.submitted[reply.task_id] = started
+                    return
+                except QubusError as exc:
+                    self.refused[exc.code] += 1
+                    self.said.setdefault(exc.code, exc.message)
+                    await asyncio.sleep(min(0.25 * 2**attempt, 5.0))
+        self.unsubmitted += 1
 
-    return await asyncio.gather(*(one() for _ in range(n)))
+    async def submit(self, n: int) -> None:
+        await asyncio.gather(*(self.one() for _ in range(n)))
+
+
+async def ends_in_stream(client: Client) -> Counter[tuple[str, str]]:
+    """How many terminal events of each kind (``completed``, ...) each task has in the
+    task stream."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for subject_filter in TERMINAL_SUBJECTS:
+        info = await client.bus.js.stream_info(STREAM, subjects_filter=subject_filter)
+        for subject, n in (info.state.subjects or {}).items():
+            task_id, tail = split_task_subject(subject)
+            counts[task_id, event_of(tail)[0]] += n
+    return counts
+
+
+async def settle(client: Client, ids: list[str], timeout: float) -> None:
+    """Until every task of ``ids`` has a terminal event in the stream, or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ended = {task for task, _ in await ends_in_stream(client)}
+        except (nats.errors.Error, TimeoutError):
+            ended = set()  # a restarted or electing server: ask again
+        if ended.issuperset(ids):
+            return
+        await asyncio.sleep(2.0)
+
+
+def in_flight(good: Good, ends: Ends, at: float) -> int:
+    """Good tasks accepted (submitted) before ``at`` and not ended by then."""
+    return sum(1 for t, sent in good.submitted.items() if sent <= at < ends.at.get(t, 1e18))
+
+
+async def outcome(client: Client, good: Good, ends: Ends, restarts: int) -> Figures:
+    """Tasks sent, how they ended, lost and duplicated, the most in flight at once, how long
+    they took (first submission to last end), their latency, and service restarts."""
+    ids = list(good.submitted)
+    await settle(client, ids, SETTLE_S)
+    counts = await ends_in_stream(client)
+    per_task = Counter({task: sum(counts[task, kind] for kind in TERMINAL) for task in ids})
+    steps = sorted(
+        [(good.submitted[t], 1) for t in ids] + [(ends.at[t], -1) for t in ids if t in ends.at]
+    )
+    running = peak = 0
+    for _, step in steps:
+        running += step
+        peak = max(peak, running)
+    took = [ends.at[t] - good.submitted[t] for t in ids if t in ends.at]
+    return {
+        "tasks_sent": len(ids) + good.unsubmitted,
+        "never_accepted": good.unsubmitted,
+        **{kind: sum(1 for task in ids if counts[task, kind]) for kind in TERMINAL},
+        "lost": sum(1 for task in ids if per_task[task] == 0),
+        "duplicated": sum(1 for task in ids if per_task[task] > 1),
+        "submissions_sent_again": dict(good.refused),
+        "refused_saying": good.said,
+        "most_in_flight": peak,
+        "seconds": round(steps[-1][0] - steps[0][0], 1) if steps else 0,
+        "latency_p50_s": round(_percentile(took, 0.5), 2) if took else None,
+        "latency_p99_s": round(_percentile(took, 0.99), 2) if took else None,
+        "service_restarts_total": restarts,
+    }
 
 
 async def latency(client: Client) -> float:
@@ -152,22 +294,27 @@ async def latency(client: Client) -> float:
     return events[-1].published - started
 
 
+def exits(stack: Supervisor) -> int:
+    return sum(c.exits for c in stack.children.values())
+
+
 async def kills(
-    stack: Supervisor, server: NatsServer, ack_wait_s: float, *, restart_server: bool
-) -> int:
-    """SIGKILL every service in turn, SIGSTOP one past its ack wait, restart the server."""
-    done = 0
+    stack: Supervisor, server: NatsServer, ack_wait_s: float, flying: Callable[[], int]
+) -> list[int]:
+    """SIGKILL every service in turn, SIGSTOP one past its ack wait, restart the server;
+    how many good tasks were in flight (``flying()``) at each of these blows."""
+    done = []
     for label in list(stack.children):
+        done.append(flying())
         os.kill(stack.pid(label), signal.SIGKILL)
-        done += 1
-        await stack.wait_ready(label, timeout=120)
+        await stack.wait_ready(label, timeout=180)
         await asyncio.sleep(0.5)
     victim = stack.pid("parser")
+    done.append(flying())
     os.kill(victim, signal.SIGSTOP)
     await asyncio.sleep(ack_wait_s * 2)
     os.kill(victim, signal.SIGCONT)
-    if not restart_server:
-        return done
+    done.append(flying())
     os.kill(server.process.pid, signal.SIGKILL)
     server.process.wait()
     await asyncio.sleep(1.0)
@@ -175,92 +322,276 @@ async def kills(
     return done
 
 
-async def terminal_counts(client: Client) -> Counter[str]:
-    info = await client.bus.js.stream_info(STREAM, subjects_filter="qubus.task.>")
-    counts: Counter[str] = Counter()
-    for subject, n in (info.state.subjects or {}).items():
-        task_id, tail = split_task_subject(subject)
-        if (event := event_of(tail)[0]) in ("completed", "rejected", "failed"):
-            counts[f"{task_id} {event}"] += n
-    return counts
+@contextlib.asynccontextmanager
+async def stack_on(
+    url: str, store: Path, env: dict[str, str]
+) -> AsyncIterator[tuple[Client, Supervisor]]:
+    """A stack of every service against the server at ``url``, and a client of it."""
+    stack = Supervisor(url, stack_specs(FLEET), log_dir=store / "logs", env=env)
+    try:
+        await stack.start(timeout=180)
+        client = await Client.connect(url)
+        try:
+            yield client, stack
+        finally:
+            await client.close()
+    finally:
+        await stack.stop()
+
+
+async def on_one_server(args: argparse.Namespace, store: Path, body: OnOneServer) -> Figures:
+    """``body`` run against a stack on one nats-server stored in ``store``."""
+    server = NatsServer(str(store))
+    try:
+        async with stack_on(server.start(), store, ENV) as (client, stack):
+            return await body(args, client, stack, server)
+    finally:
+        server.stop()
+
+
+async def chaos(
+    args: argparse.Namespace, client: Client, stack: Supervisor, server: NatsServer
+) -> Figures:
+    ends = await Ends.watching(client)
+    abuse = Hostile(client, args.seed)
+    alone, behind = [], []
+    for _ in range(3):  # a normal task alone, then one right behind one of each hostile kind
+        alone.append(await latency(client))
+        await abuse.send(9)
+        behind.append(await latency(client))
+    # 1. hostile input beside good tasks; one consumer deleted halfway
+    good = Good(client, args.submitters)
+    started = time.monotonic()
+    submitting = asyncio.create_task(good.submit(args.tasks))
+    await abuse.send(args.hostile // 2)
+    await client.bus.js.delete_consumer(STREAM, "parser")
+    await abuse.send(args.hostile - args.hostile // 2)
+    await abuse.wildcard_id()
+    hostile_s = time.monotonic() - started
+    await submitting
+    first = await outcome(client, good, ends, exits(stack))
+    scored = await client.bus.last_event(next(iter(good.submitted)), TaskScored)
+    poison = await poison_past_ingress(client, scored)
+    poison_end = (await client.wait(poison, timeout=120))[-1].event
+    restarts_from_input = exits(stack)
+    # 2. kills with good tasks in flight
+    good = Good(client, args.submitters)
+    await good.submit(args.tasks)  # all accepted (a killed ingress stalls its requests 20 s)
+    blows = await kills(
+        stack, server, float(ENV["QUBUS_ACK_WAIT_S"]), lambda: in_flight(good, ends, time.time())
+    )
+    second = await outcome(client, good, ends, exits(stack))
+    return {
+        "phase 1 (hostile input)": first,
+        "phase 2 (kills)": second,
+        "hostile_sent": abuse.sent,
+        "hostile_seconds": round(hostile_s, 1),
+        "hostile_slowest_reply_s": round(abuse.slowest_s, 3),
+        "hostile_outcomes": dict(sorted(abuse.outcomes.items())),
+        "hostile_accepted": sum(n for k, n in abuse.outcomes.items() if k.endswith(": accepted")),
+        "poison_past_ingress": f"{poison_end.EVENT} by {getattr(poison_end, 'stage', '?')}: "
+        f"{getattr(getattr(poison_end, 'error', None), 'code', '')}",
+        "service_restarts_from_input": restarts_from_input,
+        "services_killed": len(stack.children),
+        "in_flight_at_each_blow": blows,
+        "latency_alone_s": round(statistics.median(alone), 3),
+        "latency_behind_hostile_s": round(statistics.median(behind), 3),
+        "lost": first["lost"] + second["lost"],
+        "duplicated": first["duplicated"] + second["duplicated"],
+    }
+
+
+async def on_a_cluster(args: argparse.Namespace, store: Path) -> Figures:
+    """``cluster`` run against a stack on the first of three clustered nats-servers, every
+    stream and bucket in three replicas."""
+    servers = NatsCluster(store / "cluster")
+    try:
+        servers.start()
+        await servers.wait_for_jetstream()
+        env = {**ENV, "QUBUS_STREAM_REPLICAS": "3"}
+        async with stack_on(servers.members[0].url, store, env) as (client, stack):
+            return await cluster(args, client, stack, servers)
+    finally:
+        servers.stop()
+
+
+async def cluster(
+    args: argparse.Namespace, client: Client, stack: Supervisor, servers: NatsCluster
+) -> Figures:
+    ends = await Ends.watching(client)
+    alone = statistics.median([await latency(client) for _ in range(3)])
+    entry = servers.members[0]
+    leader = await stream_led_elsewhere(client.bus.nc, STREAM, entry.name)
+    (victim,) = [m for m in servers.members if m.name == leader]
+    good = Good(client, args.submitters)
+    await good.submit(args.tasks // 4)  # a quarter accepted, the rest sent during the kill
+    submitting = asyncio.create_task(good.submit(args.tasks - args.tasks // 4))
+    flying = in_flight(good, ends, time.time())
+    os.killpg(victim.process.pid, signal.SIGKILL)
+    await asyncio.to_thread(victim.process.wait)
+    await submitting
+    return {
+        **await outcome(client, good, ends, exits(stack)),
+        "server_killed": f"{victim.name}, the task stream's leader",
+        "in_flight_at_the_kill": flying,
+        "latency_alone_s": round(alone, 3),
+    }
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(found[-1], [])
+    return found
+
+
+def memory(stack: Supervisor, server: NatsServer) -> dict[str, float]:
+    """Resident MB of each service process with its workers, and of the nats-server."""
+    sizes = {label: sum(_rss_mb(p) for p in _tree(stack.pid(label))) for label in stack.children}
+    assert server.process is not None
+    sizes["nats-server"] = _rss_mb(server.process.pid)
+    return sizes
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def capacity(client: Client, ends: Ends, tasks: int) -> float:
+    """Tasks per second done by the stack: a burst of ``tasks``, from the first submission
+    to the last end."""
+    good = Good(client, 32)
+    started = time.time()
+    await good.submit(tasks)
+    await settle(client, list(good.submitted), SETTLE_S)
+    last = max(ends.at.get(task, time.time()) for task in good.submitted)
+    return len(good.submitted) / (last - started)
+
+
+async def soak(
+    args: argparse.Namespace, client: Client, stack: Supervisor, server: NatsServer
+) -> Figures:
+    ends = await Ends.watching(client)
+    measured = args.capacity or await capacity(client, ends, args.capacity_tasks)
+    rate = args.load * measured
+    good = Good(client, 64)
+    pending: set[asyncio.Task[None]] = set()
+    rows: list[dict[str, object]] = []
+    sizes = [memory(stack, server)]
+    started = time.time()
+    launched = 0
+    for minute in range(args.soak):
+        until = started + 60 * (minute + 1)
+        while time.time() < until:
+            task = asyncio.create_task(good.one())
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            launched += 1
+            await asyncio.sleep(max(0.0, started + launched / rate - time.time()))
+        sizes.append(memory(stack, server))
+        rows.append({"minute": minute + 1, "load": round(os.getloadavg()[0], 1)})
+    await asyncio.gather(*pending)
+    figures = await outcome(client, good, ends, exits(stack))
+    for minute, row in enumerate(rows):
+        window = (started + 60 * minute, started + 60 * (minute + 1))
+        mine = [t for t, at in good.submitted.items() if window[0] <= at < window[1]]
+        took = [ends.at[t] - good.submitted[t] for t in mine if t in ends.at]
+        row.update(
+            submitted=len(mine),
+            ended=len(took),
+            p50_ms=round(1000 * _percentile(took, 0.5)) if took else None,
+            p99_ms=round(1000 * _percentile(took, 0.99)) if took else None,
+        )
+    labels = list(sizes[0])
+    return {
+        **figures,
+        "capacity_tasks_per_s": round(measured, 1),
+        "soak_rate_tasks_per_s": round(rate, 1),
+        "latency_per_minute": rows,
+        "rss_mb_per_minute": {label: [round(s[label]) for s in sizes] for label in labels},
+        "rss_mb_total_per_minute": [round(sum(s.values())) for s in sizes],
+    }
+
+
+def _print(figures: Figures) -> None:
+    for key, value in figures.items():
+        if key == "latency_per_minute":
+            print("\nminute  submitted  ended  p50 ms  p99 ms  load average (1 min, at its end)")
+            for row in value:  # type: ignore[attr-defined]
+                print(
+                    f"{row['minute']:>6}  {row['submitted']:>9}  {row['ended']:>5}  "
+                    f"{row['p50_ms']!s:>6}  {row['p99_ms']!s:>6}  {row['load']:>5}"
+                )
+        elif key == "rss_mb_per_minute":
+            print("\nresident MB at the start and after each minute")
+            for label, series in value.items():  # type: ignore[attr-defined]
+                print(f"{label:>24}: " + " ".join(f"{mb:>5}" for mb in series))
+        elif isinstance(value, dict):
+            print(f"{key}:")
+            for inner, v in value.items():
+                print(f"{inner:>40}: {v}")
+        else:
+            print(f"{key:>28}: {value}")
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tasks", type=int, default=200, help="good tasks per phase")
-    parser.add_argument("--hostile", type=int, default=300, help="hostile submissions")
-    parser.add_argument("--in-flight", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--no-server-restart",
-        dest="restart_server",
-        action="store_false",
-        help="leave the nats-server alone in the kill phase",
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--tasks", type=int, default=200, help="good tasks per phase, all in flight"
+    )
+    parser.add_argument("--hostile", type=int, default=300, help="hostile submissions")
+    parser.add_argument(
+        "--submitters", type=int, default=32, help="submissions awaiting an answer at once"
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--cluster", action="store_true", help="a 3-node cluster, one server killed")
+    mode.add_argument("--soak", type=int, metavar="MINUTES", help="steady load for MINUTES")
+    parser.add_argument("--load", type=float, default=0.8, help="soak rate, share of capacity")
+    parser.add_argument("--capacity", type=float, help="tasks/s (measured when not given)")
+    parser.add_argument("--capacity-tasks", type=int, default=300, help="burst that measures it")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    logs.configure("chaos", "chaos", "warning")
-    rng = random.Random(args.seed)
-    store = tempfile.mkdtemp(prefix="qubus-chaos-")
-    server = NatsServer(store)
-    url = server.start()
-    stack = Supervisor(url, stack_specs(FLEET), log_dir=Path(store) / "logs", env=ENV)
-    await stack.start(timeout=180)
-    client = await Client.connect(url)
-    figures: dict[str, object] = {}
+    logs.configure("chaos", "chaos", "error")  # not a line per retried submission
+    store = Path(tempfile.mkdtemp(prefix="qubus-chaos-"))
+    started = time.monotonic()
     try:
-        alone = [await latency(client) for _ in range(3)]
-        # a normal task right behind one hostile submission of each kind, on an idle stack
-        abuse = await hostile(client, 9, rng)
-        behind = await latency(client)
-        # 1. hostile input beside good tasks; one consumer deleted halfway
-        good = asyncio.create_task(good_tasks(client, args.tasks, args.in_flight))
-        abuse += await hostile(client, args.hostile // 2, rng)
-        await client.bus.js.delete_consumer(STREAM, "parser")
-        abuse += await hostile(client, args.hostile - args.hostile // 2, rng)
-        sent = await good
-        scored = await client.bus.last_event(sent[0][0], TaskScored)
-        poison = await poison_past_ingress(client, scored)
-        poison_end = (await client.wait(poison, timeout=120))[-1].event
-        restarts_from_input = sum(c.restarts for c in stack.children.values())
-        # 2. kills with good tasks in flight
-        good = asyncio.create_task(good_tasks(client, args.tasks, args.in_flight))
-        killed = await kills(
-            stack, server, float(ENV["QUBUS_ACK_WAIT_S"]), restart_server=args.restart_server
-        )
-        sent += await good
-        counts = await terminal_counts(client)
-        ended = Counter(k.split()[1] for k in counts if k.split()[0] in {t for t, _ in sent})
-        per_task = Counter(k.split()[0] for k, n in counts.items() for _ in range(n))
-        figures = {
-            "tasks_sent": len(sent),
-            "completed": ended["completed"],
-            "rejected": ended["rejected"],
-            "failed": ended["failed"],
-            "lost": sum(1 for task, _ in sent if per_task[task] == 0),
-            "duplicated": sum(1 for task, _ in sent if per_task[task] > 1),
-            "resubmitted_unanswered": RESUBMITTED["n"],
-            "hostile_sent": sum(abuse.values()),
-            "hostile_outcomes": dict(sorted(abuse.items())),
-            "hostile_accepted": sum(n for k, n in abuse.items() if k.endswith(": accepted")),
-            "poison_past_ingress": f"{poison_end.EVENT} by {getattr(poison_end, 'stage', '?')}: "
-            f"{getattr(getattr(poison_end, 'error', None), 'code', '')}",
-            "service_restarts_from_input": restarts_from_input,
-            "services_killed": killed,
-            "service_restarts_total": sum(c.restarts for c in stack.children.values()),
-            "latency_alone_s": round(statistics.median(alone), 3),
-            "latency_behind_bombs_s": round(behind, 3),
-        }
+        if args.cluster:
+            figures = await on_a_cluster(args, store)
+        else:
+            figures = await on_one_server(args, store, soak if args.soak else chaos)
     finally:
-        await client.close()
-        await stack.stop()
-        server.stop()
+        shutil.rmtree(store, ignore_errors=True)
+    figures["run_seconds"] = round(time.monotonic() - started)
+    figures["load_average_at_end"] = os.getloadavg()[0]
     if args.json:
         print(json.dumps(figures))
     else:
-        for key, value in figures.items():
-            print(f"{key:>28}: {value}")
-    sys.exit(0 if figures.get("lost") == 0 and figures.get("duplicated") == 0 else 1)
+        _print(figures)
+    sys.exit(0 if figures["lost"] == 0 and figures["duplicated"] == 0 else 1)
 
 
 if __name__ == "__main__":

@@ -127,14 +127,19 @@ async def run(args: argparse.Namespace) -> dict:
         for run_separate in (False, True, False):
             before = cpu_seconds(processes)
             elapsed = await (separate if run_separate else sweep)(args.points)
-            cpu = sum(cpu_seconds(processes).values()) - sum(before.values())
+            after = cpu_seconds(processes)
+            by_service = {name: after[name] - before[name] for name in after}
+            cpu = sum(by_service.values())
             key = "separate" if run_separate else "sweep"
             if run_separate:
                 figures["separate_s"], figures["separate_cpu_s"] = elapsed, cpu
             else:
                 figures["sweep_s"].append(elapsed)
                 figures["sweep_cpu_s"] = cpu
-            print(f"{key}: {elapsed:.2f} s, stack CPU {cpu:.1f} s", flush=True)
+            figures[f"{key}_cpu_by_service"] = by_service
+            busiest = sorted(by_service.items(), key=lambda item: -item[1])[:4]
+            shares = ", ".join(f"{name} {seconds:.1f}" for name, seconds in busiest)
+            print(f"{key}: {elapsed:.2f} s, stack CPU {cpu:.1f} s ({shares})", flush=True)
         await client.close()
     finally:
         await supervisor.stop()

@@ -1,6 +1,14 @@
-"""qpu: one process per QPU node. Runs the tasks allocated to it, first in first out, on a
-noisy emulator of the device its calibration file describes, and keeps the node's
-calibration and queue depth current in KV ``qubus_nodes``.
+"""qpu: one process per QPU node. Runs the tasks allocated to it on a noisy emulator of the
+device its calibration file describes, and keeps the node's calibration and queue depth
+current in KV ``qubus_nodes``.
+
+**Run order.** The node holds up to ``ORDER_WINDOW`` allocations at once and runs one at a
+time: when it frees up, the waiting task of shortest expected run (its modelled run × the
+time scale, or its emulation estimate if longer, from the allocation's score) starts, unless
+one has waited over ``QUBUS_QPU_STARVE_AFTER_S`` since it was allocated: then the longest
+waiting goes first (``qubus.scheduling.nodeorder``). A task waits for its turn after the
+background jobs queued before it; each turn is logged (``qpu.turn``: the wait, the tasks still
+waiting and the node's worst wait so far).
 
 With ``QUBUS_DRIFT_PERIOD_S`` > 0, a node with a drift series (``ibm_perth``) replays its
 daily calibration snapshots, one per period (``qubus.devices.drift``): each task runs on the
@@ -98,10 +106,14 @@ from qubus.errors import QubusError, Retry
 from qubus.network.distributed import SplitRun, run_split
 from qubus.network.splitplan import partition_of
 from qubus.scheduling.allocation import replacement_reason
+from qubus.scheduling.nodeorder import RunOrder
 from qubus.scheduling.replacement import allocation_subject, latest_allocation, qpu_consumer
 
 log = get_logger()
 STATUS_INTERVAL_S = 2.0
+ORDER_WINDOW = 16
+"""Allocations a node holds at once (across its replicas) and orders by expected run time
+(``qubus.scheduling.nodeorder``); the rest wait in the stream, in order."""
 RESERVE_TIMEOUT_S = 10.0
 """How long the lead node of a split run waits for the link service's reservation."""
 
@@ -223,6 +235,7 @@ class QpuNode:
         self._pool = pool
         self._nodes = nodes
         self.consumer = qpu_consumer(device.id)
+        self._order = RunOrder(rt.settings.qpu_starve_after_s)
         self._busy = False
         self._jobs = 0
         self._job_s = 0.0
@@ -549,11 +562,35 @@ class QpuNode:
     async def handle(
         self, event: TaskAllocated, ctx: Context
     ) -> TaskCompleted | TaskReplace | None:
-        """Run the task's current allocation (after the background jobs queued before it),
-        split or on the node's current calibration; or ``replace`` it."""
+        """Run the task's current allocation (after the background jobs queued before it, in
+        its turn among the tasks waiting for the node), split or on the node's current
+        calibration; or ``replace`` it."""
+        await self._wait_for_background(ctx)
+        expected_s = self._expected_s(event)
+        async with self._order.turn(expected_s, ctx.started - ctx.queue_wait_s) as waited_s:
+            log.info(
+                "qpu.turn",
+                expected_s=round(expected_s, 3),
+                waited_s=round(waited_s, 3),
+                still_waiting=self._order.waiting,
+                worst_wait_s=round(self._order.worst_wait_s, 3),
+            )
+            return await self._run(event, ctx)
+
+    def _expected_s(self, event: TaskAllocated) -> float:
+        """Wall-clock seconds the task should hold the node, to order it among the waiting
+        tasks: its modelled run × the time scale, or the emulation's estimate if longer (both
+        from the allocation's score; without one, the node's mean job)."""
+        score = event.score
+        modelled_s = score.expected_run_s if score and score.expected_run_s else self._mean_job_s()
+        emulation_s = score.emulation_s if score else 0.0
+        return max(modelled_s * self._settings.time_scale, emulation_s)
+
+    async def _run(self, event: TaskAllocated, ctx: Context) -> TaskCompleted | TaskReplace | None:
+        """``handle``'s work once the task's turn has come: nothing if the task was placed
+        again or cancelled while it waited."""
         if await self._superseded(event, ctx, "qpu.superseded"):
             return None
-        await self._wait_for_background(ctx)
         if await self._bus.last_event(event.task_id, TaskCancelled) is not None:
             log.info("qpu.cancelled")
             return None
@@ -649,7 +686,8 @@ async def setup(rt: Runtime) -> None:
             [TaskAllocated],
             node.handle,
             subjects=[allocation_subject(device.id)],
-            max_ack_pending=1,
+            concurrency=ORDER_WINDOW,
+            max_ack_pending=ORDER_WINDOW,
         )
     )
     await node.publish_status()

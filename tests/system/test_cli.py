@@ -11,10 +11,13 @@ import signal
 import sys
 from pathlib import Path
 
+import nats
 import pytest
 import pytest_asyncio
+from nats.js.api import RetentionPolicy
 
 from qubus.bus.auth import ANONYMOUS
+from qubus.bus.connection import STREAM
 from qubus.bus.ids import new_task_id
 from qubus.bus.messages import (
     ErrorInfo,
@@ -202,9 +205,22 @@ async def test_sigterm_interrupts_a_wait_and_the_ids_are_already_printed(
 async def test_a_server_without_a_stack_is_one_line_and_qubus_debug_adds_the_traceback(
     qubus_cli, tmp_path: Path
 ):
+    """A NATS server on which no qubus stack has run (no streams): every reading command says
+    so, with the URL, instead of JetStream's "stream not found"."""
     server = NatsServer()
     url = server.start()
     try:
+        for args in (("status", "anon.t1"), ("tasks",), ("result", "anon.t1"), ("nodes",)):
+            code, out, err = await qubus_cli(url, *args)
+            line = one_error_line(err, "stack.unavailable")
+            assert code == 1 and out == "" and line.startswith(f"qubus: no qubus stack on {url}")
+        # A work queue of the stack's stream name: the server refuses to let a client read
+        # it without acknowledging, an error no command expects.
+        nc = await nats.connect(url)
+        await nc.jetstream().add_stream(
+            name=STREAM, subjects=["qubus.task.>"], retention=RetentionPolicy.WORK_QUEUE
+        )
+        await nc.close()
         code, _, err = await qubus_cli(url, "status", "anon.abc")
         assert code == 1 and "NATS:" in one_error_line(err, "nats.error")
         os.environ["QUBUS_DEBUG"] = "1"

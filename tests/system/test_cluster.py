@@ -17,12 +17,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import nats
@@ -32,9 +30,9 @@ import pytest
 import yaml
 
 from qubus.bus import auth
-from qubus.bus.connection import STREAM, Bus
+from qubus.bus.connection import STREAM
 from qubus.bus.messages import SubmitRequest
-from qubus.bus.natsserver import MAX_PAYLOAD, server_binary
+from qubus.bus.natsserver import NatsCluster, stream_led_elsewhere
 from qubus.cli.stack import Supervisor, stack_specs
 from qubus.client.aio import Client
 from qubus_services import SERVICES
@@ -53,94 +51,23 @@ USER = "alice"
 PROBE_MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "parser.yaml"
 
 
-@dataclass
-class Member:
-    name: str
-    port: int
-    process: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports the kernel handed out just now (all held at once, so they are distinct)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @pytest.fixture
 def creds(tmp_path: Path) -> Path:
     return tmp_path / "creds"
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, creds: Path) -> Iterator[list[Member]]:
+def cluster(tmp_path: Path, creds: Path) -> Iterator[NatsCluster]:
     """Three routed nats-servers with JetStream and the stack's users, each with its own
     store and log."""
     services = [s for s in SERVICES if s != "qpu"]
     authorization = auth.write_credentials(creds, auth.identities(services, FLEET, [USER]))
-    ports = _free_ports(6)
-    client_ports, route_ports = ports[:3], ports[3:]
-    routes = ", ".join(f"nats://127.0.0.1:{port}" for port in route_ports)
-    members = []
+    servers = NatsCluster(tmp_path, authorization=authorization)
     try:
-        for i, (client_port, route_port) in enumerate(zip(client_ports, route_ports, strict=True)):
-            name = f"n{i + 1}"
-            config = tmp_path / f"{name}.conf"
-            config.write_text(
-                f"server_name: {name}\nlisten: 127.0.0.1:{client_port}\n"
-                f"max_payload: {MAX_PAYLOAD}\n"
-                f'jetstream {{ store_dir: "{tmp_path / name}" }}\n'
-                f"cluster {{ name: qubus, listen: 127.0.0.1:{route_port}, routes: [{routes}] }}\n"
-                f"{authorization}"
-            )
-            process = subprocess.Popen(
-                [server_binary(), "-c", str(config), "-l", str(tmp_path / f"{name}.log")],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            members.append(Member(name, client_port, process))
-        yield members
+        servers.start()
+        yield servers
     finally:
-        for member in members:
-            if member.process.poll() is None:
-                member.process.terminate()
-        for member in members:
-            try:
-                member.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                member.process.kill()
-                member.process.wait()
-
-
-async def _wait_for_jetstream(members: list[Member], seed: Path, timeout: float = 30.0) -> None:
-    """Until every server answers JetStream API requests (the meta leader is elected)."""
-    deadline = time.monotonic() + timeout
-    for member in members:
-        while True:
-            try:
-                nc = await nats.connect(
-                    member.url, connect_timeout=2, allow_reconnect=False, nkeys_seed=str(seed)
-                )
-                try:
-                    await nc.jetstream(timeout=2).account_info()
-                    break
-                finally:
-                    await nc.close()
-            except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{member.name}: no JetStream after {timeout:g} s") from exc
-                await asyncio.sleep(0.2)
+        servers.stop()
 
 
 async def _replicated(js: nats.js.JetStreamContext, timeout: float = 30.0) -> dict[str, list[str]]:
@@ -171,20 +98,6 @@ async def _wait_current(
                 break
             assert time.monotonic() < deadline, f"{stream} {consumer or ''}: not 3 current"
             await asyncio.sleep(0.2)
-
-
-async def _lead_elsewhere(bus: Bus, avoid: str, timeout: float = 15.0) -> str:
-    """The task stream's leader, after asking it to step down while it is ``avoid``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        info = await bus.js.stream_info(STREAM)
-        leader = info.cluster.leader if info.cluster else None
-        if leader not in (None, avoid):
-            return leader
-        if leader == avoid:
-            await bus.nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{STREAM}", b"", timeout=5)
-        assert time.monotonic() < deadline, f"{STREAM} still led by {leader}"
-        await asyncio.sleep(0.5)
 
 
 async def _assets(js: nats.js.JetStreamContext) -> dict[str, list[str]]:
@@ -238,11 +151,11 @@ async def _run_one(client: Client, circuit: str, key: str) -> dict:
 
 
 async def test_secured_stack_on_a_three_node_cluster_survives_losing_a_server(
-    cluster: list[Member], creds: Path, dev_qasm: Path, tmp_path: Path
+    cluster: NatsCluster, creds: Path, dev_qasm: Path, tmp_path: Path
 ) -> None:
     operator_seed = auth.seed_path(creds, auth.OPERATOR)
-    await _wait_for_jetstream(cluster, operator_seed)
-    entry = cluster[0]
+    await cluster.wait_for_jetstream(seed=operator_seed)
+    entry = cluster.members[0]
     circuit = (dev_qasm / CIRCUIT).read_text()
     supervisor = Supervisor(
         entry.url, stack_specs(FLEET), log_dir=tmp_path / "logs", env=STACK_ENV, creds_dir=creds
@@ -259,8 +172,8 @@ async def test_secured_stack_on_a_three_node_cluster_survives_losing_a_server(
         assert first["nodes"][0] in FLEET and first["task_id"].startswith(f"{USER}.")
 
         assets = await _replicated(operator.bus.js)
-        leader = await _lead_elsewhere(operator.bus, entry.name)
-        (victim,) = [m for m in cluster if m.name == leader]
+        leader = await stream_led_elsewhere(operator.bus.nc, STREAM, entry.name)
+        (victim,) = [m for m in cluster.members if m.name == leader]
         assert await asyncio.to_thread(_probe, victim.url) == 0
         os.killpg(victim.process.pid, signal.SIGKILL)
         await asyncio.to_thread(victim.process.wait)

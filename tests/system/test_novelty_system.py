@@ -57,12 +57,12 @@ async def test_first_circuit_is_new_a_repeat_is_not_and_another_is_partly_new(cl
 async def test_a_restarted_parser_still_knows_every_circuit_seen(client, stack, dev_qasm):
     seen = (dev_qasm / "qasmbench__bell_n4.qasm").read_text()
     await _completed(client, seen)
-    restarts = stack.children["parser"].restarts
+    exits = stack.children["parser"].exits
     os.kill(stack.pid("parser"), signal.SIGKILL)
 
     # Waits in the stream until the new parser process has read the bucket back.
     assert (await _completed(client, seen))["parsed"].novelty == 0.0
-    assert stack.children["parser"].restarts == restarts + 1
+    assert stack.children["parser"].exits == exits + 1
     # A new circuit is compared with what the process before the restart stored.
     unseen = (dev_qasm / "qasmbench__grover_n2.qasm").read_text()
     assert (await _completed(client, unseen))["parsed"].novelty < 1.0

@@ -86,24 +86,19 @@ async def test_the_async_client_waits_for_a_sweep_with_one_reader(nats_url, stac
         await client.close()
 
 
+async def submit_sweep(qubus_cli, nats_url: str, circuit, params, *options: str):
+    """``qubus submit CIRCUIT --sweep PARAMS OPTIONS --wait --json``."""
+    args = ["submit", str(circuit), "--sweep", str(params), *options, "--wait", "--json"]
+    return await qubus_cli(nats_url, *args, timeout=240)
+
+
 @pytest.mark.asyncio(loop_scope="module")
 async def test_the_command_line_submits_a_sweep_file(qubus_cli, nats_url, stack, tmp_path):
     circuit = tmp_path / "qaoa.json"
     circuit.write_text(circuit_to_json(qaoa_circuit()))
     params = tmp_path / "params.json"
     params.write_text(json.dumps(grid(3)))
-    code, out, err = await qubus_cli(
-        nats_url,
-        "submit",
-        str(circuit),
-        "--sweep",
-        str(params),
-        "--shots",
-        "50",
-        "--wait",
-        "--json",
-        timeout=240,
-    )
+    code, out, err = await submit_sweep(qubus_cli, nats_url, circuit, params, "--shots", "50")
     assert code == 0, err
     records = [json.loads(line) for line in out.splitlines()]
     assert [r["status"] for r in records] == ["done"] * 3
@@ -114,3 +109,43 @@ async def test_the_command_line_submits_a_sweep_file(qubus_cli, nats_url, stack,
     params.write_text('[{"gamma": "x"}]')
     code, _, err = await qubus_cli(nats_url, "submit", str(circuit), "--sweep", str(params))
     assert code == 1 and err.strip().endswith("[sweep.invalid]") and "Traceback" not in err
+
+
+QAOA_QASM = """OPENQASM 3.0;
+include "stdgates.inc";
+input float[64] gamma;
+input float[64] beta;
+qubit[3] q;
+bit[3] m;
+h q;
+cx q[0], q[1]; rz(2 * gamma) q[1]; cx q[0], q[1];
+cx q[1], q[2]; rz(2 * gamma) q[2]; cx q[1], q[2];
+rx(2 * beta) q;
+m = measure q;
+"""
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_the_command_line_sweeps_an_openqasm3_program_with_inputs(
+    qubus_cli, nats_url, stack, tmp_path
+):
+    circuit = tmp_path / "qaoa.qasm"
+    circuit.write_text(QAOA_QASM)
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps([{"gamma": 0.0, "beta": 0.0}, {"gamma": 0.4, "beta": 0.7}]))
+    code, out, err = await submit_sweep(
+        qubus_cli, nats_url, circuit, params, "--shots", "200", "--noiseless"
+    )
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["status"] for r in records] == ["done", "done"]
+    # gamma = beta = 0 leaves H on every qubit: all eight outcomes, none favoured much
+    assert len(records[0]["counts"]) == 8 and max(records[0]["counts"].values()) < 60
+    assert records[1]["counts"] != records[0]["counts"]
+
+    params.write_text(json.dumps([{"gamma": 0.1}]))  # beta missing: the parser says which
+    code, out, err = await qubus_cli(
+        nats_url, "submit", str(circuit), "--sweep", str(params), "--wait", timeout=240
+    )
+    assert code == 1 and "Traceback" not in err, err
+    assert "missing ['beta']" in out and "sweep.parameters" in out, out

@@ -115,12 +115,12 @@ def test_frontier_sweeps_lambda_for_both_workloads_and_writes_the_plot(tmp_path,
     assert set(result["workloads"]) == {"default", "wide", "qnet"}
     from qubus.scheduling.frontier import LAMBDAS
 
-    for label, entry in result["workloads"].items():
+    for entry in result["workloads"].values():
         assert {"round_robin", "least_loaded", "milp"} <= set(entry["points"])
         for points in entry["sweeps"].values():
             assert [p["lam"] for p in points] == list(LAMBDAS)
-        swept = 1 if label == "qnet" else 2
-        assert len(entry["claims"]) == swept * len(LAMBDAS)
+        assert set(entry["sweeps"]) == {"hyperscore", "annealing"}
+        assert len(entry["claims"]) == 2 * len(LAMBDAS)
         # From λ = 1 s to 3,000 s the error rate falls.
         for points in entry["sweeps"].values():
             assert points[-1]["error_rate"] < points[0]["error_rate"]

@@ -7,9 +7,12 @@ from pathlib import Path
 import cirq
 import numpy as np
 import pytest
+import sympy
 
+from benchmarks.sweep import grid, qaoa_circuit
 from qubus.circuits.simulate import ideal_distribution
-from qubus.devices.compile import compile_for_device, phased_xz, schedule
+from qubus.circuits.sweeps import resolved
+from qubus.devices.compile import compile_for_device, compile_template, phased_xz, schedule
 from qubus.devices.emulation import emulate
 from qubus.devices.fidelity import hellinger_fidelity
 from qubus.devices.profiles import load_device
@@ -217,3 +220,39 @@ def test_schedule_places_operations_as_cirqs_earliest_strategy_does():
         cirq.H(a),
     ]
     assert cirq.Circuit(schedule(iter(ops))) == cirq.Circuit(ops)
+
+
+SPECIAL_POINTS = [
+    {"gamma": 0.0, "beta": 0.0},  # every rotation the identity: runs merge away
+    {"gamma": np.pi / 4, "beta": np.pi / 4},  # half rotations: one pulse, not two
+    {"gamma": np.pi / 2, "beta": np.pi / 2},
+    {"gamma": -1.3, "beta": 2.9},
+]
+
+
+@pytest.mark.parametrize("node", ["ibm_nairobi", "ibm_perth", "quantinuum_h1_1", "ionq_aria"])
+def test_a_template_binds_each_point_exactly_as_compiling_it(node):
+    device = load_device(node)
+    circuit = qaoa_circuit()
+    template = compile_template(circuit, device)
+    assert template is not None
+    shapes = set()
+    for point in grid(25) + SPECIAL_POINTS:
+        bound = template.bind(point)
+        assert bound == compile_for_device(resolved(circuit, point), device)
+        shapes.add(bound.moment_durations_ns)
+    assert len(shapes) > 1  # the schedule does depend on the values, and is redone per point
+
+
+def test_a_template_needs_every_parameter_in_a_one_qubit_gate():
+    a, b = cirq.LineQubit.range(2)
+    theta = sympy.Symbol("theta")
+    entangling = cirq.Circuit(cirq.H(a), cirq.ZZ(a, b) ** theta, cirq.measure(a, b, key="m"))
+    controlled = cirq.Circuit(
+        cirq.measure(a, key="c"),
+        cirq.rx(theta).on(b).with_classical_controls("c"),
+        cirq.measure(b, key="m"),
+    )
+    device = load_device("ibm_nairobi")
+    assert compile_template(entangling, device) is None
+    assert compile_template(controlled, device) is None

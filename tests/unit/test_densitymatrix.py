@@ -6,10 +6,16 @@ import cirq
 import numpy as np
 import pytest
 
+from benchmarks.sweep import grid, qaoa_circuit
 from qubus.circuits import load_circuit
+from qubus.circuits.sweeps import resolved
 from qubus.devices.compile import compile_for_device
 from qubus.devices.densitymatrix import DensityMatrix
-from qubus.devices.emulation import NUMPY_DENSITY_QUBITS, noisy_moments
+from qubus.devices.emulation import (
+    DENSITY_MATRIX_QUBITS,
+    _final_probabilities,
+    noisy_moments,
+)
 from qubus.devices.profiles import load_device
 
 GATES = [cirq.H, cirq.X, cirq.S, cirq.T, cirq.rx(0.3), cirq.ry(1.1), cirq.rz(-0.7)]
@@ -74,7 +80,7 @@ def test_a_compiled_noisy_circuit_has_cirqs_distribution() -> None:
     )
     device = load_device("ibm_nairobi")
     compiled = compile_for_device(load_circuit(text, "qasm2"), device)
-    assert len(compiled.physical_qubits) <= NUMPY_DENSITY_QUBITS
+    assert len(compiled.physical_qubits) <= DENSITY_MATRIX_QUBITS
     noisy = cirq.Circuit(noisy_moments(compiled, device))
     body = cirq.Circuit(op for op in noisy.all_operations() if not cirq.is_measurement(op))
     qubits = sorted(noisy.all_qubits())
@@ -94,3 +100,42 @@ def test_a_classically_controlled_operation_is_refused() -> None:
     q = cirq.LineQubit(0)
     with pytest.raises(TypeError, match="neither unitary nor a channel"):
         DensityMatrix(1).apply(cirq.X(q).with_classical_controls("m"), {q: 0})
+
+
+def ring(n: int) -> cirq.Circuit:
+    """A QAOA-like ring of ``n`` qubits, measured."""
+    q = cirq.LineQubit.range(n)
+    circuit = cirq.Circuit(cirq.H.on_each(*q))
+    for a in range(n):
+        b = (a + 1) % n
+        circuit.append([cirq.CNOT(q[a], q[b]), cirq.rz(0.3 + a).on(q[b]), cirq.CNOT(q[a], q[b])])
+    circuit.append([cirq.rx(0.7).on_each(*q), cirq.measure(*q, key="m")])
+    return circuit
+
+
+@pytest.mark.parametrize("node", ["ibm_nairobi", "quantinuum_h1_1", "ionq_aria"])
+def test_the_fused_emulation_is_cirqs_on_compiled_circuits(node: str) -> None:
+    """One product per gate (relaxation, gate and depolarizing fused, one-qubit work held
+    back to the next gate) gives cirq's simulation of every channel, Kraus operator by Kraus
+    operator, to 1e-9, up to the largest register emulated as a density matrix."""
+    device = load_device(node)
+    text = (
+        'OPENQASM 2.0; include "qelib1.inc"; qreg q[5]; creg c[5]; h q[0]; cx q[0], q[1];'
+        " reset q[2]; cx q[1], q[3]; cx q[3], q[2]; rz(0.4) q[0]; h q[0]; x q[4];"
+        " measure q[0] -> c[0]; measure q[1] -> c[1]; measure q[2] -> c[2];"
+    )
+    widest = min(DENSITY_MATRIX_QUBITS, device.max_circuit_qubits)
+    circuits = [load_circuit(text, "qasm2"), ring(widest)]
+    circuits += [resolved(qaoa_circuit(), p) for p in grid(9)[::4]]
+    for circuit in circuits:
+        compiled = compile_for_device(circuit, device)
+        ours, qubits = _final_probabilities(compiled, device)
+        noisy = cirq.Circuit(noisy_moments(compiled, device))
+        body = cirq.Circuit(op for op in noisy.all_operations() if not cirq.is_measurement(op))
+        body.append(cirq.I.on_each(*(set(qubits) - body.all_qubits())))
+        expected = (
+            cirq.DensityMatrixSimulator(dtype=np.complex128)
+            .simulate(body, qubit_order=qubits)
+            .final_density_matrix
+        )
+        np.testing.assert_allclose(ours, np.real(np.diag(expected)), atol=1e-9)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import cirq
-import numpy as np
 import pytest
 
 from qubus.bus import codec
@@ -14,7 +13,6 @@ from qubus.circuits.simulate import ideal_distribution, measurement_keys
 from qubus.devices.compile import compile_for_device
 from qubus.devices.emulation import (
     DENSITY_MATRIX_QUBITS,
-    _ClosedFormDamping,
     depolarizing_probability,
     emulate,
     emulated_distribution,
@@ -239,28 +237,6 @@ def test_the_emulator_has_no_exact_distribution_for_trajectory_runs() -> None:
     device = load_device("ionq_aria")
     compiled = compile_for_device(ghz(DENSITY_MATRIX_QUBITS + 1), device)
     assert emulated_distribution(compiled, device) is None
-
-
-@pytest.mark.parametrize(("amplitude", "phase"), [(0.3, 0.0), (0.0, 0.2), (0.1, 0.4)])
-def test_closed_form_relaxation_is_cirqs_kraus_channels(amplitude: float, phase: float) -> None:
-    rng = np.random.default_rng(5)
-    for n in (1, 2):  # one qubit alone is the edge case of the in-place update
-        a = rng.normal(size=(2**n, 2**n)) + 1j * rng.normal(size=(2**n, 2**n))
-        rho = a @ a.conj().T / np.trace(a @ a.conj().T)
-        q = cirq.LineQubit.range(n)
-        closed = cirq.Circuit(_ClosedFormDamping(amplitude, phase).on(q[0]), cirq.I.on_each(*q))
-        kraus = cirq.Circuit(
-            cirq.amplitude_damp(amplitude).on(q[0]),
-            cirq.phase_damp(phase).on(q[0]),
-            cirq.I.on_each(*q),
-        )
-        results = [
-            cirq.DensityMatrixSimulator(dtype=np.complex128)
-            .simulate(c, initial_state=rho.copy(), qubit_order=q)
-            .final_density_matrix
-            for c in (closed, kraus)
-        ]
-        np.testing.assert_allclose(results[0], results[1], atol=1e-12)
 
 
 def test_gate_errors_of_a_clifford_circuit_are_predicted_as_correlated_flips() -> None:

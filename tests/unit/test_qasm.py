@@ -589,42 +589,63 @@ def test_openqasm3_sized_cast_of_a_register_of_another_width_is_rejected():
 # -- errors -----------------------------------------------------------------------------------
 
 HEADER = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\n'
+HEADER3 = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[2] q;\nbit[2] c;\n'
+
+
+#: Errors of OpenQASM 3 ``input`` parameters, after ``HEADER3``.
+INPUT_ERRORS = [
+    ("input int[32] n;", "qasm.unsupported", 7, "only float and angle"),
+    ("input bit b;", "qasm.unsupported", 7, "'bit'"),
+    ("input float;", "qasm.syntax", 12, "an input name"),
+    ("input float[64] q;", "qasm.redeclared", 17, "'q'"),
+    ("input float th; input angle th;", "qasm.redeclared", 29, "'th'"),
+    ("input float th; qubit th;", "qasm.redeclared", 23, "'th'"),
+    ("input float th; pow(th) @ x q[0];", "qasm.parameter", 27, "pow(k) exponent"),
+    ("input float th; ctrl(th) @ x q[0], q[1];", "qasm.parameter", 28, "ctrl(n) count"),
+    ("input float th; gate g(a) x { rz(th) x; }", "qasm.undeclared", 34, "own parameters"),
+    ("input float th; inv @ rz(th) q[0];", "qasm.parameter", 23, "gate 'rz' cannot"),
+    ("input float th; ctrl @ U(th, 0, 0) q[0], q[1];", "qasm.parameter", 24, "'U'"),
+]
 
 
 @pytest.mark.parametrize(
-    ("line5", "code", "column", "words"),
-    [
-        ("foo q[0];", "qasm.unknown_gate", 1, "foo"),
-        ("h r[0];", "qasm.undeclared", 3, "'r'"),
-        ("h q[5];", "qasm.index_range", 5, "index 5"),
-        ("h q[0] $;", "qasm.syntax", 8, "'$'"),
-        ("opaque magic a;", "qasm.opaque", 1, "opaque"),
-        ("cx q[0];", "qasm.arity", 1, "cx"),
-        ("rx q[0];", "qasm.arity", 1, "rx"),
-        ("cx q[0], q[0];", "qasm.duplicate_qubit", 4, "twice"),
-        ("measure q -> r;", "qasm.undeclared", 14, "'r'"),
-        ("rx(1/0) q[0];", "qasm.math", 1, "rx"),
-        ("rx(theta) q[0];", "qasm.undeclared", 4, "theta"),
-        ("for int i in [0:1] { x q[0]; }", "qasm.unsupported", 1, "for loops"),
-        ("def f() { }", "qasm.unsupported", 1, "def"),
-        ("defcal x $0 { }", "qasm.unsupported", 1, "defcal"),
-        ("input float theta;", "qasm.unsupported", 1, "input"),
-        ("qreg q[3];", "qasm.redeclared", 6, "'q'"),
-        ("h q[0:1];", "qasm.unsupported", 6, "slices"),
-        ("h $0;", "qasm.unsupported", 3, "physical"),
-        ("measure q[0];", "qasm.unsupported", 13, "target"),
-        ("gate g(a) x { ctrl(a) @ x x; }", "qasm.undeclared", 20, "'a'"),
-        ("gate g x, y { cx x, x; }", "qasm.duplicate_qubit", 21, "twice"),
-        ("if(c==1) measure q[0] -> c[0];", "qasm.unsupported", 10, "measurement"),
-        ("if(c==4) x q[0];", "qasm.condition_range", 4, "values 0 to 3 with 4"),
-        ("if(c>3) x q[0];", "qasm.condition_range", 4, "'c>3' can never hold"),
-        ("if(c[1] == 2) x q[0];", "qasm.condition_range", 4, "values 0 to 1 with 2"),
-        ("if(c==5) x q[0];", "qasm.condition_range", 4, "'c==5'"),
+    ("header", "line5", "code", "column", "words"),
+    [(HEADER3, *case) for case in INPUT_ERRORS]
+    + [
+        (HEADER, *case)
+        for case in [
+            ("foo q[0];", "qasm.unknown_gate", 1, "foo"),
+            ("h r[0];", "qasm.undeclared", 3, "'r'"),
+            ("h q[5];", "qasm.index_range", 5, "index 5"),
+            ("h q[0] $;", "qasm.syntax", 8, "'$'"),
+            ("opaque magic a;", "qasm.opaque", 1, "opaque"),
+            ("cx q[0];", "qasm.arity", 1, "cx"),
+            ("rx q[0];", "qasm.arity", 1, "rx"),
+            ("cx q[0], q[0];", "qasm.duplicate_qubit", 4, "twice"),
+            ("measure q -> r;", "qasm.undeclared", 14, "'r'"),
+            ("rx(1/0) q[0];", "qasm.math", 1, "rx"),
+            ("rx(theta) q[0];", "qasm.undeclared", 4, "OpenQASM 2 has no parameters"),
+            ("for int i in [0:1] { x q[0]; }", "qasm.unsupported", 1, "for loops"),
+            ("def f() { }", "qasm.unsupported", 1, "def"),
+            ("defcal x $0 { }", "qasm.unsupported", 1, "defcal"),
+            ("input float theta;", "qasm.version", 1, "OpenQASM 3"),
+            ("qreg q[3];", "qasm.redeclared", 6, "'q'"),
+            ("h q[0:1];", "qasm.unsupported", 6, "slices"),
+            ("h $0;", "qasm.unsupported", 3, "physical"),
+            ("measure q[0];", "qasm.unsupported", 13, "target"),
+            ("gate g(a) x { ctrl(a) @ x x; }", "qasm.undeclared", 20, "'a'"),
+            ("gate g x, y { cx x, x; }", "qasm.duplicate_qubit", 21, "twice"),
+            ("if(c==1) measure q[0] -> c[0];", "qasm.unsupported", 10, "measurement"),
+            ("if(c==4) x q[0];", "qasm.condition_range", 4, "values 0 to 3 with 4"),
+            ("if(c>3) x q[0];", "qasm.condition_range", 4, "'c>3' can never hold"),
+            ("if(c[1] == 2) x q[0];", "qasm.condition_range", 4, "values 0 to 1 with 2"),
+            ("if(c==5) x q[0];", "qasm.condition_range", 4, "'c==5'"),
+        ]
     ],
 )
-def test_error_position_and_code(line5, code, column, words):
+def test_error_position_and_code(header, line5, code, column, words):
     with pytest.raises(QasmError) as caught:
-        parse_qasm(HEADER + line5 + "\n")
+        parse_qasm(header + line5 + "\n")
     error = caught.value
     assert (error.code, error.line, error.column) == (code, 5, column), str(error)
     assert words in error.message
@@ -796,3 +817,35 @@ def test_unknown_include_is_rejected():
     with pytest.raises(QasmError) as caught:
         parse_qasm('OPENQASM 2.0;\ninclude "mylib.inc";')
     assert (caught.value.code, caught.value.line, caught.value.column) == ("qasm.include", 2, 9)
+
+
+QAOA3 = """OPENQASM 3.0;
+include "stdgates.inc";
+input float[64] gamma;
+input angle beta;
+qubit[3] q;
+bit[3] m;
+h q;
+gate zz(t) a, b { cx a, b; rz(t) b; cx a, b; }
+zz(2 * gamma) q[0], q[1];
+zz(2 * gamma) q[1], q[2];
+rx(sin(beta) + beta / 2) q;
+m = measure q;
+"""
+
+
+def test_input_parameters_are_the_circuits_symbols_and_resolve_to_the_numbers():
+    circuit = parse_qasm(QAOA3)
+    assert cirq.parameter_names(circuit) == {"gamma", "beta"}
+    gamma, beta = 0.3, 1.1
+    numeric = (
+        QAOA3.replace("input float[64] gamma;\n", "")
+        .replace("input angle beta;\n", "")
+        .replace("gamma", repr(gamma))
+        .replace("beta", repr(beta))
+    )
+    resolved = cirq.resolve_parameters(circuit, {"gamma": gamma, "beta": beta})
+    expected = parse_qasm(numeric)
+    assert resolved.all_qubits() == expected.all_qubits()
+    body = [cirq.Circuit(c[:-1]) for c in (resolved, expected)]  # without the measurement
+    np.testing.assert_allclose(cirq.unitary(body[0]), cirq.unitary(body[1]), atol=1e-12)

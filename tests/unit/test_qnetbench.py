@@ -43,3 +43,16 @@ def test_milp_reaches_the_exact_optimum_of_an_instance(batch) -> None:
     assert problem is not None
     assignment = get_policy("milp").assign(problem)
     assert problem.objective(assignment) == pytest.approx(exact_optimum(problem), rel=1e-9)
+
+
+def test_nodes_carry_fusion_scores_whose_time_dependence_follows_the_weights(batch) -> None:
+    from qubus.scheduling.frontier import weights_for
+
+    eager, patient = batch.scored(weights_for(10.0)), batch.scored(weights_for(1000.0))
+    assert [r.task_id for r in eager] == [r.task_id for r in batch.requests]
+    for fast, slow in zip(eager, patient, strict=True):
+        for a, b in zip(fast.candidates, slow.candidates, strict=True):
+            assert (a.node, a.fits, a.run_s) == (b.node, b.fits, b.run_s)
+            if a.fits:
+                # time is worth more at a small λ: the score falls faster with completion
+                assert a.hyperscore > 0 and a.time_rate > b.time_rate > 0

@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 
 import cirq
+import numpy as np
 import pytest
 
 from qubus.circuits.simulate import (
+    PACKED_WIDTH,
+    counts_from_bits,
     ideal_distribution,
     measurement_keys,
     resets_as_swaps,
@@ -136,3 +139,16 @@ def test_hellinger_fidelity_bounds() -> None:
     assert hellinger_fidelity({"0": 10}, {"1": 1.0}) == 0.0
     assert hellinger_fidelity({"0": 1}, {"0": 0.5, "1": 0.5}) == pytest.approx(0.5)
     assert hellinger_fidelity({}, {"0": 1.0}) == 0.0
+
+
+@pytest.mark.parametrize("width", [1, 6, PACKED_WIDTH, PACKED_WIDTH + 3])
+def test_counts_are_the_bit_rows_counted_in_order(width: int) -> None:
+    rng = np.random.default_rng(width)
+    bits = (rng.random((500, width)) < 0.2).astype(np.uint8)
+    bits[:100] = bits[0]  # one row repeated
+    expected: dict[str, int] = {}
+    for row in sorted("".join(map(str, r)) for r in bits):
+        expected[row] = expected.get(row, 0) + 1
+    counts = counts_from_bits(bits)
+    assert counts == expected and list(counts) == list(expected)
+    assert counts["".join(map(str, bits[0]))] >= 100

@@ -12,10 +12,17 @@ from qubus.bus.ids import TASK_ID, new_task_id, submitted_at, sweep_of, sweep_po
 from qubus.bus.messages import SubmitRequest, TaskOptions
 from qubus.circuits import circuit_to_json
 from qubus.circuits.ingest import task_options
-from qubus.circuits.sweeps import check_points, representative, resolved
+from qubus.circuits.sweeps import (
+    Resolver,
+    check_points,
+    representative,
+    resolved,
+)
+from qubus.devices.compile import compile_for_device
+from qubus.devices.emulation import emulate
 from qubus.devices.profiles import load_device
 from qubus.devices.sandbox import SandboxLimits, evaluate
-from qubus.devices.sweeps import evaluate_sweep, run_points
+from qubus.devices.sweeps import compiled_points, evaluate_sweep, run_points
 from qubus.errors import CircuitRejected
 
 LIMITS = SandboxLimits(max_qubits=20, max_depth=1000, max_outcomes=4096)
@@ -82,3 +89,30 @@ def test_a_qpu_runs_every_point_as_one_job() -> None:
     assert counts == [{"00": 200}, {"11": 200}]
     _, one_s = run_points(device, circuit_to_json(circuit), points[:1], 400, [1], True)
     assert modelled_s == pytest.approx(one_s)  # one job overhead, shots of both points
+
+
+@pytest.mark.parametrize("entangled", [False, True])
+def test_a_sweeps_points_run_as_each_resolved_circuit_would(entangled: bool) -> None:
+    """Bound from one template (parameters in one-qubit gates) or compiled one by one (a
+    parameterised two-qubit gate), each point is compiled and emulated exactly as the
+    circuit resolved at that point and submitted alone."""
+    device = load_device("ibm_nairobi")
+    circuit = qaoa_circuit()
+    if entangled:
+        q = sorted(circuit.all_qubits())
+        circuit = circuit + cirq.Circuit()  # a copy
+        circuit.insert(1, cirq.ZZ(q[0], q[1]) ** sympy.Symbol("gamma"))
+    points = grid(6)
+    alone = [compile_for_device(resolved(circuit, p), device) for p in points]
+    assert list(compiled_points(circuit, points, device)) == alone
+    counts, _ = run_points(device, circuit_to_json(circuit), points, 300, list(range(6)), False)
+    assert counts == [emulate(c, device, 300, seed=k) for k, c in enumerate(alone)]
+
+
+def test_a_resolver_gives_each_point_as_resolving_the_circuit_does() -> None:
+    circuit = qaoa_circuit()
+    resolver = Resolver(circuit)
+    points = grid(16) + grid(16)[:3] + [{"gamma": -0.5, "beta": 7.0}]  # values seen again
+    for point in points:
+        assert resolver.at(point) == resolved(circuit, point)
+        assert not cirq.is_parameterized(resolver.at(point))

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
             one: a second worker process in the sandbox, and at most one heavy compilation at
             a time in the noise service while light ones go on. False: one sandbox worker,
             every job in arrival order (one process less).
+        qpu_starve_after_s: A QPU node runs its waiting tasks shortest first, but one that
+            has waited longer than this (wall-clock seconds since its allocation) goes first
+            (``qubus.scheduling.nodeorder``).
         sandbox_max_qubits: Largest circuit the sandbox simulates.
         sandbox_memory_mb: Address-space limit of the sandbox's and each QPU node's worker
             process.
@@ -91,6 +94,7 @@ class Settings(BaseSettings):
     sandbox_timeout_s: float = 30.0
     qpu_max_emulation_s: float = Field(default=600.0, gt=0.0)
     heavy_lane: bool = True
+    qpu_starve_after_s: float = Field(default=60.0, ge=0.0)
     sandbox_max_qubits: int = 24
     sandbox_memory_mb: int = 4096
     sandbox_max_depth: int = 10_000

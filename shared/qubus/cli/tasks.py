@@ -214,8 +214,9 @@ def _submission_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sweep",
         metavar="PARAMS.json",
-        help="run each FILE, a Cirq JSON circuit with sympy parameters, with every parameter "
-        'set of PARAMS.json (a JSON list such as [{"gamma": 0.1, "beta": 0.2}, ...]) as one '
+        help="run each FILE, a parameterised circuit (OpenQASM 3 with `input float[64] gamma;` "
+        "declarations, or Cirq JSON with sympy symbols), with every parameter set of "
+        'PARAMS.json (a JSON list such as [{"gamma": 0.1, "beta": 0.2}, ...]) as one '
         "sweep: parsed, checked and compiled once, each point a task <sweep id>-<k>",
     )
     _format_option(p)

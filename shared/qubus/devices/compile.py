@@ -32,8 +32,8 @@ import functools
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import cirq
@@ -181,6 +181,17 @@ def op_duration_ns(op: cirq.Operation, device: Device) -> float:
 
 
 def _compile(circuit: cirq.AbstractCircuit, device: Device) -> CompiledCircuit:
+    placement = _place(circuit, _logical_qubits(circuit, device), device)
+    routed, final, swaps = _route(_basic_ops(circuit), placement, device, _entangler(device))
+    return _finish(routed, final, swaps, {str(q): p for q, p in placement.items()}, device)
+
+
+def _logical_qubits(circuit: cirq.AbstractCircuit, device: Device) -> list[cirq.Qid]:
+    """The circuit's qubits, sorted.
+
+    Raises:
+        CircuitRejected: ``device.too_small``.
+    """
     logical = sorted(circuit.all_qubits())
     if len(logical) > device.max_circuit_qubits:
         raise CircuitRejected(
@@ -188,10 +199,22 @@ def _compile(circuit: cirq.AbstractCircuit, device: Device) -> CompiledCircuit:
             f"has {device.max_circuit_qubits}",
             code="device.too_small",
         )
-    placement = _place(circuit, logical, device)
-    layout = {str(q): p for q, p in placement.items()}
-    two_q = cirq.CZ if device.two_qubit_gate in ("cz", "zz", "ms") else cirq.CNOT
-    routed, final, swaps = _route(_basic_ops(circuit), placement, device, two_q)
+    return logical
+
+
+def _entangler(device: Device) -> cirq.Gate:
+    return cirq.CZ if device.two_qubit_gate in ("cz", "zz", "ms") else cirq.CNOT
+
+
+def _finish(
+    routed: list[cirq.Operation],
+    final: list[cirq.Operation],
+    swaps: int,
+    layout: dict[str, int],
+    device: Device,
+) -> CompiledCircuit:
+    """Native gates and schedule of routed operations: merge one-qubit runs, ASAP moments,
+    the terminal measurements last; durations and gate counts."""
     moments = schedule(_merge_single_qubit(routed))
     if final:
         moments.append(cirq.Moment(final))
@@ -211,6 +234,89 @@ def _compile(circuit: cirq.AbstractCircuit, device: Device) -> CompiledCircuit:
         revision=device.revision,
         physical_qubits=tuple(sorted(q.x for q in native.all_qubits())),
     )
+
+
+class _Slot(cirq.Gate):
+    """Stands for a sweep's parameterised one-qubit gate number ``index`` while its circuit
+    is laid out and routed (:class:`Template`)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def _num_qubits_(self) -> int:
+        return 1
+
+
+@dataclass(frozen=True)
+class Template:
+    """A parameterised circuit compiled once for a device, up to its parameters' values.
+
+    Layout and routing depend on the circuit's qubits and two-qubit operations only, so when
+    every parameterised operation is a one-qubit gate they are the same for every point of a
+    sweep: :func:`compile_template` lays out and routes the circuit once with a placeholder
+    for each such gate, and :meth:`bind` puts one point's gates in their places and finishes
+    (merging one-qubit runs, scheduling, durations). The result is exactly
+    ``compile_for_device`` of the circuit resolved at that point
+    (``tests/unit/test_compile.py``): the merge and the schedule, which do depend on the
+    angles (a run that multiplies to the identity is dropped, a half rotation costs fewer
+    pulses), run for every point.
+    """
+
+    circuit: cirq.AbstractCircuit
+    routed: tuple[cirq.Operation, ...]
+    final: tuple[cirq.Operation, ...]
+    swaps: int
+    layout: dict[str, int]
+    gates: tuple[cirq.Gate, ...]
+    device: Device
+
+    resolved: dict[tuple, cirq.Gate] = field(default_factory=dict, compare=False)
+    """Each gate resolved at the values of its parameters seen so far (a grid repeats them)."""
+
+    def bind(self, point: Mapping[str, float]) -> CompiledCircuit:
+        """The circuit compiled at ``point`` (``{parameter: value}``)."""
+        resolver = cirq.ParamResolver(dict(point))
+        gates = [self._resolve(index, resolver) for index in range(len(self.gates))]
+        if not all(cirq.has_unitary(gate) for gate in gates):  # then decomposed: compile it
+            return compile_for_device(cirq.resolve_parameters(self.circuit, resolver), self.device)
+        routed = [
+            gates[op.gate.index].on(*op.qubits) if isinstance(op.gate, _Slot) else op
+            for op in self.routed
+        ]
+        return _finish(routed, list(self.final), self.swaps, self.layout, self.device)
+
+    def _resolve(self, index: int, resolver: cirq.ParamResolver) -> cirq.Gate:
+        gate = self.gates[index]
+        names = sorted(cirq.parameter_names(gate))
+        key = (index, *(resolver.value_of(name) for name in names))
+        if key not in self.resolved:
+            self.resolved[key] = cirq.resolve_parameters(gate, resolver)
+        return self.resolved[key]
+
+
+def compile_template(circuit: cirq.AbstractCircuit, device: Device) -> Template | None:
+    """The circuit laid out and routed once for every point of a sweep (:class:`Template`),
+    or None when a parameterised operation is not an unconditioned one-qubit gate (its
+    decomposition, and so the routing, may depend on the values).
+
+    Raises:
+        CircuitRejected: as :func:`compile_for_device`.
+    """
+    gates: list[cirq.Gate] = []
+    ops: list[cirq.Operation] = []
+    for op in circuit.all_operations():
+        if cirq.is_parameterized(op):
+            if not isinstance(op, cirq.GateOperation) or len(op.qubits) != 1:
+                return None
+            ops.append(_Slot(len(gates)).on(*op.qubits))
+            gates.append(op.gate)
+        else:
+            ops.append(op)
+    placeholders = cirq.Circuit(ops)
+    placement = _place(placeholders, _logical_qubits(placeholders, device), device)
+    routed, final, swaps = _route(_basic_ops(placeholders), placement, device, _entangler(device))
+    layout = {str(q): p for q, p in placement.items()}
+    return Template(circuit, tuple(routed), tuple(final), swaps, layout, tuple(gates), device)
 
 
 LAYOUT_STARTS = 8
@@ -325,6 +431,8 @@ def _place_from(
 
 def _keep(op: cirq.Operation) -> bool:
     inner = op.without_classical_controls()
+    if isinstance(inner.gate, _Slot):
+        return True
     if not inner.qubits:  # a global phase: kept here, dropped by _basic_ops
         return True
     if cirq.is_measurement(inner) or isinstance(inner.gate, cirq.ResetChannel):

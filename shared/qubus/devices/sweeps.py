@@ -3,13 +3,15 @@ sandbox, and every point's noisy run on a QPU node, each in one worker call."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+
+import cirq
 
 from qubus.bus.messages import SandboxEvaluation
 from qubus.circuits import circuit_from_json, circuit_to_json
 from qubus.circuits.simulate import ideal_distribution
-from qubus.circuits.sweeps import resolved
-from qubus.devices.compile import compile_for_device
+from qubus.circuits.sweeps import Resolver
+from qubus.devices.compile import CompiledCircuit, compile_for_device, compile_template
 from qubus.devices.emulation import emulate, emulated_runtime_s
 from qubus.devices.profiles import Device
 from qubus.devices.sandbox import (
@@ -36,17 +38,32 @@ def evaluate_sweep(
     Raises:
         SimulationError: as ``evaluate``, for any point.
     """
-    circuit = circuit_from_json(circuit_json)
-    first = evaluate(task_id, circuit_to_json(resolved(circuit, points[0])), shots, limits)
+    resolver = Resolver(circuit_from_json(circuit_json))
+    first = evaluate(task_id, circuit_to_json(resolver.at(points[0])), shots, limits)
     ideals = [first.ideal]
     norm_error = first.norm_error
     for point in points[1:]:
-        point_circuit = resolved(circuit, point)
+        point_circuit = resolver.at(point)
         check_limits(point_circuit, limits)
         distribution = ideal_distribution(point_circuit, max_qubits=limits.max_qubits)
         norm_error = max(norm_error, check_norm(check_numerics(distribution)))
         ideals.append(most_likely(distribution, limits.max_outcomes))
     return first.model_copy(update={"sweep_ideals": ideals, "norm_error": norm_error})
+
+
+def compiled_points(
+    circuit: cirq.AbstractCircuit, points: Sequence[Mapping[str, float]], device: Device
+) -> Iterator[CompiledCircuit]:
+    """Every point's circuit compiled for the device: laid out and routed once and bound per
+    point (``qubus.devices.compile.Template``) where the circuit's parameters are all in
+    one-qubit gates, each resolved and compiled otherwise."""
+    template = compile_template(circuit, device)
+    resolver = Resolver(circuit) if template is None else None
+    for point in points:
+        if resolver is not None:
+            yield compile_for_device(resolver.at(point), device)
+        else:
+            yield template.bind(point)
 
 
 def run_points(
@@ -65,7 +82,7 @@ def run_points(
         compiled structure, so their durations are equal).
     """
     circuit = circuit_from_json(circuit_json)
-    compiled = [compile_for_device(resolved(circuit, point), device) for point in points]
+    compiled = list(compiled_points(circuit, points, device))
     counts = [
         emulate(each, device, shots, seed=seed, noiseless=noiseless)
         for each, seed in zip(compiled, seeds, strict=True)

@@ -4,8 +4,8 @@ QPUs, distributed tasks included, compared on solution quality and decision time
 The setting follows the QNet-NO experiments: 4–32 QPU nodes on ring-with-chords topologies,
 link fidelities drawn from 0.85–0.95, batches of 8–64 tasks of which some run distributed
 over two linked nodes. Each instance is one batch decided by ``qaoa``, ``greedy_fidelity``,
-``annealing`` and ``milp`` (``qubus.scheduling.allocation``) on the batch objective J at
-λ = ``FIDELITY_WEIGHT_S``; quality is J against its exact minimum
+``hyperscore``, ``annealing`` and ``milp`` (``qubus.scheduling.allocation``) on the batch
+objective J at λ = ``FIDELITY_WEIGHT_S``; quality is J against its exact minimum
 (``qubus.scheduling.decisionspeed.exact_optimum``), time the wall clock of the decision
 (``qubus.scheduling.schedsim.timed_decision``).
 
@@ -25,6 +25,9 @@ What is real and what is modelled:
   ``max(run_j, run_k)`` plus ``e·shots`` pair latencies. As in ``qubus.network.splitplan``, only
   the lead node ``j`` is occupied. This is a model of a split, not ``splitplan``'s partition of
   the circuit.
+- **Scores** (for ``hyperscore``): fusion's rule with the scheduling benchmark's inputs
+  (``qubus.scheduling.schedsim.fusion_score``: QNC the candidate's prediction, whole or
+  distributed, Meta the prior for it) on the idle fleet.
 
 The QNet-NO paper reports a 2.31× advantage of its quantum optimiser; the report gives
 ``greedy J / qaoa J`` and each policy's gap and time as measured here, with no claim that the
@@ -33,17 +36,36 @@ two settings coincide.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from qubus.bus.messages import NodeScore
 from qubus.network.links import LinkPlan, Topology
-from qubus.scheduling.allocation import FIDELITY_WEIGHT_S, Candidate, TaskRequest, get_policy
+from qubus.scheduling.allocation import (
+    FIDELITY_WEIGHT_S,
+    Candidate,
+    TaskRequest,
+    candidate_from_score,
+    get_policy,
+)
 from qubus.scheduling.decisionspeed import exact_optimum
-from qubus.scheduling.schedsim import DEV_QASM, Pair, bench_circuits, fleet, pair_on, timed_decision
+from qubus.scheduling.frontier import weights_for
+from qubus.scheduling.outcomes import calibrate
+from qubus.scheduling.schedsim import (
+    DEV_QASM,
+    Pair,
+    bench_circuits,
+    fleet,
+    fusion_score,
+    pair_on,
+    timed_decision,
+)
+from qubus.scheduling.scoring import DEFAULT_WEIGHTS, Weights
 
 NODES = (4, 8, 16, 32)
 """Fleet sizes."""
@@ -63,18 +85,24 @@ EBITS = 2
 SHOTS = 1000
 """Shots of every task."""
 
-POLICIES = ("qaoa", "greedy_fidelity", "annealing", "milp")
+POLICIES = ("qaoa", "greedy_fidelity", "hyperscore", "annealing", "milp")
 """Policies compared."""
 
 
 @dataclass(frozen=True)
 class Instance:
-    """One batch on one networked fleet."""
+    """One batch on one networked fleet.
+
+    Attributes:
+        requests: The batch, its nodes scored with fusion's default weights.
+        scored: The same batch with the nodes scored with other weights.
+    """
 
     nodes: int
     tasks: int
     distributed: int
     requests: list[TaskRequest]
+    scored: Callable[[Weights], list[TaskRequest]] = field(repr=False, compare=False)
 
 
 def instances(
@@ -111,24 +139,55 @@ def instances(
         }
         usable = [c for c in range(len(circuits)) if any(pairs[c, d].compiled for d in range(n))]
         for size in tasks:
-            chosen = rng.choice(usable, size=size)
+            chosen = rng.choice(usable, size=size).tolist()
             split = set(
                 rng.choice(size, size=int(size * DISTRIBUTED_SHARE), replace=False).tolist()
             )
-            requests = []
-            for i, c in enumerate(chosen):
-                spread = [
-                    _candidate(pairs, int(c), d, ids, partner, distributed=True) for d in range(n)
-                ]
-                if i not in split or not any(candidate.fits for candidate in spread):
-                    split.discard(i)  # a circuit no linked pair of nodes holds runs whole
-                    spread = [
-                        _candidate(pairs, int(c), d, ids, partner, distributed=False)
-                        for d in range(n)
-                    ]
-                requests.append(TaskRequest(task_id=f"q{n}-{size}-t{i:03d}", candidates=spread))
-            out.append(Instance(n, size, len(split), requests))
+            # a circuit no linked pair of nodes holds runs whole
+            split = {
+                i
+                for i in split
+                if any(
+                    _candidate(pairs, chosen[i], d, ids, partner, distributed=True).fits
+                    for d in range(n)
+                )
+            }
+
+            scored = functools.partial(
+                _requests,
+                prefix=f"q{n}-{size}",
+                chosen=chosen,
+                split=split,
+                pairs=pairs,
+                ids=ids,
+                partner=partner,
+            )
+            out.append(Instance(n, size, len(split), scored(DEFAULT_WEIGHTS), scored))
     return out
+
+
+def _requests(
+    weights: Weights,
+    *,
+    prefix: str,
+    chosen: list[int],
+    split: set[int],
+    pairs: dict[tuple[int, int], Pair],
+    ids: list[str],
+    partner: dict[str, tuple[int, LinkPlan]],
+) -> list[TaskRequest]:
+    """The batch of circuits ``chosen``, those in ``split`` distributed, its nodes scored with
+    ``weights``."""
+    return [
+        TaskRequest(
+            task_id=f"{prefix}-t{i:03d}",
+            candidates=[
+                _candidate(pairs, c, d, ids, partner, distributed=i in split, weights=weights)
+                for d in range(len(ids))
+            ],
+        )
+        for i, c in enumerate(chosen)
+    ]
 
 
 def _candidate(
@@ -139,7 +198,10 @@ def _candidate(
     partner: dict[str, tuple[int, LinkPlan]],
     *,
     distributed: bool,
+    weights: Weights = DEFAULT_WEIGHTS,
 ) -> Candidate:
+    """Node ``d`` for circuit ``c``, whole or distributed (module docstring), scored by
+    fusion's rule with ``weights`` on the idle fleet (Meta: the prior for its prediction)."""
     here = pairs[c, d]
     fidelity, run = here.predicted, here.run_s
     fits = here.compiled is not None
@@ -149,16 +211,21 @@ def _candidate(
         fits = fits and there.compiled is not None
         fidelity = here.predicted * there.predicted * plan.fidelity**EBITS
         run = max(here.run_s, there.run_s) + EBITS * SHOTS * plan.latency_s
-    return Candidate(
-        node=ids[d],
-        fits=fits,
-        available=True,
-        queue_depth=0,
-        expected_completion_s=run,
-        predicted_fidelity=min(1.0, fidelity),
-        hyperscore=0.0,
-        run_s=run,
-        reason="" if fits else "the circuit does not fit",
+    if not fits:
+        return candidate_from_score(
+            NodeScore(node=ids[d], eligible=False, reason="the circuit does not fit")
+        )
+    fidelity = min(1.0, fidelity)
+    return candidate_from_score(
+        fusion_score(
+            ids[d],
+            predicted=fidelity,
+            meta=calibrate(None, fidelity).meta,
+            ready=0.0,
+            run_s=run,
+            depth=0,
+            weights=weights,
+        )
     )
 
 
@@ -170,12 +237,10 @@ def run_qnet(*, seed: int = 1, qasm_dir: Path | None = DEV_QASM) -> dict[str, An
         figures = {}
         optimum = None
         for name in POLICIES:
-            problem, assignment, ms = timed_decision(
-                get_policy(name), instance.requests, lam=FIDELITY_WEIGHT_S
-            )
-            optimum = optimum if optimum is not None else exact_optimum(problem)
-            objective = problem.objective(assignment)
-            figures[name] = {"objective": objective, "gap": objective / optimum - 1, "ms": ms}
+            timed = timed_decision(get_policy(name), instance.requests, lam=FIDELITY_WEIGHT_S)
+            optimum = optimum if optimum is not None else exact_optimum(timed.problem)
+            objective = timed.problem.objective(timed.assignment)
+            figures[name] = {"objective": objective, "gap": objective / optimum - 1, "ms": timed.ms}
         rows.append(
             {
                 "nodes": instance.nodes,
@@ -196,8 +261,10 @@ def qnet_frontier(
     lambdas: Sequence[float], *, seed: int = 1, qasm_dir: Path | None = DEV_QASM
 ) -> dict[str, Any]:
     """The fidelity–time frontier of one QNet-NO instance (``FRONTIER_INSTANCE``), in the
-    shape of ``qubus.scheduling.frontier.sweep``: annealing swept along λ, the other policies
-    (but hyperscore: these candidates carry no fusion score) as points at the default λ.
+    shape of ``qubus.scheduling.frontier.sweep``: annealing swept along λ, hyperscore along
+    the weights' time reference scaled to the same worth of fidelity
+    (``qubus.scheduling.frontier.weights_for``), the other policies as points at the
+    default λ.
 
     Figures are the decision's own predictions on the idle fleet, not a replay with measured
     fidelities: mean and maximum completion time of the batch's schedule (throughput = tasks
@@ -206,17 +273,24 @@ def qnet_frontier(
     nodes, tasks = FRONTIER_INSTANCE
     (instance,) = instances(nodes=(nodes,), tasks=(tasks,), seed=seed, qasm_dir=qasm_dir)
     points = {
-        name: _predicted(instance, name, FIDELITY_WEIGHT_S)
+        name: _predicted(instance.requests, name, FIDELITY_WEIGHT_S)
         for name in ("round_robin", "least_loaded", "greedy_fidelity", "milp", "qaoa")
     }
     sweeps = {
-        "annealing": [{"lam": lam, **_predicted(instance, "annealing", lam)} for lam in lambdas]
+        "annealing": [
+            {"lam": lam, **_predicted(instance.requests, "annealing", lam)} for lam in lambdas
+        ],
+        "hyperscore": [
+            {"lam": lam, **_predicted(instance.scored(weights_for(lam)), "hyperscore", lam)}
+            for lam in lambdas
+        ],
     }
     return {"points": points, "sweeps": sweeps}
 
 
-def _predicted(instance: Instance, name: str, lam: float) -> dict[str, float]:
-    problem, assignment, _ = timed_decision(get_policy(name), instance.requests, lam=lam)
+def _predicted(requests: list[TaskRequest], name: str, lam: float) -> dict[str, float]:
+    timed = timed_decision(get_policy(name), requests, lam=lam)
+    problem, assignment = timed.problem, timed.assignment
     completions = problem.completions(assignment)
     fidelity = float(problem.fidelity[np.arange(problem.n), assignment].mean())
     return {

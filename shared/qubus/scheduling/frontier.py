@@ -11,7 +11,7 @@ and the error rate of the measured fidelities (real noisy emulations, cached).
 Two workloads are swept: the one given, and the same with wide task lengths
 (``Workload.task_shots = "wide"``: shots drawn from 100 to 100,000; source in
 ``qubus.scheduling.schedsim``); the command line adds the QNet-NO setting
-(``qubus.network.qnetbench.qnet_frontier``: annealing only, predicted figures of one batch).
+(``qubus.network.qnetbench.qnet_frontier``: predicted figures of one batch).
 For each workload the report says which settings meet the AHMO claims against
 ``round_robin`` (≥ 35% higher throughput and ≥ 22% lower error rate) and the Qonductor claim
 against ``least_loaded`` (mean completion ≤ 0.52× at ≤ 3% fidelity cost).

@@ -56,8 +56,9 @@ mean measured fidelity (and the error rate 1 − it), utilisation (time the node
 workload's tasks / (nodes × makespan); background jobs excluded), the longest wait of a task
 (completion − arrival − its run) and of the longest tenth of the tasks by run time (whether
 long tasks starve), mean decision time per batch
-(wall clock: noisy on a shared machine; building the batch's cost matrix and the policy's
-placement, not the explanations worked out after it), and the batch objective J of
+(wall clock, the fastest of ``TIMING_RUNS`` runs as the machine may be shared: building the
+batch's cost matrix, ``build_ms`` of it, and the policy's placement, not the explanations
+worked out after it), and the batch objective J of
 ``qubus.scheduling.allocation`` summed over the batches. Each batch a policy decides is also solved
 by ``milp``: ``objective_gap_mean``/``objective_gap_max`` are the policy's J over milp's J − 1 on
 the same batch, and ``milp_speedup`` milp's decision time over the policy's on those batches.
@@ -107,6 +108,7 @@ from qubus.scheduling.allocation import (
     get_policy,
     place,
 )
+from qubus.scheduling.nodeorder import next_to_run
 from qubus.scheduling.outcomes import calibrate
 from qubus.scheduling.scoring import DEFAULT_WEIGHTS, ScoreInputs, Weights, score
 
@@ -223,6 +225,7 @@ class PolicyRun:
     nodes: list[int] = field(default_factory=list)
     finish: list[float] = field(default_factory=list)
     decision_ms: list[float] = field(default_factory=list)
+    build_ms: list[float] = field(default_factory=list)
     objective: list[float] = field(default_factory=list)
     milp_objective: list[float] = field(default_factory=list)
     milp_ms: list[float] = field(default_factory=list)
@@ -599,32 +602,17 @@ class Bench:
         return emulated_runtime_s(pair.compiled, self.devices[d], task.shots)
 
     def _score(self, pair: Pair, node: str, ready: float, depth: int, run_s: float) -> NodeScore:
-        """Fusion's score of a node for a task with this bench's weights
-        (``qubus.scheduling.scoring``; module docstring)."""
+        """Fusion's score of a node for a task with this bench's weights (``fusion_score``)."""
         if pair.compiled is None:
             return NodeScore(node=node, eligible=False, reason="the circuit does not fit")
-        completion = ready + run_s
-        breakdown = score(
-            ScoreInputs(
-                logic_score=1.0,
-                novelty=0.0,
-                impact=0.0,
-                repro=1.0,
-                meta=pair.meta,
-                qnc=pair.predicted,
-                expected_completion_s=completion,
-            ),
-            self.weights,
-        )
-        return NodeScore(
-            node=node,
-            eligible=True,
-            predicted_fidelity=pair.predicted,
-            expected_completion_s=completion,
-            expected_run_s=run_s,
-            queue_depth=depth,
-            hyperscore=breakdown.hyperscore,
-            terms={**breakdown.terms, "time_penalty": breakdown.time_penalty},
+        return fusion_score(
+            node,
+            predicted=pair.predicted,
+            meta=pair.meta,
+            ready=ready,
+            run_s=run_s,
+            depth=depth,
+            weights=self.weights,
         )
 
     def replay(self, policy_name: str, *, reference: bool = True) -> PolicyRun:
@@ -640,14 +628,16 @@ class Bench:
         for t, members in self.batches:
             queues.advance(t)
             requests = self.requests(members, t, queues.backlog_end(), queues.finishes(t))
-            problem, chosen, elapsed_ms = timed_decision(policy, requests, lam=lam)
-            run.decision_ms.append(elapsed_ms)
+            timed = timed_decision(policy, requests, lam=lam, runs=TIMING_RUNS)
+            problem, chosen = timed.problem, timed.assignment
+            run.decision_ms.append(timed.ms)
+            run.build_ms.append(timed.build_ms)
             decisions = _decisions(explain(policy, problem, chosen, {}), policy_name)
             run.objective.append(problem.objective(chosen))
             if reference:
-                _, optimum, elapsed_ms = timed_decision(milp, requests, lam=lam)
-                run.milp_ms.append(elapsed_ms)
-                run.milp_objective.append(problem.objective(optimum))
+                optimum = timed_decision(milp, requests, lam=lam, runs=TIMING_RUNS)
+                run.milp_ms.append(optimum.ms)
+                run.milp_objective.append(problem.objective(optimum.assignment))
             for member, decision in sorted(
                 zip(members, decisions, strict=True), key=lambda p: p[1].position
             ):
@@ -662,7 +652,7 @@ class Bench:
 class _Queued:
     task: int
     earliest: float
-    decided: float
+    since: float  # when it was decided
     run_s: float
 
 
@@ -670,12 +660,13 @@ class Queues:
     """The nodes' run queues in simulated time, in the order ``Workload.node_order`` gives.
 
     ``fifo``: a node runs its tasks in the order they were decided (within a batch, the
-    decision's run order, shortest first). ``spt``: whenever a node frees up it starts the
-    shortest of the waiting tasks that may start then (or, if none may, of those that may
-    start first), across batches; among those, a task waiting longer than
-    ``Workload.starve_after_s`` since its decision goes first (the longest waiting first), so
-    long tasks are not starved. A task never starts before ``earliest`` (the background jobs
-    pending when it reached the node). Once started, a task's place is fixed.
+    decision's run order, shortest first). ``spt``: whenever a node frees up it picks among
+    the waiting tasks that may start then (or, if none may, those that may start first) by
+    the live nodes' rule, ``qubus.scheduling.nodeorder.next_to_run``: the shortest, unless
+    one has waited longer than ``Workload.starve_after_s`` since its decision (the longest
+    waiting of those first), so long tasks are not starved. A task never starts before
+    ``earliest`` (the background jobs pending when it reached the node). Once started, a
+    task's place is fixed.
 
     Args:
         workload: The discipline and its bound.
@@ -714,10 +705,7 @@ class Queues:
         if not ready:  # the node idles until the first task may start
             first = min(q.earliest for q in waiting)
             ready = [q for q in waiting if q.earliest == first]
-        starving = [q for q in ready if now - q.decided > self.bound]
-        if starving:
-            return min(starving, key=lambda q: q.decided)
-        return min(ready, key=lambda q: q.run_s)
+        return next_to_run(ready, now, self.bound)
 
     def backlog_end(self) -> list[float]:
         """When each node would finish everything it holds (its waiting tasks in the order
@@ -738,23 +726,100 @@ class Queues:
         ]
 
 
+TIMING_RUNS = 3
+"""A decision is timed as the fastest of up to this many runs (the machine may be shared);
+a run slower than ``TIMING_ONCE_MS`` is not repeated."""
+
+TIMING_ONCE_MS = 1000.0
+"""A decision slower than this (milp on a large batch, qaoa) is timed once."""
+
+
+@dataclass(frozen=True)
+class TimedDecision:
+    """A batch decided, and the wall-clock milliseconds it took: the batch's problem (its
+    cost matrix) built once, then the policy's placement. The explanations, worked out
+    afterwards, are not counted."""
+
+    problem: Problem
+    assignment: list[int]
+    build_ms: float
+    place_ms: float
+
+    @property
+    def ms(self) -> float:
+        """The whole decision: ``build_ms + place_ms``."""
+        return self.build_ms + self.place_ms
+
+
 def timed_decision(
-    policy: Policy, requests: Sequence[TaskRequest], *, lam: float
-) -> tuple[Problem, list[int], float]:
-    """A batch decided: its problem, the policy's assignment and the wall-clock milliseconds
-    the decision took (the cost matrix built once, then the policy's placement; the
-    explanations, worked out afterwards, are not counted).
+    policy: Policy, requests: Sequence[TaskRequest], *, lam: float, runs: int = 1
+) -> TimedDecision:
+    """A batch decided, timed as the fastest of ``runs`` runs (policies are deterministic:
+    every run places alike); a run slower than ``TIMING_ONCE_MS`` ends the repeats.
 
     Raises:
         QubusError: ``bench.rejected`` if a task of the batch fits no node.
     """
-    started = time.perf_counter()
-    problem, rejected = build_problem(requests, lam=lam)
-    if problem is None or rejected:
-        reason = next(iter(rejected.values())).message if rejected else "empty batch"
-        raise QubusError(f"{policy.name} rejected a task: {reason}", code="bench.rejected")
-    assignment = place(policy, problem)
-    return problem, assignment, (time.perf_counter() - started) * 1000
+    fastest: TimedDecision | None = None
+    for _ in range(runs):
+        started = time.perf_counter()
+        problem, rejected = build_problem(requests, lam=lam)
+        built = time.perf_counter()
+        if problem is None or rejected:
+            reason = next(iter(rejected.values())).message if rejected else "empty batch"
+            raise QubusError(f"{policy.name} rejected a task: {reason}", code="bench.rejected")
+        assignment = place(policy, problem)
+        timed = TimedDecision(
+            problem,
+            assignment,
+            (built - started) * 1000,
+            (time.perf_counter() - built) * 1000,
+        )
+        if fastest is None or timed.ms < fastest.ms:
+            fastest = timed
+        if timed.ms > TIMING_ONCE_MS:
+            break
+    assert fastest is not None, "runs must be at least 1"
+    return fastest
+
+
+def fusion_score(
+    node: str,
+    *,
+    predicted: float,
+    meta: float,
+    ready: float,
+    run_s: float,
+    depth: int,
+    weights: Weights,
+) -> NodeScore:
+    """Fusion's score of an eligible node for a task predicted to reach ``predicted`` there,
+    with Meta ``meta``, starting after ``ready`` seconds and running ``run_s``
+    (``qubus.scheduling.scoring``; logic score 1, ΔRepro 1, novelty and priority 0: module
+    docstring)."""
+    completion = ready + run_s
+    breakdown = score(
+        ScoreInputs(
+            logic_score=1.0,
+            novelty=0.0,
+            impact=0.0,
+            repro=1.0,
+            meta=meta,
+            qnc=predicted,
+            expected_completion_s=completion,
+        ),
+        weights,
+    )
+    return NodeScore(
+        node=node,
+        eligible=True,
+        predicted_fidelity=predicted,
+        expected_completion_s=completion,
+        expected_run_s=run_s,
+        queue_depth=depth,
+        hyperscore=breakdown.hyperscore,
+        terms={**breakdown.terms, "time_penalty": breakdown.time_penalty},
+    )
 
 
 def pair_on(circuit: BenchCircuit, device: Device, shots: int) -> Pair:
@@ -826,6 +891,7 @@ def figures(bench: Bench, run: PolicyRun, measurements: Measurements) -> dict[st
     return {
         **outcome_figures(bench, run, measurements),
         "decision_ms": float(np.mean(run.decision_ms)),
+        "build_ms": float(np.mean(run.build_ms)),
         "objective": float(sum(run.objective)),
         "objective_gap_mean": float(np.mean(gaps)),
         "objective_gap_max": float(np.max(gaps)),
@@ -930,7 +996,8 @@ def goals(result: dict[str, Any]) -> list[Goal]:
             ("hyperscore", "least_loaded"),
             lambda: vs_least_loaded("hyperscore", p["hyperscore"], p["least_loaded"]),
         ),
-        (("hyperscore", "milp"), lambda: _vs_milp(p["hyperscore"])),
+        (("hyperscore", "milp"), lambda: _vs_milp("hyperscore", p["hyperscore"])),
+        (("annealing", "milp"), lambda: _vs_milp("annealing", p["annealing"])),
     ]
     return [check() for needed, check in checks if all(name in p for name in needed)]
 
@@ -957,10 +1024,11 @@ def vs_least_loaded(name: str, hs: dict[str, float], ll: dict[str, float]) -> Go
     )
 
 
-def _vs_milp(hs: dict[str, float]) -> Goal:
+def _vs_milp(name: str, figs: dict[str, float]) -> Goal:
     return Goal(
-        "hyperscore vs milp: within 2% of the batch objective per batch, deciding ≥ 100× faster",
-        f"worst batch {hs['objective_gap_max']:+.1%} (mean {hs['objective_gap_mean']:+.1%}), "
-        f"{hs['milp_speedup']:.0f}× faster (median over batches)",
-        hs["objective_gap_max"] <= 0.02 and hs["milp_speedup"] >= 100,
+        f"{name} vs milp: within 2% of the batch objective per batch, deciding ≥ 100× faster",
+        f"worst batch {figs['objective_gap_max']:+.1%} (mean {figs['objective_gap_mean']:+.1%}), "
+        f"{figs['milp_speedup']:.0f}× faster (median over batches; {figs['decision_ms']:.3f} ms "
+        f"a batch, {figs['build_ms']:.3f} ms of it building the cost matrix)",
+        figs["objective_gap_max"] <= 0.02 and figs["milp_speedup"] >= 100,
     )

@@ -47,14 +47,27 @@ bits can satisfy (``c == 5`` or ``c > 3`` on a 2-bit register; a register of ``k
 first token. Bits not measured before a condition hold their initial 0 and are substituted:
 ``if (c == 1)`` after measuring only ``c[0]`` reads ``Eq(c_0, 1)``; a condition left always
 true is dropped, and an operation under one left always false is not emitted. Gate parameters
-are always evaluated to floats: no sympy expression is left in the circuit.
+are evaluated to floats, except those that depend on an ``input`` parameter.
+
+Parameters (OpenQASM 3). ``input float[64] theta;`` (or ``input float theta;``, ``input angle
+theta;``) declares a parameter whose values a sweep gives (``qubus submit FILE --sweep
+PARAMS.json``): an expression using it becomes a sympy expression of ``Symbol("theta")`` (with
+``sin`` ... ``arctan`` as sympy's), and the circuit is parameterised as a Cirq one would be.
+Inputs may be used in the parameters of gate calls at top level, also of gates the program
+defines (their bodies see only their own parameters, ``qasm.undeclared`` otherwise); a gate
+whose expansion needs numbers (``U`` under ``ctrl @``, ``cu``, anything under ``inv @``) is
+refused with ``qasm.parameter``, as is an input in a ``pow(k)`` exponent or a ``ctrl(n)``
+count. Other input types (``int``, ``bit``...) are ``qasm.unsupported``; ``input`` in an
+``OPENQASM 2.0`` program is ``qasm.version``. OpenQASM 2 has no parameters: a free identifier
+stays ``qasm.undeclared`` (a typo must not become a parameter), and the message says how to
+declare one in OpenQASM 3.
 
 OpenQASM 3 subset: ``qubit``/``bit`` declarations (with ``= measure`` initialisers), old-style
 ``qreg``/``creg``, ``c = measure q;`` and ``measure q -> c;``, gate definitions, the modifiers
 ``ctrl @``, ``negctrl @``, ``inv @``, ``pow(k) @`` (non-integer ``k`` on a single gate only) and
 ``gphase``, ``if``/``else`` with blocks, ``reset``, ``barrier``. ``stdgates.inc`` also
 provides ``sxdg``, which exporters use with it (a program may still define it once). Loops,
-subroutines, classical variables, pulse-level code, ``input``/``output``, register slices,
+subroutines, classical variables, pulse-level code, ``output``, register slices,
 physical qubits (``$0``) and conditional measurements are rejected with ``qasm.unsupported``
 naming the construct.
 
@@ -69,7 +82,7 @@ Error codes: ``qasm.syntax``, ``qasm.version``, ``qasm.undeclared``, ``qasm.unkn
 parameters or qubits),
 ``qasm.redeclared``, ``qasm.size_mismatch`` (broadcast over registers of different sizes),
 ``qasm.condition_range`` (a comparison that no value of its bits satisfies: ``c == 5`` on a
-2-bit register),
+2-bit register), ``qasm.parameter`` (an ``input`` where a constant is needed),
 ``qasm.duplicate_qubit``, ``qasm.include`` (unknown include file), ``qasm.math`` (an expression
 that cannot be evaluated, e.g. a division by zero), ``qasm.too_large`` (beyond
 ``MAX_OPERATIONS``, ``MAX_REGISTER_SIZE`` or Python's recursion limit: small texts must not

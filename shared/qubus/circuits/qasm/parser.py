@@ -52,7 +52,6 @@ _UNSUPPORTED = {
     "defcal": "defcal pulse calibrations",
     "defcalgrammar": "defcalgrammar declarations",
     "cal": "cal pulse blocks",
-    "input": "input declarations",
     "output": "output declarations",
     "switch": "switch statements",
     "box": "box statements",
@@ -97,6 +96,20 @@ _FUNCTIONS: dict[str, Callable[[float], float]] = {
     "arccos": math.acos,
     "arctan": math.atan,
 }
+#: The same functions of an expression over ``input`` parameters.
+_SYMBOLIC_FUNCTIONS: dict[str, Callable[[sympy.Expr], sympy.Expr]] = {
+    "sin": sympy.sin,
+    "cos": sympy.cos,
+    "tan": sympy.tan,
+    "exp": sympy.exp,
+    "ln": sympy.log,
+    "sqrt": sympy.sqrt,
+    "arcsin": sympy.asin,
+    "arccos": sympy.acos,
+    "arctan": sympy.atan,
+}
+#: The types an ``input`` declaration may have: real numbers, which a sweep's points give.
+_INPUT_TYPES = ("float", "angle")
 
 
 @dataclass(frozen=True)
@@ -177,6 +190,11 @@ class _Parser:
         #: The operations of each unconditioned gate-call statement read so far, by its tokens'
         #: texts (see ``parse_gate_call``); emptied whenever a gate is (re)defined.
         self.statements: dict[tuple[str, ...], _Statement] = {}
+        #: The program's ``input`` parameters, by name (OpenQASM 3).
+        self.inputs: dict[str, sympy.Symbol] = {}
+        self.version = 3
+        #: Whether a gate definition's body is being read (it sees only its own parameters).
+        self.in_gate_body = False
 
     # -- token helpers ------------------------------------------------------------------------
 
@@ -247,6 +265,7 @@ class _Parser:
         if not _VERSION_RE.fullmatch(version.text):
             message = f"OpenQASM version {version.text!r} is not supported: only 2.0 and 3.x are"
             self.fail(version, message, "qasm.version")
+        self.version = int(version.text[0])
         self.end_statement()
 
     def parse_statement(self, conditions: tuple[cirq.Condition, ...]) -> None:
@@ -329,8 +348,32 @@ class _Parser:
             self.fail(token, message, "qasm.too_large")
         return size
 
+    def parse_input(self) -> None:
+        """``input float[64] name;`` (or ``angle``): a parameter whose values a sweep gives."""
+        keyword = self.advance()
+        if self.version < 3:
+            message = "input declarations need OpenQASM 3 (OPENQASM 3.0;)"
+            self.fail(keyword, message, "qasm.version")
+        kind = self.expect_kind("id", "an input type")
+        if kind.text not in _INPUT_TYPES:
+            self.fail(
+                kind,
+                f"input of type '{kind.text}' is not supported: only float and angle inputs, "
+                "which a sweep's points give",
+                "qasm.unsupported",
+            )
+        if self.accept("["):
+            self.parse_size()
+            self.expect("]")
+        name = self.expect_kind("id", "an input name")
+        taken = (self.registers, self.gates, self.inputs, _CONSTANTS, _FUNCTIONS)
+        if any(name.text in names for names in taken):
+            self.fail(name, f"'{name.text}' is already declared", "qasm.redeclared")
+        self.inputs[name.text] = sympy.Symbol(name.text)
+        self.end_statement()
+
     def declare(self, name: Token, size: int | None, *, quantum: bool) -> None:
-        if name.text in self.registers or name.text in self.gates:
+        if name.text in self.registers or name.text in self.gates or name.text in self.inputs:
             self.fail(name, f"'{name.text}' is already declared", "qasm.redeclared")
         register = _Register(name.text, size, quantum)
         self.registers[name.text] = register
@@ -356,8 +399,10 @@ class _Parser:
             self.fail(self.peek(), f"gate '{name.text}' needs at least one qubit argument")
         self.expect("{")
         body: list[GateCall] = []
+        self.in_gate_body = True
         while not self.accept("}"):
             body.append(self.parse_body_call(set(params), set(qubits)))
+        self.in_gate_body = False
         size = sum(self.expansion_size(call.name) for call in body)
         self.gates[name.text] = GateDef(name.text, tuple(params), tuple(qubits), tuple(body), size)
         self.statements.clear()
@@ -465,7 +510,7 @@ class _Parser:
         return total
 
     def constant_int(self, expr: Expr, token: Token) -> int:
-        value = self.evaluate(expr, {}, token)
+        value = self.numeric(self.evaluate(expr, {}, token), token, "the ctrl(n) count")
         if value != int(value):
             self.fail(token, f"expected an integer, got {value}", "qasm.math")
         return int(value)
@@ -514,22 +559,41 @@ class _Parser:
             name = token.text
             if name in params:
                 return lambda env: env[name]
+            if name in self.inputs and not self.in_gate_body:
+                symbol = self.inputs[name]
+                return lambda _env: symbol
             if name in _CONSTANTS:
                 value = _CONSTANTS[name]
                 return lambda _env: value
             if name in _FUNCTIONS:
-                function = _FUNCTIONS[name]
+                function, symbolic = _FUNCTIONS[name], _SYMBOLIC_FUNCTIONS[name]
                 self.expect("(", f"'(' after {name}")
                 argument = self.parse_expression(params)
                 self.expect(")")
-                return lambda env: function(argument(env))
-            self.fail(token, f"unknown identifier '{name}' in expression", "qasm.undeclared")
+
+                def call(env: Mapping[str, float]) -> float:
+                    value = argument(env)
+                    return symbolic(value) if isinstance(value, sympy.Basic) else function(value)
+
+                return call
+            hint = ""
+            if name in self.inputs:
+                hint = ": a gate definition sees only its own parameters"
+            elif self.version < 3:
+                hint = " (OpenQASM 2 has no parameters: declare one with `input float[64] NAME;`"
+                hint += " in OpenQASM 3)"
+            message = f"unknown identifier '{name}' in expression{hint}"
+            self.fail(token, message, "qasm.undeclared")
         found = token.text or "end of input"
         self.fail(token, f"expected an expression, found {found!r}")
 
     def evaluate(self, expr: Expr, env: Mapping[str, float], token: Token) -> float:
+        """The expression's value: a number, or a sympy expression of ``input`` parameters."""
         try:
-            value = float(expr(env))
+            value = expr(env)
+            if isinstance(value, sympy.Basic) and value.free_symbols:
+                return value
+            value = float(value)
         except (ArithmeticError, ValueError, TypeError) as error:
             self.fail(token, f"cannot evaluate a parameter of '{token.text}': {error}", "qasm.math")
         if not math.isfinite(value):
@@ -570,12 +634,21 @@ class _Parser:
         calls = self.broadcast(refs)
         size = self.expansion_size(call.name) * len(calls)
         self.check_size(size, name)
-        ops = [
-            _operation(gate, targets)
-            for qubits in calls
-            for gate, targets, _phase in self.expand(call, params, qubits, {})
-            if gate is not None
-        ]
+        try:
+            ops = [
+                _operation(gate, targets)
+                for qubits in calls
+                for gate, targets, _phase in self.expand(call, params, qubits, {})
+                if gate is not None
+            ]
+        except (TypeError, ValueError):  # a gate that needs numbers was given an input
+            if not any(isinstance(p, sympy.Basic) for p in params):
+                raise
+            message = (
+                f"gate '{name.text}' cannot take an input parameter here (inputs run in "
+                "rotations such as rx, ry, rz, p and gates built from them)"
+            )
+            self.fail(name, message, "qasm.parameter")
         if conditions:
             for op in ops:
                 self.emit(op, conditions)
@@ -635,7 +708,16 @@ class _Parser:
             items.extend(self.expand(call, values, targets, env))
         return items
 
+    def numeric(self, value: float, token: Token, what: str) -> float:
+        """``value``, ``what`` of the call at ``token``, which must not depend on an
+        ``input`` parameter."""
+        if isinstance(value, sympy.Basic):
+            message = f"{what} of '{token.text}' must be a constant, not an input"
+            self.fail(token, message, "qasm.parameter")
+        return value
+
     def power(self, items: list[Item], exponent: float, token: Token) -> list[Item]:
+        exponent = self.numeric(exponent, token, "the pow(k) exponent")
         if exponent == int(exponent):
             base = items if exponent >= 0 else invert(items)
             self.check_size(len(base) * int(abs(exponent)), token)
@@ -978,6 +1060,7 @@ class _Parser:
         "qubit": parse_new_declaration,
         "bit": parse_new_declaration,
         "gate": parse_gate_definition,
+        "input": parse_input,
         "OPENQASM": lambda self: self.fail(self.peek(), "the version line must come first"),
     }
 

@@ -335,7 +335,9 @@ class Problem:
     @cached_property
     def option_lists(self) -> list[list[int]]:
         """Per task, the indices of the nodes it may go to, as a list."""
-        return [np.flatnonzero(row).tolist() for row in self.allowed]
+        columns = np.nonzero(self.allowed)[1].tolist()
+        ends = np.cumsum(self.allowed.sum(axis=1)).tolist()
+        return [columns[start:end] for start, end in zip([0, *ends], ends, strict=False)]
 
     def options(self, i: int) -> np.ndarray:
         """Indices of the nodes task ``i`` may go to."""
@@ -373,80 +375,98 @@ class Problem:
         return float(np.minimum(self.run[i, j], self.run[list(others), j]).sum())
 
 
+_FIGURES = attrgetter(
+    "fits",
+    "available",
+    "run_s",
+    "expected_completion_s",
+    "predicted_fidelity",
+    "hyperscore",
+    "time_rate",
+)
+"""A candidate's figures, in the order ``build_problem`` reads them as one row of floats."""
+
+
 def build_problem(
     requests: Sequence[TaskRequest], *, lam: float = FIDELITY_WEIGHT_S
 ) -> tuple[Problem | None, dict[int, QubusError]]:
     """The batch's problem, and the tasks that cannot be placed (by batch index).
+
+    Every candidate of the batch is read once, as a row of one array; the constraints and
+    the matrices are whole-array operations on it. The error of a task that cannot be placed
+    is worked out by ``eligible``.
 
     Returns:
         The problem over the placeable tasks (None if there is none), and the errors of the
         others: ``alloc.no_fit`` (``CircuitRejected``) when no node can take a task,
         ``alloc.duplicate_node`` when its candidates repeat a node.
     """
-    placeable: list[tuple[TaskRequest, dict[str, Candidate]]] = []
+    flat = [c for request in requests for c in request.candidates]
+    figures = np.array([_FIGURES(c) for c in flat], dtype=float).reshape(len(flat), 7)
+    owner = np.repeat(np.arange(len(requests)), [len(r.candidates) for r in requests])
+    floor = [-np.inf if r.fidelity_floor is None else r.fidelity_floor for r in requests]
+    # fits, available and not below the task's floor
+    usable = (figures[:, 0] * figures[:, 1] > 0) & (figures[:, 4] >= np.array(floor)[owner])
+    placeable = np.bincount(owner[usable], minlength=len(requests)) > 0
     rejected: dict[int, QubusError] = {}
     for index, request in enumerate(requests):
+        candidates = request.candidates
+        if placeable[index] and len({c.node for c in candidates}) == len(candidates):
+            continue
+        placeable[index] = False
         try:
-            options = eligible(_apply_floor(request))
+            eligible(_apply_floor(request))
         except QubusError as exc:
             rejected[index] = exc
-            continue
-        placeable.append((request, {c.node: c for c in options}))
-    if not placeable:
+    if not placeable.any():
         return None, rejected
-    nodes = tuple(sorted({node for _, options in placeable for node in options}))
-    shape = (len(placeable), len(nodes))
-    allowed = np.zeros(shape, dtype=bool)
-    names = ("run", "queue", "fidelity", "hyperscore", "rate", "completion")
-    grids = {name: np.zeros(shape) for name in names}
-    for i, (_, options) in enumerate(placeable):
-        for j, node in enumerate(nodes):
-            c = options.get(node)
-            if c is None:
-                continue
-            allowed[i, j] = True
-            for name, value in zip(
-                grids,
-                (
-                    c.run_s,
-                    c.queue_s,
-                    c.predicted_fidelity,
-                    c.hyperscore,
-                    c.time_rate,
-                    c.expected_completion_s,
-                ),
-                strict=True,
-            ):
-                grids[name][i, j] = value
-    ready = grids["queue"].max(axis=0)
-    late = np.zeros(len(placeable), dtype=bool)
-    for i, (request, _) in enumerate(placeable):
-        if request.deadline_s is None:
-            continue
-        finish = np.where(allowed[i], ready + grids["run"][i], np.inf)
-        in_time = finish <= request.deadline_s
-        if in_time.any():
-            allowed[i] = in_time
-        else:  # the earliest finish only (the first node by id on a tie)
-            late[i] = True
-            allowed[i] = False
-            allowed[i, np.argmin(finish)] = True
-    scale = np.array([PREFERENCES[request.prefer or "balanced"] for request, _ in placeable])
+    kept = np.flatnonzero(usable & placeable[owner])
+    names = [flat[k].node for k in kept.tolist()]
+    nodes = tuple(sorted(set(names)))
+    column = {node: j for j, node in enumerate(nodes)}
+    tasks = tuple(r for r, keep in zip(requests, placeable.tolist(), strict=True) if keep)
+    # One layer per figure, tasks × nodes; zero where the task may not go.
+    grids = np.zeros((7, len(tasks), len(nodes)))
+    grids[:, (np.cumsum(placeable) - 1)[owner[kept]], [column[n] for n in names]] = figures[kept].T
+    allowed = grids[0] > 0
+    _, _, run, completion, fidelity, hyperscore, rate = grids
+    ready = np.maximum(0.0, completion - run).max(axis=0)
+    late = _apply_deadlines(tasks, allowed, ready + run)
+    scale = np.array([PREFERENCES[t.prefer or "balanced"] for t in tasks])
     # A task weighing fidelity ``scale`` times more: its hyperscore falls ``scale`` times more
     # slowly with completion time (the time reference scaled as λ is).
-    rate = grids["rate"] / scale[:, None]
-    hyperscore = grids["hyperscore"] * np.exp((grids["rate"] - rate) * grids["completion"])
+    task_rate = rate / scale[:, None]
     problem = Problem(
-        tasks=tuple(request for request, _ in placeable),
+        tasks=tasks,
         nodes=nodes,
         allowed=allowed,
-        run=grids["run"],
+        run=run,
         ready=ready,
-        fidelity=grids["fidelity"],
-        hyperscore=hyperscore,
-        time_rate=rate,
+        fidelity=fidelity,
+        hyperscore=hyperscore * np.exp((rate - task_rate) * completion),
+        time_rate=task_rate,
         late=late,
         lam=lam,
         task_lam=lam * scale,
     )
     return problem, rejected
+
+
+def _apply_deadlines(
+    tasks: Sequence[TaskRequest], allowed: np.ndarray, finish: np.ndarray
+) -> np.ndarray:
+    """Restricts ``allowed`` (in place) to the nodes where each task with a deadline finishes
+    in time (``finish``: right after the node's backlog) or, when none can, to the one where
+    it finishes earliest (the first node by id on a tie); returns which tasks are late so."""
+    late = np.zeros(len(tasks), dtype=bool)
+    if all(t.deadline_s is None for t in tasks):
+        return late
+    deadline = np.array([np.nan if t.deadline_s is None else t.deadline_s for t in tasks])
+    finish = np.where(allowed, finish, np.inf)
+    in_time = finish <= deadline[:, None]  # never for a task without a deadline (NaN)
+    met = in_time.any(axis=1)
+    allowed[met] = in_time[met]
+    late[:] = ~np.isnan(deadline) & ~met
+    allowed[late] = False
+    allowed[np.flatnonzero(late), np.argmin(finish[late], axis=1)] = True
+    return late
