@@ -1,9 +1,11 @@
 """ingestion: the public door. Request/reply on ``qubus.submit``; publishes ``ingested``.
 
-It checks the envelope (size, shape, format) and that the circuit does not expand beyond
-``qubus.circuits.bounds.MAX_OPERATIONS`` (counted without expanding it), and answers at once
-with the task id or a structured error; whether the circuit itself is valid is the parser's
-job, reported as the task's ``rejected`` event with line and column.
+It checks the envelope (size, shape, format), that the circuit does not expand beyond
+``qubus.circuits.bounds.MAX_OPERATIONS`` (counted without expanding it) and that the user
+stays within its quotas of tasks and shots in flight (``qubus.bus.quota``; its ``quota`` stage
+gives a task's place back at the task's terminal event), and answers at once with the task id
+or a structured error; whether the circuit itself is valid is the parser's job, reported as
+the task's ``rejected`` event with line and column.
 """
 
 from __future__ import annotations
@@ -13,10 +15,21 @@ import time
 import nats.js.errors
 
 from qubus.bus.auth import ANONYMOUS
-from qubus.bus.connection import BUCKET_IDEMPOTENCY, H_SUBJECT, SUBMIT_SUBJECT
-from qubus.bus.ids import idempotency_kv_key, new_task_id
+from qubus.bus.connection import BUCKET_IDEMPOTENCY, BUCKET_QUOTA, H_SUBJECT, SUBMIT_SUBJECT
+from qubus.bus.consumer import Context, Stage
+from qubus.bus.ids import idempotency_kv_key, new_task_id, sweep_of
 from qubus.bus.logs import get_logger
-from qubus.bus.messages import SubmitReply, SubmitRequest, TaskIngested
+from qubus.bus.messages import (
+    SubmitReply,
+    SubmitRequest,
+    TaskCancelled,
+    TaskCompleted,
+    TaskEvent,
+    TaskFailed,
+    TaskIngested,
+    TaskRejected,
+)
+from qubus.bus.quota import QuotaLedger, QuotaLimits
 from qubus.bus.service import Runtime
 from qubus.bus.tracing import TraceContext
 from qubus.bus.workers import INLINE_MAX_BYTES, off_loop
@@ -27,6 +40,17 @@ log = get_logger()
 
 async def setup(rt: Runtime) -> None:
     idempotency = await rt.bus.kv(BUCKET_IDEMPOTENCY)
+    settings = rt.settings
+
+    async def stored(task_id: str) -> bool:
+        return await rt.bus.last_event(task_id, TaskIngested) is not None
+
+    limits = QuotaLimits(
+        tasks=settings.quota_tasks,
+        shots=settings.quota_shots,
+        exempt=frozenset(filter(None, settings.quota_exempt.replace(" ", "").split(","))),
+    )
+    quota = QuotaLedger(await rt.bus.kv(BUCKET_QUOTA), limits, stored)
 
     async def claim(request: SubmitRequest, owner: str) -> tuple[str, bool]:
         """The task id for this request, and whether an earlier request already claimed it."""
@@ -45,21 +69,37 @@ async def setup(rt: Runtime) -> None:
         # Counting is linear in the text (nothing is expanded): a short one is checked inline.
         short = len(request.circuit) <= INLINE_MAX_BYTES
         await off_loop(check_circuit, request.circuit, fmt, inline=short)
-        task_id, duplicate = await claim(request, submitter(headers[H_SUBJECT]))
+        user = submitter(headers[H_SUBJECT])
+        task_id, duplicate = await claim(request, user)
         # A repeated key re-publishes only if the first attempt never got its event stored.
-        if not duplicate or await rt.bus.last_event(task_id, TaskIngested) is None:
+        if not duplicate or not await stored(task_id):
+            options = task_options(request)
+            await quota.claim(user, task_id, options.total_shots)
             event = TaskIngested(
                 task_id=task_id,
                 format=fmt,
                 text=request.circuit,
-                options=task_options(request),
+                options=options,
                 submitted_at=time.time(),
             )
             trace = TraceContext.extract(headers)
-            await rt.bus.publish_event(event, trace=trace, started=event.submitted_at)
+            try:
+                await rt.bus.publish_event(event, trace=trace, started=event.submitted_at)
+            except Exception:  # not stored (or not known to be): no terminal event will follow
+                await quota.release(user, task_id)
+                raise
             log.info("task.ingested", task_id=task_id, format=fmt, trace_id=trace.trace_id)
         return SubmitReply(task_id=task_id, duplicate=duplicate)
 
+    async def release(event: TaskEvent, ctx: Context) -> None:
+        """A task ended: give its place in its owner's quota back (a sweep's points hold
+        none: their sweep does)."""
+        if sweep_of(event.task_id) is None:
+            await quota.release(event.task_id.split(".", 1)[0], event.task_id)
+
+    # Following the ends before the first claim: every task claimed has its end delivered.
+    ends = [TaskCompleted, TaskRejected, TaskFailed, TaskCancelled]
+    await rt.consume(Stage("quota", ends, release, concurrency=4, from_now=True))
     limit = rt.settings.max_submit_bytes
     await rt.serve(SUBMIT_SUBJECT, SubmitRequest, submit, max_bytes=limit)
     await rt.serve(f"{SUBMIT_SUBJECT}.*", SubmitRequest, submit, max_bytes=limit, name="submit_as")

@@ -3,16 +3,20 @@ ESP and its noise budget (``qubus.devices.prediction.noise_budget``) from the no
 calibration in KV ``qubus_nodes``. Fusion turns the budget into a predicted fidelity with the
 sandbox's ideal distribution. A node whose emulation of the circuit would exceed its limits
 (``qubus.devices.cost``) is unfit; a circuit too large for every node is rejected
-(``qpu.too_large``)."""
+(``qpu.too_large``). With ``QUBUS_HEAVY_LANE``, heavy circuits (``qubus.bus.workers.is_heavy``)
+are compiled one at a time while light ones go on beside them."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
 
 from qubus.bus.consumer import Context, Stage
 from qubus.bus.messages import NodePrediction, NodeStatus, NoiseEvaluation, TaskChecked
 from qubus.bus.service import Runtime
-from qubus.bus.workers import is_small, off_loop
+from qubus.bus.workers import LANED_CONCURRENCY, is_heavy, is_small, off_loop
 from qubus.circuits import circuit_from_json
-from qubus.circuits.sweeps import representative, total_shots
+from qubus.circuits.sweeps import representative
 from qubus.devices.compile import compile_for_device
 from qubus.devices.cost import emulation_cost, refuse_too_large
 from qubus.devices.emulation import emulated_runtime_s
@@ -57,7 +61,7 @@ def predict(
                 fits=True,
                 predicted_fidelity=esp(compiled, device),
                 budget=noise_budget(compiled, device),
-                expected_run_s=emulated_runtime_s(compiled, device, total_shots(event.options)),
+                expected_run_s=emulated_runtime_s(compiled, device, event.options.total_shots),
                 calibration_revision=device.revision,
                 swaps=compiled.swaps,
                 emulation_s=cost.seconds,
@@ -70,17 +74,21 @@ def predict(
 
 async def setup(rt: Runtime) -> None:
     directory = await rt.node_directory()
+    heavy_lane = asyncio.Semaphore(1)
 
     async def handle(event: TaskChecked, ctx: Context) -> NoiseEvaluation:
         statuses = directory.require_online(rt.settings.node_timeout_s)
         ordered = [statuses[node] for node in sorted(statuses)]
-        return await off_loop(
-            predict,
-            event,
-            ordered,
-            max_s=rt.settings.qpu_max_emulation_s,
-            memory_mb=rt.settings.sandbox_memory_mb,
-            inline=is_small(event.circuit, event.features),
-        )
+        heavy = rt.settings.heavy_lane and is_heavy(event.features)
+        async with heavy_lane if heavy else contextlib.nullcontext():
+            return await off_loop(
+                predict,
+                event,
+                ordered,
+                max_s=rt.settings.qpu_max_emulation_s,
+                memory_mb=rt.settings.sandbox_memory_mb,
+                inline=is_small(event.circuit, event.features),
+            )
 
-    await rt.consume(Stage("noise", [TaskChecked], handle, concurrency=2))
+    concurrency = LANED_CONCURRENCY if rt.settings.heavy_lane else 2
+    await rt.consume(Stage("noise", [TaskChecked], handle, concurrency=concurrency))

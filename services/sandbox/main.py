@@ -2,14 +2,16 @@
 numerically and reproduced with a second simulator (ΔRepro), in a separate worker process
 under qubit, depth, time and memory limits (``qubus.devices.sandbox``). A circuit beyond a limit
 fails its task (``sandbox.too_large``, ``too_deep``, ``timeout``, ``memory``); the service goes
-on. A sweep's points are all evaluated in one worker call (``qubus.devices.sweeps``)."""
+on. A sweep's points are all evaluated in one worker call (``qubus.devices.sweeps``). Heavy
+circuits (``qubus.bus.workers.is_heavy``) run in a worker process of their own
+(``QUBUS_HEAVY_LANE``), so a light task is never simulated after a heavy one."""
 
 from __future__ import annotations
 
 from qubus.bus.consumer import Context, Stage
 from qubus.bus.messages import SandboxEvaluation, TaskChecked
 from qubus.bus.service import Runtime
-from qubus.bus.workers import WorkerPool
+from qubus.bus.workers import LANED_CONCURRENCY, Lanes, is_heavy
 from qubus.devices.sandbox import SandboxLimits, evaluate
 from qubus.devices.sweeps import evaluate_sweep
 
@@ -21,11 +23,18 @@ async def setup(rt: Runtime) -> None:
         max_depth=settings.sandbox_max_depth,
         max_outcomes=settings.ideal_max_outcomes,
     )
-    pool = WorkerPool(memory_mb=settings.sandbox_memory_mb, stage="sandbox", job="simulation")
-    pool.start()
-    rt.stack.callback(pool.close)
+    lanes = Lanes(
+        heavy_lane=settings.heavy_lane,
+        memory_mb=settings.sandbox_memory_mb,
+        stage="sandbox",
+        job="simulation",
+    )
+    lanes.start()
+    rt.stack.callback(lanes.close)
 
     async def handle(event: TaskChecked, ctx: Context) -> SandboxEvaluation:
+        points = len(event.options.sweep or [None])
+        pool = lanes.pool(is_heavy(event.features, points=points))
         if event.options.sweep is not None:
             return await pool.run(
                 evaluate_sweep,
@@ -45,4 +54,6 @@ async def setup(rt: Runtime) -> None:
             timeout_s=settings.sandbox_timeout_s,
         )
 
-    await rt.consume(Stage("sandbox", [TaskChecked], handle, concurrency=2))
+    # Beside the one a light lane runs, the others in hand may wait for the heavy lane.
+    concurrency = LANED_CONCURRENCY if settings.heavy_lane else 2
+    await rt.consume(Stage("sandbox", [TaskChecked], handle, concurrency=concurrency))

@@ -17,7 +17,6 @@ from qubus.circuits.sweeps import (
     check_points,
     representative,
     resolved,
-    total_shots,
 )
 from qubus.devices.compile import compile_for_device
 from qubus.devices.emulation import emulate
@@ -56,8 +55,8 @@ def test_points_must_name_exactly_the_circuit_parameters() -> None:
 def test_a_sweep_travels_in_the_task_options() -> None:
     request = SubmitRequest(circuit="{}", shots=100, sweep=grid(3))
     options = task_options(request)
-    assert options.sweep == grid(3) and total_shots(options) == 300
-    assert total_shots(TaskOptions(shots=100)) == 100
+    assert options.sweep == grid(3) and options.total_shots == 300
+    assert TaskOptions(shots=100).total_shots == 100
     assert representative(qaoa_circuit(), options) == resolved(qaoa_circuit(), grid(3)[0])
     with pytest.raises(ValueError, match="split cannot be combined with sweep"):
         SubmitRequest(circuit="{}", sweep=grid(2), split=2)

@@ -46,6 +46,7 @@ from qubus.bus.connection import (
     BUCKET_LINKS,
     BUCKET_NODES,
     BUCKET_PILOTS,
+    BUCKET_QUOTA,
     BUCKET_WEIGHTS,
     BUCKETS,
     EPR_SUBJECT,
@@ -110,8 +111,9 @@ _NODE_EVENTS = tuple(cls.EVENT for cls in NodeEvent.__subclasses__())
 GRANTS: dict[str, Grant] = {
     "ingestion": Grant(
         events=("ingested",),
+        durables=("quota",),
         serves=(SUBMIT_SUBJECT, f"{SUBMIT_SUBJECT}.*"),
-        writes=(BUCKET_IDEMPOTENCY,),
+        writes=(BUCKET_IDEMPOTENCY, BUCKET_QUOTA),
     ),
     "parser": Grant(events=("parsed", *_ENDINGS), durables=("parser",), writes=(BUCKET_FEATURES,)),
     "logic": Grant(events=("checked", *_ENDINGS), durables=("logic",), reads=(BUCKET_NODES,)),

@@ -22,6 +22,12 @@ class Settings(BaseSettings):
             handler that keeps raising, ``stage.dead_letter`` when every delivery died with
             its process (a crash, an out-of-memory kill).
         max_submit_bytes: Largest accepted circuit text at ingress.
+        quota_tasks: Tasks one user may have in flight (submitted, not yet ended); one more
+            is refused at the ingress (``quota.tasks``). On a bus without authentication
+            every client is the user ``anon`` and they share it.
+        quota_shots: Shots one user may have in flight (a sweep's shots times its points); a
+            task that would pass it is refused (``quota.shots``).
+        quota_exempt: Users without quotas, comma-separated (default: the operator).
         duplicate_window_s: How long JetStream remembers ``Nats-Msg-Id`` for de-duplication.
         stream_replicas: Copies of every stream and KV bucket in a JetStream cluster (3 for
             a 3-node cluster); 1 on a single server.
@@ -31,6 +37,11 @@ class Settings(BaseSettings):
         qpu_max_emulation_s: Longest emulation a QPU node accepts, by its cost estimate
             (``qubus.devices.cost``); a task estimated longer is refused (``qpu.too_large``)
             and the noise service marks the node unfit for it.
+        heavy_lane: Heavy circuits (``qubus.bus.workers.is_heavy``: an 18-qubit QFT, a
+            20-qubit circuit) get a lane of their own, so a light task never waits behind
+            one: a second worker process in the sandbox, and at most one heavy compilation at
+            a time in the noise service while light ones go on. False: one sandbox worker,
+            every job in arrival order (one process less).
         qpu_starve_after_s: A QPU node runs its waiting tasks shortest first, but one that
             has waited longer than this (wall-clock seconds since its allocation) goes first
             (``qubus.scheduling.nodeorder``).
@@ -75,10 +86,14 @@ class Settings(BaseSettings):
     ack_wait_s: float = 10.0
     max_deliver: int = 5
     max_submit_bytes: int = 256 * 1024
+    quota_tasks: int = Field(default=10_000, ge=1)
+    quota_shots: int = Field(default=20_000_000, ge=1)
+    quota_exempt: str = "operator"
     duplicate_window_s: float = 600.0
     stream_replicas: int = Field(default=1, ge=1, le=5)
     sandbox_timeout_s: float = 30.0
     qpu_max_emulation_s: float = Field(default=600.0, gt=0.0)
+    heavy_lane: bool = True
     qpu_starve_after_s: float = Field(default=60.0, ge=0.0)
     sandbox_max_qubits: int = 24
     sandbox_memory_mb: int = 4096

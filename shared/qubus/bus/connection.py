@@ -35,7 +35,7 @@ from qubus.bus.ids import check_task_id, split_task_subject, task_subject
 from qubus.bus.logs import LOG_SUBJECT_PREFIX, get_logger
 from qubus.bus.messages import LinkStatus, Model, NodeStatus, TaskEvent, believed
 from qubus.bus.tracing import TraceContext
-from qubus.errors import InvalidPayload, Retry
+from qubus.errors import InvalidPayload, QubusError, Retry
 
 E = TypeVar("E", bound=TaskEvent)
 
@@ -45,7 +45,12 @@ LOG_STREAM_MAX_BYTES = 256 * 1024 * 1024
 TASK_STREAM_MAX_BYTES = 8 * 1024**3
 TASK_STREAM_MAX_MSGS = 20_000_000
 """The task stream's limits beside its seven days: past either, the server refuses new events
-(``DiscardPolicy.NEW``: a submission is refused rather than an old result silently dropped)."""
+(``DiscardPolicy.NEW``: a submission is refused rather than an old result silently dropped),
+which ``Bus.publish_event`` raises as ``stream.full``."""
+STREAM_FULL = "stream.full"
+_STORE_FAILED = 10077
+"""JetStream's error code for a publish the stream refused to store (its description says
+which limit: ``maximum messages exceeded``, ``maximum bytes exceeded``)."""
 TASK_SUBJECTS = "qubus.task.>"
 SUBMIT_SUBJECT = "qubus.submit"
 EPR_SUBJECT = "qubus.link.epr"
@@ -60,6 +65,7 @@ BUCKET_CALIBRATION = "qubus_calibration"
 BUCKET_PILOTS = "qubus_pilots"
 BUCKET_LINKS = "qubus_links"
 BUCKET_CONSUMERS = "qubus_consumers"
+BUCKET_QUOTA = "qubus_quota"
 
 _BUCKETS = (
     KeyValueConfig(bucket=BUCKET_NODES, history=1, description="QPU and link calibration/status"),
@@ -78,6 +84,7 @@ _BUCKETS = (
     KeyValueConfig(
         bucket=BUCKET_LINKS, history=1, ttl=7 * 24 * 3600, description="EPR reservations by task"
     ),
+    KeyValueConfig(bucket=BUCKET_QUOTA, history=1, description="each user's tasks in flight"),
 )
 BUCKETS = tuple(config.bucket for config in _BUCKETS)
 
@@ -268,6 +275,12 @@ class Bus:
         Returns:
             False if JetStream recognised it as a duplicate of an event already stored (a
             redelivered or re-run stage), True otherwise.
+
+        Raises:
+            QubusError: ``stream.full`` when the task stream is at one of its limits
+                (``TASK_STREAM_MAX_BYTES``, ``TASK_STREAM_MAX_MSGS``) and refuses new events:
+                ingestion refuses the submission with it; a stage's message stays
+                unacknowledged and is delivered again later.
         """
         headers = {
             H_TYPE: event.TYPE,
@@ -279,7 +292,16 @@ class Bus:
         }
         if started is not None:
             headers[H_STARTED] = f"{started:.6f}"
-        ack = await self.js.publish(event.subject(), codec.encode(event), headers=headers)
+        try:
+            ack = await self.js.publish(event.subject(), codec.encode(event), headers=headers)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != _STORE_FAILED or "exceeded" not in (exc.description or ""):
+                raise
+            raise QubusError(
+                f"the task stream is full ({exc.description}): no new task or event can be "
+                "stored until old tasks age out or an operator raises the stream's limits",
+                code=STREAM_FULL,
+            ) from None
         return not ack.duplicate
 
     async def last_event(self, task_id: str, cls: type[E]) -> E | None:

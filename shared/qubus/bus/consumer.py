@@ -99,6 +99,9 @@ class Stage:
         subjects: Filter subjects overriding those derived from ``inputs``.
         concurrency: Messages this process handles at once.
         max_ack_pending: Messages in flight across all replicas (1 makes a strict FIFO).
+        from_now: A consumer created afresh (none before it, no floor recorded) starts with
+            the events stored from then on, not the stream's history: for a stage that only
+            needs the events of tasks that began after it (ingestion's ``quota``).
     """
 
     name: str
@@ -107,6 +110,7 @@ class Stage:
     subjects: Sequence[str] = ()
     concurrency: int = 1
     max_ack_pending: int = 256
+    from_now: bool = False
 
     @property
     def ends_tasks(self) -> bool:
@@ -164,7 +168,7 @@ class StageRunner:
     async def start(self) -> None:
         config = ConsumerConfig(
             durable_name=self.stage.name,
-            deliver_policy=DeliverPolicy.ALL,
+            deliver_policy=DeliverPolicy.NEW if self.stage.from_now else DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait_s,
             # Two spare deliveries beyond ours: a process that dies while publishing the
@@ -263,8 +267,7 @@ class StageRunner:
                 event = codec.decode(msg.data, cls)
             except InvalidPayload as exc:
                 log.warning("message.invalid", error=exc.message, subject=msg.subject)
-                if self.stage.ends_tasks:
-                    await self._end(TaskRejected, task_id, exc, trace, started)
+                await self._end(TaskRejected, task_id, exc, trace, started)
                 await msg.term()
                 outcome = "invalid"
                 return
@@ -277,14 +280,12 @@ class StageRunner:
                 # A dead letter: each delivery so far ended without a verdict (the process
                 # died handling it: a crash, an out-of-memory kill) or its verdict was lost.
                 log.error("stage.dead_letter", deliveries=deliveries)
-                if self.stage.ends_tasks:
-                    dead = QubusError(
-                        f"stage {self.stage.name} gave up on the task after {deliveries - 1} "
-                        "deliveries: each ended without an answer (its process died handling "
-                        "it)",
-                        code="stage.dead_letter",
-                    )
-                    await self._end(TaskFailed, event.task_id, dead, trace, started)
+                dead = QubusError(
+                    f"stage {self.stage.name} gave up on the task after {deliveries - 1} "
+                    "deliveries: each ended without an answer (its process died handling it)",
+                    code="stage.dead_letter",
+                )
+                await self._end(TaskFailed, event.task_id, dead, trace, started)
                 await msg.term()
                 outcome = TaskFailed.EVENT
                 return
@@ -371,7 +372,12 @@ class StageRunner:
         trace: TraceContext,
         started: float,
     ) -> None:
-        """Publish the task's terminal ``rejected``/``failed`` event for ``error``."""
+        """Publish the task's terminal ``rejected``/``failed`` event for ``error``; only logged
+        by a stage that does not end tasks (``Stage.ends_tasks``: it reads events of tasks that
+        may have ended already, e.g. ``completed``)."""
+        if not self.stage.ends_tasks:
+            log.warning("stage.not_ending_task", code=error.code, error=error.message)
+            return
         info = ErrorInfo.model_validate(error.to_dict())
         failures = [ErrorInfo.model_validate(f) for f in getattr(error, "failures", [])]
         if cls is TaskRejected:

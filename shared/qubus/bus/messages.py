@@ -207,6 +207,11 @@ class TaskOptions(Model):
     sweep: list[dict[str, float]] | None = None
     prefer: Preference | None = None
 
+    @property
+    def total_shots(self) -> int:
+        """Shots the task runs in all: ``shots`` for each of its points."""
+        return self.shots * (1 if self.sweep is None else len(self.sweep))
+
 
 class TaskIngested(TaskEvent):
     TYPE: ClassVar[str] = "task.ingested.v1"

@@ -1,6 +1,7 @@
 """CPU-heavy work off the event loop: in a separate worker process, under a wall-clock and a
 memory limit (``WorkerPool``), or in a thread when the circuit is large enough to be worth
-one (``off_loop``).
+one (``off_loop``); heavy circuits (``is_heavy``) in a lane of their own (``Lanes``), so that a
+heavy task never delays a light one.
 
 A hostile circuit (too large, too slow, a simulator crash) costs the worker process, never
 the service: on a time-out the worker is killed and a fresh one takes the next job. A job
@@ -15,6 +16,7 @@ import contextlib
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.process
+import os
 import resource
 import signal
 import time
@@ -37,6 +39,28 @@ def is_small(circuit_json: str, features: Features) -> bool:
     """Whether a circuit is small enough to work on on the event loop: short Cirq JSON and no
     ``CircuitOperation`` (gate name ``op``), whose repetitions a short text can hide."""
     return len(circuit_json) <= INLINE_MAX_BYTES and "op" not in features.gate_counts
+
+
+HEAVY_WORK = 2**24
+"""Operations × state-vector amplitudes (``2^qubits``) above which a circuit is heavy: its ideal
+simulation and ΔRepro take about a second or more on the development machine (18-qubit QFT,
+801 operations: 6.3 s; 20-qubit qram, 45: 0.9 s; 17-qubit qec9xz, 61 operations, 2^23 work:
+0.14 s; all on two busy cores)."""
+
+
+LANED_CONCURRENCY = 8
+"""Messages a stage with a heavy lane handles at once: a light task is fetched and handled
+while up to seven heavy ones are in hand (one running, the others waiting for the lane; a
+waiting one costs its message's memory). With 4, a light task behind four heavy 18-qubit
+QFTs waited for one of them (5.3 s, ``benchmarks/lanes.py --heavy 4``)."""
+
+
+def is_heavy(features: Features, *, points: int = 1) -> bool:
+    """Whether a circuit (a sweep of ``points``) goes to its stage's heavy lane: more than
+    ``HEAVY_WORK`` operations × amplitudes, or a ``CircuitOperation`` (gate name ``op``),
+    whose repetitions its count hides."""
+    operations = sum(features.gate_counts.values())
+    return "op" in features.gate_counts or operations * 2**features.qubits * points > HEAVY_WORK
 
 
 async def off_loop(fn: Callable[..., T], *args: Any, inline: bool, **kwargs: Any) -> T:
@@ -226,6 +250,10 @@ def _answer(conn: multiprocessing.connection.Connection) -> asyncio.Future:
         if future.done():
             return
         try:
+            # uvloop's add_reader leaves the pipe non-blocking: an answer larger than the
+            # pipe's buffer (an 18-qubit circuit's distribution) would fail half-read. Its
+            # first bytes are here and the worker is writing the rest: wait for them.
+            os.set_blocking(fd, True)
             future.set_result(conn.recv())
         except (EOFError, OSError):
             future.set_exception(EOFError())
@@ -255,3 +283,35 @@ def _serve(
             conn.send(answer)
         except Exception as exc:  # an answer that cannot be pickled
             conn.send((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
+
+
+class Lanes:
+    """A stage's worker processes by weight: light jobs in one ``WorkerPool``, heavy ones
+    (``is_heavy``) in another, so that a light job never waits behind a heavy one (each lane
+    still runs its own jobs one at a time, in order). Without ``heavy_lane`` one pool runs
+    every job in arrival order (one worker process less).
+
+    Args:
+        heavy_lane: Give heavy jobs a worker process of their own.
+        memory_mb, stage, job: As ``WorkerPool``'s, for each lane.
+    """
+
+    def __init__(self, *, heavy_lane: bool, memory_mb: int, stage: str, job: str) -> None:
+        self.light = WorkerPool(memory_mb=memory_mb, stage=stage, job=job)
+        self.heavy = WorkerPool(memory_mb=memory_mb, stage=stage, job=job) if heavy_lane else None
+
+    def pool(self, heavy: bool) -> WorkerPool:
+        """The pool a job of this weight runs in."""
+        return self.heavy if heavy and self.heavy is not None else self.light
+
+    def start(self) -> None:
+        """Fork every lane's worker now (before the event loop has threads of its own)."""
+        for pool in self._pools():
+            pool.start()
+
+    def close(self) -> None:
+        for pool in self._pools():
+            pool.close()
+
+    def _pools(self) -> list[WorkerPool]:
+        return [self.light] if self.heavy is None else [self.light, self.heavy]

@@ -101,8 +101,3 @@ def representative(circuit: cirq.AbstractCircuit, options: TaskOptions) -> cirq.
     """The circuit a stage checks or compiles for the whole task: a sweep's first point, or
     the circuit itself."""
     return circuit if options.sweep is None else resolved(circuit, options.sweep[0])
-
-
-def total_shots(options: TaskOptions) -> int:
-    """Shots the task runs in all: ``shots`` for each of its points."""
-    return options.shots * (1 if options.sweep is None else len(options.sweep))

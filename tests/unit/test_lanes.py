@@ -1,0 +1,68 @@
+"""Which circuits go to a stage's heavy lane, which worker pool a job of each weight gets, and
+that a worker's large answer reaches a service on uvloop whole."""
+
+from __future__ import annotations
+
+import resource
+
+import pytest
+import uvloop
+
+from qubus.bus.workers import HEAVY_WORK, Lanes, WorkerPool, is_heavy
+from qubus.circuits import circuit_features, load_circuit
+
+
+@pytest.mark.parametrize(
+    ("name", "heavy"),
+    [
+        ("qasmbench__qft_n18.qasm", True),
+        ("qasmbench__qram_n20.qasm", True),
+        ("qasmbench__bell_n4.qasm", False),
+        ("qasmbench__ising_n10.qasm", False),
+        ("qasmbench__qec9xz_n17.qasm", False),
+    ],
+)
+def test_wide_and_long_circuits_are_heavy(dev_qasm, name, heavy):
+    features = circuit_features(load_circuit((dev_qasm / name).read_text(), "qasm2"))
+    assert is_heavy(features) is heavy
+
+
+def test_a_sweep_counts_the_work_of_every_point(dev_qasm):
+    features = circuit_features(
+        load_circuit((dev_qasm / "qasmbench__qec9xz_n17.qasm").read_text(), "qasm2")
+    )
+    work = sum(features.gate_counts.values()) * 2**features.qubits
+    assert not is_heavy(features)
+    assert is_heavy(features, points=HEAVY_WORK // work + 1)
+
+
+def test_a_circuit_operation_is_heavy_whatever_its_size(dev_qasm):
+    features = circuit_features(
+        load_circuit((dev_qasm / "qasmbench__bell_n4.qasm").read_text(), "qasm2")
+    )
+    counts = {**features.gate_counts, "op": 1}
+    assert is_heavy(features.model_copy(update={"gate_counts": counts}))
+
+
+def test_heavy_jobs_get_their_own_pool_only_with_a_heavy_lane():
+    laned = Lanes(heavy_lane=True, memory_mb=512, stage="sandbox", job="simulation")
+    single = Lanes(heavy_lane=False, memory_mb=512, stage="sandbox", job="simulation")
+    assert laned.pool(True) is not laned.pool(False)
+    assert single.pool(True) is single.pool(False)
+
+
+def test_an_answer_larger_than_the_pipe_buffer_arrives_whole_on_uvloop():
+    """A heavy circuit's distribution is megabytes: uvloop leaves the worker's pipe
+    non-blocking, and reading it half-arrived failed the job (as a time-out) at once."""
+    with open("/proc/self/statm") as statm:
+        mapped_mb = int(statm.read().split()[0]) * resource.getpagesize() >> 20
+
+    async def answer() -> bytes:
+        pool = WorkerPool(memory_mb=mapped_mb + 1024, stage="sandbox", job="simulation")
+        pool.start()
+        try:
+            return await pool.run(bytes, 8 * 1024 * 1024, timeout_s=60)
+        finally:
+            pool.close()
+
+    assert len(uvloop.run(answer())) == 8 * 1024 * 1024
