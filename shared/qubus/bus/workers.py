@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.process
@@ -99,6 +100,7 @@ def _init_worker(memory_mb: int, progress: Any, on_fork: Callable[[], None] | No
     """
     global _progress
     _progress = progress
+    gc.freeze()  # the service's objects, inherited: never collected here (``run_service``)
     if on_fork is not None:
         on_fork()
     signal.set_wakeup_fd(-1)
