@@ -363,13 +363,14 @@ class QpuNode:
         """The node is busy with the task: ``running`` is published, ``busy`` reported."""
         self._busy = True
         try:
-            await ctx.publish(
-                TaskRunning(
-                    task_id=event.task_id,
-                    node=self._device.id,
-                    queue_wait_s=max(0.0, time.time() - ctx.started + ctx.queue_wait_s),
-                )
+            now = time.time()
+            running = TaskRunning(
+                task_id=event.task_id,
+                node=self._device.id,
+                queue_wait_s=max(0.0, now - ctx.started + ctx.queue_wait_s),
             )
+            # Started now, in the task's turn, not when the node took the allocation in hand.
+            await self._bus.publish_event(running, trace=ctx.trace, started=now)
             yield
         finally:
             self._busy = False
@@ -467,7 +468,8 @@ class QpuNode:
                 seed,
                 noiseless,
                 event.ideal,
-                timeout_s=self._settings.sandbox_timeout_s,
+                # The whole circuit is emulated, as on its lead node alone: that estimate's budget.
+                timeout_s=time_budget(event.score.emulation_s if event.score else 0.0),
             )
             await self._occupy(latency_s + run.run_s, since)
         return TaskCompleted(
@@ -575,7 +577,12 @@ class QpuNode:
                 still_waiting=self._order.waiting,
                 worst_wait_s=round(self._order.worst_wait_s, 3),
             )
-            return await self._run(event, ctx)
+            result = await self._run(event, ctx)
+            if isinstance(result, TaskCompleted):
+                # Stored before the turn passes on: the node's runs never overlap in the trace.
+                await ctx.publish(result)
+                return None
+            return result
 
     def _expected_s(self, event: TaskAllocated) -> float:
         """Wall-clock seconds the task should hold the node, to order it among the waiting
