@@ -17,7 +17,7 @@ import nats.js.errors
 from qubus.bus.auth import ANONYMOUS
 from qubus.bus.connection import BUCKET_IDEMPOTENCY, BUCKET_QUOTA, H_SUBJECT, SUBMIT_SUBJECT
 from qubus.bus.consumer import Context, Stage
-from qubus.bus.ids import idempotency_kv_key, new_task_id, sweep_of
+from qubus.bus.ids import idempotency_kv_key, new_task_id, owner_of, sweep_of
 from qubus.bus.logs import get_logger
 from qubus.bus.messages import (
     SubmitReply,
@@ -95,7 +95,7 @@ async def setup(rt: Runtime) -> None:
         """A task ended: give its place in its owner's quota back (a sweep's points hold
         none: their sweep does)."""
         if sweep_of(event.task_id) is None:
-            await quota.release(event.task_id.split(".", 1)[0], event.task_id)
+            await quota.release(owner_of(event.task_id), event.task_id)
 
     # Following the ends before the first claim: every task claimed has its end delivered.
     ends = [TaskCompleted, TaskRejected, TaskFailed, TaskCancelled]

@@ -47,6 +47,7 @@ BAD_INPUTS = [
     (["submit", "{ok}"], NO_NATS, 1, "no NATS at nats://127.0.0.1:1: start `qubus up` or set"),
     (["status", "u.abc"], NO_NATS, 1, "[nats.unreachable]"),
     (["logs", "--follow"], NO_NATS, 1, "[nats.unreachable]"),
+    (["tasks"], {"QUBUS_QUOTA_TASKS": "many"}, 1, "QUBUS_QUOTA_TASKS='many'"),
     (["down"], {"QUBUS_STATE_DIR": "{tmp}"}, 1, "no stack is running"),
     (["bench", "schedule", "--qpus", "40"], {}, 2, "[bench.args]"),
 ]

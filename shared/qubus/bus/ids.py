@@ -25,6 +25,11 @@ def new_task_id(owner: str, now: float | None = None) -> str:
     return f"{owner}.{ms:011x}{secrets.token_hex(5)}"
 
 
+def owner_of(task_id: str) -> str:
+    """Who submitted the task: ``<owner>`` of ``<owner>.<id>`` (the id unchecked)."""
+    return task_id.split(".", 1)[0]
+
+
 def sweep_point_id(sweep_id: str, index: int) -> str:
     """The task id of point ``index`` (from 0) of sweep ``sweep_id``: ``<sweep id>-<index>``,
     still ``<owner>.<id>``."""

@@ -120,6 +120,12 @@ def _unexpected(exc: Exception) -> str:
         return "lost the connection to NATS: is the stack still up? [nats.lost]"
     if module.startswith("nats"):  # the connection works but the server refused something
         return f"NATS: {exc or type(exc).__name__} [nats.error]"
+    if type(exc).__name__ == "ValidationError" and getattr(exc, "title", "") == "Settings":
+        wrong = "; ".join(
+            f"QUBUS_{'_'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}"
+            for e in exc.errors()  # type: ignore[attr-defined]
+        )
+        return f"bad setting: {wrong} [settings.invalid]"
     hint = "" if os.environ.get("QUBUS_DEBUG") else " (QUBUS_DEBUG=1 shows the traceback)"
     return f"unexpected {type(exc).__name__}: {exc}{hint} [internal]"
 

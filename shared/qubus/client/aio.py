@@ -35,7 +35,14 @@ from qubus.bus.connection import (
     stored_event,
 )
 from qubus.bus.health import PREFIX
-from qubus.bus.ids import check_task_id, split_task_subject, submitted_at, sweep_of, task_subject
+from qubus.bus.ids import (
+    check_task_id,
+    owner_of,
+    split_task_subject,
+    submitted_at,
+    sweep_of,
+    task_subject,
+)
 from qubus.bus.logs import get_logger, log_subject, split_lines
 from qubus.bus.messages import (
     Model,
@@ -247,7 +254,7 @@ class Client:
                 read other tasks), ``auth.not_owner`` (another user's task; the server
                 refuses it too).
         """
-        owner = check_task_id(task_id).split(".", 1)[0]
+        owner = owner_of(check_task_id(task_id))
         if not self._reads_all and owner != self.user:
             raise QubusError(
                 f"task {task_id} belongs to {owner}, not to {self.user}", code="auth.not_owner"
@@ -370,7 +377,7 @@ class Client:
             QubusError: ``task.invalid_id``, ``auth.not_owner``; ``nats.lost``.
         """
         self._task_subject(sweep_id)  # checks the id and that this client may read it
-        owner = sweep_id.split(".", 1)[0]
+        owner = owner_of(sweep_id)
         shared: list[StoredEvent] = []
         own: list[list[StoredEvent]] = [[] for _ in range(points)]
 
@@ -494,7 +501,7 @@ class Client:
                 does not hold; ``task.not_retryable`` for a task that is not failed or
                 cancelled (a rejected one would be rejected again).
         """
-        owner = check_task_id(task_id).split(".", 1)[0]
+        owner = owner_of(check_task_id(task_id))
         if self.user and owner != self.user:
             raise QubusError(
                 f"task {task_id} belongs to {owner}, not to {self.user}: only its owner may "
