@@ -96,6 +96,23 @@ async def test_republishing_an_event_is_deduplicated(bus):
     assert await bus.publish_event(event, trace=TraceContext.new()) is False
 
 
+async def test_reads_by_subject_are_direct_gets_of_the_last_event(bus, runner):
+    """On one server the task stream answers direct gets; a read by subject (wildcards
+    allowed) returns the last event stored on it, with its sequence, or None."""
+    info = await bus.js.stream_info("QUBUS_TASKS")
+    assert info.config.allow_direct is True
+    await bus.publish_event(ingested("t.read1", "first"), trace=TraceContext.new())
+    await wait_for(bus, "t.read1", "parsed")
+    last = await bus.last_message("qubus.task.t.read1.*")
+    assert last is not None
+    stored = await bus.js.get_last_msg("QUBUS_TASKS", "qubus.task.t.read1.parsed")
+    assert last == (stored.data, stored.seq)
+    event, sequence = await bus.last_stored("t.read1", TaskIngested)
+    assert event.text == "first" and sequence < stored.seq
+    assert await bus.last_message("qubus.task.t.read1.rejected") is None
+    assert await bus.last_stored("t.nothing", TaskIngested) is None
+
+
 async def test_expected_error_rejects_the_task(bus, runner):
     await bus.publish_event(ingested("t.rej1", "reject"), trace=TraceContext.new())
     rejected, events = await wait_for(bus, "t.rej1", "rejected")

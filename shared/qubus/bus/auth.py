@@ -220,7 +220,11 @@ def service_identity(name: str, grant: Grant) -> Identity:
     publish = [log_subject(label_service(name)), READY_SUBJECT, *_topology()]
     publish += [f"{_TASK_EVENTS}.{event}" for event in grant.events]
     publish += list(grant.requests)
-    publish += [f"{_API}.STREAM.MSG.GET.{STREAM}", f"{_API}.STREAM.INFO.{STREAM}"]
+    publish += [
+        f"{_API}.STREAM.MSG.GET.{STREAM}",
+        f"{_API}.DIRECT.GET.{STREAM}",
+        f"{_API}.STREAM.INFO.{STREAM}",
+    ]
     for durable in grant.durables:
         publish += _durable(STREAM, durable)
     if grant.durables:

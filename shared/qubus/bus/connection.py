@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -21,6 +22,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
+    DEFAULT_PREFIX,
     DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
@@ -141,6 +143,8 @@ class Bus:
         self._js: JetStreamContext | None = None
         self._kv: dict[str, KeyValue] = {}
         self._closing = False
+        self._direct: bool | None = None  # whether the task stream answers direct gets
+        self._timeout = 10.0
 
     @property
     def nc(self) -> Client:
@@ -196,6 +200,7 @@ class Bus:
             inbox_prefix=inbox_prefix(self.user) if self.user else "_INBOX",
         )
         self._js = self._nc.jetstream(timeout=timeout)
+        self._timeout = timeout
         self.healthy = True
 
     async def ensure_topology(
@@ -225,6 +230,10 @@ class Bus:
             max_bytes=TASK_STREAM_MAX_BYTES,
             max_msgs=TASK_STREAM_MAX_MSGS,
             discard=DiscardPolicy.NEW,
+            # Reads by subject without the JetStream API (``last_stored``) on one server; in a
+            # cluster every replica would answer them, a follower possibly before it has
+            # stored an event its leader acknowledged, and the stages' joins need that event.
+            allow_direct=replicas == 1,
             description="qubus task events: every stage's output, the task's trace",
         )
         logs = StreamConfig(
@@ -312,11 +321,38 @@ class Bus:
 
     async def last_stored(self, task_id: str, cls: type[E]) -> tuple[E, int] | None:
         """``last_event`` with the event's stream sequence."""
+        stored = await self.last_message(cls.subjects(check_task_id(task_id)))
+        return None if stored is None else (codec.decode(stored[0], cls), stored[1])
+
+    async def last_message(self, subject: str) -> tuple[bytes, int] | None:
+        """The payload and stream sequence of the last message of the task stream on
+        ``subject`` (wildcards allowed), or None if there is none.
+
+        A direct get where the stream allows them (one server): the raw message, not a JSON
+        API reply with the payload in base64, and no API audit advisory; an API get
+        otherwise."""
+        if self._direct is None:
+            self._direct = bool((await self.js.stream_info(STREAM)).config.allow_direct)
+        if self._direct:
+            request = json.dumps({"last_by_subj": subject}).encode()
+            try:
+                reply = await self.nc.request(
+                    f"{DEFAULT_PREFIX}.DIRECT.GET.{STREAM}", request, timeout=self._timeout
+                )
+            except nats.errors.NoRespondersError:  # direct gets switched off since
+                self._direct = False
+            else:
+                status = (reply.headers or {}).get("Status")
+                if status == "404":
+                    return None
+                if status:
+                    raise nats.js.errors.APIError.from_msg(reply)
+                return reply.data, int(reply.headers["Nats-Sequence"])
         try:
-            raw = await self.js.get_last_msg(STREAM, cls.subjects(check_task_id(task_id)))
+            raw = await self.js.get_last_msg(STREAM, subject)
         except nats.js.errors.NotFoundError:
             return None
-        return codec.decode(raw.data, cls), raw.seq
+        return raw.data, raw.seq
 
     async def task_events(self, task_id: str, *, timeout: float = 5.0) -> list[StoredEvent]:
         """Every event of a task in stream order (the task's trace), as believed

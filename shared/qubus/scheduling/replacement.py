@@ -38,23 +38,16 @@ async def latest_allocation(
     """The task's current allocation (its last on any node), or None if it has none; also
     None if it is the message stored at ``unless_sequence`` (the caller holds it already and
     is spared decoding it again: a node checks its allocation is still current twice a task)."""
-    try:
-        raw = await bus.js.get_last_msg(STREAM, task_subject(task_id, "allocated.*"))
-    except nats.js.errors.NotFoundError:
+    stored = await bus.last_message(task_subject(task_id, "allocated.*"))
+    if stored is None or stored[1] == unless_sequence:
         return None
-    if raw.seq == unless_sequence:
-        return None
-    return codec.decode(raw.data, TaskAllocated)
+    return codec.decode(stored[0], TaskAllocated)
 
 
 async def allocated_to(bus: Bus, task_id: str, node: str) -> bool:
     """Whether the task was ever allocated to ``node``: a node's event about a task it was
     never given is its forgery and not believed (``qubus.bus.messages.believed``)."""
-    try:
-        await bus.js.get_last_msg(STREAM, task_subject(task_id, f"allocated.{node}"))
-    except nats.js.errors.NotFoundError:
-        return False
-    return True
+    return await bus.last_message(task_subject(task_id, f"allocated.{node}")) is not None
 
 
 async def outstanding_allocations(bus: Bus, node: str) -> list[tuple[TaskAllocated, TraceContext]]:
