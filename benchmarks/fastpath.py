@@ -42,6 +42,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ from qubus.bus.messages import (
     TaskRejected,
     event_of,
 )
-from qubus.bus.natsserver import NatsServer
+from qubus.bus.natsserver import NatsServer, free_ports
 from qubus.cli.common import default_fleet
 from qubus.cli.stack import Supervisor, parse_replicas, stack_specs
 from qubus.client.aio import Client, stage_rows
@@ -245,8 +246,16 @@ def stage_medians(traces: list[list[dict]]) -> dict[str, float]:
     return {s: statistics.median(spent.get(s, 0.0) for spent in per_task) for s in services}
 
 
+def bus_traffic(server: NatsServer) -> dict[str, int]:
+    """The nats-server's messages and bytes in (from clients) and out (to them) so far."""
+    url = f"http://127.0.0.1:{server.monitor_port}/varz"
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        varz = json.load(reply)
+    return {key: varz[key] for key in ("in_msgs", "out_msgs", "in_bytes", "out_bytes")}
+
+
 async def run_qubus(args: argparse.Namespace) -> dict:
-    server = NatsServer()
+    server = NatsServer(monitor_port=free_ports(1)[0])
     url = server.start()
     specs = stack_specs(default_fleet(), replicas=parse_replicas(args.replicas))
     supervisor = Supervisor(url, specs, log_dir=Path(tempfile.mkdtemp(prefix="qubus-bench-")))
@@ -261,14 +270,14 @@ async def run_qubus(args: argparse.Namespace) -> dict:
 
         processes = stack_processes(supervisor, server)
         profilers = profile(processes, Path(args.profile)) if args.profile else []
-        before = cpu_seconds(processes)
+        before, traffic = cpu_seconds(processes), bus_traffic(server)
         gate = asyncio.Semaphore(args.in_flight)
         started = time.time()
         done = await asyncio.gather(
             *(one_task(client, waiter, i, args.shots, gate) for i in range(args.tasks))
         )
         elapsed = max(ended for ended, _ in waiter.ends.values()) - started
-        after = cpu_seconds(processes)
+        after, moved = cpu_seconds(processes), bus_traffic(server)
         for profiler in profilers:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
         for profiler in profilers:
@@ -283,6 +292,7 @@ async def run_qubus(args: argparse.Namespace) -> dict:
             "cpu_ms_per_task": {
                 name: 1000 * (after[name] - before[name]) / args.tasks for name in sorted(after)
             },
+            "bus_per_task": {key: (moved[key] - traffic[key]) / args.tasks for key in moved},
         }
         if not args.skip_latency:
             base = 2 * offset
@@ -343,6 +353,12 @@ def report(figures: dict) -> None:
         print(f"{name:<12} {cpu.get(name, 0.0):>19.1f} {stage:>23}")
     services = {name: ms for name, ms in cpu.items() if name != "nats-server"}
     print(f"{'services':<12} {sum(services.values()):>19.1f} {sum(stages.values()):>23.1f}")
+    bus = qubus["bus_per_task"]
+    print(
+        f"\nnats-server per task under load: {bus['in_msgs']:.1f} messages in "
+        f"({bus['in_bytes'] / 1024:.1f} KiB), {bus['out_msgs']:.1f} out "
+        f"({bus['out_bytes'] / 1024:.1f} KiB)"
+    )
 
 
 def main() -> None:

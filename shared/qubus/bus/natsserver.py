@@ -52,10 +52,19 @@ class NatsServer:
             (removed on ``stop``).
         authorization: The server's ``authorization`` block (``qubus.bus.auth``); empty: any
             client may connect and do anything.
+        monitor_port: Serve the server's monitoring endpoints (``/varz``: messages and bytes
+            in and out) on this port of 127.0.0.1; none by default.
     """
 
-    def __init__(self, store_dir: str | None = None, *, authorization: str = "") -> None:
+    def __init__(
+        self,
+        store_dir: str | None = None,
+        *,
+        authorization: str = "",
+        monitor_port: int | None = None,
+    ) -> None:
         self.authorization = authorization
+        self.monitor_port = monitor_port
         self._own_dir = store_dir is None
         self.store_dir = store_dir or tempfile.mkdtemp(prefix="qubus-nats-")
         self.log_path = Path(self.store_dir) / "nats-server.log"
@@ -104,8 +113,9 @@ class NatsServer:
 
     def _write_config(self) -> Path:
         config = Path(self.store_dir) / "nats-server.conf"
+        monitor = f'http: "127.0.0.1:{self.monitor_port}"\n' if self.monitor_port else ""
         config.write_text(
-            f'listen: "127.0.0.1:{self._listen}"\nmax_payload: {MAX_PAYLOAD}\n'
+            f'listen: "127.0.0.1:{self._listen}"\nmax_payload: {MAX_PAYLOAD}\n{monitor}'
             f'jetstream {{ store_dir: "{Path(self.store_dir) / "js"}" }}\n{self.authorization}'
         )
         return config
