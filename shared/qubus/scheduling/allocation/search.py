@@ -37,13 +37,15 @@ class _Placement:
         placed = np.flatnonzero(self.nodes >= 0)
         if placed.size:
             # Σ_k min(run_ij, run_kj) over the tasks k on j: the runs there shorter than
-            # run_ij, plus run_ij once per other one. Every node's runs in one sorted array,
-            # node j's shifted by j·width so that they sort after those of the nodes before it.
+            # run_ij, plus run_ij once per run there not shorter. Every node's runs in one
+            # sorted array, node j's shifted by j·width so that they sort after those of the
+            # nodes before it.
             width = 2.0 * float(problem.run.max()) + 1.0
             where = self.nodes[placed]
             runs = problem.run[placed, where]
-            order = np.argsort(runs + where * width)
-            shifted = (runs + where * width)[order]
+            keys = runs + where * width
+            order = np.argsort(keys)
+            shifted = keys[order]
             total = np.concatenate(([0.0], np.cumsum(runs[order])))
             first = np.searchsorted(shifted, np.arange(m) * width)  # node j's first entry
             count = np.bincount(where, minlength=m)
