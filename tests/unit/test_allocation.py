@@ -347,6 +347,73 @@ def test_heuristic_optimisers_come_close_to_milp(name: str, tolerance: float, se
     assert optimum <= found <= optimum * (1 + tolerance)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_placement_costs_built_at_once_match_adding_tasks_one_by_one(seed: int) -> None:
+    from qubus.scheduling.allocation.search import _Placement
+
+    problem, _ = build_problem(random_batch(30, 5, seed=60 + seed, ineligible=0.3))
+    assert problem is not None
+    rng = np.random.default_rng(seed)
+    assignment = [int(rng.choice(problem.options(i))) for i in range(problem.n)]
+    one_by_one = _Placement(problem)
+    for i, j in enumerate(assignment):
+        one_by_one.add(i, j)
+    at_once = _Placement(problem, assignment)
+    np.testing.assert_allclose(at_once.delay, one_by_one.delay)
+    # every move's change of J, read from the placement, is the objective's
+    before = problem.objective(assignment)
+    costs = at_once.costs_all()
+    for i in range(problem.n):
+        for j in problem.options(i):
+            moved = [*assignment[:i], int(j), *assignment[i + 1 :]]
+            change = costs[i, j] - costs[i, assignment[i]]
+            assert problem.objective(moved) - before == pytest.approx(change, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hyperscore_moves_tasks_only_where_their_hyperscore_allows_until_j_stops_falling(
+    seed: int,
+) -> None:
+    from qubus.scheduling.allocation.hyperscore import HyperscorePolicy
+
+    problem, _ = build_problem(random_batch(20, 4, seed=70 + seed, ineligible=0.2))
+    assert problem is not None
+    greedy, placed_at = HyperscorePolicy._greedy(problem)
+    assignment = get_policy("hyperscore").assign(problem)
+    found = problem.objective(assignment)
+    assert found < problem.objective(greedy)
+    for i, j in enumerate(assignment):
+        assert j == greedy[i] or problem.hyperscore[i, j] >= placed_at[i]
+        for other in problem.options(i):
+            if problem.hyperscore[i, other] >= placed_at[i]:
+                moved = [*assignment[:i], int(other), *assignment[i + 1 :]]
+                assert problem.objective(moved) >= found - 1e-9
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_annealing_is_never_worse_than_its_hyperscore_start(seed: int) -> None:
+    problem, _ = build_problem(random_batch(40, 5, seed=80 + seed))
+    assert problem is not None
+    start = problem.objective(get_policy("hyperscore").assign(problem))
+    assert problem.objective(get_policy("annealing").assign(problem)) <= start + 1e-9
+
+
+def test_hyperscore_says_when_it_moved_a_task_off_its_highest_hyperscore() -> None:
+    batch = random_batch(12, 3, seed=0)
+    problem, _ = build_problem(batch)
+    assert problem is not None
+    moved = [
+        (i, o)
+        for i, o in enumerate(decide(get_policy("hyperscore"), batch))
+        if "moved from" in o.reason
+    ]
+    assert moved
+    for i, outcome in moved:
+        j = problem.nodes.index(outcome.node)
+        assert f"(hyperscore {problem.hyperscore[i, j]:.2f}, no lower" in outcome.reason
+        assert "the move lowers the batch objective" in outcome.reason
+
+
 def test_qaoa_matches_brute_force_on_a_tiny_batch() -> None:
     batch = random_batch(3, 3, seed=5)
     problem, _ = build_problem(batch)

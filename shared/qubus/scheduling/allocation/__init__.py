@@ -14,8 +14,10 @@ The package, one module per part:
   policy's placement, :func:`place`, then the decisions' explanations, :func:`explain`);
 - ``baselines``: ``round_robin``, ``least_loaded`` and ``greedy_fidelity``;
 - ``hyperscore``: ``hyperscore``;
-- ``annealing``: ``annealing``, and the greedy placement and local search of J it shares with
-  ``milp`` and ``qaoa``;
+- ``search``: the greedy placement and the local search of J (moves of single tasks with
+  their change of J kept up to date) that ``hyperscore``, ``annealing``, ``milp`` and ``qaoa``
+  share;
+- ``annealing``: ``annealing``;
 - ``milp`` and ``qaoa``: the exact and the quantum optimisers of J.
 
 **Policies** (``POLICIES``):
@@ -28,9 +30,10 @@ The package, one module per part:
 - ``greedy_fidelity``: each task to the node with the highest predicted fidelity;
 - ``hyperscore``: tasks shortest first, each to the node with the highest hyperscore, where a
   node's hyperscore is discounted for the batch tasks already sent to it by the scorer's own
-  time factor ``exp(−time_rate·Δt)``;
-- ``annealing``: simulated annealing of J over assignments, from the greedy minimum-cost
-  placement;
+  time factor ``exp(−time_rate·Δt)``; then single tasks moved while a move lowers J
+  (``search.local_search``);
+- ``annealing``: simulated annealing of J over assignments (single moves and swaps of two
+  tasks' nodes), from the ``hyperscore`` placement;
 - ``milp``: the exact minimum of J: tasks are assigned to positions counted from the end of
   each node's batch queue (a task ``k``-th from the end delays ``k`` completions by its run),
   an assignment problem solved by ``scipy.optimize.milp`` (HiGHS);

@@ -1,156 +1,109 @@
-"""Heuristic optimisers of the batch objective J, and the ``annealing`` policy.
-
-``greedy_cost`` places tasks one by one where they add least to J, ``local_search`` moves
-single tasks while a move lowers it, and ``AnnealingPolicy`` anneals J from the greedy
-placement; all three keep each task's cost on every node up to date (``_Placement``).
-``milp`` bounds its model with ``greedy_cost``; ``qaoa`` refines its samples with
-``local_search`` and hands large batches to ``AnnealingPolicy``.
-"""
+"""The ``annealing`` policy: simulated annealing of the batch objective J."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 
+from qubus.scheduling.allocation.hyperscore import HyperscorePolicy
 from qubus.scheduling.allocation.interface import _Policy
 from qubus.scheduling.allocation.problem import Problem
+from qubus.scheduling.allocation.search import IMPROVEMENT_S, local_search
 
-ANNEALING_STEPS_PER_TASK = 60
-"""Moves tried by simulated annealing per task of the batch."""
+ANNEALING_STEPS_PER_TASK = 8
+"""Steps (moves or swaps) tried by simulated annealing per task of the batch."""
 
+ANNEALING_START_QUANTILE = 0.1
+"""The starting temperature: this quantile of the rises of J the first single moves would
+cause."""
 
-class _Placement:
-    """An assignment being built or changed, with what each task would cost on each node.
+ANNEALING_SWAP_SHARE = 0.5
+"""The share of moves that swap two tasks' nodes (the others move one task)."""
 
-    ``delay[i, j]`` is Σ over the tasks ``k`` on node ``j`` of ``min(run_ij, run_kj)`` (task
-    ``i`` itself included when it is there): what task ``i`` and they cost each other there.
-    Placing or removing a task updates one column of it with one vector operation, so the
-    change of J of any move is read in constant time.
-    """
-
-    def __init__(self, problem: Problem) -> None:
-        self.problem = problem
-        self.delay = np.zeros((problem.n, problem.m))
-        self.nodes: list[int | None] = [None] * problem.n
-
-    def add(self, i: int, j: int) -> None:
-        run = self.problem.run[:, j]
-        self.delay[:, j] += np.minimum(run, run[i])
-        self.nodes[i] = j
-
-    def remove(self, i: int) -> None:
-        j = self.nodes[i]
-        assert j is not None
-        run = self.problem.run[:, j]
-        self.delay[:, j] -= np.minimum(run, run[i])
-        self.nodes[i] = None
-
-    def costs(self, i: int) -> np.ndarray:
-        """What task ``i`` would add to J on each node (given the others; +inf where not
-        allowed), with it taken off its own node first."""
-        cost = self.problem.unary[i] + self.delay[i]
-        j = self.nodes[i]
-        if j is not None:
-            cost[j] -= self.problem.run[i, j]
-        return cost
-
-    def delta(self, i: int, new: int) -> float:
-        """Change of J when placed task ``i`` moves to node ``new``."""
-        old = self.nodes[i]
-        assert old is not None
-        if new == old:
-            return 0.0
-        unary, delay = self.problem.unary, self.delay
-        return float(
-            unary[i, new] + delay[i, new] - unary[i, old] - delay[i, old] + self.problem.run[i, old]
-        )
-
-    def move(self, i: int, new: int) -> None:
-        self.remove(i)
-        self.add(i, new)
-
-    def assignment(self) -> list[int]:
-        return [int(j) for j in self.nodes if j is not None]
-
-
-def greedy_cost(problem: Problem) -> list[int]:
-    """Tasks shortest first, each to the node that adds least to J given those placed (ties:
-    the first node by id)."""
-    placement = _Placement(problem)
-    for i in problem.shortest_first:
-        placement.add(i, int(np.argmin(placement.costs(i))))
-    return placement.assignment()
-
-
-def local_search(problem: Problem, assignment: Sequence[int]) -> list[int]:
-    """Moves single tasks to the node that lowers J most until no move lowers it."""
-    placement = _Placement(problem)
-    for i, j in enumerate(assignment):
-        placement.add(i, int(j))
-    improved = True
-    while improved:
-        improved = False
-        for i in range(problem.n):
-            costs = placement.costs(i)
-            best = int(np.argmin(costs))
-            old = placement.nodes[i]
-            assert old is not None
-            if best != old and costs[best] < costs[old] - 1e-9:
-                placement.move(i, best)
-                improved = True
-    return placement.assignment()
+ANNEALING_COOLING = 1e-3
+"""The final temperature, as a fraction of the starting one."""
 
 
 class AnnealingPolicy(_Policy):
-    """Simulated annealing of J over the batch's assignments.
+    """Simulated annealing of J over the batch's assignments, from a local minimum.
 
-    Starts from ``greedy_cost``; a move sends one random task to another of its allowed
-    nodes, accepted with probability ``min(1, exp(−ΔJ/T))``; ``T`` falls geometrically from
-    the mean |ΔJ| of the first moves to a thousandth of it over ``ANNEALING_STEPS_PER_TASK``
-    moves per task. Seeded by the batch's task ids; the best assignment seen wins.
+    Starts from the ``hyperscore`` policy's placement descended to a local minimum of single
+    moves (``search._Placement.descend``, any allowed node). ``ANNEALING_STEPS_PER_TASK`` random
+    steps per task follow: with probability ``ANNEALING_SWAP_SHARE`` a random task trades
+    nodes with another random task (the step that leaves such a minimum), else it goes to
+    another of its allowed nodes; a step is taken when ``ΔJ < −T·ln u`` (``u`` uniform: the
+    Metropolis rule), ``ΔJ`` read from the placement's running costs (``search._Placement``)
+    in constant time. ``T`` starts at the ``ANNEALING_START_QUANTILE`` of the rises of J among
+    the first single moves (from a local minimum every move is a rise, and the mean one would
+    scatter the placement more than so few steps can repair) and falls geometrically to
+    ``ANNEALING_COOLING`` of it. The best assignment seen, if below the start, is descended
+    again (``local_search``). Seeded by the batch's task ids.
     """
 
     name = "annealing"
 
     def assign(self, problem: Problem) -> list[int]:
-        placement = _Placement(problem)
-        for i, j in enumerate(greedy_cost(problem)):
-            placement.add(i, j)
-        movable = [i for i in range(problem.n) if len(problem.option_lists[i]) > 1]
-        if not movable:
-            return placement.assignment()
-        rng = np.random.default_rng(problem.seed)
+        placement = HyperscorePolicy().placement(problem)
+        placement.descend()
+        start = placement.assignment()
+        choices = problem.allowed.sum(axis=1)
+        movable = np.flatnonzero(choices > 1)
+        if not movable.size:
+            return start
         steps = ANNEALING_STEPS_PER_TASK * problem.n
-        options = problem.option_lists
-        tasks = [movable[k] for k in rng.integers(len(movable), size=steps).tolist()]
-        picks = rng.random(steps).tolist()
-        moves = [
-            (i, options[i][int(u * len(options[i]))]) for i, u in zip(tasks, picks, strict=True)
-        ]
-        first = [abs(placement.delta(i, j)) for i, j in moves[:50]]
-        start_t = max(float(np.mean([d for d in first if d > 0] or [0.0])), 1e-6)
-        cost = best_cost = problem.objective(placement.assignment())
-        best = placement.assignment()
-        uniforms = rng.random(steps).tolist()
-        cooling = 1e-3 ** (1 / steps)
-        temperature = start_t
-        for step, (i, new) in enumerate(moves):
-            if step:
-                temperature *= cooling
-            if new == placement.nodes[i]:
+        # Every step's random numbers at once: its task, its node (a uniform pick among the
+        # task's allowed ones, listed first in each row of ``allowed_first``), its partner,
+        # whether it swaps, and the uniform of its acceptance.
+        draws = np.random.default_rng(problem.seed).random((5, steps))
+        tasks = movable[(draws[0] * movable.size).astype(int)]
+        allowed_first = np.argsort(~problem.allowed, axis=1, kind="stable")
+        targets = allowed_first[tasks, (draws[1] * choices[tasks]).astype(int)]
+        cost_now = placement.costs_all()
+        rises = (cost_now[tasks, targets] - cost_now[tasks, placement.nodes[tasks]])[:50]
+        rises = np.sort(rises[rises > 0])
+        start_t = float(rises[int(ANNEALING_START_QUANTILE * rises.size)]) if rises.size else 0.0
+        # Accept a step when ΔJ < T·(−ln u).
+        limits = -np.log1p(-draws[4]) * max(start_t, 1e-6)
+        limits *= ANNEALING_COOLING ** (np.arange(steps) / steps)
+        # Plain floats and lists in the loop: numpy's per-element reads would cost more than
+        # the arithmetic; ``delay`` is read from the placement as moves change it.
+        unary, run, nodes = problem.unary.tolist(), problem.run.tolist(), start.copy()
+        delay = placement.delay
+        partners = (draws[2] * problem.n).astype(int).tolist()
+        swaps = (draws[3] < ANNEALING_SWAP_SHARE).tolist()
+        cost = best_cost = 0.0  # J relative to the start
+        best = start
+        for i, new, k, swap, limit in zip(
+            tasks.tolist(), targets.tolist(), partners, swaps, limits.tolist(), strict=True
+        ):
+            old = nodes[i]
+            if swap:
+                new = nodes[k]
+            if new == old:
                 continue
-            delta = placement.delta(i, new)
-            if delta < 0 or uniforms[step] < math.exp(-delta / temperature):
+            ui, ri, di = unary[i], run[i], delay[i]
+            delta = ui[new] + di[new] - ui[old] - di[old] + ri[old]
+            if swap:
+                # and k moves to i's node; neither then costs the other what it did
+                uk, rk, dk = unary[k], run[k], delay[k]
+                delta += uk[old] + dk[old] - uk[new] - dk[new] + rk[new]
+                delta -= min(rk[old], ri[old]) + min(rk[new], ri[new])
+            if delta < limit:
                 placement.move(i, new)
+                nodes[i] = new
+                if swap:
+                    placement.move(k, old)
+                    nodes[k] = old
                 cost += delta
-                if cost < best_cost - 1e-9:
-                    best_cost, best = cost, placement.assignment()
-        return best
+                if cost < best_cost - IMPROVEMENT_S:
+                    best_cost, best = cost, nodes.copy()
+        if best is start:
+            return start
+        return local_search(problem, best)
 
     def describe(self, problem: Problem, assignment: Sequence[int], i: int) -> str:
         return (
             f"simulated annealing of the batch objective ({ANNEALING_STEPS_PER_TASK * problem.n} "
-            f"moves from the greedy placement)"
+            "moves and swaps from the hyperscore placement)"
         )

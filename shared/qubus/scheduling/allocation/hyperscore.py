@@ -1,4 +1,5 @@
-"""The ``hyperscore`` policy: each task to its node of highest hyperscore, batch-aware."""
+"""The ``hyperscore`` policy: each task to its node of highest hyperscore, batch-aware, then
+single moves that lower the batch objective."""
 
 from __future__ import annotations
 
@@ -9,20 +10,40 @@ import numpy as np
 
 from qubus.scheduling.allocation.interface import _Policy, _runner_up
 from qubus.scheduling.allocation.problem import Problem
+from qubus.scheduling.allocation.search import _Placement, descended
 
 
 class HyperscorePolicy(_Policy):
-    """Each task to its node of highest hyperscore, batch-aware.
+    """Each task to its node of highest hyperscore, batch-aware, then moves that lower J.
 
     Tasks are taken shortest first (by their shortest run anywhere, ties in batch order). A
     node's hyperscore for a task is discounted for the batch tasks already sent to it, by the
     scorer's own time factor: ``hyperscore·exp(−time_rate·Δt)`` with ``Δt`` their run time
     there. Ties go to the earlier finish, then to the node id that sorts first.
+
+    The greedy pass is then refined by single moves (``search.descended``), the one lowering
+    the batch objective J most first, until none does; a task may only move to a node whose
+    hyperscore (before any discount) is at least the discounted one it was placed at, so the
+    hyperscore still decides where a task may go and J only which of the places its
+    batch-mates made as good (a lone task stays on its highest hyperscore). On the scheduling
+    benchmark the greedy pass alone was 2.8% and 4.0% above J's minimum at 64 and 512 tasks.
     """
 
     name = "hyperscore"
 
     def assign(self, problem: Problem) -> list[int]:
+        return self.placement(problem).assignment()
+
+    def placement(self, problem: Problem) -> _Placement:
+        """The assignment, with what each task would cost elsewhere (``annealing`` goes on
+        from it)."""
+        assignment, placed_at = self._greedy(problem)
+        return descended(problem, assignment, problem.hyperscore >= placed_at[:, None])
+
+    @staticmethod
+    def _greedy(problem: Problem) -> tuple[list[int], np.ndarray]:
+        """Each task, shortest first, to its node of highest discounted hyperscore; and that
+        discounted hyperscore."""
         # Plain floats: tasks are placed one after another, and on a handful of nodes numpy's
         # per-call overhead would cost more than the arithmetic.
         hyperscore, rate, run = (
@@ -31,6 +52,7 @@ class HyperscorePolicy(_Policy):
         ready = problem.ready.tolist()
         added = [0.0] * problem.m
         assignment = [0] * problem.n
+        placed_at = [0.0] * problem.n
         for i in problem.shortest_first:
             h, r, t = hyperscore[i], rate[i], run[i]
             best = min(
@@ -38,12 +60,14 @@ class HyperscorePolicy(_Policy):
                 key=lambda j: (-h[j] * math.exp(-r[j] * added[j]), ready[j] + added[j] + t[j], j),
             )
             assignment[i] = best
+            placed_at[i] = h[best] * math.exp(-r[best] * added[best])
             added[best] += t[best]
-        return assignment
+        return assignment, np.array(placed_at)
 
     @staticmethod
     def _adjusted(problem: Problem, assignment: Sequence[int]) -> np.ndarray:
-        """Every task's hyperscores as discounted when it was placed (for ``describe``)."""
+        """Every task's hyperscores as discounted when the greedy pass ``assignment`` placed
+        it (for ``describe``)."""
         added = np.zeros(problem.m)
         adjusted = np.zeros((problem.n, problem.m))
         for i in problem.shortest_first:
@@ -55,9 +79,18 @@ class HyperscorePolicy(_Policy):
         return -problem.hyperscore[i]
 
     def describe(self, problem: Problem, assignment: Sequence[int], i: int) -> str:
-        j = assignment[i]
-        adjusted = problem.memo(self.name, lambda: self._adjusted(problem, assignment))[i]
-        text = f"highest hyperscore {adjusted[j]:.2f} of {len(problem.options(i))} eligible node(s)"
+        greedy = problem.memo(f"{self.name}.greedy", lambda: self._greedy(problem)[0])
+        adjusted = problem.memo(self.name, lambda: self._adjusted(problem, greedy))[i]
+        j, first = assignment[i], greedy[i]
+        eligible = len(problem.options(i))
+        if j != first:
+            return (
+                f"moved from {problem.nodes[first]}, its highest hyperscore "
+                f"{adjusted[first]:.2f} of {eligible} eligible node(s) after this batch's "
+                f"earlier tasks, to this one (hyperscore {problem.hyperscore[i, j]:.2f}, no "
+                "lower before them): the move lowers the batch objective"
+            )
+        text = f"highest hyperscore {adjusted[j]:.2f} of {eligible} eligible node(s)"
         if adjusted[j] != problem.hyperscore[i, j]:
             text += f" ({problem.hyperscore[i, j]:.2f} before this batch's earlier tasks)"
         return text + _runner_up(problem, i, j, adjusted, ".2f")

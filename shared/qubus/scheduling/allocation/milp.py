@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from qubus.errors import QubusError
-from qubus.scheduling.allocation.annealing import greedy_cost
 from qubus.scheduling.allocation.interface import _Policy
 from qubus.scheduling.allocation.problem import Problem
+from qubus.scheduling.allocation.search import greedy_cost
 
 MILP_TIME_LIMIT_S = 60.0
 """Wall-clock limit of one HiGHS solve; the best solution found by then is used."""

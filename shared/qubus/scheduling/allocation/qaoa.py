@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qubus.scheduling.allocation.annealing import AnnealingPolicy, local_search
+from qubus.scheduling.allocation.annealing import AnnealingPolicy
 from qubus.scheduling.allocation.interface import _Policy
 from qubus.scheduling.allocation.problem import Problem
+from qubus.scheduling.allocation.search import local_search
 
 QAOA_MAX_QUBITS = 12
 """Largest QAOA sub-problem simulated with qsim (one qubit per task × candidate node)."""
