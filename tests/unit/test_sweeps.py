@@ -19,7 +19,7 @@ from qubus.circuits.sweeps import (
     resolved,
 )
 from qubus.devices.compile import compile_for_device
-from qubus.devices.emulation import emulate
+from qubus.devices.emulation import JOB_OVERHEAD_S, emulate, emulated_runtime_s
 from qubus.devices.profiles import load_device
 from qubus.devices.sandbox import SandboxLimits, evaluate
 from qubus.devices.sweeps import compiled_points, evaluate_sweep, run_points
@@ -79,7 +79,7 @@ def test_the_sandbox_evaluates_every_point_and_the_first_in_full() -> None:
     assert evaluation.sweep_ideals[0] == pytest.approx(dict.fromkeys(alone[0], 1 / 64))
 
 
-def test_a_qpu_runs_every_point_as_one_job() -> None:
+def test_a_qpu_runs_points_as_one_job_of_their_shots() -> None:
     device = load_device("ibm_nairobi")
     theta = sympy.Symbol("theta")
     a, b = cirq.LineQubit.range(2)
@@ -88,7 +88,10 @@ def test_a_qpu_runs_every_point_as_one_job() -> None:
     counts, modelled_s = run_points(device, circuit_to_json(circuit), points, 200, [1, 2], True)
     assert counts == [{"00": 200}, {"11": 200}]
     _, one_s = run_points(device, circuit_to_json(circuit), points[:1], 400, [1], True)
-    assert modelled_s == pytest.approx(one_s)  # one job overhead, shots of both points
+    assert modelled_s == pytest.approx(one_s)  # the shots of both points, no job overhead
+    compiled = compile_for_device(resolved(circuit, points[0]), device)
+    with_overhead = emulated_runtime_s(compiled, device, 400)
+    assert modelled_s == pytest.approx(with_overhead - JOB_OVERHEAD_S[device.kind])
 
 
 @pytest.mark.parametrize("entangled", [False, True])

@@ -527,6 +527,8 @@ async def _status(args: argparse.Namespace) -> int:
     progress = progress_of(events) if status == "running" else None
     if args.json:
         print(json.dumps({"task_id": args.task_id, "status": status, "progress": progress}))
+    elif progress is not None and "points" in progress:
+        print(f"{status} ({progress['points_done']}/{progress['points']} points)")
     elif progress is not None:
         print(f"{status} ({progress['shots_done']}/{progress['shots']} shots)")
     else:
@@ -592,9 +594,10 @@ async def _trace(args: argparse.Namespace) -> int:
     origin = events[0].published
     for row, stored in zip(rows, events, strict=True):
         offset = (stored.published - origin) * 1000
+        detail = f"  {row['detail']}" if "detail" in row else ""
         print(
             f"  +{offset:9.1f} ms  {row['event']:<13} {row['service']:<10} "
-            f"{row['instance']:<24} {row['duration_ms']:>9.1f} ms"
+            f"{row['instance']:<24} {row['duration_ms']:>9.1f} ms{detail}"
         )
     if allocation is not None:
         print(format_allocation(allocation))

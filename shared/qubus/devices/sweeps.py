@@ -77,9 +77,10 @@ def run_points(
     """Run every point of a sweep on the device's emulator (in the QPU's worker process).
 
     Returns:
-        Each point's counts, and the modelled run time of the whole sweep as one job: the
-        device's per-job overhead once, then ``shots`` for every point (the points share the
-        compiled structure, so their durations are equal).
+        Each point's counts, and the modelled run time of their shots (``shots`` for every
+        point: the points share the compiled structure, so their durations are equal),
+        without the device's per-job overhead, which the job of the whole sweep or chunk
+        counts once.
     """
     circuit = circuit_from_json(circuit_json)
     compiled = list(compiled_points(circuit, points, device))
@@ -87,4 +88,5 @@ def run_points(
         emulate(each, device, shots, seed=seed, noiseless=noiseless)
         for each, seed in zip(compiled, seeds, strict=True)
     ]
-    return counts, emulated_runtime_s(compiled[0], device, shots * len(points))
+    shots_s = emulated_runtime_s(compiled[0], device, shots * len(points))
+    return counts, shots_s - emulated_runtime_s(compiled[0], device, 0)
