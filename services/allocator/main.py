@@ -126,6 +126,9 @@ def sweep_allocations(
     """The allocations of a scored task: one, or for a sweep one per chunk of its points
     (``qubus.scheduling.sweepchunks``), the policy's node first, then the other eligible
     nodes (above the task's fidelity floor) by id, each with its own score and prediction.
+    A node holds a point for its share of the sweep's modelled run (fusion's
+    ``expected_run_s``, every point's shots as one job) × the time scale, or for one point's
+    emulation (the noise service's ``emulation_s``, estimated for one point) if longer.
 
     Args:
         time_scale: ``QUBUS_TIME_SCALE``: a node's modelled seconds held in wall seconds.
@@ -149,9 +152,9 @@ def sweep_allocations(
         run_s = candidate.run_s if candidate else 0.0
         emulation_s = scores[node].emulation_s
         queue_s = candidate.queue_s if candidate else 0.0
-        rates.append(
-            NodeRate(node, queue_s * time_scale, max(run_s * time_scale, emulation_s) / points)
-        )
+        # run_s is every point's shots as one job; emulation_s one point's emulation
+        point_s = max(run_s * time_scale / points, emulation_s)
+        rates.append(NodeRate(node, queue_s * time_scale, point_s))
     chunks = chunk_ranges(share_points(points, rates))
     if len(chunks) == 1:
         return [placed]

@@ -22,7 +22,7 @@ from qubus.devices.compile import compile_for_device
 from qubus.devices.emulation import JOB_OVERHEAD_S, emulate, emulated_runtime_s
 from qubus.devices.profiles import load_device
 from qubus.devices.sandbox import SandboxLimits, evaluate
-from qubus.devices.sweeps import compiled_points, evaluate_sweep, run_points
+from qubus.devices.sweeps import PointCompiler, evaluate_sweep, point_compiler, run_points
 from qubus.errors import CircuitRejected
 
 LIMITS = SandboxLimits(max_qubits=20, max_depth=1000, max_outcomes=4096)
@@ -107,7 +107,10 @@ def test_a_sweeps_points_run_as_each_resolved_circuit_would(entangled: bool) -> 
         circuit.insert(1, cirq.ZZ(q[0], q[1]) ** sympy.Symbol("gamma"))
     points = grid(6)
     alone = [compile_for_device(resolved(circuit, p), device) for p in points]
-    assert list(compiled_points(circuit, points, device)) == alone
+    compiler = PointCompiler(circuit, device)
+    assert [compiler(p) for p in points] == alone
+    json_text = circuit_to_json(circuit)  # one compiler per circuit and calibration
+    assert point_compiler(json_text, device) is point_compiler(json_text, device)
     counts, _ = run_points(device, circuit_to_json(circuit), points, 300, list(range(6)), False)
     assert counts == [emulate(c, device, 300, seed=k) for k, c in enumerate(alone)]
 
