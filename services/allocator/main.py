@@ -39,7 +39,8 @@ the eligible nodes so that they all end together (``qubus.scheduling.sweepchunks
 node's queue and time per point, wall seconds at ``QUBUS_TIME_SCALE``), and each chunk of
 points is published as an allocation of the sweep to its node (``TaskAllocated.chunk``). A
 sweep pinned to a node (``--node``), one that prefers fidelity, or one too small to cut
-(under twice ``MIN_CHUNK_POINTS``) stays one allocation of every point.
+(under twice ``MIN_CHUNK_POINTS``) stays one allocation of every point. A sweep cut into
+chunks is not re-placed (a chunk on a node gone offline waits for it).
 """
 
 from __future__ import annotations
@@ -427,6 +428,9 @@ class Allocator:
         current = await latest_allocation(self._bus, event.task_id)
         if current is None or current.attempt != event.attempt:
             return None  # already re-placed
+        if current.chunk is not None:
+            log.warning("allocator.replace_chunk", node=event.node, chunk=current.chunk.index)
+            return None  # a sweep cut into chunks is not re-placed: the chunk waits for its node
         if current.node != event.node:
             log.warning("allocator.replace_not_held", node=event.node, held_by=current.node)
             return None  # a node asking to give up a task it does not hold

@@ -51,9 +51,13 @@ calibrations are not rechecked. ``TaskCompleted`` carries ``ebits`` and ``nodes`
 ``predicted_fidelity`` is ``run_split``'s prediction with the reserved pairs' fidelities.
 
 **Sweeps** (``TaskOptions.sweep``, ``qubus.circuits.sweeps``) fan out here, as late as they
-can: the node runs every point in one worker call, holds the node for one job of every
-point's shots, and publishes each point's ``completed`` as its own task ``<sweep id>-<k>``
-before the sweep's own ``completed``.
+can: the node runs its chunk of the sweep's points (``TaskAllocated.chunk``, all of them
+without one; ``qubus.scheduling.sweepchunks``) in batches, one worker call each, holds the
+node for one job of the chunk's shots, publishes each point's ``completed`` as its own task
+``<sweep id>-<k>`` and after each batch the chunk's ``SweepProgress``. Before each batch it
+stops if the sweep was cancelled and leaves out points already ended (cancelled one by one,
+or run before a redelivery). The node that sees every chunk ended publishes the sweep's own
+``completed``, stored once whichever node it is (de-duplication id ``<sweep id>.completed``).
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
     tasks.add_argument("--json", action="store_true", help="one JSON object per task per line")
 
     for name, text in (
-        ("status", "print a task's status"),
+        ("status", "print a task's status (a running sweep's: points done of all)"),
         ("result", "print a task's result record"),
         ("trace", "print a task's timeline: stage, service instance, time, duration"),
     ):
@@ -110,7 +110,9 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
         help="cancel tasks, stopping those that are running",
         description="Cancel each task ID: a QPU node skips a cancelled task instead of "
         "running it, or stops it within about a second if it is running; a task that has "
-        "ended is left as it is. Exit status 1 if any task could not be cancelled.",
+        "ended is left as it is. A running sweep stops between two batches of points (those "
+        "not run end cancelled); a sweep's point <sweep id>-<k> is left out if it has not "
+        "run yet. Exit status 1 if any task could not be cancelled.",
     )
     cancel.add_argument("task_ids", nargs="+", metavar="ID", type=task_id)
 
