@@ -128,8 +128,10 @@ def sweep_allocations(
     (``qubus.scheduling.sweepchunks``), the policy's node first, then the other eligible
     nodes (above the task's fidelity floor) by id, each with its own score and prediction.
     A node holds a point for its share of the sweep's modelled run (fusion's
-    ``expected_run_s``, every point's shots as one job) × the time scale, or for one point's
-    emulation (the noise service's ``emulation_s``, estimated for one point) if longer.
+    ``expected_run_s``, every point's shots as one job) × the time scale. The emulation is
+    left out: a point's is about the same work on any node, and the noise service's
+    estimate (``emulation_s``) is about 20 times the measured time for a small density
+    matrix (``docs/architecture.md``, *Sweeps*), which gave the slow nodes most points.
 
     Args:
         time_scale: ``QUBUS_TIME_SCALE``: a node's modelled seconds held in wall seconds.
@@ -151,11 +153,8 @@ def sweep_allocations(
     for node in order:
         candidate = candidates.get(node)
         run_s = candidate.run_s if candidate else 0.0
-        emulation_s = scores[node].emulation_s
         queue_s = candidate.queue_s if candidate else 0.0
-        # run_s is every point's shots as one job; emulation_s one point's emulation
-        point_s = max(run_s * time_scale / points, emulation_s)
-        rates.append(NodeRate(node, queue_s * time_scale, point_s))
+        rates.append(NodeRate(node, queue_s * time_scale, run_s * time_scale / points))
     chunks = chunk_ranges(share_points(points, rates))
     if len(chunks) == 1:
         return [placed]
