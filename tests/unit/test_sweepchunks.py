@@ -1,11 +1,23 @@
-"""A sweep's points cut into chunks per node, and its progress and end read from its chunks'
-reports (``qubus.scheduling.sweepchunks``), without NATS."""
+"""A sweep's points cut into chunks per node, its progress and end read from its chunks'
+reports (``qubus.scheduling.sweepchunks``), and its points' status, without NATS."""
 
 from __future__ import annotations
 
 import pytest
 
-from qubus.bus.messages import NodeScore, SweepChunk, SweepProgress, TaskOptions, TaskScored
+from qubus.bus.connection import StoredEvent
+from qubus.bus.ids import sweep_point_id
+from qubus.bus.messages import (
+    NodeScore,
+    SweepChunk,
+    SweepProgress,
+    TaskAllocated,
+    TaskCancelled,
+    TaskCompleted,
+    TaskOptions,
+    TaskScored,
+)
+from qubus.client.aio import point_events, progress_of, stage_rows, status_of
 from qubus.scheduling.allocation import Decision
 from qubus.scheduling.sweepchunks import (
     NodeRate,
@@ -16,6 +28,8 @@ from qubus.scheduling.sweepchunks import (
     sweep_progress,
 )
 from qubus_services.allocator.main import sweep_allocations
+
+SWEEP = "alice.0123456789abcdef01234"
 
 
 def test_equal_nodes_share_the_points_equally_and_every_point_once() -> None:
@@ -68,7 +82,7 @@ def test_chunks_are_contiguous_ranges_covering_every_point_once() -> None:
 def report(chunk: int, done: int, *, points: int = 10, completed: int | None = None, **kw):
     completed = done if completed is None else completed
     return SweepProgress(
-        task_id="alice.s1",
+        task_id=SWEEP,
         node=kw.get("node", f"n{chunk}"),
         chunk=chunk,
         chunks=kw.get("chunks", 2),
@@ -166,3 +180,64 @@ def test_a_pinned_fidelity_first_small_or_floored_sweep_is_one_allocation(option
 def test_a_chunk_names_its_points() -> None:
     with pytest.raises(ValueError):
         SweepChunk(index=0, chunks=0, first=0, stop=1)
+
+
+def stored(event) -> StoredEvent:
+    return StoredEvent(
+        subject=event.subject(),
+        event=event,
+        service="qpu",
+        instance="qpu-1",
+        started=None,
+        published=1.0,
+        sequence=1,
+        trace_id=None,
+    )
+
+
+def sweep_events(*tail) -> list[StoredEvent]:
+    allocated = TaskAllocated(
+        task_id=SWEEP,
+        node="n0",
+        policy="hyperscore",
+        reason="best",
+        ranking=[("n0", 0.9)],
+        predicted_fidelity=0.9,
+        hyperscore=0.9,
+        circuit="{}",
+        options=TaskOptions(shots=10, sweep=[{"t": float(k)} for k in range(20)]),
+        ideal={"0": 1.0},
+    )
+    return [stored(allocated), *(stored(event) for event in tail)]
+
+
+def point_completed(k: int) -> TaskCompleted:
+    return TaskCompleted(
+        task_id=sweep_point_id(SWEEP, k),
+        node="n0",
+        counts={"0": 10},
+        shots=10,
+        seed=1,
+        predicted_fidelity=0.9,
+        measured_fidelity=1.0,
+        emulated_s=0.1,
+        calibration_revision="r",
+    )
+
+
+def test_a_running_sweep_reports_its_points_and_its_points_read_running() -> None:
+    shared = sweep_events(report(0, 10, points=20, chunks=1, node="n0"))
+    assert status_of(shared) == "running"
+    assert progress_of(shared) == {"points_done": 10, "points": 20}
+    assert status_of(point_events(shared, [stored(point_completed(3))])) == "done"
+    assert status_of(point_events(shared, [])) == "running"
+    (row,) = [r for r in stage_rows(shared) if r["event"] == "points"]
+    assert row["detail"] == "chunk 1/1 on n0: 10/20 points (10 completed)"
+
+
+def test_a_cancelled_sweep_ends_its_points_not_run_cancelled_and_keeps_those_run() -> None:
+    shared = sweep_events(TaskCancelled(task_id=SWEEP))
+    assert status_of(point_events(shared, [stored(point_completed(3))])) == "done"
+    assert status_of(point_events(shared, [])) == "cancelled"
+    cancelled_point = [stored(TaskCancelled(task_id=sweep_point_id(SWEEP, 4)))]
+    assert status_of(point_events(sweep_events(), cancelled_point)) == "cancelled"
