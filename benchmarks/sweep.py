@@ -33,7 +33,7 @@ import sympy
 from benchmarks.fastpath import Waiter, cpu_seconds, stack_processes
 from qubus.bus import logs
 from qubus.bus.ids import sweep_point_id
-from qubus.bus.messages import SubmitRequest
+from qubus.bus.messages import SubmitRequest, TaskAllocated
 from qubus.bus.natsserver import NatsServer
 from qubus.circuits import circuit_to_json
 from qubus.cli.common import default_fleet
@@ -79,6 +79,18 @@ async def timed(waiter: Waiter, submit, task_ids) -> float:
     return max(ended for ended, _ in ends) - started
 
 
+async def sweep_chunks(client: Client, sweep_id: str) -> list[tuple[str, int, int]]:
+    """Where the sweep's points ran: each allocation's node and first and last point."""
+    chunks = []
+    for stored in await client.events(sweep_id):
+        event = stored.event
+        if isinstance(event, TaskAllocated):
+            whole = (0, len(event.options.sweep or ()))
+            first, stop = (event.chunk.first, event.chunk.stop) if event.chunk else whole
+            chunks.append((event.node, first, stop - 1))
+    return chunks
+
+
 async def run(args: argparse.Namespace) -> dict:
     server = NatsServer()
     url = server.start()
@@ -93,16 +105,18 @@ async def run(args: argparse.Namespace) -> dict:
         client = await Client.connect(url)
         waiter = Waiter()
         await waiter.start(client)
+        sweep_ids: list[str] = []
 
         async def sweep(n: int) -> float:
             request = SubmitRequest(
                 circuit=symbolic, shots=args.shots, sweep=points[:n], node=args.node
             )
-            return await timed(
-                waiter,
-                lambda: client.submit(request),
-                lambda reply: [sweep_point_id(reply.task_id, k) for k in range(n)],
-            )
+
+            def point_ids(reply) -> list[str]:
+                sweep_ids.append(reply.task_id)
+                return [sweep_point_id(reply.task_id, k) for k in range(n)]
+
+            return await timed(waiter, lambda: client.submit(request), point_ids)
 
         async def separate(n: int) -> float:
             requests = [
@@ -140,6 +154,10 @@ async def run(args: argparse.Namespace) -> dict:
             busiest = sorted(by_service.items(), key=lambda item: -item[1])[:4]
             shares = ", ".join(f"{name} {seconds:.1f}" for name, seconds in busiest)
             print(f"{key}: {elapsed:.2f} s, stack CPU {cpu:.1f} s ({shares})", flush=True)
+            if not run_separate:
+                chunks = await sweep_chunks(client, sweep_ids[-1])
+                figures.setdefault("sweep_chunks", []).append(chunks)
+                print(f"  chunks: {', '.join(f'{n} {a}-{b}' for n, a, b in chunks)}", flush=True)
         await client.close()
     finally:
         await supervisor.stop()

@@ -33,6 +33,14 @@ beats the decision). A split is published as one allocation to the plan's lead n
 plan in ``TaskAllocated.split``, its breakdown (and the decision it beat) in ``reason``, and
 the plan's nodes first in ``ranking``; the other nodes receive nothing. A re-placement
 weighs splits the same way, without the node left and the offline ones.
+
+**Sweeps** are never split; once the policy has placed one, its points are shared among
+the eligible nodes so that they all end together (``qubus.scheduling.sweepchunks``: each
+node's queue and time per point, wall seconds at ``QUBUS_TIME_SCALE``), and each chunk of
+points is published as an allocation of the sweep to its node (``TaskAllocated.chunk``). A
+sweep pinned to a node (``--node``), one that prefers fidelity, or one too small to cut
+(under twice ``MIN_CHUNK_POINTS``) stays one allocation of every point. A sweep cut into
+chunks is not re-placed (a chunk on a node gone offline waits for it).
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ from qubus.scheduling.allocation import (
     preference_lam,
 )
 from qubus.scheduling.replacement import latest_allocation, outstanding_allocations
+from qubus.scheduling.sweepchunks import NodeRate, chunk_ranges, share_points
 
 log = get_logger()
 
@@ -110,6 +119,64 @@ def allocation(event: TaskScored, decision: Decision, *, attempt: int = 0) -> Ta
         batch_size=decision.batch_size,
         score=chosen,
     )
+
+
+def sweep_allocations(
+    event: TaskScored, decision: Decision, *, time_scale: float
+) -> list[TaskAllocated]:
+    """The allocations of a scored task: one, or for a sweep one per chunk of its points
+    (``qubus.scheduling.sweepchunks``), the policy's node first, then the other eligible
+    nodes (above the task's fidelity floor) by id, each with its own score and prediction.
+    A node holds a point for its share of the sweep's modelled run (fusion's
+    ``expected_run_s``, every point's shots as one job) × the time scale. The emulation is
+    left out: a point's is about the same work on any node, and the noise service's
+    estimate (``emulation_s``) is about 20 times the measured time for a small density
+    matrix (``docs/architecture.md``, *Sweeps*), which gave the slow nodes most points.
+
+    Args:
+        time_scale: ``QUBUS_TIME_SCALE``: a node's modelled seconds held in wall seconds.
+    """
+    placed = allocation(event, decision)
+    options = event.options
+    if options.sweep is None or options.node is not None or options.prefer == "fidelity":
+        return [placed]
+    points = len(options.sweep)
+    floor = options.fidelity_floor or 0.0
+    candidates = {
+        c.node: c
+        for c in task_request(event, deadline_s=None).candidates
+        if c.eligible and c.predicted_fidelity >= floor
+    }
+    order = [decision.node, *sorted(set(candidates) - {decision.node})]
+    scores = {score.node: score for score in event.scores}
+    rates = []
+    for node in order:
+        candidate = candidates.get(node)
+        run_s = candidate.run_s if candidate else 0.0
+        queue_s = candidate.queue_s if candidate else 0.0
+        rates.append(NodeRate(node, queue_s * time_scale, run_s * time_scale / points))
+    chunks = chunk_ranges(share_points(points, rates))
+    if len(chunks) == 1:
+        return [placed]
+    cut = ", ".join(f"{node} {c.first}-{c.stop - 1}" for node, c in chunks)
+    allocations = []
+    for node, chunk in chunks:
+        score = scores[node]
+        allocations.append(
+            placed.model_copy(
+                update={
+                    "node": node,
+                    "chunk": chunk,
+                    "reason": f"{decision.reason}; points shared so that the nodes end "
+                    f"together: {cut}",
+                    "predicted_fidelity": score.predicted_fidelity,
+                    "hyperscore": score.hyperscore,
+                    "calibration_revision": score.calibration_revision,
+                    "score": score,
+                }
+            )
+        )
+    return allocations
 
 
 def split_allocation(
@@ -344,7 +411,10 @@ class Allocator:
             (p, o) for p, (_, o) in zip(batch, placed, strict=True) if isinstance(o, Decision)
         ]
         for item, decision in sorted(decided, key=lambda pair: pair[1].position):
-            await item.ctx.publish(allocation(item.event, decision))
+            for placed in sweep_allocations(
+                item.event, decision, time_scale=self._settings.time_scale
+            ):
+                await item.ctx.publish(placed)
             item.done.set_result(None)
 
     async def handle(self, event: TaskScored, ctx: Context) -> None:
@@ -357,6 +427,9 @@ class Allocator:
         current = await latest_allocation(self._bus, event.task_id)
         if current is None or current.attempt != event.attempt:
             return None  # already re-placed
+        if current.chunk is not None:
+            log.warning("allocator.replace_chunk", node=event.node, chunk=current.chunk.index)
+            return None  # a sweep cut into chunks is not re-placed: the chunk waits for its node
         if current.node != event.node:
             log.warning("allocator.replace_not_held", node=event.node, held_by=current.node)
             return None  # a node asking to give up a task it does not hold

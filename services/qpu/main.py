@@ -51,9 +51,13 @@ calibrations are not rechecked. ``TaskCompleted`` carries ``ebits`` and ``nodes`
 ``predicted_fidelity`` is ``run_split``'s prediction with the reserved pairs' fidelities.
 
 **Sweeps** (``TaskOptions.sweep``, ``qubus.circuits.sweeps``) fan out here, as late as they
-can: the node runs every point in one worker call, holds the node for one job of every
-point's shots, and publishes each point's ``completed`` as its own task ``<sweep id>-<k>``
-before the sweep's own ``completed``.
+can: the node runs its chunk of the sweep's points (``TaskAllocated.chunk``, all of them
+without one; ``qubus.scheduling.sweepchunks``) in batches, one worker call each, holds the
+node for one job of the chunk's shots, publishes each point's ``completed`` as its own task
+``<sweep id>-<k>`` and after each batch the chunk's ``SweepProgress``. Before each batch it
+stops if the sweep was cancelled and leaves out points already ended (cancelled one by one,
+or run before a redelivery). The node that sees every chunk ended publishes the sweep's own
+``completed``, stored once whichever node it is (de-duplication id ``<sweep id>.completed``).
 """
 
 from __future__ import annotations
@@ -67,23 +71,29 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 import cirq
+import nats.js.errors
 import numpy as np
 from nats.js.kv import KeyValue
 
 from qubus.bus import codec
 from qubus.bus.connection import BUCKET_NODES, RESERVE_SUBJECT, STREAM, node_key
 from qubus.bus.consumer import Context, Stage
-from qubus.bus.ids import seed_for, sweep_point_id
+from qubus.bus.ids import seed_for, sweep_point_id, task_subject
 from qubus.bus.logs import get_logger
 from qubus.bus.messages import (
     EprReservation,
     EprReserve,
+    ErrorInfo,
     NodeStatus,
     SandboxEvaluation,
     SplitPlan,
+    SweepChunk,
+    SweepProgress,
     TaskAllocated,
     TaskCancelled,
     TaskCompleted,
+    TaskEvent,
+    TaskFailed,
     TaskProgress,
     TaskReplace,
     TaskRunning,
@@ -108,6 +118,7 @@ from qubus.network.splitplan import partition_of
 from qubus.scheduling.allocation import replacement_reason
 from qubus.scheduling.nodeorder import RunOrder
 from qubus.scheduling.replacement import allocation_subject, latest_allocation, qpu_consumer
+from qubus.scheduling.sweepchunks import point_batches, sweep_end
 
 log = get_logger()
 STATUS_INTERVAL_S = 2.0
@@ -116,6 +127,9 @@ ORDER_WINDOW = 16
 (``qubus.scheduling.nodeorder``); the rest wait in the stream, in order."""
 RESERVE_TIMEOUT_S = 10.0
 """How long the lead node of a split run waits for the link service's reservation."""
+SWEEP_BATCH_POINTS = 10
+"""Points of a sweep's chunk run in one worker call: between two calls the node publishes
+the chunk's progress and checks for the sweep's or a point's cancellation."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -396,13 +410,21 @@ class QpuNode:
         return watch
 
     async def _occupy(self, modelled_s: float, since: float) -> None:
-        """Hold the QPU until the job's modelled duration (× the time scale) has passed since
-        the run began at ``since`` (``time.monotonic``), and count it. The emulation itself
-        runs inside that time: the node is busy for the modelled duration, or for the
-        emulation if that takes longer, not for both one after the other."""
+        """Hold the QPU for the job (``_hold``) and count it."""
+        await self._hold(modelled_s, since)
+        self._count(modelled_s)
+
+    async def _hold(self, modelled_s: float, since: float) -> None:
+        """Hold the QPU until ``modelled_s`` (× the time scale) has passed since the run
+        began at ``since`` (``time.monotonic``). The emulation itself runs inside that time:
+        the node is busy for the modelled duration, or for the emulation if that takes
+        longer, not for both one after the other."""
         held_s = modelled_s * self._settings.time_scale - (time.monotonic() - since)
         if held_s > 0:
             await asyncio.sleep(held_s)
+
+    def _count(self, modelled_s: float) -> None:
+        """Count a job of ``modelled_s`` in the node's mean job time."""
         self._jobs += 1
         self._job_s += modelled_s
 
@@ -487,15 +509,34 @@ class QpuNode:
             nodes=run.nodes,
         )
 
+    async def _point_end(self, task_id: str) -> TaskCompleted | TaskCancelled | None:
+        """How a sweep point has ended already (its ``completed`` from an earlier run of its
+        chunk, or its ``cancelled``), or None if it has not."""
+        try:
+            raw = await self._bus.js.get_last_msg(STREAM, task_subject(task_id, ">"))
+        except nats.js.errors.NotFoundError:
+            return None
+        if raw.subject.endswith(f".{TaskCancelled.EVENT}"):
+            return TaskCancelled(task_id=task_id)
+        return codec.decode(raw.data, TaskCompleted)
+
     async def _run_sweep(
         self, event: TaskAllocated, points: list[dict[str, float]], ctx: Context
-    ) -> TaskCompleted:
-        """Run a sweep's points as one job (``qubus.devices.sweeps.run_points``) and publish
-        each point's ``completed`` as task ``<sweep id>-<k>``; the sweep's own ``completed``
-        carries no counts, the mean measured fidelity and the whole job's modelled time.
+    ) -> TaskCompleted | TaskFailed | None:
+        """Run a chunk of a sweep's points (``TaskAllocated.chunk``; all of them without
+        one) in batches of ``SWEEP_BATCH_POINTS`` (``qubus.devices.sweeps.run_points``),
+        holding the node for one job of the chunk's shots. Each point's ``completed`` is
+        published as task ``<sweep id>-<k>``, and after each batch the chunk's
+        ``SweepProgress``. Before each batch the node stops if the sweep was cancelled (the
+        points not run end with it), and leaves out the points that have ended already
+        (cancelled one by one, or completed by an earlier run of this chunk).
 
         Every point's predicted fidelity is the allocation's (the mean over the points); the
         prediction is not recomputed on a newer calibration.
+
+        Returns:
+            The sweep's own ``completed`` once every chunk has ended (``_end_sweep``), else
+            None; None if the sweep was cancelled.
 
         Raises:
             Retry: the sandbox's evaluation (every point's ideal distribution) is not
@@ -504,51 +545,121 @@ class QpuNode:
         sandbox = await self._bus.last_event(event.task_id, SandboxEvaluation)
         if sandbox is None:
             raise Retry("the sweep's ideal distributions are not readable yet")
+        chunk = event.chunk or SweepChunk(index=0, chunks=1, first=0, stop=len(points))
         current = self._calibration()
-        ids = [sweep_point_id(event.task_id, k) for k in range(len(points))]
-        seeds = [seed_for(task_id, "qpu") for task_id in ids]
+        noiseless = self._settings.noiseless or event.options.noiseless
+        report = SweepProgress(
+            task_id=event.task_id,
+            node=self._device.id,
+            chunk=chunk.index,
+            chunks=chunk.chunks,
+            points=chunk.stop - chunk.first,
+            done=0,
+            completed=0,
+            fidelity_sum=0.0,
+            predicted_fidelity=event.predicted_fidelity,
+            emulated_s=JOB_OVERHEAD_S[current.kind],
+        )
         async with self._running(event, ctx):
             since = time.monotonic()
-            counts, modelled_s = await self._pool.run(
-                run_points,
-                current,
-                event.circuit,
-                points,
-                event.options.shots,
-                seeds,
-                self._settings.noiseless or event.options.noiseless,
-                timeout_s=self._settings.sandbox_timeout_s * len(points),
+            for batch in point_batches(chunk, SWEEP_BATCH_POINTS):
+                if await self._bus.last_event(event.task_id, TaskCancelled) is not None:
+                    log.info("qpu.sweep_cancelled", done=report.done, points=report.points)
+                    return None
+                ids = [sweep_point_id(event.task_id, k) for k in batch]
+                ends = await asyncio.gather(*(self._point_end(task_id) for task_id in ids))
+                todo = [
+                    (k, task_id)
+                    for k, task_id, end in zip(batch, ids, ends, strict=True)
+                    if end is None
+                ]
+                completions = [end for end in ends if isinstance(end, TaskCompleted)]
+                modelled_s = 0.0
+                if todo:
+                    seeds = [seed_for(task_id, "qpu") for _, task_id in todo]
+                    counts, modelled_s = await self._pool.run(
+                        run_points,
+                        current,
+                        event.circuit,
+                        [points[k] for k, _ in todo],
+                        event.options.shots,
+                        seeds,
+                        noiseless,
+                        timeout_s=self._settings.sandbox_timeout_s * len(todo),
+                    )
+                    ran = [
+                        TaskCompleted(
+                            task_id=task_id,
+                            node=self._device.id,
+                            counts=point_counts,
+                            shots=event.options.shots,
+                            seed=seed,
+                            predicted_fidelity=event.predicted_fidelity,
+                            measured_fidelity=hellinger_fidelity(
+                                point_counts, sandbox.sweep_ideals[k]
+                            ),
+                            emulated_s=modelled_s / len(todo),
+                            calibration_revision=current.revision,
+                            allocated_fidelity=event.predicted_fidelity,
+                            nodes=[self._device.id],
+                        )
+                        for (k, task_id), point_counts, seed in zip(
+                            todo, counts, seeds, strict=True
+                        )
+                    ]
+                    await asyncio.gather(*(ctx.publish(completed) for completed in ran))
+                    completions += ran
+                report = report.model_copy(
+                    update={
+                        "done": report.done + len(batch),
+                        "completed": report.completed + len(completions),
+                        "fidelity_sum": report.fidelity_sum
+                        + sum(c.measured_fidelity for c in completions),
+                        "emulated_s": report.emulated_s + modelled_s,
+                    }
+                )
+                await self._hold(report.emulated_s, since)
+                await ctx.publish(report)
+            self._count(report.emulated_s)
+        return await self._end_sweep(event, current)
+
+    async def _end_sweep(
+        self, event: TaskAllocated, current: Device
+    ) -> TaskCompleted | TaskFailed | None:
+        """The sweep's own end, if every chunk has reported all its points ended
+        (``qubus.scheduling.sweepchunks.sweep_end``), else None: ``completed`` without counts,
+        with the mean measured and predicted fidelity of its completed points, every chunk's
+        node and their modelled time summed; ``failed`` (``sweep.cancelled``) if every point
+        was cancelled one by one. Chunks ending at once may both see the end: the event
+        carries the de-duplication id ``<sweep id>.completed`` (or ``.failed``) whichever
+        node publishes it, so it is stored once."""
+        stored = await self._bus.task_events(event.task_id)
+        if any(s.event.TERMINAL for s in stored):
+            return None  # a chunk run again after the sweep ended (redelivered)
+        end = sweep_end(s.event for s in stored if isinstance(s.event, SweepProgress))
+        if end is None:
+            return None
+        if not end.completed:
+            return TaskFailed(
+                task_id=event.task_id,
+                stage="qpu",
+                error=ErrorInfo(
+                    code="sweep.cancelled",
+                    message="every point of the sweep was cancelled",
+                ),
             )
-            await self._occupy(modelled_s, since)
-        common = {
-            "node": self._device.id,
-            "shots": event.options.shots,
-            "predicted_fidelity": event.predicted_fidelity,
-            "calibration_revision": current.revision,
-            "allocated_fidelity": event.predicted_fidelity,
-            "nodes": [self._device.id],
-        }
-        completions = [
-            TaskCompleted(
-                task_id=task_id,
-                counts=point_counts,
-                seed=seed,
-                measured_fidelity=hellinger_fidelity(point_counts, ideal),
-                emulated_s=modelled_s / len(points),
-                **common,
-            )
-            for task_id, point_counts, seed, ideal in zip(
-                ids, counts, seeds, sandbox.sweep_ideals, strict=True
-            )
-        ]
-        await asyncio.gather(*(ctx.publish(completed) for completed in completions))
         return TaskCompleted(
             task_id=event.task_id,
+            node=self._device.id,
             counts={},
+            shots=event.options.shots,
             seed=seed_for(event.task_id, "qpu"),
-            measured_fidelity=statistics.fmean(c.measured_fidelity for c in completions),
-            emulated_s=modelled_s,
-            **common,
+            predicted_fidelity=end.predicted_sum / end.completed,
+            measured_fidelity=end.measured_sum / end.completed,
+            emulated_s=end.emulated_s,
+            calibration_revision=current.revision,
+            allocated_fidelity=event.predicted_fidelity,
+            nodes=end.nodes,
         )
 
     async def _superseded(self, event: TaskAllocated, ctx: Context, why: str) -> bool:
@@ -561,9 +672,7 @@ class QpuNode:
         log.info(why, attempt=event.attempt, now_on=latest.node)
         return True
 
-    async def handle(
-        self, event: TaskAllocated, ctx: Context
-    ) -> TaskCompleted | TaskReplace | None:
+    async def handle(self, event: TaskAllocated, ctx: Context) -> TaskFailed | TaskReplace | None:
         """Run the task's current allocation (after the background jobs queued before it, in
         its turn among the tasks waiting for the node), split or on the node's current
         calibration; or ``replace`` it."""
@@ -580,7 +689,9 @@ class QpuNode:
             result = await self._run(event, ctx)
             if isinstance(result, TaskCompleted):
                 # Stored before the turn passes on: the node's runs never overlap in the trace.
-                await ctx.publish(result)
+                # A sweep's own end is stored once, whichever of its chunks' nodes sees it.
+                sweep = event.options.sweep is not None
+                await ctx.publish(result, msg_id=TaskEvent.msg_id(result) if sweep else None)
                 return None
             return result
 
@@ -593,7 +704,9 @@ class QpuNode:
         emulation_s = score.emulation_s if score else 0.0
         return max(modelled_s * self._settings.time_scale, emulation_s)
 
-    async def _run(self, event: TaskAllocated, ctx: Context) -> TaskCompleted | TaskReplace | None:
+    async def _run(
+        self, event: TaskAllocated, ctx: Context
+    ) -> TaskCompleted | TaskFailed | TaskReplace | None:
         """``handle``'s work once the task's turn has come: nothing if the task was placed
         again or cancelled while it waited."""
         if await self._superseded(event, ctx, "qpu.superseded"):

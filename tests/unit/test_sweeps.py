@@ -19,10 +19,10 @@ from qubus.circuits.sweeps import (
     resolved,
 )
 from qubus.devices.compile import compile_for_device
-from qubus.devices.emulation import emulate
+from qubus.devices.emulation import JOB_OVERHEAD_S, emulate, emulated_runtime_s
 from qubus.devices.profiles import load_device
 from qubus.devices.sandbox import SandboxLimits, evaluate
-from qubus.devices.sweeps import compiled_points, evaluate_sweep, run_points
+from qubus.devices.sweeps import PointCompiler, evaluate_sweep, point_compiler, run_points
 from qubus.errors import CircuitRejected
 
 LIMITS = SandboxLimits(max_qubits=20, max_depth=1000, max_outcomes=4096)
@@ -79,7 +79,7 @@ def test_the_sandbox_evaluates_every_point_and_the_first_in_full() -> None:
     assert evaluation.sweep_ideals[0] == pytest.approx(dict.fromkeys(alone[0], 1 / 64))
 
 
-def test_a_qpu_runs_every_point_as_one_job() -> None:
+def test_a_qpu_runs_points_as_one_job_of_their_shots() -> None:
     device = load_device("ibm_nairobi")
     theta = sympy.Symbol("theta")
     a, b = cirq.LineQubit.range(2)
@@ -88,7 +88,10 @@ def test_a_qpu_runs_every_point_as_one_job() -> None:
     counts, modelled_s = run_points(device, circuit_to_json(circuit), points, 200, [1, 2], True)
     assert counts == [{"00": 200}, {"11": 200}]
     _, one_s = run_points(device, circuit_to_json(circuit), points[:1], 400, [1], True)
-    assert modelled_s == pytest.approx(one_s)  # one job overhead, shots of both points
+    assert modelled_s == pytest.approx(one_s)  # the shots of both points, no job overhead
+    compiled = compile_for_device(resolved(circuit, points[0]), device)
+    with_overhead = emulated_runtime_s(compiled, device, 400)
+    assert modelled_s == pytest.approx(with_overhead - JOB_OVERHEAD_S[device.kind])
 
 
 @pytest.mark.parametrize("entangled", [False, True])
@@ -104,7 +107,10 @@ def test_a_sweeps_points_run_as_each_resolved_circuit_would(entangled: bool) -> 
         circuit.insert(1, cirq.ZZ(q[0], q[1]) ** sympy.Symbol("gamma"))
     points = grid(6)
     alone = [compile_for_device(resolved(circuit, p), device) for p in points]
-    assert list(compiled_points(circuit, points, device)) == alone
+    compiler = PointCompiler(circuit, device)
+    assert [compiler(p) for p in points] == alone
+    json_text = circuit_to_json(circuit)  # one compiler per circuit and calibration
+    assert point_compiler(json_text, device) is point_compiler(json_text, device)
     counts, _ = run_points(device, circuit_to_json(circuit), points, 300, list(range(6)), False)
     assert counts == [emulate(c, device, 300, seed=k) for k, c in enumerate(alone)]
 

@@ -278,8 +278,12 @@ class Bus:
         *,
         trace: TraceContext,
         started: float | None = None,
+        msg_id: str | None = None,
     ) -> bool:
         """Publish a task event to the stream and wait for the server's acknowledgement.
+
+        Args:
+            msg_id: The de-duplication id, if not the event's own (``msg_id()``).
 
         Returns:
             False if JetStream recognised it as a duplicate of an event already stored (a
@@ -293,7 +297,7 @@ class Bus:
         """
         headers = {
             H_TYPE: event.TYPE,
-            H_MSG_ID: event.msg_id(),
+            H_MSG_ID: msg_id or event.msg_id(),
             H_TRACEPARENT: trace.child().traceparent,
             H_SERVICE: self.service,
             H_INSTANCE: self.instance,

@@ -76,9 +76,12 @@ class Context:
         """Seconds between the input event's publication and the start of its handling."""
         return max(0.0, self.started - self._msg.metadata.timestamp.timestamp())
 
-    async def publish(self, event: TaskEvent) -> bool:
-        """Publish an intermediate event (e.g. ``running``) before the handler's result."""
-        return await self.bus.publish_event(event, trace=self.trace, started=self.started)
+    async def publish(self, event: TaskEvent, *, msg_id: str | None = None) -> bool:
+        """Publish an intermediate event (e.g. ``running``) before the handler's result
+        (``msg_id``: a de-duplication id other than the event's own)."""
+        return await self.bus.publish_event(
+            event, trace=self.trace, started=self.started, msg_id=msg_id
+        )
 
     async def in_progress(self) -> None:
         """Tell JetStream the message is still being worked on (resets its ack timer)."""

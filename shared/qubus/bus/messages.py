@@ -448,6 +448,16 @@ class SplitPlan(Model):
     expected_completion_s: float = Field(ge=0)
 
 
+class SweepChunk(Model):
+    """The points of a sweep one allocation runs (``qubus.scheduling.sweepchunks``): points
+    ``first`` to ``stop - 1`` (from 0), chunk ``index`` of ``chunks``, each on its own node."""
+
+    index: int = Field(ge=0)
+    chunks: int = Field(ge=1)
+    first: int = Field(ge=0)
+    stop: int = Field(ge=1)
+
+
 class TaskAllocated(TaskEvent):
     """The placement decision, published on ``qubus.task.<id>.allocated.<node>``.
 
@@ -467,6 +477,10 @@ class TaskAllocated(TaskEvent):
 
     ``split`` is the plan when the task runs split across several nodes; ``node`` is then
     the plan's lead node and ``predicted_fidelity`` the plan's (None: one node, as before).
+
+    ``chunk`` is set for a sweep cut into chunks of points (``SweepChunk``): one allocation
+    per chunk, each to its own node, de-duplicated by ``<task_id>.allocated.c<index>``. A
+    sweep's allocation without one (stored before chunks, or a re-placement) runs every point.
     """
 
     TYPE: ClassVar[str] = "task.allocated.v1"
@@ -488,12 +502,15 @@ class TaskAllocated(TaskEvent):
     batch_size: int = 1
     score: NodeScore | None = None
     split: SplitPlan | None = None
+    chunk: SweepChunk | None = None
 
     def subject(self) -> str:
         return f"{super().subject()}.{self.node}"
 
     def msg_id(self) -> str:
         base = super().msg_id()
+        if self.chunk is not None and self.chunk.chunks > 1:
+            base = f"{base}.c{self.chunk.index}"
         return f"{base}.{self.attempt}" if self.attempt else base
 
     @classmethod
@@ -544,6 +561,30 @@ class TaskProgress(NodeEvent):
 
     def msg_id(self) -> str:
         return f"{super().msg_id()}.{self.shots_done}"
+
+
+class SweepProgress(NodeEvent):
+    """How far a chunk of a sweep (``TaskAllocated.chunk``) has got on its node: ``done`` of
+    its ``points`` points have ended (``completed`` or ``cancelled`` one by one), ``completed``
+    of them with counts, whose measured fidelities sum to ``fidelity_sum``; ``emulated_s`` is
+    the chunk's modelled run time so far. Published after every batch of points, on the
+    sweep's task id; a sweep's progress is the sum over its chunks' latest
+    (``qubus.scheduling.sweepchunks.sweep_progress``). De-duplicated by chunk and ``done``."""
+
+    TYPE: ClassVar[str] = "task.points.v1"
+    EVENT: ClassVar[str] = "points"
+
+    chunk: int = Field(ge=0)
+    chunks: int = Field(ge=1)
+    points: int = Field(ge=1)
+    done: int = Field(ge=0)
+    completed: int = Field(ge=0)
+    fidelity_sum: float = Field(ge=0)
+    predicted_fidelity: float
+    emulated_s: float = Field(ge=0)
+
+    def msg_id(self) -> str:
+        return f"{super().msg_id()}.{self.chunk}.{self.done}"
 
 
 class TaskCompleted(NodeEvent):
@@ -799,6 +840,7 @@ TYPES: dict[str, type[Model]] = {
         TaskReplace,
         TaskRunning,
         TaskProgress,
+        SweepProgress,
         TaskCompleted,
         TaskRejected,
         TaskFailed,

@@ -6,8 +6,9 @@ message: the parser parses once and checks that every point names exactly the ci
 parameters; the logic checks and the noise service's compilation and budget run once on
 the first point's circuit (the points differ only in angles, not in structure); the sandbox
 computes every point's ideal distribution (``qubus.devices.sweeps``); fusion scores the
-nodes once; the allocator places the sweep as one job; the QPU node runs every point and
-publishes each as the task ``<sweep id>-<k>`` (``qubus.bus.ids.sweep_point_id``).
+nodes once; the allocator places the sweep and cuts it into chunks of points, one per node
+(``qubus.scheduling.sweepchunks``); each chunk's QPU node runs its points and publishes each
+as the task ``<sweep id>-<k>`` (``qubus.bus.ids.sweep_point_id``).
 """
 
 from __future__ import annotations

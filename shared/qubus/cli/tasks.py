@@ -87,7 +87,7 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
     tasks.add_argument("--json", action="store_true", help="one JSON object per task per line")
 
     for name, text in (
-        ("status", "print a task's status"),
+        ("status", "print a task's status (a running sweep's: points done of all)"),
         ("result", "print a task's result record"),
         ("trace", "print a task's timeline: stage, service instance, time, duration"),
     ):
@@ -110,7 +110,9 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
         help="cancel tasks, stopping those that are running",
         description="Cancel each task ID: a QPU node skips a cancelled task instead of "
         "running it, or stops it within about a second if it is running; a task that has "
-        "ended is left as it is. Exit status 1 if any task could not be cancelled.",
+        "ended is left as it is. A running sweep stops between two batches of points (those "
+        "not run end cancelled); a sweep's point <sweep id>-<k> is left out if it has not "
+        "run yet. Exit status 1 if any task could not be cancelled.",
     )
     cancel.add_argument("task_ids", nargs="+", metavar="ID", type=task_id)
 
@@ -527,6 +529,8 @@ async def _status(args: argparse.Namespace) -> int:
     progress = progress_of(events) if status == "running" else None
     if args.json:
         print(json.dumps({"task_id": args.task_id, "status": status, "progress": progress}))
+    elif progress is not None and "points" in progress:
+        print(f"{status} ({progress['points_done']}/{progress['points']} points)")
     elif progress is not None:
         print(f"{status} ({progress['shots_done']}/{progress['shots']} shots)")
     else:
@@ -592,9 +596,10 @@ async def _trace(args: argparse.Namespace) -> int:
     origin = events[0].published
     for row, stored in zip(rows, events, strict=True):
         offset = (stored.published - origin) * 1000
+        detail = f"  {row['detail']}" if "detail" in row else ""
         print(
             f"  +{offset:9.1f} ms  {row['event']:<13} {row['service']:<10} "
-            f"{row['instance']:<24} {row['duration_ms']:>9.1f} ms"
+            f"{row['instance']:<24} {row['duration_ms']:>9.1f} ms{detail}"
         )
     if allocation is not None:
         print(format_allocation(allocation))

@@ -49,6 +49,7 @@ from qubus.bus.messages import (
     SandboxEvaluation,
     SubmitReply,
     SubmitRequest,
+    SweepProgress,
     TaskAllocated,
     TaskCancelled,
     TaskCompleted,
@@ -63,6 +64,7 @@ from qubus.bus.messages import (
 from qubus.bus.progress import Progress
 from qubus.bus.tracing import TraceContext
 from qubus.errors import BUS_UNAVAILABLE, QubusError
+from qubus.scheduling.sweepchunks import sweep_progress
 
 log = get_logger()
 T = TypeVar("T")
@@ -133,6 +135,7 @@ STATUS_OF_EVENT = {
     "cancelled": "cancelled",
     "running": "running",
     "progress": "running",
+    "points": "running",
     "allocated": "queued",
     "replace": "queued",
 }
@@ -427,7 +430,9 @@ class Client:
         return [stored async for msg in msgs if (stored := stored_event(msg)) is not None]
 
     async def cancel(self, task_id: str) -> bool:
-        """Cancel a task: a QPU node skips it, or stops it if it is running.
+        """Cancel a task: a QPU node skips it, or stops it if it is running. A running sweep
+        stops between two batches of points (the points not run end ``cancelled``); a sweep
+        point (``<sweep id>-<k>``) is left out when its batch comes, if it has not run yet.
 
         Returns:
             True if the task is now cancelled (also if it already was); False if it had
@@ -438,13 +443,7 @@ class Client:
                 tasks: on a secured bus it may publish only its own tasks' ``cancelled``);
                 ``task.unknown``.
         """
-        point = sweep_of(check_task_id(task_id))
-        if point is not None:
-            raise QubusError(
-                f"task {task_id} is a point of sweep {point[0]}, whose points run as one job: "
-                f"cancel the sweep",
-                code="sweep.point",
-            )
+        check_task_id(task_id)
         events = await self.events(task_id)
         status = status_of(events)
         if status == "unknown":
@@ -694,8 +693,11 @@ def point_events(shared: list[StoredEvent], own: list[StoredEvent]) -> list[Stor
     """A sweep point's events, as believed (``believed_events``): its sweep's (``shared``)
     without the sweep's own ``completed``, which carries no counts, then the point's own
     (``own``), whose node events its sweep's allocation vouches for. A sweep that ended without
-    running ends each of its points the same way."""
-    return believed_events([s for s in shared if not isinstance(s.event, TaskCompleted)] + own)
+    running ends each of its points the same way; a cancelled sweep ends so each point that
+    had not completed (one that had is done: the sweep's ``cancelled`` is left out)."""
+    ran = any(isinstance(s.event, TaskCompleted) for s in own)
+    left_out = (TaskCompleted, TaskCancelled) if ran else (TaskCompleted,)
+    return believed_events([s for s in shared if not isinstance(s.event, left_out)] + own)
 
 
 def status_of(events: list[StoredEvent]) -> str:
@@ -704,7 +706,14 @@ def status_of(events: list[StoredEvent]) -> str:
 
 
 def progress_of(events: list[StoredEvent]) -> dict[str, int] | None:
-    """The furthest ``progress`` of a running emulation (``shots_done``, ``shots``), or None."""
+    """The furthest ``progress`` of a running emulation (``shots_done``, ``shots``), or of a
+    running sweep its points ended so far over all its points (``points_done``, ``points``,
+    ``qubus.scheduling.sweepchunks.sweep_progress``), or None."""
+    reports = [s.event for s in events if isinstance(s.event, SweepProgress)]
+    if reports:
+        sweep = next(s.event.options.sweep for s in events if isinstance(s.event, TaskAllocated))
+        done, points = sweep_progress(reports, len(sweep or ()))
+        return {"points_done": done, "points": points}
     done = [s.event for s in events if isinstance(s.event, TaskProgress)]
     if not done:
         return None
@@ -742,19 +751,25 @@ def status_from_events(names: Iterable[str]) -> str:
 
 
 def stage_rows(events: list[StoredEvent]) -> list[dict[str, Any]]:
-    """The task's timeline: one row per event with its service, instance, time and duration."""
+    """The task's timeline: one row per event with its service, instance, time and duration;
+    a sweep chunk's progress (``points``) also with its ``detail``."""
     rows = []
     for stored in events:
         started = stored.started if stored.started is not None else stored.published
-        rows.append(
-            {
-                "event": stored.event.EVENT,
-                "service": stored.service,
-                "instance": stored.instance,
-                "time": datetime.fromtimestamp(stored.published, UTC).isoformat(),
-                "duration_ms": round(max(0.0, stored.published - started) * 1000, 2),
-            }
-        )
+        row = {
+            "event": stored.event.EVENT,
+            "service": stored.service,
+            "instance": stored.instance,
+            "time": datetime.fromtimestamp(stored.published, UTC).isoformat(),
+            "duration_ms": round(max(0.0, stored.published - started) * 1000, 2),
+        }
+        if isinstance(stored.event, SweepProgress):
+            report = stored.event
+            row["detail"] = (
+                f"chunk {report.chunk + 1}/{report.chunks} on {report.node}: "
+                f"{report.done}/{report.points} points ({report.completed} completed)"
+            )
+        rows.append(row)
     return rows
 
 

@@ -3,7 +3,7 @@ sandbox, and every point's noisy run on a QPU node, each in one worker call."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import cirq
 
@@ -51,19 +51,39 @@ def evaluate_sweep(
     return first.model_copy(update={"sweep_ideals": ideals, "norm_error": norm_error})
 
 
-def compiled_points(
-    circuit: cirq.AbstractCircuit, points: Sequence[Mapping[str, float]], device: Device
-) -> Iterator[CompiledCircuit]:
-    """Every point's circuit compiled for the device: laid out and routed once and bound per
-    point (``qubus.devices.compile.Template``) where the circuit's parameters are all in
-    one-qubit gates, each resolved and compiled otherwise."""
-    template = compile_template(circuit, device)
-    resolver = Resolver(circuit) if template is None else None
-    for point in points:
-        if resolver is not None:
-            yield compile_for_device(resolver.at(point), device)
+class PointCompiler:
+    """Compiles a sweep's points for a device: the circuit laid out and routed once and each
+    point bound (``qubus.devices.compile.Template``) where its parameters are all in one-qubit
+    gates, each point resolved and compiled otherwise."""
+
+    def __init__(self, circuit: cirq.AbstractCircuit, device: Device) -> None:
+        template = compile_template(circuit, device)
+        if template is not None:
+            self._compile: Callable[[Mapping[str, float]], CompiledCircuit] = template.bind
         else:
-            yield template.bind(point)
+            resolver = Resolver(circuit)
+            self._compile = lambda point: compile_for_device(resolver.at(point), device)
+
+    def __call__(self, point: Mapping[str, float]) -> CompiledCircuit:
+        return self._compile(point)
+
+
+COMPILERS_KEPT = 4
+"""Point compilers a worker process keeps (by circuit and device calibration): a chunk's
+batches of points reuse its layout and routing."""
+_compilers: dict[tuple[str, str, str], PointCompiler] = {}
+
+
+def point_compiler(circuit_json: str, device: Device) -> PointCompiler:
+    """The point compiler of the circuit on the device's calibration, made once per worker
+    process (``COMPILERS_KEPT`` at most; the oldest is dropped)."""
+    key = (circuit_json, device.id, device.revision)
+    compiler = _compilers.get(key)
+    if compiler is None:
+        if len(_compilers) >= COMPILERS_KEPT:
+            del _compilers[next(iter(_compilers))]
+        compiler = _compilers[key] = PointCompiler(circuit_from_json(circuit_json), device)
+    return compiler
 
 
 def run_points(
@@ -77,14 +97,16 @@ def run_points(
     """Run every point of a sweep on the device's emulator (in the QPU's worker process).
 
     Returns:
-        Each point's counts, and the modelled run time of the whole sweep as one job: the
-        device's per-job overhead once, then ``shots`` for every point (the points share the
-        compiled structure, so their durations are equal).
+        Each point's counts, and the modelled run time of their shots (``shots`` for every
+        point: the points share the compiled structure, so their durations are equal),
+        without the device's per-job overhead, which the job of the whole sweep or chunk
+        counts once.
     """
-    circuit = circuit_from_json(circuit_json)
-    compiled = list(compiled_points(circuit, points, device))
+    compiler = point_compiler(circuit_json, device)
+    compiled = [compiler(point) for point in points]
     counts = [
         emulate(each, device, shots, seed=seed, noiseless=noiseless)
         for each, seed in zip(compiled, seeds, strict=True)
     ]
-    return counts, emulated_runtime_s(compiled[0], device, shots * len(points))
+    shots_s = emulated_runtime_s(compiled[0], device, shots * len(points))
+    return counts, shots_s - emulated_runtime_s(compiled[0], device, 0)
