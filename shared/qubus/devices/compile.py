@@ -30,17 +30,15 @@ from __future__ import annotations
 import cmath
 import functools
 import math
-import threading
-from collections import OrderedDict
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import cirq
 import numpy as np
 
 from qubus.devices.profiles import Device
 from qubus.errors import CircuitRejected
+from qubus.lru import Lru
 
 CACHE_SIZE = 256
 """Compiled circuits kept per process, keyed by (operations, device id, revision); as many
@@ -101,30 +99,8 @@ class CompiledCircuit:
     physical_qubits: tuple[int, ...]
 
 
-class _Lru:
-    """A thread-safe least-recently-used map of at most ``size`` entries."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> Any | None:
-        with self._lock:
-            if key not in self._entries:
-                return None
-            self._entries.move_to_end(key)
-            return self._entries[key]
-
-    def put(self, key: Hashable, value: Any) -> None:
-        with self._lock:
-            self._entries[key] = value
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-
-
-_compiled = _Lru(CACHE_SIZE)
-_placements = _Lru(CACHE_SIZE)
+_compiled = Lru(CACHE_SIZE)
+_placements = Lru(CACHE_SIZE)
 
 
 def compile_for_device(circuit: cirq.AbstractCircuit, device: Device) -> CompiledCircuit:
