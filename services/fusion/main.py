@@ -4,8 +4,11 @@ The two evaluations of a task arrive in either order, at any replica; both are a
 task stream when they arrive. Each arrival reads the other part's stored event by subject
 (one direct read): the part stored *later* (higher stream sequence) computes the scores, the
 earlier one does nothing, because the later one is bound to find it. So exactly one arrival
-scores a task, with no join state of its own; a redelivered later part may score it again,
-and the ``scored`` event's de-duplication id keeps one.
+scores a task, with no join state it depends on; a redelivered later part may score it again,
+and the ``scored`` event's de-duplication id keeps one. A replica remembers the evaluations it
+handled until their join (``SEEN``, with their sequences; not one with large ideal
+distributions): the other part handled here is not read again, nor the ``checked`` event it
+read for the scores when the task's outcome is counted.
 
 Scores use the weights of KV ``qubus_weights`` (``qubus.scheduling.weights``; the revision is
 recorded in the event), the calibration of predicted against measured fidelity of KV
@@ -49,6 +52,7 @@ from qubus.bus.metrics import FIDELITY_ERROR
 from qubus.bus.service import Runtime
 from qubus.devices.fidelity import budget_fidelity
 from qubus.errors import CircuitRejected, Retry
+from qubus.lru import Lru
 from qubus.scheduling.outcomes import (
     CalibrationState,
     calibrate,
@@ -63,6 +67,12 @@ from qubus.scheduling.weights import WEIGHTS_KEY, WeightsRecord, ensure_weights
 
 log = get_logger()
 
+SEEN = 4096
+"""Tasks a replica remembers: the evaluations it handled and the circuit class it scored."""
+SEEN_OUTCOMES = 4096
+"""An evaluation is remembered only if its ideal distributions hold at most this many
+outcomes in all (a wide circuit's may hold millions)."""
+
 
 def predicted_fidelity(prediction: NodePrediction, sandbox: SandboxEvaluation, shots: int) -> float:
     """The Hellinger fidelity expected of ``shots`` shots on the node: its noise budget applied
@@ -72,6 +82,14 @@ def predicted_fidelity(prediction: NodePrediction, sandbox: SandboxEvaluation, s
         return prediction.predicted_fidelity
     ideals = sandbox.sweep_ideals or [sandbox.ideal]
     return statistics.fmean(budget_fidelity(prediction.budget, i, shots=shots) for i in ideals)
+
+
+def _small(event: SandboxEvaluation | NoiseEvaluation) -> bool:
+    """Whether the evaluation is small enough to remember (``SEEN_OUTCOMES``)."""
+    if isinstance(event, NoiseEvaluation):
+        return True
+    held = len(event.ideal) + sum(len(ideal) for ideal in event.sweep_ideals)
+    return held <= SEEN_OUTCOMES
 
 
 def _exclusion(prediction: NodePrediction, status: NodeStatus | None, options: TaskOptions) -> str:
@@ -218,6 +236,8 @@ class Fusion:
         self._weights = weights
         self._calibrations = calibrations
         self._pilots = pilots
+        self._evaluations = Lru(2 * SEEN)  # (task id, event) → (evaluation, its sequence)
+        self._classes = Lru(SEEN)  # task id → (circuit class, noiseless)
 
     async def _other_part(
         self, event: SandboxEvaluation | NoiseEvaluation, sequence: int
@@ -225,7 +245,11 @@ class Fusion:
         """The task's other evaluation if this one, stored at ``sequence``, completes the join:
         it is stored, and before this one."""
         other = NoiseEvaluation if isinstance(event, SandboxEvaluation) else SandboxEvaluation
-        stored = await self._bus.last_stored(event.task_id, other)
+        if _small(event):
+            self._evaluations.put((event.task_id, event.EVENT), (event, sequence))
+        stored = self._evaluations.pop((event.task_id, other.EVENT))
+        if stored is None:
+            stored = await self._bus.last_stored(event.task_id, other)
         if stored is None or stored[1] > sequence:
             return None
         return stored[0]
@@ -274,6 +298,8 @@ class Fusion:
         checked = await self._bus.last_event(event.task_id, TaskChecked)
         if checked is None:
             raise Retry("the task's checked event is not readable yet")
+        noiseless = checked.options.noiseless
+        self._classes.put(event.task_id, (circuit_class(checked.features), noiseless))
         pilot = await self._target_pilot(checked.options)
         statuses = self._directory.require_online(self._settings.node_timeout_s)
         weights, revision = await self._current_weights()
@@ -305,13 +331,16 @@ class Fusion:
         if not await allocated_to(self._bus, event.task_id, event.node):
             log.warning("outcome.not_allocated", node=event.node)
             return
-        checked = await self._bus.last_event(event.task_id, TaskChecked)
-        if checked is None:
-            log.warning("outcome.no_checked_event")
-            return
-        if checked.options.noiseless or self._settings.noiseless:
+        scored = self._classes.pop(event.task_id)
+        if scored is None:
+            checked = await self._bus.last_event(event.task_id, TaskChecked)
+            if checked is None:
+                log.warning("outcome.no_checked_event")
+                return
+            scored = circuit_class(checked.features), checked.options.noiseless
+        cls, noiseless = scored
+        if noiseless or self._settings.noiseless:
             return  # a noiseless run says nothing about the node's noise
-        cls = circuit_class(checked.features)
         await update_record(
             self._calibration_kv,
             calibration_key(event.node, cls),
