@@ -256,7 +256,7 @@ class Bus:
         for bucket in _BUCKETS:
             try:
                 self._kv[bucket.bucket] = await self.js.create_key_value(
-                    replace(bucket, replicas=replicas)
+                    replace(bucket, replicas=replicas, direct=replicas == 1)
                 )
             except nats.js.errors.BadRequestError:
                 self._kv[bucket.bucket] = await self.js.key_value(bucket.bucket)
