@@ -196,8 +196,9 @@ class Ends:
 class Good:
     """Good tasks: submitted ``submitters`` at a time, all in flight until they end. Each has
     its own idempotency key and is sent again, after a growing pause, when the client gives
-    up: ``Client.submit`` retries a silent ingress for 30 s but fails at once when no
-    ingestion process is there to answer (``stack.unavailable``: one is being restarted)."""
+    up: ``Client.submit`` retries a silent ingress, ``bus.unavailable`` and a restarting
+    ingestion (``ingestion.unavailable``) for 30 s; a refusal here is one that outlasted
+    that."""
 
     def __init__(self, client: Client, submitters: int) -> None:
         self.client = client

@@ -17,3 +17,14 @@ def dev_qasm() -> Path:
     if not DEV_QASM.is_dir():
         pytest.fail(f"{DEV_QASM} is missing: tests expect ../shared beside the repository")
     return DEV_QASM
+
+
+@pytest.fixture(scope="session")
+def long_qasm(dev_qasm: Path) -> str:
+    """A legal circuit long to parse and check, cheap to simulate: the Ising evolution of
+    ising_n10 (490 operations on 10 qubits) seven times over, 3,400 operations."""
+    lines = (dev_qasm / "qasmbench__ising_n10.qasm").read_text().splitlines()
+    head = [line for line in lines if line.startswith(("OPENQASM", "include", "qreg", "creg"))]
+    tail = [line for line in lines if line.startswith("measure")]
+    gates = [line for line in lines if line not in head and line not in tail]
+    return "\n".join(head + gates * 7 + tail)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from qubus.bus.consumer import Context, Stage
 from qubus.bus.messages import TaskChecked, TaskParsed
 from qubus.bus.service import Runtime
-from qubus.bus.workers import is_small, off_loop
+from qubus.bus.workers import HeavySlot, is_long, is_small, laned_concurrency, off_loop
 from qubus.circuits import circuit_from_json
 from qubus.circuits.checks import run_checks
 from qubus.circuits.sweeps import representative
@@ -50,12 +50,16 @@ async def setup(rt: Runtime) -> None:
     directory = await rt.node_directory()
     topology = fleet_topology(rt.settings.topology)
 
+    heavy_lane = HeavySlot(rt.settings.heavy_lane)
+
     async def handle(event: TaskParsed, ctx: Context) -> TaskChecked:
         nodes = directory.require_online(rt.settings.node_timeout_s)
         fleet_max = max(status.max_circuit_qubits for status in nodes.values())
         split_max = split_capacity(FleetView.from_statuses(nodes, topology))
-        return await off_loop(
-            check, event, fleet_max, split_max, inline=is_small(event.circuit, event.features)
-        )
+        async with heavy_lane(is_long(event.features)):
+            return await off_loop(
+                check, event, fleet_max, split_max, inline=is_small(event.circuit, event.features)
+            )
 
-    await rt.consume(Stage("logic", [TaskParsed], handle, concurrency=4))
+    concurrency = laned_concurrency(rt.settings.heavy_lane, without=4)
+    await rt.consume(Stage("logic", [TaskParsed], handle, concurrency=concurrency))

@@ -8,13 +8,10 @@ are compiled one at a time while light ones go on beside them."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from qubus.bus.consumer import Context, Stage
 from qubus.bus.messages import NodePrediction, NodeStatus, NoiseEvaluation, TaskChecked
 from qubus.bus.service import Runtime
-from qubus.bus.workers import LANED_CONCURRENCY, is_heavy, is_small, off_loop
+from qubus.bus.workers import HeavySlot, is_heavy, is_small, laned_concurrency, off_loop
 from qubus.circuits import circuit_from_json
 from qubus.circuits.sweeps import representative
 from qubus.devices.compile import compile_for_device
@@ -74,13 +71,12 @@ def predict(
 
 async def setup(rt: Runtime) -> None:
     directory = await rt.node_directory()
-    heavy_lane = asyncio.Semaphore(1)
+    heavy_lane = HeavySlot(rt.settings.heavy_lane)
 
     async def handle(event: TaskChecked, ctx: Context) -> NoiseEvaluation:
         statuses = directory.require_online(rt.settings.node_timeout_s)
         ordered = [statuses[node] for node in sorted(statuses)]
-        heavy = rt.settings.heavy_lane and is_heavy(event.features)
-        async with heavy_lane if heavy else contextlib.nullcontext():
+        async with heavy_lane(is_heavy(event.features)):
             return await off_loop(
                 predict,
                 event,
@@ -90,5 +86,5 @@ async def setup(rt: Runtime) -> None:
                 inline=is_small(event.circuit, event.features),
             )
 
-    concurrency = LANED_CONCURRENCY if rt.settings.heavy_lane else 2
+    concurrency = laned_concurrency(rt.settings.heavy_lane, without=2)
     await rt.consume(Stage("noise", [TaskChecked], handle, concurrency=concurrency))

@@ -22,7 +22,14 @@ from qubus.bus.consumer import Context, Stage
 from qubus.bus.logs import get_logger
 from qubus.bus.messages import TaskIngested, TaskParsed
 from qubus.bus.service import Runtime
-from qubus.bus.workers import INLINE_MAX_BYTES, off_loop
+from qubus.bus.workers import (
+    HEAVY_CIRQ_JSON_BYTES,
+    HEAVY_OPERATIONS,
+    INLINE_MAX_BYTES,
+    HeavySlot,
+    laned_concurrency,
+    off_loop,
+)
 from qubus.circuits import Features, circuit_features, circuit_to_json, load_circuit
 from qubus.circuits.novelty import VECTOR_VERSION, FeatureRecord, NoveltyIndex, feature_vector
 from qubus.circuits.qasm.count import expanded_operations
@@ -122,18 +129,22 @@ INLINE_MAX_OPERATIONS = 200
 """Most operations a source parsed on the event loop may expand into (``inline``)."""
 
 
-def inline(event: TaskIngested) -> bool:
-    """Whether the task's source is small enough to parse on the event loop: a short text
-    that expands into few operations (OpenQASM, counted from its tokens, which stops early) or
-    holds no ``CircuitOperation`` (Cirq JSON, whose repetitions a short text can hide)."""
-    if len(event.text) > INLINE_MAX_BYTES:
-        return False
+def weight(event: TaskIngested) -> tuple[bool, bool]:
+    """Whether the task's source is small enough to parse on the event loop, and whether it is
+    heavy to parse (its stage's heavy lane: ``qubus.bus.workers.HeavySlot``). OpenQASM is
+    counted from its tokens (which stops early, past ``HEAVY_OPERATIONS``): inline up to
+    ``INLINE_MAX_OPERATIONS`` in a short text, heavy past ``HEAVY_OPERATIONS``. Cirq JSON is
+    judged by its text: inline if short and without a ``CircuitOperation`` (whose repetitions
+    a short text can hide), heavy if it has one or is longer than ``HEAVY_CIRQ_JSON_BYTES``."""
+    short = len(event.text) <= INLINE_MAX_BYTES
     if event.format == "cirq-json":
-        return "CircuitOperation" not in event.text
+        repeated = "CircuitOperation" in event.text
+        return short and not repeated, repeated or len(event.text) > HEAVY_CIRQ_JSON_BYTES
     try:
-        return expanded_operations(event.text, limit=INLINE_MAX_OPERATIONS) <= INLINE_MAX_OPERATIONS
+        operations = expanded_operations(event.text, limit=HEAVY_OPERATIONS)
     except QasmError:  # parsed in a thread, which reports it
-        return False
+        return False, False
+    return short and operations <= INLINE_MAX_OPERATIONS, operations > HEAVY_OPERATIONS
 
 
 async def setup(rt: Runtime) -> None:
@@ -141,8 +152,13 @@ async def setup(rt: Runtime) -> None:
     await seen.start()
     rt.stack.push_async_callback(seen.stop)
 
+    heavy_lane = HeavySlot(rt.settings.heavy_lane)
+
     async def handle(event: TaskIngested, ctx: Context) -> TaskParsed:
-        circuit, features = await off_loop(describe, event, inline=inline(event))
+        # Counting is linear in the text: a long one is counted in a thread.
+        inline, heavy = await off_loop(weight, event, inline=len(event.text) <= INLINE_MAX_BYTES)
+        async with heavy_lane(heavy):
+            circuit, features = await off_loop(describe, event, inline=inline)
         vector = feature_vector(features)
         return TaskParsed(
             task_id=event.task_id,
@@ -153,4 +169,5 @@ async def setup(rt: Runtime) -> None:
             feature_vector=vector,
         )
 
-    await rt.consume(Stage("parser", [TaskIngested], handle, concurrency=4))
+    concurrency = laned_concurrency(rt.settings.heavy_lane, without=4)
+    await rt.consume(Stage("parser", [TaskIngested], handle, concurrency=concurrency))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from qubus.bus.consumer import Context, Stage
 from qubus.bus.messages import SandboxEvaluation, TaskChecked
 from qubus.bus.service import Runtime
-from qubus.bus.workers import LANED_CONCURRENCY, Lanes, is_heavy
+from qubus.bus.workers import Lanes, is_heavy, laned_concurrency
 from qubus.devices.sandbox import SandboxLimits, evaluate
 from qubus.devices.sweeps import evaluate_sweep
 
@@ -55,5 +55,5 @@ async def setup(rt: Runtime) -> None:
         )
 
     # Beside the one a light lane runs, the others in hand may wait for the heavy lane.
-    concurrency = LANED_CONCURRENCY if settings.heavy_lane else 2
+    concurrency = laned_concurrency(settings.heavy_lane, without=2)
     await rt.consume(Stage("sandbox", [TaskChecked], handle, concurrency=concurrency))

@@ -6,9 +6,14 @@ import asyncio
 import os
 import signal
 
+import nats.errors
 import pytest
 
+from qubus.bus.connection import SUBMIT_SUBJECT
 from qubus.bus.messages import SubmitRequest
+from qubus.bus.natsserver import NatsServer
+from qubus.client.aio import Client
+from qubus.errors import QubusError
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 
@@ -45,3 +50,47 @@ async def test_sigkilled_service_restarts_and_every_task_completes_exactly_once(
     for reply in replies:
         names = [stored.event.EVENT for stored in await client.events(reply.task_id)]
         assert names.count("completed") == 1
+
+
+async def test_a_submission_while_ingestion_restarts_is_retried_not_refused(
+    client, stack, dev_qasm
+):
+    """Ingestion SIGKILLed with submissions in flight, and one sent while no ingestion process
+    exists: the client tells a restarting ingestion (the stack's other services answer) from
+    no stack, retries, and every task is accepted and completes once."""
+    circuit = (dev_qasm / "qasmbench__bell_n4.qasm").read_text()
+    exits = stack.children["ingestion"].exits
+    in_flight = asyncio.gather(
+        *(client.submit(SubmitRequest(circuit=circuit, shots=100), timeout=3) for _ in range(5))
+    )
+    os.kill(stack.pid("ingestion"), signal.SIGKILL)
+    for _ in range(200):
+        if stack.children["ingestion"].exits > exits:
+            break
+        await asyncio.sleep(0.01)
+    # No ingestion process now: a bare request has no responder, as the client's first try.
+    with pytest.raises(nats.errors.NoRespondersError):
+        await client.bus.nc.request(SUBMIT_SUBJECT, b"", timeout=2)
+    late = await client.submit(SubmitRequest(circuit=circuit, shots=100))
+    replies = [*await in_flight, late]
+
+    assert stack.children["ingestion"].exits == exits + 1
+    assert len({r.task_id for r in replies}) == len(replies)
+    for reply in replies:
+        names = [s.event.EVENT for s in await client.wait(reply.task_id, timeout=120)]
+        assert names.count("ingested") == 1 and names.count("completed") == 1, names
+
+
+async def test_a_server_without_a_stack_refuses_a_submission_at_once():
+    """No qubus service answers on this server: ``stack.unavailable``, not 30 s of retries."""
+    server = NatsServer()
+    try:
+        client = await Client.connect(server.start())
+        try:
+            with pytest.raises(QubusError) as refused:
+                await client.submit(SubmitRequest(circuit="OPENQASM 2.0;"))
+            assert refused.value.code == "stack.unavailable"
+        finally:
+            await client.close()
+    finally:
+        server.stop()

@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import resource
 
+import cirq
 import pytest
 import uvloop
 
-from qubus.bus.workers import HEAVY_WORK, Lanes, WorkerPool, is_heavy
-from qubus.circuits import circuit_features, load_circuit
+from qubus.bus.messages import TaskIngested, TaskOptions
+from qubus.bus.workers import HEAVY_OPERATIONS, HEAVY_WORK, Lanes, WorkerPool, is_heavy, is_long
+from qubus.circuits import circuit_features, circuit_to_json, load_circuit
+from qubus_services.parser.main import weight
+
+
+def ingested(text: str, fmt: str = "qasm2") -> TaskIngested:
+    return TaskIngested(
+        task_id="anon.t1", format=fmt, text=text, options=TaskOptions(shots=1), submitted_at=0
+    )
 
 
 @pytest.mark.parametrize(
@@ -66,3 +75,25 @@ def test_an_answer_larger_than_the_pipe_buffer_arrives_whole_on_uvloop():
             pool.close()
 
     assert len(uvloop.run(answer())) == 8 * 1024 * 1024
+
+
+def test_a_long_circuit_is_heavy_to_parse_and_to_check(dev_qasm, long_qasm):
+    """Light for the simulators (3,400 operations × 2^10), heavy for the parser and the
+    logic checks."""
+    text = (dev_qasm / "qasmbench__ising_n10.qasm").read_text()
+    long_text = long_qasm
+    features = circuit_features(load_circuit(long_text, "qasm2"))
+    assert sum(features.gate_counts.values()) > HEAVY_OPERATIONS
+    assert is_long(features) and not is_heavy(features)
+    assert weight(ingested(long_text)) == (False, True)  # parsed in a thread, in the lane
+    assert not is_long(circuit_features(load_circuit(text, "qasm2")))
+    assert weight(ingested(text)) == (False, False)  # 490 operations: a thread, no lane
+
+
+def test_a_short_circuit_is_parsed_inline_and_cirq_json_is_judged_by_its_text(dev_qasm):
+    bell = load_circuit((dev_qasm / "qasmbench__bell_n4.qasm").read_text(), "qasm2")
+    assert weight(ingested((dev_qasm / "qasmbench__bell_n4.qasm").read_text())) == (True, False)
+    assert weight(ingested(circuit_to_json(bell), "cirq-json")) == (True, False)
+    # a CircuitOperation's repetitions hide its work: never inline, always in the lane
+    repeated_op = cirq.Circuit(cirq.CircuitOperation(bell.freeze(), repetitions=1000))
+    assert weight(ingested(circuit_to_json(repeated_op), "cirq-json")) == (False, True)

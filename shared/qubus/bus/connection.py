@@ -53,6 +53,36 @@ STREAM_FULL = "stream.full"
 _STORE_FAILED = 10077
 """JetStream's error code for a publish the stream refused to store (its description says
 which limit: ``maximum messages exceeded``, ``maximum bytes exceeded``)."""
+_NOT_LEADER = 10009
+"""JetStream's error code for a request that reached a replica no longer leading its stream
+(``JetStream cluster can not handle request``, status 500): a leader is being elected."""
+
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.js.errors.NoStreamResponseError,
+)
+
+
+def bus_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says JetStream cannot answer for now (a server lost, a stream or bucket
+    electing its leader), which a retry a few seconds later outlives, rather than a refusal.
+
+    That is: no answer in time, nobody to answer, a connection being re-established, or an
+    API error with status 503 (``JetStream system temporarily unavailable``: what a message or
+    KV read gets while its stream has no leader) or ``_NOT_LEADER``; not a full stream's 503
+    (``_STORE_FAILED``), which ``Bus.publish_event`` refuses as ``stream.full``.
+    """
+    if isinstance(exc, _TRANSIENT):
+        return True
+    err_code = getattr(exc, "err_code", None)  # nats-py's KV errors may not set it
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+        return err_code != _STORE_FAILED
+    return isinstance(exc, nats.js.errors.APIError) and err_code == _NOT_LEADER
+
+
 TASK_SUBJECTS = "qubus.task.>"
 SUBMIT_SUBJECT = "qubus.submit"
 EPR_SUBJECT = "qubus.link.epr"

@@ -21,7 +21,7 @@ import nats.js.errors
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
-from qubus.bus.connection import BUCKET_CONSUMERS, STREAM, Bus
+from qubus.bus.connection import BUCKET_CONSUMERS, STREAM, Bus, bus_unavailable
 from qubus.bus.logs import get_logger
 
 log = get_logger()
@@ -39,13 +39,15 @@ async def recorded_floor(bus: Bus, name: str) -> int:
     """The last acknowledgement floor recorded for consumer ``name`` (0: none).
 
     Raises:
-        nats.errors.TimeoutError: the bucket did not answer in ``FLOOR_READ_TRIES`` tries.
+        nats.errors.Error: the bucket did not answer in ``FLOOR_READ_TRIES`` tries.
     """
     kv = await bus.kv(BUCKET_CONSUMERS)
     for _ in range(FLOOR_READ_TRIES - 1):
         try:
             return await _read_floor(kv, name)
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+        except nats.errors.Error as exc:
+            if not bus_unavailable(exc):
+                raise
             await asyncio.sleep(1.0)
     return await _read_floor(kv, name)
 

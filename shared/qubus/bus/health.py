@@ -45,9 +45,12 @@ log = logs.get_logger()
 _NOT_A_TOKEN = re.compile(r"[^A-Za-z0-9_-]")
 
 
+NAME_PREFIX = "qubus-"
+
+
 def service_name(service: str) -> str:
     """The micro service name of a qubus service (``qubus-parser``)."""
-    return f"qubus-{service}"
+    return f"{NAME_PREFIX}{service}"
 
 
 def service_id(instance: str) -> str:

@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgpack
-import nats.errors
-import nats.js.errors
 import structlog
 import uvloop
 from nats.aio.msg import Msg
@@ -38,7 +36,14 @@ from nats.aio.msg import Msg
 from qubus.bus import codec, logs
 from qubus.bus.auth import service_user
 from qubus.bus.config import Settings
-from qubus.bus.connection import H_CONTENT_TYPE, H_SUBJECT, H_TYPE, Bus, NodeDirectory
+from qubus.bus.connection import (
+    H_CONTENT_TYPE,
+    H_SUBJECT,
+    H_TYPE,
+    Bus,
+    NodeDirectory,
+    bus_unavailable,
+)
 from qubus.bus.consumer import Stage, StageRunner
 from qubus.bus.health import ERROR, Endpoint, HealthResponder
 from qubus.bus.messages import Model, ServiceReady
@@ -101,7 +106,8 @@ class Runtime:
         ``Nats-Service-Error``/``Nats-Service-Error-Code`` headers and the body
         ``{code, message, line, column}``; an unexpected one is logged with its traceback and
         answered as ``internal.error``; JetStream not answering (a lost server, a leader
-        election) is answered as ``bus.unavailable``, which clients retry. Requests are
+        election: ``qubus.bus.connection.bus_unavailable``) is answered as ``bus.unavailable``,
+        which clients retry. Requests are
         counted by outcome (``ok``, ``refused``, ``error``) on an endpoint named after the
         subject's last token, or ``name``. The handler's headers carry ``Qubus-Subject``, the
         subject the request arrived on (set here, whatever the requester sent: on a secured
@@ -131,19 +137,18 @@ class Runtime:
                 log.info("request.refused", subject=subject, code=exc.code, error=exc.message)
                 body, headers = _error_reply(exc, json_reply)
                 outcome = "refused"
-            except (nats.js.errors.NoStreamResponseError, nats.errors.TimeoutError) as exc:
-                log.warning("request.bus_unavailable", subject=subject, error=repr(exc))
-                unavailable = QubusError(
-                    "JetStream did not acknowledge in time (a server lost or a leader being "
-                    "elected); retry shortly",
-                    code=BUS_UNAVAILABLE,
-                )
-                body, headers = _error_reply(unavailable, json_reply)
-                outcome, error = ERROR, exc
             except Exception as exc:
-                log.exception("request.failed", subject=subject)
-                internal = QubusError(f"{type(exc).__name__}: {exc}", code="internal.error")
-                body, headers = _error_reply(internal, json_reply)
+                if bus_unavailable(exc):
+                    log.warning("request.bus_unavailable", subject=subject, error=repr(exc))
+                    answer = QubusError(
+                        "JetStream could not answer for now (a server lost or a leader being "
+                        f"elected: {type(exc).__name__}); retry shortly",
+                        code=BUS_UNAVAILABLE,
+                    )
+                else:
+                    log.exception("request.failed", subject=subject)
+                    answer = QubusError(f"{type(exc).__name__}: {exc}", code="internal.error")
+                body, headers = _error_reply(answer, json_reply)
                 outcome, error = ERROR, exc
             await self.bus.nc.publish(msg.reply, body, headers=headers)
             endpoint.record(outcome, time.perf_counter_ns() - clock, error)

@@ -1,7 +1,8 @@
 """CPU-heavy work off the event loop: in a separate worker process, under a wall-clock and a
 memory limit (``WorkerPool``), or in a thread when the circuit is large enough to be worth
-one (``off_loop``); heavy circuits (``is_heavy``) in a lane of their own (``Lanes``), so that a
-heavy task never delays a light one.
+one (``off_loop``); heavy circuits (``is_heavy``) in a lane of their own (``Lanes``; in
+threads: ``HeavySlot``, with ``is_long`` for parsing and checking), so that a heavy task never
+delays a light one.
 
 A hostile circuit (too large, too slow, a simulator crash) costs the worker process, never
 the service: on a time-out the worker is killed and a fresh one takes the next job. A job
@@ -62,6 +63,43 @@ def is_heavy(features: Features, *, points: int = 1) -> bool:
     whose repetitions its count hides."""
     operations = sum(features.gate_counts.values())
     return "op" in features.gate_counts or operations * 2**features.qubits * points > HEAVY_WORK
+
+
+HEAVY_OPERATIONS = 1_000
+"""Operations above which parsing or checking a circuit is heavy work (``is_long``): a legal
+circuit of 9,900 operations took 6.6 s to parse and 2.9 s to check, one of 2,000 2.1 s and
+3.6 s (two busy cores, load 15; ``benchmarks/lanes.py --front``)."""
+HEAVY_CIRQ_JSON_BYTES = 256 * 1024
+"""Cirq JSON longer than this (about 1,500 operations at some 170 bytes each) is heavy to
+parse; shorter Cirq JSON is counted by its text, not decoded, to decide."""
+
+
+def is_long(features: Features) -> bool:
+    """Whether checking a parsed circuit is heavy work: more than ``HEAVY_OPERATIONS``
+    operations, or a ``CircuitOperation`` (gate name ``op``), whose repetitions its count
+    hides."""
+    return "op" in features.gate_counts or sum(features.gate_counts.values()) > HEAVY_OPERATIONS
+
+
+def laned_concurrency(heavy_lane: bool, *, without: int) -> int:
+    """Messages a stage handles at once: ``LANED_CONCURRENCY`` with the heavy lane (beside the
+    heavy job running, light ones are fetched and handled while others wait for the lane),
+    else ``without``."""
+    return LANED_CONCURRENCY if heavy_lane else without
+
+
+class HeavySlot:
+    """The heavy lane of a stage whose work runs in threads (parser, logic, noise): heavy jobs
+    one at a time, while light ones go on beside them; without ``heavy_lane`` every job runs
+    as it comes. ``async with slot(heavy): ...``."""
+
+    def __init__(self, heavy_lane: bool) -> None:
+        self._slot = asyncio.Semaphore(1) if heavy_lane else None
+
+    def __call__(self, heavy: bool) -> contextlib.AbstractAsyncContextManager[Any]:
+        if heavy and self._slot is not None:
+            return self._slot
+        return contextlib.nullcontext()
 
 
 async def off_loop(fn: Callable[..., T], *args: Any, inline: bool, **kwargs: Any) -> T:

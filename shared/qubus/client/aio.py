@@ -31,10 +31,11 @@ from qubus.bus.connection import (
     Bus,
     StoredEvent,
     believed_events,
+    bus_unavailable,
     codec,
     stored_event,
 )
-from qubus.bus.health import PREFIX
+from qubus.bus.health import NAME_PREFIX, PREFIX
 from qubus.bus.ids import (
     check_task_id,
     owner_of,
@@ -80,18 +81,29 @@ BUS_RETRY_S = 30.0
 leader within 4 to 8 s on loopback, ``tests/system/test_cluster.py``)."""
 
 
+INGESTION_UNAVAILABLE = "ingestion.unavailable"
+"""No ingestion process answers ``qubus.submit`` while other services of the stack answer
+``$SRV.PING``: ingestion is being restarted (its supervisor restarts it within seconds), so a
+submission is retried; given up after ``BUS_RETRY_S`` (then it crash-loops: see its log)."""
+STACK_PROBE_S = 0.5
+"""How long a submission nobody answered waits for ``$SRV.PING`` answers from the stack."""
+RETRIED = frozenset({BUS_UNAVAILABLE, INGESTION_UNAVAILABLE})
+"""The refusals ``_retrying`` tries again: the bus or the ingress away for a moment."""
+
+
 async def _retrying(attempt: Callable[[], Awaitable[T]], what: str) -> T:
-    """``attempt()``, tried again while the bus cannot answer (no JetStream reply, or a
-    ``bus.unavailable`` refusal: a lost server, a leader election) for up to ``BUS_RETRY_S``;
-    then the last error is raised."""
+    """``attempt()``, tried again while the bus or the ingress cannot answer (no JetStream
+    reply, ``qubus.bus.connection.bus_unavailable``, or a refusal of ``RETRIED``: a lost
+    server, a leader election, ingestion restarting) for up to ``BUS_RETRY_S``; then the last
+    error is raised."""
     deadline = time.monotonic() + BUS_RETRY_S
     delay = 0.25
     while True:
         try:
             return await attempt()
-        except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError, QubusError) as exc:
-            unavailable = not isinstance(exc, QubusError) or exc.code == BUS_UNAVAILABLE
-            if not unavailable or time.monotonic() + delay > deadline:
+        except (nats.errors.Error, QubusError) as exc:
+            retried = exc.code in RETRIED if isinstance(exc, QubusError) else bus_unavailable(exc)
+            if not retried or time.monotonic() + delay > deadline:
                 raise
             log.warning("bus.retry", what=what, error=repr(exc))
         await asyncio.sleep(delay)
@@ -270,12 +282,15 @@ class Client:
     async def submit(self, request: SubmitRequest, *, timeout: float = 10.0) -> SubmitReply:
         """Submit one circuit; returns its task id.
 
-        A refusal with ``bus.unavailable`` (JetStream electing a leader) or no answer within
-        ``timeout`` is retried (``_retrying``); the request gets an idempotency key first if it
-        has none, so a retry never creates a second task.
+        A refusal with ``bus.unavailable`` (JetStream electing a leader), no answer within
+        ``timeout``, and no ingestion process while the rest of the stack answers (ingestion
+        restarting: ``INGESTION_UNAVAILABLE``) are retried for up to ``BUS_RETRY_S``
+        (``_retrying``); the request gets an idempotency key first if it has none, so a retry
+        never creates a second task.
 
         Raises:
-            QubusError: the submission was refused (its ``code`` and message say why).
+            QubusError: the submission was refused (its ``code`` and message say why);
+                ``stack.unavailable`` at once if no service of a stack answers on this server.
         """
         if request.idempotency_key is None:
             request = request.model_copy(update={"idempotency_key": uuid.uuid4().hex})
@@ -292,6 +307,12 @@ class Client:
                     headers=headers,
                 )
             except nats.errors.NoRespondersError:
+                if await self._stack_answers():
+                    raise QubusError(
+                        "no ingestion process answers on qubus.submit while the stack's other "
+                        "services do: is ingestion crash-looping? (qubus ps, qubus logs)",
+                        code=INGESTION_UNAVAILABLE,
+                    ) from None
                 raise QubusError(
                     "no ingestion service answers on qubus.submit: is the stack up?",
                     code="stack.unavailable",
@@ -533,6 +554,12 @@ class Client:
             ideal_links=options.ideal_links,
         )
         return await self.submit(request)
+
+    async def _stack_answers(self) -> bool:
+        """Whether some qubus service answers ``$SRV.PING`` on this server (the stack is up;
+        an absent ingestion is being restarted), as opposed to no stack at all."""
+        replies = await self.services("PING", timeout=STACK_PROBE_S)
+        return any(str(r.get("name", "")).startswith(NAME_PREFIX) for r in replies)
 
     async def services(
         self, verb: str = "STATS", *, timeout: float = 0.5, expected: int | None = None
