@@ -39,10 +39,12 @@ async def test_a_light_task_behind_long_ones_is_parsed_first(client, dev_qasm, l
     """Five legal circuits of 3,400 operations (seconds each to parse), then a Bell circuit:
     without the lane the parser's four places held long ones and the Bell circuit waited for
     one of them; with it the long ones are parsed one at a time beside the light one."""
-    long = [
-        await client.submit(SubmitRequest(circuit=long_qasm, shots=100, noiseless=True))
-        for _ in range(5)
-    ]
+    long = await asyncio.gather(  # at once: the first must not be parsed before the light one
+        *(  # is even submitted, as on a quiet machine it was when they were sent one by one
+            client.submit(SubmitRequest(circuit=long_qasm, shots=100, noiseless=True))
+            for _ in range(5)
+        )
+    )
     light = await client.submit(
         SubmitRequest(circuit=(dev_qasm / "qasmbench__bell_n4.qasm").read_text(), shots=100)
     )
