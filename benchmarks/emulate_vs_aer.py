@@ -205,7 +205,9 @@ def aer_simulator(model: NoiseModel, seed: int, method: str = "automatic") -> Ae
     ``method="matrix_product_state"``: aer's tensor-network state (no truncation by default, so
     exact like the state vector), still one trajectory per shot with the same Kraus noise and
     the same random stream: with one seed its counts equal the state vector's
-    (``tests/unit/test_aer_reference.py``). ``automatic`` picks a density matrix for narrow
+    (``tests/unit/test_aer_reference.py``) where the state vector does not fuse gates (aer
+    fuses above 14 qubits, noise included, which draws other random numbers from the same
+    distribution). ``automatic`` picks a density matrix for narrow
     registers (8 qubits) and the state vector above. A shot costs with the entanglement
     (bond dimension) instead of 2^width, so low-entanglement circuits get thousands of shots.
     """
