@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+import cirq
 import numpy as np
 import pytest
 from scipy.stats import chi2_contingency
@@ -88,4 +89,39 @@ def test_emulation_agrees_with_aer_within_shot_noise(node: str, circuit: str) ->
     ours = emulate(compiled, device, SHOTS, seed=11)
     circuit = bench.qiskit_circuit(compiled, backend)
     theirs = bench.aer_counts(circuit, bench.noise_model(backend), SHOTS, seed=11)
+    assert homogeneity_p(ours, theirs) > P_MIN
+
+
+def _ghz_chain(n: int) -> cirq.Circuit:
+    q = cirq.LineQubit.range(n)
+    return cirq.Circuit(
+        cirq.H(q[0]), [cirq.CNOT(q[i], q[i + 1]) for i in range(n - 1)], cirq.measure(*q, key="m")
+    )
+
+
+def test_aers_matrix_product_state_runs_the_same_shots_as_its_state_vector() -> None:
+    # What makes --aer-method matrix_product_state a reference: the same noisy trajectories
+    # (one per shot, Kraus relaxation) from the same random stream, only cheaper per shot.
+    device = load_device(bench.WIDE_NODE)
+    backend = bench.fake_backend(bench.WIDE_NODE)
+    circuit = bench.qiskit_circuit(compile_for_device(_ghz_chain(8), device), backend)
+    model = bench.noise_model(backend)
+    methods = ("statevector", "matrix_product_state")
+    state_vector, mps = (bench._aer_timed(circuit, model, 300, 5, m)[0] for m in methods)
+    assert len(state_vector) > 10  # noisy: many outcomes, so equal counts are no coincidence
+    assert state_vector == mps
+
+
+def test_wide_trajectories_agree_with_aer_within_shot_noise() -> None:
+    # A 10-qubit GHZ chain routed on the 27-qubit ibm_hanoi: qubus's qsim trajectories (one
+    # per shot at this width) against aer's matrix-product-state trajectories.
+    device = load_device(bench.WIDE_NODE)
+    compiled = compile_for_device(_ghz_chain(10), device)
+    assert len(compiled.physical_qubits) == 10
+    backend = bench.fake_backend(bench.WIDE_NODE)
+    ours = emulate(compiled, device, 2000, seed=11)
+    circuit = bench.qiskit_circuit(compiled, backend)
+    theirs = bench._aer_timed(
+        circuit, bench.noise_model(backend), 2000, 11, "matrix_product_state"
+    )[0]
     assert homogeneity_p(ours, theirs) > P_MIN
