@@ -61,4 +61,6 @@ async def test_a_light_task_behind_long_ones_is_parsed_first(client, dev_qasm, l
         pytest.fail(f"only {len(parsed)} of {len(long) + 1} tasks were parsed")
     for reply in long:
         await client.cancel(reply.task_id)
-    assert parsed[light.task_id] < min(parsed[r.task_id] for r in long)  # stream sequences
+    # Stream sequences: at most the long circuit already in the heavy slot when the light one
+    # arrived is parsed before it (on a quiet machine the first may finish that soon).
+    assert parsed[light.task_id] < sorted(parsed[r.task_id] for r in long)[1]
