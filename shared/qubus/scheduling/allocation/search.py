@@ -76,26 +76,27 @@ class _Placement:
             cost[j] -= self.problem.run[i, j]
         return cost
 
-    def costs_all(self) -> np.ndarray:
-        """``costs`` of every (placed) task, as one tasks × nodes matrix."""
+    def costs_all(self, unary: np.ndarray | None = None) -> np.ndarray:
+        """``costs`` of every (placed) task, as one tasks × nodes matrix (``unary``: the
+        problem's, or one with more nodes barred by +inf)."""
         rows = np.arange(self.problem.n)
-        cost = self.problem.unary + self.delay
+        cost = (self.problem.unary if unary is None else unary) + self.delay
         cost[rows, self.nodes] -= self.problem.run[rows, self.nodes]
         return cost
 
-    def descend(self, allowed: np.ndarray | None = None) -> None:
+    def descend(self, allowed: np.ndarray | None = None) -> np.ndarray:
         """Makes the move that lowers J most until none does (steepest descent), only to the
-        nodes ``allowed`` (tasks × nodes; all the problem allows if None)."""
+        nodes ``allowed`` (tasks × nodes, each task's own node among them; all the problem
+        allows if None); returns ``costs_all`` at the end (+inf where not ``allowed``)."""
         rows = np.arange(self.problem.n)
+        unary = None if allowed is None else np.where(allowed, self.problem.unary, np.inf)
         while True:
-            cost = self.costs_all()
-            if allowed is not None:
-                cost[~allowed] = np.inf
+            cost = self.costs_all(unary)
             best = cost.argmin(axis=1)
             gain = cost[rows, self.nodes] - cost[rows, best]
             i = int(gain.argmax())
             if gain[i] <= IMPROVEMENT_S:
-                return
+                return cost
             self.move(i, int(best[i]))
 
     def assignment(self) -> list[int]:
