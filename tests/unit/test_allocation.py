@@ -284,6 +284,106 @@ def test_batch_mates_ahead_on_the_node_count_against_a_deadline() -> None:
     assert outcomes[0].deadline_met is False and outcomes[1].position == 0
 
 
+def mixed_batch(seed: int) -> list[TaskRequest]:
+    """A random batch with every constraint at work: floors, preferences, a node missing from
+    some requests, a request naming a node twice and one with no node available."""
+    batch = []
+    for i, r in enumerate(random_batch(12, 5, seed=seed, ineligible=0.2)):
+        candidates = r.candidates
+        if i % 7 == 3:
+            candidates = candidates[1:]
+        if i == 5:
+            candidates = [*candidates, candidates[0]]
+        if i == 9:
+            candidates = [c.model_copy(update={"available": False}) for c in candidates]
+        options: dict[str, object] = {"candidates": candidates}
+        if i % 3 == 0:
+            options["fidelity_floor"] = 0.8
+        if i % 5 == 2:
+            options["prefer"] = ("fidelity", "time", "balanced")[i % 3]
+        batch.append(r.model_copy(update=options))
+    return batch
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_build_problem_reads_the_batch_as_its_candidates_say(seed: int) -> None:
+    # The reference reads the batch candidate by candidate, as the constraints are worded.
+    batch = mixed_batch(300 + seed)
+    problem, rejected = build_problem(batch, lam=50.0)
+    assert problem is not None
+    expected_rejected, kept = {}, []
+    for index, r in enumerate(batch):
+        names = [c.node for c in r.candidates]
+        usable = {
+            c.node: c
+            for c in r.candidates
+            if c.eligible and (r.fidelity_floor is None or c.predicted_fidelity >= r.fidelity_floor)
+        }
+        if len(set(names)) != len(names):
+            expected_rejected[index] = "alloc.duplicate_node"
+        elif not usable:
+            expected_rejected[index] = "alloc.no_fit"
+        else:
+            kept.append((r, usable))
+    assert {i: e.code for i, e in rejected.items()} == expected_rejected
+    assert len(expected_rejected) >= 2
+    assert problem.tasks == tuple(r for r, _ in kept)
+    nodes = sorted({node for _, usable in kept for node in usable})
+    assert problem.nodes == tuple(nodes)
+    for i, (r, usable) in enumerate(kept):
+        scale = PREFERENCES[r.prefer or "balanced"]
+        assert problem.task_lam[i] == 50.0 * scale
+        for j, node in enumerate(nodes):
+            c = usable.get(node)
+            assert problem.allowed[i, j] == (c is not None)
+            if c is None:
+                continue
+            assert (problem.run[i, j], problem.fidelity[i, j]) == (c.run_s, c.predicted_fidelity)
+            assert problem.time_rate[i, j] == pytest.approx(c.time_rate / scale, rel=1e-12)
+            shift = math.exp(c.time_rate * (1 - 1 / scale) * c.expected_completion_s)
+            assert problem.hyperscore[i, j] == pytest.approx(c.hyperscore * shift, rel=1e-12)
+    for j, node in enumerate(nodes):
+        queued = [usable[node].queue_s for _, usable in kept if node in usable]
+        assert problem.ready[j] == max(queued)
+
+
+# Placements recorded on main at 20a983d, before the batch's arrays, hyperscore's greedy pass and
+# annealing's steps were made faster (random_batch(n, m, seed, ineligible=...)).
+PLACED_BEFORE = [
+    ((8, 8, 900, 0.0), [3, 1, 3, 7, 0, 2, 5, 4], [6, 0, 7, 6, 3, 1, 0, 7]),
+    ((8, 8, 901, 0.0), [2, 0, 7, 6, 3, 4, 1, 0], [0, 7, 3, 2, 7, 3, 5, 5]),
+    ((8, 8, 902, 0.0), [3, 2, 4, 5, 6, 1, 0, 7], [5, 4, 6, 6, 4, 3, 0, 7]),
+    ((8, 8, 903, 0.25), [3, 1, 4, 5, 3, 2, 1, 5], [6, 5, 0, 6, 5, 2, 1, 7]),
+    ((8, 8, 904, 0.25), [6, 7, 0, 5, 5, 6, 2, 1], [6, 0, 7, 5, 5, 4, 3, 3]),
+    (
+        (20, 4, 905, 0.2),
+        [1, 3, 0, 3, 0, 1, 2, 0, 0, 3, 3, 2, 3, 2, 2, 1, 3, 2, 1, 2],
+        [1, 3, 0, 2, 2, 1, 1, 3, 0, 0, 3, 3, 2, 2, 2, 1, 3, 2, 1, 3],
+    ),
+    (
+        (20, 4, 906, 0.2),
+        [2, 1, 0, 3, 1, 0, 2, 2, 3, 1, 2, 1, 3, 1, 1, 0, 3, 2, 2, 1],
+        [0, 1, 3, 1, 1, 0, 0, 2, 3, 1, 2, 1, 3, 3, 1, 1, 1, 2, 3, 1],
+    ),
+    (
+        (20, 4, 907, 0.2),
+        [0, 1, 3, 1, 2, 3, 3, 3, 1, 0, 2, 0, 3, 1, 0, 2, 1, 1, 2, 0],
+        [0, 1, 3, 1, 2, 3, 0, 3, 3, 0, 2, 1, 3, 1, 3, 2, 1, 1, 2, 0],
+    ),
+]
+
+
+@pytest.mark.parametrize(("batch", "hyperscore", "annealing"), PLACED_BEFORE)
+def test_hyperscore_and_annealing_place_as_before_they_were_made_faster(
+    batch: tuple[int, int, int, float], hyperscore: list[int], annealing: list[int]
+) -> None:
+    n, m, seed, ineligible = batch
+    problem, _ = build_problem(random_batch(n, m, seed=seed, ineligible=ineligible))
+    assert problem is not None
+    assert get_policy("hyperscore").assign(problem) == hyperscore
+    assert get_policy("annealing").assign(problem) == annealing
+
+
 # ---------------------------------------------------------------- the batch objective
 
 

@@ -45,7 +45,7 @@ class AnnealingPolicy(_Policy):
 
     def assign(self, problem: Problem) -> list[int]:
         placement = HyperscorePolicy().placement(problem)
-        placement.descend()
+        cost_now = placement.descend()
         start = placement.assignment()
         choices = problem.allowed.sum(axis=1)
         movable = np.flatnonzero(choices > 1)
@@ -59,17 +59,18 @@ class AnnealingPolicy(_Policy):
         tasks = movable[(draws[0] * movable.size).astype(int)]
         allowed_first = np.argsort(~problem.allowed, axis=1, kind="stable")
         targets = allowed_first[tasks, (draws[1] * choices[tasks]).astype(int)]
-        cost_now = placement.costs_all()
-        rises = (cost_now[tasks, targets] - cost_now[tasks, placement.nodes[tasks]])[:50]
+        first, to = tasks[:50], targets[:50]
+        rises = cost_now[first, to] - cost_now[first, placement.nodes[first]]
         rises = np.sort(rises[rises > 0])
         start_t = float(rises[int(ANNEALING_START_QUANTILE * rises.size)]) if rises.size else 0.0
         # Accept a step when ΔJ < T·(−ln u).
         limits = -np.log1p(-draws[4]) * max(start_t, 1e-6)
         limits *= ANNEALING_COOLING ** (np.arange(steps) / steps)
         # Plain floats and lists in the loop: numpy's per-element reads would cost more than
-        # the arithmetic; ``delay`` is read from the placement as moves change it.
+        # the arithmetic; ``delay`` is read from the placement, as Python floats, as moves
+        # change it.
         unary, run, nodes = problem.unary.tolist(), problem.run.tolist(), start.copy()
-        delay = placement.delay
+        delay = placement.delay.item
         partners = (draws[2] * problem.n).astype(int).tolist()
         swaps = (draws[3] < ANNEALING_SWAP_SHARE).tolist()
         cost = best_cost = 0.0  # J relative to the start
@@ -82,12 +83,12 @@ class AnnealingPolicy(_Policy):
                 new = nodes[k]
             if new == old:
                 continue
-            ui, ri, di = unary[i], run[i], delay[i]
-            delta = ui[new] + di[new] - ui[old] - di[old] + ri[old]
+            ui, ri = unary[i], run[i]
+            delta = ui[new] + delay(i, new) - ui[old] - delay(i, old) + ri[old]
             if swap:
                 # and k moves to i's node; neither then costs the other what it did
-                uk, rk, dk = unary[k], run[k], delay[k]
-                delta += uk[old] + dk[old] - uk[new] - dk[new] + rk[new]
+                uk, rk = unary[k], run[k]
+                delta += uk[old] + delay(k, old) - uk[new] - delay(k, new) + rk[new]
                 delta -= min(rk[old], ri[old]) + min(rk[new], ri[new])
             if delta < limit:
                 placement.move(i, new)

@@ -55,12 +55,16 @@ class HyperscorePolicy(_Policy):
         placed_at = [0.0] * problem.n
         for i in problem.shortest_first:
             h, r, t = hyperscore[i], rate[i], run[i]
-            best = min(
-                problem.option_lists[i],
-                key=lambda j: (-h[j] * math.exp(-r[j] * added[j]), ready[j] + added[j] + t[j], j),
-            )
+            best, best_score, best_finish = -1, -math.inf, math.inf
+            for j in problem.option_lists[i]:  # in node order: a full tie keeps the first
+                score = h[j] * math.exp(-r[j] * added[j]) if added[j] else h[j]
+                if score < best_score:
+                    continue
+                finish = ready[j] + added[j] + t[j]
+                if score > best_score or finish < best_finish:
+                    best, best_score, best_finish = j, score, finish
             assignment[i] = best
-            placed_at[i] = h[best] * math.exp(-r[best] * added[best])
+            placed_at[i] = best_score
             added[best] += t[best]
         return assignment, np.array(placed_at)
 

@@ -47,7 +47,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from operator import attrgetter
+from itertools import chain
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -324,7 +325,7 @@ class Problem:
     def shortest_first(self) -> list[int]:
         """The tasks by their shortest run on any node they may go to (ties: batch order)."""
         shortest = np.where(self.allowed, self.run, np.inf).min(axis=1)
-        return np.lexsort((np.arange(self.n), shortest)).tolist()
+        return np.argsort(shortest, kind="stable").tolist()
 
     @cached_property
     def seed(self) -> int:
@@ -375,7 +376,7 @@ class Problem:
         return float(np.minimum(self.run[i, j], self.run[list(others), j]).sum())
 
 
-_FIGURES = attrgetter(
+_FIGURES = itemgetter(
     "fits",
     "available",
     "run_s",
@@ -384,7 +385,9 @@ _FIGURES = attrgetter(
     "hyperscore",
     "time_rate",
 )
-"""A candidate's figures, in the order ``build_problem`` reads them as one row of floats."""
+"""A candidate's figures, in the order ``build_problem`` reads them as one row of floats, from
+its ``__dict__`` (where pydantic keeps a model's fields: a lookup there is cheaper than the
+attribute's)."""
 
 
 def build_problem(
@@ -392,50 +395,58 @@ def build_problem(
 ) -> tuple[Problem | None, dict[int, QubusError]]:
     """The batch's problem, and the tasks that cannot be placed (by batch index).
 
-    Every candidate of the batch is read once, as a row of one array; the constraints and
-    the matrices are whole-array operations on it. The error of a task that cannot be placed
-    is worked out by ``eligible``.
+    Every candidate of the batch is read once, its figures into one flat array scattered onto
+    a requests × known nodes grid; the constraints and the matrices are whole-array operations
+    on that grid. The error of a task that cannot be placed is worked out by ``eligible``.
 
     Returns:
         The problem over the placeable tasks (None if there is none), and the errors of the
         others: ``alloc.no_fit`` (``CircuitRejected``) when no node can take a task,
         ``alloc.duplicate_node`` when its candidates repeat a node.
     """
-    flat = [c for request in requests for c in request.candidates]
-    figures = np.array([_FIGURES(c) for c in flat], dtype=float).reshape(len(flat), 7)
-    owner = np.repeat(np.arange(len(requests)), [len(r.candidates) for r in requests])
-    floor = [-np.inf if r.fidelity_floor is None else r.fidelity_floor for r in requests]
+    flat = [c.__dict__ for request in requests for c in request.candidates]
+    names = [c["node"] for c in flat]
+    known = sorted(set(names))
+    column = {node: j for j, node in enumerate(known)}
+    shape = (len(requests), len(known))
+    owner = np.repeat(np.arange(shape[0]), [len(r.candidates) for r in requests])
+    cell = owner * shape[1] + np.fromiter(map(column.__getitem__, names), int, len(names))
+    # One layer per figure, requests × known nodes; zero where a request names no candidate.
+    grids = np.zeros((7, shape[0] * shape[1]))
+    grids[:, cell] = (
+        np.fromiter(chain.from_iterable(map(_FIGURES, flat)), float, 7 * len(flat))
+        .reshape(len(flat), 7)
+        .T
+    )
+    grids = grids.reshape(7, *shape)
+    floor = np.array([-np.inf if r.fidelity_floor is None else r.fidelity_floor for r in requests])
     # fits, available and not below the task's floor
-    usable = (figures[:, 0] * figures[:, 1] > 0) & (figures[:, 4] >= np.array(floor)[owner])
-    placeable = np.bincount(owner[usable], minlength=len(requests)) > 0
-    rejected: dict[int, QubusError] = {}
-    for index, request in enumerate(requests):
-        candidates = request.candidates
-        if placeable[index] and len({c.node for c in candidates}) == len(candidates):
-            continue
-        placeable[index] = False
-        try:
-            eligible(_apply_floor(request))
-        except QubusError as exc:
-            rejected[index] = exc
+    usable = (grids[0] * grids[1] > 0) & (grids[4] >= floor[:, None])
+    repeats = np.bincount(cell, minlength=grids[0].size).reshape(shape).max(axis=1, initial=0)
+    placeable = usable.any(axis=1) & (repeats <= 1)
+    rejected = {i: _rejection(requests[i]) for i in np.flatnonzero(~placeable).tolist()}
     if not placeable.any():
         return None, rejected
-    kept = np.flatnonzero(usable & placeable[owner])
-    names = [flat[k].node for k in kept.tolist()]
-    nodes = tuple(sorted(set(names)))
-    column = {node: j for j, node in enumerate(nodes)}
+    kept = usable[placeable].any(axis=0)
+    nodes = tuple(node for node, keep in zip(known, kept.tolist(), strict=True) if keep)
     tasks = tuple(r for r, keep in zip(requests, placeable.tolist(), strict=True) if keep)
-    # One layer per figure, tasks × nodes; zero where the task may not go.
-    grids = np.zeros((7, len(tasks), len(nodes)))
-    grids[:, (np.cumsum(placeable) - 1)[owner[kept]], [column[n] for n in names]] = figures[kept].T
+    # Zero where the task may not go; only the placeable tasks and the nodes one may go to.
+    grids = np.where(usable, grids, 0.0)
+    if not placeable.all():
+        grids = grids[:, placeable]
+    if not kept.all():
+        grids = grids[:, :, kept]
     allowed = grids[0] > 0
     _, _, run, completion, fidelity, hyperscore, rate = grids
     ready = np.maximum(0.0, completion - run).max(axis=0)
     late = _apply_deadlines(tasks, allowed, ready + run)
     scale = np.array([PREFERENCES[t.prefer or "balanced"] for t in tasks])
-    # A task weighing fidelity ``scale`` times more: its hyperscore falls ``scale`` times more
-    # slowly with completion time (the time reference scaled as λ is).
-    task_rate = rate / scale[:, None]
+    if any(t.prefer not in (None, "balanced") for t in tasks):
+        # A task weighing fidelity ``scale`` times more: its hyperscore falls ``scale`` times
+        # more slowly with completion time (the time reference scaled as λ is).
+        task_rate = rate / scale[:, None]
+        hyperscore = hyperscore * np.exp((rate - task_rate) * completion)
+        rate = task_rate
     problem = Problem(
         tasks=tasks,
         nodes=nodes,
@@ -443,13 +454,22 @@ def build_problem(
         run=run,
         ready=ready,
         fidelity=fidelity,
-        hyperscore=hyperscore * np.exp((rate - task_rate) * completion),
-        time_rate=task_rate,
+        hyperscore=hyperscore,
+        time_rate=rate,
         late=late,
         lam=lam,
         task_lam=lam * scale,
     )
     return problem, rejected
+
+
+def _rejection(request: TaskRequest) -> QubusError:
+    """Why a request that ``build_problem`` found unplaceable cannot be placed."""
+    try:
+        eligible(_apply_floor(request))
+    except QubusError as exc:
+        return exc
+    raise AssertionError(f"{request.task_id} is placeable")
 
 
 def _apply_deadlines(

@@ -30,27 +30,27 @@ class _Placement:
     """
 
     def __init__(self, problem: Problem, assignment: Sequence[int] | None = None) -> None:
+        """An empty placement, or ``assignment`` (every task placed)."""
         self.problem = problem
         n, m = problem.n, problem.m
-        self.nodes = np.full(n, -1) if assignment is None else np.array(assignment, dtype=int)
-        self.delay = np.zeros((n, m))
-        placed = np.flatnonzero(self.nodes >= 0)
-        if placed.size:
-            # Σ_k min(run_ij, run_kj) over the tasks k on j: the runs there shorter than
-            # run_ij, plus run_ij once per run there not shorter. Every node's runs in one
-            # sorted array, node j's shifted by j·width so that they sort after those of the
-            # nodes before it.
-            width = 2.0 * float(problem.run.max()) + 1.0
-            where = self.nodes[placed]
-            runs = problem.run[placed, where]
-            keys = runs + where * width
-            order = np.argsort(keys)
-            shifted = keys[order]
-            total = np.concatenate(([0.0], np.cumsum(runs[order])))
-            first = np.searchsorted(shifted, np.arange(m) * width)  # node j's first entry
-            count = np.bincount(where, minlength=m)
-            shorter = np.searchsorted(shifted, problem.run + np.arange(m) * width)
-            self.delay = total[shorter] - total[first] + problem.run * (count - (shorter - first))
+        if assignment is None or not n:
+            self.nodes = np.full(n, -1)
+            self.delay = np.zeros((n, m))
+            return
+        # Σ_k min(run_ij, run_kj) over the tasks k on j: the runs there shorter than run_ij,
+        # plus run_ij once per run there not shorter. Every node's runs in one sorted array,
+        # node j's shifted by j·width so that they sort after those of the nodes before it.
+        self.nodes = where = np.array(assignment, dtype=int)
+        offset = np.arange(m) * (2.0 * float(problem.run.max()) + 1.0)
+        runs = problem.run[np.arange(n), where]
+        keys = runs + offset[where]
+        order = np.argsort(keys)
+        shifted = keys[order]
+        total = np.concatenate(([0.0], np.cumsum(runs[order])))
+        first = np.searchsorted(shifted, offset)  # node j's first entry
+        count = np.bincount(where, minlength=m)
+        shorter = np.searchsorted(shifted, problem.run + offset)
+        self.delay = total[shorter] - total[first] + problem.run * (count - (shorter - first))
 
     def add(self, i: int, j: int) -> None:
         run = self.problem.run[:, j]
@@ -76,26 +76,27 @@ class _Placement:
             cost[j] -= self.problem.run[i, j]
         return cost
 
-    def costs_all(self) -> np.ndarray:
-        """``costs`` of every (placed) task, as one tasks × nodes matrix."""
+    def costs_all(self, unary: np.ndarray | None = None) -> np.ndarray:
+        """``costs`` of every (placed) task, as one tasks × nodes matrix (``unary``: the
+        problem's, or one with more nodes barred by +inf)."""
         rows = np.arange(self.problem.n)
-        cost = self.problem.unary + self.delay
+        cost = (self.problem.unary if unary is None else unary) + self.delay
         cost[rows, self.nodes] -= self.problem.run[rows, self.nodes]
         return cost
 
-    def descend(self, allowed: np.ndarray | None = None) -> None:
+    def descend(self, allowed: np.ndarray | None = None) -> np.ndarray:
         """Makes the move that lowers J most until none does (steepest descent), only to the
-        nodes ``allowed`` (tasks × nodes; all the problem allows if None)."""
+        nodes ``allowed`` (tasks × nodes, each task's own node among them; all the problem
+        allows if None); returns ``costs_all`` at the end (+inf where not ``allowed``)."""
         rows = np.arange(self.problem.n)
+        unary = None if allowed is None else np.where(allowed, self.problem.unary, np.inf)
         while True:
-            cost = self.costs_all()
-            if allowed is not None:
-                cost[~allowed] = np.inf
+            cost = self.costs_all(unary)
             best = cost.argmin(axis=1)
             gain = cost[rows, self.nodes] - cost[rows, best]
             i = int(gain.argmax())
             if gain[i] <= IMPROVEMENT_S:
-                return
+                return cost
             self.move(i, int(best[i]))
 
     def assignment(self) -> list[int]:
