@@ -34,7 +34,7 @@ from qubus.bus.connection import (
     NodeDirectory,
 )
 from qubus.bus.consumer import Context, Stage
-from qubus.bus.ids import sweep_of
+from qubus.bus.ids import is_sweep_point
 from qubus.bus.kvrecords import M, RecordCache, update_record
 from qubus.bus.logs import get_logger
 from qubus.bus.messages import (
@@ -326,8 +326,6 @@ class Fusion:
         """Add the task's predicted and measured fidelity to its node's calibration."""
         if len(event.nodes) > 1:
             return  # a split run measures several nodes and links, not its lead node
-        if sweep_of(event.task_id) is not None:
-            return  # a sweep counts once, by its own completion (the mean of its points)
         if not await allocated_to(self._bus, event.task_id, event.node):
             log.warning("outcome.not_allocated", node=event.node)
             return
@@ -384,4 +382,5 @@ async def setup(rt: Runtime) -> None:
     await rt.consume(
         Stage("fusion", [SandboxEvaluation, NoiseEvaluation], fusion.handle, concurrency=4)
     )
-    await rt.consume(Stage("outcomes", [TaskCompleted], fusion.learn))
+    # A sweep counts once, by its own completion (the mean of its points), not each point.
+    await rt.consume(Stage("outcomes", [TaskCompleted], fusion.learn, skip=is_sweep_point))

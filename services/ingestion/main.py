@@ -17,7 +17,7 @@ import nats.js.errors
 from qubus.bus.auth import ANONYMOUS
 from qubus.bus.connection import BUCKET_IDEMPOTENCY, BUCKET_QUOTA, H_SUBJECT, SUBMIT_SUBJECT
 from qubus.bus.consumer import Context, Stage
-from qubus.bus.ids import idempotency_kv_key, new_task_id, owner_of, sweep_of
+from qubus.bus.ids import idempotency_kv_key, is_sweep_point, new_task_id, owner_of
 from qubus.bus.logs import get_logger
 from qubus.bus.messages import (
     SubmitReply,
@@ -92,14 +92,14 @@ async def setup(rt: Runtime) -> None:
         return SubmitReply(task_id=task_id, duplicate=duplicate)
 
     async def release(event: TaskEvent, ctx: Context) -> None:
-        """A task ended: give its place in its owner's quota back (a sweep's points hold
-        none: their sweep does)."""
-        if sweep_of(event.task_id) is None:
-            await quota.release(owner_of(event.task_id), event.task_id)
+        """A task ended: give its place in its owner's quota back."""
+        await quota.release(owner_of(event.task_id), event.task_id)
 
     # Following the ends before the first claim: every task claimed has its end delivered.
     ends = [TaskCompleted, TaskRejected, TaskFailed, TaskCancelled]
-    await rt.consume(Stage("quota", ends, release, concurrency=4, from_now=True))
+    # A sweep's points hold no place: their sweep does.
+    quota_stage = Stage("quota", ends, release, concurrency=4, from_now=True, skip=is_sweep_point)
+    await rt.consume(quota_stage)
     limit = rt.settings.max_submit_bytes
     await rt.serve(SUBMIT_SUBJECT, SubmitRequest, submit, max_bytes=limit)
     await rt.serve(f"{SUBMIT_SUBJECT}.*", SubmitRequest, submit, max_bytes=limit, name="submit_as")

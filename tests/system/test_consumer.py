@@ -12,6 +12,7 @@ import pytest_asyncio
 from qubus.bus import codec
 from qubus.bus.connection import H_MSG_ID, H_TYPE, Bus
 from qubus.bus.consumer import Context, Stage, StageRunner
+from qubus.bus.ids import is_sweep_point, new_task_id, sweep_point_id
 from qubus.bus.messages import TaskIngested, TaskOptions, TaskParsed
 from qubus.bus.tracing import TraceContext
 from qubus.errors import CircuitRejected
@@ -88,6 +89,32 @@ async def test_result_is_published_with_dedup_id_and_trace(bus, runner):
     raw = await bus.js.get_last_msg("QUBUS_TASKS", "qubus.task.t.ok1.parsed")
     assert raw.headers[H_MSG_ID] == "t.ok1.parsed"
     assert raw.headers[H_TYPE] == "task.parsed.v1"
+
+
+async def test_a_stage_acknowledges_the_tasks_it_skips_unhandled(bus):
+    """A sweep's points at a stage that counts ends: acknowledged, never decoded or handled."""
+    sweep = new_task_id("t")
+    handled: list[str] = []
+
+    async def note(event: TaskIngested, ctx: Context) -> None:
+        handled.append(event.task_id)
+
+    stage = Stage("toy-skip", [TaskIngested], note, from_now=True, skip=is_sweep_point)
+    skipping = StageRunner(bus, stage, ack_wait_s=2, max_deliver=3)
+    await skipping.start()
+    try:
+        await bus.publish_event(
+            ingested(sweep_point_id(sweep, 0), "fine"), trace=TraceContext.new()
+        )
+        await bus.publish_event(ingested(sweep, "fine"), trace=TraceContext.new())
+        for _ in range(200):
+            if skipping.endpoint.handled == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert handled == [sweep]
+        assert skipping.endpoint.outcomes == {"skipped": 1, "ok": 1}
+    finally:
+        await skipping.stop()
 
 
 async def test_republishing_an_event_is_deduplicated(bus):

@@ -8,7 +8,14 @@ import pytest
 import sympy
 
 from benchmarks.sweep import grid, qaoa_circuit
-from qubus.bus.ids import TASK_ID, new_task_id, submitted_at, sweep_of, sweep_point_id
+from qubus.bus.ids import (
+    TASK_ID,
+    is_sweep_point,
+    new_task_id,
+    submitted_at,
+    sweep_of,
+    sweep_point_id,
+)
 from qubus.bus.messages import SubmitRequest, TaskOptions
 from qubus.circuits import circuit_to_json
 from qubus.circuits.ingest import task_options
@@ -34,6 +41,8 @@ def test_a_point_id_is_a_task_id_that_names_its_sweep() -> None:
     assert TASK_ID.match(point) and point.startswith(f"{sweep}-")
     assert sweep_of(point) == (sweep, 199)
     assert sweep_of(sweep) is None and sweep_of("alice.t1-3") is None  # not a sweep's id
+    assert is_sweep_point(point)
+    assert not is_sweep_point(sweep) and not is_sweep_point("alice.t1-3")
     assert submitted_at(point) == submitted_at(sweep) == 1_700_000_000.0
 
 

@@ -111,6 +111,9 @@ class Stage:
         from_now: A consumer created afresh (none before it, no floor recorded) starts with
             the events stored from then on, not the stream's history: for a stage that only
             needs the events of tasks that began after it (ingestion's ``quota``).
+        skip: Tasks (by id, read from the subject) whose messages the stage acknowledges
+            without decoding or handling them (outcome ``skipped``): a sweep's points at the
+            stages that count a task's end, which a sweep counts once.
     """
 
     name: str
@@ -120,6 +123,7 @@ class Stage:
     concurrency: int = 1
     max_ack_pending: int = 256
     from_now: bool = False
+    skip: Callable[[str], bool] | None = None
 
     @property
     def ends_tasks(self) -> bool:
@@ -273,6 +277,10 @@ class StageRunner:
         deliveries = msg.metadata.num_delivered
         structlog.contextvars.bind_contextvars(task_id=task_id, trace_id=trace.trace_id)
         try:
+            if self.stage.skip is not None and self.stage.skip(task_id):
+                await msg.ack()
+                outcome = "skipped"
+                return
             try:
                 cls = types.get(headers.get(H_TYPE, ""))
                 if cls is None:

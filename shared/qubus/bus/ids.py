@@ -43,6 +43,11 @@ def sweep_of(task_id: str) -> tuple[str, int] | None:
     return None if match is None else (match.group(1), int(match.group(2)))
 
 
+def is_sweep_point(task_id: str) -> bool:
+    """Whether ``task_id`` is a sweep point's (``sweep_point_id``)."""
+    return SWEEP_POINT.match(task_id) is not None
+
+
 def submitted_at(task_id: str) -> float | None:
     """The Unix time ``new_task_id`` wrote into ``task_id`` (a sweep point's: its sweep's), or
     None for an id it did not make."""
