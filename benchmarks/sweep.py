@@ -141,6 +141,9 @@ async def run(args: argparse.Namespace) -> dict:
         for run_separate in (False, True, False):
             before = cpu_seconds(processes)
             elapsed = await (separate if run_separate else sweep)(args.points)
+            # Listed again: a worker process forked during the run (one replacing a worker
+            # that died or ran out of time) counts whole.
+            processes = stack_processes(supervisor, server)
             after = cpu_seconds(processes)
             by_service = {name: after[name] - before[name] for name in after}
             cpu = sum(by_service.values())
