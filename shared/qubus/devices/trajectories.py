@@ -20,6 +20,9 @@ What makes it fast, and what each step changes:
 * **One translation**: the circuit is translated to qsim once and every trajectory runs from
   that translation with its own seed (``qsimcirq.QSimSimulator.simulate`` translates again on
   each call: 1.5 s for a 20-qubit, 2,000-operation circuit).
+* **Sampling in two steps** (exact to rounding): a trajectory's shots are drawn from its
+  final probabilities by block sums, then within one block (:func:`sample_states`), not by
+  cumulative sums over all 2^w states for every trajectory.
 * **Several shots per trajectory** (an approximation of the shot statistics, not of the
   distribution): ``T`` trajectories serve ``N`` shots, ``N/T`` sampled from each final state.
   Every shot is still distributed exactly as the noisy circuit's output (the mean over
