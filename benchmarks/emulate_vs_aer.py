@@ -4,6 +4,7 @@ Usage:
     python benchmarks/emulate_vs_aer.py [--set small|wide] [--shots 4000] [--aer-seconds S]
         [--only CIRCUIT ...] [--repeats 2] [--shots-per-trajectory K]
         [--aer-method automatic|statevector|matrix_product_state] [--json]
+        [--trajectory-distributions T [--qubus-trajectories N]]
 
 ``--set small`` (default): the few-qubit dev circuits of ``CIRCUITS`` on ``--node`` (exact
 density matrices in qubus). ``--set wide``: the 12–20-qubit dev circuits of ``WIDE`` on the
@@ -35,6 +36,10 @@ trajectories, cheaper shots on low-entanglement circuits: :func:`aer_simulator`)
 speed included, are then against that method. Timings
 share two cores with whatever else runs: compare ratios within one run.
 
+``--trajectory-distributions T`` compares the Hellinger fidelities without shot noise instead
+(:func:`compare_distributions`): each side's mean of its trajectories' exact output
+distributions, readout included, with the spread between trajectories; no speed goal.
+
 :func:`qiskit_circuit` is also the translation the aer reference test uses.
 """
 
@@ -60,7 +65,7 @@ from qubus.circuits import parse_qasm
 from qubus.circuits.simulate import ideal_distribution, measurement_keys
 from qubus.devices import trajectories
 from qubus.devices.compile import CompiledCircuit, compile_for_device
-from qubus.devices.emulation import emulate
+from qubus.devices.emulation import emulate, emulated_trajectory_distributions, read_out
 from qubus.devices.fidelity import hellinger_fidelity
 from qubus.devices.profiles import load_device
 
@@ -378,6 +383,134 @@ def compare(name: str, device, backend, model: NoiseModel, args: argparse.Namesp
     }
 
 
+MAX_DISTRIBUTION_BITS = 13
+"""Widest measured register ``--trajectory-distributions`` compares: aer returns every
+trajectory's whole distribution at once, 2^bits numbers each."""
+
+
+def aer_trajectory_distributions(
+    circuit: QuantumCircuit,
+    model: NoiseModel,
+    trajectories: int,
+    seed: int,
+    method: str,
+    support: np.ndarray,
+) -> tuple[np.ndarray, float, float]:
+    """Each of aer's noisy trajectories' exact distribution of the measured bits, readout
+    errors included, the run's wall time and aer's own simulation time (``_aer_timed``).
+
+    The terminal measurements become ``save_probabilities`` on the same qubits, one vector per
+    shot (each shot is its own trajectory), and each bit goes through the readout error aer's
+    noise model gives its qubit's ``measure``. Rows are indexed as qubus's bit strings (the
+    first bit most significant), restricted to the bit strings ``support``.
+    """
+    column = {
+        circuit.find_bit(i.qubits[0]).index: circuit.find_bit(i.clbits[0]).index
+        for i in circuit.data
+        if i.operation.name == "measure"
+    }
+    qubits = sorted(column, key=column.get)
+    bare = circuit.remove_final_measurements(inplace=False)
+    bare.save_probabilities(qubits, pershot=True)
+    started = time.perf_counter()
+    result = aer_simulator(model, seed, method).run(bare, shots=trajectories).result()
+    wall_s = time.perf_counter() - started
+    width = len(qubits)
+    flips = [model._local_readout_errors[(q,)].probabilities.T for q in qubits]
+    rows = [
+        read_out(np.asarray(v).reshape((2,) * width).transpose(range(width - 1, -1, -1)), flips)[
+            support
+        ]
+        for v in result.data(0)["probabilities"]
+    ]
+    return np.array(rows), wall_s, float(result.results[0].metadata["time_taken"])
+
+
+def distribution_fidelity(rows: np.ndarray, ideal: np.ndarray, seed: int) -> tuple[float, float]:
+    """Hellinger fidelity of the mean of trajectories' distributions against the ideal (both
+    on the ideal's support, all the fidelity depends on), and its spread over
+    ``BOOTSTRAP_DRAWS`` resamples of the trajectories."""
+
+    def fidelity(mean: np.ndarray) -> float:
+        return float(np.sum(np.sqrt(np.clip(mean, 0, None) * ideal)) ** 2)
+
+    draws = np.random.default_rng(seed).integers(len(rows), size=(BOOTSTRAP_DRAWS, len(rows)))
+    spread = np.std([fidelity(rows[d].mean(axis=0)) for d in draws])
+    return fidelity(rows.mean(axis=0)), float(spread)
+
+
+def compare_distributions(
+    name: str,
+    device,  # noqa: ANN001
+    backend,  # noqa: ANN001
+    model: NoiseModel,
+    args: argparse.Namespace,
+) -> dict:
+    """One circuit's Hellinger fidelity on both emulators without shot noise: the mean of
+    ``--trajectory-distributions`` trajectories' exact output distributions on each side.
+
+    Both sides then estimate the same quantity, the infinite-shot Hellinger fidelity of their
+    noisy output against the ideal; what is left is the spread between trajectories, which the
+    bootstrap over trajectories measures (for a circuit with one ideal outcome the fidelity is
+    that outcome's probability, a plain mean). Far fewer trajectories than shots decide a
+    difference where each trajectory's distribution is spread out (a long, noisy circuit).
+    aer runs as many of the trajectories as ``PROBE_SHOTS`` trajectories say fit in
+    ``--aer-seconds``; qubus runs as many as aer did, or ``--qubus-trajectories`` where the
+    ideal has one outcome (the fidelity is then linear in the distribution, so unbiased at
+    any number of trajectories, and qubus's cheap trajectories leave aer's spread alone).
+    """
+    logical = parse_qasm((DEV / name).read_text())
+    compiled = compile_for_device(logical, device)
+    width = sum(w for _k, w in measurement_keys(compiled.circuit))
+    if width > MAX_DISTRIBUTION_BITS:
+        raise SystemExit(f"{name}: {width} measured bits, more than {MAX_DISTRIBUTION_BITS}")
+    outcomes = ideal_distribution(logical)
+    support = np.array([int(bits, 2) for bits in outcomes])
+    ideal = np.array(list(outcomes.values()))
+    circuit = qiskit_circuit(compiled, backend)
+    _probe, _wall_s, probe_s = aer_trajectory_distributions(
+        circuit, model, PROBE_SHOTS, args.seed, args.aer_method, support
+    )
+    runs = max(
+        PROBE_SHOTS,
+        min(args.trajectory_distributions, int(args.aer_seconds * PROBE_SHOTS / probe_s)),
+    )
+    aer_rows, aer_s, _simulate_s = aer_trajectory_distributions(
+        circuit, model, runs, args.seed + 2, args.aer_method, support
+    )
+    ours_runs = runs
+    if args.qubus_trajectories is not None:
+        if len(ideal) != 1:
+            raise SystemExit(f"{name}: --qubus-trajectories needs one ideal outcome")
+        ours_runs = args.qubus_trajectories
+    started = time.perf_counter()
+    ours_rows = np.array(
+        [
+            row[support]
+            for row in emulated_trajectory_distributions(
+                compiled, device, ours_runs, seed=args.seed + 3
+            )
+        ]
+    )
+    ours_s = time.perf_counter() - started
+    ours_h, ours_spread = distribution_fidelity(ours_rows, ideal, args.seed)
+    aer_h, aer_spread = distribution_fidelity(aer_rows, ideal, args.seed)
+    return {
+        "circuit": name,
+        "qubits": len(compiled.physical_qubits),
+        "trajectories": runs,
+        "qubus_trajectories": ours_runs,
+        "qubus_s": ours_s,
+        "aer_s": aer_s,
+        "qubus_hellinger": ours_h,
+        "qubus_spread": ours_spread,
+        "aer_hellinger": aer_h,
+        "aer_spread": aer_spread,
+        "hellinger_difference": abs(ours_h - aer_h),
+        "difference_spread": float(np.hypot(ours_spread, aer_spread)),
+    }
+
+
 def goal_line(rows: list[dict], node: str, shots: int, method: str) -> str:
     """The issue's two goals on these rows (aer run with ``method``): speed on every circuit,
     Hellinger within 0.01."""
@@ -431,6 +564,21 @@ def main() -> None:
         help="aer's simulation method; matrix_product_state makes a shot of a "
         "low-entanglement circuit cheap, so more aer shots fit in --aer-seconds",
     )
+    parser.add_argument(
+        "--trajectory-distributions",
+        type=int,
+        default=None,
+        metavar="T",
+        help="compare Hellinger fidelities from up to T trajectories' exact distributions "
+        "instead of shots (compare_distributions); no speed comparison",
+    )
+    parser.add_argument(
+        "--qubus-trajectories",
+        type=int,
+        default=None,
+        help="with --trajectory-distributions on a circuit with one ideal outcome: qubus's "
+        "trajectories (default: as many as aer ran)",
+    )
     parser.add_argument("--node", default="ibm_nairobi", choices=sorted(FAKE_BACKENDS))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
@@ -446,6 +594,11 @@ def main() -> None:
     device = load_device(node)
     backend = fake_backend(node)
     model = noise_model(backend)
+    if args.trajectory_distributions is not None:
+        rows = [compare_distributions(name, device, backend, model, args) for name in names]
+        for r in rows:
+            print(json.dumps(r) if args.json else format_distribution_row(r), flush=True)
+        return
     rows = []
     for name in names:
         rows.append(compare(name, device, backend, model, args))
@@ -457,6 +610,25 @@ def main() -> None:
         print(json.dumps({**report, "rows": rows, "goal": goal}))
     else:
         print(f"Goal ({command}): {goal}")
+
+
+def format_distribution_row(r: dict) -> str:
+    """One printed line of :func:`compare_distributions`'s row, with its verdict."""
+    decided = r["difference_spread"] <= HELLINGER_TOLERANCE / 3
+    verdict = (
+        "undecided"
+        if not decided
+        else "within"
+        if r["hellinger_difference"] <= HELLINGER_TOLERANCE
+        else "NOT within"
+    )
+    return (
+        f"{r['circuit']:36} {r['qubits']:2}q  trajectories qubus {r['qubus_trajectories']} "
+        f"in {r['qubus_s']:.1f} s, aer {r['trajectories']} in {r['aer_s']:.1f} s; Hellinger qubus "
+        f"{r['qubus_hellinger']:.4f} ± {r['qubus_spread']:.4f}, aer {r['aer_hellinger']:.4f} ± "
+        f"{r['aer_spread']:.4f}, |Δ| {r['hellinger_difference']:.4f} ± "
+        f"{r['difference_spread']:.4f}: {verdict} {HELLINGER_TOLERANCE:g}"
+    )
 
 
 def format_row(r: dict, shots: int) -> str:

@@ -16,7 +16,9 @@ from qubus.devices.emulation import (
     _register_circuit,
     emulate,
     emulated_distribution,
+    read_out,
     readout_flips,
+    readout_matrices,
 )
 from qubus.devices.fidelity import hellinger_fidelity
 from qubus.devices.profiles import load_device
@@ -24,8 +26,10 @@ from qubus.devices.trajectories import (
     _as_mixture,
     _translate,
     light_cone,
+    sample_states,
     sample_trajectories,
     trajectory_count,
+    trajectory_distributions,
 )
 
 DEV = Path(__file__).resolve().parents[3] / "shared" / "data" / "qasm" / "dev"
@@ -64,6 +68,22 @@ def test_reused_trajectories_stay_unbiased() -> None:
     assert hellinger_fidelity(counts, exact) > 0.99
 
 
+def test_the_mean_of_trajectory_distributions_is_the_exact_noisy_distribution() -> None:
+    device = load_device("ibm_nairobi")
+    compiled = compile_for_device(_noisy_five_qubits(), device)
+    circuit, keys = _register_circuit(compiled, device, noiseless=False)
+    flips = readout_matrices(_readout_qubits(compiled, keys), device)
+    rows = [
+        read_out(row, flips)
+        for row in trajectory_distributions(circuit, keys, 1000, rng=np.random.default_rng(5))
+    ]
+    mean = np.mean(rows, axis=0)
+    assert np.allclose([row.sum() for row in rows], 1.0, atol=1e-5)
+    exact = emulated_distribution(compiled, device)
+    ours = {format(i, "05b"): p for i, p in enumerate(mean)}
+    assert hellinger_fidelity(ours, exact) > 0.999
+
+
 def test_the_cached_translation_runs_the_same_trajectory_as_qsimcirqs() -> None:
     device = load_device("ibm_nairobi")
     compiled = compile_for_device(_noisy_five_qubits(), device)
@@ -83,6 +103,21 @@ def test_the_cached_translation_runs_the_same_trajectory_as_qsimcirqs() -> None:
             for c in (theirs, _translate(body, order))
         ]
         np.testing.assert_allclose(states[0], states[1], atol=1e-6)
+
+
+def test_sample_states_draws_each_state_in_proportion_and_never_a_weightless_one() -> None:
+    rng = np.random.default_rng(3)
+    weights = rng.random(2**10).astype(np.float32)
+    weights[rng.random(weights.size) < 0.5] = 0.0
+    weights[-1] = 0.0  # the last state of the last block
+    draws = 200_000
+    counts = np.bincount(sample_states(weights, draws, rng), minlength=weights.size)
+    expected = draws * weights / weights.sum()
+    assert not counts[weights == 0].any()
+    kept = weights > 0
+    chi2 = float(np.sum((counts[kept] - expected[kept]) ** 2 / expected[kept]))
+    dof = int(kept.sum()) - 1
+    assert chi2 < dof + 5 * np.sqrt(2 * dof)
 
 
 def test_the_light_cone_drops_what_cannot_reach_a_measurement() -> None:

@@ -22,6 +22,12 @@ on the development machine (2 shared cores, busy: the figures are pessimistic fo
 one), which also prints each dev circuit's estimate against its measured time. The estimate
 does not include cirq's fallback for dynamic circuits that cannot be deferred (none of the dev
 circuits).
+On an idle machine they overestimate 5–160× (session 8, load 2–3: a refit gives
+``DENSITY_S_PER_OP_ENTRY`` 5.8e-9, ``TRANSLATE_S_PER_OP`` 7.7e-3, ``TRAJECTORY_S`` 8.8e-5,
+``AMPLITUDE_S_PER_OP`` 4.3e-11, estimate/measured 0.41–2.71); they are kept because the
+same circuits took 23–40× longer at load about 6 (session 6, with its code), where
+``BUDGET_MARGIN`` × an idle-machine estimate would cut them off (``docs/architecture.md``,
+cost model).
 Memory is the state vector's (complex64) and the arrays sampled from it, about
 ``MEMORY_BYTES_PER_AMPLITUDE · 2^w``, plus the worker's own ``BASE_MEMORY_MB``.
 """

@@ -55,6 +55,7 @@ from qubus.devices.trajectories import (
     register_width,
     sample_trajectories,
     trajectory_count,
+    trajectory_distributions,
 )
 
 JOB_OVERHEAD_S = {"superconducting": 1.0, "trapped-ion": 2.0}
@@ -310,12 +311,52 @@ def emulated_distribution(compiled: CompiledCircuit, device: Device) -> dict[str
     width = columns.shape[1]
     index = columns @ (1 << np.arange(width - 1, -1, -1))
     dense = np.bincount(index, weights=probs / probs.sum(), minlength=2**width)
-    dense = dense.reshape((2,) * width)
-    for k, q in enumerate(_readout_qubits(compiled, keys)):
-        cal = device.qubits[q]
-        flips = np.array([[1 - cal.p01, cal.p10], [cal.p01, 1 - cal.p10]])  # [read][true]
-        dense = np.moveaxis(np.tensordot(flips, dense, axes=([1], [k])), 0, k)
-    return {format(i, f"0{width}b"): float(v) for i, v in enumerate(dense.ravel()) if v > 0}
+    dense = read_out(dense, readout_matrices(_readout_qubits(compiled, keys), device))
+    return {format(i, f"0{width}b"): float(v) for i, v in enumerate(dense) if v > 0}
+
+
+def emulated_trajectory_distributions(
+    compiled: CompiledCircuit, device: Device, trajectories: int, *, seed: int
+) -> Iterator[np.ndarray]:
+    """Each noisy trajectory's exact output distribution, readout errors included, where
+    :func:`emulate` runs trajectories on a terminal-measurement form of the circuit.
+
+    Their mean is the distribution :func:`emulate` samples its shots from, with the spread of
+    a mean over trajectories instead of shot noise: for comparing the emulator with another
+    (``benchmarks/emulate_vs_aer.py``) where shots are too costly.
+
+    Yields:
+        Per trajectory, the probabilities of the bit strings (first bit most significant).
+
+    Raises:
+        ValueError: The circuit is simulated as one density matrix (use
+            :func:`emulated_distribution`) or has no terminal-measurement form.
+    """
+    circuit, keys = _register_circuit(compiled, device, noiseless=False)
+    terminal = exact_form(circuit)
+    if uses_density_matrix(compiled) or terminal is None:
+        raise ValueError("the emulator runs no trajectories of a terminal form here")
+    flips = readout_matrices(_readout_qubits(compiled, keys), device)
+    rng = np.random.default_rng(seed)
+    for dense in trajectory_distributions(terminal, keys, trajectories, rng=rng):
+        yield read_out(dense, flips)
+
+
+def readout_matrices(qubits: list[int], device: Device) -> list[np.ndarray]:
+    """Each physical qubit's readout flips as a 2×2 matrix, [read][true]."""
+    return [
+        np.array([[1 - c.p01, c.p10], [c.p01, 1 - c.p10]])
+        for c in (device.qubits[q] for q in qubits)
+    ]
+
+
+def read_out(dense: np.ndarray, flips: list[np.ndarray]) -> np.ndarray:
+    """A distribution of measured bits (the first bit most significant) through every bit's
+    readout flips, ``flips[k]`` the [read][true] matrix of bit k."""
+    dense = dense.reshape((2,) * len(flips))
+    for k, matrix in enumerate(flips):
+        dense = np.moveaxis(np.tensordot(matrix, dense, axes=([1], [k])), 0, k)
+    return dense.ravel()
 
 
 def _register_circuit(
