@@ -31,6 +31,7 @@ from qubus.bus.messages import TaskChecked, TaskParsed
 from qubus.bus.natsserver import NatsServer
 from qubus.bus.tracing import TraceContext
 from qubus.circuits.ir import circuit_features, circuit_to_json, load_circuit
+from qubus.cli.common import number_in
 
 QASM = (
     'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[4];\ncreg c[4];\n'
@@ -53,13 +54,19 @@ async def relay(event: TaskParsed, ctx: Context) -> TaskChecked:
     )
 
 
-async def one_round(bus: Bus, server: psutil.Process, round_: int, tasks: int) -> dict[str, float]:
+def parsed_event() -> TaskParsed:
+    """The ``parsed`` event of the 4-qubit circuit, as the parser stores it (task id to set)."""
     circuit = load_circuit(QASM, "qasm2")
     text = circuit_to_json(circuit)
     features = circuit_features(circuit, text)
-    ids = [f"bench.r{round_}t{i:06d}" for i in range(tasks)]
-    for task_id in ids:
-        event = TaskParsed(task_id=task_id, circuit=text, features=features, options={"shots": 200})
+    return TaskParsed(task_id="bench.t0", circuit=text, features=features, options={"shots": 200})
+
+
+async def one_round(
+    bus: Bus, server: psutil.Process, parsed: TaskParsed, round_: int, tasks: int
+) -> dict[str, float]:
+    for i in range(tasks):
+        event = parsed.model_copy(update={"task_id": f"bench.r{round_}t{i:06d}"})
         await bus.publish_event(event, trace=TraceContext.new())
     done = asyncio.Event()
     seen = 0
@@ -103,8 +110,8 @@ async def main(args: argparse.Namespace) -> dict:
     await bus.ensure_topology()
     await logs.BUS_COPY.start(bus.nc, logs.log_subject("bench").rsplit(".", 1)[0])
     try:
-        process = psutil.Process(server.process.pid)
-        rounds = [await one_round(bus, process, r, args.tasks) for r in range(args.rounds)]
+        process, parsed = psutil.Process(server.process.pid), parsed_event()
+        rounds = [await one_round(bus, process, parsed, r, args.tasks) for r in range(args.rounds)]
     finally:
         await logs.BUS_COPY.stop()
         info = await bus.js.stream_info(STREAM)
@@ -115,8 +122,8 @@ async def main(args: argparse.Namespace) -> dict:
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tasks", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tasks", type=number_in(int, 1, None), default=3000)
+    parser.add_argument("--rounds", type=number_in(int, 1, None), default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     # Log as a service does: every line rendered and written (to /dev/null, a file as a
