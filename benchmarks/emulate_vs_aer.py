@@ -63,6 +63,7 @@ from qiskit_aer.noise import NoiseModel
 
 from qubus.circuits import parse_qasm
 from qubus.circuits.simulate import ideal_distribution, measurement_keys
+from qubus.cli.common import number_in
 from qubus.devices import trajectories
 from qubus.devices.compile import CompiledCircuit, compile_for_device
 from qubus.devices.emulation import emulate, emulated_trajectory_distributions, read_out
@@ -566,7 +567,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--trajectory-distributions",
-        type=int,
+        type=number_in(int, 1, None),
         default=None,
         metavar="T",
         help="compare Hellinger fidelities from up to T trajectories' exact distributions "
@@ -574,7 +575,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--qubus-trajectories",
-        type=int,
+        type=number_in(int, 1, None),
         default=None,
         help="with --trajectory-distributions on a circuit with one ideal outcome: qubus's "
         "trajectories (default: as many as aer ran)",
