@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import cirq
@@ -172,27 +173,46 @@ def test_compilation_is_cached_per_circuit_and_revision() -> None:
     assert compile_for_device(ghz(3), load_device("ibm_manila")) is not first
 
 
-def test_a_circuit_with_other_angles_reuses_the_layout_and_compiles_as_without_the_cache() -> None:
+def test_a_circuit_with_other_one_qubit_gates_reuses_the_routing_and_compiles_as_without_it():
     from qubus.devices import compile as compile_module
 
     q = cirq.LineQubit.range(4)
 
-    def ghz_like(angle: float) -> cirq.Circuit:
+    def ghz_like(angle: float, last: cirq.Gate = cirq.H) -> cirq.Circuit:
         return cirq.Circuit(
             cirq.H(q[0]),
-            [cirq.CNOT(q[i], q[i + 1]) for i in range(3)],
+            [cirq.CNOT(q[0], q[i]) for i in range(1, 4)],
             cirq.rz(angle)(q[0]),
-            cirq.H(q[0]),
+            last(q[0]),
             cirq.measure(*q, key="m"),
         )
 
-    device = load_device("ibm_nairobi")
-    first = compile_for_device(ghz_like(0.1), device)
-    second = compile_for_device(ghz_like(0.7), device)
-    assert second.layout == first.layout
-    assert second.circuit != first.circuit  # the merged one-qubit pulses differ
-    compile_module._placements._entries.clear()
-    assert compile_module._compile(ghz_like(0.7), device).circuit == second.circuit
+    conditioned = cirq.Circuit(
+        cirq.H(q[0]),
+        cirq.measure(q[0], key="a"),
+        cirq.X(q[3]).with_classical_controls("a"),
+        cirq.CZ(q[0], q[3]),
+        cirq.reset(q[1]),
+        cirq.ry(0.3)(q[1]),
+        cirq.measure(q[1], q[3], key="b"),
+    )
+    circuits = [
+        ghz_like(0.1),
+        ghz_like(0.7),
+        ghz_like(0.7, cirq.X**0.5),
+        ghz_like(-math.pi / 2, cirq.Z),  # H·rz·Z multiplies to a half rotation: fewer pulses
+        conditioned,
+        cirq.Circuit(cirq.MatrixGate(cirq.unitary(cirq.T))(q[2]), *conditioned.all_operations()),
+    ]
+    for device in (load_device("ibm_nairobi"), load_device("quantinuum_h1_1")):
+        cached = [compile_for_device(circuit, device) for circuit in circuits]
+        assert cached[1].layout == cached[0].layout
+        assert cached[1].circuit != cached[0].circuit  # the merged one-qubit pulses differ
+        assert len(compile_module._routings._entries) >= 2  # ghz_like's and conditioned's
+        for circuit, compiled in zip(circuits, cached, strict=True):
+            compile_module._placements._entries.clear()
+            scratch = compile_module._routing(circuit, device).fill([])
+            assert scratch == compiled
 
 
 def test_phased_xz_matches_cirqs_from_matrix_on_random_and_special_unitaries():

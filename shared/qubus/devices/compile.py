@@ -30,7 +30,7 @@ from __future__ import annotations
 import cmath
 import functools
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import cirq
@@ -42,7 +42,8 @@ from qubus.lru import Lru
 
 CACHE_SIZE = 256
 """Compiled circuits kept per process, keyed by (operations, device id, revision); as many
-layouts, keyed by (qubits, interaction counts, device id, revision)."""
+routings, keyed by (structure, device id, revision), and layouts, keyed by (qubits,
+interaction counts, device id, revision)."""
 
 ATOL = 1e-8
 
@@ -100,6 +101,7 @@ class CompiledCircuit:
 
 
 _compiled = Lru(CACHE_SIZE)
+_routings = Lru(CACHE_SIZE)
 _placements = Lru(CACHE_SIZE)
 
 
@@ -107,7 +109,10 @@ def compile_for_device(circuit: cirq.AbstractCircuit, device: Device) -> Compile
     """Lay out, route, translate to native gates and schedule a circuit for a device.
 
     Results are cached (LRU of ``CACHE_SIZE``) by the circuit's operation sequence (compared
-    exactly), device id and calibration revision.
+    exactly), device id and calibration revision. Layout and routing are cached by the
+    circuit's structure (:func:`_structure`): circuits that differ only in their one-qubit
+    gates, such as the same circuit with other angles, are routed once and only merged and
+    scheduled each (:class:`Routing`).
 
     Args:
         circuit: A logical circuit on named qubits.
@@ -122,12 +127,45 @@ def compile_for_device(circuit: cirq.AbstractCircuit, device: Device) -> Compile
             qubits that cannot be decomposed.
     """
     # Compilation depends on the operation sequence only, not on moment boundaries.
-    key = (tuple(circuit.all_operations()), device.id, device.revision)
+    ops = tuple(circuit.all_operations())
+    key = (ops, device.id, device.revision)
     compiled = _compiled.get(key)
     if compiled is None:
-        compiled = _compile(circuit, device)
+        structure, gates = _structure(ops)
+        routing_key = (structure, device.id, device.revision)
+        routing = _routings.get(routing_key)
+        if routing is None:
+            routing = _routing(_placeholders(ops, gates), device)
+            _routings.put(routing_key, routing)
+        compiled = routing.fill([op.gate for op in gates.values()])
         _compiled.put(key, compiled)
     return compiled
+
+
+def _one_qubit_unitary(op: cirq.Operation) -> bool:
+    """Whether ``op`` is an unconditioned one-qubit gate with a unitary: what routing moves
+    without looking at, and merging folds into its neighbours."""
+    return type(op) is cirq.GateOperation and len(op.qubits) == 1 and cirq.has_unitary(op)
+
+
+def _structure(
+    ops: tuple[cirq.Operation, ...],
+) -> tuple[tuple[cirq.Operation | tuple[cirq.Qid], ...], dict[int, cirq.Operation]]:
+    """The operations with each one-qubit unitary replaced by its qubit (the structure that
+    layout and routing depend on), and those one-qubit operations by index."""
+    gates = {i: op for i, op in enumerate(ops) if _one_qubit_unitary(op)}
+    return tuple(op.qubits if i in gates else op for i, op in enumerate(ops)), gates
+
+
+def _placeholders(
+    ops: tuple[cirq.Operation, ...], slotted: Mapping[int, cirq.Operation]
+) -> cirq.Circuit:
+    """The operations with operation ``i`` of ``slotted`` replaced by ``_Slot(n)``, ``n``
+    counting the slotted operations in order."""
+    slots = {i: n for n, i in enumerate(slotted)}
+    return cirq.Circuit(
+        _Slot(slots[i]).on(*op.qubits) if i in slots else op for i, op in enumerate(ops)
+    )
 
 
 def pulses(op: cirq.Operation, device: Device) -> int:
@@ -156,10 +194,12 @@ def op_duration_ns(op: cirq.Operation, device: Device) -> float:
     return pulses(op, device) * device.one_qubit_duration_ns
 
 
-def _compile(circuit: cirq.AbstractCircuit, device: Device) -> CompiledCircuit:
+def _routing(circuit: cirq.AbstractCircuit, device: Device) -> Routing:
+    """Lay out and route a circuit whose one-qubit unitaries may be ``_Slot`` placeholders."""
     placement = _place(circuit, _logical_qubits(circuit, device), device)
     routed, final, swaps = _route(_basic_ops(circuit), placement, device, _entangler(device))
-    return _finish(routed, final, swaps, {str(q): p for q, p in placement.items()}, device)
+    layout = {str(q): p for q, p in placement.items()}
+    return Routing(tuple(routed), tuple(final), swaps, layout, device)
 
 
 def _logical_qubits(circuit: cirq.AbstractCircuit, device: Device) -> list[cirq.Qid]:
@@ -212,9 +252,10 @@ def _finish(
     )
 
 
+@cirq.value_equality
 class _Slot(cirq.Gate):
-    """Stands for a sweep's parameterised one-qubit gate number ``index`` while its circuit
-    is laid out and routed (:class:`Template`)."""
+    """Stands for one-qubit gate number ``index`` while its circuit is laid out and routed
+    (:class:`Routing`)."""
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -222,29 +263,51 @@ class _Slot(cirq.Gate):
     def _num_qubits_(self) -> int:
         return 1
 
+    def _value_equality_values_(self) -> int:
+        return self.index
+
+
+@dataclass(frozen=True)
+class Routing:
+    """A circuit laid out and routed, with ``_Slot`` placeholders for its one-qubit gates.
+
+    Layout and routing depend on a circuit's qubits and multi-qubit operations only, so every
+    circuit that differs from it only in those gates has this routing: :meth:`fill` puts the
+    gates in their places and finishes (merging one-qubit runs, scheduling, durations), which
+    gives exactly what compiling that circuit from scratch gives (``tests/unit/test_compile.py``).
+    The merge and the schedule do depend on the gates (a run that multiplies to the identity
+    is dropped, a half rotation costs fewer pulses), and run for every fill.
+    """
+
+    routed: tuple[cirq.Operation, ...]
+    final: tuple[cirq.Operation, ...]
+    swaps: int
+    layout: dict[str, int]
+    device: Device
+
+    def fill(self, gates: Sequence[cirq.Gate]) -> CompiledCircuit:
+        """The compiled circuit with ``gates[n]`` in the place of ``_Slot(n)``."""
+        routed = [
+            gates[op.gate.index].on(*op.qubits) if isinstance(op.gate, _Slot) else op
+            for op in self.routed
+        ]
+        return _finish(routed, list(self.final), self.swaps, self.layout, self.device)
+
 
 @dataclass(frozen=True)
 class Template:
     """A parameterised circuit compiled once for a device, up to its parameters' values.
 
-    Layout and routing depend on the circuit's qubits and two-qubit operations only, so when
-    every parameterised operation is a one-qubit gate they are the same for every point of a
-    sweep: :func:`compile_template` lays out and routes the circuit once with a placeholder
-    for each such gate, and :meth:`bind` puts one point's gates in their places and finishes
-    (merging one-qubit runs, scheduling, durations). The result is exactly
-    ``compile_for_device`` of the circuit resolved at that point
-    (``tests/unit/test_compile.py``): the merge and the schedule, which do depend on the
-    angles (a run that multiplies to the identity is dropped, a half rotation costs fewer
-    pulses), run for every point.
+    When every parameterised operation is a one-qubit gate, the circuit's :class:`Routing`
+    with those gates as placeholders is the same for every point of a sweep:
+    :func:`compile_template` makes it once and :meth:`bind` fills one point's gates in. The
+    result is exactly ``compile_for_device`` of the circuit resolved at that point
+    (``tests/unit/test_compile.py``).
     """
 
     circuit: cirq.AbstractCircuit
-    routed: tuple[cirq.Operation, ...]
-    final: tuple[cirq.Operation, ...]
-    swaps: int
-    layout: dict[str, int]
     gates: tuple[cirq.Gate, ...]
-    device: Device
+    routing: Routing
 
     resolved: dict[tuple, cirq.Gate] = field(default_factory=dict, compare=False)
     """Each gate resolved at the values of its parameters seen so far (a grid repeats them)."""
@@ -254,12 +317,9 @@ class Template:
         resolver = cirq.ParamResolver(dict(point))
         gates = [self._resolve(index, resolver) for index in range(len(self.gates))]
         if not all(cirq.has_unitary(gate) for gate in gates):  # then decomposed: compile it
-            return compile_for_device(cirq.resolve_parameters(self.circuit, resolver), self.device)
-        routed = [
-            gates[op.gate.index].on(*op.qubits) if isinstance(op.gate, _Slot) else op
-            for op in self.routed
-        ]
-        return _finish(routed, list(self.final), self.swaps, self.layout, self.device)
+            device = self.routing.device
+            return compile_for_device(cirq.resolve_parameters(self.circuit, resolver), device)
+        return self.routing.fill(gates)
 
     def _resolve(self, index: int, resolver: cirq.ParamResolver) -> cirq.Gate:
         gate = self.gates[index]
@@ -278,21 +338,13 @@ def compile_template(circuit: cirq.AbstractCircuit, device: Device) -> Template 
     Raises:
         CircuitRejected: as :func:`compile_for_device`.
     """
-    gates: list[cirq.Gate] = []
-    ops: list[cirq.Operation] = []
-    for op in circuit.all_operations():
-        if cirq.is_parameterized(op):
-            if not isinstance(op, cirq.GateOperation) or len(op.qubits) != 1:
-                return None
-            ops.append(_Slot(len(gates)).on(*op.qubits))
-            gates.append(op.gate)
-        else:
-            ops.append(op)
-    placeholders = cirq.Circuit(ops)
-    placement = _place(placeholders, _logical_qubits(placeholders, device), device)
-    routed, final, swaps = _route(_basic_ops(placeholders), placement, device, _entangler(device))
-    layout = {str(q): p for q, p in placement.items()}
-    return Template(circuit, tuple(routed), tuple(final), swaps, layout, tuple(gates), device)
+    ops = tuple(circuit.all_operations())
+    slotted = {i: op for i, op in enumerate(ops) if cirq.is_parameterized(op)}
+    parameterised = slotted.values()
+    if not all(isinstance(op, cirq.GateOperation) and len(op.qubits) == 1 for op in parameterised):
+        return None
+    gates = tuple(op.gate for op in slotted.values())
+    return Template(circuit, gates, _routing(_placeholders(ops, slotted), device))
 
 
 LAYOUT_STARTS = 8
