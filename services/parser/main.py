@@ -91,9 +91,13 @@ class SeenCircuits:
             1 − the largest cosine similarity with the circuits stored before this one; 0.0
             when another task already stored the same circuit (same fingerprint).
 
+        The novelty needs every entry stored before this one: the watcher delivers entries in
+        revision order, so once it has delivered revision ``r − 1`` (usually before the create
+        returns, on an idle parser) nothing is waited for; else it waits for the watcher.
+
         Raises:
-            Retry: The watcher has not delivered the entry within ``catch_up_s`` (it is
-                replaced).
+            Retry: The watcher has not delivered the entries before this one within
+                ``catch_up_s`` (it is replaced).
         """
         kv = await self._bus.kv(BUCKET_FEATURES)
         value = codec.encode(
@@ -108,7 +112,7 @@ class SeenCircuits:
             revision = entry.revision  # stored by an earlier delivery of this task
         try:
             async with asyncio.timeout(self._catch_up_s):
-                await self._caught_up(revision)
+                await self._caught_up(revision - 1)
         except TimeoutError:
             self._follower.restart()
             raise Retry("the feature store watcher is behind", delay_s=1.0) from None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
+import numpy as np
 import pytest
 
 from qubus.bus import codec
@@ -66,3 +68,47 @@ async def test_a_restarted_parser_still_knows_every_circuit_seen(client, stack, 
     # A new circuit is compared with what the process before the restart stored.
     unseen = (dev_qasm / "qasmbench__grover_n2.qasm").read_text()
     assert (await _completed(client, unseen))["parsed"].novelty < 1.0
+
+
+async def test_replicas_recording_at_once_compare_each_circuit_with_exactly_the_ones_before_it(
+    nats_url,
+):
+    """Two replicas' ``SeenCircuits`` store 60 circuits concurrently: each circuit's novelty is
+    the novelty against the vectors stored before it, in the bucket's order, whichever replica
+    recorded it and however far its watcher had got."""
+    from qubus.bus.connection import Bus
+    from qubus.circuits.novelty import novelty
+    from qubus_services.parser.main import SeenCircuits
+
+    buses = [Bus(nats_url, service="parser", instance=f"replica-{i}") for i in range(2)]
+    replicas = []
+    for bus in buses:
+        await bus.connect()
+        await bus.ensure_topology()
+        replicas.append(SeenCircuits(bus))
+        await replicas[-1].start()
+    rng = np.random.default_rng(5)
+    vectors = [rng.random(len(COMPONENTS)).round(3).tolist() for _ in range(60)]
+    try:
+        values = await asyncio.gather(
+            *(
+                replicas[i % 2].record(f"anon.nov{i}", f"nov-{i}", vector)
+                for i, vector in enumerate(vectors)
+            )
+        )
+        kv = await buses[0].kv(BUCKET_FEATURES)
+        revisions = [(await kv.get(f"nov-{i}")).revision for i in range(len(vectors))]
+    finally:
+        for replica, bus in zip(replicas, buses, strict=True):
+            await replica.stop()
+            await bus.close()
+    stored_before = {
+        i: [vectors[j] for j in range(len(vectors)) if revisions[j] < revisions[i]]
+        for i in range(len(vectors))
+    }
+    expected = [
+        novelty(vector, stored_before[i]) if stored_before[i] else 1.0
+        for i, vector in enumerate(vectors)
+    ]
+    assert values == pytest.approx(expected, abs=1e-12)
+    assert sum(value == 1.0 for value in values) == 1  # only the first stored is wholly new
