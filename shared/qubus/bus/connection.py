@@ -505,10 +505,12 @@ class KVFollower:
         self._keys = keys
         self._idle_s = idle_s
         self._restart = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start watching (raises if the bucket cannot be watched now)."""
+        self._stopping = False
         self._kv = await self._bus.kv(self._bucket)
         watcher = await self._kv.watch(self._keys)
         self._task = asyncio.create_task(self._follow(watcher))
@@ -518,7 +520,11 @@ class KVFollower:
         self._restart.set()
 
     async def stop(self) -> None:
+        """Stop watching. The flag ends the loop within ``POLL_S`` where the cancellation is
+        lost: Python 3.11's ``asyncio.wait_for`` (under ``watcher.updates``) swallows a
+        cancellation that arrives as an entry does."""
         if self._task is not None:
+            self._stopping = True
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
@@ -526,7 +532,7 @@ class KVFollower:
         assert self._kv is not None
         silent_s = 0.0
         try:
-            while True:
+            while not self._stopping:
                 try:
                     if watcher is None:
                         watcher, silent_s = await self._kv.watch(self._keys), 0.0
