@@ -25,8 +25,6 @@ import statistics
 import time
 from collections.abc import Iterable, Mapping
 
-from nats.js.kv import KeyValue
-
 from qubus.bus.connection import (
     BUCKET_CALIBRATION,
     BUCKET_PILOTS,
@@ -35,7 +33,7 @@ from qubus.bus.connection import (
 )
 from qubus.bus.consumer import Context, Stage
 from qubus.bus.ids import is_sweep_point
-from qubus.bus.kvrecords import M, RecordCache, update_record
+from qubus.bus.kvrecords import M, RecordCache
 from qubus.bus.logs import get_logger
 from qubus.bus.messages import (
     NodePrediction,
@@ -214,7 +212,6 @@ class Fusion:
     Args:
         rt: The service's runtime (its bus and settings).
         directory: The fleet's node statuses.
-        calibration_kv: KV ``qubus_calibration``, where outcomes are counted.
         weights: The followed score weights.
         calibrations: The followed calibrations.
         pilots: The followed pilots.
@@ -224,7 +221,6 @@ class Fusion:
         self,
         rt: Runtime,
         directory: NodeDirectory,
-        calibration_kv: KeyValue,
         weights: RecordCache[WeightsRecord],
         calibrations: RecordCache[CalibrationState],
         pilots: RecordCache[PilotDescription],
@@ -232,7 +228,6 @@ class Fusion:
         self._bus = rt.bus
         self._settings = rt.settings
         self._directory = directory
-        self._calibration_kv = calibration_kv
         self._weights = weights
         self._calibrations = calibrations
         self._pilots = pilots
@@ -339,10 +334,8 @@ class Fusion:
         cls, noiseless = scored
         if noiseless or self._settings.noiseless:
             return  # a noiseless run says nothing about the node's noise
-        await update_record(
-            self._calibration_kv,
+        await self._calibrations.update(
             calibration_key(event.node, cls),
-            CalibrationState,
             lambda state: observe(
                 state,
                 node=event.node,
@@ -373,12 +366,11 @@ class Fusion:
 
 async def setup(rt: Runtime) -> None:
     directory = await rt.node_directory()
-    calibration_kv = await rt.bus.kv(BUCKET_CALIBRATION)
     await ensure_weights(await rt.bus.kv(BUCKET_WEIGHTS))
     weights = await _followed(rt, BUCKET_WEIGHTS, WeightsRecord, keys=WEIGHTS_KEY)
     calibrations = await _followed(rt, BUCKET_CALIBRATION, CalibrationState)
     pilots = await _followed(rt, BUCKET_PILOTS, PilotDescription)
-    fusion = Fusion(rt, directory, calibration_kv, weights, calibrations, pilots)
+    fusion = Fusion(rt, directory, weights, calibrations, pilots)
     await rt.consume(
         Stage("fusion", [SandboxEvaluation, NoiseEvaluation], fusion.handle, concurrency=4)
     )

@@ -49,7 +49,12 @@ async def read_record(kv: KeyValue, key: str, cls: type[M]) -> tuple[M, int] | N
 
 
 async def update_record(
-    kv: KeyValue, key: str, cls: type[M], change: Callable[[M | None], M | None]
+    kv: KeyValue,
+    key: str,
+    cls: type[M],
+    change: Callable[[M | None], M | None],
+    *,
+    known: tuple[M, int] | None = None,
 ) -> tuple[M, int] | None:
     """Replace the record under ``key`` with ``change(current)``, compare-and-set.
 
@@ -57,15 +62,23 @@ async def update_record(
     or None to leave the key as it is. A concurrent write makes the loop read and call
     ``change`` again, so ``change`` must be a pure function of its argument.
 
+    Args:
+        known: The record and revision the caller believes current (a ``RecordCache``'s):
+            the first attempt starts from it instead of reading the key; if it is stale the
+            compare-and-set fails and the key is read.
+
     Returns:
         The stored record and its revision; the current ones (or None) if ``change`` returned
-        None.
+        None (with ``known``, possibly ``known`` itself).
 
     Raises:
         InvalidPayload: The stored value is not a valid ``cls``.
     """
+    current, read = known, known is None
     while True:
-        current = await read_record(kv, key, cls)
+        if read:
+            current = await read_record(kv, key, cls)
+        read = True  # every later attempt follows a failed compare-and-set
         record = change(None if current is None else current[0])
         if record is None:
             return current
@@ -125,6 +138,15 @@ class RecordCache(Generic[M]):
     def get(self, key: str) -> tuple[M, int] | None:
         """The record under ``key`` as last delivered, with its revision."""
         return self._records.get(key)
+
+    async def update(self, key: str, change: Callable[[M | None], M | None]) -> None:
+        """``update_record`` of ``key``, starting from the record held (no read while this
+        process is the bucket's only writer of the key); the record written is held at once,
+        before the watcher delivers it, so the next update starts from it too."""
+        kv = await self._bus.kv(self._bucket)
+        stored = await update_record(kv, key, self._cls, change, known=self._records.get(key))
+        if stored is not None:
+            self._store(key, *stored)
 
     async def fetch(self, key: str) -> tuple[M, int] | None:
         """``get``, or, for a key not delivered yet (just written, or the watcher is still
