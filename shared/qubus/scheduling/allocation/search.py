@@ -39,18 +39,20 @@ class _Placement:
             return
         # Σ_k min(run_ij, run_kj) over the tasks k on j: the runs there shorter than run_ij,
         # plus run_ij once per run there not shorter. Every node's runs in one sorted array,
-        # node j's shifted by j·width so that they sort after those of the nodes before it.
+        # node j's shifted by j·width so that they sort after those of the nodes before it
+        # and before those of the nodes after it (``bounds``: where each node's runs begin).
         self.nodes = where = np.array(assignment, dtype=int)
-        offset = np.arange(m) * (2.0 * float(problem.run.max()) + 1.0)
-        runs = problem.run[np.arange(n), where]
+        run = problem.run
+        offset = np.arange(m + 1) * (2.0 * float(run.max()) + 1.0)
+        runs = run[np.arange(n), where]
         keys = runs + offset[where]
-        order = np.argsort(keys)
+        order = keys.argsort()
         shifted = keys[order]
-        total = np.concatenate(([0.0], np.cumsum(runs[order])))
-        first = np.searchsorted(shifted, offset)  # node j's first entry
-        count = np.bincount(where, minlength=m)
-        shorter = np.searchsorted(shifted, problem.run + offset)
-        self.delay = total[shorter] - total[first] + problem.run * (count - (shorter - first))
+        total = np.zeros(n + 1)
+        runs[order].cumsum(out=total[1:])
+        bounds = shifted.searchsorted(offset)
+        shorter = shifted.searchsorted(run + offset[:-1])
+        self.delay = total[shorter] - total[bounds[:-1]] + run * (bounds[1:] - shorter)
 
     def add(self, i: int, j: int) -> None:
         run = self.problem.run[:, j]
@@ -92,12 +94,11 @@ class _Placement:
         unary = None if allowed is None else np.where(allowed, self.problem.unary, np.inf)
         while True:
             cost = self.costs_all(unary)
-            best = cost.argmin(axis=1)
-            gain = cost[rows, self.nodes] - cost[rows, best]
+            gain = cost[rows, self.nodes] - cost.min(axis=1)
             i = int(gain.argmax())
             if gain[i] <= IMPROVEMENT_S:
                 return cost
-            self.move(i, int(best[i]))
+            self.move(i, int(cost[i].argmin()))
 
     def assignment(self) -> list[int]:
         return self.nodes.tolist()
