@@ -324,7 +324,7 @@ class Problem:
     @cached_property
     def shortest_first(self) -> list[int]:
         """The tasks by their shortest run on any node they may go to (ties: batch order)."""
-        shortest = np.where(self.allowed, self.run, np.inf).min(axis=1)
+        shortest = self.run.min(axis=1, where=self.allowed, initial=np.inf)
         return np.argsort(shortest, kind="stable").tolist()
 
     @cached_property
