@@ -403,8 +403,8 @@ def _layout(names: tuple[str, ...], counts: tuple[int, ...]) -> _Layout:
     """The grid of a batch whose requests name ``counts`` candidates each, ``names`` in order.
 
     It depends on the node directory and the batch's size only, so batches after the first
-    reuse it while the directory does not change (at 8 tasks on 8 nodes, working it out again
-    took about a fifth of the batch's problem)."""
+    reuse it while the directory does not change (on the benchmark's 8 tasks and 8 nodes,
+    working it out took 15 of the 60 µs of building the problem)."""
     known = tuple(sorted(set(names)))
     column = {node: j for j, node in enumerate(known)}
     owner = np.repeat(np.arange(len(counts)), counts)
