@@ -347,6 +347,24 @@ def test_build_problem_reads_the_batch_as_its_candidates_say(seed: int) -> None:
         assert problem.ready[j] == max(queued)
 
 
+def test_build_problem_reads_a_batch_alike_whatever_batches_came_before() -> None:
+    # The grid's layout is kept from batch to batch while the nodes named stay the same.
+    batch = mixed_batch(310)
+    flipped = [r.model_copy(update={"candidates": r.candidates[::-1]}) for r in batch]
+    first, rejected = build_problem(batch)
+    build_problem(mixed_batch(311))  # the same layout, other figures
+    for again in (build_problem(flipped), build_problem(batch)):
+        problem, again_rejected = again
+        assert problem is not None and first is not None
+        assert {i: e.code for i, e in again_rejected.items()} == {
+            i: e.code for i, e in rejected.items()
+        }
+        assert [t.task_id for t in problem.tasks] == [t.task_id for t in first.tasks]
+        assert problem.nodes == first.nodes
+        for name in ("allowed", "run", "ready", "fidelity", "hyperscore", "time_rate", "late"):
+            assert np.array_equal(getattr(problem, name), getattr(first, name)), name
+
+
 # Placements recorded on main at 20a983d, before the batch's arrays, hyperscore's greedy pass and
 # annealing's steps were made faster (random_batch(n, m, seed, ineligible=...)).
 PLACED_BEFORE = [

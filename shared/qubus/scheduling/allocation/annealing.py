@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 
 import numpy as np
 
@@ -23,6 +24,15 @@ ANNEALING_SWAP_SHARE = 0.5
 
 ANNEALING_COOLING = 1e-3
 """The final temperature, as a fraction of the starting one."""
+
+
+@cache
+def _cooling(steps: int) -> np.ndarray:
+    """The temperature of each of ``steps`` steps, as a fraction of the starting one (kept
+    for each batch size: it depends on nothing else)."""
+    fractions = ANNEALING_COOLING ** (np.arange(steps) / steps)
+    fractions.flags.writeable = False
+    return fractions
 
 
 class AnnealingPolicy(_Policy):
@@ -57,15 +67,19 @@ class AnnealingPolicy(_Policy):
         # whether it swaps, and the uniform of its acceptance.
         draws = np.random.default_rng(problem.seed).random((5, steps))
         tasks = movable[(draws[0] * movable.size).astype(int)]
-        allowed_first = np.argsort(~problem.allowed, axis=1, kind="stable")
+        allowed_first = (~problem.allowed).argsort(axis=1, kind="stable")
         targets = allowed_first[tasks, (draws[1] * choices[tasks]).astype(int)]
-        first, to = tasks[:50], targets[:50]
-        rises = cost_now[first, to] - cost_now[first, placement.nodes[first]]
-        rises = np.sort(rises[rises > 0])
+        first = tasks[:50]
+        # (flat indices into the tasks × nodes matrix: ``search._Placement``'s ``cells``)
+        rises = cost_now.take(first * problem.m + targets[:50]) - cost_now.take(
+            placement.cells[first]
+        )
+        rises = rises[rises > 0]
+        rises.sort()
         start_t = float(rises[int(ANNEALING_START_QUANTILE * rises.size)]) if rises.size else 0.0
         # Accept a step when ΔJ < T·(−ln u).
         limits = -np.log1p(-draws[4]) * max(start_t, 1e-6)
-        limits *= ANNEALING_COOLING ** (np.arange(steps) / steps)
+        limits *= _cooling(steps)
         # Plain floats and lists in the loop: numpy's per-element reads would cost more than
         # the arithmetic; ``delay`` is read from the placement, as Python floats, as moves
         # change it.

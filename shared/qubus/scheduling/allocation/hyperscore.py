@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import compress
 
 import numpy as np
 
@@ -46,9 +47,8 @@ class HyperscorePolicy(_Policy):
         discounted hyperscore."""
         # Plain floats: tasks are placed one after another, and on a handful of nodes numpy's
         # per-call overhead would cost more than the arithmetic.
-        hyperscore, rate, run = (
-            a.tolist() for a in (problem.hyperscore, problem.time_rate, problem.run)
-        )
+        arrays = (problem.hyperscore, problem.time_rate, problem.run, problem.allowed)
+        hyperscore, rate, run, allowed = (a.tolist() for a in arrays)
         ready = problem.ready.tolist()
         added = [0.0] * problem.m
         assignment = [0] * problem.n
@@ -56,7 +56,8 @@ class HyperscorePolicy(_Policy):
         for i in problem.shortest_first:
             h, r, t = hyperscore[i], rate[i], run[i]
             best, best_score, best_finish = -1, -math.inf, math.inf
-            for j in problem.option_lists[i]:  # in node order: a full tie keeps the first
+            # in node order: a full tie keeps the first
+            for j in compress(range(problem.m), allowed[i]):
                 score = h[j] * math.exp(-r[j] * added[j]) if added[j] else h[j]
                 if score < best_score:
                     continue

@@ -26,7 +26,9 @@ class _Placement:
     ``i`` itself included when it is there): what task ``i`` and they cost each other there.
     Placing or removing a task updates one column of it with one vector operation, so the
     change of J of any move is read in constant time, and of every move at once with one
-    operation on the tasks × nodes matrix (``costs_all``).
+    operation on the tasks × nodes matrix (``costs_all``). ``cells`` is where each task's own
+    node is in such a matrix read flat (``i·m + node``): a flat index reads or writes one entry
+    per row with one call, faster than a row-and-column one on a batch's small matrices.
     """
 
     def __init__(self, problem: Problem, assignment: Sequence[int] | None = None) -> None:
@@ -35,27 +37,32 @@ class _Placement:
         n, m = problem.n, problem.m
         if assignment is None or not n:
             self.nodes = np.full(n, -1)
+            self.cells = np.arange(0, n * m, m)
             self.delay = np.zeros((n, m))
             return
         # Σ_k min(run_ij, run_kj) over the tasks k on j: the runs there shorter than run_ij,
         # plus run_ij once per run there not shorter. Every node's runs in one sorted array,
-        # node j's shifted by j·width so that they sort after those of the nodes before it.
+        # node j's shifted by j·width so that they sort after those of the nodes before it
+        # and before those of the nodes after it (``bounds``: where each node's runs begin).
         self.nodes = where = np.array(assignment, dtype=int)
-        offset = np.arange(m) * (2.0 * float(problem.run.max()) + 1.0)
-        runs = problem.run[np.arange(n), where]
+        self.cells = np.arange(0, n * m, m) + where
+        run = problem.run
+        offset = np.arange(m + 1, dtype=float) * (2.0 * float(run.max()) + 1.0)
+        runs = run.take(self.cells)
         keys = runs + offset[where]
-        order = np.argsort(keys)
+        order = keys.argsort()
         shifted = keys[order]
-        total = np.concatenate(([0.0], np.cumsum(runs[order])))
-        first = np.searchsorted(shifted, offset)  # node j's first entry
-        count = np.bincount(where, minlength=m)
-        shorter = np.searchsorted(shifted, problem.run + offset)
-        self.delay = total[shorter] - total[first] + problem.run * (count - (shorter - first))
+        total = np.zeros(n + 1)
+        runs[order].cumsum(out=total[1:])
+        bounds = shifted.searchsorted(offset)
+        shorter = shifted.searchsorted(run + offset[:-1])
+        self.delay = total[shorter] - total[bounds[:-1]] + run * (bounds[1:] - shorter)
 
     def add(self, i: int, j: int) -> None:
         run = self.problem.run[:, j]
         self.delay[:, j] += np.minimum(run, run[i])
         self.nodes[i] = j
+        self.cells[i] = i * self.problem.m + j
 
     def remove(self, i: int) -> None:
         j = int(self.nodes[i])
@@ -79,25 +86,22 @@ class _Placement:
     def costs_all(self, unary: np.ndarray | None = None) -> np.ndarray:
         """``costs`` of every (placed) task, as one tasks × nodes matrix (``unary``: the
         problem's, or one with more nodes barred by +inf)."""
-        rows = np.arange(self.problem.n)
         cost = (self.problem.unary if unary is None else unary) + self.delay
-        cost[rows, self.nodes] -= self.problem.run[rows, self.nodes]
+        cost.reshape(-1)[self.cells] -= self.problem.run.take(self.cells)
         return cost
 
     def descend(self, allowed: np.ndarray | None = None) -> np.ndarray:
         """Makes the move that lowers J most until none does (steepest descent), only to the
         nodes ``allowed`` (tasks × nodes, each task's own node among them; all the problem
         allows if None); returns ``costs_all`` at the end (+inf where not ``allowed``)."""
-        rows = np.arange(self.problem.n)
         unary = None if allowed is None else np.where(allowed, self.problem.unary, np.inf)
         while True:
             cost = self.costs_all(unary)
-            best = cost.argmin(axis=1)
-            gain = cost[rows, self.nodes] - cost[rows, best]
+            gain = cost.take(self.cells) - cost.min(axis=1)
             i = int(gain.argmax())
             if gain[i] <= IMPROVEMENT_S:
                 return cost
-            self.move(i, int(best[i]))
+            self.move(i, int(cost[i].argmin()))
 
     def assignment(self) -> list[int]:
         return self.nodes.tolist()
