@@ -52,6 +52,7 @@ import psutil
 
 from qubus.bus import logs
 from qubus.bus.ids import split_task_subject
+from qubus.bus.limits import MAX_SHOTS
 from qubus.bus.messages import (
     SubmitRequest,
     TaskCompleted,
@@ -60,7 +61,7 @@ from qubus.bus.messages import (
     event_of,
 )
 from qubus.bus.natsserver import NatsServer, free_ports
-from qubus.cli.common import default_fleet
+from qubus.cli.common import default_fleet, number_in
 from qubus.cli.stack import Supervisor, parse_replicas, stack_specs
 from qubus.client.aio import Client, stage_rows
 
@@ -363,10 +364,14 @@ def report(figures: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tasks", type=int, default=300)
-    parser.add_argument("--shots", type=int, default=200)
-    parser.add_argument("--in-flight", type=int, default=64, help="unfinished tasks at most")
-    parser.add_argument("--latency", type=int, default=40, help="tasks per latency run")
+    parser.add_argument("--tasks", type=number_in(int, 1, None), default=300)
+    parser.add_argument("--shots", type=number_in(int, 1, MAX_SHOTS), default=200)
+    parser.add_argument(
+        "--in-flight", type=number_in(int, 1, None), default=64, help="unfinished tasks at most"
+    )
+    parser.add_argument(
+        "--latency", type=number_in(int, 1, None), default=40, help="tasks per latency run"
+    )
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--replicas", default="", help="as `qubus up --replicas`: parser=2,...")
     parser.add_argument("--json", action="store_true")
