@@ -662,6 +662,12 @@ class QpuNode:
             nodes=end.nodes,
         )
 
+    async def _untouched(self, event: TaskAllocated, ctx: Context) -> bool:
+        """Whether the allocation in hand is still the task's last stored event: then it has
+        been neither placed again nor cancelled, and one read spares the two that tell which."""
+        latest = await self._bus.last_message(task_subject(event.task_id, ">"))
+        return latest is not None and latest[1] == ctx.sequence
+
     async def _superseded(self, event: TaskAllocated, ctx: Context, why: str) -> bool:
         """Whether the task has been allocated again since ``event`` (then logs ``why``):
         the node skips it, or drops the result of a run that outlived its allocation (the
@@ -709,11 +715,12 @@ class QpuNode:
     ) -> TaskCompleted | TaskFailed | TaskReplace | None:
         """``handle``'s work once the task's turn has come: nothing if the task was placed
         again or cancelled while it waited."""
-        if await self._superseded(event, ctx, "qpu.superseded"):
-            return None
-        if await self._bus.last_event(event.task_id, TaskCancelled) is not None:
-            log.info("qpu.cancelled")
-            return None
+        if not await self._untouched(event, ctx):
+            if await self._superseded(event, ctx, "qpu.superseded"):
+                return None
+            if await self._bus.last_event(event.task_id, TaskCancelled) is not None:
+                log.info("qpu.cancelled")
+                return None
         if event.split is not None:
             return await self._run_split_task(event, event.split, ctx)
         if event.options.sweep is not None:
