@@ -28,8 +28,9 @@ compiled one on the dev circuits) and ``w`` the simulated width; each term is a 
   the gates on the state.
 
 The estimate is an **idle machine's wall time** (``IDLE``, fitted by ``python
-benchmarks/emulation_cost.py --fit`` on the development machine, 2 cores, as quiet as it got):
-it is what the allocator weighs and what ``QUBUS_QPU_MAX_EMULATION_S`` refuses, so the same
+benchmarks/emulation_cost.py --fit`` to the CPU times of dev circuits on the 2-core development
+machine: a single-threaded emulation's CPU time is what its wall time would be alone): it is
+what the allocator weighs and what ``QUBUS_QPU_MAX_EMULATION_S`` refuses, so the same
 circuit is refused or accepted whatever else runs. The machine's load enters the **budget**
 instead (:func:`time_budget`): ``BUDGET_MARGIN`` × the estimate, at least ``MIN_BUDGET_S``,
 counted in CPU seconds of the worker process that emulates (``WorkerPool.run``'s
@@ -101,7 +102,7 @@ IDLE = CostModel(
     amplitude_per_op=6.47e-11,
 )
 """Fitted by ``python benchmarks/emulation_cost.py --shots 4000 --repeats 2 --fit`` to the
-CPU times of 19 dev circuits (session 9, load 2.1–4.1; estimate/CPU time 0.19–2.97 for the
+CPU times of 19 dev circuits (session 9, load 2.1–2.2; estimate/CPU time 0.19–2.97 for the
 density matrices, all under 0.4 s, and 0.63–1.56 for the trajectories; ``docs/architecture.md``,
 cost model)."""
 
@@ -114,8 +115,8 @@ BASE_MEMORY_MB = 1500
 
 BUDGET_MARGIN = 4.0
 """A task's budget is this many times its estimate in CPU seconds of its worker (the estimate
-is 0.4–2.6 times the measured time on the dev circuits, and CPU time shared with other
-processes' memory traffic runs slower)..."""
+is 0.6–1.6 times a trajectory run's CPU time on the dev circuits, and a CPU second went up to
+1.5× less far at load 6–12, the caches and memory shared with the other processes)..."""
 
 MIN_BUDGET_S = 30.0
 """... and never less than this."""
