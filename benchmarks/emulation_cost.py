@@ -1,14 +1,20 @@
 """The emulation cost model (``qubus.devices.cost``) against measured emulation times.
 
 Usage:
-    python benchmarks/emulation_cost.py [--shots 4000] [--fit] [--json]
+    python benchmarks/emulation_cost.py [--shots 4000] [--repeats 1] [--fit] [--json]
 
-Emulates dev circuits with noise (each on the node named in ``CASES``, one run each) and prints
+Emulates dev circuits with noise (each on the node named in ``CASES``, ``--repeats`` runs each,
+keeping the one of least CPU time: the least disturbed by other processes) and prints
 per circuit: the method, width, operations and trajectories of ``emulation_cost``, its
-estimate, the measured wall time and their ratio. With ``--fit`` it also fits the model's
-constants to these measurements (least squares on the logarithm of time, per method) and
-prints them, to be copied into ``qubus.devices.cost``. Timings share two cores with whatever
-else runs: a busy machine gives pessimistic constants, which is the safe side for a budget.
+estimate, the measured wall and CPU time (of this process: the emulation is single-threaded,
+so CPU ≈ wall on an idle machine and the gap is the time other processes took) and the
+estimate's ratio to each. With ``--fit`` it also fits the model's constants to the measured
+CPU times, which are what the wall times would be on an idle machine (least squares on the
+logarithm of time, per method, over the terms the model reports in ``EmulationCost.terms``),
+prints each case's refitted estimate and the constants, to be copied into
+``qubus.devices.cost.IDLE``. The estimate is an idle machine's time, and the
+budget adds the load (``qubus.devices.cost``); a quiet machine still fits best, since CPU
+time also grows when other processes share the caches and memory bandwidth.
 """
 
 from __future__ import annotations
@@ -21,137 +27,143 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import least_squares
+from scipy.optimize import least_squares, nnls
 
 from qubus.circuits import parse_qasm
-from qubus.devices import cost as model
+from qubus.cli.common import number_in
 from qubus.devices.compile import compile_for_device
+from qubus.devices.cost import BUDGET_MARGIN, IDLE, MIN_BUDGET_S, CostModel, emulation_cost
 from qubus.devices.emulation import emulate
 from qubus.devices.profiles import load_device
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "qasm" / "dev"
 CASES = (
-    ("qasmbench__hhl_n7.qasm", "ibm_nairobi"),
+    ("qasmbench__bell_n4.qasm", "ibm_nairobi"),
+    ("qasmbench__adder_n4.qasm", "ibm_nairobi"),
+    ("qasmbench__error_correctiond3_n5.qasm", "ibm_nairobi"),
     ("qasmbench__qaoa_n6.qasm", "ibm_nairobi"),
+    ("qasmbench__hhl_n7.qasm", "ibm_nairobi"),
+    ("qasmbench__bb84_n8.qasm", "quantinuum_h1_1"),
     ("qasmbench__dnn_n8.qasm", "quantinuum_h1_1"),
     ("qiskit__example_if.qasm", "ibm_nairobi"),
     ("mqtbench__ghz_dynamic_6_indep.qasm3", "ibm_nairobi"),
+    ("qasmbench__qpe_n9.qasm", "quantinuum_h1_1"),
     ("qasmbench__ising_n10.qasm", "quantinuum_h1_1"),
+    ("qasmbench__seca_n11.qasm", "quantinuum_h1_1"),
     ("qasmbench__multiply_n13.qasm", "quantinuum_h1_1"),
     ("qasmbench__bv_n14.qasm", "ibm_hanoi"),
+    ("qasmbench__multiplier_n15.qasm", "quantinuum_h1_1"),
     ("qasmbench__qec9xz_n17.qasm", "quantinuum_h1_1"),
     ("qasmbench__qft_n18.qasm", "ionq_aria"),
+    ("mqtbench__ghz_20_indep.qasm3", "quantinuum_h1_1"),
     ("qasmbench__qram_n20.qasm", "quantinuum_h1_1"),
 )
 
 
-def measure(shots: int) -> list[dict]:
-    """Estimate and time each case."""
+def measure(shots: int, repeats: int) -> list[dict]:
+    """Estimate and time each case (its run of least CPU time)."""
     rows = []
     for name, node in CASES:
         device = load_device(node)
         compiled = compile_for_device(parse_qasm((DEV / name).read_text()), device)
-        estimate = model.emulation_cost(compiled, shots)
-        started = time.perf_counter()
-        emulate(compiled, device, shots, seed=1)
+        estimate = emulation_cost(compiled, shots)
+        runs = []
+        for _ in range(repeats):
+            started, cpu_started = time.perf_counter(), time.process_time()
+            emulate(compiled, device, shots, seed=1)
+            runs.append((time.process_time() - cpu_started, time.perf_counter() - started))
+        cpu_s, wall_s = min(runs)
         rows.append(
             {
-                "compiled": compiled,
                 "circuit": name,
                 "node": node,
                 "method": estimate.method,
                 "width": estimate.width,
                 "operations": estimate.operations,
                 "trajectories": estimate.trajectories,
+                "terms": dict(estimate.terms),
                 "estimate_s": estimate.seconds,
-                "measured_s": time.perf_counter() - started,
+                "measured_s": wall_s,
+                "cpu_s": cpu_s,
             }
         )
     return rows
 
 
-def fit(rows: list[dict]) -> dict[str, float]:
-    """The model's constants that best fit the measured times (relative error)."""
-    dm = [r for r in rows if r["method"] == "density_matrix"]
-    tr = [r for r in rows if r["method"] == "trajectories"]
-    density = float(
-        np.exp(
-            np.mean([np.log(r["measured_s"] / (r["operations"] * 4.0 ** r["width"])) for r in dm])
-        )
-    )
+def fit(rows: list[dict]) -> CostModel:
+    """The model's constants that best fit the measured CPU times: per method, least squares
+    on the logarithm of time (so an estimate 2× over weighs as much as one 2× under),
+    started from the non-negative least-squares fit of the relative error. Each term is
+    fitted in seconds of a typical case (its unit count divided by the median one), so that
+    constants ten orders of magnitude apart move alike."""
+    constants: dict[str, float] = {}
+    for method in sorted({r["method"] for r in rows}):
+        mine = [r for r in rows if r["method"] == method]
+        names = list(mine[0]["terms"])
+        units = np.array([[r["terms"][n] for n in names] for r in mine], dtype=float)
+        typical = np.median(units, axis=0)
+        cases = units / typical
+        measured = np.array([r["cpu_s"] for r in mine])
+        start, _ = nnls(cases / measured[:, None], np.ones(len(mine)))
+        start = np.maximum(start, 1e-3 * start.max())  # a term nnls dropped starts small
 
-    def residuals(log_constants: np.ndarray) -> np.ndarray:
-        translate, fixed, amplitude = np.exp(log_constants)
-        predicted = [
-            translate * r["operations"]
-            + r["trajectories"] * (fixed + amplitude * r["operations"] * 2.0 ** r["width"])
-            for r in tr
-        ]
-        return np.log(predicted) - np.log([r["measured_s"] for r in tr])
+        def residuals(
+            log_s: np.ndarray, cases: np.ndarray = cases, measured: np.ndarray = measured
+        ) -> np.ndarray:
+            return np.log(cases @ np.exp(log_s)) - np.log(measured)
 
-    start = np.log([model.TRANSLATE_S_PER_OP, model.TRAJECTORY_S, model.AMPLITUDE_S_PER_OP])
-    translate, fixed, amplitude = np.exp(least_squares(residuals, start).x)
-    return {
-        "DENSITY_S_PER_OP_ENTRY": density,
-        "TRANSLATE_S_PER_OP": float(translate),
-        "TRAJECTORY_S": float(fixed),
-        "AMPLITUDE_S_PER_OP": float(amplitude),
-    }
-
-
-def refitted_estimates(rows: list[dict], constants: dict[str, float], shots: int) -> list[float]:
-    """Each row's estimate had ``qubus.devices.cost`` these constants instead of its own."""
-    saved = {name: getattr(model, name) for name in constants}
-    try:
-        for name, value in constants.items():
-            setattr(model, name, value)
-        return [model.emulation_cost(r["compiled"], shots).seconds for r in rows]
-    finally:
-        for name, value in saved.items():
-            setattr(model, name, value)
+        seconds = np.exp(least_squares(residuals, np.log(start)).x)
+        constants.update(zip(names, (seconds / typical).tolist(), strict=True))
+    return CostModel(**constants)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shots", type=int, default=4000)
+    parser.add_argument("--shots", type=number_in(int, 1, None), default=4000)
+    parser.add_argument("--repeats", type=number_in(int, 1, None), default=1)
     parser.add_argument("--fit", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     command = shlex.join(["python", "benchmarks/emulation_cost.py", *sys.argv[1:]])
-    rows = measure(args.shots)
+    rows = measure(args.shots, args.repeats)
     fitted = fit(rows) if args.fit else None
     if fitted:
-        for r, seconds in zip(rows, refitted_estimates(rows, fitted, args.shots), strict=True):
-            r["refitted_estimate_s"] = seconds
-    for r in rows:
-        del r["compiled"]
-    ratios = [r["estimate_s"] / r["measured_s"] for r in rows]
+        for r in rows:
+            r["refitted_estimate_s"] = fitted.seconds(r["terms"])
     if args.json:
-        print(json.dumps({"command": command, "shots": args.shots, "rows": rows, "fit": fitted}))
+        constants = None if fitted is None else vars(fitted)
+        print(json.dumps({"command": command, "shots": args.shots, "rows": rows, "fit": constants}))
         return
     print(f"$ {command}")
-    for r, ratio in zip(rows, ratios, strict=True):
+    for r in rows:
         print(
             f"{r['circuit']:38} {r['node']:16} {r['method']:14} w={r['width']:2} "
             f"ops={r['operations']:5} traj={r['trajectories']:5} "
-            f"estimate {r['estimate_s']:7.2f} s  measured {r['measured_s']:7.2f} s  "
-            f"estimate/measured {ratio:.2f}"
+            f"measured {r['measured_s']:6.2f} s CPU {r['cpu_s']:6.2f} s  "
+            f"estimate {r['estimate_s']:7.2f} s /measured {r['estimate_s'] / r['measured_s']:6.2f} "
+            f"/CPU {r['estimate_s'] / r['cpu_s']:6.2f}"
             + (
-                f"  refitted {r['refitted_estimate_s']:7.2f} s, "
-                f"{r['refitted_estimate_s'] / r['measured_s']:.2f}"
+                f"  refitted {r['refitted_estimate_s']:6.2f} s /measured "
+                f"{r['refitted_estimate_s'] / r['measured_s']:5.2f} /CPU "
+                f"{r['refitted_estimate_s'] / r['cpu_s']:5.2f}"
                 if fitted
                 else ""
             )
         )
     print(
-        f"estimate/measured: min {min(ratios):.2f}, max {max(ratios):.2f} "
-        f"(a budget is {model.BUDGET_MARGIN:g}× the estimate, at least {model.MIN_BUDGET_S:g} s)"
+        f"(a budget is {BUDGET_MARGIN:g}× the estimate in CPU seconds of the worker, at least "
+        f"{MIN_BUDGET_S:g} s)"
     )
+    for key in ("estimate_s", "refitted_estimate_s") if fitted else ("estimate_s",):
+        for against in ("measured_s", "cpu_s"):
+            ratios = [r[key] / r[against] for r in rows]
+            print(
+                f"{key.removesuffix('_s')}/{against.removesuffix('_s')}: "
+                f"min {min(ratios):.2f}, max {max(ratios):.2f}"
+            )
     if fitted:
-        refitted = [r["refitted_estimate_s"] / r["measured_s"] for r in rows]
-        print(f"refitted estimate/measured: min {min(refitted):.2f}, max {max(refitted):.2f}")
-        for name, value in fitted.items():
-            print(f"{name} = {value:.3g}")
+        for name in CostModel.names():
+            print(f"{name}={getattr(fitted, name):.3g}  (IDLE: {getattr(IDLE, name):.3g})")
 
 
 if __name__ == "__main__":

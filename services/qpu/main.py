@@ -20,15 +20,17 @@ With ``QUBUS_BACKGROUND_LOAD`` on, the node replays a real IBM backend's queue o
 jobs (``qubus.devices.load``): its status counts them in its queue depth, and each task waits for
 the jobs queued when it was allocated, each taking the node's mean job time.
 
-**Budget, progress and cancel.** A task's emulation may take ``BUDGET_MARGIN`` × its estimated
-cost on this machine (``qubus.devices.cost``, at least ``MIN_BUDGET_S``) before it fails with
-``qpu.timeout``. The estimate comes with the allocation (the noise service made it for every
-node and marked the nodes a task is too large for unfit); for an allocation without one, or
-made on another calibration, the node estimates it itself and refuses a task over
-``QUBUS_QPU_MAX_EMULATION_S`` or the worker's memory (``qpu.too_large``, the estimate in the
-message). While it runs, the node publishes ``progress`` (shots of finished trajectories)
-and checks about once a second whether the task was cancelled: a cancelled run's worker is
-killed and the task stays ``cancelled``.
+**Budget, progress and cancel.** A task's emulation may use ``BUDGET_MARGIN`` × its estimated
+cost on an idle machine (``qubus.devices.cost``, at least ``MIN_BUDGET_S``) in CPU seconds of
+the node's worker process before it fails with ``qpu.timeout``: on a loaded machine the run
+gets fewer CPU seconds a second and its wall-clock limit stretches with it (up to
+``MAX_SLOWDOWN`` × the budget). The estimate comes with the allocation (the noise service
+made it for every node and marked the nodes a task is too large for unfit); for an
+allocation without one, or made on another calibration, the node estimates it itself and
+refuses a task whose idle estimate is over ``QUBUS_QPU_MAX_EMULATION_S`` or the worker's
+memory (``qpu.too_large``, the estimate in the message). While it runs, the node publishes
+``progress`` (shots of finished trajectories) and checks about once a second whether the
+task was cancelled: a cancelled run's worker is killed and the task stays ``cancelled``.
 
 Re-placement (``qubus_services.allocator``): the node runs only a task's current allocation
 and acknowledges superseded ones, and cancelled ones (``qubus cancel``), without running them;
@@ -104,7 +106,13 @@ from qubus.bus.workers import JobStopped, WorkerPool, report_progress
 from qubus.circuits import circuit_from_json
 from qubus.client.aio import request_reply
 from qubus.devices.compile import compile_for_device
-from qubus.devices.cost import EmulationCost, emulation_cost, refuse_too_large, time_budget
+from qubus.devices.cost import (
+    Budget,
+    EmulationCost,
+    emulation_cost,
+    refuse_too_large,
+    time_budget,
+)
 from qubus.devices.drift import DriftReplay
 from qubus.devices.emulation import JOB_OVERHEAD_S, emulate, emulated_runtime_s
 from qubus.devices.fidelity import hellinger_fidelity, hellinger_of_model
@@ -346,16 +354,20 @@ class QpuNode:
         )
         return predicted, replace
 
-    async def _budget(self, event: TaskAllocated, current: Device, noiseless: bool) -> float:
-        """The run's time budget: from the noise service's estimate for this node, carried by
-        the allocation (that service already refused a node the task is too large for); or,
-        for an allocation without one or made on another calibration, from the node's own
-        estimate, refusing the task if it is too large (``qpu.too_large``)."""
+    async def _budget(self, event: TaskAllocated, current: Device, noiseless: bool) -> Budget:
+        """The run's time budget (``qubus.devices.cost.time_budget``: CPU seconds of the
+        worker, so that it stretches with the machine's load): from the noise service's
+        estimate for this node, carried by the allocation (that service already refused a node
+        the task is too large for); or, for an allocation without one or made on another
+        calibration, from the node's own estimate, refusing the task if its idle estimate is
+        over the node's limit (``qpu.too_large``)."""
         allocated = event.score.emulation_s if event.score is not None else 0.0
         if allocated > 0 and event.calibration_revision == current.revision:
-            budget_s = time_budget(allocated)
-            log.info("qpu.estimate", estimate_s=round(allocated, 4), budget_s=round(budget_s, 1))
-            return budget_s
+            budget = time_budget(allocated)
+            log.info(
+                "qpu.estimate", estimate_s=round(allocated, 4), budget_cpu_s=round(budget.cpu_s, 1)
+            )
+            return budget
         cost = await self._pool.run(
             estimate,
             current,
@@ -364,13 +376,13 @@ class QpuNode:
             noiseless,
             timeout_s=self._settings.sandbox_timeout_s,
         )
-        log.info("qpu.estimate", estimate=cost.describe(), budget_s=round(cost.budget_s, 1))
+        log.info("qpu.estimate", estimate=cost.describe(), budget_cpu_s=round(cost.budget.cpu_s, 1))
         refuse_too_large(
             cost,
             max_s=self._settings.qpu_max_emulation_s,
             memory_mb=self._settings.sandbox_memory_mb,
         )
-        return cost.budget_s
+        return cost.budget
 
     @contextlib.asynccontextmanager
     async def _running(self, event: TaskAllocated, ctx: Context) -> AsyncIterator[None]:
@@ -476,6 +488,8 @@ class QpuNode:
         devices = await self._plan_devices(plan)
         noiseless = self._settings.noiseless or event.options.noiseless
         seed = seed_for(event.task_id, "qpu")
+        # The whole circuit is emulated, as on its lead node alone: that estimate's budget.
+        budget = time_budget(event.score.emulation_s if event.score else 0.0)
         async with self._running(event, ctx):
             since = time.monotonic()
             link_fidelity, latency_s = await self._reserve(event, plan)
@@ -490,8 +504,8 @@ class QpuNode:
                 seed,
                 noiseless,
                 event.ideal,
-                # The whole circuit is emulated, as on its lead node alone: that estimate's budget.
-                timeout_s=time_budget(event.score.emulation_s if event.score else 0.0),
+                timeout_s=budget.wall_s,
+                cpu_limit_s=budget.cpu_s,
             )
             await self._occupy(latency_s + run.run_s, since)
         return TaskCompleted(
@@ -733,7 +747,7 @@ class QpuNode:
             predicted, replace = await self._recheck(event, current)
             if replace is not None:
                 return replace
-        budget_s = await self._budget(event, current, noiseless)
+        budget = await self._budget(event, current, noiseless)
         async with self._running(event, ctx):
             since = time.monotonic()
             seed = seed_for(event.task_id, "qpu")
@@ -746,7 +760,8 @@ class QpuNode:
                     seed,
                     noiseless,
                     event.ideal if noiseless else None,
-                    timeout_s=budget_s,
+                    timeout_s=budget.wall_s,
+                    cpu_limit_s=budget.cpu_s,
                     watch=self._watch(event, ctx),
                 )
             except JobStopped:

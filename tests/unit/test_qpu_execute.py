@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import cirq
 import pytest
 
-from qubus.bus.workers import JobStopped
+from qubus.bus.workers import JobStopped, cpu_seconds
 from qubus.circuits import circuit_to_json
 from qubus.circuits.simulate import ideal_distribution
 from qubus.devices.compile import compile_for_device
 from qubus.devices.cost import (
     BUDGET_MARGIN,
+    IDLE,
+    MAX_SLOWDOWN,
     MIN_BUDGET_S,
+    CostModel,
     emulation_cost,
     refuse_too_large,
+    time_budget,
 )
 from qubus.devices.fidelity import hellinger_fidelity
 from qubus.devices.prediction import predict_fidelity
@@ -130,7 +137,8 @@ def test_the_estimate_names_the_method_and_refuses_what_is_over_the_limit() -> N
         cirq.measure(*q[1:], key="b"),
     )
     cost = emulation_cost(compile_for_device(dynamic, device), 1000)
-    assert (cost.method, cost.width) == ("trajectories", 7 + 2)  # an ancilla per measurement
+    # As the emulator simulates it, deferred: an ancilla for the mid-circuit measurement only.
+    assert (cost.method, cost.width) == ("trajectories", 7 + 1)
 
     cost = emulation_cost(compile_for_device(wide_ghz(7), device), 100_000)
     with pytest.raises(QubusError) as caught:
@@ -139,7 +147,65 @@ def test_the_estimate_names_the_method_and_refuses_what_is_over_the_limit() -> N
     assert caught.value.message.startswith(f"emulation too large for this node: {cost.describe()}")
     with pytest.raises(QubusError, match="over its memory of 100 MB"):
         refuse_too_large(cost, max_s=cost.seconds * 2, memory_mb=100)
-    assert cost.budget_s == max(MIN_BUDGET_S, BUDGET_MARGIN * cost.seconds)
+
+
+def test_the_estimate_is_the_sum_of_its_terms_weighted_by_the_models_constants() -> None:
+    device = load_device("quantinuum_h1_1")
+    narrow = compile_for_device(wide_ghz(4), device)
+    wide = compile_for_device(wide_ghz(16), device)
+    for compiled in (narrow, wide):
+        cost = emulation_cost(compiled, 4000)
+        assert set(cost.terms) <= set(CostModel.names())
+        assert cost.seconds == pytest.approx(IDLE.seconds(cost.terms), rel=1e-12)
+        assert all(getattr(IDLE, name) > 0 for name in cost.terms)
+    # A narrow density matrix costs its operations at least, however few its entries.
+    dm = emulation_cost(narrow, 4000)
+    assert dm.method == "density_matrix"
+    assert dm.terms == {
+        "density_per_op": dm.operations,
+        "density_per_op_entry": dm.operations * 4**4,
+    }
+    # Another model prices the same terms with its own constants (a benchmark's refit).
+    doubled = CostModel(**{name: 2 * getattr(IDLE, name) for name in CostModel.names()})
+    assert emulation_cost(wide, 4000, model=doubled).seconds == pytest.approx(
+        2 * emulation_cost(wide, 4000).seconds
+    )
+
+
+def test_the_budget_is_cpu_time_of_the_worker_with_a_wall_clock_net() -> None:
+    assert time_budget(1.0).cpu_s == MIN_BUDGET_S
+    long = time_budget(100.0)
+    assert long.cpu_s == BUDGET_MARGIN * 100.0
+    assert long.wall_s == MAX_SLOWDOWN * long.cpu_s
+
+
+def spin(seconds: float) -> float:
+    """Busy for ``seconds`` of wall time (a worker's job)."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        pass
+    return seconds
+
+
+async def test_a_job_is_stopped_by_its_cpu_limit_not_by_time_it_waits() -> None:
+    pool = emulation_pool(memory_mb=4096)
+    pool.start()
+    try:
+        # Waiting uses no CPU: 1.5 s of wall time fits in 0.5 s of CPU.
+        assert await pool.run(time.sleep, 1.5, timeout_s=30, cpu_limit_s=0.5) is None
+        with pytest.raises(SimulationError) as caught:
+            await pool.run(spin, 20.0, timeout_s=30, cpu_limit_s=0.5)
+    finally:
+        pool.close()
+    assert caught.value.code == "qpu.timeout"
+    assert caught.value.message == "emulation exceeded its time limit of 0.5 s of CPU"
+
+
+def test_cpu_seconds_of_a_process_is_its_user_and_system_time() -> None:
+    before, own = cpu_seconds(os.getpid()), time.process_time()
+    while time.process_time() - own < 0.3:
+        pass
+    assert cpu_seconds(os.getpid()) - before == pytest.approx(0.3, abs=0.05)
 
 
 def wide_ghz(n: int) -> cirq.Circuit:

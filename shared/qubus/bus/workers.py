@@ -1,8 +1,8 @@
-"""CPU-heavy work off the event loop: in a separate worker process, under a wall-clock and a
-memory limit (``WorkerPool``), or in a thread when the circuit is large enough to be worth
-one (``off_loop``); heavy circuits (``is_heavy``) in a lane of their own (``Lanes``; in
-threads: ``HeavySlot``, with ``is_long`` for parsing and checking), so that a heavy task never
-delays a light one.
+"""CPU-heavy work off the event loop: in a separate worker process, under a wall-clock (and
+optionally a CPU-time) limit and a memory limit (``WorkerPool``), or in a thread when the
+circuit is large enough to be worth one (``off_loop``); heavy circuits (``is_heavy``) in a
+lane of their own (``Lanes``; in threads: ``HeavySlot``, with ``is_long`` for parsing and
+checking), so that a heavy task never delays a light one.
 
 A hostile circuit (too large, too slow, a simulator crash) costs the worker process, never
 the service: on a time-out the worker is killed and a fresh one takes the next job. A job
@@ -204,6 +204,7 @@ class WorkerPool:
         fn: Callable[..., T],
         *args: Any,
         timeout_s: float,
+        cpu_limit_s: float | None = None,
         watch: Callable[[float], Awaitable[bool]] | None = None,
     ) -> T:
         """Run ``fn(*args)`` in the worker; jobs run one at a time, in order.
@@ -212,26 +213,34 @@ class WorkerPool:
             fn: The job (a picklable function).
             args: Its arguments.
             timeout_s: Its wall-clock limit.
+            cpu_limit_s: Its limit in CPU seconds of the worker, checked about every
+                ``WATCH_INTERVAL_S``: a job that shares the cores with other processes gets
+                fewer CPU seconds a second, and may take that much longer (up to
+                ``timeout_s``).
             watch: Called about every ``WATCH_INTERVAL_S`` while the job runs with its
                 progress (:func:`report_progress`); returning True stops the job.
 
         Raises:
-            SimulationError: ``<stage>.timeout`` past ``timeout_s``, or when the worker died
-                during the job; ``<stage>.memory`` when the job ran out of memory. Either way
-                the worker is replaced.
+            SimulationError: ``<stage>.timeout`` past ``timeout_s`` or ``cpu_limit_s``, or when
+                the worker died during the job; ``<stage>.memory`` when the job ran out of
+                memory. Either way the worker is replaced.
             JobStopped: ``watch`` stopped the job (the worker is replaced).
         """
         async with self._lock:
             self._progress.value = 0.0
             conn = self._ensure()
+            pid = self.worker_pid
+            assert pid is not None  # _ensure started it
+            cpu_deadline = None if cpu_limit_s is None else cpu_seconds(pid) + cpu_limit_s
             conn.send((fn, args))
             answer = _answer(conn)
             deadline = time.monotonic() + timeout_s
+            limit = f"{timeout_s:.3g} s"
             replace = True  # unless the job answered: its answer would be the next job's
             try:
                 while True:
                     wait_s = deadline - time.monotonic()
-                    if watch is not None:
+                    if watch is not None or cpu_deadline is not None:
                         wait_s = min(wait_s, WATCH_INTERVAL_S)
                     done, _ = await asyncio.wait([answer], timeout=max(0.0, wait_s))
                     if done:
@@ -242,11 +251,14 @@ class WorkerPool:
                         raise value
                     if time.monotonic() >= deadline:
                         raise TimeoutError
+                    if cpu_deadline is not None and cpu_seconds(pid) >= cpu_deadline:
+                        limit = f"{cpu_limit_s:.3g} s of CPU"
+                        raise TimeoutError
                     if watch is not None and await watch(self._progress.value):
                         raise JobStopped(f"{self._job} stopped")
             except (TimeoutError, EOFError):
                 raise SimulationError(
-                    f"{self._job} exceeded its time limit of {timeout_s:.3g} s",
+                    f"{self._job} exceeded its time limit of {limit}",
                     code=f"{self._stage}.timeout",
                 ) from None
             except MemoryError:
@@ -268,6 +280,14 @@ class WorkerPool:
             self._worker.kill()
             self._worker.join()
             self._worker = None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of process ``pid`` so far, all its threads (Linux: from
+    ``/proc/<pid>/stat``; a dead worker not yet joined still has its entry)."""
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        fields = stat.read().rsplit(b")", 1)[1].split()  # the name, in (), may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _unwatch(conn: multiprocessing.connection.Connection) -> None:

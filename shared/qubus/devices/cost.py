@@ -8,55 +8,103 @@ circuit the noise service builds anyway).
 
 The model follows :func:`qubus.devices.emulation.emulate`'s methods, with ``g`` the compiled
 circuit's operations (the noise channels scale with them: about 4.7 noisy operations per
-compiled one on the dev circuits) and ``w`` the simulated width:
+compiled one on the dev circuits) and ``w`` the simulated width; each term is a unit count
+(``EmulationCost.terms``) times a constant of :class:`CostModel`:
 
 * ``density_matrix`` (up to ``DENSITY_MATRIX_QUBITS`` qubits, terminal measurements):
-  ``DENSITY_S_PER_OP_ENTRY · g · 4^w``.
-* ``trajectories`` (everything else; a dynamic circuit's width counts an ancilla per
-  measurement and reset, as its deferred form does): ``TRANSLATE_S_PER_OP · g`` once, then per
-  trajectory ``TRAJECTORY_S + AMPLITUDE_S_PER_OP · g · 2^w``, for
-  :func:`qubus.devices.trajectories.trajectory_count` trajectories.
+  ``density_per_op · g + density_per_op_entry · g · 4^w``. Two terms, because one cannot fit
+  both ends: a narrow register's time is numpy's overhead per superoperator product, a wide
+  one's the 4^w entries (one constant per entry, fitted to 7–8 qubits, put a 6-qubit QAOA
+  circuit at 83 ms against 3.5 ms measured).
+* ``trajectories`` (everything else; a dynamic circuit's width is that of its deferred form's
+  light cone, which the emulator simulates: ``bb84_n8`` is 16 qubits, not the 24 of an ancilla
+  per measurement and reset, which is what is counted when it has no deferred form):
+  ``translate_per_op · g`` once, then per trajectory
+  ``trajectory_per_op · g + amplitude · 2^w + amplitude_per_op · g · 2^w``, for
+  :func:`qubus.devices.trajectories.trajectory_count` trajectories: qsim's cost of each gate
+  and channel whatever the width (about 7 µs: a 10-qubit trajectory is mostly that), the final
+  state's probabilities and the draw of its shots whatever the circuit (a 20-qubit GHZ circuit
+  of 78 operations takes half as long a trajectory as a 20-qubit one of 459, not a sixth), and
+  the gates on the state.
 
-The constants but ``TRAJECTORY_S`` were fitted by ``python benchmarks/emulation_cost.py --fit``
-on the development machine (2 shared cores, busy: the figures are pessimistic for an idle
-one), which also prints each dev circuit's estimate against its measured time. The estimate
-does not include cirq's fallback for dynamic circuits that cannot be deferred (none of the dev
-circuits).
-On an idle machine they overestimate 5–160× (session 8, load 2–3: a refit gives
-``DENSITY_S_PER_OP_ENTRY`` 5.8e-9, ``TRANSLATE_S_PER_OP`` 7.7e-3, ``TRAJECTORY_S`` 8.8e-5,
-``AMPLITUDE_S_PER_OP`` 4.3e-11, estimate/measured 0.41–2.71); they are kept because the
-same circuits took 23–40× longer at load about 6 (session 6, with its code), where
-``BUDGET_MARGIN`` × an idle-machine estimate would cut them off (``docs/architecture.md``,
-cost model).
-Memory is the state vector's (complex64) and the arrays sampled from it, about
-``MEMORY_BYTES_PER_AMPLITUDE · 2^w``, plus the worker's own ``BASE_MEMORY_MB``.
+The estimate is an **idle machine's wall time** (``IDLE``, fitted by ``python
+benchmarks/emulation_cost.py --fit`` to the CPU times of dev circuits on the 2-core development
+machine: a single-threaded emulation's CPU time is what its wall time would be alone): it is
+what the allocator weighs and what ``QUBUS_QPU_MAX_EMULATION_S`` refuses, so the same
+circuit is refused or accepted whatever else runs. The machine's load enters the **budget**
+instead (:func:`time_budget`): ``BUDGET_MARGIN`` × the estimate, at least ``MIN_BUDGET_S``,
+counted in CPU seconds of the worker process that emulates (``WorkerPool.run``'s
+``cpu_limit_s``). A single-threaded emulation that shares its cores with others gets fewer CPU
+seconds per wall second, and its wall-clock limit stretches by exactly that share, measured
+while it runs. That was chosen over the host's load average per core, which lags a minute
+behind a burst (a dev-set run starts every node's worker at once), counts the worker itself
+and cannot see nice levels or how the other processes share the cores; and over a node's
+measured/estimated ratio on its recent runs, which knows nothing before the first run and
+lags a run behind. What CPU time does not see (memory bandwidth and caches shared with the
+other processes) is left to the margin. A worker that makes no progress at all (stopped, or
+starved) is still stopped after ``MAX_SLOWDOWN`` × the budget of wall time.
+
+The estimate does not include cirq's fallback for dynamic circuits that cannot be deferred
+(none of the dev circuits). Memory is the state vector's (complex64) and the arrays sampled
+from it, about ``MEMORY_BYTES_PER_AMPLITUDE · 2^w``, plus the worker's own ``BASE_MEMORY_MB``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 
 import cirq
 
+from qubus.circuits.simulate import exact_form
 from qubus.devices.compile import CompiledCircuit
 from qubus.devices.emulation import DENSITY_MATRIX_QUBITS, uses_density_matrix
-from qubus.devices.trajectories import trajectory_count
+from qubus.devices.trajectories import register_width, trajectory_count
 from qubus.errors import QubusError
 
-DENSITY_S_PER_OP_ENTRY = 3.7e-7
-"""Seconds per compiled operation and density-matrix entry (fitted)."""
 
-TRANSLATE_S_PER_OP = 2.1e-2
-"""Seconds to build and translate the noisy circuit, per compiled operation (fitted)."""
+@dataclass(frozen=True)
+class CostModel:
+    """Seconds per unit of each term of an estimate (module docstring).
 
-TRAJECTORY_S = 6e-3
-"""Fixed seconds of one trajectory: the qsim call, its noise channels on a narrow register,
-its sampling. Measured, not fitted: ``qasmbench__ising_n10`` (10 qubits, 1,000 trajectories)
-took 6.2 ms a trajectory on the busy machine, where the fit gave 0.12 ms and the goal run's
-10-qubit circuits overran their 30 s budget."""
+    Attributes:
+        density_per_op: Per compiled operation of a density-matrix emulation.
+        density_per_op_entry: Per compiled operation and density-matrix entry (4^w).
+        translate_per_op: Building and translating the noisy circuit for qsim, per operation.
+        trajectory_per_op: Per compiled operation of one trajectory (qsim's gates and channels).
+        amplitude: Per state amplitude (2^w) of one trajectory: its probabilities and shots.
+        amplitude_per_op: Per compiled operation and state amplitude (2^w) of one trajectory.
+    """
 
-AMPLITUDE_S_PER_OP = 5.5e-10
-"""Seconds per compiled operation and state-vector amplitude of one trajectory (fitted)."""
+    density_per_op: float
+    density_per_op_entry: float
+    translate_per_op: float
+    trajectory_per_op: float
+    amplitude: float
+    amplitude_per_op: float
+
+    def seconds(self, terms: Mapping[str, float]) -> float:
+        """The estimate of an emulation with these unit counts (``EmulationCost.terms``)."""
+        return sum(getattr(self, name) * units for name, units in terms.items())
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """The constants' names, which are also the terms' names."""
+        return [f.name for f in fields(cls)]
+
+
+IDLE = CostModel(
+    density_per_op=5.58e-5,
+    density_per_op_entry=1.28e-8,
+    translate_per_op=3.41e-4,
+    trajectory_per_op=5.71e-6,
+    amplitude=5.47e-9,
+    amplitude_per_op=6.47e-11,
+)
+"""Fitted by ``python benchmarks/emulation_cost.py --shots 4000 --repeats 2 --fit`` to the
+CPU times of 19 dev circuits (session 9, load 2.1–2.2; estimate/CPU time 0.19–2.97 for the
+density matrices, all under 0.4 s, and 0.63–1.56 for the trajectories; ``docs/architecture.md``,
+cost model)."""
 
 MEMORY_BYTES_PER_AMPLITUDE = 32
 """The state (8 bytes), its probabilities (4) and the marginal sampled from them (8), with
@@ -66,10 +114,30 @@ BASE_MEMORY_MB = 1500
 """Address space of a worker process before it simulates anything (cirq, qsim, numpy)."""
 
 BUDGET_MARGIN = 4.0
-"""A task's time budget is this many times its estimate (the machine is shared)..."""
+"""A task's budget is this many times its estimate in CPU seconds of its worker (the estimate
+is 0.6–1.6 times a trajectory run's CPU time on the dev circuits, and a CPU second went up to
+1.5× less far at load 6–12, the caches and memory shared with the other processes)..."""
 
 MIN_BUDGET_S = 30.0
 """... and never less than this."""
+
+MAX_SLOWDOWN = 100.0
+"""Wall time a run may take is at most this many times its budget, however little CPU its
+worker got: the net under a worker that makes no progress at all."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The time an emulation is allowed.
+
+    Attributes:
+        cpu_s: CPU seconds of the worker process (the limit that counts: it stretches with the
+            machine's load).
+        wall_s: Wall-clock seconds, ``MAX_SLOWDOWN`` × ``cpu_s``.
+    """
+
+    cpu_s: float
+    wall_s: float
 
 
 @dataclass(frozen=True)
@@ -81,7 +149,9 @@ class EmulationCost:
         width: Qubits simulated.
         operations: Operations of the compiled circuit.
         trajectories: Trajectories run (1 for a density matrix).
-        seconds: Estimated wall time on this machine.
+        terms: Units of each of the model's terms (``CostModel``'s names): the estimate is
+            their sum weighted by the model's constants.
+        seconds: Estimated wall time on this machine, idle.
         memory_mb: Estimated address space of the worker.
     """
 
@@ -89,11 +159,12 @@ class EmulationCost:
     width: int
     operations: int
     trajectories: int
+    terms: Mapping[str, float]
     seconds: float
     memory_mb: float
 
     @property
-    def budget_s(self) -> float:
+    def budget(self) -> Budget:
         """The time the emulation is allowed (``time_budget``)."""
         return time_budget(self.seconds)
 
@@ -106,31 +177,48 @@ class EmulationCost:
         )
 
 
-def time_budget(seconds: float) -> float:
-    """The time an emulation estimated at ``seconds`` is allowed: ``BUDGET_MARGIN`` × the
-    estimate, at least ``MIN_BUDGET_S``."""
-    return max(MIN_BUDGET_S, BUDGET_MARGIN * seconds)
+def time_budget(seconds: float) -> Budget:
+    """The time an emulation estimated at ``seconds`` (idle) is allowed: ``BUDGET_MARGIN`` ×
+    the estimate of the worker's CPU time, at least ``MIN_BUDGET_S``, and ``MAX_SLOWDOWN``
+    times that of wall time (module docstring: why CPU time)."""
+    cpu_s = max(MIN_BUDGET_S, BUDGET_MARGIN * seconds)
+    return Budget(cpu_s=cpu_s, wall_s=MAX_SLOWDOWN * cpu_s)
 
 
 def emulation_cost(
-    compiled: CompiledCircuit, shots: int, *, noiseless: bool = False
+    compiled: CompiledCircuit,
+    shots: int,
+    *,
+    noiseless: bool = False,
+    model: CostModel = IDLE,
 ) -> EmulationCost:
-    """The estimated cost of ``emulate(compiled, device, shots, noiseless=noiseless)``."""
+    """The estimated cost of ``emulate(compiled, device, shots, noiseless=noiseless)``, with
+    ``model``'s constants (a benchmark prices a refit with its own)."""
     ops = list(compiled.circuit.all_operations())
+    g = len(ops)
     width = len(compiled.physical_qubits)
     if not noiseless and uses_density_matrix(compiled):
-        seconds = DENSITY_S_PER_OP_ENTRY * len(ops) * 4.0**width
+        terms = {"density_per_op": g, "density_per_op_entry": g * 4.0**width}
         memory = BASE_MEMORY_MB + 16 * 4.0**DENSITY_MATRIX_QUBITS / 2**20
-        return EmulationCost("density_matrix", width, len(ops), 1, seconds, memory)
+        return EmulationCost("density_matrix", width, g, 1, terms, model.seconds(terms), memory)
     if not compiled.circuit.are_all_measurements_terminal() or any(
         op.classical_controls for op in ops
     ):
-        width += sum(1 for op in ops if cirq.is_measurement(op) or _is_reset(op))
+        deferred = exact_form(compiled.circuit)
+        width = (
+            register_width(deferred)
+            if deferred is not None
+            else width + sum(1 for op in ops if cirq.is_measurement(op) or _is_reset(op))
+        )
     runs = trajectory_count(width, shots, noisy=not noiseless)
-    per_trajectory = TRAJECTORY_S + AMPLITUDE_S_PER_OP * len(ops) * 2.0**width
-    seconds = TRANSLATE_S_PER_OP * len(ops) + runs * per_trajectory
+    terms = {
+        "translate_per_op": g,
+        "trajectory_per_op": runs * g,
+        "amplitude": runs * 2.0**width,
+        "amplitude_per_op": runs * g * 2.0**width,
+    }
     memory = BASE_MEMORY_MB + MEMORY_BYTES_PER_AMPLITUDE * 2.0**width / 2**20
-    return EmulationCost("trajectories", width, len(ops), runs, seconds, memory)
+    return EmulationCost("trajectories", width, g, runs, terms, model.seconds(terms), memory)
 
 
 def refuse_too_large(cost: EmulationCost, *, max_s: float, memory_mb: int) -> None:
