@@ -203,6 +203,14 @@ def test_a_circuit_with_other_one_qubit_gates_reuses_the_routing_and_compiles_as
         ghz_like(-math.pi / 2, cirq.Z),  # H·rz·Z multiplies to a half rotation: fewer pulses
         conditioned,
         cirq.Circuit(cirq.MatrixGate(cirq.unitary(cirq.T))(q[2]), *conditioned.all_operations()),
+        # One moment per operation, in an order that packing earliest would change (routing
+        # replays the order given: qubus.network.distributed builds its programs so).
+        cirq.Circuit(
+            [cirq.CNOT(q[0], q[1]), cirq.H(q[1]), cirq.CNOT(q[1], q[2])],
+            [cirq.CNOT(q[3], q[0]), cirq.H(q[0]), cirq.CNOT(q[2], q[3])],
+            cirq.measure(*q, key="m"),
+            strategy=cirq.InsertStrategy.NEW,
+        ),
     ]
     for device in (load_device("ibm_nairobi"), load_device("quantinuum_h1_1")):
         cached = [compile_for_device(circuit, device) for circuit in circuits]

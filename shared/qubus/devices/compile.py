@@ -161,10 +161,12 @@ def _placeholders(
     ops: tuple[cirq.Operation, ...], slotted: Mapping[int, cirq.Operation]
 ) -> cirq.Circuit:
     """The operations with operation ``i`` of ``slotted`` replaced by ``_Slot(n)``, ``n``
-    counting the slotted operations in order."""
+    counting the slotted operations in order; one moment each, so that the circuit's
+    operations stay in the order given (routing replays that order)."""
     slots = {i: n for n, i in enumerate(slotted)}
     return cirq.Circuit(
-        _Slot(slots[i]).on(*op.qubits) if i in slots else op for i, op in enumerate(ops)
+        (_Slot(slots[i]).on(*op.qubits) if i in slots else op for i, op in enumerate(ops)),
+        strategy=cirq.InsertStrategy.NEW,
     )
 
 
