@@ -19,6 +19,7 @@ from qubus.bus.ids import (
 from qubus.bus.messages import SubmitRequest, TaskOptions
 from qubus.circuits import circuit_to_json
 from qubus.circuits.ingest import task_options
+from qubus.circuits.simulate import ideal_distribution
 from qubus.circuits.sweeps import (
     Resolver,
     check_points,
@@ -29,7 +30,14 @@ from qubus.devices.compile import compile_for_device
 from qubus.devices.emulation import JOB_OVERHEAD_S, emulate, emulated_runtime_s
 from qubus.devices.profiles import load_device
 from qubus.devices.sandbox import SandboxLimits, evaluate
-from qubus.devices.sweeps import PointCompiler, evaluate_sweep, point_compiler, run_points
+from qubus.devices.sweeps import (
+    BATCHED_MAX_QUBITS,
+    PointCompiler,
+    evaluate_sweep,
+    point_compiler,
+    run_points,
+    sweep_distributions,
+)
 from qubus.errors import CircuitRejected
 
 LIMITS = SandboxLimits(max_qubits=20, max_depth=1000, max_outcomes=4096)
@@ -131,3 +139,63 @@ def test_a_resolver_gives_each_point_as_resolving_the_circuit_does() -> None:
     for point in points:
         assert resolver.at(point) == resolved(circuit, point)
         assert not cirq.is_parameterized(resolver.at(point))
+
+
+def _dynamic_circuit() -> cirq.Circuit:
+    """A mid-circuit measurement steering a rotation: an exact form with a deferred
+    measurement."""
+    a, b = cirq.LineQubit.range(2)
+    theta = sympy.Symbol("theta")
+    return cirq.Circuit(
+        cirq.rx(theta).on(a),
+        cirq.measure(a, key="mid"),
+        cirq.X(b).with_classical_controls("mid"),
+        cirq.ry(theta / 2).on(a),
+        cirq.measure(a, b, key="out"),
+    )
+
+
+def _inverted_partial_circuit() -> cirq.Circuit:
+    """An inverted measurement, an unmeasured qubit, a parameterised two-qubit gate and an
+    expression of two parameters."""
+    q = cirq.LineQubit.range(4)
+    gamma, beta = sympy.Symbol("gamma"), sympy.Symbol("beta")
+    return cirq.Circuit(
+        cirq.H.on_each(*q),
+        cirq.ZZ(q[0], q[1]) ** gamma,
+        cirq.ry(2 * beta - gamma).on(q[2]),
+        cirq.CNOT(q[2], q[3]),
+        cirq.measure(q[3], q[0], key="b", invert_mask=(True,)),
+        cirq.measure(q[2], key="a"),
+    )
+
+
+@pytest.mark.parametrize(
+    "circuit, points",
+    [
+        (qaoa_circuit(), grid(9)),
+        (_inverted_partial_circuit(), grid(7)),
+        (_dynamic_circuit(), [{"theta": t} for t in (0.0, 0.4, 1.3, 3.0)]),
+    ],
+)
+def test_the_points_simulated_together_have_each_resolved_circuits_distribution(
+    circuit: cirq.Circuit, points: list[dict[str, float]]
+) -> None:
+    together = sweep_distributions(circuit, points)
+    assert together is not None
+    for distribution, point in zip(together, points, strict=True):
+        alone = ideal_distribution(resolved(circuit, point))
+        assert distribution.keys() == alone.keys()
+        assert all(distribution[k] == pytest.approx(alone[k], abs=1e-6) for k in alone)
+
+
+def test_points_too_wide_or_without_an_exact_form_are_simulated_one_by_one() -> None:
+    theta = sympy.Symbol("theta")
+    wide = cirq.Circuit(
+        cirq.rx(theta).on_each(*cirq.LineQubit.range(BATCHED_MAX_QUBITS + 1)),
+        cirq.measure(*cirq.LineQubit.range(BATCHED_MAX_QUBITS + 1), key="m"),
+    )
+    assert sweep_distributions(wide, [{"theta": 0.1}]) is None
+    a = cirq.LineQubit(0)
+    noisy = cirq.Circuit(cirq.rx(theta).on(a), cirq.depolarize(0.1).on(a), cirq.measure(a))
+    assert sweep_distributions(noisy, [{"theta": 0.1}]) is None  # a channel, not a unitary
