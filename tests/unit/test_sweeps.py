@@ -27,7 +27,13 @@ from qubus.circuits.sweeps import (
     resolved,
 )
 from qubus.devices.compile import compile_for_device
-from qubus.devices.emulation import JOB_OVERHEAD_S, emulate, emulated_runtime_s
+from qubus.devices.emulation import (
+    DENSITY_MATRIX_QUBITS,
+    JOB_OVERHEAD_S,
+    _final_probabilities,
+    emulate,
+    emulated_runtime_s,
+)
 from qubus.devices.profiles import load_device
 from qubus.devices.sandbox import SandboxLimits, evaluate
 from qubus.devices.sweeps import (
@@ -199,3 +205,46 @@ def test_points_too_wide_or_without_an_exact_form_are_simulated_one_by_one() -> 
     a = cirq.LineQubit(0)
     noisy = cirq.Circuit(cirq.rx(theta).on(a), cirq.depolarize(0.1).on(a), cirq.measure(a))
     assert sweep_distributions(noisy, [{"theta": 0.1}]) is None  # a channel, not a unitary
+
+
+@pytest.mark.parametrize("node", ["ibm_nairobi", "quantinuum_h1_1"])
+def test_points_emulated_together_have_each_compiled_points_distribution(node: str) -> None:
+    """40 points of the grid (several structures: at gamma = 0 the RZ runs are identities and
+    dropped): each point's noisy diagonal, its shots and its compiled duration are those of the
+    point compiled and emulated alone."""
+    device = load_device(node)
+    circuit, points = qaoa_circuit(), grid(40)
+    emulator = PointCompiler(circuit, device).emulator
+    assert emulator is not None
+    together = emulator.probabilities(points)
+    counts = emulator.run(points, 500, list(range(40)))
+    durations = set()
+    for k, point in enumerate(points):
+        alone = compile_for_device(resolved(circuit, point), device)
+        probs, _qubits = _final_probabilities(alone, device)
+        ran = together[k]
+        assert ran is not None and counts[k] is not None
+        assert ran[0] == pytest.approx(probs, abs=1e-12)
+        shared = ran[1].compiled  # another point's, of the same structure
+        assert shared.moment_durations_ns == alone.moment_durations_ns
+        assert [m.qubits for m in shared.circuit] == [m.qubits for m in alone.circuit]
+        assert counts[k][0] == emulate(alone, device, 500, seed=k)
+        durations.add(alone.duration_ns)
+    assert len(durations) > 1  # the points do not all share one structure
+
+
+def test_points_of_a_register_run_as_trajectories_are_emulated_alone() -> None:
+    device = load_device("ibm_hanoi")
+    theta = sympy.Symbol("theta")
+    q = cirq.LineQubit.range(DENSITY_MATRIX_QUBITS + 1)
+    circuit = cirq.Circuit(
+        cirq.rx(theta).on(q[0]),
+        cirq.CNOT.on_each(*zip(q, q[1:], strict=False)),
+        cirq.measure(*q, key="m"),
+    )
+    emulator = PointCompiler(circuit, device).emulator
+    assert emulator is not None
+    assert emulator.run([{"theta": 0.3}], 50, [1]) == [None]
+    counts, _ = run_points(device, circuit_to_json(circuit), [{"theta": 0.3}], 50, [1], False)
+    alone = compile_for_device(resolved(circuit, {"theta": 0.3}), device)
+    assert counts == [emulate(alone, device, 50, seed=1)]

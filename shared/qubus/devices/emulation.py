@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import cirq
 import numpy as np
@@ -213,14 +214,14 @@ def moment_noise(
 
 def _relaxation(t_ns: float, qubit: QubitCal) -> list[cirq.Gate]:
     """Amplitude damping (T1) then, if T2 < 2·T1, pure dephasing, for ``t_ns``."""
-    amplitude, phase = _relaxation_rates(t_ns, qubit)
+    amplitude, phase = relaxation_rates(t_ns, qubit)
     channels: list[cirq.Gate] = [cirq.amplitude_damp(amplitude)]
     if phase is not None:
         channels.append(cirq.phase_damp(phase))
     return channels
 
 
-def _relaxation_rates(t_ns: float, qubit: QubitCal) -> tuple[float, float | None]:
+def relaxation_rates(t_ns: float, qubit: QubitCal) -> tuple[float, float | None]:
     """The amplitude damping of relaxing for ``t_ns``, and its pure dephasing (None when
     T2 ≥ 2·T1)."""
     t_us = t_ns / 1000
@@ -260,21 +261,16 @@ def emulate(
     Returns:
         Counts keyed by bit strings in the ``qubus.circuits.simulate`` convention.
     """
-    exact = not noiseless and uses_density_matrix(compiled)
-    if exact:
-        circuit, keys = compiled.circuit, measurement_keys(compiled.circuit)
-    else:
-        circuit, keys = _register_circuit(compiled, device, noiseless=noiseless)
+    if not noiseless and uses_density_matrix(compiled):
+        probs, qubits = _final_probabilities(compiled, device)
+        return DensityReadout.of(compiled, device, qubits).counts(probs, shots, seed=seed)
+    circuit, keys = _register_circuit(compiled, device, noiseless=noiseless)
     if not keys:
         return {"": shots}
     rng = np.random.default_rng(seed)
     simulator_seed = int(rng.integers(2**31))
-    terminal = None if exact else exact_form(circuit)
-    if exact:
-        probs, qubits = _final_probabilities(compiled, device)
-        drawn = rng.choice(probs.size, size=shots, p=probs / probs.sum())
-        bits = bit_columns(drawn, _measurements(circuit), keys, qubits)
-    elif terminal is not None:
+    terminal = exact_form(circuit)
+    if terminal is not None:
         count = trajectory_count(register_width(terminal), shots, noisy=not noiseless)
         bits = sample_trajectories(
             terminal, keys, shots, trajectories=count, rng=rng, progress=progress
@@ -284,6 +280,43 @@ def emulate(
     if not noiseless:
         bits = readout_flips(bits, _readout_qubits(compiled, keys), device, rng)
     return counts_from_bits(bits)
+
+
+@dataclass(frozen=True)
+class DensityReadout:
+    """How :func:`emulate` reads shots off the diagonal of a register it simulates as one
+    density matrix (``uses_density_matrix``).
+
+    Attributes:
+        bits: Each basis state's measured bits, ``(2^qubits, Σ widths)``, unflipped.
+        readout_qubits: The physical qubit behind each bit column (its readout errors).
+        device: The device (its readout errors).
+    """
+
+    bits: np.ndarray
+    readout_qubits: list[int]
+    device: Device
+
+    @staticmethod
+    def of(compiled: CompiledCircuit, device: Device, qubits: list[cirq.Qid]) -> DensityReadout:
+        """The readout of ``compiled`` whose register is ``qubits`` (as
+        ``_final_probabilities`` gives them)."""
+        keys = measurement_keys(compiled.circuit)
+        states = np.arange(2 ** len(qubits))
+        bits = bit_columns(states, _measurements(compiled.circuit), keys, qubits)
+        return DensityReadout(bits, _readout_qubits(compiled, keys), device)
+
+    def counts(self, probs: np.ndarray, shots: int, *, seed: int) -> dict[str, int]:
+        """``shots`` shots drawn from the diagonal ``probs``, each bit through its readout
+        flips."""
+        if self.bits.shape[1] == 0:
+            return {"": shots}
+        rng = np.random.default_rng(seed)
+        rng.integers(2**31)  # emulate's simulator seed, drawn first on every path
+        drawn = rng.choice(probs.size, size=shots, p=probs / probs.sum())
+        return counts_from_bits(
+            readout_flips(self.bits[drawn], self.readout_qubits, self.device, rng)
+        )
 
 
 def emulated_distribution(compiled: CompiledCircuit, device: Device) -> dict[str, float] | None:
@@ -423,7 +456,7 @@ def _numpy_probabilities(
     held: dict[cirq.Qid, np.ndarray] = {}
     for moment, relaxing, probabilities in moment_noise(compiled, device):
         for q, t_ns in relaxing.items():
-            amplitude, phase = _relaxation_rates(t_ns, device.qubits[q.x])
+            amplitude, phase = relaxation_rates(t_ns, device.qubits[q.x])
             held[q] = fuse(held.get(q), damping(amplitude, phase or 0.0))
         for op, p in zip(moment, probabilities, strict=True):
             if cirq.is_measurement(op):

@@ -23,6 +23,7 @@ from qubus.devices.sandbox import (
     evaluate,
     most_likely,
 )
+from qubus.devices.sweepemulation import SweepEmulator
 
 
 def evaluate_sweep(
@@ -145,10 +146,12 @@ class _Unitaries:
 class PointCompiler:
     """Compiles a sweep's points for a device: the circuit laid out and routed once and each
     point bound (``qubus.devices.compile.Template``) where its parameters are all in one-qubit
-    gates, each point resolved and compiled otherwise."""
+    gates, each point resolved and compiled otherwise. With a template, the points are also
+    emulated together (``emulator``, ``qubus.devices.sweepemulation``)."""
 
     def __init__(self, circuit: cirq.AbstractCircuit, device: Device) -> None:
         template = compile_template(circuit, device)
+        self.emulator = None if template is None else SweepEmulator(template, device)
         if template is not None:
             self._compile: Callable[[Mapping[str, float]], CompiledCircuit] = template.bind
         else:
@@ -185,19 +188,27 @@ def run_points(
     seeds: Sequence[int],
     noiseless: bool,
 ) -> tuple[list[dict[str, int]], float]:
-    """Run every point of a sweep on the device's emulator (in the QPU's worker process).
+    """Run every point of a sweep on the device's emulator (in the QPU's worker process):
+    together where they can be (``SweepEmulator``), each compiled and emulated alone
+    otherwise (noiseless runs, parameters outside one-qubit gates, registers run as
+    trajectories).
 
     Returns:
         Each point's counts, and the modelled run time of their shots (``shots`` for every
-        point: the points share the compiled structure, so their durations are equal),
-        without the device's per-job overhead, which the job of the whole sweep or chunk
-        counts once.
+        point at the first point's duration), without the device's per-job overhead, which
+        the job of the whole sweep or chunk counts once.
     """
     compiler = point_compiler(circuit_json, device)
-    compiled = [compiler(point) for point in points]
-    counts = [
-        emulate(each, device, shots, seed=seed, noiseless=noiseless)
-        for each, seed in zip(compiled, seeds, strict=True)
-    ]
+    together = [None] * len(points)
+    if compiler.emulator is not None and not noiseless:
+        together = compiler.emulator.run(points, shots, seeds)
+    counts: list[dict[str, int]] = []
+    compiled: list[CompiledCircuit] = []
+    for point, seed, ran in zip(points, seeds, together, strict=True):
+        if ran is None:
+            alone = compiler(point)
+            ran = emulate(alone, device, shots, seed=seed, noiseless=noiseless), alone
+        counts.append(ran[0])
+        compiled.append(ran[1])
     shots_s = emulated_runtime_s(compiled[0], device, shots * len(points))
     return counts, shots_s - emulated_runtime_s(compiled[0], device, 0)
