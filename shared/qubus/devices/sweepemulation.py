@@ -35,20 +35,17 @@ import numpy as np
 from qubus.circuits.batched import apply
 from qubus.circuits.sweeps import FlatPoints
 from qubus.devices.compile import CompiledCircuit, Run, Template, merged_gate, pulses
-from qubus.devices.densitymatrix import damping, depolarizing, fuse, on_each, superoperator
+from qubus.devices.densitymatrix import fuse, superoperator
 from qubus.devices.emulation import (
     DensityReadout,
-    moment_noise,
-    relaxation_rates,
+    DensityStep,
+    density_steps,
     uses_density_matrix,
 )
 from qubus.devices.profiles import Device
 
 DROPPED = -1
 """A run's pulses in a signature when its gates multiply to the identity (no gate)."""
-
-_IDENTITY = np.eye(4)
-"""The superoperator of doing nothing to one qubit."""
 
 
 @dataclass(frozen=True)
@@ -60,64 +57,52 @@ class _Merged:
     superoperator: np.ndarray | None
 
 
-Term = int | np.ndarray
-"""A factor of a held superoperator: a run's number (its merged gate, one per point) or a
-superoperator shared by every point."""
-
-
-@dataclass(frozen=True)
-class _Step:
-    """One product of the evolution: on the density tensor's ``axes`` (rows, then columns),
-    the superoperator ``matrix`` after each qubit's held ``before`` terms (None: nothing held;
-    ``matrix`` None: only the held terms)."""
-
-    axes: tuple[int, ...]
-    before: tuple[tuple[Term, ...], ...] | None
-    matrix: np.ndarray | None
-
-
 @dataclass(frozen=True)
 class _Program:
     """The noisy evolution shared by the points of one signature.
 
     Attributes:
         compiled: One of its points compiled as usual (moments, durations: the others').
-        width: Qubits of the register, ``compiled.physical_qubits`` in order.
-        steps: The products, in order.
+        qubits: The register, ``compiled.physical_qubits`` in order.
+        steps: The products, in order; a run's number stands for its gate.
         readout: How shots are read off the diagonal.
     """
 
     compiled: CompiledCircuit
-    width: int
-    steps: tuple[_Step, ...]
+    qubits: list[cirq.Qid]
+    steps: tuple[DensityStep[int], ...]
     readout: DensityReadout
 
-    def probabilities(self, supers: Sequence[np.ndarray]) -> np.ndarray:
-        """Each point's diagonal, ``(points, 2^width)``, ``supers[r]`` the ``(points, 4, 4)``
-        superoperators of run ``r``'s gate (unused for runs dropped here)."""
-        points = len(supers[0]) if supers else 1
-        rho = np.zeros((points, 4**self.width), dtype=np.complex128)
+    def probabilities(self, supers: Sequence[np.ndarray | None]) -> np.ndarray:
+        """Each point's diagonal, ``(points, 2^qubits)``, ``supers[r]`` the ``(points, 4, 4)``
+        superoperators of run ``r``'s gate (None for runs dropped here)."""
+        points = next((len(s) for s in supers if s is not None), 1)
+        n = len(self.qubits)
+        index = {q: i for i, q in enumerate(self.qubits)}
+        rho = np.zeros((points, 4**n), dtype=np.complex128)
         rho[:, 0] = 1.0
-        rho = rho.reshape((points,) + (2,) * (2 * self.width))
+        rho = rho.reshape((points,) + (2,) * (2 * n))
+
+        def fused(*terms: np.ndarray | int) -> np.ndarray:
+            return fuse(*(supers[t] if isinstance(t, int) else t for t in terms))
+
         # A step's product waits in ``pending`` until a step on other but overlapping qubits
         # comes: steps on the same qubits (a SWAP's three CNOTs, CNOT-RZ-CNOT) multiply
         # into one, and the waiting products, on disjoint qubits, commute.
         pending: dict[tuple[int, ...], np.ndarray] = {}
         for step in self.steps:
-            matrix = step.matrix
-            if step.before is not None:
-                before = on_each([_fused(terms, supers) for terms in step.before])
-                matrix = before if matrix is None else matrix @ before
-            touched = set(step.axes)
-            axes = next((a for a in pending if set(a) == touched), step.axes)
-            matrix = _reordered(matrix, step.axes, axes)
+            rows = [index[q] for q in step.qubits]
+            step_axes = (*rows, *(n + r for r in rows))
+            touched = set(step_axes)
+            axes = next((a for a in pending if set(a) == touched), step_axes)
+            matrix = _reordered(step.superoperator(fused), step_axes, axes)
             for other in [a for a in pending if a != axes and touched.intersection(a)]:
                 rho = apply(rho, pending.pop(other), other)
             earlier = pending.get(axes)
             pending[axes] = matrix if earlier is None else matrix @ earlier
         for axes, matrix in pending.items():
             rho = apply(rho, matrix, axes)
-        size = 2**self.width
+        size = 2**n
         diagonal = np.diagonal(rho.reshape(points, size, size), axis1=1, axis2=2)
         return np.clip(diagonal.real, 0, None)
 
@@ -133,12 +118,6 @@ def _reordered(matrix: np.ndarray, axes: tuple[int, ...], order: tuple[int, ...]
     tensor = matrix.reshape(*lead, *(2,) * (2 * m))
     moved = [*range(len(lead)), *(len(lead) + p for p in perm), *(len(lead) + m + p for p in perm)]
     return tensor.transpose(moved).reshape(matrix.shape)
-
-
-def _fused(terms: tuple[Term, ...], supers: Sequence[np.ndarray]) -> np.ndarray:
-    """The held terms applied in order (the identity when there are none)."""
-    present = [supers[t] if isinstance(t, int) else t for t in terms]
-    return fuse(*present) if present else _IDENTITY
 
 
 class SweepEmulator:
@@ -263,45 +242,19 @@ class SweepEmulator:
 def _write_program(
     compiled: CompiledCircuit, device: Device, kept: dict[cirq.Qid, list[int]]
 ) -> _Program:
-    """The steps of ``qubus.devices.emulation``'s density-matrix walk of ``compiled`` (each
-    two-qubit gate fused with the relaxation before it, its depolarizing after it and its
-    qubits' held one-qubit work), its ``PhasedXZGate`` s the runs ``kept`` gives in order."""
+    """The program of ``compiled``: ``qubus.devices.emulation.density_steps`` with its
+    ``PhasedXZGate`` s standing for the runs ``kept`` gives, in order."""
     qubits = [cirq.LineQubit(p) for p in compiled.physical_qubits]
-    index = {q: i for i, q in enumerate(qubits)}
-    n = len(qubits)
     runs = {q: iter(rs) for q, rs in kept.items()}
-    held: dict[cirq.Qid, list[Term]] = {}
 
-    def hold(q: cirq.Qid, term: Term) -> None:
-        terms = held.setdefault(q, [])
-        if isinstance(term, np.ndarray) and terms and isinstance(terms[-1], np.ndarray):
-            terms[-1] = term @ terms[-1]
-        else:
-            terms.append(term)
+    def one_qubit(op: cirq.Operation) -> int | np.ndarray:
+        if isinstance(op.gate, cirq.PhasedXZGate):
+            return next(runs[op.qubits[0]])
+        return superoperator(op)
 
-    steps: list[_Step] = []
-    for moment, relaxing, probabilities in moment_noise(compiled, device):
-        for q, t_ns in relaxing.items():
-            amplitude, phase = relaxation_rates(t_ns, device.qubits[q.x])
-            hold(q, damping(amplitude, phase or 0.0))
-        for op, p in zip(moment, probabilities, strict=True):
-            if cirq.is_measurement(op):
-                continue
-            after = depolarizing(p, len(op.qubits)) if p > 0 else None
-            if len(op.qubits) == 1:
-                (q,) = op.qubits
-                gate_run = isinstance(op.gate, cirq.PhasedXZGate)
-                hold(q, next(runs[q]) if gate_run else superoperator(op))
-                if after is not None:
-                    hold(q, after)
-                continue
-            before = None
-            if any(q in held for q in op.qubits):
-                before = tuple(tuple(held.pop(q, [])) for q in op.qubits)
-            axes = tuple(index[q] for q in op.qubits)
-            steps.append(
-                _Step((*axes, *(n + a for a in axes)), before, fuse(superoperator(op), after))
-            )
-    for q, terms in held.items():
-        steps.append(_Step((index[q], n + index[q]), (tuple(terms),), None))
-    return _Program(compiled, n, tuple(steps), DensityReadout.of(compiled, device, qubits))
+    return _Program(
+        compiled,
+        qubits,
+        tuple(density_steps(compiled, device, one_qubit)),
+        DensityReadout.of(compiled, device, qubits),
+    )

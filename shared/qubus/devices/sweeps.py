@@ -87,6 +87,8 @@ def sweep_distributions(
     Raises:
         SimulationError: ``sandbox.keys`` when a qubit is measured under two keys.
     """
+    if not points:
+        return []
     exact = exact_form(circuit)
     if exact is None:
         return None
