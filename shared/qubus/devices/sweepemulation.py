@@ -12,13 +12,14 @@ compile to the same moments, durations and noise, so:
 
 * each run's merged gate is computed once per distinct value of its own parameters (a grid
   repeats them), from the flattened circuit's values (``qubus.circuits.sweeps.FlatPoints``);
-* per signature, one point is compiled as usual and its noisy evolution written down once as
-  a list of steps (:class:`_Program`), as ``qubus.devices.emulation`` walks it: relaxation,
-  gates and depolarizing fused into one superoperator per two-qubit gate, one-qubit work held
-  back and folded into the qubit's next two-qubit gate; the runs are slots in those steps;
-* the points of one signature then evolve together, each step one matrix product over their
-  stack of density matrices, and each point's shots are drawn from its diagonal as
-  ``emulate`` draws them (``DensityReadout``).
+* per signature, one point is compiled as usual and its noisy evolution written down once
+  (:class:`_Program`): ``qubus.devices.emulation.density_steps``, the walk ``emulate`` runs
+  (relaxation, gates and depolarizing fused into one superoperator per two-qubit gate,
+  one-qubit work held back and folded into the qubit's next two-qubit gate), with each run's
+  number standing for its gate;
+* the points of one signature then evolve together, each product one matrix product over
+  their stack of density matrices (products on the same qubits multiplied first), and each
+  point's shots are drawn from its diagonal as ``emulate`` draws them (``DensityReadout``).
 
 The distributions are the per-point emulator's to rounding (``tests/unit/test_sweeps.py``);
 points whose compiled register is not simulated as one density matrix are left to it.
