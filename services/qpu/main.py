@@ -537,11 +537,12 @@ class QpuNode:
         """Run a chunk of a sweep's points (``TaskAllocated.chunk``; all of them without
         one) in batches (``qubus.scheduling.sweepchunks.batch_points``; one worker call
         each, ``qubus.devices.sweeps.run_points``),
-        holding the node for one job of the chunk's shots. Each point's ``completed`` is
-        published as task ``<sweep id>-<k>``, and after each batch the chunk's
-        ``SweepProgress``. Before each batch the node stops if the sweep was cancelled (the
-        points not run end with it), and leaves out the points that have ended already
-        (cancelled one by one, or completed by an earlier run of this chunk).
+        holding the node for one job of the chunk's shots. Once the node has been held
+        through a batch's shots, each of its points' ``completed`` is published as task
+        ``<sweep id>-<k>``, then the chunk's ``SweepProgress``. Before each batch the node
+        stops if the sweep was cancelled (the points not run end with it), and leaves out
+        the points that have ended already (cancelled one by one, or completed by an
+        earlier run of this chunk).
 
         Every point's predicted fidelity is the allocation's (the mean over the points); the
         prediction is not recomputed on a newer calibration.
@@ -588,6 +589,7 @@ class QpuNode:
                 ]
                 completions = [end for end in ends if isinstance(end, TaskCompleted)]
                 modelled_s, size = 0.0, len(batch)
+                ran: list[TaskCompleted] = []
                 if todo:
                     seeds = [seed_for(task_id, "qpu") for _, task_id in todo]
                     counts, modelled_s = await self._pool.run(
@@ -620,7 +622,6 @@ class QpuNode:
                             todo, counts, seeds, strict=True
                         )
                     ]
-                    await asyncio.gather(*(ctx.publish(completed) for completed in ran))
                     completions += ran
                 report = report.model_copy(
                     update={
@@ -631,7 +632,9 @@ class QpuNode:
                         "emulated_s": report.emulated_s + modelled_s,
                     }
                 )
+                # The points' results exist once the node has run their shots.
                 await self._hold(report.emulated_s, since)
+                await asyncio.gather(*(ctx.publish(completed) for completed in ran))
                 await ctx.publish(report)
                 if todo:
                     hold_s = modelled_s / len(todo) * self._settings.time_scale
