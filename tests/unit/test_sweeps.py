@@ -34,6 +34,8 @@ from qubus.devices.emulation import (
     emulate,
     emulated_runtime_s,
 )
+from qubus.devices.fidelity import budget_fidelities, budget_fidelity
+from qubus.devices.prediction import noise_budget
 from qubus.devices.profiles import load_device
 from qubus.devices.sandbox import SandboxLimits, evaluate
 from qubus.devices.sweeps import (
@@ -248,3 +250,20 @@ def test_points_of_a_register_run_as_trajectories_are_emulated_alone() -> None:
     counts, _ = run_points(device, circuit_to_json(circuit), [{"theta": 0.3}], 50, [1], False)
     alone = compile_for_device(resolved(circuit, {"theta": 0.3}), device)
     assert counts == [emulate(alone, device, 50, seed=1)]
+
+
+@pytest.mark.parametrize("shots", [None, 1000])
+def test_a_sweeps_predicted_fidelities_are_each_points_own(shots: int | None) -> None:
+    """Fusion predicts a sweep's points through a node's budget together
+    (``budget_fidelities``): each is what ``budget_fidelity`` gives the point alone."""
+    circuit, points = qaoa_circuit(), grid(30)
+    ideals = evaluate_sweep("u.s", circuit_to_json(circuit), points, 100, LIMITS).sweep_ideals
+    for node in ("ibm_nairobi", "quantinuum_h1_1"):
+        device = load_device(node)
+        budget = noise_budget(compile_for_device(resolved(circuit, points[0]), device), device)
+        together = budget_fidelities(budget, ideals, shots=shots)
+        alone = [budget_fidelity(budget, ideal, shots=shots) for ideal in ideals]
+        assert together == pytest.approx(alone, abs=1e-12)
+        assert len(set(together)) > 1
+    with pytest.raises(ValueError, match="bits"):
+        budget_fidelities(budget, [{"01": 1.0}], shots=shots)
