@@ -26,6 +26,7 @@ from qubus.circuits.sweeps import (
     representative,
     resolved,
 )
+from qubus.devices import sweepemulation
 from qubus.devices.compile import compile_for_device
 from qubus.devices.emulation import (
     DENSITY_MATRIX_QUBITS,
@@ -267,3 +268,14 @@ def test_a_sweeps_predicted_fidelities_are_each_points_own(shots: int | None) ->
         assert len(set(together)) > 1
     with pytest.raises(ValueError, match="bits"):
         budget_fidelities(budget, [{"01": 1.0}], shots=shots)
+
+
+def test_points_evolved_one_stack_each_are_those_evolved_together(monkeypatch) -> None:
+    device = load_device("ibm_nairobi")
+    circuit, points = qaoa_circuit(), grid(12)
+    whole = PointCompiler(circuit, device).emulator.probabilities(points)
+    monkeypatch.setattr(sweepemulation, "STACK_AMPLITUDES", 4**6)  # a point a stack
+    stacked = PointCompiler(circuit, device).emulator.probabilities(points)
+    for one, alone in zip(whole, stacked, strict=True):
+        assert one is not None and alone is not None
+        assert alone[0] == pytest.approx(one[0], abs=1e-15)

@@ -45,6 +45,10 @@ from qubus.devices.emulation import (
 )
 from qubus.devices.profiles import Device
 
+STACK_AMPLITUDES = 2**20
+"""Density-matrix entries (points × 4^qubits) evolved at once: 16 MB, a few copies of which
+a product makes; 256 points of 6 qubits, 16 of 8."""
+
 DROPPED = -1
 """A run's pulses in a signature when its gates multiply to the identity (no gate)."""
 
@@ -174,14 +178,17 @@ class SweepEmulator:
             program = self._program(signature, points[members[0]])
             if program is None:
                 continue
-            supers = [
-                np.stack([merged_at[k][r].superoperator for k in members])  # type: ignore[union-attr]
-                if pulses_r != DROPPED
-                else None
-                for r, pulses_r in enumerate(signature)
-            ]
-            for k, probs in zip(members, program.probabilities(supers), strict=True):
-                results[k] = probs, program
+            step = max(1, STACK_AMPLITUDES >> (2 * len(program.qubits)))
+            for first in range(0, len(members), step):
+                stacked = members[first : first + step]
+                supers = [
+                    np.stack([merged_at[k][r].superoperator for k in stacked])  # type: ignore[union-attr]
+                    if pulses_r != DROPPED
+                    else None
+                    for r, pulses_r in enumerate(signature)
+                ]
+                for k, probs in zip(stacked, program.probabilities(supers), strict=True):
+                    results[k] = probs, program
         return results
 
     def _merge(self, r: int, values: Mapping[str, float]) -> _Merged | None:
