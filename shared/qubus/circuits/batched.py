@@ -2,9 +2,9 @@
 
 A sweep's points share their circuit's structure and differ only in some gates' angles, so
 every point's state vector (``qubus.devices.sweeps.sweep_distributions``) or noisy density
-matrix (``qubus.devices.sweepemulation``) can be evolved together: a ``(points, 2, …, 2)`` tensor, each
-gate applied to all points with one matrix product, its matrix shared by every point or one
-per point. On the small registers sweeps run, the Python around each product, not the
+matrix (``qubus.devices.sweepemulation``) can be evolved together: a ``(points, 2, …, 2)``
+tensor, each gate applied to all points with one matrix product, its matrix shared by every
+point or one per point. On the small registers sweeps run, the Python around each product, not the
 arithmetic, was most of a point's cost when each point was simulated alone.
 """
 

@@ -136,6 +136,36 @@ class FlatPoints:
         ]
 
 
+class Unitaries:
+    """One operation's matrix at many points, given by their values of its parameters (a flat
+    circuit's, :class:`FlatPoints`): computed once if it has no parameters, else once per
+    distinct value of its own (a grid repeats them).
+
+    Attributes:
+        names: The operation's parameters.
+    """
+
+    def __init__(self, op: cirq.Operation) -> None:
+        self._op = op
+        self.names = sorted(cirq.parameter_names(op))
+        self._seen: dict[tuple[float, ...], np.ndarray | None] = {}
+
+    def of(self, values: Mapping[str, float]) -> np.ndarray | None:
+        """The matrix at these values (None where the operation has none)."""
+        key = tuple(values[name] for name in self.names)
+        if key not in self._seen:
+            resolved_op = cirq.resolve_parameters(self._op, values) if self.names else self._op
+            self._seen[key] = cirq.unitary(resolved_op, None)
+        return self._seen[key]
+
+    def at(self, points: Sequence[Mapping[str, float]]) -> np.ndarray:
+        """``(d, d)`` without parameters, else ``(len(points), d, d)``; the operation must
+        have a matrix at every point."""
+        if not self.names:
+            return self.of({})  # type: ignore[return-value]
+        return np.stack([self.of(values) for values in points])  # type: ignore[arg-type]
+
+
 def representative(circuit: cirq.AbstractCircuit, options: TaskOptions) -> cirq.AbstractCircuit:
     """The circuit a stage checks or compiles for the whole task: a sweep's first point, or
     the circuit itself."""

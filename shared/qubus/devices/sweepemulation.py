@@ -34,7 +34,7 @@ import cirq
 import numpy as np
 
 from qubus.circuits.batched import apply
-from qubus.circuits.sweeps import FlatPoints
+from qubus.circuits.sweeps import FlatPoints, Unitaries
 from qubus.devices.compile import CompiledCircuit, Run, Template, merged_gate, pulses
 from qubus.devices.densitymatrix import fuse, superoperator
 from qubus.devices.emulation import (
@@ -133,18 +133,14 @@ class SweepEmulator:
         self._device = device
         slot = cirq.LineQubit(0)
         self._flat = FlatPoints(cirq.Circuit(cirq.Moment(g.on(slot)) for g in template.gates))
-        self._slots = [moment.operations[0] for moment in self._flat.circuit]
-        self._slot_names = [sorted(cirq.parameter_names(op)) for op in self._slots]
+        self._slots = [Unitaries(moment.operations[0]) for moment in self._flat.circuit]
         self._runs: list[tuple[cirq.Qid, Run]] = [
             (qubit, run) for qubit, runs in template.routing.runs().items() for run in runs
         ]
         self._names = [
-            sorted(
-                {n for f in run if isinstance(f, int) for n in cirq.parameter_names(self._slots[f])}
-            )
+            sorted({n for f in run if isinstance(f, int) for n in self._slots[f].names})
             for _, run in self._runs
         ]
-        self._slot_unitaries: dict[tuple, np.ndarray | None] = {}
         self._merged: list[dict[tuple[float, ...], _Merged | None]] = [{} for _ in self._runs]
         self._programs: dict[tuple[int, ...], _Program | None] = {}
 
@@ -201,7 +197,7 @@ class SweepEmulator:
         matrix = None
         for factor in run:
             if isinstance(factor, int):
-                factor = self._slot_unitary(factor, values)
+                factor = self._slots[factor].of(values)
                 if factor is None:
                     self._merged[r][key] = None
                     return None
@@ -215,15 +211,6 @@ class SweepEmulator:
         )
         self._merged[r][key] = merged
         return merged
-
-    def _slot_unitary(self, slot: int, values: Mapping[str, float]) -> np.ndarray | None:
-        """The matrix of parameterised gate ``slot`` at these flat values (once per distinct
-        value of its parameters), None when it has none."""
-        key = (slot, *(values[name] for name in self._slot_names[slot]))
-        if key not in self._slot_unitaries:
-            gate = cirq.resolve_parameters(self._slots[slot], values)
-            self._slot_unitaries[key] = cirq.unitary(gate, None)
-        return self._slot_unitaries[key]
 
     def _program(self, signature: tuple[int, ...], point: Mapping[str, float]) -> _Program | None:
         """The program of a signature, written once from ``point`` compiled as usual; None

@@ -12,7 +12,7 @@ from qubus.bus.messages import SandboxEvaluation
 from qubus.circuits import circuit_from_json, circuit_to_json
 from qubus.circuits.batched import apply
 from qubus.circuits.simulate import TerminalReadout, exact_form, ideal_distribution
-from qubus.circuits.sweeps import FlatPoints, Resolver
+from qubus.circuits.sweeps import FlatPoints, Resolver, Unitaries
 from qubus.devices.compile import CompiledCircuit, compile_for_device, compile_template
 from qubus.devices.emulation import emulate, emulated_runtime_s
 from qubus.devices.profiles import Device
@@ -105,7 +105,7 @@ def sweep_distributions(
         return None
     index = {q: i for i, q in enumerate(qubits)}
     axes = [[index[q] for q in op.qubits] for op in ops]
-    matrices = [_Unitaries(op) for op in ops]
+    matrices = [Unitaries(op) for op in ops]
     step = max(1, BATCH_AMPLITUDES >> len(qubits))
     distributions: list[dict[str, float]] = []
     for first in range(0, len(points), step):
@@ -117,32 +117,6 @@ def sweep_distributions(
             state = apply(state, matrix.at(batch), on)
         distributions += readout.distributions(np.abs(state.reshape(len(batch), -1)) ** 2)
     return distributions
-
-
-class _Unitaries:
-    """One operation's matrix at each of many points: computed once if the operation has no
-    parameters, else once per distinct value of its own parameters."""
-
-    def __init__(self, op: cirq.Operation) -> None:
-        self._op = op
-        self._names = sorted(cirq.parameter_names(op))
-        self._fixed = None if self._names else cirq.unitary(op)
-        self._seen: dict[tuple[float, ...], np.ndarray] = {}
-
-    def at(self, points: Sequence[Mapping[str, float]]) -> np.ndarray:
-        """``(d, d)`` when fixed, else ``(len(points), d, d)``; ``points`` give the values of
-        the operation's parameters."""
-        if self._fixed is not None:
-            return self._fixed
-        matrices = []
-        for point in points:
-            values = tuple(point[name] for name in self._names)
-            matrix = self._seen.get(values)
-            if matrix is None:
-                resolved_op = cirq.resolve_parameters(self._op, dict(point))
-                matrix = self._seen[values] = cirq.unitary(resolved_op)
-            matrices.append(matrix)
-        return np.stack(matrices)
 
 
 class PointCompiler:
