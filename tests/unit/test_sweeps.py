@@ -279,3 +279,18 @@ def test_points_evolved_one_stack_each_are_those_evolved_together(monkeypatch) -
     for one, alone in zip(whole, stacked, strict=True):
         assert one is not None and alone is not None
         assert alone[0] == pytest.approx(one[0], abs=1e-15)
+
+
+def test_the_sandbox_simulates_each_point_of_a_circuit_too_wide_to_batch() -> None:
+    theta = sympy.Symbol("theta")
+    q = cirq.LineQubit.range(BATCHED_MAX_QUBITS + 1)
+    circuit = cirq.Circuit(
+        cirq.H(q[0]), cirq.ry(theta).on(q[1]), cirq.CNOT.on_each(*zip(q, q[1:], strict=False))
+    )
+    circuit.append(cirq.measure(*q, key="m"))
+    points = [{"theta": t} for t in (0.0, 0.7, 2.0)]
+    evaluation = evaluate_sweep("u.w", circuit_to_json(circuit), points, 100, LIMITS)
+    for ideal, point in zip(evaluation.sweep_ideals, points, strict=True):
+        alone = ideal_distribution(resolved(circuit, point))
+        assert ideal.keys() == alone.keys()
+        assert all(ideal[k] == pytest.approx(alone[k], abs=1e-6) for k in alone)
