@@ -33,10 +33,11 @@ import sympy
 from benchmarks.fastpath import Waiter, cpu_seconds, stack_processes
 from qubus.bus import logs
 from qubus.bus.ids import sweep_point_id
+from qubus.bus.limits import MAX_SHOTS, MAX_SWEEP_POINTS
 from qubus.bus.messages import SubmitRequest, TaskAllocated
 from qubus.bus.natsserver import NatsServer
 from qubus.circuits import circuit_to_json
-from qubus.cli.common import default_fleet
+from qubus.cli.common import default_fleet, number_in
 from qubus.cli.stack import Supervisor, stack_specs
 from qubus.client.aio import Client
 
@@ -171,8 +172,8 @@ async def run(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--points", type=int, default=200)
-    parser.add_argument("--shots", type=int, default=1000)
+    parser.add_argument("--points", type=number_in(int, 1, MAX_SWEEP_POINTS), default=200)
+    parser.add_argument("--shots", type=number_in(int, 1, MAX_SHOTS), default=1000)
     parser.add_argument("--node", help="pin every task to this QPU node")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

@@ -48,7 +48,7 @@ from qubus.bus.messages import (
 )
 from qubus.bus.metrics import FIDELITY_ERROR
 from qubus.bus.service import Runtime
-from qubus.devices.fidelity import budget_fidelity
+from qubus.devices.fidelity import budget_fidelities
 from qubus.errors import CircuitRejected, Retry
 from qubus.lru import Lru
 from qubus.scheduling.outcomes import (
@@ -79,7 +79,7 @@ def predicted_fidelity(prediction: NodePrediction, sandbox: SandboxEvaluation, s
     if prediction.budget is None:
         return prediction.predicted_fidelity
     ideals = sandbox.sweep_ideals or [sandbox.ideal]
-    return statistics.fmean(budget_fidelity(prediction.budget, i, shots=shots) for i in ideals)
+    return statistics.fmean(budget_fidelities(prediction.budget, ideals, shots=shots))
 
 
 def _small(event: SandboxEvaluation | NoiseEvaluation) -> bool:

@@ -126,7 +126,7 @@ from qubus.network.splitplan import partition_of
 from qubus.scheduling.allocation import replacement_reason
 from qubus.scheduling.nodeorder import RunOrder
 from qubus.scheduling.replacement import allocation_subject, latest_allocation, qpu_consumer
-from qubus.scheduling.sweepchunks import point_batches, sweep_end
+from qubus.scheduling.sweepchunks import FIRST_BATCH_POINTS, batch_points, sweep_end
 
 log = get_logger()
 STATUS_INTERVAL_S = 2.0
@@ -135,9 +135,6 @@ ORDER_WINDOW = 16
 (``qubus.scheduling.nodeorder``); the rest wait in the stream, in order."""
 RESERVE_TIMEOUT_S = 10.0
 """How long the lead node of a split run waits for the link service's reservation."""
-SWEEP_BATCH_POINTS = 10
-"""Points of a sweep's chunk run in one worker call: between two calls the node publishes
-the chunk's progress and checks for the sweep's or a point's cancellation."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -538,12 +535,14 @@ class QpuNode:
         self, event: TaskAllocated, points: list[dict[str, float]], ctx: Context
     ) -> TaskCompleted | TaskFailed | None:
         """Run a chunk of a sweep's points (``TaskAllocated.chunk``; all of them without
-        one) in batches of ``SWEEP_BATCH_POINTS`` (``qubus.devices.sweeps.run_points``),
-        holding the node for one job of the chunk's shots. Each point's ``completed`` is
-        published as task ``<sweep id>-<k>``, and after each batch the chunk's
-        ``SweepProgress``. Before each batch the node stops if the sweep was cancelled (the
-        points not run end with it), and leaves out the points that have ended already
-        (cancelled one by one, or completed by an earlier run of this chunk).
+        one) in batches (``qubus.scheduling.sweepchunks.batch_points``; one worker call
+        each, ``qubus.devices.sweeps.run_points``),
+        holding the node for one job of the chunk's shots. Once the node has been held
+        through a batch's shots, each of its points' ``completed`` is published as task
+        ``<sweep id>-<k>``, then the chunk's ``SweepProgress``. Before each batch the node
+        stops if the sweep was cancelled (the points not run end with it), and leaves out
+        the points that have ended already (cancelled one by one, or completed by an
+        earlier run of this chunk).
 
         Every point's predicted fidelity is the allocation's (the mean over the points); the
         prediction is not recomputed on a newer calibration.
@@ -576,7 +575,8 @@ class QpuNode:
         )
         async with self._running(event, ctx):
             since = time.monotonic()
-            for batch in point_batches(chunk, SWEEP_BATCH_POINTS):
+            batch = range(chunk.first, min(chunk.first + FIRST_BATCH_POINTS, chunk.stop))
+            while batch:
                 if await self._bus.last_event(event.task_id, TaskCancelled) is not None:
                     log.info("qpu.sweep_cancelled", done=report.done, points=report.points)
                     return None
@@ -588,7 +588,8 @@ class QpuNode:
                     if end is None
                 ]
                 completions = [end for end in ends if isinstance(end, TaskCompleted)]
-                modelled_s = 0.0
+                modelled_s, size = 0.0, len(batch)
+                ran: list[TaskCompleted] = []
                 if todo:
                     seeds = [seed_for(task_id, "qpu") for _, task_id in todo]
                     counts, modelled_s = await self._pool.run(
@@ -621,7 +622,6 @@ class QpuNode:
                             todo, counts, seeds, strict=True
                         )
                     ]
-                    await asyncio.gather(*(ctx.publish(completed) for completed in ran))
                     completions += ran
                 report = report.model_copy(
                     update={
@@ -632,8 +632,14 @@ class QpuNode:
                         "emulated_s": report.emulated_s + modelled_s,
                     }
                 )
+                # The points' results exist once the node has run their shots.
                 await self._hold(report.emulated_s, since)
+                await asyncio.gather(*(ctx.publish(completed) for completed in ran))
                 await ctx.publish(report)
+                if todo:
+                    hold_s = modelled_s / len(todo) * self._settings.time_scale
+                    size = batch_points(hold_s)
+                batch = range(batch.stop, min(batch.stop + size, chunk.stop))
             self._count(report.emulated_s)
         return await self._end_sweep(event, current)
 

@@ -20,9 +20,10 @@ from qubus.bus.messages import (
 from qubus.client.aio import point_events, progress_of, stage_rows, status_of
 from qubus.scheduling.allocation import Decision
 from qubus.scheduling.sweepchunks import (
+    BATCH_POINTS_MAX,
     NodeRate,
+    batch_points,
     chunk_ranges,
-    point_batches,
     share_points,
     sweep_end,
     sweep_progress,
@@ -74,9 +75,13 @@ def test_chunks_are_contiguous_ranges_covering_every_point_once() -> None:
         ("b", 67, 133, 1, 3),
         ("c", 133, 200, 2, 3),
     ]
-    batches = point_batches(chunks[1][1], 10)
-    assert [len(b) for b in batches] == [10] * 6 + [6] and batches[0][0] == 67
-    assert [k for b in batches for k in b] == list(range(67, 133))
+
+
+def test_a_batch_of_points_holds_its_node_for_about_a_tenth_of_a_second() -> None:
+    assert batch_points(0.0027) == 37  # 1,000 shots on ibm_nairobi at time scale 0.01
+    assert batch_points(0.0135) == 7  # at time scale 0.05
+    assert batch_points(2.7) == 1  # a point holding the node longer than a batch should
+    assert batch_points(1e-6) == batch_points(0.0) == BATCH_POINTS_MAX
 
 
 def report(chunk: int, done: int, *, points: int = 10, completed: int | None = None, **kw):

@@ -19,17 +19,34 @@ from qubus.bus.ids import (
 from qubus.bus.messages import SubmitRequest, TaskOptions
 from qubus.circuits import circuit_to_json
 from qubus.circuits.ingest import task_options
+from qubus.circuits.simulate import ideal_distribution
 from qubus.circuits.sweeps import (
     Resolver,
     check_points,
     representative,
     resolved,
 )
+from qubus.devices import sweepemulation
 from qubus.devices.compile import compile_for_device
-from qubus.devices.emulation import JOB_OVERHEAD_S, emulate, emulated_runtime_s
+from qubus.devices.emulation import (
+    DENSITY_MATRIX_QUBITS,
+    JOB_OVERHEAD_S,
+    _final_probabilities,
+    emulate,
+    emulated_runtime_s,
+)
+from qubus.devices.fidelity import budget_fidelities, budget_fidelity
+from qubus.devices.prediction import noise_budget
 from qubus.devices.profiles import load_device
 from qubus.devices.sandbox import SandboxLimits, evaluate
-from qubus.devices.sweeps import PointCompiler, evaluate_sweep, point_compiler, run_points
+from qubus.devices.sweeps import (
+    BATCHED_MAX_QUBITS,
+    PointCompiler,
+    evaluate_sweep,
+    point_compiler,
+    run_points,
+    sweep_distributions,
+)
 from qubus.errors import CircuitRejected
 
 LIMITS = SandboxLimits(max_qubits=20, max_depth=1000, max_outcomes=4096)
@@ -131,3 +148,149 @@ def test_a_resolver_gives_each_point_as_resolving_the_circuit_does() -> None:
     for point in points:
         assert resolver.at(point) == resolved(circuit, point)
         assert not cirq.is_parameterized(resolver.at(point))
+
+
+def _dynamic_circuit() -> cirq.Circuit:
+    """A mid-circuit measurement steering a rotation: an exact form with a deferred
+    measurement."""
+    a, b = cirq.LineQubit.range(2)
+    theta = sympy.Symbol("theta")
+    return cirq.Circuit(
+        cirq.rx(theta).on(a),
+        cirq.measure(a, key="mid"),
+        cirq.X(b).with_classical_controls("mid"),
+        cirq.ry(theta / 2).on(a),
+        cirq.measure(a, b, key="out"),
+    )
+
+
+def _inverted_partial_circuit() -> cirq.Circuit:
+    """An inverted measurement, an unmeasured qubit, a parameterised two-qubit gate and an
+    expression of two parameters."""
+    q = cirq.LineQubit.range(4)
+    gamma, beta = sympy.Symbol("gamma"), sympy.Symbol("beta")
+    return cirq.Circuit(
+        cirq.H.on_each(*q),
+        cirq.ZZ(q[0], q[1]) ** gamma,
+        cirq.ry(2 * beta - gamma).on(q[2]),
+        cirq.CNOT(q[2], q[3]),
+        cirq.measure(q[3], q[0], key="b", invert_mask=(True,)),
+        cirq.measure(q[2], key="a"),
+    )
+
+
+@pytest.mark.parametrize(
+    "circuit, points",
+    [
+        (qaoa_circuit(), grid(9)),
+        (_inverted_partial_circuit(), grid(7)),
+        (_dynamic_circuit(), [{"theta": t} for t in (0.0, 0.4, 1.3, 3.0)]),
+    ],
+)
+def test_the_points_simulated_together_have_each_resolved_circuits_distribution(
+    circuit: cirq.Circuit, points: list[dict[str, float]]
+) -> None:
+    together = sweep_distributions(circuit, points)
+    assert together is not None
+    for distribution, point in zip(together, points, strict=True):
+        alone = ideal_distribution(resolved(circuit, point))
+        assert distribution.keys() == alone.keys()
+        assert all(distribution[k] == pytest.approx(alone[k], abs=1e-6) for k in alone)
+
+
+def test_points_too_wide_or_without_an_exact_form_are_simulated_one_by_one() -> None:
+    theta = sympy.Symbol("theta")
+    wide = cirq.Circuit(
+        cirq.rx(theta).on_each(*cirq.LineQubit.range(BATCHED_MAX_QUBITS + 1)),
+        cirq.measure(*cirq.LineQubit.range(BATCHED_MAX_QUBITS + 1), key="m"),
+    )
+    assert sweep_distributions(wide, [{"theta": 0.1}]) is None
+    a = cirq.LineQubit(0)
+    noisy = cirq.Circuit(cirq.rx(theta).on(a), cirq.depolarize(0.1).on(a), cirq.measure(a))
+    assert sweep_distributions(noisy, [{"theta": 0.1}]) is None  # a channel, not a unitary
+
+
+@pytest.mark.parametrize("node", ["ibm_nairobi", "quantinuum_h1_1"])
+def test_points_emulated_together_have_each_compiled_points_distribution(node: str) -> None:
+    """40 points of the grid (several structures: at gamma = 0 the RZ runs are identities and
+    dropped): each point's noisy diagonal, its shots and its compiled duration are those of the
+    point compiled and emulated alone."""
+    device = load_device(node)
+    circuit, points = qaoa_circuit(), grid(40)
+    emulator = PointCompiler(circuit, device).emulator
+    assert emulator is not None
+    together = emulator.probabilities(points)
+    counts = emulator.run(points, 500, list(range(40)))
+    durations = set()
+    for k, point in enumerate(points):
+        alone = compile_for_device(resolved(circuit, point), device)
+        probs, _qubits = _final_probabilities(alone, device)
+        ran = together[k]
+        assert ran is not None and counts[k] is not None
+        assert ran[0] == pytest.approx(probs, abs=1e-12)
+        shared = ran[1].compiled  # another point's, of the same structure
+        assert shared.moment_durations_ns == alone.moment_durations_ns
+        assert [m.qubits for m in shared.circuit] == [m.qubits for m in alone.circuit]
+        assert counts[k][0] == emulate(alone, device, 500, seed=k)
+        durations.add(alone.duration_ns)
+    assert len(durations) > 1  # the points do not all share one structure
+
+
+def test_points_of_a_register_run_as_trajectories_are_emulated_alone() -> None:
+    device = load_device("ibm_hanoi")
+    theta = sympy.Symbol("theta")
+    q = cirq.LineQubit.range(DENSITY_MATRIX_QUBITS + 1)
+    circuit = cirq.Circuit(
+        cirq.rx(theta).on(q[0]),
+        cirq.CNOT.on_each(*zip(q, q[1:], strict=False)),
+        cirq.measure(*q, key="m"),
+    )
+    emulator = PointCompiler(circuit, device).emulator
+    assert emulator is not None
+    assert emulator.run([{"theta": 0.3}], 50, [1]) == [None]
+    counts, _ = run_points(device, circuit_to_json(circuit), [{"theta": 0.3}], 50, [1], False)
+    alone = compile_for_device(resolved(circuit, {"theta": 0.3}), device)
+    assert counts == [emulate(alone, device, 50, seed=1)]
+
+
+@pytest.mark.parametrize("shots", [None, 1000])
+def test_a_sweeps_predicted_fidelities_are_each_points_own(shots: int | None) -> None:
+    """Fusion predicts a sweep's points through a node's budget together
+    (``budget_fidelities``): each is what ``budget_fidelity`` gives the point alone."""
+    circuit, points = qaoa_circuit(), grid(30)
+    ideals = evaluate_sweep("u.s", circuit_to_json(circuit), points, 100, LIMITS).sweep_ideals
+    for node in ("ibm_nairobi", "quantinuum_h1_1"):
+        device = load_device(node)
+        budget = noise_budget(compile_for_device(resolved(circuit, points[0]), device), device)
+        together = budget_fidelities(budget, ideals, shots=shots)
+        alone = [budget_fidelity(budget, ideal, shots=shots) for ideal in ideals]
+        assert together == pytest.approx(alone, abs=1e-12)
+        assert len(set(together)) > 1
+    with pytest.raises(ValueError, match="bits"):
+        budget_fidelities(budget, [{"01": 1.0}], shots=shots)
+
+
+def test_points_evolved_one_stack_each_are_those_evolved_together(monkeypatch) -> None:
+    device = load_device("ibm_nairobi")
+    circuit, points = qaoa_circuit(), grid(12)
+    whole = PointCompiler(circuit, device).emulator.probabilities(points)
+    monkeypatch.setattr(sweepemulation, "STACK_AMPLITUDES", 4**6)  # a point a stack
+    stacked = PointCompiler(circuit, device).emulator.probabilities(points)
+    for one, alone in zip(whole, stacked, strict=True):
+        assert one is not None and alone is not None
+        assert alone[0] == pytest.approx(one[0], abs=1e-15)
+
+
+def test_the_sandbox_simulates_each_point_of_a_circuit_too_wide_to_batch() -> None:
+    theta = sympy.Symbol("theta")
+    q = cirq.LineQubit.range(BATCHED_MAX_QUBITS + 1)
+    circuit = cirq.Circuit(
+        cirq.H(q[0]), cirq.ry(theta).on(q[1]), cirq.CNOT.on_each(*zip(q, q[1:], strict=False))
+    )
+    circuit.append(cirq.measure(*q, key="m"))
+    points = [{"theta": t} for t in (0.0, 0.7, 2.0)]
+    evaluation = evaluate_sweep("u.w", circuit_to_json(circuit), points, 100, LIMITS)
+    for ideal, point in zip(evaluation.sweep_ideals, points, strict=True):
+        alone = ideal_distribution(resolved(circuit, point))
+        assert ideal.keys() == alone.keys()
+        assert all(ideal[k] == pytest.approx(alone[k], abs=1e-6) for k in alone)

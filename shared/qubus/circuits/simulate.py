@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import cirq
 import numpy as np
@@ -225,12 +226,8 @@ def run(circuit: cirq.AbstractCircuit, shots: int, *, seed: int) -> cirq.Result:
 
 def _terminal_distribution(circuit: cirq.AbstractCircuit) -> dict[str, float]:
     qubits = sorted(circuit.all_qubits())
-    measured = {
-        op.gate.key: op
-        for op in circuit.all_operations()
-        if isinstance(op.gate, cirq.MeasurementGate)
-    }
-    if not measured:
+    readout = TerminalReadout.of(circuit, qubits)
+    if readout is None:
         return {"": 1.0}
     unitary = cirq.Circuit(op for op in circuit.all_operations() if not cirq.is_measurement(op))
     idle = set(qubits) - unitary.all_qubits()
@@ -239,29 +236,75 @@ def _terminal_distribution(circuit: cirq.AbstractCircuit) -> dict[str, float]:
         result = qsimcirq.QSimSimulator().simulate(unitary, qubit_order=qubits)
     except ValueError:  # gates qsim cannot translate, e.g. multi-valued controls
         result = cirq.Simulator(dtype=np.complex128).simulate(unitary, qubit_order=qubits)
-    state = result.final_state_vector
-    probs = (np.abs(state) ** 2).reshape((2,) * len(qubits))
-    axis = {q: i for i, q in enumerate(qubits)}
-    order: list[int] = []
-    flips: list[bool] = []
-    for key, _width in measurement_keys(circuit):
-        op = measured[key]
-        order.extend(axis[q] for q in op.qubits)
-        flips.extend(op.gate.full_invert_mask())
-    if len(set(order)) != len(order):
-        raise SimulationError("a qubit is measured under two terminal keys", code="sandbox.keys")
-    unmeasured = tuple(i for i in range(len(qubits)) if i not in order)
-    marginal = probs.sum(axis=unmeasured) if unmeasured else probs
-    kept = sorted(order)
-    marginal = np.transpose(marginal, [kept.index(i) for i in order])
-    for position, flip in enumerate(flips):
-        if flip:
-            marginal = np.flip(marginal, axis=position)
-    flat = marginal.reshape(-1)
-    total = flat.sum()
-    indices = np.flatnonzero(flat >= PROBABILITY_FLOOR)
-    width = len(order)
-    return {format(int(i), f"0{width}b"): float(flat[i] / total) for i in indices}
+    (distribution,) = readout.distributions(np.abs(result.final_state_vector[None]) ** 2)
+    return distribution
+
+
+@dataclass(frozen=True)
+class TerminalReadout:
+    """How the terminal measurements of a circuit read its register's basis states.
+
+    Attributes:
+        width: Qubits of the register (the first the most significant bit of a state).
+        order: The register position of every measured bit, in bit-string order.
+        flips: Whether each bit is inverted (``MeasurementGate.invert_mask``).
+    """
+
+    width: int
+    order: tuple[int, ...]
+    flips: tuple[bool, ...]
+
+    @staticmethod
+    def of(circuit: cirq.AbstractCircuit, qubits: Sequence[cirq.Qid]) -> TerminalReadout | None:
+        """The readout of a circuit with terminal measurements, each key once, on the
+        register ``qubits``; None when it measures nothing.
+
+        Raises:
+            SimulationError: ``sandbox.keys`` when a qubit is measured under two keys.
+        """
+        measured = {
+            op.gate.key: op
+            for op in circuit.all_operations()
+            if isinstance(op.gate, cirq.MeasurementGate)
+        }
+        if not measured:
+            return None
+        axis = {q: i for i, q in enumerate(qubits)}
+        order: list[int] = []
+        flips: list[bool] = []
+        for key, _width in measurement_keys(circuit):
+            op = measured[key]
+            order.extend(axis[q] for q in op.qubits)
+            flips.extend(op.gate.full_invert_mask())
+        if len(set(order)) != len(order):
+            raise SimulationError(
+                "a qubit is measured under two terminal keys", code="sandbox.keys"
+            )
+        return TerminalReadout(len(qubits), tuple(order), tuple(flips))
+
+    def distributions(self, probabilities: np.ndarray) -> list[dict[str, float]]:
+        """The distribution of the measured bit strings (without outcomes below
+        ``PROBABILITY_FLOOR``, renormalised) of each row of ``probabilities``, a
+        ``(points, 2 ** width)`` array of basis-state probabilities."""
+        points = len(probabilities)
+        probs = probabilities.reshape((points,) + (2,) * self.width)
+        unmeasured = tuple(1 + i for i in range(self.width) if i not in self.order)
+        marginal = probs.sum(axis=unmeasured) if unmeasured else probs
+        kept = sorted(self.order)
+        marginal = np.transpose(marginal, [0, *(1 + kept.index(i) for i in self.order)])
+        flipped = tuple(1 + position for position, flip in enumerate(self.flips) if flip)
+        if flipped:
+            marginal = np.flip(marginal, axis=flipped)
+        flat = marginal.reshape(points, -1)
+        totals = flat.sum(axis=1)
+        width = len(self.order)
+        return [
+            {
+                format(int(i), f"0{width}b"): float(row[i] / total)
+                for i in np.flatnonzero(row >= PROBABILITY_FLOOR)
+            }
+            for row, total in zip(flat, totals, strict=True)
+        ]
 
 
 def sample_counts(dist: Mapping[str, float], shots: int, *, seed: int) -> dict[str, int]:
@@ -301,14 +344,26 @@ def counts_from_bits(bits: np.ndarray) -> dict[str, int]:
     if width > PACKED_WIDTH:
         rows, counts = np.unique(bits, axis=0, return_counts=True)
         return {"".join(map(str, row)): int(n) for row, n in zip(rows, counts, strict=True)}
-    # Each row as one integer (first bit most significant): the same order, a 1-D unique.
+    # Each row as one integer (first bit most significant): the same order, a 1-D count.
     packed = bits.astype(np.int64) @ (1 << np.arange(width - 1, -1, -1, dtype=np.int64))
-    values, counts = np.unique(packed, return_counts=True)
-    return {format(v, f"0{width}b"): int(n) for v, n in zip(values.tolist(), counts, strict=True)}
+    if width <= TALLIED_WIDTH:
+        tally = np.bincount(packed)
+        values = np.flatnonzero(tally)
+        counts = tally[values]
+    else:
+        values, counts = np.unique(packed, return_counts=True)
+    return {
+        format(v, f"0{width}b"): n for v, n in zip(values.tolist(), counts.tolist(), strict=True)
+    }
 
 
 PACKED_WIDTH = 62
 """Widest bit string :func:`counts_from_bits` counts as one integer per shot."""
+
+TALLIED_WIDTH = 16
+"""Widest bit string :func:`counts_from_bits` counts with one tally of every possible value
+(2^16 bins at most), which is cheaper than sorting the shots (``numpy.unique``): a 6-bit,
+1,000-shot count 36 against 84 µs."""
 
 
 def counts_from_result(result: cirq.Result, keys: Sequence[tuple[str, int]]) -> dict[str, int]:

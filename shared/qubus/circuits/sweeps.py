@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import cirq
+import numpy as np
+import sympy
 
 from qubus.bus.messages import TaskOptions
 from qubus.errors import CircuitRejected
@@ -96,6 +98,72 @@ class Resolver:
                 ops.append(op)
             moments.append(cirq.Moment(ops))
         return cirq.Circuit.from_moments(*moments)
+
+
+class FlatPoints:
+    """A parameterised circuit with each parameter expression as a symbol of its own
+    (``cirq.flatten``: ``rz(2·gamma)`` reads ``<2*gamma/pi>``), and every expression's value
+    at many points computed at once (``sympy.lambdify`` over numpy arrays).
+
+    Resolving a flat circuit's operation is a dictionary look-up per symbol; resolving the
+    original expression goes through sympy's substitution, ~30× slower. The values agree with
+    cirq's resolution to rounding, not to the last bit.
+
+    Attributes:
+        circuit: The flat circuit.
+    """
+
+    def __init__(self, circuit: cirq.AbstractCircuit) -> None:
+        self.circuit, expressions = cirq.flatten(circuit)
+        self._values = []
+        for expression, symbol in expressions.items():
+            free = sorted(expression.free_symbols, key=lambda s: s.name)
+            function = sympy.lambdify(free, expression, "numpy")
+            self._values.append((symbol.name, [s.name for s in free], function))
+
+    def at(self, points: Sequence[Mapping[str, float]]) -> list[dict[str, float]]:
+        """Each point's values of the flat circuit's symbols."""
+        columns = {
+            symbol: np.broadcast_to(
+                function(*(np.array([p[name] for p in points], dtype=float) for name in names)),
+                len(points),
+            ).tolist()
+            for symbol, names, function in self._values
+        }
+        return [
+            {symbol: float(values[k]) for symbol, values in columns.items()}
+            for k in range(len(points))
+        ]
+
+
+class Unitaries:
+    """One operation's matrix at many points, given by their values of its parameters (a flat
+    circuit's, :class:`FlatPoints`): computed once if it has no parameters, else once per
+    distinct value of its own (a grid repeats them).
+
+    Attributes:
+        names: The operation's parameters.
+    """
+
+    def __init__(self, op: cirq.Operation) -> None:
+        self._op = op
+        self.names = sorted(cirq.parameter_names(op))
+        self._seen: dict[tuple[float, ...], np.ndarray | None] = {}
+
+    def of(self, values: Mapping[str, float]) -> np.ndarray | None:
+        """The matrix at these values (None where the operation has none)."""
+        key = tuple(values[name] for name in self.names)
+        if key not in self._seen:
+            resolved_op = cirq.resolve_parameters(self._op, values) if self.names else self._op
+            self._seen[key] = cirq.unitary(resolved_op, None)
+        return self._seen[key]
+
+    def at(self, points: Sequence[Mapping[str, float]]) -> np.ndarray:
+        """``(d, d)`` without parameters, else ``(len(points), d, d)``; the operation must
+        have a matrix at every point."""
+        if not self.names:
+            return self.of({})  # type: ignore[return-value]
+        return np.stack([self.of(values) for values in points])  # type: ignore[arg-type]
 
 
 def representative(circuit: cirq.AbstractCircuit, options: TaskOptions) -> cirq.AbstractCircuit:

@@ -269,6 +269,11 @@ class _Slot(cirq.Gate):
         return self.index
 
 
+Run = tuple[int | np.ndarray, ...]
+"""One run of one-qubit unitaries on a qubit, in the order applied: each a placeholder's index
+(``_Slot``) or a fixed gate's matrix."""
+
+
 @dataclass(frozen=True)
 class Routing:
     """A circuit laid out and routed, with ``_Slot`` placeholders for its one-qubit gates.
@@ -294,6 +299,23 @@ class Routing:
             for op in self.routed
         ]
         return _finish(routed, list(self.final), self.swaps, self.layout, self.device)
+
+    def runs(self) -> dict[cirq.Qid, list[Run]]:
+        """Each physical qubit's runs of one-qubit unitaries, in order: what
+        :meth:`fill` merges into one ``PhasedXZGate`` each, or drops (an identity)."""
+        runs: dict[cirq.Qid, list[Run]] = {}
+        open_runs: dict[cirq.Qid, list[int | np.ndarray]] = {}
+        for op in self.routed:
+            if _mergeable(op):
+                factor = op.gate.index if isinstance(op.gate, _Slot) else _unitary(op)
+                open_runs.setdefault(op.qubits[0], []).append(factor)
+                continue
+            for qubit in op.qubits:
+                if qubit in open_runs:
+                    runs.setdefault(qubit, []).append(tuple(open_runs.pop(qubit)))
+        for qubit, factors in open_runs.items():
+            runs.setdefault(qubit, []).append(tuple(factors))
+        return runs
 
 
 @dataclass(frozen=True)
@@ -662,24 +684,33 @@ def phased_xz(matrix: np.ndarray) -> cirq.PhasedXZGate:
     )._canonical()
 
 
+def merged_gate(matrix: np.ndarray) -> cirq.PhasedXZGate | None:
+    """The one gate of a merged run of one-qubit unitaries whose product is ``matrix``; None
+    when the run is the identity up to a phase (it is dropped)."""
+    identity = abs(matrix[0, 1]) < ATOL and abs(matrix[0, 0] - matrix[1, 1]) < ATOL
+    return None if identity else phased_xz(matrix)
+
+
+def _mergeable(op: cirq.Operation) -> bool:
+    """Whether ``op`` joins a run of one-qubit unitaries (a ``_Slot`` stands for one)."""
+    return (
+        len(op.qubits) == 1
+        and not isinstance(op, cirq.ClassicallyControlledOperation)
+        and (isinstance(op.gate, _Slot) or cirq.has_unitary(op))
+    )
+
+
 def _merge_single_qubit(ops: list[cirq.Operation]) -> Iterator[cirq.Operation]:
     """Merge runs of unconditioned one-qubit unitaries into one ``PhasedXZGate`` each."""
     pending: dict[cirq.Qid, np.ndarray] = {}
 
     def flush(qubit: cirq.Qid) -> Iterator[cirq.Operation]:
         matrix = pending.pop(qubit, None)
-        if matrix is not None:
-            identity = abs(matrix[0, 1]) < ATOL and abs(matrix[0, 0] - matrix[1, 1]) < ATOL
-            if not identity:
-                yield phased_xz(matrix).on(qubit)
+        if matrix is not None and (gate := merged_gate(matrix)) is not None:
+            yield gate.on(qubit)
 
     for op in ops:
-        mergeable = (
-            len(op.qubits) == 1
-            and not isinstance(op, cirq.ClassicallyControlledOperation)
-            and cirq.has_unitary(op)
-        )
-        if mergeable:
+        if _mergeable(op):
             (qubit,) = op.qubits
             held = pending.get(qubit)
             pending[qubit] = _unitary(op) if held is None else _unitary(op) @ held

@@ -111,15 +111,20 @@ def _sandwich(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 
 def on_each(per_qubit: Sequence[np.ndarray]) -> np.ndarray:
-    """One superoperator on ``k`` qubits from a one-qubit superoperator for each, in order."""
+    """One superoperator on ``k`` qubits from a one-qubit superoperator for each, in order.
+
+    Each may be a stack of them (``(…, 4, 4)``, a sweep's points); the result is then the
+    stack of each point's, the stacks broadcast together."""
     k = len(per_qubit)
     if k == 1:
         return per_qubit[0]
-    tensors = [s.reshape(2, 2, 2, 2) for s in per_qubit]  # (row, column, row in, column in)
+    # (…, row, column, row in, column in)
+    tensors = [s.reshape(*s.shape[:-2], 2, 2, 2, 2) for s in per_qubit]
     operands: list = []
     for j, tensor in enumerate(tensors):
-        operands += [tensor, [j, k + j, 2 * k + j, 3 * k + j]]
-    return np.einsum(*operands, list(range(4 * k))).reshape(4**k, 4**k)
+        operands += [tensor, [..., j, k + j, 2 * k + j, 3 * k + j]]
+    stack = np.broadcast_shapes(*(s.shape[:-2] for s in per_qubit))
+    return np.einsum(*operands, [..., *range(4 * k)]).reshape(*stack, 4**k, 4**k)
 
 
 def fuse(*superoperators: np.ndarray | None) -> np.ndarray:

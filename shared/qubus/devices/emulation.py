@@ -27,7 +27,9 @@ that :func:`bit_qubits` gives.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import cirq
 import numpy as np
@@ -213,14 +215,14 @@ def moment_noise(
 
 def _relaxation(t_ns: float, qubit: QubitCal) -> list[cirq.Gate]:
     """Amplitude damping (T1) then, if T2 < 2·T1, pure dephasing, for ``t_ns``."""
-    amplitude, phase = _relaxation_rates(t_ns, qubit)
+    amplitude, phase = relaxation_rates(t_ns, qubit)
     channels: list[cirq.Gate] = [cirq.amplitude_damp(amplitude)]
     if phase is not None:
         channels.append(cirq.phase_damp(phase))
     return channels
 
 
-def _relaxation_rates(t_ns: float, qubit: QubitCal) -> tuple[float, float | None]:
+def relaxation_rates(t_ns: float, qubit: QubitCal) -> tuple[float, float | None]:
     """The amplitude damping of relaxing for ``t_ns``, and its pure dephasing (None when
     T2 ≥ 2·T1)."""
     t_us = t_ns / 1000
@@ -260,21 +262,16 @@ def emulate(
     Returns:
         Counts keyed by bit strings in the ``qubus.circuits.simulate`` convention.
     """
-    exact = not noiseless and uses_density_matrix(compiled)
-    if exact:
-        circuit, keys = compiled.circuit, measurement_keys(compiled.circuit)
-    else:
-        circuit, keys = _register_circuit(compiled, device, noiseless=noiseless)
+    if not noiseless and uses_density_matrix(compiled):
+        probs, qubits = _final_probabilities(compiled, device)
+        return DensityReadout.of(compiled, device, qubits).counts(probs, shots, seed=seed)
+    circuit, keys = _register_circuit(compiled, device, noiseless=noiseless)
     if not keys:
         return {"": shots}
     rng = np.random.default_rng(seed)
     simulator_seed = int(rng.integers(2**31))
-    terminal = None if exact else exact_form(circuit)
-    if exact:
-        probs, qubits = _final_probabilities(compiled, device)
-        drawn = rng.choice(probs.size, size=shots, p=probs / probs.sum())
-        bits = bit_columns(drawn, _measurements(circuit), keys, qubits)
-    elif terminal is not None:
+    terminal = exact_form(circuit)
+    if terminal is not None:
         count = trajectory_count(register_width(terminal), shots, noisy=not noiseless)
         bits = sample_trajectories(
             terminal, keys, shots, trajectories=count, rng=rng, progress=progress
@@ -284,6 +281,43 @@ def emulate(
     if not noiseless:
         bits = readout_flips(bits, _readout_qubits(compiled, keys), device, rng)
     return counts_from_bits(bits)
+
+
+@dataclass(frozen=True)
+class DensityReadout:
+    """How :func:`emulate` reads shots off the diagonal of a register it simulates as one
+    density matrix (``uses_density_matrix``).
+
+    Attributes:
+        bits: Each basis state's measured bits, ``(2^qubits, Σ widths)``, unflipped.
+        readout_qubits: The physical qubit behind each bit column (its readout errors).
+        device: The device (its readout errors).
+    """
+
+    bits: np.ndarray
+    readout_qubits: list[int]
+    device: Device
+
+    @staticmethod
+    def of(compiled: CompiledCircuit, device: Device, qubits: list[cirq.Qid]) -> DensityReadout:
+        """The readout of ``compiled`` whose register is ``qubits`` (as
+        ``_final_probabilities`` gives them)."""
+        keys = measurement_keys(compiled.circuit)
+        states = np.arange(2 ** len(qubits))
+        bits = bit_columns(states, _measurements(compiled.circuit), keys, qubits)
+        return DensityReadout(bits, _readout_qubits(compiled, keys), device)
+
+    def counts(self, probs: np.ndarray, shots: int, *, seed: int) -> dict[str, int]:
+        """``shots`` shots drawn from the diagonal ``probs``, each bit through its readout
+        flips."""
+        if self.bits.shape[1] == 0:
+            return {"": shots}
+        rng = np.random.default_rng(seed)
+        rng.integers(2**31)  # emulate's simulator seed, drawn first on every path
+        drawn = rng.choice(probs.size, size=shots, p=probs / probs.sum())
+        return counts_from_bits(
+            readout_flips(self.bits[drawn], self.readout_qubits, self.device, rng)
+        )
 
 
 def emulated_distribution(compiled: CompiledCircuit, device: Device) -> dict[str, float] | None:
@@ -409,37 +443,88 @@ def _final_probabilities(
 def _numpy_probabilities(
     compiled: CompiledCircuit, device: Device, qubits: list[cirq.Qid]
 ) -> np.ndarray:
-    """:func:`_final_probabilities` in numpy, one superoperator product per multi-qubit
-    gate (``qubus.devices.densitymatrix``).
+    """:func:`_final_probabilities` in numpy: the products of :func:`density_steps`, one per
+    multi-qubit gate (``qubus.devices.densitymatrix``)."""
+    index = {q: i for i, q in enumerate(qubits)}
+    rho = DensityMatrix(len(qubits))
+    for step in density_steps(compiled, device, superoperator):
+        rho.evolve(step.superoperator(fuse), [index[q] for q in step.qubits])
+    return rho.probabilities()
+
+
+Term = TypeVar("Term")
+"""A one-qubit operation's superoperator, or what stands for it (a sweep's one-qubit runs,
+``qubus.devices.sweepemulation``)."""
+
+
+@dataclass(frozen=True)
+class DensityStep(Generic[Term]):
+    """One superoperator product of the noisy density-matrix evolution.
+
+    Attributes:
+        qubits: The qubits it acts on.
+        before: Per qubit, what was held back on it, in order (superoperators, or terms
+            standing for them), to apply first; None when nothing was.
+        matrix: The superoperator after those (a gate fused with the relaxation and the
+            depolarizing around it); None when the step only applies what was held.
+    """
+
+    qubits: tuple[cirq.Qid, ...]
+    before: tuple[tuple[np.ndarray | Term, ...], ...] | None
+    matrix: np.ndarray | None
+
+    def superoperator(self, fused: Callable[..., np.ndarray]) -> np.ndarray:
+        """The step's superoperator (or a stack of them), ``fused(*terms)`` the product of
+        one qubit's held terms in order."""
+        if self.before is None:
+            return self.matrix  # type: ignore[return-value]
+        before = on_each([fused(*terms) if terms else _IDENTITY for terms in self.before])
+        return before if self.matrix is None else self.matrix @ before
+
+
+def density_steps(
+    compiled: CompiledCircuit, device: Device, one_qubit: Callable[[cirq.Operation], Term]
+) -> list[DensityStep[Term]]:
+    """The noisy density-matrix evolution of ``compiled`` as products, one per multi-qubit
+    gate, then one per qubit for what is left.
 
     A gate's superoperator is fused from its qubits' relaxation before it, the gate and its
     depolarizing after it. What happens to one qubit alone (its one-qubit gates with their
     noise, its relaxation) commutes with everything on the other qubits, so it is held back
-    and folded into the qubit's next multi-qubit gate, or applied on its own before its
-    measurement or at the end.
+    and folded into the qubit's next multi-qubit gate, or applied on its own at the end
+    (measurements are terminal). Held superoperators that follow each other are multiplied
+    at once; a one-qubit operation is held as ``one_qubit(op)``.
     """
-    index = {q: i for i, q in enumerate(qubits)}
-    rho = DensityMatrix(len(qubits))
-    held: dict[cirq.Qid, np.ndarray] = {}
+    held: dict[cirq.Qid, list[np.ndarray | Term]] = {}
+
+    def hold(q: cirq.Qid, term: np.ndarray | Term) -> None:
+        terms = held.setdefault(q, [])
+        if isinstance(term, np.ndarray) and terms and isinstance(terms[-1], np.ndarray):
+            terms[-1] = term @ terms[-1]
+        else:
+            terms.append(term)
+
+    steps: list[DensityStep[Term]] = []
     for moment, relaxing, probabilities in moment_noise(compiled, device):
         for q, t_ns in relaxing.items():
-            amplitude, phase = _relaxation_rates(t_ns, device.qubits[q.x])
-            held[q] = fuse(held.get(q), damping(amplitude, phase or 0.0))
+            amplitude, phase = relaxation_rates(t_ns, device.qubits[q.x])
+            hold(q, damping(amplitude, phase or 0.0))
         for op, p in zip(moment, probabilities, strict=True):
             if cirq.is_measurement(op):
                 continue
             after = depolarizing(p, len(op.qubits)) if p > 0 else None
             if len(op.qubits) == 1:
                 (q,) = op.qubits
-                held[q] = fuse(held.get(q), superoperator(op), after)
+                hold(q, one_qubit(op))
+                if after is not None:
+                    hold(q, after)
                 continue
             before = None
             if any(q in held for q in op.qubits):
-                before = on_each([held.pop(q, _IDENTITY) for q in op.qubits])
-            rho.evolve(fuse(before, superoperator(op), after), [index[q] for q in op.qubits])
-    for q, alone in held.items():
-        rho.evolve(alone, [index[q]])
-    return rho.probabilities()
+                before = tuple(tuple(held.pop(q, [])) for q in op.qubits)
+            steps.append(DensityStep(tuple(op.qubits), before, fuse(superoperator(op), after)))
+    steps += [DensityStep((q,), (tuple(terms),), None) for q, terms in held.items()]
+    return steps
 
 
 _IDENTITY = np.eye(4)

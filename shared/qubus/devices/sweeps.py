@@ -6,22 +6,24 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import cirq
+import numpy as np
 
 from qubus.bus.messages import SandboxEvaluation
 from qubus.circuits import circuit_from_json, circuit_to_json
-from qubus.circuits.simulate import ideal_distribution
-from qubus.circuits.sweeps import Resolver
+from qubus.circuits.batched import apply
+from qubus.circuits.simulate import TerminalReadout, exact_form, ideal_distribution
+from qubus.circuits.sweeps import FlatPoints, Resolver, Unitaries
 from qubus.devices.compile import CompiledCircuit, compile_for_device, compile_template
 from qubus.devices.emulation import emulate, emulated_runtime_s
 from qubus.devices.profiles import Device
 from qubus.devices.sandbox import (
     SandboxLimits,
-    check_limits,
     check_norm,
     check_numerics,
     evaluate,
     most_likely,
 )
+from qubus.devices.sweepemulation import SweepEmulator
 
 
 def evaluate_sweep(
@@ -35,29 +37,97 @@ def evaluate_sweep(
     (``qubus.devices.sandbox.evaluate``: limits, numerics, ΔRepro, ideal counts), and every
     point's ideal distribution, each checked numerically, in ``sweep_ideals``.
 
+    The points share the circuit's width and depth, so the first point's limits are every
+    point's. The others' distributions are simulated together (:func:`sweep_distributions`)
+    where the circuit allows, else each resolved circuit alone.
+
     Raises:
         SimulationError: as ``evaluate``, for any point.
     """
-    resolver = Resolver(circuit_from_json(circuit_json))
+    circuit = circuit_from_json(circuit_json)
+    resolver = Resolver(circuit)
     first = evaluate(task_id, circuit_to_json(resolver.at(points[0])), shots, limits)
+    rest = sweep_distributions(circuit, points[1:])
+    if rest is None:
+        rest = [
+            ideal_distribution(resolver.at(point), max_qubits=limits.max_qubits)
+            for point in points[1:]
+        ]
     ideals = [first.ideal]
     norm_error = first.norm_error
-    for point in points[1:]:
-        point_circuit = resolver.at(point)
-        check_limits(point_circuit, limits)
-        distribution = ideal_distribution(point_circuit, max_qubits=limits.max_qubits)
+    for distribution in rest:
         norm_error = max(norm_error, check_norm(check_numerics(distribution)))
         ideals.append(most_likely(distribution, limits.max_outcomes))
     return first.model_copy(update={"sweep_ideals": ideals, "norm_error": norm_error})
 
 
+BATCHED_MAX_QUBITS = 10
+"""Widest circuit whose points :func:`sweep_distributions` simulates together; wider ones are
+simulated point by point with qsim, whose kernels pay off there."""
+
+BATCH_AMPLITUDES = 2**18
+"""Amplitudes (points × 2^qubits) :func:`sweep_distributions` evolves at once: 4 MB."""
+
+
+def sweep_distributions(
+    circuit: cirq.AbstractCircuit, points: Sequence[Mapping[str, float]]
+) -> list[dict[str, float]] | None:
+    """Each point's ideal distribution, as ``qubus.circuits.simulate.ideal_distribution`` of
+    the circuit resolved there gives it (to rounding: double precision here, single in qsim),
+    with the points' state vectors evolved together (``qubus.circuits.batched``).
+
+    A fixed gate's matrix is computed once for every point, a parameterised gate's once per
+    distinct value of its parameters.
+
+    Returns:
+        The distributions in the order of ``points``; None for a circuit without an exact
+        form of unitaries and terminal measurements, with a gate that is not unitary, or
+        wider than ``BATCHED_MAX_QUBITS`` (simulate each point alone then).
+
+    Raises:
+        SimulationError: ``sandbox.keys`` when a qubit is measured under two keys.
+    """
+    if not points:
+        return []
+    exact = exact_form(circuit)
+    if exact is None:
+        return None
+    qubits = sorted(exact.all_qubits())
+    if len(qubits) > BATCHED_MAX_QUBITS:
+        return None
+    readout = TerminalReadout.of(exact, qubits)
+    if readout is None:
+        return [{"": 1.0} for _ in points]
+    flat = FlatPoints(exact)
+    values = flat.at(points)
+    ops = [op for op in flat.circuit.all_operations() if not cirq.is_measurement(op)]
+    if not all(cirq.has_unitary(cirq.resolve_parameters(op, values[0])) for op in ops):
+        return None
+    index = {q: i for i, q in enumerate(qubits)}
+    axes = [[index[q] for q in op.qubits] for op in ops]
+    matrices = [Unitaries(op) for op in ops]
+    step = max(1, BATCH_AMPLITUDES >> len(qubits))
+    distributions: list[dict[str, float]] = []
+    for first in range(0, len(points), step):
+        batch = values[first : first + step]
+        state = np.zeros((len(batch), 2 ** len(qubits)), dtype=np.complex128)
+        state[:, 0] = 1.0
+        state = state.reshape((len(batch),) + (2,) * len(qubits))
+        for matrix, on in zip(matrices, axes, strict=True):
+            state = apply(state, matrix.at(batch), on)
+        distributions += readout.distributions(np.abs(state.reshape(len(batch), -1)) ** 2)
+    return distributions
+
+
 class PointCompiler:
     """Compiles a sweep's points for a device: the circuit laid out and routed once and each
     point bound (``qubus.devices.compile.Template``) where its parameters are all in one-qubit
-    gates, each point resolved and compiled otherwise."""
+    gates, each point resolved and compiled otherwise. With a template, the points are also
+    emulated together (``emulator``, ``qubus.devices.sweepemulation``)."""
 
     def __init__(self, circuit: cirq.AbstractCircuit, device: Device) -> None:
         template = compile_template(circuit, device)
+        self.emulator = None if template is None else SweepEmulator(template, device)
         if template is not None:
             self._compile: Callable[[Mapping[str, float]], CompiledCircuit] = template.bind
         else:
@@ -94,19 +164,27 @@ def run_points(
     seeds: Sequence[int],
     noiseless: bool,
 ) -> tuple[list[dict[str, int]], float]:
-    """Run every point of a sweep on the device's emulator (in the QPU's worker process).
+    """Run every point of a sweep on the device's emulator (in the QPU's worker process):
+    together where they can be (``SweepEmulator``), each compiled and emulated alone
+    otherwise (noiseless runs, parameters outside one-qubit gates, registers run as
+    trajectories).
 
     Returns:
         Each point's counts, and the modelled run time of their shots (``shots`` for every
-        point: the points share the compiled structure, so their durations are equal),
-        without the device's per-job overhead, which the job of the whole sweep or chunk
-        counts once.
+        point at the first point's duration), without the device's per-job overhead, which
+        the job of the whole sweep or chunk counts once.
     """
     compiler = point_compiler(circuit_json, device)
-    compiled = [compiler(point) for point in points]
-    counts = [
-        emulate(each, device, shots, seed=seed, noiseless=noiseless)
-        for each, seed in zip(compiled, seeds, strict=True)
-    ]
+    together = [None] * len(points)
+    if compiler.emulator is not None and not noiseless:
+        together = compiler.emulator.run(points, shots, seeds)
+    counts: list[dict[str, int]] = []
+    compiled: list[CompiledCircuit] = []
+    for point, seed, ran in zip(points, seeds, together, strict=True):
+        if ran is None:
+            alone = compiler(point)
+            ran = emulate(alone, device, shots, seed=seed, noiseless=noiseless), alone
+        counts.append(ran[0])
+        compiled.append(ran[1])
     shots_s = emulated_runtime_s(compiled[0], device, shots * len(points))
     return counts, shots_s - emulated_runtime_s(compiled[0], device, 0)
