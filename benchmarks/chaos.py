@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -484,11 +485,23 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def memory(stack: Supervisor, server: NatsServer) -> dict[str, float]:
-    """Resident MB of each service process with its workers, and of the nats-server."""
-    sizes = {label: sum(_rss_mb(p) for p in _tree(stack.pid(label))) for label in stack.children}
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) process ``pid`` has used."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def per_process(
+    stack: Supervisor, server: NatsServer, measure: Callable[[int], float]
+) -> dict[str, float]:
+    """``measure`` (``_rss_mb``, ``_cpu_s``) of each service process with its workers, and of
+    the nats-server."""
+    sizes = {label: sum(measure(p) for p in _tree(stack.pid(label))) for label in stack.children}
     assert server.process is not None
-    sizes["nats-server"] = _rss_mb(server.process.pid)
+    sizes["nats-server"] = measure(server.process.pid)
     return sizes
 
 
@@ -619,14 +632,19 @@ async def soak(
     good = Good(client, 64)
     pending: set[asyncio.Task[None]] = set()
     rows: list[dict[str, object]] = []
-    sizes = [memory(stack, server)]
+    sizes = [per_process(stack, server, _rss_mb)]
+    cpu = [per_process(stack, server, _cpu_s)]
     stored = [await task_stream(client)]
     started = time.time()
     for minute in range(args.soak):
         await open_loop(good, rate, started + 60 * (minute + 1) - time.time(), pending)
-        sizes.append(memory(stack, server))
+        sizes.append(per_process(stack, server, _rss_mb))
+        cpu.append(per_process(stack, server, _cpu_s))
         stored.append(await task_stream(client))
-        rows.append({"minute": minute + 1, "load": round(os.getloadavg()[0], 1)})
+        backlog = in_flight(good, ends, time.time()) + len(pending)
+        rows.append(
+            {"minute": minute + 1, "backlog": backlog, "load": round(os.getloadavg()[0], 1)}
+        )
         print(f"minute {minute + 1}: {stored[-1]}, {sizes[-1]}", file=sys.stderr, flush=True)
     await asyncio.gather(*pending)
     figures = await outcome(client, good, ends, exits(stack))
@@ -655,6 +673,13 @@ async def soak(
         "latency_per_minute": rows,
         "rss_mb_per_minute": {label: [round(s[label]) for s in sizes] for label in labels},
         "rss_mb_total_per_minute": [round(sum(s.values())) for s in sizes],
+        "cpu_s_per_minute": {
+            label: [
+                round(max(0.0, after[label] - before[label]), 1)
+                for before, after in itertools.pairwise(cpu)
+            ]
+            for label in labels
+        },
         "task_stream_per_minute": stored,
     }
 
@@ -671,18 +696,26 @@ def _print(figures: Figures) -> None:
                     f"{row['load']:>4}  {row['held']}"
                 )
         elif key == "latency_per_minute":
-            print("\nminute  submitted  ended  p50 ms  p99 ms  load average (1 min, at its end)")
+            print(
+                "\nminute  submitted  ended  p50 ms  p99 ms  backlog at its end  "
+                "load average (1 min, at its end)"
+            )
             for row in value:  # type: ignore[attr-defined]
                 print(
                     f"{row['minute']:>6}  {row['submitted']:>9}  {row['ended']:>5}  "
-                    f"{row['p50_ms']!s:>6}  {row['p99_ms']!s:>6}  {row['load']:>5}"
+                    f"{row['p50_ms']!s:>6}  {row['p99_ms']!s:>6}  {row['backlog']:>18}  "
+                    f"{row['load']:>5}"
                 )
         elif key == "task_stream_per_minute":
             print("\ntask stream at the start and after each minute")
             for field in ("events", "mb", "subjects"):
                 print(f"{field:>24}: " + " ".join(f"{row[field]:>5}" for row in value))  # type: ignore[attr-defined]
-        elif key == "rss_mb_per_minute":
-            print("\nresident MB at the start and after each minute")
+        elif key in ("rss_mb_per_minute", "cpu_s_per_minute"):
+            print(
+                "\nresident MB at the start and after each minute"
+                if key == "rss_mb_per_minute"
+                else "\nCPU seconds used in each minute"
+            )
             for label, series in value.items():  # type: ignore[attr-defined]
                 print(f"{label:>24}: " + " ".join(f"{mb:>5}" for mb in series))
         elif isinstance(value, dict):
