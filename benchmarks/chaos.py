@@ -684,28 +684,31 @@ async def soak(
     }
 
 
+def _table(title: str, columns: dict[str, str], rows: list[dict[str, object]]) -> None:
+    """``rows`` under ``title``: one column per key of ``columns``, headed by its value."""
+    print(f"\n{title}\n" + "  ".join(columns.values()))
+    for row in rows:
+        print("  ".join(f"{row[key]!s:>{len(head)}}" for key, head in columns.items()))
+
+
 def _print(figures: Figures) -> None:
     for key, value in figures.items():
         if key == "capacity_steps":
-            print("\ncapacity steps")
-            print("tasks/s    due  ended/s  backlog growth  p50 ms  p99 ms  load  held")
-            for row in value:  # type: ignore[attr-defined]
-                print(
-                    f"{row['rate']:>7}  {row['due']:>5}  {row['ended_per_s']:>7}  "
-                    f"{row['backlog_growth']:>14}  {row['p50_ms']!s:>6}  {row['p99_ms']!s:>6}  "
-                    f"{row['load']:>4}  {row['held']}"
-                )
-        elif key == "latency_per_minute":
-            print(
-                "\nminute  submitted  ended  p50 ms  p99 ms  backlog at its end  "
-                "load average (1 min, at its end)"
+            _table(
+                "capacity steps",
+                {"rate": "tasks/s", "due": "due", "ended_per_s": "ended/s"}
+                | {"backlog_growth": "backlog growth", "p50_ms": "p50 ms", "p99_ms": "p99 ms"}
+                | {"load": "load", "held": "held"},
+                value,  # type: ignore[arg-type]
             )
-            for row in value:  # type: ignore[attr-defined]
-                print(
-                    f"{row['minute']:>6}  {row['submitted']:>9}  {row['ended']:>5}  "
-                    f"{row['p50_ms']!s:>6}  {row['p99_ms']!s:>6}  {row['backlog']:>18}  "
-                    f"{row['load']:>5}"
-                )
+        elif key == "latency_per_minute":
+            _table(
+                "latency of the tasks due in each minute",
+                {"minute": "minute", "submitted": "submitted", "ended": "ended"}
+                | {"p50_ms": "p50 ms", "p99_ms": "p99 ms", "backlog": "backlog at its end"}
+                | {"load": "load average (1 min, at its end)"},
+                value,  # type: ignore[arg-type]
+            )
         elif key == "task_stream_per_minute":
             print("\ntask stream at the start and after each minute")
             for field in ("events", "mb", "subjects"):

@@ -37,23 +37,26 @@ from nats.aio.client import Client
 
 from qubus.bus import logs
 from qubus.bus.connection import H_MSG_ID, STREAM, Bus
+from qubus.bus.messages import (
+    NoiseEvaluation,
+    SandboxEvaluation,
+    TaskAllocated,
+    TaskChecked,
+    TaskCompleted,
+    TaskIngested,
+    TaskParsed,
+    TaskRunning,
+    TaskScored,
+)
 from qubus.bus.natsserver import free_ports, server_binary
 from qubus.cli.common import number_in
 
-EVENTS = (
-    "ingested",
-    "parsed",
-    "checked",
-    "eval.sandbox",
-    "eval.noise",
-    "scored",
-    "allocated.ibm_nairobi",
-    "started.ibm_nairobi",
-    "completed.ibm_nairobi",
-    "feedback",
-    "extra",
+EVENTS = tuple(
+    kind.EVENT + (".ibm_nairobi" if kind in (TaskAllocated, TaskRunning, TaskCompleted) else "")
+    for kind in (TaskIngested, TaskParsed, TaskChecked, SandboxEvaluation, NoiseEvaluation)
+    + (TaskScored, TaskAllocated, TaskRunning, TaskCompleted)
 )
-"""Event tails (the first ``--events-per-task`` are used)."""
+"""A task's event tails through the pipeline, as stored (the first ``--events-per-task``)."""
 RECORD = re.compile(r"^(\d+): (\d+) \[\d+: \d+\] @", re.MULTILINE)
 SITES = (
     ("per-block subject state", "writeMsgRecordLocked", True),
