@@ -29,12 +29,12 @@ the first server) is SIGKILLed.
 ``--soak MINUTES``: measures the stack's sustained capacity unless ``--capacity`` is given:
 open-loop submission in steps of ``--step-seconds``, from ``--capacity-from`` tasks/s up by
 ``--capacity-step``, until a step's completions fall behind (fewer than 95 % of its tasks
-ended during it, the backlog grew, or its p99 more than doubled, past 1 s); the capacity is the last
-step that held. Then it submits at ``--load`` times that for MINUTES, open loop (a task's
-latency runs from when it was due): each minute the resident memory of every process (a
-service with its worker processes; pages shared with the fork server are counted in each), the
-task stream's stored events, and the p50/p99 latency of the tasks due in that minute, with
-the machine's load average.
+ended during it, the backlog grew, or its p99 more than doubled, past 1 s); the capacity is
+the last step that held. Then it submits at ``--load`` times that for MINUTES, open loop (a
+task's latency runs from when it was due): each minute the resident memory and CPU seconds of
+every process (a service with its worker processes; pages shared with the fork server are
+counted in each), the task stream's stored events, the backlog, and the p50/p99 latency of
+the tasks due in that minute, with the machine's load average.
 
 Good tasks are submitted ``--submitters`` at a time and all stay in flight until done; their
 ends are read from the stream (lost: no terminal event in time; duplicated: more than one).
@@ -517,7 +517,7 @@ async def open_loop(
     earlier ones were answered (submissions not yet answered are left in ``pending``)."""
     started = time.time()
     launched = 0
-    while started + launched / rate < started + seconds:
+    while launched / rate < seconds:
         task = asyncio.create_task(good.one(started + launched / rate))
         pending.add(task)
         task.add_done_callback(pending.discard)
@@ -613,10 +613,10 @@ async def task_stream(client: Client) -> dict[str, int]:
     """The task stream's stored events, MB and distinct subjects."""
     reply = await client.bus.nc.request(f"$JS.API.STREAM.INFO.{STREAM}", b"", timeout=10)
     state = json.loads(reply.data)["state"]  # nats-py's StreamState lacks num_subjects
-    return {
-        "events": state["messages"],
-        "mb": state["bytes"] // 2**20,
-        "subjects": state["num_subjects"],
+    return {  # the server leaves a field out when it is 0
+        "events": state.get("messages", 0),
+        "mb": state.get("bytes", 0) // 2**20,
+        "subjects": state.get("num_subjects", 0),
     }
 
 
