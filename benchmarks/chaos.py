@@ -66,6 +66,7 @@ from pathlib import Path
 import cirq
 import msgpack
 import nats.errors
+import nats.js.errors
 
 from qubus.bus import codec, logs
 from qubus.bus.auth import ANONYMOUS
@@ -251,11 +252,29 @@ async def ends_in_stream(client: Client) -> Counter[tuple[str, str]]:
     task stream."""
     counts: Counter[tuple[str, str]] = Counter()
     for subject_filter in TERMINAL_SUBJECTS:
-        info = await client.bus.js.stream_info(STREAM, subjects_filter=subject_filter)
-        for subject, n in (info.state.subjects or {}).items():
+        for subject, n in (await stored_subjects(client, subject_filter)).items():
             task_id, tail = split_task_subject(subject)
             counts[task_id, event_of(tail)[0]] += n
     return counts
+
+
+async def stored_subjects(client: Client, subject_filter: str) -> dict[str, int]:
+    """Each subject of the task stream matching ``subject_filter``, with its events, read page
+    by page: the server answers at most 100,000 subjects a request (nats-py's ``stream_info``
+    asks once, so past 100,000 tasks the rest looked unended)."""
+    found: dict[str, int] = {}
+    while True:
+        request = {"subjects_filter": subject_filter, "offset": len(found)}
+        reply = await client.bus.nc.request(
+            f"$JS.API.STREAM.INFO.{STREAM}", json.dumps(request).encode(), timeout=30
+        )
+        answer = json.loads(reply.data)
+        if "error" in answer:
+            raise nats.js.errors.APIError.from_error(answer["error"])
+        page = answer["state"].get("subjects") or {}
+        found.update(page)
+        if not page or len(found) >= answer.get("total", 0):
+            return found
 
 
 async def settle(client: Client, ids: list[str], timeout: float) -> None:
