@@ -5,6 +5,7 @@ Usage:
     python benchmarks/chaos.py --tasks 200 --hostile 300         # a quick one, ~2 minutes
     python benchmarks/chaos.py --cluster --tasks 1000            # 3 servers, one killed
     python benchmarks/chaos.py --soak 30 [--load 0.8]            # memory and latency per minute
+    python benchmarks/chaos.py --soak 30 --capacity-from 40 --capacity-step 5 --step-seconds 60
 
 Each run starts its own nats-server (or cluster) and stack (every service a process, as `qubus
 up` runs them) in a temporary directory, removed at the end.
@@ -25,11 +26,15 @@ Default run, in two phases:
 in three replicas; with ``--tasks`` good tasks in flight the task stream's leader (moved off
 the first server) is SIGKILLed.
 
-``--soak MINUTES``: measures the stack's capacity (a burst of ``--capacity-tasks``) unless
-``--capacity`` is given, then submits at ``--load`` times it for MINUTES: each minute the
-resident memory of every process (a service with its worker processes; pages shared with the
-fork server are counted in each) and the p50/p99 latency of the tasks submitted in that
-minute, with the machine's load average, as two tables.
+``--soak MINUTES``: measures the stack's sustained capacity unless ``--capacity`` is given:
+open-loop submission in steps of ``--step-seconds``, from ``--capacity-from`` tasks/s up by
+``--capacity-step``, until a step's completions fall behind (fewer than 95 % of its tasks
+ended during it, the backlog grew, or its p99 more than doubled, past 1 s); the capacity is
+the last step that held. Then it submits at ``--load`` times that for MINUTES, open loop (a
+task's latency runs from when it was due): each minute the resident memory and CPU seconds of
+every process (a service with its worker processes; pages shared with the fork server are
+counted in each), the task stream's stored events, the backlog, and the p50/p99 latency of
+the tasks due in that minute, with the machine's load average.
 
 Good tasks are submitted ``--submitters`` at a time and all stay in flight until done; their
 ends are read from the stream (lost: no terminal event in time; duplicated: more than one).
@@ -43,6 +48,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -60,6 +66,7 @@ from pathlib import Path
 import cirq
 import msgpack
 import nats.errors
+import nats.js.errors
 
 from qubus.bus import codec, logs
 from qubus.bus.auth import ANONYMOUS
@@ -68,6 +75,7 @@ from qubus.bus.ids import new_task_id, split_task_subject
 from qubus.bus.messages import SubmitRequest, TaskScored, event_of
 from qubus.bus.natsserver import NatsCluster, NatsServer, stream_led_elsewhere
 from qubus.circuits import circuit_to_json
+from qubus.cli.common import number_in
 from qubus.cli.stack import Supervisor, stack_specs
 from qubus.client.aio import Client
 from qubus.errors import QubusError
@@ -85,6 +93,13 @@ TERMINAL_SUBJECTS = (
 """Every terminal event's subject (``completed`` names its node)."""
 Figures = dict[str, object]
 OnOneServer = Callable[[argparse.Namespace, Client, Supervisor, NatsServer], Awaitable[Figures]]
+HOLD_SHARE = 0.95
+"""A capacity step holds when at least this share of its tasks ended during it."""
+STEP_LAG_S = 10.0
+"""A capacity step's p99 is of the tasks due before its last STEP_LAG_S (the later ones have
+had no time to end)."""
+P99_FLOOR_S = 1.0
+"""A capacity step's p99 may grow to this whatever the previous step's was."""
 SETTLE_S = 900.0
 """How long good tasks may take to end after the last was submitted before the rest count
 as lost."""
@@ -207,11 +222,16 @@ class Good:
         self.refused: Counter[str] = Counter()
         self.said: dict[str, str] = {}  # the first message of each refusal code
         self.unsubmitted = 0
+        self.due: list[float] = []  # when each open-loop task was due, accepted or not
 
-    async def one(self) -> None:
+    async def one(self, due: float | None = None) -> None:
+        """Submit one task; its latency runs from ``due`` (when an open-loop schedule wanted
+        it sent, so a wait for a free submitter counts) or else from when it is sent."""
         request = SubmitRequest(circuit=CIRCUIT, shots=100, idempotency_key=uuid.uuid4().hex)
+        if due is not None:
+            self.due.append(due)
         async with self.gate:
-            started = time.time()
+            started = due or time.time()
             for attempt in range(8):
                 try:
                     reply = await self.client.submit(request, timeout=20)
@@ -232,11 +252,29 @@ async def ends_in_stream(client: Client) -> Counter[tuple[str, str]]:
     task stream."""
     counts: Counter[tuple[str, str]] = Counter()
     for subject_filter in TERMINAL_SUBJECTS:
-        info = await client.bus.js.stream_info(STREAM, subjects_filter=subject_filter)
-        for subject, n in (info.state.subjects or {}).items():
+        for subject, n in (await stored_subjects(client, subject_filter)).items():
             task_id, tail = split_task_subject(subject)
             counts[task_id, event_of(tail)[0]] += n
     return counts
+
+
+async def stored_subjects(client: Client, subject_filter: str) -> dict[str, int]:
+    """Each subject of the task stream matching ``subject_filter``, with its events, read page
+    by page: the server answers at most 100,000 subjects a request (nats-py's ``stream_info``
+    asks once, so past 100,000 tasks the rest looked unended)."""
+    found: dict[str, int] = {}
+    while True:
+        request = {"subjects_filter": subject_filter, "offset": len(found)}
+        reply = await client.bus.nc.request(
+            f"$JS.API.STREAM.INFO.{STREAM}", json.dumps(request).encode(), timeout=30
+        )
+        answer = json.loads(reply.data)
+        if "error" in answer:
+            raise nats.js.errors.APIError.from_error(answer["error"])
+        page = answer["state"].get("subjects") or {}
+        found.update(page)
+        if not page or len(found) >= answer.get("total", 0):
+            return found
 
 
 async def settle(client: Client, ids: list[str], timeout: float) -> None:
@@ -466,11 +504,23 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def memory(stack: Supervisor, server: NatsServer) -> dict[str, float]:
-    """Resident MB of each service process with its workers, and of the nats-server."""
-    sizes = {label: sum(_rss_mb(p) for p in _tree(stack.pid(label))) for label in stack.children}
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) process ``pid`` has used."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def per_process(
+    stack: Supervisor, server: NatsServer, measure: Callable[[int], float]
+) -> dict[str, float]:
+    """``measure`` (``_rss_mb``, ``_cpu_s``) of each service process with its workers, and of
+    the nats-server."""
+    sizes = {label: sum(measure(p) for p in _tree(stack.pid(label))) for label in stack.children}
     assert server.process is not None
-    sizes["nats-server"] = _rss_mb(server.process.pid)
+    sizes["nats-server"] = measure(server.process.pid)
     return sizes
 
 
@@ -479,73 +529,215 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def capacity(client: Client, ends: Ends, tasks: int) -> float:
-    """Tasks per second done by the stack: a burst of ``tasks``, from the first submission
-    to the last end."""
-    good = Good(client, 32)
+async def open_loop(
+    good: Good, rate: float, seconds: float, pending: set[asyncio.Task[None]]
+) -> None:
+    """Submit ``rate`` tasks a second for ``seconds``, each at its due time whether or not
+    earlier ones were answered (submissions not yet answered are left in ``pending``)."""
     started = time.time()
-    await good.submit(tasks)
+    launched = 0
+    while launched / rate < seconds:
+        task = asyncio.create_task(good.one(started + launched / rate))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        launched += 1
+        await asyncio.sleep(max(0.0, started + launched / rate - time.time()))
+
+
+def window_latencies(good: Good, ends: Ends, start: float, stop: float, now: float) -> list[float]:
+    """Latencies of the open-loop tasks due in ``[start, stop)``; one not accepted or not
+    ended by ``now`` counts as infinitely long."""
+    took = [
+        ends.at[task] - due if task in ends.at and ends.at[task] <= now else float("inf")
+        for task, due in good.submitted.items()
+        if start <= due < stop
+    ]
+    unaccepted = sum(1 for due in good.due if start <= due < stop) - len(took)
+    return took + [float("inf")] * unaccepted
+
+
+def step_held(due: int, ended: int, growth: int, p99: float, previous_p99: float | None) -> bool:
+    """Whether a capacity step kept up: at least ``HOLD_SHARE`` of its ``due`` tasks' worth
+    ended during it, the backlog grew by at most the rest, and its p99 is finite and at most
+    twice the previous step's or ``P99_FLOOR_S``, whichever is more (below that floor the
+    p99 is the pipeline's own latency, not a queue)."""
+    bound = max(2 * previous_p99, P99_FLOOR_S) if previous_p99 is not None else float("inf")
+    return (
+        ended >= HOLD_SHARE * due
+        and growth <= (1 - HOLD_SHARE) * due
+        and p99 < float("inf")
+        and p99 <= bound
+    )
+
+
+async def sustained_capacity(
+    client: Client, ends: Ends, args: argparse.Namespace
+) -> tuple[float, list[dict[str, object]], Good]:
+    """The highest rate the stack keeps up with for ``args.step_seconds``, stepping up from
+    ``args.capacity_from`` by ``args.capacity_step`` tasks/s until a step fails.
+
+    Each step's p99 is of the tasks due in all but its last ``STEP_LAG_S``, one not ended at
+    the step's end counted as infinite; ``step_held`` says whether it kept up. The capacity is
+    the last held step's rate (or its ended rate, if lower); the backlog of the failed step is
+    drained before this returns.
+
+    Raises:
+        SystemExit: The first step already failed (start lower).
+    """
+    good = Good(client, 64)
+    pending: set[asyncio.Task[None]] = set()
+    steps: list[dict[str, object]] = []
+    rate, capacity, previous_p99 = args.capacity_from, None, None
+    while True:
+        start = time.time()
+        backlog_before = in_flight(good, ends, start) + len(pending)
+        await open_loop(good, rate, args.step_seconds, pending)
+        stop = time.time()
+        due = sum(1 for t in good.due if start <= t < stop)
+        ended = sum(1 for at in ends.at.values() if start <= at < stop)
+        took = window_latencies(good, ends, start, stop - STEP_LAG_S, stop)
+        p99 = _percentile(took, 0.99) if took else float("inf")
+        growth = in_flight(good, ends, stop) + len(pending) - backlog_before
+        held = step_held(due, ended, growth, p99, previous_p99)
+        steps.append(
+            {
+                "rate": round(rate, 1),
+                "due": due,
+                "ended_per_s": round(ended / (stop - start), 1),
+                "backlog_growth": growth,
+                "p50_ms": _ms(_percentile(took, 0.5)) if took else None,
+                "p99_ms": _ms(p99),
+                "load": round(os.getloadavg()[0], 1),
+                "held": held,
+            }
+        )
+        print(f"capacity step: {steps[-1]}", file=sys.stderr, flush=True)
+        if not held:
+            break
+        capacity, previous_p99 = min(rate, ended / (stop - start)), p99
+        rate += args.capacity_step
+    await asyncio.gather(*pending)
     await settle(client, list(good.submitted), SETTLE_S)
-    last = max(ends.at.get(task, time.time()) for task in good.submitted)
-    return len(good.submitted) / (last - started)
+    if capacity is None:
+        sys.exit(f"chaos: the first step ({args.capacity_from:g} tasks/s) did not hold: {steps[0]}")
+    return capacity, steps, good
+
+
+def _ms(seconds: float) -> int | None:
+    """Whole milliseconds; None for an infinite latency (a task not ended)."""
+    return None if seconds == float("inf") else round(1000 * seconds)
+
+
+async def task_stream(client: Client) -> dict[str, int]:
+    """The task stream's stored events, MB and distinct subjects."""
+    reply = await client.bus.nc.request(f"$JS.API.STREAM.INFO.{STREAM}", b"", timeout=10)
+    state = json.loads(reply.data)["state"]  # nats-py's StreamState lacks num_subjects
+    return {  # the server leaves a field out when it is 0
+        "events": state.get("messages", 0),
+        "mb": state.get("bytes", 0) // 2**20,
+        "subjects": state.get("num_subjects", 0),
+    }
 
 
 async def soak(
     args: argparse.Namespace, client: Client, stack: Supervisor, server: NatsServer
 ) -> Figures:
     ends = await Ends.watching(client)
-    measured = args.capacity or await capacity(client, ends, args.capacity_tasks)
+    if args.capacity:
+        measured, steps, stepping = args.capacity, [], None
+    else:
+        measured, steps, stepping = await sustained_capacity(client, ends, args)
     rate = args.load * measured
     good = Good(client, 64)
     pending: set[asyncio.Task[None]] = set()
     rows: list[dict[str, object]] = []
-    sizes = [memory(stack, server)]
+    sizes = [per_process(stack, server, _rss_mb)]
+    cpu = [per_process(stack, server, _cpu_s)]
+    stored = [await task_stream(client)]
     started = time.time()
-    launched = 0
     for minute in range(args.soak):
-        until = started + 60 * (minute + 1)
-        while time.time() < until:
-            task = asyncio.create_task(good.one())
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            launched += 1
-            await asyncio.sleep(max(0.0, started + launched / rate - time.time()))
-        sizes.append(memory(stack, server))
-        rows.append({"minute": minute + 1, "load": round(os.getloadavg()[0], 1)})
+        await open_loop(good, rate, started + 60 * (minute + 1) - time.time(), pending)
+        sizes.append(per_process(stack, server, _rss_mb))
+        cpu.append(per_process(stack, server, _cpu_s))
+        stored.append(await task_stream(client))
+        backlog = in_flight(good, ends, time.time()) + len(pending)
+        rows.append(
+            {"minute": minute + 1, "backlog": backlog, "load": round(os.getloadavg()[0], 1)}
+        )
+        print(f"minute {minute + 1}: {stored[-1]}, {sizes[-1]}", file=sys.stderr, flush=True)
     await asyncio.gather(*pending)
     figures = await outcome(client, good, ends, exits(stack))
     for minute, row in enumerate(rows):
-        window = (started + 60 * minute, started + 60 * (minute + 1))
-        mine = [t for t, at in good.submitted.items() if window[0] <= at < window[1]]
-        took = [ends.at[t] - good.submitted[t] for t in mine if t in ends.at]
+        took = window_latencies(
+            good, ends, started + 60 * minute, started + 60 * (minute + 1), float("inf")
+        )
+        took = [t for t in took if t < float("inf")]
         row.update(
-            submitted=len(mine),
+            submitted=sum(
+                1 for at in good.submitted.values() if 0 <= at - started - 60 * minute < 60
+            ),
             ended=len(took),
-            p50_ms=round(1000 * _percentile(took, 0.5)) if took else None,
-            p99_ms=round(1000 * _percentile(took, 0.99)) if took else None,
+            p50_ms=_ms(_percentile(took, 0.5)) if took else None,
+            p99_ms=_ms(_percentile(took, 0.99)) if took else None,
         )
     labels = list(sizes[0])
     return {
         **figures,
+        "capacity_steps": steps,
+        "capacity_steps_outcome": await outcome(client, stepping, ends, exits(stack))
+        if stepping
+        else None,
         "capacity_tasks_per_s": round(measured, 1),
         "soak_rate_tasks_per_s": round(rate, 1),
         "latency_per_minute": rows,
         "rss_mb_per_minute": {label: [round(s[label]) for s in sizes] for label in labels},
         "rss_mb_total_per_minute": [round(sum(s.values())) for s in sizes],
+        "cpu_s_per_minute": {
+            label: [
+                round(max(0.0, after[label] - before[label]), 1)
+                for before, after in itertools.pairwise(cpu)
+            ]
+            for label in labels
+        },
+        "task_stream_per_minute": stored,
     }
+
+
+def _table(title: str, columns: dict[str, str], rows: list[dict[str, object]]) -> None:
+    """``rows`` under ``title``: one column per key of ``columns``, headed by its value."""
+    print(f"\n{title}\n" + "  ".join(columns.values()))
+    for row in rows:
+        print("  ".join(f"{row[key]!s:>{len(head)}}" for key, head in columns.items()))
 
 
 def _print(figures: Figures) -> None:
     for key, value in figures.items():
-        if key == "latency_per_minute":
-            print("\nminute  submitted  ended  p50 ms  p99 ms  load average (1 min, at its end)")
-            for row in value:  # type: ignore[attr-defined]
-                print(
-                    f"{row['minute']:>6}  {row['submitted']:>9}  {row['ended']:>5}  "
-                    f"{row['p50_ms']!s:>6}  {row['p99_ms']!s:>6}  {row['load']:>5}"
-                )
-        elif key == "rss_mb_per_minute":
-            print("\nresident MB at the start and after each minute")
+        if key == "capacity_steps":
+            _table(
+                "capacity steps",
+                {"rate": "tasks/s", "due": "due", "ended_per_s": "ended/s"}
+                | {"backlog_growth": "backlog growth", "p50_ms": "p50 ms", "p99_ms": "p99 ms"}
+                | {"load": "load", "held": "held"},
+                value,  # type: ignore[arg-type]
+            )
+        elif key == "latency_per_minute":
+            _table(
+                "latency of the tasks due in each minute",
+                {"minute": "minute", "submitted": "submitted", "ended": "ended"}
+                | {"p50_ms": "p50 ms", "p99_ms": "p99 ms", "backlog": "backlog at its end"}
+                | {"load": "load average (1 min, at its end)"},
+                value,  # type: ignore[arg-type]
+            )
+        elif key == "task_stream_per_minute":
+            print("\ntask stream at the start and after each minute")
+            for field in ("events", "mb", "subjects"):
+                print(f"{field:>24}: " + " ".join(f"{row[field]:>5}" for row in value))  # type: ignore[attr-defined]
+        elif key in ("rss_mb_per_minute", "cpu_s_per_minute"):
+            print(
+                "\nresident MB at the start and after each minute"
+                if key == "rss_mb_per_minute"
+                else "\nCPU seconds used in each minute"
+            )
             for label, series in value.items():  # type: ignore[attr-defined]
                 print(f"{label:>24}: " + " ".join(f"{mb:>5}" for mb in series))
         elif isinstance(value, dict):
@@ -560,6 +752,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    rate = number_in(float, 0, None, low_open=True)
     parser.add_argument(
         "--tasks", type=int, default=200, help="good tasks per phase, all in flight"
     )
@@ -570,10 +763,20 @@ async def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--cluster", action="store_true", help="a 3-node cluster, one server killed")
-    mode.add_argument("--soak", type=int, metavar="MINUTES", help="steady load for MINUTES")
-    parser.add_argument("--load", type=float, default=0.8, help="soak rate, share of capacity")
-    parser.add_argument("--capacity", type=float, help="tasks/s (measured when not given)")
-    parser.add_argument("--capacity-tasks", type=int, default=300, help="burst that measures it")
+    mode.add_argument(
+        "--soak", type=number_in(int, 1, None), metavar="MINUTES", help="steady load for MINUTES"
+    )
+    parser.add_argument("--load", type=rate, default=0.8, help="soak rate, share of capacity")
+    parser.add_argument("--capacity", type=rate, help="tasks/s (measured when not given)")
+    parser.add_argument(
+        "--capacity-from", type=rate, default=30.0, help="first capacity step, tasks/s"
+    )
+    parser.add_argument(
+        "--capacity-step", type=rate, default=5.0, help="tasks/s added at each step"
+    )
+    parser.add_argument(
+        "--step-seconds", type=number_in(int, 20, None), default=60, help="each step's length"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logs.configure("chaos", "chaos", "error")  # not a line per retried submission
@@ -592,7 +795,8 @@ async def main() -> None:
         print(json.dumps(figures))
     else:
         _print(figures)
-    sys.exit(0 if figures["lost"] == 0 and figures["duplicated"] == 0 else 1)
+    checked = [figures, figures.get("capacity_steps_outcome") or figures]
+    sys.exit(0 if all(f["lost"] == 0 and f["duplicated"] == 0 for f in checked) else 1)  # type: ignore[index]
 
 
 if __name__ == "__main__":
