@@ -485,11 +485,8 @@ class QpuNode:
         devices = await self._plan_devices(plan)
         noiseless = self._settings.noiseless or event.options.noiseless
         seed = seed_for(event.task_id, "qpu")
-        # A split run's cost is not modelled (one simulation of every part and the pairs' qubits,
-        # a trajectory per shot where the protocol feeds forward; the lead node's estimate for
-        # the whole circuit fell short 4x and more): it may take what the longest emulation the
-        # node accepts may take.
-        budget = time_budget(self._settings.qpu_max_emulation_s)
+        # The whole circuit is emulated, as on its lead node alone: that estimate's budget.
+        budget = time_budget(event.score.emulation_s if event.score else 0.0)
         async with self._running(event, ctx):
             since = time.monotonic()
             link_fidelity, latency_s = await self._reserve(event, plan)
