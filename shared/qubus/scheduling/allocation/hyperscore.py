@@ -33,13 +33,25 @@ class HyperscorePolicy(_Policy):
     name = "hyperscore"
 
     def assign(self, problem: Problem) -> list[int]:
-        return self.placement(problem).assignment()
+        assignment, may_go = self._start(problem)
+        # Where no task may go anywhere but its own node there is no move to try, and no
+        # need for the costs a search reads (on the benchmark's 8-task batch, 30 of 100 µs).
+        elsewhere = may_go & problem.allowed
+        elsewhere.reshape(-1)[np.arange(0, problem.n * problem.m, problem.m) + assignment] = False
+        if not elsewhere.any():
+            return assignment
+        return descended(problem, assignment, may_go).assignment()
 
     def placement(self, problem: Problem) -> _Placement:
         """The assignment, with what each task would cost elsewhere (``annealing`` goes on
         from it)."""
+        return descended(problem, *self._start(problem))
+
+    def _start(self, problem: Problem) -> tuple[list[int], np.ndarray]:
+        """The greedy pass, and the nodes each task may move to after it (tasks × nodes:
+        those whose hyperscore is no lower than the discounted one it was placed at)."""
         assignment, placed_at = self._greedy(problem)
-        return descended(problem, assignment, problem.hyperscore >= placed_at[:, None])
+        return assignment, problem.hyperscore >= placed_at[:, None]
 
     @staticmethod
     def _greedy(problem: Problem) -> tuple[list[int], np.ndarray]:
