@@ -545,16 +545,21 @@ def test_hyperscore_skips_the_search_only_where_it_would_move_nothing(
     dominated: bool, n: int, seed: int
 ) -> None:
     # Without a node its hyperscore allows besides its own for any task, hyperscore returns
-    # its greedy pass without building the search's costs; its placement is the search's.
+    # its greedy pass without a search; its placement is the search's all the same.
     from qubus.scheduling.allocation.hyperscore import HyperscorePolicy
+    from qubus.scheduling.allocation.search import descended
 
     problem, _ = build_problem((dominated_batch if dominated else random_batch)(n, 6, seed))
     assert problem is not None
     policy = HyperscorePolicy()
-    assignment, may_go = policy._start(problem)
-    elsewhere = (may_go & problem.allowed).sum(axis=1) - 1
+    greedy, placed_at = policy._greedy(problem)
+    elsewhere = (problem.allowed & (problem.hyperscore >= placed_at[:, None])).sum(axis=1) - 1
     assert (elsewhere.max() == 0) == dominated
-    assert policy.assign(problem) == policy.placement(problem).assignment()
+    assert (policy._start(problem)[1] is None) == dominated
+    searched = descended(problem, greedy, problem.hyperscore >= placed_at[:, None])
+    assert policy.assign(problem) == searched.assignment()
+    assert policy.placement(problem).assignment() == searched.assignment()
+    np.testing.assert_array_equal(policy.placement(problem).delay, searched.delay)
 
 
 @pytest.mark.parametrize("seed", range(4))
