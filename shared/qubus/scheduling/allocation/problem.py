@@ -47,7 +47,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from itertools import chain, compress
+from itertools import chain
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -382,12 +382,6 @@ _FIGURES = itemgetter(
 its ``__dict__`` (where pydantic keeps a model's fields: a lookup there is cheaper than the
 attribute's)."""
 
-_NO_FIGURES = (0.0,) * 7
-"""The figures of a cell no candidate fills."""
-
-
-_NODE = itemgetter("node")
-
 
 @dataclass(frozen=True)
 class _Layout:
@@ -395,14 +389,12 @@ class _Layout:
 
     Attributes:
         known: Every node the batch's candidates name, sorted.
-        source: ``(requests · known,)`` for each cell of the grid, read flat, the candidate
-            (in batch order) that fills it, or the number of candidates (a row of zeros
-            after the last candidate) where the request names no candidate there.
+        cell: ``(candidates,)`` each candidate's flat index on the grid, in batch order.
         single: ``(requests,)``: the request names no node twice.
     """
 
     known: tuple[str, ...]
-    source: np.ndarray
+    cell: np.ndarray
     single: np.ndarray
 
 
@@ -419,11 +411,9 @@ def _layout(names: tuple[str, ...], counts: tuple[int, ...]) -> _Layout:
     cell = owner * len(known) + np.fromiter(map(column.__getitem__, names), int, len(names))
     repeats = np.bincount(cell, minlength=len(counts) * len(known))
     single = repeats.reshape(len(counts), len(known)).max(axis=1, initial=0) <= 1
-    source = np.full(len(counts) * len(known), len(names))
-    source[cell] = np.arange(len(names))
-    for array in (source, single):
+    for array in (cell, single):
         array.flags.writeable = False
-    return _Layout(known, source, single)
+    return _Layout(known, cell, single)
 
 
 def build_problem(
@@ -442,19 +432,19 @@ def build_problem(
         ``alloc.duplicate_node`` when its candidates repeat a node.
     """
     flat = [c.__dict__ for request in requests for c in request.candidates]
-    layout = _layout(tuple(map(_NODE, flat)), tuple([len(r.candidates) for r in requests]))
+    layout = _layout(tuple([c["node"] for c in flat]), tuple([len(r.candidates) for r in requests]))
     shape = (len(requests), len(layout.known))
-    # One row of figures per candidate and a row of zeros after them; then one layer per
-    # figure, requests × known nodes, zero where a request names no candidate.
-    figures = np.fromiter(
-        chain(chain.from_iterable(map(_FIGURES, flat)), _NO_FIGURES), float, 7 * len(flat) + 7
+    # One layer per figure, requests × known nodes; zero where a request names no candidate.
+    grids = np.zeros((7, shape[0] * shape[1]))
+    grids[:, layout.cell] = (
+        np.fromiter(chain.from_iterable(map(_FIGURES, flat)), float, 7 * len(flat))
+        .reshape(len(flat), 7)
+        .T
     )
-    grids = figures.reshape(-1, 7).take(layout.source, axis=0).T.reshape(7, *shape)
+    grids = grids.reshape(7, *shape)
     usable = grids[0] * grids[1] > 0  # fits and available
-    floors, deadlines, prefers = zip(
-        *[(r.fidelity_floor, r.deadline_s, r.prefer) for r in requests], strict=True
-    )
-    if floors.count(None) < len(floors):
+    floors = [r.fidelity_floor for r in requests]
+    if any(f is not None for f in floors):
         floor = np.array([-np.inf if f is None else f for f in floors])
         usable &= grids[4] >= floor[:, None]
     # Zero where the task may not go; only the placeable tasks and the nodes one may go to.
@@ -466,19 +456,18 @@ def build_problem(
         rejected = {i: _rejection(requests[i]) for i in np.flatnonzero(~placeable).tolist()}
         if not placeable.any():
             return None, rejected
-        keep = placeable.tolist()
-        tasks = tuple(compress(requests, keep))
-        deadlines, prefers = tuple(compress(deadlines, keep)), tuple(compress(prefers, keep))
+        tasks = tuple(r for r, keep in zip(requests, placeable.tolist(), strict=True) if keep)
         grids, usable = grids[:, placeable], usable[placeable]
     kept = usable.any(axis=0)
     nodes = layout.known
     if not kept.all():
-        nodes = tuple(compress(nodes, kept.tolist()))
+        nodes = tuple(node for node, keep in zip(nodes, kept.tolist(), strict=True) if keep)
         grids, usable = grids[:, :, kept], usable[:, kept]
     _, _, run, completion, fidelity, hyperscore, rate = grids
     ready = np.maximum(0.0, completion - run).max(axis=0)
-    late = _apply_deadlines(deadlines, usable, ready, run)
-    if prefers.count(None) + prefers.count("balanced") < len(prefers):
+    late = _apply_deadlines(tasks, usable, ready + run)
+    prefers = [t.prefer for t in tasks]
+    if any(p not in (None, "balanced") for p in prefers):
         scale = np.array([PREFERENCES[p or "balanced"] for p in prefers])
         # A task weighing fidelity ``scale`` times more: its hyperscore falls ``scale`` times
         # more slowly with completion time (the time reference scaled as λ is).
@@ -514,17 +503,16 @@ def _rejection(request: TaskRequest) -> QubusError:
 
 
 def _apply_deadlines(
-    deadlines: Sequence[float | None], allowed: np.ndarray, ready: np.ndarray, run: np.ndarray
+    tasks: Sequence[TaskRequest], allowed: np.ndarray, finish: np.ndarray
 ) -> np.ndarray:
-    """Restricts ``allowed`` (in place) to the nodes where each task with a deadline (seconds
-    left, None for none) finishes in time if it runs right after the node's backlog
-    (``ready + run``) or, when none can, to the one where it finishes earliest (the first node
-    by id on a tie); returns which tasks are late so."""
-    late = np.zeros(len(deadlines), dtype=bool)
-    if deadlines.count(None) == len(deadlines):
+    """Restricts ``allowed`` (in place) to the nodes where each task with a deadline finishes
+    in time (``finish``: right after the node's backlog) or, when none can, to the one where
+    it finishes earliest (the first node by id on a tie); returns which tasks are late so."""
+    late = np.zeros(len(tasks), dtype=bool)
+    if all(t.deadline_s is None for t in tasks):
         return late
-    deadline = np.array([np.nan if d is None else d for d in deadlines])
-    finish = np.where(allowed, ready + run, np.inf)
+    deadline = np.array([np.nan if t.deadline_s is None else t.deadline_s for t in tasks])
+    finish = np.where(allowed, finish, np.inf)
     in_time = finish <= deadline[:, None]  # never for a task without a deadline (NaN)
     met = in_time.any(axis=1)
     allowed[met] = in_time[met]
