@@ -508,6 +508,60 @@ def test_hyperscore_moves_tasks_only_where_their_hyperscore_allows_until_j_stops
                 assert problem.objective(moved) >= found - 1e-9
 
 
+def dominated_batch(n: int, m: int, seed: int) -> list[TaskRequest]:
+    """``random_batch`` with node ``n0`` scored above every other node for every task, its
+    hyperscore hardly falling with time: the greedy pass sends every task there and no task's
+    hyperscore allows it anywhere else (as on the scheduling benchmark's first 8 tasks)."""
+    rng = np.random.default_rng(seed)
+    return [
+        r.model_copy(
+            update={
+                "candidates": [
+                    c.model_copy(
+                        update={"hyperscore": float(rng.uniform(190, 200)), "time_rate": 1e-6}
+                    )
+                    if c.node == "n0"
+                    else c
+                    for c in r.candidates
+                ]
+            }
+        )
+        for r in random_batch(n, m, seed)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("dominated", "n", "seed"),
+    [
+        (True, 8, 1),
+        (True, 8, 2),
+        (True, 20, 3),
+        (False, 8, 100),
+        (False, 12, 101),
+        (False, 20, 102),
+    ],
+)
+def test_hyperscore_skips_the_search_only_where_it_would_move_nothing(
+    dominated: bool, n: int, seed: int
+) -> None:
+    # Without a node its hyperscore allows besides its own for any task, hyperscore returns
+    # its greedy pass without a search; its placement is the search's all the same.
+    from qubus.scheduling.allocation.hyperscore import HyperscorePolicy
+    from qubus.scheduling.allocation.search import descended
+
+    problem, _ = build_problem((dominated_batch if dominated else random_batch)(n, 6, seed))
+    assert problem is not None
+    policy = HyperscorePolicy()
+    greedy, placed_at = policy._greedy(problem)
+    elsewhere = (problem.allowed & (problem.hyperscore >= placed_at[:, None])).sum(axis=1) - 1
+    assert (elsewhere.max() == 0) == dominated
+    assert (policy._start(problem)[1] is None) == dominated
+    searched = descended(problem, greedy, problem.hyperscore >= placed_at[:, None])
+    assert policy.assign(problem) == searched.assignment()
+    assert policy.placement(problem).assignment() == searched.assignment()
+    np.testing.assert_array_equal(policy.placement(problem).delay, searched.delay)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_annealing_is_never_worse_than_its_hyperscore_start(seed: int) -> None:
     problem, _ = build_problem(random_batch(40, 5, seed=80 + seed))
