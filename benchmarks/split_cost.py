@@ -1,7 +1,8 @@
 """The emulation cost of split runs: ``SplitPlan.emulation_s`` against measured CPU time.
 
 Usage:
-    python -m benchmarks.split_cost [--shots 4000] [--max-estimate 30] [--fit] [--json]
+    python -m benchmarks.split_cost [--shots 4000] [--max-estimate 30] [--held-out] [--fit]
+                                    [--json]
 
 Each case of ``CASES`` (a dev circuit and the nodes it is split over, two ways, its qubits
 shared as evenly as the nodes allow: what ``--split 2`` plans) is planned by
@@ -16,7 +17,8 @@ width, operations counted, the estimate (``SplitProgram.emulation_cost``, with t
 the ratios' range and, for comparison, the plan's estimate at ``--shots`` and the same
 circuit's single-node estimate on ``SINGLE_NODE``. With ``--fit`` the trajectory constants
 are fitted to the measured CPU times as ``benchmarks/emulation_cost.py --fit`` fits the
-single-node ones (``benchmarks.emulation_cost.fit``), to be copied into ``SPLIT``.
+single-node ones (``benchmarks.emulation_cost.fit``), to be copied into ``SPLIT``;
+``--held-out`` runs ``HELD_OUT`` instead, circuits the fit has not seen.
 
 The CPU time is this process's (qsim runs single-threaded, as in a QPU node's worker); it is
 what an idle machine's wall time would be, and what the node's budget counts.
@@ -29,6 +31,7 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.emulation_cost import refit
@@ -57,9 +60,18 @@ CASES = (
     ("qasmbench__qft_n18.qasm", ("ionq_aria", "quantinuum_h1_1")),
     ("qasmbench__qram_n20.qasm", ("quantinuum_h1_1", "ibm_manila")),
 )
+HELD_OUT = (
+    ("qasmbench__dnn_n8.qasm", ("ibm_nairobi", "ibm_manila")),
+    ("qasmbench__adder_n10.qasm", ("ibm_nairobi", "ibm_manila")),
+    ("mqtbench__vqe_su2_10_indep.qasm", ("quantinuum_h1_1", "ibm_manila")),
+    ("qasmbench__multiplier_n15.qasm", ("quantinuum_h1_1", "ibm_nairobi")),
+    ("mqtbench__ghz_20_indep.qasm3", ("quantinuum_h1_1", "ionq_aria")),
+)
 
 
-def measure(shots: int, max_estimate_s: float) -> list[dict]:
+def measure(
+    cases: Sequence[tuple[str, tuple[str, ...]]], shots: int, max_estimate_s: float
+) -> list[dict]:
     """Plan, estimate and run each case."""
     fleet = FleetView(
         devices={node: load_device(node) for node in FLEET},
@@ -67,7 +79,7 @@ def measure(shots: int, max_estimate_s: float) -> list[dict]:
         topology=Topology.ring(list(FLEET)),
     )
     rows = []
-    for name, nodes in CASES:
+    for name, nodes in cases:
         circuit = parse_qasm((DEV / name).read_text())
         full = make_plan(circuit, nodes, fleet, shots=shots, balanced=True, bound_time_s=0.0)
         assert full is not None, name
@@ -110,11 +122,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shots", type=number_in(int, 1, None), default=4000)
     parser.add_argument("--max-estimate", type=number_in(float, 0.1, None), default=30.0)
+    parser.add_argument("--held-out", action="store_true")
     parser.add_argument("--fit", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     command = shlex.join(["python", "-m", "benchmarks.split_cost", *sys.argv[1:]])
-    rows = measure(args.shots, args.max_estimate)
+    rows = measure(HELD_OUT if args.held_out else CASES, args.shots, args.max_estimate)
     fitted = refit(rows) if args.fit else None
     if args.json:
         constants = None if fitted is None else vars(fitted)
