@@ -23,7 +23,7 @@ the first leads the run.
 - emulation: the lead node emulates the whole split circuit, one qsim trajectory per shot on
   every part's qubits with the protocol's measurements (``SplitProgram.emulation_cost``), far
   more than the same circuit on one node (``qram_n20`` over quantinuum_h1_1 + ibm_manila at
-  4,000 shots is estimated at about 900 s of an idle core, alone on quantinuum_h1_1 at 20 s).
+  4,000 shots is estimated at about 6,300 s of an idle core, alone on quantinuum_h1_1 at 20 s).
   A plan estimated over the node's limits (``qubus.devices.cost.Limits``: the QPU's
   ``QUBUS_QPU_MAX_EMULATION_S`` and worker memory) is not made; the estimate rides in the
   plan (``SplitPlan.emulation_s``) to the lead node, whose time budget comes from it.
