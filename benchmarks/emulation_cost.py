@@ -24,6 +24,7 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,8 @@ def fit(rows: list[dict]) -> CostModel:
     on the logarithm of time (so an estimate 2× over weighs as much as one 2× under),
     started from the non-negative least-squares fit of the relative error. Each term is
     fitted in seconds of a typical case (its unit count divided by the median one), so that
-    constants ten orders of magnitude apart move alike."""
+    constants ten orders of magnitude apart move alike. A method no row measured keeps
+    ``IDLE``'s constants."""
     constants: dict[str, float] = {}
     for method in sorted({r["method"] for r in rows}):
         mine = [r for r in rows if r["method"] == method]
@@ -114,7 +116,15 @@ def fit(rows: list[dict]) -> CostModel:
 
         seconds = np.exp(least_squares(residuals, np.log(start)).x)
         constants.update(zip(names, (seconds / typical).tolist(), strict=True))
-    return CostModel(**constants)
+    return replace(IDLE, **constants)
+
+
+def refit(rows: list[dict]) -> CostModel:
+    """The constants :func:`fit` finds, each row given its ``refitted_estimate_s``."""
+    fitted = fit(rows)
+    for r in rows:
+        r["refitted_estimate_s"] = fitted.seconds(r["terms"])
+    return fitted
 
 
 def main() -> None:
@@ -126,10 +136,7 @@ def main() -> None:
     args = parser.parse_args()
     command = shlex.join(["python", "benchmarks/emulation_cost.py", *sys.argv[1:]])
     rows = measure(args.shots, args.repeats)
-    fitted = fit(rows) if args.fit else None
-    if fitted:
-        for r in rows:
-            r["refitted_estimate_s"] = fitted.seconds(r["terms"])
+    fitted = refit(rows) if args.fit else None
     if args.json:
         constants = None if fitted is None else vars(fitted)
         print(json.dumps({"command": command, "shots": args.shots, "rows": rows, "fit": constants}))

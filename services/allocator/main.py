@@ -29,10 +29,12 @@ re-placed at most ``QUBUS_MAX_REPLACEMENTS`` times.
 **Split placement.** After the policy, each task's outcome is weighed against splitting the
 circuit across online nodes joined by entanglement links (``qubus.network.splitplan``, in a
 thread: the task's forced ``split``, a circuit no node can take alone, or a split whose objective J
-beats the decision). A split is published as one allocation to the plan's lead node, with the
-plan in ``TaskAllocated.split``, its breakdown (and the decision it beat) in ``reason``, and
-the plan's nodes first in ``ranking``; the other nodes receive nothing. A re-placement
-weighs splits the same way, without the node left and the offline ones.
+beats the decision; a plan too large for the QPU nodes to emulate, by
+``QUBUS_QPU_MAX_EMULATION_S`` and their workers' memory, is never chosen). A split is
+published as one allocation to the plan's lead node, with the plan in ``TaskAllocated.split``,
+its breakdown (and the decision it beat) in ``reason``, and the plan's nodes first in
+``ranking``; the other nodes receive nothing. A re-placement weighs splits the same way,
+without the node left and the offline ones.
 
 **Sweeps** are never split; once the policy has placed one, its points are shared among
 the eligible nodes so that they all end together (``qubus.scheduling.sweepchunks``: each
@@ -57,6 +59,7 @@ from qubus.bus.logs import get_logger
 from qubus.bus.messages import TaskAllocated, TaskIngested, TaskReplace, TaskScored
 from qubus.bus.service import Runtime
 from qubus.circuits import circuit_from_json
+from qubus.devices.cost import Limits
 from qubus.errors import QubusError, Retry
 from qubus.network.links import Topology, fleet_topology
 from qubus.network.splitplan import FleetView, SplitChoice, choose_split
@@ -219,11 +222,13 @@ def split_allocation(
 
 
 def weigh_split(
-    event: TaskScored, outcome: Outcome, fleet: FleetView, *, lam: float
+    event: TaskScored, outcome: Outcome, fleet: FleetView, *, lam: float, limits: Limits
 ) -> Outcome | SplitChoice:
     """The policy's outcome for the task, or the split that replaces it; a task no split
     can rescue keeps its error, extended (``qubus.network.splitplan.choose_split``). A sweep
-    is never split: it runs as one job of many points on one node."""
+    is never split: it runs as one job of many points on one node. A plan whose emulation is
+    over ``limits`` (the QPU nodes' own) is not chosen: the task keeps the policy's node, or
+    if it must be split it fails with ``split.too_large``."""
     if event.options.sweep is not None:
         return outcome
     try:
@@ -233,6 +238,7 @@ def weigh_split(
             outcome,
             fleet,
             lam=lam,
+            limits=limits,
             ideal=event.ideal,
         )
     except QubusError as exc:
@@ -357,11 +363,18 @@ class Allocator:
     ) -> list[tuple[Outcome, Outcome | SplitChoice]]:
         """Each task's policy outcome, and what it becomes once splits are weighed."""
         lam = self._settings.fidelity_weight_s
+        limits = Limits(self._settings.qpu_max_emulation_s, self._settings.sandbox_memory_mb)
         outcomes = decide(self._policy, requests, lam=lam)
         return [
             (
                 outcome,
-                weigh_split(event, outcome, fleet, lam=preference_lam(lam, event.options.prefer)),
+                weigh_split(
+                    event,
+                    outcome,
+                    fleet,
+                    lam=preference_lam(lam, event.options.prefer),
+                    limits=limits,
+                ),
             )
             for event, outcome in zip(events, outcomes, strict=True)
         ]

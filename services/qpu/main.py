@@ -49,7 +49,9 @@ calibration that node last published, every remote gate with the mean fidelity o
 reserved for its node pair). The reservation samples the pairs of one shot; every shot needs
 as many fresh ones, so the lead node is held for shots × their latency plus the slowest part's
 modelled run time (``emulated_s``); the other nodes' queues are not blocked and their
-calibrations are not rechecked. ``TaskCompleted`` carries ``ebits`` and ``nodes``, and
+calibrations are not rechecked. The run's time budget comes from the plan's emulation estimate
+(``SplitPlan.emulation_s``, ``qubus.devices.cost.time_budget``; the allocator chooses no plan
+over the node's limits). ``TaskCompleted`` carries ``ebits`` and ``nodes``, and
 ``predicted_fidelity`` is ``run_split``'s prediction with the reserved pairs' fidelities.
 
 **Sweeps** (``TaskOptions.sweep``, ``qubus.circuits.sweeps``) fan out here, as late as they
@@ -485,8 +487,12 @@ class QpuNode:
         devices = await self._plan_devices(plan)
         noiseless = self._settings.noiseless or event.options.noiseless
         seed = seed_for(event.task_id, "qpu")
-        # The whole circuit is emulated, as on its lead node alone: that estimate's budget.
-        budget = time_budget(event.score.emulation_s if event.score else 0.0)
+        budget = time_budget(plan.emulation_s)
+        log.info(
+            "qpu.estimate",
+            estimate_s=round(plan.emulation_s, 4),
+            budget_cpu_s=round(budget.cpu_s, 1),
+        )
         async with self._running(event, ctx):
             since = time.monotonic()
             link_fidelity, latency_s = await self._reserve(event, plan)

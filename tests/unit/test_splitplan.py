@@ -4,24 +4,32 @@ limit."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cirq
 import msgpack
 import pytest
 
 from qubus.bus import codec
 from qubus.bus.messages import NodeScore, TaskAllocated, TaskCompleted, TaskOptions, TaskScored
+from qubus.circuits import parse_qasm
 from qubus.circuits.checks import run_checks
 from qubus.cli.main import build_parser
 from qubus.cli.tasks import format_record, read_requests
+from qubus.devices.compile import compile_for_device
+from qubus.devices.cost import SPLIT, Limits, emulation_cost, trajectories_cost
 from qubus.devices.profiles import load_device
 from qubus.errors import CircuitRejected, QubusError
-from qubus.network.distributed import usable_qubits
+from qubus.network.distributed import split_program, usable_qubits
 from qubus.network.links import Topology, expected_pair
 from qubus.network.partition import Partition
 from qubus.network.splitplan import (
     FleetView,
+    SplitTooLarge,
     balanced_capacities,
     choose_split,
+    describe,
+    link_fidelities,
     make_plan,
     pair_counts,
     partition_of,
@@ -32,6 +40,7 @@ from qubus.scheduling.allocation import Decision
 from qubus_services.allocator.main import split_allocation
 
 LAM = 100.0
+DEV = Path(__file__).resolve().parents[3] / "shared" / "data" / "qasm" / "dev"
 RING = Topology.ring(["ibm_nairobi", "ibm_manila", "quantinuum_h1_1", "ionq_aria"])
 
 
@@ -272,3 +281,90 @@ def test_a_split_result_shows_its_nodes_and_ebits() -> None:
         "hyperscore": 0.0,
     }
     assert "ibm_nairobi, ibm_manila   (split, 2 ebits)" in format_record(record)
+
+
+def test_a_split_run_is_priced_as_one_trajectory_per_shot_on_every_part_and_its_pairs():
+    circuit, nodes, view = ghz(9), ("ibm_nairobi", "ibm_manila"), fleet(SMALL)
+    plan = make_plan(circuit, nodes, view, shots=1000)
+    assert plan is not None
+    devices = [view.devices[node] for node in nodes]
+    fidelity = {pair: f for pair, (f, _) in link_fidelities(RING, nodes, ideal=False).items()}
+    program = split_program(circuit, partition_of(circuit, plan), devices, fidelity)
+    cost = program.emulation_cost(1000)
+    compiled_ops = sum(len(list(c.circuit.all_operations())) for c in program.compiled if c)
+    g, width = compiled_ops + 2 * plan.ebits, 9 + 2  # the data qubits and a comm qubit a node
+    assert (cost.method, cost.width, cost.operations, cost.trajectories) == (
+        "trajectories",
+        width,
+        g,
+        1000,
+    )
+    assert cost.seconds == pytest.approx(
+        SPLIT.translate_per_op * g
+        + 1000
+        * (SPLIT.trajectory_per_op * g + 2**width * (SPLIT.amplitude + SPLIT.amplitude_per_op * g))
+    )
+    assert plan.emulation_s == pytest.approx(cost.seconds)
+    # the noise channels are in the circuit, not in the count (the constants carry them)
+    assert len(list(program.circuit.all_operations())) > 2 * g
+    assert f"emulation about {plan.emulation_s:.3g} s" in describe(plan, LAM)
+
+
+def test_limits_refuse_an_emulation_over_its_time_or_memory_and_say_the_estimate():
+    cost = trajectories_cost(100, 20, 4000)
+    assert cost.memory_mb == pytest.approx(1500 + 32)  # 2^20 amplitudes × 32 bytes
+    assert Limits(max_s=cost.seconds * 1.01, memory_mb=4096).exceeded(cost) is None
+    over_time = Limits(max_s=cost.seconds / 2, memory_mb=4096).exceeded(cost)
+    assert over_time is not None and cost.describe() in over_time
+    assert "QUBUS_QPU_MAX_EMULATION_S" in over_time
+    over_memory = Limits(max_s=1e9, memory_mb=1000).exceeded(cost)
+    assert over_memory is not None and "over its memory of 1000 MB" in over_memory
+
+
+def test_a_split_too_large_to_emulate_is_not_chosen_automatically():
+    circuit, options, view = ghz(8), TaskOptions(shots=500), fleet(SMALL)
+    late = decision("ionq_aria", 5000.0, 0.95)
+    choice = choose_split(circuit, options, late, view, lam=LAM, limits=Limits(600.0, 4096))
+    assert choice is not None and choice.plan.emulation_s < 600.0
+    limits = Limits(max_s=choice.plan.emulation_s / 2, memory_mb=4096)
+    assert choose_split(circuit, options, late, view, lam=LAM, limits=limits) is None
+
+
+def test_a_split_that_must_be_made_but_is_too_large_is_refused_with_its_estimate():
+    view, nodes = fleet(SMALL), ("ibm_nairobi", "ibm_manila")
+    plan = make_plan(ghz(9), nodes, view, shots=500, balanced=True)  # as --split 2 plans
+    unbalanced = make_plan(ghz(9), nodes, view, shots=500)  # as a task no node holds
+    assert plan is not None and unbalanced is not None
+    limits = Limits(max_s=min(plan.emulation_s, unbalanced.emulation_s) / 2, memory_mb=4096)
+    forced = TaskOptions(shots=500, split=2)
+    with pytest.raises(SplitTooLarge) as info:
+        choose_split(ghz(9), forced, NO_FIT, view, lam=LAM, limits=limits)
+    assert info.value.code == "split.too_large" and info.value.outcome == "rejected"
+    assert info.value.emulation_s == pytest.approx(plan.emulation_s)
+    assert f"about {plan.emulation_s:.3g} s" in info.value.message
+    assert f"over its limit of {limits.max_s:g} s" in info.value.message
+    with pytest.raises(SplitTooLarge) as info:
+        choose_split(ghz(9), TaskOptions(shots=500), NO_FIT, view, lam=LAM, limits=limits)
+    assert info.value.emulation_s == pytest.approx(unbalanced.emulation_s)
+    assert info.value.message.startswith("no QPU node can run this task")
+    assert "too large to emulate" in info.value.message
+
+
+def test_qram_n20_split_over_h1_and_manila_is_estimated_over_the_default_limit():
+    """The dev-set case that ran past 850 s split, and in 11.9 CPU s alone on H1-1."""
+    circuit = parse_qasm((DEV / "qasmbench__qram_n20.qasm").read_text())
+    nodes = ("quantinuum_h1_1", "ibm_manila")
+    view = fleet(dict.fromkeys(nodes, 0.0))
+    single = emulation_cost(compile_for_device(circuit, view.devices[nodes[0]]), 4000)
+    with pytest.raises(SplitTooLarge) as info:
+        make_plan(
+            circuit,
+            nodes,
+            view,
+            shots=4000,
+            balanced=True,
+            limits=Limits(600.0, 4096),
+            bound_time_s=0.0,
+        )
+    assert info.value.emulation_s > 5 * 600.0 and single.seconds < 600.0 / 20
+    assert "of 22 qubits" in info.value.message and "× 4000 trajectories" in info.value.message

@@ -432,6 +432,9 @@ class SplitPlan(Model):
         queue_s: Expected wait until every node of the plan is free.
         predicted_fidelity: Predicted Hellinger fidelity of the split run.
         expected_completion_s: ``queue_s + epr_latency_s + run_s``.
+        emulation_s: Estimated time of the lead node's emulation of the split run on this
+            machine, idle (``qubus.network.distributed.SplitProgram.emulation_cost``); its
+            time budget comes from it. 0 in plans made before it was estimated.
     """
 
     nodes: list[str] = Field(min_length=2, max_length=MAX_SPLIT)
@@ -446,6 +449,7 @@ class SplitPlan(Model):
     queue_s: float = Field(ge=0)
     predicted_fidelity: float = Field(ge=0, le=1)
     expected_completion_s: float = Field(ge=0)
+    emulation_s: float = Field(default=0.0, ge=0)
 
 
 class SweepChunk(Model):

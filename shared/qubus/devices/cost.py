@@ -4,7 +4,11 @@ A QPU node gives each task a time budget from this estimate instead of one fixed
 refuses up front (``qpu.too_large``, the estimate in the message) a task whose estimate exceeds
 the node's limit; the noise service marks such a node unfit for the task so that the allocator
 does not place it there (the estimate is computed once per circuit and node, from the compiled
-circuit the noise service builds anyway).
+circuit the noise service builds anyway). A circuit split across nodes is emulated by its lead
+node as one circuit of every part and the protocol, one trajectory per shot: the same
+trajectory terms price it (:func:`trajectories_cost`,
+``qubus.network.distributed.SplitProgram.emulation_cost``), and the allocator leaves out split
+plans over the nodes' :class:`Limits`.
 
 The model follows :func:`qubus.devices.emulation.emulate`'s methods, with ``g`` the compiled
 circuit's operations (the noise channels scale with them: about 4.7 noisy operations per
@@ -52,7 +56,7 @@ from it, about ``MEMORY_BYTES_PER_AMPLITUDE · 2^w``, plus the worker's own ``BA
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import cirq
 
@@ -105,6 +109,24 @@ IDLE = CostModel(
 CPU times of 19 dev circuits (session 9, load 2.1–2.2; estimate/CPU time 0.19–2.97 for the
 density matrices, all under 0.4 s, and 0.63–1.56 for the trajectories; ``docs/architecture.md``,
 cost model)."""
+
+SPLIT = replace(
+    IDLE,
+    translate_per_op=5.29e-12,
+    trajectory_per_op=4.76e-6,
+    amplitude=3.03e-8,
+    amplitude_per_op=4.63e-10,
+)
+"""The trajectory constants of a split run (``qubus.network.distributed.SplitProgram.
+emulation_cost``; the density-matrix ones are ``IDLE``'s, unused), fitted by ``python -m
+benchmarks.split_cost --fit --max-estimate 20`` to the CPU times of 10 dev circuits split two
+ways (session 10, load 6.6–1.7): ``IDLE``'s constants were 0.14–1.27 of the measured CPU time,
+falling with the width (0.14 for ``qram_n20``'s 22 qubits), these 0.77–1.35. A split run's qsim
+trajectory costs about 7 times as much per operation and amplitude as a single node's. It runs
+through ``qubus.circuits.simulate.run`` (qsim's default gate fusion, every noise channel and
+protocol measurement on the whole state), where the single-node emulator fuses gates up to 3
+qubits, turns phase damping into a mixture of unitaries and simulates only the measured
+qubits' light cone; which of these accounts for how much was not measured."""
 
 MEMORY_BYTES_PER_AMPLITUDE = 32
 """The state (8 bytes), its probabilities (4) and the marginal sampled from them (8), with
@@ -211,14 +233,52 @@ def emulation_cost(
             else width + sum(1 for op in ops if cirq.is_measurement(op) or _is_reset(op))
         )
     runs = trajectory_count(width, shots, noisy=not noiseless)
+    return trajectories_cost(g, width, runs, model=model)
+
+
+def trajectories_cost(
+    operations: int, width: int, trajectories: int, *, model: CostModel = IDLE
+) -> EmulationCost:
+    """The estimated cost of ``trajectories`` qsim trajectories of a circuit of ``operations``
+    compiled operations (its noise channels not counted: the constants include them) on
+    ``width`` qubits, translated once: the trajectory method of :func:`emulation_cost`, and
+    that of a split run (``qubus.network.distributed.SplitProgram.emulation_cost``)."""
     terms = {
-        "translate_per_op": g,
-        "trajectory_per_op": runs * g,
-        "amplitude": runs * 2.0**width,
-        "amplitude_per_op": runs * g * 2.0**width,
+        "translate_per_op": operations,
+        "trajectory_per_op": trajectories * operations,
+        "amplitude": trajectories * 2.0**width,
+        "amplitude_per_op": trajectories * operations * 2.0**width,
     }
     memory = BASE_MEMORY_MB + MEMORY_BYTES_PER_AMPLITUDE * 2.0**width / 2**20
-    return EmulationCost("trajectories", width, g, runs, terms, model.seconds(terms), memory)
+    return EmulationCost(
+        "trajectories", width, operations, trajectories, terms, model.seconds(terms), memory
+    )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The largest emulation a QPU node accepts.
+
+    Attributes:
+        max_s: Idle estimate, s (``QUBUS_QPU_MAX_EMULATION_S``).
+        memory_mb: Address space of its worker process (``QUBUS_SANDBOX_MEMORY_MB``).
+    """
+
+    max_s: float
+    memory_mb: int
+
+    def exceeded(self, cost: EmulationCost) -> str | None:
+        """Why an emulation is over these limits (its estimate and the limit), or None."""
+        if cost.seconds > self.max_s:
+            return (
+                f"{cost.describe()}, over its limit of {self.max_s:g} s (QUBUS_QPU_MAX_EMULATION_S)"
+            )
+        if cost.memory_mb > self.memory_mb:
+            return (
+                f"{cost.describe()}, over its memory of {self.memory_mb} MB "
+                "(QUBUS_SANDBOX_MEMORY_MB)"
+            )
+        return None
 
 
 def refuse_too_large(cost: EmulationCost, *, max_s: float, memory_mb: int) -> None:
@@ -227,18 +287,9 @@ def refuse_too_large(cost: EmulationCost, *, max_s: float, memory_mb: int) -> No
     Raises:
         QubusError: ``qpu.too_large``, with the estimate in the message.
     """
-    if cost.seconds > max_s:
-        raise QubusError(
-            f"emulation too large for this node: {cost.describe()}, over its limit of "
-            f"{max_s:g} s (QUBUS_QPU_MAX_EMULATION_S)",
-            code="qpu.too_large",
-        )
-    if cost.memory_mb > memory_mb:
-        raise QubusError(
-            f"emulation too large for this node: {cost.describe()}, over its memory of "
-            f"{memory_mb} MB (QUBUS_SANDBOX_MEMORY_MB)",
-            code="qpu.too_large",
-        )
+    reason = Limits(max_s, memory_mb).exceeded(cost)
+    if reason is not None:
+        raise QubusError(f"emulation too large for this node: {reason}", code="qpu.too_large")
 
 
 def _is_reset(op: cirq.Operation) -> bool:

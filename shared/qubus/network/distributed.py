@@ -103,6 +103,7 @@ from qubus.circuits.simulate import (
     run,
 )
 from qubus.devices.compile import CompiledCircuit, compile_for_device
+from qubus.devices.cost import SPLIT, CostModel, EmulationCost, trajectories_cost
 from qubus.devices.emulation import emulated_runtime_s, noisy_moments, readout_flips
 from qubus.devices.fidelity import budget_fidelity
 from qubus.devices.prediction import ErrorWalk, noise_budget, walk_errors
@@ -187,6 +188,26 @@ class SplitProgram:
             ),
             default=0.0,
         )
+
+    def emulation_cost(
+        self, shots: int, *, noiseless: bool = False, model: CostModel = SPLIT
+    ) -> EmulationCost:
+        """The estimated cost of :func:`run_split`'s simulation of this program on this
+        machine, idle (``qubus.devices.cost.trajectories_cost``). qsim runs one trajectory per
+        shot, each on every qubit of every part (communication qubits included, no light cone):
+        the protocol's mid-circuit measurements and resets, and the noise channels, rule out
+        sampling one final state; only a noiseless program without either is simulated once.
+        Its operations are counted as for one node: the parts' compiled operations and two per
+        pair made (H and CNOT), the noise channels being in the model's constants."""
+        ops = list(self.circuit.all_operations())
+        dynamic = not self.circuit.are_all_measurements_terminal() or any(
+            isinstance(op.gate, cirq.ResetChannel) for op in ops
+        )
+        operations = 2 * self.ebits + sum(
+            len(list(c.circuit.all_operations())) for c in self.compiled if c is not None
+        )
+        runs = shots if dynamic or not noiseless else 1
+        return trajectories_cost(operations, len(self.circuit.all_qubits()), runs, model=model)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,14 @@ the first leads the run.
   pairs: every shot consumes fresh ones, one per remote gate, generated one after another
   (shots × the expected latency of one pair on its node pair, per remote gate), then runs as
   long as its slowest part (the part's program, its operations and its side of the protocol,
-  compiled for its node: ``qubus.network.distributed.SplitProgram.runtime_s``).
+  compiled for its node: ``qubus.network.distributed.SplitProgram.runtime_s``);
+- emulation: the lead node emulates the whole split circuit, one qsim trajectory per shot on
+  every part's qubits with the protocol's measurements (``SplitProgram.emulation_cost``), far
+  more than the same circuit on one node (``qram_n20`` over quantinuum_h1_1 + ibm_manila at
+  4,000 shots is estimated at about 6,300 s of an idle core, alone on quantinuum_h1_1 at 20 s).
+  A plan estimated over the node's limits (``qubus.devices.cost.Limits``: the QPU's
+  ``QUBUS_QPU_MAX_EMULATION_S`` and worker memory) is not made; the estimate rides in the
+  plan (``SplitPlan.emulation_s``) to the lead node, whose time budget comes from it.
 
 Not modelled: the parts' nodes are busy together in a real run; here only the lead node is
 occupied, and pair generation does not overlap the gates.
@@ -34,7 +41,10 @@ decision. A task is split
 - otherwise when the best two-node plan has a lower J than the decision (more parts only add
   remote gates to a circuit that fits one node, so they are not tried).
 
-Plans predicted below the task's fidelity floor are left out; deadlines are not weighed. A
+Plans predicted below the task's fidelity floor, and plans too large to emulate, are left out
+(an automatic split then keeps the single node; a split asked for, or of a task no node holds,
+whose every plan is too large is refused with ``split.too_large``, the cheapest plan's
+estimate in the message); deadlines are not weighed. A
 task pinned to a node or run within a pilot is never split. At most ``MAX_NODE_SETS`` node
 sets are tried per ``k``: those whose busiest node frees up first, then the roomiest; an
 automatic split only uses sets that need every node (a set where fewer nodes hold the circuit
@@ -56,6 +66,7 @@ import cirq
 from qubus.bus.limits import MAX_SPLIT
 from qubus.bus.messages import NodeStatus, SplitPlan, TaskOptions
 from qubus.circuits.simulate import ideal_distribution
+from qubus.devices.cost import Limits
 from qubus.devices.profiles import Device, device_of
 from qubus.errors import CircuitRejected, QubusError
 from qubus.network.distributed import predict_program, split_program, usable_qubits
@@ -72,6 +83,20 @@ MAX_NODE_SETS = 6
 """Node sets partitioned and predicted per number of parts."""
 
 NO_FIT = "alloc.no_fit"
+
+
+class SplitTooLarge(QubusError):
+    """A split plan the lead node could not emulate within its limits.
+
+    Attributes:
+        emulation_s: The plan's estimate (``SplitPlan.emulation_s``).
+    """
+
+    code = "split.too_large"
+
+    def __init__(self, message: str, *, emulation_s: float) -> None:
+        super().__init__(message)
+        self.emulation_s = emulation_s
 
 
 @dataclass(frozen=True)
@@ -226,6 +251,8 @@ def make_plan(
     shots: int,
     ideal_links: bool = False,
     balanced: bool = False,
+    noiseless: bool = False,
+    limits: Limits | None = None,
     ideal: Mapping[str, float] | None = None,
     bound_time_s: float = BOUND_TIME_LIMIT_S,
 ) -> SplitPlan | None:
@@ -235,6 +262,8 @@ def make_plan(
     Args:
         balanced: Share the qubits as evenly as the nodes allow (``balanced_capacities``),
             so that every node gets a part; otherwise each node may take up to its capacity.
+        noiseless: The task runs without the devices' noise (its emulation's estimate).
+        limits: The largest emulation the lead node accepts; None: no limit.
         ideal: The circuit's ideal distribution, when the caller has it.
         bound_time_s: Time limit of the ebits' lower bound (``qubus.network.partition``).
 
@@ -243,6 +272,8 @@ def make_plan(
         needs fewer nodes, or more room).
 
     Raises:
+        SplitTooLarge: ``split.too_large`` when the plan's emulation is over ``limits`` (the
+            estimate in the message).
         QubusError: ``split.unsupported`` for a circuit telegate cannot run split (an
             operation with no controlled form, a measurement spanning parts:
             ``qubus.network.distributed.split_program``).
@@ -260,6 +291,13 @@ def make_plan(
     figures = link_fidelities(fleet.topology, nodes, ideal=ideal_links)
     pair_fidelity = {pair: f for pair, (f, _) in figures.items()}
     program = split_program(circuit, partition, devices, pair_fidelity)
+    cost = program.emulation_cost(shots, noiseless=noiseless)
+    too_large = None if limits is None else limits.exceeded(cost)
+    if too_large is not None:
+        raise SplitTooLarge(
+            f"the split over {'+'.join(nodes)} is too large to emulate: {too_large}",
+            emulation_s=cost.seconds,
+        )
     fidelity = predict_program(program, circuit, devices, shots, ideal=ideal)
     ebits = sum(pairs.values())
     link_fidelity = sum(n * figures[pair][0] for pair, n in pairs.items()) / ebits if ebits else 1.0
@@ -279,6 +317,7 @@ def make_plan(
         queue_s=queue_s,
         predicted_fidelity=fidelity,
         expected_completion_s=queue_s + epr_latency_s + run_s,
+        emulation_s=cost.seconds,
     )
 
 
@@ -303,12 +342,19 @@ def best_plan(
     ideal_links: bool = False,
     fidelity_floor: float | None = None,
     balanced: bool = False,
+    noiseless: bool = False,
+    limits: Limits | None = None,
     ideal: Mapping[str, float] | None = None,
 ) -> SplitPlan | None:
-    """The plan with the lowest J over ``parts`` nodes (each count tried; ``balanced`` and
-    ``ideal`` as in ``make_plan``); None if no set of nodes can hold the circuit, or none
-    reaches ``fidelity_floor``. The candidates are compared without the ebits' lower bound
-    (it does not enter J), which is computed for the winner alone."""
+    """The plan with the lowest J over ``parts`` nodes (each count tried; ``balanced``,
+    ``noiseless``, ``limits`` and ``ideal`` as in ``make_plan``); None if no set of nodes can
+    hold the circuit, or none reaches ``fidelity_floor``. The candidates are compared without
+    the ebits' lower bound (it does not enter J), which is computed for the winner alone.
+
+    Raises:
+        SplitTooLarge: Every plan that could hold the circuit is too large to emulate (the
+            cheapest one's estimate in the message).
+    """
     if ideal is None:
         ideal = ideal_distribution(circuit)
     qubits = len(circuit.all_qubits())
@@ -319,26 +365,38 @@ def best_plan(
         shots=shots,
         ideal_links=ideal_links,
         balanced=balanced,
+        noiseless=noiseless,
+        limits=limits,
         ideal=ideal,
     )
-    plans = [
-        plan
-        for k in parts
-        for nodes in fleet.node_sets(k, qubits, balanced=balanced)
-        if (plan := plan_on(nodes, bound_time_s=0.0)) is not None
-        and (fidelity_floor is None or plan.predicted_fidelity >= fidelity_floor)
-    ]
+    plans: list[SplitPlan] = []
+    too_large: list[SplitTooLarge] = []
+    for k in parts:
+        for nodes in fleet.node_sets(k, qubits, balanced=balanced):
+            try:
+                plan = plan_on(nodes, bound_time_s=0.0)
+            except SplitTooLarge as exc:
+                too_large.append(exc)
+                continue
+            if plan is not None and (
+                fidelity_floor is None or plan.predicted_fidelity >= fidelity_floor
+            ):
+                plans.append(plan)
+    if not plans and too_large:
+        raise min(too_large, key=lambda exc: exc.emulation_s)
     best = min(plans, key=lambda p: (plan_objective(p, lam), len(p.nodes)), default=None)
     return None if best is None else plan_on(best.nodes)
 
 
 def describe(plan: SplitPlan, lam: float) -> str:
-    """A plan in one line: nodes, ebits, prediction, completion and J."""
+    """A plan in one line: nodes, ebits, prediction, completion, J and the emulation's
+    estimate."""
     return (
         f"split over {'+'.join(plan.nodes)}: {plan.ebits} ebits, predicted fidelity "
         f"{plan.predicted_fidelity:.3f} (links {plan.link_fidelity:.3f}), completion "
         f"{plan.expected_completion_s:.2f} s (queue {plan.queue_s:.2f} + EPR "
-        f"{plan.epr_latency_s:.3f} + run {plan.run_s:.2f}), J {plan_objective(plan, lam):.1f} s"
+        f"{plan.epr_latency_s:.3f} + run {plan.run_s:.2f}), J {plan_objective(plan, lam):.1f} s, "
+        f"emulation about {plan.emulation_s:.3g} s"
     )
 
 
@@ -357,6 +415,7 @@ def choose_split(
     fleet: FleetView,
     *,
     lam: float,
+    limits: Limits | None = None,
     ideal: Mapping[str, float] | None = None,
 ) -> SplitChoice | None:
     """Whether to split the task rather than take the policy's outcome ``single`` (module
@@ -368,6 +427,7 @@ def choose_split(
         single: The policy's decision for the task, or why no node can take it alone.
         fleet: The online nodes and links.
         lam: λ of the objective, s per unit of fidelity.
+        limits: The largest emulation a lead node accepts (None: no limit).
         ideal: The circuit's ideal distribution (the sandbox's), when the caller has it.
 
     Returns:
@@ -378,7 +438,9 @@ def choose_split(
             joined nodes can hold the circuit; ``single`` itself when it is an error and no
             split can rescue the task (``alloc.no_fit``: the message then says so).
         QubusError: ``split.unsupported`` when the task must be split (asked for, or no node
-            holds it) but telegate cannot run the circuit split (``make_plan``).
+            holds it) but telegate cannot run the circuit split (``make_plan``);
+            ``split.too_large`` (``SplitTooLarge``) when it must be split and every plan is
+            too large to emulate.
     """
     forced = options.split
     keep_single = options.node is not None or options.pilot is not None
@@ -397,8 +459,17 @@ def choose_split(
             ideal_links=options.ideal_links,
             fidelity_floor=options.fidelity_floor,
             balanced=forced is not None,
+            noiseless=options.noiseless,
+            limits=limits,
             ideal=ideal,
         )
+    except SplitTooLarge as exc:
+        if forced:
+            raise
+        if isinstance(single, QubusError):
+            message = f"{single.message}; {exc.message}"
+            raise SplitTooLarge(message, emulation_s=exc.emulation_s) from None
+        return None  # too large to emulate split: it stays on its node
     except QubusError:
         if forced or no_fit:
             raise
