@@ -37,7 +37,7 @@ from benchmarks.fastpath import Waiter, cpu_seconds, stack_processes
 from qubus.bus import logs
 from qubus.bus.ids import sweep_point_id
 from qubus.bus.limits import MAX_SHOTS, MAX_SWEEP_POINTS
-from qubus.bus.messages import SubmitRequest, TaskAllocated
+from qubus.bus.messages import SubmitRequest, SweepProgress, TaskAllocated
 from qubus.bus.natsserver import NatsServer
 from qubus.circuits import circuit_to_json
 from qubus.cli.common import default_fleet, number_in
@@ -99,13 +99,16 @@ async def timed(waiter: Waiter, submit, task_ids) -> Run:
 
 async def timeline(client: Client, run: Run, task_ids: list[str]) -> dict[str, list[float]]:
     """When each kind of event of ``task_ids`` was stored, first and last (seconds from the
-    run's start), in the order they first appear; then when the client saw the run's first
-    and last task end (``seen``)."""
+    run's start; a sweep's progress reports by node), in the order they first appear; then
+    when the client saw the run's first and last task end (``seen``)."""
     stored = await asyncio.gather(*(client.bus.task_events(task_id) for task_id in task_ids))
     times: dict[str, list[float]] = {}
     for events in stored:
         for event in events:
-            times.setdefault(event.event.EVENT, []).append(event.published - run.started)
+            name = event.event.EVENT
+            if isinstance(event.event, SweepProgress):  # each chunk's node apart
+                name = f"{name} {event.event.node}"
+            times.setdefault(name, []).append(event.published - run.started)
     spans = {name: [min(t), max(t)] for name, t in sorted(times.items(), key=lambda i: min(i[1]))}
     spans["seen"] = [min(run.ends) - run.started, run.elapsed_s]
     return spans
