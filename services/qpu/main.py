@@ -56,10 +56,13 @@ calibrations are not rechecked. ``TaskCompleted`` carries ``ebits`` and ``nodes`
 can: the node runs its chunk of the sweep's points (``TaskAllocated.chunk``, all of them
 without one; ``qubus.scheduling.sweepchunks``) in batches, one worker call each, holds the
 node for one job of the chunk's shots, publishes each point's ``completed`` as its own task
-``<sweep id>-<k>`` and after each batch the chunk's ``SweepProgress``. Before each batch it
-stops if the sweep was cancelled and leaves out points already ended (cancelled one by one,
-or run before a redelivery). The node that sees every chunk ended publishes the sweep's own
-``completed``, stored once whichever node it is (de-duplication id ``<sweep id>.completed``).
+``<sweep id>-<k>`` and after each batch the chunk's ``SweepProgress``; the next batch is
+emulated while the node is held for the current one. Before each batch it stops if the sweep
+was cancelled and leaves out points already ended (cancelled one by one, run before a
+redelivery, or by the node a re-placed chunk left); before publishing one it drops it and
+stops if its chunk has been re-placed on another node. The node that sees every chunk ended
+publishes the sweep's own ``completed``, stored once whichever node it is (de-duplication id
+``<sweep id>.completed``).
 """
 
 from __future__ import annotations
