@@ -7,7 +7,9 @@ and reported as task ``<sweep id>-<k>`` by the QPU node) and the same 200 circui
 and submitted as 200 tasks at once. The time is from the first submission until the last
 point's terminal event arrives (one core subscription on every task's end). The sweep runs
 before and after the separate submissions and their mean is compared (the machine's other
-load drifts during a run). Also prints the stack's CPU seconds for each.
+load drifts during a run). Also prints the stack's CPU seconds for each, and each run's
+timeline: when (seconds from the first submission) each stage's event was stored, first and
+last over the run's tasks, and when the client saw the first and last task end.
 
     python -m benchmarks.sweep [--points 200] [--shots 1000] [--node ibm_nairobi] [--json]
 
@@ -24,6 +26,7 @@ import json
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cirq
@@ -34,7 +37,7 @@ from benchmarks.fastpath import Waiter, cpu_seconds, stack_processes
 from qubus.bus import logs
 from qubus.bus.ids import sweep_point_id
 from qubus.bus.limits import MAX_SHOTS, MAX_SWEEP_POINTS
-from qubus.bus.messages import SubmitRequest, TaskAllocated
+from qubus.bus.messages import SubmitRequest, SweepProgress, TaskAllocated
 from qubus.bus.natsserver import NatsServer
 from qubus.circuits import circuit_to_json
 from qubus.cli.common import default_fleet, number_in
@@ -68,8 +71,22 @@ def grid(points: int) -> list[dict[str, float]]:
     ]
 
 
-async def timed(waiter: Waiter, submit, task_ids) -> float:
-    """Seconds from calling ``submit`` until every task of ``task_ids(replies)`` has ended."""
+@dataclass
+class Run:
+    """One timed run: when it started (``time.time``), its tasks and when each was seen to
+    end."""
+
+    started: float
+    task_ids: list[str]
+    ends: list[float]
+
+    @property
+    def elapsed_s(self) -> float:
+        return max(self.ends) - self.started
+
+
+async def timed(waiter: Waiter, submit, task_ids) -> Run:
+    """Submit and wait until every task of ``task_ids(replies)`` has ended."""
     started = time.time()
     replies = await submit()
     ids = task_ids(replies)
@@ -77,7 +94,31 @@ async def timed(waiter: Waiter, submit, task_ids) -> float:
     failed = [end for _, end in ends if end != "completed"]
     if failed:
         raise SystemExit(f"{len(failed)} tasks did not complete: {failed[:3]}")
-    return max(ended for ended, _ in ends) - started
+    return Run(started, ids, [ended for ended, _ in ends])
+
+
+async def timeline(client: Client, run: Run, task_ids: list[str]) -> dict[str, list[float]]:
+    """When each kind of event of ``task_ids`` was stored, first and last (seconds from the
+    run's start; a sweep's progress reports by node), in the order they first appear; then
+    when the client saw the run's first and last task end (``seen``)."""
+    stored = await asyncio.gather(*(client.bus.task_events(task_id) for task_id in task_ids))
+    times: dict[str, list[float]] = {}
+    for events in stored:
+        for event in events:
+            name = event.event.EVENT
+            if isinstance(event.event, SweepProgress):  # each chunk's node apart
+                name = f"{name} {event.event.node}"
+            times.setdefault(name, []).append(event.published - run.started)
+    spans = {name: [min(t), max(t)] for name, t in sorted(times.items(), key=lambda i: min(i[1]))}
+    spans["seen"] = [min(run.ends) - run.started, run.elapsed_s]
+    return spans
+
+
+def show_timeline(spans: dict[str, list[float]]) -> str:
+    return ", ".join(
+        f"{name} {a:.3f}" if b - a < 0.0005 else f"{name} {a:.3f}-{b:.3f}"
+        for name, (a, b) in spans.items()
+    )
 
 
 async def sweep_chunks(client: Client, sweep_id: str) -> list[tuple[str, int, int]]:
@@ -108,7 +149,7 @@ async def run(args: argparse.Namespace) -> dict:
         await waiter.start(client)
         sweep_ids: list[str] = []
 
-        async def sweep(n: int) -> float:
+        async def sweep(n: int) -> Run:
             request = SubmitRequest(
                 circuit=symbolic, shots=args.shots, sweep=points[:n], node=args.node
             )
@@ -119,7 +160,7 @@ async def run(args: argparse.Namespace) -> dict:
 
             return await timed(waiter, lambda: client.submit(request), point_ids)
 
-        async def separate(n: int) -> float:
+        async def separate(n: int) -> Run:
             requests = [
                 SubmitRequest(circuit=text, shots=args.shots, node=args.node)
                 for text in resolved[:n]
@@ -141,7 +182,8 @@ async def run(args: argparse.Namespace) -> dict:
         }
         for run_separate in (False, True, False):
             before = cpu_seconds(processes)
-            elapsed = await (separate if run_separate else sweep)(args.points)
+            ran = await (separate if run_separate else sweep)(args.points)
+            elapsed = ran.elapsed_s
             # Listed again: a worker process forked during the run (one replacing a worker
             # that died or ran out of time) counts whole.
             processes = stack_processes(supervisor, server)
@@ -158,6 +200,13 @@ async def run(args: argparse.Namespace) -> dict:
             busiest = sorted(by_service.items(), key=lambda item: -item[1])[:4]
             shares = ", ".join(f"{name} {seconds:.1f}" for name, seconds in busiest)
             print(f"{key}: {elapsed:.2f} s, stack CPU {cpu:.1f} s ({shares})", flush=True)
+            # The sweep's own events (every stage's, then its chunks' reports and end); the
+            # separate tasks' every event.
+            spans = await timeline(
+                client, ran, [sweep_ids[-1]] if not run_separate else ran.task_ids
+            )
+            figures.setdefault(f"{key}_timeline", []).append(spans)
+            print(f"  timeline: {show_timeline(spans)}", flush=True)
             if not run_separate:
                 chunks = await sweep_chunks(client, sweep_ids[-1])
                 figures.setdefault("sweep_chunks", []).append(chunks)

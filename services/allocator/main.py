@@ -41,8 +41,9 @@ the eligible nodes so that they all end together (``qubus.scheduling.sweepchunks
 node's queue and time per point, wall seconds at ``QUBUS_TIME_SCALE``), and each chunk of
 points is published as an allocation of the sweep to its node (``TaskAllocated.chunk``). A
 sweep pinned to a node (``--node``), one that prefers fidelity, or one too small to cut
-(under twice ``MIN_CHUNK_POINTS``) stays one allocation of every point. A sweep cut into
-chunks is not re-placed (a chunk on a node gone offline waits for it).
+(under twice ``MIN_CHUNK_POINTS``) stays one allocation of every point. A chunk held by a node
+gone offline is re-placed alone, whole, on the node the policy then chooses for the sweep (its
+next attempt, ``TaskReplace.chunk``); the node it left drops the batch it was running.
 """
 
 from __future__ import annotations
@@ -56,7 +57,14 @@ from dataclasses import dataclass, field
 from qubus.bus.connection import NodeDirectory
 from qubus.bus.consumer import Context, Stage
 from qubus.bus.logs import get_logger
-from qubus.bus.messages import TaskAllocated, TaskIngested, TaskReplace, TaskScored
+from qubus.bus.messages import (
+    NodeScore,
+    SweepChunk,
+    TaskAllocated,
+    TaskIngested,
+    TaskReplace,
+    TaskScored,
+)
 from qubus.bus.service import Runtime
 from qubus.circuits import circuit_from_json
 from qubus.devices.cost import Limits
@@ -73,7 +81,12 @@ from qubus.scheduling.allocation import (
     get_policy,
     preference_lam,
 )
-from qubus.scheduling.replacement import latest_allocation, outstanding_allocations
+from qubus.scheduling.replacement import (
+    chunk_allocations,
+    latest_allocation,
+    outstanding_allocations,
+    replaced_by,
+)
 from qubus.scheduling.sweepchunks import NodeRate, chunk_ranges, share_points
 
 log = get_logger()
@@ -162,24 +175,23 @@ def sweep_allocations(
     if len(chunks) == 1:
         return [placed]
     cut = ", ".join(f"{node} {c.first}-{c.stop - 1}" for node, c in chunks)
-    allocations = []
-    for node, chunk in chunks:
-        score = scores[node]
-        allocations.append(
-            placed.model_copy(
-                update={
-                    "node": node,
-                    "chunk": chunk,
-                    "reason": f"{decision.reason}; points shared so that the nodes end "
-                    f"together: {cut}",
-                    "predicted_fidelity": score.predicted_fidelity,
-                    "hyperscore": score.hyperscore,
-                    "calibration_revision": score.calibration_revision,
-                    "score": score,
-                }
-            )
-        )
-    return allocations
+    reason = f"{decision.reason}; points shared so that the nodes end together: {cut}"
+    return [on_node(placed, scores[node], chunk=chunk, reason=reason) for node, chunk in chunks]
+
+
+def on_node(placed: TaskAllocated, score: NodeScore, **update: object) -> TaskAllocated:
+    """``placed`` (an allocation of a sweep's chunk) given to the node ``score`` is of, with
+    that node's score and prediction, and ``update``."""
+    return placed.model_copy(
+        update={
+            "node": score.node,
+            "predicted_fidelity": score.predicted_fidelity,
+            "hyperscore": score.hyperscore,
+            "calibration_revision": score.calibration_revision,
+            "score": score,
+            **update,
+        }
+    )
 
 
 def split_allocation(
@@ -437,12 +449,12 @@ class Allocator:
     async def replace(self, event: TaskReplace, ctx: Context) -> TaskAllocated | None:
         """The ``allocator-replace`` stage: the task's next allocation, without the node it
         leaves and the offline ones."""
-        current = await latest_allocation(self._bus, event.task_id)
+        if event.chunk is None:
+            current = await latest_allocation(self._bus, event.task_id)
+        else:
+            current = (await chunk_allocations(self._bus, event.task_id)).get(event.chunk)
         if current is None or current.attempt != event.attempt:
             return None  # already re-placed
-        if current.chunk is not None:
-            log.warning("allocator.replace_chunk", node=event.node, chunk=current.chunk.index)
-            return None  # a sweep cut into chunks is not re-placed: the chunk waits for its node
         if current.node != event.node:
             log.warning("allocator.replace_not_held", node=event.node, held_by=current.node)
             return None  # a node asking to give up a task it does not hold
@@ -457,6 +469,8 @@ class Allocator:
         exclude[event.node] = event.reason
         deadline = await self._deadline_left(scored)
         ((single, outcome),) = await self._place([scored], [deadline], exclude=exclude)
+        if current.chunk is not None:
+            return self._move_chunk(scored, current, current.chunk, event, outcome)
         if isinstance(outcome, SplitChoice):
             log.info("allocator.replaced", left=event.node, node=outcome.plan.nodes[0])
             return self._split_event(scored, outcome, single, deadline, attempt=event.attempt + 1)
@@ -479,21 +493,46 @@ class Allocator:
             }
         )
 
+    def _move_chunk(
+        self,
+        scored: TaskScored,
+        current: TaskAllocated,
+        chunk: SweepChunk,
+        event: TaskReplace,
+        outcome: Outcome | SplitChoice,
+    ) -> TaskAllocated | None:
+        """A chunk of a sweep, whose node went offline, given whole to the node the policy
+        chooses for the sweep without the offline ones (a sweep is never split), as the
+        chunk's next attempt; None if no node can take it (it waits for its node)."""
+        if not isinstance(outcome, Decision):
+            log.info("allocator.replace_kept", node=event.node, chunk=chunk.index)
+            return None
+        score = next(s for s in scored.scores if s.node == outcome.node)
+        log.info("allocator.chunk_moved", left=event.node, node=outcome.node, chunk=chunk.index)
+        return on_node(
+            current,
+            score,
+            attempt=event.attempt + 1,
+            reason=f"chunk {chunk.index + 1}/{chunk.chunks} (points {chunk.first}-"
+            f"{chunk.stop - 1}) moved from {event.node} ({event.reason}); {outcome.reason}",
+        )
+
     async def watch_offline(self) -> None:
-        """Publish ``replace`` for every allocation still held by a node gone offline (once:
-        ``_handled`` keeps the allocations seen that are still outstanding)."""
+        """Publish ``replace`` for every allocation still held by a node gone offline, a
+        sweep's chunk alone (once: ``_handled`` keeps the allocations seen that are still
+        outstanding)."""
         known = self._directory.online(math.inf)
         online = self._directory.online(self._settings.node_timeout_s)
-        outstanding: set[tuple[str, int]] = set()
+        outstanding: set[tuple[str, int | None, int]] = set()
         for node in sorted(set(known) - set(online)):
             age = time.time() - known[node].updated_at
             for queued, trace in await outstanding_allocations(self._bus, node):
-                key = (queued.task_id, queued.attempt)
+                chunk = queued.chunk.index if queued.chunk is not None else None
+                key = (queued.task_id, chunk, queued.attempt)
                 outstanding.add(key)
                 if key in self._handled or queued.attempt >= self._settings.max_replacements:
                     continue
-                latest = await latest_allocation(self._bus, queued.task_id)
-                if latest is not None and latest.attempt == queued.attempt:
+                if await replaced_by(self._bus, queued) is None:
                     reason = f"node {node} has reported no status for {age:.0f} s"
                     log.info("allocator.node_offline", node=node, task_id=queued.task_id)
                     await self._bus.publish_event(
@@ -502,6 +541,7 @@ class Allocator:
                             node=node,
                             attempt=queued.attempt,
                             reason=reason,
+                            chunk=chunk,
                         ),
                         trace=trace,
                     )

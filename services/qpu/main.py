@@ -58,10 +58,13 @@ over the node's limits). ``TaskCompleted`` carries ``ebits`` and ``nodes``, and
 can: the node runs its chunk of the sweep's points (``TaskAllocated.chunk``, all of them
 without one; ``qubus.scheduling.sweepchunks``) in batches, one worker call each, holds the
 node for one job of the chunk's shots, publishes each point's ``completed`` as its own task
-``<sweep id>-<k>`` and after each batch the chunk's ``SweepProgress``. Before each batch it
-stops if the sweep was cancelled and leaves out points already ended (cancelled one by one,
-or run before a redelivery). The node that sees every chunk ended publishes the sweep's own
-``completed``, stored once whichever node it is (de-duplication id ``<sweep id>.completed``).
+``<sweep id>-<k>`` and after each batch the chunk's ``SweepProgress``; the next batch is
+emulated while the node is held for the current one. Before each batch it stops if the sweep
+was cancelled and leaves out points already ended (cancelled one by one, run before a
+redelivery, or by the node a re-placed chunk left); before publishing one it drops it and
+stops if its chunk has been re-placed on another node. The node that sees every chunk ended
+publishes the sweep's own ``completed``, stored once whichever node it is (de-duplication id
+``<sweep id>.completed``).
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ import itertools
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import cirq
 import nats.js.errors
@@ -127,7 +131,7 @@ from qubus.network.distributed import SplitRun, run_split
 from qubus.network.splitplan import partition_of
 from qubus.scheduling.allocation import replacement_reason
 from qubus.scheduling.nodeorder import RunOrder
-from qubus.scheduling.replacement import allocation_subject, latest_allocation, qpu_consumer
+from qubus.scheduling.replacement import allocation_subject, qpu_consumer, replaced_by
 from qubus.scheduling.sweepchunks import FIRST_BATCH_POINTS, batch_points, sweep_end
 
 log = get_logger()
@@ -221,6 +225,28 @@ def predict_on(device: Device, circuit_json: str, shots: int, ideal: Mapping[str
     calibration (``qubus.devices.prediction.predict_fidelity``; the compilation is cached)."""
     compiled = compile_for_device(circuit_from_json(circuit_json), device)
     return predict_fidelity(compiled, device, ideal, shots=shots)
+
+
+@dataclass
+class SweepBatch:
+    """A batch of a sweep chunk's points on a QPU node.
+
+    Attributes:
+        points: The batch's points (indexes into the sweep).
+        todo: The points to run: index, task id ``<sweep id>-<k>`` and seed.
+        ended: The completions stored already for the batch's points that had ended
+            before it came (the others of them were cancelled one by one).
+        emulation: The worker call running ``todo`` (None if there is nothing to run).
+    """
+
+    points: range
+    todo: list[tuple[int, str, int]]
+    ended: list[TaskCompleted]
+    emulation: asyncio.Future[tuple[list[dict[str, int]], float]] | None
+
+    async def emulated(self) -> tuple[list[dict[str, int]], float]:
+        """Each point of ``todo``'s counts and their modelled run time (``run_points``)."""
+        return ([], 0.0) if self.emulation is None else await self.emulation
 
 
 class QpuNode:
@@ -537,25 +563,70 @@ class QpuNode:
             return TaskCancelled(task_id=task_id)
         return codec.decode(raw.data, TaskCompleted)
 
+    async def _start_batch(
+        self,
+        event: TaskAllocated,
+        points: list[dict[str, float]],
+        batch: range,
+        current: Device,
+        noiseless: bool,
+    ) -> SweepBatch:
+        """Look up how the batch's points have ended already and start emulating the others
+        (one worker call, ``qubus.devices.sweeps.run_points``; the worker runs its calls in
+        turn, so this one starts once the batch before it has been emulated)."""
+        ids = [sweep_point_id(event.task_id, k) for k in batch]
+        ends = await asyncio.gather(*(self._point_end(task_id) for task_id in ids))
+        todo = [
+            (k, task_id, seed_for(task_id, "qpu"))
+            for k, task_id, end in zip(batch, ids, ends, strict=True)
+            if end is None
+        ]
+        emulation = None
+        if todo:
+            emulation = asyncio.ensure_future(
+                self._pool.run(
+                    run_points,
+                    current,
+                    event.circuit,
+                    [points[k] for k, _, _ in todo],
+                    event.options.shots,
+                    [seed for _, _, seed in todo],
+                    noiseless,
+                    timeout_s=self._settings.sandbox_timeout_s * len(todo),
+                )
+            )
+        ended = [end for end in ends if isinstance(end, TaskCompleted)]
+        return SweepBatch(batch, todo, ended, emulation)
+
+    async def _sweep_cancelled(self, event: TaskAllocated, report: SweepProgress) -> bool:
+        """Whether the sweep has been cancelled (then logs how far its chunk got)."""
+        if await self._bus.last_event(event.task_id, TaskCancelled) is None:
+            return False
+        log.info("qpu.sweep_cancelled", done=report.done, points=report.points)
+        return True
+
     async def _run_sweep(
         self, event: TaskAllocated, points: list[dict[str, float]], ctx: Context
     ) -> TaskCompleted | TaskFailed | None:
         """Run a chunk of a sweep's points (``TaskAllocated.chunk``; all of them without
         one) in batches (``qubus.scheduling.sweepchunks.batch_points``; one worker call
-        each, ``qubus.devices.sweeps.run_points``),
-        holding the node for one job of the chunk's shots. Once the node has been held
-        through a batch's shots, each of its points' ``completed`` is published as task
-        ``<sweep id>-<k>``, then the chunk's ``SweepProgress``. Before each batch the node
-        stops if the sweep was cancelled (the points not run end with it), and leaves out
-        the points that have ended already (cancelled one by one, or completed by an
-        earlier run of this chunk).
+        each, ``qubus.devices.sweeps.run_points``), holding the node for one job of the
+        chunk's shots. Once the node has been held through a batch's shots, each of its
+        points' ``completed`` is published as task ``<sweep id>-<k>``, then the chunk's
+        ``SweepProgress``. The next batch is emulated while the node is held for this one,
+        so the emulation adds to the hold only where it takes longer. Before starting a
+        batch the node stops if the sweep was cancelled (the batch in hand still ends; the
+        points not run end with the sweep), and leaves out the points that have ended
+        already (cancelled one by one, or completed by an earlier run of this chunk); before
+        publishing one, it drops it and stops if the chunk has been re-placed on another
+        node (this node stopped reporting long enough, ``qubus_services.allocator``).
 
         Every point's predicted fidelity is the allocation's (the mean over the points); the
         prediction is not recomputed on a newer calibration.
 
         Returns:
             The sweep's own ``completed`` once every chunk has ended (``_end_sweep``), else
-            None; None if the sweep was cancelled.
+            None; None if the sweep was cancelled or the chunk re-placed.
 
         Raises:
             Retry: the sandbox's evaluation (every point's ideal distribution) is not
@@ -581,71 +652,59 @@ class QpuNode:
         )
         async with self._running(event, ctx):
             since = time.monotonic()
-            batch = range(chunk.first, min(chunk.first + FIRST_BATCH_POINTS, chunk.stop))
-            while batch:
-                if await self._bus.last_event(event.task_id, TaskCancelled) is not None:
-                    log.info("qpu.sweep_cancelled", done=report.done, points=report.points)
-                    return None
-                ids = [sweep_point_id(event.task_id, k) for k in batch]
-                ends = await asyncio.gather(*(self._point_end(task_id) for task_id in ids))
-                todo = [
-                    (k, task_id)
-                    for k, task_id, end in zip(batch, ids, ends, strict=True)
-                    if end is None
-                ]
-                completions = [end for end in ends if isinstance(end, TaskCompleted)]
-                modelled_s, size = 0.0, len(batch)
-                ran: list[TaskCompleted] = []
-                if todo:
-                    seeds = [seed_for(task_id, "qpu") for _, task_id in todo]
-                    counts, modelled_s = await self._pool.run(
-                        run_points,
-                        current,
-                        event.circuit,
-                        [points[k] for k, _ in todo],
-                        event.options.shots,
-                        seeds,
-                        noiseless,
-                        timeout_s=self._settings.sandbox_timeout_s * len(todo),
+            if await self._sweep_cancelled(event, report):
+                return None
+            first = range(chunk.first, min(chunk.first + FIRST_BATCH_POINTS, chunk.stop))
+            batch: SweepBatch | None = await self._start_batch(
+                event, points, first, current, noiseless
+            )
+            while batch is not None:
+                counts, modelled_s = await batch.emulated()
+                ran = [
+                    TaskCompleted(
+                        task_id=task_id,
+                        node=self._device.id,
+                        counts=point_counts,
+                        shots=event.options.shots,
+                        seed=seed,
+                        predicted_fidelity=event.predicted_fidelity,
+                        measured_fidelity=hellinger_fidelity(point_counts, sandbox.sweep_ideals[k]),
+                        emulated_s=modelled_s / len(batch.todo),
+                        calibration_revision=current.revision,
+                        allocated_fidelity=event.predicted_fidelity,
+                        nodes=[self._device.id],
                     )
-                    ran = [
-                        TaskCompleted(
-                            task_id=task_id,
-                            node=self._device.id,
-                            counts=point_counts,
-                            shots=event.options.shots,
-                            seed=seed,
-                            predicted_fidelity=event.predicted_fidelity,
-                            measured_fidelity=hellinger_fidelity(
-                                point_counts, sandbox.sweep_ideals[k]
-                            ),
-                            emulated_s=modelled_s / len(todo),
-                            calibration_revision=current.revision,
-                            allocated_fidelity=event.predicted_fidelity,
-                            nodes=[self._device.id],
-                        )
-                        for (k, task_id), point_counts, seed in zip(
-                            todo, counts, seeds, strict=True
-                        )
-                    ]
-                    completions += ran
+                    for (k, task_id, seed), point_counts in zip(batch.todo, counts, strict=True)
+                ]
+                completions = batch.ended + ran
                 report = report.model_copy(
                     update={
-                        "done": report.done + len(batch),
+                        "done": report.done + len(batch.points),
                         "completed": report.completed + len(completions),
                         "fidelity_sum": report.fidelity_sum
                         + sum(c.measured_fidelity for c in completions),
                         "emulated_s": report.emulated_s + modelled_s,
                     }
                 )
+                size = len(batch.points)
+                if batch.todo:
+                    size = batch_points(modelled_s / len(batch.todo) * self._settings.time_scale)
+                following = range(batch.points.stop, min(batch.points.stop + size, chunk.stop))
+                stop = bool(following) and await self._sweep_cancelled(event, report)
+                upcoming = None
+                if following and not stop:
+                    upcoming = await self._start_batch(event, points, following, current, noiseless)
                 # The points' results exist once the node has run their shots.
                 await self._hold(report.emulated_s, since)
+                if await self._superseded(event, ctx, "qpu.sweep_chunk_moved"):
+                    if upcoming is not None:
+                        await upcoming.emulated()  # the worker's call ends; its result is dropped
+                    return None
                 await asyncio.gather(*(ctx.publish(completed) for completed in ran))
                 await ctx.publish(report)
-                if todo:
-                    hold_s = modelled_s / len(todo) * self._settings.time_scale
-                    size = batch_points(hold_s)
-                batch = range(batch.stop, min(batch.stop + size, chunk.stop))
+                if stop:
+                    return None
+                batch = upcoming
             self._count(report.emulated_s)
         return await self._end_sweep(event, current)
 
@@ -695,11 +754,12 @@ class QpuNode:
         return latest is not None and latest[1] == ctx.sequence
 
     async def _superseded(self, event: TaskAllocated, ctx: Context, why: str) -> bool:
-        """Whether the task has been allocated again since ``event`` (then logs ``why``):
-        the node skips it, or drops the result of a run that outlived its allocation (the
-        node stopped long enough for the allocator to place the task elsewhere)."""
-        latest = await latest_allocation(self._bus, event.task_id, unless_sequence=ctx.sequence)
-        if latest is None or latest.attempt == event.attempt:
+        """Whether the task (or a sweep's chunk) has been allocated again since ``event``
+        (then logs ``why``): the node skips it, or drops the result of a run that outlived
+        its allocation (the node stopped long enough for the allocator to place the task
+        elsewhere)."""
+        latest = await replaced_by(self._bus, event, unless_sequence=ctx.sequence)
+        if latest is None:
             return False
         log.info(why, attempt=event.attempt, now_on=latest.node)
         return True

@@ -15,6 +15,7 @@ from qubus.bus.messages import (
     TaskCancelled,
     TaskCompleted,
     TaskOptions,
+    TaskReplace,
     TaskScored,
 )
 from qubus.client.aio import point_events, progress_of, stage_rows, status_of
@@ -28,7 +29,7 @@ from qubus.scheduling.sweepchunks import (
     sweep_end,
     sweep_progress,
 )
-from qubus_services.allocator.main import sweep_allocations
+from qubus_services.allocator.main import on_node, sweep_allocations
 
 SWEEP = "alice.0123456789abcdef01234"
 
@@ -169,6 +170,24 @@ def test_the_allocator_publishes_one_allocation_per_chunk_with_each_nodes_score(
     assert [a.predicted_fidelity for a in allocations] == [0.9, 0.7]
     assert allocations[1].calibration_revision == "rev-b" and "b 100-199" in allocations[0].reason
     assert len({a.msg_id() for a in allocations}) == 2  # both stored
+
+
+def test_a_moved_chunk_takes_its_new_nodes_score_and_is_stored_beside_the_first() -> None:
+    scores = [score("a", 100.0), score("b", 100.0, fidelity=0.7)]
+    first, _ = sweep_allocations(scored(200, scores), decision("a"), time_scale=0.01)
+    moved = on_node(first, scores[1], attempt=1, reason="moved")
+    assert (moved.node, moved.chunk, moved.attempt) == ("b", first.chunk, 1)
+    assert (moved.predicted_fidelity, moved.calibration_revision) == (0.7, "rev-b")
+    assert moved.msg_id() == "alice.s1.allocated.c0.1" != first.msg_id()
+    # two chunks on one node gone offline: one replace each
+    replaces = [
+        TaskReplace(task_id="alice.s1", node="a", attempt=0, reason="offline", chunk=k)
+        for k in (0, 1)
+    ]
+    assert [r.msg_id() for r in replaces] == [
+        "alice.s1.replace.a.c0.0",
+        "alice.s1.replace.a.c1.0",
+    ]
 
 
 @pytest.mark.parametrize(

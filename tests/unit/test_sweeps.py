@@ -113,11 +113,16 @@ def test_a_qpu_runs_points_as_one_job_of_their_shots() -> None:
     points = [{"theta": 0.0}, {"theta": float(sympy.pi)}]
     counts, modelled_s = run_points(device, circuit_to_json(circuit), points, 200, [1, 2], True)
     assert counts == [{"00": 200}, {"11": 200}]
-    _, one_s = run_points(device, circuit_to_json(circuit), points[:1], 400, [1], True)
-    assert modelled_s == pytest.approx(one_s)  # the shots of both points, no job overhead
-    compiled = compile_for_device(resolved(circuit, points[0]), device)
-    with_overhead = emulated_runtime_s(compiled, device, 400)
-    assert modelled_s == pytest.approx(with_overhead - JOB_OVERHEAD_S[device.kind])
+    # each point's shots at its own duration (rx(0) is dropped, rx(pi) is not), no job overhead
+    each_s = [
+        emulated_runtime_s(compile_for_device(resolved(circuit, p), device), device, 200)
+        - JOB_OVERHEAD_S[device.kind]
+        for p in points
+    ]
+    assert each_s[0] < each_s[1]
+    assert modelled_s == pytest.approx(sum(each_s))
+    _, first_s = run_points(device, circuit_to_json(circuit), points[:1], 200, [1], True)
+    assert first_s == pytest.approx(each_s[0])
 
 
 @pytest.mark.parametrize("entangled", [False, True])

@@ -531,6 +531,9 @@ class TaskReplace(NodeEvent):
     ``QUBUS_REPLACE_DROP`` (``predicted_fidelity`` is then the new prediction, on
     ``calibration_revision``). ``attempt`` is the allocation being replaced; the
     de-duplication id ``<task_id>.replace.<node>.<attempt>`` makes one re-placement per attempt.
+    ``chunk`` is the index of the chunk of a sweep to place again (``TaskAllocated.chunk``),
+    alone, with ``attempt`` that chunk's (de-duplication id
+    ``<task_id>.replace.<node>.c<chunk>.<attempt>``); None for a whole task.
     """
 
     TYPE: ClassVar[str] = "task.replace.v1"
@@ -540,9 +543,11 @@ class TaskReplace(NodeEvent):
     reason: str
     predicted_fidelity: float | None = None
     calibration_revision: str = ""
+    chunk: int | None = Field(default=None, ge=0)
 
     def msg_id(self) -> str:
-        return f"{super().msg_id()}.{self.attempt}"
+        base = super().msg_id() if self.chunk is None else f"{super().msg_id()}.c{self.chunk}"
+        return f"{base}.{self.attempt}"
 
 
 class TaskRunning(NodeEvent):

@@ -170,9 +170,10 @@ def run_points(
     trajectories).
 
     Returns:
-        Each point's counts, and the modelled run time of their shots (``shots`` for every
-        point at the first point's duration), without the device's per-job overhead, which
-        the job of the whole sweep or chunk counts once.
+        Each point's counts, and the modelled run time of their shots (``shots`` of each
+        point at its own duration: a point's angles can drop a gate or change its pulses),
+        without the device's per-job overhead, which the job of the whole sweep or chunk
+        counts once.
     """
     compiler = point_compiler(circuit_json, device)
     together = [None] * len(points)
@@ -186,5 +187,5 @@ def run_points(
             ran = emulate(alone, device, shots, seed=seed, noiseless=noiseless), alone
         counts.append(ran[0])
         compiled.append(ran[1])
-    shots_s = emulated_runtime_s(compiled[0], device, shots * len(points))
-    return counts, shots_s - emulated_runtime_s(compiled[0], device, 0)
+    overhead_s = emulated_runtime_s(compiled[0], device, 0)
+    return counts, sum(emulated_runtime_s(c, device, shots) - overhead_s for c in compiled)

@@ -4,7 +4,8 @@ A task's allocation is one message on ``qubus.task.<id>.allocated.<node>``, cons
 node's durable consumer ``qpu-<node>`` one at a time. A re-placement publishes a new
 allocation (``TaskAllocated.attempt`` + 1) instead of withdrawing the old one, so the current
 allocation of a task is its last message on ``qubus.task.<id>.allocated.*``; a node skips
-any other.
+any other. A sweep cut into chunks (``TaskAllocated.chunk``) has one allocation per chunk, and
+a chunk is re-placed alone: its current allocation is its own latest attempt.
 """
 
 from __future__ import annotations
@@ -42,6 +43,38 @@ async def latest_allocation(
     if stored is None or stored[1] == unless_sequence:
         return None
     return codec.decode(stored[0], TaskAllocated)
+
+
+async def chunk_allocations(bus: Bus, task_id: str) -> dict[int, TaskAllocated]:
+    """Each chunk's current allocation (its latest attempt) of a sweep cut into chunks, by
+    chunk index, read from the sweep's stored events."""
+    current: dict[int, TaskAllocated] = {}
+    for stored in await bus.task_events(task_id):
+        event = stored.event
+        if isinstance(event, TaskAllocated) and event.chunk is not None:
+            seen = current.get(event.chunk.index)
+            if seen is None or event.attempt > seen.attempt:
+                current[event.chunk.index] = event
+    return current
+
+
+async def replaced_by(
+    bus: Bus, event: TaskAllocated, *, unless_sequence: int | None = None
+) -> TaskAllocated | None:
+    """The allocation that has taken ``event``'s place since (a later attempt of the task, or
+    for a chunk of a sweep a later attempt of that chunk), or None while ``event`` is current.
+
+    One read while nothing has been re-placed (the task's last allocation, as
+    ``latest_allocation``, with ``unless_sequence``); the sweep's events once one of its
+    chunks has been (a re-placement is the last allocation stored, attempt 1 or more).
+    """
+    latest = await latest_allocation(bus, event.task_id, unless_sequence=unless_sequence)
+    if latest is not None and event.chunk is not None and latest.chunk is not None:
+        if latest.attempt == 0:
+            return None  # no chunk of the sweep has been re-placed
+        if latest.chunk.index != event.chunk.index:
+            latest = (await chunk_allocations(bus, event.task_id)).get(event.chunk.index)
+    return latest if latest is not None and latest.attempt != event.attempt else None
 
 
 async def allocated_to(bus: Bus, task_id: str, node: str) -> bool:
