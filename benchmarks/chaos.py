@@ -80,7 +80,7 @@ from qubus.bus.auth import ANONYMOUS
 from qubus.bus.config import Settings
 from qubus.bus.connection import H_MSG_ID, H_TYPE, STREAM, SUBMIT_SUBJECT, StoredEvent
 from qubus.bus.ids import new_task_id, split_task_subject
-from qubus.bus.messages import SubmitRequest, TaskScored, event_of
+from qubus.bus.messages import SubmitRequest, TaskCompleted, TaskScored, event_of
 from qubus.bus.natsserver import NatsCluster, NatsServer, stream_led_elsewhere
 from qubus.circuits import circuit_to_json
 from qubus.cli.common import number_in
@@ -648,8 +648,10 @@ HOPS = {
 
 def hop_seconds(events: list[StoredEvent], due: float) -> dict[str, tuple[float, float]]:
     """Per event of one task, the seconds from its input's storing to its stage starting on
-    it (a queue), and from that start to its storing (the stage's work); ``ingested``'s wait
-    runs from when the task was due (the submitter's own wait and the request's way)."""
+    it (a queue), and from then to its storing (the stage's work; a QPU node's ``completed``
+    is started with its ``running``, so its work is the run from ``running`` on);
+    ``ingested``'s wait runs from when the task was due (the submitter's own wait and the
+    request's way)."""
     at = {stored.event.EVENT: stored for stored in events}
     ready = {
         name: max(at[i].published for i in inputs)
@@ -660,15 +662,16 @@ def hop_seconds(events: list[StoredEvent], due: float) -> dict[str, tuple[float,
     hops = {}
     for name, since in ready.items():
         if name in at:
-            began = at[name].started or at[name].published
-            hops[name] = (max(0.0, began - since), at[name].published - began)
+            began = max(since, at[name].started or at[name].published)
+            hops[name] = (began - since, at[name].published - began)
     return hops
 
 
 async def where_waited(client: Client, good: Good, ends: Ends, sample: int) -> Figures:
     """Mean queue and work milliseconds per stage of the slowest 1 % of the ended tasks (at
-    most ``sample`` of them) and of ``sample`` others drawn at random: which stage's queue an
-    overload episode's latency sits in."""
+    most ``sample`` of them) and of ``sample`` others drawn at random, and the nodes they ran
+    on: which stage's queue an overload episode's latency sits in (from the tasks' stored
+    events: a trace TTL shorter than the soak leaves only the result's)."""
     took = sorted(
         (ends.at[task] - due, task) for task, due in good.submitted.items() if task in ends.at
     )
@@ -681,10 +684,11 @@ async def where_waited(client: Client, good: Good, ends: Ends, sample: int) -> F
     figures: Figures = {}
     for group, tasks in groups.items():
         sums: dict[str, list[float]] = {}
+        nodes: Counter[str] = Counter()
         for task in tasks:
-            for hop, (wait, work) in hop_seconds(
-                await client.events(task), good.submitted[task]
-            ).items():
+            events = await client.events(task)
+            nodes.update(s.event.node for s in events if isinstance(s.event, TaskCompleted))
+            for hop, (wait, work) in hop_seconds(events, good.submitted[task]).items():
                 total = sums.setdefault(hop, [0.0, 0.0, 0])
                 total[0] += wait
                 total[1] += work
@@ -692,7 +696,7 @@ async def where_waited(client: Client, good: Good, ends: Ends, sample: int) -> F
         figures[group] = {
             hop: {"queue_ms": round(1000 * w / n), "work_ms": round(1000 * k / n)}
             for hop, (w, k, n) in sums.items()
-        }
+        } | {"nodes": dict(nodes)}
     return figures
 
 
@@ -819,6 +823,7 @@ def _print(figures: Figures) -> None:
                     if hop in slow
                 ],
             )
+            print(f"ran on: slowest {slow['nodes']}, others {others['nodes']}")
         elif key == "task_stream_per_minute":
             print("\ntask stream at the start and after each minute")
             for field in ("events", "mb", "subjects"):
