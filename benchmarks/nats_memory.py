@@ -4,6 +4,7 @@ Usage:
     python benchmarks/nats_memory.py                       # 60,000 tasks, windows 600 s and 1 s
     python benchmarks/nats_memory.py --tasks 20000 --windows 600
     python benchmarks/nats_memory.py --windows 1 --trace-ttls 0 30 --rate 200 --tasks 40000
+    python benchmarks/nats_memory.py ... --gomemlimit 128MiB   # the Go runtime's soft limit
 
 For each de-duplication window and trace TTL (0: none), a nats-server of its own (a private
 store, its heap profile served on a free port) gets the task stream exactly as
@@ -30,6 +31,7 @@ import contextlib
 import itertools
 import json
 import math
+import os
 import re
 import secrets
 import shutil
@@ -137,6 +139,7 @@ async def one_store(args: argparse.Namespace, window: float, ttl: int) -> dict[s
         *["--profile", str(profile_port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "GOMEMLIMIT": args.gomemlimit} if args.gomemlimit else None,
     )
     try:
         url = f"nats://127.0.0.1:{port}"
@@ -172,6 +175,7 @@ async def one_store(args: argparse.Namespace, window: float, ttl: int) -> dict[s
         return {
             "duplicate_window_s": window,
             "trace_ttl_s": ttl,
+            "gomemlimit": args.gomemlimit or None,
             "resident_mb_at_start": round(start_mb),
             "stored_events_and_resident_mb": rows,
             "resident_mb_per_10k_tasks_over_the_last_half": round(
@@ -209,6 +213,9 @@ async def main() -> None:
     parser.add_argument("--pause", type=number_in(float, 0, None), default=0.0)
     parser.add_argument("--rate", type=number_in(float, 0, None), default=0.0, help="tasks/s")
     parser.add_argument("--idle", type=number_in(float, 0, None), default=60.0)
+    parser.add_argument(
+        "--gomemlimit", default="", help="the server's Go soft memory limit (GOMEMLIMIT: 512MiB)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logs.configure("nats_memory", "nats_memory", "error")  # not a line per connection attempt
