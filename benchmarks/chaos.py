@@ -34,13 +34,20 @@ the last step that held. Then it submits at ``--load`` times that for MINUTES, o
 task's latency runs from when it was due): each minute the resident memory and CPU seconds of
 every process (a service with its worker processes; pages shared with the fork server are
 counted in each), the task stream's stored events, the backlog, and the p50/p99 latency of
-the tasks due in that minute, with the machine's load average.
+the tasks due in that minute, with the machine's load average. At the end, for the slowest
+1 % of the soak's tasks (at most 150) and 150 others drawn at random, each stage's mean queue (its
+input stored to the stage starting on it, ``Qubus-Started``) and work (start to stored):
+which queue an overload episode's latency sits in. ``--trace-ttl`` sets the services'
+``QUBUS_TRACE_TTL_S`` (a short one shows the task stream's steady state within a soak).
 
 Good tasks are submitted ``--submitters`` at a time and all stay in flight until done; their
 ends are read from the stream (lost: no terminal event in time; duplicated: more than one).
 Prints tasks sent, completed, rejected, failed, lost and duplicated, hostile submissions by
 outcome, service restarts (those not caused by our kills come from input), and the latency of a
 normal task submitted right behind one of each hostile kind against one submitted alone.
+
+SIGINT or SIGTERM stops the run and its stack (SIGINT also when a script started it with
+``&``, which ignores it).
 """
 
 from __future__ import annotations
@@ -70,12 +77,14 @@ import nats.js.errors
 
 from qubus.bus import codec, logs
 from qubus.bus.auth import ANONYMOUS
-from qubus.bus.connection import H_MSG_ID, H_TYPE, STREAM, SUBMIT_SUBJECT
+from qubus.bus.config import Settings
+from qubus.bus.connection import H_MSG_ID, H_TYPE, STREAM, SUBMIT_SUBJECT, StoredEvent
 from qubus.bus.ids import new_task_id, split_task_subject
-from qubus.bus.messages import SubmitRequest, TaskScored, event_of
+from qubus.bus.messages import SubmitRequest, TaskCompleted, TaskScored, event_of
 from qubus.bus.natsserver import NatsCluster, NatsServer, stream_led_elsewhere
 from qubus.circuits import circuit_to_json
 from qubus.cli.common import number_in
+from qubus.cli.main import run_interruptible
 from qubus.cli.stack import Supervisor, stack_specs
 from qubus.client.aio import Client
 from qubus.errors import QubusError
@@ -382,7 +391,8 @@ async def on_one_server(args: argparse.Namespace, store: Path, body: OnOneServer
     """``body`` run against a stack on one nats-server stored in ``store``."""
     server = NatsServer(str(store))
     try:
-        async with stack_on(server.start(), store, ENV) as (client, stack):
+        env = {**ENV, "QUBUS_TRACE_TTL_S": str(args.trace_ttl)}
+        async with stack_on(server.start(), store, env) as (client, stack):
             return await body(args, client, stack, server)
     finally:
         server.stop()
@@ -623,6 +633,73 @@ async def sustained_capacity(
     return capacity, steps, good
 
 
+HOPS = {
+    "parsed": ("ingested",),
+    "checked": ("parsed",),
+    "eval.sandbox": ("checked",),
+    "eval.noise": ("checked",),
+    "scored": ("eval.sandbox", "eval.noise"),
+    "allocated": ("scored",),
+    "running": ("allocated",),
+    "completed": ("running",),
+}
+"""Each pipeline event and the events its stage waits for (the later of them)."""
+
+
+def hop_seconds(events: list[StoredEvent], due: float) -> dict[str, tuple[float, float]]:
+    """Per event of one task, the seconds from its input's storing to its stage starting on
+    it (a queue), and from then to its storing (the stage's work; a QPU node's ``completed``
+    is started with its ``running``, so its work is the run from ``running`` on);
+    ``ingested``'s wait runs from when the task was due (the submitter's own wait and the
+    request's way)."""
+    at = {stored.event.EVENT: stored for stored in events}
+    ready = {
+        name: max(at[i].published for i in inputs)
+        for name, inputs in HOPS.items()
+        if all(i in at for i in inputs)
+    }
+    ready["ingested"] = due
+    hops = {}
+    for name, since in ready.items():
+        if name in at:
+            began = max(since, at[name].started or at[name].published)
+            hops[name] = (began - since, at[name].published - began)
+    return hops
+
+
+async def where_waited(client: Client, good: Good, ends: Ends, sample: int) -> Figures:
+    """Mean queue and work milliseconds per stage of the slowest 1 % of the ended tasks (at
+    most ``sample`` of them) and of ``sample`` others drawn at random, and the nodes they ran
+    on: which stage's queue an overload episode's latency sits in (from the tasks' stored
+    events: a trace TTL shorter than the soak leaves only the result's)."""
+    took = sorted(
+        (ends.at[task] - due, task) for task, due in good.submitted.items() if task in ends.at
+    )
+    slowest = [task for _, task in took[-max(1, min(sample, len(took) // 100)) :]]
+    rest = [task for _, task in took[: len(took) - len(slowest)]]
+    groups = {
+        "slowest_1%": slowest,
+        "others": random.Random(1).sample(rest, min(sample, len(rest))),
+    }
+    figures: Figures = {}
+    for group, tasks in groups.items():
+        sums: dict[str, list[float]] = {}
+        nodes: Counter[str] = Counter()
+        for task in tasks:
+            events = await client.events(task)
+            nodes.update(s.event.node for s in events if isinstance(s.event, TaskCompleted))
+            for hop, (wait, work) in hop_seconds(events, good.submitted[task]).items():
+                total = sums.setdefault(hop, [0.0, 0.0, 0])
+                total[0] += wait
+                total[1] += work
+                total[2] += 1
+        figures[group] = {
+            hop: {"queue_ms": round(1000 * w / n), "work_ms": round(1000 * k / n)}
+            for hop, (w, k, n) in sums.items()
+        } | {"nodes": dict(nodes)}
+    return figures
+
+
 def _ms(seconds: float) -> int | None:
     """Whole milliseconds; None for an infinite latency (a task not ended)."""
     return None if seconds == float("inf") else round(1000 * seconds)
@@ -667,6 +744,7 @@ async def soak(
         print(f"minute {minute + 1}: {stored[-1]}, {sizes[-1]}", file=sys.stderr, flush=True)
     await asyncio.gather(*pending)
     figures = await outcome(client, good, ends, exits(stack))
+    figures["where_tasks_waited"] = await where_waited(client, good, ends, sample=150)
     for minute, row in enumerate(rows):
         took = window_latencies(
             good, ends, started + 60 * minute, started + 60 * (minute + 1), float("inf")
@@ -728,6 +806,24 @@ def _print(figures: Figures) -> None:
                 | {"load": "load average (1 min, at its end)"},
                 value,  # type: ignore[arg-type]
             )
+        elif key == "where_tasks_waited":
+            slow, others = value["slowest_1%"], value["others"]  # type: ignore[index]
+            _table(
+                "mean ms per stage: slowest 1 % of tasks / others (queue: input stored to start)",
+                {"hop": "event       ", "sq": "slow queue", "sw": "slow work"}
+                | {"oq": "others queue", "ow": "others work"},
+                [
+                    {"hop": hop}
+                    | {"sq": slow[hop]["queue_ms"], "sw": slow[hop]["work_ms"]}
+                    | {
+                        "oq": others.get(hop, {}).get("queue_ms"),
+                        "ow": others.get(hop, {}).get("work_ms"),
+                    }
+                    for hop in ("ingested", *HOPS)
+                    if hop in slow
+                ],
+            )
+            print(f"ran on: slowest {slow['nodes']}, others {others['nodes']}")
         elif key == "task_stream_per_minute":
             print("\ntask stream at the start and after each minute")
             for field in ("events", "mb", "subjects"):
@@ -777,6 +873,13 @@ async def main() -> None:
     parser.add_argument(
         "--step-seconds", type=number_in(int, 20, None), default=60, help="each step's length"
     )
+    parser.add_argument(
+        "--trace-ttl",
+        type=number_in(int, 0, None),
+        default=Settings().trace_ttl_s,
+        metavar="S",
+        help="QUBUS_TRACE_TTL_S of the services: how long trace-only events are stored",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logs.configure("chaos", "chaos", "error")  # not a line per retried submission
@@ -800,4 +903,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_interruptible(main())  # SIGTERM, and SIGINT in a script's `&`, stop the stack too

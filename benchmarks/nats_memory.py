@@ -3,17 +3,24 @@
 Usage:
     python benchmarks/nats_memory.py                       # 60,000 tasks, windows 600 s and 1 s
     python benchmarks/nats_memory.py --tasks 20000 --windows 600
+    python benchmarks/nats_memory.py --windows 1 --trace-ttls 0 30 --rate 200 --tasks 40000
+    python benchmarks/nats_memory.py ... --gomemlimit 128MiB   # the Go runtime's soft limit
 
-For each de-duplication window, a nats-server of its own (a private store, its heap profile
-served on a free port) gets the task stream exactly as ``Bus.ensure_topology`` creates it, with
-that window, and ``--tasks`` synthetic tasks' events as the stack stores them: each its own
-subject ``qubus.task.<owner>.<id>.<event>`` with ``Nats-Msg-Id: <id>.<event>``,
-``--events-per-task`` of ``--event-bytes`` (the soak stores about 9 events of about 1.8 KB a
-task: ``python benchmarks/chaos.py --soak N`` prints the stream's events and MB each minute).
-Prints, every quarter of the tasks and after ``--idle`` seconds without traffic: the server's
-resident MB and resident bytes per stored event; then the Go heap in use (``HeapAlloc``) and
-how the heap profile's sampled bytes in use split between the stream's subject index, the
-message blocks' per-block subject state, the de-duplication ids and the rest.
+For each de-duplication window and trace TTL (0: none), a nats-server of its own (a private
+store, its heap profile served on a free port) gets the task stream exactly as
+``Bus.ensure_topology`` creates it, with that window, and ``--tasks`` synthetic tasks' events
+as the stack stores them: each its own subject ``qubus.task.<owner>.<id>.<event>`` with
+``Nats-Msg-Id: <id>.<event>``, those a service stores with ``QUBUS_TRACE_TTL_S``
+(``TaskEvent.EXPIRES``) with that TTL, ``--events-per-task`` of ``--event-bytes`` (the soak
+stores about 9 events of about 1.8 KB a task: ``python benchmarks/chaos.py --soak N`` prints
+the stream's events and MB each minute), ``--rate`` tasks a second (as fast as the server
+takes them by default). Prints, every quarter of the tasks (then ``--pause`` seconds) and
+after ``--idle`` seconds without traffic: the server's resident MB and resident bytes per
+stored event, and its growth per 10,000 tasks over the last two quarters (at a rate, with a
+TTL shorter than a quarter: the steady state, old events expiring as new ones come); then the
+Go heap in use (``HeapAlloc``) and how the heap profile's sampled bytes in use split between
+the stream's subject index, the message blocks' per-block subject state, the de-duplication
+ids and the rest.
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import math
+import os
 import re
 import secrets
 import shutil
@@ -36,8 +45,9 @@ from collections import Counter
 from nats.aio.client import Client
 
 from qubus.bus import logs
-from qubus.bus.connection import H_MSG_ID, STREAM, Bus
+from qubus.bus.connection import H_MSG_ID, H_TTL, STREAM, Bus
 from qubus.bus.messages import (
+    NodeEvent,
     NoiseEvaluation,
     SandboxEvaluation,
     TaskAllocated,
@@ -52,11 +62,12 @@ from qubus.bus.natsserver import free_ports, server_binary
 from qubus.cli.common import number_in
 
 EVENTS = tuple(
-    kind.EVENT + (".ibm_nairobi" if kind in (TaskAllocated, TaskRunning, TaskCompleted) else "")
+    (kind.EVENT + (".ibm_nairobi" if issubclass(kind, NodeEvent) else ""), kind.EXPIRES)
     for kind in (TaskIngested, TaskParsed, TaskChecked, SandboxEvaluation, NoiseEvaluation)
     + (TaskScored, TaskAllocated, TaskRunning, TaskCompleted)
 )
-"""A task's event tails through the pipeline, as stored (the first ``--events-per-task``)."""
+"""A task's event tails through the pipeline, as stored (the first ``--events-per-task``), and
+whether each is stored with the trace's TTL (``TaskEvent.EXPIRES``)."""
 RECORD = re.compile(r"^(\d+): (\d+) \[\d+: \d+\] @", re.MULTILINE)
 SITES = (
     ("per-block subject state", "writeMsgRecordLocked", True),
@@ -95,17 +106,24 @@ def heap_split(profile: str) -> tuple[float, Counter[str]]:
     return heap_alloc / 2**20, split
 
 
-async def store_tasks(nc: Client, tasks: int, events: int, body: bytes) -> None:
-    """Publish ``tasks`` tasks' ``events`` each."""
+async def store_tasks(
+    nc: Client, tasks: int, events: int, body: bytes, ttl: int, rate: float
+) -> None:
+    """Publish ``tasks`` tasks' ``events`` each, ``rate`` tasks a second (0: as fast as the
+    server takes them), those that expire with a TTL of ``ttl`` s (none if 0)."""
     js = nc.jetstream()
     pending = []
+    started = time.monotonic()
     for n in range(1, tasks + 1):
+        if rate:
+            await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
         task_id = f"anon.{int(time.time() * 1000):011x}{secrets.token_hex(5)}"
-        for tail in EVENTS[:events]:
+        for tail, expires in EVENTS[:events]:
+            headers = {H_MSG_ID: f"{task_id}.{tail}"}
+            if expires and ttl:
+                headers[H_TTL] = str(ttl)
             pending.append(
-                await js.publish_async(
-                    f"qubus.task.{task_id}.{tail}", body, headers={H_MSG_ID: f"{task_id}.{tail}"}
-                )
+                await js.publish_async(f"qubus.task.{task_id}.{tail}", body, headers=headers)
             )
         if n % 200 == 0:
             await asyncio.gather(*pending)
@@ -113,7 +131,7 @@ async def store_tasks(nc: Client, tasks: int, events: int, body: bytes) -> None:
     await asyncio.gather(*pending)
 
 
-async def one_window(args: argparse.Namespace, window: float) -> dict[str, object]:
+async def one_store(args: argparse.Namespace, window: float, ttl: int) -> dict[str, object]:
     port, profile_port = free_ports(2)
     store = tempfile.mkdtemp(prefix="qubus-natsmem-")
     server = await asyncio.create_subprocess_exec(
@@ -121,6 +139,7 @@ async def one_window(args: argparse.Namespace, window: float) -> dict[str, objec
         *["--profile", str(profile_port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "GOMEMLIMIT": args.gomemlimit} if args.gomemlimit else None,
     )
     try:
         url = f"nats://127.0.0.1:{port}"
@@ -133,8 +152,14 @@ async def one_window(args: argparse.Namespace, window: float) -> dict[str, objec
         quarter = max(1, args.tasks // 4)
         for part in range(4):
             await store_tasks(
-                bus.nc, min(quarter, args.tasks - part * quarter), args.events_per_task, body
+                bus.nc,
+                min(quarter, args.tasks - part * quarter),
+                args.events_per_task,
+                body,
+                ttl,
+                args.rate,
             )
+            await asyncio.sleep(args.pause)
             info = await bus.js.stream_info(STREAM)
             rows.append((info.state.messages, round(resident_mb(server.pid))))
             print(f"  {rows[-1][0]:>9} events stored", file=sys.stderr, flush=True)
@@ -146,10 +171,16 @@ async def one_window(args: argparse.Namespace, window: float) -> dict[str, objec
         stored = rows[-1][0]
         total = sum(split.values())
         await bus.nc.close()
+        half = args.tasks - 2 * quarter  # the tasks of the last two quarters
         return {
             "duplicate_window_s": window,
+            "trace_ttl_s": ttl,
+            "gomemlimit": args.gomemlimit or None,
             "resident_mb_at_start": round(start_mb),
             "stored_events_and_resident_mb": rows,
+            "resident_mb_per_10k_tasks_over_the_last_half": round(
+                (rows[-1][1] - rows[1][1]) * 10_000 / half, 1
+            ),
             f"resident_mb_after_{args.idle:g}_s_idle": round(idle_mb),
             "resident_bytes_per_event": round((idle_mb - start_mb) * 2**20 / stored),
             "heap_in_use_mb": round(heap_mb),
@@ -176,14 +207,22 @@ async def main() -> None:
     parser.add_argument(
         "--windows", type=number_in(float, 1, None), nargs="+", default=[600.0, 1.0]
     )
+    parser.add_argument(
+        "--trace-ttls", type=number_in(int, 0, None), nargs="+", default=[0], metavar="S"
+    )
+    parser.add_argument("--pause", type=number_in(float, 0, None), default=0.0)
+    parser.add_argument("--rate", type=number_in(float, 0, None), default=0.0, help="tasks/s")
     parser.add_argument("--idle", type=number_in(float, 0, None), default=60.0)
+    parser.add_argument(
+        "--gomemlimit", default="", help="the server's Go soft memory limit (GOMEMLIMIT: 512MiB)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logs.configure("nats_memory", "nats_memory", "error")  # not a line per connection attempt
     results = []
-    for window in args.windows:
-        print(f"de-duplication window {window:g} s", file=sys.stderr, flush=True)
-        results.append(await one_window(args, window))
+    for window, ttl in itertools.product(args.windows, args.trace_ttls):
+        print(f"de-duplication window {window:g} s, trace TTL {ttl} s", file=sys.stderr, flush=True)
+        results.append(await one_store(args, window, ttl))
         if not args.json:
             for key, value in results[-1].items():
                 print(f"{key:>36}: {value}")

@@ -1,7 +1,9 @@
-"""The soak's capacity steps (``benchmarks/chaos.py``): when a step kept up, and the latencies
-of an open-loop window."""
+"""The soak's capacity steps (``benchmarks/chaos.py``): when a step kept up, the latencies
+of an open-loop window, and where a task's time went."""
 
-from benchmarks.chaos import Ends, Good, step_held, window_latencies
+from benchmarks.chaos import Ends, Good, hop_seconds, step_held, window_latencies
+from qubus.bus.connection import StoredEvent
+from qubus.bus.messages import TaskCompleted, TaskIngested, TaskOptions, TaskRunning
 
 INF = float("inf")
 
@@ -39,3 +41,27 @@ def test_window_latencies_count_unended_and_unaccepted_tasks_as_infinite() -> No
     ends.at = {"a.1": 10.5, "a.2": 25.0, "a.5": 31.0}  # a.2 ended after `now`, a.3 not at all
     took = window_latencies(good, ends, start=10.0, stop=20.0, now=20.0)
     assert sorted(took) == [0.5, INF, INF, INF]
+
+
+def test_a_qpu_run_is_timed_from_running_though_its_completed_started_with_it() -> None:
+    def at(event, started: float, published: float) -> StoredEvent:
+        return StoredEvent(event.subject(), event, "s", "s-1", started, published, 1, None)
+
+    node = "ibm_nairobi"
+    run = {"counts": {"0": 1}, "shots": 1, "seed": 1, "emulated_s": 0, "calibration_revision": "r"}
+    run |= {"predicted_fidelity": 1, "measured_fidelity": 1}
+    events = [
+        at(
+            TaskIngested(
+                task_id="u.t", format="qasm2", text="", options=TaskOptions(shots=1), submitted_at=0
+            ),
+            10.5,
+            10.6,
+        ),
+        at(TaskRunning(task_id="u.t", node=node, queue_wait_s=0), 11.0, 12.0),
+        at(TaskCompleted(task_id="u.t", node=node, **run), 11.0, 12.5),
+    ]
+    hops = hop_seconds(events, due=10.0)
+    assert hops["ingested"][0] == 0.5 and round(hops["ingested"][1], 6) == 0.1
+    assert hops["completed"] == (0.0, 0.5)
+    assert "running" not in hops  # its input, the allocation, is not among the events

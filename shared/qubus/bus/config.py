@@ -29,6 +29,11 @@ class Settings(BaseSettings):
             task that would pass it is refused (``quota.shots``).
         quota_exempt: Users without quotas, comma-separated (default: the operator).
         duplicate_window_s: How long JetStream remembers ``Nats-Msg-Id`` for de-duplication.
+        trace_ttl_s: How long the events of a task's trace that its result does not need
+            (``TaskEvent.EXPIRES``: parsed, checked, eval.noise, scored, running, progress,
+            replace) are stored, whole seconds; the rest stays for the task stream's 7 days
+            (``qubus result``). A task must end within it: a stage that has not consumed
+            such an event by then never sees it. 0 keeps them 7 days too.
         stream_replicas: Copies of every stream and KV bucket in a JetStream cluster (3 for
             a 3-node cluster); 1 on a single server.
         sandbox_timeout_s: Wall-clock limit of one job of a worker process: an ideal simulation
@@ -90,6 +95,7 @@ class Settings(BaseSettings):
     quota_shots: int = Field(default=20_000_000, ge=1)
     quota_exempt: str = "operator"
     duplicate_window_s: float = 600.0
+    trace_ttl_s: int = Field(default=24 * 3600, ge=0)
     stream_replicas: int = Field(default=1, ge=1, le=5)
     sandbox_timeout_s: float = 30.0
     qpu_max_emulation_s: float = Field(default=600.0, gt=0.0)

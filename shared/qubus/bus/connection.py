@@ -128,6 +128,7 @@ H_MSG_ID = "Nats-Msg-Id"
 H_TRACEPARENT = "traceparent"
 H_CONTENT_TYPE = "Content-Type"
 H_SUBJECT = "Qubus-Subject"
+H_TTL = "Nats-TTL"
 
 log = get_logger()
 
@@ -174,6 +175,7 @@ class Bus:
         self._kv: dict[str, KeyValue] = {}
         self._closing = False
         self._direct: bool | None = None  # whether the task stream answers direct gets
+        self._trace_ttl = ""  # the Nats-TTL of an expiring event (ensure_topology), or none
         self._timeout = 10.0
 
     @property
@@ -234,7 +236,12 @@ class Bus:
         self.healthy = True
 
     async def ensure_topology(
-        self, *, duplicate_window_s: float = 600.0, replicas: int = 1, update: bool = True
+        self,
+        *,
+        duplicate_window_s: float = 600.0,
+        replicas: int = 1,
+        update: bool = True,
+        trace_ttl_s: int = 0,
     ) -> None:
         """Create the streams and KV buckets, or bring them to this configuration.
 
@@ -243,6 +250,10 @@ class Bus:
 
         Args:
             duplicate_window_s: The task stream's de-duplication window.
+            trace_ttl_s: How long the events this process publishes that expire
+                (``TaskEvent.EXPIRES``) are stored: their per-message TTL (``Nats-TTL``),
+                if the task stream allows them (a stream left as an earlier version made it
+                does not: then they stay as long as the rest); 0: no TTL.
             replicas: Copies of every stream and bucket kept in a JetStream cluster (durable
                 consumers inherit their stream's); 1 on a single server.
             update: Bring existing streams to this configuration; False (a service on a
@@ -264,6 +275,7 @@ class Bus:
             # cluster every replica would answer them, a follower possibly before it has
             # stored an event its leader acknowledged, and the stages' joins need that event.
             allow_direct=replicas == 1,
+            allow_msg_ttl=True,
             description="qubus task events: every stage's output, the task's trace",
         )
         logs = StreamConfig(
@@ -283,6 +295,8 @@ class Bus:
                     log.warning("topology.differs", stream=stream.name)
                     continue
                 await self.js.update_stream(stream)
+        if trace_ttl_s and (await self.js.stream_info(STREAM)).config.allow_msg_ttl:
+            self._trace_ttl = str(trace_ttl_s)
         for bucket in _BUCKETS:
             try:
                 self._kv[bucket.bucket] = await self.js.create_key_value(
@@ -335,6 +349,8 @@ class Bus:
         }
         if started is not None:
             headers[H_STARTED] = f"{started:.6f}"
+        if event.EXPIRES and self._trace_ttl:
+            headers[H_TTL] = self._trace_ttl
         try:
             ack = await self.js.publish(event.subject(), codec.encode(event), headers=headers)
         except nats.js.errors.APIError as exc:

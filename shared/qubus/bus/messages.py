@@ -141,6 +141,13 @@ class TaskEvent(Model):
 
     EVENT: ClassVar[str] = ""
     TERMINAL: ClassVar[bool] = False
+    EXPIRES: ClassVar[bool] = False
+    """Whether the event is part of the task's trace only and is stored with a per-message TTL
+    (``QUBUS_TRACE_TTL_S``) rather than for the stream's whole age: one no stage reads once
+    the next has consumed it and no part of ``qubus result`` shows. Kept for the stream's age:
+    ``ingested`` (``qubus retry``, the ingress's idempotency), ``eval.sandbox`` (the ideal
+    counts of a result, a sweep's points), ``allocated`` (which node's ``completed`` to
+    believe), a sweep's ``points`` (its end) and the terminal events."""
 
     task_id: str = Field(pattern=TASK_ID.pattern)
 
@@ -260,6 +267,7 @@ class TaskParsed(TaskEvent):
 
     TYPE: ClassVar[str] = "task.parsed.v1"
     EVENT: ClassVar[str] = "parsed"
+    EXPIRES: ClassVar[bool] = True
 
     circuit: str  # Cirq JSON
     features: Features
@@ -284,6 +292,7 @@ class TaskChecked(TaskEvent):
 
     TYPE: ClassVar[str] = "task.checked.v1"
     EVENT: ClassVar[str] = "checked"
+    EXPIRES: ClassVar[bool] = True
 
     circuit: str
     features: Features
@@ -361,6 +370,7 @@ class NodePrediction(Model):
 class NoiseEvaluation(TaskEvent):
     TYPE: ClassVar[str] = "task.eval.noise.v1"
     EVENT: ClassVar[str] = "eval.noise"
+    EXPIRES: ClassVar[bool] = True
 
     predictions: list[NodePrediction]
 
@@ -403,6 +413,7 @@ class TaskScored(TaskEvent):
 
     TYPE: ClassVar[str] = "task.scored.v1"
     EVENT: ClassVar[str] = "scored"
+    EXPIRES: ClassVar[bool] = True
 
     circuit: str
     options: TaskOptions
@@ -538,6 +549,7 @@ class TaskReplace(NodeEvent):
 
     TYPE: ClassVar[str] = "task.replace.v1"
     EVENT: ClassVar[str] = "replace"
+    EXPIRES: ClassVar[bool] = True
 
     attempt: int = Field(ge=0)
     reason: str
@@ -553,6 +565,7 @@ class TaskReplace(NodeEvent):
 class TaskRunning(NodeEvent):
     TYPE: ClassVar[str] = "task.running.v1"
     EVENT: ClassVar[str] = "running"
+    EXPIRES: ClassVar[bool] = True
 
     queue_wait_s: float
 
@@ -563,6 +576,7 @@ class TaskProgress(NodeEvent):
 
     TYPE: ClassVar[str] = "task.progress.v1"
     EVENT: ClassVar[str] = "progress"
+    EXPIRES: ClassVar[bool] = True
 
     node: str
     shots_done: int = Field(ge=0)

@@ -230,6 +230,7 @@ async def _serve(
             duplicate_window_s=settings.duplicate_window_s,
             replicas=settings.stream_replicas,
             update=not nkey,
+            trace_ttl_s=settings.trace_ttl_s,
         )
         await setup(rt)
         # What import and set-up made lives as long as the process: kept out of the cyclic

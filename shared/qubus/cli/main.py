@@ -147,15 +147,15 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     logs.configure("cli", f"cli-{os.getpid()}", os.environ.get("QUBUS_CLI_LOG_LEVEL", "error"))
     if args.command == "up":
         try:
-            return _run_async(ops.up(args))
+            return run_interruptible(ops.up(args))
         finally:
             ops.reap_late_children()
     if args.command in cli_weights.HANDLERS:
-        return _run_async(_with_client(cli_weights.HANDLERS[args.command], args))
-    return _run_async(COMMANDS[args.command](args))
+        return run_interruptible(_with_client(cli_weights.HANDLERS[args.command], args))
+    return run_interruptible(COMMANDS[args.command](args))
 
 
-def _run_async(coro: Any) -> int:
+def run_interruptible(coro: Any) -> int:
     """Run a command's coroutine; SIGTERM interrupts it as Ctrl-C does: the coroutine is
     cancelled (its ``finally`` blocks run), then ``KeyboardInterrupt``. SIGINT too when the
     shell started the command with it ignored (``cmd &`` in a script)."""

@@ -97,7 +97,8 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
             description=text[0].upper()
             + text[1:]
             + "."
-            + (STATUS_EXITS if name != "trace" else ""),
+            + (STATUS_EXITS if name != "trace" else "")
+            + RETENTION,
         )
         p.add_argument("task_id", metavar="ID", type=task_id)
         p.add_argument("--json", action="store_true", help="print JSON")
@@ -126,6 +127,11 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
     retry.add_argument("task_id", metavar="ID", type=task_id)
 
 
+RETENTION = (
+    " A task's result (its submission, ideal counts, allocation and end) is kept 7 days; the "
+    "other steps of its trace (parsed, checked, eval.noise, scored, running) QUBUS_TRACE_TTL_S "
+    "seconds of the stack's services (1 day by default)."
+)
 STATUS_EXITS = (
     " Exit status: 0 the task is done, 1 it was rejected, failed or cancelled (or is "
     "unknown), 3 it has not finished yet (pending, queued or running)."

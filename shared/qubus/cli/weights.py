@@ -55,7 +55,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description="Rate the placement of task ID from 1 (bad) to 5 (good). The weights of the "
         "terms that drove the decision move by their Shapley share of the chosen node's score "
         "(a small step, renormalised, pinned weights untouched): a new weights revision unless "
-        "the rating is 3. A task is rated once.",
+        "the rating is 3. A task is rated once, within QUBUS_TRACE_TTL_S of its scoring (1 day "
+        "by default: its scores are then gone, feedback.not_allocated).",
     )
     feedback.add_argument("task_id", metavar="ID", type=task_id)
     feedback.add_argument("--rating", type=int, choices=range(1, 6), required=True)

@@ -1,0 +1,83 @@
+"""A task's trace-only events expire after ``QUBUS_TRACE_TTL_S``; its result stays readable."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from nats.js.api import StreamConfig
+
+from qubus.bus.connection import H_TTL, STREAM, TASK_SUBJECTS, Bus
+from qubus.bus.ids import new_task_id, split_task_subject, task_subject
+from qubus.bus.messages import SubmitRequest, TaskCancelled, TaskRunning, event_of
+from qubus.bus.natsserver import NatsServer
+from qubus.bus.tracing import TraceContext
+
+pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
+
+TTL_S = 20
+STACK_SETTINGS = {"QUBUS_TRACE_TTL_S": str(TTL_S)}
+EXPIRING = {"parsed", "checked", "eval.noise", "scored", "running"}
+KEPT = {"ingested", "eval.sandbox", "allocated", "completed"}
+
+
+async def stored_headers(client, task_id: str) -> dict[str, dict[str, str]]:
+    """Each stored event of the task by its event name (the node left off), with its headers."""
+    reader = client.read_stream(STREAM, task_subject(task_id, ">"), headers_only=True)
+    return {
+        event_of(split_task_subject(msg.subject)[1])[0]: dict(msg.headers or {})
+        async for msg in reader
+    }
+
+
+async def test_trace_events_expire_and_the_result_stays(client, dev_qasm, qubus_cli, nats_url):
+    path = dev_qasm / "qasmbench__cat_state_n4.qasm"
+    [record] = await client.run([SubmitRequest(circuit=path.read_text(), shots=500)], timeout=120)
+    assert record["status"] == "done", record["error"]
+    task_id = record["task_id"]
+
+    headers = await stored_headers(client, task_id)
+    assert set(headers) == EXPIRING | KEPT
+    assert {event for event, h in headers.items() if h.get(H_TTL) == str(TTL_S)} == EXPIRING
+
+    deadline = time.monotonic() + 10 * TTL_S  # the server removes them once due
+    while set(headers) != KEPT and time.monotonic() < deadline:
+        await asyncio.sleep(2)
+        headers = await stored_headers(client, task_id)
+    assert set(headers) == KEPT
+
+    code, out, err = await qubus_cli(nats_url, "result", task_id, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["status"] == "done"
+    assert sum(result["counts"].values()) == 500
+    assert set(result["ideal_counts"]) == {"0000", "1111"}
+    assert result["nodes"] == record["nodes"]
+
+
+async def test_a_stream_without_message_ttls_keeps_every_event():
+    """A task stream an earlier version made (no ``allow_msg_ttl``), which a service on a
+    secured bus leaves as it is: its events are published without ``Nats-TTL``, which such a
+    stream would refuse, and stored for the stream's age."""
+    server = NatsServer()
+    url = server.start()
+    bus = Bus(url, service="qpu", instance="old-stream")
+    try:
+        await bus.connect()
+        await bus.js.add_stream(StreamConfig(name=STREAM, subjects=[TASK_SUBJECTS]))
+        await bus.ensure_topology(update=False, trace_ttl_s=1)
+        task_id = new_task_id("anon")
+        trace = TraceContext.new()
+        assert await bus.publish_event(
+            TaskRunning(task_id=task_id, node="ibm_nairobi", queue_wait_s=0.0), trace=trace
+        )
+        assert await bus.publish_event(TaskCancelled(task_id=task_id), trace=trace)
+        await asyncio.sleep(2)
+        running = await bus.js.get_last_msg(STREAM, TaskRunning.subjects(task_id))
+        assert H_TTL not in (running.headers or {})
+        assert await bus.last_event(task_id, TaskCancelled) is not None
+    finally:
+        await bus.close()
+        server.stop()
