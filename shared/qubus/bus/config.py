@@ -37,11 +37,13 @@ class Settings(BaseSettings):
         stream_replicas: Copies of every stream and KV bucket in a JetStream cluster (3 for
             a 3-node cluster); 1 on a single server.
         sandbox_timeout_s: Wall-clock limit of one job of a worker process: an ideal simulation
-            in the sandbox (``sandbox.timeout``), a QPU node's prediction or split run
-            (``qpu.timeout``); a QPU node's emulation has a budget from its cost estimate.
+            in the sandbox (``sandbox.timeout``), a QPU node's prediction or estimate, and per point
+            a batch of a sweep (``qpu.timeout``); a QPU node's emulation of a task, split runs
+            included, has a budget from its cost estimate.
         qpu_max_emulation_s: Longest emulation a QPU node accepts, by its cost estimate
             (``qubus.devices.cost``); a task estimated longer is refused (``qpu.too_large``)
-            and the noise service marks the node unfit for it.
+            and the noise service marks the node unfit for it; the allocator leaves out split
+            plans estimated longer (``split.too_large`` when no plan is left).
         heavy_lane: Heavy circuits (``qubus.bus.workers.is_heavy``: an 18-qubit QFT, a
             20-qubit circuit) get a lane of their own, so a light task never waits behind
             one: a second worker process in the sandbox, and at most one heavy compilation at
