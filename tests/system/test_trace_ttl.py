@@ -56,6 +56,10 @@ async def test_trace_events_expire_and_the_result_stays(client, dev_qasm, qubus_
     assert set(result["ideal_counts"]) == {"0000", "1111"}
     assert result["nodes"] == record["nodes"]
 
+    code, out, err = await qubus_cli(nats_url, "feedback", task_id, "--rating", "4")
+    assert code == 1
+    assert "scores are no longer kept" in err and "[feedback.expired]" in err
+
 
 async def test_a_stream_without_message_ttls_keeps_every_event():
     """A task stream an earlier version made (no ``allow_msg_ttl``), which a service on a

@@ -56,7 +56,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "terms that drove the decision move by their Shapley share of the chosen node's score "
         "(a small step, renormalised, pinned weights untouched): a new weights revision unless "
         "the rating is 3. A task is rated once, within QUBUS_TRACE_TTL_S of its scoring (1 day "
-        "by default: its scores are then gone, feedback.not_allocated).",
+        "by default: its scores are then gone, feedback.expired).",
     )
     feedback.add_argument("task_id", metavar="ID", type=task_id)
     feedback.add_argument("--rating", type=int, choices=range(1, 6), required=True)

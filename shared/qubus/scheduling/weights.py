@@ -299,7 +299,8 @@ async def give_feedback(
 
     Raises:
         QubusError: ``task.unknown``; ``feedback.not_allocated`` if the task has no
-            placement yet; ``feedback.no_attribution`` if its score carries no Shapley values
+            placement yet; ``feedback.expired`` if its scores have expired with its trace;
+            ``feedback.no_attribution`` if its score carries no Shapley values
             (scored before they were recorded); ``feedback.exists`` if it was rated before;
             ``feedback.rating``.
     """
@@ -310,8 +311,14 @@ async def give_feedback(
         raise QubusError(f"no task {task_id}", code="task.unknown")
     scored = next((e for e in reversed(events) if isinstance(e, TaskScored)), None)
     allocated = next((e for e in reversed(events) if isinstance(e, TaskAllocated)), None)
-    if scored is None or allocated is None:
+    if allocated is None:
         raise QubusError(f"task {task_id} has not been placed", code="feedback.not_allocated")
+    if scored is None:  # placed, but its trace events have expired (QUBUS_TRACE_TTL_S)
+        raise QubusError(
+            f"task {task_id}'s scores are no longer kept: a task's trace events expire "
+            "after QUBUS_TRACE_TTL_S (1 day by default)",
+            code="feedback.expired",
+        )
     chosen = next(s for s in scored.scores if s.node == allocated.node)
     if not chosen.shapley:
         raise QubusError(
