@@ -223,3 +223,30 @@ async def test_a_task_whose_every_delivery_kills_its_process_fails_as_a_dead_let
     assert failed.event.error.code == "stage.dead_letter" and failed.event.stage == "crashing"
     assert "after 2 deliveries" in failed.event.error.message
     assert [e.event.EVENT for e in events] == ["parsed", "failed"]
+
+
+async def test_a_handler_running_past_the_ack_wait_is_kept_by_heartbeats(bus):
+    """Three ack waits long, two messages at once: each is delivered once, not again when its
+    ack wait runs out, because the runner tells JetStream it is still being worked on."""
+    deliveries: list[tuple[str, int]] = []
+
+    async def slow(event: TaskParsed, ctx: Context) -> None:
+        deliveries.append((event.task_id, ctx.deliveries))
+        await asyncio.sleep(3.5)
+
+    subjects = ["qubus.task.t.beat1.parsed", "qubus.task.t.beat2.parsed"]
+    stage = Stage("beats", [TaskParsed], slow, subjects=subjects, concurrency=2)
+    runner = StageRunner(bus, stage, ack_wait_s=1, max_deliver=3)
+    await runner.start()
+    try:
+        for task_id in ("t.beat1", "t.beat2"):
+            parsed = TaskParsed(
+                task_id=task_id, circuit="{}", features=FEATURES, options=TaskOptions(shots=1)
+            )
+            await bus.publish_event(parsed, trace=TraceContext.new())
+        await asyncio.sleep(5)
+    finally:
+        await runner.stop()
+    assert sorted(deliveries) == [("t.beat1", 1), ("t.beat2", 1)]
+    info = await bus.js.consumer_info("QUBUS_TASKS", "beats")
+    assert info.num_ack_pending == 0 and info.num_redelivered == 0

@@ -156,6 +156,8 @@ class StageRunner:
     _floor: int = 0  # the consumer's acknowledgement floor, as last recorded
     _recovering: asyncio.Lock = field(default_factory=asyncio.Lock)
     _waiting: set[asyncio.Task] = field(default_factory=set)  # workers waiting in a fetch
+    _in_hand: dict[int, tuple[Msg, float]] = field(default_factory=dict)  # id → (msg, last beat)
+    _beats: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.endpoint = Endpoint(
@@ -198,6 +200,7 @@ class StageRunner:
             sub = await self.bus.js.pull_subscribe_bind(durable=self.stage.name, stream=STREAM)
             self._workers.append(asyncio.create_task(self._work(sub, types)))
         self._workers.append(asyncio.create_task(self._keep_floor()))
+        self._beats = asyncio.create_task(self._heartbeats())
 
     async def stop(self, *, timeout: float = 30.0) -> None:
         """Finish the messages in hand, then stop fetching."""
@@ -206,6 +209,8 @@ class StageRunner:
             worker.cancel()  # holds no message: its pull request expires on the server
         if self._workers:
             await asyncio.wait(self._workers, timeout=timeout)
+        if self._beats is not None:
+            self._beats.cancel()
 
     async def _work(self, sub, types: dict[str, type[TaskEvent]]) -> None:
         try:
@@ -327,7 +332,7 @@ class StageRunner:
     ) -> tuple[str, Exception | None]:
         """Run the handler and settle the message; returns the outcome and any unexpected
         error."""
-        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        self._in_hand[id(msg)] = (msg, time.monotonic())
         try:
             result = await self.stage.handler(event, ctx)
             if result is not None:
@@ -376,17 +381,25 @@ class StageRunner:
                 await msg.nak(delay=delay)
             return ERROR, exc
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            del self._in_hand[id(msg)]
 
-    async def _heartbeat(self, msg: Msg) -> None:
+    async def _heartbeats(self) -> None:
+        """Tell JetStream every message handled for ``ack_wait_s / 3`` since its last beat is
+        still being worked on (one loop for all, not a task per message: creating and
+        cancelling one cost a good part of a short handler's time) until ``stop`` has let the
+        messages in hand finish."""
+        period = self.ack_wait_s / 3
         while True:
-            await asyncio.sleep(self.ack_wait_s / 3)
-            try:
-                await msg.in_progress()
-            except nats.errors.Error:  # reconnecting: the next beat, or a redelivery, follows
-                log.warning("consumer.heartbeat_failed", stage=self.stage.name)
+            await asyncio.sleep(period / 4)
+            now = time.monotonic()
+            for key, (msg, beat) in list(self._in_hand.items()):
+                if now - beat < period or key not in self._in_hand:
+                    continue
+                self._in_hand[key] = (msg, now)
+                try:
+                    await msg.in_progress()
+                except nats.errors.Error:  # reconnecting: the next beat, or a redelivery, follows
+                    log.warning("consumer.heartbeat_failed", stage=self.stage.name)
 
     async def _end(
         self,
