@@ -33,8 +33,10 @@ ended during it, the backlog grew, or its p99 more than doubled, past 1 s); the 
 the last step that held. Then it submits at ``--load`` times that for MINUTES, open loop (a
 task's latency runs from when it was due): each minute the resident memory and CPU seconds of
 every process (a service with its worker processes; pages shared with the fork server are
-counted in each), the task stream's stored events, the backlog, and the p50/p99 latency of
-the tasks due in that minute, with the machine's load average. At the end, for the slowest
+counted in each), the task stream's stored events, the backlog, the messages the stages got
+redelivered (``$SRV.STATS``: a redelivery is work done twice, as an ack wait running out under
+overload would cause), and the p50/p99 latency of the tasks due in that minute, with the
+machine's load average; the redeliveries by stage at the end. At the end, for the slowest
 1 % of the soak's tasks (at most 150) and 150 others drawn at random, each stage's mean queue (its
 input stored to the stage starting on it, ``Qubus-Started``) and work (start to stored):
 which queue an overload episode's latency sits in. ``--trace-ttl`` sets the services'
@@ -716,6 +718,17 @@ async def task_stream(client: Client) -> dict[str, int]:
     }
 
 
+async def redeliveries(client: Client, stack: Supervisor) -> dict[str, int]:
+    """Messages each stage got redelivered so far, summed over its instances (``$SRV.STATS``;
+    an instance counts from its start)."""
+    replies = await client.services("STATS", timeout=5.0, expected=len(stack.children))
+    counts: Counter[str] = Counter()
+    for reply in replies:
+        for endpoint in reply.get("endpoints") or []:
+            counts[endpoint["name"]] += (endpoint.get("data") or {}).get("redelivered", 0)
+    return dict(sorted(counts.items()))
+
+
 async def soak(
     args: argparse.Namespace, client: Client, stack: Supervisor, server: NatsServer
 ) -> Figures:
@@ -731,15 +744,22 @@ async def soak(
     sizes = [per_process(stack, server, _rss_mb)]
     cpu = [per_process(stack, server, _cpu_s)]
     stored = [await task_stream(client)]
+    redelivered = [await redeliveries(client, stack)]
     started = time.time()
     for minute in range(args.soak):
         await open_loop(good, rate, started + 60 * (minute + 1) - time.time(), pending)
         sizes.append(per_process(stack, server, _rss_mb))
         cpu.append(per_process(stack, server, _cpu_s))
         stored.append(await task_stream(client))
+        redelivered.append(await redeliveries(client, stack))
         backlog = in_flight(good, ends, time.time()) + len(pending)
         rows.append(
-            {"minute": minute + 1, "backlog": backlog, "load": round(os.getloadavg()[0], 1)}
+            {
+                "minute": minute + 1,
+                "backlog": backlog,
+                "load": round(os.getloadavg()[0], 1),
+                "redelivered": sum(redelivered[-1].values()) - sum(redelivered[-2].values()),
+            }
         )
         print(f"minute {minute + 1}: {stored[-1]}, {sizes[-1]}", file=sys.stderr, flush=True)
     await asyncio.gather(*pending)
@@ -778,6 +798,9 @@ async def soak(
             for label in labels
         },
         "task_stream_per_minute": stored,
+        "redelivered_by_stage": {
+            stage: count - redelivered[0].get(stage, 0) for stage, count in redelivered[-1].items()
+        },
     }
 
 
@@ -803,7 +826,7 @@ def _print(figures: Figures) -> None:
                 "latency of the tasks due in each minute",
                 {"minute": "minute", "submitted": "submitted", "ended": "ended"}
                 | {"p50_ms": "p50 ms", "p99_ms": "p99 ms", "backlog": "backlog at its end"}
-                | {"load": "load average (1 min, at its end)"},
+                | {"load": "load average (1 min, at its end)", "redelivered": "redelivered"},
                 value,  # type: ignore[arg-type]
             )
         elif key == "where_tasks_waited":

@@ -161,9 +161,12 @@ async def test_invalid_payload_is_rejected_and_terminated(bus, runner):
 
 
 async def test_unexpected_error_is_retried_until_it_succeeds(bus, runner):
+    redelivered = runner.endpoint.redelivered
     await bus.publish_event(ingested("t.flaky1", "flaky2"), trace=TraceContext.new())
     _, events = await wait_for(bus, "t.flaky1", "parsed")
     assert [e.event.EVENT for e in events] == ["ingested", "parsed"]
+    assert runner.endpoint.redelivered == redelivered + 1  # the second delivery
+    assert (await runner.endpoint.stats())["data"]["redelivered"] == redelivered + 1
 
 
 async def test_persistent_error_fails_the_task_after_max_deliver(bus, runner):

@@ -97,7 +97,7 @@ async def test_qubus_ps_lists_every_instance_with_its_figures(qubus_cli, nats_ur
     )
     for row in rows:
         assert row["version"] == __version__ and row["uptime_s"] > 0
-        assert row["handled"] >= 0 and row["errored"] >= 0
+        assert row["handled"] >= 0 and row["errored"] >= 0 and row["redelivered"] >= 0
     lags = {row["service"]: row["lag"] for row in rows}
     # ingestion answers requests and frees quota places from a consumer of terminal events
     assert all(isinstance(lags[s], int) for s in ("ingestion", "parser", "qpu"))

@@ -56,6 +56,19 @@ async def test_ps_row_sums_endpoints_and_has_no_lag_without_a_consumer():
         2,
         1,
     )
-    assert row["lag"] is None
+    assert row["lag"] is None and row["redelivered"] == 0
     assert row["endpoints"][0]["average_processing_time"] == 2_000
     assert row["endpoints"][0]["last_error"] == "RuntimeError: bug"
+
+
+async def test_ps_row_sums_the_redeliveries_of_its_stages():
+    quota = Endpoint("quota", "qubus.task.*.*.completed", "quota", "consumer")
+    quota.redelivered = 2
+    submit = Endpoint("submit", "qubus.submit", "ingestion", "request")
+    stats = {
+        "name": "qubus-ingestion",
+        "id": "vm-1",
+        "version": "0.1.0",
+        "endpoints": [await quota.stats(), await submit.stats()],
+    }
+    assert instance_row(stats)["redelivered"] == 2

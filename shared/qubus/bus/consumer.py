@@ -15,8 +15,9 @@ publishing the result with ``Nats-Msg-Id`` and ``traceparent``, and the acknowle
   allowed delivery the task is published as ``failed`` (``internal.error``) instead.
 
 Each message handled is counted on the runner's ``endpoint`` by outcome (``ok``, ``rejected``,
-``failed``, ``retry``, ``invalid``, ``error``) with its handling time; together with the
-consumer's queue lag (``lag()``) these are what the service reports on ``$SRV.STATS``.
+``failed``, ``retry``, ``invalid``, ``error``) with its handling time, and as ``redelivered``
+if it was delivered before; together with the consumer's queue lag (``lag()``) these are what
+the service reports on ``$SRV.STATS``.
 """
 
 from __future__ import annotations
@@ -280,6 +281,8 @@ class StageRunner:
         task_id = ".".join(tokens[2:4]) if len(tokens) >= 5 else "unknown"
         trace = TraceContext.extract(headers)
         deliveries = msg.metadata.num_delivered
+        if deliveries > 1:
+            self.endpoint.redelivered += 1
         structlog.contextvars.bind_contextvars(task_id=task_id, trace_id=trace.trace_id)
         try:
             if self.stage.skip is not None and self.stage.skip(task_id):

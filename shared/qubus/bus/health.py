@@ -74,6 +74,8 @@ class Endpoint:
         kind: ``consumer`` or ``request``.
         outcomes: Messages handled, by outcome (``ok``, ``rejected``, ``error``, ...).
         processing_ns: Time spent handling them.
+        redelivered: Of those, the messages delivered before (a consumer's: the earlier
+            delivery was nak'ed, or its ack wait ran out, or its process died).
         last_error: The last unexpected error, as ``Type: message``.
         lag: For a consumer, a coroutine returning its queue figures.
     """
@@ -84,6 +86,7 @@ class Endpoint:
     kind: str
     outcomes: Counter[str] = field(default_factory=Counter)
     processing_ns: int = 0
+    redelivered: int = 0
     last_error: str = ""
     lag: Callable[[], Awaitable[dict[str, int]]] | None = None
 
@@ -115,6 +118,8 @@ class Endpoint:
     async def stats(self) -> dict[str, Any]:
         """This endpoint in a ``stats_response``; ``data`` holds outcomes and queue lag."""
         data: dict[str, Any] = {"kind": self.kind, "outcomes": dict(self.outcomes)}
+        if self.kind == "consumer":
+            data["redelivered"] = self.redelivered
         if self.lag is not None:
             try:
                 data.update(await self.lag())

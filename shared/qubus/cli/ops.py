@@ -142,7 +142,9 @@ def add_inspection_commands(sub: argparse._SubParsersAction) -> None:
         help="list running service instances: version, uptime, handled, errors, queue lag",
         description="Ask every service instance for its statistics ($SRV.STATS, the nats.micro "
         "convention) and list the answers: handled and errored messages summed over the "
-        "instance's stages and request subjects, and queue lag (messages pending plus "
+        "instance's stages and request subjects, the messages its stages got redelivered (an "
+        "earlier delivery was retried, ran out of its ack wait or died with its process), and "
+        "queue lag (messages pending plus "
         "unacknowledged on its consumers).",
     )
     ps.add_argument("--json", action="store_true", help="print JSON")
@@ -620,13 +622,14 @@ async def _ps(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{'SERVICE':<10} {'NODE':<18} {'ID':<28} {'VERSION':<8} {'UPTIME':>8} "
-        f"{'HANDLED':>8} {'ERRORS':>6} {'LAG':>5}"
+        f"{'HANDLED':>8} {'ERRORS':>6} {'REDELIVERED':>11} {'LAG':>5}"
     )
     for row in rows:
         lag = "-" if row["lag"] is None else str(row["lag"])
         print(
             f"{row['service']:<10} {row['node'] or '-':<18} {row['id']:<28} {row['version']:<8} "
-            f"{_duration(row['uptime_s']):>8} {row['handled']:>8} {row['errored']:>6} {lag:>5}"
+            f"{_duration(row['uptime_s']):>8} {row['handled']:>8} {row['errored']:>6} "
+            f"{row['redelivered']:>11} {lag:>5}"
         )
     return 0
 
@@ -649,6 +652,7 @@ def instance_row(stats: dict[str, Any]) -> dict[str, Any]:
         "uptime_s": stats.get("uptime_s"),
         "handled": sum(e["num_requests"] for e in endpoints),
         "errored": sum(e["num_errors"] for e in endpoints),
+        "redelivered": sum((e.get("data") or {}).get("redelivered", 0) for e in endpoints),
         "lag": sum(lags) if lags else None,
         "endpoints": endpoints,
         "logs": stats.get("logs"),
