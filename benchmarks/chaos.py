@@ -725,7 +725,9 @@ async def redeliveries(client: Client, stack: Supervisor) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for reply in replies:
         for endpoint in reply.get("endpoints") or []:
-            counts[endpoint["name"]] += (endpoint.get("data") or {}).get("redelivered", 0)
+            data = endpoint.get("data") or {}
+            if "redelivered" in data:  # a stage's (a request subject's has none)
+                counts[endpoint["name"]] += data["redelivered"]
     return dict(sorted(counts.items()))
 
 
