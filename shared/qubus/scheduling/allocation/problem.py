@@ -465,7 +465,7 @@ def build_problem(
         grids, usable = grids[:, :, kept], usable[:, kept]
     _, _, run, completion, fidelity, hyperscore, rate = grids
     ready = np.maximum(0.0, completion - run).max(axis=0)
-    late = _apply_deadlines(tasks, usable, ready + run)
+    late = _apply_deadlines(tasks, usable, ready, run)
     prefers = [t.prefer for t in tasks]
     if any(p not in (None, "balanced") for p in prefers):
         scale = np.array([PREFERENCES[p or "balanced"] for p in prefers])
@@ -503,16 +503,17 @@ def _rejection(request: TaskRequest) -> QubusError:
 
 
 def _apply_deadlines(
-    tasks: Sequence[TaskRequest], allowed: np.ndarray, finish: np.ndarray
+    tasks: Sequence[TaskRequest], allowed: np.ndarray, ready: np.ndarray, run: np.ndarray
 ) -> np.ndarray:
     """Restricts ``allowed`` (in place) to the nodes where each task with a deadline finishes
-    in time (``finish``: right after the node's backlog) or, when none can, to the one where
-    it finishes earliest (the first node by id on a tie); returns which tasks are late so."""
+    in time (right after the node's backlog: ``ready + run``) or, when none can, to the one
+    where it finishes earliest (the first node by id on a tie); returns which tasks are late
+    so. A batch without deadlines costs one pass over its tasks."""
     late = np.zeros(len(tasks), dtype=bool)
     if all(t.deadline_s is None for t in tasks):
         return late
     deadline = np.array([np.nan if t.deadline_s is None else t.deadline_s for t in tasks])
-    finish = np.where(allowed, finish, np.inf)
+    finish = np.where(allowed, ready + run, np.inf)
     in_time = finish <= deadline[:, None]  # never for a task without a deadline (NaN)
     met = in_time.any(axis=1)
     allowed[met] = in_time[met]
