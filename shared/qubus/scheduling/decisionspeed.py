@@ -51,7 +51,7 @@ SPEED_BUDGET_S = 0.5
 of tens of microseconds: in two runs of this study as the fastest of three (session 11, load
 2.5-4.0), building hyperscore's 8-task problem took 0.061 and 0.074 ms (the same code but for
 one skipped array addition), against 0.045 ms as the fastest of 3,000 in a row. Every policy
-is timed alike (milp's 8-task batch about 80 times)."""
+is timed alike (milp's 8-task batch 29-80 times in session 11's runs at load 2-7)."""
 
 
 def exact_optimum(problem: Problem) -> float:
