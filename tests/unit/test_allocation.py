@@ -496,7 +496,7 @@ def test_hyperscore_moves_tasks_only_where_their_hyperscore_allows_until_j_stops
 
     problem, _ = build_problem(random_batch(20, 4, seed=70 + seed, ineligible=0.2))
     assert problem is not None
-    greedy, placed_at = HyperscorePolicy._greedy(problem)
+    greedy, placed_at, _ = HyperscorePolicy._greedy(problem)
     assignment = get_policy("hyperscore").assign(problem)
     found = problem.objective(assignment)
     assert found < problem.objective(greedy)
@@ -530,32 +530,60 @@ def dominated_batch(n: int, m: int, seed: int) -> list[TaskRequest]:
     ]
 
 
+def tied_batch(n: int, m: int, seed: int) -> list[TaskRequest]:
+    """``dominated_batch`` with node ``n1`` scored exactly as ``n0`` for every task: each task
+    has two nodes of the same highest hyperscore."""
+    return [
+        r.model_copy(
+            update={
+                "candidates": [
+                    c.model_copy(update={"hyperscore": r.candidates[0].hyperscore})
+                    if c.node == "n1"
+                    else c
+                    for c in r.candidates
+                ]
+            }
+        )
+        for r in dominated_batch(n, m, seed)
+    ]
+
+
+BATCHES = {"dominated": dominated_batch, "random": random_batch, "tied": tied_batch}
+
+
 @pytest.mark.parametrize(
-    ("dominated", "n", "seed"),
+    ("kind", "n", "seed"),
     [
-        (True, 8, 1),
-        (True, 8, 2),
-        (True, 20, 3),
-        (False, 8, 100),
-        (False, 12, 101),
-        (False, 20, 102),
+        ("dominated", 1, 4),
+        ("dominated", 8, 1),
+        ("dominated", 8, 2),
+        ("dominated", 20, 3),
+        ("random", 1, 5),
+        ("random", 8, 100),
+        ("random", 12, 101),
+        ("random", 20, 102),
+        ("tied", 1, 6),
+        ("tied", 8, 7),
     ],
 )
 def test_hyperscore_skips_the_search_only_where_it_would_move_nothing(
-    dominated: bool, n: int, seed: int
+    kind: str, n: int, seed: int
 ) -> None:
     # Without a node its hyperscore allows besides its own for any task, hyperscore returns
-    # its greedy pass without a search; its placement is the search's all the same.
+    # its greedy pass without a search; its placement is the search's all the same. Whether
+    # that is so is worked out during the greedy pass; here, over the whole matrix.
     from qubus.scheduling.allocation.hyperscore import HyperscorePolicy
     from qubus.scheduling.allocation.search import descended
 
-    problem, _ = build_problem((dominated_batch if dominated else random_batch)(n, 6, seed))
+    problem, _ = build_problem(BATCHES[kind](n, 6, seed))
     assert problem is not None
     policy = HyperscorePolicy()
-    greedy, placed_at = policy._greedy(problem)
+    greedy, placed, movable = policy._greedy(problem)
+    placed_at = np.array(placed)
     elsewhere = (problem.allowed & (problem.hyperscore >= placed_at[:, None])).sum(axis=1) - 1
-    assert (elsewhere.max() == 0) == dominated
-    assert (policy._start(problem)[1] is None) == dominated
+    assert movable == (elsewhere.max() > 0)
+    assert movable == (kind == "tied" or (kind == "random" and n > 1))
+    assert (policy._start(problem)[1] is None) == (not movable)
     searched = descended(problem, greedy, problem.hyperscore >= placed_at[:, None])
     assert policy.assign(problem) == searched.assignment()
     assert policy.placement(problem).assignment() == searched.assignment()

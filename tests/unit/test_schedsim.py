@@ -20,6 +20,7 @@ from qubus.scheduling.schedsim import (
     fleet,
     make_tasks,
     run_bench,
+    timed_decision,
     variant,
 )
 
@@ -133,3 +134,21 @@ def test_run_bench_reports_every_figure_and_milp_is_the_per_batch_optimum(
         assert figs["mean_jct"] <= figs["makespan"] and figs["p95_jct"] <= figs["makespan"]
         assert figs["objective_gap_max"] >= -1e-9
     assert list(tmp_path.glob("*.json"))
+
+
+def test_a_timed_decision_is_the_policy_s_placement_and_says_of_how_many_runs(
+    bench: Bench,
+) -> None:
+    from qubus.scheduling.allocation import build_problem, get_policy, place
+
+    requests = bench.requests(range(6), 0.0, [0.0] * 4, [[] for _ in range(4)])
+    problem, _ = build_problem(requests)
+    assert problem is not None
+    expected = place(get_policy("annealing"), problem)
+    exact = timed_decision(get_policy("annealing"), requests, lam=problem.lam, runs=3)
+    assert (exact.runs, exact.assignment) == (3, expected)
+    # a budget adds runs to the three, never fewer
+    budgeted = timed_decision(
+        get_policy("annealing"), requests, lam=problem.lam, runs=3, budget_s=0.05
+    )
+    assert budgeted.runs >= 3 and budgeted.assignment == expected

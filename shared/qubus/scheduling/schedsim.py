@@ -72,7 +72,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -738,12 +738,13 @@ TIMING_ONCE_MS = 1000.0
 class TimedDecision:
     """A batch decided, and the wall-clock milliseconds it took: the batch's problem (its
     cost matrix) built once, then the policy's placement. The explanations, worked out
-    afterwards, are not counted."""
+    afterwards, are not counted. ``runs``: of how many runs this was the fastest."""
 
     problem: Problem
     assignment: list[int]
     build_ms: float
     place_ms: float
+    runs: int = 1
 
     @property
     def ms(self) -> float:
@@ -752,16 +753,24 @@ class TimedDecision:
 
 
 def timed_decision(
-    policy: Policy, requests: Sequence[TaskRequest], *, lam: float, runs: int = 1
+    policy: Policy,
+    requests: Sequence[TaskRequest],
+    *,
+    lam: float,
+    runs: int = 1,
+    budget_s: float = 0.0,
 ) -> TimedDecision:
-    """A batch decided, timed as the fastest of ``runs`` runs (policies are deterministic:
-    every run places alike); a run slower than ``TIMING_ONCE_MS`` ends the repeats.
+    """A batch decided, timed as the fastest of ``runs`` runs, and of more while all of them
+    have taken less than ``budget_s`` (policies are deterministic: every run places alike);
+    a run slower than ``TIMING_ONCE_MS`` ends the repeats. ``TimedDecision.runs`` says how
+    many there were.
 
     Raises:
         QubusError: ``bench.rejected`` if a task of the batch fits no node.
     """
     fastest: TimedDecision | None = None
-    for _ in range(runs):
+    count, spent = 0, 0.0
+    while count < runs or spent < budget_s:
         started = time.perf_counter()
         problem, rejected = build_problem(requests, lam=lam)
         built = time.perf_counter()
@@ -775,12 +784,14 @@ def timed_decision(
             (built - started) * 1000,
             (time.perf_counter() - built) * 1000,
         )
+        count += 1
+        spent += timed.ms / 1000
         if fastest is None or timed.ms < fastest.ms:
             fastest = timed
         if timed.ms > TIMING_ONCE_MS:
             break
     assert fastest is not None, "runs must be at least 1"
-    return fastest
+    return replace(fastest, runs=count)
 
 
 def fusion_score(

@@ -53,39 +53,55 @@ class HyperscorePolicy(_Policy):
         those whose hyperscore is no lower than the discounted one it was placed at), or None
         when no task may move anywhere but its own node: then there is no move to try, nor a
         search to set up (on the benchmark's 8-task batch, 30 of hyperscore's 100 µs)."""
-        assignment, placed_at = self._greedy(problem)
-        may_go = problem.hyperscore >= placed_at[:, None]
-        elsewhere = may_go & problem.allowed
-        elsewhere.reshape(-1)[np.arange(0, problem.n * problem.m, problem.m) + assignment] = False
-        return assignment, may_go if elsewhere.any() else None
+        assignment, placed_at, movable = self._greedy(problem)
+        if not movable:
+            return assignment, None
+        return assignment, problem.hyperscore >= np.array(placed_at)[:, None]
 
     @staticmethod
-    def _greedy(problem: Problem) -> tuple[list[int], np.ndarray]:
-        """Each task, shortest first, to its node of highest discounted hyperscore; and that
-        discounted hyperscore."""
+    def _greedy(problem: Problem) -> tuple[list[int], list[float], bool]:
+        """Each task, shortest first, to its node of highest discounted hyperscore; that
+        discounted hyperscore; and whether some task may move after it: has another allowed
+        node whose hyperscore is no lower than the one it was placed at.
+
+        That last is read off the pass itself, without a tasks × nodes comparison: a node no
+        earlier task went to scores its hyperscore undiscounted, so it can be no lower than
+        the task's only by a tie for the best score (``tied``, which a tie on a node earlier
+        tasks went to also sets: then the answer may be a needless yes, never a wrong no);
+        the nodes earlier tasks went to (``used``, at most the batch's nodes) are checked one
+        by one."""
         # Plain floats: tasks are placed one after another, and on a handful of nodes numpy's
         # per-call overhead would cost more than the arithmetic.
         arrays = (problem.hyperscore, problem.time_rate, problem.run, problem.allowed)
         hyperscore, rate, run, allowed = (a.tolist() for a in arrays)
         ready = problem.ready.tolist()
+        nodes = range(problem.m)
         added = [0.0] * problem.m
+        used: list[int] = []
         assignment = [0] * problem.n
         placed_at = [0.0] * problem.n
+        movable = False
         for i in problem.shortest_first:
-            h, r, t = hyperscore[i], rate[i], run[i]
+            h, r, t, may = hyperscore[i], rate[i], run[i], allowed[i]
             best, best_score, best_finish = -1, -math.inf, math.inf
+            tied = False  # another node scores best_score too
             # in node order: a full tie keeps the first
-            for j in compress(range(problem.m), allowed[i]):
+            for j in compress(nodes, may):
                 score = h[j] * math.exp(-r[j] * added[j]) if added[j] else h[j]
                 if score < best_score:
                     continue
+                tied = score == best_score
                 finish = ready[j] + added[j] + t[j]
                 if score > best_score or finish < best_finish:
                     best, best_score, best_finish = j, score, finish
             assignment[i] = best
             placed_at[i] = best_score
+            if not movable:
+                movable = tied or any(j != best and may[j] and h[j] >= best_score for j in used)
+            if best not in used:
+                used.append(best)
             added[best] += t[best]
-        return assignment, np.array(placed_at)
+        return assignment, placed_at, movable
 
     @staticmethod
     def _adjusted(problem: Problem, assignment: Sequence[int]) -> np.ndarray:

@@ -391,11 +391,13 @@ class _Layout:
         known: Every node the batch's candidates name, sorted.
         cell: ``(candidates,)`` each candidate's flat index on the grid, in batch order.
         single: ``(requests,)``: the request names no node twice.
+        all_single: No request names a node twice.
     """
 
     known: tuple[str, ...]
     cell: np.ndarray
     single: np.ndarray
+    all_single: bool
 
 
 @lru_cache(maxsize=32)
@@ -413,7 +415,7 @@ def _layout(names: tuple[str, ...], counts: tuple[int, ...]) -> _Layout:
     single = repeats.reshape(len(counts), len(known)).max(axis=1, initial=0) <= 1
     for array in (cell, single):
         array.flags.writeable = False
-    return _Layout(known, cell, single)
+    return _Layout(known, cell, single, bool(single.all()))
 
 
 def build_problem(
@@ -449,7 +451,9 @@ def build_problem(
         usable &= grids[4] >= floor[:, None]
     # Zero where the task may not go; only the placeable tasks and the nodes one may go to.
     grids = np.where(usable, grids, 0.0)
-    placeable = usable.any(axis=1) & layout.single
+    placeable = usable.any(axis=1)
+    if not layout.all_single:
+        placeable &= layout.single
     if placeable.all():
         tasks, rejected = tuple(requests), {}
     else:
@@ -464,8 +468,8 @@ def build_problem(
         nodes = tuple(node for node, keep in zip(nodes, kept.tolist(), strict=True) if keep)
         grids, usable = grids[:, :, kept], usable[:, kept]
     _, _, run, completion, fidelity, hyperscore, rate = grids
-    ready = np.maximum(0.0, completion - run).max(axis=0)
-    late = _apply_deadlines(tasks, usable, ready + run)
+    ready = (completion - run).max(axis=0, initial=0.0)
+    late = _apply_deadlines(tasks, usable, ready, run)
     prefers = [t.prefer for t in tasks]
     if any(p not in (None, "balanced") for p in prefers):
         scale = np.array([PREFERENCES[p or "balanced"] for p in prefers])
@@ -503,16 +507,17 @@ def _rejection(request: TaskRequest) -> QubusError:
 
 
 def _apply_deadlines(
-    tasks: Sequence[TaskRequest], allowed: np.ndarray, finish: np.ndarray
+    tasks: Sequence[TaskRequest], allowed: np.ndarray, ready: np.ndarray, run: np.ndarray
 ) -> np.ndarray:
     """Restricts ``allowed`` (in place) to the nodes where each task with a deadline finishes
-    in time (``finish``: right after the node's backlog) or, when none can, to the one where
-    it finishes earliest (the first node by id on a tie); returns which tasks are late so."""
+    in time (right after the node's backlog: ``ready + run``) or, when none can, to the one
+    where it finishes earliest (the first node by id on a tie); returns which tasks are late
+    so. A batch without deadlines costs one pass over its tasks."""
     late = np.zeros(len(tasks), dtype=bool)
     if all(t.deadline_s is None for t in tasks):
         return late
     deadline = np.array([np.nan if t.deadline_s is None else t.deadline_s for t in tasks])
-    finish = np.where(allowed, finish, np.inf)
+    finish = np.where(allowed, ready + run, np.inf)
     in_time = finish <= deadline[:, None]  # never for a task without a deadline (NaN)
     met = in_time.any(axis=1)
     allowed[met] = in_time[met]
