@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import repeat
@@ -112,8 +113,7 @@ _SYMBOLIC_FUNCTIONS: dict[str, Callable[[sympy.Expr], sympy.Expr]] = {
 _INPUT_TYPES = ("float", "angle")
 
 
-@dataclass(frozen=True)
-class ArgRef:
+class ArgRef(NamedTuple):
     """A qubit or bit argument as written: ``name`` or ``name[index]``."""
 
     name: str
@@ -164,8 +164,54 @@ class _Statement(NamedTuple):
     ops: list[cirq.Operation]
 
 
+class _Head(NamedTuple):
+    """The head of a gate call statement read before (``rz(pi*0.3)``): its parameter
+    expressions, their values and the gates it expands into."""
+
+    values: tuple[Expr, ...]
+    params: list[float]
+    template: _Template
+
+
+class _Template(NamedTuple):
+    """The gates that a gate call with given parameters expands into (its global phase
+    dropped, as at top level), on the qubits it was first called on.
+
+    An expansion depends on the qubits by their positions only: the call on other qubits is
+    the same gates on the qubits in the same positions.
+    """
+
+    qubits: tuple[cirq.Qid, ...]
+    gates: list[tuple[cirq.Gate, tuple[cirq.Qid, ...]]]
+
+    def on(self, qubits: tuple[cirq.Qid, ...]) -> list[cirq.Operation]:
+        """The call's operations on ``qubits``."""
+        if qubits == self.qubits:
+            return [_operation(gate, targets) for gate, targets in self.gates]
+        where = dict(zip(self.qubits, qubits, strict=True))
+        return [
+            _operation(gate, tuple(map(where.__getitem__, targets))) for gate, targets in self.gates
+        ]
+
+
 #: Longest gate call statement, in tokens, whose operations are kept for its repetitions.
 _STATEMENT_CACHE_TOKENS = 64
+#: The words of gate modifiers (``ctrl @``, ``pow(2) @``...).
+_MODIFIERS = ("ctrl", "negctrl", "inv", "pow")
+#: The parameters seen by an expression outside gate definitions: none.
+_NO_PARAMS: frozenset[str] = frozenset()
+
+
+def _head_of(statement: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The tokens of a gate call statement's head: its gate name and parameter list, which
+    end at its last ``)`` (arguments have none); ``None`` if it starts with a modifier."""
+    if statement[0] in _MODIFIERS:
+        return None
+    if len(statement) < 2 or statement[1] != "(":
+        return statement[:1]
+    if ")" not in statement:
+        return None
+    return statement[: len(statement) - statement[::-1].index(")")]
 
 
 class _Parser:
@@ -190,6 +236,9 @@ class _Parser:
         #: The operations of each unconditioned gate-call statement read so far, by its tokens'
         #: texts (see ``parse_gate_call``); emptied whenever a gate is (re)defined.
         self.statements: dict[tuple[str, ...], _Statement] = {}
+        #: The parameters of each gate call head read so far, by its tokens' texts; emptied
+        #: with ``statements``.
+        self.heads: dict[tuple[str, ...], _Head] = {}
         #: The program's ``input`` parameters, by name (OpenQASM 3).
         self.inputs: dict[str, sympy.Symbol] = {}
         self.version = 3
@@ -255,7 +304,7 @@ class _Parser:
     def parse_program(self) -> cirq.Circuit:
         if self.texts[self.pos] == "OPENQASM":
             self.parse_version()
-        while self.source.kinds[self.pos] != "eof":
+        while self.texts[self.pos]:  # the end of the text is the one empty token
             self.parse_statement(())
         return cirq.Circuit.from_moments(*(cirq.Moment.from_ops(*ops) for ops in self.moments))
 
@@ -273,7 +322,7 @@ class _Parser:
         if text in self.gates and text not in _KEYWORDS:
             self.parse_gate_call(conditions)  # the common case first: a call of a known gate
             return
-        if self.source.kinds[self.pos] != "id":
+        if self.source.kind(self.pos) != "id":
             self.fail(self.peek(), f"unexpected {text or 'end of input'!r} at start of a statement")
         handler = self._STATEMENTS.get(text)
         if handler is not None and not conditions:
@@ -313,6 +362,7 @@ class _Parser:
         gates, redefinable = include
         self.gates.update(gates())
         self.statements.clear()
+        self.heads.clear()
         self.redefinable.update(redefinable)
 
     def parse_old_declaration(self) -> None:
@@ -406,6 +456,7 @@ class _Parser:
         size = sum(self.expansion_size(call.name) for call in body)
         self.gates[name.text] = GateDef(name.text, tuple(params), tuple(qubits), tuple(body), size)
         self.statements.clear()
+        self.heads.clear()
 
     def expansion_size(self, name: str) -> int:
         """Operations a call of gate ``name`` expands into, roughly (a built-in counts 1)."""
@@ -425,7 +476,7 @@ class _Parser:
                 break
         return names
 
-    def parse_body_call(self, params: set[str], qubits: set[str]) -> GateCall:
+    def parse_body_call(self, params: AbstractSet[str], qubits: set[str]) -> GateCall:
         token = self.peek()
         if token.text == "barrier":
             self.advance()
@@ -451,11 +502,10 @@ class _Parser:
         return call
 
     def parse_call_head(
-        self, params: set[str]
+        self, params: AbstractSet[str]
     ) -> tuple[list[tuple[str, Expr | None]], Token, list[Expr]]:
         modifiers: list[tuple[str, Expr | None]] = []
-        modifier_words = ("ctrl", "negctrl", "inv", "pow")
-        while self.texts[self.pos] in modifier_words and self.next_text() in ("(", "@"):
+        while self.texts[self.pos] in _MODIFIERS and self.next_text() in ("(", "@"):
             kind = self.advance().text
             argument = None
             if self.accept("("):
@@ -517,7 +567,7 @@ class _Parser:
 
     # -- expressions --------------------------------------------------------------------------
 
-    def parse_expression(self, params: set[str]) -> Expr:
+    def parse_expression(self, params: AbstractSet[str]) -> Expr:
         left = self.parse_term(params)
         while self.texts[self.pos] in ("+", "-"):
             op = self.advance().text
@@ -525,7 +575,7 @@ class _Parser:
             left = _binary(op, left, right)
         return left
 
-    def parse_term(self, params: set[str]) -> Expr:
+    def parse_term(self, params: AbstractSet[str]) -> Expr:
         left = self.parse_unary(params)
         while self.texts[self.pos] in ("*", "/"):
             op = self.advance().text
@@ -533,7 +583,7 @@ class _Parser:
             left = _binary(op, left, right)
         return left
 
-    def parse_unary(self, params: set[str]) -> Expr:
+    def parse_unary(self, params: AbstractSet[str]) -> Expr:
         if self.accept("-"):
             operand = self.parse_unary(params)
             return lambda env: -operand(env)
@@ -546,7 +596,7 @@ class _Parser:
             return _binary("^", base, exponent)
         return base
 
-    def parse_atom(self, params: set[str]) -> Expr:
+    def parse_atom(self, params: AbstractSet[str]) -> Expr:
         token = self.advance()
         if token.kind in ("int", "real"):
             value = float(token.text)
@@ -607,7 +657,9 @@ class _Parser:
 
         Real programs repeat statements (``cx q[0],q[1];``): the operations of an unconditioned
         one are kept by its tokens' texts, which fix them as long as no gate is defined, and a
-        repetition is placed again without being read (operations are immutable).
+        repetition is placed again without being read (operations are immutable). Its head
+        (``rz(pi*0.3)``: a gate name without modifiers and its parameter list) is kept likewise
+        with its evaluated parameters, for a statement that calls it on other qubits.
         """
         start = self.pos
         key: tuple[str, ...] | None = None
@@ -617,38 +669,40 @@ class _Parser:
                 end = self.texts.index(";", start, start + _STATEMENT_CACHE_TOKENS)
             except ValueError:
                 end = -1  # no ';' within reach: the statement is not kept (suppress is slower)
+        head_key: tuple[str, ...] | None = None
+        head: _Head | None = None
         if end >= 0:
             key = tuple(self.texts[start:end])
             seen = self.statements.get(key)
             if seen is not None:
-                self.check_size(seen.size, start + seen.name_index)
-                self.pos = start + len(key) + 1
+                if seen.size + self.n_ops > MAX_OPERATIONS:
+                    self.check_size(seen.size, start + seen.name_index)
+                self.pos = end + 1
                 self.place(seen.ops)
                 return
-        modifiers, name, values = self.parse_call_head(set())
+            head_key = _head_of(key)
+            head = self.heads.get(head_key)
+        if head is not None:
+            modifiers: Sequence[tuple[str, Expr | None]] = ()
+            name, values = self.source.token(start), head.values
+            self.pos = start + len(head_key)
+        else:
+            modifiers, name, values = self.parse_call_head(_NO_PARAMS)
+            if head_key is not None and self.pos - start != len(head_key):
+                head_key = None  # not a head that its tokens alone fix
         refs = self.parse_arguments(quantum=True)
         self.end_statement()
         call = GateCall(name.text, tuple(modifiers), tuple(values), (), name)
         self.check_arity(call, len(refs))
-        params = [self.evaluate(value, {}, name) for value in values]
+        if head is not None:
+            params = head.params
+        else:
+            params = [self.evaluate(value, {}, name) for value in values]
         calls = self.broadcast(refs)
         size = self.expansion_size(call.name) * len(calls)
         self.check_size(size, name)
-        try:
-            ops = [
-                _operation(gate, targets)
-                for qubits in calls
-                for gate, targets, _phase in self.expand(call, params, qubits, {})
-                if gate is not None
-            ]
-        except (TypeError, ValueError):  # a gate that needs numbers was given an input
-            if not any(isinstance(p, sympy.Basic) for p in params):
-                raise
-            message = (
-                f"gate '{name.text}' cannot take an input parameter here (inputs run in "
-                "rotations such as rx, ry, rz, p and gates built from them)"
-            )
-            self.fail(name, message, "qasm.parameter")
+        template = head.template if head is not None else self.template(call, params, calls[0])
+        ops = [op for qubits in calls for op in template.on(qubits)]
         if conditions:
             for op in ops:
                 self.emit(op, conditions)
@@ -656,6 +710,26 @@ class _Parser:
             self.place(ops)
         if key is not None:
             self.statements[key] = _Statement(size, name.index - start, ops)
+        if head is None and head_key is not None:
+            self.heads[head_key] = _Head(tuple(values), params, template)
+
+    def template(
+        self, call: GateCall, params: Sequence[float], qubits: tuple[cirq.Qid, ...]
+    ) -> _Template:
+        """The operations of a top-level call on ``qubits``, as a template for its other qubits."""
+        try:
+            items = self.expand(call, params, qubits, {})
+        except (TypeError, ValueError):  # a gate that needs numbers was given an input
+            if not any(isinstance(p, sympy.Basic) for p in params):
+                raise
+            message = (
+                f"gate '{call.name}' cannot take an input parameter here (inputs run in "
+                "rotations such as rx, ry, rz, p and gates built from them)"
+            )
+            self.fail(call.token, message, "qasm.parameter")
+        return _Template(
+            qubits, [(gate, targets) for gate, targets, _phase in items if gate is not None]
+        )
 
     def expand(
         self,
@@ -814,15 +888,10 @@ class _Parser:
         return refs
 
     def parse_argument(self, *, quantum: bool) -> ArgRef:
-        kind = "quantum" if quantum else "classical"
-        token = self.expect_kind("id", f"a {kind} register")
-        if token.text.startswith("$"):
-            self.fail(
-                token, f"physical qubits ('{token.text}') are not supported", "qasm.unsupported"
-            )
+        token = self.advance()
         register = self.registers.get(token.text)
-        if register is None or register.quantum != quantum:
-            self.fail(token, f"{kind} register '{token.text}' is not declared", "qasm.undeclared")
+        if register is None or register.quantum != quantum or token.text[0] == "$":
+            self.reject_argument(token, quantum=quantum)
         index: int | None = None
         if self.accept("["):
             index_token = self.expect_kind("int", "an index")
@@ -839,6 +908,17 @@ class _Parser:
             self.expect("]")
         return ArgRef(token.text, index, token)
 
+    def reject_argument(self, token: Token, *, quantum: bool) -> NoReturn:
+        """Fail on ``token``, which does not name a declared register of the kind asked for."""
+        kind = "quantum" if quantum else "classical"
+        if token.kind != "id":
+            found = repr(token.text) if token.kind != "eof" else "end of input"
+            self.fail(token, f"expected a {kind} register, found {found}")
+        if token.text.startswith("$"):
+            message = f"physical qubits ('{token.text}') are not supported"
+            self.fail(token, message, "qasm.unsupported")
+        self.fail(token, f"{kind} register '{token.text}' is not declared", "qasm.undeclared")
+
     def members(self, ref: ArgRef) -> tuple[str, ...]:
         register = self.registers[ref.name]
         return register.members if ref.index is None else (register.members[ref.index],)
@@ -852,10 +932,13 @@ class _Parser:
                 refs[0].token, "registers of different sizes in one statement", "qasm.size_mismatch"
             )
         width = sizes.pop() if sizes else 1
+        if not groups:
+            return [()]  # ``gphase(a);``
+        columns = [group if len(group) == width else group * width for group in groups]
         calls = []
-        for i in range(width):
-            qubits = tuple(self.qubits[group[i if len(group) > 1 else 0]] for group in groups)
-            if len(set(qubits)) != len(qubits):
+        for names in zip(*columns, strict=True):
+            qubits = tuple(map(self.qubits.__getitem__, names))
+            if len(set(names)) != len(names):
                 self.fail(
                     refs[0].token,
                     f"a qubit is used twice in one operation: {qubits}",
@@ -888,7 +971,8 @@ class _Parser:
                 "qasm.size_mismatch",
             )
         for qubit, key in zip(qubits, bits, strict=True):
-            self.place((cirq.measure(self.qubits[qubit], key=key),), measures=key)
+            measure = _operation(cirq.MeasurementGate(1, key), (self.qubits[qubit],))
+            self.place((measure,), measures=key)
             self.measured.add(key)
 
     def parse_reset(self, conditions: tuple[cirq.Condition, ...]) -> None:
@@ -920,7 +1004,7 @@ class _Parser:
             self.parse_statement(conditions)
             return
         while not self.accept("}"):
-            if self.source.kinds[self.pos] == "eof":
+            if self.source.kind(self.pos) == "eof":
                 self.fail(self.peek(), "missing '}' at end of block")
             self.parse_statement(conditions)
 
@@ -993,7 +1077,7 @@ class _Parser:
             return inner
         if token.text in _CASTS and self.next_text() in ("(", "["):
             return self.parse_cast()
-        if token.text == "-" and self.source.kinds[self.pos + 1] == "int":
+        if token.text == "-" and self.source.kind(self.pos + 1) == "int":
             self.advance()
             number = -int(self.advance().text)
             return _Value(sympy.Integer(number), number, number)
