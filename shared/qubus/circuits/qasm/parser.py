@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import cache
@@ -164,36 +164,6 @@ class _Statement(NamedTuple):
     ops: list[cirq.Operation]
 
 
-class _Head(NamedTuple):
-    """The head of a gate call statement read before (``rz(pi*0.3)``): its parameter
-    expressions, their values and the gates it expands into."""
-
-    values: tuple[Expr, ...]
-    params: list[float]
-    template: _Template
-
-
-class _Template(NamedTuple):
-    """The gates that a gate call with given parameters expands into (its global phase
-    dropped, as at top level), on the qubits it was first called on.
-
-    An expansion depends on the qubits by their positions only: the call on other qubits is
-    the same gates on the qubits in the same positions.
-    """
-
-    qubits: tuple[cirq.Qid, ...]
-    gates: list[tuple[cirq.Gate, tuple[cirq.Qid, ...]]]
-
-    def on(self, qubits: tuple[cirq.Qid, ...]) -> list[cirq.Operation]:
-        """The call's operations on ``qubits``."""
-        if qubits == self.qubits:
-            return [_operation(gate, targets) for gate, targets in self.gates]
-        where = dict(zip(self.qubits, qubits, strict=True))
-        return [
-            _operation(gate, tuple(map(where.__getitem__, targets))) for gate, targets in self.gates
-        ]
-
-
 #: Longest gate call statement, in tokens, whose operations are kept for its repetitions.
 _STATEMENT_CACHE_TOKENS = 64
 #: The words of gate modifiers (``ctrl @``, ``pow(2) @``...).
@@ -203,15 +173,15 @@ _NO_PARAMS: frozenset[str] = frozenset()
 
 
 def _head_of(statement: tuple[str, ...]) -> tuple[str, ...] | None:
-    """The tokens of a gate call statement's head: its gate name and parameter list, which
-    end at its last ``)`` (arguments have none); ``None`` if it starts with a modifier."""
-    if statement[0] in _MODIFIERS:
+    """The tokens of a gate call statement's head, its gate name and parameter list up to the
+    first ``)``; ``None`` without parameters (nothing to keep) or with a modifier. A list with
+    parentheses inside is cut short here, and the parser then finds it is not a head."""
+    if len(statement) < 2 or statement[1] != "(" or statement[0] in _MODIFIERS:
         return None
-    if len(statement) < 2 or statement[1] != "(":
-        return statement[:1]
-    if ")" not in statement:
+    try:
+        return statement[: statement.index(")") + 1]
+    except ValueError:
         return None
-    return statement[: len(statement) - statement[::-1].index(")")]
 
 
 class _Parser:
@@ -236,9 +206,9 @@ class _Parser:
         #: The operations of each unconditioned gate-call statement read so far, by its tokens'
         #: texts (see ``parse_gate_call``); emptied whenever a gate is (re)defined.
         self.statements: dict[tuple[str, ...], _Statement] = {}
-        #: The parameters of each gate call head read so far, by its tokens' texts; emptied
-        #: with ``statements``.
-        self.heads: dict[tuple[str, ...], _Head] = {}
+        #: The parameter values of each gate call head read so far (see ``parse_gate_call``), by
+        #: its tokens' texts; emptied with ``statements``.
+        self.heads: dict[tuple[str, ...], list[float]] = {}
         #: The program's ``input`` parameters, by name (OpenQASM 3).
         self.inputs: dict[str, sympy.Symbol] = {}
         self.version = 3
@@ -599,8 +569,7 @@ class _Parser:
     def parse_atom(self, params: AbstractSet[str]) -> Expr:
         token = self.advance()
         if token.kind in ("int", "real"):
-            value = float(token.text)
-            return lambda _env: value
+            return _constant(float(token.text))
         if token.text == "(":
             inner = self.parse_expression(params)
             self.expect(")")
@@ -610,11 +579,9 @@ class _Parser:
             if name in params:
                 return lambda env: env[name]
             if name in self.inputs and not self.in_gate_body:
-                symbol = self.inputs[name]
-                return lambda _env: symbol
+                return _constant(self.inputs[name])
             if name in _CONSTANTS:
-                value = _CONSTANTS[name]
-                return lambda _env: value
+                return _constant(_CONSTANTS[name])
             if name in _FUNCTIONS:
                 function, symbolic = _FUNCTIONS[name], _SYMBOLIC_FUNCTIONS[name]
                 self.expect("(", f"'(' after {name}")
@@ -657,9 +624,9 @@ class _Parser:
 
         Real programs repeat statements (``cx q[0],q[1];``): the operations of an unconditioned
         one are kept by its tokens' texts, which fix them as long as no gate is defined, and a
-        repetition is placed again without being read (operations are immutable). Its head
-        (``rz(pi*0.3)``: a gate name without modifiers and its parameter list) is kept likewise
-        with its evaluated parameters, for a statement that calls it on other qubits.
+        repetition is placed again without being read (operations are immutable). The values of
+        its head's parameters (``rz(pi*0.3)``: a gate name without modifiers, and its parameter
+        list) are kept likewise, for a statement calling it on other qubits.
         """
         start = self.pos
         key: tuple[str, ...] | None = None
@@ -669,8 +636,8 @@ class _Parser:
                 end = self.texts.index(";", start, start + _STATEMENT_CACHE_TOKENS)
             except ValueError:
                 end = -1  # no ';' within reach: the statement is not kept (suppress is slower)
-        head_key: tuple[str, ...] | None = None
-        head: _Head | None = None
+        head: tuple[str, ...] | None = None
+        params: list[float] | None = None
         if end >= 0:
             key = tuple(self.texts[start:end])
             seen = self.statements.get(key)
@@ -680,29 +647,42 @@ class _Parser:
                 self.pos = end + 1
                 self.place(seen.ops)
                 return
-            head_key = _head_of(key)
-            head = self.heads.get(head_key)
-        if head is not None:
+            head = _head_of(key)
+            params = self.heads.get(head)
+        if params is not None:
             modifiers: Sequence[tuple[str, Expr | None]] = ()
-            name, values = self.source.token(start), head.values
-            self.pos = start + len(head_key)
+            name, values = self.source.token(start), [_constant(value) for value in params]
+            self.pos = start + len(head)
         else:
             modifiers, name, values = self.parse_call_head(_NO_PARAMS)
-            if head_key is not None and self.pos - start != len(head_key):
-                head_key = None  # not a head that its tokens alone fix
+            if head is not None and self.pos - start != len(head):
+                head = None  # not a head that its tokens alone fix
         refs = self.parse_arguments(quantum=True)
         self.end_statement()
         call = GateCall(name.text, tuple(modifiers), tuple(values), (), name)
         self.check_arity(call, len(refs))
-        if head is not None:
-            params = head.params
-        else:
+        if params is None:
             params = [self.evaluate(value, {}, name) for value in values]
+            if head is not None:
+                self.heads[head] = params
         calls = self.broadcast(refs)
         size = self.expansion_size(call.name) * len(calls)
         self.check_size(size, name)
-        template = head.template if head is not None else self.template(call, params, calls[0])
-        ops = [op for qubits in calls for op in template.on(qubits)]
+        try:
+            ops = [
+                _operation(gate, targets)
+                for qubits in calls
+                for gate, targets, _phase in self.expand(call, params, qubits, {})
+                if gate is not None
+            ]
+        except (TypeError, ValueError):  # a gate that needs numbers was given an input
+            if not any(isinstance(p, sympy.Basic) for p in params):
+                raise
+            message = (
+                f"gate '{name.text}' cannot take an input parameter here (inputs run in "
+                "rotations such as rx, ry, rz, p and gates built from them)"
+            )
+            self.fail(name, message, "qasm.parameter")
         if conditions:
             for op in ops:
                 self.emit(op, conditions)
@@ -710,26 +690,6 @@ class _Parser:
             self.place(ops)
         if key is not None:
             self.statements[key] = _Statement(size, name.index - start, ops)
-        if head is None and head_key is not None:
-            self.heads[head_key] = _Head(tuple(values), params, template)
-
-    def template(
-        self, call: GateCall, params: Sequence[float], qubits: tuple[cirq.Qid, ...]
-    ) -> _Template:
-        """The operations of a top-level call on ``qubits``, as a template for its other qubits."""
-        try:
-            items = self.expand(call, params, qubits, {})
-        except (TypeError, ValueError):  # a gate that needs numbers was given an input
-            if not any(isinstance(p, sympy.Basic) for p in params):
-                raise
-            message = (
-                f"gate '{call.name}' cannot take an input parameter here (inputs run in "
-                "rotations such as rx, ry, rz, p and gates built from them)"
-            )
-            self.fail(call.token, message, "qasm.parameter")
-        return _Template(
-            qubits, [(gate, targets) for gate, targets, _phase in items if gate is not None]
-        )
 
     def expand(
         self,
@@ -830,41 +790,33 @@ class _Parser:
             self.place((op,))
             return
         controls = {str(key) for condition in resolved for key in condition.keys}
-        self.place((op.with_classical_controls(*resolved),), controls=controls)
+        # After the measurements of its control keys.
+        after = max((self.last_measured.get(key, -1) for key in controls), default=-1)
+        index = self.place((op.with_classical_controls(*resolved),), after)
+        for key in controls:
+            self.last_controlled[key] = max(index, self.last_controlled.get(key, -1))
 
-    def place(
-        self,
-        ops: Sequence[cirq.Operation],
-        *,
-        measures: str | None = None,
-        controls: Iterable[str] = (),
-    ) -> None:
+    def place(self, ops: Sequence[cirq.Operation], after: int = -1) -> int:
         """Append each operation to the moment that ``cirq.Circuit(ops)`` (its EARLIEST
-        strategy) gives it: the one after the last moment that shares a qubit with it, that
-        measures its measurement key ``measures`` or controls on it, or that measures one of
-        its control keys. cirq finds the keys through its protocols on every operation; here
-        they are known.
+        strategy) gives it: the one after the last moment that shares a qubit with it, and
+        after moment ``after``, which the caller finds from the measurement and control keys
+        (cirq finds the keys through its protocols on every operation; here they are known).
+
+        Returns:
+            The moment of the last operation.
         """
         last_qubit, moments = self.last_qubit, self.moments
+        index = after
         for op in ops:
             qubits = op.qubits
-            index = max(map(last_qubit.get, qubits, repeat(-1)), default=-1)
-            if measures is not None:
-                index = max(index, self.last_measured.get(measures, -1))
-                index = max(index, self.last_controlled.get(measures, -1))
-            for key in controls:
-                index = max(index, self.last_measured.get(key, -1))
-            index += 1
+            index = max((after, *map(last_qubit.get, qubits, repeat(-1)))) + 1
             if index == len(moments):
                 moments.append([op])
             else:
                 moments[index].append(op)
             last_qubit.update(zip(qubits, repeat(index)))
-            if measures is not None:
-                self.last_measured[measures] = index
-            for key in controls:
-                self.last_controlled[key] = max(index, self.last_controlled.get(key, -1))
         self.n_ops += len(ops)
+        return index
 
     def with_unmeasured_bits_zero(self, condition: cirq.Condition) -> cirq.Condition | bool:
         """``condition`` with every bit not measured so far set to 0: a condition on the
@@ -972,7 +924,9 @@ class _Parser:
             )
         for qubit, key in zip(qubits, bits, strict=True):
             measure = _operation(cirq.MeasurementGate(1, key), (self.qubits[qubit],))
-            self.place((measure,), measures=key)
+            # After the last measurement of its key and the last operation controlled on it.
+            after = max(self.last_measured.get(key, -1), self.last_controlled.get(key, -1))
+            self.last_measured[key] = self.place((measure,), after)
             self.measured.add(key)
 
     def parse_reset(self, conditions: tuple[cirq.Condition, ...]) -> None:
@@ -1162,6 +1116,11 @@ def _operation(gate: cirq.Gate, qubits: tuple[cirq.Qid, ...]) -> cirq.Operation:
 
 _GATE_ON = cirq.Gate.on
 _NEW_OPERATION = cirq.GateOperation.__new__
+
+
+def _constant(value: float | sympy.Basic) -> Expr:
+    """The expression of a number (or of an ``input`` parameter's symbol)."""
+    return lambda _env: value
 
 
 def _binary(op: str, left: Expr, right: Expr) -> Expr:
