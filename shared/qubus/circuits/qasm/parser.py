@@ -114,11 +114,11 @@ _INPUT_TYPES = ("float", "angle")
 
 
 class ArgRef(NamedTuple):
-    """A qubit or bit argument as written: ``name`` or ``name[index]``."""
+    """A qubit or bit argument as written: ``name`` or ``name[index]``, at token ``at``."""
 
     name: str
     index: int | None
-    token: Token
+    at: int
 
 
 @cache
@@ -840,25 +840,26 @@ class _Parser:
         return refs
 
     def parse_argument(self, *, quantum: bool) -> ArgRef:
-        token = self.advance()
-        register = self.registers.get(token.text)
-        if register is None or register.quantum != quantum or token.text[0] == "$":
-            self.reject_argument(token, quantum=quantum)
+        at = self.pos
+        name = self.texts[at]
+        register = self.registers.get(name)
+        if register is None or register.quantum != quantum or name[0] == "$":
+            self.reject_argument(self.source.token(at), quantum=quantum)
+        self.pos = at + 1
         index: int | None = None
-        if self.accept("["):
+        if self.texts[self.pos] == "[":
+            self.pos += 1
             index_token = self.expect_kind("int", "an index")
             index = int(index_token.text)
             if register.size is None:
-                self.fail(index_token, f"'{token.text}' is not a register", "qasm.index_range")
+                self.fail(index_token, f"'{name}' is not a register", "qasm.index_range")
             if index >= register.size:
-                message = (
-                    f"index {index} is out of range for '{token.text}' of size {register.size}"
-                )
+                message = f"index {index} is out of range for '{name}' of size {register.size}"
                 self.fail(index_token, message, "qasm.index_range")
             if self.texts[self.pos] in (":", ","):
                 self.fail(self.peek(), "register slices are not supported", "qasm.unsupported")
             self.expect("]")
-        return ArgRef(token.text, index, token)
+        return ArgRef(name, index, at)
 
     def reject_argument(self, token: Token, *, quantum: bool) -> NoReturn:
         """Fail on ``token``, which does not name a declared register of the kind asked for."""
@@ -881,7 +882,9 @@ class _Parser:
         sizes = {len(group) for group in groups if len(group) > 1}
         if len(sizes) > 1:
             self.fail(
-                refs[0].token, "registers of different sizes in one statement", "qasm.size_mismatch"
+                self.source.token(refs[0].at),
+                "registers of different sizes in one statement",
+                "qasm.size_mismatch",
             )
         width = sizes.pop() if sizes else 1
         if not groups:
@@ -892,7 +895,7 @@ class _Parser:
             qubits = tuple(map(self.qubits.__getitem__, names))
             if len(set(names)) != len(names):
                 self.fail(
-                    refs[0].token,
+                    self.source.token(refs[0].at),
                     f"a qubit is used twice in one operation: {qubits}",
                     "qasm.duplicate_qubit",
                 )
@@ -918,7 +921,7 @@ class _Parser:
         qubits, bits = self.members(source), self.members(target)
         if len(qubits) != len(bits):
             self.fail(
-                source.token,
+                self.source.token(source.at),
                 f"measuring {len(qubits)} qubit(s) into {len(bits)} bit(s)",
                 "qasm.size_mismatch",
             )
