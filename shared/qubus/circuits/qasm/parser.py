@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import cache
-from itertools import repeat
 from typing import NamedTuple, NoReturn
 
 import cirq
@@ -809,12 +808,18 @@ class _Parser:
         index = after
         for op in ops:
             qubits = op.qubits
-            index = max((after, *map(last_qubit.get, qubits, repeat(-1)))) + 1
+            index = after
+            for qubit in qubits:  # a loop is quicker than max(map(...)) on one or two qubits
+                moment = last_qubit.get(qubit, -1)
+                if moment > index:
+                    index = moment
+            index += 1
             if index == len(moments):
                 moments.append([op])
             else:
                 moments[index].append(op)
-            last_qubit.update(zip(qubits, repeat(index)))
+            for qubit in qubits:
+                last_qubit[qubit] = index
         self.n_ops += len(ops)
         return index
 
