@@ -884,27 +884,28 @@ class _Parser:
     def broadcast(self, refs: Sequence[ArgRef]) -> list[tuple[cirq.Qid, ...]]:
         """Qubit tuples of a call, one per broadcast position (``h q;`` is one per qubit)."""
         groups = [self.members(ref) for ref in refs]
-        sizes = {len(group) for group in groups if len(group) > 1}
-        if len(sizes) > 1:
-            self.fail(
-                self.source.token(refs[0].at),
-                "registers of different sizes in one statement",
-                "qasm.size_mismatch",
-            )
-        width = sizes.pop() if sizes else 1
-        if not groups:
-            return [()]  # ``gphase(a);``
-        columns = [group if len(group) == width else group * width for group in groups]
+        width = 1
+        for group in groups:
+            if len(group) > 1:
+                if width > 1 and len(group) != width:
+                    self.fail(
+                        self.source.token(refs[0].at),
+                        "registers of different sizes in one statement",
+                        "qasm.size_mismatch",
+                    )
+                width = len(group)
+        qubits = self.qubits
         calls = []
-        for names in zip(*columns, strict=True):
-            qubits = tuple(map(self.qubits.__getitem__, names))
+        for i in range(width):
+            names = [group[i] if len(group) > 1 else group[0] for group in groups]
+            call = tuple([qubits[name] for name in names])
             if len(set(names)) != len(names):
                 self.fail(
                     self.source.token(refs[0].at),
-                    f"a qubit is used twice in one operation: {qubits}",
+                    f"a qubit is used twice in one operation: {call}",
                     "qasm.duplicate_qubit",
                 )
-            calls.append(qubits)
+            calls.append(call)
         return calls
 
     def parse_measure(self, conditions: tuple[cirq.Condition, ...]) -> None:
