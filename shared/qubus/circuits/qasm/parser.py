@@ -538,37 +538,42 @@ class _Parser:
 
     def parse_expression(self, params: AbstractSet[str]) -> Expr:
         left = self.parse_term(params)
-        while self.texts[self.pos] in ("+", "-"):
-            op = self.advance().text
+        while (op := self.texts[self.pos]) in ("+", "-"):
+            self.pos += 1
             right = self.parse_term(params)
             left = _binary(op, left, right)
         return left
 
     def parse_term(self, params: AbstractSet[str]) -> Expr:
         left = self.parse_unary(params)
-        while self.texts[self.pos] in ("*", "/"):
-            op = self.advance().text
+        while (op := self.texts[self.pos]) in ("*", "/"):
+            self.pos += 1
             right = self.parse_unary(params)
             left = _binary(op, left, right)
         return left
 
     def parse_unary(self, params: AbstractSet[str]) -> Expr:
-        if self.accept("-"):
+        sign = self.texts[self.pos]
+        if sign == "-":
+            self.pos += 1
             operand = self.parse_unary(params)
             return lambda env: -operand(env)
-        if self.accept("+"):
+        if sign == "+":
+            self.pos += 1
             return self.parse_unary(params)
         base = self.parse_atom(params)
         if self.texts[self.pos] in ("^", "**"):
-            self.advance()
+            self.pos += 1
             exponent = self.parse_unary(params)
             return _binary("^", base, exponent)
         return base
 
     def parse_atom(self, params: AbstractSet[str]) -> Expr:
+        text = self.texts[self.pos]
+        if self.source.kind_of[text] in ("int", "real"):
+            self.pos += 1  # a number, the most frequent atom: no Token made
+            return _constant(float(text))
         token = self.advance()
-        if token.kind in ("int", "real"):
-            return _constant(float(token.text))
         if token.text == "(":
             inner = self.parse_expression(params)
             self.expect(")")
