@@ -224,6 +224,27 @@ def test_repeated_statement_past_the_operation_limit_is_rejected_at_its_gate(mon
     assert (caught.value.code, caught.value.line, caught.value.column) == ("qasm.too_large", 7, 3)
 
 
+def test_a_gate_head_repeated_on_other_qubits_gives_its_gates_again():
+    circuit = parse_qasm(
+        HEADER + "rz(pi/4) q[0];\nrz(pi/4) q[1];\nrz(sin(0.5)) q[0];\nrz(sin(0.5)) q[1];"
+    )
+    q0, q1 = cirq.NamedQubit("q_0"), cirq.NamedQubit("q_1")
+    expected = [cirq.rz(math.pi / 4).on(q) for q in (q0, q1)]
+    expected += [cirq.rz(math.sin(0.5)).on(q) for q in (q0, q1)]
+    assert list(circuit.all_operations()) == expected
+
+
+def test_a_repeated_gate_head_follows_a_gate_defined_between_and_errors_point_at_its_call():
+    circuit = parse_qasm(HEADER + "p(0.5) q[0];\ngate p(t) a { rx(t) a; }\np(0.5) q[1];")
+    assert [op.gate for op in circuit.all_operations()] == [
+        cirq.ZPowGate(exponent=0.5 / math.pi),
+        cirq.rx(0.5),
+    ]
+    with pytest.raises(QasmError) as caught:
+        parse_qasm(HEADER + "rx(0.5) q[0];\n  rx(0.5) q[0], q[1];")
+    assert (caught.value.code, caught.value.line, caught.value.column) == ("qasm.arity", 6, 3)
+
+
 # -- properties -------------------------------------------------------------------------------
 
 _QUBITS = cirq.LineQubit.range(3)

@@ -26,6 +26,7 @@ from qubus.cli.common import (
     UsageError,
     connected,
 )
+from qubus.cli.deferred import defer_imports
 from qubus.errors import QubusError
 from qubus.version import __version__
 
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``qubus ARGV``; returns the exit status (``EXIT_STATUS``)."""
+    defer_imports()  # before any command imports cirq
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

@@ -3,9 +3,30 @@
 ``Client`` (in ``qubus.client.aio``) is the asyncio client; ``qubus.client.sync`` (what
 ``qubus.connect()`` opens) runs it for synchronous code. ``SubmitRequest`` is what
 ``Client.submit`` takes and ``task_record`` turns a task's events into its result record.
+
+The names below are loaded on first use (PEP 562), so that ``qubus.client.files`` (circuit
+files as ``qubus parse`` reads them) does not import NATS and the asyncio client.
 """
 
-from qubus.bus.messages import SubmitRequest
-from qubus.client.aio import Client, task_record
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qubus.bus.messages import SubmitRequest
+    from qubus.client.aio import Client, task_record
+
+_HOMES = {
+    "Client": "qubus.client.aio",
+    "SubmitRequest": "qubus.bus.messages",
+    "task_record": "qubus.client.aio",
+}
 
 __all__ = ["Client", "SubmitRequest", "task_record"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

@@ -4,7 +4,8 @@ A hand-written tokenizer (one compiled regular expression) feeds a recursive-des
 Gate calls are expanded inline into cirq operations as they are read, and placed into the
 moments that ``cirq.Circuit(ops)`` would give them, so the whole parse is a single pass and
 every error points at the 1-based line and column of the construct at fault. A gate statement
-repeated word for word reuses the operations of its first reading.
+repeated word for word reuses the operations of its first reading, and a gate head repeated on
+other qubits (``rz(pi*0.3) q[1];`` after ``rz(pi*0.3) q[0];``) its parameters' values.
 
 Naming follows cirq's own importer: qubit ``q[0]`` becomes ``cirq.NamedQubit("q_0")`` and a
 measurement into bit ``c[1]`` is one ``cirq.measure`` per bit with key ``"c_1"``. A scalar

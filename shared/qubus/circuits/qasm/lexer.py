@@ -17,13 +17,13 @@ from qubus.errors import QasmError
 #: The tokens of a program, the most frequent first (a real number before an integer), and the
 #: end of the text (an empty token): whitespace and comments before each token are skipped
 #: inside the same match, and possessively (a blank is never given back to become a token), so
-#: ``findall`` yields the tokens' texts at C speed. The end can match twice: after blanks, and
-#: again empty.
+#: ``findall`` yields the tokens' texts at C speed. Blanks come first (most tokens follow one
+#: or none) and so do ASCII identifiers. The end can match twice: after blanks, and again empty.
 _TOKENS_RE = re.compile(
     r"""
-    (?:\s+|//[^\n]*|/\*.*?\*/)*+
+    \s*+(?:(?://[^\n]*+|/\*.*?\*/)\s*+)*+
     (
-      [^\W\d]\w*|\$\d+
+      [A-Za-z_]\w*|[^\W\d]\w*|\$\d+
     | ->|==|!=|<=|>=|&&|\|\||\*\*|[-+*/^%(){}\[\];,:=<>@!~&|]
     | (?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+
     | \d+
@@ -63,15 +63,21 @@ class Source:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        #: The tokens' texts and kinds (``Token``s are made only for the tokens a parser keeps).
-        self.texts, self.kinds = tokenize(text)
+        #: The tokens' texts, and the kind of each distinct text (``Token``s are made only for the
+        #: tokens a parser keeps).
+        self.texts, self.kind_of = tokenize(text)
         self._offsets: list[int] | None = None
         self._line_starts: list[int] | None = None
 
     def token(self, index: int) -> Token:
         """The token at position ``index``."""
+        text = self.texts[index]
         # tuple.__new__ skips NamedTuple's Python-level constructor.
-        return tuple.__new__(Token, (self.kinds[index], self.texts[index], index))
+        return tuple.__new__(Token, (self.kind_of[text], text, index))
+
+    def kind(self, index: int) -> str:
+        """The kind of the token at position ``index``."""
+        return self.kind_of[self.texts[index]]
 
     def offset(self, token: Token) -> int:
         """The 0-based offset of ``token`` in the text (found again only when asked)."""
@@ -93,18 +99,18 @@ class Source:
         return QasmError(message, line=line, column=column, code=code)
 
 
-def tokenize(text: str) -> tuple[list[str], list[str]]:
+def tokenize(text: str) -> tuple[list[str], dict[str, str]]:
     """Split OpenQASM text into tokens, dropping whitespace and comments.
 
     Args:
         text: The program.
 
     Returns:
-        The tokens' texts and their kinds (``id``, ``int``, ``real``, ``string``, ``op``),
-        ending with an ``eof`` token. A character that starts no token is a ``bad`` token.
+        The tokens' texts, ending with the end of the text (the one empty token), and the kind
+        of each distinct text: ``id``, ``int``, ``real``, ``string``, ``op``, ``eof`` (the end),
+        or ``bad`` (a character that starts no token).
     """
     texts = _TOKENS_RE.findall(text)
     if len(texts) > 1 and not texts[-2]:
         texts.pop()  # the end, matched twice
-    kind_of = {word: _KIND_RE.fullmatch(word).lastgroup for word in set(texts)}
-    return texts, list(map(kind_of.__getitem__, texts))
+    return texts, {word: _KIND_RE.fullmatch(word).lastgroup for word in set(texts)}

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import cache
-from itertools import repeat
 from typing import NamedTuple, NoReturn
 
 import cirq
@@ -112,13 +112,12 @@ _SYMBOLIC_FUNCTIONS: dict[str, Callable[[sympy.Expr], sympy.Expr]] = {
 _INPUT_TYPES = ("float", "angle")
 
 
-@dataclass(frozen=True)
-class ArgRef:
-    """A qubit or bit argument as written: ``name`` or ``name[index]``."""
+class ArgRef(NamedTuple):
+    """A qubit or bit argument as written: ``name`` or ``name[index]``, at token ``at``."""
 
     name: str
     index: int | None
-    token: Token
+    at: int
 
 
 @cache
@@ -166,6 +165,22 @@ class _Statement(NamedTuple):
 
 #: Longest gate call statement, in tokens, whose operations are kept for its repetitions.
 _STATEMENT_CACHE_TOKENS = 64
+#: The words of gate modifiers (``ctrl @``, ``pow(2) @``...).
+_MODIFIERS = ("ctrl", "negctrl", "inv", "pow")
+#: The parameters seen by an expression outside gate definitions: none.
+_NO_PARAMS: frozenset[str] = frozenset()
+
+
+def _head_of(statement: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The tokens of a gate call statement's head, its gate name and parameter list up to the
+    first ``)``; ``None`` without parameters (nothing to keep) or with a modifier. A list with
+    parentheses inside is cut short here, and the parser then finds it is not a head."""
+    if len(statement) < 2 or statement[1] != "(" or statement[0] in _MODIFIERS:
+        return None
+    try:
+        return statement[: statement.index(")") + 1]
+    except ValueError:
+        return None
 
 
 class _Parser:
@@ -190,6 +205,9 @@ class _Parser:
         #: The operations of each unconditioned gate-call statement read so far, by its tokens'
         #: texts (see ``parse_gate_call``); emptied whenever a gate is (re)defined.
         self.statements: dict[tuple[str, ...], _Statement] = {}
+        #: The parameter values of each gate call head read so far (see ``parse_gate_call``), by
+        #: its tokens' texts; emptied with ``statements``.
+        self.heads: dict[tuple[str, ...], list[float]] = {}
         #: The program's ``input`` parameters, by name (OpenQASM 3).
         self.inputs: dict[str, sympy.Symbol] = {}
         self.version = 3
@@ -255,7 +273,7 @@ class _Parser:
     def parse_program(self) -> cirq.Circuit:
         if self.texts[self.pos] == "OPENQASM":
             self.parse_version()
-        while self.source.kinds[self.pos] != "eof":
+        while self.texts[self.pos]:  # the end of the text is the one empty token
             self.parse_statement(())
         return cirq.Circuit.from_moments(*(cirq.Moment.from_ops(*ops) for ops in self.moments))
 
@@ -273,7 +291,7 @@ class _Parser:
         if text in self.gates and text not in _KEYWORDS:
             self.parse_gate_call(conditions)  # the common case first: a call of a known gate
             return
-        if self.source.kinds[self.pos] != "id":
+        if self.source.kind(self.pos) != "id":
             self.fail(self.peek(), f"unexpected {text or 'end of input'!r} at start of a statement")
         handler = self._STATEMENTS.get(text)
         if handler is not None and not conditions:
@@ -313,6 +331,7 @@ class _Parser:
         gates, redefinable = include
         self.gates.update(gates())
         self.statements.clear()
+        self.heads.clear()
         self.redefinable.update(redefinable)
 
     def parse_old_declaration(self) -> None:
@@ -406,6 +425,7 @@ class _Parser:
         size = sum(self.expansion_size(call.name) for call in body)
         self.gates[name.text] = GateDef(name.text, tuple(params), tuple(qubits), tuple(body), size)
         self.statements.clear()
+        self.heads.clear()
 
     def expansion_size(self, name: str) -> int:
         """Operations a call of gate ``name`` expands into, roughly (a built-in counts 1)."""
@@ -425,7 +445,7 @@ class _Parser:
                 break
         return names
 
-    def parse_body_call(self, params: set[str], qubits: set[str]) -> GateCall:
+    def parse_body_call(self, params: AbstractSet[str], qubits: set[str]) -> GateCall:
         token = self.peek()
         if token.text == "barrier":
             self.advance()
@@ -451,11 +471,10 @@ class _Parser:
         return call
 
     def parse_call_head(
-        self, params: set[str]
+        self, params: AbstractSet[str]
     ) -> tuple[list[tuple[str, Expr | None]], Token, list[Expr]]:
         modifiers: list[tuple[str, Expr | None]] = []
-        modifier_words = ("ctrl", "negctrl", "inv", "pow")
-        while self.texts[self.pos] in modifier_words and self.next_text() in ("(", "@"):
+        while self.texts[self.pos] in _MODIFIERS and self.next_text() in ("(", "@"):
             kind = self.advance().text
             argument = None
             if self.accept("("):
@@ -517,40 +536,44 @@ class _Parser:
 
     # -- expressions --------------------------------------------------------------------------
 
-    def parse_expression(self, params: set[str]) -> Expr:
+    def parse_expression(self, params: AbstractSet[str]) -> Expr:
         left = self.parse_term(params)
-        while self.texts[self.pos] in ("+", "-"):
-            op = self.advance().text
+        while (op := self.texts[self.pos]) in ("+", "-"):
+            self.pos += 1
             right = self.parse_term(params)
             left = _binary(op, left, right)
         return left
 
-    def parse_term(self, params: set[str]) -> Expr:
+    def parse_term(self, params: AbstractSet[str]) -> Expr:
         left = self.parse_unary(params)
-        while self.texts[self.pos] in ("*", "/"):
-            op = self.advance().text
+        while (op := self.texts[self.pos]) in ("*", "/"):
+            self.pos += 1
             right = self.parse_unary(params)
             left = _binary(op, left, right)
         return left
 
-    def parse_unary(self, params: set[str]) -> Expr:
-        if self.accept("-"):
+    def parse_unary(self, params: AbstractSet[str]) -> Expr:
+        sign = self.texts[self.pos]
+        if sign == "-":
+            self.pos += 1
             operand = self.parse_unary(params)
             return lambda env: -operand(env)
-        if self.accept("+"):
+        if sign == "+":
+            self.pos += 1
             return self.parse_unary(params)
         base = self.parse_atom(params)
         if self.texts[self.pos] in ("^", "**"):
-            self.advance()
+            self.pos += 1
             exponent = self.parse_unary(params)
             return _binary("^", base, exponent)
         return base
 
-    def parse_atom(self, params: set[str]) -> Expr:
+    def parse_atom(self, params: AbstractSet[str]) -> Expr:
+        text = self.texts[self.pos]
+        if self.source.kind_of[text] in ("int", "real"):
+            self.pos += 1  # a number, the most frequent atom: no Token made
+            return _constant(float(text))
         token = self.advance()
-        if token.kind in ("int", "real"):
-            value = float(token.text)
-            return lambda _env: value
         if token.text == "(":
             inner = self.parse_expression(params)
             self.expect(")")
@@ -560,11 +583,9 @@ class _Parser:
             if name in params:
                 return lambda env: env[name]
             if name in self.inputs and not self.in_gate_body:
-                symbol = self.inputs[name]
-                return lambda _env: symbol
+                return _constant(self.inputs[name])
             if name in _CONSTANTS:
-                value = _CONSTANTS[name]
-                return lambda _env: value
+                return _constant(_CONSTANTS[name])
             if name in _FUNCTIONS:
                 function, symbolic = _FUNCTIONS[name], _SYMBOLIC_FUNCTIONS[name]
                 self.expect("(", f"'(' after {name}")
@@ -607,7 +628,9 @@ class _Parser:
 
         Real programs repeat statements (``cx q[0],q[1];``): the operations of an unconditioned
         one are kept by its tokens' texts, which fix them as long as no gate is defined, and a
-        repetition is placed again without being read (operations are immutable).
+        repetition is placed again without being read (operations are immutable). The values of
+        its head's parameters (``rz(pi*0.3)``: a gate name without modifiers, and its parameter
+        list) are kept likewise, for a statement calling it on other qubits.
         """
         start = self.pos
         key: tuple[str, ...] | None = None
@@ -617,20 +640,35 @@ class _Parser:
                 end = self.texts.index(";", start, start + _STATEMENT_CACHE_TOKENS)
             except ValueError:
                 end = -1  # no ';' within reach: the statement is not kept (suppress is slower)
+        head: tuple[str, ...] | None = None
+        params: list[float] | None = None
         if end >= 0:
             key = tuple(self.texts[start:end])
             seen = self.statements.get(key)
             if seen is not None:
-                self.check_size(seen.size, start + seen.name_index)
-                self.pos = start + len(key) + 1
+                if seen.size + self.n_ops > MAX_OPERATIONS:
+                    self.check_size(seen.size, start + seen.name_index)
+                self.pos = end + 1
                 self.place(seen.ops)
                 return
-        modifiers, name, values = self.parse_call_head(set())
+            head = _head_of(key)
+            params = self.heads.get(head)
+        if params is not None:
+            modifiers: Sequence[tuple[str, Expr | None]] = ()
+            name, values = self.source.token(start), [_constant(value) for value in params]
+            self.pos = start + len(head)
+        else:
+            modifiers, name, values = self.parse_call_head(_NO_PARAMS)
+            if head is not None and self.pos - start != len(head):
+                head = None  # not a head that its tokens alone fix
         refs = self.parse_arguments(quantum=True)
         self.end_statement()
         call = GateCall(name.text, tuple(modifiers), tuple(values), (), name)
         self.check_arity(call, len(refs))
-        params = [self.evaluate(value, {}, name) for value in values]
+        if params is None:
+            params = [self.evaluate(value, {}, name) for value in values]
+            if head is not None:
+                self.heads[head] = params
         calls = self.broadcast(refs)
         size = self.expansion_size(call.name) * len(calls)
         self.check_size(size, name)
@@ -756,41 +794,39 @@ class _Parser:
             self.place((op,))
             return
         controls = {str(key) for condition in resolved for key in condition.keys}
-        self.place((op.with_classical_controls(*resolved),), controls=controls)
+        # After the measurements of its control keys.
+        after = max((self.last_measured.get(key, -1) for key in controls), default=-1)
+        index = self.place((op.with_classical_controls(*resolved),), after)
+        for key in controls:
+            self.last_controlled[key] = max(index, self.last_controlled.get(key, -1))
 
-    def place(
-        self,
-        ops: Sequence[cirq.Operation],
-        *,
-        measures: str | None = None,
-        controls: Iterable[str] = (),
-    ) -> None:
+    def place(self, ops: Sequence[cirq.Operation], after: int = -1) -> int:
         """Append each operation to the moment that ``cirq.Circuit(ops)`` (its EARLIEST
-        strategy) gives it: the one after the last moment that shares a qubit with it, that
-        measures its measurement key ``measures`` or controls on it, or that measures one of
-        its control keys. cirq finds the keys through its protocols on every operation; here
-        they are known.
+        strategy) gives it: the one after the last moment that shares a qubit with it, and
+        after moment ``after``, which the caller finds from the measurement and control keys
+        (cirq finds the keys through its protocols on every operation; here they are known).
+
+        Returns:
+            The moment of the last operation.
         """
         last_qubit, moments = self.last_qubit, self.moments
+        index = after
         for op in ops:
             qubits = op.qubits
-            index = max(map(last_qubit.get, qubits, repeat(-1)), default=-1)
-            if measures is not None:
-                index = max(index, self.last_measured.get(measures, -1))
-                index = max(index, self.last_controlled.get(measures, -1))
-            for key in controls:
-                index = max(index, self.last_measured.get(key, -1))
+            index = after
+            for qubit in qubits:  # a loop is quicker than max(map(...)) on one or two qubits
+                moment = last_qubit.get(qubit, -1)
+                if moment > index:
+                    index = moment
             index += 1
             if index == len(moments):
                 moments.append([op])
             else:
                 moments[index].append(op)
-            last_qubit.update(zip(qubits, repeat(index)))
-            if measures is not None:
-                self.last_measured[measures] = index
-            for key in controls:
-                self.last_controlled[key] = max(index, self.last_controlled.get(key, -1))
+            for qubit in qubits:
+                last_qubit[qubit] = index
         self.n_ops += len(ops)
+        return index
 
     def with_unmeasured_bits_zero(self, condition: cirq.Condition) -> cirq.Condition | bool:
         """``condition`` with every bit not measured so far set to 0: a condition on the
@@ -814,30 +850,37 @@ class _Parser:
         return refs
 
     def parse_argument(self, *, quantum: bool) -> ArgRef:
-        kind = "quantum" if quantum else "classical"
-        token = self.expect_kind("id", f"a {kind} register")
-        if token.text.startswith("$"):
-            self.fail(
-                token, f"physical qubits ('{token.text}') are not supported", "qasm.unsupported"
-            )
-        register = self.registers.get(token.text)
-        if register is None or register.quantum != quantum:
-            self.fail(token, f"{kind} register '{token.text}' is not declared", "qasm.undeclared")
+        at = self.pos
+        name = self.texts[at]
+        register = self.registers.get(name)
+        if register is None or register.quantum != quantum or name[0] == "$":
+            self.reject_argument(self.source.token(at), quantum=quantum)
+        self.pos = at + 1
         index: int | None = None
-        if self.accept("["):
+        if self.texts[self.pos] == "[":
+            self.pos += 1
             index_token = self.expect_kind("int", "an index")
             index = int(index_token.text)
             if register.size is None:
-                self.fail(index_token, f"'{token.text}' is not a register", "qasm.index_range")
+                self.fail(index_token, f"'{name}' is not a register", "qasm.index_range")
             if index >= register.size:
-                message = (
-                    f"index {index} is out of range for '{token.text}' of size {register.size}"
-                )
+                message = f"index {index} is out of range for '{name}' of size {register.size}"
                 self.fail(index_token, message, "qasm.index_range")
             if self.texts[self.pos] in (":", ","):
                 self.fail(self.peek(), "register slices are not supported", "qasm.unsupported")
             self.expect("]")
-        return ArgRef(token.text, index, token)
+        return ArgRef(name, index, at)
+
+    def reject_argument(self, token: Token, *, quantum: bool) -> NoReturn:
+        """Fail on ``token``, which does not name a declared register of the kind asked for."""
+        kind = "quantum" if quantum else "classical"
+        if token.kind != "id":
+            found = repr(token.text) if token.kind != "eof" else "end of input"
+            self.fail(token, f"expected a {kind} register, found {found}")
+        if token.text.startswith("$"):
+            message = f"physical qubits ('{token.text}') are not supported"
+            self.fail(token, message, "qasm.unsupported")
+        self.fail(token, f"{kind} register '{token.text}' is not declared", "qasm.undeclared")
 
     def members(self, ref: ArgRef) -> tuple[str, ...]:
         register = self.registers[ref.name]
@@ -846,22 +889,28 @@ class _Parser:
     def broadcast(self, refs: Sequence[ArgRef]) -> list[tuple[cirq.Qid, ...]]:
         """Qubit tuples of a call, one per broadcast position (``h q;`` is one per qubit)."""
         groups = [self.members(ref) for ref in refs]
-        sizes = {len(group) for group in groups if len(group) > 1}
-        if len(sizes) > 1:
-            self.fail(
-                refs[0].token, "registers of different sizes in one statement", "qasm.size_mismatch"
-            )
-        width = sizes.pop() if sizes else 1
+        width = 1
+        for group in groups:
+            if len(group) > 1:
+                if width > 1 and len(group) != width:
+                    self.fail(
+                        self.source.token(refs[0].at),
+                        "registers of different sizes in one statement",
+                        "qasm.size_mismatch",
+                    )
+                width = len(group)
+        qubits = self.qubits
         calls = []
         for i in range(width):
-            qubits = tuple(self.qubits[group[i if len(group) > 1 else 0]] for group in groups)
-            if len(set(qubits)) != len(qubits):
+            names = [group[i] if len(group) > 1 else group[0] for group in groups]
+            call = tuple([qubits[name] for name in names])
+            if len(set(names)) != len(names):
                 self.fail(
-                    refs[0].token,
-                    f"a qubit is used twice in one operation: {qubits}",
+                    self.source.token(refs[0].at),
+                    f"a qubit is used twice in one operation: {call}",
                     "qasm.duplicate_qubit",
                 )
-            calls.append(qubits)
+            calls.append(call)
         return calls
 
     def parse_measure(self, conditions: tuple[cirq.Condition, ...]) -> None:
@@ -883,12 +932,15 @@ class _Parser:
         qubits, bits = self.members(source), self.members(target)
         if len(qubits) != len(bits):
             self.fail(
-                source.token,
+                self.source.token(source.at),
                 f"measuring {len(qubits)} qubit(s) into {len(bits)} bit(s)",
                 "qasm.size_mismatch",
             )
         for qubit, key in zip(qubits, bits, strict=True):
-            self.place((cirq.measure(self.qubits[qubit], key=key),), measures=key)
+            measure = _operation(cirq.MeasurementGate(1, key), (self.qubits[qubit],))
+            # After the last measurement of its key and the last operation controlled on it.
+            after = max(self.last_measured.get(key, -1), self.last_controlled.get(key, -1))
+            self.last_measured[key] = self.place((measure,), after)
             self.measured.add(key)
 
     def parse_reset(self, conditions: tuple[cirq.Condition, ...]) -> None:
@@ -920,7 +972,7 @@ class _Parser:
             self.parse_statement(conditions)
             return
         while not self.accept("}"):
-            if self.source.kinds[self.pos] == "eof":
+            if self.source.kind(self.pos) == "eof":
                 self.fail(self.peek(), "missing '}' at end of block")
             self.parse_statement(conditions)
 
@@ -993,7 +1045,7 @@ class _Parser:
             return inner
         if token.text in _CASTS and self.next_text() in ("(", "["):
             return self.parse_cast()
-        if token.text == "-" and self.source.kinds[self.pos + 1] == "int":
+        if token.text == "-" and self.source.kind(self.pos + 1) == "int":
             self.advance()
             number = -int(self.advance().text)
             return _Value(sympy.Integer(number), number, number)
@@ -1078,6 +1130,11 @@ def _operation(gate: cirq.Gate, qubits: tuple[cirq.Qid, ...]) -> cirq.Operation:
 
 _GATE_ON = cirq.Gate.on
 _NEW_OPERATION = cirq.GateOperation.__new__
+
+
+def _constant(value: float | sympy.Basic) -> Expr:
+    """The expression of a number (or of an ``input`` parameter's symbol)."""
+    return lambda _env: value
 
 
 def _binary(op: str, left: Expr, right: Expr) -> Expr:

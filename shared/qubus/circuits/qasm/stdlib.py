@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cirq
 import numpy as np
@@ -35,9 +36,9 @@ class Builtin:
     expand: Expand
 
 
-@dataclass(frozen=True)
-class GateCall:
-    """A gate application inside a gate body, kept unexpanded until the gate is called."""
+class GateCall(NamedTuple):
+    """A gate application: in a gate body, kept unexpanded until the gate is called, or a
+    statement's call being expanded."""
 
     name: str
     modifiers: tuple[tuple[str, Expr | None], ...]

@@ -1,0 +1,61 @@
+"""The command line's deferred imports (``qubus.cli.deferred``): ``qubus parse`` runs without
+importing ``matplotlib.pyplot`` or the NATS client, and cirq still draws when asked to.
+Each check runs in a fresh interpreter, where nothing is imported yet."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ghz.qasm"
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+
+
+def test_parse_imports_cirq_without_pyplot_or_nats_and_prints_the_circuit() -> None:
+    code = f"""
+import contextlib, io, json, sys
+from qubus.cli.main import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    status = main(["parse", "--json", {str(EXAMPLE)!r}])
+print(json.dumps({{
+    "status": status,
+    "features": json.loads(out.getvalue())["features"],
+    "cirq": "cirq" in sys.modules,
+    "pyplot": type(sys.modules["matplotlib.pyplot"]).__name__,
+    "nats": "nats" in sys.modules,
+}}))
+"""
+    report = json.loads(run_python(code).stdout)
+    assert report["status"] == 0
+    assert report["features"]["gate_counts"] == {"cnot": 3, "h": 1, "measure": 4}
+    assert report["cirq"] is True
+    assert report["pyplot"] == "_Deferred"
+    assert report["nats"] is False
+
+
+def test_deferred_modules_are_imported_when_used_and_cirq_draws_with_them() -> None:
+    code = """
+import sys
+from qubus.cli.deferred import DEFERRED, defer_imports
+defer_imports()
+import cirq
+import matplotlib
+print(*(type(sys.modules[name]).__name__ for name in DEFERRED))
+matplotlib.use("Agg")
+heatmap = cirq.Heatmap({(cirq.GridQubit(0, 0),): 0.5, (cirq.GridQubit(0, 1),): 0.7})
+figure, axes = cirq.vis.heatmap.plt.subplots()
+heatmap.plot(axes)  # mpl_toolkits.axes_grid1
+kak = cirq.scatter_plot_normalized_kak_interaction_coefficients([cirq.unitary(cirq.CZ)])
+print(*(type(sys.modules[name]).__name__ for name in DEFERRED), type(kak).__name__)
+"""
+    before, after = run_python(code).stdout.splitlines()
+    assert before.split() == ["_Deferred"] * 3
+    assert after.split() == ["module"] * 3 + ["Axes3D"]
