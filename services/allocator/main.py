@@ -3,7 +3,7 @@
 
 **Micro-batching.** Scored tasks are collected for ``QUBUS_BATCH_WINDOW_MS`` from the first
 of a batch, or until ``QUBUS_BATCH_MAX`` have arrived, and decided together by the policy; a
-task scored after a quiet spell (none within the window) with none waiting behind it is
+task scored after a quiet spell (none within half a window) with none waiting behind it is
 decided at once, so an idle stack adds no window to a task's latency. The policy
 (``qubus.scheduling.allocation.decide``) runs in a thread (``milp`` and ``qaoa`` take a while;
 λ of the batch objective is ``QUBUS_FIDELITY_WEIGHT_S``, scaled per task by its preference,
@@ -269,12 +269,21 @@ class _Pending:
     )
 
 
+QUIET_WINDOWS = 0.5
+"""A gap since the last arrival longer than this many windows is a quiet spell. Tasks that came
+that far apart would bring at most one more into a window: waiting for it costs the task up to
+a window, the joint decision of two gains little. A client that sends each task when the last
+one ended (arrivals one latency, about 50 ms, apart) waited out the 50 ms window whenever the
+pipeline ran a little faster than it: idle p50 about 70 ms instead of 50
+(``benchmarks/fastpath.py``)."""
+
+
 class Batcher:
     """Collects items for up to ``window_s`` from the first, or until ``max_items``, then hands
     the batch to ``flush``, which must settle every item's ``done`` future. An item that
-    arrives after a quiet spell (none in the last ``window_s``) with nothing waiting behind
-    it on the bus (``backlog`` 0) is decided at once, alone: an idle stack does not wait out
-    the window, and tasks that keep coming are still decided together.
+    arrives after a quiet spell (none in the last ``QUIET_WINDOWS × window_s``) with nothing
+    waiting behind it on the bus (``backlog`` 0) is decided at once, alone: an idle stack does
+    not wait out the window, and tasks that keep coming are still decided together.
 
     Args:
         window_s: How long a batch stays open after its first item.
@@ -303,7 +312,7 @@ class Batcher:
             backlog: Items still waiting on the bus behind this one.
         """
         loop = asyncio.get_running_loop()
-        quiet = loop.time() - self._last_arrival > self._window_s
+        quiet = loop.time() - self._last_arrival > QUIET_WINDOWS * self._window_s
         self._last_arrival = loop.time()
         self._items.append(item)
         if len(self._items) >= self._max_items or (quiet and backlog == 0):

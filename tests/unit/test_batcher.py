@@ -1,4 +1,5 @@
-"""The allocator's micro-batches: one task's exception fails only that task."""
+"""The allocator's micro-batches: when a task waits for others, and one task's exception fails
+only that task."""
 
 from __future__ import annotations
 
@@ -57,3 +58,37 @@ async def test_items_settled_before_the_batch_failed_are_not_decided_again():
     )
     assert results == [None, None, None]
     assert flushed == [["a", "b", "c"], ["b"], ["c"]]
+
+
+async def record(batch: list[_Pending], flushed: list[list[str]]) -> None:
+    flushed.append([item.event for item in batch])
+    for item in batch:
+        item.done.set_result(None)
+
+
+async def decided_without_waiting(batcher: Batcher, name: str, flushed: list[list[str]]) -> None:
+    """Add ``name``; it must be flushed within a few turns of the loop, not by the window's
+    timer."""
+    added = asyncio.create_task(batcher.add(_Pending(name, None), backlog=0))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert flushed[-1] == [name]
+    await added
+
+
+@pytest.mark.asyncio
+async def test_tasks_more_than_half_a_window_apart_are_decided_at_once_closer_ones_together():
+    flushed: list[list[str]] = []
+    window = 0.2
+    batcher = Batcher(window, 8, lambda batch: record(batch, flushed))
+    await decided_without_waiting(batcher, "first", flushed)  # none came before it
+    await asyncio.sleep(0.6 * window)
+    await decided_without_waiting(batcher, "later", flushed)  # over half a window after
+    await asyncio.sleep(0.2 * window)
+    # Under half a window after: it waits for the window, and one more comes in it.
+    close = asyncio.create_task(batcher.add(_Pending("close", None), backlog=0))
+    await asyncio.sleep(0.1 * window)
+    assert flushed[-1] == ["later"]
+    await batcher.add(_Pending("closer", None), backlog=0)
+    await close
+    assert flushed == [["first"], ["later"], ["close", "closer"]]
