@@ -7,7 +7,8 @@ private nats-server with the stack's topology, stores ``--tasks`` ``parsed`` eve
 real ``StageRunner`` with the logic stage's concurrency, whose handler does no work but build
 the ``checked`` event from its input. Prints the stage process's and the nats-server's CPU per
 hop (decode, trace, log, publish with its acknowledgement, ack; the server's storing and
-delivering), and the hops per second.
+delivering), the messages into the server per hop (pull requests, publishes, acks, log
+lines: the server's ``/varz``), and the hops per second.
 
     python benchmarks/hop.py --tasks 3000 --rounds 3
 """
@@ -23,12 +24,13 @@ import sys
 import time
 
 import psutil
+from fastpath import bus_traffic
 
 from qubus.bus import logs
 from qubus.bus.connection import STREAM, Bus
 from qubus.bus.consumer import Context, Stage, StageRunner
 from qubus.bus.messages import TaskChecked, TaskParsed
-from qubus.bus.natsserver import NatsServer
+from qubus.bus.natsserver import NatsServer, free_ports
 from qubus.bus.tracing import TraceContext
 from qubus.circuits.ir import circuit_features, circuit_to_json, load_circuit
 from qubus.cli.common import number_in
@@ -63,7 +65,7 @@ def parsed_event() -> TaskParsed:
 
 
 async def one_round(
-    bus: Bus, server: psutil.Process, parsed: TaskParsed, round_: int, tasks: int
+    bus: Bus, server: NatsServer, parsed: TaskParsed, round_: int, tasks: int
 ) -> dict[str, float]:
     for i in range(tasks):
         event = parsed.model_copy(update={"task_id": f"bench.r{round_}t{i:06d}"})
@@ -78,8 +80,9 @@ async def one_round(
             done.set()
 
     sub = await bus.nc.subscribe(TaskChecked.subjects("bench.*"), cb=count)
-    me = psutil.Process()
-    before = (me.cpu_times(), server.cpu_times(), time.perf_counter())
+    me, process = psutil.Process(), psutil.Process(server.process.pid)
+    traffic = bus_traffic(server)["in_msgs"]
+    before = (me.cpu_times(), process.cpu_times(), time.perf_counter())
     runner = StageRunner(
         bus,
         Stage(f"hop{round_}", [TaskParsed], relay, concurrency=CONCURRENCY),
@@ -88,7 +91,8 @@ async def one_round(
     )
     await runner.start()
     await asyncio.wait_for(done.wait(), timeout=120)
-    after = (me.cpu_times(), server.cpu_times(), time.perf_counter())
+    after = (me.cpu_times(), process.cpu_times(), time.perf_counter())
+    traffic = bus_traffic(server)["in_msgs"] - traffic
     await runner.stop()
     await sub.unsubscribe()
 
@@ -98,20 +102,21 @@ async def one_round(
     return {
         "stage_cpu_us": 1e6 * spent(before[0], after[0]) / tasks,
         "server_cpu_us": 1e6 * spent(before[1], after[1]) / tasks,
+        "in_msgs": traffic / tasks,
         "hops_per_s": tasks / (after[2] - before[2]),
     }
 
 
 async def main(args: argparse.Namespace) -> dict:
-    server = NatsServer()
+    server = NatsServer(monitor_port=free_ports(1)[0])
     url = server.start()
     bus = Bus(url, service="bench", instance="hop")
     await bus.connect()
     await bus.ensure_topology()
     await logs.BUS_COPY.start(bus.nc, logs.log_subject("bench").rsplit(".", 1)[0])
     try:
-        process, parsed = psutil.Process(server.process.pid), parsed_event()
-        rounds = [await one_round(bus, process, parsed, r, args.tasks) for r in range(args.rounds)]
+        parsed = parsed_event()
+        rounds = [await one_round(bus, server, parsed, r, args.tasks) for r in range(args.rounds)]
     finally:
         await logs.BUS_COPY.stop()
         info = await bus.js.stream_info(STREAM)
@@ -139,11 +144,14 @@ def cli() -> None:
         f"{figures['tasks']} parsed events a round, one stage doing no work (concurrency "
         f"{CONCURRENCY})"
     )
-    print(f"{'round':<6} {'stage CPU µs/hop':>18} {'server CPU µs/hop':>18} {'hops/s':>8}")
+    print(
+        f"{'round':<6} {'stage CPU µs/hop':>18} {'server CPU µs/hop':>18} {'msgs in/hop':>12} "
+        f"{'hops/s':>8}"
+    )
     for i, row in enumerate(figures["rounds"], 1):
         print(
             f"{i:<6} {row['stage_cpu_us']:>18.0f} {row['server_cpu_us']:>18.0f} "
-            f"{row['hops_per_s']:>8.0f}"
+            f"{row['in_msgs']:>12.2f} {row['hops_per_s']:>8.0f}"
         )
     sys.stdout.flush()
 
