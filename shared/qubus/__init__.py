@@ -12,8 +12,9 @@ Three ways in from Python (``README.md``, "Python"):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from qubus.lazy import lazy_names
 from qubus.version import __version__
 
 if TYPE_CHECKING:
@@ -21,10 +22,4 @@ if TYPE_CHECKING:
 
 __all__ = ["__version__", "connect"]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "connect":
-        from qubus.client.sync import connect
-
-        return connect
-    raise AttributeError(f"module 'qubus' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, {"connect": "qubus.client.sync"})

@@ -11,8 +11,9 @@ imports at a peak resident size of 42 MB, against 213 MB with cirq.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from qubus.lazy import lazy_names
 
 if TYPE_CHECKING:
     from qubus.bus.messages import Features
@@ -53,8 +54,4 @@ __all__ = [
     "parse_qasm",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOMES[name]), name)
+__getattr__ = lazy_names(__name__, _HOMES)

@@ -144,8 +144,7 @@ def add_inspection_commands(sub: argparse._SubParsersAction) -> None:
         "convention) and list the answers: handled and errored messages summed over the "
         "instance's stages and request subjects, the messages its stages got redelivered (an "
         "earlier delivery was retried, ran out of its ack wait or died with its process), and "
-        "queue lag (messages pending plus "
-        "unacknowledged on its consumers).",
+        "queue lag (messages pending plus unacknowledged on its consumers).",
     )
     ps.add_argument("--json", action="store_true", help="print JSON")
     ps.add_argument(

@@ -10,8 +10,9 @@ files as ``qubus parse`` reads them) does not import NATS and the asyncio client
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from qubus.lazy import lazy_names
 
 if TYPE_CHECKING:
     from qubus.bus.messages import SubmitRequest
@@ -25,8 +26,4 @@ _HOMES = {
 
 __all__ = ["Client", "SubmitRequest", "task_record"]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOMES[name]), name)
+__getattr__ = lazy_names(__name__, _HOMES)

@@ -96,18 +96,15 @@ source positions), ``stdlib`` (the built-in gate library and its data model) and
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from qubus.lazy import lazy_names
 
 if TYPE_CHECKING:
     from qubus.circuits.qasm.parser import MAX_OPERATIONS, MAX_REGISTER_SIZE, parse_qasm
 
 __all__ = ["MAX_OPERATIONS", "MAX_REGISTER_SIZE", "parse_qasm"]
 
-
-def __getattr__(name: str) -> Any:
-    """The parser's names, loaded on first use: the lexer and the operation count
-    (``count``) need no cirq, the parser does."""
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module("qubus.circuits.qasm.parser"), name)
+# The parser's names, loaded on first use: the lexer and the operation count (``count``) need no
+# cirq, the parser does.
+__getattr__ = lazy_names(__name__, dict.fromkeys(__all__, "qubus.circuits.qasm.parser"))

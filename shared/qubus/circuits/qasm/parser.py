@@ -646,8 +646,7 @@ class _Parser:
             key = tuple(self.texts[start:end])
             seen = self.statements.get(key)
             if seen is not None:
-                if seen.size + self.n_ops > MAX_OPERATIONS:
-                    self.check_size(seen.size, start + seen.name_index)
+                self.check_size(seen.size, start + seen.name_index)
                 self.pos = end + 1
                 self.place(seen.ops)
                 return
