@@ -59,3 +59,33 @@ print(*(type(sys.modules[name]).__name__ for name in DEFERRED), type(kak).__name
     before, after = run_python(code).stdout.splitlines()
     assert before.split() == ["_Deferred"] * 3
     assert after.split() == ["module"] * 3 + ["Axes3D"]
+
+
+def test_the_console_script_ends_parse_without_teardown_and_loses_no_output(
+    tmp_path: Path,
+) -> None:
+    """``entry`` ends ``parse`` with ``os._exit``: an exit handler does not run, yet what the
+    command printed arrives, with its exit status; other commands exit as usual."""
+    bad = tmp_path / "bad.qasm"
+    bad.write_text('OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\nfoo q[0];\n')
+    code = """
+import atexit, sys
+atexit.register(print, "teardown")
+from qubus.cli.main import entry
+entry()
+"""
+
+    def console(*argv: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-c", code, *argv]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    parsed = console("parse", str(EXAMPLE))
+    assert parsed.returncode == 0
+    assert parsed.stdout.startswith(f"{EXAMPLE} (qasm2)\n")
+    assert "teardown" not in parsed.stdout
+    rejected = console("parse", str(bad))
+    assert rejected.returncode == 1
+    assert rejected.stderr == f"{bad}:4:1: unknown gate 'foo' [qasm.unknown_gate]\n"
+    completion = console("completion", "bash")
+    assert completion.returncode == 0
+    assert completion.stdout.rstrip().endswith("teardown")

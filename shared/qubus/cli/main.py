@@ -89,13 +89,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run ``qubus ARGV``; returns the exit status (``EXIT_STATUS``)."""
+QUICK_EXIT = frozenset({"parse"})
+"""Commands that leave nothing to clean up (no files written, no children, no event loop):
+the console script ends them without the interpreter's teardown (``entry``)."""
+
+
+def entry() -> NoReturn:
+    """The ``qubus`` console script: ``main``, then exit. After a ``QUICK_EXIT`` command the
+    process ends at once (``os._exit`` once stdout and stderr are flushed): the teardown frees
+    every module cirq imported one by one, 0.45 s of the 1.6 s ``qubus parse`` took."""
+    sys.exit(main(quick_exit=True))
+
+
+def main(argv: list[str] | None = None, *, quick_exit: bool = False) -> int:
+    """Run ``qubus ARGV``; returns the exit status (``EXIT_STATUS``). With ``quick_exit``
+    (the console script) a ``QUICK_EXIT`` command ends the process instead of returning."""
     defer_imports()  # before any command imports cirq
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
-        return _dispatch(parser, args)
+        status = _dispatch(parser, args)
+        if quick_exit and args.command in QUICK_EXIT:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+        return status
     except UsageError as exc:
         print(f"qubus: {exc.message} [{exc.code}]", file=sys.stderr)
         return EXIT_USAGE
@@ -261,4 +279,4 @@ COMMANDS = {**tasks.COMMANDS, **ops.COMMANDS}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
