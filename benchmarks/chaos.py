@@ -489,14 +489,26 @@ async def cluster(
     }
 
 
-def _rss_mb(pid: int) -> float:
+def _proc_mb(path: str, field: str) -> float:
+    """The ``field`` line (in kB) of a ``/proc`` file, in MB; 0 for a process gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return 0.0
+
+
+def _rss_mb(pid: int) -> float:
+    return _proc_mb(f"/proc/{pid}/status", "VmRSS:")
+
+
+def _pss_mb(pid: int) -> float:
+    """The proportional set size: a page shared by n processes counts 1/n in each. The services
+    fork from one forkserver that imported cirq, numpy and the rest, so each one's resident
+    size counts those shared pages again; the sum of their PSS does not."""
+    return _proc_mb(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 def _tree(pid: int) -> list[int]:
@@ -744,6 +756,7 @@ async def soak(
     pending: set[asyncio.Task[None]] = set()
     rows: list[dict[str, object]] = []
     sizes = [per_process(stack, server, _rss_mb)]
+    shares = [per_process(stack, server, _pss_mb)]
     cpu = [per_process(stack, server, _cpu_s)]
     stored = [await task_stream(client)]
     redelivered = [await redeliveries(client, stack)]
@@ -751,6 +764,7 @@ async def soak(
     for minute in range(args.soak):
         await open_loop(good, rate, started + 60 * (minute + 1) - time.time(), pending)
         sizes.append(per_process(stack, server, _rss_mb))
+        shares.append(per_process(stack, server, _pss_mb))
         cpu.append(per_process(stack, server, _cpu_s))
         stored.append(await task_stream(client))
         redelivered.append(await redeliveries(client, stack))
@@ -792,6 +806,8 @@ async def soak(
         "latency_per_minute": rows,
         "rss_mb_per_minute": {label: [round(s[label]) for s in sizes] for label in labels},
         "rss_mb_total_per_minute": [round(sum(s.values())) for s in sizes],
+        "pss_mb_per_minute": {label: [round(s[label]) for s in shares] for label in labels},
+        "pss_mb_total_per_minute": [round(sum(s.values())) for s in shares],
         "cpu_s_per_minute": {
             label: [
                 round(max(0.0, after[label] - before[label]), 1)
@@ -811,6 +827,14 @@ def _table(title: str, columns: dict[str, str], rows: list[dict[str, object]]) -
     print(f"\n{title}\n" + "  ".join(columns.values()))
     for row in rows:
         print("  ".join(f"{row[key]!s:>{len(head)}}" for key, head in columns.items()))
+
+
+HEADINGS = {
+    "rss_mb_per_minute": "resident MB at the start and after each minute",
+    "pss_mb_per_minute": "proportional MB (shared pages split among their sharers), likewise",
+    "cpu_s_per_minute": "CPU seconds used in each minute",
+}
+"""The per-process series ``_print`` prints as tables, with their headings."""
 
 
 def _print(figures: Figures) -> None:
@@ -853,12 +877,8 @@ def _print(figures: Figures) -> None:
             print("\ntask stream at the start and after each minute")
             for field in ("events", "mb", "subjects"):
                 print(f"{field:>24}: " + " ".join(f"{row[field]:>5}" for row in value))  # type: ignore[attr-defined]
-        elif key in ("rss_mb_per_minute", "cpu_s_per_minute"):
-            print(
-                "\nresident MB at the start and after each minute"
-                if key == "rss_mb_per_minute"
-                else "\nCPU seconds used in each minute"
-            )
+        elif key in HEADINGS:
+            print(f"\n{HEADINGS[key]}")
             for label, series in value.items():  # type: ignore[attr-defined]
                 print(f"{label:>24}: " + " ".join(f"{mb:>5}" for mb in series))
         elif isinstance(value, dict):
