@@ -384,9 +384,11 @@ def compare(name: str, device, backend, model: NoiseModel, args: argparse.Namesp
     }
 
 
-MAX_DISTRIBUTION_BITS = 13
+MAX_DISTRIBUTION_BITS = 18
 """Widest measured register ``--trajectory-distributions`` compares: aer returns every
-trajectory's whole distribution at once, 2^bits numbers each."""
+trajectory's whole distribution at once, 2^bits numbers each (2 MB a trajectory at 18 bits,
+qft_n18's). Where the ideal is spread over many outcomes the fidelity of a mean of T
+distributions grows with T (a mean of few is spikier), so both sides must run as many."""
 
 
 def aer_trajectory_distributions(
