@@ -100,7 +100,11 @@ class HyperscorePolicy(_Policy):
             assignment[i] = best
             placed_at[i] = best_score
             if not movable:
-                movable = tied or any([h[j] >= best_score for j in used if j != best and may[j]])
+                movable = tied
+                for j in used:  # (a loop: a comprehension's set-up would cost more)
+                    if j != best and may[j] and h[j] >= best_score:
+                        movable = True
+                        break
             if best not in used:
                 used.append(best)
             added[best] += t[best]
