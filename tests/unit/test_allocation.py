@@ -365,6 +365,31 @@ def test_build_problem_reads_a_batch_alike_whatever_batches_came_before() -> Non
             assert np.array_equal(getattr(problem, name), getattr(first, name)), name
 
 
+def test_shortest_first_takes_each_tasks_shortest_allowed_run_ties_in_batch_order() -> None:
+    runs = [(5.0, 1.0), (2.0, 9.0), (2.0, 3.0), (4.0, 6.0)]
+    batch = [
+        request(
+            f"t{i}",
+            [
+                candidate("a", run_s=a, expected_completion_s=a),
+                # t0's 1 s run on b is not allowed: its shortest is its 5 s on a
+                candidate("b", run_s=b, expected_completion_s=b, fits=i != 0),
+            ],
+        )
+        for i, (a, b) in enumerate(runs)
+    ]
+    problem, _ = build_problem(batch)
+    assert problem is not None
+    assert problem.allowed_rows == problem.allowed.tolist()
+    # shortest: t0 5 (its 1 s on b is barred), t1 2, t2 2 (tie with t1: batch order), t3 4
+    assert problem.shortest_first == [1, 2, 3, 0]
+    for seed in range(5):
+        problem, _ = build_problem(random_batch(30, 5, seed=seed, ineligible=0.3))
+        assert problem is not None
+        shortest = np.where(problem.allowed, problem.run, np.inf).min(axis=1)
+        assert problem.shortest_first == np.argsort(shortest, kind="stable").tolist()
+
+
 # Placements recorded on main at 20a983d, before the batch's arrays, hyperscore's greedy pass and
 # annealing's steps were made faster (random_batch(n, m, seed, ineligible=...)).
 PLACED_BEFORE = [

@@ -72,10 +72,12 @@ class HyperscorePolicy(_Policy):
         by one."""
         # Plain floats: tasks are placed one after another, and on a handful of nodes numpy's
         # per-call overhead would cost more than the arithmetic.
-        arrays = (problem.hyperscore, problem.time_rate, problem.run, problem.allowed)
-        hyperscore, rate, run, allowed = (a.tolist() for a in arrays)
+        hyperscore, rate, run = [
+            x.tolist() for x in (problem.hyperscore, problem.time_rate, problem.run)
+        ]
+        allowed = problem.allowed_rows
         ready = problem.ready.tolist()
-        nodes = range(problem.m)
+        nodes, exp = range(problem.m), math.exp
         added = [0.0] * problem.m
         used: list[int] = []
         assignment = [0] * problem.n
@@ -87,17 +89,22 @@ class HyperscorePolicy(_Policy):
             tied = False  # another node scores best_score too
             # in node order: a full tie keeps the first
             for j in compress(nodes, may):
-                score = h[j] * math.exp(-r[j] * added[j]) if added[j] else h[j]
+                a = added[j]
+                score = h[j] * exp(-r[j] * a) if a else h[j]
                 if score < best_score:
                     continue
                 tied = score == best_score
-                finish = ready[j] + added[j] + t[j]
+                finish = ready[j] + a + t[j]
                 if score > best_score or finish < best_finish:
                     best, best_score, best_finish = j, score, finish
             assignment[i] = best
             placed_at[i] = best_score
             if not movable:
-                movable = tied or any(j != best and may[j] and h[j] >= best_score for j in used)
+                movable = tied
+                for j in used:  # (a loop: a comprehension's set-up would cost more)
+                    if j != best and may[j] and h[j] >= best_score:
+                        movable = True
+                        break
             if best not in used:
                 used.append(best)
             added[best] += t[best]

@@ -72,7 +72,7 @@ def place(policy: Policy, problem: Problem) -> list[int]:
         QubusError: ``alloc.invalid`` if the policy placed a task where it may not go (a bug).
     """
     assignment = [int(j) for j in policy.assign(problem)]
-    rows = problem.allowed.tolist()
+    rows = problem.allowed_rows
     if len(assignment) != problem.n or not all(map(list.__getitem__, rows, assignment)):
         raise QubusError(f"{policy.name} placed a task where it may not go", code="alloc.invalid")
     return assignment
