@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from qubus.bus.messages import NoiseBudget
+from qubus.bus.messages import NodePrediction, NoiseBudget
 
 
 def hellinger_fidelity(counts: Mapping[str, float], dist: Mapping[str, float]) -> float:
@@ -142,6 +143,17 @@ def budget_fidelities(
     if 0 < width <= DENSE_BITS and width == len(budget.confusion):
         return _dense_fidelities(budget, ideals, width, shots)
     return [budget_fidelity(budget, ideal, shots=shots) for ideal in ideals]
+
+
+def mean_predicted_fidelity(
+    prediction: NodePrediction, ideals: Sequence[Mapping[str, float]], shots: int
+) -> float:
+    """The Hellinger fidelity expected of ``shots`` shots on the prediction's node: its noise
+    budget applied to each ideal distribution (a sweep's points: :func:`budget_fidelities`),
+    the mean over them; the prediction's own (the ESP) where it carries no budget."""
+    if prediction.budget is None:
+        return prediction.predicted_fidelity
+    return statistics.fmean(budget_fidelities(prediction.budget, ideals, shots=shots))
 
 
 def _outcomes(ideal: Mapping[str, float], width: int) -> tuple[np.ndarray, np.ndarray]:
