@@ -709,14 +709,9 @@ class QpuNode:
                         upcoming = await self._start_batch(
                             event, points, following, current, noiseless
                         )
-                    # The points' results exist once the node has run their shots.
-                    await self._hold(report.emulated_s, since)
                     known = await ideals
                     if known is None:
                         log.info("qpu.sweep_failed", done=report.done, points=report.points)
-                    elif await self._superseded(event, ctx, "qpu.sweep_chunk_moved"):
-                        known = None
-                    if known is None:
                         if upcoming is not None:
                             await upcoming.emulated()  # the worker's call ends; result dropped
                         return None
@@ -744,6 +739,12 @@ class QpuNode:
                             "predicted_fidelity": predicted,
                         }
                     )
+                    # The points' results exist once the node has run their shots.
+                    await self._hold(report.emulated_s, since)
+                    if await self._superseded(event, ctx, "qpu.sweep_chunk_moved"):
+                        if upcoming is not None:
+                            await upcoming.emulated()  # the worker's call ends; result dropped
+                        return None
                     await asyncio.gather(*(ctx.publish(completed) for completed in ran))
                     await ctx.publish(report)
                     if stop:

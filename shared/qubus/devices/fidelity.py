@@ -38,7 +38,6 @@ _POISSON_TERMS = 80
 """Terms of the exact series for ``E[√X]``, ``X ~ Poisson(λ)``, used below
 ``_POISSON_SERIES_MAX`` (where P(X ≥ 80) < 2e-18)."""
 _POISSON_SERIES_MAX = 25.0
-_LOG_FACTORIALS = np.array([math.lgamma(k + 1) for k in range(_POISSON_TERMS)])
 
 
 def expected_sqrt_poisson(lam: np.ndarray) -> np.ndarray:
@@ -52,9 +51,15 @@ def expected_sqrt_poisson(lam: np.ndarray) -> np.ndarray:
         return np.sqrt(lam) * (1 - 1 / (8 * lam) - 7 / (128 * lam**2))
     out = np.empty_like(lam)
     small = lam < _POISSON_SERIES_MAX
-    k = np.arange(_POISSON_TERMS)
-    log_pmf = k * np.log(np.maximum(lam[small, None], 1e-300)) - lam[small, None] - _LOG_FACTORIALS
-    out[small] = np.exp(log_pmf) @ np.sqrt(k)
+    # Each term's probability from the one before (P(k) = P(k−1)·λ/k): one product per term
+    # over the values, not an exponential per value and term.
+    near = lam[small]
+    pmf = np.exp(-near)
+    total = np.zeros_like(near)
+    for k in range(1, _POISSON_TERMS):
+        pmf *= near / k
+        total += pmf * math.sqrt(k)
+    out[small] = total
     big = lam[~small]
     out[~small] = np.sqrt(big) * (1 - 1 / (8 * big) - 7 / (128 * big**2))
     return out
