@@ -21,7 +21,6 @@ calibration.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Iterable, Mapping
 
@@ -48,7 +47,7 @@ from qubus.bus.messages import (
 )
 from qubus.bus.metrics import FIDELITY_ERROR
 from qubus.bus.service import Runtime
-from qubus.devices.fidelity import budget_fidelities
+from qubus.devices.fidelity import mean_predicted_fidelity
 from qubus.errors import CircuitRejected, Retry
 from qubus.lru import Lru
 from qubus.scheduling.outcomes import (
@@ -70,16 +69,6 @@ SEEN = 4096
 SEEN_OUTCOMES = 4096
 """An evaluation is remembered only if its ideal distributions hold at most this many
 outcomes in all (a wide circuit's may hold millions)."""
-
-
-def predicted_fidelity(prediction: NodePrediction, sandbox: SandboxEvaluation, shots: int) -> float:
-    """The Hellinger fidelity expected of ``shots`` shots on the node: its noise budget applied
-    to the ideal distribution (the ESP where a prediction carries no budget); for a sweep, the
-    mean over its points' ideal distributions."""
-    if prediction.budget is None:
-        return prediction.predicted_fidelity
-    ideals = sandbox.sweep_ideals or [sandbox.ideal]
-    return statistics.fmean(budget_fidelities(prediction.budget, ideals, shots=shots))
 
 
 def _small(event: SandboxEvaluation | NoiseEvaluation) -> bool:
@@ -119,7 +108,9 @@ def _node_score(
     reason = _exclusion(prediction, status, checked.options)
     if reason or status is None:
         return NodeScore(node=prediction.node, eligible=False, reason=reason)
-    fidelity = predicted_fidelity(prediction, sandbox, checked.options.shots)
+    # A sweep's mean over a sample of its points (its QPU nodes predict over every point).
+    ideals = sandbox.sweep_ideals or [sandbox.ideal]
+    fidelity = mean_predicted_fidelity(prediction, ideals, checked.options.shots)
     calibrated = calibrate(calibration, fidelity)
     completion = status.queue_depth * status.mean_job_s + prediction.expected_run_s
     common = {

@@ -59,12 +59,15 @@ can: the node runs its chunk of the sweep's points (``TaskAllocated.chunk``, all
 without one; ``qubus.scheduling.sweepchunks``) in batches, one worker call each, holds the
 node for one job of the chunk's shots, publishes each point's ``completed`` as its own task
 ``<sweep id>-<k>`` and after each batch the chunk's ``SweepProgress``; the next batch is
-emulated while the node is held for the current one. Before each batch it stops if the sweep
-was cancelled and leaves out points already ended (cancelled one by one, run before a
-redelivery, or by the node a re-placed chunk left); before publishing one it drops it and
-stops if its chunk has been re-placed on another node. The node that sees every chunk ended
-publishes the sweep's own ``completed``, stored once whichever node it is (de-duplication id
-``<sweep id>.completed``).
+emulated while the node is held for the current one. The run starts before the sandbox has
+stored every point's ideal distribution (``eval.ideals``, after the ``eval.sandbox`` of a sample
+that placed the sweep); the node awaits them before publishing its first batch, measures each
+point against its own and predicts the points' fidelity as the mean over every point on its
+noise budget (``eval.noise``). Before each batch it stops if the sweep was cancelled and
+leaves out points already ended (cancelled one by one, run before a redelivery, or by the node
+a re-placed chunk left); before publishing one it drops it and stops if its chunk has been
+re-placed on another node. The node that sees every chunk ended publishes the sweep's own
+``completed``, stored once whichever node it is (de-duplication id ``<sweep id>.completed``).
 """
 
 from __future__ import annotations
@@ -93,9 +96,10 @@ from qubus.bus.messages import (
     EprReserve,
     ErrorInfo,
     NodeStatus,
-    SandboxEvaluation,
+    NoiseEvaluation,
     SplitPlan,
     SweepChunk,
+    SweepIdeals,
     SweepProgress,
     TaskAllocated,
     TaskCancelled,
@@ -121,12 +125,16 @@ from qubus.devices.cost import (
 )
 from qubus.devices.drift import DriftReplay
 from qubus.devices.emulation import JOB_OVERHEAD_S, emulate, emulated_runtime_s
-from qubus.devices.fidelity import hellinger_fidelity, hellinger_of_model
+from qubus.devices.fidelity import (
+    hellinger_fidelity,
+    hellinger_of_model,
+    mean_predicted_fidelity,
+)
 from qubus.devices.load import BackgroundLoad
 from qubus.devices.prediction import predict_fidelity
 from qubus.devices.profiles import Device, device_of, load_device
 from qubus.devices.sweeps import run_points
-from qubus.errors import QubusError, Retry
+from qubus.errors import QubusError
 from qubus.network.distributed import SplitRun, run_split
 from qubus.network.splitplan import partition_of
 from qubus.scheduling.allocation import replacement_reason
@@ -141,6 +149,9 @@ ORDER_WINDOW = 16
 (``qubus.scheduling.nodeorder``); the rest wait in the stream, in order."""
 RESERVE_TIMEOUT_S = 10.0
 """How long the lead node of a split run waits for the link service's reservation."""
+IDEALS_POLL_S = 0.005
+"""How often a sweep's node looks for its points' ideal distributions until the sandbox has
+stored them (``SweepIdeals``, typically some tens of milliseconds into the run)."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -605,6 +616,26 @@ class QpuNode:
         log.info("qpu.sweep_cancelled", done=report.done, points=report.points)
         return True
 
+    async def _sweep_ideals(
+        self, event: TaskAllocated
+    ) -> tuple[list[dict[str, float]], float] | None:
+        """Every point's ideal distribution (``SweepIdeals``), once the sandbox has stored
+        them (looked for every ``IDEALS_POLL_S``), and the fidelity predicted for the node's
+        points: the mean over every point of the node's noise budget (as fusion predicts on a
+        sample of them, ``qubus.devices.fidelity.mean_predicted_fidelity``; the allocation's
+        if the noise evaluation is no longer stored). None if the sweep failed first (a
+        point's numerics, in the sandbox)."""
+        while (stored := await self._bus.last_event(event.task_id, SweepIdeals)) is None:
+            if await self._bus.last_event(event.task_id, TaskFailed) is not None:
+                return None
+            await asyncio.sleep(IDEALS_POLL_S)
+        noise = await self._bus.last_event(event.task_id, NoiseEvaluation)
+        own = [p for p in noise.predictions if p.node == self._device.id] if noise else []
+        if not own:
+            return stored.ideals, event.predicted_fidelity
+        shots = event.options.shots
+        return stored.ideals, mean_predicted_fidelity(own[0], stored.ideals, shots)
+
     async def _run_sweep(
         self, event: TaskAllocated, points: list[dict[str, float]], ctx: Context
     ) -> TaskCompleted | TaskFailed | None:
@@ -621,20 +652,17 @@ class QpuNode:
         publishing one, it drops it and stops if the chunk has been re-placed on another
         node (this node stopped reporting long enough, ``qubus_services.allocator``).
 
-        Every point's predicted fidelity is the allocation's (the mean over the points); the
-        prediction is not recomputed on a newer calibration.
+        The run starts without the points' ideal distributions, which the sandbox stores
+        after the sweep's placement (``SweepIdeals``): they are awaited before the first
+        batch is published (``_sweep_ideals``), for each point's measured fidelity and the
+        points' predicted fidelity (the mean over every point on this node's noise budget;
+        the allocation's is over a sample of them). Not recomputed on a newer calibration.
 
         Returns:
             The sweep's own ``completed`` once every chunk has ended (``_end_sweep``), else
-            None; None if the sweep was cancelled or the chunk re-placed.
-
-        Raises:
-            Retry: the sandbox's evaluation (every point's ideal distribution) is not
-                readable yet.
+            None; None if the sweep was cancelled, failed in the sandbox or the chunk was
+            re-placed.
         """
-        sandbox = await self._bus.last_event(event.task_id, SandboxEvaluation)
-        if sandbox is None:
-            raise Retry("the sweep's ideal distributions are not readable yet")
         chunk = event.chunk or SweepChunk(index=0, chunks=1, first=0, stop=len(points))
         current = self._calibration()
         noiseless = self._settings.noiseless or event.options.noiseless
@@ -650,62 +678,81 @@ class QpuNode:
             predicted_fidelity=event.predicted_fidelity,
             emulated_s=JOB_OVERHEAD_S[current.kind],
         )
-        async with self._running(event, ctx):
-            since = time.monotonic()
-            if await self._sweep_cancelled(event, report):
-                return None
-            first = range(chunk.first, min(chunk.first + FIRST_BATCH_POINTS, chunk.stop))
-            batch: SweepBatch | None = await self._start_batch(
-                event, points, first, current, noiseless
-            )
-            while batch is not None:
-                counts, modelled_s = await batch.emulated()
-                ran = [
-                    TaskCompleted(
-                        task_id=task_id,
-                        node=self._device.id,
-                        counts=point_counts,
-                        shots=event.options.shots,
-                        seed=seed,
-                        predicted_fidelity=event.predicted_fidelity,
-                        measured_fidelity=hellinger_fidelity(point_counts, sandbox.sweep_ideals[k]),
-                        emulated_s=modelled_s / len(batch.todo),
-                        calibration_revision=current.revision,
-                        allocated_fidelity=event.predicted_fidelity,
-                        nodes=[self._device.id],
-                    )
-                    for (k, task_id, seed), point_counts in zip(batch.todo, counts, strict=True)
-                ]
-                completions = batch.ended + ran
-                report = report.model_copy(
-                    update={
-                        "done": report.done + len(batch.points),
-                        "completed": report.completed + len(completions),
-                        "fidelity_sum": report.fidelity_sum
-                        + sum(c.measured_fidelity for c in completions),
-                        "emulated_s": report.emulated_s + modelled_s,
-                    }
+        ideals = asyncio.ensure_future(self._sweep_ideals(event))
+        try:
+            async with self._running(event, ctx):
+                since = time.monotonic()
+                if await self._sweep_cancelled(event, report):
+                    return None
+                first = range(chunk.first, min(chunk.first + FIRST_BATCH_POINTS, chunk.stop))
+                batch: SweepBatch | None = await self._start_batch(
+                    event, points, first, current, noiseless
                 )
-                size = len(batch.points)
-                if batch.todo:
-                    size = batch_points(modelled_s / len(batch.todo) * self._settings.time_scale)
-                following = range(batch.points.stop, min(batch.points.stop + size, chunk.stop))
-                stop = bool(following) and await self._sweep_cancelled(event, report)
-                upcoming = None
-                if following and not stop:
-                    upcoming = await self._start_batch(event, points, following, current, noiseless)
-                # The points' results exist once the node has run their shots.
-                await self._hold(report.emulated_s, since)
-                if await self._superseded(event, ctx, "qpu.sweep_chunk_moved"):
-                    if upcoming is not None:
-                        await upcoming.emulated()  # the worker's call ends; its result is dropped
-                    return None
-                await asyncio.gather(*(ctx.publish(completed) for completed in ran))
-                await ctx.publish(report)
-                if stop:
-                    return None
-                batch = upcoming
-            self._count(report.emulated_s)
+                while batch is not None:
+                    counts, modelled_s = await batch.emulated()
+                    report = report.model_copy(
+                        update={
+                            "done": report.done + len(batch.points),
+                            "completed": report.completed + len(batch.ended) + len(counts),
+                            "emulated_s": report.emulated_s + modelled_s,
+                        }
+                    )
+                    size = len(batch.points)
+                    if batch.todo:
+                        size = batch_points(
+                            modelled_s / len(batch.todo) * self._settings.time_scale
+                        )
+                    following = range(batch.points.stop, min(batch.points.stop + size, chunk.stop))
+                    stop = bool(following) and await self._sweep_cancelled(event, report)
+                    upcoming = None
+                    if following and not stop:
+                        upcoming = await self._start_batch(
+                            event, points, following, current, noiseless
+                        )
+                    known = await ideals
+                    if known is None:
+                        log.info("qpu.sweep_failed", done=report.done, points=report.points)
+                        if upcoming is not None:
+                            await upcoming.emulated()  # the worker's call ends; result dropped
+                        return None
+                    point_ideals, predicted = known
+                    ran = [
+                        TaskCompleted(
+                            task_id=task_id,
+                            node=self._device.id,
+                            counts=point_counts,
+                            shots=event.options.shots,
+                            seed=seed,
+                            predicted_fidelity=predicted,
+                            measured_fidelity=hellinger_fidelity(point_counts, point_ideals[k]),
+                            emulated_s=modelled_s / len(batch.todo),
+                            calibration_revision=current.revision,
+                            allocated_fidelity=event.predicted_fidelity,
+                            nodes=[self._device.id],
+                        )
+                        for (k, task_id, seed), point_counts in zip(batch.todo, counts, strict=True)
+                    ]
+                    measured = sum(c.measured_fidelity for c in batch.ended + ran)
+                    report = report.model_copy(
+                        update={
+                            "fidelity_sum": report.fidelity_sum + measured,
+                            "predicted_fidelity": predicted,
+                        }
+                    )
+                    # The points' results exist once the node has run their shots.
+                    await self._hold(report.emulated_s, since)
+                    if await self._superseded(event, ctx, "qpu.sweep_chunk_moved"):
+                        if upcoming is not None:
+                            await upcoming.emulated()  # the worker's call ends; result dropped
+                        return None
+                    await asyncio.gather(*(ctx.publish(completed) for completed in ran))
+                    await ctx.publish(report)
+                    if stop:
+                        return None
+                    batch = upcoming
+                self._count(report.emulated_s)
+        finally:
+            ideals.cancel()
         return await self._end_sweep(event, current)
 
     async def _end_sweep(

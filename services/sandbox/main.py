@@ -2,18 +2,21 @@
 numerically and reproduced with a second simulator (ΔRepro), in a separate worker process
 under qubit, depth, time and memory limits (``qubus.devices.sandbox``). A circuit beyond a limit
 fails its task (``sandbox.too_large``, ``too_deep``, ``timeout``, ``memory``); the service goes
-on. A sweep's points are all evaluated in one worker call (``qubus.devices.sweeps``). Heavy
-circuits (``qubus.bus.workers.is_heavy``) run in a worker process of their own
-(``QUBUS_HEAVY_LANE``), so a light task is never simulated after a heavy one."""
+on. A sweep is evaluated in two worker calls (``qubus.devices.sweeps``): the first point as a
+task with a sample of the points' ideal distributions (``eval.sandbox``, published at once:
+fusion scores the sweep with it), then every other point's (``eval.ideals``, every point's
+distribution, which its QPU nodes read). Heavy circuits (``qubus.bus.workers.is_heavy``) run in
+a worker process of their own (``QUBUS_HEAVY_LANE``), so a light task is never simulated after
+a heavy one."""
 
 from __future__ import annotations
 
 from qubus.bus.consumer import Context, Stage
-from qubus.bus.messages import SandboxEvaluation, TaskChecked
+from qubus.bus.messages import SandboxEvaluation, SweepIdeals, TaskChecked
 from qubus.bus.service import Runtime
-from qubus.bus.workers import Lanes, is_heavy, laned_concurrency
+from qubus.bus.workers import Lanes, WorkerPool, is_heavy, laned_concurrency
 from qubus.devices.sandbox import SandboxLimits, evaluate
-from qubus.devices.sweeps import evaluate_sweep
+from qubus.devices.sweeps import evaluate_sweep, sample_points, sweep_ideals
 
 
 async def setup(rt: Runtime) -> None:
@@ -32,19 +35,47 @@ async def setup(rt: Runtime) -> None:
     lanes.start()
     rt.stack.callback(lanes.close)
 
-    async def handle(event: TaskChecked, ctx: Context) -> SandboxEvaluation:
+    async def evaluate_points(
+        event: TaskChecked, points: list[dict[str, float]], pool: WorkerPool, ctx: Context
+    ) -> SweepIdeals:
+        """A sweep's ``eval.sandbox`` (the first point as a task and the ideal distributions
+        of ``sample_points``), published at once, then every point's distribution, the
+        others simulated in a second worker call (each call's time limit is per point)."""
+        sample = sample_points(len(points))
+        evaluation = await pool.run(
+            evaluate_sweep,
+            event.task_id,
+            event.circuit,
+            [points[k] for k in sample],
+            event.options.shots,
+            limits,
+            timeout_s=settings.sandbox_timeout_s * len(sample),
+        )
+        await ctx.publish(evaluation)
+        sampled = set(sample)
+        others = [k for k in range(len(points)) if k not in sampled]
+        rest, norm_error = [], 0.0
+        if others:
+            rest, norm_error = await pool.run(
+                sweep_ideals,
+                event.circuit,
+                [points[k] for k in others],
+                limits,
+                timeout_s=settings.sandbox_timeout_s * len(others),
+            )
+        ideals = dict(zip(sample, evaluation.sweep_ideals, strict=True))
+        ideals.update(zip(others, rest, strict=True))
+        return SweepIdeals(
+            task_id=event.task_id,
+            ideals=[ideals[k] for k in range(len(points))],
+            norm_error=max(evaluation.norm_error, norm_error),
+        )
+
+    async def handle(event: TaskChecked, ctx: Context) -> SandboxEvaluation | SweepIdeals:
         points = len(event.options.sweep or [None])
         pool = lanes.pool(is_heavy(event.features, points=points))
         if event.options.sweep is not None:
-            return await pool.run(
-                evaluate_sweep,
-                event.task_id,
-                event.circuit,
-                event.options.sweep,
-                event.options.shots,
-                limits,
-                timeout_s=settings.sandbox_timeout_s * len(event.options.sweep),
-            )
+            return await evaluate_points(event, event.options.sweep, pool, ctx)
         return await pool.run(
             evaluate,
             event.task_id,

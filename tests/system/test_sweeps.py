@@ -10,9 +10,19 @@ import pytest
 import qubus
 from benchmarks.sweep import grid, qaoa_circuit
 from qubus.bus.ids import sweep_point_id
+from qubus.bus.messages import (
+    NoiseEvaluation,
+    SandboxEvaluation,
+    SubmitRequest,
+    SweepIdeals,
+    TaskAllocated,
+    TaskCompleted,
+)
 from qubus.circuits import circuit_to_json
 from qubus.client.aio import Client, status_of, task_record
 from qubus.client.sync import TaskError
+from qubus.devices.fidelity import hellinger_fidelity, mean_predicted_fidelity
+from qubus.devices.sweeps import SAMPLE_POINTS, sample_points
 
 pytestmark = pytest.mark.system
 
@@ -80,6 +90,40 @@ async def test_the_async_client_waits_for_a_sweep_with_one_reader(nats_url, stac
         )
     finally:
         await client.close()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_sweep_is_placed_on_a_sample_and_its_points_predicted_over_all(nats_url, stack):
+    """The sandbox publishes a sample's ideal distributions, which fusion places the sweep
+    with, then every point's (``eval.ideals``), against which the node measures each point
+    and over which it predicts the points' fidelity."""
+    client = await Client.connect(nats_url)
+    try:
+        request = SubmitRequest(
+            circuit=circuit_to_json(qaoa_circuit()), shots=200, sweep=grid(20), node="ibm_nairobi"
+        )
+        reply = await client.submit(request)
+        traces = await client.wait_sweep(reply.task_id, 20, timeout=180)
+        sandbox = await client.bus.last_event(reply.task_id, SandboxEvaluation)
+        ideals = await client.bus.last_event(reply.task_id, SweepIdeals)
+        noise = await client.bus.last_event(reply.task_id, NoiseEvaluation)
+        allocated = await client.bus.last_event(reply.task_id, TaskAllocated)
+        completed = await client.bus.last_event(reply.task_id, TaskCompleted)
+    finally:
+        await client.close()
+    assert sandbox and ideals and noise and allocated and completed
+    assert len(ideals.ideals) == 20 and len(sandbox.sweep_ideals) == SAMPLE_POINTS
+    assert sandbox.sweep_ideals == [ideals.ideals[k] for k in sample_points(20)]
+    prediction = next(p for p in noise.predictions if p.node == "ibm_nairobi")
+    sampled = mean_predicted_fidelity(prediction, sandbox.sweep_ideals, 200)
+    every = mean_predicted_fidelity(prediction, ideals.ideals, 200)
+    assert allocated.predicted_fidelity == pytest.approx(sampled) and sampled != every
+    for k, events in enumerate(traces):
+        record = task_record(sweep_point_id(reply.task_id, k), events)
+        assert record["status"] == "done" and record["predicted_fidelity"] == pytest.approx(every)
+        measured = hellinger_fidelity(record["counts"], ideals.ideals[k])
+        assert record["measured_fidelity"] == pytest.approx(measured)
+    assert completed.predicted_fidelity == pytest.approx(every)
 
 
 async def submit_sweep(qubus_cli, nats_url: str, circuit, params, *options: str):

@@ -16,7 +16,7 @@ from qubus.bus.ids import (
     sweep_of,
     sweep_point_id,
 )
-from qubus.bus.messages import SubmitRequest, TaskOptions
+from qubus.bus.messages import NodePrediction, SubmitRequest, TaskOptions
 from qubus.circuits import circuit_to_json
 from qubus.circuits.ingest import task_options
 from qubus.circuits.simulate import ideal_distribution
@@ -35,17 +35,20 @@ from qubus.devices.emulation import (
     emulate,
     emulated_runtime_s,
 )
-from qubus.devices.fidelity import budget_fidelities, budget_fidelity
+from qubus.devices.fidelity import budget_fidelities, budget_fidelity, mean_predicted_fidelity
 from qubus.devices.prediction import noise_budget
 from qubus.devices.profiles import load_device
 from qubus.devices.sandbox import SandboxLimits, evaluate
 from qubus.devices.sweeps import (
     BATCHED_MAX_QUBITS,
+    SAMPLE_POINTS,
     PointCompiler,
     evaluate_sweep,
     point_compiler,
     run_points,
+    sample_points,
     sweep_distributions,
+    sweep_ideals,
 )
 from qubus.errors import CircuitRejected
 
@@ -103,6 +106,48 @@ def test_the_sandbox_evaluates_every_point_and_the_first_in_full() -> None:
     assert evaluation.ideal == evaluation.sweep_ideals[0] and evaluation.repro_simulator == "cirq"
     # gamma = beta = 0: H on every qubit, every outcome equally likely
     assert evaluation.sweep_ideals[0] == pytest.approx(dict.fromkeys(alone[0], 1 / 64))
+
+
+@pytest.mark.parametrize("points", [1, SAMPLE_POINTS, SAMPLE_POINTS + 1, 200, 1000])
+def test_the_sample_is_the_first_point_the_last_and_others_evenly_spaced(points: int) -> None:
+    sample = sample_points(points)
+    assert sample[0] == 0 and sample[-1] == points - 1
+    assert sample == sorted(set(sample)) and len(sample) == min(points, SAMPLE_POINTS)
+    gaps = {b - a for a, b in zip(sample, sample[1:], strict=False)}
+    assert max(gaps, default=1) - min(gaps, default=1) <= 1
+
+
+def test_a_sample_and_the_other_points_give_every_points_ideal_distribution() -> None:
+    """The sandbox publishes a sample's evaluation, then the others' distributions
+    (``sweep_ideals``): together, what one evaluation of every point gives."""
+    circuit, points = qaoa_circuit(), grid(40)
+    text = circuit_to_json(circuit)
+    whole = evaluate_sweep("u.s", text, points, 100, LIMITS)
+    sample = sample_points(len(points))
+    first = evaluate_sweep("u.s", text, [points[k] for k in sample], 100, LIMITS)
+    others = [k for k in range(len(points)) if k not in sample]
+    rest, norm_error = sweep_ideals(text, [points[k] for k in others], LIMITS)
+    assert first.ideal == whole.ideal and first.repro == whole.repro
+    parts = dict(zip(sample, first.sweep_ideals, strict=True))
+    parts.update(zip(others, rest, strict=True))
+    for k, ideal in enumerate(whole.sweep_ideals):
+        assert parts[k].keys() == ideal.keys()
+        assert all(parts[k][bits] == pytest.approx(p, abs=1e-12) for bits, p in ideal.items())
+    assert max(first.norm_error, norm_error) == pytest.approx(whole.norm_error, abs=1e-12)
+    assert sweep_ideals(text, [], LIMITS) == ([], 0.0)
+
+
+def test_a_nodes_predicted_fidelity_is_the_mean_over_the_points_or_its_esp() -> None:
+    circuit, points = qaoa_circuit(), grid(20)
+    ideals = evaluate_sweep("u.s", circuit_to_json(circuit), points, 100, LIMITS).sweep_ideals
+    device = load_device("ibm_nairobi")
+    budget = noise_budget(compile_for_device(resolved(circuit, points[0]), device), device)
+    prediction = NodePrediction(node=device.id, fits=True, predicted_fidelity=0.5, budget=budget)
+    each = budget_fidelities(budget, ideals, shots=1000)
+    assert mean_predicted_fidelity(prediction, ideals, 1000) == pytest.approx(sum(each) / 20)
+    assert mean_predicted_fidelity(prediction, ideals[:1], 1000) == pytest.approx(each[0])
+    without = prediction.model_copy(update={"budget": None})
+    assert mean_predicted_fidelity(without, ideals, 1000) == 0.5
 
 
 def test_a_qpu_runs_points_as_one_job_of_their_shots() -> None:

@@ -117,7 +117,7 @@ GRANTS: dict[str, Grant] = {
     ),
     "parser": Grant(events=("parsed", *_ENDINGS), durables=("parser",), writes=(BUCKET_FEATURES,)),
     "logic": Grant(events=("checked", *_ENDINGS), durables=("logic",), reads=(BUCKET_NODES,)),
-    "sandbox": Grant(events=("eval.sandbox", *_ENDINGS), durables=("sandbox",)),
+    "sandbox": Grant(events=("eval.sandbox", "eval.ideals", *_ENDINGS), durables=("sandbox",)),
     "noise": Grant(events=("eval.noise", *_ENDINGS), durables=("noise",), reads=(BUCKET_NODES,)),
     "fusion": Grant(
         events=("scored", *_ENDINGS),

@@ -146,8 +146,9 @@ class TaskEvent(Model):
     (``QUBUS_TRACE_TTL_S``) rather than for the stream's whole age: one no stage reads once
     the next has consumed it and no part of ``qubus result`` shows. Kept for the stream's age:
     ``ingested`` (``qubus retry``, the ingress's idempotency), ``eval.sandbox`` (the ideal
-    counts of a result, a sweep's points), ``allocated`` (which node's ``completed`` to
-    believe), a sweep's ``points`` (its end) and the terminal events."""
+    counts of a result), a sweep's ``eval.ideals`` (its points' measured fidelities),
+    ``allocated`` (which node's ``completed`` to believe), a sweep's ``points`` (its end) and
+    the terminal events."""
 
     task_id: str = Field(pattern=TASK_ID.pattern)
 
@@ -315,8 +316,11 @@ class SandboxEvaluation(TaskEvent):
     ``1 − norm_error`` (the norm check alone). Events written before ΔRepro existed decode
     with ``repro`` 0 and an empty ``repro_simulator``.
 
-    For a sweep, ``sweep_ideals`` holds every point's ideal distribution, in the sweep's
-    order; ``ideal``, ``ideal_counts`` and ΔRepro are the first point's (empty otherwise).
+    For a sweep, ``sweep_ideals`` holds the ideal distributions of a sample of its points
+    (``qubus.devices.sweeps.sample_points``: the first, the last and others evenly spaced; in
+    events stored before ``SweepIdeals``, every point's), from which fusion predicts each
+    node's fidelity; ``ideal``, ``ideal_counts`` and ΔRepro are the first point's (empty
+    otherwise). Every point's follows in ``SweepIdeals``.
     """
 
     TYPE: ClassVar[str] = "task.eval.sandbox.v1"
@@ -331,6 +335,20 @@ class SandboxEvaluation(TaskEvent):
     repro: float = 0.0
     repro_simulator: str = ""
     sweep_ideals: list[dict[str, float]] = Field(default_factory=list)
+
+
+class SweepIdeals(TaskEvent):
+    """Every point's ideal distribution of a sweep, in the sweep's order, each checked
+    numerically (``norm_error`` is the largest norm error over them): published by the
+    sandbox after its ``SandboxEvaluation``, so that the sweep is scored and placed on a
+    sample of its points while the others are simulated; its QPU nodes measure each point's
+    fidelity and predict the mean over every point with it."""
+
+    TYPE: ClassVar[str] = "task.eval.ideals.v1"
+    EVENT: ClassVar[str] = "eval.ideals"
+
+    ideals: list[dict[str, float]]
+    norm_error: float
 
 
 class NoiseBudget(Model):
@@ -857,6 +875,7 @@ TYPES: dict[str, type[Model]] = {
         TaskParsed,
         TaskChecked,
         SandboxEvaluation,
+        SweepIdeals,
         NoiseEvaluation,
         TaskScored,
         TaskAllocated,

@@ -10,6 +10,7 @@ once, the last measurement counts.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -298,13 +299,29 @@ class TerminalReadout:
         flat = marginal.reshape(points, -1)
         totals = flat.sum(axis=1)
         width = len(self.order)
-        return [
-            {
-                format(int(i), f"0{width}b"): float(row[i] / total)
-                for i in np.flatnonzero(row >= PROBABILITY_FLOOR)
-            }
-            for row, total in zip(flat, totals, strict=True)
-        ]
+        # Every row's outcomes named once (a few thousand for the widths points share).
+        labels = _bit_strings(width) if width <= LABELLED_BITS else None
+        distributions = []
+        for row, total in zip(flat, totals, strict=True):
+            kept = np.flatnonzero(row >= PROBABILITY_FLOOR)
+            names = (
+                [labels[i] for i in kept.tolist()]
+                if labels is not None
+                else [format(int(i), f"0{width}b") for i in kept]
+            )
+            distributions.append(dict(zip(names, (row[kept] / total).tolist(), strict=True)))
+        return distributions
+
+
+LABELLED_BITS = 12
+"""Widest outcome whose bit strings ``TerminalReadout.distributions`` names from one list made
+once (``_bit_strings``, 4,096 of them at most) rather than formatting each row's."""
+
+
+@functools.lru_cache(maxsize=LABELLED_BITS + 1)
+def _bit_strings(width: int) -> list[str]:
+    """Every ``width``-bit string, in order of its value."""
+    return [format(i, f"0{width}b") for i in range(2**width)]
 
 
 def sample_counts(dist: Mapping[str, float], shots: int, *, seed: int) -> dict[str, int]:

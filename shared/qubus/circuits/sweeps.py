@@ -5,10 +5,10 @@ circuit keeps its ``sympy`` symbols (Cirq JSON). Every stage handles the whole s
 message: the parser parses once and checks that every point names exactly the circuit's
 parameters; the logic checks and the noise service's compilation and budget run once on
 the first point's circuit (the points differ only in angles, not in structure); the sandbox
-computes every point's ideal distribution (``qubus.devices.sweeps``); fusion scores the
-nodes once; the allocator places the sweep and cuts it into chunks of points, one per node
-(``qubus.scheduling.sweepchunks``); each chunk's QPU node runs its points and publishes each
-as the task ``<sweep id>-<k>`` (``qubus.bus.ids.sweep_point_id``).
+computes every point's ideal distribution (``qubus.devices.sweeps``), a sample's first;
+fusion scores the nodes once, on the sample; the allocator places the sweep and cuts it into
+chunks of points, one per node (``qubus.scheduling.sweepchunks``); each chunk's QPU node runs
+its points and publishes each as the task ``<sweep id>-<k>`` (``qubus.bus.ids.sweep_point_id``).
 """
 
 from __future__ import annotations

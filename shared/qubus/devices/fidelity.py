@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from qubus.bus.messages import NoiseBudget
+from qubus.bus.messages import NodePrediction, NoiseBudget
 
 
 def hellinger_fidelity(counts: Mapping[str, float], dist: Mapping[str, float]) -> float:
@@ -37,7 +38,6 @@ _POISSON_TERMS = 80
 """Terms of the exact series for ``E[√X]``, ``X ~ Poisson(λ)``, used below
 ``_POISSON_SERIES_MAX`` (where P(X ≥ 80) < 2e-18)."""
 _POISSON_SERIES_MAX = 25.0
-_LOG_FACTORIALS = np.array([math.lgamma(k + 1) for k in range(_POISSON_TERMS)])
 
 
 def expected_sqrt_poisson(lam: np.ndarray) -> np.ndarray:
@@ -51,9 +51,15 @@ def expected_sqrt_poisson(lam: np.ndarray) -> np.ndarray:
         return np.sqrt(lam) * (1 - 1 / (8 * lam) - 7 / (128 * lam**2))
     out = np.empty_like(lam)
     small = lam < _POISSON_SERIES_MAX
-    k = np.arange(_POISSON_TERMS)
-    log_pmf = k * np.log(np.maximum(lam[small, None], 1e-300)) - lam[small, None] - _LOG_FACTORIALS
-    out[small] = np.exp(log_pmf) @ np.sqrt(k)
+    # Each term's probability from the one before (P(k) = P(k−1)·λ/k): one product per term
+    # over the values, not an exponential per value and term.
+    near = lam[small]
+    pmf = np.exp(-near)
+    total = np.zeros_like(near)
+    for k in range(1, _POISSON_TERMS):
+        pmf *= near / k
+        total += pmf * math.sqrt(k)
+    out[small] = total
     big = lam[~small]
     out[~small] = np.sqrt(big) * (1 - 1 / (8 * big) - 7 / (128 * big**2))
     return out
@@ -142,6 +148,17 @@ def budget_fidelities(
     if 0 < width <= DENSE_BITS and width == len(budget.confusion):
         return _dense_fidelities(budget, ideals, width, shots)
     return [budget_fidelity(budget, ideal, shots=shots) for ideal in ideals]
+
+
+def mean_predicted_fidelity(
+    prediction: NodePrediction, ideals: Sequence[Mapping[str, float]], shots: int
+) -> float:
+    """The Hellinger fidelity expected of ``shots`` shots on the prediction's node: its noise
+    budget applied to each ideal distribution (a sweep's points: :func:`budget_fidelities`),
+    the mean over them; the prediction's own (the ESP) where it carries no budget."""
+    if prediction.budget is None:
+        return prediction.predicted_fidelity
+    return statistics.fmean(budget_fidelities(prediction.budget, ideals, shots=shots))
 
 
 def _outcomes(ideal: Mapping[str, float], width: int) -> tuple[np.ndarray, np.ndarray]:
