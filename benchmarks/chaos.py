@@ -511,8 +511,8 @@ def _pss_mb(pid: int) -> float:
     return _proc_mb(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
-def _tree(pid: int) -> list[int]:
-    """``pid`` and every process below it."""
+def _children() -> dict[int, list[int]]:
+    """Each process's children, from one read of ``/proc``."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -521,6 +521,11 @@ def _tree(pid: int) -> list[int]:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def _tree(pid: int, children: dict[int, list[int]]) -> list[int]:
+    """``pid`` and every process below it."""
     found, todo = [], [pid]
     while todo:
         found.append(todo.pop())
@@ -538,14 +543,15 @@ def _cpu_s(pid: int) -> float:
 
 
 def per_process(
-    stack: Supervisor, server: NatsServer, measure: Callable[[int], float]
-) -> dict[str, float]:
-    """``measure`` (``_rss_mb``, ``_cpu_s``) of each service process with its workers, and of
-    the nats-server."""
-    sizes = {label: sum(measure(p) for p in _tree(stack.pid(label))) for label in stack.children}
+    stack: Supervisor, server: NatsServer, *measures: Callable[[int], float]
+) -> list[dict[str, float]]:
+    """Each of ``measures`` (``_rss_mb``, ``_pss_mb``, ``_cpu_s``) of each service process with
+    its workers, and of the nats-server: one dict per measure, the process trees read once."""
     assert server.process is not None
-    sizes["nats-server"] = measure(server.process.pid)
-    return sizes
+    children = _children()
+    trees = {label: _tree(stack.pid(label), children) for label in stack.children}
+    trees["nats-server"] = [server.process.pid]
+    return [{label: sum(map(m, tree)) for label, tree in trees.items()} for m in measures]
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -755,17 +761,13 @@ async def soak(
     good = Good(client, 64)
     pending: set[asyncio.Task[None]] = set()
     rows: list[dict[str, object]] = []
-    sizes = [per_process(stack, server, _rss_mb)]
-    shares = [per_process(stack, server, _pss_mb)]
-    cpu = [per_process(stack, server, _cpu_s)]
+    readings = [per_process(stack, server, _rss_mb, _pss_mb, _cpu_s)]  # each minute's
     stored = [await task_stream(client)]
     redelivered = [await redeliveries(client, stack)]
     started = time.time()
     for minute in range(args.soak):
         await open_loop(good, rate, started + 60 * (minute + 1) - time.time(), pending)
-        sizes.append(per_process(stack, server, _rss_mb))
-        shares.append(per_process(stack, server, _pss_mb))
-        cpu.append(per_process(stack, server, _cpu_s))
+        readings.append(per_process(stack, server, _rss_mb, _pss_mb, _cpu_s))
         stored.append(await task_stream(client))
         redelivered.append(await redeliveries(client, stack))
         backlog = in_flight(good, ends, time.time()) + len(pending)
@@ -777,7 +779,7 @@ async def soak(
                 "redelivered": sum(redelivered[-1].values()) - sum(redelivered[-2].values()),
             }
         )
-        print(f"minute {minute + 1}: {stored[-1]}, {sizes[-1]}", file=sys.stderr, flush=True)
+        print(f"minute {minute + 1}: {stored[-1]}, {readings[-1][0]}", file=sys.stderr, flush=True)
     await asyncio.gather(*pending)
     figures = await outcome(client, good, ends, exits(stack))
     figures["where_tasks_waited"] = await where_waited(client, good, ends, sample=150)
@@ -794,6 +796,7 @@ async def soak(
             p50_ms=_ms(_percentile(took, 0.5)) if took else None,
             p99_ms=_ms(_percentile(took, 0.99)) if took else None,
         )
+    sizes, shares, cpu = zip(*readings, strict=True)
     labels = list(sizes[0])
     return {
         **figures,
