@@ -40,7 +40,8 @@ machine's load average; the redeliveries by stage at the end. At the end, for th
 1 % of the soak's tasks (at most 150) and 150 others drawn at random, each stage's mean queue (its
 input stored to the stage starting on it, ``Qubus-Started``) and work (start to stored):
 which queue an overload episode's latency sits in. ``--trace-ttl`` sets the services'
-``QUBUS_TRACE_TTL_S`` (a short one shows the task stream's steady state within a soak).
+``QUBUS_TRACE_TTL_S`` and ``--retention`` their ``QUBUS_TASK_RETENTION_S`` (short ones show
+the task stream's steady state, and the nats-server's memory with it, within a soak).
 
 Good tasks are submitted ``--submitters`` at a time and all stay in flight until done; their
 ends are read from the stream (lost: no terminal event in time; duplicated: more than one).
@@ -393,7 +394,11 @@ async def on_one_server(args: argparse.Namespace, store: Path, body: OnOneServer
     """``body`` run against a stack on one nats-server stored in ``store``."""
     server = NatsServer(str(store))
     try:
-        env = {**ENV, "QUBUS_TRACE_TTL_S": str(args.trace_ttl)}
+        env = {
+            **ENV,
+            "QUBUS_TRACE_TTL_S": str(args.trace_ttl),
+            "QUBUS_TASK_RETENTION_S": str(args.retention),
+        }
         async with stack_on(server.start(), store, env) as (client, stack):
             return await body(args, client, stack, server)
     finally:
@@ -927,6 +932,14 @@ async def main() -> None:
         default=Settings().trace_ttl_s,
         metavar="S",
         help="QUBUS_TRACE_TTL_S of the services: how long trace-only events are stored",
+    )
+    parser.add_argument(
+        "--retention",
+        type=number_in(int, 600, None),
+        default=Settings().task_retention_s,
+        metavar="S",
+        help="QUBUS_TASK_RETENTION_S of the services: how long the task stream keeps an event "
+        "(at least the 600 s de-duplication window)",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

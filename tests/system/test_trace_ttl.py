@@ -1,4 +1,5 @@
-"""A task's trace-only events expire after ``QUBUS_TRACE_TTL_S``; its result stays readable."""
+"""A task's trace-only events expire after ``QUBUS_TRACE_TTL_S``; its result stays readable; the
+task stream keeps events for ``QUBUS_TASK_RETENTION_S``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import json
 import time
 
+import nats.js.errors
 import pytest
 from nats.js.api import StreamConfig
 
@@ -18,7 +20,8 @@ from qubus.bus.tracing import TraceContext
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 
 TTL_S = 20
-STACK_SETTINGS = {"QUBUS_TRACE_TTL_S": str(TTL_S)}
+RETENTION_S = 3600
+STACK_SETTINGS = {"QUBUS_TRACE_TTL_S": str(TTL_S), "QUBUS_TASK_RETENTION_S": str(RETENTION_S)}
 EXPIRING = {"parsed", "checked", "eval.noise", "scored", "running"}
 KEPT = {"ingested", "eval.sandbox", "allocated", "completed"}
 
@@ -59,6 +62,27 @@ async def test_trace_events_expire_and_the_result_stays(client, dev_qasm, qubus_
     code, out, err = await qubus_cli(nats_url, "feedback", task_id, "--rating", "4")
     assert code == 1
     assert "scores are no longer kept" in err and "[feedback.expired]" in err
+
+
+async def test_the_stack_keeps_task_events_for_its_retention(client):
+    assert (await client.bus.js.stream_info(STREAM)).config.max_age == RETENTION_S
+
+
+async def test_a_new_retention_changes_the_stream_and_one_within_the_window_is_refused():
+    server = NatsServer()
+    bus = Bus(server.start(), service="up", instance="retention")
+    try:
+        await bus.connect()
+        await bus.ensure_topology()
+        assert (await bus.js.stream_info(STREAM)).config.max_age == 7 * 24 * 3600
+        await bus.ensure_topology(duplicate_window_s=60, retention_s=120)
+        assert (await bus.js.stream_info(STREAM)).config.max_age == 120
+        with pytest.raises(nats.js.errors.APIError) as refused:  # what Settings checks first
+            await bus.ensure_topology(duplicate_window_s=600, retention_s=120)
+        assert refused.value.err_code == 10052  # duplicates window larger than max age
+    finally:
+        await bus.close()
+        server.stop()
 
 
 async def test_a_stream_without_message_ttls_keeps_every_event():

@@ -48,6 +48,12 @@ BAD_INPUTS = [
     (["status", "u.abc"], NO_NATS, 1, "[nats.unreachable]"),
     (["logs", "--follow"], NO_NATS, 1, "[nats.unreachable]"),
     (["tasks"], {"QUBUS_QUOTA_TASKS": "many"}, 1, "QUBUS_QUOTA_TASKS='many'"),
+    (
+        ["up"],
+        {"QUBUS_STATE_DIR": "{tmp}", "QUBUS_TASK_RETENTION_S": "300"},
+        1,
+        "bad setting: QUBUS_DUPLICATE_WINDOW_S (600) is longer than QUBUS_TASK_RETENTION_S (300)",
+    ),
     (["down"], {"QUBUS_STATE_DIR": "{tmp}"}, 1, "no stack is running"),
     (["bench", "schedule", "--qpus", "40"], {}, 2, "[bench.args]"),
 ]

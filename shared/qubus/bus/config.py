@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,9 +31,16 @@ class Settings(BaseSettings):
         duplicate_window_s: How long JetStream remembers ``Nats-Msg-Id`` for de-duplication.
         trace_ttl_s: How long the events of a task's trace that its result does not need
             (``TaskEvent.EXPIRES``: parsed, checked, eval.noise, scored, running, progress,
-            replace) are stored, whole seconds; the rest stays for the task stream's 7 days
+            replace) are stored, whole seconds; the rest stays for ``task_retention_s``
             (``qubus result``). A task must end within it: a stage that has not consumed
-            such an event by then never sees it. 0 keeps them 7 days too.
+            such an event by then never sees it. 0 keeps them as long as the rest.
+        task_retention_s: How long the task stream keeps an event (its ``max_age``): a
+            task's result, and its trace unless ``trace_ttl_s`` removes that first; 7 days
+            by default. It bounds what the stream stores, and so the nats-server's memory
+            (two index entries of some 470 bytes per stored event), at about rate × this ×
+            a task's kept events. A task must end within it, and it may not be shorter than
+            ``duplicate_window_s`` (JetStream's own rule). ``qubus up`` and every service
+            set the stream to it, so give them all the same.
         stream_replicas: Copies of every stream and KV bucket in a JetStream cluster (3 for
             a 3-node cluster); 1 on a single server.
         sandbox_timeout_s: Wall-clock limit of one job of a worker process: an ideal simulation
@@ -98,6 +105,7 @@ class Settings(BaseSettings):
     quota_exempt: str = "operator"
     duplicate_window_s: float = 600.0
     trace_ttl_s: int = Field(default=24 * 3600, ge=0)
+    task_retention_s: int = Field(default=7 * 24 * 3600, ge=60)
     stream_replicas: int = Field(default=1, ge=1, le=5)
     sandbox_timeout_s: float = 30.0
     qpu_max_emulation_s: float = Field(default=600.0, gt=0.0)
@@ -120,3 +128,13 @@ class Settings(BaseSettings):
     drift_period_s: float = 0.0
     background_load: bool = False
     load_period_s: float = Field(default=6.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _window_within_retention(self) -> Settings:
+        if self.duplicate_window_s > self.task_retention_s:
+            raise ValueError(
+                f"QUBUS_DUPLICATE_WINDOW_S ({self.duplicate_window_s:g}) is longer than "
+                f"QUBUS_TASK_RETENTION_S ({self.task_retention_s}): the task stream cannot "
+                "remember an event's id longer than it keeps the event"
+            )
+        return self

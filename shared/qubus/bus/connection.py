@@ -46,9 +46,9 @@ LOG_STREAM = "QUBUS_LOGS"
 LOG_STREAM_MAX_BYTES = 256 * 1024 * 1024
 TASK_STREAM_MAX_BYTES = 8 * 1024**3
 TASK_STREAM_MAX_MSGS = 20_000_000
-"""The task stream's limits beside its seven days: past either, the server refuses new events
-(``DiscardPolicy.NEW``: a submission is refused rather than an old result silently dropped),
-which ``Bus.publish_event`` raises as ``stream.full``."""
+"""The task stream's limits beside its age (``QUBUS_TASK_RETENTION_S``): past either, the
+server refuses new events (``DiscardPolicy.NEW``: a submission is refused rather than an old
+result silently dropped), which ``Bus.publish_event`` raises as ``stream.full``."""
 STREAM_FULL = "stream.full"
 _STORE_FAILED = 10077
 """JetStream's error code for a publish the stream refused to store (its description says
@@ -239,6 +239,7 @@ class Bus:
         self,
         *,
         duplicate_window_s: float = 600.0,
+        retention_s: int = 7 * 24 * 3600,
         replicas: int = 1,
         update: bool = True,
         trace_ttl_s: int = 0,
@@ -250,6 +251,7 @@ class Bus:
 
         Args:
             duplicate_window_s: The task stream's de-duplication window.
+            retention_s: How long the task stream keeps an event (``max_age``).
             trace_ttl_s: How long the events this process publishes that expire
                 (``TaskEvent.EXPIRES``) are stored: their per-message TTL (``Nats-TTL``),
                 if the task stream allows them (a stream left as an earlier version made it
@@ -267,7 +269,7 @@ class Bus:
             storage=StorageType.FILE,
             num_replicas=replicas,
             duplicate_window=duplicate_window_s,
-            max_age=7 * 24 * 3600,
+            max_age=retention_s,
             max_bytes=TASK_STREAM_MAX_BYTES,
             max_msgs=TASK_STREAM_MAX_MSGS,
             discard=DiscardPolicy.NEW,

@@ -228,6 +228,7 @@ async def _serve(
         stack.push_async_callback(logs.BUS_COPY.stop)
         await bus.ensure_topology(  # with credentials: create, never change (the operator's)
             duplicate_window_s=settings.duplicate_window_s,
+            retention_s=settings.task_retention_s,
             replicas=settings.stream_replicas,
             update=not nkey,
             trace_ttl_s=settings.trace_ttl_s,

@@ -141,8 +141,10 @@ def _unexpected(exc: Exception) -> str:
     if module.startswith("nats"):  # the connection works but the server refused something
         return f"NATS: {exc or type(exc).__name__} [nats.error]"
     if type(exc).__name__ == "ValidationError" and getattr(exc, "title", "") == "Settings":
-        wrong = "; ".join(
+        wrong = "; ".join(  # a check across settings (no ``loc``) names them itself
             f"QUBUS_{'_'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}"
+            if e["loc"]
+            else e["msg"].removeprefix("Value error, ")
             for e in exc.errors()  # type: ignore[attr-defined]
         )
         return f"bad setting: {wrong} [settings.invalid]"

@@ -50,10 +50,11 @@ def add_up_command(sub: argparse._SubParsersAction) -> None:
         "restart any that dies; stop everything on Ctrl-C. The NATS URL is printed and "
         "recorded so other qubus commands on this machine find the stack. The embedded server "
         "is secured: every service, QPU node and user is its own NATS user (an nkey seed in "
-        "<state dir>/creds/) allowed only its own subjects. Tasks' results are kept 7 days; "
-        "the rest of their traces QUBUS_TRACE_TTL_S (1 day by default; see `qubus result "
-        "--help`). The server inherits this environment: GOMEMLIMIT=512MiB, say, has its Go "
-        "runtime collect garbage harder as it nears that (a soft limit).",
+        "<state dir>/creds/) allowed only its own subjects. Tasks' results are kept "
+        "QUBUS_TASK_RETENTION_S (7 days by default), the rest of their traces "
+        "QUBUS_TRACE_TTL_S (1 day by default; see `qubus result --help`). The server "
+        "inherits this environment: GOMEMLIMIT=512MiB, say, has its Go runtime collect "
+        "garbage harder as it nears that (a soft limit).",
     )
     up.add_argument(
         "--fleet",
@@ -368,7 +369,9 @@ async def _ensure_topology(url: str, seed: Path, settings: Settings) -> None:
     await bus.connect()
     try:
         await bus.ensure_topology(
-            duplicate_window_s=settings.duplicate_window_s, replicas=settings.stream_replicas
+            duplicate_window_s=settings.duplicate_window_s,
+            retention_s=settings.task_retention_s,
+            replicas=settings.stream_replicas,
         )
     finally:
         await bus.close()

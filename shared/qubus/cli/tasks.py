@@ -66,7 +66,7 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
     ``qubus`` subcommands."""
     tasks = sub.add_parser(
         "tasks",
-        help="list the stack's tasks (seven days of them) with their status",
+        help="list the stack's tasks (all the task stream keeps) with their status",
         description="List every task stream QUBUS_TASKS holds, oldest first, with its status: "
         "pending (being parsed, checked and scored), queued (placed on a node), running, "
         "done, rejected, failed or cancelled; a rejected or failed task with its cause (the "
@@ -128,9 +128,9 @@ def add_task_commands(sub: argparse._SubParsersAction) -> None:
 
 
 RETENTION = (
-    " A task's result (its submission, ideal counts, allocation and end) is kept 7 days; the "
-    "other steps of its trace (parsed, checked, eval.noise, scored, running) QUBUS_TRACE_TTL_S "
-    "seconds of the stack's services (1 day by default)."
+    " A task's result (its submission, ideal counts, allocation and end) is kept "
+    "QUBUS_TASK_RETENTION_S seconds of the stack (7 days by default); the other steps of its "
+    "trace (parsed, checked, eval.noise, scored, running) QUBUS_TRACE_TTL_S (1 day by default)."
 )
 STATUS_EXITS = (
     " Exit status: 0 the task is done, 1 it was rejected, failed or cancelled (or is "

@@ -478,8 +478,8 @@ class Client:
         return True
 
     async def tasks(self) -> list[tuple[str, str]]:
-        """Every task the stream holds (seven days of them) that this client may read
-        (``task_subjects``) with its status, oldest first (the id after the owner sorts by
+        """Every task the stream holds (``QUBUS_TASK_RETENTION_S`` of them) that this client may
+        read (``task_subjects``) with its status, oldest first (the id after the owner sorts by
         submission time).
 
         The operator, or a client of a server without auth, reads only the stream's subject
