@@ -202,22 +202,33 @@ async def poison_past_ingress(client: Client, scored: TaskScored) -> str:
 
 
 class Ends:
-    """When each task's first terminal event arrived (a plain subscription: the latency
-    clock; events published while the connection is down are missed, the stream is the
-    record)."""
+    """When each task's first terminal event arrived (``at``, a plain subscription: the
+    latency clock; events published while the connection is down are missed) and, the
+    record, each task's terminal events by kind as the task stream stores them (``stored``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, client: Client | None = None) -> None:
+        self.client = client
         self.at: dict[str, float] = {}
+        self.counts: Counter[tuple[str, str]] = Counter()
 
     @classmethod
     async def watching(cls, client: Client) -> Ends:
-        ends = cls()
+        ends = cls(client)
         for subject in TERMINAL_SUBJECTS:
             await client.bus.nc.subscribe(subject, cb=ends._seen)
         return ends
 
     async def _seen(self, msg: nats.aio.msg.Msg) -> None:
         self.at.setdefault(split_task_subject(msg.subject)[0], time.time())
+
+    async def stored(self) -> Counter[tuple[str, str]]:
+        """The terminal events the stream stores now, with every count read before kept (the
+        largest: a second end stored later adds to it), so that a soak longer than the
+        stream's retention still counts the tasks whose events have aged out, if it reads
+        them within the retention (each minute)."""
+        assert self.client is not None, "Ends.watching(client) reads the stream"
+        self.counts |= await ends_in_stream(self.client)
+        return self.counts
 
 
 class Good:
@@ -289,12 +300,12 @@ async def stored_subjects(client: Client, subject_filter: str) -> dict[str, int]
             return found
 
 
-async def settle(client: Client, ids: list[str], timeout: float) -> None:
-    """Until every task of ``ids`` has a terminal event in the stream, or ``timeout``."""
+async def settle(ends: Ends, ids: list[str], timeout: float) -> None:
+    """Until every task of ``ids`` has a terminal event stored, or ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            ended = {task for task, _ in await ends_in_stream(client)}
+            ended = {task for task, _ in await ends.stored()}
         except (nats.errors.Error, TimeoutError):
             ended = set()  # a restarted or electing server: ask again
         if ended.issuperset(ids):
@@ -307,12 +318,12 @@ def in_flight(good: Good, ends: Ends, at: float) -> int:
     return sum(1 for t, sent in good.submitted.items() if sent <= at < ends.at.get(t, 1e18))
 
 
-async def outcome(client: Client, good: Good, ends: Ends, restarts: int) -> Figures:
+async def outcome(good: Good, ends: Ends, restarts: int) -> Figures:
     """Tasks sent, how they ended, lost and duplicated, the most in flight at once, how long
     they took (first submission to last end), their latency, and service restarts."""
     ids = list(good.submitted)
-    await settle(client, ids, SETTLE_S)
-    counts = await ends_in_stream(client)
+    await settle(ends, ids, SETTLE_S)
+    counts = await ends.stored()
     per_task = Counter({task: sum(counts[task, kind] for kind in TERMINAL) for task in ids})
     steps = sorted(
         [(good.submitted[t], 1) for t in ids] + [(ends.at[t], -1) for t in ids if t in ends.at]
@@ -425,7 +436,7 @@ async def chaos(
     await abuse.wildcard_id()
     hostile_s = time.monotonic() - started
     await submitting
-    first = await outcome(client, good, ends, exits(stack))
+    first = await outcome(good, ends, exits(stack))
     scored = await client.bus.last_event(next(iter(good.submitted)), TaskScored)
     poison = await poison_past_ingress(client, scored)
     poison_end = (await client.wait(poison, timeout=120))[-1].event
@@ -436,7 +447,7 @@ async def chaos(
     blows = await kills(
         stack, server, float(ENV["QUBUS_ACK_WAIT_S"]), lambda: in_flight(good, ends, time.time())
     )
-    second = await outcome(client, good, ends, exits(stack))
+    second = await outcome(good, ends, exits(stack))
     return {
         "phase 1 (hostile input)": first,
         "phase 2 (kills)": second,
@@ -487,7 +498,7 @@ async def cluster(
     await asyncio.to_thread(victim.process.wait)
     await submitting
     return {
-        **await outcome(client, good, ends, exits(stack)),
+        **await outcome(good, ends, exits(stack)),
         "server_killed": f"{victim.name}, the task stream's leader",
         "in_flight_at_the_kill": flying,
         "latency_alone_s": round(alone, 3),
@@ -652,7 +663,7 @@ async def sustained_capacity(
         capacity, previous_p99 = min(rate, ended / (stop - start)), p99
         rate += args.capacity_step
     await asyncio.gather(*pending)
-    await settle(client, list(good.submitted), SETTLE_S)
+    await settle(ends, list(good.submitted), SETTLE_S)
     if capacity is None:
         sys.exit(f"chaos: the first step ({args.capacity_from:g} tasks/s) did not hold: {steps[0]}")
     return capacity, steps, good
@@ -696,7 +707,8 @@ async def where_waited(client: Client, good: Good, ends: Ends, sample: int) -> F
     """Mean queue and work milliseconds per stage of the slowest 1 % of the ended tasks (at
     most ``sample`` of them) and of ``sample`` others drawn at random, and the nodes they ran
     on: which stage's queue an overload episode's latency sits in (from the tasks' stored
-    events: a trace TTL shorter than the soak leaves only the result's)."""
+    events: a trace TTL shorter than the soak leaves only the result's, a retention shorter than
+    it nothing of the first minutes' tasks)."""
     took = sorted(
         (ends.at[task] - due, task) for task, due in good.submitted.items() if task in ends.at
     )
@@ -774,6 +786,7 @@ async def soak(
         await open_loop(good, rate, started + 60 * (minute + 1) - time.time(), pending)
         readings.append(per_process(stack, server, _rss_mb, _pss_mb, _cpu_s))
         stored.append(await task_stream(client))
+        await ends.stored()  # before the minute's tasks can age out (--retention)
         redelivered.append(await redeliveries(client, stack))
         backlog = in_flight(good, ends, time.time()) + len(pending)
         rows.append(
@@ -786,7 +799,7 @@ async def soak(
         )
         print(f"minute {minute + 1}: {stored[-1]}, {readings[-1][0]}", file=sys.stderr, flush=True)
     await asyncio.gather(*pending)
-    figures = await outcome(client, good, ends, exits(stack))
+    figures = await outcome(good, ends, exits(stack))
     figures["where_tasks_waited"] = await where_waited(client, good, ends, sample=150)
     for minute, row in enumerate(rows):
         took = window_latencies(
@@ -806,9 +819,7 @@ async def soak(
     return {
         **figures,
         "capacity_steps": steps,
-        "capacity_steps_outcome": await outcome(client, stepping, ends, exits(stack))
-        if stepping
-        else None,
+        "capacity_steps_outcome": await outcome(stepping, ends, exits(stack)) if stepping else None,
         "capacity_tasks_per_s": round(measured, 1),
         "soak_rate_tasks_per_s": round(rate, 1),
         "latency_per_minute": rows,
