@@ -61,9 +61,14 @@ node for one job of the chunk's shots, publishes each point's ``completed`` as i
 ``<sweep id>-<k>`` and after each batch the chunk's ``SweepProgress``; the next batch is
 emulated while the node is held for the current one. The run starts before the sandbox has
 stored every point's ideal distribution (``eval.ideals``, after the ``eval.sandbox`` of a sample
-that placed the sweep); the node awaits them before publishing its first batch, measures each
-point against its own and predicts the points' fidelity as the mean over every point on its
-noise budget (``eval.noise``). Before each batch it stops if the sweep was cancelled and
+that placed the sweep); the node awaits them (one ordered consumer of the sweep's
+``eval.ideals``, ``failed``, ``rejected`` and ``cancelled``) before publishing its first batch,
+measures each point against its own and predicts the points' fidelity as the mean over every
+point on its noise budget (``eval.noise``). If the sweep ends first the node publishes no
+point; if neither comes within the chunk's expected hold plus ``QUBUS_ACK_WAIT_S`` (a sandbox
+that died between its publications has its message delivered again by then), it gives the
+chunk back to be delivered again after ``QUBUS_ACK_WAIT_S``, and on its last delivery the sweep
+fails with ``qpu.ideals_missing``. Before each batch it stops if the sweep was cancelled and
 leaves out points already ended (cancelled one by one, run before a redelivery, or by the node
 a re-placed chunk left); before publishing one it drops it and stops if its chunk has been
 re-placed on another node. The node that sees every chunk ended publishes the sweep's own
@@ -84,10 +89,11 @@ from dataclasses import dataclass
 import cirq
 import nats.js.errors
 import numpy as np
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
 from qubus.bus import codec
-from qubus.bus.connection import BUCKET_NODES, RESERVE_SUBJECT, STREAM, node_key
+from qubus.bus.connection import BUCKET_NODES, RESERVE_SUBJECT, STREAM, node_key, stored_event
 from qubus.bus.consumer import Context, Stage
 from qubus.bus.ids import seed_for, sweep_point_id, task_subject
 from qubus.bus.logs import get_logger
@@ -107,6 +113,7 @@ from qubus.bus.messages import (
     TaskEvent,
     TaskFailed,
     TaskProgress,
+    TaskRejected,
     TaskReplace,
     TaskRunning,
 )
@@ -134,7 +141,7 @@ from qubus.devices.load import BackgroundLoad
 from qubus.devices.prediction import predict_fidelity
 from qubus.devices.profiles import Device, device_of, load_device
 from qubus.devices.sweeps import run_points
-from qubus.errors import QubusError
+from qubus.errors import QubusError, Retry
 from qubus.network.distributed import SplitRun, run_split
 from qubus.network.splitplan import partition_of
 from qubus.scheduling.allocation import replacement_reason
@@ -149,9 +156,17 @@ ORDER_WINDOW = 16
 (``qubus.scheduling.nodeorder``); the rest wait in the stream, in order."""
 RESERVE_TIMEOUT_S = 10.0
 """How long the lead node of a split run waits for the link service's reservation."""
-IDEALS_POLL_S = 0.005
-"""How often a sweep's node looks for its points' ideal distributions until the sandbox has
-stored them (``SweepIdeals``, typically some tens of milliseconds into the run)."""
+SWEEP_ENDS = (SweepIdeals, TaskFailed, TaskRejected, TaskCancelled)
+"""The events a sweep's node awaits before publishing its first batch: every point's ideal
+distribution, or the sweep's end before them (its ``failed`` in the sandbox's second call)."""
+
+
+class IdealsMissing(Retry):
+    """The sandbox has stored neither a sweep's ideal distributions nor its end within the
+    node's wait: the node gives the chunk back to be delivered again (its last delivery fails
+    the sweep with this code)."""
+
+    code = "qpu.ideals_missing"
 
 
 @functools.lru_cache(maxsize=4)
@@ -258,6 +273,14 @@ class SweepBatch:
     async def emulated(self) -> tuple[list[dict[str, int]], float]:
         """Each point of ``todo``'s counts and their modelled run time (``run_points``)."""
         return ([], 0.0) if self.emulation is None else await self.emulation
+
+
+async def dropped(batch: SweepBatch | None) -> None:
+    """Let a batch's worker call end (the worker runs its calls in turn), its result or its
+    error dropped: the node stops before publishing it."""
+    if batch is not None and batch.emulation is not None:
+        with contextlib.suppress(Exception):
+            await batch.emulation
 
 
 class QpuNode:
@@ -620,21 +643,62 @@ class QpuNode:
         self, event: TaskAllocated
     ) -> tuple[list[dict[str, float]], float] | None:
         """Every point's ideal distribution (``SweepIdeals``), once the sandbox has stored
-        them (looked for every ``IDEALS_POLL_S``), and the fidelity predicted for the node's
-        points: the mean over every point of the node's noise budget (as fusion predicts on a
-        sample of them, ``qubus.devices.fidelity.mean_predicted_fidelity``; the allocation's
-        if the noise evaluation is no longer stored). None if the sweep failed first (a
-        point's numerics, in the sandbox)."""
-        while (stored := await self._bus.last_event(event.task_id, SweepIdeals)) is None:
-            if await self._bus.last_event(event.task_id, TaskFailed) is not None:
-                return None
-            await asyncio.sleep(IDEALS_POLL_S)
+        them, and the fidelity predicted for the node's points: the mean over every point of
+        the node's noise budget (as fusion predicts on a sample of them,
+        ``qubus.devices.fidelity.mean_predicted_fidelity``; the allocation's if the noise
+        evaluation is no longer stored). None if the sweep ended first (``failed`` when a
+        point's numerics fail in the sandbox's second call, ``rejected``, ``cancelled``).
+
+        Read from one ordered consumer of the sweep's ``SWEEP_ENDS`` subjects (those stored,
+        then those to come), not looked for again and again.
+
+        Raises:
+            IdealsMissing: neither has been stored within the chunk's expected hold
+                (``_expected_s``) plus ``QUBUS_ACK_WAIT_S``, after which JetStream has
+                delivered again the message of a sandbox that died between its two
+                publications.
+        """
+        wait_s = self._expected_s(event) + self._settings.ack_wait_s
+        stored = await self._sweep_end_event(event.task_id, wait_s)
+        if not isinstance(stored, SweepIdeals):
+            log.info("qpu.sweep_ended_before_ideals", ended=stored.EVENT)
+            return None
         noise = await self._bus.last_event(event.task_id, NoiseEvaluation)
         own = [p for p in noise.predictions if p.node == self._device.id] if noise else []
         if not own:
             return stored.ideals, event.predicted_fidelity
         shots = event.options.shots
         return stored.ideals, mean_predicted_fidelity(own[0], stored.ideals, shots)
+
+    async def _sweep_end_event(self, task_id: str, wait_s: float) -> TaskEvent:
+        """The first of the sweep's ``SWEEP_ENDS`` events, stored or to come within ``wait_s``.
+
+        Raises:
+            IdealsMissing: none within ``wait_s``.
+        """
+        subjects = [cls.subjects(task_id) for cls in SWEEP_ENDS]
+        sub = await self._bus.js.subscribe(
+            subjects[0],
+            stream=STREAM,
+            ordered_consumer=True,
+            config=ConsumerConfig(
+                filter_subjects=subjects, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT
+            ),
+        )
+        stored = None
+        try:
+            async with asyncio.timeout(wait_s):
+                while stored is None:  # None: not a valid task event, which no stage published
+                    stored = stored_event(await sub.next_msg(timeout=None))
+        except TimeoutError:
+            raise IdealsMissing(
+                f"the sandbox stored neither the sweep's ideal distributions nor its end "
+                f"within {wait_s:.1f} s of its run",
+                delay_s=self._settings.ack_wait_s,
+            ) from None
+        finally:
+            await sub.unsubscribe()
+        return stored.event
 
     async def _run_sweep(
         self, event: TaskAllocated, points: list[dict[str, float]], ctx: Context
@@ -658,10 +722,14 @@ class QpuNode:
         points' predicted fidelity (the mean over every point on this node's noise budget;
         the allocation's is over a sample of them). Not recomputed on a newer calibration.
 
+        Raises:
+            IdealsMissing: the ideal distributions have not come within the node's wait (the
+                batch being emulated is dropped; no point is published).
+
         Returns:
             The sweep's own ``completed`` once every chunk has ended (``_end_sweep``), else
-            None; None if the sweep was cancelled, failed in the sandbox or the chunk was
-            re-placed.
+            None; None if the sweep was cancelled, ended before its ideal distributions (a
+            point's numerics failed in the sandbox) or the chunk was re-placed.
         """
         chunk = event.chunk or SweepChunk(index=0, chunks=1, first=0, stop=len(points))
         current = self._calibration()
@@ -709,11 +777,13 @@ class QpuNode:
                         upcoming = await self._start_batch(
                             event, points, following, current, noiseless
                         )
-                    known = await ideals
+                    try:
+                        known = await ideals
+                    except IdealsMissing:
+                        await dropped(upcoming)
+                        raise
                     if known is None:
-                        log.info("qpu.sweep_failed", done=report.done, points=report.points)
-                        if upcoming is not None:
-                            await upcoming.emulated()  # the worker's call ends; result dropped
+                        await dropped(upcoming)
                         return None
                     point_ideals, predicted = known
                     ran = [
@@ -742,8 +812,7 @@ class QpuNode:
                     # The points' results exist once the node has run their shots.
                     await self._hold(report.emulated_s, since)
                     if await self._superseded(event, ctx, "qpu.sweep_chunk_moved"):
-                        if upcoming is not None:
-                            await upcoming.emulated()  # the worker's call ends; result dropped
+                        await dropped(upcoming)
                         return None
                     await asyncio.gather(*(ctx.publish(completed) for completed in ran))
                     await ctx.publish(report)

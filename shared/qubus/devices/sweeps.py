@@ -3,6 +3,7 @@ sandbox, and every point's noisy run on a QPU node, each in one worker call."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import cirq
@@ -24,6 +25,7 @@ from qubus.devices.sandbox import (
     most_likely,
 )
 from qubus.devices.sweepemulation import SweepEmulator
+from qubus.errors import SimulationError
 
 
 def evaluate_sweep(
@@ -126,7 +128,10 @@ def sweep_distributions(
         wider than ``BATCHED_MAX_QUBITS`` (simulate each point alone then).
 
     Raises:
-        SimulationError: ``sandbox.keys`` when a qubit is measured under two keys.
+        SimulationError: ``sandbox.keys`` when a qubit is measured under two keys;
+            ``sandbox.numerical`` when a point's gate parameters are not finite (a value
+            overflows: ``rz(2·gamma)`` at ``gamma`` = 1e308), as qsim's distribution of such a
+            point fails the numerical checks.
     """
     if not points:
         return []
@@ -141,6 +146,13 @@ def sweep_distributions(
         return [{"": 1.0} for _ in points]
     flat = FlatPoints(exact)
     values = flat.at(points)
+    for point, point_values in zip(points, values, strict=True):
+        if not all(math.isfinite(v) for v in point_values.values()):
+            raise SimulationError(
+                f"the point {dict(point)} gives its gates parameters that are not finite "
+                f"({point_values})",
+                code="sandbox.numerical",
+            )
     ops = [op for op in flat.circuit.all_operations() if not cirq.is_measurement(op)]
     if not all(cirq.has_unitary(cirq.resolve_parameters(op, values[0])) for op in ops):
         return None
