@@ -17,8 +17,10 @@ import pytest
 import pytest_asyncio
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
+from benchmarks.sweep import grid, qaoa_circuit
 from qubus.bus import auth, codec
 from qubus.bus.connection import BUCKET_NODES, BUCKET_WEIGHTS, H_TYPE, STREAM, inbox_prefix
+from qubus.bus.ids import sweep_point_id
 from qubus.bus.messages import (
     SubmitRequest,
     TaskCancelled,
@@ -27,6 +29,7 @@ from qubus.bus.messages import (
     TaskRunning,
 )
 from qubus.bus.natsserver import NatsServer
+from qubus.circuits import circuit_to_json
 from qubus.cli.stack import Supervisor
 from qubus.client.aio import Client, status_of, task_record
 from qubus.dashboard.server import Dashboard
@@ -51,7 +54,9 @@ def creds(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def secured_url(creds: Path) -> Iterator[str]:
     services = [s for s in SERVICES if s != "qpu"]
-    block = auth.write_credentials(creds, auth.identities(services, FLEET, ["alice", "bob"]))
+    block = auth.write_credentials(
+        creds, auth.identities(services, FLEET, ["alice", "bob", "carol"])
+    )
     server = NatsServer(authorization=block)
     try:
         yield server.start()
@@ -162,6 +167,21 @@ async def test_a_user_runs_and_reads_its_own_tasks(secured_url, creds, secured_s
         assert events[-1].event.EVENT == "completed"
     finally:
         await alice.close()
+
+
+async def test_a_user_runs_a_sweep(secured_url, creds, secured_stack):
+    """A sweep's node reads the sweep's events on a consumer of its own (its grant allows it).
+    Carol's, so that alice's task count stays that of her ``ingested`` events."""
+    carol = await Client.connect(secured_url, nkey=seed(creds, "carol"))
+    try:
+        request = SubmitRequest(circuit=circuit_to_json(qaoa_circuit()), shots=100, sweep=grid(3))
+        [record] = await carol.run([request], timeout=120)
+        assert record["status"] == "done", record["error"]
+        for k in range(3):
+            events = await carol.events(sweep_point_id(record["task_id"], k))
+            assert events[-1].event.EVENT == "completed"
+    finally:
+        await carol.close()
 
 
 async def test_another_user_cannot_read_a_task(alice: Attacker, secured_url, creds, bobs_task):

@@ -140,13 +140,16 @@ GRANTS: dict[str, Grant] = {
 
 
 def qpu_grant(node: str) -> Grant:
-    """QPU node ``node``'s catalogue: its own consumer and status key, and the run's events
-    under its own name only (``qubus.bus.messages.NodeEvent``)."""
+    """QPU node ``node``'s catalogue: its own consumer and status key, the run's events
+    under its own name only (``qubus.bus.messages.NodeEvent``), and ephemeral consumers on the
+    task stream (a sweep's node awaits the sweep's ideal distributions and reads its chunks'
+    ends on one)."""
     return Grant(
         events=(*(f"{event}.{node}" for event in _NODE_EVENTS), *_ENDINGS),
         durables=(f"qpu-{node}",),
         requests=(RESERVE_SUBJECT,),
         write_keys=((BUCKET_NODES, f"node.{node}"),),
+        tasks_consumers=True,
     )
 
 
