@@ -623,6 +623,76 @@ def test_annealing_is_never_worse_than_its_hyperscore_start(seed: int) -> None:
     assert problem.objective(get_policy("annealing").assign(problem)) <= start + 1e-9
 
 
+def favoured_batch(n: int, m: int, seed: int) -> list[TaskRequest]:
+    """``n`` tasks on ``m`` nodes, node ``n0`` with no backlog and fidelities of 0.95-0.99:
+    with its runs short (0.1-0.3 s) every task is best there whatever its node-mates, with
+    them long (up to 10 s) the batch spreads."""
+    rng = np.random.default_rng(seed)
+    ready = rng.uniform(0, 20, m)
+    ready[0] = 0.0
+    longest = float(rng.choice([0.3, 3.0, 10.0]))
+    batch = []
+    for i in range(n):
+        candidates = [
+            candidate(
+                "n0",
+                expected_completion_s=(run := float(rng.uniform(0.1, longest))),
+                run_s=run,
+                predicted_fidelity=float(rng.uniform(0.95, 0.99)),
+            )
+        ]
+        for j in range(1, m):
+            run = float(rng.uniform(1, 15))
+            candidates.append(
+                candidate(
+                    f"n{j}",
+                    fits=bool(rng.random() >= 0.2),
+                    expected_completion_s=float(ready[j]) + run,
+                    run_s=run,
+                    predicted_fidelity=float(rng.uniform(0.6, 0.99)),
+                )
+            )
+        batch.append(request(f"f{seed}-{i}", candidates))
+    return batch
+
+
+def test_the_alone_optimum_is_the_minimum_of_j_wherever_it_is_proven() -> None:
+    from qubus.scheduling.allocation.annealing import alone_optimum
+    from qubus.scheduling.decisionspeed import exact_optimum
+
+    proven = unproven = cheapest_not_optimal = 0
+    for seed in range(60):
+        problem, _ = build_problem(favoured_batch(3 + seed % 6, 4, seed))
+        assert problem is not None
+        optimum = exact_optimum(problem)
+        cheapest = problem.unary.argmin(axis=1).tolist()
+        if problem.objective(cheapest) > optimum * (1 + 1e-9):
+            cheapest_not_optimal += 1
+        found = alone_optimum(problem)
+        if found is None:
+            unproven += 1
+            continue
+        proven += 1
+        assert found == cheapest
+        assert problem.objective(found) == pytest.approx(optimum, rel=1e-9)
+        assert get_policy("annealing").assign(problem) == found
+    # Both outcomes (44 and 16), and batches where each task on its cheapest node is not the
+    # minimum (14, every one of them unproven).
+    assert proven and unproven and cheapest_not_optimal
+    problem, _ = build_problem(random_batch(5, 1, seed=3))
+    assert problem is not None
+    assert alone_optimum(problem) == [0] * 5
+
+
+def test_annealing_says_when_its_start_was_the_proven_optimum() -> None:
+    for batch, reason in [
+        (favoured_batch(6, 4, seed=0), "no annealing needed"),
+        (random_batch(6, 4, seed=0), "simulated annealing"),
+    ]:
+        outcomes = decide(get_policy("annealing"), batch)
+        assert all(isinstance(o, Decision) and reason in o.reason for o in outcomes)
+
+
 def test_hyperscore_says_when_it_moved_a_task_off_its_highest_hyperscore() -> None:
     batch = random_batch(12, 3, seed=0)
     problem, _ = build_problem(batch)

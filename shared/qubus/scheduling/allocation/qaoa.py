@@ -197,9 +197,8 @@ class QaoaPolicy(_Policy):
 
     def describe(self, problem: Problem, assignment: Sequence[int], i: int) -> str:
         if problem.n > QAOA_MAX_BATCH:
-            return (
-                f"batch of {problem.n} exceeds QAOA's {QAOA_MAX_BATCH}: simulated annealing "
-                "of the batch objective instead"
+            return f"batch of {problem.n} exceeds QAOA's {QAOA_MAX_BATCH}, so " + (
+                AnnealingPolicy().describe(problem, assignment, i)
             )
         return (
             f"QAOA (qsim, p = 1..2) on sub-problems of ≤ {QAOA_MAX_QUBITS} qubits, "
