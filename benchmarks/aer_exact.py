@@ -1,0 +1,154 @@
+"""qubus's noise model against aer's, exactly: both output distributions as density matrices.
+
+Usage:
+    python benchmarks/aer_exact.py [--node ibm_hanoi] [CIRCUIT ...]
+
+A CIRCUIT is a dev file name, ``bvN`` (Bernstein–Vazirani on N qubits, hidden string all ones,
+the shape of ``qasmbench__bv_n14``) or ``qecN`` (``qasmbench__qec9xz_n17`` cut to N blocks of
+three data qubits: 3N + 2N + 2 qubits). Default: bv4–bv10, qec1, qec2.
+
+Each circuit is compiled for the node by qubus; qubus's exact noisy distribution is its
+density matrix (``emulation.emulated_distribution``, allowed up to ``EXACT_QUBITS`` here), aer's
+is its ``density_matrix`` method in double precision on the translation of
+``emulate_vs_aer.qiskit_circuit``, both with readout errors. aer runs twice: with the fake
+backend's gate durations and with the profile's (``emulate_vs_aer.noise_model``). Printed per
+circuit: width, its cx count and how many run in the calibration's shorter direction, the
+Hellinger fidelity against the ideal of qubus and of both aer runs, and each aer run's
+difference and total variation distance from qubus. No shot or trajectory noise: a difference
+is the noise models'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from emulate_vs_aer import (  # noqa: E402
+    DEV,
+    aer_distribution,
+    fake_backend,
+    noise_model,
+    qiskit_circuit,
+)
+
+from qubus.circuits import parse_qasm  # noqa: E402
+from qubus.circuits.simulate import ideal_distribution, measurement_keys  # noqa: E402
+from qubus.devices import emulation  # noqa: E402
+from qubus.devices.compile import compile_for_device  # noqa: E402
+from qubus.devices.profiles import load_device  # noqa: E402
+
+EXACT_QUBITS = 12
+"""Widest register simulated here (a 12-qubit density matrix: 4^12 entries, 270 MB)."""
+DEFAULT = ("bv4", "bv6", "bv8", "bv10", "qec1", "qec2")
+
+
+def bernstein_vazirani(n: int) -> str:
+    """Bernstein–Vazirani on ``n`` qubits with hidden string all ones, as qasmbench's bv_n14."""
+    lines = ["OPENQASM 2.0;", 'include "qelib1.inc";', f"qreg q[{n}];", f"creg c[{n - 1}];"]
+    lines += [f"h q[{i}];" for i in range(n - 1)] + [f"x q[{n - 1}];", f"h q[{n - 1}];"]
+    lines += [f"cx q[{i}],q[{n - 1}];" for i in range(n - 1)]
+    lines += [f"h q[{i}];" for i in range(n - 1)]
+    lines += [f"measure q[{i}] -> c[{i}];" for i in range(n - 1)]
+    return "\n".join(lines)
+
+
+def syndrome_cut(blocks: int) -> str:
+    """qasmbench's qec9xz_n17 cut to ``blocks`` blocks of three data qubits: a GHZ of the
+    blocks' first qubits, each block spread by two cx, two Z-parity ancillas per block
+    measured, then every data qubit in the X basis onto two parity ancillas."""
+    data, ancillas = 3 * blocks, 2 * blocks + 2
+    lines = ["OPENQASM 2.0;", 'include "qelib1.inc";', f"qreg q0[{data}];"]
+    lines += [f"qreg q1[{ancillas}];", f"creg c0[{ancillas}];", "h q0[0];"]
+    lines += [f"cx q0[0],q0[{3 * b}];" for b in range(1, blocks)]
+    lines += [f"h q0[{3 * b}];" for b in range(blocks)]
+    for b in range(blocks):
+        lines += [f"cx q0[{3 * b}],q0[{3 * b + 1}];", f"cx q0[{3 * b}],q0[{3 * b + 2}];"]
+    for b in range(blocks):
+        for j in range(2):
+            a = 2 * b + j
+            lines += [f"cx q0[{3 * b + j}],q1[{a}];", f"cx q0[{3 * b + j + 1}],q1[{a}];"]
+    lines += [f"measure q1[{a}] -> c0[{a}];" for a in range(2 * blocks)]
+    lines += [f"h q0[{i}];" for i in range(data)]
+    lines += [f"cx q0[{i}],q1[{2 * blocks + i % 2}];" for i in range(data)]
+    lines += [f"measure q1[{a}] -> c0[{a}];" for a in (2 * blocks, 2 * blocks + 1)]
+    return "\n".join(lines)
+
+
+def source(name: str) -> str:
+    """The OpenQASM text of a CIRCUIT argument."""
+    if name.startswith("bv"):
+        return bernstein_vazirani(int(name[2:]))
+    if name.startswith("qec"):
+        return syndrome_cut(int(name[3:]))
+    return (DEV / name).read_text()
+
+
+def hellinger(dense: np.ndarray, ideal: dict[str, float]) -> float:
+    """Hellinger fidelity of a dense distribution (first bit most significant) to the ideal."""
+    return float(sum(np.sqrt(max(dense[int(k, 2)], 0.0) * p) for k, p in ideal.items()) ** 2)
+
+
+def qubus_distribution(compiled, device) -> np.ndarray:  # noqa: ANN001
+    """qubus's exact noisy distribution of the measured bits as a dense vector."""
+    saved = emulation.DENSITY_MATRIX_QUBITS
+    emulation.DENSITY_MATRIX_QUBITS = EXACT_QUBITS
+    try:
+        exact = emulation.emulated_distribution(compiled, device)
+    finally:
+        emulation.DENSITY_MATRIX_QUBITS = saved
+    if exact is None:
+        raise SystemExit("not a terminal-measurement circuit of at most 12 qubits")
+    width = sum(w for _k, w in measurement_keys(compiled.circuit))
+    dense = np.zeros(2**width)
+    for bits, p in exact.items():
+        dense[int(bits, 2)] = p
+    return dense
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("circuits", nargs="*", default=DEFAULT)
+    parser.add_argument("--node", default="ibm_hanoi")
+    args = parser.parse_args()
+    print(f"$ python benchmarks/aer_exact.py {' '.join(sys.argv[1:])}")
+    device = load_device(args.node)
+    backend = fake_backend(args.node)
+    models = {"backend": noise_model(backend), "profile": noise_model(backend, device)}
+    for name in args.circuits:
+        logical = parse_qasm(source(name))
+        ideal = ideal_distribution(logical)
+        compiled = compile_for_device(logical, device)
+        started = time.perf_counter()
+        ours = qubus_distribution(compiled, device)
+        ours_s = time.perf_counter() - started
+        cx = [tuple(q.x for q in op.qubits) for op in compiled.circuit.all_operations()]
+        cx = [pair for pair in cx if len(pair) == 2]
+        shorter = sum(
+            backend.target["cx"][pair].duration * 1e9 < device.edge(*pair).duration_ns - 1
+            for pair in cx
+        )
+        line = (
+            f"{name:30} {len(compiled.physical_qubits):2}q cx {len(cx):3} ({shorter:3} shorter "
+            f"way)  qubus {hellinger(ours, ideal):.5f} ({ours_s:.1f} s)"
+        )
+        for durations, model in models.items():
+            timing = device if durations == "profile" else None
+            started = time.perf_counter()
+            theirs = aer_distribution(qiskit_circuit(compiled, backend, timing), model)
+            aer_s = time.perf_counter() - started
+            line += (
+                f"  aer/{durations} {hellinger(theirs, ideal):.5f} "
+                f"Δ {hellinger(ours, ideal) - hellinger(theirs, ideal):+.5f} "
+                f"TV {0.5 * np.abs(ours - theirs).sum():.1e} ({aer_s:.1f} s)"
+            )
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
