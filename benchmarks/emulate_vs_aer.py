@@ -195,11 +195,11 @@ def noise_model(backend, device: Device | None = None) -> NoiseModel:  # noqa: A
     profile (``gate_lengths``): a cx on an edge the profile's one duration, the longer of the
     calibration's two directions, and a pulse its ``one_qubit_duration_ns``; errors, T1/T2
     and readout stay the calibration's, which are the profile's. The calibration's cx is
-    32–64 ns shorter one way on most ``ibm_hanoi`` edges; without ``device`` aer sizes that
-    gate's depolarizing for the shorter relaxation and :func:`qiskit_circuit` makes up the
-    moment with a delay, so each such cx costs the relaxation of that difference on both
-    qubits on top of its reported error, which qubus does not model (docs/architecture.md,
-    "Why qubus's noisy fidelity sat above aer's").
+    32–64 ns shorter one way on each ``ibm_hanoi`` edge the profile keeps; without ``device``
+    aer sizes that gate's depolarizing for the shorter relaxation and :func:`qiskit_circuit`
+    makes up the moment with a delay, so each such cx costs the relaxation of that difference
+    on both qubits on top of its reported error, which qubus does not model
+    (docs/architecture.md, "Why qubus's noisy fidelity sat above aer's").
     """
     if device is None:
         return NoiseModel.from_backend_properties(backend.properties(), dt=backend.dt)
