@@ -21,10 +21,12 @@ is the noise models'.
 The only difference of the two aer runs is the depolarizing of a cx run the shorter way (the
 relaxation adds up to the moment's on both), so for a circuit with one ideal outcome
 :func:`shorter_way_loss` estimates it to first order where no density matrix fits:
-``--estimate`` prints that alone (the dev circuits of 14 and 17 qubits), and the exact runs
-print it beside the exact figures to check it. ``--trajectories T`` adds, for registers wider
-than ``emulation.DENSITY_MATRIX_QUBITS`` (which ``emulate`` runs as trajectories), the
-Hellinger fidelity of the mean of T of qubus's trajectories' distributions
+``--estimate`` prints that alone (the dev circuits of 14 and 17 qubits; with ``--trajectories
+T`` the second estimate from the mean of T of qubus's trajectories), and the exact runs print
+both beside the exact figures, the second from qubus's exact distribution, to check them.
+Without ``--estimate``, ``--trajectories T`` adds, for registers wider than
+``emulation.DENSITY_MATRIX_QUBITS`` (which ``emulate`` runs as trajectories), the Hellinger
+fidelity of the mean of T of qubus's trajectories' distributions
 (``emulation.emulated_trajectory_distributions``) with its bootstrap spread: whether the
 trajectories estimate qubus's exact distribution without bias.
 """
@@ -104,18 +106,31 @@ def source(name: str) -> str:
     return (DEV / name).read_text()
 
 
-def shorter_way_loss(compiled, device, backend, *, single: bool) -> tuple[int, float | None]:  # noqa: ANN001
+def shorter_way_loss(
+    compiled,  # noqa: ANN001
+    device,  # noqa: ANN001
+    backend,  # noqa: ANN001
+    ideal: dict[str, float],
+    noisy: np.ndarray | None = None,
+) -> tuple[int, float | None, float | None]:
     """The cx the calibration runs shorter than the profile's edge duration, and the relative
     fidelity loss their larger depolarizing in aer's backend-duration model costs, to first
-    order, for a Clifford circuit with one ideal outcome (``single``; else None): Σ over them
-    of the extra depolarizing probability × the fraction of the 15 two-qubit Paulis that,
-    carried through the rest of the circuit, flip a measured bit (``cirq.PauliString.after``).
+    order, for a Clifford circuit with one ideal outcome (else None): each of the 15
+    two-qubit Paulis after such a cx, carried through the rest of the circuit
+    (``cirq.PauliString.after``), XORs the measured bits with a pattern, and comes with the
+    extra depolarizing probability / 15. Two estimates: the outcome is lost whenever the
+    pattern is not empty; and, given qubus's ``noisy`` distribution, the ideal outcome's
+    probability becomes that of the ideal XOR the pattern (the noise elsewhere can make the
+    same pattern, which the Pauli then undoes).
     """
     ops = list(compiled.circuit.all_operations())
-    measured = {q for op in ops if cirq.is_measurement(op) for q in op.qubits}
     gates = [op for op in ops if not cirq.is_measurement(op)]
-    clifford = single and all(cirq.has_stabilizer_effect(op) for op in gates)
-    count, loss = 0, 0.0
+    last = {op.gate.key: tuple(q.x for q in op.qubits) for op in ops if cirq.is_measurement(op)}
+    columns = emulation.bit_qubits(last, measurement_keys(compiled.circuit))
+    bit = {cirq.LineQubit(q): 1 << (len(columns) - 1 - k) for k, q in enumerate(columns)}
+    clifford = len(ideal) == 1 and all(cirq.has_stabilizer_effect(op) for op in gates)
+    target = int(next(iter(ideal)), 2)
+    count, lost, moved = 0, 0.0, 0.0
     for index, op in enumerate(gates):
         pair = tuple(q.x for q in op.qubits)
         if len(pair) != 2:
@@ -131,16 +146,24 @@ def shorter_way_loss(compiled, device, backend, *, single: bool) -> tuple[int, f
         extra = emulation.completing_depolarizing(
             edge.error, shorter_ns, qubits
         ) - emulation.completing_depolarizing(edge.error, edge.duration_ns, qubits)
-        paulis = [
-            cirq.PauliString({op.qubits[0]: a, op.qubits[1]: b})
-            for a, b in itertools.product([cirq.I, cirq.X, cirq.Y, cirq.Z], repeat=2)
-        ][1:]
-        flipping = sum(
-            any(p.after(gates[index + 1 :]).get(q) in (cirq.X, cirq.Y) for q in measured)
-            for p in paulis
-        )
-        loss += extra * flipping / len(paulis)
-    return count, loss if clifford else None
+        for a, b in list(itertools.product([cirq.I, cirq.X, cirq.Y, cirq.Z], repeat=2))[1:]:
+            after = cirq.PauliString({op.qubits[0]: a, op.qubits[1]: b}).after(gates[index + 1 :])
+            pattern = sum(m for q, m in bit.items() if after.get(q) in (cirq.X, cirq.Y))
+            if pattern:
+                lost += extra / 15
+                if noisy is not None:
+                    moved += extra / 15 * (1 - noisy[target ^ pattern] / noisy[target])
+    if not clifford:
+        return count, None, None
+    return count, lost, moved if noisy is not None else None
+
+
+def trajectory_mean(compiled, device, trajectories: int) -> np.ndarray:  # noqa: ANN001
+    """The mean of qubus's trajectories' distributions (``emulated_trajectory_distributions``)."""
+    total = None
+    for row in emulation.emulated_trajectory_distributions(compiled, device, trajectories, seed=5):
+        total = row if total is None else total + row
+    return total / trajectories
 
 
 def hellinger(dense: np.ndarray, ideal: dict[str, float]) -> float:
@@ -170,7 +193,10 @@ def main() -> None:
     parser.add_argument("circuits", nargs="*", default=DEFAULT)
     parser.add_argument("--node", default="ibm_hanoi")
     parser.add_argument(
-        "--estimate", action="store_true", help="only the first-order shorter-way loss"
+        "--estimate",
+        action="store_true",
+        help="only the first-order shorter-way loss (with --trajectories: also from the "
+        "patterns of qubus's trajectories' mean)",
     )
     parser.add_argument("--trajectories", type=int, default=None, metavar="T")
     args = parser.parse_args()
@@ -182,16 +208,27 @@ def main() -> None:
         logical = parse_qasm(source(name))
         ideal = ideal_distribution(logical)
         compiled = compile_for_device(logical, device)
-        count, loss = shorter_way_loss(compiled, device, backend, single=len(ideal) == 1)
         cx = sum(len(op.qubits) == 2 for op in compiled.circuit.all_operations())
-        head = f"{name:30} {len(compiled.physical_qubits):2}q cx {cx:3} ({count:3} shorter way)"
-        estimate = f"first-order loss {loss:.4f}" if loss is not None else ""
-        if args.estimate:
-            print(f"{head}  {estimate}", flush=True)
-            continue
         started = time.perf_counter()
-        ours = qubus_distribution(compiled, device)
+        if not args.estimate:
+            noisy = qubus_distribution(compiled, device)
+        elif args.trajectories:
+            noisy = trajectory_mean(compiled, device, args.trajectories)
+        else:
+            noisy = None
         ours_s = time.perf_counter() - started
+        count, lost, moved = shorter_way_loss(compiled, device, backend, ideal, noisy)
+        head = f"{name:30} {len(compiled.physical_qubits):2}q cx {cx:3} ({count:3} shorter way)"
+        if args.estimate:
+            line = f"{head}  first-order loss {lost:.4f}"
+            if moved is not None:
+                line += (
+                    f", with the patterns of qubus's {args.trajectories} trajectories "
+                    f"{moved:.4f} (their fidelity {hellinger(noisy, ideal):.4f})"
+                )
+            print(line, flush=True)
+            continue
+        ours = noisy
         line = f"{head}  qubus {hellinger(ours, ideal):.5f} ({ours_s:.1f} s)"
         fidelity = {}
         for durations, model in models.items():
@@ -217,9 +254,12 @@ def main() -> None:
             )
             mean, spread = distribution_fidelity(rows, np.array(list(ideal.values())), 5)
             line += f"  qubus {args.trajectories} trajectories {mean:.5f} ± {spread:.5f}"
-        if estimate:
+        if lost is not None:
             relative = 1 - fidelity["backend"] / hellinger(ours, ideal)
-            line += f"  relative Δ to aer/backend {relative:.4f}, {estimate}"
+            line += (
+                f"  relative Δ to aer/backend {relative:.4f}, first-order {lost:.4f}, "
+                f"with patterns {moved:.4f}"
+            )
         print(line, flush=True)
 
 
