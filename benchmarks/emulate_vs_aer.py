@@ -4,15 +4,17 @@ Usage:
     python benchmarks/emulate_vs_aer.py [--set small|wide] [--shots 4000] [--aer-seconds S]
         [--only CIRCUIT ...] [--repeats 2] [--shots-per-trajectory K]
         [--aer-method automatic|statevector|matrix_product_state] [--json]
-        [--trajectory-distributions T [--qubus-trajectories N]]
+        [--trajectory-distributions T [--qubus-trajectories N]] [--aer-durations profile|backend]
 
 ``--set small`` (default): the few-qubit dev circuits of ``CIRCUITS`` on ``--node`` (exact
 density matrices in qubus). ``--set wide``: the 12–20-qubit dev circuits of ``WIDE`` on the
 27-qubit ``ibm_hanoi`` (qsim trajectories in qubus). Each circuit is compiled for the node by
 qubus; the same compiled circuit (same layout, same native gates, idle time as explicit delays)
 runs on qiskit-aer with the device noise model of qiskit-ibm-runtime's fake backend of that
-node (the calibration snapshot our files are copied from; see :func:`noise_model`), in the
-configuration of :func:`aer_simulator`. Printed per circuit: qubus's wall time for
+node (the calibration snapshot our files are copied from; see :func:`noise_model`), with
+the gate durations of qubus's profile (``--aer-durations backend``: the fake backend's, whose
+shorter cx direction left aer a noisier model than qubus's), in the configuration of
+:func:`aer_simulator`. Printed per circuit: qubus's wall time for
 ``--shots`` (best of ``--repeats``, a whole ``emulate`` call), aer's (a whole ``run`` call
 including its noise passes; the noise model is built once, outside the timing), their ratio,
 aer's cost per shot and fixed cost; then the Hellinger fidelities against the ideal
@@ -65,10 +67,10 @@ from qubus.circuits import parse_qasm
 from qubus.circuits.simulate import ideal_distribution, measurement_keys
 from qubus.cli.common import number_in
 from qubus.devices import trajectories
-from qubus.devices.compile import CompiledCircuit, compile_for_device
+from qubus.devices.compile import CompiledCircuit, compile_for_device, op_duration_ns
 from qubus.devices.emulation import emulate, emulated_trajectory_distributions, read_out
 from qubus.devices.fidelity import hellinger_fidelity
-from qubus.devices.profiles import load_device
+from qubus.devices.profiles import Device, load_device
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "qasm" / "dev"
 CIRCUITS = (
@@ -101,6 +103,12 @@ HELLINGER_TOLERANCE = 0.01
 """Largest difference of the two Hellinger fidelities (against the ideal) the issue allows."""
 
 
+def timing(device: Device, args: argparse.Namespace) -> Device | None:
+    """Whose gate durations aer runs with (``--aer-durations``): ``device`` for the profile's,
+    None for the fake backend's (:func:`noise_model`)."""
+    return device if args.aer_durations == "profile" else None
+
+
 def fake_backend(node: str):  # noqa: ANN201 (a qiskit BackendV2)
     """qiskit-ibm-runtime's offline fake backend for an IBM node."""
     from qiskit_ibm_runtime import fake_provider
@@ -108,15 +116,21 @@ def fake_backend(node: str):  # noqa: ANN201 (a qiskit BackendV2)
     return getattr(fake_provider, FAKE_BACKENDS[node])()
 
 
-def qiskit_circuit(compiled: CompiledCircuit, backend) -> QuantumCircuit:  # noqa: ANN001
+def qiskit_circuit(
+    compiled: CompiledCircuit,
+    backend,  # noqa: ANN001
+    device: Device | None = None,
+) -> QuantumCircuit:
     """The compiled circuit on the backend's physical qubits, with its idle time as delays.
 
     Terminal measurements only. One-qubit gates become ``rz``/``sx``/``x`` (qiskit's ZSXX
     Euler decomposition, as many pulses as qubus counts); every qubit between its first and
     last operation waits, in each moment, the moment's duration minus its instruction's
-    duration in the backend's target, so that aer's gate relaxation plus delay relaxation
-    covers the same time as qubus's per-moment relaxation. Bit ``i`` of a qubus bit string is
-    clbit ``i``.
+    duration, so that aer's gate relaxation plus delay relaxation covers the same time as
+    qubus's per-moment relaxation. The instruction's duration is the profile's
+    (``op_duration_ns``) with ``device``, as in :func:`noise_model` with ``device``; else the
+    backend target's, which differs for a cx run the shorter way (see :func:`noise_model`).
+    Bit ``i`` of a qubus bit string is clbit ``i``.
     """
     moments = list(compiled.circuit)
     columns = {}
@@ -151,12 +165,16 @@ def qiskit_circuit(compiled: CompiledCircuit, backend) -> QuantumCircuit:  # noq
                 part = _EULER(cirq.unitary(op))
                 circuit.compose(part, qubits, inplace=True)
                 names = [inst.operation.name for inst in part.data]
-            for q in qubits:
-                busy[q] = sum(
+            took = (
+                op_duration_ns(op, device)
+                if device is not None
+                else sum(
                     (backend.target[name][tuple(qubits)].duration or 0.0) * 1e9
                     for name in names
                     if name != "rz"
                 )
+            )
+            busy.update(dict.fromkeys(qubits, took))
         for q, start in first.items():
             if start <= index < last[q]:
                 idle = duration - busy.get(q, 0.0)
@@ -165,15 +183,36 @@ def qiskit_circuit(compiled: CompiledCircuit, backend) -> QuantumCircuit:  # noq
     return circuit
 
 
-def noise_model(backend) -> NoiseModel:  # noqa: ANN001
+def noise_model(backend, device: Device | None = None) -> NoiseModel:  # noqa: ANN001
     """aer's device noise model of the fake backend, from its calibration properties.
 
     ``NoiseModel.from_backend_properties`` is what ``NoiseModel.from_backend`` does for a
     backend with properties; on a ``BackendV2`` ``from_backend`` reads the target instead,
     which keeps only the mean readout error, so it would differ from the calibration's
     asymmetric ``prob_meas1_prep0``/``prob_meas0_prep1`` that qubus (and the device) use.
+
+    With ``device`` (qubus's profile of the same node), every gate lasts as long as in the
+    profile (``gate_lengths``): a cx on an edge the profile's one duration, the longer of the
+    calibration's two directions, and a pulse its ``one_qubit_duration_ns``; errors, T1/T2
+    and readout stay the calibration's, which are the profile's. The calibration's cx is
+    32–64 ns shorter one way on each ``ibm_hanoi`` edge the profile keeps; without ``device``
+    aer sizes that gate's depolarizing for the shorter relaxation and :func:`qiskit_circuit`
+    makes up the moment with a delay, so each such cx costs the relaxation of that difference
+    on both qubits on top of its reported error, which qubus does not model
+    (docs/architecture.md, "Why qubus's noisy fidelity sat above aer's").
     """
-    return NoiseModel.from_backend_properties(backend.properties(), dt=backend.dt)
+    if device is None:
+        return NoiseModel.from_backend_properties(backend.properties(), dt=backend.dt)
+    lengths = [
+        ("sx", None, device.one_qubit_duration_ns),
+        ("x", None, device.one_qubit_duration_ns),
+    ]
+    for edge in device.edges:
+        lengths += [(edge.gate, [edge.a, edge.b], edge.duration_ns)]
+        lengths += [(edge.gate, [edge.b, edge.a], edge.duration_ns)]
+    return NoiseModel.from_backend_properties(
+        backend.properties(), dt=backend.dt, gate_lengths=lengths
+    )
 
 
 PROBE_SHOTS = 2
@@ -345,7 +384,7 @@ def compare(name: str, device, backend, model: NoiseModel, args: argparse.Namesp
     ours, ours_s = best_time(
         lambda: emulate(compiled, device, args.shots, seed=args.seed), args.repeats
     )
-    circuit = qiskit_circuit(compiled, backend)
+    circuit = qiskit_circuit(compiled, backend, timing(device, args))
     aer = aer_run(circuit, model, args.shots, args.seed, args.aer_seconds, args.aer_method)
     # qubus again at aer's shots, one trajectory per shot: its counts then have plain
     # multinomial shot noise, which hellinger_spread measures, and the ratio is measured
@@ -404,8 +443,37 @@ def aer_trajectory_distributions(
 
     The terminal measurements become ``save_probabilities`` on the same qubits, one vector per
     shot (each shot is its own trajectory), and each bit goes through the readout error aer's
-    noise model gives its qubit's ``measure``. Rows are indexed as qubus's bit strings (the
-    first bit most significant), restricted to the bit strings ``support``.
+    noise model gives its qubit's ``measure`` (:func:`aer_probabilities`). Rows are indexed as
+    qubus's bit strings (the first bit most significant), restricted to the bit strings
+    ``support``.
+    """
+    started = time.perf_counter()
+    rows, result = aer_probabilities(
+        circuit, model, aer_simulator(model, seed, method), trajectories, pershot=True
+    )
+    wall_s = time.perf_counter() - started
+    return rows[:, support], wall_s, float(result.results[0].metadata["time_taken"])
+
+
+def aer_distribution(circuit: QuantumCircuit, model: NoiseModel) -> np.ndarray:
+    """aer's exact output distribution of the measured bits, readout errors included: its
+    density-matrix method in double precision, indexed as qubus's bit strings."""
+    simulator = AerSimulator(method="density_matrix", noise_model=model)
+    return aer_probabilities(circuit, model, simulator, 1, pershot=False)[0][0]
+
+
+def aer_probabilities(
+    circuit: QuantumCircuit,
+    model: NoiseModel,
+    simulator: AerSimulator,
+    shots: int,
+    *,
+    pershot: bool,
+) -> tuple[np.ndarray, object]:
+    """aer's distributions of the measured bits through the model's readout errors, one row
+    per shot (``pershot``) or one in all, indexed as qubus's bit strings, and aer's result.
+
+    The terminal measurements of ``circuit`` become ``save_probabilities`` on their qubits.
     """
     column = {
         circuit.find_bit(i.qubits[0]).index: circuit.find_bit(i.clbits[0]).index
@@ -414,19 +482,16 @@ def aer_trajectory_distributions(
     }
     qubits = sorted(column, key=column.get)
     bare = circuit.remove_final_measurements(inplace=False)
-    bare.save_probabilities(qubits, pershot=True)
-    started = time.perf_counter()
-    result = aer_simulator(model, seed, method).run(bare, shots=trajectories).result()
-    wall_s = time.perf_counter() - started
+    bare.save_probabilities(qubits, pershot=pershot)
+    result = simulator.run(bare, shots=shots).result()
+    saved = result.data(0)["probabilities"]
     width = len(qubits)
     flips = [model._local_readout_errors[(q,)].probabilities.T for q in qubits]
     rows = [
-        read_out(np.asarray(v).reshape((2,) * width).transpose(range(width - 1, -1, -1)), flips)[
-            support
-        ]
-        for v in result.data(0)["probabilities"]
+        read_out(np.asarray(v).reshape((2,) * width).transpose(range(width - 1, -1, -1)), flips)
+        for v in (saved if pershot else [saved])
     ]
-    return np.array(rows), wall_s, float(result.results[0].metadata["time_taken"])
+    return np.array(rows), result
 
 
 def distribution_fidelity(rows: np.ndarray, ideal: np.ndarray, seed: int) -> tuple[float, float]:
@@ -470,7 +535,7 @@ def compare_distributions(
     outcomes = ideal_distribution(logical)
     support = np.array([int(bits, 2) for bits in outcomes])
     ideal = np.array(list(outcomes.values()))
-    circuit = qiskit_circuit(compiled, backend)
+    circuit = qiskit_circuit(compiled, backend, timing(device, args))
     _probe, _wall_s, probe_s = aer_trajectory_distributions(
         circuit, model, PROBE_SHOTS, args.seed, args.aer_method, support
     )
@@ -582,6 +647,14 @@ def main() -> None:
         help="with --trajectory-distributions on a circuit with one ideal outcome: qubus's "
         "trajectories (default: as many as aer ran)",
     )
+    parser.add_argument(
+        "--aer-durations",
+        choices=("profile", "backend"),
+        default="profile",
+        help="gate durations of aer's noise model and delays: qubus's profile (one per edge, "
+        "as qubus times the circuit) or the fake backend's (a cx shorter one way); "
+        "see noise_model",
+    )
     parser.add_argument("--node", default="ibm_nairobi", choices=sorted(FAKE_BACKENDS))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
@@ -596,7 +669,7 @@ def main() -> None:
     names = [n for n in names if args.only is None or n in args.only]
     device = load_device(node)
     backend = fake_backend(node)
-    model = noise_model(backend)
+    model = noise_model(backend, timing(device, args))
     if args.trajectory_distributions is not None:
         rows = [compare_distributions(name, device, backend, model, args) for name in names]
         for r in rows:
