@@ -72,14 +72,14 @@ def main() -> None:
         print(f"$ {command}")
     device = load_device(WIDE_NODE)
     backend = fake_backend(WIDE_NODE)
-    model = noise_model(backend)
+    model = noise_model(backend, device)  # the profile's gate durations, as qubus times them
     rows = []
     for n in args.widths:
         compiled = compile_for_device(ghz_layer(n), device)
         started = time.perf_counter()
         emulate(compiled, device, args.shots, seed=args.seed)
         qubus_s = time.perf_counter() - started
-        circuit = qiskit_circuit(compiled, backend)
+        circuit = qiskit_circuit(compiled, backend, device)
         if n <= args.aer_max_width:
             aer = aer_run(circuit, model, args.shots, args.seed, args.aer_seconds)
             row = {"aer_s": aer.seconds, "aer_shots_run": aer.shots_run}
