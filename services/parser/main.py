@@ -5,7 +5,8 @@ Novelty is kept in JetStream: every circuit's feature vector is stored in KV
 to bring that circuit. A circuit's novelty is computed against the entries stored before its
 own (lower revisions), so every replica gives it the same value, and a restarted replica reads
 them all back. ``SeenCircuits`` follows the bucket with a KV watcher and holds the vectors in
-a ``NoveltyIndex``, a cache of the bucket.
+a ``NoveltyIndex``, a cache of the bucket: its last ``REFERENCES`` entries, within the bucket's
+TTL (``QUBUS_TASK_RETENTION_S``, as long as the tasks are kept).
 """
 
 from __future__ import annotations
@@ -44,14 +45,15 @@ class SeenCircuits:
 
     Args:
         bus: The connection.
+        window_s: How far back a circuit's novelty looks (``NoveltyIndex``): the bucket's TTL.
         catch_up_s: How long ``record`` waits for the watcher to deliver its own entry; past
             it the watcher is replaced (``KVFollower``) and the task retried.
     """
 
-    def __init__(self, bus: Bus, *, catch_up_s: float = 10.0) -> None:
+    def __init__(self, bus: Bus, *, window_s: float, catch_up_s: float = 10.0) -> None:
         self._bus = bus
         self._catch_up_s = catch_up_s
-        self._index = NoveltyIndex()
+        self._index = NoveltyIndex(window_s)
         self._revision = 0
         self._advanced = asyncio.Event()  # set whenever an entry arrives
         self._follower = KVFollower(bus, BUCKET_FEATURES, self._on_entry)
@@ -64,7 +66,7 @@ class SeenCircuits:
 
     def _on_entry(self, entry: KeyValue.Entry) -> None:
         if entry.operation is None and entry.value:
-            self._add(entry.revision, entry.key, entry.value)
+            self._add(entry.revision, entry.key, entry.value, entry.created.timestamp())
         else:
             self._index.remove(entry.key)
         self._revision = max(self._revision, entry.revision)
@@ -75,14 +77,14 @@ class SeenCircuits:
             self._advanced.clear()
             await self._advanced.wait()
 
-    def _add(self, revision: int, key: str, value: bytes) -> None:
+    def _add(self, revision: int, key: str, value: bytes, created: float) -> None:
         try:
             record = codec.decode(value, FeatureRecord)
         except InvalidPayload:
             log.warning("features.invalid_record", key=key)
             return
         if record.version == VECTOR_VERSION:
-            self._index.add(revision, key, record.vector)
+            self._index.add(revision, key, record.vector, created)
 
     async def record(self, task_id: str, fingerprint: str, vector: Sequence[float]) -> float:
         """Store a task's circuit vector (first time only) and return the circuit's novelty.
@@ -152,7 +154,7 @@ def weight(event: TaskIngested) -> tuple[bool, bool]:
 
 
 async def setup(rt: Runtime) -> None:
-    seen = SeenCircuits(rt.bus)
+    seen = SeenCircuits(rt.bus, window_s=rt.settings.task_retention_s)
     await seen.start()
     rt.stack.push_async_callback(seen.stop)
 

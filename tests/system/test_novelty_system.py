@@ -82,7 +82,7 @@ async def test_replicas_recording_at_once_compare_each_circuit_with_exactly_the_
     for bus in buses:
         await bus.connect()
         await bus.ensure_topology()
-        replicas.append(SeenCircuits(bus))
+        replicas.append(SeenCircuits(bus, window_s=3600))
         await replicas[-1].start()
     rng = np.random.default_rng(5)
     vectors = [rng.random(len(COMPONENTS)).round(3).tolist() for _ in range(60)]

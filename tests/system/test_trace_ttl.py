@@ -11,7 +11,15 @@ import nats.js.errors
 import pytest
 from nats.js.api import StreamConfig
 
-from qubus.bus.connection import H_TTL, STREAM, TASK_SUBJECTS, Bus
+from qubus.bus.connection import (
+    BUCKET_FEATURES,
+    BUCKET_WEIGHTS,
+    H_TTL,
+    PER_TASK_BUCKETS,
+    STREAM,
+    TASK_SUBJECTS,
+    Bus,
+)
 from qubus.bus.ids import new_task_id, split_task_subject, task_subject
 from qubus.bus.messages import SubmitRequest, TaskCancelled, TaskRunning, event_of
 from qubus.bus.natsserver import NatsServer
@@ -66,6 +74,9 @@ async def test_trace_events_expire_and_the_result_stays(client, dev_qasm, qubus_
 
 async def test_the_stack_keeps_task_events_for_its_retention(client):
     assert (await client.bus.js.stream_info(STREAM)).config.max_age == RETENTION_S
+    for bucket in PER_TASK_BUCKETS:  # an entry per task or circuit: kept as long
+        assert (await client.bus.js.stream_info(f"KV_{bucket}")).config.max_age == RETENTION_S
+    assert not (await client.bus.js.stream_info(f"KV_{BUCKET_WEIGHTS}")).config.max_age
 
 
 async def test_a_new_retention_changes_the_stream_and_one_within_the_window_is_refused():
@@ -77,6 +88,8 @@ async def test_a_new_retention_changes_the_stream_and_one_within_the_window_is_r
         assert (await bus.js.stream_info(STREAM)).config.max_age == 7 * 24 * 3600
         await bus.ensure_topology(duplicate_window_s=60, retention_s=120)
         assert (await bus.js.stream_info(STREAM)).config.max_age == 120
+        features = await bus.js.stream_info(f"KV_{BUCKET_FEATURES}")
+        assert features.config.max_age == 120
         with pytest.raises(nats.js.errors.APIError) as refused:  # what Settings checks first
             await bus.ensure_topology(duplicate_window_s=600, retention_s=120)
         assert refused.value.err_code == 10052  # duplicates window larger than max age

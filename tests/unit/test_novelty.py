@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qubus.circuits import circuit_features, parse_qasm
+from qubus.circuits import novelty as novelty_module
 from qubus.circuits.novelty import (
     COMPONENTS,
     NoveltyIndex,
@@ -116,7 +118,7 @@ def test_index_before_a_revision_equals_novelty_against_earlier_vectors(seen, qu
     index = NoveltyIndex()
     # Entries may reach a replica in any order; revisions fix their order.
     for revision, vector in reversed(list(enumerate(seen, start=1))):
-        index.add(revision, f"k{revision}", vector)
+        index.add(revision, f"k{revision}", vector, created=float(revision))
     expected = novelty(query, seen[: max(0, before - 1)])
     assert index.novelty(query, before=before) == pytest.approx(expected, abs=1e-9)
     assert 0.0 <= index.novelty(query) <= 1.0
@@ -125,12 +127,12 @@ def test_index_before_a_revision_equals_novelty_against_earlier_vectors(seen, qu
 def test_index_forgets_removed_entries():
     index = NoveltyIndex()
     ghz = _vector(GHZ_MEASURED)
-    index.add(1, "ghz", ghz)
+    index.add(1, "ghz", ghz, created=1.0)
     assert index.novelty(ghz) == 0.0 and len(index) == 1
     index.remove("ghz")
     assert index.novelty(ghz) == 1.0 and len(index) == 0
     with pytest.raises(ValueError):
-        index.add(2, "short", [1.0])
+        index.add(2, "short", [1.0], created=2.0)
 
 
 def test_vectors_are_finite_for_degenerate_circuits():
@@ -142,9 +144,39 @@ def test_an_entry_delivered_again_is_held_once() -> None:
     # A replaced KV watcher replays every current value.
     index = NoveltyIndex()
     a, b = [1.0] + [0.0] * (len(COMPONENTS) - 1), [0.0, 1.0] + [0.0] * (len(COMPONENTS) - 2)
-    index.add(1, "a", a)
-    index.add(2, "b", b)
-    index.add(1, "a", a)
+    index.add(1, "a", a, created=1.0)
+    index.add(2, "b", b, created=2.0)
+    index.add(1, "a", a, created=1.0)
     assert len(index) == 2
     assert index.novelty(b, before=2) == pytest.approx(1.0)
     assert index.novelty(b) == pytest.approx(0.0)
+
+
+def test_only_the_circuits_stored_within_the_window_of_the_last_one_before_count() -> None:
+    rng = np.random.default_rng(3)
+    vectors = [rng.random(len(COMPONENTS)).tolist() for _ in range(4)]
+    index = NoveltyIndex(window_s=15.0)
+    times = (0.0, 10.0, 20.0, 40.0)
+    for revision, (vector, created) in enumerate(zip(vectors, times, strict=True), start=1):
+        index.add(revision, f"k{revision}", vector, created)
+    query = rng.random(len(COMPONENTS)).tolist()
+    # before revision 4 the last entry was stored at 20: those from 5 on count
+    assert index.novelty(query, before=4) == pytest.approx(novelty(query, vectors[1:3]))
+    assert index.novelty(query) == pytest.approx(novelty(query, vectors[3:]))  # 40 - 15 = 25
+
+
+def test_an_index_holds_and_compares_a_bounded_number_of_circuits(monkeypatch) -> None:
+    monkeypatch.setattr(novelty_module, "REFERENCES", 4)
+    monkeypatch.setattr(novelty_module, "PRUNE_SLACK", 3)
+    rng = np.random.default_rng(4)
+    vectors = [rng.random(len(COMPONENTS)).tolist() for _ in range(40)]
+    index = NoveltyIndex()
+    query = rng.random(len(COMPONENTS)).tolist()
+    for revision, vector in enumerate(vectors, start=1):
+        index.add(revision, f"k{revision}", vector, created=float(revision))
+        assert len(index) <= 4 + 2 * 3
+        # a query for any of the last PRUNE_SLACK entries still has its 4 before it
+        for before in range(max(2, revision - 2), revision + 1):
+            expected = novelty(query, vectors[max(0, before - 5) : before - 1])
+            assert index.novelty(query, before=before) == pytest.approx(expected, abs=1e-12)
+    assert len(index) < len(vectors)

@@ -36,11 +36,13 @@ class Settings(BaseSettings):
             such an event by then never sees it. 0 keeps them as long as the rest.
         task_retention_s: How long the task stream keeps an event (its ``max_age``): a
             task's result, and its trace unless ``trace_ttl_s`` removes that first; 7 days
-            by default. It bounds what the stream stores, and so the nats-server's memory
-            (two index entries of some 470 bytes per stored event), at about rate × this ×
-            a task's kept events. A task must end within it, and it may not be shorter than
-            ``duplicate_window_s`` (JetStream's own rule). ``qubus up`` and every service
-            set the stream to it, so give them all the same.
+            by default. The buckets with an entry per task or circuit (idempotency keys,
+            circuits' feature vectors, EPR reservations) keep theirs as long. It bounds what
+            the stream stores, and so the nats-server's memory (two index entries of some 470
+            bytes per stored event), at about rate × this × a task's kept events. A task
+            must end within it, and it may not be shorter than ``duplicate_window_s``
+            (JetStream's own rule). ``qubus up`` and every service set the stream to it, so
+            give them all the same.
         stream_replicas: Copies of every stream and KV bucket in a JetStream cluster (3 for
             a 3-node cluster); 1 on a single server.
         sandbox_timeout_s: Wall-clock limit of one job of a worker process: an ideal simulation

@@ -102,9 +102,7 @@ BUCKET_QUOTA = "qubus_quota"
 _BUCKETS = (
     KeyValueConfig(bucket=BUCKET_NODES, history=1, description="QPU and link calibration/status"),
     KeyValueConfig(bucket=BUCKET_WEIGHTS, history=16, description="score weights by revision"),
-    KeyValueConfig(
-        bucket=BUCKET_IDEMPOTENCY, history=1, ttl=7 * 24 * 3600, description="key -> task id"
-    ),
+    KeyValueConfig(bucket=BUCKET_IDEMPOTENCY, history=1, description="key -> task id"),
     KeyValueConfig(bucket=BUCKET_FEATURES, history=1, description="fingerprint -> feature vector"),
     KeyValueConfig(
         bucket=BUCKET_CALIBRATION, history=1, description="predicted vs measured fidelity"
@@ -113,12 +111,14 @@ _BUCKETS = (
     KeyValueConfig(
         bucket=BUCKET_CONSUMERS, history=1, description="each stage's acknowledgement floor"
     ),
-    KeyValueConfig(
-        bucket=BUCKET_LINKS, history=1, ttl=7 * 24 * 3600, description="EPR reservations by task"
-    ),
+    KeyValueConfig(bucket=BUCKET_LINKS, history=1, description="EPR reservations by task"),
     KeyValueConfig(bucket=BUCKET_QUOTA, history=1, description="each user's tasks in flight"),
 )
 BUCKETS = tuple(config.bucket for config in _BUCKETS)
+PER_TASK_BUCKETS = frozenset({BUCKET_IDEMPOTENCY, BUCKET_FEATURES, BUCKET_LINKS})
+"""Buckets with an entry per task or per distinct circuit: kept as long as the task stream keeps
+a task (their TTL is its ``max_age``, ``QUBUS_TASK_RETENTION_S``), so that they do not grow
+without bound either."""
 
 H_TYPE = "Qubus-Type"
 H_SERVICE = "Qubus-Service"
@@ -300,18 +300,22 @@ class Bus:
         if trace_ttl_s and (await self.js.stream_info(STREAM)).config.allow_msg_ttl:
             self._trace_ttl = str(trace_ttl_s)
         for bucket in _BUCKETS:
+            ttl = retention_s if bucket.bucket in PER_TASK_BUCKETS else None
             try:
                 self._kv[bucket.bucket] = await self.js.create_key_value(
-                    replace(bucket, replicas=replicas, direct=replicas == 1)
+                    replace(bucket, replicas=replicas, direct=replicas == 1, ttl=ttl)
                 )
             except nats.js.errors.BadRequestError:
                 self._kv[bucket.bucket] = await self.js.key_value(bucket.bucket)
                 stream = (await self.js.stream_info(f"KV_{bucket.bucket}")).config
-                if stream.num_replicas != replicas and not update:
+                wanted = (replicas, ttl or 0.0)
+                if (stream.num_replicas, stream.max_age or 0.0) == wanted:
+                    continue
+                if not update:
                     log.warning("topology.differs", stream=stream.name)
-                elif stream.num_replicas != replicas:
-                    stream.num_replicas = replicas
-                    await self.js.update_stream(stream)
+                    continue
+                stream.num_replicas, stream.max_age = replicas, ttl or 0.0
+                await self.js.update_stream(stream)
 
     async def kv(self, bucket: str) -> KeyValue:
         if bucket not in self._kv:

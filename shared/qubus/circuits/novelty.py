@@ -236,16 +236,34 @@ class FeatureRecord(Model):
     vector: list[float]
 
 
+REFERENCES = 50_000
+"""Most circuits a novelty is computed against: those stored last before it (50,000 vectors
+are ~40 MB in a parser and 0.15 ms a query; the index would otherwise grow with every distinct
+circuit the stack has seen)."""
+PRUNE_SLACK = 5_000
+"""Entries an index holds beyond ``REFERENCES`` (so that a circuit stored up to this many
+entries before the newest still gets its full ``REFERENCES``), and how many it gathers before
+dropping the oldest."""
+
+
 class NoveltyIndex:
     """The vectors of circuits seen, each at its position in the store's order (a revision).
 
     Novelty is computed against the vectors stored *before* a given revision, so every
     process that holds the same entries gives a circuit the same novelty, whichever order
-    the entries reached it in and whenever it asks.
+    the entries reached it in and whenever it asks. Of those, only the last ``REFERENCES``
+    and those stored within ``window_s`` of the last of them count (the store keeps its entries
+    that long: KV ``qubus_features``'s TTL), so what an index holds and a query costs stay
+    bounded; it drops older entries as it goes.
+
+    Args:
+        window_s: How far back from the newest entry before a revision its novelty looks.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, window_s: float = float("inf")) -> None:
+        self._window_s = window_s
         self._revisions: list[int] = []
+        self._times: list[float] = []
         self._keys: list[str] = []
         self._held: set[str] = set()
         self._rows: list[np.ndarray] = []
@@ -256,8 +274,9 @@ class NoveltyIndex:
     def __len__(self) -> int:
         return len(self._revisions)
 
-    def add(self, revision: int, key: str, vector: Sequence[float]) -> None:
-        """Hold ``vector`` of entry ``key``, stored at ``revision``.
+    def add(self, revision: int, key: str, vector: Sequence[float], created: float) -> None:
+        """Hold ``vector`` of entry ``key``, stored at ``revision`` at time ``created`` (the
+        store's, in seconds), and drop what no query for a newer entry needs any more.
 
         Raises:
             ValueError: ``vector`` does not have one value per ``COMPONENTS`` entry.
@@ -270,12 +289,29 @@ class NoveltyIndex:
         position = bisect_left(self._revisions, revision)
         row = _unit(vector)
         self._revisions.insert(position, revision)
+        self._times.insert(position, created)
         self._keys.insert(position, key)
         self._rows.insert(position, row)
         if self._matrix is not None and position == len(self._rows) - 1:
             self._append(row)  # the usual case: entries arrive in store order
         else:
             self._matrix = None
+        self._prune()
+
+    def _prune(self) -> None:
+        """Drop the oldest entries once ``PRUNE_SLACK`` of them are beyond every query for one
+        of the last ``PRUNE_SLACK`` entries (``REFERENCES`` before it, within ``window_s``)."""
+        oldest_query = len(self._rows) - PRUNE_SLACK
+        if oldest_query <= 0:
+            return
+        since = self._times[oldest_query - 1] - self._window_s
+        unused = max(oldest_query - REFERENCES, bisect_left(self._times, since, hi=oldest_query))
+        if unused < PRUNE_SLACK:
+            return
+        self._held.difference_update(self._keys[:unused])
+        for column in (self._revisions, self._times, self._keys, self._rows):
+            del column[:unused]
+        self._matrix = None
 
     def _append(self, row: np.ndarray) -> None:
         """Put the newest row at the end of the matrix, doubling its capacity when full."""
@@ -292,16 +328,21 @@ class NoveltyIndex:
         self._held.discard(key)
         keep = [i for i, k in enumerate(self._keys) if k != key]
         self._revisions = [self._revisions[i] for i in keep]
+        self._times = [self._times[i] for i in keep]
         self._keys = [self._keys[i] for i in keep]
         self._rows = [self._rows[i] for i in keep]
         self._matrix = None
 
     def novelty(self, vector: Sequence[float], *, before: int | None = None) -> float:
         """The novelty of ``vector`` against the entries stored before revision ``before``
-        (all entries when ``None``); the same value as ``novelty(vector, those vectors)``."""
+        (all entries when ``None``): of those, the last ``REFERENCES``, and only those stored
+        within ``window_s`` of the last of them; the same value as ``novelty(vector, those
+        vectors)``."""
         count = len(self._rows) if before is None else bisect_left(self._revisions, before)
         if count == 0:
             return 1.0
+        since = self._times[count - 1] - self._window_s
+        start = max(count - REFERENCES, bisect_left(self._times, since, hi=count))
         if self._matrix is None:
             self._matrix = np.vstack(self._rows)
-        return _novelty(_similarities(self._matrix[:count], _unit(vector)))
+        return _novelty(_similarities(self._matrix[start:count], _unit(vector)))
