@@ -251,7 +251,8 @@ class Bus:
 
         Args:
             duplicate_window_s: The task stream's de-duplication window.
-            retention_s: How long the task stream keeps an event (``max_age``).
+            retention_s: How long the task stream keeps an event (``max_age``), and the
+                ``PER_TASK_BUCKETS`` their entries (their TTL).
             trace_ttl_s: How long the events this process publishes that expire
                 (``TaskEvent.EXPIRES``) are stored: their per-message TTL (``Nats-TTL``),
                 if the task stream allows them (a stream left as an earlier version made it
