@@ -90,6 +90,9 @@ async def test_a_new_retention_changes_the_stream_and_one_within_the_window_is_r
         assert (await bus.js.stream_info(STREAM)).config.max_age == 120
         features = await bus.js.stream_info(f"KV_{BUCKET_FEATURES}")
         assert features.config.max_age == 120
+        await bus.ensure_topology(duplicate_window_s=60, retention_s=90)  # under a KV's 2 min
+        features = await bus.js.stream_info(f"KV_{BUCKET_FEATURES}")
+        assert features.config.max_age == 90 and features.config.duplicate_window <= 90
         with pytest.raises(nats.js.errors.APIError) as refused:  # what Settings checks first
             await bus.ensure_topology(duplicate_window_s=600, retention_s=120)
         assert refused.value.err_code == 10052  # duplicates window larger than max age

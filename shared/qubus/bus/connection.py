@@ -316,6 +316,8 @@ class Bus:
                     log.warning("topology.differs", stream=stream.name)
                     continue
                 stream.num_replicas, stream.max_age = replicas, ttl or 0.0
+                if ttl:  # as ``create_key_value`` sets it: never longer than the TTL
+                    stream.duplicate_window = min(stream.duplicate_window or ttl, ttl)
                 await self.js.update_stream(stream)
 
     async def kv(self, bucket: str) -> KeyValue:
