@@ -778,13 +778,15 @@ async def soak(
     good = Good(client, 64)
     pending: set[asyncio.Task[None]] = set()
     rows: list[dict[str, object]] = []
-    readings = [per_process(stack, server, _rss_mb, _pss_mb, _cpu_s)]  # each minute's
+    measures = (_rss_mb, _pss_mb, _cpu_s)
+    readings = [per_process(stack, server, *measures)]  # each minute's
     stored = [await task_stream(client)]
     redelivered = [await redeliveries(client, stack)]
     started = time.time()
     for minute in range(args.soak):
         await open_loop(good, rate, started + 60 * (minute + 1) - time.time(), pending)
-        readings.append(per_process(stack, server, _rss_mb, _pss_mb, _cpu_s))
+        # off the loop that submits on schedule: it reads /proc for every process
+        readings.append(await asyncio.to_thread(per_process, stack, server, *measures))
         stored.append(await task_stream(client))
         await ends.stored()  # before the minute's tasks can age out (--retention)
         redelivered.append(await redeliveries(client, stack))
