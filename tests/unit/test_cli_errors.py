@@ -54,6 +54,12 @@ BAD_INPUTS = [
         1,
         "bad setting: QUBUS_DUPLICATE_WINDOW_S (600) is longer than QUBUS_TASK_RETENTION_S (300)",
     ),
+    (
+        ["status", "u.abc"],
+        {"QUBUS_TASK_RETENTION_S": "99999999999999999999"},
+        1,
+        "QUBUS_TASK_RETENTION_S='99999999999999999999': Input should be less than or equal to",
+    ),
     (["down"], {"QUBUS_STATE_DIR": "{tmp}"}, 1, "no stack is running"),
     (["bench", "schedule", "--qpus", "40"], {}, 2, "[bench.args]"),
 ]

@@ -41,8 +41,9 @@ class Settings(BaseSettings):
             the stream stores, and so the nats-server's memory (two index entries of some 470
             bytes per stored event), at about rate × this × a task's kept events. A task
             must end within it, and it may not be shorter than ``duplicate_window_s``
-            (JetStream's own rule). ``qubus up`` and every service set the stream to it, so
-            give them all the same.
+            (JetStream's own rule), nor longer than 100 years (its durations are int64
+            nanoseconds). ``qubus up`` and every service set the stream to it, so give them all
+            the same.
         stream_replicas: Copies of every stream and KV bucket in a JetStream cluster (3 for
             a 3-node cluster); 1 on a single server.
         sandbox_timeout_s: Wall-clock limit of one job of a worker process: an ideal simulation
@@ -107,7 +108,7 @@ class Settings(BaseSettings):
     quota_exempt: str = "operator"
     duplicate_window_s: float = 600.0
     trace_ttl_s: int = Field(default=24 * 3600, ge=0)
-    task_retention_s: int = Field(default=7 * 24 * 3600, ge=60)
+    task_retention_s: int = Field(default=7 * 24 * 3600, ge=60, le=100 * 365 * 24 * 3600)
     stream_replicas: int = Field(default=1, ge=1, le=5)
     sandbox_timeout_s: float = 30.0
     qpu_max_emulation_s: float = Field(default=600.0, gt=0.0)
