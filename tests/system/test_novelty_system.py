@@ -94,10 +94,14 @@ async def test_replicas_recording_at_once_compare_each_circuit_with_exactly_the_
             )
         )
         kv = await buses[0].kv(BUCKET_FEATURES)
-        stored = {}  # every entry of the bucket, earlier tests' included: revision → vector
-        for key in await kv.keys():
-            entry = await kv.get(key)
-            stored[entry.revision] = codec.decode(entry.value, FeatureRecord).vector
+        # every entry of the bucket, earlier tests' included: revision → vector
+        messages = await buses[0].stored_messages(
+            f"KV_{BUCKET_FEATURES}", f"$KV.{BUCKET_FEATURES}.>"
+        )
+        stored = {
+            msg.metadata.sequence.stream: codec.decode(msg.data, FeatureRecord).vector
+            for msg in messages
+        }
         revisions = [(await kv.get(f"nov-{i}")).revision for i in range(len(vectors))]
     finally:
         for replica, bus in zip(replicas, buses, strict=True):

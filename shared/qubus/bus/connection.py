@@ -416,28 +416,36 @@ class Bus:
     async def task_events(self, task_id: str, *, timeout: float = 5.0) -> list[StoredEvent]:
         """Every event of a task in stream order (the task's trace), as believed
         (``believed_events``)."""
-        subject = task_subject(task_id, ">")
-        info = await self.js.stream_info(STREAM, subjects_filter=subject)
+        messages = await self.stored_messages(STREAM, task_subject(task_id, ">"), timeout=timeout)
+        return believed_events([e for e in map(stored_event, messages) if e is not None])
+
+    async def stored_messages(
+        self, stream: str, subject: str, *, timeout: float = 5.0
+    ) -> list[nats.aio.msg.Msg]:
+        """Every message of ``stream`` on ``subject`` (wildcards allowed) stored when called, in
+        stream order.
+
+        Counts them first and reads until that many have come and the server reports none
+        pending: a KV watcher's end-of-values marker (``kv.keys``, ``kv.history``) can come
+        before messages in flight (nats-io/nats.py#842) and miss them.
+        """
+        info = await self.js.stream_info(stream, subjects_filter=subject)
         stored_count = sum((info.state.subjects or {}).values())
-        events: list[StoredEvent] = []
+        messages: list[nats.aio.msg.Msg] = []
         if stored_count == 0:
-            return events
+            return messages
         sub = await self.js.subscribe(
-            subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL, stream=STREAM
+            subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL, stream=stream
         )
         try:
-            received = 0
             while True:
                 msg = await sub.next_msg(timeout=timeout)
-                received += 1
-                stored = stored_event(msg)
-                if stored is not None:
-                    events.append(stored)
-                if received >= stored_count and msg.metadata.num_pending == 0:
+                messages.append(msg)
+                if len(messages) >= stored_count and msg.metadata.num_pending == 0:
                     break
         finally:
             await sub.unsubscribe()
-        return believed_events(events)
+        return messages
 
     async def node_statuses(self, *, max_age_s: float | None = None) -> dict[str, NodeStatus]:
         """The latest status of every QPU node in KV ``qubus_nodes``, read once.

@@ -181,7 +181,7 @@ async def _weights(client: Client, args: argparse.Namespace) -> int:
     kv = await _bucket(client, BUCKET_WEIGHTS)
     if args.action == "show":
         record, revision = await current_weights(kv)
-        history = [record_json(r, rev) for r, rev in await weights_history(kv)]
+        history = [record_json(r, rev) for r, rev in await weights_history(client.bus)]
         if args.json:
             print(json.dumps({**record_json(record, revision), "history": history}))
         else:

@@ -122,7 +122,7 @@ class Dashboard:
     async def read_weights(self) -> None:
         kv = await self.client.bus.kv(BUCKET_WEIGHTS)
         record, revision = await current_weights(kv)
-        history = await weights_history(kv)
+        history = await weights_history(self.client.bus)
         self.views["weights"] = {
             "current": record.model_dump(mode="json"),
             "revision": revision,

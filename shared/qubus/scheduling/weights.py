@@ -274,16 +274,15 @@ async def ensure_weights(kv: KeyValue) -> tuple[WeightsRecord, int]:
     return stored
 
 
-async def weights_history(kv: KeyValue) -> list[tuple[WeightsRecord, int]]:
+async def weights_history(bus: Bus) -> list[tuple[WeightsRecord, int]]:
     """Every stored revision of ``current`` the bucket keeps, oldest first."""
-    try:
-        entries = await kv.history(WEIGHTS_KEY)
-    except nats.js.errors.NoKeysError:
-        return []
+    messages = await bus.stored_messages(
+        f"KV_{BUCKET_WEIGHTS}", f"$KV.{BUCKET_WEIGHTS}.{WEIGHTS_KEY}"
+    )
     return [
-        (codec.decode(entry.value, WeightsRecord), entry.revision)
-        for entry in entries
-        if entry.operation is None and entry.value
+        (codec.decode(msg.data, WeightsRecord), msg.metadata.sequence.stream)
+        for msg in messages
+        if msg.data and not (msg.headers or {}).get("KV-Operation")
     ]
 
 
