@@ -40,7 +40,7 @@ async def read_all(bus: Bus, ids: list[str], *, direct: bool) -> float:
     for task_id in ids:
         subject = TaskChecked.subjects(task_id)
         if direct:
-            data, _ = await bus.last_message(subject)
+            data = (await bus.last_message(subject)).data
         else:
             data = (await bus.js.get_last_msg(STREAM, subject)).data
         assert codec.decode(data, TaskChecked).task_id == task_id

@@ -87,7 +87,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 
 import cirq
-import nats.js.errors
 import numpy as np
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
@@ -589,13 +588,12 @@ class QpuNode:
     async def _point_end(self, task_id: str) -> TaskCompleted | TaskCancelled | None:
         """How a sweep point has ended already (its ``completed`` from an earlier run of its
         chunk, or its ``cancelled``), or None if it has not."""
-        try:
-            raw = await self._bus.js.get_last_msg(STREAM, task_subject(task_id, ">"))
-        except nats.js.errors.NotFoundError:
+        stored = await self._bus.last_message(task_subject(task_id, ">"))
+        if stored is None:
             return None
-        if raw.subject.endswith(f".{TaskCancelled.EVENT}"):
+        if stored.subject.endswith(f".{TaskCancelled.EVENT}"):
             return TaskCancelled(task_id=task_id)
-        return codec.decode(raw.data, TaskCompleted)
+        return codec.decode(stored.data, TaskCompleted)
 
     async def _start_batch(
         self,
@@ -867,7 +865,7 @@ class QpuNode:
         """Whether the allocation in hand is still the task's last stored event: then it has
         been neither placed again nor cancelled, and one read spares the two that tell which."""
         latest = await self._bus.last_message(task_subject(event.task_id, ">"))
-        return latest is not None and latest[1] == ctx.sequence
+        return latest is not None and latest.sequence == ctx.sequence
 
     async def _superseded(self, event: TaskAllocated, ctx: Context, why: str) -> bool:
         """Whether the task (or a sweep's chunk) has been allocated again since ``event``

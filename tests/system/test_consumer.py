@@ -133,7 +133,7 @@ async def test_reads_by_subject_are_direct_gets_of_the_last_event(bus, runner):
     last = await bus.last_message("qubus.task.t.read1.*")
     assert last is not None
     stored = await bus.js.get_last_msg("QUBUS_TASKS", "qubus.task.t.read1.parsed")
-    assert last == (stored.data, stored.seq)
+    assert last == (stored.data, stored.seq, stored.subject)
     event, sequence = await bus.last_stored("t.read1", TaskIngested)
     assert event.text == "first" and sequence < stored.seq
     assert await bus.last_message("qubus.task.t.read1.rejected") is None

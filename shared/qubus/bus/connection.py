@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import nats
 import nats.errors
@@ -131,6 +131,14 @@ H_SUBJECT = "Qubus-Subject"
 H_TTL = "Nats-TTL"
 
 log = get_logger()
+
+
+class StoredMessage(NamedTuple):
+    """The raw last message on a subject of the task stream (``Bus.last_message``)."""
+
+    data: bytes
+    sequence: int
+    subject: str
 
 
 @dataclass(frozen=True)
@@ -381,10 +389,10 @@ class Bus:
     async def last_stored(self, task_id: str, cls: type[E]) -> tuple[E, int] | None:
         """``last_event`` with the event's stream sequence."""
         stored = await self.last_message(cls.subjects(check_task_id(task_id)))
-        return None if stored is None else (codec.decode(stored[0], cls), stored[1])
+        return None if stored is None else (codec.decode(stored.data, cls), stored.sequence)
 
-    async def last_message(self, subject: str) -> tuple[bytes, int] | None:
-        """The payload and stream sequence of the last message of the task stream on
+    async def last_message(self, subject: str) -> StoredMessage | None:
+        """The payload, stream sequence and subject of the last message of the task stream on
         ``subject`` (wildcards allowed), or None if there is none.
 
         A direct get where the stream allows them (one server): the raw message, not a JSON
@@ -406,12 +414,15 @@ class Bus:
                     return None
                 if status:
                     raise nats.js.errors.APIError.from_msg(reply)
-                return reply.data, int(reply.headers["Nats-Sequence"])
+                headers = reply.headers
+                return StoredMessage(
+                    reply.data, int(headers["Nats-Sequence"]), headers["Nats-Subject"]
+                )
         try:
             raw = await self.js.get_last_msg(STREAM, subject)
         except nats.js.errors.NotFoundError:
             return None
-        return raw.data, raw.seq
+        return StoredMessage(raw.data, raw.seq, raw.subject)
 
     async def task_events(self, task_id: str, *, timeout: float = 5.0) -> list[StoredEvent]:
         """Every event of a task in stream order (the task's trace), as believed

@@ -40,9 +40,9 @@ async def latest_allocation(
     None if it is the message stored at ``unless_sequence`` (the caller holds it already and
     is spared decoding it again: a node checks its allocation is still current twice a task)."""
     stored = await bus.last_message(task_subject(task_id, "allocated.*"))
-    if stored is None or stored[1] == unless_sequence:
+    if stored is None or stored.sequence == unless_sequence:
         return None
-    return codec.decode(stored[0], TaskAllocated)
+    return codec.decode(stored.data, TaskAllocated)
 
 
 async def chunk_allocations(bus: Bus, task_id: str) -> dict[int, TaskAllocated]:
