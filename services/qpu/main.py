@@ -867,6 +867,15 @@ class QpuNode:
         latest = await self._bus.last_message(task_subject(event.task_id, ">"))
         return latest is not None and latest.sequence == ctx.sequence
 
+    async def _ended(self, task_id: str) -> str | None:
+        """The event that ended the task before its turn came, or None: ``cancelled``, or for
+        a sweep, whose sandbox's second call can end after its scoring, ``failed`` (a point's
+        numerics) or ``rejected``. Then the node neither runs it nor publishes ``running``."""
+        for cls in (TaskCancelled, TaskFailed, TaskRejected):
+            if await self._bus.last_message(cls.subjects(task_id)) is not None:
+                return cls.EVENT
+        return None
+
     async def _superseded(self, event: TaskAllocated, ctx: Context, why: str) -> bool:
         """Whether the task (or a sweep's chunk) has been allocated again since ``event``
         (then logs ``why``): the node skips it, or drops the result of a run that outlived
@@ -914,12 +923,14 @@ class QpuNode:
         self, event: TaskAllocated, ctx: Context
     ) -> TaskCompleted | TaskFailed | TaskReplace | None:
         """``handle``'s work once the task's turn has come: nothing if the task was placed
-        again or cancelled while it waited."""
-        if not await self._untouched(event, ctx):
+        again or ended (``_ended``) while it waited. A sweep is looked at whatever came after
+        its allocation: its sandbox's ``failed`` can be stored before it."""
+        if event.options.sweep is not None or not await self._untouched(event, ctx):
             if await self._superseded(event, ctx, "qpu.superseded"):
                 return None
-            if await self._bus.last_event(event.task_id, TaskCancelled) is not None:
-                log.info("qpu.cancelled")
+            ended = await self._ended(event.task_id)
+            if ended is not None:
+                log.info("qpu.ended_before_run", ended=ended)
                 return None
         if event.split is not None:
             return await self._run_split_task(event, event.split, ctx)

@@ -22,6 +22,10 @@ from qubus.scheduling.sweepchunks import FIRST_BATCH_POINTS
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 
 POINTS = 1000
+GHZ = (
+    'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[3];\ncreg c[3];\n'
+    "h q[0];\ncx q[0],q[1];\ncx q[1],q[2];\nmeasure q -> c;\n"
+)
 
 
 def sweep_request(points: list[dict[str, float]]) -> SubmitRequest:
@@ -63,6 +67,41 @@ async def test_a_point_failing_its_numerics_in_the_second_call_fails_the_sweep_w
     assert events.count("failed") == 1
     assert await point_completions(client, reply.task_id) == {}  # the node published none
     assert {status_of(t) for t in traces} == {"failed"}
+
+
+async def test_a_sweep_that_failed_while_its_allocation_waited_is_never_started(
+    client, stack
+) -> None:
+    """The node is busy with a long sweep (100 points of 10,000 shots: about 12 s at the
+    tests' time scale) while a second sweep is placed on it and fails in the sandbox: when
+    the second's turn comes the node neither runs it nor publishes its ``running``."""
+    busy = SubmitRequest(
+        circuit=circuit_to_json(qaoa_circuit()), shots=10_000, sweep=grid(100), node="ibm_nairobi"
+    )
+    started = await client.bus.nc.subscribe("qubus.task.*.*.running.*")
+    try:
+        blocker = (await client.submit(busy)).task_id
+        while not (await started.next_msg(timeout=120)).subject.startswith(
+            f"qubus.task.{blocker}."
+        ):
+            pass
+    finally:
+        await started.unsubscribe()
+    points = grid(POINTS)
+    points[POINTS // 2] = {"gamma": 1e308, "beta": 0.3}
+    reply = await client.submit(sweep_request(points))
+    await client.wait_sweep(reply.task_id, POINTS, timeout=120)
+    # The second sweep failed while the node still ran the first: before its turn came.
+    assert status_of(await client.events(blocker)) == "running"
+    assert status_of(await client.wait(blocker, timeout=180)) == "done"
+    # A task placed on the node after the blocker's end runs once the node has taken the
+    # failed sweep's allocation in its turn.
+    after = await client.submit(SubmitRequest(circuit=GHZ, shots=100, node="ibm_nairobi"))
+    assert status_of(await client.wait(after.task_id, timeout=60)) == "done"
+
+    events = [stored.event.EVENT for stored in await client.events(reply.task_id)]
+    assert events.count("failed") == 1 and "running" not in events
+    assert await point_completions(client, reply.task_id) == {}
 
 
 async def test_a_sandbox_killed_between_its_publications_leaves_the_sweep_to_end_once(
