@@ -474,23 +474,28 @@ class Bus:
         return await self._latest("link.>", LinkStatus)
 
     async def _latest(self, keys: str, cls: type[M]) -> list[M]:
-        """The latest value of each key of KV ``qubus_nodes`` matching ``keys``, by key.
-
-        Reads the bucket's stream by subject, which (unlike a KV watcher's end-of-values
-        marker) cannot miss a value that is in flight.
-        """
+        """The latest value of each key of KV ``qubus_nodes`` matching ``keys``, by key."""
         stream = f"KV_{BUCKET_NODES}"
-        prefix = f"$KV.{BUCKET_NODES}."
-        info = await self.js.stream_info(stream, subjects_filter=f"{prefix}{keys}")
         values = []
-        for subject in sorted(info.state.subjects or {}):
+        for key in await self.kv_keys(BUCKET_NODES, keys):
             try:
-                raw = await self.js.get_last_msg(stream, subject)
+                raw = await self.js.get_last_msg(stream, f"$KV.{BUCKET_NODES}.{key}")
             except nats.js.errors.NotFoundError:
                 continue
             if raw.data:
                 values.append(codec.decode(raw.data, cls))
         return values
+
+    async def kv_keys(self, bucket: str, keys: str = ">") -> list[str]:
+        """The keys of KV ``bucket`` matching ``keys`` that have a message stored, sorted
+        (deleted ones included: their delete marker is stored).
+
+        Read from the bucket's stream by subject, which (unlike a KV watcher's end-of-values
+        marker, ``kv.keys``) cannot miss a value that is in flight (nats-io/nats.py#842).
+        """
+        prefix = f"$KV.{bucket}."
+        info = await self.js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}{keys}")
+        return sorted(subject.removeprefix(prefix) for subject in info.state.subjects or {})
 
     async def announce_ready(self, message: Model) -> None:
         await self.nc.publish(READY_SUBJECT, codec.encode(message), headers={H_TYPE: message.TYPE})

@@ -368,7 +368,7 @@ async def _pilot(client: Client, args: argparse.Namespace) -> int:
 
     kv = await _bucket(client, BUCKET_PILOTS)
     if args.action == "list":
-        pilots = await list_pilots(kv)
+        pilots = await list_pilots(client.bus)
         if args.json:
             print(json.dumps({"pilots": [p.model_dump(mode="json") for p in pilots]}))
         else:

@@ -25,6 +25,7 @@ from nats.js.kv import KeyValue
 from pydantic import Field, field_validator
 
 from qubus.bus import codec
+from qubus.bus.connection import BUCKET_PILOTS, Bus
 from qubus.bus.kvrecords import read_record
 from qubus.bus.messages import NODE_ID, Model, Preference, TaskOptions
 from qubus.errors import QubusError
@@ -116,11 +117,10 @@ async def delete_pilot(kv: KeyValue, name: str) -> None:
     await kv.delete(name)
 
 
-async def list_pilots(kv: KeyValue) -> list[PilotDescription]:
+async def list_pilots(bus: Bus) -> list[PilotDescription]:
     """Every stored pilot, by name."""
-    try:
-        names = await kv.keys()
-    except nats.js.errors.NoKeysError:
-        return []
-    stored = [await read_record(kv, name, PilotDescription) for name in sorted(names)]
-    return [record for record, _ in filter(None, stored)]  # None: deleted meanwhile
+    kv = await bus.kv(BUCKET_PILOTS)
+    stored = [
+        await read_record(kv, name, PilotDescription) for name in await bus.kv_keys(BUCKET_PILOTS)
+    ]
+    return [record for record, _ in filter(None, stored)]  # None: deleted
