@@ -143,8 +143,9 @@ def sweep_allocations(
     """The allocations of a scored task: one, or for a sweep one per chunk of its points
     (``qubus.scheduling.sweepchunks``), the policy's node first, then the other eligible
     nodes (above the task's fidelity floor) by id, each with its own score and prediction.
-    A node holds a point for its share of the sweep's modelled run (fusion's
-    ``expected_run_s``, every point's shots as one job) × the time scale. The emulation is
+    A node's chunk holds it for one job's fixed time (``job_s``, counted with its queue)
+    and each point for its share of the rest of the sweep's modelled run (fusion's
+    ``expected_run_s``, every point's shots as one job), × the time scale. The emulation is
     left out: a point's is about the same work on any node, and the noise service's
     estimate (``emulation_s``) is about 20 times the measured time for a small density
     matrix (``docs/architecture.md``, *Sweeps*), which gave the slow nodes most points.
@@ -170,7 +171,9 @@ def sweep_allocations(
         candidate = candidates.get(node)
         run_s = candidate.run_s if candidate else 0.0
         queue_s = candidate.queue_s if candidate else 0.0
-        rates.append(NodeRate(node, queue_s * time_scale, run_s * time_scale / points))
+        job_s = min(scores[node].job_s, run_s)
+        point_s = (run_s - job_s) * time_scale / points
+        rates.append(NodeRate(node, (queue_s + job_s) * time_scale, point_s))
     chunks = chunk_ranges(share_points(points, rates))
     if len(chunks) == 1:
         return [placed]

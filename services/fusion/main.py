@@ -120,6 +120,7 @@ def _node_score(
         "expected_completion_s": completion,
         "expected_run_s": prediction.expected_run_s,
         "emulation_s": prediction.emulation_s,
+        "job_s": prediction.job_s,
         "queue_depth": status.queue_depth,
     }
     if pilot is not None:

@@ -16,7 +16,7 @@ from qubus.circuits import circuit_from_json
 from qubus.circuits.sweeps import representative
 from qubus.devices.compile import compile_for_device
 from qubus.devices.cost import emulation_cost, refuse_too_large
-from qubus.devices.emulation import emulated_runtime_s
+from qubus.devices.emulation import JOB_OVERHEAD_S, emulated_runtime_s
 from qubus.devices.prediction import esp, noise_budget
 from qubus.devices.profiles import device_of
 from qubus.errors import CircuitRejected, QubusError
@@ -62,6 +62,7 @@ def predict(
                 calibration_revision=device.revision,
                 swaps=compiled.swaps,
                 emulation_s=cost.seconds,
+                job_s=JOB_OVERHEAD_S[device.kind],
             )
         )
     if too_large and not any(p.fits for p in predictions):

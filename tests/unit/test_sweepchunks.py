@@ -132,7 +132,9 @@ def scored(points: int, scores: list[NodeScore], **options) -> TaskScored:
     )
 
 
-def score(node: str, run_s: float, *, fidelity: float = 0.9, eligible: bool = True) -> NodeScore:
+def score(
+    node: str, run_s: float, *, fidelity: float = 0.9, eligible: bool = True, job_s: float = 0.0
+) -> NodeScore:
     return NodeScore(
         node=node,
         eligible=eligible,
@@ -141,6 +143,7 @@ def score(node: str, run_s: float, *, fidelity: float = 0.9, eligible: bool = Tr
         expected_run_s=run_s,
         hyperscore=fidelity,
         calibration_revision=f"rev-{node}",
+        job_s=job_s,
     )
 
 
@@ -170,6 +173,17 @@ def test_the_allocator_publishes_one_allocation_per_chunk_with_each_nodes_score(
     assert [a.predicted_fidelity for a in allocations] == [0.9, 0.7]
     assert allocations[1].calibration_revision == "rev-b" and "b 100-199" in allocations[0].reason
     assert len({a.msg_id() for a in allocations}) == 2  # both stored
+
+
+def test_each_chunk_pays_its_nodes_whole_job_overhead_so_the_nodes_still_end_together() -> None:
+    """Both nodes run the 200 points' shots in 100 s, of which 40 s are b's fixed time per job
+    (``job_s``): a chunk on b holds it 40 s plus 0.3 s a point, on a 0.5 s a point. Shared as
+    if the 40 s were spread over the points, 100 each, b would end 20 s after a."""
+    scores = [score("a", 100.0), score("b", 100.0, job_s=40.0)]
+    allocations = sweep_allocations(scored(200, scores), decision("a"), time_scale=1.0)
+    shares = {a.node: a.chunk.stop - a.chunk.first for a in allocations}
+    assert shares == {"a": 125, "b": 75}
+    assert shares["a"] * 0.5 == 40 + shares["b"] * 0.3 == 62.5  # a's end, b's end
 
 
 def test_a_moved_chunk_takes_its_new_nodes_score_and_is_stored_beside_the_first() -> None:

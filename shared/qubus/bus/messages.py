@@ -372,7 +372,9 @@ class NodePrediction(Model):
     """``predicted_fidelity`` is the ESP; ``budget`` turns it into a predicted Hellinger
     fidelity once the ideal distribution is known (in fusion). ``emulation_s`` is the
     estimated wall time of the node's emulation of the task (``qubus.devices.cost``; 0: not
-    recorded), from which the node takes the run's time budget."""
+    recorded), from which the node takes the run's time budget. ``job_s`` is the part of
+    ``expected_run_s`` a job pays whatever its shots (``JOB_OVERHEAD_S``; 0 in events stored
+    before it): a chunk of a sweep pays it in full."""
 
     node: str
     fits: bool
@@ -383,6 +385,7 @@ class NodePrediction(Model):
     calibration_revision: str = ""
     swaps: int = 0
     emulation_s: float = Field(default=0.0, ge=0)
+    job_s: float = Field(default=0.0, ge=0)
 
 
 class NoiseEvaluation(TaskEvent):
@@ -405,8 +408,8 @@ class NodeScore(Model):
     ``expected_run_s`` is the task's modelled run time on the node, the part of
     ``expected_completion_s`` that is not queue (0: not recorded; the allocator then shares
     the completion time evenly among the queue and the task); ``emulation_s`` the noise
-    service's estimate of the node's emulation time (``NodePrediction``). Fields added later
-    are empty in events stored before them.
+    service's estimate of the node's emulation time and ``job_s`` the fixed part of the run
+    (``NodePrediction``). Fields added later are empty in events stored before them.
     """
 
     node: str
@@ -422,6 +425,7 @@ class NodeScore(Model):
     shapley: dict[str, float] = Field(default_factory=dict)
     expected_run_s: float = 0.0
     emulation_s: float = Field(default=0.0, ge=0)
+    job_s: float = Field(default=0.0, ge=0)
 
 
 class TaskScored(TaskEvent):
