@@ -7,7 +7,8 @@ and reported as task ``<sweep id>-<k>`` by the QPU node) and the same 200 circui
 and submitted as 200 tasks at once. The time is from the first submission until the last
 point's terminal event arrives (one core subscription on every task's end). The sweep runs
 before and after the separate submissions and their mean is compared (the machine's other
-load drifts during a run). Also prints the stack's CPU seconds for each, and each run's
+load drifts during a run). Each run starts once every node has reported an empty queue
+(``idle_fleet``). Also prints the stack's CPU seconds for each, and each run's
 timeline: when (seconds from the first submission) each stage's event was stored, first and
 last over the run's tasks, and when the client saw the first and last task end.
 
@@ -133,6 +134,23 @@ async def sweep_chunks(client: Client, sweep_id: str) -> list[tuple[str, int, in
     return chunks
 
 
+async def idle_fleet(client: Client, timeout_s: float = 30.0) -> None:
+    """Return once every node has reported, since the call, an empty queue: each run is
+    placed on statuses that show the fleet idle, not the last run's work (nodes report every
+    ``STATUS_INTERVAL_S``, 2 s; a sweep placed on a stale queue gives the slow nodes more
+    points)."""
+    since = time.time()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        statuses = (await client.bus.node_statuses()).values()
+        if statuses and all(
+            s.updated_at > since and s.queue_depth == 0 and not s.busy for s in statuses
+        ):
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"the fleet did not report an empty queue within {timeout_s} s")
+
+
 async def run(args: argparse.Namespace) -> dict:
     server = NatsServer()
     url = server.start()
@@ -181,6 +199,7 @@ async def run(args: argparse.Namespace) -> dict:
             "sweep_s": [],
         }
         for run_separate in (False, True, False):
+            await idle_fleet(client)
             before = cpu_seconds(processes)
             ran = await (separate if run_separate else sweep)(args.points)
             elapsed = ran.elapsed_s
