@@ -48,9 +48,9 @@ async def test_an_emulation_over_the_limit_is_refused_with_its_estimate(client, 
 async def test_a_running_emulation_reports_progress_and_stops_when_cancelled(
     client, stack, qubus_cli, nats_url
 ):
-    # 100,000 shots: some 8 s alone (its trajectories share most of their gates; 40,000 took
-    # 3.3 s), long enough to be cancelled while it runs
-    reply = await client.submit(SubmitRequest(circuit=layers(14, 12), shots=100_000))
+    # 36 layers: some 9 s alone (its trajectories share most of their gates; 12 layers took
+    # 1 s), long enough to be cancelled while it runs
+    reply = await client.submit(SubmitRequest(circuit=layers(14, 36), shots=40_000))
     task_id = reply.task_id
     deadline = time.monotonic() + 180
     while "progress" not in await events_of(client, task_id):
@@ -58,7 +58,7 @@ async def test_a_running_emulation_reports_progress_and_stops_when_cancelled(
         assert "completed" not in await events_of(client, task_id)
         await asyncio.sleep(0.5)
     code, out, err = await qubus_cli(nats_url, "status", task_id)
-    assert code == 3 and re.fullmatch(r"running \(\d+/100000 shots\)\n", out), (out, err)
+    assert code == 3 and re.fullmatch(r"running \(\d+/40000 shots\)\n", out), (out, err)
 
     code, out, err = await qubus_cli(nats_url, "cancel", task_id)
     assert (code, out) == (0, f"cancelled {task_id}\n"), err
