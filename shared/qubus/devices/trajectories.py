@@ -74,6 +74,12 @@ BRANCHING_WORK = 0.3
 """:func:`sample_trajectories` runs its trajectories as a tree (:meth:`_Register.branches`)
 where that is estimated to apply at most this share of the gates of independent ones."""
 
+BRANCHING_QUBITS = 24
+"""Widest register run as a tree: a tree holds a state for each split along the branch it
+runs (at most 3 on ``mqtbench__ghz_20_indep``) besides qsim's, memory that the cost model's
+estimate (``qubus.devices.cost.MEMORY_BYTES_PER_AMPLITUDE``) does not count; at 24 qubits a
+state is 128 MB."""
+
 DRAW_BLOCK = 256
 """Numbers a branch of :meth:`_Register.branches` draws at a time: for this many
 trajectories of it, one channel at a time, for one, this many channels."""
@@ -359,12 +365,15 @@ class _Register:
 
 def _branching_pays(register: _Register) -> bool:
     """Whether :meth:`_Register.branches` is expected to apply at most ``BRANCHING_WORK`` of
-    the gates that independent trajectories apply.
+    the gates that independent trajectories apply, on at most ``BRANCHING_QUBITS`` qubits.
 
-    Counted pessimistically: a trajectory shares the work of every other only until its
-    first channel operator other than the most likely one (or one drawn by the state),
-    and a branch's splits are charged nothing for the state copies.
+    A trajectory's gates count as shared only until its first channel operator other than
+    the likeliest by its bound (pessimistic: trajectories that part the same way share more),
+    and a split costs nothing here (optimistic: its state copies and Python cost more than a
+    trajectory's gates on narrow registers, hence a share well below 1).
     """
+    if len(register.order) > BRANCHING_QUBITS:
+        return False
     steps = len(register.steps)
     on_main = 1.0
     work = 0.0
