@@ -255,6 +255,11 @@ def aer_simulator(model: NoiseModel, seed: int, method: str = "automatic") -> Ae
     distribution). ``automatic`` picks a density matrix for narrow
     registers (8 qubits) and the state vector above. A shot costs with the entanglement
     (bond dimension) instead of 2^width, so low-entanglement circuits get thousands of shots.
+
+    Seeds close together give aer nearly the same shots: ``mqtbench__ghz_20_indep`` at 4,000
+    shots with its MPS, seeds 7 and 11 counted 1,472 / 663 and 1,473 / 662 of its two likeliest
+    outcomes (shot ``i`` seems seeded from ``seed + i``). Runs meant to be independent take
+    ``--seed`` values at least ``--shots`` apart.
     """
     return AerSimulator(
         method=method,

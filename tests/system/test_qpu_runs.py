@@ -48,7 +48,9 @@ async def test_an_emulation_over_the_limit_is_refused_with_its_estimate(client, 
 async def test_a_running_emulation_reports_progress_and_stops_when_cancelled(
     client, stack, qubus_cli, nats_url
 ):
-    reply = await client.submit(SubmitRequest(circuit=layers(14, 12), shots=40_000))
+    # 36 layers: some 9 s alone (its trajectories share most of their gates; 12 layers took
+    # 1 s), long enough to be cancelled while it runs
+    reply = await client.submit(SubmitRequest(circuit=layers(14, 36), shots=40_000))
     task_id = reply.task_id
     deadline = time.monotonic() + 180
     while "progress" not in await events_of(client, task_id):

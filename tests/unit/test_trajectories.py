@@ -24,6 +24,8 @@ from qubus.devices.fidelity import hellinger_fidelity
 from qubus.devices.profiles import load_device
 from qubus.devices.trajectories import (
     _as_mixture,
+    _branching_pays,
+    _Register,
     _translate,
     light_cone,
     sample_states,
@@ -103,6 +105,53 @@ def test_the_cached_translation_runs_the_same_trajectory_as_qsimcirqs() -> None:
             for c in (theirs, _translate(body, order))
         ]
         np.testing.assert_allclose(states[0], states[1], atol=1e-6)
+
+
+def _strongly_damped() -> cirq.Circuit:
+    """Four qubits with amplitude damping strong enough that most trajectories draw some
+    operator by the state (above the operators' lower bounds)."""
+    q = cirq.LineQubit.range(4)
+    return cirq.Circuit(
+        cirq.H(q[0]),
+        cirq.amplitude_damp(0.3).on(q[0]),
+        [cirq.CNOT(q[i], q[i + 1]) for i in range(3)],
+        cirq.depolarize(0.05, n_qubits=2).on(q[1], q[2]),
+        cirq.amplitude_damp(0.2).on_each(*q),
+        cirq.phase_damp(0.3).on_each(*q),
+        cirq.rx(0.7).on_each(*q),
+        cirq.CNOT(q[3], q[0]),
+        cirq.amplitude_damp(0.4).on_each(*q),
+        cirq.measure(*q, key="m"),
+    )
+
+
+def test_branched_trajectories_end_in_the_exact_noisy_distribution() -> None:
+    circuit = _strongly_damped()
+    register = _Register.of(circuit)
+    trajectories = 50_000
+    mean = np.zeros(16)
+    groups = []
+    for state, group in register.branches(trajectories, np.random.default_rng(4)):
+        mean += register.probabilities(state) * len(group)
+        groups.append(group)
+    assert np.array_equal(np.sort(np.concatenate(groups)), np.arange(trajectories))
+    assert len(groups) < trajectories / 4  # shared: a state per branch, not per trajectory
+    rho = cirq.DensityMatrixSimulator().simulate(circuit[:-1]).final_density_matrix
+    exact = np.real(np.diagonal(rho))
+    # the mean of 50,000 trajectories: each probability within about 0.002 (drawing by the
+    # bounds alone when a number falls above them puts some 0.13 off)
+    assert np.abs(mean / trajectories - exact).max() < 0.01
+
+
+def test_trajectories_branch_where_they_share_most_of_their_gates() -> None:
+    device = load_device("ibm_hanoi")
+    registers = {}
+    for name in ("mqtbench__ghz_20_indep.qasm3", "qasmbench__bv_n14.qasm"):
+        compiled = compile_for_device(parse_qasm((DEV / name).read_text()), device)
+        circuit, _ = _register_circuit(compiled, device, noiseless=False)
+        registers[name] = _Register.of(circuit)
+    assert _branching_pays(registers["mqtbench__ghz_20_indep.qasm3"])
+    assert not _branching_pays(registers["qasmbench__bv_n14.qasm"])
 
 
 def test_sample_states_draws_each_state_in_proportion_and_never_a_weightless_one() -> None:

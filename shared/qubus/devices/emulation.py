@@ -17,7 +17,9 @@ once as a density matrix (in numpy, ``qubus.devices.densitymatrix``: one superop
 product per gate, relaxation and depolarizing in closed form) and the shots sampled from it;
 :func:`emulated_distribution` returns that exact distribution, for measuring the emulator
 without shot noise. Other circuits run qsim noisy
-trajectories, one per shot. :func:`emulated_runtime_s` models the job's wall time on the QPU.
+trajectories (``qubus.devices.trajectories``: one per shot on narrow registers, one per few
+shots on wide ones, trajectories that draw the same noise operators simulated together where
+that pays). :func:`emulated_runtime_s` models the job's wall time on the QPU.
 
 The fidelity prediction (``qubus.devices.prediction``) models these channels: it sizes each
 gate's depolarizing as :func:`completing_depolarizing` does and reads each bit from the qubit
