@@ -95,12 +95,9 @@ async def test_replicas_recording_at_once_compare_each_circuit_with_exactly_the_
         )
         kv = await buses[0].kv(BUCKET_FEATURES)
         # every entry of the bucket, earlier tests' included: revision → vector
-        messages = await buses[0].stored_messages(
-            f"KV_{BUCKET_FEATURES}", f"$KV.{BUCKET_FEATURES}.>"
-        )
         stored = {
-            msg.metadata.sequence.stream: codec.decode(msg.data, FeatureRecord).vector
-            for msg in messages
+            revision: codec.decode(value, FeatureRecord).vector
+            for revision, value in await buses[0].kv_values(BUCKET_FEATURES)
         }
         revisions = [(await kv.get(f"nov-{i}")).revision for i in range(len(vectors))]
     finally:

@@ -486,6 +486,20 @@ class Bus:
                 values.append(codec.decode(raw.data, cls))
         return values
 
+    async def kv_values(self, bucket: str, keys: str = ">") -> list[tuple[int, bytes]]:
+        """Every value KV ``bucket`` keeps for the keys matching ``keys`` (each key's history),
+        as (revision, value), oldest first; delete and purge markers left out.
+
+        Read from the bucket's stream (``stored_messages``), not through ``kv.history``,
+        whose watcher's end-of-values marker can come before values in flight.
+        """
+        messages = await self.stored_messages(f"KV_{bucket}", f"$KV.{bucket}.{keys}")
+        return [
+            (msg.metadata.sequence.stream, msg.data)
+            for msg in messages
+            if msg.data and not (msg.headers or {}).get("KV-Operation")
+        ]
+
     async def kv_keys(self, bucket: str, keys: str = ">") -> list[str]:
         """The keys of KV ``bucket`` matching ``keys`` that have a message stored, sorted
         (deleted ones included: their delete marker is stored).

@@ -276,13 +276,9 @@ async def ensure_weights(kv: KeyValue) -> tuple[WeightsRecord, int]:
 
 async def weights_history(bus: Bus) -> list[tuple[WeightsRecord, int]]:
     """Every stored revision of ``current`` the bucket keeps, oldest first."""
-    messages = await bus.stored_messages(
-        f"KV_{BUCKET_WEIGHTS}", f"$KV.{BUCKET_WEIGHTS}.{WEIGHTS_KEY}"
-    )
     return [
-        (codec.decode(msg.data, WeightsRecord), msg.metadata.sequence.stream)
-        for msg in messages
-        if msg.data and not (msg.headers or {}).get("KV-Operation")
+        (codec.decode(value, WeightsRecord), revision)
+        for revision, value in await bus.kv_values(BUCKET_WEIGHTS, WEIGHTS_KEY)
     ]
 
 
