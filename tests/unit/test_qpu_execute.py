@@ -13,10 +13,13 @@ from qubus.circuits import circuit_to_json
 from qubus.circuits.simulate import ideal_distribution
 from qubus.devices.compile import compile_for_device
 from qubus.devices.cost import (
+    BASE_MEMORY_MB,
     BUDGET_MARGIN,
     IDLE,
     MAX_SLOWDOWN,
+    MEMORY_BYTES_PER_AMPLITUDE,
     MIN_BUDGET_S,
+    STATE_BYTES_PER_AMPLITUDE,
     CostModel,
     emulation_cost,
     refuse_too_large,
@@ -25,6 +28,7 @@ from qubus.devices.cost import (
 from qubus.devices.fidelity import hellinger_fidelity
 from qubus.devices.prediction import predict_fidelity
 from qubus.devices.profiles import drift_devices, load_device
+from qubus.devices.trajectories import BRANCHING_QUBITS, tree_states
 from qubus.errors import QubusError, SimulationError
 from qubus_services.qpu.main import emulation_pool, execute
 
@@ -171,6 +175,20 @@ def test_the_estimate_is_the_sum_of_its_terms_weighted_by_the_models_constants()
     assert emulation_cost(wide, 4000, model=doubled).seconds == pytest.approx(
         2 * emulation_cost(wide, 4000).seconds
     )
+
+
+def test_the_memory_counts_the_states_a_tree_of_trajectories_may_hold() -> None:
+    device = load_device("ionq_aria")  # 25 qubits, all to all
+    for width in (16, BRANCHING_QUBITS, BRANCHING_QUBITS + 1):
+        cost = emulation_cost(compile_for_device(wide_ghz(width), device), 4000)
+        assert (cost.method, cost.width, cost.trajectories) == ("trajectories", width, 500)
+        per_amplitude = MEMORY_BYTES_PER_AMPLITUDE
+        if width <= BRANCHING_QUBITS:  # 500 trajectories: at most 8 states held by splits
+            per_amplitude += tree_states(500) * STATE_BYTES_PER_AMPLITUDE
+        assert cost.memory_mb == pytest.approx(BASE_MEMORY_MB + per_amplitude * 2**width / 2**20)
+    # Without noise one state serves every shot: no tree.
+    noiseless = emulation_cost(compile_for_device(wide_ghz(16), device), 4000, noiseless=True)
+    assert noiseless.memory_mb == BASE_MEMORY_MB + MEMORY_BYTES_PER_AMPLITUDE * 2**16 / 2**20
 
 
 def test_the_budget_is_cpu_time_of_the_worker_with_a_wall_clock_net() -> None:

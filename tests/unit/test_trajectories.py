@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import cirq
 import numpy as np
+import pytest
 import qsimcirq
 
 from qubus.circuits import parse_qasm
 from qubus.circuits.simulate import counts_from_bits, ideal_distribution
+from qubus.devices import trajectories
 from qubus.devices.compile import compile_for_device
 from qubus.devices.emulation import (
     _readout_qubits,
@@ -32,6 +35,7 @@ from qubus.devices.trajectories import (
     sample_trajectories,
     trajectory_count,
     trajectory_distributions,
+    tree_states,
 )
 
 DEV = Path(__file__).resolve().parents[3] / "shared" / "data" / "qasm" / "dev"
@@ -141,6 +145,30 @@ def test_branched_trajectories_end_in_the_exact_noisy_distribution() -> None:
     # the mean of 50,000 trajectories: each probability within about 0.002 (drawing by the
     # bounds alone when a number falls above them puts some 0.13 off)
     assert np.abs(mean / trajectories - exact).max() < 0.01
+
+
+def test_a_tree_holds_no_more_states_than_the_cost_model_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    computed: list[weakref.ref[np.ndarray]] = []
+    run = trajectories._qsim_run
+
+    def tracked(noisy: object, state: np.ndarray | int, seed: int) -> np.ndarray:
+        out = run(noisy, state, seed)
+        computed.append(weakref.ref(out))
+        return out
+
+    monkeypatch.setattr(trajectories, "_qsim_run", tracked)
+    register = _Register.of(_strongly_damped())
+    for count in (64, 1000):
+        computed.clear()
+        most = 0
+        for state, _ in register.branches(count, np.random.default_rng(4)):
+            most = max(most, sum(ref() is not None for ref in computed))
+            del state
+        # the held ones, the one just advanced from and the one yielded (running the largest
+        # part first instead held 14 and 15)
+        assert 3 <= most <= tree_states(count) + 2
 
 
 def test_trajectories_branch_where_they_share_most_of_their_gates() -> None:

@@ -50,7 +50,13 @@ starved) is still stopped after ``MAX_SLOWDOWN`` × the budget of wall time.
 
 The estimate does not include cirq's fallback for dynamic circuits that cannot be deferred
 (none of the dev circuits). Memory is the state vector's (complex64) and the arrays sampled
-from it, about ``MEMORY_BYTES_PER_AMPLITUDE · 2^w``, plus the worker's own ``BASE_MEMORY_MB``.
+from it, about ``MEMORY_BYTES_PER_AMPLITUDE · 2^w``, plus the worker's own ``BASE_MEMORY_MB``,
+plus, on registers the trajectories may run as a tree (up to
+``qubus.devices.trajectories.BRANCHING_QUBITS`` qubits: whether they do depends on the noise,
+which the estimate does not see), the most states the tree holds
+(``qubus.devices.trajectories.tree_states``, ``STATE_BYTES_PER_AMPLITUDE`` each). The time
+still prices independent trajectories: a tree's is less (by 3–16× on the low-noise
+``quantinuum_h1_1``, docs/architecture.md, *Session 15*).
 """
 
 from __future__ import annotations
@@ -63,7 +69,12 @@ import cirq
 from qubus.circuits.simulate import exact_form
 from qubus.devices.compile import CompiledCircuit
 from qubus.devices.emulation import DENSITY_MATRIX_QUBITS, uses_density_matrix
-from qubus.devices.trajectories import register_width, trajectory_count
+from qubus.devices.trajectories import (
+    BRANCHING_QUBITS,
+    register_width,
+    trajectory_count,
+    tree_states,
+)
 from qubus.errors import QubusError
 
 
@@ -131,6 +142,9 @@ qubits' light cone; which of these accounts for how much was not measured."""
 MEMORY_BYTES_PER_AMPLITUDE = 32
 """The state (8 bytes), its probabilities (4) and the marginal sampled from them (8), with
 room for a copy."""
+
+STATE_BYTES_PER_AMPLITUDE = 8
+"""A state vector's amplitude (complex64): what each state a tree of trajectories holds costs."""
 
 BASE_MEMORY_MB = 1500
 """Address space of a worker process before it simulates anything (cirq, qsim, numpy)."""
@@ -215,7 +229,8 @@ def emulation_cost(
     model: CostModel = IDLE,
 ) -> EmulationCost:
     """The estimated cost of ``emulate(compiled, device, shots, noiseless=noiseless)``, with
-    ``model``'s constants (a benchmark prices a refit with its own)."""
+    ``model``'s constants (a benchmark prices a refit with its own); its memory counts the
+    states a tree of its trajectories would hold (module docstring)."""
     ops = list(compiled.circuit.all_operations())
     g = len(ops)
     width = len(compiled.physical_qubits)
@@ -233,7 +248,11 @@ def emulation_cost(
             else width + sum(1 for op in ops if cirq.is_measurement(op) or _is_reset(op))
         )
     runs = trajectory_count(width, shots, noisy=not noiseless)
-    return trajectories_cost(g, width, runs, model=model)
+    cost = trajectories_cost(g, width, runs, model=model)
+    if runs > 1 and width <= BRANCHING_QUBITS:
+        held = tree_states(runs) * STATE_BYTES_PER_AMPLITUDE * 2.0**width / 2**20
+        cost = replace(cost, memory_mb=cost.memory_mb + held)
+    return cost
 
 
 def trajectories_cost(

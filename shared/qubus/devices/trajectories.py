@@ -75,10 +75,10 @@ BRANCHING_WORK = 0.3
 where that is estimated to apply at most this share of the gates of independent ones."""
 
 BRANCHING_QUBITS = 24
-"""Widest register run as a tree: a tree holds a state for each split along the branch it
-runs (at most 3 on ``mqtbench__ghz_20_indep``) besides qsim's, memory that the cost model's
-estimate (``qubus.devices.cost.MEMORY_BYTES_PER_AMPLITUDE``) does not count; at 24 qubits a
-state is 128 MB."""
+"""Widest register run as a tree: a tree holds up to :func:`tree_states` states besides the
+one qsim advances (3 at most on ``mqtbench__ghz_20_indep``; 8 bound 500 trajectories), which
+the cost model counts on registers up to this width (``qubus.devices.cost.emulation_cost``); at
+24 qubits a state is 128 MB."""
 
 DRAW_BLOCK = 256
 """Numbers a branch of :meth:`_Register.branches` draws at a time: for this many
@@ -97,6 +97,16 @@ def trajectory_count(width: int, shots: int, *, noisy: bool) -> int:
     if width <= EXACT_TRAJECTORY_QUBITS:
         return shots
     return math.ceil(shots / SHOTS_PER_TRAJECTORY)
+
+
+def tree_states(trajectories: int) -> int:
+    """Most states :meth:`_Register.branches` holds at once for ``trajectories`` trajectories,
+    besides the one it advances and the one it yields: one per split along the current path
+    whose other parts are pending. Parts run smallest first, and every part but a split's
+    largest has at most half its trajectories, so a path goes into such a part at most
+    log2(trajectories) times; once it goes on into the largest, that split's state is no
+    longer held."""
+    return max(1, trajectories).bit_length() - 1
 
 
 def light_cone(circuit: cirq.AbstractCircuit) -> cirq.Circuit:
@@ -280,8 +290,8 @@ class _Register:
 
         Yields:
             Per leaf, its final state (complex64) and the trajectories (indices) that end
-            in it. Parts are run smallest first, so only one state per split along the
-            current path is held.
+            in it. Parts are run smallest first, so at most :func:`tree_states` states of
+            splits are held.
         """
         stack: list[tuple[np.ndarray | int, int, np.ndarray, list[_Step]]] = [
             (0, 0, np.arange(trajectories), [])
