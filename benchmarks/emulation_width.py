@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    args.aer_methods = list(dict.fromkeys(args.aer_methods))  # at most the three, each once
     command = shlex.join(["python", "benchmarks/emulation_width.py", *sys.argv[1:]])
     if not args.json:
         print(f"$ {command}")
@@ -137,7 +138,7 @@ def main() -> None:
     figure, axes = plt.subplots(figsize=(6, 4))
     widths = [r["width"] for r in rows]
     axes.plot(widths, [r["qubus_s"] for r in rows], "o-", label="qubus")
-    for method, style in zip(args.aer_methods, ("s--", "^:"), strict=False):
+    for method, style in zip(args.aer_methods, ("s--", "^:", "d-."), strict=False):
         runs = [r["aer"][method] for r in rows]
         axes.plot(widths, [a["aer_s"] for a in runs], style, label=f"qiskit-aer ({method})")
         for r, a in zip(rows, runs, strict=True):
