@@ -121,9 +121,11 @@ def main() -> None:
                 run = {"aer_s": aer.seconds, "aer_shots_run": aer.shots_run}
                 run |= {"aer_per_shot_s": aer.per_shot_s, "aer_fixed_s": aer.fixed_s}
             else:
-                measured = [r for r in rows if "aer_per_shot_s" in r["aer"][method]][-1]
-                aer_s = scaled_aer_s(measured, method, n, len(circuit.data), args.shots)
-                run = {"aer_s": aer_s, "aer_scaled_from": measured["width"], "aer_shots_run": 0}
+                measured = [r for r in rows if "aer_per_shot_s" in r["aer"][method]]
+                if not measured:
+                    parser.error(f"--widths: a width up to --aer-max-width must come before {n}")
+                aer_s = scaled_aer_s(measured[-1], method, n, len(circuit.data), args.shots)
+                run = {"aer_s": aer_s, "aer_scaled_from": measured[-1]["width"], "aer_shots_run": 0}
             row["aer"][method] = run
         rows.append(row)
         if not args.json:
