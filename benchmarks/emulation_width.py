@@ -32,7 +32,6 @@ import sys
 import time
 from pathlib import Path
 
-import cirq
 import matplotlib
 
 matplotlib.use("Agg")
@@ -45,6 +44,7 @@ from emulate_vs_aer import (  # noqa: E402
     noise_model,
     qiskit_circuit,
 )
+from emulation_cost import ghz_layer  # noqa: E402
 
 from qubus.devices.compile import compile_for_device  # noqa: E402
 from qubus.devices.emulation import emulate  # noqa: E402
@@ -52,17 +52,6 @@ from qubus.devices.profiles import load_device  # noqa: E402
 
 TENSOR_NETWORK = "matrix_product_state"
 """aer's method whose memory does not grow as 2^n: run at every width."""
-
-
-def ghz_layer(n: int) -> cirq.Circuit:
-    """GHZ on a chain of ``n`` qubits, ``rx(0.3)`` on each, every qubit measured."""
-    q = cirq.LineQubit.range(n)
-    return cirq.Circuit(
-        cirq.H(q[0]),
-        [cirq.CNOT(q[i], q[i + 1]) for i in range(n - 1)],
-        cirq.rx(0.3).on_each(*q),
-        cirq.measure(*q, key="m"),
-    )
 
 
 def scaled_aer_s(measured: dict, method: str, width: int, operations: int, shots: int) -> float:

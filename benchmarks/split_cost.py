@@ -100,6 +100,7 @@ def measure(
                 "ebits": full.ebits,
                 "shots": runs,
                 "method": cost.method,
+                "tree": False,  # a split run's trajectories are independent
                 "width": cost.width,
                 "operations": cost.operations,
                 "terms": dict(cost.terms),

@@ -15,6 +15,7 @@ from qubus.devices.compile import compile_for_device
 from qubus.devices.cost import (
     BASE_MEMORY_MB,
     BUDGET_MARGIN,
+    CACHED_AMPLITUDES,
     IDLE,
     MAX_SLOWDOWN,
     MEMORY_BYTES_PER_AMPLITUDE,
@@ -24,6 +25,7 @@ from qubus.devices.cost import (
     emulation_cost,
     refuse_too_large,
     time_budget,
+    trajectories_cost,
 )
 from qubus.devices.fidelity import hellinger_fidelity
 from qubus.devices.prediction import predict_fidelity
@@ -175,6 +177,20 @@ def test_the_estimate_is_the_sum_of_its_terms_weighted_by_the_models_constants()
     assert emulation_cost(wide, 4000, model=doubled).seconds == pytest.approx(
         2 * emulation_cost(wide, 4000).seconds
     )
+
+
+def test_gates_on_a_state_beyond_the_cache_cost_more_per_amplitude() -> None:
+    def per_amplitude_op(width: int) -> float:
+        cost = trajectories_cost(100, width, 500)
+        fixed = IDLE.translate_per_op * 100 + 500 * (IDLE.trajectory_per_op * 100)
+        return (cost.seconds - fixed - 500 * IDLE.amplitude * 2**width) / (500 * 100 * 2**width)
+
+    assert trajectories_cost(100, 21, 500).terms["spilled_amplitude_per_op"] == 0
+    assert trajectories_cost(100, 24, 500).terms["spilled_amplitude_per_op"] == (
+        500 * 100 * (2**24 - CACHED_AMPLITUDES)
+    )
+    assert per_amplitude_op(21) == pytest.approx(IDLE.amplitude_per_op)
+    assert per_amplitude_op(24) > 1.5 * per_amplitude_op(21)
 
 
 def test_the_memory_counts_the_states_a_tree_of_trajectories_may_hold() -> None:

@@ -24,29 +24,31 @@ compiled one on the dev circuits) and ``w`` the simulated width; each term is a 
   light cone, which the emulator simulates: ``bb84_n8`` is 16 qubits, not the 24 of an ancilla
   per measurement and reset, which is what is counted when it has no deferred form):
   ``translate_per_op · g`` once, then per trajectory
-  ``trajectory_per_op · g + amplitude · 2^w + amplitude_per_op · g · 2^w``, for
+  ``trajectory_per_op · g + amplitude · 2^w + amplitude_per_op · g · 2^w
+  + spilled_amplitude_per_op · g · max(0, 2^w − CACHED_AMPLITUDES)``, for
   :func:`qubus.devices.trajectories.trajectory_count` trajectories: qsim's cost of each gate
-  and channel whatever the width (about 7 µs: a 10-qubit trajectory is mostly that), the final
+  and channel whatever the width (about 6 µs: a 10-qubit trajectory is mostly that), the final
   state's probabilities and the draw of its shots whatever the circuit (a 20-qubit GHZ circuit
-  of 78 operations takes half as long a trajectory as a 20-qubit one of 459, not a sixth), and
-  the gates on the state.
+  of 78 operations takes half as long a trajectory as a 20-qubit one of 459, not a sixth), the
+  gates on the state, and what they cost more once the state outgrows the cache (a gate on a
+  24-qubit state costs twice as much per amplitude as on a 20-qubit one).
 
 The estimate is an **idle machine's wall time** (``IDLE``, fitted by ``python
-benchmarks/emulation_cost.py --fit`` to the CPU times of dev circuits on the 2-core development
-machine: a single-threaded emulation's CPU time is what its wall time would be alone): it is
-what the allocator weighs and what ``QUBUS_QPU_MAX_EMULATION_S`` refuses, so the same
-circuit is refused or accepted whatever else runs. The machine's load enters the **budget**
-instead (:func:`time_budget`): ``BUDGET_MARGIN`` × the estimate, at least ``MIN_BUDGET_S``,
-counted in CPU seconds of the worker process that emulates (``WorkerPool.run``'s
-``cpu_limit_s``). A single-threaded emulation that shares its cores with others gets fewer CPU
-seconds per wall second, and its wall-clock limit stretches by exactly that share, measured
-while it runs. That was chosen over the host's load average per core, which lags a minute
-behind a burst (a dev-set run starts every node's worker at once), counts the worker itself
-and cannot see nice levels or how the other processes share the cores; and over a node's
-measured/estimated ratio on its recent runs, which knows nothing before the first run and
-lags a run behind. What CPU time does not see (memory bandwidth and caches shared with the
-other processes) is left to the margin. A worker that makes no progress at all (stopped, or
-starved) is still stopped after ``MAX_SLOWDOWN`` × the budget of wall time.
+benchmarks/emulation_cost.py --fit`` to the CPU times of dev circuits and GHZ chains up to 24
+qubits on the 2-core development machine: a single-threaded emulation's CPU time is what its
+wall time would be alone): it is what the allocator weighs and what
+``QUBUS_QPU_MAX_EMULATION_S`` refuses, so the same circuit is refused or accepted whatever else
+runs. The machine's load enters the **budget** instead (:func:`time_budget`): ``BUDGET_MARGIN``
+× the estimate, at least ``MIN_BUDGET_S``, counted in CPU seconds of the worker process that
+emulates (``WorkerPool.run``'s ``cpu_limit_s``). A single-threaded emulation that shares its
+cores with others gets fewer CPU seconds per wall second, and its wall-clock limit stretches by
+exactly that share, measured while it runs. That was chosen over the host's load average per
+core, which lags a minute behind a burst (a dev-set run starts every node's worker at once),
+counts the worker itself and cannot see nice levels or how the other processes share the cores;
+and over a node's measured/estimated ratio on its recent runs, which knows nothing before the
+first run and lags a run behind. What CPU time does not see (memory bandwidth and caches shared
+with the other processes) is left to the margin. A worker that makes no progress at all
+(stopped, or starved) is still stopped after ``MAX_SLOWDOWN`` × the budget of wall time.
 
 The estimate does not include cirq's fallback for dynamic circuits that cannot be deferred
 (none of the dev circuits). Memory is the state vector's (complex64) and the arrays sampled
@@ -55,8 +57,8 @@ plus, on registers the trajectories may run as a tree (up to
 ``qubus.devices.trajectories.BRANCHING_QUBITS`` qubits: whether they do depends on the noise,
 which the estimate does not see), the most states the tree holds
 (``qubus.devices.trajectories.tree_states``, ``STATE_BYTES_PER_AMPLITUDE`` each). The time
-still prices independent trajectories: a tree's is less (by 3–16× on the low-noise
-``quantinuum_h1_1``, docs/architecture.md, *Session 15*).
+still prices independent trajectories: a tree's is less (by 1.3–38× on the low-noise
+``quantinuum_h1_1``, docs/architecture.md, *Sessions 15 and 16*).
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ class CostModel:
         trajectory_per_op: Per compiled operation of one trajectory (qsim's gates and channels).
         amplitude: Per state amplitude (2^w) of one trajectory: its probabilities and shots.
         amplitude_per_op: Per compiled operation and state amplitude (2^w) of one trajectory.
+        spilled_amplitude_per_op: Per compiled operation and state amplitude beyond
+            ``CACHED_AMPLITUDES`` of one trajectory, on top of ``amplitude_per_op``.
     """
 
     density_per_op: float
@@ -97,6 +101,7 @@ class CostModel:
     trajectory_per_op: float
     amplitude: float
     amplitude_per_op: float
+    spilled_amplitude_per_op: float
 
     def seconds(self, terms: Mapping[str, float]) -> float:
         """The estimate of an emulation with these unit counts (``EmulationCost.terms``)."""
@@ -109,17 +114,21 @@ class CostModel:
 
 
 IDLE = CostModel(
-    density_per_op=5.58e-5,
-    density_per_op_entry=1.28e-8,
-    translate_per_op=3.41e-4,
-    trajectory_per_op=5.71e-6,
-    amplitude=5.47e-9,
-    amplitude_per_op=6.47e-11,
+    density_per_op=4.71e-5,
+    density_per_op_entry=4.82e-9,
+    translate_per_op=3.55e-4,
+    trajectory_per_op=5.62e-6,
+    amplitude=8.30e-9,
+    amplitude_per_op=1.05e-10,
+    spilled_amplitude_per_op=1.09e-10,
 )
 """Fitted by ``python benchmarks/emulation_cost.py --shots 4000 --repeats 2 --fit`` to the
-CPU times of 19 dev circuits (session 9, load 2.1–2.2; estimate/CPU time 0.19–2.97 for the
-density matrices, all under 0.4 s, and 0.63–1.56 for the trajectories; ``docs/architecture.md``,
-cost model)."""
+CPU times of the 16 of its 26 cases that do not run as a tree (session 16, load 2–3 with two
+nice-19 aer runs beside): estimate/CPU time 0.68–1.55 for the density matrices, all under
+0.2 s, and 0.81–1.57 for the trajectories, up to the 24-qubit chain; the 10 trees it
+overestimates 1.3–38 times (``docs/architecture.md``, *Session 16*). Session 9's constants,
+fitted to dev circuits of at most 20 qubits on nodes where most now run as trees, put the
+routed wide ones on ``ibm_hanoi`` at 0.37–0.75 of their CPU time."""
 
 SPLIT = replace(
     IDLE,
@@ -127,6 +136,7 @@ SPLIT = replace(
     trajectory_per_op=4.76e-6,
     amplitude=3.03e-8,
     amplitude_per_op=4.63e-10,
+    spilled_amplitude_per_op=0.0,
 )
 """The trajectory constants of a split run (``qubus.network.distributed.SplitProgram.
 emulation_cost``; the density-matrix ones are ``IDLE``'s, unused), fitted by ``python -m
@@ -137,7 +147,16 @@ trajectory costs about 7 times as much per operation and amplitude as a single n
 through ``qubus.circuits.simulate.run`` (qsim's default gate fusion, every noise channel and
 protocol measurement on the whole state), where the single-node emulator fuses gates up to 3
 qubits, turns phase damping into a mixture of unitaries and simulates only the measured
-qubits' light cone; which of these accounts for how much was not measured."""
+qubits' light cone; which of these accounts for how much was not measured. It has no term for
+a state beyond the cache (``spilled_amplitude_per_op`` 0): the cases it was fitted to were of
+22 qubits at most, and its per-amplitude constant is already 4.4 times ``IDLE``'s."""
+
+CACHED_AMPLITUDES = 2**21
+"""Amplitudes of a state whose gates cost ``amplitude_per_op`` each; beyond them each also costs
+``spilled_amplitude_per_op``. 2^21 complex64 amplitudes are 16 MB, half the development
+machine's 32 MB L3 cache; the GHZ chain of ``benchmarks/emulation_width.py`` on ``ibm_hanoi``
+costs more per amplitude from 22 qubits on, by the same constant at 22 and 24 qubits with this
+bound (``docs/architecture.md``, *Session 16*)."""
 
 MEMORY_BYTES_PER_AMPLITUDE = 32
 """The state (8 bytes), its probabilities (4) and the marginal sampled from them (8), with
@@ -151,7 +170,7 @@ BASE_MEMORY_MB = 1500
 
 BUDGET_MARGIN = 4.0
 """A task's budget is this many times its estimate in CPU seconds of its worker (the estimate
-is 0.6–1.6 times a trajectory run's CPU time on the dev circuits, and a CPU second went up to
+is 0.8–1.6 times a trajectory run's CPU time on the dev circuits, and a CPU second went up to
 1.5× less far at load 6–12, the caches and memory shared with the other processes)..."""
 
 MIN_BUDGET_S = 30.0
@@ -267,6 +286,9 @@ def trajectories_cost(
         "trajectory_per_op": trajectories * operations,
         "amplitude": trajectories * 2.0**width,
         "amplitude_per_op": trajectories * operations * 2.0**width,
+        "spilled_amplitude_per_op": trajectories
+        * operations
+        * max(0.0, 2.0**width - CACHED_AMPLITUDES),
     }
     memory = BASE_MEMORY_MB + MEMORY_BYTES_PER_AMPLITUDE * 2.0**width / 2**20
     return EmulationCost(

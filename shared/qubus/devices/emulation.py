@@ -57,6 +57,7 @@ from qubus.devices.trajectories import (
     Progress,
     bit_columns,
     register_width,
+    runs_as_tree,
     sample_trajectories,
     trajectory_count,
     trajectory_distributions,
@@ -349,6 +350,16 @@ def emulated_distribution(compiled: CompiledCircuit, device: Device) -> dict[str
     dense = np.bincount(index, weights=probs / probs.sum(), minlength=2**width)
     dense = read_out(dense, readout_matrices(_readout_qubits(compiled, keys), device))
     return {format(i, f"0{width}b"): float(v) for i, v in enumerate(dense) if v > 0}
+
+
+def emulated_as_tree(compiled: CompiledCircuit, device: Device) -> bool:
+    """Whether :func:`emulate` runs this circuit's noisy trajectories as a tree (the cost
+    model prices independent ones: ``qubus.devices.cost``)."""
+    if uses_density_matrix(compiled):
+        return False
+    circuit, _ = _register_circuit(compiled, device, noiseless=False)
+    terminal = exact_form(circuit)
+    return terminal is not None and runs_as_tree(terminal)
 
 
 def emulated_trajectory_distributions(

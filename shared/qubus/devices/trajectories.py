@@ -395,6 +395,12 @@ def _branching_pays(register: _Register) -> bool:
     return work <= BRANCHING_WORK
 
 
+def runs_as_tree(circuit: cirq.AbstractCircuit) -> bool:
+    """Whether :func:`sample_trajectories` runs a terminal-measurement circuit's noisy
+    trajectories as a tree (its noise, :func:`_branching_pays`)."""
+    return _branching_pays(_Register.of(circuit))
+
+
 def _qsim_run(noisy: object, state: np.ndarray | int, seed: int) -> np.ndarray:
     """qsim's trajectory of a noisy circuit from ``state`` (a state vector or a basis
     state's index), as complex64 amplitudes."""
