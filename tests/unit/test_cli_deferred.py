@@ -1,5 +1,6 @@
 """The command line's deferred imports (``qubus.cli.deferred``): ``qubus parse`` runs without
-importing ``matplotlib.pyplot`` or the NATS client, and cirq still draws when asked to.
+importing ``matplotlib.pyplot`` or the NATS client, and cirq still draws when asked to; the
+NATS client runs without importing aiohttp, and the dashboard still serves with it.
 Each check runs in a fresh interpreter, where nothing is imported yet."""
 
 from __future__ import annotations
@@ -44,21 +45,51 @@ print(json.dumps({{
 def test_deferred_modules_are_imported_when_used_and_cirq_draws_with_them() -> None:
     code = """
 import sys
-from qubus.cli.deferred import DEFERRED, defer_imports
+from qubus.cli.deferred import defer_imports
+PLOTTING = ("matplotlib.pyplot", "mpl_toolkits.mplot3d", "mpl_toolkits.axes_grid1")
 defer_imports()
 import cirq
 import matplotlib
-print(*(type(sys.modules[name]).__name__ for name in DEFERRED))
+print(*(type(sys.modules[name]).__name__ for name in PLOTTING))
 matplotlib.use("Agg")
 heatmap = cirq.Heatmap({(cirq.GridQubit(0, 0),): 0.5, (cirq.GridQubit(0, 1),): 0.7})
 figure, axes = cirq.vis.heatmap.plt.subplots()
 heatmap.plot(axes)  # mpl_toolkits.axes_grid1
 kak = cirq.scatter_plot_normalized_kak_interaction_coefficients([cirq.unitary(cirq.CZ)])
-print(*(type(sys.modules[name]).__name__ for name in DEFERRED), type(kak).__name__)
+print(*(type(sys.modules[name]).__name__ for name in PLOTTING), type(kak).__name__)
 """
     before, after = run_python(code).stdout.splitlines()
     assert before.split() == ["_Deferred"] * 3
     assert after.split() == ["module"] * 3 + ["Axes3D"]
+
+
+def test_the_nats_client_leaves_aiohttp_unimported_until_the_dashboard_serves_with_it() -> None:
+    code = """
+import json, sys
+from qubus.cli.deferred import defer_imports
+defer_imports()
+import nats, nats.js
+from nats.aio import transport
+loaded = "aiohttp.client" in sys.modules
+from aiohttp import WSMsgType, web
+print(json.dumps({
+    "loaded_with_nats": loaded,
+    "stand_in": type(transport.aiohttp).__name__,
+    "module": type(sys.modules["aiohttp"]).__name__,
+    "web": web.Application.__module__,
+    "binary": int(WSMsgType.BINARY),
+    "session": transport.aiohttp.ClientSession.__module__,
+}))
+"""
+    report = json.loads(run_python(code).stdout)
+    assert report == {
+        "loaded_with_nats": False,
+        "stand_in": "_Deferred",
+        "module": "module",
+        "web": "aiohttp.web_app",
+        "binary": 2,
+        "session": "aiohttp.client",
+    }
 
 
 def test_the_console_script_ends_parse_without_teardown_and_loses_no_output(
