@@ -130,7 +130,7 @@ def measure(shots: int, repeats: int) -> list[dict]:
 def fit(rows: list[dict]) -> CostModel:
     """The model's constants that best fit the measured CPU times of the runs it prices (not
     those run as a tree of trajectories, which the model prices as independent ones and
-    which take 1–16 times less): per method, least squares
+    which take 1.3–38 times less): per method, least squares
     on the logarithm of time (so an estimate 2× over weighs as much as one 2× under),
     started from the non-negative least-squares fit of the relative error. Each term is
     fitted in seconds of a typical case (its unit count divided by the median of those that

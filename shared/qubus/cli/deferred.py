@@ -10,9 +10,9 @@ attribute of it is read (``plt.subplots``), which imports the real module. Code 
 (``qubus.scheduling.frontier``, cirq's own plots) imports and uses them as usual.
 
 ``import nats`` imports ``aiohttp`` for a WebSocket transport that qubus does not use: 0.1 s
-of every command that connects (``qubus status`` 0.48–0.57 s with it, 0.32–0.37 s without, on
-the 2-core development machine at load 2.6). The dashboard, which serves with it, imports and
-uses it as usual.
+of every command that connects (``qubus status`` 0.48–0.52 s with it, 0.33–0.42 s without, on
+the 2-core development machine at load 2.6–3.4). The dashboard, which serves with it, imports
+and uses it as usual.
 
 The standard library's ``importlib.util.LazyLoader`` does not serve here: on Python 3.11 an
 ``import`` statement reads the ``__spec__`` of a module found in ``sys.modules``, which makes a
