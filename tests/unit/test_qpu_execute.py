@@ -204,6 +204,8 @@ def test_the_emulator_says_which_runs_share_their_trajectories_as_a_tree(dev_qas
     qec = load_circuit((dev_qasm / "qasmbench__qec9xz_n17.qasm").read_text(), "qasm2")
     assert not emulated_as_tree(compile_for_device(qec, lattice), lattice)
     assert not emulated_as_tree(compile_for_device(wide_ghz(4), trap), trap)
+    unmeasured = wide_ghz(16)[:-1]  # emulate returns at once: nothing to run
+    assert not emulated_as_tree(compile_for_device(unmeasured, trap), trap)
 
 
 def test_the_memory_counts_the_states_a_tree_of_trajectories_may_hold() -> None:

@@ -143,13 +143,13 @@ emulation_cost``; the density-matrix ones are ``IDLE``'s, unused), fitted by ``p
 benchmarks.split_cost --fit --max-estimate 20`` to the CPU times of 10 dev circuits split two
 ways (session 10, load 6.6–1.7): ``IDLE``'s constants were 0.14–1.27 of the measured CPU time,
 falling with the width (0.14 for ``qram_n20``'s 22 qubits), these 0.77–1.35. A split run's qsim
-trajectory costs about 7 times as much per operation and amplitude as a single node's. It runs
-through ``qubus.circuits.simulate.run`` (qsim's default gate fusion, every noise channel and
-protocol measurement on the whole state), where the single-node emulator fuses gates up to 3
-qubits, turns phase damping into a mixture of unitaries and simulates only the measured
-qubits' light cone; which of these accounts for how much was not measured. It has no term for
-a state beyond the cache (``spilled_amplitude_per_op`` 0): the cases it was fitted to were of
-22 qubits at most, and its per-amplitude constant is already 4.4 times ``IDLE``'s."""
+trajectory cost about 7 times as much per operation and amplitude as a single node's by session
+9's constants. It runs through ``qubus.circuits.simulate.run`` (qsim's default gate fusion,
+every noise channel and protocol measurement on the whole state), where the single-node emulator
+fuses gates up to 3 qubits, turns phase damping into a mixture of unitaries and simulates only
+the measured qubits' light cone; which of these accounts for how much was not measured. It has
+no term for a state beyond the cache (``spilled_amplitude_per_op`` 0): the cases it was fitted
+to were of 22 qubits at most, and its per-amplitude constant is already 4.4 times ``IDLE``'s."""
 
 CACHED_AMPLITUDES = 2**21
 """Amplitudes of a state whose gates cost ``amplitude_per_op`` each; beyond them each also costs

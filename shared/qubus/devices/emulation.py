@@ -357,8 +357,8 @@ def emulated_as_tree(compiled: CompiledCircuit, device: Device) -> bool:
     model prices independent ones: ``qubus.devices.cost``)."""
     if uses_density_matrix(compiled):
         return False
-    circuit, _ = _register_circuit(compiled, device, noiseless=False)
-    terminal = exact_form(circuit)
+    circuit, keys = _register_circuit(compiled, device, noiseless=False)
+    terminal = exact_form(circuit) if keys else None  # nothing measured: no trajectories
     return terminal is not None and runs_as_tree(terminal)
 
 
