@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import cirq
 import numpy as np
 
+from qubus.circuits.simulate import measures
 from qubus.devices.profiles import Device
 from qubus.errors import CircuitRejected
 from qubus.lru import Lru
@@ -186,7 +187,7 @@ def pulses(op: cirq.Operation, device: Device) -> int:
 def op_duration_ns(op: cirq.Operation, device: Device) -> float:
     """Duration of one compiled operation on the device."""
     inner = op.without_classical_controls()
-    if cirq.is_measurement(inner):
+    if measures(inner):
         return device.readout_duration_ns
     if len(inner.qubits) == 2:
         a, b = (q.x for q in inner.qubits)
@@ -739,7 +740,7 @@ def _count(native: cirq.Circuit, durations: tuple[float, ...], device: Device) -
         for op in moment:
             physical = [q.x for q in op.qubits]
             inner = op.without_classical_controls()
-            measured = cirq.is_measurement(inner)
+            measured = measures(inner)
             for p in physical:
                 first.setdefault(p, index)
                 last[p] = index

@@ -41,7 +41,9 @@ from qubus.circuits.simulate import (
     counts_from_bits,
     exact_form,
     measurement_keys,
+    measures,
     run,
+    terminal_only,
 )
 from qubus.devices.compile import CompiledCircuit, op_duration_ns, pulses
 from qubus.devices.densitymatrix import (
@@ -79,7 +81,7 @@ per shot (4^8 entries; beyond that trajectories are cheaper)."""
 def gate_error(op: cirq.Operation, device: Device) -> float:
     """Reported error of one compiled operation (0 for virtual gates and measurements)."""
     inner = op.without_classical_controls()
-    if cirq.is_measurement(inner):
+    if measures(inner):
         return 0.0
     if len(inner.qubits) == 2:
         a, b = (q.x for q in inner.qubits)
@@ -113,7 +115,7 @@ def depolarizing_probability(op: cirq.Operation, device: Device) -> float:
         device.id,
         device.revision,
         tuple(q.x for q in inner.qubits),
-        cirq.is_measurement(inner) or isinstance(inner.gate, cirq.ResetChannel),
+        measures(inner) or isinstance(inner.gate, cirq.ResetChannel),
         pulses(op, device),
     )
     p = _depolarizing.get(key)
@@ -422,17 +424,8 @@ def _register_circuit(
 def uses_density_matrix(compiled: CompiledCircuit) -> bool:
     """Whether the noisy register is simulated once as a density matrix (the noise channels
     never follow a qubit's last operation, so the compiled circuit decides)."""
-    return len(compiled.physical_qubits) <= DENSITY_MATRIX_QUBITS and _terminal_only(
-        compiled.circuit
-    )
-
-
-def _terminal_only(circuit: cirq.AbstractCircuit) -> bool:
-    """Measurements only at the end, each key once, no classical control."""
-    keys = [op.gate.key for op in circuit.all_operations() if cirq.is_measurement(op)]
-    controlled = any(op.classical_controls for op in circuit.all_operations())
-    return (
-        not controlled and len(keys) == len(set(keys)) and circuit.are_all_measurements_terminal()
+    return len(compiled.physical_qubits) <= DENSITY_MATRIX_QUBITS and terminal_only(
+        compiled.circuit, resets=True
     )
 
 
@@ -523,7 +516,7 @@ def density_steps(
             amplitude, phase = relaxation_rates(t_ns, device.qubits[q.x])
             hold(q, damping(amplitude, phase or 0.0))
         for op, p in zip(moment, probabilities, strict=True):
-            if cirq.is_measurement(op):
+            if measures(op):
                 continue
             after = depolarizing(p, len(op.qubits)) if p > 0 else None
             if len(op.qubits) == 1:
@@ -545,7 +538,7 @@ _IDENTITY = np.eye(4)
 
 
 def _measurements(circuit: cirq.AbstractCircuit) -> list[cirq.Operation]:
-    return [op for op in circuit.all_operations() if cirq.is_measurement(op)]
+    return [op for op in circuit.all_operations() if measures(op)]
 
 
 def _readout_qubits(compiled: CompiledCircuit, keys: list[tuple[str, int]]) -> list[int]:
