@@ -13,8 +13,10 @@ from qubus.circuits.simulate import (
     counts_from_bits,
     ideal_distribution,
     measurement_keys,
+    measures,
     resets_as_swaps,
     sample_counts,
+    terminal_only,
     unique_keys,
     without_fresh_resets,
 )
@@ -48,6 +50,39 @@ def test_terminal_circuit_is_marginalised_exactly() -> None:
         cirq.H(Q[0]), cirq.CNOT(Q[0], Q[1]), cirq.H(Q[2]), cirq.measure(Q[1], key="c_0")
     )
     assert ideal_distribution(circuit) == pytest.approx({"0": 0.5, "1": 0.5})
+
+
+def test_measures_agrees_with_cirq_on_every_kind_of_operation() -> None:
+    ops = [
+        cirq.H(Q[0]),
+        cirq.rz(0.3)(Q[0]),
+        cirq.CNOT(Q[0], Q[1]),
+        cirq.PhasedXZGate(x_exponent=0.5, z_exponent=0.1, axis_phase_exponent=0)(Q[0]),
+        cirq.ResetChannel()(Q[0]),
+        cirq.MatrixGate(cirq.unitary(cirq.X))(Q[0]),
+        cirq.measure(Q[0], key="m"),
+        cirq.measure_single_paulistring(cirq.X(Q[1]), key="p"),
+        cirq.X(Q[1]).with_classical_controls("m"),
+    ]
+    assert [measures(op) for op in ops] == [cirq.is_measurement(op) for op in ops]
+    assert [measures(op) for op in ops] == [False] * 6 + [True, True, False]
+
+
+def test_terminal_only_as_cirq_judges_terminal_measurements() -> None:
+    bell = [cirq.H(Q[0]), cirq.CNOT(Q[0], Q[1])]
+    terminal = cirq.Circuit(*bell, cirq.measure(Q[0], key="a"), cirq.measure(Q[1], key="b"))
+    assert terminal_only(terminal) and terminal.are_all_measurements_terminal()
+    mid = cirq.Circuit(cirq.measure(Q[0], key="a"), *bell, cirq.measure(Q[1], key="b"))
+    assert not terminal_only(mid) and not mid.are_all_measurements_terminal()
+    # a qubit measured while another is still worked on is terminal all the same
+    early = cirq.Circuit(cirq.measure(Q[2], key="c"), *bell, cirq.measure(Q[1], key="b"))
+    assert terminal_only(early) and early.are_all_measurements_terminal()
+    twice = cirq.Circuit(*bell, cirq.measure(Q[0], key="a"), cirq.measure(Q[1], key="a"))
+    assert not terminal_only(twice)
+    reset = cirq.Circuit(cirq.ResetChannel()(Q[2]), *bell, cirq.measure(Q[0], key="a"))
+    assert not terminal_only(reset) and terminal_only(reset, resets=True)
+    controlled = cirq.Circuit(*bell, cirq.X(Q[2]).with_classical_controls("z"))
+    assert not terminal_only(controlled, resets=True)
 
 
 def test_negligible_outcomes_are_dropped() -> None:
