@@ -118,7 +118,7 @@ from qubus.bus.messages import (
 )
 from qubus.bus.metrics import QPU_QUEUE
 from qubus.bus.service import Runtime
-from qubus.bus.workers import JobStopped, WorkerPool, report_progress
+from qubus.bus.workers import JobStopped, WorkerPool, is_quick, report_progress
 from qubus.circuits import circuit_from_json
 from qubus.client.aio import request_reply
 from qubus.devices.compile import compile_for_device
@@ -960,6 +960,7 @@ class QpuNode:
                     timeout_s=budget.wall_s,
                     cpu_limit_s=budget.cpu_s,
                     watch=self._watch(event, ctx),
+                    inline=is_quick(event.circuit, budget.estimate_s),
                 )
             except JobStopped:
                 log.info("qpu.cancelled_running", elapsed_s=round(time.monotonic() - since, 3))

@@ -1,6 +1,8 @@
 """sandbox: ``checked`` → ``eval.sandbox``. The circuit's ideal distribution (qsim), checked
 numerically and reproduced with a second simulator (ΔRepro), in a separate worker process
-under qubit, depth, time and memory limits (``qubus.devices.sandbox``). A circuit beyond a limit
+under qubit, depth, time and memory limits (``qubus.devices.sandbox``); a tiny circuit
+(``qubus.bus.workers.is_tiny``, its measurements terminal) on the event loop instead, where
+the worker's round trip would cost as much as the simulation. A circuit beyond a limit
 fails its task (``sandbox.too_large``, ``too_deep``, ``timeout``, ``memory``); the service goes
 on. A sweep is evaluated in two worker calls (``qubus.devices.sweeps``): the first point as a
 task with a sample of the points' ideal distributions (``eval.sandbox``, published at once:
@@ -14,8 +16,10 @@ from __future__ import annotations
 from qubus.bus.consumer import Context, Stage
 from qubus.bus.messages import SandboxEvaluation, SweepIdeals, TaskChecked
 from qubus.bus.service import Runtime
-from qubus.bus.workers import Lanes, WorkerPool, is_heavy, laned_concurrency
-from qubus.devices.sandbox import SandboxLimits, evaluate
+from qubus.bus.workers import Lanes, WorkerPool, is_heavy, is_tiny, laned_concurrency
+from qubus.circuits import circuit_from_json
+from qubus.circuits.simulate import terminal_only
+from qubus.devices.sandbox import SandboxLimits, evaluate, evaluate_circuit
 from qubus.devices.sweeps import evaluate_sweep, sample_points, sweep_ideals
 
 
@@ -76,6 +80,10 @@ async def setup(rt: Runtime) -> None:
         pool = lanes.pool(is_heavy(event.features, points=points))
         if event.options.sweep is not None:
             return await evaluate_points(event, event.options.sweep, pool, ctx)
+        if is_tiny(event.circuit, event.features):
+            circuit = circuit_from_json(event.circuit)
+            if terminal_only(circuit):
+                return evaluate_circuit(event.task_id, circuit, event.options.shots, limits)
         return await pool.run(
             evaluate,
             event.task_id,

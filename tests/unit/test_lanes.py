@@ -1,8 +1,10 @@
 """Which circuits go to a stage's heavy lane, which worker pool a job of each weight gets, and
-that a worker's large answer reaches a service on uvloop whole."""
+that a worker's large answer reaches a service on uvloop whole; which jobs run on the event loop
+instead."""
 
 from __future__ import annotations
 
+import os
 import resource
 
 import cirq
@@ -10,7 +12,19 @@ import pytest
 import uvloop
 
 from qubus.bus.messages import TaskIngested, TaskOptions
-from qubus.bus.workers import HEAVY_OPERATIONS, HEAVY_WORK, Lanes, WorkerPool, is_heavy, is_long
+from qubus.bus.workers import (
+    HEAVY_OPERATIONS,
+    HEAVY_WORK,
+    INLINE_EMULATION_S,
+    INLINE_MAX_BYTES,
+    INLINE_WORK,
+    Lanes,
+    WorkerPool,
+    is_heavy,
+    is_long,
+    is_quick,
+    is_tiny,
+)
 from qubus.circuits import circuit_features, circuit_to_json, load_circuit
 from qubus_services.parser.main import weight
 
@@ -97,3 +111,37 @@ def test_a_short_circuit_is_parsed_inline_and_cirq_json_is_judged_by_its_text(de
     # a CircuitOperation's repetitions hide its work: never inline, always in the lane
     repeated_op = cirq.Circuit(cirq.CircuitOperation(bell.freeze(), repetitions=1000))
     assert weight(ingested(circuit_to_json(repeated_op), "cirq-json")) == (False, True)
+
+
+def test_a_tiny_circuit_is_simulated_on_the_event_loop_and_one_run_shot_by_shot_is_not(dev_qasm):
+    def tiny(circuit: cirq.Circuit) -> bool:
+        text = circuit_to_json(circuit)
+        return is_tiny(text, circuit_features(circuit, text))
+
+    bell = load_circuit((dev_qasm / "qasmbench__bell_n4.qasm").read_text(), "qasm2")
+    assert tiny(bell)
+    q = sorted(bell.all_qubits())
+    assert not tiny(bell + cirq.ResetChannel()(q[0]))
+    assert not tiny(bell + cirq.X(q[0]).with_classical_controls(*cirq.measurement_key_names(bell)))
+    ising = load_circuit((dev_qasm / "qasmbench__ising_n10.qasm").read_text(), "qasm2")
+    features = circuit_features(ising)
+    assert sum(features.gate_counts.values()) * 2**features.qubits > INLINE_WORK
+    assert not tiny(ising)
+
+
+def test_only_a_quick_emulation_of_a_short_circuit_runs_inline():
+    assert is_quick("x" * INLINE_MAX_BYTES, INLINE_EMULATION_S)
+    assert not is_quick("x" * INLINE_MAX_BYTES, 2 * INLINE_EMULATION_S)
+    assert not is_quick("x" * (INLINE_MAX_BYTES + 1), 0.0)
+
+
+def test_an_inline_job_runs_in_the_service_and_starts_no_worker():
+    pool = WorkerPool(memory_mb=512, stage="qpu", job="emulation")
+
+    async def pids() -> tuple[int, int | None]:
+        return await pool.run(os.getpid, timeout_s=5, inline=True), pool.worker_pid
+
+    try:
+        assert uvloop.run(pids()) == (os.getpid(), None)
+    finally:
+        pool.close()

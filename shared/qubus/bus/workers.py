@@ -43,6 +43,39 @@ def is_small(circuit_json: str, features: Features) -> bool:
     return len(circuit_json) <= INLINE_MAX_BYTES and "op" not in features.gate_counts
 
 
+INLINE_WORK = 2**12
+"""Operations × state-vector amplitudes up to which a circuit with no reset and no classical
+control is simulated or emulated on its stage's event loop (``is_tiny``): a 4-qubit circuit of
+256 operations, an 8-qubit one of 16. The fastpath workload's 4-qubit circuits (10 operations)
+cost the sandbox 1.1 ms and a QPU node 1.2 ms of work in the worker process, and the round
+trip to it about as much again in the two processes."""
+
+
+def is_tiny(circuit_json: str, features: Features) -> bool:
+    """Whether simulating a circuit costs about what sending it to a worker process does:
+    small (``is_small``), at most ``INLINE_WORK`` operations × amplitudes, and nothing that
+    makes a simulation run shot by shot (a reset, classical control; mid-circuit
+    measurements are the caller's to rule out, on the circuit)."""
+    operations = sum(features.gate_counts.values())
+    return (
+        is_small(circuit_json, features)
+        and not features.classical_control
+        and "reset" not in features.gate_counts
+        and operations * 2**features.qubits <= INLINE_WORK
+    )
+
+
+INLINE_EMULATION_S = 0.002
+"""An emulation estimated (``qubus.devices.cost``, idle) at no more than this runs on its QPU
+node's event loop (``is_quick``): the fastpath circuits' are 0.4–0.7 ms."""
+
+
+def is_quick(circuit_json: str, estimate_s: float) -> bool:
+    """Whether emulating a circuit estimated at ``estimate_s`` costs about what sending it to a
+    worker process does (its short text takes as little to read)."""
+    return len(circuit_json) <= INLINE_MAX_BYTES and estimate_s <= INLINE_EMULATION_S
+
+
 HEAVY_WORK = 2**24
 """Operations × state-vector amplitudes (``2^qubits``) above which a circuit is heavy: its ideal
 simulation and ΔRepro take about a second or more on the development machine (18-qubit QFT,
@@ -206,6 +239,7 @@ class WorkerPool:
         timeout_s: float,
         cpu_limit_s: float | None = None,
         watch: Callable[[float], Awaitable[bool]] | None = None,
+        inline: bool = False,
     ) -> T:
         """Run ``fn(*args)`` in the worker; jobs run one at a time, in order.
 
@@ -219,6 +253,8 @@ class WorkerPool:
                 ``timeout_s``).
             watch: Called about every ``WATCH_INTERVAL_S`` while the job runs with its
                 progress (:func:`report_progress`); returning True stops the job.
+            inline: Run the job on the event loop instead, with none of these limits: for a
+                job known to take about what the worker's round trip costs (``is_quick``).
 
         Raises:
             SimulationError: ``<stage>.timeout`` past ``timeout_s`` or ``cpu_limit_s``, or when
@@ -226,6 +262,8 @@ class WorkerPool:
                 memory. Either way the worker is replaced.
             JobStopped: ``watch`` stopped the job (the worker is replaced).
         """
+        if inline:
+            return fn(*args)
         async with self._lock:
             self._progress.value = 0.0
             conn = self._ensure()

@@ -189,10 +189,12 @@ class Budget:
         cpu_s: CPU seconds of the worker process (the limit that counts: it stretches with the
             machine's load).
         wall_s: Wall-clock seconds, ``MAX_SLOWDOWN`` × ``cpu_s``.
+        estimate_s: The idle estimate the budget was made from.
     """
 
     cpu_s: float
     wall_s: float
+    estimate_s: float
 
 
 @dataclass(frozen=True)
@@ -237,7 +239,7 @@ def time_budget(seconds: float) -> Budget:
     the estimate of the worker's CPU time, at least ``MIN_BUDGET_S``, and ``MAX_SLOWDOWN``
     times that of wall time (module docstring: why CPU time)."""
     cpu_s = max(MIN_BUDGET_S, BUDGET_MARGIN * seconds)
-    return Budget(cpu_s=cpu_s, wall_s=MAX_SLOWDOWN * cpu_s)
+    return Budget(cpu_s=cpu_s, wall_s=MAX_SLOWDOWN * cpu_s, estimate_s=seconds)
 
 
 def emulation_cost(

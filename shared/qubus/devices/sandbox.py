@@ -107,11 +107,18 @@ class Repro:
 def evaluate(
     task_id: str, circuit_json: str, shots: int, limits: SandboxLimits
 ) -> SandboxEvaluation:
+    """:func:`evaluate_circuit` of a circuit given as Cirq JSON (the worker process's job)."""
+    return evaluate_circuit(task_id, circuit_from_json(circuit_json), shots, limits)
+
+
+def evaluate_circuit(
+    task_id: str, circuit: cirq.AbstractCircuit, shots: int, limits: SandboxLimits
+) -> SandboxEvaluation:
     """Check limits, simulate ideally with qsim, check the numbers and reproduce with cirq.
 
     Args:
         task_id: The task; also seeds the sample of ``shots`` ideal counts.
-        circuit_json: The circuit as Cirq JSON.
+        circuit: The circuit.
         shots: Shots of the ideal sample.
         limits: Width, depth and outcome limits.
 
@@ -123,7 +130,6 @@ def evaluate(
             estimate does not fit) or ``sandbox.numerical``.
     """
     started = time.perf_counter()
-    circuit = circuit_from_json(circuit_json)
     check_limits(circuit, limits)
     distribution = ideal_distribution(circuit, max_qubits=limits.max_qubits)
     repro = reproduce(circuit, distribution)
