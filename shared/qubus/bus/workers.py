@@ -45,10 +45,11 @@ def is_small(circuit_json: str, features: Features) -> bool:
 
 INLINE_WORK = 2**12
 """Operations × state-vector amplitudes up to which a circuit with no reset and no classical
-control is simulated or emulated on its stage's event loop (``is_tiny``): a 4-qubit circuit of
-256 operations, an 8-qubit one of 16. The fastpath workload's 4-qubit circuits (10 operations)
-cost the sandbox 1.1 ms and a QPU node 1.2 ms of work in the worker process, and the round
-trip to it about as much again in the two processes."""
+control is simulated on the sandbox's event loop (``is_tiny``): a 4-qubit circuit of 256
+operations, an 8-qubit one of 16. The fastpath workload's 4-qubit circuits (10 operations)
+cost the sandbox 1.1 ms of work (``benchmarks/stagework.py``), and the round trip to its
+worker process some 0.6 ms more (the stage's CPU a task fell by that much without it:
+``benchmarks/fastpath.py``)."""
 
 
 def is_tiny(circuit_json: str, features: Features) -> bool:
@@ -67,7 +68,8 @@ def is_tiny(circuit_json: str, features: Features) -> bool:
 
 INLINE_EMULATION_S = 0.002
 """An emulation estimated (``qubus.devices.cost``, idle) at no more than this runs on its QPU
-node's event loop (``is_quick``): the fastpath circuits' are 0.4–0.7 ms."""
+node's event loop (``is_quick``): the fastpath circuits' are 0.4–0.7 ms (their jobs 1.2–1.5 ms
+of work with compilation, and the round trip to the worker some 0.7 ms more)."""
 
 
 def is_quick(circuit_json: str, estimate_s: float) -> bool:
