@@ -2,7 +2,7 @@
 numerically and reproduced with a second simulator (ΔRepro), in a separate worker process
 under qubit, depth, time and memory limits (``qubus.devices.sandbox``); a tiny circuit
 (``qubus.bus.workers.is_tiny``, its measurements terminal) on the event loop instead, where
-the worker's round trip costs half as much again as the simulation. A circuit beyond a limit
+the worker's round trip would add about half the simulation's cost. A circuit beyond a limit
 fails its task (``sandbox.too_large``, ``too_deep``, ``timeout``, ``memory``); the service goes
 on. A sweep is evaluated in two worker calls (``qubus.devices.sweeps``): the first point as a
 task with a sample of the points' ideal distributions (``eval.sandbox``, published at once:

@@ -53,9 +53,9 @@ worker process some 0.6 ms more (the stage's CPU a task fell by that much withou
 
 
 def is_tiny(circuit_json: str, features: Features) -> bool:
-    """Whether simulating a circuit costs about what sending it to a worker process does:
-    small (``is_small``), at most ``INLINE_WORK`` operations × amplitudes, and nothing that
-    makes a simulation run shot by shot (a reset, classical control; mid-circuit
+    """Whether simulating a circuit costs no more than about twice what sending it to a worker
+    process does: small (``is_small``), at most ``INLINE_WORK`` operations × amplitudes, and
+    nothing that makes a simulation run shot by shot (a reset, classical control; mid-circuit
     measurements are the caller's to rule out, on the circuit)."""
     operations = sum(features.gate_counts.values())
     return (
@@ -68,13 +68,14 @@ def is_tiny(circuit_json: str, features: Features) -> bool:
 
 INLINE_EMULATION_S = 0.002
 """An emulation estimated (``qubus.devices.cost``, idle) at no more than this runs on its QPU
-node's event loop (``is_quick``): the fastpath circuits' are 0.4–0.7 ms (their jobs 1.2–1.5 ms
-of work with compilation, and the round trip to the worker some 0.7 ms more)."""
+node's event loop (``is_quick``): the fastpath circuits' are 0.4–0.7 ms (their jobs 1.3–1.7 ms
+of work with compilation, ``benchmarks/stagework.py``, and the round trip to the worker some
+0.6 ms more: the QPU nodes' CPU a task fell by that much without it)."""
 
 
 def is_quick(circuit_json: str, estimate_s: float) -> bool:
-    """Whether emulating a circuit estimated at ``estimate_s`` costs about what sending it to a
-    worker process does (its short text takes as little to read)."""
+    """Whether emulating a circuit estimated at ``estimate_s`` costs no more than about twice
+    what sending it to a worker process does (its short text takes as little to read)."""
     return len(circuit_json) <= INLINE_MAX_BYTES and estimate_s <= INLINE_EMULATION_S
 
 
@@ -256,7 +257,8 @@ class WorkerPool:
             watch: Called about every ``WATCH_INTERVAL_S`` while the job runs with its
                 progress (:func:`report_progress`); returning True stops the job.
             inline: Run the job on the event loop instead, with none of these limits: for a
-                job known to take about what the worker's round trip costs (``is_quick``).
+                job known to take no more than about twice the worker's round trip
+                (``is_quick``).
 
         Raises:
             SimulationError: ``<stage>.timeout`` past ``timeout_s`` or ``cpu_limit_s``, or when
