@@ -29,10 +29,10 @@ from collections.abc import Callable
 from fastpath import qasm
 
 from qubus.bus.limits import MAX_SHOTS
-from qubus.bus.messages import NodeStatus, TaskChecked, TaskOptions
+from qubus.bus.messages import TaskChecked, TaskOptions
 from qubus.circuits.ir import circuit_features, circuit_to_json, load_circuit
 from qubus.cli.common import number_in
-from qubus.devices.profiles import DEFAULT_FLEET, Device, load_device
+from qubus.devices.profiles import DEFAULT_FLEET, load_device, status_of
 from qubus.devices.sandbox import SandboxLimits, evaluate
 from qubus_services.noise.main import predict
 from qubus_services.qpu.main import execute
@@ -51,23 +51,6 @@ def best_ms(job: Callable[[str, int], object], rounds: list[list[str]]) -> float
     return best * 1000
 
 
-def status(device: Device) -> NodeStatus:
-    """An idle node's status, as its QPU service publishes it (the noise stage reads these)."""
-    return NodeStatus(
-        node=device.id,
-        kind=device.kind,
-        n_qubits=device.n_qubits,
-        max_circuit_qubits=device.max_circuit_qubits,
-        device=device.model_dump(mode="json"),
-        calibration_revision=device.revision,
-        queue_depth=0,
-        mean_job_s=0.0,
-        busy=False,
-        instance="stagework",
-        updated_at=time.time(),
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=number_in(int, 1, None), default=300)
@@ -76,7 +59,10 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     devices = [load_device(node) for node in DEFAULT_FLEET]
-    statuses = [status(device) for device in devices]
+    statuses = [
+        status_of(device, queue_depth=0, mean_job_s=0.0, busy=False, instance="stagework")
+        for device in devices
+    ]
     options = TaskOptions(shots=args.shots)
     features: dict[str, object] = {}
 

@@ -100,7 +100,6 @@ from qubus.bus.messages import (
     EprReservation,
     EprReserve,
     ErrorInfo,
-    NodeStatus,
     NoiseEvaluation,
     SplitPlan,
     SweepChunk,
@@ -138,7 +137,7 @@ from qubus.devices.fidelity import (
 )
 from qubus.devices.load import BackgroundLoad
 from qubus.devices.prediction import predict_fidelity
-from qubus.devices.profiles import Device, device_of, load_device
+from qubus.devices.profiles import Device, device_of, load_device, status_of
 from qubus.devices.sweeps import run_points
 from qubus.errors import QubusError, Retry
 from qubus.network.distributed import SplitRun, run_split
@@ -348,18 +347,12 @@ class QpuNode:
             log.debug("qpu.queue_depth_unknown", exc_info=True)
         background = self._load.jobs_at(time.time()) if self._load else 0
         QPU_QUEUE.labels(current.id).set(depth + background)
-        status = NodeStatus(
-            node=current.id,
-            kind=current.kind,
-            n_qubits=current.n_qubits,
-            max_circuit_qubits=current.max_circuit_qubits,
-            device=current.model_dump(mode="json"),
-            calibration_revision=current.revision,
+        status = status_of(
+            current,
             queue_depth=depth + background,
             mean_job_s=self._mean_job_s(),
             busy=self._busy,
             instance=self._bus.instance,
-            updated_at=time.time(),
             background_jobs=background,
         )
         await self._nodes.put(node_key(self._device.id), codec.encode(status))

@@ -28,20 +28,19 @@ import hashlib
 import json
 import statistics
 import tarfile
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from qubus.bus.messages import NodeStatus
 from qubus.errors import QubusError
-
-if TYPE_CHECKING:
-    from qubus.bus.messages import NodeStatus
 
 DEFAULT_FLEET: tuple[str, ...] = ("ibm_nairobi", "ibm_manila", "quantinuum_h1_1", "ionq_aria")
 """Nodes started by default: small enough that noisy emulation stays fast."""
@@ -511,3 +510,30 @@ def device_of(status: NodeStatus) -> Device:
             _BY_REVISION.clear()
         device = _BY_REVISION[status.calibration_revision] = Device.model_validate(status.device)
     return device
+
+
+def status_of(
+    device: Device,
+    *,
+    queue_depth: int,
+    mean_job_s: float,
+    busy: bool,
+    instance: str,
+    background_jobs: int = 0,
+) -> NodeStatus:
+    """The status a QPU node publishes (KV ``qubus_nodes``) for its device now: the inverse of
+    :func:`device_of`."""
+    return NodeStatus(
+        node=device.id,
+        kind=device.kind,
+        n_qubits=device.n_qubits,
+        max_circuit_qubits=device.max_circuit_qubits,
+        device=device.model_dump(mode="json"),
+        calibration_revision=device.revision,
+        queue_depth=queue_depth,
+        mean_job_s=mean_job_s,
+        busy=busy,
+        instance=instance,
+        updated_at=time.time(),
+        background_jobs=background_jobs,
+    )
