@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import cirq
 import pytest
 
@@ -11,6 +14,7 @@ from qubus.circuits import (
     circuit_from_json,
     circuit_to_json,
     load_circuit,
+    parse_qasm,
 )
 from qubus.errors import InvalidPayload, QasmError
 
@@ -83,6 +87,78 @@ def test_cirq_json_round_trip_through_load_circuit():
 def test_frozen_circuit_json_is_accepted():
     circuit = load_circuit(KNOWN, "qasm2")
     assert circuit_from_json(cirq.to_json(circuit.freeze())) == circuit
+
+
+DEV = Path(__file__).parents[3] / "shared" / "data" / "qasm" / "dev"
+
+
+def _read_by_cirq_and_qubus() -> list[cirq.Circuit]:
+    """Circuits of every kind the reader makes its own way or leaves to cirq: the dev set,
+    classical control, shared sub-circuits (``VAL``/``REF``), tags, other qubit types, a
+    gate outside ``_QUBIT_GATES``."""
+    circuits = []
+    for path in sorted(DEV.glob("*.qasm*")):
+        try:
+            circuits.append(parse_qasm(path.read_text()))
+        except QasmError:  # the dev set's one undeclared register
+            continue
+    a, b = cirq.LineQubit.range(2)
+    shared = cirq.CircuitOperation(cirq.FrozenCircuit(cirq.H(a), cirq.CZ(a, b)), repetitions=3)
+    circuits += [
+        load_circuit(KNOWN, "qasm2"),
+        cirq.Circuit(shared, shared, cirq.X(a).with_tags("t"), cirq.measure(a, b, key="m")),
+        cirq.Circuit(
+            [cirq.Moment(cirq.CX(*cirq.GridQubit.rect(1, 2))), cirq.Moment(), cirq.Moment()],
+            tags=("tagged",),
+        ),
+        cirq.Circuit(cirq.MatrixGate(cirq.unitary(cirq.H)).on(a), cirq.XX(a, b) ** 0.3),
+    ]
+    return circuits
+
+
+def test_the_reader_makes_what_cirq_reads():
+    circuits = _read_by_cirq_and_qubus()
+    assert len(circuits) > 40
+    for circuit in circuits:
+        text = circuit_to_json(circuit)
+        read = circuit_from_json(text)
+        assert read == cirq.read_json(json_text=text) == circuit
+        assert circuit_to_json(read) == text  # the same types to the last number
+
+
+def _operation_json(gate: cirq.Gate, *qubits: cirq.Qid) -> str:
+    op = {"cirq_type": "GateOperation", "gate": json.loads(cirq.to_json(gate))}
+    op["qubits"] = [json.loads(cirq.to_json(q)) for q in qubits]
+    return json.dumps(
+        {"cirq_type": "Circuit", "moments": [{"cirq_type": "Moment", "operations": [op]}]}
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        _operation_json(cirq.CNOT, cirq.NamedQubit("a")),  # too few qubits
+        _operation_json(cirq.CZ, cirq.NamedQubit("a"), cirq.NamedQubit("a")),  # one twice
+        _operation_json(cirq.MeasurementGate(1, key="m", qid_shape=(3,)), cirq.LineQubit(0)),
+        _operation_json(cirq.X, cirq.LineQid(0, dimension=3)),  # a qutrit
+        circuit_to_json(cirq.Circuit(cirq.H(cirq.LineQubit(0)))).replace(
+            '"operations": [',
+            '"operations": ['
+            + json.dumps(
+                json.loads(_operation_json(cirq.X, cirq.LineQubit(0)))["moments"][0]["operations"][
+                    0
+                ]
+            )
+            + ", ",
+        ),  # two operations on one qubit in one moment
+    ],
+)
+def test_operations_cirq_refuses_are_refused(text):
+    with pytest.raises(ValueError):
+        cirq.read_json(json_text=text)
+    with pytest.raises(InvalidPayload) as caught:
+        circuit_from_json(text)
+    assert caught.value.code == "cirq_json.invalid"
 
 
 @pytest.mark.parametrize(

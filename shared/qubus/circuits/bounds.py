@@ -11,6 +11,7 @@ permanent rejection (never retried). The count is linear in the size of the text
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from qubus.circuits.qasm.count import expanded_operations
@@ -37,34 +38,73 @@ def cirq_json_operations(value: Any) -> int:
     Raises:
         InvalidPayload: ``cirq_json.too_deep`` beyond ``MAX_JSON_DEPTH``;
             ``cirq_json.unbounded`` for a ``repeat_until`` loop or repetitions that are not an
-            integer; ``cirq_json.invalid`` for a ``REF`` to no earlier ``VAL``.
+            integer; ``cirq_json.invalid`` for a ``REF`` to no earlier ``VAL``;
+            ``circuit.too_large`` for a ``CircuitOperation`` that alone expands into more than
+            ``MAX_OPERATIONS``.
     """
-    return _count(value, {}, 0)
+    return walk_cirq_json(value)[1]
 
 
-def _count(value: Any, shared: dict[Any, int], depth: int) -> int:
+Build = Callable[[dict[str, Any]], Any]
+"""Makes the object of one Cirq JSON object whose members are already made (a
+``json.loads`` object hook, such as cirq's)."""
+
+
+def walk_cirq_json(value: Any, build: Build | None = None) -> tuple[Any, int]:
+    """Count a decoded Cirq JSON value's operations (``cirq_json_operations``) and, with
+    ``build``, make its objects in the same pass, innermost first as ``json.loads`` calls an
+    object hook: ``build`` is called on every JSON object with its members made, and never on
+    a ``CircuitOperation`` that alone expands into more than ``MAX_OPERATIONS`` (the one kind
+    whose expansion is not bounded by the text's size).
+
+    Returns:
+        What ``build`` made of the value (None without it), and its operation count.
+
+    Raises:
+        InvalidPayload: as ``cirq_json_operations``.
+    """
+    return _walk(value, {}, 0, build)
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _walk(value: Any, shared: dict[Any, int], depth: int, build: Build | None) -> tuple[Any, int]:
     if depth > MAX_JSON_DEPTH:
         raise InvalidPayload(
             f"Cirq JSON is nested deeper than {MAX_JSON_DEPTH} levels", code="cirq_json.too_deep"
         )
     if isinstance(value, list):
-        return sum(_count(item, shared, depth + 1) for item in value)
+        items, count = [], 0
+        for item in value:
+            item, n = _walk(item, shared, depth + 1, build)
+            items.append(item)
+            count += n
+        return items, count
     if not isinstance(value, dict):
-        return 0
+        return value, 0
     kind = value.get("cirq_type")
     if kind == "REF":
         if value.get("key") not in shared:
             raise InvalidPayload("Cirq JSON refers to an undefined value", code="cirq_json.invalid")
-        return shared[value["key"]]
-    inner = sum(_count(item, shared, depth + 1) for item in value.values())
+        count = shared[value["key"]]
+        return (build(value) if build else None), count
+    repetitions = _repetitions(value) if kind == "CircuitOperation" else 1
+    members, count = {}, 0
+    for key, item in value.items():
+        if type(item) in _SCALARS:  # most members: made as they are, without a call
+            members[key] = item
+        else:
+            members[key], n = _walk(item, shared, depth + 1, build)
+            count += n
     if kind == "VAL":
-        shared[value.get("key")] = inner
-        return inner
-    if kind == "CircuitOperation":
-        return max(1, inner) * _repetitions(value)
-    if isinstance(kind, str) and kind.endswith("Operation"):
-        return max(1, inner)
-    return inner
+        shared[value.get("key")] = count
+    elif kind == "CircuitOperation":
+        count = max(1, count) * repetitions
+        check_operations(count, what="cirq-json")
+    elif isinstance(kind, str) and kind.endswith("Operation"):
+        count = max(1, count)
+    return (build(members) if build else None), count
 
 
 def _repetitions(operation: dict[str, Any]) -> int:
@@ -113,11 +153,16 @@ def check_qasm(text: str) -> None:
     check_operations(expanded_operations(text), what="qasm")
 
 
-def load_cirq_json(text: str) -> Any:
+def load_cirq_json(text: str, build: Build | None = None) -> Any:
     """Decode Cirq JSON text and refuse it if it expands into more than ``MAX_OPERATIONS``.
 
+    Args:
+        text: The Cirq JSON.
+        build: Makes the objects in the same pass (``walk_cirq_json``); none: the decoded
+            JSON value is returned.
+
     Returns:
-        The decoded JSON value.
+        What ``build`` made of the text, or the decoded JSON value.
 
     Raises:
         InvalidPayload: ``cirq_json.invalid`` (not JSON), ``cirq_json.too_deep``,
@@ -133,5 +178,6 @@ def load_cirq_json(text: str) -> Any:
         raise InvalidPayload(
             f"Cirq JSON is nested deeper than {MAX_JSON_DEPTH} levels", code="cirq_json.too_deep"
         ) from None
-    check_operations(cirq_json_operations(value), what="cirq-json")
-    return value
+    made, count = walk_cirq_json(value, build)
+    check_operations(count, what="cirq-json")
+    return value if build is None else made

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import cirq
 from cirq.circuits.qasm_output import QasmUGate
+from cirq.protocols.json_serialization import DEFAULT_RESOLVERS, ObjectHook, factory_from_json
 
 from qubus.bus.messages import Features
 from qubus.circuits.bounds import check_qasm, load_cirq_json
@@ -26,6 +29,9 @@ def circuit_to_json(circuit: cirq.AbstractCircuit) -> str:
 def circuit_from_json(text: str) -> cirq.Circuit:
     """Read a circuit from Cirq JSON.
 
+    The text is decoded, bounded and made into cirq objects in one pass
+    (``qubus.circuits.bounds.load_cirq_json`` with ``CirqJsonReader``).
+
     Args:
         text: Cirq JSON of a ``cirq.Circuit`` (a ``cirq.FrozenCircuit`` is unfrozen).
 
@@ -36,11 +42,10 @@ def circuit_from_json(text: str) -> cirq.Circuit:
         InvalidPayload: ``cirq_json.invalid`` if the text is not JSON, not Cirq JSON, or not
             a circuit; ``circuit.too_large`` (and the other codes of
             ``qubus.circuits.bounds.load_cirq_json``) if it expands into more than
-            ``MAX_OPERATIONS``, counted before cirq reads it.
+            ``MAX_OPERATIONS``, refused before cirq expands anything.
     """
-    load_cirq_json(text)
     try:
-        value = cirq.read_json(json_text=text)
+        value = load_cirq_json(text, CirqJsonReader())
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise InvalidPayload(f"not valid Cirq JSON: {error}", code="cirq_json.invalid") from error
     if isinstance(value, cirq.FrozenCircuit):
@@ -50,6 +55,79 @@ def circuit_from_json(text: str) -> cirq.Circuit:
             f"Cirq JSON holds a {type(value).__name__}, not a Circuit", code="cirq_json.invalid"
         )
     return value
+
+
+_QUBITS = frozenset({cirq.NamedQubit, cirq.LineQubit, cirq.GridQubit})
+
+_QUBIT_GATES = frozenset(
+    {
+        *(type(g) for g in (cirq.H, cirq.X, cirq.Y, cirq.Z, cirq.S, cirq.CNOT, cirq.CZ, cirq.SWAP)),
+        *(type(g) for g in (cirq.ISWAP, cirq.CCX, cirq.CCZ, cirq.CSWAP, cirq.rx(0), cirq.ry(0))),
+        cirq.Rz,
+        cirq.PhasedXPowGate,
+        cirq.PhasedXZGate,
+        cirq.MeasurementGate,
+    }
+)
+"""Gates that act on qubits only (dimension 2), whatever their parameters (but a
+measurement's ``qid_shape``, which is checked): an operation of one needs only its number of
+qubits checked, and that none repeats."""
+
+_CIRCUITS = {"Circuit": cirq.Circuit, "FrozenCircuit": cirq.FrozenCircuit}
+
+_MAKERS: dict[str, Callable[[dict[str, Any]], Any]] = {}
+"""Each ``cirq_type`` read so far, resolved: how an object of it is made."""
+
+
+def _maker(cls: type) -> Callable[[dict[str, Any]], Any]:
+    """How ``cirq.read_json`` makes an object of ``cls`` from its JSON object."""
+    from_json = getattr(cls, "_from_json_dict_", None)
+    if from_json is not None:
+        return lambda d: from_json(**d)
+
+    def make(d: dict[str, Any]) -> Any:
+        del d["cirq_type"]
+        return cls(**d)
+
+    return make
+
+
+class CirqJsonReader(ObjectHook):
+    """Makes cirq objects from Cirq JSON objects, what ``cirq.read_json``'s object hook makes
+    (``tests/unit/test_features.py``) in about a third of its time on the circuits the stages
+    read: each type is resolved once per process, not through cirq's resolvers at every
+    object; an operation of a qubit-only gate (``_QUBIT_GATES``) on qubits is made without
+    cirq's argument check, which the three conditions here replace; and moments of gate
+    operations and circuits of moments are made without being flattened again. Shared
+    values (``VAL``/``REF``) and the legacy context types are left to cirq's hook."""
+
+    def __init__(self) -> None:
+        super().__init__(DEFAULT_RESOLVERS)
+
+    def __call__(self, d: dict[str, Any]) -> Any:
+        kind = d.get("cirq_type")
+        if kind == "GateOperation" and len(d) == 3:
+            gate, qubits = d["gate"], tuple(d["qubits"])
+            if (
+                type(gate) in _QUBIT_GATES
+                and len(qubits) == gate.num_qubits()
+                and all(type(q) in _QUBITS for q in qubits)
+                and len(set(qubits)) == len(qubits)
+                and (type(gate) is not cirq.MeasurementGate or set(cirq.qid_shape(gate)) == {2})
+            ):
+                operation = object.__new__(cirq.GateOperation)
+                operation._gate, operation._qubits = gate, qubits
+                return operation
+        elif kind == "Moment" and all(type(op) is cirq.GateOperation for op in d["operations"]):
+            return cirq.Moment.from_ops(*d["operations"], tags=tuple(d.get("tags", ())))
+        elif kind in _CIRCUITS and all(type(m) is cirq.Moment for m in d["moments"]):
+            return _CIRCUITS[kind].from_moments(*d["moments"], tags=d.get("tags", ()))
+        make = _MAKERS.get(kind)
+        if make is None:
+            if kind is None or kind in ("VAL", "REF") or kind in self.LEGACY_CONTEXT_TYPES:
+                return super().__call__(d)
+            make = _MAKERS[kind] = _maker(factory_from_json(kind, resolvers=self.resolvers))
+        return make(d)
 
 
 def load_circuit(source: str, fmt: str) -> cirq.Circuit:
