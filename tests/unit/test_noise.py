@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 
 import cirq
+import numpy as np
 import pytest
 
 from qubus.bus import codec
 from qubus.bus.messages import NodePrediction, NoiseBudget, NoiseEvaluation
 from qubus.circuits.simulate import ideal_distribution, measurement_keys
+from qubus.devices import fidelity
 from qubus.devices.compile import compile_for_device
 from qubus.devices.emulation import (
     DENSITY_MATRIX_QUBITS,
@@ -19,7 +21,12 @@ from qubus.devices.emulation import (
     emulated_runtime_s,
     relaxation_process_fidelity,
 )
-from qubus.devices.fidelity import budget_fidelity, fidelity_with_ideal, hellinger_fidelity
+from qubus.devices.fidelity import (
+    budget_fidelities,
+    budget_fidelity,
+    fidelity_with_ideal,
+    hellinger_fidelity,
+)
 from qubus.devices.prediction import noise_budget, predict_fidelity, walk_errors
 from qubus.devices.profiles import Device, load_device
 
@@ -298,3 +305,27 @@ def test_an_injected_pauli_is_followed_to_the_bits_it_flips() -> None:
     assert sorted(walk.flips.values()) == sorted(chance for _, chance in budget.flips)
     with pytest.raises(ValueError):
         walk_errors(compiled, device, [(first, qa, "W")])
+
+
+@pytest.mark.parametrize("width", [1, 3, 6])
+def test_a_budget_kept_as_one_matrix_gives_what_its_steps_give(width, monkeypatch) -> None:
+    """Up to ``CHANNEL_BITS`` a budget acts as one kept matrix (``fidelity._channel``); past
+    it, step by step. Both give the same fidelities, for one distribution and for a stack."""
+    rng = np.random.default_rng(width)
+    budget = NoiseBudget(
+        scrambles=[([k], 0.01 * (k + 1)) for k in range(width)]
+        + [(list(range(width)), 0.03), (sorted({0, width - 1}), 0.02)],
+        flips=[([k], 0.005) for k in range(width)] + [(sorted({0, width - 1}), 0.004)],
+        confusion=[(1 - a, b, a, 1 - b) for a, b in rng.uniform(0.005, 0.05, size=(width, 2))],
+    )
+    ideals = []
+    for _ in range(5):
+        p = rng.dirichlet(np.ones(2**width))
+        ideals.append({format(i, f"0{width}b"): float(v) for i, v in enumerate(p) if v > 1e-3})
+    kept = [f for shots in (None, 500) for f in budget_fidelities(budget, ideals, shots=shots)]
+    alone = budget_fidelity(budget, ideals[0], shots=500)
+    monkeypatch.setattr(fidelity, "CHANNEL_BITS", 0)
+    stepped = [f for shots in (None, 500) for f in budget_fidelities(budget, ideals, shots=shots)]
+    assert kept == pytest.approx(stepped, abs=1e-12)
+    assert alone == pytest.approx(budget_fidelity(budget, ideals[0], shots=500), abs=1e-12)
+    assert len({round(f, 6) for f in kept}) == 10  # the points differ: nothing is shared

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -178,7 +179,7 @@ def _dense_fidelities(
 ) -> list[float]:
     """:func:`budget_fidelity` of distributions of ``width`` bits (at most ``DENSE_BITS``),
     each a dense ``(2,) * width`` array in one stack: scrambles, flips and read-out act on
-    every point at once."""
+    every point at once, or up to ``CHANNEL_BITS`` as one matrix (``_channel``)."""
     ps, indices = [], []
     dense = np.zeros((len(ideals), 2**width))
     place = 1 << np.arange(width - 1, -1, -1)
@@ -188,24 +189,65 @@ def _dense_fidelities(
         dense[k, index] = p
         ps.append(p)
         indices.append(index)
-    dense = dense.reshape((len(ideals),) + (2,) * width)
-    for axes, chance in budget.scrambles:
+    if width <= CHANNEL_BITS:
+        key = (
+            tuple((tuple(axes), chance) for axes, chance in budget.scrambles),
+            tuple((tuple(axes), chance) for axes, chance in budget.flips),
+            tuple(map(tuple, budget.confusion)),
+        )
+        confused = dense @ _channel(*key)
+    else:
+        confused = _through(dense, budget.scrambles, budget.flips, _confusion(budget, width))
+    q = np.concatenate([confused[k, index] for k, index in enumerate(indices)])
+    terms = _overlap_terms(np.concatenate(ps), q, shots)
+    starts = np.cumsum([0] + [len(p) for p in ps[:-1]])
+    return [min(1.0, float(overlap) ** 2) for overlap in np.add.reduceat(terms, starts)]
+
+
+CHANNEL_BITS = 6
+"""Widest outcomes for which a budget is made into one ``2^m × 2^m`` matrix (``_channel``,
+32 KiB at 6 bits) and kept: applying the budget's scrambles, flips and read-out one by one to
+a distribution of a few bits is some twenty numpy calls on a few numbers each, and fusion
+applies each node's budget to every task's distribution. Circuits of one structure, such as
+one circuit at other angles, mostly have the same budgets."""
+
+
+@functools.lru_cache(maxsize=256)
+def _channel(
+    scrambles: tuple[tuple[tuple[int, ...], float], ...],
+    flips: tuple[tuple[tuple[int, ...], float], ...],
+    confusion: tuple[tuple[float, ...], ...],
+) -> np.ndarray:
+    """The budget as a matrix: row ``j`` is what it makes of outcome ``j`` alone, so that a
+    stack of dense distributions times it is the stack through the budget."""
+    width = len(confusion)
+    matrix = np.array(confusion, dtype=float).reshape(width, 2, 2)
+    channel = _through(np.eye(2**width), scrambles, flips, matrix)
+    channel.setflags(write=False)
+    return channel
+
+
+def _through(
+    dense: np.ndarray,
+    scrambles: Sequence[tuple[Sequence[int], float]],
+    flips: Sequence[tuple[Sequence[int], float]],
+    confusion: np.ndarray,
+) -> np.ndarray:
+    """A stack of dense distributions, ``(points, 2^m)``, through scrambles, flips and
+    read-out (``confusion``, ``(m, 2, 2)``)."""
+    width = len(confusion)
+    dense = dense.reshape((len(dense),) + (2,) * width)
+    for axes, chance in scrambles:
         # Bit k is axis k + 1 of the stack (the leftmost bit is axis 1).
         if len(axes) == 1:
             mixed = chance * np.flip(dense, axis=axes[0] + 1)
         else:
             mixed = chance * dense.mean(axis=tuple(a + 1 for a in axes), keepdims=True)
-        dense *= 1 - chance
-        dense += mixed
-    for axes, chance in budget.flips:
+        dense = dense * (1 - chance) + mixed
+    for axes, chance in flips:
         mixed = chance * np.flip(dense, axis=tuple(a + 1 for a in axes))
-        dense *= 1 - chance
-        dense += mixed
-    confused = _confused_dense(dense, _confusion(budget, width)).reshape(len(ideals), -1)
-    q = np.concatenate([confused[k, index] for k, index in enumerate(indices)])
-    terms = _overlap_terms(np.concatenate(ps), q, shots)
-    starts = np.cumsum([0] + [len(p) for p in ps[:-1]])
-    return [min(1.0, float(overlap) ** 2) for overlap in np.add.reduceat(terms, starts)]
+        dense = dense * (1 - chance) + mixed
+    return _confused_dense(dense, confusion).reshape(len(dense), -1)
 
 
 def _confused(p: np.ndarray, bits: np.ndarray, confusion: np.ndarray) -> np.ndarray:
