@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from qubus.circuits.qasm.lexer import Source, Token
+from qubus.circuits.qasm.lexer import Source
 from qubus.circuits.qasm.prelude import PRELUDE
 from qubus.errors import QasmError
 
@@ -26,57 +26,63 @@ _DECLARATIONS = ("qreg", "creg", "qubit", "bit")
 
 
 class _Scan:
-    """One pass over a program's tokens, summing its expanded operations."""
+    """One pass over a program's tokens, summing its expanded operations. It reads the
+    tokens' texts (and their kinds where it needs them), as the parser does, without making a
+    ``Token`` at every look: ingestion and the parser count every OpenQASM task three times."""
 
     def __init__(self, text: str, gates: dict[str, int]) -> None:
-        self.source = Source(text)
-        self.last = len(self.source.texts) - 1
+        source = Source(text)
+        self.texts, self.kind_of = source.texts, source.kind_of
+        self.end = len(self.texts) - 1  # the end of the text, an empty token
         self.pos = 0
         self.gates = dict(gates)
         self.registers: dict[str, int] = {}
 
-    def peek(self, ahead: int = 0) -> Token:
-        return self.source.token(min(self.pos + ahead, self.last))
+    def peek(self, ahead: int = 0) -> str:
+        return self.texts[min(self.pos + ahead, self.end)]
+
+    def at_end(self) -> bool:
+        return self.pos >= self.end
 
     def skip_past(self, text: str) -> None:
-        while self.peek().kind != "eof" and self.advance().text != text:
+        while not self.at_end() and self.advance() != text:
             pass
 
-    def advance(self) -> Token:
-        token = self.peek()
+    def advance(self) -> str:
+        text = self.peek()
         self.pos += 1
-        return token
+        return text
 
     def skip_group(self) -> None:
         """Skip a parenthesised group starting at the current ``(``."""
         depth = 0
-        while self.peek().kind != "eof":
-            text = self.advance().text
+        while not self.at_end():
+            text = self.advance()
             depth += (text == "(") - (text == ")")
             if depth == 0:
                 return
 
     def program(self, limit: float) -> int:
         total = 0
-        while self.peek().kind != "eof" and total <= limit:
+        while not self.at_end() and total <= limit:
             total += self.statement()
         return total
 
     def statement(self) -> int:
-        token = self.peek()
-        if token.text in ("if", "else"):
+        text = self.peek()
+        if text in ("if", "else"):
             self.advance()
-            if self.peek().text == "(":
+            if self.peek() == "(":
                 self.skip_group()
-            return self.block() if self.peek().text == "{" else self.statement()
-        if token.text == "{":
+            return self.block() if self.peek() == "{" else self.statement()
+        if text == "{":
             return self.block()
-        if token.text == "gate":
+        if text == "gate":
             self.definition()
             return 0
-        if token.text in _DECLARATIONS:
+        if text in _DECLARATIONS:
             return self.declaration()
-        if token.text in ("OPENQASM", "include"):
+        if text in ("OPENQASM", "include"):
             self.skip_past(";")
             return 0
         return self.call(top_level=True)
@@ -84,7 +90,7 @@ class _Scan:
     def block(self) -> int:
         self.advance()
         total = 0
-        while self.peek().text != "}" and self.peek().kind != "eof":
+        while self.peek() != "}" and not self.at_end():
             total += self.statement()
         self.advance()
         return total
@@ -92,14 +98,14 @@ class _Scan:
     def declaration(self) -> int:
         self.advance()
         size = 1
-        if self.peek().text == "[":
-            size = _int(self.peek(1))
+        if self.peek() == "[":
+            size = self.integer(self.peek(1))
             self.skip_past("]")
         name = self.advance()
-        if self.peek().text == "[":  # qreg q[5];
-            size = _int(self.peek(1))
-        self.registers[name.text] = size
-        if self.peek().text == "=":  # bit[n] c = measure q;
+        if self.peek() == "[":  # qreg q[5];
+            size = self.integer(self.peek(1))
+        self.registers[name] = size
+        if self.peek() == "=":  # bit[n] c = measure q;
             self.skip_past(";")
             return size
         self.skip_past(";")
@@ -107,10 +113,10 @@ class _Scan:
 
     def definition(self) -> None:
         self.advance()
-        name = self.advance().text
+        name = self.advance()
         self.skip_past("{")
         size = 0
-        while self.peek().text != "}" and self.peek().kind != "eof":
+        while self.peek() != "}" and not self.at_end():
             size += self.call(top_level=False)
         self.advance()
         self.gates[name] = size
@@ -118,34 +124,35 @@ class _Scan:
     def call(self, *, top_level: bool) -> int:
         """One call (or ``measure``/``reset``/``barrier``) up to its ``;``: its operations."""
         factor = 1
-        while self.peek().text in _MODIFIERS and self.peek(1).text in ("(", "@"):
-            kind = self.advance().text
-            if self.peek().text == "(":
+        while self.peek() in _MODIFIERS and self.peek(1) in ("(", "@"):
+            kind = self.advance()
+            if self.peek() == "(":
                 argument = self.peek(1)
-                literal = self.peek(2).text == ")" and argument.kind in ("int", "real")
+                literal = self.peek(2) == ")" and self.kind_of[argument] in ("int", "real")
                 if kind == "pow" and literal:
-                    factor *= max(1, int(abs(float(argument.text))))
+                    factor *= max(1, int(abs(float(argument))))
                 self.skip_group()
             self.advance()  # @
         head = self.advance()
-        if head.text == "barrier":
+        if head == "barrier":
             self.skip_past(";")
             return 0
-        size = self.gates.get(head.text, 1) * factor
+        size = self.gates.get(head, 1) * factor
         width = 1
-        while self.peek().text != ";" and self.peek().kind != "eof":
-            token = self.advance()
-            if token.text == "(":
-                self.pos -= 1
+        texts, end = self.texts, self.end  # the arguments: most of the tokens, read here
+        while self.pos < end and texts[self.pos] != ";":
+            text = texts[self.pos]
+            if text == "(":
                 self.skip_group()
-            elif top_level and token.kind == "id" and self.peek().text != "[":
-                width = max(width, self.registers.get(token.text, 1))
+                continue
+            self.pos += 1
+            if top_level and self.kind_of[text] == "id" and texts[min(self.pos, end)] != "[":
+                width = max(width, self.registers.get(text, 1))
         self.advance()
         return size * width
 
-
-def _int(token: Token) -> int:
-    return int(token.text) if token.kind == "int" else 1
+    def integer(self, text: str) -> int:
+        return int(text) if self.kind_of[text] == "int" else 1
 
 
 @cache
