@@ -25,6 +25,7 @@ import sympy
 from pydantic import BaseModel, ConfigDict
 
 from qubus.bus.messages import CheckResult
+from qubus.circuits.packing import measures, packed_depth
 
 __all__ = ["CHECKS", "CheckReport", "CheckResult", "CheckSpec", "run_checks"]
 
@@ -164,7 +165,7 @@ def _has_operations(ctx: _Context) -> str | None:
 
 
 def _has_measurements(ctx: _Context) -> str | None:
-    if any(cirq.is_measurement(op) for op in ctx.ops):
+    if any(measures(op) for op in ctx.ops):
         return None
     return "the circuit has no measurements, so a run returns no counts"
 
@@ -218,7 +219,7 @@ def _conditions_measured_before(ctx: _Context) -> str | None:
 
 def _runnable(op: cirq.Operation) -> bool:
     bare = _bare(op)  # cirq itself refuses classically controlled measurements
-    if cirq.is_measurement(op) or isinstance(bare.gate, cirq.ResetChannel):
+    if measures(op) or isinstance(bare.gate, cirq.ResetChannel):
         return True
     # A symbolic gate has no unitary until resolved; L003 reports it.
     return cirq.is_parameterized(bare) or cirq.has_unitary(bare)
@@ -269,7 +270,7 @@ def _qubit_limit(ctx: _Context) -> str | None:
 
 
 def _depth_limit(ctx: _Context) -> str | None:
-    depth = len(cirq.Circuit(ctx.ops))
+    depth = packed_depth(ctx.ops)
     return None if depth <= ctx.max_depth else f"depth {depth} exceeds the limit {ctx.max_depth}"
 
 

@@ -14,6 +14,7 @@ from cirq.protocols.json_serialization import DEFAULT_RESOLVERS, ObjectHook, fac
 
 from qubus.bus.messages import Features
 from qubus.circuits.bounds import check_qasm, load_cirq_json
+from qubus.circuits.packing import asap_layers, measures
 from qubus.circuits.qasm import parse_qasm
 from qubus.errors import InvalidPayload
 
@@ -227,16 +228,20 @@ def circuit_features(circuit: cirq.AbstractCircuit, circuit_json: str | None = N
             builds them), that is the text the fingerprint hashes, and it is not encoded again.
     """
     ops = list(circuit.all_operations())
-    packed = cirq.Circuit(ops)
-    same = circuit_json is not None and len(packed) == len(circuit)
+    layers = asap_layers(ops)
+    depth = 1 + max(layers, default=-1)
+    # Packed, each moment holds the same operations in the same order exactly when every
+    # operation already stands in the moment packing gives it.
+    same = circuit_json is not None and depth == len(circuit)
     if same:
-        same = all(a.operations == b.operations for a, b in zip(packed, circuit, strict=True))
-    canonical = circuit_json if same else circuit_to_json(packed)
+        moments = (index for index, moment in enumerate(circuit) for _ in moment)
+        same = all(layer == index for layer, index in zip(layers, moments, strict=True))
+    canonical = circuit_json if same else circuit_to_json(cirq.Circuit(ops))
     clbits: dict[str, int] = {}
     measured: set[str] = set()
     pairs: Counter[tuple[str, str]] = Counter()
     for op in ops:
-        if cirq.is_measurement(op):
+        if measures(op):
             for key in cirq.measurement_key_names(op):
                 clbits.setdefault(key, len(op.qubits))
             measured.update(str(qubit) for qubit in op.qubits)
@@ -246,12 +251,10 @@ def circuit_features(circuit: cirq.AbstractCircuit, circuit_json: str | None = N
     return Features(
         qubits=len(circuit.all_qubits()),
         clbits=sum(clbits.values()),
-        depth=len(packed),
+        depth=depth,
         gate_counts=dict(sorted(Counter(gate_name(op) for op in ops).items())),
-        two_qubit_gates=sum(1 for op in ops if len(op.qubits) == 2 and not cirq.is_measurement(op)),
-        multi_qubit_gates=sum(
-            1 for op in ops if len(op.qubits) >= 3 and not cirq.is_measurement(op)
-        ),
+        two_qubit_gates=sum(1 for op in ops if len(op.qubits) == 2 and not measures(op)),
+        multi_qubit_gates=sum(1 for op in ops if len(op.qubits) >= 3 and not measures(op)),
         measured_qubits=sorted(measured),
         classical_control=any(cirq.control_keys(op) for op in ops),
         interaction_graph=[(a, b, n) for (a, b), n in sorted(pairs.items())],

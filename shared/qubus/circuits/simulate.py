@@ -20,6 +20,7 @@ import cirq
 import numpy as np
 import qsimcirq
 
+from qubus.circuits.packing import measures
 from qubus.errors import SimulationError
 
 SAMPLED_SHOTS = 20_000
@@ -50,20 +51,6 @@ def measurement_keys(circuit: cirq.AbstractCircuit) -> list[tuple[str, int]]:
         if isinstance(gate, cirq.MeasurementGate):
             widths[gate.key] = max(widths.get(gate.key, 0), gate.num_qubits())
     return ordered_keys(widths)
-
-
-_NOT_MEASUREMENTS = (cirq.EigenGate, cirq.PhasedXZGate, cirq.ResetChannel)
-"""Gates that are never measurements: most of any circuit's, decided without cirq's protocol."""
-
-
-def measures(op: cirq.Operation) -> bool:
-    """``cirq.is_measurement(op)``, without cirq's protocol walk for the common gates (it ran
-    some fifty times a compilation and emulation of a small circuit)."""
-    if isinstance(op.gate, cirq.MeasurementGate):
-        return True
-    if isinstance(op.gate, _NOT_MEASUREMENTS):
-        return False
-    return cirq.is_measurement(op)
 
 
 def terminal_only(circuit: cirq.AbstractCircuit, *, resets: bool = False) -> bool:

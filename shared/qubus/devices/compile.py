@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import cirq
 import numpy as np
 
-from qubus.circuits.simulate import measures
+from qubus.circuits.packing import asap_layers, measures
 from qubus.devices.profiles import Device
 from qubus.errors import CircuitRejected
 from qubus.lru import Lru
@@ -608,41 +608,15 @@ def _shortest_path(device: Device, start: int, goal: int) -> list[int]:
 
 
 def schedule(ops: Iterator[cirq.Operation]) -> list[cirq.Moment]:
-    """ASAP moments, as ``cirq.Circuit(ops)`` builds them (cirq's EARLIEST strategy): each
-    operation goes to the moment after the last one that shares a qubit with it, or a
-    measurement key it writes or reads (control keys alone commute).
-
-    Written out for the native gate set (only measurements write keys, only classically
-    controlled operations read them) because it runs for every compilation, where cirq's
-    general version is most of the cost.
-    """
-    qubit_at: dict[cirq.Qid, int] = {}
-    written_at: dict[cirq.MeasurementKey, int] = {}
-    read_at: dict[cirq.MeasurementKey, int] = {}
+    """ASAP moments, as ``cirq.Circuit(ops)`` builds them (``asap_layers``): it runs for every
+    compilation, where cirq's general version is most of the cost."""
+    ops = list(ops)
     layers: list[list[cirq.Operation]] = []
-    for op in ops:
-        writes = cirq.measurement_key_objs(op) if _is_measurement(op) else ()
-        reads = op.classical_controls and cirq.control_keys(op)
-        index = 1 + max((qubit_at.get(q, -1) for q in op.qubits), default=-1)
-        for key in writes:
-            index = max(index, written_at.get(key, -1) + 1, read_at.get(key, -1) + 1)
-        for key in reads or ():
-            index = max(index, written_at.get(key, -1) + 1)
-        for q in op.qubits:
-            qubit_at[q] = index
-        for key in writes:
-            written_at[key] = index
-        for key in reads or ():
-            read_at[key] = max(index, read_at.get(key, -1))
+    for op, index in zip(ops, asap_layers(ops), strict=True):
         while len(layers) <= index:
             layers.append([])
         layers[index].append(op)
     return [cirq.Moment(*layer, _flatten_contents=False) for layer in layers]
-
-
-def _is_measurement(op: cirq.Operation) -> bool:
-    inner = op.without_classical_controls() if op.classical_controls else op
-    return isinstance(inner.gate, cirq.MeasurementGate)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -36,12 +36,12 @@ from typing import Generic, TypeVar
 import cirq
 import numpy as np
 
+from qubus.circuits.packing import measures
 from qubus.circuits.simulate import (
     bits_from_result,
     counts_from_bits,
     exact_form,
     measurement_keys,
-    measures,
     run,
     terminal_only,
 )

@@ -37,6 +37,7 @@ import numpy as np
 from qubus.bus.ids import seed_for
 from qubus.bus.messages import SandboxEvaluation
 from qubus.circuits import circuit_from_json
+from qubus.circuits.packing import packed_depth
 from qubus.circuits.simulate import (
     PROBABILITY_FLOOR,
     exact_form,
@@ -182,7 +183,7 @@ def check_limits(circuit: cirq.AbstractCircuit, limits: SandboxLimits) -> None:
             f"{n_qubits} qubits exceed the sandbox's limit of {limits.max_qubits}",
             code="sandbox.too_large",
         )
-    depth = len(cirq.Circuit(circuit.all_operations()))
+    depth = packed_depth(list(circuit.all_operations()))
     if depth > limits.max_depth:
         raise SimulationError(
             f"depth {depth} exceeds the sandbox's limit of {limits.max_depth}",
