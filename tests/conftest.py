@@ -28,3 +28,19 @@ def long_qasm(dev_qasm: Path) -> str:
     tail = [line for line in lines if line.startswith("measure")]
     gates = [line for line in lines if line not in head and line not in tail]
     return "\n".join(head + gates * 7 + tail)
+
+
+@pytest.fixture(scope="session")
+def dev_circuits(dev_qasm: Path) -> list:
+    """The dev circuits our parser reads (every one but vqe_uccsd_n4, whose register is not
+    declared), as ``cirq.Circuit`` s."""
+    from qubus.circuits.qasm import parse_qasm
+    from qubus.errors import QasmError
+
+    circuits = []
+    for path in sorted(dev_qasm.glob("*.qasm*")):
+        try:
+            circuits.append(parse_qasm(path.read_text()))
+        except QasmError:
+            continue
+    return circuits

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cirq
 
 from qubus.circuits.packing import asap_layers, measures, packed_depth
-from qubus.circuits.qasm import parse_qasm
-from qubus.errors import QasmError
 
 Q = [cirq.NamedQubit(f"q_{i}") for i in range(4)]
-DEV = Path(__file__).parents[3] / "shared" / "data" / "qasm" / "dev"
 
 
 def test_measures_agrees_with_cirq_on_every_kind_of_operation() -> None:
@@ -40,14 +35,9 @@ def _packed_by_cirq(ops: list[cirq.Operation]) -> list[int]:
     return [where[i] for i in range(len(ops))]
 
 
-def test_operations_fall_where_cirq_packs_them() -> None:
+def test_operations_fall_where_cirq_packs_them(dev_circuits) -> None:
     """The dev set, and keys written, read, rewritten and read inside a sub-circuit."""
-    circuits = []
-    for path in sorted(DEV.glob("*.qasm*")):
-        try:
-            circuits.append(parse_qasm(path.read_text()))
-        except QasmError:  # the dev set's one undeclared register
-            continue
+    circuits = list(dev_circuits)
     inner = cirq.FrozenCircuit(cirq.X(Q[3]).with_classical_controls("a"))
     circuits.append(
         cirq.Circuit(
