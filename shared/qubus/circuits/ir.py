@@ -95,8 +95,9 @@ def _maker(cls: type) -> Callable[[dict[str, Any]], Any]:
 
 class CirqJsonReader(ObjectHook):
     """Makes cirq objects from Cirq JSON objects, what ``cirq.read_json``'s object hook makes
-    (``tests/unit/test_features.py``) in about a third of its time on the circuits the stages
-    read: each type is resolved once per process, not through cirq's resolvers at every
+    (``tests/unit/test_features.py``), in half to three quarters of its time (as a
+    ``json.loads`` hook: the dev set 1.62 → 0.83 ms a circuit, a fastpath circuit 118 → 86
+    µs): each type is resolved once per process, not through cirq's resolvers at every
     object; an operation of a qubit-only gate (``_QUBIT_GATES``) on qubits is made without
     cirq's argument check, which the three conditions here replace; and moments of gate
     operations and circuits of moments are made without being flattened again. Shared
