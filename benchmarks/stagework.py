@@ -123,9 +123,10 @@ def main() -> None:
         return check(parsed(i), fleet_max, split_max)
 
     def evaluations(i: int) -> tuple:
-        ideal = evaluate(task_id(i), parsed(i).circuit, args.shots, LIMITS)
-        noise = predict(checked(i), list(statuses.values()), max_s=600.0, memory_mb=4096)
-        return checked(i), ideal, noise
+        event = checked(i)
+        ideal = evaluate(task_id(i), event.circuit, args.shots, LIMITS)
+        noise = predict(event, list(statuses.values()), max_s=600.0, memory_mb=4096)
+        return event, ideal, noise
 
     def scored(i: int) -> TaskScored:
         event, ideal, noise = evaluations(i)
