@@ -19,7 +19,11 @@ angle is the task's own and a Hadamard on the first qubit), ``--shots`` (200) sh
 
    - throughput: every circuit submitted with at most ``--in-flight`` unfinished, timed from the
      first submission to the last terminal event; the CPU seconds every stack process (and its
-     worker processes) spent meanwhile, per service, divided by the tasks;
+     worker processes) spent meanwhile, per service, divided by the tasks; with ``--profile``,
+     each service process's CPU split by kind (its own work, the consumer, the codec, the nats
+     client, logging, the event loop: ``benchmarks/cpuprofile.py``) from the samples of
+     ``qubus.bus.sampler``, which the services take on their own CPU clock (worker processes
+     are not sampled and not in that split);
    Services log at the default level (info), as ``qubus up`` runs them.
    - idle latency: ``--latency`` tasks one after another, ``qubus.submit`` to the ``completed``
      event's arrival; their traces give each stage's median time (``qubus trace``'s durations);
@@ -37,9 +41,9 @@ import asyncio
 import json
 import logging
 import math
+import os
 import signal
 import statistics
-import subprocess
 import tempfile
 import time
 import urllib.request
@@ -48,6 +52,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cpuprofile
 import psutil
 
 from qubus.bus import logs
@@ -184,6 +189,16 @@ def stack_processes(supervisor: Supervisor, server: NatsServer) -> dict[str, lis
     return found
 
 
+def service_roots(supervisor: Supervisor) -> dict[str, list[psutil.Process]]:
+    """Each service's own processes (its replicas, each QPU node), without worker processes:
+    the ones ``qubus.bus.sampler`` samples."""
+    found: dict[str, list[psutil.Process]] = defaultdict(list)
+    for child in supervisor.children.values():
+        if child.process is not None and child.process.pid is not None:
+            found[child.spec.name].append(psutil.Process(child.process.pid))
+    return found
+
+
 def cpu_seconds(processes: dict[str, list[psutil.Process]]) -> dict[str, float]:
     """User + system CPU seconds of each service's processes so far."""
     totals: dict[str, float] = {}
@@ -199,32 +214,25 @@ def cpu_seconds(processes: dict[str, list[psutil.Process]]) -> dict[str, float]:
     return totals
 
 
-def profile(processes: dict[str, list[psutil.Process]], folder: Path) -> list[subprocess.Popen]:
-    """Start ``py-spy record`` on every process of each service (not the nats-server), writing
-    ``<folder>/<service>-<i>.txt`` in its collapsed-stack format when stopped with SIGINT
-    (``-0`` is the service's own process, the others its replicas and worker processes)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    return [
-        subprocess.Popen(
-            [
-                "py-spy",
-                "record",
-                "--pid",
-                str(proc.pid),
-                "--format",
-                "raw",
-                "--rate",
-                "200",
-                "--output",
-                str(folder / f"{name}-{i}.txt"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for name, procs in processes.items()
-        if name != "nats-server"
-        for i, proc in enumerate(procs)
-    ]
+def signal_services(supervisor: Supervisor, signum: int) -> None:
+    """Send ``signum`` to every service process (not their worker processes)."""
+    for child in supervisor.children.values():
+        if child.process is not None and child.process.pid is not None:
+            os.kill(child.process.pid, signum)
+
+
+def read_profiles(supervisor: Supervisor, folder: Path, since: float) -> list[Path]:
+    """The profiles the service processes wrote after ``since`` (``qubus.bus.sampler``), once
+    every one has written (within 10 s)."""
+    pids = {child.process.pid for child in supervisor.children.values() if child.process}
+    deadline = time.time() + 10
+    while True:
+        paths = [p for p in folder.glob("*.txt") if int(p.stem.rsplit("-", 1)[1]) in pids]
+        if len([p for p in paths if p.stat().st_mtime >= since]) == len(pids):
+            return paths
+        if time.time() > deadline:
+            raise TimeoutError(f"not every service wrote its profile to {folder}")
+        time.sleep(0.1)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -259,7 +267,9 @@ async def run_qubus(args: argparse.Namespace) -> dict:
     server = NatsServer(monitor_port=free_ports(1)[0])
     url = server.start()
     specs = stack_specs(default_fleet(), replicas=parse_replicas(args.replicas))
-    supervisor = Supervisor(url, specs, log_dir=Path(tempfile.mkdtemp(prefix="qubus-bench-")))
+    env = {"QUBUS_PROFILE_DIR": str(args.profile)} if args.profile else {}
+    log_dir = Path(tempfile.mkdtemp(prefix="qubus-bench-"))
+    supervisor = Supervisor(url, specs, log_dir=log_dir, env=env)
     figures: dict = {}
     try:
         await supervisor.start()
@@ -270,8 +280,11 @@ async def run_qubus(args: argparse.Namespace) -> dict:
         await asyncio.gather(*(one_task(client, waiter, offset + i, args.shots) for i in range(8)))
 
         processes = stack_processes(supervisor, server)
-        profilers = profile(processes, Path(args.profile)) if args.profile else []
+        roots = service_roots(supervisor)
+        if args.profile:
+            signal_services(supervisor, signal.SIGUSR1)  # the samplers start counting afresh
         before, traffic = cpu_seconds(processes), bus_traffic(server)
+        roots_before = cpu_seconds(roots)
         gate = asyncio.Semaphore(args.in_flight)
         started = time.time()
         done = await asyncio.gather(
@@ -279,10 +292,18 @@ async def run_qubus(args: argparse.Namespace) -> dict:
         )
         elapsed = max(ended for ended, _ in waiter.ends.values()) - started
         after, moved = cpu_seconds(processes), bus_traffic(server)
-        for profiler in profilers:
-            profiler.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
-        for profiler in profilers:
-            profiler.wait(timeout=60)
+        roots_after = cpu_seconds(roots)
+        if args.profile:
+            asked = time.time()
+            signal_services(supervisor, signal.SIGUSR2)  # each writes what it counted
+            paths = read_profiles(supervisor, args.profile, asked - 1)
+            figures["profile_ms_per_task"] = {
+                name: {
+                    kind: share * 1000 * (roots_after[name] - roots_before[name]) / args.tasks
+                    for kind, share in shares.items()
+                }
+                for name, shares in cpuprofile.by_service(paths).items()
+            }
         ends = [end for _, _, end in done]
         figures["throughput"] = {
             "tasks": args.tasks,
@@ -354,6 +375,14 @@ def report(figures: dict) -> None:
         print(f"{name:<12} {cpu.get(name, 0.0):>19.1f} {stage:>23}")
     services = {name: ms for name, ms in cpu.items() if name != "nats-server"}
     print(f"{'services':<12} {sum(services.values()):>19.1f} {sum(stages.values()):>23.1f}")
+    profile = figures["qubus"].get("profile_ms_per_task")
+    if profile:
+        kinds = cpuprofile.KINDS
+        print(f"\n{'CPU ms/task':<12}" + "".join(f"{kind:>14}" for kind in kinds))
+        for name, ms in sorted(profile.items()):
+            print(f"{name:<12}" + "".join(f"{ms[kind]:>14.2f}" for kind in kinds))
+        total = {kind: sum(ms[kind] for ms in profile.values()) for kind in kinds}
+        print(f"{'services':<12}" + "".join(f"{total[kind]:>14.2f}" for kind in kinds))
     bus = qubus["bus_per_task"]
     print(
         f"\nnats-server per task under load: {bus['in_msgs']:.1f} messages in "
@@ -378,9 +407,13 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         metavar="DIR",
-        help="py-spy each service during the throughput run: DIR/<service>.txt, collapsed stacks",
+        help="sample where each service's CPU goes during the throughput run "
+        "(qubus.bus.sampler: DIR/<service>-<pid>.txt, collapsed stacks; benchmarks/cpuprofile.py)",
     )
     args = parser.parse_args()
+    if args.profile:
+        args.profile = Path(args.profile).resolve()
+        args.profile.mkdir(parents=True, exist_ok=True)
     logs.configure("bench", "bench", "warning")
     logging.getLogger("distributed").setLevel(logging.ERROR)
 

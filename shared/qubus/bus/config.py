@@ -91,6 +91,8 @@ class Settings(BaseSettings):
             jobs (``qubus.devices.load``): reported in its queue depth, and its tasks wait for them.
         load_period_s: Wall-clock seconds per 10-minute bin of that replay; the default, 6,
             compresses time as the default ``time_scale`` (0.01 × 600 s).
+        profile_dir: A folder where each service process writes where its CPU went
+            (``qubus.bus.sampler``: ``<service>-<pid>.txt``); empty: not sampled.
     """
 
     model_config = SettingsConfigDict(env_prefix="QUBUS_", extra="ignore")
@@ -131,6 +133,7 @@ class Settings(BaseSettings):
     drift_period_s: float = 0.0
     background_load: bool = False
     load_period_s: float = Field(default=6.0, gt=0.0)
+    profile_dir: str = ""
 
     @model_validator(mode="after")
     def _window_within_retention(self) -> Settings:

@@ -26,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgpack
@@ -47,6 +48,7 @@ from qubus.bus.connection import (
 from qubus.bus.consumer import Stage, StageRunner
 from qubus.bus.health import ERROR, Endpoint, HealthResponder
 from qubus.bus.messages import Model, ServiceReady
+from qubus.bus.sampler import CpuSampler
 from qubus.bus.stackfile import resolve_nats_url
 from qubus.errors import BUS_UNAVAILABLE, InvalidPayload, QubusError
 
@@ -207,8 +209,17 @@ def run_service(service: str, setup: Setup, *, node: str | None = None) -> None:
     instance = settings.instance or f"{socket.gethostname()}-{os.getpid()}"
     logs.configure(service, instance, settings.log_level)
     gc.set_threshold(*GC_THRESHOLDS)  # before any worker is forked: they inherit it
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(service, setup, settings, instance, node))
+    sampler = None
+    if settings.profile_dir:
+        label = service if node is None else f"{service}-{node}"
+        sampler = CpuSampler(Path(settings.profile_dir) / f"{label}-{os.getpid()}.txt")
+        sampler.start()
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_serve(service, setup, settings, instance, node))
+    finally:
+        if sampler is not None:
+            sampler.stop()
 
 
 async def _serve(

@@ -1,0 +1,61 @@
+"""The CPU sampler counts the stacks a process spends its CPU in, and only those."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from qubus.bus.sampler import CpuSampler, collapsed
+
+
+def _spin(seconds: float) -> None:
+    """Burn ``seconds`` of CPU."""
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def _own_samples(counts, name: str) -> int:
+    return sum(n for stack, n in counts.items() if f"unit/test_sampler.py:{name}" in stack)
+
+
+def test_samples_where_the_cpu_goes_not_where_the_process_waits(tmp_path: Path) -> None:
+    sampler = CpuSampler(tmp_path / "me.txt")
+    sampler.start()
+    try:
+        _spin(0.4)
+        time.sleep(0.4)  # no CPU used: no sample
+    finally:
+        sampler.stop()
+    counts = collapsed(tmp_path / "me.txt")
+    spun = _own_samples(counts, "_spin")
+    assert spun >= 20  # 0.4 s at one sample per kernel tick (4 ms at 250 Hz, 1 ms at 1000)
+    assert spun >= 0.8 * sum(counts.values())
+    stack = next(s for s in counts if s[-1] == "unit/test_sampler.py:_spin")
+    assert (
+        stack.index(
+            "unit/test_sampler.py:test_samples_where_the_cpu_goes_not_where_the_process_waits"
+        )
+        < len(stack) - 1
+    )
+
+
+def test_signals_clear_and_write_and_stop_restores_the_handlers(tmp_path: Path) -> None:
+    before = signal.getsignal(signal.SIGUSR1)
+    path = tmp_path / "me.txt"
+    sampler = CpuSampler(path)
+    sampler.start()
+    try:
+        _spin(0.2)
+        os.kill(os.getpid(), signal.SIGUSR2)  # written now
+        written = collapsed(path)
+        os.kill(os.getpid(), signal.SIGUSR1)  # cleared
+        _spin(0.1)
+    finally:
+        sampler.stop()
+    assert _own_samples(written, "_spin") > 0
+    assert sum(collapsed(path).values()) < sum(written.values())
+    assert signal.getsignal(signal.SIGUSR1) is before
+    assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
