@@ -21,7 +21,7 @@ angle is the task's own and a Hadamard on the first qubit), ``--shots`` (200) sh
      first submission to the last terminal event; the CPU seconds every stack process (and its
      worker processes) spent meanwhile, per service, divided by the tasks; with ``--profile``,
      each service process's CPU split by kind (its own work, the consumer, the codec, the nats
-     client, logging, the event loop: ``benchmarks/cpuprofile.py``) from the samples of
+     client, logging, the loop and other threads: ``qubus.bus.sampler.KINDS``) from the samples of
      ``qubus.bus.sampler``, which the services take on their own CPU clock (worker processes
      are not sampled and not in that split);
    Services log at the default level (info), as ``qubus up`` runs them.
@@ -52,7 +52,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cpuprofile
 import psutil
 
 from qubus.bus import logs
@@ -66,6 +65,7 @@ from qubus.bus.messages import (
     event_of,
 )
 from qubus.bus.natsserver import NatsServer, free_ports
+from qubus.bus.sampler import KINDS, by_service
 from qubus.cli.common import default_fleet, number_in
 from qubus.cli.stack import Supervisor, parse_replicas, stack_specs
 from qubus.client.aio import Client, stage_rows
@@ -302,7 +302,7 @@ async def run_qubus(args: argparse.Namespace) -> dict:
                     kind: share * 1000 * (roots_after[name] - roots_before[name]) / args.tasks
                     for kind, share in shares.items()
                 }
-                for name, shares in cpuprofile.by_service(paths).items()
+                for name, shares in by_service(paths).items()
             }
         ends = [end for _, _, end in done]
         figures["throughput"] = {
@@ -377,7 +377,7 @@ def report(figures: dict) -> None:
     print(f"{'services':<12} {sum(services.values()):>19.1f} {sum(stages.values()):>23.1f}")
     profile = figures["qubus"].get("profile_ms_per_task")
     if profile:
-        kinds = cpuprofile.KINDS
+        kinds = KINDS
         print(f"\n{'CPU ms/task':<12}" + "".join(f"{kind:>14}" for kind in kinds))
         for name, ms in sorted(profile.items()):
             print(f"{name:<12}" + "".join(f"{ms[kind]:>14.2f}" for kind in kinds))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
-from qubus.bus.sampler import CpuSampler, collapsed
+from qubus.bus.sampler import CpuSampler, by_service, collapsed, shares
 
 
 def _spin(seconds: float) -> None:
@@ -59,3 +60,40 @@ def test_signals_clear_and_write_and_stop_restores_the_handlers(tmp_path: Path) 
     assert sum(collapsed(path).values()) < sum(written.values())
     assert signal.getsignal(signal.SIGUSR1) is before
     assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
+
+
+LOOP = ("multiprocessing/process.py:run", "bus/service.py:run_service", "asyncio/runners.py:run")
+
+
+def test_each_sample_is_of_the_innermost_kind_its_stack_shows() -> None:
+    handler = (*LOOP, "bus/consumer.py:process", "noise/main.py:handle")
+    counts = Counter(
+        {
+            (*handler, "devices/compile.py:compile_for_device", "cirq/circuit.py:__init__"): 5,
+            (*handler, "bus/consumer.py:publish", "js/client.py:publish"): 2,
+            (*handler, "structlog/_native.py:meth", "json/encoder.py:encode"): 1,
+            (*LOOP, "bus/consumer.py:process", "bus/codec.py:decode", "pydantic/main.py:x"): 1,
+            (*LOOP, "bus/consumer.py:_heartbeats"): 3,
+            LOOP: 4,
+            (*LOOP, "asyncio/streams.py:data_received"): 4,
+        }
+    )
+    assert shares(counts) == {
+        "own work": 0.25,
+        "consumer": 0.15,
+        "codec": 0.05,
+        "nats client": 0.1,
+        "logging": 0.05,
+        "loop, threads": 0.4,
+    }
+
+
+def test_a_service_is_the_sum_of_its_processes(tmp_path: Path) -> None:
+    own = ";".join((*LOOP, "qpu/main.py:handle"))
+    nats = ";".join((*LOOP, "aio/client.py:_read_loop"))
+    (tmp_path / "qpu-ibm_nairobi-11.txt").write_text(f"{own} 3\n{nats} 1\n")
+    (tmp_path / "qpu-ionq_aria-12.txt").write_text(f"{own} 1\n{nats} 3\n")
+    (tmp_path / "parser-13.txt").write_text(f"{nats} 2\n")
+    found = by_service(list(tmp_path.glob("*.txt")))
+    assert found["qpu"]["own work"] == found["qpu"]["nats client"] == 0.5
+    assert found["parser"]["nats client"] == 1.0
