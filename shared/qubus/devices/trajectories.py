@@ -468,7 +468,8 @@ def bit_columns(
         op = by_key[key]
         flips = np.array(op.gate.full_invert_mask(), dtype=np.int64)
         bits = registers[:, [position[q] for q in op.qubits]] ^ flips
-        columns.append(np.pad(bits, ((0, 0), (0, width - bits.shape[1]))))
+        short = width - bits.shape[1]  # a key measured on fewer qubits reads 0 in the rest
+        columns.append(np.pad(bits, ((0, 0), (0, short))) if short else bits)
     return np.concatenate(columns, axis=1).astype(np.uint8)
 
 
