@@ -30,6 +30,7 @@ from qubus.devices.trajectories import (
     _branching_pays,
     _Register,
     _translate,
+    bit_columns,
     light_cone,
     sample_states,
     sample_trajectories,
@@ -228,3 +229,15 @@ def test_a_dynamic_circuit_emulates_as_its_deferred_form() -> None:
     assert hellinger_fidelity(counts, ideal_distribution(circuit)) > 0.995
     noisy = emulate(compiled, device, 2000, seed=5)
     assert sum(noisy.values()) == 2000
+
+
+def test_bit_columns_read_each_key_at_its_width_and_its_invert_mask() -> None:
+    a, b, c = cirq.LineQubit.range(3)
+    measured = [
+        cirq.measure(a, b, key="m", invert_mask=(False, True)),
+        cirq.measure(c, key="n"),
+    ]
+    # "m" is 3 wide (measured elsewhere on three qubits): its third bit reads 0 here
+    states = np.array([0b000, 0b101, 0b011])
+    columns = bit_columns(states, measured, [("m", 3), ("n", 1)], [a, b, c])
+    assert columns.tolist() == [[0, 1, 0, 0], [1, 1, 0, 1], [0, 0, 0, 1]]
