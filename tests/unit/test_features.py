@@ -6,6 +6,7 @@ import json
 
 import cirq
 import pytest
+import sympy
 
 from qubus.circuits import (
     Features,
@@ -114,6 +115,17 @@ def test_the_reader_makes_what_cirq_reads(dev_circuits):
         read = circuit_from_json(text)
         assert read == cirq.read_json(json_text=text) == circuit
         assert circuit_to_json(read) == text  # the same types to the last number
+
+
+def test_the_writer_writes_what_cirq_writes(dev_circuits):
+    a, b = cirq.LineQubit.range(2)
+    theta = sympy.Symbol("theta")
+    circuits = [
+        *_read_by_cirq_and_qubus(dev_circuits),
+        cirq.Circuit(cirq.rz(theta)(a), cirq.CZ(a, b) ** (theta / 2), cirq.X(a) ** 0.25),
+    ]
+    for circuit in circuits:
+        assert circuit_to_json(circuit) == cirq.to_json(circuit, indent=None)
 
 
 def _operation_json(gate: cirq.Gate, *qubits: cirq.Qid) -> str:
