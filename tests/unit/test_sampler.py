@@ -23,14 +23,14 @@ def _own_samples(counts, name: str) -> int:
 
 
 def test_samples_where_the_cpu_goes_not_where_the_process_waits(tmp_path: Path) -> None:
-    sampler = CpuSampler(tmp_path / "me.txt")
+    sampler = CpuSampler(tmp_path / "new" / "me.txt")  # its folder is made
     sampler.start()
     try:
         _spin(0.4)
         time.sleep(0.4)  # no CPU used: no sample
     finally:
         sampler.stop()
-    counts = collapsed(tmp_path / "me.txt")
+    counts = collapsed(tmp_path / "new" / "me.txt")
     spun = _own_samples(counts, "_spin")
     assert spun >= 20  # 0.4 s at one sample per kernel tick (4 ms at 250 Hz, 1 ms at 1000)
     assert spun >= 0.8 * sum(counts.values())

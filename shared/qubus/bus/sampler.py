@@ -59,6 +59,7 @@ class CpuSampler:
         self._previous: dict[int, object] = {}
 
     def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         for signum, handler in (
             (signal.SIGPROF, self._sample),
             (signal.SIGUSR1, self._clear),
