@@ -11,9 +11,10 @@ needs: py-spy's default mode pauses a process to read its stack from outside and
 it in msgpack's ``packb``, which takes 2.5 µs a call.
 
 What it does not see: CPU of other threads is counted against whatever the main thread was
-running, time in C code is counted against the Python frame that called it, and a worker
-process (``qubus.bus.workers``) is not sampled: an interval timer is not inherited by
-``fork``.
+running, a signal that arrives in C code is taken at the next Python code run (often the
+next function called, so single small functions can be blamed for their callers' C work:
+trust the kinds below more than one function's count), and a worker process
+(``qubus.bus.workers``) is not sampled: an interval timer is not inherited by ``fork``.
 
 ``SIGUSR1`` clears the counts (to start a measurement once a stack has warmed up),
 ``SIGUSR2`` writes them, and ``stop`` writes them too: one line per distinct stack, its frames

@@ -42,10 +42,11 @@ _PLAIN: dict[type, str] = {}
 
 
 class CirqJsonWriter(CirqEncoder):
-    """Writes what ``cirq.to_json``'s encoder writes (``tests/unit/test_features.py``), a
-    fastpath circuit in a fifth of its time: whether a type is written as its own JSON dict
-    and under which ``cirq_type`` is worked out once per process, not at every object (the
-    encoder's check against ``SerializableByKey``, a protocol, was most of its time)."""
+    """Writes what ``cirq.to_json``'s encoder writes (``tests/unit/test_features.py``) in
+    half its time (a fastpath circuit 104 → 53 µs): whether a type is written as its own JSON
+    dict and under which ``cirq_type`` is worked out once per process, not at every object
+    (the encoder's ``isinstance`` check against ``SerializableByKey``, a protocol, and its
+    namespace look-ups)."""
 
     def default(self, o: Any) -> Any:
         kind = _PLAIN.get(type(o))
