@@ -22,7 +22,10 @@ def main() -> None:
     args = parser.parse_args()
     if not args.folder.is_dir():
         parser.error(f"{args.folder} is not a folder")
-    found = by_service(list(args.folder.glob("*.txt")))
+    try:
+        found = by_service(list(args.folder.glob("*.txt")))
+    except ValueError as exc:
+        parser.error(str(exc))
     if not found:
         parser.error(f"no profiles (*.txt) in {args.folder}")
     if args.json:

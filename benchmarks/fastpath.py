@@ -41,7 +41,6 @@ import asyncio
 import json
 import logging
 import math
-import os
 import signal
 import statistics
 import tempfile
@@ -175,27 +174,23 @@ async def one_task(
             gate.release()
 
 
-def stack_processes(supervisor: Supervisor, server: NatsServer) -> dict[str, list[psutil.Process]]:
-    """Each service's processes (its replicas and their worker processes) by service name,
-    and the nats-server's."""
-    assert server.process is not None
-    found: dict[str, list[psutil.Process]] = defaultdict(list)
-    found["nats-server"].append(psutil.Process(server.process.pid))
-    for child in supervisor.children.values():
-        if child.process is None or child.process.pid is None:
-            continue
-        root = psutil.Process(child.process.pid)
-        found[child.spec.name] += [root, *root.children(recursive=True)]
-    return found
-
-
 def service_roots(supervisor: Supervisor) -> dict[str, list[psutil.Process]]:
-    """Each service's own processes (its replicas, each QPU node), without worker processes:
-    the ones ``qubus.bus.sampler`` samples."""
+    """Each service's own processes (its replicas, each QPU node) by service name, without
+    their worker processes: the ones ``qubus.bus.sampler`` samples."""
     found: dict[str, list[psutil.Process]] = defaultdict(list)
     for child in supervisor.children.values():
         if child.process is not None and child.process.pid is not None:
             found[child.spec.name].append(psutil.Process(child.process.pid))
+    return found
+
+
+def stack_processes(supervisor: Supervisor, server: NatsServer) -> dict[str, list[psutil.Process]]:
+    """Each service's processes (its replicas and their worker processes) by service name,
+    and the nats-server's."""
+    assert server.process is not None
+    found: dict[str, list[psutil.Process]] = {"nats-server": [psutil.Process(server.process.pid)]}
+    for name, roots in service_roots(supervisor).items():
+        found[name] = [p for root in roots for p in (root, *root.children(recursive=True))]
     return found
 
 
@@ -214,21 +209,22 @@ def cpu_seconds(processes: dict[str, list[psutil.Process]]) -> dict[str, float]:
     return totals
 
 
-def signal_services(supervisor: Supervisor, signum: int) -> None:
-    """Send ``signum`` to every service process (not their worker processes)."""
-    for child in supervisor.children.values():
-        if child.process is not None and child.process.pid is not None:
-            os.kill(child.process.pid, signum)
+def signal_all(roots: dict[str, list[psutil.Process]], signum: int) -> None:
+    """Send ``signum`` to every service process of ``roots`` (``service_roots``)."""
+    for procs in roots.values():
+        for proc in procs:
+            proc.send_signal(signum)
 
 
-def read_profiles(supervisor: Supervisor, folder: Path, since: float) -> list[Path]:
-    """The profiles the service processes wrote after ``since`` (``qubus.bus.sampler``), once
-    every one has written (within 10 s)."""
-    pids = {child.process.pid for child in supervisor.children.values() if child.process}
+def read_profiles(roots: dict[str, list[psutil.Process]], folder: Path, since: float) -> list[Path]:
+    """The profile each service process of ``roots`` wrote to ``folder`` after ``since``
+    (``qubus.bus.sampler``: ``<service>[-<node>]-<pid>.txt``), once every one has (within 10 s).
+    """
+    pids = [proc.pid for procs in roots.values() for proc in procs]
     deadline = time.time() + 10
     while True:
-        paths = [p for p in folder.glob("*.txt") if int(p.stem.rsplit("-", 1)[1]) in pids]
-        if len([p for p in paths if p.stat().st_mtime >= since]) == len(pids):
+        paths = [path for pid in pids for path in folder.glob(f"*-{pid}.txt")]
+        if len(pids) == sum(path.stat().st_mtime >= since for path in paths):
             return paths
         if time.time() > deadline:
             raise TimeoutError(f"not every service wrote its profile to {folder}")
@@ -282,7 +278,7 @@ async def run_qubus(args: argparse.Namespace) -> dict:
         processes = stack_processes(supervisor, server)
         roots = service_roots(supervisor)
         if args.profile:
-            signal_services(supervisor, signal.SIGUSR1)  # the samplers start counting afresh
+            signal_all(roots, signal.SIGUSR1)  # the samplers start counting afresh
         before, traffic = cpu_seconds(processes), bus_traffic(server)
         roots_before = cpu_seconds(roots)
         gate = asyncio.Semaphore(args.in_flight)
@@ -295,8 +291,8 @@ async def run_qubus(args: argparse.Namespace) -> dict:
         roots_after = cpu_seconds(roots)
         if args.profile:
             asked = time.time()
-            signal_services(supervisor, signal.SIGUSR2)  # each writes what it counted
-            paths = read_profiles(supervisor, args.profile, asked - 1)
+            signal_all(roots, signal.SIGUSR2)  # each writes what it counted
+            paths = read_profiles(roots, args.profile, asked - 1)
             figures["profile_ms_per_task"] = {
                 name: {
                     kind: share * 1000 * (roots_after[name] - roots_before[name]) / args.tasks
@@ -377,12 +373,11 @@ def report(figures: dict) -> None:
     print(f"{'services':<12} {sum(services.values()):>19.1f} {sum(stages.values()):>23.1f}")
     profile = figures["qubus"].get("profile_ms_per_task")
     if profile:
-        kinds = KINDS
-        print(f"\n{'CPU ms/task':<12}" + "".join(f"{kind:>14}" for kind in kinds))
+        print(f"\n{'CPU ms/task':<12}" + "".join(f"{kind:>14}" for kind in KINDS))
         for name, ms in sorted(profile.items()):
-            print(f"{name:<12}" + "".join(f"{ms[kind]:>14.2f}" for kind in kinds))
-        total = {kind: sum(ms[kind] for ms in profile.values()) for kind in kinds}
-        print(f"{'services':<12}" + "".join(f"{total[kind]:>14.2f}" for kind in kinds))
+            print(f"{name:<12}" + "".join(f"{ms[kind]:>14.2f}" for kind in KINDS))
+        total = {kind: sum(ms[kind] for ms in profile.values()) for kind in KINDS}
+        print(f"{'services':<12}" + "".join(f"{total[kind]:>14.2f}" for kind in KINDS))
     bus = qubus["bus_per_task"]
     print(
         f"\nnats-server per task under load: {bus['in_msgs']:.1f} messages in "
@@ -411,9 +406,14 @@ def main() -> None:
         "(qubus.bus.sampler: DIR/<service>-<pid>.txt, collapsed stacks; benchmarks/cpuprofile.py)",
     )
     args = parser.parse_args()
-    if args.profile:
+    if args.profile is not None:
+        if not args.profile:
+            parser.error("--profile: the folder must not be empty")
         args.profile = Path(args.profile).resolve()
-        args.profile.mkdir(parents=True, exist_ok=True)
+        try:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            parser.error(f"--profile: cannot make the folder {args.profile}: {exc.strerror}")
     logs.configure("bench", "bench", "warning")
     logging.getLogger("distributed").setLevel(logging.ERROR)
 

@@ -8,6 +8,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from qubus.bus.sampler import CpuSampler, by_service, collapsed, shares
 
 
@@ -97,3 +99,10 @@ def test_a_service_is_the_sum_of_its_processes(tmp_path: Path) -> None:
     found = by_service(list(tmp_path.glob("*.txt")))
     assert found["qpu"]["own work"] == found["qpu"]["nats client"] == 0.5
     assert found["parser"]["nats client"] == 1.0
+
+
+def test_a_file_that_is_not_a_samplers_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("a;b 3\nhello world\n")
+    with pytest.raises(ValueError, match="line 2 is not a stack"):
+        collapsed(path)

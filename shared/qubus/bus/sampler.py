@@ -104,10 +104,16 @@ def _short(filename: str) -> str:
 
 
 def collapsed(path: Path) -> Counter[tuple[str, ...]]:
-    """The stacks and counts a ``CpuSampler`` wrote to ``path``, each stack outermost first."""
+    """The stacks and counts a ``CpuSampler`` wrote to ``path``, each stack outermost first.
+
+    Raises:
+        ValueError: a line is not a stack and its count (the file is not a sampler's).
+    """
     counts: Counter[tuple[str, ...]] = Counter()
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            raise ValueError(f"{path} line {number} is not a stack and its count")
         counts[tuple(stack.split(";"))] += int(count)
     return counts
 
