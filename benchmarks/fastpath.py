@@ -134,6 +134,12 @@ def run_dask(tasks: int, shots: int) -> dict[str, float]:
     return {"elapsed_s": elapsed, "tasks_per_s": tasks / elapsed}
 
 
+def quiet_logs() -> None:
+    """This script's own log lines at warning and above only, Dask's at error."""
+    logs.configure("bench", "bench", "warning")
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+
+
 # ------------------------------------------------------------------ qubus
 
 
@@ -414,8 +420,7 @@ def main() -> None:
             args.profile.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             parser.error(f"--profile: cannot make the folder {args.profile}: {exc.strerror}")
-    logs.configure("bench", "bench", "warning")
-    logging.getLogger("distributed").setLevel(logging.ERROR)
+    quiet_logs()
 
     # Dask runs before and after qubus: the machine's other load drifts, and the mean of the
     # two is what qubus is compared with.
