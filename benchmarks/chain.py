@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import psutil
-from fastpath import bus_traffic, qasm, quiet_logs, run_dask
+from fastpath import bus_traffic, cpu_seconds, qasm, quiet_logs, run_dask
 
 from qubus.bus.connection import Bus
 from qubus.bus.consumer import Context, Stage
@@ -90,7 +90,9 @@ async def drive(bus: Bus, hops: int, tasks: int, in_flight: int, offset: int) ->
     done: dict[str, asyncio.Event] = {}
 
     async def out(msg) -> None:
-        done[msg.subject.split(".")[3]].set()
+        finished = done.get(msg.subject.split(".")[3])
+        if finished is not None:
+            finished.set()
 
     sub = await bus.nc.subscribe(TaskParsed.subjects(f"{owner(hops)}.*"), cb=out)
     events = [parsed_event(offset + i) for i in range(tasks)]
@@ -109,10 +111,6 @@ async def drive(bus: Bus, hops: int, tasks: int, in_flight: int, offset: int) ->
     return elapsed
 
 
-def cpu_seconds(processes: list[psutil.Process]) -> float:
-    return sum(sum(p.cpu_times()[:2]) for p in processes)
-
-
 async def run_chain(args: argparse.Namespace) -> dict:
     server = NatsServer(monitor_port=free_ports(1)[0])
     url = server.start()
@@ -129,11 +127,13 @@ async def run_chain(args: argparse.Namespace) -> dict:
         for relay in relays:
             relay.start()
         await drive(bus, args.hops, 16, 16, offset=10**6)  # every hop ready and warm
-        processes = [psutil.Process(r.pid) for r in relays]
-        server_process = psutil.Process(server.process.pid)
-        before = cpu_seconds(processes), cpu_seconds([server_process]), bus_traffic(server)
+        processes = {
+            "hops": [psutil.Process(r.pid) for r in relays],
+            "nats-server": [psutil.Process(server.process.pid)],
+        }
+        before, traffic = cpu_seconds(processes), bus_traffic(server)
         elapsed = await drive(bus, args.hops, args.tasks, args.in_flight, offset=0)
-        after = cpu_seconds(processes), cpu_seconds([server_process]), bus_traffic(server)
+        after, moved = cpu_seconds(processes), bus_traffic(server)
     finally:
         for relay in relays:
             if relay.pid is not None:
@@ -146,9 +146,11 @@ async def run_chain(args: argparse.Namespace) -> dict:
         "hops": args.hops,
         "tasks": args.tasks,
         "tasks_per_s": args.tasks / elapsed,
-        "hops_cpu_ms_per_task": 1000 * (after[0] - before[0]) / args.tasks,
-        "server_cpu_ms_per_task": 1000 * (after[1] - before[1]) / args.tasks,
-        "in_msgs_per_task": (after[2]["in_msgs"] - before[2]["in_msgs"]) / args.tasks,
+        "hops_cpu_ms_per_task": 1000 * (after["hops"] - before["hops"]) / args.tasks,
+        "server_cpu_ms_per_task": 1000
+        * (after["nats-server"] - before["nats-server"])
+        / args.tasks,
+        "in_msgs_per_task": (moved["in_msgs"] - traffic["in_msgs"]) / args.tasks,
     }
 
 
