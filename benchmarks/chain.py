@@ -7,9 +7,9 @@ real service processes (``qubus.bus.service.run_service``: uvloop, the consumer,
 its bus copy, health, exactly as a stage runs) form a chain. Each consumes a ``parsed`` event
 (a fastpath circuit's, as the parser stores it) on a durable consumer of its own, builds the
 next hop's event from it with no work and publishes it, acknowledged, then acks its input.
-That is what the design's contract asks of every stage (``docs/architecture.md``, *Events*):
-one event per task and stage on ``qubus.task.<task_id>.<event>``, published and acknowledged
-before the input is. The chain does less than the stack: no key-value reads or writes, no
+That is what the design asks of every stage (``docs/architecture.md``, *The consumer
+wrapper*): one event per task and stage on ``qubus.task.<task_id>.<event>``, stored before
+the input is acknowledged. The chain does less than the stack: no key-value reads or writes, no
 direct gets, no join, no allocation batch, fewer processes (``--hops`` against twelve), one
 event per hop (the QPU publishes two).
 
@@ -74,17 +74,19 @@ def relay_main(hop: int, url: str, log_path: str) -> None:
     run_service(f"hop{hop}", setup)
 
 
-def parsed_event(i: int) -> TaskParsed:
-    """Fastpath circuit ``i``'s ``parsed`` event, owned by hop 0."""
+def parsed_event(i: int, shots: int) -> TaskParsed:
+    """Fastpath circuit ``i``'s ``parsed`` event at ``shots`` shots, owned by hop 0."""
     circuit = load_circuit(qasm(i), "qasm2")
     text = circuit_to_json(circuit)
     features = circuit_features(circuit, text)
     return TaskParsed(
-        task_id=f"{owner(0)}.t{i}", circuit=text, features=features, options={"shots": 200}
+        task_id=f"{owner(0)}.t{i}", circuit=text, features=features, options={"shots": shots}
     )
 
 
-async def drive(bus: Bus, hops: int, tasks: int, in_flight: int, offset: int) -> float:
+async def drive(
+    bus: Bus, args: argparse.Namespace, tasks: int, in_flight: int, offset: int
+) -> float:
     """Pass ``tasks`` tasks through the chain, at most ``in_flight`` at once; the seconds from
     the first publish to the last task out."""
     done: dict[str, asyncio.Event] = {}
@@ -94,8 +96,8 @@ async def drive(bus: Bus, hops: int, tasks: int, in_flight: int, offset: int) ->
         if finished is not None:
             finished.set()
 
-    sub = await bus.nc.subscribe(TaskParsed.subjects(f"{owner(hops)}.*"), cb=out)
-    events = [parsed_event(offset + i) for i in range(tasks)]
+    sub = await bus.nc.subscribe(TaskParsed.subjects(f"{owner(args.hops)}.*"), cb=out)
+    events = [parsed_event(offset + i, args.shots) for i in range(tasks)]
     gate = asyncio.Semaphore(in_flight)
 
     async def one(event: TaskParsed) -> None:
@@ -126,13 +128,13 @@ async def run_chain(args: argparse.Namespace) -> dict:
         await bus.ensure_topology()
         for relay in relays:
             relay.start()
-        await drive(bus, args.hops, 16, 16, offset=10**6)  # every hop ready and warm
+        await drive(bus, args, 16, 16, offset=10**6)  # every hop ready and warm
         processes = {
             "hops": [psutil.Process(r.pid) for r in relays],
             "nats-server": [psutil.Process(server.process.pid)],
         }
         before, traffic = cpu_seconds(processes), bus_traffic(server)
-        elapsed = await drive(bus, args.hops, args.tasks, args.in_flight, offset=0)
+        elapsed = await drive(bus, args, args.tasks, args.in_flight, offset=0)
         after, moved = cpu_seconds(processes), bus_traffic(server)
     finally:
         for relay in relays:
