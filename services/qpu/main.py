@@ -169,8 +169,9 @@ class IdealsMissing(Retry):
 
 @functools.lru_cache(maxsize=4)
 def _circuit(circuit_json: str) -> cirq.Circuit:
-    """The circuit of ``circuit_json``, decoded once per worker process: ``estimate`` and then
-    ``execute`` of one task read the same text (nothing downstream mutates the circuit)."""
+    """The circuit of ``circuit_json``, decoded once per worker process: ``estimate``,
+    ``execute`` and ``predict_on`` of one task read the same text (nothing downstream mutates
+    the circuit)."""
     return circuit_from_json(circuit_json)
 
 
@@ -246,8 +247,9 @@ def execute_split(
 
 def predict_on(device: Device, circuit_json: str, shots: int, ideal: Mapping[str, float]) -> float:
     """The predicted Hellinger fidelity of ``shots`` shots of the circuit on ``device``'s
-    calibration (``qubus.devices.prediction.predict_fidelity``; the compilation is cached)."""
-    compiled = compile_for_device(circuit_from_json(circuit_json), device)
+    calibration (``qubus.devices.prediction.predict_fidelity``; the circuit and its compilation
+    are cached: after ``execute`` neither is made again)."""
+    compiled = compile_for_device(_circuit(circuit_json), device)
     return predict_fidelity(compiled, device, ideal, shots=shots)
 
 

@@ -247,7 +247,8 @@ def test_schedule_places_operations_as_cirqs_earliest_strategy_does():
         cirq.measure(b, key="m"),  # rewrites m: after both of its readers
         cirq.H(a),
     ]
-    assert cirq.Circuit(schedule(iter(ops))) == cirq.Circuit(ops)
+    moments = [cirq.Moment(*(ops[i] for i in layer)) for layer in schedule(ops)]
+    assert cirq.Circuit(moments) == cirq.Circuit(ops)
 
 
 SPECIAL_POINTS = [

@@ -31,7 +31,7 @@ import cmath
 import functools
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cirq
 import numpy as np
@@ -47,6 +47,9 @@ routings, keyed by (structure, device id, revision), and layouts, keyed by (qubi
 interaction counts, device id, revision)."""
 
 ATOL = 1e-8
+
+SCHEDULES = 64
+"""Shapes of merged operations kept per routing (``Routing.fill``): one or a few a structure."""
 
 MAX_SYNTHESIS_QUBITS = 6
 """Largest operation synthesised from its unitary (Shannon decomposition) when cirq has no
@@ -226,15 +229,19 @@ def _entangler(device: Device) -> cirq.Gate:
 
 
 def _finish(
-    routed: list[cirq.Operation],
+    merged: list[cirq.Operation],
     final: list[cirq.Operation],
     swaps: int,
     layout: dict[str, int],
     device: Device,
-) -> CompiledCircuit:
-    """Native gates and schedule of routed operations: merge one-qubit runs, ASAP moments,
-    the terminal measurements last; durations and gate counts."""
-    moments = schedule(_merge_single_qubit(routed))
+) -> tuple[CompiledCircuit, list[list[int]]]:
+    """Schedule of routed operations whose one-qubit runs are merged: ASAP moments, the
+    terminal measurements last; durations and gate counts. Also each ASAP moment's operations,
+    as positions in ``merged``."""
+    layers = schedule(merged)
+    moments = [
+        cirq.Moment(*(merged[i] for i in layer), _flatten_contents=False) for layer in layers
+    ]
     if final:
         moments.append(cirq.Moment(final))
     native = cirq.FrozenCircuit.from_moments(*moments)
@@ -242,7 +249,7 @@ def _finish(
         max((op_duration_ns(op, device) for op in moment), default=0.0) for moment in native
     )
     counts = _count(native, durations, device)
-    return CompiledCircuit(
+    compiled = CompiledCircuit(
         circuit=native,
         layout=layout,
         gate_counts=counts,
@@ -253,6 +260,32 @@ def _finish(
         revision=device.revision,
         physical_qubits=tuple(sorted(q.x for q in native.all_qubits())),
     )
+    return compiled, layers
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """A compiled circuit of a :class:`Routing` with the moments that hold merged one-qubit
+    gates marked, for the next fill of the same shape (:meth:`Routing.fill`).
+
+    Attributes:
+        compiled: The first fill of the shape.
+        rebuild: Per moment of ``compiled.circuit``: the positions (in the merged operations)
+            of the operations it is made of when it holds a merged gate, else None (kept).
+    """
+
+    compiled: CompiledCircuit
+    rebuild: tuple[tuple[int, ...] | None, ...]
+
+    def refill(self, merged: list[cirq.Operation]) -> CompiledCircuit:
+        """The compiled circuit of ``merged``, which has this schedule's shape."""
+        moments = [
+            moment
+            if positions is None
+            else cirq.Moment(*(merged[i] for i in positions), _flatten_contents=False)
+            for moment, positions in zip(self.compiled.circuit, self.rebuild, strict=True)
+        ]
+        return replace(self.compiled, circuit=cirq.FrozenCircuit.from_moments(*moments))
 
 
 @cirq.value_equality
@@ -292,14 +325,54 @@ class Routing:
     swaps: int
     layout: dict[str, int]
     device: Device
+    schedules: Lru = field(default_factory=lambda: Lru(SCHEDULES), compare=False, repr=False)
+    """Each shape's schedule seen so far (:meth:`fill`)."""
 
     def fill(self, gates: Sequence[cirq.Gate]) -> CompiledCircuit:
-        """The compiled circuit with ``gates[n]`` in the place of ``_Slot(n)``."""
+        """The compiled circuit with ``gates[n]`` in the place of ``_Slot(n)``.
+
+        The merged operations' *shape* is each operation of ``routed`` kept as it is, and each
+        merged one-qubit gate as its qubit and pulses: the schedule, durations and counts
+        depend on nothing else. So a fill of a shape seen before takes them from that fill
+        and only makes the moments that hold merged gates anew (``_Schedule``); circuits of
+        one structure with other angles mostly share one shape a device.
+        """
         routed = [
             gates[op.gate.index].on(*op.qubits) if isinstance(op.gate, _Slot) else op
             for op in self.routed
         ]
-        return _finish(routed, list(self.final), self.swaps, self.layout, self.device)
+        merged = list(_merge_single_qubit(routed))
+        shape = self._shape(merged)
+        known = None if shape is None else self.schedules.get(shape)
+        if known is not None:
+            return known.refill(merged)
+        compiled, layers = _finish(merged, list(self.final), self.swaps, self.layout, self.device)
+        if shape is not None:
+            fresh = {i for i, item in enumerate(shape) if type(item) is tuple}
+            rebuild = [tuple(layer) if fresh.intersection(layer) else None for layer in layers]
+            if self.final:
+                rebuild.append(None)
+            self.schedules.put(shape, _Schedule(compiled, tuple(rebuild)))
+        return compiled
+
+    @functools.cached_property
+    def _kept(self) -> frozenset[int]:
+        """The identities of ``routed``'s operations (alive as long as this routing is)."""
+        return frozenset(id(op) for op in self.routed)
+
+    def _shape(self, merged: list[cirq.Operation]) -> tuple[int | tuple[cirq.Qid, int], ...] | None:
+        """Each operation's identity if it is one of ``routed``'s, or its qubit and pulses if
+        it is a merged one-qubit gate; None if another operation was made (a classically
+        controlled one-qubit gate turned into a ``PhasedXZGate``): not cached."""
+        shape: list[int | tuple[cirq.Qid, int]] = []
+        for op in merged:
+            if id(op) in self._kept:
+                shape.append(id(op))
+            elif type(op) is cirq.GateOperation and type(op.gate) is cirq.PhasedXZGate:
+                shape.append((op.qubits[0], pulses(op, self.device)))
+            else:
+                return None
+        return tuple(shape)
 
     def runs(self) -> dict[cirq.Qid, list[Run]]:
         """Each physical qubit's runs of one-qubit unitaries, in order: what
@@ -607,16 +680,16 @@ def _shortest_path(device: Device, start: int, goal: int) -> list[int]:
     return path
 
 
-def schedule(ops: Iterator[cirq.Operation]) -> list[cirq.Moment]:
-    """ASAP moments, as ``cirq.Circuit(ops)`` builds them (``asap_layers``): it runs for every
-    compilation, where cirq's general version is most of the cost."""
-    ops = list(ops)
-    layers: list[list[cirq.Operation]] = []
-    for op, index in zip(ops, asap_layers(ops), strict=True):
+def schedule(ops: Sequence[cirq.Operation]) -> list[list[int]]:
+    """ASAP moments, as ``cirq.Circuit(ops)`` builds them (``asap_layers``), each as the
+    positions of its operations in ``ops``: it runs for every compilation, where cirq's
+    general version is most of the cost."""
+    layers: list[list[int]] = []
+    for position, index in enumerate(asap_layers(ops)):
         while len(layers) <= index:
             layers.append([])
-        layers[index].append(op)
-    return [cirq.Moment(*layer, _flatten_contents=False) for layer in layers]
+        layers[index].append(position)
+    return layers
 
 
 @functools.lru_cache(maxsize=1024)
@@ -661,7 +734,15 @@ def phased_xz(matrix: np.ndarray) -> cirq.PhasedXZGate:
 
 def merged_gate(matrix: np.ndarray) -> cirq.PhasedXZGate | None:
     """The one gate of a merged run of one-qubit unitaries whose product is ``matrix``; None
-    when the run is the identity up to a phase (it is dropped)."""
+    when the run is the identity up to a phase (it is dropped). Kept by the matrix's bytes:
+    most runs of circuits of one structure recur (a fastpath circuit's merge on four nodes
+    meets its angle in one run of five)."""
+    return _merged_gate(np.asarray(matrix, dtype=np.complex128).tobytes())
+
+
+@functools.lru_cache(maxsize=4096)
+def _merged_gate(data: bytes) -> cirq.PhasedXZGate | None:
+    matrix = np.frombuffer(data, dtype=np.complex128).reshape(2, 2)
     identity = abs(matrix[0, 1]) < ATOL and abs(matrix[0, 0] - matrix[1, 1]) < ATOL
     return None if identity else phased_xz(matrix)
 
