@@ -13,7 +13,7 @@ import sympy
 from benchmarks.sweep import grid, qaoa_circuit
 from qubus.circuits.simulate import ideal_distribution
 from qubus.circuits.sweeps import resolved
-from qubus.devices.compile import compile_for_device, compile_template, phased_xz, schedule
+from qubus.devices.compile import compile_for_device, compile_template, phased_xz
 from qubus.devices.emulation import emulate
 from qubus.devices.fidelity import hellinger_fidelity
 from qubus.devices.profiles import load_device
@@ -233,22 +233,6 @@ def test_phased_xz_matches_cirqs_from_matrix_on_random_and_special_unitaries():
         assert ours.x_exponent == pytest.approx(cirqs.x_exponent, abs=1e-12)
         assert ours.z_exponent == pytest.approx(cirqs.z_exponent, abs=1e-12)
         assert ours.axis_phase_exponent == pytest.approx(cirqs.axis_phase_exponent, abs=1e-12)
-
-
-def test_schedule_places_operations_as_cirqs_earliest_strategy_does():
-    a, b, c = cirq.LineQubit.range(3)
-    ops = [
-        cirq.H(a),
-        cirq.measure(a, key="m"),
-        cirq.X(b).with_classical_controls("m"),
-        cirq.Z(c).with_classical_controls("m"),  # readers of one key share a moment
-        cirq.CZ(b, c),
-        cirq.measure(c, key="m2"),
-        cirq.measure(b, key="m"),  # rewrites m: after both of its readers
-        cirq.H(a),
-    ]
-    moments = [cirq.Moment(*(ops[i] for i in layer)) for layer in schedule(ops)]
-    assert cirq.Circuit(moments) == cirq.Circuit(ops)
 
 
 SPECIAL_POINTS = [

@@ -1,10 +1,11 @@
-"""Where operations fall in time: ``measures`` and earliest-first packing, against cirq."""
+"""Where operations fall in time: ``measures`` and earliest-first packing (the moments too),
+against cirq."""
 
 from __future__ import annotations
 
 import cirq
 
-from qubus.circuits.packing import asap_layers, measures, packed_depth
+from qubus.circuits.packing import asap_layers, measures, packed, packed_depth
 
 Q = [cirq.NamedQubit(f"q_{i}") for i in range(4)]
 
@@ -56,4 +57,5 @@ def test_operations_fall_where_cirq_packs_them(dev_circuits) -> None:
         ops = list(circuit.all_operations())
         assert asap_layers(ops) == _packed_by_cirq(ops)
         assert packed_depth(ops) == len(cirq.Circuit(ops))
+        assert packed(ops) == cirq.Circuit(ops)
     assert packed_depth([]) == 0 == len(cirq.Circuit())

@@ -20,7 +20,7 @@ import cirq
 import numpy as np
 import qsimcirq
 
-from qubus.circuits.packing import measures
+from qubus.circuits.packing import measures, packed
 from qubus.errors import SimulationError
 
 SAMPLED_SHOTS = 20_000
@@ -75,6 +75,8 @@ def without_fresh_resets(circuit: cirq.AbstractCircuit) -> cirq.AbstractCircuit:
     """The circuit without the resets of qubits nothing has touched yet: every qubit starts
     in |0⟩, so they do nothing (exporters write ``reset q;`` first), but they would make the
     circuit look dynamic. The circuit itself when there is none."""
+    if not any(isinstance(op.gate, cirq.ResetChannel) for op in circuit.all_operations()):
+        return circuit
     touched: set[cirq.Qid] = set()
     moments = []
     dropped = False
@@ -236,7 +238,7 @@ def _terminal_distribution(circuit: cirq.AbstractCircuit) -> dict[str, float]:
     readout = TerminalReadout.of(circuit, qubits)
     if readout is None:
         return {"": 1.0}
-    unitary = cirq.Circuit(op for op in circuit.all_operations() if not cirq.is_measurement(op))
+    unitary = packed([op for op in circuit.all_operations() if not measures(op)])
     idle = set(qubits) - unitary.all_qubits()
     unitary.append(cirq.I.on_each(*idle))
     try:

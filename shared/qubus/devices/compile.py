@@ -19,8 +19,8 @@ Steps:
    (:func:`pulses`): none for a Z rotation (virtual), one for a half or full X rotation on IBM
    devices or any rotation on ion traps, two (``sx·rz·sx``) otherwise.
 4. Schedule: ASAP in moments (what ``cirq.Circuit`` EARLIEST insertion gives, written out in
-   :func:`schedule`), terminal measurements together in one last moment; a moment lasts as
-   long as its longest operation.
+   ``qubus.circuits.packing.asap_moments``), terminal measurements together in one last
+   moment; a moment lasts as long as its longest operation.
 
 Measurement keys, measurement invert masks, resets and classical controls are preserved.
 """
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 import cirq
 import numpy as np
 
-from qubus.circuits.packing import asap_layers, measures
+from qubus.circuits.packing import asap_moments, measures
 from qubus.devices.profiles import Device
 from qubus.errors import CircuitRejected
 from qubus.lru import Lru
@@ -238,7 +238,7 @@ def _finish(
     """Schedule of routed operations whose one-qubit runs are merged: ASAP moments, the
     terminal measurements last; durations and gate counts. Also each ASAP moment's operations,
     as positions in ``merged``."""
-    layers = schedule(merged)
+    layers = asap_moments(merged)
     moments = [
         cirq.Moment(*(merged[i] for i in layer), _flatten_contents=False) for layer in layers
     ]
@@ -678,18 +678,6 @@ def _shortest_path(device: Device, start: int, goal: int) -> list[int]:
     while path[-1] != goal:
         path.append(min(device.coupling[path[-1]], key=lambda n: hops.get(n, len(hops))))
     return path
-
-
-def schedule(ops: Sequence[cirq.Operation]) -> list[list[int]]:
-    """ASAP moments, as ``cirq.Circuit(ops)`` builds them (``asap_layers``), each as the
-    positions of its operations in ``ops``: it runs for every compilation, where cirq's
-    general version is most of the cost."""
-    layers: list[list[int]] = []
-    for position, index in enumerate(asap_layers(ops)):
-        while len(layers) <= index:
-            layers.append([])
-        layers[index].append(position)
-    return layers
 
 
 @functools.lru_cache(maxsize=1024)
