@@ -117,6 +117,21 @@ def test_the_reader_makes_what_cirq_reads(dev_circuits):
         assert circuit_to_json(read) == text  # the same types to the last number
 
 
+def test_the_reader_hands_out_a_plain_value_read_before_and_keeps_every_number_as_written():
+    q = cirq.LineQubit.range(2)
+    first = circuit_from_json(circuit_to_json(cirq.Circuit(cirq.H(q[0]), cirq.CNOT(*q))))
+    second = circuit_from_json(circuit_to_json(cirq.Circuit(cirq.H(q[0]), cirq.CNOT(*q))))
+    for a, b in zip(first.all_operations(), second.all_operations(), strict=True):
+        assert a is not b and a.gate is b.gate and a.qubits[0] is b.qubits[0]
+    # Equal values written otherwise are other objects: each circuit writes back its own text.
+    texts = [
+        circuit_to_json(cirq.Circuit(cirq.ZPowGate(exponent=e)(q[0]))) for e in (0.0, -0.0, 1, 1.0)
+    ]
+    assert len(set(texts)) == 4
+    for text in texts + texts:
+        assert circuit_to_json(circuit_from_json(text)) == text
+
+
 def test_the_writer_writes_what_cirq_writes(dev_circuits):
     a, b = cirq.LineQubit.range(2)
     theta = sympy.Symbol("theta")
