@@ -329,3 +329,36 @@ def test_a_budget_kept_as_one_matrix_gives_what_its_steps_give(width, monkeypatc
     assert kept == pytest.approx(stepped, abs=1e-12)
     assert alone == pytest.approx(budget_fidelity(budget, ideals[0], shots=500), abs=1e-12)
     assert len({round(f, 6) for f in kept}) == 10  # the points differ: nothing is shared
+
+
+@pytest.mark.parametrize("node", ["ibm_nairobi", "quantinuum_h1_1"])
+def test_a_budget_kept_for_a_compilation_shape_is_the_budget_computed_afresh(node) -> None:
+    """Circuits of one structure share compilation shapes; what the walk reads of their
+    one-qubit gates (Clifford or not, eigenstates tracked or not) differs by angle."""
+    from dataclasses import replace
+
+    from qubus.devices import prediction
+
+    device = load_device(node)
+    q = cirq.LineQubit.range(3)
+    angles = [0.0, 1e-7, 0.1, math.pi / 4, math.pi / 2, math.pi, -math.pi / 2, 2.9]
+    shapes = set()
+    prediction._budgets._entries.clear()
+    for angle in angles:
+        for first, last in ((cirq.H, cirq.H), (cirq.X, cirq.S), (cirq.I, cirq.X**0.5)):
+            circuit = cirq.Circuit(
+                first(q[0]),
+                cirq.CNOT(q[0], q[1]),
+                cirq.rz(angle)(q[0]),  # entangled: only its images of X and Z tell
+                cirq.ry(angle)(q[2]),
+                cirq.CNOT(q[1], q[2]),
+                last(q[0]),
+                cirq.measure(*q, key="m"),
+            )
+            compiled = compile_for_device(circuit, device)
+            shapes.add(compiled.shape)
+            afresh = noise_budget(replace(compiled, shape=None), device)
+            assert noise_budget(compiled, device) == afresh  # computed, then kept
+            assert noise_budget(compiled, device) == afresh  # read back
+    assert None not in shapes and len(shapes) < 3 * len(angles)
+    assert len(prediction._budgets._entries) < 3 * len(angles)  # budgets are shared

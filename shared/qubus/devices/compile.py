@@ -91,6 +91,10 @@ class CompiledCircuit:
         device_id: The device compiled for.
         revision: The calibration revision compiled against.
         physical_qubits: The physical qubits the circuit touches, ascending.
+        shape: Shared by the compilations of one routing that differ only in the values of
+            their merged one-qubit gates, and by nothing else (``Routing.fill``; None: not
+            known). What depends on the circuit only through those values can be kept under
+            it (``qubus.devices.prediction``).
     """
 
     circuit: cirq.FrozenCircuit
@@ -102,6 +106,7 @@ class CompiledCircuit:
     device_id: str
     revision: str
     physical_qubits: tuple[int, ...]
+    shape: object | None = field(default=None, compare=False, repr=False)
 
 
 _compiled = Lru(CACHE_SIZE)
@@ -234,6 +239,7 @@ def _finish(
     swaps: int,
     layout: dict[str, int],
     device: Device,
+    shape: object | None,
 ) -> tuple[CompiledCircuit, list[list[int]]]:
     """Schedule of routed operations whose one-qubit runs are merged: ASAP moments, the
     terminal measurements last; durations and gate counts. Also each ASAP moment's operations,
@@ -259,6 +265,7 @@ def _finish(
         device_id=device.id,
         revision=device.revision,
         physical_qubits=tuple(sorted(q.x for q in native.all_qubits())),
+        shape=shape,
     )
     return compiled, layers
 
@@ -346,7 +353,9 @@ class Routing:
         known = None if shape is None else self.schedules.get(shape)
         if known is not None:
             return known.refill(merged)
-        compiled, layers = _finish(merged, list(self.final), self.swaps, self.layout, self.device)
+        token = None if shape is None else object()
+        final = list(self.final)
+        compiled, layers = _finish(merged, final, self.swaps, self.layout, self.device, token)
         if shape is not None:
             fresh = {i for i, item in enumerate(shape) if type(item) is tuple}
             rebuild = [tuple(layer) if fresh.intersection(layer) else None for layer in layers]

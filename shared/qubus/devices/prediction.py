@@ -62,6 +62,7 @@ from qubus.devices.compile import ATOL, CompiledCircuit, pulses
 from qubus.devices.emulation import bit_qubits, completing_depolarizing
 from qubus.devices.fidelity import budget_fidelity
 from qubus.devices.profiles import Device, QubitCal
+from qubus.lru import Lru
 
 
 def relaxation_error(t_ns: float, qubit: QubitCal) -> float:
@@ -200,10 +201,24 @@ def _budget(
     list[tuple[list[int], float]],
     list[tuple[float, float, float, float]],
 ]:
-    """Scrambles, flips and read-out matrices of the compiled circuit on the device."""
+    """Scrambles, flips and read-out matrices of the compiled circuit on the device.
+
+    Kept (``BUDGETS`` of them) for compilations of a known shape (``CompiledCircuit.shape``),
+    under what the walk reads of their one-qubit gates besides the shape: which Paulis each
+    maps X and Z to, whether it keeps Z, and the tracked product states. Circuits of one
+    structure with other angles mostly share one budget a device, which then costs
+    :func:`_ops` and :func:`_product_states` only.
+    """
     ops, keys, last_read = _ops(compiled, device)
+    states = _product_states(ops)
+    key = None
+    if compiled.shape is not None:
+        key = (compiled.shape, device.id, device.revision, _gate_images(ops), tuple(states))
+        kept = _budgets.get(key)
+        if kept is not None:
+            return kept
     qubits = bit_qubits(last_read, keys)
-    scrambles, flips = _error_budget(ops, compiled, device, _columns(last_read, keys))
+    scrambles, flips = _error_budget(ops, states, compiled, device, _columns(last_read, keys))
     wait = compiled.gate_counts.wait_ns
     confusion = []
     for q in qubits:
@@ -211,7 +226,36 @@ def _budget(
         t_ns = wait.get(q, 0.0)
         decay = 0.0 if cal.t1_us is None else 1 - math.exp(-t_ns / 1000 / cal.t1_us)
         confusion.append(_confusion(cal, decay))
-    return _positions(scrambles, len(qubits)), _positions(flips, len(qubits)), confusion
+    budget = _positions(scrambles, len(qubits)), _positions(flips, len(qubits)), confusion
+    if key is not None:
+        _budgets.put(key, budget)
+    return budget
+
+
+BUDGETS = 1024
+"""Budgets kept per process (``_budget``)."""
+
+_budgets = Lru(BUDGETS)
+
+
+def _gate_images(ops: list[_Op]) -> tuple[tuple[int | bool, ...], ...]:
+    """Each operation's kind, and what the walk reads of a one-qubit gate's rotation
+    (``_before``): whether it keeps Z, and which Paulis carry weight in its images of X and
+    of Z."""
+    return tuple(
+        (op.kind,)
+        if op.rotation is None
+        else (
+            op.kind,
+            op.keeps_z,
+            *(
+                abs(op.rotation[k][axis]) > _COMPONENT_TOLERANCE
+                for axis in (0, 2)
+                for k in range(3)
+            ),
+        )
+        for op in ops
+    )
 
 
 class ErrorWalk(NamedTuple):
@@ -258,7 +302,8 @@ def walk_errors(
         probes.setdefault(where[moment, qubit], []).append((slot, qubit, codes[pauli]))
     found: dict[int, tuple[int | None, int]] = {}
     columns = _columns(last_read, keys)
-    scrambles, flips = _error_budget(ops, compiled, device, columns, probes, found)
+    states = _product_states(ops)
+    scrambles, flips = _error_budget(ops, states, compiled, device, columns, probes, found)
     return ErrorWalk(scrambles, flips, [found[slot] for slot in range(len(paulis))])
 
 
@@ -460,6 +505,7 @@ def _entangler(kind: int, a: _Bloch | None, b: _Bloch | None) -> list[_Bloch | N
 
 def _error_budget(
     ops: list[_Op],
+    states: list[tuple[tuple[int, int | None], ...]],
     compiled: CompiledCircuit,
     device: Device,
     columns: dict[tuple[str, int], int],
@@ -484,6 +530,7 @@ def _error_budget(
 
     Args:
         ops: From :func:`_ops`.
+        states: Their :func:`_product_states`.
         compiled: The compiled circuit (moment durations, last gates).
         device: Its device.
         columns: (Measurement key, physical qubit) → bit mask of the bit-string positions
@@ -497,7 +544,6 @@ def _error_budget(
         Bit mask → chance that the bits are scrambled, and bit mask → chance that exactly
         those bits are flipped.
     """
-    states = _product_states(ops)
     walk = _Walk(ops, compiled, device, columns)
     for index in range(len(ops) - 1, -1, -1):
         op, after = ops[index], states[index]

@@ -862,7 +862,7 @@ def _budget_view(compiled: CompiledCircuit) -> CompiledCircuit:
         )
         for moment in compiled.circuit
     )
-    return replace(compiled, circuit=circuit.freeze())
+    return replace(compiled, circuit=circuit.freeze(), shape=None)  # not its fill's circuit
 
 
 def _corrects_control(op: cirq.Operation) -> bool:
