@@ -23,7 +23,10 @@ angle is the task's own and a Hadamard on the first qubit), ``--shots`` (200) sh
      each service process's CPU split by kind (its own work, the consumer, the codec, the nats
      client, logging, the loop and other threads: ``qubus.bus.sampler.KINDS``) from the samples of
      ``qubus.bus.sampler``, which the services take on their own CPU clock (worker processes
-     are not sampled and not in that split);
+     are not sampled and not in that split); and each QPU node's jobs meanwhile (from its
+     ``running`` and ``completed`` events as they arrive): their rate, the median time from one
+     job's start to the next's and from a job's end to the next's start, and a task's median
+     wait in its node's queue (``TaskRunning.queue_wait_s``);
    Services log at the default level (info), as ``qubus up`` runs them.
    - idle latency: ``--latency`` tasks one after another, ``qubus.submit`` to the ``completed``
      event's arrival; their traces give each stage's median time (``qubus trace``'s durations);
@@ -49,11 +52,12 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import psutil
 
-from qubus.bus import logs
+from qubus.bus import codec, logs
 from qubus.bus.ids import split_task_subject
 from qubus.bus.limits import MAX_SHOTS
 from qubus.bus.messages import (
@@ -61,6 +65,7 @@ from qubus.bus.messages import (
     TaskCompleted,
     TaskFailed,
     TaskRejected,
+    TaskRunning,
     event_of,
 )
 from qubus.bus.natsserver import NatsServer, free_ports
@@ -145,23 +150,65 @@ def quiet_logs() -> None:
 
 @dataclass
 class Waiter:
-    """Every task's terminal event as it arrives (one core subscription for all tasks)."""
+    """Every task's terminal event as it arrives (one core subscription for all tasks), and
+    each QPU node's jobs: when its ``running`` and ``completed`` events arrived, and each
+    task's wait in the node's queue (``TaskRunning.queue_wait_s``)."""
 
     ends: dict[str, tuple[float, str]] = field(default_factory=dict)
     events: dict[str, asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
+    jobs: dict[str, list[tuple[str, float]]] = field(default_factory=lambda: defaultdict(list))
+    queued: dict[str, float] = field(default_factory=dict)
 
     async def start(self, client: Client) -> None:
         for end in (TaskCompleted, TaskRejected, TaskFailed):
             await client.bus.nc.subscribe(end.subjects(), cb=self._on_end)
+        await client.bus.nc.subscribe(TaskRunning.subjects(), cb=self._on_running)
 
     async def _on_end(self, msg) -> None:
+        now = time.time()
         task_id, tail = split_task_subject(msg.subject)
-        self.ends.setdefault(task_id, (time.time(), event_of(tail)[0]))
+        event, node = event_of(tail)
+        self.ends.setdefault(task_id, (now, event))
         self.events[task_id].set()
+        if event == TaskCompleted.EVENT and node:
+            self.jobs[node].append(("completed", now))
+
+    async def _on_running(self, msg) -> None:
+        task_id, tail = split_task_subject(msg.subject)
+        self.jobs[event_of(tail)[1]].append(("running", time.time()))
+        self.queued[task_id] = codec.decode(msg.data, TaskRunning).queue_wait_s
 
     async def wait(self, task_id: str, timeout: float = 600.0) -> tuple[float, str]:
         await asyncio.wait_for(self.events[task_id].wait(), timeout)
         return self.ends[task_id]
+
+    def nodes(self, task_ids: Sequence[str], since: float) -> dict[str, dict[str, float]]:
+        """Per QPU node, from ``since``: its jobs, their rate, the median time from one job's
+        start to the next's and from a job's end to the next's start (the node's own work
+        between two jobs), and (under ``all``) the median wait of ``task_ids`` in their node's
+        queue."""
+        figures = {}
+        for node, seen in sorted(self.jobs.items()):
+            seen = [(kind, at) for kind, at in seen if at >= since]
+            starts = [at for kind, at in seen if kind == "running"]
+            if len(starts) < 2:
+                continue
+            between = [
+                b - a
+                for (was, a), (now, b) in pairwise(seen)
+                if (was, now) == ("completed", "running")
+            ]
+            figures[node] = {
+                "jobs": len(starts),
+                "jobs_per_s": (len(starts) - 1) / (starts[-1] - starts[0]),
+                "start_to_start_p50_ms": 1000
+                * statistics.median(b - a for a, b in pairwise(starts)),
+                "between_jobs_p50_ms": 1000 * statistics.median(between) if between else 0.0,
+            }
+        waits = [self.queued[task_id] for task_id in task_ids if task_id in self.queued]
+        if waits:
+            figures["all"] = {"queue_wait_p50_ms": 1000 * statistics.median(waits)}
+        return figures
 
 
 async def one_task(
@@ -307,6 +354,7 @@ async def run_qubus(args: argparse.Namespace) -> dict:
                 for name, shares in by_service(paths).items()
             }
         ends = [end for _, _, end in done]
+        nodes = waiter.nodes([task_id for task_id, _, _ in done], started)
         figures["throughput"] = {
             "tasks": args.tasks,
             "completed": ends.count("completed"),
@@ -317,6 +365,7 @@ async def run_qubus(args: argparse.Namespace) -> dict:
                 name: 1000 * (after[name] - before[name]) / args.tasks for name in sorted(after)
             },
             "bus_per_task": {key: (moved[key] - traffic[key]) / args.tasks for key in moved},
+            "nodes": nodes,
         }
         if not args.skip_latency:
             base = 2 * offset
@@ -384,6 +433,18 @@ def report(figures: dict) -> None:
             print(f"{name:<12}" + "".join(f"{ms[kind]:>14.2f}" for kind in KINDS))
         total = {kind: sum(ms[kind] for ms in profile.values()) for kind in KINDS}
         print(f"{'services':<12}" + "".join(f"{total[kind]:>14.2f}" for kind in KINDS))
+    nodes = dict(qubus["nodes"])
+    waits = nodes.pop("all", {})
+    head = f"{'start to start p50':>19} {'between jobs p50':>17}"
+    print(f"\n{'QPU node':<16} {'jobs':>5} {'jobs/s':>7} {head}")
+    for node, figure in nodes.items():
+        start, between = figure["start_to_start_p50_ms"], figure["between_jobs_p50_ms"]
+        print(
+            f"{node:<16} {figure['jobs']:>5} {figure['jobs_per_s']:>7.1f}"
+            f" {start:>16.1f} ms {between:>14.1f} ms"
+        )
+    if waits:
+        print(f"a task's wait in its node's queue: p50 {waits['queue_wait_p50_ms']:.0f} ms")
     bus = qubus["bus_per_task"]
     print(
         f"\nnats-server per task under load: {bus['in_msgs']:.1f} messages in "
