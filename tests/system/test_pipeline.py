@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
 import cirq
 import msgpack
+import nats.errors
 import pytest
 
 from qubus.bus import codec
-from qubus.bus.connection import EPR_SUBJECT, SUBMIT_SUBJECT
-from qubus.bus.messages import EprReply, EprRequest, SubmitRequest, TaskAllocated, TaskCompleted
+from qubus.bus.connection import BUCKET_NODES, EPR_SUBJECT, SUBMIT_SUBJECT, node_key
+from qubus.bus.messages import (
+    EprReply,
+    EprRequest,
+    NodeStatus,
+    SubmitRequest,
+    TaskAllocated,
+    TaskCompleted,
+)
 from qubus.cli.stack import Supervisor
 from qubus.client.aio import Client
 from qubus.devices.profiles import DEFAULT_FLEET
@@ -198,3 +207,32 @@ async def test_qubus_nodes_lists_the_running_nodes_and_the_topologys_links(
     code, out, err = await qubus_cli(nats_url, "nodes")
     assert code == 0, err
     assert "LINK" in out and f"{listed['links'][0]['a']} - {listed['links'][0]['b']}" in out
+
+
+async def test_an_idle_node_rewrites_its_status_only_as_a_heartbeat(client):
+    """A node looks at its queue every ``STATUS_INTERVAL_S`` but writes its status only when
+    something in it changed, or every ``STATUS_HEARTBEAT_S``."""
+    from qubus_services.qpu.main import STATUS_HEARTBEAT_S, STATUS_INTERVAL_S
+
+    kv = await client.bus.kv(BUCKET_NODES)
+    key = node_key("ibm_nairobi")
+    for _ in range(100):  # until the node is idle: nothing queued, not running
+        status = codec.decode((await kv.get(key)).value, NodeStatus)
+        if status.queue_depth == 0 and not status.busy:
+            break
+        await asyncio.sleep(STATUS_INTERVAL_S)
+    watcher = await kv.watch(key, include_history=False)
+    window = 2.25 * STATUS_HEARTBEAT_S  # 18 looks at the queue
+    written = []
+    deadline = asyncio.get_running_loop().time() + window
+    try:
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            try:
+                entry = await watcher.updates(timeout=left)
+            except nats.errors.TimeoutError:
+                break
+            if entry is not None:
+                written.append(entry)
+    finally:
+        await watcher.stop()
+    assert 1 <= len(written) <= 3, [codec.decode(e.value, NodeStatus) for e in written]

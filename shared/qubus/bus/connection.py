@@ -625,8 +625,9 @@ class NodeDirectory:
     """Follows KV ``qubus_nodes`` and keeps the latest status of every QPU node in hand.
 
     A service that consults the fleet for every task asks this instead of the server: the
-    KV watcher pushes each new status as it is written. Nodes write every 2 s, so a watcher
-    silent for ``WATCH_IDLE_S`` is replaced (``KVFollower``).
+    KV watcher pushes each new status as it is written. Nodes write within 0.25 s of a change
+    and at least every 2 s, so a watcher silent for ``WATCH_IDLE_S`` is replaced
+    (``KVFollower``).
     """
 
     WATCH_IDLE_S = 6.0
