@@ -152,7 +152,7 @@ STATUS_INTERVAL_S = 0.25
 """How often a node looks at its queue and writes its status if anything in it changed. Fusion
 scores every node by the queue depth it last wrote, and the allocator places a batch by those
 scores: at 2 s the allocator sent a second's tasks (some 80) after one stale depth, and a
-300-task fastpath run either spread them or piled them on the ion traps (52–57 against 77–83
+300-task fastpath run either spread them or piled them on the ion traps (52–57 against 67–83
 tasks/s, queue waits 635–787 against 193–362 ms p50; session 21)."""
 STATUS_HEARTBEAT_S = 2.0
 """How often a node writes its status when nothing in it changed (its age tells the fleet
@@ -500,7 +500,7 @@ class QpuNode:
         began at ``since`` (``time.monotonic``: when its turn came). The node's own work runs
         inside that time: its checks of the allocation, its ``running`` event and the
         emulation. The node is busy for the modelled duration, or for that work if it takes
-        longer, not for both one after the other (the checks and the event took 4.3–6.1 ms of
+        longer, not for both one after the other (the checks and the event took 4.5–6.1 ms of
         a 23–36 ms turn under load, session 21)."""
         held_s = modelled_s * self._settings.time_scale - (time.monotonic() - since)
         if held_s > 0:
