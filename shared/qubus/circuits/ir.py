@@ -176,13 +176,14 @@ class CirqJsonReader(ObjectHook):
         made = _PLAIN_VALUES.get(key)
         if made is None:
             made = make(d)
-            _PLAIN_VALUES.put(key, made)
+            if isinstance(made, cirq.Gate | cirq.Qid):  # immutable values, unlike a circuit
+                _PLAIN_VALUES.put(key, made)
         return made
 
 
 PLAIN_VALUES = 4096
-"""Objects of plain Cirq JSON (gates, qubits: every member a scalar) a process keeps to hand
-out again (``CirqJsonReader``)."""
+"""Gates and qubits of plain Cirq JSON (every member a scalar) a process keeps to hand out
+again (``CirqJsonReader``)."""
 
 _PLAIN_VALUES = Lru(PLAIN_VALUES)
 
