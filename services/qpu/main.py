@@ -360,14 +360,15 @@ class QpuNode:
             log.debug("qpu.queue_depth_unknown", exc_info=True)
         background = self._load.jobs_at(time.time()) if self._load else 0
         QPU_QUEUE.labels(current.id).set(depth + background)
-        said = (current.revision, depth, background, self._busy, self._mean_job_s())
+        mean_job_s = self._mean_job_s()
+        said = (current.revision, depth, background, self._busy, mean_job_s)
         now = time.monotonic()
         if said == self._written and now - self._written_at < STATUS_HEARTBEAT_S:
             return
         status = status_of(
             current,
             queue_depth=depth + background,
-            mean_job_s=self._mean_job_s(),
+            mean_job_s=mean_job_s,
             busy=self._busy,
             instance=self._bus.instance,
             background_jobs=background,

@@ -62,15 +62,16 @@ def asap_moments(ops: Sequence[cirq.Operation]) -> list[list[int]]:
     return moments
 
 
+def moment_of(ops: Sequence[cirq.Operation], positions: Sequence[int]) -> cirq.Moment:
+    """The moment of ``ops[i]`` for ``i`` in ``positions`` (which share no qubit), made without
+    cirq flattening them again."""
+    return cirq.Moment(*(ops[i] for i in positions), _flatten_contents=False)
+
+
 def packed(ops: Sequence[cirq.Operation]) -> cirq.Circuit:
     """``cirq.Circuit(ops)``, built from ``asap_moments`` (a quarter of cirq's time on a small
     circuit)."""
-    return cirq.Circuit.from_moments(
-        *(
-            cirq.Moment(*(ops[i] for i in moment), _flatten_contents=False)
-            for moment in asap_moments(ops)
-        )
-    )
+    return cirq.Circuit.from_moments(*(moment_of(ops, m) for m in asap_moments(ops)))
 
 
 def packed_depth(ops: Sequence[cirq.Operation]) -> int:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 import cirq
 import numpy as np
 
-from qubus.circuits.packing import asap_moments, measures
+from qubus.circuits.packing import asap_moments, measures, moment_of
 from qubus.devices.profiles import Device
 from qubus.errors import CircuitRejected
 from qubus.lru import Lru
@@ -245,9 +245,7 @@ def _finish(
     terminal measurements last; durations and gate counts. Also each ASAP moment's operations,
     as positions in ``merged``."""
     layers = asap_moments(merged)
-    moments = [
-        cirq.Moment(*(merged[i] for i in layer), _flatten_contents=False) for layer in layers
-    ]
+    moments = [moment_of(merged, layer) for layer in layers]
     if final:
         moments.append(cirq.Moment(final))
     native = cirq.FrozenCircuit.from_moments(*moments)
@@ -287,9 +285,7 @@ class _Schedule:
     def refill(self, merged: list[cirq.Operation]) -> CompiledCircuit:
         """The compiled circuit of ``merged``, which has this schedule's shape."""
         moments = [
-            moment
-            if positions is None
-            else cirq.Moment(*(merged[i] for i in positions), _flatten_contents=False)
+            moment if positions is None else moment_of(merged, positions)
             for moment, positions in zip(self.compiled.circuit, self.rebuild, strict=True)
         ]
         return replace(self.compiled, circuit=cirq.FrozenCircuit.from_moments(*moments))
