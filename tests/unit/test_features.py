@@ -117,6 +117,45 @@ def test_the_reader_makes_what_cirq_reads(dev_circuits):
         assert circuit_to_json(read) == text  # the same types to the last number
 
 
+def test_a_flat_circuit_is_made_without_the_walk_as_the_walk_makes_it(dev_circuits):
+    from qubus.circuits.bounds import walk_cirq_json
+    from qubus.circuits.ir import CirqJsonReader
+
+    flat = 0
+    for circuit in _read_by_cirq_and_qubus(dev_circuits):
+        text = circuit_to_json(circuit)
+        made = CirqJsonReader().flat_circuit(json.loads(text))
+        walked = walk_cirq_json(json.loads(text), CirqJsonReader())[0]
+        if made is None:
+            continue
+        flat += 1
+        assert type(made) is type(walked) and made == walked
+        assert circuit_to_json(made) == text
+    assert flat >= 40  # the dev set but classical control; not tags, sub-circuits
+    q = cirq.LineQubit.range(2)
+    others = [
+        cirq.Circuit(cirq.X(q[0]).with_tags("t")),
+        cirq.Circuit([cirq.Moment(cirq.X(q[0])).with_tags("t")]),
+        cirq.Circuit(cirq.X(q[0]).with_classical_controls("m")),
+        cirq.Circuit(cirq.CircuitOperation(cirq.FrozenCircuit(cirq.X(q[0])), repetitions=2)),
+        cirq.FrozenCircuit(cirq.X(q[0])),
+    ]
+    for other in others:
+        assert CirqJsonReader().flat_circuit(json.loads(circuit_to_json(other))) is None
+        assert circuit_from_json(circuit_to_json(other)) == other.unfreeze()
+
+
+def test_a_flat_circuit_too_large_is_refused(monkeypatch):
+    from qubus.circuits import bounds
+
+    monkeypatch.setattr(bounds, "MAX_OPERATIONS", 5)
+    q = cirq.LineQubit.range(2)
+    text = circuit_to_json(cirq.Circuit([cirq.H(q[0]), cirq.CNOT(*q)] * 3))
+    with pytest.raises(InvalidPayload) as refused:
+        circuit_from_json(text)
+    assert refused.value.code == "circuit.too_large"
+
+
 def test_the_reader_hands_out_a_plain_value_read_before_and_keeps_every_number_as_written():
     q = cirq.LineQubit.range(2)
     first = circuit_from_json(circuit_to_json(cirq.Circuit(cirq.H(q[0]), cirq.CNOT(*q))))

@@ -168,8 +168,20 @@ def load_cirq_json(text: str, build: Build | None = None) -> Any:
         InvalidPayload: ``cirq_json.invalid`` (not JSON), ``cirq_json.too_deep``,
             ``cirq_json.unbounded`` or ``circuit.too_large``.
     """
+    value = decode_json(text)
+    made, count = walk_cirq_json(value, build)
+    check_operations(count, what="cirq-json")
+    return value if build is None else made
+
+
+def decode_json(text: str) -> Any:
+    """The JSON value of Cirq JSON text, not yet made into anything nor counted.
+
+    Raises:
+        InvalidPayload: ``cirq_json.invalid`` (not JSON), ``cirq_json.too_deep``.
+    """
     try:
-        value = json.loads(text)
+        return json.loads(text)
     except ValueError as error:
         raise InvalidPayload(
             f"the circuit is not JSON: {error}", code="cirq_json.invalid"
@@ -178,6 +190,3 @@ def load_cirq_json(text: str, build: Build | None = None) -> Any:
         raise InvalidPayload(
             f"Cirq JSON is nested deeper than {MAX_JSON_DEPTH} levels", code="cirq_json.too_deep"
         ) from None
-    made, count = walk_cirq_json(value, build)
-    check_operations(count, what="cirq-json")
-    return value if build is None else made
