@@ -34,6 +34,8 @@ task was cancelled: a cancelled run's worker is killed and the task stays ``canc
 
 Re-placement (``qubus_services.allocator``): the node runs only a task's current allocation
 and acknowledges superseded ones, and cancelled ones (``qubus cancel``), without running them;
+it stores a result only while its allocation is still the task's last (a publish the server
+refuses otherwise, ``Nats-Expected-Last-Subject-Sequence`` on the task's allocations);
 and instead of running a task whose prediction, recomputed on a calibration newer than the
 allocation's, fell below the task's fidelity floor or by more than ``QUBUS_REPLACE_DROP``, it
 publishes ``replace`` (at most ``QUBUS_MAX_REPLACEMENTS`` times per task; never for a task
@@ -92,7 +94,14 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
 from qubus.bus import codec
-from qubus.bus.connection import BUCKET_NODES, RESERVE_SUBJECT, STREAM, node_key, stored_event
+from qubus.bus.connection import (
+    BUCKET_NODES,
+    RESERVE_SUBJECT,
+    STREAM,
+    NotLatest,
+    node_key,
+    stored_event,
+)
 from qubus.bus.consumer import Context, Stage
 from qubus.bus.ids import seed_for, sweep_point_id, task_subject
 from qubus.bus.logs import get_logger
@@ -144,7 +153,12 @@ from qubus.network.distributed import SplitRun, run_split
 from qubus.network.splitplan import partition_of
 from qubus.scheduling.allocation import replacement_reason
 from qubus.scheduling.nodeorder import RunOrder
-from qubus.scheduling.replacement import allocation_subject, qpu_consumer, replaced_by
+from qubus.scheduling.replacement import (
+    allocation_subject,
+    latest_allocation,
+    qpu_consumer,
+    replaced_by,
+)
 from qubus.scheduling.sweepchunks import FIRST_BATCH_POINTS, batch_points, sweep_end
 
 log = get_logger()
@@ -890,9 +904,10 @@ class QpuNode:
 
     async def _superseded(self, event: TaskAllocated, ctx: Context, why: str) -> bool:
         """Whether the task (or a sweep's chunk) has been allocated again since ``event``
-        (then logs ``why``): the node skips it, or drops the result of a run that outlived
-        its allocation (the node stopped long enough for the allocator to place the task
-        elsewhere)."""
+        (then logs ``why``): the node skips it, or a sweep's chunk drops the result of a batch
+        that outlived its allocation (the node stopped long enough for the allocator to place
+        the chunk elsewhere; a task's own result is published on that condition,
+        ``_complete``)."""
         latest = await replaced_by(self._bus, event, unless_sequence=ctx.sequence)
         if latest is None:
             return False
@@ -917,10 +932,26 @@ class QpuNode:
             if isinstance(result, TaskCompleted):
                 # Stored before the turn passes on: the node's runs never overlap in the trace.
                 # A sweep's own end is stored once, whichever of its chunks' nodes sees it.
-                sweep = event.options.sweep is not None
-                await ctx.publish(result, msg_id=TaskEvent.msg_id(result) if sweep else None)
+                if event.options.sweep is not None:
+                    await ctx.publish(result, msg_id=TaskEvent.msg_id(result))
+                else:
+                    await self._complete(result, event, ctx)
                 return None
             return result
+
+    async def _complete(self, result: TaskCompleted, event: TaskAllocated, ctx: Context) -> None:
+        """Store the task's result while the allocation in hand is still its last: one
+        conditional publish, which the server refuses once the allocator has placed the task
+        again (the node stopped long enough meanwhile), and then the result is dropped. (One
+        read of the task's last allocation after the run did this before, a race apart.)"""
+        try:
+            await ctx.publish(
+                result, after=(task_subject(event.task_id, "allocated.*"), ctx.sequence)
+            )
+        except NotLatest:
+            latest = await latest_allocation(self._bus, event.task_id)
+            now_on = latest.node if latest is not None else None
+            log.info("qpu.superseded_result", attempt=event.attempt, now_on=now_on)
 
     def _expected_s(self, event: TaskAllocated) -> float:
         """Wall-clock seconds the task should hold the node, to order it among the waiting
@@ -990,8 +1021,6 @@ class QpuNode:
                 allocated_fidelity=event.predicted_fidelity,
                 predicted_fidelity=predicted,
             )
-        if await self._superseded(event, ctx, "qpu.superseded_result"):  # re-placed as it ran
-            return None
         return TaskCompleted(
             task_id=event.task_id,
             node=self._device.id,

@@ -10,10 +10,10 @@ import pytest
 import pytest_asyncio
 
 from qubus.bus import codec
-from qubus.bus.connection import H_MSG_ID, H_TYPE, Bus
+from qubus.bus.connection import H_MSG_ID, H_TYPE, Bus, NotLatest
 from qubus.bus.consumer import Context, Stage, StageRunner
 from qubus.bus.ids import is_sweep_point, new_task_id, sweep_point_id
-from qubus.bus.messages import TaskIngested, TaskOptions, TaskParsed
+from qubus.bus.messages import TaskCancelled, TaskIngested, TaskOptions, TaskParsed
 from qubus.bus.tracing import TraceContext
 from qubus.errors import CircuitRejected
 
@@ -121,6 +121,32 @@ async def test_republishing_an_event_is_deduplicated(bus):
     event = ingested("t.dup1", "fine")
     assert await bus.publish_event(event, trace=TraceContext.new()) is True
     assert await bus.publish_event(event, trace=TraceContext.new()) is False
+
+
+async def test_a_conditional_publish_is_stored_only_while_its_subject_is_unchanged(bus):
+    """``after``: the server stores the event only while the last message on the subject
+    (wildcards allowed) is the one named: a QPU node's result, while its allocation is the
+    task's last."""
+    task_id, trace = "t.cond1", TraceContext.new()
+    parsed = TaskParsed(
+        task_id=task_id, circuit="{}", features=FEATURES, options=TaskOptions(shots=1)
+    )
+    await bus.publish_event(parsed, trace=trace, msg_id="c1")
+    _, first = await bus.last_stored(task_id, TaskParsed)
+    condition = (f"qubus.task.{task_id}.*", first)
+    assert await bus.publish_event(TaskCancelled(task_id=task_id), trace=trace, after=condition)
+    await bus.publish_event(parsed, trace=trace, msg_id="c2")  # the subject moves on
+    _, last = await bus.last_stored(task_id, TaskParsed)
+    condition = (f"qubus.task.{task_id}.parsed", first)
+    with pytest.raises(NotLatest):
+        await bus.publish_event(
+            TaskCancelled(task_id=task_id), trace=trace, msg_id="x1", after=condition
+        )
+    assert (await bus.last_stored(task_id, TaskCancelled))[1] < last  # only the first stored
+    condition = (f"qubus.task.{task_id}.parsed", last)
+    assert await bus.publish_event(
+        TaskCancelled(task_id=task_id), trace=trace, msg_id="x2", after=condition
+    )
 
 
 async def test_reads_by_subject_are_direct_gets_of_the_last_event(bus, runner):

@@ -53,6 +53,9 @@ STREAM_FULL = "stream.full"
 _STORE_FAILED = 10077
 """JetStream's error code for a publish the stream refused to store (its description says
 which limit: ``maximum messages exceeded``, ``maximum bytes exceeded``)."""
+_WRONG_LAST_SEQUENCE = 10071
+"""JetStream's error code for a publish whose ``Nats-Expected-Last-Subject-Sequence`` did not
+hold (``wrong last sequence: <n>``)."""
 _NOT_LEADER = 10009
 """JetStream's error code for a request that reached a replica no longer leading its stream
 (``JetStream cluster can not handle request``, status 500): a leader is being elected."""
@@ -129,6 +132,14 @@ H_TRACEPARENT = "traceparent"
 H_CONTENT_TYPE = "Content-Type"
 H_SUBJECT = "Qubus-Subject"
 H_TTL = "Nats-TTL"
+H_EXPECTED_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
+H_EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+
+
+class NotLatest(Exception):
+    """A conditional publish (``Bus.publish_event``'s ``after``) was refused: another message
+    has been stored on its subject since."""
+
 
 log = get_logger()
 
@@ -340,11 +351,15 @@ class Bus:
         trace: TraceContext,
         started: float | None = None,
         msg_id: str | None = None,
+        after: tuple[str, int] | None = None,
     ) -> bool:
         """Publish a task event to the stream and wait for the server's acknowledgement.
 
         Args:
             msg_id: The de-duplication id, if not the event's own (``msg_id()``).
+            after: A subject (wildcards allowed) and the stream sequence of its last message:
+                the event is stored only while that is still its last message, checked by
+                the server as it stores the event (``NotLatest`` otherwise).
 
         Returns:
             False if JetStream recognised it as a duplicate of an event already stored (a
@@ -355,6 +370,7 @@ class Bus:
                 (``TASK_STREAM_MAX_BYTES``, ``TASK_STREAM_MAX_MSGS``) and refuses new events:
                 ingestion refuses the submission with it; a stage's message stays
                 unacknowledged and is delivered again later.
+            NotLatest: ``after`` no longer holds.
         """
         headers = {
             H_TYPE: event.TYPE,
@@ -368,9 +384,13 @@ class Bus:
             headers[H_STARTED] = f"{started:.6f}"
         if event.EXPIRES and self._trace_ttl:
             headers[H_TTL] = self._trace_ttl
+        if after is not None:
+            headers[H_EXPECTED_SUBJECT], headers[H_EXPECTED_SEQUENCE] = after[0], str(after[1])
         try:
             ack = await self.js.publish(event.subject(), codec.encode(event), headers=headers)
         except nats.js.errors.APIError as exc:
+            if after is not None and exc.err_code == _WRONG_LAST_SEQUENCE:
+                raise NotLatest(exc.description) from None
             if exc.err_code != _STORE_FAILED or "exceeded" not in (exc.description or ""):
                 raise
             raise QubusError(

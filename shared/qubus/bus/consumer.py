@@ -83,11 +83,18 @@ class Context:
         """Seconds between the input event's publication and the start of its handling."""
         return max(0.0, self.started - self._msg.metadata.timestamp.timestamp())
 
-    async def publish(self, event: TaskEvent, *, msg_id: str | None = None) -> bool:
+    async def publish(
+        self,
+        event: TaskEvent,
+        *,
+        msg_id: str | None = None,
+        after: tuple[str, int] | None = None,
+    ) -> bool:
         """Publish an intermediate event (e.g. ``running``) before the handler's result
-        (``msg_id``: a de-duplication id other than the event's own)."""
+        (``msg_id``: a de-duplication id other than the event's own; ``after``: stored only
+        while that subject's last message is at that sequence, ``Bus.publish_event``)."""
         return await self.bus.publish_event(
-            event, trace=self.trace, started=self.started, msg_id=msg_id
+            event, trace=self.trace, started=self.started, msg_id=msg_id, after=after
         )
 
     async def in_progress(self) -> None:

@@ -38,7 +38,7 @@ async def latest_allocation(
 ) -> TaskAllocated | None:
     """The task's current allocation (its last on any node), or None if it has none; also
     None if it is the message stored at ``unless_sequence`` (the caller holds it already and
-    is spared decoding it again: a node checks its allocation is still current twice a task)."""
+    is spared decoding it again)."""
     stored = await bus.last_message(task_subject(task_id, "allocated.*"))
     if stored is None or stored.sequence == unless_sequence:
         return None
