@@ -269,3 +269,38 @@ def test_a_template_needs_every_parameter_in_a_one_qubit_gate():
     device = load_device("ibm_nairobi")
     assert compile_template(entangling, device) is None
     assert compile_template(controlled, device) is None
+
+
+@pytest.mark.parametrize("node", ["ibm_nairobi", "ionq_aria"])
+def test_a_fill_merges_by_its_plan_as_the_merge_of_the_filled_operations(node, dev_circuits):
+    """``Routing._merged`` (the merge worked out once per routing) gives what merging the
+    filled operations afresh gives (``_merge_single_qubit``), runs that multiply to the
+    identity and classically controlled one-qubit gates included."""
+    from qubus.devices import compile as compile_module
+
+    device = load_device(node)
+    q = cirq.LineQubit.range(3)
+    circuits = [
+        *(c for c in dev_circuits if len(c.all_qubits()) <= device.max_circuit_qubits),
+        cirq.Circuit(cirq.H(q[0]), cirq.H(q[0]), cirq.CNOT(*q[:2]), cirq.rz(0.2)(q[2])),
+        cirq.Circuit(
+            cirq.measure(q[0], key="a"),
+            cirq.X(q[1]).with_classical_controls("a"),
+            cirq.ry(0.3)(q[1]),
+            cirq.CZ(*q[1:]),
+        ),
+    ]
+    merged = 0
+    for circuit in circuits:
+        ops = tuple(circuit.all_operations())
+        structure, slotted = compile_module._structure(ops)
+        routing = compile_module._routing(compile_module._placeholders(ops, slotted), device)
+        gates = [op.gate for op in slotted.values()]
+        filled = [
+            gates[op.gate.index].on(*op.qubits) if isinstance(op.gate, compile_module._Slot) else op
+            for op in routing.routed
+        ]
+        expected = list(compile_module._merge_single_qubit(filled))
+        assert routing._merged(gates) == expected
+        merged += len(routing.runs())
+    assert merged > 100

@@ -340,11 +340,7 @@ class Routing:
         and only makes the moments that hold merged gates anew (``_Schedule``); circuits of
         one structure with other angles mostly share one shape a device.
         """
-        routed = [
-            gates[op.gate.index].on(*op.qubits) if isinstance(op.gate, _Slot) else op
-            for op in self.routed
-        ]
-        merged = list(_merge_single_qubit(routed))
+        merged = self._merged(gates)
         shape = self._shape(merged)
         known = None if shape is None else self.schedules.get(shape)
         if known is not None:
@@ -359,6 +355,53 @@ class Routing:
                 rebuild.append(None)
             self.schedules.put(shape, _Schedule(compiled, tuple(rebuild)))
         return compiled
+
+    def _merged(self, gates: Sequence[cirq.Gate]) -> list[cirq.Operation]:
+        """``routed`` with ``gates`` in the slots and each run of one-qubit unitaries merged
+        (``_merge_single_qubit``), by the merge worked out once (``_merge_plan``): only the
+        runs' products are made for each fill. Slots whose gate has no unitary (a parameter
+        left unresolved) are not runs: such gates are merged as ``_merge_single_qubit``
+        merges them."""
+        try:
+            unitaries = [_gate_unitary(gate) for gate in gates]
+        except TypeError:
+            routed = [
+                gates[op.gate.index].on(*op.qubits) if isinstance(op.gate, _Slot) else op
+                for op in self.routed
+            ]
+            return list(_merge_single_qubit(routed))
+        merged = []
+        for item in self._merge_plan:
+            if type(item) is not tuple:
+                merged.append(item)
+                continue
+            qubit, factors = item
+            matrix = None
+            for factor in factors:
+                unitary = unitaries[factor] if type(factor) is int else factor
+                matrix = unitary if matrix is None else unitary @ matrix
+            gate = merged_gate(matrix)
+            if gate is not None:
+                merged.append(gate.on(qubit))
+        return merged
+
+    @functools.cached_property
+    def _merge_plan(self) -> tuple[cirq.Operation | tuple[cirq.Qid, Run], ...]:
+        """What ``_merge_single_qubit`` makes of ``routed`` whatever gates fill its slots
+        (unitaries): in order, each operation it keeps (or makes, for a classically controlled
+        one-qubit unitary) and each run it merges, as its qubit and factors (``Run``), where
+        the run's merged gate, if not the identity, goes."""
+        plan: list[cirq.Operation | tuple[cirq.Qid, Run]] = []
+        open_runs: dict[cirq.Qid, list[int | np.ndarray]] = {}
+        for op in self.routed:
+            if _mergeable(op):
+                factor = op.gate.index if isinstance(op.gate, _Slot) else _unitary(op)
+                open_runs.setdefault(op.qubits[0], []).append(factor)
+                continue
+            plan.extend((q, tuple(open_runs.pop(q))) for q in op.qubits if q in open_runs)
+            plan.append(_unmerged(op))
+        plan.extend((qubit, tuple(factors)) for qubit, factors in open_runs.items())
+        return tuple(plan)
 
     @functools.cached_property
     def _kept(self) -> frozenset[int]:
@@ -383,17 +426,9 @@ class Routing:
         """Each physical qubit's runs of one-qubit unitaries, in order: what
         :meth:`fill` merges into one ``PhasedXZGate`` each, or drops (an identity)."""
         runs: dict[cirq.Qid, list[Run]] = {}
-        open_runs: dict[cirq.Qid, list[int | np.ndarray]] = {}
-        for op in self.routed:
-            if _mergeable(op):
-                factor = op.gate.index if isinstance(op.gate, _Slot) else _unitary(op)
-                open_runs.setdefault(op.qubits[0], []).append(factor)
-                continue
-            for qubit in op.qubits:
-                if qubit in open_runs:
-                    runs.setdefault(qubit, []).append(tuple(open_runs.pop(qubit)))
-        for qubit, factors in open_runs.items():
-            runs.setdefault(qubit, []).append(tuple(factors))
+        for item in self._merge_plan:
+            if type(item) is tuple:
+                runs.setdefault(item[0], []).append(item[1])
         return runs
 
 
@@ -766,15 +801,19 @@ def _merge_single_qubit(ops: list[cirq.Operation]) -> Iterator[cirq.Operation]:
             continue
         for qubit in op.qubits:
             yield from flush(qubit)
-        inner = op.without_classical_controls()
-        if len(inner.qubits) == 1 and cirq.has_unitary(inner):
-            conditions = op.classical_controls
-            gate = phased_xz(_unitary(inner))
-            yield gate(*inner.qubits).with_classical_controls(*conditions)
-        else:
-            yield op
+        yield _unmerged(op)
     for qubit in list(pending):
         yield from flush(qubit)
+
+
+def _unmerged(op: cirq.Operation) -> cirq.Operation:
+    """What the merge makes of an operation that joins no run: a classically controlled
+    one-qubit unitary as a controlled ``PhasedXZGate``; any other as it is."""
+    inner = op.without_classical_controls()
+    if len(inner.qubits) == 1 and cirq.has_unitary(inner):
+        gate = phased_xz(_unitary(inner))
+        return gate(*inner.qubits).with_classical_controls(*op.classical_controls)
+    return op
 
 
 def _count(native: cirq.Circuit, durations: tuple[float, ...], device: Device) -> GateCounts:
