@@ -13,7 +13,7 @@ the input is acknowledged. The chain does less than the stack: no key-value read
 direct gets, no join, no allocation batch, fewer processes (``--hops`` against twelve), one
 event per hop (the QPU publishes two).
 
-The driver keeps ``--in-flight`` tasks in the chain (as ``fastpath.py`` does) and times
+The driver keeps ``--in-flight`` tasks in the chain (as ``fastpath.py --in-flight`` does) and times
 ``--tasks`` from the first publish to the last hop's event. Dask runs before and after, as in
 ``fastpath.py``. Prints both rates, their ratio (the ceiling of qubus's ratio to Dask, with
 nothing but the bus left), and the CPU per task of the chain's processes and nats-server.

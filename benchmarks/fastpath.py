@@ -17,8 +17,10 @@ angle is the task's own and a Hadamard on the first qubit), ``--shots`` (200) sh
    default fleet, default settings, ``--replicas`` as ``qubus up --replicas``) on the same
    machine, then:
 
-   - throughput: every circuit submitted with at most ``--in-flight`` unfinished, timed from the
-     first submission to the last terminal event; the CPU seconds every stack process (and its
+   - throughput: every circuit submitted at once, as ``qubus submit FILES --wait`` submits them
+     (the issue's workload) and as the Dask loop maps them, or with at most ``--in-flight``
+     unfinished (64 until session 22), timed from the first submission to the last terminal
+     event; the CPU seconds every stack process (and its
      worker processes) spent meanwhile, per service, divided by the tasks; with ``--profile``,
      each service process's CPU split by kind (its own work, the consumer, the codec, the nats
      client, logging, the loop and other threads: ``qubus.bus.sampler.KINDS``) from the samples of
@@ -334,7 +336,7 @@ async def run_qubus(args: argparse.Namespace) -> dict:
             signal_all(roots, signal.SIGUSR1)  # the samplers start counting afresh
         before, traffic = cpu_seconds(processes), bus_traffic(server)
         roots_before = cpu_seconds(roots)
-        gate = asyncio.Semaphore(args.in_flight)
+        gate = asyncio.Semaphore(args.in_flight or args.tasks)
         started = time.time()
         done = await asyncio.gather(
             *(one_task(client, waiter, i, args.shots, gate) for i in range(args.tasks))
@@ -458,7 +460,9 @@ def main() -> None:
     parser.add_argument("--tasks", type=number_in(int, 1, None), default=300)
     parser.add_argument("--shots", type=number_in(int, 1, MAX_SHOTS), default=200)
     parser.add_argument(
-        "--in-flight", type=number_in(int, 1, None), default=64, help="unfinished tasks at most"
+        "--in-flight",
+        type=number_in(int, 1, None),
+        help="unfinished tasks at most (default: all, as `qubus submit FILES --wait`)",
     )
     parser.add_argument(
         "--latency", type=number_in(int, 1, None), default=40, help="tasks per latency run"
@@ -494,7 +498,7 @@ def main() -> None:
     }
     figures = {
         "shots": args.shots,
-        "in_flight": args.in_flight,
+        "in_flight": args.in_flight or args.tasks,
         "replicas": args.replicas,
         "dask": dask,
         "qubus": qubus,
