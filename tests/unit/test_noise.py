@@ -362,3 +362,32 @@ def test_a_budget_kept_for_a_compilation_shape_is_the_budget_computed_afresh(nod
             assert noise_budget(compiled, device) == afresh  # read back
     assert None not in shapes and len(shapes) < 3 * len(angles)
     assert len(prediction._budgets._entries) < 3 * len(angles)  # budgets are shared
+
+
+@pytest.mark.parametrize("node", ["ibm_nairobi", "quantinuum_h1_1"])
+def test_kept_gate_properties_give_the_operations_worked_out_afresh(node, dev_circuits) -> None:
+    """``_ops`` keeps each gate's properties and each operation's depolarizing probability
+    across circuits: what it reads back is what it works out with nothing kept, and another
+    calibration (another revision) gets its own probabilities."""
+    from qubus.devices import prediction
+
+    device = load_device(node)
+    other = load_device("quantinuum_h1_1" if node == "ibm_nairobi" else "ibm_nairobi")
+    width = min(device.max_circuit_qubits, other.max_circuit_qubits)
+    fitting = [c for c in dev_circuits if len(c.all_qubits()) <= width]
+    compiled = [compile_for_device(circuit, device) for circuit in fitting]
+    for circuit, here in zip(fitting, compiled, strict=True):
+        prediction._gate_properties._entries.clear()
+        prediction._depolarizing._entries.clear()
+        afresh = prediction._ops(here, device)
+        prediction._gate_properties._entries.clear()
+        prediction._depolarizing._entries.clear()
+        prediction._ops(compile_for_device(circuit, other), other)  # another kind's, kept first
+        assert prediction._ops(here, device) == afresh  # worked out, kept
+        assert prediction._ops(here, device) == afresh  # read back
+    assert len(fitting) > 20 and len(prediction._gate_properties._entries) > 0
+    worse = scaled(device, 2.0)
+    first = compiled[0]
+    before = [op.depolarizing for op in prediction._ops(first, device)[0]]
+    after = [op.depolarizing for op in prediction._ops(first, worse)[0]]
+    assert worse.revision != device.revision and after != before

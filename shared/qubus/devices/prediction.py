@@ -331,15 +331,14 @@ def _ops(
     ``qubus.circuits.simulate.measurement_keys`` order) and the qubits of each key's last
     measurement.
 
-    Gate properties are worked out once per distinct gate of the circuit, and depolarizing
-    probabilities (as :func:`~qubus.devices.emulation.depolarizing_probability`) once per kind,
-    qubits and pulses.
+    Gate properties are worked out once per distinct gate and kind of device, and depolarizing
+    probabilities (as :func:`~qubus.devices.emulation.depolarizing_probability`) once per
+    calibration, kind, qubits and pulses, and kept (``GATE_PROPERTIES`` of them): most recur
+    from circuit to circuit (a fastpath circuit's but its merged one-qubit gates).
     """
     ops: list[_Op] = []
     widths: dict[str, int] = {}
     last_read: dict[str, tuple[int, ...]] = {}
-    gates: dict[object, tuple[int, _Rotation | None, bool, int]] = {}
-    noise: dict[tuple[int, tuple[int, ...], int], float] = {}
     indices: dict[tuple[cirq.Qid, ...], tuple[int, ...]] = {}
     for index, moment in enumerate(compiled.circuit):
         for op in moment.operations:
@@ -355,18 +354,29 @@ def _ops(
                 kind = _CONTROLLED if controlled else _MEASURE
                 ops.append(_Op(index, kind, qubits, None, False, 0.0, gate.key))
                 continue
-            key = _gate_key(gate)
-            if key not in gates:
-                gates[key] = _classify(op, device)
-            kind, rotation, keeps_z, pulse_count = gates[key]
-            noise_key = (kind, qubits, pulse_count)
-            p = noise.get(noise_key)
+            key = (_gate_key(gate), device.kind)
+            properties = _gate_properties.get(key)
+            if properties is None:
+                properties = _classify(op, device)
+                _gate_properties.put(key, properties)
+            kind, rotation, keeps_z, pulse_count = properties
+            noise_key = (device.id, device.revision, kind, qubits, pulse_count)
+            p = _depolarizing.get(noise_key)
             if p is None:
-                p = noise[noise_key] = _op_depolarizing(kind, qubits, pulse_count, device)
+                p = _op_depolarizing(kind, qubits, pulse_count, device)
+                _depolarizing.put(noise_key, p)
             if controlled:
                 kind = _CONTROLLED
             ops.append(_Op(index, kind, qubits, rotation, keeps_z, p))
     return ops, ordered_keys(widths), last_read
+
+
+GATE_PROPERTIES = 4096
+"""Gates' properties (kind, rotation, Z-keeping, pulses) and operations' depolarizing
+probabilities each kept per process (``_ops``)."""
+
+_gate_properties = Lru(GATE_PROPERTIES)
+_depolarizing = Lru(GATE_PROPERTIES)
 
 
 def _op_depolarizing(kind: int, qubits: tuple[int, ...], pulse_count: int, device: Device) -> float:
