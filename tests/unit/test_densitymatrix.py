@@ -14,6 +14,7 @@ from qubus.devices.densitymatrix import DensityMatrix
 from qubus.devices.emulation import (
     DENSITY_MATRIX_QUBITS,
     _final_probabilities,
+    emulate,
     noisy_moments,
 )
 from qubus.devices.profiles import load_device
@@ -139,3 +140,36 @@ def test_the_fused_emulation_is_cirqs_on_compiled_circuits(node: str) -> None:
             .final_density_matrix
         )
         np.testing.assert_allclose(ours, np.real(np.diag(expected)), atol=1e-9)
+
+
+@pytest.mark.parametrize("node", ["ibm_nairobi", "ionq_aria"])
+def test_a_readout_kept_for_a_compilation_shape_is_the_readout_made_afresh(node: str) -> None:
+    """Circuits of one structure share a compilation shape and so its readout (the bits of
+    each basis state, the qubit behind each bit): emulating one reads the same counts with
+    the readout kept as made afresh."""
+    from dataclasses import replace
+
+    from qubus.devices import emulation
+
+    device = load_device(node)
+    q = cirq.LineQubit.range(3)
+    emulation._readouts._entries.clear()
+    shapes = set()
+    reads = (
+        [cirq.measure(q[2], key="b"), cirq.measure(q[0], q[1], key="a")],
+        [cirq.measure(q[1], q[0], key="m")],  # another structure: another shape
+    )
+    for k, angle in enumerate((0.1, 0.7, 2.9, -1.3)):
+        circuit = cirq.Circuit(
+            cirq.H(q[0]),
+            cirq.CNOT(q[0], q[1]),
+            cirq.rz(angle)(q[1]),
+            cirq.CNOT(q[1], q[2]),
+            reads[k % 2],
+        )
+        compiled = compile_for_device(circuit, device)
+        shapes.add(compiled.shape)
+        afresh = emulate(replace(compiled, shape=None), device, 500, seed=k)
+        assert emulate(compiled, device, 500, seed=k) == afresh  # made, then kept
+        assert emulate(compiled, device, 500, seed=k) == afresh  # read back
+    assert None not in shapes and len(emulation._readouts._entries) == len(shapes) == 2

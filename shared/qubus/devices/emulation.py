@@ -64,6 +64,7 @@ from qubus.devices.trajectories import (
     trajectory_count,
     trajectory_distributions,
 )
+from qubus.lru import Lru
 
 JOB_OVERHEAD_S = {"superconducting": 1.0, "trapped-ion": 2.0}
 """Modelled per-job cost of a QPU (loading, compilation on the device, result transfer).
@@ -306,11 +307,20 @@ class DensityReadout:
     @staticmethod
     def of(compiled: CompiledCircuit, device: Device, qubits: list[cirq.Qid]) -> DensityReadout:
         """The readout of ``compiled`` whose register is ``qubits`` (as
-        ``_final_probabilities`` gives them)."""
+        ``_final_probabilities`` gives them). Kept (``READOUTS`` of them) for a compilation of
+        a known shape (``CompiledCircuit.shape``, one per routing and calibration) and
+        register: its measurements are the shape's."""
+        key = None if compiled.shape is None else (compiled.shape, tuple(qubits))
+        if key is not None and (kept := _readouts.get(key)) is not None:
+            return kept
         keys = measurement_keys(compiled.circuit)
         states = np.arange(2 ** len(qubits))
         bits = bit_columns(states, _measurements(compiled.circuit), keys, qubits)
-        return DensityReadout(bits, _readout_qubits(compiled, keys), device)
+        bits.setflags(write=False)
+        readout = DensityReadout(bits, _readout_qubits(compiled, keys), device)
+        if key is not None:
+            _readouts.put(key, readout)
+        return readout
 
     def counts(self, probs: np.ndarray, shots: int, *, seed: int) -> dict[str, int]:
         """``shots`` shots drawn from the diagonal ``probs``, each bit through its readout
@@ -323,6 +333,12 @@ class DensityReadout:
         return counts_from_bits(
             readout_flips(self.bits[drawn], self.readout_qubits, self.device, rng)
         )
+
+
+READOUTS = 1024
+"""Readouts kept per process (``DensityReadout.of``)."""
+
+_readouts = Lru(READOUTS)
 
 
 def emulated_distribution(compiled: CompiledCircuit, device: Device) -> dict[str, float] | None:
