@@ -17,10 +17,11 @@ angle is the task's own and a Hadamard on the first qubit), ``--shots`` (200) sh
    default fleet, default settings, ``--replicas`` as ``qubus up --replicas``) on the same
    machine, then:
 
-   - throughput: every circuit submitted at once, as ``qubus submit FILES --wait`` submits them
-     (the issue's workload) and as the Dask loop maps them, or with at most ``--in-flight``
-     unfinished (64 until session 22), timed from the first submission to the last terminal
-     event; the CPU seconds every stack process (and its
+   - throughput: every circuit submitted as ``qubus submit FILES --wait`` submits them (the
+     issue's workload: every task in flight, as the Dask loop maps every circuit, with at most
+     ``qubus.cli.tasks.SUBMITTING`` submissions awaiting their answer), or with at most
+     ``--in-flight`` unfinished (64 until session 22), timed from the first submission to the
+     last terminal event; the CPU seconds every stack process (and its
      worker processes) spent meanwhile, per service, divided by the tasks; with ``--profile``,
      each service process's CPU split by kind (its own work, the consumer, the codec, the nats
      client, logging, the loop and other threads: ``qubus.bus.sampler.KINDS``) from the samples of
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -74,6 +76,7 @@ from qubus.bus.natsserver import NatsServer, free_ports
 from qubus.bus.sampler import KINDS, by_service
 from qubus.cli.common import default_fleet, number_in
 from qubus.cli.stack import Supervisor, parse_replicas, stack_specs
+from qubus.cli.tasks import SUBMITTING
 from qubus.client.aio import Client, stage_rows
 
 NOISE = 0.01
@@ -214,14 +217,21 @@ class Waiter:
 
 
 async def one_task(
-    client: Client, waiter: Waiter, i: int, shots: int, gate: asyncio.Semaphore | None = None
+    client: Client,
+    waiter: Waiter,
+    i: int,
+    shots: int,
+    gate: asyncio.Semaphore | None = None,
+    submitting: asyncio.Semaphore | None = None,
 ) -> tuple[str, float, str]:
-    """Submit task ``i`` and wait for its end: (task id, latency s, terminal event)."""
+    """Submit task ``i`` and wait for its end: (task id, latency s, terminal event). ``gate``
+    is held until the task has ended, ``submitting`` until its submission is answered."""
     if gate is not None:
         await gate.acquire()
     try:
         started = time.time()
-        reply = await client.submit(SubmitRequest(circuit=qasm(i), shots=shots))
+        async with submitting or contextlib.nullcontext():
+            reply = await client.submit(SubmitRequest(circuit=qasm(i), shots=shots))
         ended, end = await waiter.wait(reply.task_id)
         return reply.task_id, ended - started, end
     finally:
@@ -337,9 +347,10 @@ async def run_qubus(args: argparse.Namespace) -> dict:
         before, traffic = cpu_seconds(processes), bus_traffic(server)
         roots_before = cpu_seconds(roots)
         gate = asyncio.Semaphore(args.in_flight or args.tasks)
+        submitting = asyncio.Semaphore(SUBMITTING)
         started = time.time()
         done = await asyncio.gather(
-            *(one_task(client, waiter, i, args.shots, gate) for i in range(args.tasks))
+            *(one_task(client, waiter, i, args.shots, gate, submitting) for i in range(args.tasks))
         )
         elapsed = max(ended for ended, _ in waiter.ends.values()) - started
         after, moved = cpu_seconds(processes), bus_traffic(server)

@@ -346,6 +346,12 @@ async def _submit(args: argparse.Namespace) -> int:
         return 0
 
 
+SUBMITTING = 64
+"""Submissions of one ``qubus run`` or ``qubus submit FILES --wait`` awaiting their answer at
+once; the tasks themselves are all in flight. (3,000 submitted at once left ingestion's
+answers beyond the client's 10 s timeout on a busy 2-core machine.)"""
+
+
 async def _run_with_progress(
     client: Client, requests: list[SubmitRequest], timeout: float, *, announce: bool = False
 ) -> list[dict[str, Any]]:
@@ -364,8 +370,11 @@ async def _run_with_progress(
     from qubus.bus.ids import sweep_point_id
     from qubus.client.aio import task_record
 
+    submitting = asyncio.Semaphore(SUBMITTING)
+
     async def submit(request: SubmitRequest) -> SubmitReply:
-        reply = await client.submit(request)
+        async with submitting:
+            reply = await client.submit(request)
         if announce:
             print(f"submitted {request.source} as {reply.task_id}", file=sys.stderr, flush=True)
         return reply
