@@ -274,8 +274,9 @@ def test_a_template_needs_every_parameter_in_a_one_qubit_gate():
 @pytest.mark.parametrize("node", ["ibm_nairobi", "ionq_aria"])
 def test_a_fill_merges_by_its_plan_as_the_merge_of_the_filled_operations(node, dev_circuits):
     """``Routing._merged`` (the merge worked out once per routing) gives what merging the
-    filled operations afresh gives (``_merge_single_qubit``), runs that multiply to the
-    identity and classically controlled one-qubit gates included."""
+    filled operations afresh gives (``merge_afresh``, the merge as fill made it before the
+    plan), runs that multiply to the identity and classically controlled one-qubit gates
+    included."""
     from qubus.devices import compile as compile_module
 
     device = load_device(node)
@@ -300,7 +301,36 @@ def test_a_fill_merges_by_its_plan_as_the_merge_of_the_filled_operations(node, d
             gates[op.gate.index].on(*op.qubits) if isinstance(op.gate, compile_module._Slot) else op
             for op in routing.routed
         ]
-        expected = list(compile_module._merge_single_qubit(filled))
+        expected = merge_afresh(filled)
         assert routing._merged(gates) == expected
         merged += len(routing.runs())
     assert merged > 100
+
+
+def merge_afresh(ops: list[cirq.Operation]) -> list[cirq.Operation]:
+    """Each run of unconditioned one-qubit unitaries merged into one ``PhasedXZGate`` (dropped
+    if the identity), walking the filled operations: the reference the plan is checked
+    against."""
+    from qubus.devices import compile as compile_module
+
+    merged: list[cirq.Operation] = []
+    pending: dict[cirq.Qid, np.ndarray] = {}
+
+    def flush(qubit: cirq.Qid) -> None:
+        matrix = pending.pop(qubit, None)
+        if matrix is not None and (gate := compile_module.merged_gate(matrix)) is not None:
+            merged.append(gate.on(qubit))
+
+    for op in ops:
+        if compile_module._mergeable(op):
+            (qubit,) = op.qubits
+            held = pending.get(qubit)
+            unitary = compile_module._unitary(op)
+            pending[qubit] = unitary if held is None else unitary @ held
+            continue
+        for qubit in op.qubits:
+            flush(qubit)
+        merged.append(compile_module._unmerged(op))
+    for qubit in list(pending):
+        flush(qubit)
+    return merged

@@ -358,18 +358,11 @@ class Routing:
 
     def _merged(self, gates: Sequence[cirq.Gate]) -> list[cirq.Operation]:
         """``routed`` with ``gates`` in the slots and each run of one-qubit unitaries merged
-        (``_merge_single_qubit``), by the merge worked out once (``_merge_plan``): only the
-        runs' products are made for each fill. Slots whose gate has no unitary (a parameter
-        left unresolved) are not runs: such gates are merged as ``_merge_single_qubit``
-        merges them."""
-        try:
-            unitaries = [_gate_unitary(gate) for gate in gates]
-        except TypeError:
-            routed = [
-                gates[op.gate.index].on(*op.qubits) if isinstance(op.gate, _Slot) else op
-                for op in self.routed
-            ]
-            return list(_merge_single_qubit(routed))
+        into one ``PhasedXZGate`` (dropped if it is the identity), by the merge worked out
+        once (``_merge_plan``): only the runs' products are made for each fill. Every slot's
+        gate has a unitary: only such gates are slotted (``_structure``), and a template
+        compiles a point whose gates have none from scratch (``Template.bind``)."""
+        unitaries = [_gate_unitary(gate) for gate in gates]
         merged = []
         for item in self._merge_plan:
             if type(item) is not tuple:
@@ -387,10 +380,10 @@ class Routing:
 
     @functools.cached_property
     def _merge_plan(self) -> tuple[cirq.Operation | tuple[cirq.Qid, Run], ...]:
-        """What ``_merge_single_qubit`` makes of ``routed`` whatever gates fill its slots
-        (unitaries): in order, each operation it keeps (or makes, for a classically controlled
-        one-qubit unitary) and each run it merges, as its qubit and factors (``Run``), where
-        the run's merged gate, if not the identity, goes."""
+        """The merge of ``routed``'s runs of unconditioned one-qubit unitaries, whatever
+        unitaries fill its slots: in order, each operation it keeps (or makes, for a
+        classically controlled one-qubit unitary: ``_unmerged``) and each run, as its qubit
+        and factors (``Run``), where the run's merged gate, if not the identity, goes."""
         plan: list[cirq.Operation | tuple[cirq.Qid, Run]] = []
         open_runs: dict[cirq.Qid, list[int | np.ndarray]] = {}
         for op in self.routed:
@@ -782,28 +775,6 @@ def _mergeable(op: cirq.Operation) -> bool:
         and not isinstance(op, cirq.ClassicallyControlledOperation)
         and (isinstance(op.gate, _Slot) or cirq.has_unitary(op))
     )
-
-
-def _merge_single_qubit(ops: list[cirq.Operation]) -> Iterator[cirq.Operation]:
-    """Merge runs of unconditioned one-qubit unitaries into one ``PhasedXZGate`` each."""
-    pending: dict[cirq.Qid, np.ndarray] = {}
-
-    def flush(qubit: cirq.Qid) -> Iterator[cirq.Operation]:
-        matrix = pending.pop(qubit, None)
-        if matrix is not None and (gate := merged_gate(matrix)) is not None:
-            yield gate.on(qubit)
-
-    for op in ops:
-        if _mergeable(op):
-            (qubit,) = op.qubits
-            held = pending.get(qubit)
-            pending[qubit] = _unitary(op) if held is None else _unitary(op) @ held
-            continue
-        for qubit in op.qubits:
-            yield from flush(qubit)
-        yield _unmerged(op)
-    for qubit in list(pending):
-        yield from flush(qubit)
 
 
 def _unmerged(op: cirq.Operation) -> cirq.Operation:
