@@ -36,6 +36,7 @@ from qubus.bus.codec import M
 from qubus.bus.ids import check_task_id, split_task_subject, task_subject
 from qubus.bus.logs import LOG_SUBJECT_PREFIX, get_logger
 from qubus.bus.messages import LinkStatus, Model, NodeStatus, TaskEvent, believed
+from qubus.bus.natsclient import NatsClient
 from qubus.bus.tracing import TraceContext
 from qubus.errors import InvalidPayload, QubusError, Retry
 
@@ -237,7 +238,8 @@ class Bus:
                 self.denied = str(exc).removeprefix("nats: ")
             log.warning("nats.error", error=repr(exc))
 
-        self._nc = await nats.connect(
+        self._nc = NatsClient()
+        await self._nc.connect(
             self.url,
             name=f"qubus-{self.service}-{self.instance}",
             connect_timeout=timeout,

@@ -1,0 +1,130 @@
+"""Requests through nats-py's client against ``qubus.bus.natsclient.NatsClient``.
+
+Every JetStream publish, key-value operation and direct get is a request. This starts a
+private nats-server and, with each client in turn (alternating rounds, one connection each),
+publishes ``--ops`` task events of a 4-qubit circuit's size with the headers a stage sends,
+then reads one of them back ``--ops`` times by direct get, ``--concurrent`` at a time, and
+prints the client's CPU (user + system of this process) and the wall time per operation, on
+the event loop the services run (uvloop).
+
+    python benchmarks/natsrequests.py --ops 4000 --rounds 3 [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+
+import nats
+import uvloop
+from nats.aio.client import Client
+
+from qubus.bus.natsclient import NatsClient
+from qubus.bus.natsserver import NatsServer
+
+PAYLOAD = b"\x00" * 1500
+"""About a ``checked`` event of a 4-qubit circuit in msgpack."""
+
+
+def headers(key: str) -> dict[str, str]:
+    """The headers ``Bus.publish_event`` sends, with ``key`` as the de-duplication id."""
+    return {
+        "Qubus-Type": "task.checked.v1",
+        "Nats-Msg-Id": key,
+        "traceparent": f"00-{'a' * 32}-{'b' * 16}-01",
+        "Qubus-Service": "bench",
+        "Qubus-Instance": "requests",
+        "Qubus-Started": f"{time.time():.6f}",
+        "Content-Type": "application/msgpack",
+    }
+
+
+async def per_op(
+    op: Callable[[int], Awaitable[None]], ops: int, concurrent: int
+) -> tuple[float, float]:
+    """Client CPU and wall microseconds per operation of ``op(i)`` for ``i`` below ``ops``,
+    ``concurrent`` callers at a time."""
+
+    async def caller(first: int) -> None:
+        for i in range(first, ops, concurrent):
+            await op(i)
+
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(caller(k) for k in range(concurrent)))
+    return (time.process_time() - cpu) / ops * 1e6, (time.perf_counter() - wall) / ops * 1e6
+
+
+async def measure(url: str, client: Client, tag: str, args: argparse.Namespace) -> dict:
+    await client.connect(url)
+    js = client.jetstream()
+    try:
+
+        async def publish(i: int) -> None:
+            ack = await js.publish(f"bench.{i}", PAYLOAD, headers=headers(f"{tag}.{i}"))
+            assert not ack.duplicate
+
+        async def direct_get(_: int) -> None:
+            reply = await client.request(
+                "$JS.API.DIRECT.GET.BENCH", b'{"last_by_subj": "bench.0"}', timeout=10
+            )
+            assert reply.headers is not None and reply.headers["Nats-Subject"] == "bench.0"
+
+        return {
+            "publish": await per_op(publish, args.ops, args.concurrent),
+            "direct get": await per_op(direct_get, args.ops, args.concurrent),
+        }
+    finally:
+        await client.close()
+
+
+async def main(args: argparse.Namespace) -> dict:
+    server = NatsServer()
+    url = server.start()
+    try:
+        setup = await nats.connect(url)
+        await setup.jetstream().add_stream(
+            name="BENCH", subjects=["bench.>"], storage="file", allow_direct=True
+        )
+        await setup.close()
+        runs: dict[str, list[dict]] = {"nats-py": [], "NatsClient": []}
+        for round_ in range(args.rounds):
+            for name, make in (("nats-py", Client), ("NatsClient", NatsClient)):
+                runs[name].append(await measure(url, make(), f"{name}.{round_}", args))
+    finally:
+        server.stop()
+    return {
+        name: {
+            op: {
+                "cpu_us": statistics.median(r[op][0] for r in rounds),
+                "wall_us": statistics.median(r[op][1] for r in rounds),
+            }
+            for op in ("publish", "direct get")
+        }
+        for name, rounds in runs.items()
+    }
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ops", type=int, default=4000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrent", type=int, default=8)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    figures = uvloop.run(main(args))  # the services' event loop (qubus.bus.service)
+    if args.json:
+        print(json.dumps(figures))
+        return
+    print(f"{args.ops} operations, {args.concurrent} at a time, median of {args.rounds} rounds")
+    print(f"{'':12s} {'op':11s} {'client CPU µs/op':>17s} {'wall µs/op':>11s}")
+    for name, ops in figures.items():
+        for op, f in ops.items():
+            print(f"{name:12s} {op:11s} {f['cpu_us']:17.1f} {f['wall_us']:11.1f}")
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,121 @@
+"""``NatsClient``: requests answered where the answer is read, with nats-py's results and errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import nats
+import nats.errors
+import pytest
+import pytest_asyncio
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from qubus.bus.connection import Bus
+from qubus.bus.natsclient import NatsClient
+
+pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def client(nats_url: str) -> AsyncIterator[NatsClient]:
+    client = NatsClient()
+    await client.connect(nats_url)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def echo(nats_url: str) -> AsyncIterator[Client]:
+    """A plain nats-py client answering ``echo.<n>`` with ``<n>:`` and the payload, ``slow``
+    the same after the payload's seconds, and ``headers`` with the request's headers."""
+    responder = await nats.connect(nats_url)
+
+    async def answer(msg: Msg) -> None:
+        kind, _, value = msg.subject.partition(".")
+        if kind == "slow":
+            await asyncio.sleep(float(msg.data))
+        await msg.respond(value.encode() + b":" + msg.data)
+
+    async def answer_with_headers(msg: Msg) -> None:
+        await responder.publish(msg.reply, msg.data, headers=msg.headers)
+
+    await responder.subscribe("echo.*", cb=answer)
+    await responder.subscribe("slow", cb=answer)
+    await responder.subscribe("headers", cb=answer_with_headers)
+    await responder.flush()
+    try:
+        yield responder
+    finally:
+        await responder.close()
+
+
+async def test_concurrent_requests_each_get_their_own_answer(client, echo) -> None:
+    answers = await asyncio.gather(
+        *(client.request(f"echo.{n}", f"payload {n}".encode(), timeout=5) for n in range(200))
+    )
+    assert [a.data for a in answers] == [f"{n}:payload {n}".encode() for n in range(200)]
+    assert not client._waiting  # nothing left behind
+
+
+async def test_an_answers_headers_and_subject_are_nats_pys(client, echo) -> None:
+    answer = await client.request("headers", b"x", headers={"Qubus-Test": "yes"}, timeout=5)
+    assert answer.headers == {"Qubus-Test": "yes"}
+    assert answer.data == b"x"
+    assert answer.subject.startswith(client._inbox_prefix.decode() + ".")
+
+
+async def test_no_answer_in_time_is_nats_pys_timeout_and_a_late_answer_is_dropped(
+    client, echo
+) -> None:
+    with pytest.raises(nats.errors.TimeoutError):
+        await client.request("slow", b"0.3", timeout=0.05)
+    assert not client._waiting
+    received = client.stats["in_msgs"]
+    await asyncio.sleep(0.5)  # the late answer arrives, is counted and dropped
+    assert client.stats["in_msgs"] == received + 1
+    answer = await client.request("echo.1", b"next", timeout=5)
+    assert answer.data == b"1:next"
+
+
+async def test_nobody_to_answer_is_no_responders(client) -> None:
+    with pytest.raises(nats.errors.NoRespondersError):
+        await client.request("nobody.listens", b"", timeout=5)
+    assert not client._waiting
+
+
+async def test_a_cancelled_request_leaves_nothing_waiting(client, echo) -> None:
+    request = asyncio.ensure_future(client.request("slow", b"0.2", timeout=5))
+    await asyncio.sleep(0.05)
+    assert len(client._waiting) == 1
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    assert not client._waiting
+
+
+async def test_jetstream_publishes_and_direct_gets_go_through_it(client) -> None:
+    js = client.jetstream()
+    await js.add_stream(name="NATSCLIENT", subjects=["nc.>"], allow_direct=True)
+    first = await js.publish("nc.a", b"one", headers={"Nats-Msg-Id": "a"})
+    again = await js.publish("nc.a", b"one", headers={"Nats-Msg-Id": "a"})
+    assert (first.seq, bool(first.duplicate), again.seq, again.duplicate) == (1, False, 1, True)
+    found = await client.request("$JS.API.DIRECT.GET.NATSCLIENT", b'{"last_by_subj": "nc.a"}')
+    assert found.data == b"one"
+    assert found.headers is not None and found.headers["Nats-Sequence"] == "1"
+    missing = await client.request("$JS.API.DIRECT.GET.NATSCLIENT", b'{"last_by_subj": "nc.b"}')
+    assert missing.headers is not None and missing.headers["Status"] == "404"
+    with pytest.raises(nats.js.errors.NotFoundError):
+        await js.get_last_msg("NATSCLIENT", "nc.b")
+
+
+async def test_a_bus_connects_with_it(nats_url: str) -> None:
+    bus = Bus(nats_url, service="test", instance="natsclient")
+    await bus.connect()
+    try:
+        assert isinstance(bus.nc, NatsClient)
+    finally:
+        await bus.close()
