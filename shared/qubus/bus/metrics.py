@@ -21,6 +21,8 @@ the same replies.
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry()
@@ -63,10 +65,19 @@ FIDELITY_ERROR = Histogram(
 
 def observe_handled(stage: str, outcome: str, seconds: float) -> None:
     """Count one message ``stage`` handled with ``outcome`` in ``seconds``."""
-    TASKS_HANDLED.labels(stage, outcome).inc()
-    if outcome not in GOING_ON:
-        TASKS_FAILED.labels(stage, outcome).inc()
-    STAGE_LATENCY.labels(stage).observe(seconds)
+    handled, failed, latency = _series(stage, outcome)
+    handled.inc()
+    if failed is not None:
+        failed.inc()
+    latency.observe(seconds)
+
+
+@functools.cache
+def _series(stage: str, outcome: str) -> tuple[Counter, Counter | None, Histogram]:
+    """The series ``observe_handled`` adds to for ``stage`` and ``outcome``, looked up once
+    (``labels`` builds and checks its key on every call); stages and outcomes are few."""
+    failed = None if outcome in GOING_ON else TASKS_FAILED.labels(stage, outcome)
+    return TASKS_HANDLED.labels(stage, outcome), failed, STAGE_LATENCY.labels(stage)
 
 
 def exposition() -> str:
