@@ -292,7 +292,11 @@ def read_profiles(roots: dict[str, list[psutil.Process]], folder: Path, since: f
         if len(pids) == sum(path.stat().st_mtime >= since for path in paths):
             return paths
         if time.time() > deadline:
-            raise TimeoutError(f"not every service wrote its profile to {folder}")
+            written = {
+                int(path.stem.rsplit("-", 1)[1]) for path in paths if path.stat().st_mtime >= since
+            }
+            missing = ", ".join(str(pid) for pid in pids if pid not in written)
+            raise TimeoutError(f"no profile in {folder} from process {missing}")
         time.sleep(0.1)
 
 
