@@ -1,11 +1,12 @@
-"""Requests through nats-py's client against ``qubus.bus.natsclient.NatsClient``.
+"""nats-py's client against ``qubus.bus.natsclient``'s ``NatsClient`` and ``Pull``.
 
 Every JetStream publish, key-value operation and direct get is a request. This starts a
 private nats-server and, with each client in turn (alternating rounds, one connection each),
 publishes ``--ops`` task events of a 4-qubit circuit's size with the headers a stage sends,
-then reads one of them back ``--ops`` times by direct get, ``--concurrent`` at a time, and
-prints the client's CPU (user + system of this process) and the wall time per operation, on
-the event loop the services run (uvloop).
+reads one of them back ``--ops`` times by direct get, then takes them all from a durable
+consumer one pull at a time and acknowledges each (nats-py's ``fetch(1)`` against ``Pull``),
+``--concurrent`` at a time. It prints the client's CPU (user + system of this process) and
+the wall time per operation, on the event loop the services run (uvloop).
 
     python benchmarks/natsrequests.py --ops 4000 --rounds 3 [--json]
 """
@@ -22,8 +23,10 @@ from collections.abc import Awaitable, Callable
 import nats
 import uvloop
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig
 
-from qubus.bus.natsclient import NatsClient
+from qubus.bus.natsclient import NatsClient, Pull
 from qubus.bus.natsserver import NatsServer
 
 PAYLOAD = b"\x00" * 1500
@@ -61,21 +64,46 @@ async def per_op(
 async def measure(url: str, client: Client, tag: str, args: argparse.Namespace) -> dict:
     await client.connect(url)
     js = client.jetstream()
+    subject = f"bench.{tag}"
     try:
 
         async def publish(i: int) -> None:
-            ack = await js.publish(f"bench.{i}", PAYLOAD, headers=headers(f"{tag}.{i}"))
+            ack = await js.publish(f"{subject}.{i}", PAYLOAD, headers=headers(f"{tag}.{i}"))
             assert not ack.duplicate
 
         async def direct_get(_: int) -> None:
             reply = await client.request(
-                "$JS.API.DIRECT.GET.BENCH", b'{"last_by_subj": "bench.0"}', timeout=10
+                "$JS.API.DIRECT.GET.BENCH", b'{"last_by_subj": "%s.0"}' % subject.encode()
             )
-            assert reply.headers is not None and reply.headers["Nats-Subject"] == "bench.0"
+            assert reply.headers is not None and reply.headers["Nats-Subject"] == f"{subject}.0"
+
+        await js.add_consumer(
+            "BENCH", ConsumerConfig(durable_name=tag, filter_subject=f"{subject}.>")
+        )
+        if isinstance(client, NatsClient):
+            pulls = [Pull(client, "BENCH", tag) for _ in range(args.concurrent)]
+            for pull in pulls:
+                await pull.start()
+
+            async def take(i: int) -> Msg:
+                return await pulls[i % args.concurrent].next(5)
+        else:
+            subs = [
+                await js.pull_subscribe_bind(durable=tag, stream="BENCH")
+                for _ in range(args.concurrent)
+            ]
+
+            async def take(i: int) -> Msg:
+                return (await subs[i % args.concurrent].fetch(1, timeout=5))[0]
+
+        async def pull_and_ack(i: int) -> None:
+            msg = await take(i)
+            await msg.ack()
 
         return {
             "publish": await per_op(publish, args.ops, args.concurrent),
             "direct get": await per_op(direct_get, args.ops, args.concurrent),
+            "pull + ack": await per_op(pull_and_ack, args.ops, args.concurrent),
         }
     finally:
         await client.close()
@@ -93,7 +121,7 @@ async def main(args: argparse.Namespace) -> dict:
         runs: dict[str, list[dict]] = {"nats-py": [], "NatsClient": []}
         for round_ in range(args.rounds):
             for name, make in (("nats-py", Client), ("NatsClient", NatsClient)):
-                runs[name].append(await measure(url, make(), f"{name}.{round_}", args))
+                runs[name].append(await measure(url, make(), f"{name}-{round_}", args))
     finally:
         server.stop()
     return {
@@ -102,7 +130,7 @@ async def main(args: argparse.Namespace) -> dict:
                 "cpu_us": statistics.median(r[op][0] for r in rounds),
                 "wall_us": statistics.median(r[op][1] for r in rounds),
             }
-            for op in ("publish", "direct get")
+            for op in ("publish", "direct get", "pull + ack")
         }
         for name, rounds in runs.items()
     }

@@ -1,4 +1,5 @@
-"""``NatsClient``: requests answered where the answer is read, with nats-py's results and errors."""
+"""``NatsClient`` and ``Pull``: requests answered and pulled messages handed over where they are
+read, with nats-py's results and errors."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
 
 from qubus.bus.connection import Bus
-from qubus.bus.natsclient import NatsClient
+from qubus.bus.durable import CONSUMER_GONE
+from qubus.bus.natsclient import NatsClient, Pull
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 
@@ -119,3 +123,77 @@ async def test_a_bus_connects_with_it(nats_url: str) -> None:
         assert isinstance(bus.nc, NatsClient)
     finally:
         await bus.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def pulled(client: NatsClient) -> AsyncIterator[tuple[JetStreamContext, Pull]]:
+    """A stream ``PULLED`` (``pulled.>``) with durable consumer ``worker``, and a ``Pull`` of it."""
+    js = client.jetstream()
+    await js.add_stream(name="PULLED", subjects=["pulled.>"])
+    await js.add_consumer("PULLED", ConsumerConfig(durable_name="worker", ack_wait=30))
+    pull = Pull(client, "PULLED", "worker")
+    await pull.start()
+    try:
+        yield js, pull
+    finally:
+        await pull.stop()
+        await js.delete_stream("PULLED")
+
+
+async def test_a_pull_takes_the_consumers_messages_in_order(client, pulled) -> None:
+    js, pull = pulled
+    for n in range(3):
+        await js.publish(f"pulled.{n}", str(n).encode())
+    got = []
+    for _ in range(3):
+        msg = await pull.next(5)
+        got.append((msg.subject, msg.data, msg.metadata.num_delivered))
+        await msg.ack_sync()  # a request: the server has counted it when it answers
+    assert got == [(f"pulled.{n}", str(n).encode(), 1) for n in range(3)]
+    info = await js.consumer_info("PULLED", "worker")
+    assert (info.num_pending, info.num_ack_pending) == (0, 0)
+
+
+async def test_a_pull_waits_for_a_message_published_later(client, pulled) -> None:
+    js, pull = pulled
+    waiting = asyncio.ensure_future(pull.next(5))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    await js.publish("pulled.late", b"late")
+    msg = await waiting
+    assert msg.data == b"late"
+    await msg.ack()
+
+
+async def test_a_pull_with_nothing_to_take_times_out_as_nats_pys_fetch(client, pulled) -> None:
+    _, pull = pulled
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(nats.errors.TimeoutError):
+        await pull.next(0.3)
+    assert asyncio.get_running_loop().time() - started >= 0.29
+
+
+async def test_a_message_that_came_with_nobody_waiting_is_the_next(client, pulled) -> None:
+    _, pull = pulled
+    await client.publish(pull._inbox, b"", headers={"Status": "408"})  # a stale status: dropped
+    await client.publish(pull._inbox, b"stray")
+    await client.flush()
+    await asyncio.sleep(0.1)
+    assert (await pull.next(0.3)).data == b"stray"
+    with pytest.raises(nats.errors.TimeoutError):  # and nothing else was waiting
+        await pull.next(0.3)
+
+
+async def test_a_pull_from_a_consumer_that_is_gone_raises_what_consumers_recover_from(
+    client,
+) -> None:
+    js = client.jetstream()
+    await js.add_stream(name="GONE", subjects=["gone.>"])
+    pull = Pull(client, "GONE", "nobody")
+    await pull.start()
+    try:
+        with pytest.raises(CONSUMER_GONE):
+            await pull.next(2)
+    finally:
+        await pull.stop()
+        await js.delete_stream("GONE")

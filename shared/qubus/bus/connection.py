@@ -19,7 +19,6 @@ from typing import NamedTuple, TypeVar
 import nats
 import nats.errors
 import nats.js.errors
-from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
     DEFAULT_PREFIX,
@@ -190,7 +189,7 @@ class Bus:
         self.healthy = False
         self.denied: str | None = None
         """The server's last refusal of this connection's publish or subscribe, if any."""
-        self._nc: Client | None = None
+        self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._kv: dict[str, KeyValue] = {}
         self._closing = False
@@ -199,7 +198,7 @@ class Bus:
         self._timeout = 10.0
 
     @property
-    def nc(self) -> Client:
+    def nc(self) -> NatsClient:
         if self._nc is None:
             raise RuntimeError("Bus.connect() has not been called")
         return self._nc

@@ -45,6 +45,7 @@ from qubus.bus.durable import (
 from qubus.bus.health import ERROR, Endpoint
 from qubus.bus.logs import get_logger
 from qubus.bus.messages import ErrorInfo, NodeEvent, TaskEvent, TaskFailed, TaskRejected
+from qubus.bus.natsclient import Pull
 from qubus.bus.tracing import TraceContext
 from qubus.errors import InvalidPayload, QubusError, Retry
 
@@ -205,8 +206,9 @@ class StageRunner:
         await ensure_durable(self.bus, config)  # a missing one resumes after its recorded floor
         types = {cls.TYPE: cls for cls in self.stage.inputs}
         for _ in range(self.stage.concurrency):
-            sub = await self.bus.js.pull_subscribe_bind(durable=self.stage.name, stream=STREAM)
-            self._workers.append(asyncio.create_task(self._work(sub, types)))
+            pull = Pull(self.bus.nc, STREAM, self.stage.name)
+            await pull.start()
+            self._workers.append(asyncio.create_task(self._work(pull, types)))
         self._workers.append(asyncio.create_task(self._keep_floor()))
         self._beats = asyncio.create_task(self._heartbeats())
 
@@ -220,19 +222,19 @@ class StageRunner:
         if self._beats is not None:
             self._beats.cancel()
 
-    async def _work(self, sub, types: dict[str, type[TaskEvent]]) -> None:
+    async def _work(self, pull: Pull, types: dict[str, type[TaskEvent]]) -> None:
         try:
-            await self._fetch_loop(sub, types)
+            await self._fetch_loop(pull, types)
         finally:
             with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
+                await pull.stop()
 
-    async def _fetch_loop(self, sub, types: dict[str, type[TaskEvent]]) -> None:
+    async def _fetch_loop(self, pull: Pull, types: dict[str, type[TaskEvent]]) -> None:
         worker = asyncio.current_task()
         while not self._stopping.is_set():
             self._waiting.add(worker)
             try:
-                msgs = await sub.fetch(1, timeout=FETCH_WAIT_S)
+                msg = await pull.next(FETCH_WAIT_S)
             except nats.errors.TimeoutError:
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
@@ -246,11 +248,10 @@ class StageRunner:
                 continue
             finally:
                 self._waiting.discard(worker)
-            for msg in msgs:
-                try:
-                    await self.process(msg, types)
-                except Exception:  # publish or ack failed: unacked, so it is redelivered
-                    log.exception("consumer.settle_failed", stage=self.stage.name)
+            try:
+                await self.process(msg, types)
+            except Exception:  # publish or ack failed: unacked, so it is redelivered
+                log.exception("consumer.settle_failed", stage=self.stage.name)
 
     async def _keep_floor(self) -> None:
         """Record the consumer's acknowledgement floor every ``FLOOR_INTERVAL_S``
