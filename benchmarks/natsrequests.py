@@ -6,7 +6,9 @@ publishes ``--ops`` task events of a 4-qubit circuit's size with the headers a s
 reads one of them back ``--ops`` times by direct get, then takes them all from a durable
 consumer one pull at a time and acknowledges each (nats-py's ``fetch(1)`` against ``Pull``),
 ``--concurrent`` at a time. It prints the client's CPU (user + system of this process) and
-the wall time per operation, on the event loop the services run (uvloop).
+the wall time per operation, on the event loop the services run (uvloop). First, 200
+publishes one at a time, each after 20 ms with nothing to do (``publish, idle``, its wall
+time the median): what a stage's round trip to the server costs on an idle stack.
 
     python benchmarks/natsrequests.py --ops 4000 --rounds 3 [--json]
 """
@@ -31,6 +33,8 @@ from qubus.bus.natsserver import NatsServer
 
 PAYLOAD = b"\x00" * 1500
 """About a ``checked`` event of a 4-qubit circuit in msgpack."""
+IDLE_S = 0.02
+"""The pause before each ``publish, idle``: about the time between two tasks' hops at idle."""
 
 
 def headers(key: str) -> dict[str, str]:
@@ -61,6 +65,19 @@ async def per_op(
     return (time.process_time() - cpu) / ops * 1e6, (time.perf_counter() - wall) / ops * 1e6
 
 
+async def after_idle(op: Callable[[int], Awaitable[None]], ops: int) -> tuple[float, float]:
+    """Client CPU (mean) and wall (median) microseconds of ``op(i)`` run alone after
+    ``IDLE_S`` with nothing to do, ``ops`` times: a stage's lot on an idle stack."""
+    cpu, walls = 0.0, []
+    for i in range(ops):
+        await asyncio.sleep(IDLE_S)
+        started, clock = time.perf_counter(), time.process_time()
+        await op(i)
+        walls.append(time.perf_counter() - started)
+        cpu += time.process_time() - clock
+    return cpu / ops * 1e6, statistics.median(walls) * 1e6
+
+
 async def measure(url: str, client: Client, tag: str, args: argparse.Namespace) -> dict:
     await client.connect(url)
     js = client.jetstream()
@@ -68,7 +85,8 @@ async def measure(url: str, client: Client, tag: str, args: argparse.Namespace) 
     try:
 
         async def publish(i: int) -> None:
-            ack = await js.publish(f"{subject}.{i}", PAYLOAD, headers=headers(f"{tag}.{i}"))
+            key = f"{tag}.{i}.{time.perf_counter_ns()}"  # each call's own: two ops publish
+            ack = await js.publish(f"{subject}.{i}", PAYLOAD, headers=headers(key))
             assert not ack.duplicate
 
         async def direct_get(_: int) -> None:
@@ -101,6 +119,7 @@ async def measure(url: str, client: Client, tag: str, args: argparse.Namespace) 
             await msg.ack()
 
         return {
+            "publish, idle": await after_idle(publish, min(args.ops, 200)),
             "publish": await per_op(publish, args.ops, args.concurrent),
             "direct get": await per_op(direct_get, args.ops, args.concurrent),
             "pull + ack": await per_op(pull_and_ack, args.ops, args.concurrent),
@@ -130,7 +149,7 @@ async def main(args: argparse.Namespace) -> dict:
                 "cpu_us": statistics.median(r[op][0] for r in rounds),
                 "wall_us": statistics.median(r[op][1] for r in rounds),
             }
-            for op in ("publish", "direct get", "pull + ack")
+            for op in ("publish, idle", "publish", "direct get", "pull + ack")
         }
         for name, rounds in runs.items()
     }
@@ -148,10 +167,10 @@ def cli() -> None:
         print(json.dumps(figures))
         return
     print(f"{args.ops} operations, {args.concurrent} at a time, median of {args.rounds} rounds")
-    print(f"{'':12s} {'op':11s} {'client CPU µs/op':>17s} {'wall µs/op':>11s}")
+    print(f"{'':12s} {'op':13s} {'client CPU µs/op':>17s} {'wall µs/op':>11s}")
     for name, ops in figures.items():
         for op, f in ops.items():
-            print(f"{name:12s} {op:11s} {f['cpu_us']:17.1f} {f['wall_us']:11.1f}")
+            print(f"{name:12s} {op:13s} {f['cpu_us']:17.1f} {f['wall_us']:11.1f}")
 
 
 if __name__ == "__main__":
