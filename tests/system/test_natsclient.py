@@ -197,3 +197,9 @@ async def test_a_pull_from_a_consumer_that_is_gone_raises_what_consumers_recover
     finally:
         await pull.stop()
         await js.delete_stream("GONE")
+
+
+async def test_a_request_without_a_timeout_waits_for_its_answer(client, echo) -> None:
+    answer = await client._request_new_style("slow", b"0.2", timeout=None)
+    assert answer.data == b":0.2"
+    assert not client._waiting

@@ -76,7 +76,7 @@ class NatsClient(Client):
         self,
         subject: str,
         payload: bytes,
-        timeout: float = 1,
+        timeout: float | None = 1,
         headers: dict[str, str] | None = None,
     ) -> Msg:
         if self.is_draining_pubs:
@@ -87,12 +87,13 @@ class NatsClient(Client):
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Msg] = loop.create_future()
         self._waiting[inbox] = answer
-        timer = loop.call_later(timeout, _expire, answer)
+        timer = None if timeout is None else loop.call_later(timeout, _expire, answer)
         try:
             await self.publish(subject, payload, reply=inbox, headers=headers)
             return await answer
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             self._waiting.pop(inbox, None)
 
     async def _process_msg(
