@@ -237,8 +237,8 @@ class Bus:
                 self.denied = str(exc).removeprefix("nats: ")
             log.warning("nats.error", error=repr(exc))
 
-        self._nc = NatsClient()
-        await self._nc.connect(
+        nc = NatsClient()
+        await nc.connect(
             self.url,
             name=f"qubus-{self.service}-{self.instance}",
             connect_timeout=timeout,
@@ -251,7 +251,8 @@ class Bus:
             nkeys_seed=self.nkey or None,
             inbox_prefix=inbox_prefix(self.user) if self.user else "_INBOX",
         )
-        self._js = self._nc.jetstream(timeout=timeout)
+        self._nc = nc
+        self._js = nc.jetstream(timeout=timeout)
         self._timeout = timeout
         self.healthy = True
 
