@@ -30,6 +30,7 @@ from nats.js.api import ConsumerConfig
 
 from qubus.bus.natsclient import NatsClient, Pull
 from qubus.bus.natsserver import NatsServer
+from qubus.cli.common import number_in
 
 PAYLOAD = b"\x00" * 1500
 """About a ``checked`` event of a 4-qubit circuit in msgpack."""
@@ -157,9 +158,9 @@ async def main(args: argparse.Namespace) -> dict:
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ops", type=int, default=4000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--concurrent", type=int, default=8)
+    parser.add_argument("--ops", type=number_in(int, 1, None), default=4000)
+    parser.add_argument("--rounds", type=number_in(int, 1, None), default=3)
+    parser.add_argument("--concurrent", type=number_in(int, 1, None), default=8)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     figures = uvloop.run(main(args))  # the services' event loop (qubus.bus.service)
