@@ -184,6 +184,51 @@ async def test_a_message_that_came_with_nobody_waiting_is_the_next(client, pulle
         await pull.next(0.3)
 
 
+async def test_an_ack_that_asks_for_the_next_brings_it_without_a_request_of_its_own(
+    client, pulled
+) -> None:
+    js, pull = pulled
+    for n in range(3):
+        await js.publish(f"pulled.next.{n}", str(n).encode())
+    msg = await pull.next(5)
+    got = [msg.data]
+    for _ in range(2):
+        await pull.ack_next(msg, 5)
+        with pytest.raises(nats.errors.MsgAlreadyAckdError):
+            await msg.ack()
+        msg = await pull.next(5)
+        got.append(msg.data)
+    await pull.ack_next(msg, 5)
+    for _ in range(100):  # the server counts acknowledgements a moment after it reads them
+        info = await js.consumer_info("PULLED", "worker")
+        if info.num_ack_pending == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert got == [b"0", b"1", b"2"]
+    assert (info.num_pending, info.num_ack_pending) == (0, 0)
+    assert info.num_waiting == 1  # the last ack's request, and none besides
+    await js.publish("pulled.next.3", b"3")
+    msg = await pull.next(0.3)  # the answer to that request
+    assert msg.data == b"3"
+    await msg.ack_sync()
+
+
+async def test_an_answer_taken_before_next_is_not_waited_for_again(client, pulled) -> None:
+    js, pull = pulled
+    for n in range(2):
+        await js.publish(f"pulled.early.{n}", str(n).encode())
+    first = await pull.next(5)
+    await pull.ack_next(first, 5)
+    await asyncio.sleep(0.2)  # the second comes while nobody waits
+    second = await pull.next(5)
+    await second.ack_sync()
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(nats.errors.TimeoutError):  # a request of its own, not the answered one
+        await pull.next(0.3)
+    assert (first.data, second.data) == (b"0", b"1")
+    assert asyncio.get_running_loop().time() - started < 1.0
+
+
 async def test_a_pull_from_a_consumer_that_is_gone_raises_what_consumers_recover_from(
     client,
 ) -> None:

@@ -116,6 +116,7 @@ class Pull:
 
     A message that comes after its request gave up (the request's time ran out as the server
     sent it) is kept for the next ``next``, as nats-py keeps it in its subscription's queue.
+    ``ack_next`` acknowledges a message and asks for the next one in the same message.
     """
 
     def __init__(self, client: NatsClient, stream: str, durable: str) -> None:
@@ -125,6 +126,8 @@ class Pull:
         self._sid = -1
         self._waiting: asyncio.Future[Msg] | None = None
         self._early: collections.deque[Msg] = collections.deque()
+        self._asked: float | None = None
+        """When the request ``ack_next`` sent ends (event loop time), until it is answered."""
 
     async def start(self) -> None:
         self._inbox = self._client.new_inbox()
@@ -136,8 +139,22 @@ class Pull:
     def _arrived(self, msg: Msg) -> None:
         if self._waiting is not None and not self._waiting.done():
             self._waiting.set_result(msg)
-        else:
-            self._early.append(msg)
+            return
+        self._early.append(msg)
+        if _status(msg) != StatusCode.CONTROL_MESSAGE.value:
+            self._asked = None  # the answer to the request out, which ``next`` now finds here
+
+    async def ack_next(self, msg: Msg, timeout: float) -> None:
+        """Acknowledge ``msg`` (a message this pull got) and ask for the next one in the same
+        message (JetStream's ``+NXT``, with the request ``next`` sends): the following
+        ``next(timeout)`` waits for its answer instead of sending a request of its own."""
+        self._asked = asyncio.get_running_loop().time() + timeout  # before any answer
+        try:
+            await self._client.publish(msg.reply, b"+NXT " + _request(timeout), reply=self._inbox)
+        except BaseException:
+            self._asked = None
+            raise
+        msg._ackd = True  # as ``Msg.ack`` marks it: a later ack or ``in_progress`` is refused
 
     async def next(self, timeout: float) -> Msg:
         """The consumer's next message, asked for with a pull request the server holds for
@@ -152,11 +169,12 @@ class Pull:
             msg = self._early.popleft()
             if _status(msg) is None:  # a status was for a request that gave up: dropped
                 return msg
-        expires = int(timeout * 1_000_000_000) - 100_000
-        request = b'{"batch":1,"expires":%d}' % expires
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        await self._client.publish(self._subject, request, reply=self._inbox)
+        if self._asked is None:
+            deadline = loop.time() + timeout
+            await self._client.publish(self._subject, _request(timeout), reply=self._inbox)
+        else:  # ``ack_next`` asked already
+            deadline, self._asked = self._asked, None
         while True:
             self._waiting = loop.create_future()
             timer = loop.call_at(deadline, _expire, self._waiting)
@@ -173,6 +191,12 @@ class Pull:
             if status in _TEMPORARY:
                 raise nats.errors.TimeoutError
             nats.js.errors.APIError.from_msg(msg)
+
+
+def _request(timeout: float) -> bytes:
+    """nats-py's ``fetch(1)`` pull request: held on the server for ``timeout`` seconds, less
+    0.1 ms, so that the server's answer comes before the client gives up."""
+    return b'{"batch":1,"expires":%d}' % (int(timeout * 1_000_000_000) - 100_000)
 
 
 def _status(msg: Msg) -> str | None:
