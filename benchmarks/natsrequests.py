@@ -4,11 +4,12 @@ Every JetStream publish, key-value operation and direct get is a request. This s
 private nats-server and, with each client in turn (alternating rounds, one connection each),
 publishes ``--ops`` task events of a 4-qubit circuit's size with the headers a stage sends,
 reads one of them back ``--ops`` times by direct get, then takes them all from a durable
-consumer one pull at a time and acknowledges each (nats-py's ``fetch(1)`` against ``Pull``),
-``--concurrent`` at a time. It prints the client's CPU (user + system of this process) and
-the wall time per operation, on the event loop the services run (uvloop). First, 200
-publishes one at a time, each after 20 ms with nothing to do (``publish, idle``, its wall
-time the median): what a stage's round trip to the server costs on an idle stack.
+consumer one pull at a time and acknowledges each (nats-py's ``fetch(1)`` and ``ack`` against
+``Pull``'s ``next`` and ``ack_next``, which asks for the next message with the acknowledgement,
+as the stages do), ``--concurrent`` at a time. It prints the client's CPU (user + system of
+this process) and the wall time per operation, on the event loop the services run (uvloop).
+First, 200 publishes one at a time, each after 20 ms with nothing to do (``publish, idle``,
+its wall time the median): what a stage's round trip to the server costs on an idle stack.
 
     python benchmarks/natsrequests.py --ops 4000 --rounds 3 [--json]
 """
@@ -25,7 +26,6 @@ from collections.abc import Awaitable, Callable
 import nats
 import uvloop
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
 
 from qubus.bus.natsclient import NatsClient, Pull
@@ -104,20 +104,18 @@ async def measure(url: str, client: Client, tag: str, args: argparse.Namespace) 
             for pull in pulls:
                 await pull.start()
 
-            async def take(i: int) -> Msg:
-                return await pulls[i % args.concurrent].next(5)
+            async def pull_and_ack(i: int) -> None:
+                pull = pulls[i % args.concurrent]
+                await pull.ack_next(await pull.next(5), 5)
         else:
             subs = [
                 await js.pull_subscribe_bind(durable=tag, stream="BENCH")
                 for _ in range(args.concurrent)
             ]
 
-            async def take(i: int) -> Msg:
-                return (await subs[i % args.concurrent].fetch(1, timeout=5))[0]
-
-        async def pull_and_ack(i: int) -> None:
-            msg = await take(i)
-            await msg.ack()
+            async def pull_and_ack(i: int) -> None:
+                (msg,) = await subs[i % args.concurrent].fetch(1, timeout=5)
+                await msg.ack()
 
         return {
             "publish, idle": await after_idle(publish, min(args.ops, 200)),
