@@ -229,6 +229,23 @@ async def test_an_answer_taken_before_next_is_not_waited_for_again(client, pulle
     assert asyncio.get_running_loop().time() - started < 1.0
 
 
+async def test_an_ack_with_an_answer_already_kept_asks_for_nothing_more(client, pulled) -> None:
+    js, pull = pulled
+    await js.publish("pulled.held", b"held")
+    msg = await pull.next(5)
+    await client.publish(pull._inbox, b"late")  # as an earlier request's late answer
+    await client.flush()
+    await asyncio.sleep(0.1)
+    await pull.ack_next(msg, 5)
+    for _ in range(100):
+        info = await js.consumer_info("PULLED", "worker")
+        if info.num_ack_pending == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert (info.num_ack_pending, info.num_waiting) == (0, 0)  # acknowledged, nothing asked
+    assert (await pull.next(0.3)).data == b"late"
+
+
 async def test_a_pull_from_a_consumer_that_is_gone_raises_what_consumers_recover_from(
     client,
 ) -> None:

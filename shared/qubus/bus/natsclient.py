@@ -147,7 +147,14 @@ class Pull:
     async def ack_next(self, msg: Msg, timeout: float) -> None:
         """Acknowledge ``msg`` (a message this pull got) and ask for the next one in the same
         message (JetStream's ``+NXT``, with the request ``next`` sends): the following
-        ``next(timeout)`` waits for its answer instead of sending a request of its own."""
+        ``next(timeout)`` waits for its answer instead of sending a request of its own.
+
+        While a request is out or an answer is kept (a late one), the acknowledgement asks
+        for nothing: ``next`` takes that one first, and a pull never holds more messages
+        than it is handed (a kept message's acknowledgement time runs out unseen)."""
+        if self._asked is not None or self._early:
+            await msg.ack()
+            return
         self._asked = asyncio.get_running_loop().time() + timeout  # before any answer
         try:
             await self._client.publish(msg.reply, b"+NXT " + _request(timeout), reply=self._inbox)
