@@ -13,7 +13,7 @@ import pytest_asyncio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig
+from nats.js.api import ConsumerConfig, ConsumerInfo
 
 from qubus.bus.connection import Bus
 from qubus.bus.durable import CONSUMER_GONE
@@ -184,6 +184,17 @@ async def test_a_message_that_came_with_nobody_waiting_is_the_next(client, pulle
         await pull.next(0.3)
 
 
+async def settled(js: JetStreamContext) -> ConsumerInfo:
+    """Consumer ``worker``'s info once it holds no message unacknowledged (the server counts an
+    acknowledgement a moment after it reads it), or after 2 s."""
+    for _ in range(100):
+        info = await js.consumer_info("PULLED", "worker")
+        if info.num_ack_pending == 0:
+            break
+        await asyncio.sleep(0.02)
+    return info
+
+
 async def test_an_ack_that_asks_for_the_next_brings_it_without_a_request_of_its_own(
     client, pulled
 ) -> None:
@@ -199,11 +210,7 @@ async def test_an_ack_that_asks_for_the_next_brings_it_without_a_request_of_its_
         msg = await pull.next(5)
         got.append(msg.data)
     await pull.ack_next(msg, 5)
-    for _ in range(100):  # the server counts acknowledgements a moment after it reads them
-        info = await js.consumer_info("PULLED", "worker")
-        if info.num_ack_pending == 0:
-            break
-        await asyncio.sleep(0.02)
+    info = await settled(js)
     assert got == [b"0", b"1", b"2"]
     assert (info.num_pending, info.num_ack_pending) == (0, 0)
     assert info.num_waiting == 1  # the last ack's request, and none besides
@@ -237,11 +244,7 @@ async def test_an_ack_with_an_answer_already_kept_asks_for_nothing_more(client, 
     await client.flush()
     await asyncio.sleep(0.1)
     await pull.ack_next(msg, 5)
-    for _ in range(100):
-        info = await js.consumer_info("PULLED", "worker")
-        if info.num_ack_pending == 0:
-            break
-        await asyncio.sleep(0.02)
+    info = await settled(js)
     assert (info.num_ack_pending, info.num_waiting) == (0, 0)  # acknowledged, nothing asked
     assert (await pull.next(0.3)).data == b"late"
 
