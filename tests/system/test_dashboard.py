@@ -213,7 +213,7 @@ async def test_tasks_appear_live_and_a_task_page_shows_every_stage(
         assert {"φ qnc", "φ logic", "φ novelty"} <= set(phis)
         assert await watched.page.locator("#counts svg rect").count() > 2
         logs = await watched.page.text_content("#task-logs")
-        assert "stage.done" in logs
+        assert "task.ingested" in logs
         await watched.shot(tmp_path, "dashboard-task.png")
 
         for page, selector in (("fleet", "#nodes tr"), ("flow", "#stages tr")):

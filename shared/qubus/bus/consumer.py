@@ -358,7 +358,8 @@ class StageRunner:
             if result is not None:
                 await ctx.publish(result)
             await self._ack(msg, pull)
-            log.info(
+            # Debug: the task's trace has each stage's event, instance and time already.
+            log.debug(
                 "stage.done",
                 output=result.EVENT if result else None,
                 ms=round((time.time() - ctx.started) * 1000, 1),
