@@ -17,7 +17,7 @@ from nats.js.api import ConsumerConfig, ConsumerInfo
 
 from qubus.bus.connection import Bus
 from qubus.bus.durable import CONSUMER_GONE
-from qubus.bus.natsclient import NatsClient, Pull
+from qubus.bus.natsclient import NatsClient, Pull, header_block, header_lines
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 
@@ -70,6 +70,16 @@ async def test_an_answers_headers_and_subject_are_nats_pys(client, echo) -> None
     assert answer.headers == {"Qubus-Test": "yes"}
     assert answer.data == b"x"
     assert answer.subject.startswith(client._inbox_prefix.decode() + ".")
+
+
+async def test_a_header_block_arrives_as_the_headers_it_was_made_of(client, echo) -> None:
+    headers = {"Qubus-Test": "yes", "Nats-Msg-Id": "m-1"}
+    block = header_block(header_lines(headers))
+    answer = await client.request("headers", b"x", headers=block, timeout=5)
+    assert answer.headers == headers
+    assert answer.data == b"x"
+    with pytest.raises(ValueError, match="line break"):
+        header_lines({"Qubus-Test": "yes\r\nPUB forged 1"})
 
 
 async def test_no_answer_in_time_is_nats_pys_timeout_and_a_late_answer_is_dropped(

@@ -35,7 +35,7 @@ from qubus.bus.codec import M
 from qubus.bus.ids import check_task_id, split_task_subject, task_subject
 from qubus.bus.logs import LOG_SUBJECT_PREFIX, get_logger
 from qubus.bus.messages import LinkStatus, Model, NodeStatus, TaskEvent, believed
-from qubus.bus.natsclient import NatsClient
+from qubus.bus.natsclient import NatsClient, header_block, header_lines
 from qubus.bus.tracing import TraceContext
 from qubus.errors import InvalidPayload, QubusError, Retry
 
@@ -196,6 +196,10 @@ class Bus:
         self._direct: bool | None = None  # whether the task stream answers direct gets
         self._trace_ttl = ""  # the Nats-TTL of an expiring event (ensure_topology), or none
         self._timeout = 10.0
+        self._event_headers = header_lines(
+            {H_SERVICE: service, H_INSTANCE: instance, H_CONTENT_TYPE: codec.MSGPACK}
+        )
+        """The header lines every event this connection publishes carries."""
 
     @property
     def nc(self) -> NatsClient:
@@ -378,9 +382,6 @@ class Bus:
             H_TYPE: event.TYPE,
             H_MSG_ID: msg_id or event.msg_id(),
             H_TRACEPARENT: trace.child().traceparent,
-            H_SERVICE: self.service,
-            H_INSTANCE: self.instance,
-            H_CONTENT_TYPE: codec.MSGPACK,
         }
         if started is not None:
             headers[H_STARTED] = f"{started:.6f}"
@@ -388,8 +389,9 @@ class Bus:
             headers[H_TTL] = self._trace_ttl
         if after is not None:
             headers[H_EXPECTED_SUBJECT], headers[H_EXPECTED_SEQUENCE] = after[0], str(after[1])
+        block = header_block(header_lines(headers) + self._event_headers)
         try:
-            ack = await self.js.publish(event.subject(), codec.encode(event), headers=headers)
+            ack = await self.js.publish(event.subject(), codec.encode(event), headers=block)
         except nats.js.errors.APIError as exc:
             if after is not None and exc.err_code == _WRONG_LAST_SEQUENCE:
                 raise NotLatest(exc.description) from None
