@@ -283,8 +283,7 @@ def signal_all(roots: dict[str, list[psutil.Process]], signum: int) -> None:
 
 def read_profiles(roots: dict[str, list[psutil.Process]], folder: Path, since: float) -> list[Path]:
     """The profile each service process of ``roots`` wrote to ``folder`` after ``since``
-    (``qubus.bus.sampler``: ``<service>[-<node>]-<pid>.txt``), once every one has, within 30 s
-    (a process idle after the run has taken over 10 s to run its handler).
+    (``qubus.bus.sampler``: ``<service>[-<node>]-<pid>.txt``), once every one has, within 30 s.
     """
     pids = [proc.pid for procs in roots.values() for proc in procs]
     deadline = time.time() + 30

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -65,6 +66,34 @@ def test_signals_clear_and_write_and_stop_restores_the_handlers(tmp_path: Path) 
 
 
 LOOP = ("multiprocessing/process.py:run", "bus/service.py:run_service", "asyncio/runners.py:run")
+
+
+def test_a_sample_taken_while_the_counts_are_written_leaves_the_write_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``SIGPROF`` runs ``_sample`` between any two bytecodes, ``write``'s loop included: its
+    new stack must not break the loop (it did: "dictionary changed size during iteration",
+    and the profile asked for was never written)."""
+    sampler = CpuSampler(tmp_path / "me.txt")
+    sampler.counts.update({"a;b": 1, "a;c": 2})
+    real_open = open
+
+    def open_and_sample(path, mode):  # a sample lands as the first line is written
+        out = real_open(path, mode)
+        write = out.writelines
+
+        def sampled(lines):
+            for n, line in enumerate(lines):
+                if n == 0:
+                    sampler._sample(signal.SIGPROF, sys._getframe())
+                write([line])
+
+        out.writelines = sampled
+        return out
+
+    monkeypatch.setattr("qubus.bus.sampler.open", open_and_sample, raising=False)
+    sampler.write()
+    assert collapsed(tmp_path / "me.txt") == Counter({("a", "b"): 1, ("a", "c"): 2})
 
 
 def test_each_sample_is_of_the_innermost_kind_its_stack_shows() -> None:

@@ -79,8 +79,11 @@ class CpuSampler:
     def write(self) -> None:
         """Write the counts to ``path`` (whole: through a file renamed into place)."""
         part = self.path.with_name(self.path.name + ".part")
+        # A copy in one call: a sample taken while writing (``SIGPROF`` runs ``_sample``
+        # between any two bytecodes) would change the counts' size under the loop.
+        counts = list(self.counts.items())
         with open(part, "w") as out:
-            out.writelines(f"{stack} {count}\n" for stack, count in self.counts.items())
+            out.writelines(f"{stack} {count}\n" for stack, count in counts)
         os.replace(part, self.path)
 
     def _sample(self, signum: int, frame: FrameType | None) -> None:
