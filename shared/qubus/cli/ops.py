@@ -158,7 +158,10 @@ def add_inspection_commands(sub: argparse._SubParsersAction) -> None:
         help="print service log lines (stored for a day in stream QUBUS_LOGS)",
         description="Print the log lines services published on qubus.log.<service>, as stored "
         "in the JetStream stream QUBUS_LOGS (one day of them); with --follow, keep printing "
-        "new lines until Ctrl-C. With --task, only that task's lines, from its submission on.",
+        "new lines until Ctrl-C. With --task, only that task's lines, from its submission on. "
+        "At the default level (QUBUS_LOG_LEVEL=info) a task's lines come from ingestion, its "
+        "QPU node and fusion; at debug every stage adds a stage.done line for each message it "
+        "handled. `qubus trace ID` shows every stage's event and time.",
     )
     logs_cmd.add_argument("--service", help="only this service's lines (e.g. parser, qpu)")
     logs_cmd.add_argument("--task", metavar="ID", type=task_id, help="only lines about this task")
