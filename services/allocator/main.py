@@ -66,6 +66,7 @@ from qubus.bus.messages import (
     TaskScored,
 )
 from qubus.bus.service import Runtime
+from qubus.bus.workers import is_small, off_loop
 from qubus.circuits import circuit_from_json
 from qubus.devices.cost import Limits
 from qubus.errors import QubusError, Retry
@@ -261,6 +262,12 @@ def weigh_split(
     return outcome if choice is None else choice
 
 
+INLINE_TASKS = 16
+"""Largest batch of small circuits (``is_small``) decided on the event loop: a task's decision
+takes some 0.3 ms there (``benchmarks/stagework.py``), less than the thread hop costs a
+batch; larger batches and circuits are decided in a thread, so that heartbeats go on."""
+
+
 @dataclass
 class _Pending:
     """A scored task waiting in the batch, and the future its handler waits on."""
@@ -418,7 +425,8 @@ class Allocator:
         fleet = FleetView.from_statuses(
             {node: s for node, s in online.items() if node not in (exclude or {})}, self._topology
         )
-        return await asyncio.to_thread(self._decide_with_splits, events, requests, fleet)
+        inline = len(events) <= INLINE_TASKS and all(is_small(e.circuit) for e in events)
+        return await off_loop(self._decide_with_splits, events, requests, fleet, inline=inline)
 
     def _split_event(
         self,

@@ -23,6 +23,7 @@ from qubus.bus.workers import (
     is_heavy,
     is_long,
     is_quick,
+    is_small,
     is_tiny,
 )
 from qubus.circuits import circuit_features, circuit_to_json, load_circuit
@@ -127,6 +128,19 @@ def test_a_tiny_circuit_is_simulated_on_the_event_loop_and_one_run_shot_by_shot_
     features = circuit_features(ising)
     assert sum(features.gate_counts.values()) * 2**features.qubits > INLINE_WORK
     assert not tiny(ising)
+
+
+def test_a_small_circuit_is_short_and_has_no_circuit_operation_with_or_without_features():
+    q0, q1 = cirq.LineQubit.range(2)
+    bell = cirq.Circuit(cirq.H(q0), cirq.CNOT(q0, q1))
+    boxed = cirq.Circuit(cirq.CircuitOperation(bell.freeze(), repetitions=10**6))
+    for circuit, small in [(bell, True), (boxed, False)]:
+        text = circuit_to_json(circuit)
+        assert len(text) <= INLINE_MAX_BYTES
+        assert is_small(text, circuit_features(circuit)) is small
+        assert is_small(text) is small
+    long = circuit_to_json(cirq.Circuit(cirq.X(cirq.LineQubit(0)) for _ in range(400)))
+    assert len(long) > INLINE_MAX_BYTES and not is_small(long)
 
 
 def test_only_a_quick_emulation_of_a_short_circuit_runs_inline():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 
 import msgpack
 import pytest
@@ -165,6 +166,25 @@ def test_trace_context_round_trips_and_children_keep_the_trace():
     assert TraceContext.extract({"traceparent": trace.traceparent}) == trace
     child = trace.child()
     assert child.trace_id == trace.trace_id and child.span_id != trace.span_id
+    assert TraceContext.extract({"traceparent": child.traceparent}) == child
+    spans = {trace.child().span_id for _ in range(1000)}
+    assert len(spans) == 1000 and all(len(span) == 16 and span != "0" * 16 for span in spans)
+
+
+def _first_span(trace: TraceContext, out: multiprocessing.SimpleQueue) -> None:
+    out.put(trace.child().span_id)
+
+
+def test_forked_processes_draw_different_spans():
+    trace = TraceContext.new()
+    fork = multiprocessing.get_context("fork")
+    out = fork.SimpleQueue()
+    children = [fork.Process(target=_first_span, args=(trace, out)) for _ in range(2)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join()
+    assert out.get() != out.get()
 
 
 @pytest.mark.parametrize("header", [None, "", "garbage", "00-" + "0" * 32 + "-" + "1" * 16 + "-01"])

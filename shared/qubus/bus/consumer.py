@@ -45,7 +45,7 @@ from qubus.bus.durable import (
 from qubus.bus.health import ERROR, Endpoint
 from qubus.bus.logs import get_logger
 from qubus.bus.messages import ErrorInfo, NodeEvent, TaskEvent, TaskFailed, TaskRejected
-from qubus.bus.natsclient import Pull
+from qubus.bus.natsclient import Delivery, Pull, delivery
 from qubus.bus.tracing import TraceContext
 from qubus.errors import InvalidPayload, QubusError, Retry
 
@@ -64,25 +64,30 @@ class Context:
 
     bus: Bus
     trace: TraceContext
-    deliveries: int
     started: float
     _msg: Msg
+    _delivery: Delivery
+
+    @property
+    def deliveries(self) -> int:
+        """Times the input event has been delivered, this one included."""
+        return self._delivery.delivered
 
     @property
     def backlog(self) -> int:
         """Messages of the stage's consumer not yet delivered to any replica when this one was
         (0: none was waiting behind it)."""
-        return self._msg.metadata.num_pending or 0
+        return self._delivery.pending
 
     @property
     def sequence(self) -> int:
         """The input event's sequence in the task stream."""
-        return self._msg.metadata.sequence.stream
+        return self._delivery.stream_sequence
 
     @property
     def queue_wait_s(self) -> float:
         """Seconds between the input event's publication and the start of its handling."""
-        return max(0.0, self.started - self._msg.metadata.timestamp.timestamp())
+        return max(0.0, self.started - self._delivery.timestamp_s)
 
     async def publish(
         self,
@@ -289,7 +294,8 @@ class StageRunner:
         tokens = msg.subject.split(".")
         task_id = ".".join(tokens[2:4]) if len(tokens) >= 5 else "unknown"
         trace = TraceContext.extract(headers)
-        deliveries = msg.metadata.num_delivered
+        delivered = delivery(msg)
+        deliveries = delivered.delivered
         if deliveries > 1:
             self.endpoint.redelivered += 1
         structlog.contextvars.bind_contextvars(task_id=task_id, trace_id=trace.trace_id)
@@ -330,7 +336,7 @@ class StageRunner:
                 await msg.term()
                 outcome = TaskFailed.EVENT
                 return
-            ctx = Context(self.bus, trace, deliveries, started, msg)
+            ctx = Context(self.bus, trace, started, msg, delivered)
             outcome, error = await self._handle(event, ctx, msg, pull)
         except Exception as exc:  # publishing or acknowledging failed; counted, then raised
             error = exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import secrets
 from dataclasses import dataclass
@@ -29,8 +30,12 @@ class TraceContext:
         return cls(match.group(1), match.group(2))
 
     def child(self) -> TraceContext:
-        """The context of the next hop: same trace, new span."""
-        return TraceContext(self.trace_id, secrets.token_hex(8))
+        """The context of the next hop: same trace, new span.
+
+        A span id need only be unique within its trace, not secret: drawn from ``random``
+        (reseeded in every forked process), not ``secrets`` (a system call each), as every
+        event a stage publishes draws one. Never all zeros, which W3C reserves."""
+        return TraceContext(self.trace_id, f"{random.getrandbits(64) or 1:016x}")
 
     @property
     def traceparent(self) -> str:

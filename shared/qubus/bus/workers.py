@@ -37,10 +37,15 @@ it, the work takes well under a millisecond and a thread hop (context copy, futu
 loop's wake-up) costs a good part of the stage's CPU."""
 
 
-def is_small(circuit_json: str, features: Features) -> bool:
+def is_small(circuit_json: str, features: Features | None = None) -> bool:
     """Whether a circuit is small enough to work on on the event loop: short Cirq JSON and no
-    ``CircuitOperation`` (gate name ``op``), whose repetitions a short text can hide."""
-    return len(circuit_json) <= INLINE_MAX_BYTES and "op" not in features.gate_counts
+    ``CircuitOperation`` (gate name ``op`` in its ``features``; without them, its Cirq JSON
+    type named in the text), whose repetitions a short text can hide."""
+    if len(circuit_json) > INLINE_MAX_BYTES:
+        return False
+    if features is None:
+        return '"CircuitOperation"' not in circuit_json
+    return "op" not in features.gate_counts
 
 
 INLINE_WORK = 2**12
