@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import json
+import sys
+
+import pytest
+
+from qubus.bus import logs
 from qubus.bus.health import Endpoint, service_id
 from qubus.bus.logs import BusCopy
 from qubus.cli.ops import format_log_line, instance_row
@@ -72,3 +79,16 @@ async def test_ps_row_sums_the_redeliveries_of_its_stages():
         "endpoints": [await quota.stats(), await submit.stats()],
     }
     assert instance_row(stats)["redelivered"] == 2
+
+
+def test_lines_go_to_the_stderr_of_the_moment_not_a_closed_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    logs.configure("parser", "vm-1")
+    logs.get_logger().error("one")
+    monkeypatch.setattr(sys, "stderr", second)
+    first.close()  # as a test runner closes the capture it swapped in
+    logs.get_logger().error("two")
+    assert json.loads(second.getvalue())["event"] == "two"

@@ -160,6 +160,18 @@ def _render_and_copy(logger: Any, method: str, event: dict[str, Any]) -> str:
     return line
 
 
+class _CurrentStderr:
+    """``sys.stderr`` as it is when a line is written, not as it was when logging was
+    configured: a program (or a test runner) that swaps it and closes the old one leaves no
+    logger writing to a closed file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(service: str, instance: str, level: str = "info") -> None:
     """Send JSON lines to stderr (and to ``BUS_COPY``), each carrying ``service`` and
     ``instance``."""
@@ -176,7 +188,7 @@ def configure(service: str, instance: str, level: str = "info") -> None:
             _render_and_copy,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.clear_contextvars()
