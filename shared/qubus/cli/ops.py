@@ -163,7 +163,11 @@ def add_inspection_commands(sub: argparse._SubParsersAction) -> None:
         "QPU node and fusion; at debug every stage adds a stage.done line for each message it "
         "handled. `qubus trace ID` shows every stage's event and time.",
     )
-    logs_cmd.add_argument("--service", help="only this service's lines (e.g. parser, qpu)")
+    logs_cmd.add_argument(
+        "--service",
+        choices=importlib.import_module("qubus_services").SERVICES,
+        help="only this service's lines (every QPU node's are qpu's)",
+    )
     logs_cmd.add_argument("--task", metavar="ID", type=task_id, help="only lines about this task")
     logs_cmd.add_argument("--follow", action="store_true", help="keep printing new lines")
     logs_cmd.add_argument("--json", action="store_true", help="print each line as stored (JSON)")
