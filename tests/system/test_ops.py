@@ -7,14 +7,18 @@ import asyncio
 import json
 import threading
 from collections import defaultdict
+from contextlib import AsyncExitStack
 
 import pytest
 
 from qubus import __version__
+from qubus.bus import codec
+from qubus.bus.config import Settings
 from qubus.bus.consumer import Context, Stage, StageRunner
 from qubus.bus.health import PING_RESPONSE, STATS_RESPONSE, HealthResponder
 from qubus.bus.logs import BusCopy, split_lines
-from qubus.bus.messages import SubmitRequest, TaskIngested, TaskOptions
+from qubus.bus.messages import SubmitReply, SubmitRequest, TaskIngested, TaskOptions
+from qubus.bus.service import Runtime
 from qubus.bus.tracing import TraceContext
 from qubus.cli.stack import ServiceSpec, Supervisor
 from qubus.client.aio import Client
@@ -239,3 +243,41 @@ async def test_stage_runner_counts_each_outcome_and_stats_report_them(client):
     assert stats["data"]["outcomes"] == {"ok": 1, "error": 1, "rejected": 1}
     assert stats["last_error"] == "RuntimeError: bug in the toy"
     assert stats["data"]["lag"] == 0
+
+
+async def test_requests_are_handled_together_up_to_the_concurrency(client):
+    """``Runtime.serve`` with ``concurrency``: that many requests are in hand at once, the next
+    waits for a free place, and every one is answered."""
+    in_hand, most = 0, 0
+    release = asyncio.Event()
+
+    async def slow(request: SubmitRequest, headers: dict[str, str]) -> SubmitReply:
+        nonlocal in_hand, most
+        in_hand += 1
+        most = max(most, in_hand)
+        await release.wait()
+        in_hand -= 1
+        return SubmitReply(task_id=f"anon.{request.circuit}", duplicate=False)
+
+    subject = "qubus.test.serve"
+    async with AsyncExitStack() as stack:
+        health = HealthResponder(client.bus, service="toyserve", instance="toy.host-1")
+        rt = Runtime("toyserve", Settings(), client.bus, None, stack, health)
+        await rt.serve(subject, SubmitRequest, slow, concurrency=3)
+        asked = [
+            asyncio.create_task(
+                client.bus.nc.request(subject, codec.encode(SubmitRequest(circuit=f"t{k}")), 10)
+            )
+            for k in range(5)
+        ]
+        for _ in range(200):
+            if in_hand == 3:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # time for a fourth to come in, were there a place for it
+        assert in_hand == 3
+        release.set()
+        replies = await asyncio.gather(*asked)
+    assert most == 3
+    answered = sorted(codec.decode(reply.data, SubmitReply).task_id for reply in replies)
+    assert answered == [f"anon.t{k}" for k in range(5)]

@@ -166,3 +166,25 @@ async def test_a_burst_of_claims_from_one_user_is_stored_in_few_updates(client):
     assert len(msgpack.unpackb((await kv.get("dave")).value)) == 150
     updates = (await client.bus.js.stream_info(f"KV_{BUCKET_QUOTA}")).state.last_seq - before
     assert updates < 10  # one per burst of claims, not one per claim (150)
+
+
+async def test_releases_within_the_linger_share_an_update(client):
+    """Releases that come one after another, each within ``linger_s`` of the last, are stored
+    together: 100 releases half a millisecond apart take a few updates, not 100."""
+    kv = await client.bus.kv(BUCKET_QUOTA)
+
+    async def stored(task_id: str) -> bool:
+        return True
+
+    ledger = QuotaLedger(kv, QuotaLimits(tasks=1000, shots=10**6), stored)
+    await asyncio.gather(*(ledger.claim("erin", f"erin.t{k}", 10) for k in range(100)))
+    before = (await client.bus.js.stream_info(f"KV_{BUCKET_QUOTA}")).state.last_seq
+
+    async def release(k: int) -> None:
+        await asyncio.sleep(k / 2000)
+        await ledger.release("erin", f"erin.t{k}", linger_s=0.05)
+
+    await asyncio.gather(*(release(k) for k in range(100)))
+    assert msgpack.unpackb((await kv.get("erin")).value) == {}
+    updates = (await client.bus.js.stream_info(f"KV_{BUCKET_QUOTA}")).state.last_seq - before
+    assert updates < 10

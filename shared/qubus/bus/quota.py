@@ -120,21 +120,24 @@ class QuotaLedger:
 
         await self._change(user, add)
 
-    async def release(self, user: str, task_id: str) -> None:
-        """Give back ``task_id``'s place; nothing if it holds none."""
+    async def release(self, user: str, task_id: str, *, linger_s: float = 0.0) -> None:
+        """Give back ``task_id``'s place; nothing if it holds none. With ``linger_s``, wait that
+        long first, so that the releases of that while share one update (``_change``)."""
 
         async def remove(places: dict[str, list[float]]) -> bool:
             return places.pop(task_id, None) is not None
 
-        await self._change(user, remove)
+        await self._change(user, remove, linger_s=linger_s)
 
-    async def _change(self, user: str, edit: Edit) -> None:
+    async def _change(self, user: str, edit: Edit, *, linger_s: float = 0.0) -> None:
         """Apply ``edit`` to ``user``'s entry and store it (``_apply``). Edits that arrive while
-        an update of the same entry is in flight wait for it and are then applied together,
-        in one update (a burst of submissions from one user costs one round trip per burst,
-        not per submission)."""
+        an update of the same entry is in flight, or within ``linger_s`` after this one, wait
+        for it and are then applied together, in one update (a burst of submissions from one
+        user costs one round trip per burst, not per submission)."""
         done = asyncio.get_running_loop().create_future()
         self._pending.setdefault(user, []).append((edit, done))
+        if linger_s > 0:
+            await asyncio.sleep(linger_s)
         async with self._locks.setdefault(user, asyncio.Lock()):
             if not done.done():  # else an earlier holder of the lock applied it
                 await self._apply(user, self._pending.pop(user))

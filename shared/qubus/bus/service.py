@@ -100,8 +100,11 @@ class Runtime:
         *,
         max_bytes: int | None = None,
         name: str | None = None,
+        concurrency: int = 1,
     ) -> None:
-        """Answer requests on ``subject`` (queue group = service name) with ``handler``.
+        """Answer requests on ``subject`` (queue group = service name) with ``handler``, up to
+        ``concurrency`` at once (1: one after another, as nats-py calls a subscription's
+        callback; more: each in a task of its own, the next request waiting for a free place).
 
         Requests are msgpack, or JSON when their ``Content-Type`` is ``application/json``;
         the reply uses the request's encoding. An expected error is answered with the
@@ -118,7 +121,7 @@ class Runtime:
         endpoint = Endpoint(name or subject.rsplit(".", 1)[-1], subject, self.service, "request")
         self.health.add(endpoint)
 
-        async def respond(msg: Msg) -> None:
+        async def answer(msg: Msg) -> None:
             if not msg.reply:
                 return
             clock = time.perf_counter_ns()
@@ -155,6 +158,7 @@ class Runtime:
             await self.bus.nc.publish(msg.reply, body, headers=headers)
             endpoint.record(outcome, time.perf_counter_ns() - clock, error)
 
+        respond = answer if concurrency == 1 else _at_most(concurrency, answer, self.stack)
         sub = await self.bus.nc.subscribe(subject, queue=self.service, cb=respond)
         self.stack.push_async_callback(sub.drain)
 
@@ -180,6 +184,33 @@ class Runtime:
                     log.warning("periodic.failed", task=fn.__name__, exc_info=True)
 
         self.background(loop())
+
+
+def _at_most(
+    limit: int, handle: Callable[[Msg], Awaitable[None]], stack: AsyncExitStack
+) -> Callable[[Msg], Awaitable[None]]:
+    """A subscription callback that runs ``handle`` for each message in a task of its own, at
+    most ``limit`` at once: it returns once the message's task has started (waiting for a free
+    place first), so the subscription reads on. The tasks still running when the service
+    stops are awaited after the subscription has drained (``stack``)."""
+    places = asyncio.Semaphore(limit)
+    running: set[asyncio.Task[None]] = set()
+
+    def done(task: asyncio.Task[None]) -> None:
+        running.discard(task)
+        places.release()
+
+    async def finish() -> None:
+        await asyncio.gather(*running, return_exceptions=True)
+
+    async def respond(msg: Msg) -> None:
+        await places.acquire()
+        task = asyncio.create_task(handle(msg))
+        running.add(task)
+        task.add_done_callback(done)
+
+    stack.push_async_callback(finish)  # unwound after the drain pushed later
+    return respond
 
 
 def _error_reply(error: QubusError, json_reply: bool) -> tuple[bytes, dict[str, str]]:
