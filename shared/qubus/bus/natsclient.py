@@ -23,7 +23,7 @@ from typing import NamedTuple
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
-from nats.aio.msg import Msg
+from nats.aio.msg import _V1_TOKEN_COUNT, Msg
 from nats.js.api import DEFAULT_PREFIX, Header, StatusCode
 from nats.protocol.command import hpub_cmd
 
@@ -266,15 +266,12 @@ def delivery(msg: Msg) -> Delivery:
     """
     tokens = Msg.Metadata._get_metadata_fields(msg.reply)
     # $JS.ACK.<stream>.<consumer>.<delivered>.<sequence>.<consumer's>.<ns>.<pending>
-    if len(tokens) == _V1_TOKENS:
+    if len(tokens) == _V1_TOKEN_COUNT:
         delivered, sequence, stamp, pending = tokens[4], tokens[5], tokens[7], tokens[8]
     else:  # with the domain and the account's hash after $JS.ACK
         delivered, sequence = tokens[Msg.Ack.NumDelivered], tokens[Msg.Ack.StreamSeq]
         stamp, pending = tokens[Msg.Ack.Timestamp], tokens[Msg.Ack.NumPending]
     return Delivery(int(delivered), int(sequence), int(pending), int(stamp) / 1e9)
-
-
-_V1_TOKENS = 9
 
 
 def header_lines(headers: Mapping[str, str]) -> str:

@@ -165,7 +165,7 @@ def add_inspection_commands(sub: argparse._SubParsersAction) -> None:
     )
     logs_cmd.add_argument(
         "--service",
-        choices=importlib.import_module("qubus_services").SERVICES,
+        choices=service_names(),
         help="only this service's lines (every QPU node's are qpu's)",
     )
     logs_cmd.add_argument("--task", metavar="ID", type=task_id, help="only lines about this task")
@@ -222,6 +222,11 @@ def add_dashboard_command(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def service_names() -> tuple[str, ...]:
+    """The services a stack runs (``qubus_services.SERVICES``), imported when asked for."""
+    return importlib.import_module("qubus_services").SERVICES
+
+
 def add_service_command(sub: argparse._SubParsersAction) -> None:
     """Add ``service`` to the ``qubus`` subcommands."""
     service = sub.add_parser(
@@ -229,7 +234,7 @@ def add_service_command(sub: argparse._SubParsersAction) -> None:
         help="run one service process (what `qubus up` and the Procfile start)",
         description="Run one service in the foreground until SIGTERM/SIGINT.",
     )
-    service.add_argument("name", choices=importlib.import_module("qubus_services").SERVICES)
+    service.add_argument("name", choices=service_names())
     service.add_argument("--node", help="the QPU node id (required for the qpu service)")
 
 
