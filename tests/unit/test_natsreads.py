@@ -22,6 +22,8 @@ BLOCKS = [
     b"Name:Value\r\nOther:\tspaced \r\n\r\n",
     b"a b: skipped\r\nkept: yes\r\n",
     b"x\x1cy: skipped, a separator is white space\r\n",
+    b"\x1cname: skipped, a separator that bytes.strip() leaves\r\n",
+    b"name\x1f: skipped too\r\n",
     b"\xff: skipped, not ASCII\r\n",
     b"value: \xff replaced\r\n",
     b": empty name\r\n",

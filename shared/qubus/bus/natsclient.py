@@ -125,7 +125,7 @@ class NatsClient(Client):
         """nats-py's, which reads every message's headers: the same names and values, kept and
         skipped alike (a name not ASCII or with white space in it is skipped), but whether a
         name holds white space is one ``str.split``, where nats-py looks at each character in
-        a generator (a task event's seven headers: 6.5 → 2.9 µs)."""
+        a generator (a task event's seven headers: 6.6–7.4 → 3.3–3.5 µs)."""
         out: dict[str, str] = {}
         for line in raw.split(b"\r\n"):
             name, sep, value = line.partition(b":")
@@ -135,7 +135,7 @@ class NatsClient(Client):
                 key = name.strip().decode("ascii")
             except UnicodeDecodeError:
                 continue
-            if len(key.split()) > 1:
+            if key and key.split() != [key]:  # white space in it (``str.split`` splits on it)
                 continue
             out[key] = value.strip().decode("utf-8", "replace")
         return out
