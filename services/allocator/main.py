@@ -67,7 +67,7 @@ from qubus.bus.messages import (
 )
 from qubus.bus.service import Runtime
 from qubus.bus.workers import is_small, off_loop
-from qubus.circuits import circuit_from_json
+from qubus.circuits import circuit_from_wire
 from qubus.devices.cost import Limits
 from qubus.errors import QubusError, Retry
 from qubus.network.links import Topology, fleet_topology
@@ -249,7 +249,7 @@ def weigh_split(
         return outcome
     try:
         choice = choose_split(
-            circuit_from_json(event.circuit),
+            circuit_from_wire(event.circuit),
             event.options,
             outcome,
             fleet,

@@ -11,7 +11,7 @@ from qubus.bus.consumer import Context, Stage
 from qubus.bus.messages import TaskChecked, TaskParsed
 from qubus.bus.service import Runtime
 from qubus.bus.workers import HeavySlot, is_long, is_small, laned_concurrency, off_loop
-from qubus.circuits import circuit_from_json
+from qubus.circuits import circuit_from_wire
 from qubus.circuits.checks import run_checks
 from qubus.circuits.sweeps import representative
 from qubus.errors import CircuitRejected
@@ -23,7 +23,7 @@ def check(event: TaskParsed, fleet_max_qubits: int, split_max_qubits: int) -> Ta
     """Run every check (on a sweep's first point: ``qubus.circuits.sweeps``); a hard failure
     rejects the task listing every failed check."""
     report = run_checks(
-        representative(circuit_from_json(event.circuit), event.options),
+        representative(circuit_from_wire(event.circuit), event.options),
         fleet_max_qubits=fleet_max_qubits,
         split_max_qubits=split_max_qubits,
     )

@@ -12,7 +12,7 @@ from qubus.bus.consumer import Context, Stage
 from qubus.bus.messages import NodePrediction, NodeStatus, NoiseEvaluation, TaskChecked
 from qubus.bus.service import Runtime
 from qubus.bus.workers import HeavySlot, is_heavy, is_small, laned_concurrency, off_loop
-from qubus.circuits import circuit_from_json
+from qubus.circuits import circuit_from_wire
 from qubus.circuits.sweeps import representative
 from qubus.devices.compile import compile_for_device
 from qubus.devices.cost import emulation_cost, refuse_too_large
@@ -34,7 +34,7 @@ def predict(
         QubusError: ``qpu.too_large`` when every node the circuit fits would refuse it as too
             large to emulate (the estimates in the message).
     """
-    circuit = representative(circuit_from_json(event.circuit), event.options)
+    circuit = representative(circuit_from_wire(event.circuit), event.options)
     noiseless = event.options.noiseless
     predictions = []
     too_large = []

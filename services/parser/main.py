@@ -31,7 +31,7 @@ from qubus.bus.workers import (
     laned_concurrency,
     off_loop,
 )
-from qubus.circuits import Features, circuit_features, circuit_to_json, load_circuit
+from qubus.circuits import Features, circuit_features, circuit_to_wire, load_circuit
 from qubus.circuits.novelty import VECTOR_VERSION, FeatureRecord, NoveltyIndex, feature_vector
 from qubus.circuits.qasm.count import expanded_operations
 from qubus.circuits.sweeps import check_points
@@ -123,12 +123,12 @@ class SeenCircuits:
 
 def describe(event: TaskIngested) -> tuple[str, Features]:
     """Parse the task's circuit (raises ``QasmError`` with line and column) and check that the
-    task gives values to its parameters (``qubus.circuits.sweeps.check_points``); its Cirq
-    JSON and features."""
+    task gives values to its parameters (``qubus.circuits.sweeps.check_points``); its wire
+    form (``qubus.circuits.ir.circuit_to_wire``) and features."""
     circuit = load_circuit(event.text, event.format)
     check_points(circuit, event.options.sweep)
-    text = circuit_to_json(circuit)
-    return text, circuit_features(circuit, text)
+    wire = circuit_to_wire(circuit)
+    return wire, circuit_features(circuit, wire)
 
 
 INLINE_MAX_OPERATIONS = 200

@@ -127,7 +127,7 @@ from qubus.bus.messages import (
 from qubus.bus.metrics import QPU_QUEUE
 from qubus.bus.service import Runtime
 from qubus.bus.workers import JobStopped, WorkerPool, is_quick, report_progress
-from qubus.circuits import circuit_from_json
+from qubus.circuits import circuit_from_wire
 from qubus.client.aio import request_reply
 from qubus.devices.compile import compile_for_device
 from qubus.devices.cost import (
@@ -190,16 +190,16 @@ class IdealsMissing(Retry):
 
 
 @functools.lru_cache(maxsize=4)
-def _circuit(circuit_json: str) -> cirq.Circuit:
-    """The circuit of ``circuit_json``, decoded once per worker process: ``estimate``,
+def _circuit(wire: str) -> cirq.Circuit:
+    """The circuit of its wire form, decoded once per worker process: ``estimate``,
     ``execute`` and ``predict_on`` of one task read the same text (nothing downstream mutates
     the circuit)."""
-    return circuit_from_json(circuit_json)
+    return circuit_from_wire(wire)
 
 
 def execute(
     device: Device,
-    circuit_json: str,
+    wire: str,
     shots: int,
     seed: int,
     noiseless: bool,
@@ -215,7 +215,7 @@ def execute(
         of this run: on ``device``'s calibration (``qubus.devices.prediction.predict_fidelity``), or
         for a noiseless run that of ``shots`` samples of the ideal distribution itself.
     """
-    compiled = compile_for_device(_circuit(circuit_json), device)
+    compiled = compile_for_device(_circuit(wire), device)
     counts = emulate(
         compiled,
         device,
@@ -229,21 +229,21 @@ def execute(
         p = np.fromiter(ideal.values(), dtype=float, count=len(ideal))
         predicted = hellinger_of_model(p, p, shots)
     elif ideal is not None:
-        predicted = predict_on(device, circuit_json, shots, ideal)
+        predicted = predict_on(device, wire, shots, ideal)
     return counts, emulated_runtime_s(compiled, device, shots), predicted
 
 
-def estimate(device: Device, circuit_json: str, shots: int, noiseless: bool) -> EmulationCost:
+def estimate(device: Device, wire: str, shots: int, noiseless: bool) -> EmulationCost:
     """The emulation's estimated cost on ``device`` (in the worker process, whose compilation
     cache :func:`execute` then reuses)."""
-    compiled = compile_for_device(_circuit(circuit_json), device)
+    compiled = compile_for_device(_circuit(wire), device)
     return emulation_cost(compiled, shots, noiseless=noiseless)
 
 
 def execute_split(
     plan: SplitPlan,
     devices: Sequence[Device],
-    circuit_json: str,
+    wire: str,
     link_fidelity: Mapping[tuple[str, str], float],
     shots: int,
     seed: int,
@@ -253,7 +253,7 @@ def execute_split(
     """Run a split plan (in the worker process): ``qubus.network.distributed.run_split`` of the
     plan's partition, part ``i`` on ``devices[i]``, with the Werner fidelity of the pairs per pair
     of nodes (sorted) and the task's ideal distribution."""
-    circuit = circuit_from_json(circuit_json)
+    circuit = circuit_from_wire(wire)
     partition = partition_of(circuit, plan)
     return run_split(
         circuit,
@@ -267,11 +267,11 @@ def execute_split(
     )
 
 
-def predict_on(device: Device, circuit_json: str, shots: int, ideal: Mapping[str, float]) -> float:
+def predict_on(device: Device, wire: str, shots: int, ideal: Mapping[str, float]) -> float:
     """The predicted Hellinger fidelity of ``shots`` shots of the circuit on ``device``'s
     calibration (``qubus.devices.prediction.predict_fidelity``; the circuit and its compilation
     are cached: after ``execute`` neither is made again)."""
-    compiled = compile_for_device(_circuit(circuit_json), device)
+    compiled = compile_for_device(_circuit(wire), device)
     return predict_fidelity(compiled, device, ideal, shots=shots)
 
 

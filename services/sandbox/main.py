@@ -17,7 +17,7 @@ from qubus.bus.consumer import Context, Stage
 from qubus.bus.messages import SandboxEvaluation, SweepIdeals, TaskChecked
 from qubus.bus.service import Runtime
 from qubus.bus.workers import Lanes, WorkerPool, is_heavy, is_tiny, laned_concurrency
-from qubus.circuits import circuit_from_json
+from qubus.circuits import circuit_from_wire
 from qubus.circuits.simulate import terminal_only
 from qubus.devices.sandbox import SandboxLimits, evaluate, evaluate_circuit
 from qubus.devices.sweeps import evaluate_sweep, sample_points, sweep_ideals
@@ -81,7 +81,7 @@ async def setup(rt: Runtime) -> None:
         if event.options.sweep is not None:
             return await evaluate_points(event, event.options.sweep, pool, ctx)
         if is_tiny(event.circuit, event.features):
-            circuit = circuit_from_json(event.circuit)
+            circuit = circuit_from_wire(event.circuit)
             if terminal_only(circuit):
                 return evaluate_circuit(event.task_id, circuit, event.options.shots, limits)
         return await pool.run(

@@ -12,7 +12,7 @@ import pytest
 
 from qubus.bus.logs import split_lines
 from qubus.bus.messages import SubmitRequest, TaskAllocated, TaskCompleted
-from qubus.circuits import circuit_from_json
+from qubus.circuits import circuit_from_wire
 from qubus.devices.compile import compile_for_device
 from qubus.devices.prediction import predict_fidelity
 from qubus.devices.profiles import Device, drift_devices
@@ -59,7 +59,7 @@ async def test_prediction_is_recomputed_on_the_calibration_the_task_ran_on(clien
             assert allocated.calibration_revision in snapshots
             assert completed.calibration_revision in snapshots
             assert completed.allocated_fidelity == allocated.predicted_fidelity
-            circuit = circuit_from_json(allocated.circuit)
+            circuit = circuit_from_wire(allocated.circuit)
             assert allocated.predicted_fidelity == pytest.approx(
                 predicted_on(snapshots[allocated.calibration_revision], circuit, allocated.ideal)
             )

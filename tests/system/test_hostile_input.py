@@ -174,15 +174,14 @@ async def test_every_stage_refuses_a_bomb_it_is_handed_and_a_normal_task_still_r
 
 
 async def test_a_result_too_large_to_publish_is_rejected_at_once_not_retried(client):
-    """3 KB of OpenQASM within the operation limit whose parsed circuit is too large for the
-    bus: a 2,000-character register name repeated in each of 5,000 operations (20 MB of Cirq
-    JSON, over the 8 MiB payload). Rejected on the first delivery, where it used to be parsed
-    again on each of five and then fail as ``internal.error``."""
+    """2 KB of OpenQASM within the operation limit whose parsed circuit is too large for the
+    bus: 5,000 qubits of a register with a 2,000-character name, each measured (10 MB in
+    either wire form, over the 8 MiB payload: each qubit's name is written once). Rejected on
+    the first delivery, where it used to be parsed again on each of five and then fail as
+    ``internal.error``."""
     name = "q" * 2000
-    lines = ["OPENQASM 2.0;", 'include "qelib1.inc";', f"qreg {name}[2];"]
-    lines += ["gate g0 a,b { cx a,b; }"]
-    lines += [f"gate g{k} a,b {{ " + f"g{k - 1} a,b; " * 10 + "}" for k in range(1, 4)]
-    lines += [f"g3 {name}[0],{name}[1];"] * 5
+    lines = ["OPENQASM 2.0;", 'include "qelib1.inc";', f"qreg {name}[5000];", "creg c[5000];"]
+    lines += [f"measure {name} -> c;"]
     reply = await client.submit(SubmitRequest(circuit="\n".join(lines), shots=10))
     events = [e.event for e in await client.wait(reply.task_id, timeout=120)]
     assert [e.EVENT for e in events] == ["ingested", "rejected"]

@@ -13,6 +13,7 @@ from qubus.circuits import (
     circuit_features,
     circuit_from_json,
     circuit_to_json,
+    circuit_to_wire,
     load_circuit,
 )
 from qubus.errors import InvalidPayload, QasmError
@@ -62,10 +63,10 @@ def test_fingerprint_depends_on_operations_not_on_moment_layout():
     fingerprint = circuit_features(packed).fingerprint
     assert circuit_features(spread).fingerprint == fingerprint
     assert circuit_features(changed).fingerprint != fingerprint
-    # Given the circuit's own Cirq JSON, the fingerprint is the same whether the moments are
-    # already packed (the JSON is reused) or not (the packed circuit is encoded).
+    # Given the circuit's own wire form, the fingerprint is the same whether the moments are
+    # already packed (the text is reused) or not (the packed circuit is encoded).
     for circuit in (packed, spread):
-        assert circuit_features(circuit, circuit_to_json(circuit)).fingerprint == fingerprint
+        assert circuit_features(circuit, circuit_to_wire(circuit)).fingerprint == fingerprint
 
 
 def test_same_qasm_text_gives_same_fingerprint():

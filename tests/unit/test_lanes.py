@@ -23,10 +23,11 @@ from qubus.bus.workers import (
     is_heavy,
     is_long,
     is_quick,
+    is_short,
     is_small,
     is_tiny,
 )
-from qubus.circuits import circuit_features, circuit_to_json, load_circuit
+from qubus.circuits import circuit_features, circuit_to_json, circuit_to_wire, load_circuit
 from qubus_services.parser.main import weight
 
 
@@ -116,8 +117,8 @@ def test_a_short_circuit_is_parsed_inline_and_cirq_json_is_judged_by_its_text(de
 
 def test_a_tiny_circuit_is_simulated_on_the_event_loop_and_one_run_shot_by_shot_is_not(dev_qasm):
     def tiny(circuit: cirq.Circuit) -> bool:
-        text = circuit_to_json(circuit)
-        return is_tiny(text, circuit_features(circuit, text))
+        wire = circuit_to_wire(circuit)
+        return is_tiny(wire, circuit_features(circuit, wire))
 
     bell = load_circuit((dev_qasm / "qasmbench__bell_n4.qasm").read_text(), "qasm2")
     assert tiny(bell)
@@ -141,6 +142,15 @@ def test_a_small_circuit_is_short_and_has_no_circuit_operation_with_or_without_f
         assert is_small(text) is small
     long = circuit_to_json(cirq.Circuit(cirq.X(cirq.LineQubit(0)) for _ in range(400)))
     assert len(long) > INLINE_MAX_BYTES and not is_small(long)
+
+
+def test_the_compact_wire_form_is_short_up_to_a_length_of_its_own():
+    q = cirq.LineQubit.range(2)
+    for operations, short in [(40, True), (400, False)]:
+        wire = circuit_to_wire(cirq.Circuit([cirq.H(q[0]), cirq.CNOT(*q)] * (operations // 2)))
+        assert wire.startswith("[") and len(wire) < INLINE_MAX_BYTES
+        assert is_short(wire) is short and is_small(wire) is short
+        assert is_quick(wire, 0.0) is short
 
 
 def test_only_a_quick_emulation_of_a_short_circuit_runs_inline():

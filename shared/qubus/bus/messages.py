@@ -244,7 +244,8 @@ class Features(Model):
         measured_qubits: Names of measured qubits, sorted.
         classical_control: Whether any operation is classically controlled.
         interaction_graph: ``(a, b, n)``: ``n`` multi-qubit operations touch both ``a < b``.
-        fingerprint: SHA-256 hex of the canonical Cirq JSON of the re-packed circuit.
+        fingerprint: SHA-256 hex of the wire form of the re-packed circuit
+            (``qubus.circuits.ir.circuit_to_wire``, which is canonical).
     """
 
     qubits: int
@@ -260,7 +261,11 @@ class Features(Model):
 
 
 class TaskParsed(TaskEvent):
-    """The circuit as Cirq JSON, with its features and novelty (``qubus.circuits.novelty``).
+    """The circuit in its wire form, with its features and novelty (``qubus.circuits.novelty``).
+
+    The ``circuit`` of this event and of ``TaskChecked``, ``TaskScored`` and ``TaskAllocated``
+    is ``qubus.circuits.ir.circuit_to_wire``'s text: compact, or Cirq JSON where the circuit
+    has no compact form. Events stored with Cirq JSON read the same way.
 
     ``novelty`` and ``feature_vector`` are absent (0.0, empty) in events stored before the
     parser computed them.
@@ -270,7 +275,7 @@ class TaskParsed(TaskEvent):
     EVENT: ClassVar[str] = "parsed"
     EXPIRES: ClassVar[bool] = True
 
-    circuit: str  # Cirq JSON
+    circuit: str  # the wire form
     features: Features
     options: TaskOptions
     novelty: float = Field(default=0.0, ge=0.0, le=1.0)

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from qubus.bus.lifetime import dies_with_parent
 from qubus.bus.messages import Features
+from qubus.circuits.bounds import wire_operations
 from qubus.errors import SimulationError
 
 T = TypeVar("T")
@@ -36,15 +37,33 @@ INLINE_MAX_BYTES = 8 * 1024
 it, the work takes well under a millisecond and a thread hop (context copy, future, the
 loop's wake-up) costs a good part of the stage's CPU."""
 
+INLINE_MAX_WIRE_OPERATIONS = 40
+"""Most operations of a circuit in the compact wire form (``qubus.circuits.ir.circuit_to_wire``)
+worked on on the event loop: what ``INLINE_MAX_BYTES`` of Cirq JSON hold. The compact form takes
+some 8 characters an operation, and a line for each distinct gate and qubit, so its length
+tells little of its work."""
 
-def is_small(circuit_json: str, features: Features | None = None) -> bool:
-    """Whether a circuit is small enough to work on on the event loop: short Cirq JSON and no
-    ``CircuitOperation`` (gate name ``op`` in its ``features``; without them, its Cirq JSON
-    type named in the text), whose repetitions a short text can hide."""
-    if len(circuit_json) > INLINE_MAX_BYTES:
+
+def is_short(wire: str) -> bool:
+    """Whether a circuit's wire form is short enough to work on on the event loop: its text at
+    most ``INLINE_MAX_BYTES``, and in the compact form, the operations it declares
+    (``qubus.circuits.bounds.wire_operations``) at most ``INLINE_MAX_WIRE_OPERATIONS``."""
+    if len(wire) > INLINE_MAX_BYTES:
+        return False
+    if not wire.startswith("["):
+        return True
+    operations = wire_operations(wire)
+    return operations is not None and operations <= INLINE_MAX_WIRE_OPERATIONS
+
+
+def is_small(wire: str, features: Features | None = None) -> bool:
+    """Whether a circuit is small enough to work on on the event loop: short (``is_short``)
+    and no ``CircuitOperation`` (gate name ``op`` in its ``features``; without them, its Cirq
+    JSON type named in the text), whose repetitions a short text can hide."""
+    if not is_short(wire):
         return False
     if features is None:
-        return '"CircuitOperation"' not in circuit_json
+        return '"CircuitOperation"' not in wire
     return "op" not in features.gate_counts
 
 
@@ -57,14 +76,14 @@ worker process some 0.6 ms more (the stage's CPU a task fell by that much withou
 ``benchmarks/fastpath.py``)."""
 
 
-def is_tiny(circuit_json: str, features: Features) -> bool:
+def is_tiny(wire: str, features: Features) -> bool:
     """Whether simulating a circuit costs no more than about twice what sending it to a worker
     process does: small (``is_small``), at most ``INLINE_WORK`` operations × amplitudes, and
     nothing that makes a simulation run shot by shot (a reset, classical control; mid-circuit
     measurements are the caller's to rule out, on the circuit)."""
     operations = sum(features.gate_counts.values())
     return (
-        is_small(circuit_json, features)
+        is_small(wire, features)
         and not features.classical_control
         and "reset" not in features.gate_counts
         and operations * 2**features.qubits <= INLINE_WORK
@@ -78,10 +97,11 @@ of work with compilation, ``benchmarks/stagework.py``, and the round trip to the
 0.6 ms more: the QPU nodes' CPU a task fell by that much without it)."""
 
 
-def is_quick(circuit_json: str, estimate_s: float) -> bool:
+def is_quick(wire: str, estimate_s: float) -> bool:
     """Whether emulating a circuit estimated at ``estimate_s`` costs no more than about twice
-    what sending it to a worker process does (its short text takes as little to read)."""
-    return len(circuit_json) <= INLINE_MAX_BYTES and estimate_s <= INLINE_EMULATION_S
+    what sending it to a worker process does (its short text, ``is_short``, takes as little
+    to read)."""
+    return is_short(wire) and estimate_s <= INLINE_EMULATION_S
 
 
 HEAVY_WORK = 2**24

@@ -1,7 +1,8 @@
 """Public circuit API: load circuits from the wire formats and describe them.
 
-The IR is ``cirq.Circuit``; on the wire it travels as Cirq JSON. ``load_circuit`` accepts the
-three submission formats, ``circuit_features`` summarises a circuit for the parser stage
+The IR is ``cirq.Circuit``; between the stages it travels in a compact wire form, or as Cirq
+JSON where it has none (``circuit_to_wire``). ``load_circuit`` accepts the three submission
+formats, ``circuit_features`` summarises a circuit for the parser stage
 (sizes, gate counts, interaction graph) and gives it a content-addressed ``fingerprint``.
 
 The names below are loaded on first use (PEP 562): a process that only bounds-checks circuit
@@ -21,7 +22,9 @@ if TYPE_CHECKING:
         FORMATS,
         circuit_features,
         circuit_from_json,
+        circuit_from_wire,
         circuit_to_json,
+        circuit_to_wire,
         gate_name,
         load_circuit,
     )
@@ -35,7 +38,9 @@ _HOMES = {
             "FORMATS",
             "circuit_features",
             "circuit_from_json",
+            "circuit_from_wire",
             "circuit_to_json",
+            "circuit_to_wire",
             "gate_name",
             "load_circuit",
         ),
@@ -48,7 +53,9 @@ __all__ = [
     "Features",
     "circuit_features",
     "circuit_from_json",
+    "circuit_from_wire",
     "circuit_to_json",
+    "circuit_to_wire",
     "gate_name",
     "load_circuit",
     "parse_qasm",

@@ -311,6 +311,162 @@ def _plain_key(d: dict[str, Any]) -> tuple | None:
     return tuple(items)
 
 
+WIRE_VERSION = 1
+"""The version of the compact wire form ``circuit_to_wire`` writes."""
+
+
+def circuit_to_wire(circuit: cirq.AbstractCircuit) -> str:
+    """A task's circuit as it travels between the stages (the ``circuit`` of ``TaskParsed``,
+    ``TaskChecked``, ``TaskScored`` and ``TaskAllocated``): compact where the circuit allows
+    it, else its Cirq JSON (``circuit_to_json``).
+
+    The compact form is lines of text. The first is JSON, ``[1, qubits, operations,
+    moments]``: the version, the number of qubits, the number of operations, and each moment
+    as its operations, an operation as the index of its gate and the indices of its qubits.
+    Then each distinct qubit and each distinct gate, in the order the moments first use them,
+    as its Cirq JSON, one a line. It is written for a ``cirq.Circuit`` of untagged moments
+    whose every operation is a gate operation (or a Pauli gate on a qubit, what ``cirq.X(q)``
+    makes) of a plain gate (whose Cirq JSON holds only scalars and lists of integers) on
+    named, line or grid qubits: every circuit parsed from OpenQASM without classical control.
+    It is canonical: equal circuits of equal gate texts have one text. A fastpath circuit
+    (``benchmarks/fastpath.py``) is 2,034 characters of Cirq JSON and 754 of this.
+    """
+    return _compact(circuit) or circuit_to_json(circuit)
+
+
+def circuit_from_wire(text: str) -> cirq.Circuit:
+    """Read a circuit in its wire form (``circuit_to_wire``), compact or Cirq JSON.
+
+    Raises:
+        InvalidPayload: ``cirq_json.invalid`` if the text is neither; ``circuit.too_large``
+            for more than ``qubus.circuits.bounds.MAX_OPERATIONS`` operations.
+    """
+    if not text.startswith("["):
+        return circuit_from_json(text)
+    head, *lines = text.split("\n")
+    try:
+        version, count, operations, moments = decode_json(head)
+        if version != WIRE_VERSION:
+            raise ValueError(f"version {version!r}; this reader knows {WIRE_VERSION}")
+        check_operations(operations, what="cirq-json")
+        if sum(map(len, moments)) != operations:
+            raise ValueError(f"{operations} operations declared, another number given")
+        return _from_compact(moments, lines[:count], lines[count:])
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+        raise InvalidPayload(
+            f"not a circuit in qubus's wire form: {error}", code="cirq_json.invalid"
+        ) from error
+
+
+def _compact(circuit: cirq.AbstractCircuit) -> str | None:
+    """The compact wire form of a circuit (``circuit_to_wire``); None if it has none."""
+    if type(circuit) is not cirq.Circuit:
+        return None
+    qubits: dict[cirq.Qid, int] = {}
+    texts: dict[int, str] = {}  # each gate's text, by the gate object's id
+    gates: dict[str, int] = {}  # by the gate's text: equal gates can differ, rz(0.0), rz(-0.0)
+    moments, operations = [], 0
+    for moment in circuit:
+        if moment.tags:
+            return None
+        ops = []
+        for op in moment.operations:
+            kind = type(op)
+            if kind is cirq.SingleQubitPauliStringGateOperation:
+                gate = op.gate
+            elif kind is not cirq.GateOperation or isinstance(op.gate, cirq.Pauli):
+                return None  # a Pauli gate's GateOperation would be read back as cirq.X(q)
+            else:
+                gate = op.gate
+            text = texts.get(id(gate))
+            if text is None:
+                text = texts[id(gate)] = _plain_text(gate)
+                if not text:
+                    return None
+            encoded = [gates.setdefault(text, len(gates))]
+            for qubit in op.qubits:
+                index = qubits.get(qubit)
+                if index is None:
+                    if type(qubit) not in _QUBITS:
+                        return None
+                    index = qubits[qubit] = len(qubits)
+                encoded.append(index)
+            ops.append(encoded)
+        moments.append(ops)
+        operations += len(ops)
+    head = json.dumps([WIRE_VERSION, len(qubits), operations, moments], separators=(",", ":"))
+    return "\n".join([head, *map(_qubit_text, qubits), *gates])
+
+
+def _plain_text(gate: cirq.Gate) -> str:
+    """The Cirq JSON text of a plain gate (``_plain_key``); "" for any other gate."""
+    text = json.dumps(gate, cls=CirqJsonWriter)
+    return text if _plain_key(json.loads(text)) is not None else ""
+
+
+_QUBIT_TEXTS = Lru(PLAIN_VALUES)
+"""Each qubit written so far, with its Cirq JSON text."""
+
+
+def _qubit_text(qubit: cirq.Qid) -> str:
+    text = _QUBIT_TEXTS.get(qubit)
+    if text is None:
+        text = json.dumps(qubit, cls=CirqJsonWriter)
+        _QUBIT_TEXTS.put(qubit, text)
+    return text
+
+
+_WIRE_VALUES = Lru(PLAIN_VALUES)
+"""Each gate and qubit read from the compact wire form so far, by its text."""
+
+
+def _wire_value(text: str) -> Any:
+    made = _WIRE_VALUES.get(text)
+    if made is None:
+        made = CirqJsonReader()._plain_member(decode_json(text))
+        if made is None:
+            raise ValueError(f"not a plain gate or qubit: {text[:100]}")
+        _WIRE_VALUES.put(text, made)
+    return made
+
+
+def _from_compact(moments: list, qubit_texts: list[str], gate_texts: list[str]) -> cirq.Circuit:
+    """The circuit of the compact wire form's moments, qubits and gates."""
+    qubits = [_wire_value(text) for text in qubit_texts]
+    if not all(type(q) in _QUBITS for q in qubits):
+        raise ValueError("a qubit that is not a named, line or grid qubit")
+    gates = [_wire_value(text) for text in gate_texts]
+    if not all(isinstance(g, cirq.Gate) for g in gates):
+        raise ValueError("a gate that is not a plain gate")
+    # The number of qubits of each gate that _gate_operation makes an operation of unchecked.
+    arity = [_unchecked_arity(gate) for gate in gates]
+    made = []
+    for ops in moments:
+        moment = []
+        for op in ops:
+            if min(op) < 0:
+                raise ValueError(f"a negative index in {op}")
+            gate, targets = gates[op[0]], tuple([qubits[i] for i in op[1:]])
+            if arity[op[0]] == len(targets) == len(set(targets)):
+                operation = object.__new__(cirq.GateOperation)
+                operation._gate, operation._qubits = gate, targets
+            else:  # checked by cirq; a Pauli's is cirq.X(q)'s kind
+                operation = gate.on(*targets)
+            moment.append(operation)
+        made.append(cirq.Moment.from_ops(*moment))
+    return cirq.Circuit.from_moments(*made)
+
+
+def _unchecked_arity(gate: cirq.Gate) -> int | None:
+    """What ``_gate_operation`` checks of a gate: its number of qubits for a qubit-only gate
+    (``_QUBIT_GATES``, not a Pauli), None for any other."""
+    if type(gate) not in _QUBIT_GATES or isinstance(gate, cirq.Pauli):
+        return None
+    if type(gate) is cirq.MeasurementGate and set(cirq.qid_shape(gate)) != {2}:
+        return None
+    return gate.num_qubits()
+
+
 def load_circuit(source: str, fmt: str) -> cirq.Circuit:
     """Load a submitted circuit.
 
@@ -399,24 +555,24 @@ def _name_of_gate(gate: cirq.Gate) -> str:
     return type(gate).__name__.removesuffix("Gate").lower()
 
 
-def circuit_features(circuit: cirq.AbstractCircuit, circuit_json: str | None = None) -> Features:
+def circuit_features(circuit: cirq.AbstractCircuit, wire: str | None = None) -> Features:
     """Compute the features of a circuit (see ``Features``).
 
     Args:
-        circuit_json: ``circuit_to_json(circuit)``, if the caller has it: when the circuit's
-            moments are already its operations packed earliest-first (as the OpenQASM parser
-            builds them), that is the text the fingerprint hashes, and it is not encoded again.
+        wire: ``circuit_to_wire(circuit)``, if the caller has it: when the circuit's moments
+            are already its operations packed earliest-first (as the OpenQASM parser builds
+            them), that is the text the fingerprint hashes, and it is not encoded again.
     """
     ops = list(circuit.all_operations())
     layers = asap_layers(ops)
     depth = 1 + max(layers, default=-1)
     # Packed, each moment holds the same operations in the same order exactly when every
     # operation already stands in the moment packing gives it.
-    same = circuit_json is not None and depth == len(circuit)
+    same = wire is not None and depth == len(circuit)
     if same:
         moments = (index for index, moment in enumerate(circuit) for _ in moment)
         same = all(layer == index for layer, index in zip(layers, moments, strict=True))
-    canonical = circuit_json if same else circuit_to_json(cirq.Circuit(ops))
+    canonical = wire if same else circuit_to_wire(cirq.Circuit(ops))
     clbits: dict[str, int] = {}
     measured: set[str] = set()
     pairs: Counter[tuple[str, str]] = Counter()

@@ -36,7 +36,7 @@ import numpy as np
 
 from qubus.bus.ids import seed_for
 from qubus.bus.messages import SandboxEvaluation
-from qubus.circuits import circuit_from_json
+from qubus.circuits import circuit_from_wire
 from qubus.circuits.packing import packed_depth
 from qubus.circuits.simulate import (
     PROBABILITY_FLOOR,
@@ -105,11 +105,10 @@ class Repro:
     norm_error: float = 0.0
 
 
-def evaluate(
-    task_id: str, circuit_json: str, shots: int, limits: SandboxLimits
-) -> SandboxEvaluation:
-    """:func:`evaluate_circuit` of a circuit given as Cirq JSON (the worker process's job)."""
-    return evaluate_circuit(task_id, circuit_from_json(circuit_json), shots, limits)
+def evaluate(task_id: str, wire: str, shots: int, limits: SandboxLimits) -> SandboxEvaluation:
+    """:func:`evaluate_circuit` of a circuit given in its wire form (the worker process's
+    job; ``qubus.circuits.ir.circuit_to_wire``)."""
+    return evaluate_circuit(task_id, circuit_from_wire(wire), shots, limits)
 
 
 def evaluate_circuit(

@@ -10,7 +10,7 @@ import cirq
 import numpy as np
 
 from qubus.bus.messages import SandboxEvaluation
-from qubus.circuits import circuit_from_json, circuit_to_json
+from qubus.circuits import circuit_from_wire
 from qubus.circuits.batched import apply
 from qubus.circuits.simulate import TerminalReadout, exact_form, ideal_distribution
 from qubus.circuits.sweeps import FlatPoints, Resolver, Unitaries
@@ -21,7 +21,7 @@ from qubus.devices.sandbox import (
     SandboxLimits,
     check_norm,
     check_numerics,
-    evaluate,
+    evaluate_circuit,
     most_likely,
 )
 from qubus.devices.sweepemulation import SweepEmulator
@@ -30,23 +30,23 @@ from qubus.errors import SimulationError
 
 def evaluate_sweep(
     task_id: str,
-    circuit_json: str,
+    wire: str,
     points: Sequence[Mapping[str, float]],
     shots: int,
     limits: SandboxLimits,
 ) -> SandboxEvaluation:
     """The sandbox's evaluation of a sweep's ``points``: the first point's as for a task
-    (``qubus.devices.sandbox.evaluate``: limits, numerics, ΔRepro, ideal counts), and every
+    (``qubus.devices.sandbox.evaluate_circuit``: limits, numerics, ΔRepro, ideal counts), and every
     point's ideal distribution (:func:`sweep_ideals`), in ``sweep_ideals``.
 
     The points share the circuit's width and depth, so the first point's limits are every
     point's.
 
     Raises:
-        SimulationError: as ``evaluate``, for any point.
+        SimulationError: as ``evaluate_circuit``, for any point.
     """
-    circuit = circuit_from_json(circuit_json)
-    first = evaluate(task_id, circuit_to_json(Resolver(circuit).at(points[0])), shots, limits)
+    circuit = circuit_from_wire(wire)
+    first = evaluate_circuit(task_id, Resolver(circuit).at(points[0]), shots, limits)
     rest, norm_error = _checked_ideals(circuit, points[1:], limits)
     return first.model_copy(
         update={
@@ -57,7 +57,7 @@ def evaluate_sweep(
 
 
 def sweep_ideals(
-    circuit_json: str, points: Sequence[Mapping[str, float]], limits: SandboxLimits
+    wire: str, points: Sequence[Mapping[str, float]], limits: SandboxLimits
 ) -> tuple[list[dict[str, float]], float]:
     """Each point's ideal distribution (at most ``limits.max_outcomes`` of its most likely
     outcomes), checked numerically, and the largest norm error among them: simulated
@@ -67,7 +67,7 @@ def sweep_ideals(
     Raises:
         SimulationError: a point's distribution fails the numerical checks.
     """
-    return _checked_ideals(circuit_from_json(circuit_json), points, limits)
+    return _checked_ideals(circuit_from_wire(wire), points, limits)
 
 
 def _checked_ideals(
@@ -197,21 +197,21 @@ batches of points reuse its layout and routing."""
 _compilers: dict[tuple[str, str, str], PointCompiler] = {}
 
 
-def point_compiler(circuit_json: str, device: Device) -> PointCompiler:
+def point_compiler(wire: str, device: Device) -> PointCompiler:
     """The point compiler of the circuit on the device's calibration, made once per worker
     process (``COMPILERS_KEPT`` at most; the oldest is dropped)."""
-    key = (circuit_json, device.id, device.revision)
+    key = (wire, device.id, device.revision)
     compiler = _compilers.get(key)
     if compiler is None:
         if len(_compilers) >= COMPILERS_KEPT:
             del _compilers[next(iter(_compilers))]
-        compiler = _compilers[key] = PointCompiler(circuit_from_json(circuit_json), device)
+        compiler = _compilers[key] = PointCompiler(circuit_from_wire(wire), device)
     return compiler
 
 
 def run_points(
     device: Device,
-    circuit_json: str,
+    wire: str,
     points: Sequence[Mapping[str, float]],
     shots: int,
     seeds: Sequence[int],
@@ -228,7 +228,7 @@ def run_points(
         without the device's per-job overhead, which the job of the whole sweep or chunk
         counts once.
     """
-    compiler = point_compiler(circuit_json, device)
+    compiler = point_compiler(wire, device)
     together = [None] * len(points)
     if compiler.emulator is not None and not noiseless:
         together = compiler.emulator.run(points, shots, seeds)

@@ -30,7 +30,7 @@ import numpy as np
 
 from qubus.bus.connection import StoredEvent
 from qubus.bus.messages import TaskAllocated, TaskCompleted, TaskIngested
-from qubus.circuits import circuit_features, circuit_from_json
+from qubus.circuits import circuit_features, circuit_from_wire
 from qubus.devices.profiles import load_device
 from qubus.errors import QubusError
 from qubus.scheduling.schedsim import (
@@ -222,7 +222,7 @@ def outcome_objective(
     shots = int(np.median([o.shots for o in outcomes]))
     for outcome in outcomes:
         if outcome.circuit not in index:
-            circuit = circuit_from_json(outcome.circuit)
+            circuit = circuit_from_wire(outcome.circuit)
             fingerprint = circuit_features(circuit).fingerprint
             index[outcome.circuit] = len(circuits)
             circuits[outcome.circuit] = BenchCircuit(
