@@ -417,37 +417,39 @@ def _qubit_text(qubit: cirq.Qid) -> str:
 
 
 _WIRE_VALUES = Lru(PLAIN_VALUES)
-"""Each gate and qubit read from the compact wire form so far, by its text."""
+"""Each gate and qubit read from the compact wire form so far, by its text, with what
+``_unchecked_arity`` says of it."""
 
 
-def _wire_value(text: str) -> Any:
+def _wire_value(text: str) -> tuple[Any, int | None]:
+    """The gate or qubit of a line of the compact wire form, and for a gate, its
+    ``_unchecked_arity``."""
     made = _WIRE_VALUES.get(text)
     if made is None:
-        made = CirqJsonReader()._plain_member(decode_json(text))
-        if made is None:
+        value = CirqJsonReader()._plain_member(decode_json(text))
+        if value is None:
             raise ValueError(f"not a plain gate or qubit: {text[:100]}")
+        made = value, _unchecked_arity(value) if isinstance(value, cirq.Gate) else None
         _WIRE_VALUES.put(text, made)
     return made
 
 
 def _from_compact(moments: list, qubit_texts: list[str], gate_texts: list[str]) -> cirq.Circuit:
     """The circuit of the compact wire form's moments, qubits and gates."""
-    qubits = [_wire_value(text) for text in qubit_texts]
+    qubits = [_wire_value(text)[0] for text in qubit_texts]
     if not all(type(q) in _QUBITS for q in qubits):
         raise ValueError("a qubit that is not a named, line or grid qubit")
-    gates = [_wire_value(text) for text in gate_texts]
-    if not all(isinstance(g, cirq.Gate) for g in gates):
+    gates = [_wire_value(text) for text in gate_texts]  # each with its unchecked arity
+    if not all(isinstance(gate, cirq.Gate) for gate, _ in gates):
         raise ValueError("a gate that is not a plain gate")
-    # The number of qubits of each gate that _gate_operation makes an operation of unchecked.
-    arity = [_unchecked_arity(gate) for gate in gates]
     made = []
     for ops in moments:
         moment = []
         for op in ops:
             if min(op) < 0:
                 raise ValueError(f"a negative index in {op}")
-            gate, targets = gates[op[0]], tuple([qubits[i] for i in op[1:]])
-            if arity[op[0]] == len(targets) == len(set(targets)):
+            (gate, arity), targets = gates[op[0]], tuple([qubits[i] for i in op[1:]])
+            if arity == len(targets) == len(set(targets)):
                 operation = object.__new__(cirq.GateOperation)
                 operation._gate, operation._qubits = gate, targets
             else:  # checked by cirq; a Pauli's is cirq.X(q)'s kind
@@ -459,7 +461,7 @@ def _from_compact(moments: list, qubit_texts: list[str], gate_texts: list[str]) 
 
 def _unchecked_arity(gate: cirq.Gate) -> int | None:
     """What ``_gate_operation`` checks of a gate: its number of qubits for a qubit-only gate
-    (``_QUBIT_GATES``, not a Pauli), None for any other."""
+    (``_QUBIT_GATES``, not a Pauli), None for any other (whose operations cirq checks)."""
     if type(gate) not in _QUBIT_GATES or isinstance(gate, cirq.Pauli):
         return None
     if type(gate) is cirq.MeasurementGate and set(cirq.qid_shape(gate)) != {2}:
