@@ -186,7 +186,7 @@ def test_a_compact_form_of_too_many_operations_is_refused_before_it_is_read(monk
 
 
 def test_the_operations_are_read_from_the_head_without_decoding_it():
-    from qubus.circuits.bounds import wire_operations
+    from qubus.bus.messages import wire_operations
 
     circuit = load_circuit(FASTPATH, "qasm2")
     assert wire_operations(circuit_to_wire(circuit)) == 10

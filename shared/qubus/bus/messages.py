@@ -282,6 +282,19 @@ class TaskParsed(TaskEvent):
     feature_vector: list[float] = Field(default_factory=list)
 
 
+def wire_operations(wire: str) -> int | None:
+    """The number of operations a circuit in the compact wire form declares (``TaskParsed``;
+    ``qubus.circuits.ir.circuit_to_wire``: ``[1,<qubits>,<operations>,...``), read from the
+    start of its text without decoding it (the reader checks it against the operations it
+    reads); None for Cirq JSON, or a text that declares no number."""
+    if not wire.startswith("["):
+        return None
+    try:
+        return int(wire[1:64].split(",", 3)[2])
+    except (IndexError, ValueError):
+        return None
+
+
 class CheckResult(Model):
     """The outcome of one logic check on one circuit (see ``qubus.circuits.checks.CHECKS``)."""
 

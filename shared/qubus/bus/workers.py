@@ -26,8 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from qubus.bus.lifetime import dies_with_parent
-from qubus.bus.messages import Features
-from qubus.circuits.bounds import wire_operations
+from qubus.bus.messages import Features, wire_operations
 from qubus.errors import SimulationError
 
 T = TypeVar("T")
@@ -47,7 +46,7 @@ tells little of its work."""
 def is_short(wire: str) -> bool:
     """Whether a circuit's wire form is short enough to work on on the event loop: its text at
     most ``INLINE_MAX_BYTES``, and in the compact form, the operations it declares
-    (``qubus.circuits.bounds.wire_operations``) at most ``INLINE_MAX_WIRE_OPERATIONS``."""
+    (``qubus.bus.messages.wire_operations``) at most ``INLINE_MAX_WIRE_OPERATIONS``."""
     if len(wire) > INLINE_MAX_BYTES:
         return False
     if not wire.startswith("["):

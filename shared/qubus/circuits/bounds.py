@@ -142,19 +142,6 @@ _COUNTED = {
 }
 
 
-def wire_operations(wire: str) -> int | None:
-    """The number of operations a circuit in the compact wire form declares
-    (``qubus.circuits.ir.circuit_to_wire``: ``[1,<qubits>,<operations>,...``), read from the
-    start of its text without decoding it (the reader checks it against the operations it
-    reads); None for Cirq JSON, or a text that declares no number."""
-    if not wire.startswith("["):
-        return None
-    try:
-        return int(wire[1:64].split(",", 3)[2])
-    except (IndexError, ValueError):
-        return None
-
-
 def check_qasm(text: str) -> None:
     """Refuse OpenQASM that expands into more than ``MAX_OPERATIONS`` (counted from its tokens,
     ``qubus.circuits.qasm.count``).
