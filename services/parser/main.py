@@ -1,4 +1,5 @@
-"""parser: ``ingested`` → ``parsed``. Source text to the cirq IR (as Cirq JSON), features, novelty.
+"""parser: ``ingested`` → ``parsed``. Source text to the cirq IR (in its wire form,
+``qubus.circuits.ir.circuit_to_wire``), features, novelty.
 
 Novelty is kept in JetStream: every circuit's feature vector is stored in KV
 ``qubus_features`` under its fingerprint, with a create that succeeds only for the first task

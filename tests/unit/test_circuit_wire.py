@@ -115,7 +115,7 @@ def test_the_compact_form_is_canonical_and_keeps_every_number_as_written():
     h = cirq.H
     shared = cirq.Circuit(h(a), h(b), cirq.CNOT(a, b))
     apart = cirq.Circuit(cirq.HPowGate()(a), cirq.HPowGate()(b), cirq.CNOT(a, b))
-    assert shared.all_operations().__next__().gate is not apart.all_operations().__next__().gate
+    assert next(shared.all_operations()).gate is not next(apart.all_operations()).gate
     assert circuit_to_wire(shared) == circuit_to_wire(apart)
     assert _read_back(shared).count("HPowGate") == 1
     # Equal gates written otherwise are gates of their own: each reads back as written.

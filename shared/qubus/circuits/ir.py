@@ -272,17 +272,29 @@ def _gate_operation(gate: Any, qubits: tuple) -> cirq.GateOperation | None:
     """The operation of a qubit-only gate (``_QUBIT_GATES``) on distinct qubits, made
     without cirq's argument check, which these conditions replace; None for any other gate
     and qubits."""
-    if (
-        type(gate) in _QUBIT_GATES
-        and len(qubits) == gate.num_qubits()
-        and all(type(q) in _QUBITS for q in qubits)
-        and len(set(qubits)) == len(qubits)
-        and (type(gate) is not cirq.MeasurementGate or set(cirq.qid_shape(gate)) == {2})
-    ):
-        operation = object.__new__(cirq.GateOperation)
-        operation._gate, operation._qubits = gate, qubits
-        return operation
+    arity = _unchecked_arity(gate)
+    if arity == len(qubits) == len(set(qubits)) and all(type(q) in _QUBITS for q in qubits):
+        return _unchecked_operation(gate, qubits)
     return None
+
+
+def _unchecked_arity(gate: Any) -> int | None:
+    """What ``_gate_operation`` checks of a gate: its number of qubits for a qubit-only gate
+    (``_QUBIT_GATES``; a measurement's on qubits only), None for any other (whose operations
+    cirq checks)."""
+    if type(gate) not in _QUBIT_GATES:
+        return None
+    if type(gate) is cirq.MeasurementGate and set(cirq.qid_shape(gate)) != {2}:
+        return None
+    return gate.num_qubits()
+
+
+def _unchecked_operation(gate: cirq.Gate, qubits: tuple) -> cirq.GateOperation:
+    """``cirq.GateOperation(gate, qubits)`` without cirq's argument check: for the caller to
+    have checked what it checks (``_gate_operation``)."""
+    operation = object.__new__(cirq.GateOperation)
+    operation._gate, operation._qubits = gate, qubits
+    return operation
 
 
 PLAIN_VALUES = 4096
@@ -417,19 +429,18 @@ def _qubit_text(qubit: cirq.Qid) -> str:
 
 
 _WIRE_VALUES = Lru(PLAIN_VALUES)
-"""Each gate and qubit read from the compact wire form so far, by its text, with what
-``_unchecked_arity`` says of it."""
+"""Each gate and qubit read from the compact wire form so far, by its text, with its
+``_wire_arity``."""
 
 
 def _wire_value(text: str) -> tuple[Any, int | None]:
-    """The gate or qubit of a line of the compact wire form, and for a gate, its
-    ``_unchecked_arity``."""
+    """The gate or qubit of a line of the compact wire form, with its ``_wire_arity``."""
     made = _WIRE_VALUES.get(text)
     if made is None:
         value = CirqJsonReader()._plain_member(decode_json(text))
         if value is None:
             raise ValueError(f"not a plain gate or qubit: {text[:100]}")
-        made = value, _unchecked_arity(value) if isinstance(value, cirq.Gate) else None
+        made = value, _wire_arity(value)
         _WIRE_VALUES.put(text, made)
     return made
 
@@ -450,23 +461,17 @@ def _from_compact(moments: list, qubit_texts: list[str], gate_texts: list[str]) 
                 raise ValueError(f"a negative index in {op}")
             (gate, arity), targets = gates[op[0]], tuple([qubits[i] for i in op[1:]])
             if arity == len(targets) == len(set(targets)):
-                operation = object.__new__(cirq.GateOperation)
-                operation._gate, operation._qubits = gate, targets
+                moment.append(_unchecked_operation(gate, targets))
             else:  # checked by cirq; a Pauli's is cirq.X(q)'s kind
-                operation = gate.on(*targets)
-            moment.append(operation)
+                moment.append(gate.on(*targets))
         made.append(cirq.Moment.from_ops(*moment))
     return cirq.Circuit.from_moments(*made)
 
 
-def _unchecked_arity(gate: cirq.Gate) -> int | None:
-    """What ``_gate_operation`` checks of a gate: its number of qubits for a qubit-only gate
-    (``_QUBIT_GATES``, not a Pauli), None for any other (whose operations cirq checks)."""
-    if type(gate) not in _QUBIT_GATES or isinstance(gate, cirq.Pauli):
-        return None
-    if type(gate) is cirq.MeasurementGate and set(cirq.qid_shape(gate)) != {2}:
-        return None
-    return gate.num_qubits()
+def _wire_arity(value: Any) -> int | None:
+    """``_unchecked_arity`` of a gate read from the compact wire form, but None for a Pauli
+    (its line stands for the operation ``cirq.X(q)`` makes) and for a qubit."""
+    return None if isinstance(value, cirq.Pauli) else _unchecked_arity(value)
 
 
 def load_circuit(source: str, fmt: str) -> cirq.Circuit:

@@ -157,7 +157,7 @@ class Outcome:
 
     Attributes:
         task_id: The task.
-        circuit: Its circuit (Cirq JSON, as allocated).
+        circuit: Its circuit (its wire form, as allocated).
         ideal: Its ideal distribution.
         shots: Its shots.
         arrival: When it was submitted (Unix time).
