@@ -6,8 +6,8 @@ stage's own functions:
 
 * ``ingestion``: the size check of the OpenQASM text (``qubus.circuits.ingest.check_circuit``);
 * ``parser``: its lane choice and parse (``weight``, ``describe``: the operation count, the
-  parse, Cirq JSON and features);
-* ``logic``: its checks (``check``, which reads the circuit's Cirq JSON);
+  parse, the wire form and features);
+* ``logic``: its checks (``check``, which reads the circuit's wire form);
 * ``sandbox``: ``qubus.devices.sandbox.evaluate`` (ideal distribution, checks, ΔRepro);
 * ``noise``: the noise service's ``predict``, for every node of the default fleet (compile,
   emulation estimate, ESP, noise budget, modelled run time);
@@ -43,7 +43,6 @@ from qubus.bus.config import Settings
 from qubus.bus.limits import MAX_SHOTS
 from qubus.bus.messages import TaskChecked, TaskIngested, TaskOptions, TaskParsed, TaskScored
 from qubus.circuits.ingest import check_circuit
-from qubus.circuits.ir import circuit_features, circuit_to_json, load_circuit
 from qubus.cli.common import number_in
 from qubus.devices.cost import Limits
 from qubus.devices.profiles import DEFAULT_FLEET, load_device, status_of
@@ -114,10 +113,8 @@ def main() -> None:
 
     @functools.cache
     def parsed(i: int) -> TaskParsed:
-        circuit = load_circuit(qasm(i), "qasm2")
-        text = circuit_to_json(circuit)
-        features = circuit_features(circuit, text)
-        return TaskParsed(task_id=task_id(i), circuit=text, features=features, options=options)
+        wire, features = describe(ingested(i))  # the circuit as the parser sends it on
+        return TaskParsed(task_id=task_id(i), circuit=wire, features=features, options=options)
 
     def checked(i: int) -> TaskChecked:
         return check(parsed(i), fleet_max, split_max)
