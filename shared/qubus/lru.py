@@ -14,7 +14,7 @@ class Lru:
 
     The entries are a dict in the order of their last use. A hit takes its entry out and puts
     it back last, under the caller's key: one comparison of keys where ``OrderedDict``'s
-    ``in``, ``move_to_end`` and ``[]`` made three, and a key of cirq operations (the compile
+    ``in``, ``move_to_end`` and ``[]`` made three, and a key of cirq gates (the compile
     caches') is compared gate by gate; compiling a fastpath circuit for four nodes took 1.02–1.03
     ms before, 0.98 after. The next look-up with the same key object finds it by identity,
     without comparing.

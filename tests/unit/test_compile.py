@@ -171,6 +171,12 @@ def test_compilation_is_cached_per_circuit_and_revision() -> None:
     first = compile_for_device(ghz(3), device)
     assert compile_for_device(ghz(3), device) is first
     assert compile_for_device(ghz(3), load_device("ibm_manila")) is not first
+    q = named(2)
+    cz = compile_for_device(cirq.Circuit(cirq.CZ(q[0], q[1])), device)
+    assert compile_for_device(cirq.Circuit(cirq.CZ(q[0], q[1])), device) is cz
+    # Equal to cirq (CZ is symmetric), but the order of its qubits is its own compilation's.
+    assert cirq.CZ(q[1], q[0]) == cirq.CZ(q[0], q[1])
+    assert compile_for_device(cirq.Circuit(cirq.CZ(q[1], q[0])), device) is not cz
 
 
 def test_a_circuit_with_other_one_qubit_gates_reuses_the_routing_and_compiles_as_without_it():
