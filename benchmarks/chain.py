@@ -42,7 +42,7 @@ from qubus.bus.messages import TaskParsed
 from qubus.bus.natsserver import NatsServer, free_ports
 from qubus.bus.service import Runtime, run_service
 from qubus.bus.tracing import TraceContext
-from qubus.circuits.ir import circuit_features, circuit_to_json, load_circuit
+from qubus.circuits.ir import circuit_features, circuit_to_wire, load_circuit
 from qubus.cli.common import number_in
 
 CONCURRENCY = 4
@@ -77,7 +77,7 @@ def relay_main(hop: int, url: str, log_path: str) -> None:
 def parsed_event(i: int, shots: int) -> TaskParsed:
     """Fastpath circuit ``i``'s ``parsed`` event at ``shots`` shots, owned by hop 0."""
     circuit = load_circuit(qasm(i), "qasm2")
-    text = circuit_to_json(circuit)
+    text = circuit_to_wire(circuit)
     features = circuit_features(circuit, text)
     return TaskParsed(
         task_id=f"{owner(0)}.t{i}", circuit=text, features=features, options={"shots": shots}

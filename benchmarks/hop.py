@@ -32,7 +32,7 @@ from qubus.bus.consumer import Context, Stage, StageRunner
 from qubus.bus.messages import TaskChecked, TaskParsed
 from qubus.bus.natsserver import NatsServer, free_ports
 from qubus.bus.tracing import TraceContext
-from qubus.circuits.ir import circuit_features, circuit_to_json, load_circuit
+from qubus.circuits.ir import circuit_features, circuit_to_wire, load_circuit
 from qubus.cli.common import number_in
 
 QASM = (
@@ -59,7 +59,7 @@ async def relay(event: TaskParsed, ctx: Context) -> TaskChecked:
 def parsed_event() -> TaskParsed:
     """The ``parsed`` event of the 4-qubit circuit, as the parser stores it (task id to set)."""
     circuit = load_circuit(QASM, "qasm2")
-    text = circuit_to_json(circuit)
+    text = circuit_to_wire(circuit)
     features = circuit_features(circuit, text)
     return TaskParsed(task_id="bench.t0", circuit=text, features=features, options={"shots": 200})
 
