@@ -146,7 +146,7 @@ def main() -> None:
 
     jobs = {
         "ingestion": Job(qasm, lambda text: check_circuit(text, "qasm2")),
-        "parser": Job(ingested, lambda event: (weight(event), describe(event))),
+        "parser": Job(ingested, lambda event: describe(event, weight(event).operations)),
         "logic": Job(parsed, lambda event: check(event, fleet_max, split_max)),
         "sandbox": Job(
             lambda i: (task_id(i), circuit(i)),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import nats.js.errors
 from nats.js.kv import KeyValue
@@ -122,11 +123,12 @@ class SeenCircuits:
         return self._index.novelty(vector, before=revision)
 
 
-def describe(event: TaskIngested) -> tuple[str, Features]:
+def describe(event: TaskIngested, operations: int | None = None) -> tuple[str, Features]:
     """Parse the task's circuit (raises ``QasmError`` with line and column) and check that the
     task gives values to its parameters (``qubus.circuits.sweeps.check_points``); its wire
-    form (``qubus.circuits.ir.circuit_to_wire``) and features."""
-    circuit = load_circuit(event.text, event.format)
+    form (``qubus.circuits.ir.circuit_to_wire``) and features. ``operations``: the OpenQASM
+    text's count, when ``weight`` made it whole (not made again)."""
+    circuit = load_circuit(event.text, event.format, operations=operations)
     check_points(circuit, event.options.sweep)
     wire = circuit_to_wire(circuit)
     return wire, circuit_features(circuit, wire)
@@ -136,22 +138,38 @@ INLINE_MAX_OPERATIONS = 200
 """Most operations a source parsed on the event loop may expand into (``inline``)."""
 
 
-def weight(event: TaskIngested) -> tuple[bool, bool]:
-    """Whether the task's source is small enough to parse on the event loop, and whether it is
-    heavy to parse (its stage's heavy lane: ``qubus.bus.workers.HeavySlot``). OpenQASM is
-    counted from its tokens (which stops early, past ``HEAVY_OPERATIONS``): inline up to
-    ``INLINE_MAX_OPERATIONS`` in a short text, heavy past ``HEAVY_OPERATIONS``. Cirq JSON is
-    judged by its text: inline if short and without a ``CircuitOperation`` (whose repetitions
-    a short text can hide), heavy if it has one or is longer than ``HEAVY_CIRQ_JSON_BYTES``."""
+class Weight(NamedTuple):
+    """How heavy a task's source is to parse (``weight``).
+
+    Attributes:
+        inline: Small enough to parse on the event loop.
+        heavy: Heavy to parse: in its stage's heavy lane (``qubus.bus.workers.HeavySlot``).
+        operations: The OpenQASM text's operations, counted whole (``describe`` does not count
+            them again); None for Cirq JSON, or a count stopped early.
+    """
+
+    inline: bool
+    heavy: bool
+    operations: int | None = None
+
+
+def weight(event: TaskIngested) -> Weight:
+    """How heavy the task's source is to parse. OpenQASM is counted from its tokens (which
+    stops early, past ``HEAVY_OPERATIONS``): inline up to ``INLINE_MAX_OPERATIONS`` in a short
+    text, heavy past ``HEAVY_OPERATIONS``. Cirq JSON is judged by its text: inline if short and
+    without a ``CircuitOperation`` (whose repetitions a short text can hide), heavy if it has
+    one or is longer than ``HEAVY_CIRQ_JSON_BYTES``."""
     short = len(event.text) <= INLINE_MAX_BYTES
     if event.format == "cirq-json":
         repeated = "CircuitOperation" in event.text
-        return short and not repeated, repeated or len(event.text) > HEAVY_CIRQ_JSON_BYTES
+        return Weight(short and not repeated, repeated or len(event.text) > HEAVY_CIRQ_JSON_BYTES)
     try:
         operations = expanded_operations(event.text, limit=HEAVY_OPERATIONS)
     except QasmError:  # parsed in a thread, which reports it
-        return False, False
-    return short and operations <= INLINE_MAX_OPERATIONS, operations > HEAVY_OPERATIONS
+        return Weight(False, False)
+    if operations > HEAVY_OPERATIONS:
+        return Weight(False, True)
+    return Weight(short and operations <= INLINE_MAX_OPERATIONS, False, operations)
 
 
 async def setup(rt: Runtime) -> None:
@@ -163,9 +181,11 @@ async def setup(rt: Runtime) -> None:
 
     async def handle(event: TaskIngested, ctx: Context) -> TaskParsed:
         # Counting is linear in the text: a long one is counted in a thread.
-        inline, heavy = await off_loop(weight, event, inline=len(event.text) <= INLINE_MAX_BYTES)
+        inline, heavy, operations = await off_loop(
+            weight, event, inline=len(event.text) <= INLINE_MAX_BYTES
+        )
         async with heavy_lane(heavy):
-            circuit, features = await off_loop(describe, event, inline=inline)
+            circuit, features = await off_loop(describe, event, operations, inline=inline)
         vector = feature_vector(features)
         return TaskParsed(
             task_id=event.task_id,

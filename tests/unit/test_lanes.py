@@ -28,7 +28,10 @@ from qubus.bus.workers import (
     is_tiny,
 )
 from qubus.circuits import circuit_features, circuit_to_json, circuit_to_wire, load_circuit
-from qubus_services.parser.main import weight
+from qubus.circuits.bounds import MAX_OPERATIONS
+from qubus.circuits.qasm.count import expanded_operations
+from qubus.errors import InvalidPayload
+from qubus_services.parser.main import describe, weight
 
 
 def ingested(text: str, fmt: str = "qasm2") -> TaskIngested:
@@ -101,18 +104,29 @@ def test_a_long_circuit_is_heavy_to_parse_and_to_check(dev_qasm, long_qasm):
     features = circuit_features(load_circuit(long_text, "qasm2"))
     assert sum(features.gate_counts.values()) > HEAVY_OPERATIONS
     assert is_long(features) and not is_heavy(features)
-    assert weight(ingested(long_text)) == (False, True)  # parsed in a thread, in the lane
+    assert weight(ingested(long_text)) == (False, True, None)  # a thread, the lane; counted again
     assert not is_long(circuit_features(load_circuit(text, "qasm2")))
-    assert weight(ingested(text)) == (False, False)  # 490 operations: a thread, no lane
+    assert weight(ingested(text)) == (False, False, 490)  # a thread, no lane
 
 
 def test_a_short_circuit_is_parsed_inline_and_cirq_json_is_judged_by_its_text(dev_qasm):
     bell = load_circuit((dev_qasm / "qasmbench__bell_n4.qasm").read_text(), "qasm2")
-    assert weight(ingested((dev_qasm / "qasmbench__bell_n4.qasm").read_text())) == (True, False)
-    assert weight(ingested(circuit_to_json(bell), "cirq-json")) == (True, False)
+    bell_text = (dev_qasm / "qasmbench__bell_n4.qasm").read_text()
+    assert weight(ingested(bell_text)) == (True, False, expanded_operations(bell_text))
+    assert weight(ingested(circuit_to_json(bell), "cirq-json")) == (True, False, None)
     # a CircuitOperation's repetitions hide its work: never inline, always in the lane
     repeated_op = cirq.Circuit(cirq.CircuitOperation(bell.freeze(), repetitions=1000))
-    assert weight(ingested(circuit_to_json(repeated_op), "cirq-json")) == (False, True)
+    assert weight(ingested(circuit_to_json(repeated_op), "cirq-json")) == (False, True, None)
+
+
+def test_the_parser_takes_the_count_its_lane_choice_made(dev_qasm):
+    """``describe`` checks the count ``weight`` made instead of counting the text again."""
+    event = ingested((dev_qasm / "qasmbench__bell_n4.qasm").read_text())
+    counted = weight(event).operations
+    assert counted is not None and describe(event, counted) == describe(event)
+    with pytest.raises(InvalidPayload) as refused:  # the count given is the one checked
+        describe(event, MAX_OPERATIONS + 1)
+    assert refused.value.code == "circuit.too_large"
 
 
 def test_a_tiny_circuit_is_simulated_on_the_event_loop_and_one_run_shot_by_shot_is_not(dev_qasm):

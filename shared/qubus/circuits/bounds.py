@@ -142,15 +142,17 @@ _COUNTED = {
 }
 
 
-def check_qasm(text: str) -> None:
+def check_qasm(text: str, operations: int | None = None) -> None:
     """Refuse OpenQASM that expands into more than ``MAX_OPERATIONS`` (counted from its tokens,
-    ``qubus.circuits.qasm.count``).
+    ``qubus.circuits.qasm.count``, unless ``operations`` is the whole count already made).
 
     Raises:
         InvalidPayload: ``circuit.too_large``.
         QasmError: ``qasm.too_large`` for blocks nested too deeply.
     """
-    check_operations(expanded_operations(text), what="qasm")
+    if operations is None:
+        operations = expanded_operations(text)
+    check_operations(operations, what="qasm")
 
 
 def load_cirq_json(text: str, build: Build | None = None) -> Any:

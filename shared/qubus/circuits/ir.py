@@ -474,13 +474,15 @@ def _wire_arity(value: Any) -> int | None:
     return None if isinstance(value, cirq.Pauli) else _unchecked_arity(value)
 
 
-def load_circuit(source: str, fmt: str) -> cirq.Circuit:
+def load_circuit(source: str, fmt: str, *, operations: int | None = None) -> cirq.Circuit:
     """Load a submitted circuit.
 
     Args:
         source: The circuit text.
         fmt: ``"qasm2"``, ``"qasm3"`` (both read by ``parse_qasm``, which trusts the version
             line of the text over ``fmt``) or ``"cirq-json"``.
+        operations: The OpenQASM text's count, where the caller has made it whole
+            (``qubus.circuits.qasm.count.expanded_operations``): checked, not made again.
 
     Returns:
         The circuit.
@@ -492,7 +494,7 @@ def load_circuit(source: str, fmt: str) -> cirq.Circuit:
             ``qubus.circuits.bounds.MAX_OPERATIONS`` (counted before parsing).
     """
     if fmt in ("qasm2", "qasm3"):
-        check_qasm(source)
+        check_qasm(source, operations)
         return parse_qasm(source)
     if fmt == "cirq-json":
         return circuit_from_json(source)
