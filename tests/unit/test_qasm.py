@@ -870,3 +870,17 @@ def test_input_parameters_are_the_circuits_symbols_and_resolve_to_the_numbers():
     assert resolved.all_qubits() == expected.all_qubits()
     body = [cirq.Circuit(c[:-1]) for c in (resolved, expected)]  # without the measurement
     np.testing.assert_allclose(cirq.unitary(body[0]), cirq.unitary(body[1]), atol=1e-12)
+
+
+def test_a_token_texts_kind_is_the_same_whether_kept_or_matched_afresh():
+    from qubus.circuits.qasm import lexer
+
+    text = HEADER + "rz(0.25) q[0];\nh q[1];\nU(1e-3, 2, 3) q[2];\n" + "x" * 40 + " q[0];"
+    first = lexer.tokenize(text)
+    assert lexer.tokenize(text) == first  # the second time from the kept kinds
+    assert first[1] == {word: lexer._KIND_RE.fullmatch(word).lastgroup for word in first[0]}
+    assert first[1]["0.25"] == "real" and first[1]["2"] == "int" and first[1]["rz"] == "id"
+    # Kept: what recurs; not kept: a real number, a text longer than KNOWN_TEXT.
+    assert lexer._KINDS["rz"] == "id" and lexer._KINDS["["] == "op"
+    assert "0.25" not in lexer._KINDS and "1e-3" not in lexer._KINDS
+    assert "x" * 40 not in lexer._KINDS
