@@ -28,7 +28,7 @@ _DECLARATIONS = ("qreg", "creg", "qubit", "bit")
 class _Scan:
     """One pass over a program's tokens, summing its expanded operations. It reads the
     tokens' texts (and their kinds where it needs them), as the parser does, without making a
-    ``Token`` at every look: ingestion and the parser count every OpenQASM task three times."""
+    ``Token`` at every look: ingestion and the parser each count every OpenQASM task once."""
 
     def __init__(self, text: str, gates: dict[str, int]) -> None:
         source = Source(text)
