@@ -383,13 +383,11 @@ def _compact(circuit: cirq.AbstractCircuit) -> str | None:
             return None
         ops = []
         for op in moment.operations:
-            kind = type(op)
-            if kind is cirq.SingleQubitPauliStringGateOperation:
-                gate = op.gate
-            elif kind is not cirq.GateOperation or isinstance(op.gate, cirq.Pauli):
+            gate = op.gate
+            if type(op) is not cirq.SingleQubitPauliStringGateOperation and (
+                type(op) is not cirq.GateOperation or isinstance(gate, cirq.Pauli)
+            ):
                 return None  # a Pauli gate's GateOperation would be read back as cirq.X(q)
-            else:
-                gate = op.gate
             text = texts.get(id(gate))
             if text is None:
                 text = texts[id(gate)] = _plain_text(gate)
