@@ -24,6 +24,7 @@ from qubus.devices.emulation import (
 from qubus.devices.fidelity import (
     budget_fidelities,
     budget_fidelity,
+    expected_sqrt_poisson,
     fidelity_with_ideal,
     hellinger_fidelity,
 )
@@ -329,6 +330,28 @@ def test_a_budget_kept_as_one_matrix_gives_what_its_steps_give(width, monkeypatc
     assert kept == pytest.approx(stepped, abs=1e-12)
     assert alone == pytest.approx(budget_fidelity(budget, ideals[0], shots=500), abs=1e-12)
     assert len({round(f, 6) for f in kept}) == 10  # the points differ: nothing is shared
+
+
+def test_the_expected_root_of_a_poisson_count_is_its_series() -> None:
+    """``E[√X]`` is the sum of ``√k·P(k)`` to within rounding below ``_POISSON_SERIES_MAX``,
+    and within the asymptotic expansion's 3e-5 above it, mixed in one array."""
+    lam = np.array([[0.0, 1e-9, 0.3, 1.0, 2.5], [7.0, 24.99, 25.0, 49.0, 300.0]])
+    k = np.arange(1000)
+    log_factorial = np.array([math.lgamma(n + 1) for n in k])
+    exact = np.array(
+        [
+            [
+                float(np.exp(k * math.log(x) - x - log_factorial) @ np.sqrt(k)) if x else 0.0
+                for x in row
+            ]
+            for row in lam
+        ]
+    )
+    got = expected_sqrt_poisson(lam)
+    assert got.shape == lam.shape
+    series = lam < 25.0
+    assert np.abs(got - exact)[series].max() < 1e-12
+    assert np.abs(got - exact)[~series].max() < 3e-5
 
 
 @pytest.mark.parametrize("node", ["ibm_nairobi", "quantinuum_h1_1"])

@@ -39,6 +39,9 @@ _POISSON_TERMS = 80
 """Terms of the exact series for ``E[√X]``, ``X ~ Poisson(λ)``, used below
 ``_POISSON_SERIES_MAX`` (where P(X ≥ 80) < 2e-18)."""
 _POISSON_SERIES_MAX = 25.0
+_SERIES_K = np.arange(1, _POISSON_TERMS, dtype=float)  # k = 0 adds √0 = 0
+_SERIES_SQRT_K = np.sqrt(_SERIES_K)
+_SERIES_LOG_FACTORIAL = np.array([math.lgamma(k + 1) for k in _SERIES_K])
 
 
 def expected_sqrt_poisson(lam: np.ndarray) -> np.ndarray:
@@ -52,15 +55,12 @@ def expected_sqrt_poisson(lam: np.ndarray) -> np.ndarray:
         return np.sqrt(lam) * (1 - 1 / (8 * lam) - 7 / (128 * lam**2))
     out = np.empty_like(lam)
     small = lam < _POISSON_SERIES_MAX
-    # Each term's probability from the one before (P(k) = P(k−1)·λ/k): one product per term
-    # over the values, not an exponential per value and term.
+    # Every term of every value at once, P(k) = exp(k·ln λ − λ − ln k!): a handful of numpy
+    # calls where a loop over the terms was two per term (220 → 19 µs for four values).
     near = lam[small]
-    pmf = np.exp(-near)
-    total = np.zeros_like(near)
-    for k in range(1, _POISSON_TERMS):
-        pmf *= near / k
-        total += pmf * math.sqrt(k)
-    out[small] = total
+    with np.errstate(divide="ignore"):  # ln 0: each term of λ = 0 is exp(−∞) = 0
+        log_pmf = np.multiply.outer(np.log(near), _SERIES_K) - near[:, None] - _SERIES_LOG_FACTORIAL
+    out[small] = np.exp(log_pmf) @ _SERIES_SQRT_K
     big = lam[~small]
     out[~small] = np.sqrt(big) * (1 - 1 / (8 * big) - 7 / (128 * big**2))
     return out
