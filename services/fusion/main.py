@@ -47,7 +47,7 @@ from qubus.bus.messages import (
 )
 from qubus.bus.metrics import FIDELITY_ERROR
 from qubus.bus.service import Runtime
-from qubus.devices.fidelity import mean_predicted_fidelity
+from qubus.devices.fidelity import mean_predicted_fidelities
 from qubus.errors import CircuitRejected, Retry
 from qubus.lru import Lru
 from qubus.scheduling.outcomes import (
@@ -92,25 +92,22 @@ def _node_score(
     checked: TaskChecked,
     sandbox: SandboxEvaluation,
     prediction: NodePrediction,
-    status: NodeStatus | None,
+    status: NodeStatus,
     weights: Weights,
     *,
+    fidelity: float,
     calibration: CalibrationState | None,
     pilot: PilotDescription | None,
 ) -> NodeScore:
-    """One node's score for the task (``node_scores``), or why it is not eligible.
+    """The score for the task of a node not excluded (``node_scores``), or why the pilot
+    excludes it.
 
     Args:
         prediction: The noise service's prediction for the node.
-        status: The node's status; None if it is offline.
+        status: The node's status.
+        fidelity: The Hellinger fidelity predicted on the node (``mean_predicted_fidelities``).
         calibration: The node's calibration for the task's circuit class (None: the prior).
     """
-    reason = _exclusion(prediction, status, checked.options)
-    if reason or status is None:
-        return NodeScore(node=prediction.node, eligible=False, reason=reason)
-    # A sweep's mean over a sample of its points (its QPU nodes predict over every point).
-    ideals = sandbox.sweep_ideals or [sandbox.ideal]
-    fidelity = mean_predicted_fidelity(prediction, ideals, checked.options.shots)
     calibrated = calibrate(calibration, fidelity)
     completion = status.queue_depth * status.mean_job_s + prediction.expected_run_s
     common = {
@@ -162,7 +159,8 @@ def node_scores(
     calibrations: Mapping[str, CalibrationState] | None = None,
     pilot: PilotDescription | None = None,
 ) -> list[NodeScore]:
-    """Score every node for the task; ineligible nodes are kept with the reason.
+    """Score every node for the task; ineligible nodes are kept with the reason. The nodes'
+    predicted fidelities are worked out together (``mean_predicted_fidelities``).
 
     Args:
         checked: The task's checked event (options, logic score, novelty, features).
@@ -175,17 +173,28 @@ def node_scores(
         pilot: The pilot the task targets, whose constraints exclude nodes.
     """
     calibrations = calibrations or {}
+    reasons = [
+        _exclusion(prediction, statuses.get(prediction.node), checked.options)
+        for prediction in noise.predictions
+    ]
+    open_ = [p for p, reason in zip(noise.predictions, reasons, strict=True) if not reason]
+    # A sweep's mean over a sample of its points (its QPU nodes predict over every point).
+    ideals = sandbox.sweep_ideals or [sandbox.ideal]
+    fidelities = iter(mean_predicted_fidelities(open_, ideals, checked.options.shots))
     return [
-        _node_score(
+        NodeScore(node=prediction.node, eligible=False, reason=reason)
+        if reason
+        else _node_score(
             checked,
             sandbox,
             prediction,
-            statuses.get(prediction.node),
+            statuses[prediction.node],
             weights,
+            fidelity=next(fidelities),
             calibration=calibrations.get(prediction.node),
             pilot=pilot,
         )
-        for prediction in noise.predictions
+        for prediction, reason in zip(noise.predictions, reasons, strict=True)
     ]
 
 

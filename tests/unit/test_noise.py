@@ -27,6 +27,8 @@ from qubus.devices.fidelity import (
     expected_sqrt_poisson,
     fidelity_with_ideal,
     hellinger_fidelity,
+    mean_predicted_fidelities,
+    mean_predicted_fidelity,
 )
 from qubus.devices.prediction import noise_budget, predict_fidelity, walk_errors
 from qubus.devices.profiles import Device, load_device
@@ -352,6 +354,42 @@ def test_the_expected_root_of_a_poisson_count_is_its_series() -> None:
     series = lam < 25.0
     assert np.abs(got - exact)[series].max() < 1e-12
     assert np.abs(got - exact)[~series].max() < 3e-5
+
+
+def test_every_node_s_fidelity_at_once_is_each_node_s_alone() -> None:
+    """``mean_predicted_fidelities`` gives each prediction what ``mean_predicted_fidelity``
+    gives it: budgets kept as matrices (``CHANNEL_BITS``) and budgets too wide for one, with a
+    prediction without a budget among them."""
+    rng = np.random.default_rng(7)
+
+    def budget(width: int, scale: float) -> NoiseBudget:
+        return NoiseBudget(
+            scrambles=[([k], scale * (k + 1)) for k in range(width)] + [([0, width - 1], scale)],
+            flips=[([k], scale / 2) for k in range(width)],
+            confusion=[(1 - a, b, a, 1 - b) for a, b in rng.uniform(0.005, 0.05, size=(width, 2))],
+        )
+
+    def prediction(node: str, width: int | None, scale: float = 0.01) -> NodePrediction:
+        held = None if width is None else budget(width, scale)
+        return NodePrediction(node=node, fits=True, predicted_fidelity=0.8, budget=held)
+
+    for width in (3, 7):
+        ideals = []
+        for _ in range(3):  # a sweep's points, some outcomes far below a shot's worth
+            p = rng.dirichlet(np.full(2**width, 0.3))
+            ideals.append({format(i, f"0{width}b"): float(v) for i, v in enumerate(p) if v > 1e-4})
+        predictions = [
+            prediction("a", width, 0.01),
+            prediction("b", width, 0.02),
+            prediction("d", None),
+            prediction("e", width, 0.005),
+        ]
+        together = mean_predicted_fidelities(predictions, ideals, 200)
+        alone = [mean_predicted_fidelity(p, ideals, 200) for p in predictions]
+        assert together == pytest.approx(alone, abs=1e-12)
+        assert together[2] == 0.8
+        assert len({round(f, 6) for f in together}) == 4
+    assert mean_predicted_fidelities([], [{"0": 1.0}], 100) == []
 
 
 @pytest.mark.parametrize("node", ["ibm_nairobi", "quantinuum_h1_1"])

@@ -144,8 +144,7 @@ def budget_fidelities(
     Raises:
         ValueError: as :func:`budget_fidelity`.
     """
-    widths = {len(next(iter(ideal))) if ideal else -1 for ideal in ideals}
-    width = widths.pop() if len(widths) == 1 else -1
+    width = _common_width(ideals)
     if 0 < width <= DENSE_BITS and width == len(budget.confusion):
         return _dense_fidelities(budget, ideals, width, shots)
     return [budget_fidelity(budget, ideal, shots=shots) for ideal in ideals]
@@ -160,6 +159,40 @@ def mean_predicted_fidelity(
     if prediction.budget is None:
         return prediction.predicted_fidelity
     return statistics.fmean(budget_fidelities(prediction.budget, ideals, shots=shots))
+
+
+def mean_predicted_fidelities(
+    predictions: Sequence[NodePrediction], ideals: Sequence[Mapping[str, float]], shots: int
+) -> list[float]:
+    """:func:`mean_predicted_fidelity` of each prediction (one task's on every node). The
+    budgets kept as matrices (``CHANNEL_BITS``) go through together: the distributions are
+    read once, and one product takes them through every node's matrix."""
+    width = _common_width(ideals)
+    kept = [
+        k
+        for k, prediction in enumerate(predictions)
+        if prediction.budget is not None
+        and 0 < width <= CHANNEL_BITS
+        and width == len(prediction.budget.confusion)
+    ]
+    fidelities: dict[int, float] = {}
+    if kept:
+        dense, ps, indices = _dense(ideals, width)
+        channels = np.stack([_channel(*_channel_key(predictions[k].budget)) for k in kept])
+        confused = dense @ channels  # (node, point, outcome)
+        q = np.concatenate([confused[:, point, index] for point, index in enumerate(indices)], 1)
+        for k, row in zip(kept, _point_fidelities(ps, q, shots), strict=True):
+            fidelities[k] = statistics.fmean(row)
+    return [
+        fidelities[k] if k in fidelities else mean_predicted_fidelity(prediction, ideals, shots)
+        for k, prediction in enumerate(predictions)
+    ]
+
+
+def _common_width(ideals: Sequence[Mapping[str, float]]) -> int:
+    """The bits of every outcome of ``ideals``; −1 if they differ or one is empty."""
+    widths = {len(next(iter(ideal))) if ideal else -1 for ideal in ideals}
+    return widths.pop() if len(widths) == 1 else -1
 
 
 def _outcomes(ideal: Mapping[str, float], width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -180,6 +213,20 @@ def _dense_fidelities(
     """:func:`budget_fidelity` of distributions of ``width`` bits (at most ``DENSE_BITS``),
     each a dense ``(2,) * width`` array in one stack: scrambles, flips and read-out act on
     every point at once, or up to ``CHANNEL_BITS`` as one matrix (``_channel``)."""
+    dense, ps, indices = _dense(ideals, width)
+    if width <= CHANNEL_BITS:
+        confused = dense @ _channel(*_channel_key(budget))
+    else:
+        confused = _through(dense, budget.scrambles, budget.flips, _confusion(budget, width))
+    q = np.concatenate([confused[point, index] for point, index in enumerate(indices)])
+    return _point_fidelities(ps, q, shots).tolist()
+
+
+def _dense(
+    ideals: Sequence[Mapping[str, float]], width: int
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """The distributions as a stack of dense arrays ``(points, 2^width)``, with each one's
+    probabilities and the indices of its outcomes in its row."""
     ps, indices = [], []
     dense = np.zeros((len(ideals), 2**width))
     place = 1 << np.arange(width - 1, -1, -1)
@@ -189,19 +236,15 @@ def _dense_fidelities(
         dense[k, index] = p
         ps.append(p)
         indices.append(index)
-    if width <= CHANNEL_BITS:
-        key = (
-            tuple((tuple(axes), chance) for axes, chance in budget.scrambles),
-            tuple((tuple(axes), chance) for axes, chance in budget.flips),
-            tuple(map(tuple, budget.confusion)),
-        )
-        confused = dense @ _channel(*key)
-    else:
-        confused = _through(dense, budget.scrambles, budget.flips, _confusion(budget, width))
-    q = np.concatenate([confused[k, index] for k, index in enumerate(indices)])
+    return dense, ps, indices
+
+
+def _point_fidelities(ps: list[np.ndarray], q: np.ndarray, shots: int | None) -> np.ndarray:
+    """Each point's fidelity (last axis) from its probabilities ``ps`` and the modelled ones
+    ``q`` at the same outcomes, all points' outcomes in a row (``(..., outcomes)``)."""
     terms = _overlap_terms(np.concatenate(ps), q, shots)
     starts = np.cumsum([0] + [len(p) for p in ps[:-1]])
-    return [min(1.0, float(overlap) ** 2) for overlap in np.add.reduceat(terms, starts)]
+    return np.minimum(1.0, np.add.reduceat(terms, starts, axis=-1) ** 2)
 
 
 CHANNEL_BITS = 6
@@ -225,6 +268,15 @@ def _channel(
     channel = _through(np.eye(2**width), scrambles, flips, matrix)
     channel.setflags(write=False)
     return channel
+
+
+def _channel_key(budget: NoiseBudget) -> tuple:
+    """``budget``'s arguments to ``_channel``: its scrambles, flips and read-out as tuples."""
+    return (
+        tuple((tuple(axes), chance) for axes, chance in budget.scrambles),
+        tuple((tuple(axes), chance) for axes, chance in budget.flips),
+        tuple(map(tuple, budget.confusion)),
+    )
 
 
 def _through(
