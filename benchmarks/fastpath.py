@@ -3,6 +3,7 @@
 Usage:
     python benchmarks/fastpath.py --tasks 300
     python benchmarks/fastpath.py --tasks 3000 --skip-latency
+    python benchmarks/fastpath.py --tasks 3000 --skip-latency --rounds 3
     python benchmarks/fastpath.py --tasks 300 --replicas parser=2
     python benchmarks/fastpath.py --tasks 600 --skip-latency --profile /tmp/prof
 
@@ -13,6 +14,8 @@ angle is the task's own and a Hadamard on the first qubit), ``--shots`` (200) sh
    the ideal state-vector run and the noisy run (depolarizing noise, 1 % per gate, one qsim
    trajectory per shot) with qsimcirq: the physics alone, nothing else. It runs before and
    after qubus (the machine's other load drifts); qubus is compared with the mean of both.
+   With ``--rounds N``, qubus runs N times, each on a fresh stack and followed by a Dask run,
+   and the ratio is the median of the rounds' (each against the Dask runs around it).
 2. **qubus**: a private nats-server and the whole stack (``qubus.cli.stack.Supervisor``,
    default fleet, default settings, ``--replicas`` as ``qubus up --replicas``) on the same
    machine, then:
@@ -328,7 +331,7 @@ def bus_traffic(server: NatsServer) -> dict[str, int]:
     return {key: varz[key] for key in ("in_msgs", "out_msgs", "in_bytes", "out_bytes")}
 
 
-async def run_qubus(args: argparse.Namespace) -> dict:
+async def run_qubus(args: argparse.Namespace, *, latency: bool) -> dict:
     server = NatsServer(monitor_port=free_ports(1)[0])
     url = server.start()
     specs = stack_specs(default_fleet(), replicas=parse_replicas(args.replicas))
@@ -384,7 +387,7 @@ async def run_qubus(args: argparse.Namespace) -> dict:
             "bus_per_task": {key: (moved[key] - traffic[key]) / args.tasks for key in moved},
             "nodes": nodes,
         }
-        if not args.skip_latency:
+        if latency:
             base = 2 * offset
             idle = [
                 await one_task(client, waiter, base + i, args.shots) for i in range(args.latency)
@@ -416,17 +419,47 @@ async def run_qubus(args: argparse.Namespace) -> dict:
     return figures
 
 
+def round_figures(qubus: dict, dask_runs: list[dict[str, float]]) -> dict:
+    """One round's rates: qubus's, and the Dask runs before and after it, with their ratio
+    and qubus's CPU a task."""
+    throughput = qubus["throughput"]
+    cpu = throughput["cpu_ms_per_task"]
+    dask = statistics.fmean(run["tasks_per_s"] for run in dask_runs)
+    return {
+        "qubus_tasks_per_s": throughput["tasks_per_s"],
+        "dask_tasks_per_s": [run["tasks_per_s"] for run in dask_runs],
+        "ratio": throughput["tasks_per_s"] / dask,
+        "services_cpu_ms": sum(ms for name, ms in cpu.items() if name != "nats-server"),
+        "server_cpu_ms": cpu["nats-server"],
+    }
+
+
 def report(figures: dict) -> None:
     dask, qubus = figures["dask"], figures["qubus"]["throughput"]
     print(f"workload: {qubus['tasks']} distinct 4-qubit circuits, {figures['shots']} shots each")
     runs = " and ".join(f"{rate:.1f}" for rate in dask["runs_tasks_per_s"])
-    print(f"dask LocalCluster(2)  {dask['tasks_per_s']:8.1f} tasks/s  (before and after: {runs})")
+    print(f"dask LocalCluster(2)  {dask['tasks_per_s']:8.1f} tasks/s  (runs around qubus: {runs})")
     print(
         f"qubus                 {qubus['tasks_per_s']:8.1f} tasks/s  ({qubus['elapsed_s']:.1f} s,"
         f" {qubus['completed']} completed, p50 {qubus['p50_ms']:.0f} ms"
         f" at {figures['in_flight']} in flight)"
     )
-    print(f"ratio qubus/dask      {figures['ratio']:8.2f}")
+    rounds = figures["rounds"]
+    if len(rounds) == 1:
+        print(f"ratio qubus/dask      {figures['ratio']:8.2f}")
+    else:
+        print(
+            f"\n{'round':<6} {'qubus tasks/s':>14} {'dask before, after':>19} {'ratio':>6}", end=""
+        )
+        print(f" {'services CPU ms/task':>21} {'nats-server':>12}")
+        for n, one in enumerate(rounds, 1):
+            before, after = one["dask_tasks_per_s"]
+            print(
+                f"{n:<6} {one['qubus_tasks_per_s']:>14.1f} {before:>10.1f}, {after:>6.1f}"
+                f" {one['ratio']:>6.2f} {one['services_cpu_ms']:>21.1f}"
+                f" {one['server_cpu_ms']:>12.1f}"
+            )
+        print(f"median ratio qubus/dask {figures['ratio']:.2f}; the other figures are round 1's")
     idle = figures["qubus"].get("idle")
     if idle:
         half = figures["qubus"]["half_rate"]
@@ -483,6 +516,13 @@ def main() -> None:
         "--latency", type=number_in(int, 1, None), default=40, help="tasks per latency run"
     )
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument(
+        "--rounds",
+        type=number_in(int, 1, None),
+        default=1,
+        help="qubus runs, each on a fresh stack with a Dask run after it (and one before the "
+        "first); the ratio is the median of the rounds' (latency: the first round only)",
+    )
     parser.add_argument("--replicas", default="", help="as `qubus up --replicas`: parser=2,...")
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
@@ -502,22 +542,27 @@ def main() -> None:
             parser.error(f"--profile: cannot make the folder {args.profile}: {exc.strerror}")
     quiet_logs()
 
-    # Dask runs before and after qubus: the machine's other load drifts, and the mean of the
-    # two is what qubus is compared with.
+    # Dask runs before and after each qubus round: the machine's speed drifts (the same code
+    # has run at 1.04 and 1.53 times Dask's rate minutes apart), and each round is compared
+    # with the mean of the two runs around it.
     dask_runs = [run_dask(args.tasks, args.shots)]
-    qubus = asyncio.run(run_qubus(args))
-    dask_runs.append(run_dask(args.tasks, args.shots))
-    dask = {
-        "tasks_per_s": statistics.fmean(run["tasks_per_s"] for run in dask_runs),
-        "runs_tasks_per_s": [run["tasks_per_s"] for run in dask_runs],
-    }
+    rounds, qubus = [], {}
+    for n in range(args.rounds):
+        figures_n = asyncio.run(run_qubus(args, latency=n == 0 and not args.skip_latency))
+        dask_runs.append(run_dask(args.tasks, args.shots))
+        qubus = qubus or figures_n  # the first round's in full
+        rounds.append(round_figures(figures_n, dask_runs[-2:]))
     figures = {
         "shots": args.shots,
         "in_flight": args.in_flight or args.tasks,
         "replicas": args.replicas,
-        "dask": dask,
+        "dask": {
+            "tasks_per_s": statistics.fmean(run["tasks_per_s"] for run in dask_runs[:2]),
+            "runs_tasks_per_s": [run["tasks_per_s"] for run in dask_runs],
+        },
         "qubus": qubus,
-        "ratio": qubus["throughput"]["tasks_per_s"] / dask["tasks_per_s"],
+        "rounds": rounds,
+        "ratio": statistics.median(one["ratio"] for one in rounds),
     }
     if args.json:
         print(json.dumps(figures))
