@@ -45,3 +45,17 @@ def test_at_least_one_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GOMAXPROCS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert server_env()["GOMAXPROCS"] == "1"
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux's scheduling policies")
+@pytest.mark.parametrize("batch", [True, False])
+def test_the_server_runs_under_batch_scheduling_unless_told_not_to(batch: bool) -> None:
+    """As the services run (``qubus.bus.schedpolicy``); ``batch=False`` keeps the default."""
+    server = NatsServer(batch=batch)
+    try:
+        server.start()
+        assert server.process is not None
+        policy = os.sched_getscheduler(server.process.pid)
+    finally:
+        server.stop()
+    assert policy == (os.SCHED_BATCH if batch else os.SCHED_OTHER)

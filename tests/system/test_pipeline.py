@@ -9,6 +9,7 @@ import os
 import cirq
 import msgpack
 import nats.errors
+import psutil
 import pytest
 
 from qubus.bus import codec
@@ -74,6 +75,17 @@ async def test_dev_circuit_runs_end_to_end_and_its_trace_shows_every_stage(clien
     # The node's time budget comes from the noise service's estimate, through the allocation.
     [allocated] = [s.event for s in trace if isinstance(s.event, TaskAllocated)]
     assert allocated.score is not None and allocated.score.emulation_s > 0
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux's scheduling policies")
+async def test_the_services_and_their_workers_run_under_batch_scheduling(stack):
+    """Each service sets ``SCHED_BATCH`` as it starts (``QUBUS_SCHED_BATCH``, on by default),
+    and the worker processes it starts inherit it; the supervisor itself keeps the default."""
+    pids = [c.process.pid for c in stack.children.values()]
+    workers = [w.pid for pid in pids for w in psutil.Process(pid).children(recursive=True)]
+    assert workers  # the services' worker processes (the sandbox's, each node's)
+    assert {os.sched_getscheduler(pid) for pid in pids + workers} == {os.SCHED_BATCH}
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
 
 
 async def test_pinned_node_runs_there(client, dev_qasm):

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
             compresses time as the default ``time_scale`` (0.01 × 600 s).
         profile_dir: A folder where each service process writes where its CPU went
             (``qubus.bus.sampler``: ``<service>-<pid>.txt``); empty: not sampled.
+        sched_batch: Run each service process, its workers and an embedded nats-server under
+            Linux's ``SCHED_BATCH`` policy (``qubus.bus.schedpolicy``: a woken process does
+            not preempt the running one, so a busy stage takes its events in turns of several).
     """
 
     model_config = SettingsConfigDict(env_prefix="QUBUS_", extra="ignore")
@@ -134,6 +137,7 @@ class Settings(BaseSettings):
     background_load: bool = False
     load_period_s: float = Field(default=6.0, gt=0.0)
     profile_dir: str = ""
+    sched_batch: bool = True
 
     @model_validator(mode="after")
     def _window_within_retention(self) -> Settings:

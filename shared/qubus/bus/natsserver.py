@@ -22,6 +22,7 @@ import nats.errors
 import nats.js.errors
 
 from qubus.bus.lifetime import dies_with_parent
+from qubus.bus.schedpolicy import batch_scheduling
 
 _LISTENING = re.compile(r"Listening for client connections on [^\s]*:(\d+)")
 MAX_PAYLOAD = 8 * 1024 * 1024
@@ -72,6 +73,8 @@ class NatsServer:
             client may connect and do anything.
         monitor_port: Serve the server's monitoring endpoints (``/varz``: messages and bytes
             in and out) on this port of 127.0.0.1; none by default.
+        batch: Run the server under ``SCHED_BATCH``, as the services run
+            (``qubus.bus.schedpolicy``; ``QUBUS_SCHED_BATCH``).
     """
 
     def __init__(
@@ -80,9 +83,11 @@ class NatsServer:
         *,
         authorization: str = "",
         monitor_port: int | None = None,
+        batch: bool = True,
     ) -> None:
         self.authorization = authorization
         self.monitor_port = monitor_port
+        self.batch = batch
         self._own_dir = store_dir is None
         self.store_dir = store_dir or tempfile.mkdtemp(prefix="qubus-nats-")
         self.log_path = Path(self.store_dir) / "nats-server.log"
@@ -115,6 +120,8 @@ class NatsServer:
             start_new_session=True,
             preexec_fn=dies_with_parent(),  # a killed qubus up or test run leaves no server
         )
+        if self.batch:
+            batch_scheduling(self.process.pid)  # as the services run (qubus.bus.schedpolicy)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -49,6 +49,7 @@ from qubus.bus.consumer import Stage, StageRunner
 from qubus.bus.health import ERROR, Endpoint, HealthResponder
 from qubus.bus.messages import Model, ServiceReady
 from qubus.bus.sampler import CpuSampler
+from qubus.bus.schedpolicy import batch_scheduling
 from qubus.bus.stackfile import resolve_nats_url
 from qubus.errors import BUS_UNAVAILABLE, InvalidPayload, QubusError
 
@@ -240,6 +241,8 @@ def run_service(service: str, setup: Setup, *, node: str | None = None) -> None:
     instance = settings.instance or f"{socket.gethostname()}-{os.getpid()}"
     logs.configure(service, instance, settings.log_level)
     gc.set_threshold(*GC_THRESHOLDS)  # before any worker is forked: they inherit it
+    if settings.sched_batch:
+        batch_scheduling()  # its workers inherit it too
     sampler = None
     if settings.profile_dir:
         label = service if node is None else f"{service}-{node}"

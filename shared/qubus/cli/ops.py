@@ -316,7 +316,7 @@ async def up(args: argparse.Namespace) -> int:
             services = sorted({spec.name for spec in specs} - {"qpu"})
             authorization = _authorization(creds, services, fleet)
         store = args.store_dir or str(stackfile.stack_file().parent / "nats")
-        server = NatsServer(store, authorization=authorization)
+        server = NatsServer(store, authorization=authorization, batch=settings.sched_batch)
         url = server.start()
     supervisor = None
     try:

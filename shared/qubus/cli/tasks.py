@@ -415,11 +415,12 @@ async def _run_with_progress(
 async def ephemeral_stack() -> AsyncIterator[str]:
     """A private embedded NATS server and every service; everything is removed afterwards,
     the services' logs too unless the stack failed to start (the error names them)."""
+    from qubus.bus.config import Settings
     from qubus.bus.natsserver import NatsServer
     from qubus.cli.common import default_fleet
     from qubus.cli.stack import Supervisor, stack_specs
 
-    server = NatsServer()
+    server = NatsServer(batch=Settings().sched_batch)
     log_dir = Path(tempfile.mkdtemp(prefix="qubus-logs-"))
     keep_logs = False
     try:
