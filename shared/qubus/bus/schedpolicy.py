@@ -4,7 +4,7 @@ A stage is idle most of the time: each event wakes it, and so does its publicati
 Under the default policy a woken process preempts the one running, so on a busy machine the
 stack's dozen processes take turns every few hundred microseconds, each running one message
 on cold caches: a bare hop costs its stage 0.9–1.2 ms of CPU when its events arrive one at a
-time, 0.26–0.32 ms when they wait for it (``benchmarks/hop.py --rate 100``, and without
+time, 0.24–0.34 ms when they wait for it (``benchmarks/hop.py --rate 100``, and without
 ``--rate``). Under ``SCHED_BATCH`` a woken process waits for the running one's time slice to
 end, so events gather and each turn takes several. A woken process that finds a CPU idle
 runs at once, so an idle stack's latency is unchanged.
