@@ -546,12 +546,11 @@ def main() -> None:
     # has run at 1.04 and 1.53 times Dask's rate minutes apart), and each round is compared
     # with the mean of the two runs around it.
     dask_runs = [run_dask(args.tasks, args.shots)]
-    rounds, qubus = [], {}
+    runs, rounds = [], []
     for n in range(args.rounds):
-        figures_n = asyncio.run(run_qubus(args, latency=n == 0 and not args.skip_latency))
+        runs.append(asyncio.run(run_qubus(args, latency=n == 0 and not args.skip_latency)))
         dask_runs.append(run_dask(args.tasks, args.shots))
-        qubus = qubus or figures_n  # the first round's in full
-        rounds.append(round_figures(figures_n, dask_runs[-2:]))
+        rounds.append(round_figures(runs[-1], dask_runs[-2:]))
     figures = {
         "shots": args.shots,
         "in_flight": args.in_flight or args.tasks,
@@ -560,7 +559,7 @@ def main() -> None:
             "tasks_per_s": statistics.fmean(run["tasks_per_s"] for run in dask_runs[:2]),
             "runs_tasks_per_s": [run["tasks_per_s"] for run in dask_runs],
         },
-        "qubus": qubus,
+        "qubus": runs[0],  # the first round's in full
         "rounds": rounds,
         "ratio": statistics.median(one["ratio"] for one in rounds),
     }

@@ -180,7 +180,13 @@ def node_scores(
     open_ = [p for p, reason in zip(noise.predictions, reasons, strict=True) if not reason]
     # A sweep's mean over a sample of its points (its QPU nodes predict over every point).
     ideals = sandbox.sweep_ideals or [sandbox.ideal]
-    fidelities = iter(mean_predicted_fidelities(open_, ideals, checked.options.shots))
+    fidelities = dict(
+        zip(
+            (prediction.node for prediction in open_),
+            mean_predicted_fidelities(open_, ideals, checked.options.shots),
+            strict=True,
+        )
+    )
     return [
         NodeScore(node=prediction.node, eligible=False, reason=reason)
         if reason
@@ -190,7 +196,7 @@ def node_scores(
             prediction,
             statuses[prediction.node],
             weights,
-            fidelity=next(fidelities),
+            fidelity=fidelities[prediction.node],
             calibration=calibrations.get(prediction.node),
             pilot=pilot,
         )

@@ -56,7 +56,7 @@ def expected_sqrt_poisson(lam: np.ndarray) -> np.ndarray:
     out = np.empty_like(lam)
     small = lam < _POISSON_SERIES_MAX
     # Every term of every value at once, P(k) = exp(k·ln λ − λ − ln k!): a handful of numpy
-    # calls where a loop over the terms was two per term (220 → 19 µs for four values).
+    # calls where a loop over the terms was two per term (220 → 26 µs for four values).
     near = lam[small]
     with np.errstate(divide="ignore"):  # ln 0: each term of λ = 0 is exp(−∞) = 0
         log_pmf = np.multiply.outer(np.log(near), _SERIES_K) - near[:, None] - _SERIES_LOG_FACTORIAL
