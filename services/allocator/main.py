@@ -4,7 +4,9 @@
 **Micro-batching.** Scored tasks are collected for ``QUBUS_BATCH_WINDOW_MS`` from the first
 of a batch, or until ``QUBUS_BATCH_MAX`` have arrived, and decided together by the policy; a
 task scored after a quiet spell (none within half a window) with none waiting behind it is
-decided at once, so an idle stack adds no window to a task's latency. The policy
+decided at once, so an idle stack adds no window to a task's latency. A batch is placed on
+each node's backlog as its status last reported it plus the runs this allocator sent it after
+that status (``qubus.scheduling.backlog``): nodes report at most every 0.25 s. The policy
 (``qubus.scheduling.allocation.decide``) runs in a thread (``milp`` and ``qaoa`` take a while;
 λ of the batch objective is ``QUBUS_FIDELITY_WEIGHT_S``, scaled per task by its preference,
 ``TaskOptions.prefer``, which the decision's reason names). The batch's
@@ -82,6 +84,7 @@ from qubus.scheduling.allocation import (
     get_policy,
     preference_lam,
 )
+from qubus.scheduling.backlog import Ledger, with_backlogs
 from qubus.scheduling.replacement import (
     chunk_allocations,
     latest_allocation,
@@ -379,6 +382,7 @@ class Allocator:
             self._settings.batch_window_ms / 1000, self._settings.batch_max, self._flush
         )
         self._handled: set[tuple[str, int]] = set()
+        self._sent = Ledger()
 
     async def _deadline_left(self, event: TaskScored) -> float | None:
         """Seconds left until the task's deadline (counted from its submission)."""
@@ -417,11 +421,12 @@ class Allocator:
         *,
         exclude: Mapping[str, str] | None = None,
     ) -> list[tuple[Outcome, Outcome | SplitChoice]]:
+        online = self._directory.online(self._settings.node_timeout_s)
+        backlogs = self._sent.backlogs(online)
         requests = [
-            task_request(event, deadline_s=d, exclude=exclude)
+            with_backlogs(task_request(event, deadline_s=d, exclude=exclude), backlogs)
             for event, d in zip(events, deadlines, strict=True)
         ]
-        online = self._directory.online(self._settings.node_timeout_s)
         fleet = FleetView.from_statuses(
             {node: s for node, s in online.items() if node not in (exclude or {})}, self._topology
         )
@@ -460,6 +465,8 @@ class Allocator:
                 item.event, decision, time_scale=self._settings.time_scale
             ):
                 await item.ctx.publish(placed)
+                if placed.chunk is None and placed.score is not None:
+                    self._sent.record(placed.node, time.time(), placed.score.expected_run_s)
             item.done.set_result(None)
 
     async def handle(self, event: TaskScored, ctx: Context) -> None:

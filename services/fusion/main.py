@@ -109,7 +109,7 @@ def _node_score(
         calibration: The node's calibration for the task's circuit class (None: the prior).
     """
     calibrated = calibrate(calibration, fidelity)
-    completion = status.queue_depth * status.mean_job_s + prediction.expected_run_s
+    completion = status.backlog_s + prediction.expected_run_s
     common = {
         "node": prediction.node,
         "predicted_fidelity": fidelity,

@@ -776,6 +776,12 @@ class NodeStatus(Model):
     updated_at: float
     background_jobs: int = 0
 
+    @property
+    def backlog_s(self) -> float:
+        """The wait, in modelled seconds, before a task sent to the node now could start: every
+        task it holds runs its mean job time."""
+        return self.queue_depth * self.mean_job_s
+
 
 class LinkStatus(Model):
     """A link's figures and usage, the value of ``link.<a>.<b>`` in KV ``qubus_nodes``.

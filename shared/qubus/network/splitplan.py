@@ -119,7 +119,7 @@ class FleetView:
         mean job time."""
         return cls(
             devices={node: device_of(s) for node, s in statuses.items()},
-            queue_s={node: s.queue_depth * s.mean_job_s for node, s in statuses.items()},
+            queue_s={node: s.backlog_s for node, s in statuses.items()},
             topology=topology,
         )
 
