@@ -469,8 +469,16 @@ class QpuNode:
         return cost.budget
 
     @contextlib.asynccontextmanager
-    async def _running(self, event: TaskAllocated, ctx: Context) -> AsyncIterator[None]:
-        """The node is busy with the task: ``running`` is published, ``busy`` reported."""
+    async def _running(
+        self, event: TaskAllocated, ctx: Context, *, unseen: bool = False
+    ) -> AsyncIterator[bool]:
+        """The node is busy with the task: ``running`` is published, ``busy`` reported; yields
+        whether the task is to run.
+
+        For an allocation ``unseen`` (``_run`` did not look at the task's events), ``running``
+        is stored only while the allocation is still the task's last event: one round trip
+        where reading first took two, on every task's path. If it is not the last, the task
+        runs only if it is still wanted (``_wanted``), and ``running`` is published then."""
         self._busy = True
         try:
             now = time.time()
@@ -480,8 +488,15 @@ class QpuNode:
                 queue_wait_s=max(0.0, now - ctx.started + ctx.queue_wait_s),
             )
             # Started now, in the task's turn, not when the node took the allocation in hand.
-            await self._bus.publish_event(running, trace=ctx.trace, started=now)
-            yield
+            after = (task_subject(event.task_id, ">"), ctx.sequence) if unseen else None
+            try:
+                await self._bus.publish_event(running, trace=ctx.trace, started=now, after=after)
+            except NotLatest:
+                if not await self._wanted(event, ctx):
+                    yield False
+                    return
+                await self._bus.publish_event(running, trace=ctx.trace, started=now)
+            yield True
         finally:
             self._busy = False
 
@@ -889,9 +904,24 @@ class QpuNode:
 
     async def _untouched(self, event: TaskAllocated, ctx: Context) -> bool:
         """Whether the allocation in hand is still the task's last stored event: then it has
-        been neither placed again nor cancelled, and one read spares the two that tell which."""
+        been neither placed again nor cancelled, and one read spares the two that tell which
+        (``_wanted``). A sweep is looked at whatever came after its allocation: its sandbox's
+        ``failed`` can be stored before it."""
+        if event.options.sweep is not None:
+            return False
         latest = await self._bus.last_message(task_subject(event.task_id, ">"))
         return latest is not None and latest.sequence == ctx.sequence
+
+    async def _wanted(self, event: TaskAllocated, ctx: Context) -> bool:
+        """Whether the task is still to run here: not placed again, and not ended (``_ended``)
+        while it waited."""
+        if await self._superseded(event, ctx, "qpu.superseded"):
+            return False
+        ended = await self._ended(event.task_id)
+        if ended is not None:
+            log.info("qpu.ended_before_run", ended=ended)
+            return False
+        return True
 
     async def _ended(self, task_id: str) -> str | None:
         """The event that ended the task before its turn came, or None: ``cancelled``, or for
@@ -967,20 +997,30 @@ class QpuNode:
     ) -> TaskCompleted | TaskFailed | TaskReplace | None:
         """``handle``'s work once the task's turn has come (at ``began``, ``time.monotonic``,
         from which the node is held: ``_hold``): nothing if the task was placed
-        again or ended (``_ended``) while it waited. A sweep is looked at whatever came after
-        its allocation: its sandbox's ``failed`` can be stored before it."""
-        if event.options.sweep is not None or not await self._untouched(event, ctx):
-            if await self._superseded(event, ctx, "qpu.superseded"):
-                return None
-            ended = await self._ended(event.task_id)
-            if ended is not None:
-                log.info("qpu.ended_before_run", ended=ended)
-                return None
+        again or ended (``_ended``) while it waited.
+
+        An allocation made on the node's current calibration, with its emulation estimate,
+        is not looked at before it runs: nothing before its ``running`` event can refuse it,
+        and that event is stored only while the allocation is the task's last (``_running``).
+        """
+        current = self._calibration()
+        unseen = (
+            event.split is None
+            and event.options.sweep is None
+            and event.calibration_revision == current.revision
+            and event.score is not None
+            and event.score.emulation_s > 0
+        )
+        if (
+            not unseen
+            and not await self._untouched(event, ctx)
+            and not await self._wanted(event, ctx)
+        ):
+            return None
         if event.split is not None:
             return await self._run_split_task(event, event.split, ctx, began)
         if event.options.sweep is not None:
             return await self._run_sweep(event, event.options.sweep, ctx, began)
-        current = self._calibration()
         noiseless = self._settings.noiseless or event.options.noiseless
         # The allocation's prediction holds only on the calibration it was computed on.
         predicted = None
@@ -989,7 +1029,9 @@ class QpuNode:
             if replace is not None:
                 return replace
         budget = await self._budget(event, current, noiseless)
-        async with self._running(event, ctx):
+        async with self._running(event, ctx, unseen=unseen) as wanted:
+            if not wanted:
+                return None
             seed = seed_for(event.task_id, "qpu")
             try:
                 counts, modelled_s, noiseless_predicted = await self._pool.run(

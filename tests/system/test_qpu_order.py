@@ -59,3 +59,24 @@ async def test_a_short_task_queued_behind_a_long_one_runs_and_finishes_first(cli
     # wait is bounded by the two runs ahead of it (modelled × 0.05: 7 s and 0.1 s) and slack.
     assert waits[long] == max(waits.values())
     assert waits[short] < waits[long] < 7.0 + 0.1 + 10.0
+
+
+async def test_a_task_cancelled_while_it_waits_for_its_node_is_never_run(client, stack):
+    """Its allocation is not looked at before its turn: its ``running`` event, stored only while
+    the allocation is the task's last event, is refused, and the node skips it."""
+
+    async def submit(shots: int) -> str:
+        return (await client.submit(SubmitRequest(circuit=GHZ, shots=shots))).task_id
+
+    first = await submit(LONG_SHOTS)  # occupies the node while the next one waits
+    await stored(client, first, "running")
+    waiting = await submit(SHORT_SHOTS)
+    await stored(client, waiting, "allocated")
+    assert await client.cancel(waiting)
+    await stored(client, first, "completed", timeout=180)
+    after = await submit(SHORT_SHOTS)  # its turn comes after the cancelled task's
+    await stored(client, after, "completed")
+
+    events = [s.event.EVENT for s in await client.events(waiting)]
+    assert "cancelled" in events
+    assert "running" not in events and "completed" not in events, events
