@@ -7,8 +7,8 @@ time: when it frees up, the waiting task of shortest expected run (its modelled 
 time scale, or its emulation estimate if longer, from the allocation's score) starts, unless
 one has waited over ``QUBUS_QPU_STARVE_AFTER_S`` since it was allocated: then the longest
 waiting goes first (``qubus.scheduling.nodeorder``). A task waits for its turn after the
-background jobs queued before it; each turn is logged (``qpu.turn``: the wait, the tasks still
-waiting and the node's worst wait so far).
+background jobs queued before it; each turn is logged (``qpu.turn``: the allocation's emulation
+estimate, the wait, the tasks still waiting and the node's worst wait so far).
 
 With ``QUBUS_DRIFT_PERIOD_S`` > 0, a node with a drift series (``ibm_perth``) replays its
 daily calibration snapshots, one per period (``qubus.devices.drift``): each task runs on the
@@ -447,11 +447,7 @@ class QpuNode:
         over the node's limit (``qpu.too_large``)."""
         allocated = event.score.emulation_s if event.score is not None else 0.0
         if allocated > 0 and event.calibration_revision == current.revision:
-            budget = time_budget(allocated)
-            log.info(
-                "qpu.estimate", estimate_s=round(allocated, 4), budget_cpu_s=round(budget.cpu_s, 1)
-            )
-            return budget
+            return time_budget(allocated)  # the estimate is on the turn's line (``qpu.turn``)
         cost = await self._pool.run(
             estimate,
             current,
@@ -957,6 +953,7 @@ class QpuNode:
                 waited_s=round(waited_s, 3),
                 still_waiting=self._order.waiting,
                 worst_wait_s=round(self._order.worst_wait_s, 3),
+                estimate_s=round(event.score.emulation_s, 4) if event.score else None,
             )
             result = await self._run(event, ctx, time.monotonic())
             if isinstance(result, TaskCompleted):
