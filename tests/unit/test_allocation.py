@@ -9,7 +9,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from qubus.bus.messages import NodeScore
+from qubus.bus.messages import NodeScore, NodeStatus
+from qubus.devices.profiles import load_device, status_of
 from qubus.errors import CircuitRejected, QubusError
 from qubus.scheduling.allocation import (
     FIDELITY_WEIGHT_S,
@@ -25,6 +26,7 @@ from qubus.scheduling.allocation import (
     get_policy,
     replacement_reason,
 )
+from qubus.scheduling.backlog import Ledger, with_backlogs
 
 
 def candidate(node: str, **overrides: object) -> Candidate:
@@ -802,3 +804,63 @@ def test_preference_slows_the_hyperscore_time_decay_alike() -> None:
         assert problem is not None
         assert problem.time_rate[0, 0] == pytest.approx(0.01 / scale)
         assert problem.hyperscore[0, 0] == pytest.approx(40.0 * math.exp(0.5 - 0.5 / scale))
+
+
+def node_status(node: str, *, depth: int, mean_job_s: float, at: float) -> NodeStatus:
+    """A node's status as a QPU node writes it, written at ``at``."""
+    written = status_of(
+        load_device("ibm_nairobi"),
+        queue_depth=depth,
+        mean_job_s=mean_job_s,
+        busy=False,
+        instance="i",
+    )
+    return written.model_copy(update={"node": node, "updated_at": at})
+
+
+def test_a_node_s_backlog_is_its_status_s_plus_the_runs_sent_after_it() -> None:
+    ledger = Ledger()
+    ledger.record("a", at=10.0, run_s=2.0)
+    ledger.record("a", at=20.0, run_s=3.0)
+    ledger.record("b", at=20.0, run_s=5.0)
+    statuses = {
+        "a": node_status("a", depth=2, mean_job_s=1.5, at=15.0),
+        "b": node_status("b", depth=0, mean_job_s=1.0, at=25.0),
+    }
+    assert ledger.backlogs(statuses) == {"a": pytest.approx(2 * 1.5 + 3.0), "b": 0.0}
+    # A later status counts the second run in its depth: the ledger adds nothing more.
+    assert ledger.backlogs({"a": node_status("a", depth=1, mean_job_s=1.5, at=21.0)}) == {"a": 1.5}
+    # Nor does it bring forgotten runs back when a status older than them is read again.
+    assert ledger.backlogs({"a": node_status("a", depth=1, mean_job_s=1.5, at=5.0)}) == {"a": 1.5}
+
+
+def test_a_candidate_s_completion_and_hyperscore_follow_its_node_s_backlog() -> None:
+    timed = {"expected_completion_s": 3.0, "run_s": 2.0, "time_rate": 0.01}
+    sent = request(
+        "t1",
+        [
+            candidate("a", **timed),
+            candidate("b", fits=False, **timed),
+            candidate("c", **timed),
+        ],
+    )
+    a, b, c = with_backlogs(sent, {"a": 5.0, "b": 5.0}).candidates
+    assert a.expected_completion_s == pytest.approx(7.0)
+    assert a.queue_s == pytest.approx(5.0)
+    assert a.hyperscore == pytest.approx(150.0 * math.exp(-0.01 * (5.0 - 1.0)))
+    assert b == sent.candidates[1]  # not eligible: left as fusion scored it
+    assert c == sent.candidates[2]  # no backlog known
+
+
+def test_runs_sent_since_the_last_status_turn_a_task_to_another_node() -> None:
+    timed = {"expected_completion_s": 2.0, "run_s": 2.0, "time_rate": 0.01}
+    better = candidate("a", predicted_fidelity=0.95, hyperscore=151.0, **timed)
+    sent = request("t1", [better, candidate("b", **timed)])
+    assert one("hyperscore", sent.candidates).node == "a"
+    ledger = Ledger()
+    for k in range(10):
+        ledger.record("a", at=100.0 + k, run_s=2.0)
+    statuses = {node: node_status(node, depth=0, mean_job_s=2.0, at=99.0) for node in "ab"}
+    (after,) = decide(get_policy("hyperscore"), [with_backlogs(sent, ledger.backlogs(statuses))])
+    assert isinstance(after, Decision) and after.node == "b"
+    assert after.expected_completion_s == pytest.approx(2.0)
