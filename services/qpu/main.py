@@ -305,6 +305,14 @@ async def dropped(batch: SweepBatch | None) -> None:
             await batch.emulation
 
 
+def carried_estimate(event: TaskAllocated, current: Device) -> float:
+    """The emulation estimate the allocation carries for the node's current calibration (the
+    noise service made it for this node); 0 without one, or if it was made on another
+    calibration."""
+    allocated = event.score.emulation_s if event.score is not None else 0.0
+    return allocated if event.calibration_revision == current.revision else 0.0
+
+
 class QpuNode:
     """One QPU node's handler and status: it runs the tasks allocated to it on its device's
     current calibration and reports its calibration, queue depth and whether it is busy.
@@ -445,8 +453,8 @@ class QpuNode:
         the task is too large for); or, for an allocation without one or made on another
         calibration, from the node's own estimate, refusing the task if its idle estimate is
         over the node's limit (``qpu.too_large``)."""
-        allocated = event.score.emulation_s if event.score is not None else 0.0
-        if allocated > 0 and event.calibration_revision == current.revision:
+        allocated = carried_estimate(event, current)
+        if allocated > 0:
             return time_budget(allocated)  # the estimate is on the turn's line (``qpu.turn``)
         cost = await self._pool.run(
             estimate,
@@ -1004,9 +1012,7 @@ class QpuNode:
         unseen = (
             event.split is None
             and event.options.sweep is None
-            and event.calibration_revision == current.revision
-            and event.score is not None
-            and event.score.emulation_s > 0
+            and carried_estimate(event, current) > 0
         )
         if (
             not unseen
