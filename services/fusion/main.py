@@ -379,7 +379,7 @@ async def setup(rt: Runtime) -> None:
     pilots = await _followed(rt, BUCKET_PILOTS, PilotDescription)
     fusion = Fusion(rt, directory, weights, calibrations, pilots)
     await rt.consume(
-        Stage("fusion", [SandboxEvaluation, NoiseEvaluation], fusion.handle, concurrency=4)
+        Stage("fusion", [SandboxEvaluation, NoiseEvaluation], fusion.handle, concurrency=16)
     )
     # A sweep counts once, by its own completion (the mean of its points), not each point.
     await rt.consume(Stage("outcomes", [TaskCompleted], fusion.learn, skip=is_sweep_point))
