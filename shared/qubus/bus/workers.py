@@ -113,15 +113,15 @@ simulation and ΔRepro take about a second or more on the development machine (1
 LANED_CONCURRENCY = 32
 """Messages a stage with a heavy lane handles at once. A busy stage then finds several events
 ready each time it wakes and works through them while its code and data are still in the CPU's
-caches: with 32 instead of 8 (and fusion's 16 instead of 4), 16 alternated 1,500-task runs of
-``benchmarks/fastpath.py``'s stack gave 74.3 tasks/s against 69.5, and the services' voluntary
-context switches fell from 9.2 to 7.0 a task. An idle stack's pull requests rose from 107 to
-156 messages a second into the server (the stack's CPU 7.9 % and 7.6 % of one CPU, one 30 s
-run each; session 31). A light task is fetched and handled while up to 31 heavy ones are in
-hand (one running, the others waiting for the lane; a waiting one costs its message's memory,
-and with replicas it waits for this replica's lane even if another's is free). With 4, a light
-task behind four heavy 18-qubit QFTs waited for one of them (5.3 s, ``benchmarks/lanes.py
---heavy 4``)."""
+caches: with 32 instead of 8 (and fusion's 16 instead of 4), 16 1,500-task runs of
+``benchmarks/fastpath.py``'s stack, alternated with 16 of the old setting, gave 74.3 tasks/s
+against 69.5 on average, and the services' voluntary context switches fell from 9.2 to 7.0 a
+task. An idle stack's pull requests rose from 107 to 156 messages a second into the server
+(the stack's CPU 7.9 % and 7.6 % of one CPU, one 30 s run each; session 31). A light task is
+fetched and handled while up to 31 heavy ones are in hand (one running, the others waiting
+for the lane; a waiting one costs its message's memory, and with replicas it waits for this
+replica's lane even if another's is free). With 4, a light task behind four heavy 18-qubit
+QFTs waited for one of them (5.3 s, ``benchmarks/lanes.py --heavy 4``)."""
 
 
 def is_heavy(features: Features, *, points: int = 1) -> bool:
