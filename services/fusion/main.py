@@ -69,6 +69,9 @@ SEEN = 4096
 SEEN_OUTCOMES = 4096
 """An evaluation is remembered only if its ideal distributions hold at most this many
 outcomes in all (a wide circuit's may hold millions)."""
+CONCURRENCY = 16
+"""Evaluations fusion handles at once: a busy fusion finds several ready each time it wakes
+(4 until session 31; measured with ``qubus.bus.workers.LANED_CONCURRENCY``)."""
 
 
 def _small(event: SandboxEvaluation | NoiseEvaluation) -> bool:
@@ -379,7 +382,9 @@ async def setup(rt: Runtime) -> None:
     pilots = await _followed(rt, BUCKET_PILOTS, PilotDescription)
     fusion = Fusion(rt, directory, weights, calibrations, pilots)
     await rt.consume(
-        Stage("fusion", [SandboxEvaluation, NoiseEvaluation], fusion.handle, concurrency=16)
+        Stage(
+            "fusion", [SandboxEvaluation, NoiseEvaluation], fusion.handle, concurrency=CONCURRENCY
+        )
     )
     # A sweep counts once, by its own completion (the mean of its points), not each point.
     await rt.consume(Stage("outcomes", [TaskCompleted], fusion.learn, skip=is_sweep_point))
