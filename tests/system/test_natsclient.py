@@ -4,6 +4,7 @@ read, with nats-py's results and errors."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import nats
@@ -18,6 +19,7 @@ from nats.js.api import ConsumerConfig, ConsumerInfo
 from qubus.bus.connection import Bus
 from qubus.bus.durable import CONSUMER_GONE
 from qubus.bus.natsclient import NatsClient, Pull, header_block, header_lines
+from qubus.bus.natsserver import NatsServer
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 
@@ -261,6 +263,76 @@ async def test_an_ack_with_an_answer_already_kept_asks_for_nothing_more(client, 
     info = await settled(js)
     assert (info.num_ack_pending, info.num_waiting) == (0, 0)  # acknowledged, nothing asked
     assert (await pull.next(0.3)).data == b"late"
+
+
+async def test_each_pull_holds_one_request_however_late_the_server_ends_them(client) -> None:
+    """The server ends a request a little after the client's clock says it should (it reads
+    it later than it was sent). Pulls that gave up at their own deadline and asked again came
+    to hold two requests each (a stage's idle workers, expiring together), and the second took
+    a message while the first's was in hand."""
+    js = client.jetstream()
+    await js.add_stream(name="IDLE", subjects=["idle.>"])
+    await js.add_consumer("IDLE", ConsumerConfig(durable_name="workers", ack_wait=30))
+    pulls = [Pull(client, "IDLE", "workers") for _ in range(8)]
+
+    async def idle(pull: Pull) -> None:
+        await pull.start()
+        while True:
+            with contextlib.suppress(nats.errors.TimeoutError):
+                await pull.next(0.2)
+
+    workers = [asyncio.create_task(idle(pull)) for pull in pulls]
+    try:
+        waiting = []
+        for _ in range(6):  # three expiries of every request
+            await asyncio.sleep(0.1)
+            waiting.append((await js.consumer_info("IDLE", "workers")).num_waiting)
+    finally:
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        for pull in pulls:
+            await pull.stop()
+        await js.delete_stream("IDLE")
+    assert max(waiting) == 8, waiting
+
+
+async def test_a_pull_asks_again_once_its_connection_is_made_again(tmp_path) -> None:
+    """A server killed and started again knows nothing of the requests out before, and did
+    not end them (one that stops in good order does): a pull waiting for one's answer stops
+    waiting once the connection is made again, not when the request would have ended, and its
+    next request takes what was published since."""
+    server = NatsServer(store_dir=str(tmp_path))
+    server.start()
+    client = NatsClient()
+    reconnected = asyncio.Event()
+
+    async def on_reconnect() -> None:
+        reconnected.set()
+
+    await client.connect(server.url, reconnect_time_wait=0.1, reconnected_cb=on_reconnect)
+    try:
+        js = client.jetstream()
+        await js.add_stream(name="AGAIN", subjects=["again.>"])
+        await js.add_consumer("AGAIN", ConsumerConfig(durable_name="worker", ack_wait=30))
+        pull = Pull(client, "AGAIN", "worker")
+        await pull.start()
+        waiting = asyncio.ensure_future(pull.next(60))
+        await asyncio.sleep(0.2)
+        server.process.kill()
+        server.process.wait()
+        server.start(port=server.port)
+        await asyncio.wait_for(reconnected.wait(), 20)
+        with pytest.raises(nats.errors.TimeoutError):
+            await asyncio.wait_for(waiting, 1)  # ended by the reconnection, not in 60 s
+        await js.publish("again.1", b"1")
+        msg = await pull.next(5)
+        assert msg.data == b"1"
+        await msg.ack_sync()
+        await pull.stop()
+    finally:
+        await client.close()
+        server.stop()
 
 
 async def test_a_pull_from_a_consumer_that_is_gone_raises_what_consumers_recover_from(

@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
-from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NamedTuple
 
 import nats.errors
 import nats.js.errors
@@ -42,19 +42,48 @@ class NatsClient(Client):
         super().__init__()
         self._routes: dict[int, Callable[[Msg], None]] = {}
         """Subscriptions whose messages are handed over as read, by subscription id."""
+        self._reconnected: dict[int, Callable[[], None]] = {}
+        """What those subscriptions call when the connection is made again, by id."""
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
         self._answers = ""  # the requests' inbox prefix
         self._tokens = itertools.count()
 
-    async def subscribe_direct(self, subject: str, route: Callable[[Msg], None]) -> int:
+    async def connect(
+        self,
+        *args: Any,
+        reconnected_cb: Callable[[], Awaitable[None]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """nats-py's; when the connection is made again, the direct subscriptions'
+        ``reconnected`` are called first, then ``reconnected_cb``."""
+
+        async def reconnected() -> None:
+            for callback in list(self._reconnected.values()):
+                callback()
+            if reconnected_cb is not None:
+                await reconnected_cb()
+
+        await super().connect(*args, reconnected_cb=reconnected, **kwargs)
+
+    async def subscribe_direct(
+        self,
+        subject: str,
+        route: Callable[[Msg], None],
+        reconnected: Callable[[], None] | None = None,
+    ) -> int:
         """Subscribe to ``subject`` with each message given to ``route`` as it is read (it must
-        not block); returns the subscription's id (``unsubscribe_direct``)."""
+        not block), and ``reconnected`` called whenever the connection is made again (what the
+        server held for the subscriber, such as a pull request, may be gone); returns the
+        subscription's id (``unsubscribe_direct``)."""
         sub = await self.subscribe(subject)
         self._routes[sub._id] = route
+        if reconnected is not None:
+            self._reconnected[sub._id] = reconnected
         return sub._id
 
     async def unsubscribe_direct(self, sid: int) -> None:
         self._routes.pop(sid, None)
+        self._reconnected.pop(sid, None)
         sub = self._subs.get(sid)
         if sub is not None:
             await sub.unsubscribe()
@@ -158,9 +187,18 @@ class Pull:
     ``PullSubscription.fetch(1)`` gets it (the same pull request, statuses and errors), handed
     over as it is read (``NatsClient``).
 
-    A message that comes after its request gave up (the request's time ran out as the server
-    sent it) is kept for the next ``next``, as nats-py keeps it in its subscription's queue.
-    ``ack_next`` acknowledges a message and asks for the next one in the same message.
+    A pull has at most one request out: it asks again only once the server has answered (a
+    message, or a status that ends the request), or ``ANSWER_GRACE_S`` past the request's end.
+    A second request would bring a message while the worker is busy with the first's, and
+    that message would wait in its hands, while other workers are idle. The server ends a
+    request a little after the client's clock says it should (it reads it later than it was
+    sent): when the client asked again at its own deadline, every idle worker came to hold
+    two requests, and in about one round in eleven of ``benchmarks/lanes.py --heavy 4`` a
+    small task waited 1.9–6.9 s in the sandbox behind a heavy simulation (sessions 31, 32).
+
+    An answer that comes with nobody waiting (after ``ack_next``, or a lost request's) is
+    kept for the next ``next``. ``ack_next`` acknowledges a message and asks for the next one
+    in the same message.
     """
 
     def __init__(self, client: NatsClient, stream: str, durable: str) -> None:
@@ -171,11 +209,11 @@ class Pull:
         self._waiting: asyncio.Future[Msg] | None = None
         self._early: collections.deque[Msg] = collections.deque()
         self._asked: float | None = None
-        """When the request ``ack_next`` sent ends (event loop time), until it is answered."""
+        """When the request out ends on the server (event loop time), until it is answered."""
 
     async def start(self) -> None:
         self._inbox = self._client.new_inbox()
-        self._sid = await self._client.subscribe_direct(self._inbox, self._arrived)
+        self._sid = await self._client.subscribe_direct(self._inbox, self._arrived, self._lost)
 
     async def stop(self) -> None:
         await self._client.unsubscribe_direct(self._sid)
@@ -186,7 +224,15 @@ class Pull:
             return
         self._early.append(msg)
         if _status(msg) != StatusCode.CONTROL_MESSAGE.value:
-            self._asked = None  # the answer to the request out, which ``next`` now finds here
+            self._asked = None  # the request out is answered: ``next`` finds the answer here
+
+    def _lost(self) -> None:
+        """The connection was made again: a request out may be gone with the server (a
+        restarted one knows nothing of it), so the worker waiting for its answer stops
+        waiting and asks again now, not ``ANSWER_GRACE_S`` past the request's end."""
+        self._asked = None
+        if self._waiting is not None:
+            _expire(self._waiting)
 
     async def ack_next(self, msg: Msg, timeout: float) -> None:
         """Acknowledge ``msg`` (a message this pull got) and ask for the next one in the same
@@ -209,7 +255,8 @@ class Pull:
 
     async def next(self, timeout: float) -> Msg:
         """The consumer's next message, asked for with a pull request the server holds for
-        ``timeout`` seconds.
+        ``timeout`` seconds, unless one is out already (``ack_next``'s, or one an earlier call
+        stopped waiting for): then its answer.
 
         Raises:
             nats.errors.TimeoutError: None came in time (or the server ended the request).
@@ -218,27 +265,34 @@ class Pull:
         """
         while self._early:
             msg = self._early.popleft()
-            if _status(msg) is None:  # a status was for a request that gave up: dropped
+            if _status(msg) is None:  # a status ended its request: nothing for the worker
                 return msg
         loop = asyncio.get_running_loop()
         if self._asked is None:
-            deadline = loop.time() + timeout
-            await self._client.publish(self._subject, _request(timeout), reply=self._inbox)
-        else:  # ``ack_next`` asked already
-            deadline, self._asked = self._asked, None
+            self._asked = loop.time() + timeout
+            try:
+                await self._client.publish(self._subject, _request(timeout), reply=self._inbox)
+            except BaseException:
+                self._asked = None
+                raise
         while True:
             self._waiting = loop.create_future()
-            timer = loop.call_at(deadline, _expire, self._waiting)
+            # Past the server's end of the request and the grace, it is taken as lost.
+            timer = loop.call_at(self._asked + ANSWER_GRACE_S, _expire, self._waiting)
             try:
                 msg = await self._waiting
+            except nats.errors.TimeoutError:
+                self._asked = None
+                raise
             finally:
                 timer.cancel()
                 self._waiting = None
             status = _status(msg)
-            if status is None:
-                return msg
             if status == StatusCode.CONTROL_MESSAGE.value:  # a heartbeat: the request goes on
                 continue
+            self._asked = None
+            if status is None:
+                return msg
             if status in _TEMPORARY:
                 raise nats.errors.TimeoutError
             nats.js.errors.APIError.from_msg(msg)
@@ -292,10 +346,15 @@ def header_block(lines: str) -> bytes:
     return b"NATS/1.0\r\n" + lines.encode() + b"\r\n"
 
 
+ANSWER_GRACE_S = 2.0
+"""How long past the end of its pull request (by the client's clock) a ``Pull`` waits for the
+server's answer before it takes the request as lost and may send another: the server counts a
+request's time from when it reads it, and a busy stack's server may answer late."""
+
+
 def _request(timeout: float) -> bytes:
-    """nats-py's ``fetch(1)`` pull request: held on the server for ``timeout`` seconds, less
-    0.1 ms, so that the server's answer comes before the client gives up."""
-    return b'{"batch":1,"expires":%d}' % (int(timeout * 1_000_000_000) - 100_000)
+    """nats-py's ``fetch(1)`` pull request: held on the server for ``timeout`` seconds."""
+    return b'{"batch":1,"expires":%d}' % int(timeout * 1_000_000_000)
 
 
 def _status(msg: Msg) -> str | None:
