@@ -118,11 +118,11 @@ caches: with 32 instead of 8 (and fusion's 16 instead of 4), 16 1,500-task runs 
 against 69.5 on average, and the services' voluntary context switches fell from 9.2 to 7.0 a
 task. An idle stack's pull requests rose from 107 to 156 messages a second into the server
 (the stack's CPU 7.9 % and 7.6 % of one CPU, one 30 s run each; session 31), and fell to 87
-once each worker held one request, not two (session 32, ``qubus.bus.natsclient.Pull``). A light task is
-fetched and handled while up to 31 heavy ones are in hand (one running, the others waiting
-for the lane; a waiting one costs its message's memory, and with replicas it waits for this
-replica's lane even if another's is free). With 4, a light task behind four heavy 18-qubit
-QFTs waited for one of them (5.3 s, ``benchmarks/lanes.py --heavy 4``)."""
+once each worker held one request, not two (session 32, ``qubus.bus.natsclient.Pull``). A
+light task is fetched and handled while up to 31 heavy ones are in hand (one running, the
+others waiting for the lane; a waiting one costs its message's memory, and with replicas it
+waits for this replica's lane even if another's is free). With 4, a light task behind four
+heavy 18-qubit QFTs waited for one of them (5.3 s, ``benchmarks/lanes.py --heavy 4``)."""
 
 
 def is_heavy(features: Features, *, points: int = 1) -> bool:
