@@ -562,9 +562,10 @@ class KVFollower:
 
     After a JetStream server is lost, a watcher's ephemeral consumer may be gone with it, and
     nats-py's own reset of an ordered consumer gives up after one failed attempt during the
-    election. So the watcher is replaced when ``restart()`` asks for it (a reader that knows
-    an entry should have arrived), or when it has been silent for ``idle_s`` (for buckets
-    that are written regularly). A new watcher delivers the current values again.
+    election. So the watcher is replaced when ``restart()`` asks for it: when the connection
+    is made again, when a reader knows an entry should have arrived, or when it has been
+    silent for ``idle_s`` (for buckets that are written regularly). A new watcher delivers the
+    current values again.
 
     Args:
         bus: The connection.
@@ -601,6 +602,7 @@ class KVFollower:
         self._kv = await self._bus.kv(self._bucket)
         watcher = await self._kv.watch(self._keys)
         self._task = asyncio.create_task(self._follow(watcher))
+        self._bus.nc.on_reconnected(self.restart)
 
     def restart(self) -> None:
         """Replace the watcher within ``POLL_S``."""
@@ -610,6 +612,7 @@ class KVFollower:
         """Stop watching. The flag ends the loop within ``POLL_S`` where the cancellation is
         lost: Python 3.11's ``asyncio.wait_for`` (under ``watcher.updates``) swallows a
         cancellation that arrives as an entry does."""
+        self._bus.nc.off_reconnected(self.restart)
         if self._task is not None:
             self._stopping = True
             self._task.cancel()

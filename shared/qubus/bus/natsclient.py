@@ -42,8 +42,8 @@ class NatsClient(Client):
         super().__init__()
         self._routes: dict[int, Callable[[Msg], None]] = {}
         """Subscriptions whose messages are handed over as read, by subscription id."""
-        self._reconnected: dict[int, Callable[[], None]] = {}
-        """What those subscriptions call when the connection is made again, by id."""
+        self._reconnected: set[Callable[[], None]] = set()
+        """What is called when the connection is made again (``on_reconnected``)."""
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
         self._answers = ""  # the requests' inbox prefix
         self._tokens = itertools.count()
@@ -54,36 +54,35 @@ class NatsClient(Client):
         reconnected_cb: Callable[[], Awaitable[None]] | None = None,
         **kwargs: Any,
     ) -> None:
-        """nats-py's; when the connection is made again, the direct subscriptions'
-        ``reconnected`` are called first, then ``reconnected_cb``."""
+        """nats-py's; when the connection is made again, what ``on_reconnected`` was given is
+        called first, then ``reconnected_cb``."""
 
         async def reconnected() -> None:
-            for callback in list(self._reconnected.values()):
+            for callback in list(self._reconnected):
                 callback()
             if reconnected_cb is not None:
                 await reconnected_cb()
 
         await super().connect(*args, reconnected_cb=reconnected, **kwargs)
 
-    async def subscribe_direct(
-        self,
-        subject: str,
-        route: Callable[[Msg], None],
-        reconnected: Callable[[], None] | None = None,
-    ) -> int:
+    def on_reconnected(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (it must not block) whenever the connection is made again: what
+        the server held for this client may be gone (a server killed and started again knows
+        nothing of a pull request or a watcher's consumer), until ``off_reconnected``."""
+        self._reconnected.add(callback)
+
+    def off_reconnected(self, callback: Callable[[], None]) -> None:
+        self._reconnected.discard(callback)
+
+    async def subscribe_direct(self, subject: str, route: Callable[[Msg], None]) -> int:
         """Subscribe to ``subject`` with each message given to ``route`` as it is read (it must
-        not block), and ``reconnected`` called whenever the connection is made again (what the
-        server held for the subscriber, such as a pull request, may be gone); returns the
-        subscription's id (``unsubscribe_direct``)."""
+        not block); returns the subscription's id (``unsubscribe_direct``)."""
         sub = await self.subscribe(subject)
         self._routes[sub._id] = route
-        if reconnected is not None:
-            self._reconnected[sub._id] = reconnected
         return sub._id
 
     async def unsubscribe_direct(self, sid: int) -> None:
         self._routes.pop(sid, None)
-        self._reconnected.pop(sid, None)
         sub = self._subs.get(sid)
         if sub is not None:
             await sub.unsubscribe()
@@ -213,9 +212,11 @@ class Pull:
 
     async def start(self) -> None:
         self._inbox = self._client.new_inbox()
-        self._sid = await self._client.subscribe_direct(self._inbox, self._arrived, self._lost)
+        self._sid = await self._client.subscribe_direct(self._inbox, self._arrived)
+        self._client.on_reconnected(self._lost)
 
     async def stop(self) -> None:
+        self._client.off_reconnected(self._lost)
         await self._client.unsubscribe_direct(self._sid)
 
     def _arrived(self, msg: Msg) -> None:
