@@ -298,6 +298,40 @@ async def test_each_pull_holds_one_request_however_late_the_server_ends_them(cli
     assert max(waiting) == 8, waiting
 
 
+async def test_a_request_whose_connection_is_lost_ends_at_once_as_a_timeout(tmp_path) -> None:
+    """Its answer would have come on the lost connection: a request waiting for one (here,
+    to a subscriber that never answers) ends as a timeout when the connection is lost, not
+    at its own timeout; one made afterwards is answered on the new connection."""
+    server = NatsServer(store_dir=str(tmp_path))
+    server.start()
+    client = NatsClient()
+    await client.connect(server.url, reconnect_time_wait=0.1)
+    try:
+
+        async def ignore(msg: Msg) -> None:
+            pass
+
+        async def echo(msg: Msg) -> None:
+            await msg.respond(msg.data)
+
+        await client.subscribe("silent", cb=ignore)
+        await client.subscribe("echo", cb=echo)
+        waiting = asyncio.ensure_future(client.request("silent", b"", timeout=30))
+        await asyncio.sleep(0.2)
+        started = asyncio.get_running_loop().time()
+        server.process.kill()
+        server.process.wait()
+        with pytest.raises(nats.errors.TimeoutError):
+            await waiting
+        assert asyncio.get_running_loop().time() - started < 5
+        server.start(port=server.port)
+        answer = await client.request("echo", b"again", timeout=20)
+        assert answer.data == b"again"
+    finally:
+        await client.close()
+        server.stop()
+
+
 async def test_a_pull_asks_again_once_its_connection_is_made_again(tmp_path) -> None:
     """A server killed and started again knows nothing of the requests out before, and did
     not end them (one that stops in good order does): a pull waiting for one's answer stops
