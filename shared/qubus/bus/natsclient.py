@@ -369,7 +369,9 @@ request's time from when it reads it, and a busy stack's server may answer late.
 
 
 def _request(timeout: float) -> bytes:
-    """nats-py's ``fetch(1)`` pull request: held on the server for ``timeout`` seconds."""
+    """A pull request as nats-py's ``fetch(1)`` sends it, held on the server for ``timeout``
+    seconds (nats-py asks for 0.1 ms less, so that the server answers before the client gives
+    up; a ``Pull`` waits ``ANSWER_GRACE_S`` longer instead)."""
     return b'{"batch":1,"expires":%d}' % int(timeout * 1_000_000_000)
 
 
