@@ -10,6 +10,7 @@ the task's ``rejected`` event with line and column.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import nats.js.errors
@@ -52,9 +53,9 @@ async def setup(rt: Runtime) -> None:
     )
     quota = QuotaLedger(await rt.bus.kv(BUCKET_QUOTA), limits, stored)
 
-    async def claim(request: SubmitRequest, owner: str) -> tuple[str, bool]:
-        """The task id for this request, and whether an earlier request already claimed it."""
-        task_id = new_task_id(owner)
+    async def claim(request: SubmitRequest, owner: str, task_id: str) -> tuple[str, bool]:
+        """The request's task id (``task_id``, or the one an earlier request with its
+        idempotency key claimed) and whether an earlier request claimed it."""
         if request.idempotency_key is None:
             return task_id, False
         key = idempotency_kv_key(owner, request.idempotency_key)
@@ -64,31 +65,57 @@ async def setup(rt: Runtime) -> None:
         except nats.js.errors.KeyWrongLastSequenceError:
             return (await idempotency.get(key)).value.decode(), True
 
+    async def admit(request: SubmitRequest, owner: str, shots: int) -> tuple[str, bool]:
+        """``claim`` a new task id and hold its place in ``owner``'s quota, at once (one round
+        trip of the bus, not two). For a request that repeats an earlier one, the place is
+        given back (or its refusal ignored): the earlier task's own place is the caller's to
+        check.
+
+        Raises:
+            QubusError: ``quota.tasks`` or ``quota.shots``, for a request that is new.
+        """
+        task_id = new_task_id(owner)
+        claimed, placed = await asyncio.gather(
+            claim(request, owner, task_id),
+            quota.claim(owner, task_id, shots),
+            return_exceptions=True,
+        )
+        unneeded = isinstance(claimed, BaseException) or claimed[1]
+        if unneeded and placed is None:  # the task id will not be used
+            await quota.release(owner, task_id)
+        if isinstance(claimed, BaseException):
+            raise claimed
+        if isinstance(placed, BaseException) and not claimed[1]:
+            raise placed
+        return claimed
+
     async def submit(request: SubmitRequest, headers: dict[str, str]) -> SubmitReply:
         fmt = detect_format(request)
         # Counting is linear in the text (nothing is expanded): a short one is checked inline.
         short = len(request.circuit) <= INLINE_MAX_BYTES
         await off_loop(check_circuit, request.circuit, fmt, inline=short)
         user = submitter(headers[H_SUBJECT])
-        task_id, duplicate = await claim(request, user)
-        # A repeated key re-publishes only if the first attempt never got its event stored.
-        if not duplicate or not await stored(task_id):
-            options = task_options(request)
+        options = task_options(request)
+        task_id, duplicate = await admit(request, user, options.total_shots)
+        if duplicate:
+            # A repeated key re-publishes only if the first attempt never got its event stored.
+            if await stored(task_id):
+                return SubmitReply(task_id=task_id, duplicate=True)
             await quota.claim(user, task_id, options.total_shots)
-            event = TaskIngested(
-                task_id=task_id,
-                format=fmt,
-                text=request.circuit,
-                options=options,
-                submitted_at=time.time(),
-            )
-            trace = TraceContext.extract(headers)
-            try:
-                await rt.bus.publish_event(event, trace=trace, started=event.submitted_at)
-            except Exception:  # not stored (or not known to be): no terminal event will follow
-                await quota.release(user, task_id)
-                raise
-            log.info("task.ingested", task_id=task_id, format=fmt, trace_id=trace.trace_id)
+        event = TaskIngested(
+            task_id=task_id,
+            format=fmt,
+            text=request.circuit,
+            options=options,
+            submitted_at=time.time(),
+        )
+        trace = TraceContext.extract(headers)
+        try:
+            await rt.bus.publish_event(event, trace=trace, started=event.submitted_at)
+        except Exception:  # not stored (or not known to be): no terminal event will follow
+            await quota.release(user, task_id)
+            raise
+        log.info("task.ingested", task_id=task_id, format=fmt, trace_id=trace.trace_id)
         return SubmitReply(task_id=task_id, duplicate=duplicate)
 
     async def release(event: TaskEvent, ctx: Context) -> None:

@@ -52,11 +52,18 @@ async def test_quotas_refuse_past_their_limits_survive_a_restart_and_free_at_the
     # The parser stopped: every accepted task stays in flight until it resumes.
     os.kill(stack.pid("parser"), signal.SIGSTOP)
     try:
-        a = await client.submit(SubmitRequest(circuit=text, shots=400))
+        first = SubmitRequest(circuit=text, shots=400, idempotency_key="quota-a")
+        a = await client.submit(first)
+        # A repeat holds no place of its own, below the limit or at it.
+        again = await client.submit(first)
+        assert again.duplicate and again.task_id == a.task_id
+        assert list(await in_flight(client)) == [a.task_id]
         b = await client.submit(SubmitRequest(circuit=text, shots=400))
         assert await refused(client, SubmitRequest(circuit=text, shots=400)) == "quota.shots"
         c = await client.submit(SubmitRequest(circuit=text, shots=100))
         assert await refused(client, SubmitRequest(circuit=text, shots=50)) == "quota.tasks"
+        again = await client.submit(first)
+        assert again.duplicate and again.task_id == a.task_id
         assert sorted(await in_flight(client)) == sorted([a.task_id, b.task_id, c.task_id])
 
         # The count lives in the bus: a restarted ingestion refuses the same way.
