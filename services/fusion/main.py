@@ -72,6 +72,14 @@ outcomes in all (a wide circuit's may hold millions)."""
 CONCURRENCY = 16
 """Evaluations fusion handles at once: a busy fusion finds several ready each time it wakes
 (4 until session 31; measured with ``qubus.bus.workers.LANED_CONCURRENCY``)."""
+OUTCOME_LINGER_S = 0.1
+"""How long a completed task's count waits for others of its node and circuit class to share
+its calibration update (``RecordCache.update``): one update a task cost the bus a write, its
+answer and its watcher's delivery (since session 33)."""
+OUTCOMES_CONCURRENCY = 64
+"""Completed tasks the ``outcomes`` stage holds at once: those of ``OUTCOME_LINGER_S`` at 640
+tasks a second (each idle holder asks the server again every
+``qubus.bus.consumer.FETCH_WAIT_S``)."""
 
 
 def _small(event: SandboxEvaluation | NoiseEvaluation) -> bool:
@@ -355,6 +363,7 @@ class Fusion:
                 measured=event.measured_fidelity,
                 now=time.time(),
             ),
+            linger_s=OUTCOME_LINGER_S,
         )
         log.info("outcome.counted", node=event.node, circuit_class=cls)
 
@@ -387,4 +396,12 @@ async def setup(rt: Runtime) -> None:
         )
     )
     # A sweep counts once, by its own completion (the mean of its points), not each point.
-    await rt.consume(Stage("outcomes", [TaskCompleted], fusion.learn, skip=is_sweep_point))
+    await rt.consume(
+        Stage(
+            "outcomes",
+            [TaskCompleted],
+            fusion.learn,
+            concurrency=OUTCOMES_CONCURRENCY,
+            skip=is_sweep_point,
+        )
+    )

@@ -75,3 +75,21 @@ async def test_a_stale_held_record_is_read_again_and_what_is_written_is_held_at_
     stored, revision = await read_record(kv, "stale", Tally)
     assert stored.writers == ["writer"] * 4 + ["stale"]
     assert stale.get("stale") == (stored, revision)  # held by the write, not by a watcher
+
+
+async def test_updates_of_a_key_within_the_linger_share_one_write(bus):
+    """100 updates of one key at once, with a linger, are all kept and take a few writes,
+    not 100; a change that returns None leaves the others of its batch in force."""
+    kv = await bus.kv(BUCKET_PILOTS)
+    cache = RecordCache(bus, BUCKET_PILOTS, Tally, keys="batched")
+    await cache.start()
+    try:
+        before = (await bus.js.stream_info(f"KV_{BUCKET_PILOTS}")).state.last_seq
+        changes = [add(str(k)) for k in range(100)] + [lambda tally: None]
+        await asyncio.gather(*(cache.update("batched", c, linger_s=0.05) for c in changes))
+        writes = (await bus.js.stream_info(f"KV_{BUCKET_PILOTS}")).state.last_seq - before
+    finally:
+        await cache.stop()
+    stored, _ = await read_record(kv, "batched", Tally)
+    assert stored.count == 100 and sorted(stored.writers) == sorted(str(k) for k in range(100))
+    assert 1 <= writes < 5

@@ -17,6 +17,7 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from qubus.bus import codec
+from qubus.bus.batches import Batches
 from qubus.bus.connection import Bus, KVFollower
 from qubus.bus.logs import get_logger
 from qubus.bus.messages import Model
@@ -112,6 +113,7 @@ class RecordCache(Generic[M]):
         self._bucket = bucket
         self._cls = cls
         self._records: dict[str, tuple[M, int]] = {}
+        self._batches: Batches[Callable[[M | None], M | None]] = Batches(self._write)
         self._follower = KVFollower(bus, bucket, self._on_entry, keys=keys, idle_s=idle_s)
 
     async def start(self) -> None:
@@ -139,14 +141,33 @@ class RecordCache(Generic[M]):
         """The record under ``key`` as last delivered, with its revision."""
         return self._records.get(key)
 
-    async def update(self, key: str, change: Callable[[M | None], M | None]) -> None:
+    async def update(
+        self, key: str, change: Callable[[M | None], M | None], *, linger_s: float = 0.0
+    ) -> None:
         """``update_record`` of ``key``, starting from the record held (no read while this
         process is the bucket's only writer of the key); the record written is held at once,
-        before the watcher delivers it, so the next update starts from it too."""
+        before the watcher delivers it, so the next update starts from it too. Changes of the
+        key that arrive while its last update is in flight, or within ``linger_s`` after this
+        one, are written with it, in one update (``qubus.bus.batches``)."""
+        await self._batches.submit(key, change, linger_s=linger_s)
+
+    async def _write(
+        self, key: str, changes: list[Callable[[M | None], M | None]]
+    ) -> list[Exception | None]:
+        """Write ``changes`` to ``key``, one after another, in one update."""
+
+        def all_of(record: M | None) -> M | None:
+            changed = None
+            for change in changes:
+                if (after := change(record)) is not None:
+                    record = changed = after
+            return changed
+
         kv = await self._bus.kv(self._bucket)
-        stored = await update_record(kv, key, self._cls, change, known=self._records.get(key))
+        stored = await update_record(kv, key, self._cls, all_of, known=self._records.get(key))
         if stored is not None:
             self._store(key, *stored)
+        return [None] * len(changes)
 
     async def fetch(self, key: str) -> tuple[M, int] | None:
         """``get``, or, for a key not delivered yet (just written, or the watcher is still

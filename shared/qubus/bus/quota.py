@@ -31,6 +31,7 @@ import msgpack
 import nats.js.errors
 from nats.js.kv import KeyValue
 
+from qubus.bus.batches import Batches
 from qubus.errors import QubusError
 
 Edit = Callable[[dict[str, list[float]]], Awaitable[bool]]
@@ -95,9 +96,10 @@ class QuotaLedger:
     limits: QuotaLimits
     stored: Callable[[str], Awaitable[bool]]
     _entries: dict[str, tuple[int, dict[str, list[float]]]] = field(default_factory=dict)
-    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    _pending: dict[str, list[tuple[Edit, asyncio.Future[None]]]] = field(default_factory=dict)
     _pruned: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._batches: Batches[Edit] = Batches(self._apply)
 
     async def claim(self, user: str, task_id: str, shots: int) -> None:
         """Hold a place for ``task_id`` (``shots``) in ``user``'s quota; nothing if it holds one.
@@ -118,74 +120,53 @@ class QuotaLedger:
             places[task_id] = [shots, time.time()]
             return True
 
-        await self._change(user, add)
+        await self._batches.submit(user, add)
 
     async def release(self, user: str, task_id: str, *, linger_s: float = 0.0) -> None:
         """Give back ``task_id``'s place; nothing if it holds none. With ``linger_s``, wait that
-        long first, so that the releases of that while share one update (``_change``)."""
+        long first, so that the releases of that while share one update."""
 
         async def remove(places: dict[str, list[float]]) -> bool:
             return places.pop(task_id, None) is not None
 
-        await self._change(user, remove, linger_s=linger_s)
+        await self._batches.submit(user, remove, linger_s=linger_s)
 
-    async def _change(self, user: str, edit: Edit, *, linger_s: float = 0.0) -> None:
-        """Apply ``edit`` to ``user``'s entry and store it (``_apply``). Edits that arrive while
-        an update of the same entry is in flight, or within ``linger_s`` after this one, wait
-        for it and are then applied together, in one update (a burst of submissions from one
-        user costs one round trip per burst, not per submission)."""
-        done = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(user, []).append((edit, done))
-        if linger_s > 0:
-            await asyncio.sleep(linger_s)
-        async with self._locks.setdefault(user, asyncio.Lock()):
-            if not done.done():  # else an earlier holder of the lock applied it
-                await self._apply(user, self._pending.pop(user))
-        await done
-
-    async def _apply(self, user: str, batch: list[tuple[Edit, asyncio.Future[None]]]) -> None:
+    async def _apply(self, user: str, batch: list[Edit]) -> list[Exception | None]:
         """Apply ``batch`` to ``user``'s entry and store it, naming the revision it read; on a
         conflict (another replica wrote first) read it again and repeat. The entry as this
         process last wrote it is tried first; a refusal or a decision to change nothing is
         taken only on the entry read afresh (another replica may have added or released
-        places since). Each edit's future gets its outcome (its refusal, or the bus's error)."""
-        outcomes: list[bool | Exception] = []
-        try:
-            cached = self._entries.get(user)
-            revision, places = cached if cached is not None else await self._read(user)
-            fresh = cached is None
-            while True:
-                draft = dict(places)
-                outcomes = []
-                for edit, _ in batch:
-                    try:
-                        outcomes.append(await edit(draft))
-                    except QubusError as exc:
-                        outcomes.append(exc)
-                if not fresh and not all(outcome is True for outcome in outcomes):
+        places since). Returns each edit's refusal, or None.
+
+        The edits of a batch are those that arrived while the entry's last update was in
+        flight (``qubus.bus.batches``): a burst of submissions from one user costs one round
+        trip per burst, not per submission."""
+        cached = self._entries.get(user)
+        revision, places = cached if cached is not None else await self._read(user)
+        fresh = cached is None
+        while True:
+            draft = dict(places)
+            outcomes: list[bool | Exception] = []
+            for edit in batch:
+                try:
+                    outcomes.append(await edit(draft))
+                except QubusError as exc:
+                    outcomes.append(exc)
+            if not fresh and not all(outcome is True for outcome in outcomes):
+                (revision, places), fresh = await self._read(user), True
+                continue
+            if any(outcome is True for outcome in outcomes):
+                value = msgpack.packb(draft)
+                try:
+                    if revision == 0:
+                        revision = await self.kv.create(user, value)
+                    else:
+                        revision = await self.kv.update(user, value, last=revision)
+                except nats.js.errors.KeyWrongLastSequenceError:
                     (revision, places), fresh = await self._read(user), True
                     continue
-                if any(outcome is True for outcome in outcomes):
-                    value = msgpack.packb(draft)
-                    try:
-                        if revision == 0:
-                            revision = await self.kv.create(user, value)
-                        else:
-                            revision = await self.kv.update(user, value, last=revision)
-                    except nats.js.errors.KeyWrongLastSequenceError:
-                        (revision, places), fresh = await self._read(user), True
-                        continue
-                    self._entries[user] = (revision, draft)
-                break
-        except Exception as exc:  # the bus failed: every edit of the batch failed with it
-            outcomes = [exc] * len(batch)
-        for (_, done), outcome in zip(batch, outcomes, strict=True):
-            if done.done():  # its caller was cancelled
-                continue
-            if isinstance(outcome, Exception):
-                done.set_exception(outcome)
-            else:
-                done.set_result(None)
+                self._entries[user] = (revision, draft)
+            return [o if isinstance(o, Exception) else None for o in outcomes]
 
     async def _read(self, user: str) -> tuple[int, dict[str, list[float]]]:
         try:
