@@ -25,7 +25,9 @@ angle is the task's own and a Hadamard on the first qubit), ``--shots`` (200) sh
      ``qubus.cli.tasks.SUBMITTING`` submissions awaiting their answer), or with at most
      ``--in-flight`` unfinished (64 until session 22), timed from the first submission to the
      last terminal event; the CPU seconds every stack process (and its
-     worker processes) spent meanwhile, per service, divided by the tasks; with ``--profile``,
+     worker processes) spent from the first submission until every stage has handled all it
+     was given (the stages that follow a task's end may still be at work after the last task
+     completes: since session 33), per service, divided by the tasks; with ``--profile``,
      each service process's CPU split by kind (its own work, the consumer, the codec, the nats
      client, logging, the loop and other threads: ``qubus.bus.sampler.KINDS``) from the samples of
      ``qubus.bus.sampler``, which the services take on their own CPU clock (worker processes
@@ -65,6 +67,7 @@ from pathlib import Path
 import psutil
 
 from qubus.bus import codec, logs
+from qubus.bus.connection import STREAM
 from qubus.bus.ids import split_task_subject
 from qubus.bus.limits import MAX_SHOTS
 from qubus.bus.messages import (
@@ -303,6 +306,26 @@ def read_profiles(roots: dict[str, list[psutil.Process]], folder: Path, since: f
         time.sleep(0.1)
 
 
+async def settled(client: Client, timeout_s: float = 120.0) -> float:
+    """When every durable consumer of the task stream has handled all it was given (stages that
+    follow a task's end, such as fusion's ``outcomes``, may still be at work when the last task
+    completes; their work counts in the run's CPU), polled every 50 ms; the Unix time.
+
+    Raises:
+        TimeoutError: Still not settled after ``timeout_s``.
+    """
+    async with asyncio.timeout(timeout_s):
+        while True:
+            consumers = await client.bus.js.consumers_info(STREAM)
+            if all(
+                not info.num_pending and not info.num_ack_pending
+                for info in consumers
+                if info.config.durable_name
+            ):
+                return time.time()
+            await asyncio.sleep(0.05)
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -359,7 +382,9 @@ async def run_qubus(args: argparse.Namespace, *, latency: bool) -> dict:
         done = await asyncio.gather(
             *(one_task(client, waiter, i, args.shots, gate, submitting) for i in range(args.tasks))
         )
-        elapsed = max(ended for ended, _ in waiter.ends.values()) - started
+        last_end = max(ended for ended, _ in waiter.ends.values())
+        elapsed = last_end - started
+        settled_s = await settled(client) - last_end
         after, moved = cpu_seconds(processes), bus_traffic(server)
         roots_after = cpu_seconds(roots)
         if args.profile:
@@ -379,6 +404,7 @@ async def run_qubus(args: argparse.Namespace, *, latency: bool) -> dict:
             "tasks": args.tasks,
             "completed": ends.count("completed"),
             "elapsed_s": elapsed,
+            "settled_s": settled_s,
             "tasks_per_s": args.tasks / elapsed,
             "p50_ms": 1000 * statistics.median(lat for _, lat, _ in done),
             "cpu_ms_per_task": {
@@ -442,7 +468,8 @@ def report(figures: dict) -> None:
     print(
         f"qubus                 {qubus['tasks_per_s']:8.1f} tasks/s  ({qubus['elapsed_s']:.1f} s,"
         f" {qubus['completed']} completed, p50 {qubus['p50_ms']:.0f} ms"
-        f" at {figures['in_flight']} in flight)"
+        f" at {figures['in_flight']} in flight; every stage done {qubus['settled_s']:.2f} s"
+        " after the last task)"
     )
     rounds = figures["rounds"]
     if len(rounds) == 1:
