@@ -51,7 +51,10 @@ PRIOR_ALPHA = 2.0
 PRIOR_BETA = 0.0025
 FORGET = 0.97
 META_SCALE = 0.2
-RECENT = 32
+RECENT = 64
+"""Task ids a state remembers: at least the completions fusion's ``outcomes`` stage holds at
+once (``OUTCOMES_CONCURRENCY``), which a replica that dies after writing their batch and before
+acknowledging it has delivered again (32 until session 33, when it held one)."""
 
 WIDTH_BUCKETS = ((4, "narrow"), (8, "small"), (16, "medium"))
 """Circuit widths up to each bound; wider circuits are ``wide``."""
