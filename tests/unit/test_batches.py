@@ -63,3 +63,14 @@ async def test_each_submitter_gets_its_own_outcome_and_a_failed_write_fails_its_
         return_exceptions=True,
     )
     assert all(isinstance(outcome, ConnectionError) for outcome in together)
+
+
+async def test_a_submitter_cancelled_while_its_batch_is_written_leaves_the_others_their_write():
+    store = Store()
+    batches = Batches(store.apply)
+    first = asyncio.create_task(batches.submit("a", "first", linger_s=0.01))
+    second = asyncio.create_task(batches.submit("a", "second", linger_s=0.02))
+    await asyncio.sleep(0.015)  # the first holds the lock and writes both
+    first.cancel()
+    await asyncio.wait_for(second, timeout=1.0)
+    assert store.writes == [("a", ["first", "second"])]

@@ -43,8 +43,11 @@ class Batches(Generic[T]):
         if linger_s > 0:
             await asyncio.sleep(linger_s)
         async with self._locks.setdefault(key, asyncio.Lock()):
-            if not done.done():  # else an earlier holder of the lock wrote it
-                await self._write(key, self._pending.pop(key))
+            # Empty if an earlier holder took this change (its write may still be in flight:
+            # shielded, it goes on when that holder is cancelled, and settles the others).
+            batch = [] if done.done() else self._pending.pop(key, [])
+            if batch:
+                await asyncio.shield(self._write(key, batch))
         await done
 
     async def _write(self, key: str, batch: list[tuple[T, asyncio.Future[None]]]) -> None:
