@@ -27,6 +27,10 @@ log = get_logger()
 
 M = TypeVar("M", bound=Model)
 
+Change = Callable[[M | None], M | None]
+"""A change to a record: the new record from the current one (None: there is none), or None
+to leave the key as it is."""
+
 
 def invalid(exc: ValidationError, what: str, *, code: str) -> QubusError:
     """A user's invalid record as an error naming each bad field in one line."""
@@ -53,7 +57,7 @@ async def update_record(
     kv: KeyValue,
     key: str,
     cls: type[M],
-    change: Callable[[M | None], M | None],
+    change: Change[M],
     *,
     known: tuple[M, int] | None = None,
 ) -> tuple[M, int] | None:
@@ -113,7 +117,7 @@ class RecordCache(Generic[M]):
         self._bucket = bucket
         self._cls = cls
         self._records: dict[str, tuple[M, int]] = {}
-        self._batches: Batches[Callable[[M | None], M | None]] = Batches(self._write)
+        self._batches: Batches[Change[M]] = Batches(self._write)
         self._follower = KVFollower(bus, bucket, self._on_entry, keys=keys, idle_s=idle_s)
 
     async def start(self) -> None:
@@ -141,9 +145,7 @@ class RecordCache(Generic[M]):
         """The record under ``key`` as last delivered, with its revision."""
         return self._records.get(key)
 
-    async def update(
-        self, key: str, change: Callable[[M | None], M | None], *, linger_s: float = 0.0
-    ) -> None:
+    async def update(self, key: str, change: Change[M], *, linger_s: float = 0.0) -> None:
         """``update_record`` of ``key``, starting from the record held (no read while this
         process is the bucket's only writer of the key); the record written is held at once,
         before the watcher delivers it, so the next update starts from it too. Changes of the
@@ -151,9 +153,7 @@ class RecordCache(Generic[M]):
         one, are written with it, in one update (``qubus.bus.batches``)."""
         await self._batches.submit(key, change, linger_s=linger_s)
 
-    async def _write(
-        self, key: str, changes: list[Callable[[M | None], M | None]]
-    ) -> list[Exception | None]:
+    async def _write(self, key: str, changes: list[Change[M]]) -> list[Exception | None]:
         """Write ``changes`` to ``key``, one after another, in one update."""
 
         def all_of(record: M | None) -> M | None:
