@@ -20,7 +20,7 @@ took effect (or needed none), else the exception its submitter gets."""
 
 
 class Batches(Generic[T]):
-    """One key's changes, written a batch at a time.
+    """Each key's changes, written a batch at a time.
 
     Args:
         apply: Writes a batch (``Apply``); an exception it raises is every change's outcome.
